@@ -1,0 +1,97 @@
+"""kpt.hal: one interface to every accelerator PyTorch can drive, explained when it can't."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kpt.hal._adapter import Adapter, TorchDeviceAdapter
+from kpt.hal._cpu import CpuAdapter
+from kpt.hal._discovery import ALLOW_LIST_ENV, ENTRY_POINT_GROUP, Registry
+from kpt.hal._nominal import NominalSpec, nominal_spec
+from kpt.hal._types import (
+    AdapterInfo,
+    Capabilities,
+    Device,
+    HealthReport,
+    HealthState,
+    Interconnect,
+    Link,
+    NoDeviceError,
+    Probe,
+    Value,
+)
+from kpt.hal._version import __version__
+
+_default_registry = Registry()
+
+
+def registry() -> Registry:
+    """The process-wide registry behind adapters(), devices() and select()."""
+    return _default_registry
+
+
+def adapters() -> list[AdapterInfo]:
+    """Every adapter found, with status loaded / no-hardware / rejected / conflict and why."""
+    return _default_registry.adapters()
+
+
+def devices() -> list[Device]:
+    """Every usable device of every loaded adapter, each with its torch.device."""
+    return _default_registry.devices()
+
+
+def device(spec: Any) -> Device:
+    """The device for "cuda:1", "kpt_sim:0", torch.device("cpu"), ..."""
+    return _default_registry.device(spec)
+
+
+def select(**needs: Any) -> Device:
+    """Best device meeting needs: min_memory=, dtype=, vendor=, adapter=, device_type=,
+    feature=, healthy=. Failed devices are never chosen; NoDeviceError explains refusals."""
+    return _default_registry.select(**needs)
+
+
+def refresh(*, rescan: bool = False) -> None:
+    """Probe again on the next query; rescan=True also re-reads installed entry points."""
+    _default_registry.refresh(rescan=rescan)
+
+
+def register_adapter(adapter: Adapter | type[Adapter], *, name: str | None = None) -> None:
+    """Add an adapter at runtime, as if installed through the kpt.adapters entry point."""
+    _default_registry.register(adapter, name=name)
+
+
+def unregister_adapter(name: str) -> None:
+    """Remove an adapter added with register_adapter()."""
+    _default_registry.unregister(name)
+
+
+__all__ = [
+    "ALLOW_LIST_ENV",
+    "ENTRY_POINT_GROUP",
+    "Adapter",
+    "AdapterInfo",
+    "Capabilities",
+    "CpuAdapter",
+    "Device",
+    "HealthReport",
+    "HealthState",
+    "Interconnect",
+    "Link",
+    "NoDeviceError",
+    "NominalSpec",
+    "Probe",
+    "Registry",
+    "TorchDeviceAdapter",
+    "Value",
+    "__version__",
+    "adapters",
+    "device",
+    "devices",
+    "nominal_spec",
+    "refresh",
+    "register_adapter",
+    "registry",
+    "select",
+    "unregister_adapter",
+]

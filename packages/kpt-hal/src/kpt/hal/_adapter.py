@@ -1,0 +1,159 @@
+"""The Adapter contract a vendor implements, and a base that does the torch.<type> parts."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import torch
+
+from kpt.hal._nominal import nominal_spec
+from kpt.hal._types import Capabilities, HealthReport, HealthState, Interconnect, Probe
+
+# Names torch uses for dtypes, as kpt spells them in Capabilities.dtypes and select(dtype=).
+COMMON_DTYPES = frozenset({"float32", "float16", "bfloat16", "int8", "int32", "int64", "bool"})
+
+
+class Adapter(abc.ABC):
+    """What a vendor implements to make its accelerator a kpt device.
+
+    probe() must be cheap and side-effect free: no device memory, no servers, no contexts.
+    """
+
+    name: ClassVar[str]  # "cuda", "sim", "cpu", ...
+    device_type: ClassVar[str]  # torch device type: "cuda", "kpt_sim", "cpu", "xpu"
+    uses_privateuse1: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def probe(self) -> Probe:
+        """How many devices are present, or why none are."""
+
+    @abc.abstractmethod
+    def capabilities(self, index: int) -> Capabilities:
+        """What device `index` is and can do."""
+
+    @abc.abstractmethod
+    def health(self, index: int) -> HealthReport:
+        """Whether device `index` is healthy, degraded or failed, and why."""
+
+    @abc.abstractmethod
+    def collectives_backend(self) -> str | None:
+        """torch.distributed backend name: "nccl", "gloo", "xccl", "kpt", or None."""
+
+    @abc.abstractmethod
+    def triton_target(self) -> str | None:
+        """Triton target: "cuda", "hip", "xpu", or None for the interpreter."""
+
+    def memory_info(self, index: int) -> tuple[int, int]:
+        """(free, total) bytes right now, through torch.<device_type>.mem_get_info."""
+        return self._torch_module().mem_get_info(index)
+
+    def synchronize(self, index: int) -> None:
+        """Wait for all work queued on device `index`."""
+        self._torch_module().synchronize(index)
+
+    def _torch_module(self) -> Any:
+        module = getattr(torch, self.device_type, None)
+        if module is None:
+            raise RuntimeError(
+                f"adapter {self.name!r}: torch has no module torch.{self.device_type}; "
+                "override memory_info() and synchronize() or register the device first"
+            )
+        return module
+
+
+class TorchDeviceAdapter(Adapter):
+    """Base for adapters over a built-in torch device module (torch.cuda, torch.xpu).
+
+    A vendor subclass sets name/device_type/vendor and overrides the few `_hooks` that differ.
+    The torch module is injectable so capability logic can be tested without the hardware.
+    """
+
+    vendor: ClassVar[str] = ""
+    looked_for: ClassVar[str] = ""
+
+    def __init__(self, backend: Any = None) -> None:
+        self._backend = backend
+
+    @property
+    def backend(self) -> Any:
+        if self._backend is None:
+            self._backend = getattr(torch, self.device_type)
+        return self._backend
+
+    # ---- hooks a vendor overrides -------------------------------------------------------
+    def _refusal(self) -> str | None:
+        """Why this torch build is not ours (e.g. a ROCm build for the NVIDIA adapter)."""
+        return None
+
+    def _driver_version(self) -> str:
+        return ""
+
+    def _runtime_version(self) -> str:
+        return ""
+
+    def _memory_free(self, index: int, total: int) -> tuple[int, str]:
+        """Free bytes without creating a device context: total minus what torch reserved."""
+        try:
+            return max(0, total - int(self.backend.memory_reserved(index))), "nominal"
+        except Exception:
+            return total, "nominal"
+
+    def _extra_features(self, index: int, props: Any) -> set[str]:
+        return set()
+
+    def _interconnect(self, index: int, count: int) -> Interconnect:
+        return Interconnect()
+
+    # ---- the contract -------------------------------------------------------------------
+    def probe(self) -> Probe:
+        refusal = self._refusal()
+        if refusal:
+            return Probe.none(refusal, self.looked_for)
+        try:
+            available = bool(self.backend.is_available())
+            count = int(self.backend.device_count()) if available else 0
+        except Exception as exc:  # a broken driver is a reason, not a crash
+            return Probe.none(f"torch.{self.device_type} raised {exc!r}", self.looked_for)
+        if count == 0:
+            return Probe.none(
+                f"torch.{self.device_type}.is_available() is {available}, no devices visible "
+                "(no driver, no device, or hidden by *_VISIBLE_DEVICES)",
+                self.looked_for,
+            )
+        return Probe.found(count, self.looked_for)
+
+    def capabilities(self, index: int) -> Capabilities:
+        props = self.backend.get_device_properties(index)
+        model = str(getattr(props, "name", "unknown"))
+        total = int(getattr(props, "total_memory", 0))
+        free, _ = self._memory_free(index, total)
+        spec = nominal_spec(model)
+        dtypes = set(COMMON_DTYPES) | {"float64"}
+        features = {"triton"} if self.triton_target() else set()
+        if spec is not None:
+            dtypes |= spec.dtypes
+            features |= spec.features
+        features |= self._extra_features(index, props)
+        count = int(self.backend.device_count())
+        return Capabilities(
+            vendor=self.vendor,
+            model=model,
+            index=index,
+            memory_total=total,
+            memory_free=free,
+            peak_flops=spec.flops() if spec else {},
+            memory_bandwidth=spec.bandwidth() if spec else None,
+            dtypes=frozenset(dtypes),
+            interconnect=self._interconnect(index, count),
+            driver_version=self._driver_version(),
+            runtime_version=self._runtime_version(),
+            features=frozenset(features),
+        )
+
+    def health(self, index: int) -> HealthReport:
+        try:
+            self.backend.get_device_properties(index)
+        except Exception as exc:
+            return HealthReport(HealthState.FAILED, f"device does not answer queries: {exc!r}")
+        return HealthReport.healthy("answers queries; no telemetry source installed")

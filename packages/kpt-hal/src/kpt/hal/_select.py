@@ -1,0 +1,141 @@
+"""select(**needs): the best device meeting every need, or an error saying why each failed."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+
+from kpt.hal._types import Device, HealthReport, HealthState, NoDeviceError
+
+NEEDS = ("adapter", "device_type", "dtype", "feature", "healthy", "min_memory", "vendor")
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+
+
+def parse_bytes(amount: int | float | str) -> int:
+    """16 * 2**30, "16GiB" or "80 GB" -> bytes."""
+    if isinstance(amount, bool):
+        raise TypeError(f"min_memory={amount!r} is a bool; give bytes or a string like '16GiB'")
+    if isinstance(amount, int | float):
+        if amount < 0:
+            raise ValueError(f"min_memory={amount!r} is negative; give bytes >= 0")
+        return int(amount)
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(amount))
+    if not match or match.group(2).lower() not in _UNITS:
+        raise ValueError(
+            f"min_memory={amount!r} is not a size; write bytes or e.g. '16GiB', '80GB', '512MiB'"
+        )
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def dtype_name(dtype: torch.dtype | str) -> str:
+    """torch.bfloat16 or "bfloat16" or "torch.bfloat16" -> "bfloat16"."""
+    if isinstance(dtype, torch.dtype):
+        return str(dtype).removeprefix("torch.")
+    if isinstance(dtype, str) and dtype:
+        return dtype.removeprefix("torch.")
+    raise TypeError(f"dtype={dtype!r} is neither a torch.dtype nor a dtype name like 'bfloat16'")
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def _normalize(needs: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(needs) - set(NEEDS))
+    if unknown:
+        raise TypeError(f"select() got unknown needs {unknown}; known needs: {', '.join(NEEDS)}")
+    out = dict(needs)
+    if "min_memory" in out:
+        out["min_memory"] = parse_bytes(out["min_memory"])
+    if "dtype" in out:
+        out["dtype"] = dtype_name(out["dtype"])
+    if "feature" in out:
+        feature = out["feature"]
+        out["feature"] = frozenset([feature] if isinstance(feature, str) else feature)
+    return out
+
+
+def refusals_for(device: Device, report: HealthReport, needs: dict[str, Any]) -> list[str]:
+    """Every need `device` fails, in words; empty when it meets them all."""
+    caps = device.capabilities
+    why = []
+    if report.state == HealthState.FAILED:
+        why.append(f"health failed: {report.reason or 'no reason given'}")
+    elif needs.get("healthy") and report.state != HealthState.HEALTHY:
+        why.append(f"health {report.state.value}, healthy=True asked: {report.reason}")
+    if "adapter" in needs and device.adapter != needs["adapter"]:
+        why.append(f"adapter {device.adapter!r}, not {needs['adapter']!r}")
+    if "device_type" in needs and device.torch_device.type != needs["device_type"]:
+        why.append(f"device type {device.torch_device.type!r}, not {needs['device_type']!r}")
+    if "vendor" in needs and caps.vendor.lower() != str(needs["vendor"]).lower():
+        why.append(f"vendor {caps.vendor!r}, not {needs['vendor']!r}")
+    if "min_memory" in needs and caps.memory_total < needs["min_memory"]:
+        why.append(f"memory {_gib(caps.memory_total)} < {_gib(needs['min_memory'])} needed")
+    if "dtype" in needs and needs["dtype"] not in caps.dtypes:
+        why.append(f"dtype {needs['dtype']} not supported")
+    missing = sorted(needs.get("feature", frozenset()) - caps.features)
+    if missing:
+        why.append(f"lacks feature(s) {', '.join(missing)}")
+    return why
+
+
+def _rank(device: Device, report: HealthReport, dtype: str | None) -> tuple:
+    caps = device.capabilities
+    rates = caps.peak_flops
+    rate = (
+        rates[dtype].amount
+        if dtype in rates
+        else max((v.amount for v in rates.values()), default=0)
+    )
+    return (
+        report.state == HealthState.HEALTHY,
+        device.torch_device.type != "cpu",  # any accelerator before the host
+        rate,
+        caps.memory_total,
+        -device.index,
+    )
+
+
+def select_device(
+    devices: Sequence[Device],
+    health_of: Callable[[Device], HealthReport],
+    needs: dict[str, Any],
+) -> Device:
+    """The best of `devices` meeting `needs`: healthy first, accelerators, fastest, largest."""
+    wanted = _normalize(needs)
+    best, best_rank = None, None
+    refusals: dict[str, list[str]] = {}
+    for device in devices:
+        report = health_of(device)
+        why = refusals_for(device, report, wanted)
+        if why:
+            refusals[str(device)] = why
+            continue
+        rank = _rank(device, report, wanted.get("dtype"))
+        if best_rank is None or rank > best_rank:
+            best, best_rank = device, rank
+    if best is None:
+        raise NoDeviceError(needs, refusals)
+    return best
+
+
+def matching(
+    devices: Iterable[Device], health_of: Callable[[Device], HealthReport]
+) -> list[Device]:
+    """Devices not failed."""
+    return [d for d in devices if health_of(d).state != HealthState.FAILED]
