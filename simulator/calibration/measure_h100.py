@@ -31,8 +31,12 @@ from torch import nn
 
 KB, MB, GB = 1 << 10, 1 << 20, 1 << 30
 ES = {torch.float32: 4, torch.float16: 2, torch.bfloat16: 2, torch.float8_e4m3fn: 1}
-DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16,
-          "fp16": torch.float16}
+DTYPES = {
+    "fp32": torch.float32,
+    "tf32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
 
 
 class Timer:
@@ -88,8 +92,16 @@ class Timer:
 
 
 def record(op_class, op, dtype, shapes, flops, nbytes, timing, **extra) -> dict:
-    return {"op_class": op_class, "op": op, "dtype": dtype, "shapes": shapes,
-            "flops": float(flops), "bytes": float(nbytes), **timing, **extra}
+    return {
+        "op_class": op_class,
+        "op": op,
+        "dtype": dtype,
+        "shapes": shapes,
+        "flops": float(flops),
+        "bytes": float(nbytes),
+        **timing,
+        **extra,
+    }
 
 
 # ---------------------------------------------------------------- kernels
@@ -97,15 +109,33 @@ def record(op_class, op, dtype, shapes, flops, nbytes, timing, **extra) -> dict:
 
 def measure_matmul(t: Timer, dev: str, smoke: bool) -> list[dict]:
     out = []
-    squares = [64, 128] if smoke else [256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096,
-                                         6144, 8192]
+    squares = [64, 128] if smoke else [256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192]
     # (M, N, K): decode-like skinny products, the GPT-2 small layers at 512 tokens, tall K.
-    skinny = [(8, 16, 32)] if smoke else [
-        (1, 4096, 4096), (16, 4096, 4096), (64, 8192, 8192), (128, 4096, 4096),
-        (512, 2304, 768), (512, 768, 768), (512, 3072, 768), (512, 768, 3072),
-        (512, 50257, 768), (512, 768, 50257), (768, 50257, 512), (512, 768, 256),
-        (512, 1024, 256), (4096, 4096, 256), (1024, 1024, 16384), (8192, 1024, 1024),
-        (1000, 1000, 1000), (3000, 3000, 3000), (4097, 4097, 4097)]
+    skinny = (
+        [(8, 16, 32)]
+        if smoke
+        else [
+            (1, 4096, 4096),
+            (16, 4096, 4096),
+            (64, 8192, 8192),
+            (128, 4096, 4096),
+            (512, 2304, 768),
+            (512, 768, 768),
+            (512, 3072, 768),
+            (512, 768, 3072),
+            (512, 50257, 768),
+            (512, 768, 50257),
+            (768, 50257, 512),
+            (512, 768, 256),
+            (512, 1024, 256),
+            (4096, 4096, 256),
+            (1024, 1024, 16384),
+            (8192, 1024, 1024),
+            (1000, 1000, 1000),
+            (3000, 3000, 3000),
+            (4097, 4097, 4097),
+        ]
+    )
     shapes = [(n, n, n) for n in squares] + skinny
     for name in ["fp32", "tf32", "bf16", "fp16"]:
         torch.backends.cuda.matmul.allow_tf32 = name == "tf32"
@@ -116,22 +146,55 @@ def measure_matmul(t: Timer, dev: str, smoke: bool) -> list[dict]:
             a = torch.randn(m, k, device=dev, dtype=dt)
             b = torch.randn(k, n, device=dev, dtype=dt)
             tm = t.time(lambda: a @ b)
-            out.append(record("matmul", "mm", name, [[m, k], [k, n]], 2 * m * n * k,
-                              (m * k + k * n + m * n) * ES[dt], tm, m=m, n=n, k=k))
+            out.append(
+                record(
+                    "matmul",
+                    "mm",
+                    name,
+                    [[m, k], [k, n]],
+                    2 * m * n * k,
+                    (m * k + k * n + m * n) * ES[dt],
+                    tm,
+                    m=m,
+                    n=n,
+                    k=k,
+                )
+            )
     torch.backends.cuda.matmul.allow_tf32 = False
     # Batched products: attention-score-like and batched MLP-like.
-    batched = [(2, 16, 16, 16)] if smoke else [
-        (48, 128, 128, 64), (48, 128, 64, 128), (96, 512, 512, 64), (32, 1024, 1024, 1024),
-        (8, 2048, 2048, 2048), (256, 64, 64, 64)]
+    batched = (
+        [(2, 16, 16, 16)]
+        if smoke
+        else [
+            (48, 128, 128, 64),
+            (48, 128, 64, 128),
+            (96, 512, 512, 64),
+            (32, 1024, 1024, 1024),
+            (8, 2048, 2048, 2048),
+            (256, 64, 64, 64),
+        ]
+    )
     for name in ["fp32", "bf16"]:
         dt = DTYPES[name]
         for bsz, m, n, k in batched:
             a = torch.randn(bsz, m, k, device=dev, dtype=dt)
             b = torch.randn(bsz, k, n, device=dev, dtype=dt)
             tm = t.time(lambda: torch.bmm(a, b))
-            out.append(record("matmul", "bmm", name, [[bsz, m, k], [bsz, k, n]],
-                              2 * bsz * m * n * k, bsz * (m * k + k * n + m * n) * ES[dt], tm,
-                              m=m, n=n, k=k, batch=bsz))
+            out.append(
+                record(
+                    "matmul",
+                    "bmm",
+                    name,
+                    [[bsz, m, k], [bsz, k, n]],
+                    2 * bsz * m * n * k,
+                    bsz * (m * k + k * n + m * n) * ES[dt],
+                    tm,
+                    m=m,
+                    n=n,
+                    k=k,
+                    batch=bsz,
+                )
+            )
     out += measure_fp8(t, dev, smoke)
     return out
 
@@ -150,11 +213,29 @@ def measure_fp8(t: Timer, dev: str, smoke: bool) -> list[dict]:
                 return torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
 
             tm = t.time(fn)
-            out.append(record("matmul", "scaled_mm", "fp8_e4m3", [[n, n], [n, n]], 2 * n**3,
-                              2 * n * n + 2 * n * n, tm, m=n, n=n, k=n))
+            out.append(
+                record(
+                    "matmul",
+                    "scaled_mm",
+                    "fp8_e4m3",
+                    [[n, n], [n, n]],
+                    2 * n**3,
+                    2 * n * n + 2 * n * n,
+                    tm,
+                    m=n,
+                    n=n,
+                    k=n,
+                )
+            )
         except Exception as exc:  # fp8 support depends on the build; keep the reason
-            out.append({"op_class": "matmul", "op": "scaled_mm", "dtype": "fp8_e4m3",
-                        "error": repr(exc)[:300]})
+            out.append(
+                {
+                    "op_class": "matmul",
+                    "op": "scaled_mm",
+                    "dtype": "fp8_e4m3",
+                    "error": repr(exc)[:300],
+                }
+            )
             break
     return out
 
@@ -182,8 +263,18 @@ def measure_elementwise(t: Timer, dev: str, smoke: bool) -> list[dict]:
                 nbytes = (n_in + 1) * numel * ES[dt]
                 for flush in (True, False) if size <= 16 * MB else (True,):
                     tm = t.time(lambda fn=fn: fn(x, y), flush=flush)
-                    out.append(record("elementwise", op, name, [[numel]] * n_in, fpe * numel,
-                                      nbytes, tm, numel=numel))
+                    out.append(
+                        record(
+                            "elementwise",
+                            op,
+                            name,
+                            [[numel]] * n_in,
+                            fpe * numel,
+                            nbytes,
+                            tm,
+                            numel=numel,
+                        )
+                    )
     return out
 
 
@@ -196,22 +287,56 @@ def measure_reductions(t: Timer, dev: str, smoke: bool) -> list[dict]:
             x = torch.randn(numel, device=dev, dtype=dt)
             for op, fn in {"sum": torch.sum, "max": torch.amax}.items():
                 tm = t.time(lambda fn=fn: fn(x))
-                out.append(record("reduction", op, name, [[numel]], numel, numel * ES[dt] + 4,
-                                  tm, numel=numel, dim="all"))
+                out.append(
+                    record(
+                        "reduction",
+                        op,
+                        name,
+                        [[numel]],
+                        numel,
+                        numel * ES[dt] + 4,
+                        tm,
+                        numel=numel,
+                        dim="all",
+                    )
+                )
         # Row-wise reductions (the shape softmax/layernorm statistics have).
-        for rows, cols in ([(4, 8)] if smoke else [(4096, 768), (512, 50257), (65536, 1024),
-                                                    (16, 1 << 20)]):
+        for rows, cols in (
+            [(4, 8)] if smoke else [(4096, 768), (512, 50257), (65536, 1024), (16, 1 << 20)]
+        ):
             x = torch.randn(rows, cols, device=dev, dtype=dt)
             tm = t.time(lambda: x.sum(dim=-1))
-            out.append(record("reduction", "sum", name, [[rows, cols]], rows * cols,
-                              (rows * cols + rows) * ES[dt], tm, numel=rows * cols, dim=-1))
+            out.append(
+                record(
+                    "reduction",
+                    "sum",
+                    name,
+                    [[rows, cols]],
+                    rows * cols,
+                    (rows * cols + rows) * ES[dt],
+                    tm,
+                    numel=rows * cols,
+                    dim=-1,
+                )
+            )
     return out
 
 
 def measure_norms(t: Timer, dev: str, smoke: bool) -> list[dict]:
     out = []
-    shapes = [(4, 8)] if smoke else [(512, 768), (4096, 768), (512, 50257), (8192, 4096),
-                                     (32768, 1024), (65536, 256), (2048, 16384)]
+    shapes = (
+        [(4, 8)]
+        if smoke
+        else [
+            (512, 768),
+            (4096, 768),
+            (512, 50257),
+            (8192, 4096),
+            (32768, 1024),
+            (65536, 256),
+            (2048, 16384),
+        ]
+    )
     for name in ["fp32", "bf16"]:
         dt = DTYPES[name]
         for rows, cols in shapes:
@@ -220,32 +345,57 @@ def measure_norms(t: Timer, dev: str, smoke: bool) -> list[dict]:
             b = torch.zeros(cols, device=dev, dtype=dt)
             n = rows * cols
             tm = t.time(lambda: torch.softmax(x, dim=-1))
-            out.append(record("softmax", "softmax", name, [[rows, cols]], 5 * n,
-                              2 * n * ES[dt], tm, numel=n))
+            out.append(
+                record(
+                    "softmax", "softmax", name, [[rows, cols]], 5 * n, 2 * n * ES[dt], tm, numel=n
+                )
+            )
             tm = t.time(lambda: F.layer_norm(x, (cols,), w, b))
-            out.append(record("layernorm", "layer_norm", name, [[rows, cols]], 8 * n,
-                              (2 * n + 2 * cols) * ES[dt], tm, numel=n))
+            out.append(
+                record(
+                    "layernorm",
+                    "layer_norm",
+                    name,
+                    [[rows, cols]],
+                    8 * n,
+                    (2 * n + 2 * cols) * ES[dt],
+                    tm,
+                    numel=n,
+                )
+            )
     return out
 
 
 def measure_attention(t: Timer, dev: str, smoke: bool) -> list[dict]:
     out = []
     # (batch, heads, seq, head_dim, causal)
-    configs = [(1, 2, 16, 8, True)] if smoke else [
-        (4, 12, 128, 64, True), (8, 4, 64, 64, True), (8, 16, 1024, 64, True),
-        (4, 32, 2048, 128, True), (1, 32, 8192, 128, True), (16, 16, 512, 64, False),
-        (2, 16, 4096, 64, False)]
+    configs = (
+        [(1, 2, 16, 8, True)]
+        if smoke
+        else [
+            (4, 12, 128, 64, True),
+            (8, 4, 64, 64, True),
+            (8, 16, 1024, 64, True),
+            (4, 32, 2048, 128, True),
+            (1, 32, 8192, 128, True),
+            (16, 16, 512, 64, False),
+            (2, 16, 4096, 64, False),
+        ]
+    )
     dt = torch.bfloat16 if dev.startswith("cuda") else torch.float32
     for bsz, heads, seq, hd, causal in configs:
-        q, k, v = (torch.randn(bsz, heads, seq, hd, device=dev, dtype=dt, requires_grad=True)
-                   for _ in range(3))
+        q, k, v = (
+            torch.randn(bsz, heads, seq, hd, device=dev, dtype=dt, requires_grad=True)
+            for _ in range(3)
+        )
         full = 4 * bsz * heads * seq * seq * hd
         flops = full / 2 if causal else full
         nbytes = 4 * bsz * heads * seq * hd * ES[dt]
         tm = t.time(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal))
         shapes = [[bsz, heads, seq, hd]] * 3
-        out.append(record("attention", "sdpa_fwd", "bf16", shapes, flops, nbytes, tm,
-                          causal=causal))
+        out.append(
+            record("attention", "sdpa_fwd", "bf16", shapes, flops, nbytes, tm, causal=causal)
+        )
         o = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         g = torch.randn_like(o)
 
@@ -254,18 +404,37 @@ def measure_attention(t: Timer, dev: str, smoke: bool) -> list[dict]:
             torch.autograd.grad(o, (q, k, v), g)
 
         tm = t.time(fwd_bwd)
-        out.append(record("attention", "sdpa_fwd_bwd", "bf16", shapes, 3.5 * flops,
-                          2.5 * nbytes, tm, causal=causal))
+        out.append(
+            record(
+                "attention",
+                "sdpa_fwd_bwd",
+                "bf16",
+                shapes,
+                3.5 * flops,
+                2.5 * nbytes,
+                tm,
+                causal=causal,
+            )
+        )
     return out
 
 
 def measure_conv(t: Timer, dev: str, smoke: bool) -> list[dict]:
     out = []
     # (batch, in_ch, hw, out_ch, kernel, stride): ResNet-50 stages at batch 32.
-    configs = [(1, 3, 8, 4, 3, 1)] if smoke else [
-        (32, 3, 224, 64, 7, 2), (32, 64, 56, 64, 3, 1), (32, 64, 56, 256, 1, 1),
-        (32, 128, 28, 128, 3, 1), (32, 256, 14, 256, 3, 1), (32, 512, 7, 512, 3, 1),
-        (32, 1024, 14, 256, 1, 1)]
+    configs = (
+        [(1, 3, 8, 4, 3, 1)]
+        if smoke
+        else [
+            (32, 3, 224, 64, 7, 2),
+            (32, 64, 56, 64, 3, 1),
+            (32, 64, 56, 256, 1, 1),
+            (32, 128, 28, 128, 3, 1),
+            (32, 256, 14, 256, 3, 1),
+            (32, 512, 7, 512, 3, 1),
+            (32, 1024, 14, 256, 1, 1),
+        ]
+    )
     torch.backends.cudnn.benchmark = True
     for name in ["fp32", "bf16"]:
         dt = DTYPES[name]
@@ -280,9 +449,20 @@ def measure_conv(t: Timer, dev: str, smoke: bool) -> list[dict]:
             flops = 2 * bsz * cout * ho * ho * cin * ks * ks
             nbytes = (x.numel() + w.numel() + bsz * cout * ho * ho) * ES[dt]
             tm = t.time(lambda: F.conv2d(x, w, stride=stride, padding=pad), warmup=5)
-            out.append(record("conv", "conv2d", name, [list(x.shape), list(w.shape)], flops,
-                              nbytes, tm, stride=stride, padding=pad,
-                              layout="channels_last" if name == "bf16" else "contiguous"))
+            out.append(
+                record(
+                    "conv",
+                    "conv2d",
+                    name,
+                    [list(x.shape), list(w.shape)],
+                    flops,
+                    nbytes,
+                    tm,
+                    stride=stride,
+                    padding=pad,
+                    layout="channels_last" if name == "bf16" else "contiguous",
+                )
+            )
     return out
 
 
@@ -299,11 +479,13 @@ def measure_copies(t: Timer, dev: str, smoke: bool) -> list[dict]:
             host = torch.empty(size, dtype=torch.uint8, pin_memory=pinned and cuda).random_()
             reps = 20 if size <= 64 * MB else 6
             tm = t.time(lambda: d_dst.copy_(host, non_blocking=pinned), reps=reps, flush=False)
-            out.append(record("copy_h2d", "copy", "u8", [[size]], 0, size, tm, size=size,
-                              pinned=pinned))
+            out.append(
+                record("copy_h2d", "copy", "u8", [[size]], 0, size, tm, size=size, pinned=pinned)
+            )
             tm = t.time(lambda: host.copy_(d_src, non_blocking=pinned), reps=reps, flush=False)
-            out.append(record("copy_d2h", "copy", "u8", [[size]], 0, size, tm, size=size,
-                              pinned=pinned))
+            out.append(
+                record("copy_d2h", "copy", "u8", [[size]], 0, size, tm, size=size, pinned=pinned)
+            )
     return out
 
 
@@ -311,8 +493,11 @@ def measure_launch(t: Timer, dev: str, smoke: bool) -> dict:
     """Host time per small eager op, device time per tiny kernel, event and sync overheads."""
     x = torch.ones(1, device=dev)
     res = {}
-    for name, fn in {"add": lambda: x + x, "mul_scalar": lambda: x * 2.0,
-                     "add_": lambda: x.add_(0.0)}.items():
+    for name, fn in {
+        "add": lambda: x + x,
+        "mul_scalar": lambda: x * 2.0,
+        "add_": lambda: x.add_(0.0),
+    }.items():
         for _ in range(200):
             fn()
         t.sync()
@@ -338,13 +523,16 @@ def measure_launch(t: Timer, dev: str, smoke: bool) -> dict:
             for _ in range(100):
                 y = y + x
         res["device_seconds_per_kernel_graph"] = t.time(g.replay, flush=False)["seconds"] / 100
+
         # Eager stream of 1000 tiny adds timed by events: the launch-bound rate.
         def burst():
             y = x
             for _ in range(1000):
                 y = y + x
-        res["device_seconds_per_op_eager_burst"] = t.time(burst, flush=False,
-                                                          reps=5)["seconds"] / 1000
+
+        res["device_seconds_per_op_eager_burst"] = (
+            t.time(burst, flush=False, reps=5)["seconds"] / 1000
+        )
     t0 = time.perf_counter()
     for _ in range(1000):
         t.sync()
@@ -369,8 +557,9 @@ class Block(nn.Module):
     def forward(self, x):
         b, s, w = x.shape
         q, k, v = self.qkv(self.ln1(x)).view(b, s, 3, self.heads, w // self.heads).unbind(2)
-        a = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
-                                           v.transpose(1, 2), is_causal=True)
+        a = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True
+        )
         x = x + self.proj(a.transpose(1, 2).reshape(b, s, w))
         return x + self.out(F.gelu(self.fc(self.ln2(x))))
 
@@ -401,8 +590,9 @@ def time_training_step(dev: str, cfg: dict, precision: str, steps: int) -> dict:
     cuda = dev.startswith("cuda")
 
     def step():
-        with torch.autocast("cuda" if cuda else "cpu", dtype=torch.bfloat16,
-                            enabled=precision == "bf16_autocast"):
+        with torch.autocast(
+            "cuda" if cuda else "cpu", dtype=torch.bfloat16, enabled=precision == "bf16_autocast"
+        ):
             logits = model(idx)
             loss = F.cross_entropy(logits.float().view(-1, cfg["vocab"]), tgt.view(-1))
         opt.zero_grad(set_to_none=True)
@@ -429,22 +619,35 @@ def time_training_step(dev: str, cfg: dict, precision: str, steps: int) -> dict:
             step()
             torch.cuda.synchronize()
         evs = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
-        kernels = {"count": int(sum(e.count for e in evs)),
-                   "device_seconds": sum(e.self_device_time_total for e in evs) / 1e6}
+        kernels = {
+            "count": int(sum(e.count for e in evs)),
+            "device_seconds": sum(e.self_device_time_total for e in evs) / 1e6,
+        }
     samples.sort()
     params = sum(p.numel() for p in model.parameters())
     tokens = cfg["batch"] * cfg["context"]
-    return {"precision": precision, "step_ms_median": 1e3 * statistics.median(samples),
-            "step_ms_min": 1e3 * samples[0], "step_ms_p90": 1e3 * samples[int(0.9 * len(samples))],
-            "steps_timed": steps, "params": params,
-            "model_flops_per_step": 6 * params * tokens, "kernels_per_step": kernels}
+    return {
+        "precision": precision,
+        "step_ms_median": 1e3 * statistics.median(samples),
+        "step_ms_min": 1e3 * samples[0],
+        "step_ms_p90": 1e3 * samples[int(0.9 * len(samples))],
+        "steps_timed": steps,
+        "params": params,
+        "model_flops_per_step": 6 * params * tokens,
+        "kernels_per_step": kernels,
+    }
 
 
 REFERENCE_MODELS = {
-    "gpt2_small": {"layers": 12, "width": 768, "heads": 12, "vocab": 50257, "context": 128,
-                   "batch": 4},
-    "demo_gpt": {"layers": 4, "width": 256, "heads": 4, "vocab": 512, "context": 64,
-                 "batch": 8},
+    "gpt2_small": {
+        "layers": 12,
+        "width": 768,
+        "heads": 12,
+        "vocab": 50257,
+        "context": 128,
+        "batch": 4,
+    },
+    "demo_gpt": {"layers": 4, "width": 256, "heads": 4, "vocab": 512, "context": 64, "batch": 8},
 }
 
 
@@ -455,16 +658,33 @@ def describe_device(dev: str) -> dict:
     info = {"torch": torch.__version__, "python": platform.python_version(), "device": dev}
     if dev.startswith("cuda"):
         p = torch.cuda.get_device_properties(0)
-        info.update(name=p.name, sm_count=p.multi_processor_count, memory_total=p.total_memory,
-                    capability=f"{p.major}.{p.minor}", cuda=torch.version.cuda,
-                    cudnn=torch.backends.cudnn.version(),
-                    l2_bytes=getattr(p, "L2_cache_size", None))
-        q = ("driver_version,clocks.sm,clocks.mem,clocks.max.sm,clocks.max.mem,power.limit,"
-             "temperature.gpu,pstate")
+        info.update(
+            name=p.name,
+            sm_count=p.multi_processor_count,
+            memory_total=p.total_memory,
+            capability=f"{p.major}.{p.minor}",
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+            l2_bytes=getattr(p, "L2_cache_size", None),
+        )
+        q = (
+            "driver_version,clocks.sm,clocks.mem,clocks.max.sm,clocks.max.mem,power.limit,"
+            "temperature.gpu,pstate"
+        )
         try:
-            info["nvidia_smi"] = dict(zip(q.split(","), subprocess.run(
-                ["nvidia-smi", f"--query-gpu={q}", "--format=csv,noheader"],
-                capture_output=True, text=True, timeout=20).stdout.strip().split(", ")))
+            info["nvidia_smi"] = dict(
+                zip(
+                    q.split(","),
+                    subprocess.run(
+                        ["nvidia-smi", f"--query-gpu={q}", "--format=csv,noheader"],
+                        capture_output=True,
+                        text=True,
+                        timeout=20,
+                    )
+                    .stdout.strip()
+                    .split(", "),
+                )
+            )
         except Exception as exc:
             info["nvidia_smi"] = repr(exc)
     return info
@@ -479,8 +699,13 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     started = time.perf_counter()
-    meas = {"schema": 1, "device": describe_device(dev), "records": [], "launch": {},
-            "sections": {}}
+    meas = {
+        "schema": 1,
+        "device": describe_device(dev),
+        "records": [],
+        "launch": {},
+        "sections": {},
+    }
     steps_doc = {"schema": 1, "device": meas["device"], "models": {}}
 
     def save():
@@ -493,18 +718,35 @@ def main() -> None:
         for name, cfg in REFERENCE_MODELS.items():
             if smoke:
                 cfg = {**cfg, "layers": 1, "width": 32, "heads": 2, "vocab": 64, "context": 8}
-            steps_doc["models"][name] = {"config": cfg, "optimizer": "AdamW", "runs": [
-                time_training_step(d, cfg, p, 3 if smoke else 20)
-                for p in ("fp32", "bf16_autocast")]}
-            print(name, [(r["precision"], round(r["step_ms_median"], 3))
-                         for r in steps_doc["models"][name]["runs"]], flush=True)
+            steps_doc["models"][name] = {
+                "config": cfg,
+                "optimizer": "AdamW",
+                "runs": [
+                    time_training_step(d, cfg, p, 3 if smoke else 20)
+                    for p in ("fp32", "bf16_autocast")
+                ],
+            }
+            print(
+                name,
+                [
+                    (r["precision"], round(r["step_ms_median"], 3))
+                    for r in steps_doc["models"][name]["runs"]
+                ],
+                flush=True,
+            )
         return []
 
-    sections = [("reference_steps", reference_steps), ("matmul", measure_matmul),
-                ("launch", None), ("elementwise", measure_elementwise),
-                ("reductions", measure_reductions), ("norms", measure_norms),
-                ("attention", measure_attention), ("copies", measure_copies),
-                ("conv", measure_conv)]
+    sections = [
+        ("reference_steps", reference_steps),
+        ("matmul", measure_matmul),
+        ("launch", None),
+        ("elementwise", measure_elementwise),
+        ("reductions", measure_reductions),
+        ("norms", measure_norms),
+        ("attention", measure_attention),
+        ("copies", measure_copies),
+        ("conv", measure_conv),
+    ]
     for name, fn in sections:
         elapsed = time.perf_counter() - started
         if elapsed > args.budget_s:
@@ -538,25 +780,50 @@ def summarize(meas: dict) -> None:
         return max(sel, key=key) if sel else None
 
     for label, pred, rate in [
-        ("mm bf16 TFLOP/s", lambda r: r["op"] == "mm" and r["dtype"] == "bf16",
-         lambda r: r["flops"] / r["seconds"] / 1e12),
-        ("mm fp8 TFLOP/s", lambda r: r["op"] == "scaled_mm", lambda r: r["flops"] / r["seconds"] / 1e12),
-        ("mm tf32 TFLOP/s", lambda r: r["op"] == "mm" and r["dtype"] == "tf32",
-         lambda r: r["flops"] / r["seconds"] / 1e12),
-        ("mm fp32 TFLOP/s", lambda r: r["op"] == "mm" and r["dtype"] == "fp32",
-         lambda r: r["flops"] / r["seconds"] / 1e12),
-        ("d2d GB/s", lambda r: r["op_class"] == "copy_d2d", lambda r: r["bytes"] / r["seconds"] / 1e9),
+        (
+            "mm bf16 TFLOP/s",
+            lambda r: r["op"] == "mm" and r["dtype"] == "bf16",
+            lambda r: r["flops"] / r["seconds"] / 1e12,
+        ),
+        (
+            "mm fp8 TFLOP/s",
+            lambda r: r["op"] == "scaled_mm",
+            lambda r: r["flops"] / r["seconds"] / 1e12,
+        ),
+        (
+            "mm tf32 TFLOP/s",
+            lambda r: r["op"] == "mm" and r["dtype"] == "tf32",
+            lambda r: r["flops"] / r["seconds"] / 1e12,
+        ),
+        (
+            "mm fp32 TFLOP/s",
+            lambda r: r["op"] == "mm" and r["dtype"] == "fp32",
+            lambda r: r["flops"] / r["seconds"] / 1e12,
+        ),
+        (
+            "d2d GB/s",
+            lambda r: r["op_class"] == "copy_d2d",
+            lambda r: r["bytes"] / r["seconds"] / 1e9,
+        ),
         ("add GB/s", lambda r: r["op"] == "add", lambda r: r["bytes"] / r["seconds"] / 1e9),
-        ("h2d pinned GB/s", lambda r: r["op_class"] == "copy_h2d" and r["pinned"],
-         lambda r: r["bytes"] / r["seconds"] / 1e9),
-        ("d2h pinned GB/s", lambda r: r["op_class"] == "copy_d2h" and r["pinned"],
-         lambda r: r["bytes"] / r["seconds"] / 1e9),
+        (
+            "h2d pinned GB/s",
+            lambda r: r["op_class"] == "copy_h2d" and r["pinned"],
+            lambda r: r["bytes"] / r["seconds"] / 1e9,
+        ),
+        (
+            "d2h pinned GB/s",
+            lambda r: r["op_class"] == "copy_d2h" and r["pinned"],
+            lambda r: r["bytes"] / r["seconds"] / 1e9,
+        ),
     ]:
         r = best(pred, rate)
         if r:
             print(f"{label:18s} {rate(r):10.1f}  at {r['shapes']}")
-    print(f"records: {len(recs)}; launch: "
-          + ", ".join(f"{k}={v * 1e6:.2f}us" for k, v in meas["launch"].items()))
+    print(
+        f"records: {len(recs)}; launch: "
+        + ", ".join(f"{k}={v * 1e6:.2f}us" for k, v in meas["launch"].items())
+    )
     print("sections:", meas["sections"], "wall", round(meas.get("wall_seconds", 0), 1))
 
 
