@@ -1,0 +1,291 @@
+"""``kpt-abtest``: compare two sample files, plan a sample size, run an experiment, monitor one."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import re
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class CliError(Exception):
+    """A mistake in the command line or its files: printed without a traceback, exit code 2."""
+
+
+_NUMBER_SPLIT = re.compile(r"[,\s;]+")
+
+
+def read_samples(path: str | Path) -> np.ndarray:
+    """Numbers from a text file, split by newlines, spaces, commas or semicolons; '#' comments."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise CliError(f"sample file {str(path)!r} does not exist") from None
+    except (IsADirectoryError, UnicodeDecodeError) as error:
+        raise CliError(f"sample file {str(path)!r} is not text of numbers: {error}") from None
+    values: list[float] = []
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        for token in _NUMBER_SPLIT.split(line.split("#", 1)[0].strip()):
+            if not token:
+                continue
+            try:
+                value = float(token)
+            except ValueError:
+                raise CliError(
+                    f"{path}:{line_no}: {token!r} is not a number; sample files hold one number "
+                    "per line (or separated by spaces/commas), '#' starts a comment"
+                ) from None
+            if not math.isfinite(value):
+                raise CliError(f"{path}:{line_no}: {token!r} is not finite; remove it")
+            values.append(value)
+    if not values:
+        raise CliError(f"sample file {str(path)!r} holds no numbers")
+    return np.asarray(values)
+
+
+def _metric(text: str) -> str | float:
+    try:
+        q = float(text)
+    except ValueError:
+        return text
+    if not 0 < q < 1:
+        raise argparse.ArgumentTypeError(f"quantile metric must be in (0, 1), got {text}")
+    return q
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from kpt.abtest import compare
+
+    a, b = read_samples(args.a), read_samples(args.b)
+    result = compare(
+        a,
+        b,
+        metric=args.metric,
+        alpha=args.alpha,
+        paired=args.paired,
+        higher_is_better=args.higher_is_better,
+    )
+    if args.json:
+        from kpt.abtest._experiment import comparison_to_dict
+
+        print(json.dumps(comparison_to_dict(result), indent=2))
+    else:
+        print(f"a = {args.a}, b = {args.b}")
+        print(result.summary())
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from kpt.abtest import sample_size
+
+    n = sample_size(args.effect, args.sd, alpha=args.alpha, power=args.power)
+    if args.json:
+        print(json.dumps({"n_per_arm": _plain(n), "effect": args.effect, "sd": args.sd}))
+    else:
+        print(
+            f"To detect a difference of {args.effect:g} (sd {args.sd:g}) with power "
+            f"{args.power:g} at alpha {args.alpha:g}: {_plain(n)} samples per arm."
+        )
+    return 0
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "n_per_arm"):
+        return value.n_per_arm
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """An experiment file, JSON or TOML (by suffix)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise CliError(f"config {str(path)!r} does not exist") from None
+    try:
+        config = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
+        raise CliError(f"config {str(path)!r} cannot be parsed: {error}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("arms"), dict):
+        raise CliError(
+            f"config {str(path)!r} needs an 'arms' table mapping names to "
+            '{"command": [...]} or {"callable": "module:function", "config": {...}}'
+        )
+    return config
+
+
+def resolve_callable(spec: str):
+    """'package.module:function' -> the function (imported, never unpickled)."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise CliError(f"callable {spec!r} must look like 'package.module:function'")
+    try:
+        target = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise CliError(f"callable {spec!r} cannot be loaded: {error}") from None
+    if not callable(target):
+        raise CliError(f"{spec!r} is a {type(target).__name__}, not a function")
+    return target
+
+
+def _command_arm(name: str, argv: Any, parse_stdout: bool):
+    if isinstance(argv, str):
+        argv = argv.split()
+    if not isinstance(argv, list) or not argv:
+        raise CliError(f"arm {name!r}: 'command' must be a non-empty list of arguments")
+
+    def trial():
+        started = time.perf_counter()
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        wall = time.perf_counter() - started
+        if done.returncode != 0:
+            raise CliError(
+                f"arm {name!r}: {argv[0]} exited with {done.returncode}: {done.stderr[-500:]}"
+            )
+        if not parse_stdout:
+            return wall
+        last = (done.stdout.strip().splitlines() or [""])[-1]
+        try:
+            return json.loads(last)
+        except json.JSONDecodeError:
+            raise CliError(
+                f"arm {name!r}: last line of output {last!r} is not a number or JSON object"
+            ) from None
+
+    return trial
+
+
+def build_experiment(config: dict[str, Any]):
+    """An Experiment from a config dict (the file format of ``kpt-abtest run``)."""
+    from kpt.abtest import Experiment
+
+    arms = {}
+    for name, spec in config["arms"].items():
+        if not isinstance(spec, dict) or ("command" in spec) == ("callable" in spec):
+            raise CliError(f"arm {name!r} needs exactly one of 'command' or 'callable'")
+        if "command" in spec:
+            arms[name] = _command_arm(name, spec["command"], bool(spec.get("stdout_metric")))
+        else:
+            function, kwargs = resolve_callable(spec["callable"]), spec.get("config", {})
+            arms[name] = lambda function=function, kwargs=kwargs: function(**kwargs)
+    options = {k: v for k, v in config.items() if k != "arms"}
+    known = {
+        "metric",
+        "statistic",
+        "higher_is_better",
+        "baseline",
+        "warmup",
+        "schedule",
+        "max_trials",
+        "min_trials",
+        "sequential",
+        "time_budget_s",
+        "alpha",
+        "seed",
+    }
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise CliError(f"unknown config keys {unknown}; known: {', '.join(sorted(known))}")
+    try:
+        return Experiment(arms, **options)
+    except ValueError as error:
+        raise CliError(f"config: {error}") from None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from kpt.abtest._report import to_markdown, write_report
+
+    config = load_config(args.config)
+    config.pop("report", None)
+    result = build_experiment(config).run()
+    print(to_markdown(result))
+    for path in args.out or []:
+        print(f"wrote {write_report(result, path)}")
+    if args.plots:
+        from kpt.abtest._plots import plot_report
+
+        for path in plot_report(result, args.plots):
+            print(f"wrote {path}")
+    return 0
+
+
+def _cmd_monitor(args: argparse.Namespace) -> int:
+    from kpt.abtest._monitor import monitor
+
+    return monitor(args.endpoint, interval=args.interval, once=args.once, as_json=args.json)
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from kpt.abtest._distributed import run_worker
+
+    run_worker(args.endpoint, args.task, args.shard, args.shards, worker_id=args.worker_id)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kpt-abtest", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compare", help="compare two files of samples (b against a)")
+    p.add_argument("a", help="text file of numbers for arm a (the baseline)")
+    p.add_argument("b", help="text file of numbers for arm b")
+    p.add_argument("--metric", type=_metric, default="mean", help="mean|median|p95|p99|0.9|...")
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--paired", action="store_true", help="line i of a and b are one unit")
+    p.add_argument("--higher-is-better", action="store_true", help="default: lower is better")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a sentence")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("plan", help="samples per arm to detect an effect")
+    p.add_argument("--effect", type=float, required=True, help="smallest difference that matters")
+    p.add_argument("--sd", type=float, required=True, help="standard deviation of one sample")
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--power", type=float, default=0.8)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_plan)
+
+    p = sub.add_parser("run", help="run the experiment described in a JSON or TOML file")
+    p.add_argument("config", help="experiment file (see the README for its keys)")
+    p.add_argument("--out", action="append", help="write a report: result.json or result.md")
+    p.add_argument("--plots", help="folder for distribution, forest and trajectory plots")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("monitor", help="live view of a distributed evaluation's aggregator")
+    p.add_argument("endpoint", help="aggregator endpoint, e.g. tcp://127.0.0.1:5555")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    p.add_argument("--once", action="store_true", help="print one view and exit")
+    p.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    p.set_defaults(func=_cmd_monitor)
+
+    p = sub.add_parser("worker", help="(internal) evaluate one shard and stream summaries")
+    p.add_argument("endpoint")
+    p.add_argument("--task", required=True, help="module:function(shard, shards, reporter)")
+    p.add_argument("--shard", type=int, required=True)
+    p.add_argument("--shards", type=int, required=True)
+    p.add_argument("--worker-id", default=None)
+    p.set_defaults(func=_cmd_worker)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CliError, ValueError, ImportError) as error:
+        print(f"kpt-abtest {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
