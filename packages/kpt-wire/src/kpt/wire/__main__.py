@@ -1,0 +1,5 @@
+import sys
+
+from kpt.wire._cli import main
+
+sys.exit(main())

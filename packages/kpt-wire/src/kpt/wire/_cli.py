@@ -1,0 +1,30 @@
+"""`kpt-wire keygen DIR`: make CURVE key pairs for a server and its clients."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from kpt.wire._security import generate_keys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kpt-wire", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    keygen = commands.add_parser("keygen", help="write CURVE key pairs (NAME.key, NAME.key_secret)")
+    keygen.add_argument("directory", help="folder to write the keys into (created if missing)")
+    keygen.add_argument(
+        "--name",
+        action="append",
+        help="key pair name; repeat for several (default: server and client)",
+    )
+    args = parser.parse_args(argv)
+    for name in args.name or ["server", "client"]:
+        public, _ = generate_keys(args.directory, name)
+        print(f"{args.directory}/{name}.key_secret  public key: {public.decode()}")
+    print(
+        "Give the server its .key_secret and the clients' .key files (authorized_keys=DIR); "
+        "give each client its own .key_secret and the server's public key.",
+        file=sys.stderr,
+    )
+    return 0

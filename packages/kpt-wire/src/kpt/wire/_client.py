@@ -1,0 +1,393 @@
+"""Client: one DEALER socket that many threads share.
+
+No dedicated I/O thread sits between a caller and the socket: whichever caller finds the socket
+free "drives" it (sends what is queued, polls, hands replies to their waiters), so a lone caller
+pays no thread hand-off. Callers that find it busy queue their frames, poke the driver through a
+pipe, and wait. A keeper thread sends heartbeats while idle and drives for call_async futures.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future
+from typing import Any
+
+import zmq
+
+from kpt.wire._codec import (
+    COPY_THRESHOLD,
+    ERROR_TYPE,
+    HEARTBEAT_TYPE,
+    Message,
+    check_type,
+    decode,
+    encode,
+)
+from kpt.wire._errors import CallTimeout, ProtocolError, RemoteError, TransportError
+from kpt.wire._limits import Limits
+from kpt.wire._security import secure_client
+
+_LIVENESS_MISSES = 3
+_BACKOFF_START = 0.05
+_BACKOFF_CAP = 2.0
+
+
+class Client:
+    """A thread-safe kpt.wire client. ``call``/``cast``/``call_async``; ``close`` when done."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        timeout: float = 10.0,
+        heartbeat_interval: float = 1.0,
+        retries: int = 3,
+        curve_server_key: str | bytes | None = None,
+        curve_public_key: str | bytes | None = None,
+        curve_secret_key: str | bytes | None = None,
+        limits: Limits = Limits(),  # noqa: B008
+    ):
+        if not isinstance(endpoint, str) or "://" not in endpoint:
+            raise ValueError(
+                f"endpoint {endpoint!r} is invalid; use the server's .endpoint, e.g. "
+                "'ipc:///tmp/x.sock' or 'tcp://127.0.0.1:5555'"
+            )
+        if not heartbeat_interval > 0 or not timeout > 0:
+            raise ValueError(
+                f"timeout ({timeout!r}) and heartbeat_interval ({heartbeat_interval!r}) "
+                "must be > 0 seconds"
+            )
+        if not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be an int >= 0, got {retries!r}")
+        self.endpoint = endpoint
+        self.timeout = float(timeout)
+        self.retries = retries
+        self._interval = float(heartbeat_interval)
+        self._limits = limits
+        self._curve = (curve_server_key, curve_public_key, curve_secret_key)
+        self.client_id = b"kpt-" + os.urandom(12)  # kept across reconnects: servers see one client
+        self._context = zmq.Context(io_threads=1)
+        self._ids = itertools.count(1)
+        self._pending: dict[int, Future] = {}
+        self._deadlines: list[tuple[float, int]] = []  # heap of call_async deadlines
+        self._outbox: collections.deque[list[Any]] = collections.deque()
+        self._drive_lock = threading.Lock()  # whoever holds it owns the socket
+        self._done = threading.Condition()  # notified when replies landed or the driver left
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
+        self._closed = False
+        self._busy_since = 0.0  # when the client last started waiting for a reply
+        self._socket = self._connect()
+        self._keeper_kick = threading.Event()
+        self._keeper = threading.Thread(target=self._keep, name="kpt-wire-client", daemon=True)
+        self._keeper.start()
+
+    # -- public ------------------------------------------------------------------------------
+    def call(
+        self,
+        type: str,
+        header: Mapping[str, Any] | None = None,
+        arrays: Iterable[Any] = (),
+        timeout: float | None = None,
+        idempotent: bool = False,
+    ) -> Message:
+        """Send a request and wait for its reply; RemoteError, TransportError, CallTimeout.
+
+        Only an ``idempotent`` call is re-sent after a transport failure (up to ``retries``
+        times, capped exponential backoff); ``timeout`` bounds each attempt.
+        """
+        arrays = list(arrays)
+        attempts = 1 + (self.retries if idempotent else 0)
+        for attempt in range(attempts):
+            future = self._submit(type, header, arrays, timeout, is_async=False)
+            try:
+                self._wait(future)
+                return future.result(0)
+            except TransportError:
+                if attempt + 1 == attempts or self._closed:
+                    raise
+            time.sleep(min(_BACKOFF_CAP, _BACKOFF_START * 2**attempt))
+        raise AssertionError("unreachable")
+
+    def call_async(
+        self,
+        type: str,
+        header: Mapping[str, Any] | None = None,
+        arrays: Iterable[Any] = (),
+        timeout: float | None = None,
+    ) -> Future:
+        """Send a request; a Future resolving to the reply Message (or its error)."""
+        future = self._submit(type, header, list(arrays), timeout, is_async=True)
+        self._flush_if_free()
+        self._keeper_kick.set()
+        return future
+
+    def cast(
+        self, type: str, header: Mapping[str, Any] | None = None, arrays: Iterable[Any] = ()
+    ) -> None:
+        """Send a one-way message: no reply, returns at once (queued if the server is away)."""
+        self._check_open()
+        self._outbox.append(encode(type, header, arrays, 0))
+        self._flush_if_free()
+
+    def close(self) -> None:
+        """Fail what is pending with TransportError and release the socket (linger 0)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._keeper_kick.set()
+        self._poke()
+        self._keeper.join(5)
+        with self._drive_lock:
+            self._fail_all(TransportError(f"client of {self.endpoint} closed"))
+            self._socket.close(0)
+            self._context.term()
+            os.close(self._wake_read)
+            os.close(self._wake_write)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- submitting and waiting ----------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportError(f"client of {self.endpoint} is closed")
+
+    def _submit(
+        self, type: str, header: Any, arrays: list[Any], timeout: float | None, is_async: bool
+    ) -> Future:
+        self._check_open()
+        check_type(type)
+        if type.startswith("_"):
+            raise ValueError(f"message type {type!r}: a leading '_' is reserved for the protocol")
+        request_id = next(self._ids)
+        frames = encode(type, header, arrays, request_id)
+        future: Future = Future()
+        future.deadline = time.monotonic() + (self.timeout if timeout is None else timeout)  # type: ignore[attr-defined]
+        future.what = f"{type!r} (request {request_id})"  # type: ignore[attr-defined]
+        if not self._pending:
+            self._busy_since = time.monotonic()
+        self._pending[request_id] = future
+        if is_async:
+            heapq.heappush(self._deadlines, (future.deadline, request_id))  # type: ignore[attr-defined]
+        future.request_id = request_id  # type: ignore[attr-defined]
+        self._outbox.append(frames)
+        return future
+
+    def _wait(self, future: Future) -> None:
+        try:
+            while not future.done():
+                self._check_open()
+                if time.monotonic() >= future.deadline:  # type: ignore[attr-defined]
+                    future.set_exception(
+                        CallTimeout(
+                            f"no reply to {future.what} from {self.endpoint} within the timeout "  # type: ignore[attr-defined]
+                            "(server alive but slow); raise timeout= or check the handler"
+                        )
+                    )
+                    return
+                if self._drive_lock.acquire(blocking=False):
+                    try:
+                        self._drive(future.done, future.deadline)  # type: ignore[attr-defined]
+                    finally:
+                        self._release()
+                else:
+                    self._poke()  # the driver sends what we queued
+                    with self._done:
+                        if not future.done() and self._drive_lock.locked():
+                            self._done.wait(0.05)
+        finally:
+            self._pending.pop(future.request_id, None)  # type: ignore[attr-defined]
+
+    def _release(self) -> None:
+        self._drive_lock.release()
+        with self._done:
+            self._done.notify_all()  # a waiter may take over driving
+
+    def _flush_if_free(self) -> None:
+        if self._drive_lock.acquire(blocking=False):
+            try:
+                self._flush()
+            finally:
+                self._release()
+        else:
+            self._poke()
+
+    def _poke(self) -> None:
+        try:
+            os.write(self._wake_write, b"x")
+        except (BlockingIOError, OSError):
+            pass  # pipe full (driver already has a wake-up queued) or closed
+
+    # -- driving the socket (only with _drive_lock held) ---------------------------------------
+    def _connect(self) -> zmq.Socket:
+        socket = self._context.socket(zmq.DEALER)
+        socket.linger = 0
+        socket.routing_id = self.client_id
+        socket.sndhwm = socket.rcvhwm = 10_000
+        socket.maxmsgsize = self._limits.max_message_bytes
+        server_key, public, secret = self._curve
+        if server_key is not None:
+            secure_client(socket, server_key, public, secret)
+        socket.connect(self.endpoint)
+        self._poller = zmq.Poller()
+        self._poller.register(socket, zmq.POLLIN)
+        self._poller.register(self._wake_read, zmq.POLLIN)
+        self._last_recv = self._last_send = time.monotonic()
+        return socket
+
+    def _drive(self, stop: Callable[[], bool], until: float) -> None:
+        while not stop() and not self._closed:
+            self._flush()
+            now = time.monotonic()
+            self._expire(now)
+            if now >= until or stop():
+                return
+            if now - self._last_send >= self._interval:
+                self._send(encode(HEARTBEAT_TYPE, {"interval": self._interval}, (), 0))
+            silence = now - max(self._last_recv, self._busy_since)
+            window = _LIVENESS_MISSES * self._interval
+            if self._pending and silence > window:
+                self._reconnect(
+                    f"no traffic from {self.endpoint} for {silence:.1f}s "
+                    f"({_LIVENESS_MISSES} heartbeat intervals): server dead or unreachable"
+                )
+                return
+            wake_at = min(until, self._last_send + self._interval, now + window - silence)
+            events = dict(self._poller.poll(max(0.0, wake_at - now) * 1000 + 1))
+            if self._wake_read in events:
+                try:
+                    os.read(self._wake_read, 4096)
+                except BlockingIOError:
+                    pass
+            if self._socket in events:
+                self._receive()
+
+    def _flush(self) -> None:
+        while self._outbox:
+            self._send(self._outbox.popleft())
+
+    def _send(self, frames: list[Any]) -> None:
+        large = any(len(frame) > COPY_THRESHOLD for frame in frames)
+        try:
+            self._socket.send_multipart(frames, zmq.NOBLOCK, copy=not large)
+        except zmq.Again:
+            request_id = int.from_bytes(frames[2], "big")
+            future = self._pending.pop(request_id, None)
+            if future is not None and not future.done():
+                future.set_exception(
+                    TransportError(f"send queue to {self.endpoint} is full; server not reading")
+                )
+            return
+        self._last_send = time.monotonic()
+
+    def _receive(self) -> None:
+        landed = False
+        while True:
+            try:
+                frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            self._last_recv = time.monotonic()
+            try:
+                msg = decode(frames, self._limits)
+            except ProtocolError as exc:
+                future = self._pending.pop(exc.request_id, None) if exc.request_id else None
+                if future is not None and not future.done():
+                    future.set_exception(exc)
+                    landed = True
+                continue
+            if msg.type == HEARTBEAT_TYPE:
+                continue
+            future = self._pending.pop(msg.request_id, None)
+            if future is None or future.done():
+                continue  # a late reply to a call that timed out
+            if msg.type == ERROR_TYPE:
+                future.set_exception(_remote_error(msg))
+            else:
+                future.set_result(msg)
+            landed = True
+        if landed:
+            with self._done:
+                self._done.notify_all()
+
+    def _expire(self, now: float) -> None:
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, request_id = heapq.heappop(self._deadlines)
+            future = self._pending.pop(request_id, None)
+            if future is not None and not future.done():
+                future.set_exception(
+                    CallTimeout(f"no reply to {future.what} from {self.endpoint} in time")  # type: ignore[attr-defined]
+                )
+
+    def _reconnect(self, reason: str) -> None:
+        """Fail everything in flight and start a fresh socket, so stale requests never arrive."""
+        self._fail_all(TransportError(reason))
+        self._socket.close(0)
+        self._socket = self._connect()
+
+    def _fail_all(self, error: TransportError) -> None:
+        self._outbox.clear()
+        self._deadlines.clear()
+        for request_id in list(self._pending):
+            future = self._pending.pop(request_id, None)
+            if future is not None and not future.done():
+                future.set_exception(error)
+        with self._done:
+            self._done.notify_all()
+
+    # -- keeper thread -------------------------------------------------------------------------
+    def _keep(self) -> None:
+        """Heartbeat while idle, notice a dead server while idle, drive call_async futures."""
+        while not self._closed:
+            self._keeper_kick.wait(self._interval / 2)
+            self._keeper_kick.clear()
+            if self._closed or not self._drive_lock.acquire(timeout=self._interval / 4):
+                continue
+            try:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                if self._async_in_flight():  # drive until every call_async future is done
+                    self._drive(lambda: not self._async_in_flight(), now + self._interval / 2)
+                else:
+                    self._idle_tick(now)
+            finally:
+                self._release()
+
+    def _async_in_flight(self) -> bool:
+        # Entries of finished futures linger in the heap; drop them from the top.
+        while self._deadlines and self._deadlines[0][1] not in self._pending:
+            heapq.heappop(self._deadlines)
+        return bool(self._deadlines)
+
+    def _idle_tick(self, now: float) -> None:
+        self._flush()
+        if now - self._last_send >= self._interval:
+            self._send(encode(HEARTBEAT_TYPE, {"interval": self._interval}, (), 0))
+        self._receive()
+        heard = max(self._last_recv, self._busy_since if self._pending else 0.0)
+        if time.monotonic() - heard > _LIVENESS_MISSES * self._interval:
+            # Silent server while idle: a fresh socket, so nothing stale is queued for it.
+            self._reconnect(f"no traffic from {self.endpoint}: server dead or unreachable")
+
+
+def _remote_error(msg: Message) -> RemoteError:
+    header = msg.header
+    code = header.get("code")
+    message = header.get("message")
+    details = header.get("details")
+    return RemoteError(
+        code if isinstance(code, str) else "unknown",
+        message if isinstance(message, str) else repr(message),
+        details if isinstance(details, dict) else {},
+    )

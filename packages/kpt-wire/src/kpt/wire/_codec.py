@@ -1,0 +1,270 @@
+"""The envelope: frames <-> Message. Every bound is checked before anything is allocated.
+
+Frames: [b"KPTW" + version (2 bytes, big-endian), type (utf-8), request id (8 bytes, big-endian),
+msgpack header (a map with string keys), one raw frame per array]. See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from kpt.wire._dtypes import describe, resolve
+from kpt.wire._errors import ProtocolError
+from kpt.wire._limits import Limits
+
+PROTOCOL = b"KPTW"
+VERSION = 1
+_PREAMBLE = PROTOCOL + struct.pack(">H", VERSION)
+_RID = struct.Struct(">Q")
+MAX_REQUEST_ID = (1 << 64) - 1
+MAX_TYPE_BYTES = 64
+ARRAYS_KEY = "_arrays"  # protocol-owned header key: one descriptor per array frame
+ERROR_TYPE = "_error"
+HEARTBEAT_TYPE = "_heartbeat"
+# Message types: lowercase words joined by . _ - : ; a leading "_" is reserved for the protocol.
+_TYPE_RE = re.compile(r"_?[a-z0-9][a-z0-9._:-]*")
+COPY_THRESHOLD = 1 << 16  # frames above this size are sent without copying
+
+Frame = bytes | memoryview
+
+
+@dataclass
+class Message:
+    """A decoded message: its type, header (string keys) and arrays (read-only views of frames)."""
+
+    type: str
+    header: dict[str, Any]
+    arrays: list[np.ndarray] = field(default_factory=list)
+    request_id: int = 0
+
+
+def _to_msgpack(value: Any) -> Any:
+    # Numpy scalars are common in headers built from arrays; send them as plain numbers.
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(
+        f"header value {value!r} of type {type(value).__name__} cannot be sent; "
+        "use str, bytes, int, float, bool, None, list or dict"
+    )
+
+
+_packer_default = _to_msgpack
+
+
+def _array_frame(array: Any) -> tuple[dict[str, Any], memoryview]:
+    if not isinstance(array, np.ndarray):
+        if isinstance(array, bytes | bytearray | memoryview):
+            array = np.frombuffer(array, dtype=np.uint8)
+        else:
+            raise TypeError(
+                f"array of type {type(array).__name__} cannot be sent; pass a numpy.ndarray "
+                "(torch tensors: tensor.numpy()) or a bytes-like object"
+            )
+    name, order = describe(array.dtype)
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)  # the only copy on the send path
+    # View as bytes: the buffer protocol cannot export ml_dtypes element types directly.
+    raw = array.reshape(-1).view(np.uint8).data if array.size else memoryview(b"")
+    return {"dtype": name, "shape": list(array.shape), "order": order}, raw
+
+
+def check_type(type: str) -> bytes:
+    if not isinstance(type, str) or not _TYPE_RE.fullmatch(type):
+        raise ValueError(
+            f"message type {type!r} is invalid; use lowercase letters, digits and . _ - : "
+            "(a leading '_' is reserved for the protocol)"
+        )
+    encoded = type.encode()
+    if len(encoded) > MAX_TYPE_BYTES:
+        raise ValueError(f"message type {type!r} is over {MAX_TYPE_BYTES} bytes; shorten it")
+    return encoded
+
+
+def encode(
+    type: str,
+    header: Mapping[str, Any] | None = None,
+    arrays: Iterable[Any] = (),
+    request_id: int = 0,
+) -> list[Frame]:
+    """Frames for one message. Array frames are views of the arrays' memory (no copy)."""
+    type_frame = check_type(type)
+    if not isinstance(request_id, int) or not 0 <= request_id <= MAX_REQUEST_ID:
+        raise ValueError(f"request_id must be an int in [0, 2**64), got {request_id!r}")
+    fields: dict[str, Any] = {}
+    for key, value in (header or {}).items():
+        if not isinstance(key, str):
+            raise TypeError(f"header key {key!r} must be a str")
+        if key.startswith("_"):
+            raise ValueError(f"header key {key!r}: keys starting with '_' are reserved")
+        fields[key] = value
+    frames: list[Frame] = []
+    descriptors = []
+    for array in arrays:
+        descriptor, raw = _array_frame(array)
+        descriptors.append(descriptor)
+        frames.append(raw)
+    if descriptors:
+        fields[ARRAYS_KEY] = descriptors
+    packed = msgpack.packb(fields, use_bin_type=True, default=_packer_default)
+    return [_PREAMBLE, type_frame, _RID.pack(request_id), packed, *frames]
+
+
+def _buffer(frame: Any) -> memoryview:
+    buffer = getattr(frame, "buffer", None)  # zmq.Frame
+    return buffer if buffer is not None else memoryview(frame)
+
+
+def read_request_id(frames: Sequence[Any]) -> int | None:
+    """The request id of a possibly malformed message, or None if it is not there."""
+    if len(frames) < 3:
+        return None
+    raw = _buffer(frames[2])
+    return _RID.unpack(raw)[0] if raw.nbytes == _RID.size else None
+
+
+def _check_preamble(first: memoryview, request_id: int | None) -> None:
+    if first.nbytes != len(_PREAMBLE) or bytes(first[:4]) != PROTOCOL:
+        raise ProtocolError(
+            f"not a kpt.wire message: first frame is {bytes(first[:16])!r}, "
+            f"expected {_PREAMBLE!r} ({PROTOCOL.decode()} version {VERSION})",
+            request_id=request_id,
+        )
+    version = struct.unpack(">H", first[4:6])[0]
+    if version != VERSION:
+        raise ProtocolError(
+            f"protocol version mismatch: message speaks {PROTOCOL.decode()} version {version}, "
+            f"this side speaks version {VERSION}; install matching kpt-wire versions on both sides",
+            code="version",
+            request_id=request_id,
+        )
+
+
+def _unpack_header(raw: memoryview, limits: Limits, request_id: int | None) -> dict[str, Any]:
+    bound = raw.nbytes
+    try:
+        header = msgpack.unpackb(
+            raw,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            max_str_len=bound,
+            max_bin_len=bound,
+            max_array_len=bound,
+            max_map_len=bound,
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises several types; all mean "bad header"
+        raise ProtocolError(
+            f"header is not valid msgpack: {type(exc).__name__}: {exc}",
+            request_id=request_id,
+        ) from None
+    if not isinstance(header, dict):
+        raise ProtocolError(
+            f"header must be a msgpack map, got {type(header).__name__}", request_id=request_id
+        )
+    return header
+
+
+def _shape(descriptor: Any, limits: Limits, index: int, rid: int | None) -> tuple[int, ...]:
+    shape = descriptor.get("shape") if isinstance(descriptor, dict) else None
+    if not isinstance(shape, list) or len(shape) > limits.max_array_dims:
+        raise ProtocolError(
+            f"array {index}: shape {shape!r} must be a list of at most "
+            f"{limits.max_array_dims} dimensions",
+            request_id=rid,
+        )
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise ProtocolError(
+            f"array {index}: shape {shape!r} must hold non-negative ints", request_id=rid
+        )
+    return tuple(shape)
+
+
+def _arrays(
+    header: dict[str, Any], frames: Sequence[Any], limits: Limits, rid: int | None
+) -> list[np.ndarray]:
+    descriptors = header.pop(ARRAYS_KEY, [])
+    if not isinstance(descriptors, list) or len(descriptors) != len(frames):
+        count = len(descriptors) if isinstance(descriptors, list) else descriptors
+        raise ProtocolError(
+            f"header describes {count!r} arrays but {len(frames)} array frames came",
+            request_id=rid,
+        )
+    arrays = []
+    for index, (descriptor, frame) in enumerate(zip(descriptors, frames)):
+        shape = _shape(descriptor, limits, index, rid)
+        dtype = resolve(descriptor.get("dtype"), descriptor.get("order", "|"))
+        if dtype is None:
+            raise ProtocolError(
+                f"array {index}: dtype {descriptor.get('dtype')!r} with byte order "
+                f"{descriptor.get('order')!r} is not allowed on the wire",
+                request_id=rid,
+            )
+        raw = _buffer(frame)
+        # Python ints: a huge declared shape is a big number here, never an allocation.
+        expected = dtype.itemsize
+        for dim in shape:
+            expected *= dim
+        if expected != raw.nbytes:
+            raise ProtocolError(
+                f"array {index}: shape {list(shape)} of {dtype.name} needs {expected} bytes "
+                f"but its frame holds {raw.nbytes}",
+                request_id=rid,
+            )
+        arrays.append(np.frombuffer(raw, dtype=dtype).reshape(shape))
+    return arrays
+
+
+def decode(frames: Sequence[Any], limits: Limits = Limits()) -> Message:  # noqa: B008
+    """Message from frames (bytes, memoryviews or zmq.Frame); ProtocolError on any bad input."""
+    count = len(frames)
+    if count > limits.max_frames:
+        raise ProtocolError(
+            f"message has {count} frames, over the limit of {limits.max_frames}",
+            code="limit",
+            request_id=read_request_id(frames),
+        )
+    if count < 4:
+        raise ProtocolError(
+            f"message has {count} frames; a kpt.wire message has at least 4 "
+            "(protocol, type, request id, header)",
+            request_id=read_request_id(frames),
+        )
+    buffers = [_buffer(frame) for frame in frames]
+    total = sum(buffer.nbytes for buffer in buffers)
+    rid = read_request_id(buffers)
+    if total > limits.max_message_bytes:
+        raise ProtocolError(
+            f"message is {total} bytes, over the limit of {limits.max_message_bytes}",
+            code="limit",
+            request_id=rid,
+        )
+    _check_preamble(buffers[0], rid)
+    if rid is None:
+        raise ProtocolError(
+            f"request id frame must be {_RID.size} bytes, got {buffers[2].nbytes}"
+        )
+    if buffers[3].nbytes > limits.max_header_bytes:
+        raise ProtocolError(
+            f"header is {buffers[3].nbytes} bytes, over the limit of {limits.max_header_bytes}",
+            code="limit",
+            request_id=rid,
+        )
+    try:
+        type = check_type(bytes(buffers[1]).decode())
+    except (UnicodeDecodeError, ValueError):
+        raise ProtocolError(
+            f"message type {bytes(buffers[1][:MAX_TYPE_BYTES + 1])!r} is invalid", request_id=rid
+        ) from None
+    header = _unpack_header(buffers[3], limits, rid)
+    arrays = _arrays(header, buffers[4:], limits, rid)
+    return Message(type.decode(), header, arrays, rid)
