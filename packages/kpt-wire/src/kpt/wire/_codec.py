@@ -250,9 +250,7 @@ def decode(frames: Sequence[Any], limits: Limits = Limits()) -> Message:  # noqa
         )
     _check_preamble(buffers[0], rid)
     if rid is None:
-        raise ProtocolError(
-            f"request id frame must be {_RID.size} bytes, got {buffers[2].nbytes}"
-        )
+        raise ProtocolError(f"request id frame must be {_RID.size} bytes, got {buffers[2].nbytes}")
     if buffers[3].nbytes > limits.max_header_bytes:
         raise ProtocolError(
             f"header is {buffers[3].nbytes} bytes, over the limit of {limits.max_header_bytes}",
@@ -263,7 +261,7 @@ def decode(frames: Sequence[Any], limits: Limits = Limits()) -> Message:  # noqa
         type = check_type(bytes(buffers[1]).decode())
     except (UnicodeDecodeError, ValueError):
         raise ProtocolError(
-            f"message type {bytes(buffers[1][:MAX_TYPE_BYTES + 1])!r} is invalid", request_id=rid
+            f"message type {bytes(buffers[1][: MAX_TYPE_BYTES + 1])!r} is invalid", request_id=rid
         ) from None
     header = _unpack_header(buffers[3], limits, rid)
     arrays = _arrays(header, buffers[4:], limits, rid)

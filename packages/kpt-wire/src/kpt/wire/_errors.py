@@ -1,4 +1,4 @@
-"""The exceptions kpt.wire raises: one root, one per kind of failure a caller handles differently."""
+"""kpt.wire's exceptions: one root, one class per failure a caller handles differently."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class ProtocolError(WireError):
 
 
 class RemoteError(WireError):
-    """The server answered with an error: ``code`` (short, machine-readable), ``message``, ``details``."""
+    """The server answered with an error: ``code`` (machine-readable), ``message``, ``details``."""
 
     def __init__(self, code: str, message: str, details: dict[str, Any] | None = None):
         super().__init__(f"[{code}] {message}")

@@ -60,7 +60,9 @@ def as_key(key: str | bytes, what: str) -> bytes:
     return raw
 
 
-def generate_keys(directory: str | os.PathLike | None = None, name: str = "kpt") -> tuple[bytes, bytes]:
+def generate_keys(
+    directory: str | os.PathLike | None = None, name: str = "kpt"
+) -> tuple[bytes, bytes]:
     """A new CURVE key pair (public, secret), Z85-encoded.
 
     With ``directory``, also writes ``NAME.key`` (public) and ``NAME.key_secret`` (mode 0600).
@@ -69,7 +71,7 @@ def generate_keys(directory: str | os.PathLike | None = None, name: str = "kpt")
         return zmq.curve_keypair()
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
-    public_file, secret_file = zmq.auth.create_certificates(str(folder), name)
+    _, secret_file = zmq.auth.create_certificates(str(folder), name)
     os.chmod(secret_file, 0o600)
     public, secret = zmq.auth.load_certificate(secret_file)
     return public, secret
