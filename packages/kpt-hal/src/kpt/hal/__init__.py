@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from kpt.hal._adapter import Adapter, TorchDeviceAdapter
 from kpt.hal._cpu import CpuAdapter
 from kpt.hal._discovery import ALLOW_LIST_ENV, ENTRY_POINT_GROUP, Registry
+from kpt.hal._health import HealthMonitor
+from kpt.hal._mesh import MeshPlan
 from kpt.hal._nominal import NominalSpec, nominal_spec
 from kpt.hal._types import (
     AdapterInfo,
@@ -51,6 +54,11 @@ def select(**needs: Any) -> Device:
     return _default_registry.select(**needs)
 
 
+def plan_mesh(world_size: int, devices: Sequence[Device] | None = None) -> MeshPlan:
+    """Place world_size ranks on devices (default: usable accelerators), by node and link speed."""
+    return _default_registry.plan_mesh(world_size, devices)
+
+
 def refresh(*, rescan: bool = False) -> None:
     """Probe again on the next query; rescan=True also re-reads installed entry points."""
     _default_registry.refresh(rescan=rescan)
@@ -68,16 +76,18 @@ def unregister_adapter(name: str) -> None:
 
 __all__ = [
     "ALLOW_LIST_ENV",
-    "ENTRY_POINT_GROUP",
     "Adapter",
     "AdapterInfo",
     "Capabilities",
     "CpuAdapter",
     "Device",
+    "ENTRY_POINT_GROUP",
+    "HealthMonitor",
     "HealthReport",
     "HealthState",
     "Interconnect",
     "Link",
+    "MeshPlan",
     "NoDeviceError",
     "NominalSpec",
     "Probe",
@@ -89,6 +99,7 @@ __all__ = [
     "device",
     "devices",
     "nominal_spec",
+    "plan_mesh",
     "refresh",
     "register_adapter",
     "registry",

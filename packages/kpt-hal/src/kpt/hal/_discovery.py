@@ -11,13 +11,14 @@ import importlib.metadata
 import os
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from kpt.hal._adapter import Adapter
+from kpt.hal._mesh import MeshPlan, plan_mesh
 from kpt.hal._select import select_device
 from kpt.hal._types import AdapterInfo, Device, HealthReport, HealthState
 
@@ -150,6 +151,17 @@ class Registry:
     def select(self, **needs: Any) -> Device:
         """The best device meeting `needs`; NoDeviceError says why each device was refused."""
         return select_device(self.devices(), self.health, needs)
+
+    def usable_devices(self) -> list[Device]:
+        """Devices not reported failed."""
+        return [d for d in self.devices() if self.health(d).state != HealthState.FAILED]
+
+    def plan_mesh(self, world_size: int, devices: Sequence[Device] | None = None) -> MeshPlan:
+        """A mesh over `devices` (default: every usable accelerator, else the CPU)."""
+        if devices is None:
+            usable = self.usable_devices()
+            devices = [d for d in usable if d.torch_device.type != "cpu"] or usable
+        return plan_mesh(world_size, devices)
 
     # ---- discovery ----------------------------------------------------------------------
     def _candidates(self) -> list[_Candidate]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -132,10 +132,3 @@ def select_device(
     if best is None:
         raise NoDeviceError(needs, refusals)
     return best
-
-
-def matching(
-    devices: Iterable[Device], health_of: Callable[[Device], HealthReport]
-) -> list[Device]:
-    """Devices not failed."""
-    return [d for d in devices if health_of(d).state != HealthState.FAILED]

@@ -1,0 +1,123 @@
+"""`kpt devices` and `kpt doctor`: what is here, and why each adapter is or is not used."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from kpt.hal._discovery import ALLOW_LIST_ENV, ENTRY_POINT_GROUP, Registry
+from kpt.hal._types import AdapterInfo, Device, Value
+
+_STATUS_MARK = {"loaded": "ok", "no-hardware": "--", "rejected": "!!", "conflict": "!!"}
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Value):
+        return {"amount": obj.amount, "unit": obj.unit, "source": obj.source}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, torch.device):
+        return str(obj)
+    if isinstance(obj, frozenset | set):
+        return sorted(_jsonable(x) for x in obj)
+    if isinstance(obj, list | tuple):
+        return [_jsonable(x) for x in obj]
+    if hasattr(obj, "items"):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    return obj
+
+
+def device_record(registry: Registry, device: Device) -> dict[str, Any]:
+    record = _jsonable(device)
+    record["health"] = _jsonable(registry.health(device))
+    return record
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def _devices_text(registry: Registry) -> str:
+    lines = [f"{'device':<12} {'adapter':<8} {'health':<9} {'memory':>11}  model"]
+    for device in registry.devices():
+        caps = device.capabilities
+        health = registry.health(device)
+        lines.append(
+            f"{device.name:<12} {device.adapter:<8} {health.state.value:<9} "
+            f"{_gib(caps.memory_total):>11}  {caps.vendor} {caps.model}"
+        )
+    return "\n".join(lines)
+
+
+def _explain(info: AdapterInfo) -> str:
+    if info.status == "loaded":
+        return f"loaded: {info.device_count} {info.device_type} device(s)" + (
+            f" ({info.reason})" if info.reason else ""
+        )
+    if info.status == "no-hardware":
+        return f"no hardware: {info.reason}"
+    return f"{info.status}: {info.reason}"
+
+
+def _doctor_text(registry: Registry) -> str:
+    allow = os.environ.get(ALLOW_LIST_ENV)
+    allowed = f"{ALLOW_LIST_ENV}={allow!r}" if allow else f"{ALLOW_LIST_ENV} unset (all allowed)"
+    lines = [f"kpt doctor: torch {torch.__version__}, group {ENTRY_POINT_GROUP!r}, {allowed}"]
+    for info in registry.adapters():
+        source = f"{info.dist or 'not installed'} {info.target}".strip()
+        lines.append(f"[{_STATUS_MARK[info.status]}] {info.name:<8} {_explain(info)}")
+        lines.append(f"     from {source}")
+    for device in registry.devices():
+        health = registry.health(device)
+        if health.state.value != "healthy":
+            lines.append(f"[!!] {device.name} is {health.state.value}: {health.reason}")
+    return "\n".join(lines)
+
+
+def _problems(registry: Registry) -> int:
+    return sum(info.status in ("rejected", "conflict") for info in registry.adapters())
+
+
+def main(argv: Sequence[str] | None = None, registry: Registry | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kpt", description="kpt hardware abstraction")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("devices", "list every usable device"),
+        ("doctor", "explain every adapter: loaded, rejected (why), no hardware, conflicts"),
+    ):
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.add_argument("--json", action="store_true", help="print JSON instead of text")
+    args = parser.parse_args(argv)
+    if registry is None:
+        import kpt.hal
+
+        registry = kpt.hal.registry()
+    if args.command == "devices":
+        if args.json:
+            print(json.dumps([device_record(registry, d) for d in registry.devices()], indent=2))
+        else:
+            print(_devices_text(registry))
+        return 0
+    if args.json:
+        report = {
+            "torch": torch.__version__,
+            "allow_list": os.environ.get(ALLOW_LIST_ENV),
+            "adapters": [_jsonable(info) for info in registry.adapters()],
+            "devices": [device_record(registry, d) for d in registry.devices()],
+        }
+        print(json.dumps(report, indent=2))
+    else:
+        print(_doctor_text(registry))
+    # Non-zero when something was refused, so CI can fail on a broken or misspelled adapter.
+    return 1 if _problems(registry) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
