@@ -31,7 +31,7 @@ def test_numpy_is_registered_and_loads():
 
 
 def test_unknown_executor_names_the_registered_ones():
-    with pytest.raises(ExecutorNotFoundError, match="'nope' not found.*numpy"):
+    with pytest.raises(ExecutorNotFoundError, match=r"'nope' not found.*numpy"):
         load_executor("nope")
 
 
@@ -94,7 +94,7 @@ def test_bfloat16_is_computed_in_float32_and_rounded_on_store():
 def test_bad_requests_raise_value_or_key_errors_naming_the_problem():
     ex = NumpyExecutor()
     a = _tensor(ex, np.ones((2, 3), np.float32))
-    with pytest.raises(KeyError, match="'conv9d' is not implemented.*matmul"):
+    with pytest.raises(KeyError, match=r"'conv9d' is not implemented.*matmul"):
         ex.run("conv9d", [a], [a], {})
     with pytest.raises(ValueError, match=r"shape \[2, 2\] but output 0 has shape \[2, 3\]"):
         ex.run("matmul", [a, a._replace(shape=(3, 2), strides=(2, 1))], [a], {})
