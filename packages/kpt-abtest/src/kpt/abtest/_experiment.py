@@ -155,11 +155,8 @@ class Experiment:
         for name, value in {"warmup": warmup, "min_trials": min_trials}.items():
             if int(value) != value or value < 0:
                 raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
-        if int(max_trials) != max_trials or max_trials < max(2, min_trials):
-            raise ValueError(
-                f"max_trials must be a whole number >= max(2, min_trials={min_trials}), "
-                f"got {max_trials!r}"
-            )
+        if int(max_trials) != max_trials or max_trials < 2:
+            raise ValueError(f"max_trials must be a whole number >= 2, got {max_trials!r}")
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
         self.arms = dict(arms)
@@ -224,7 +221,10 @@ class Experiment:
                     measure(name)
         else:
             while True:
-                for index in block_order(self.schedule, len(names), rng):
+                block = block_order(self.schedule, len(names), rng)
+                if self.max_trials - min(len(r) for r in records.values()) == 1:
+                    block = block[: len(names)]  # half an ABBA block: stay within the budget
+                for index in block:
                     measure(names[index])
                 self._check_metric(records[self.baseline])
                 done = min(len(r) for r in records.values())
