@@ -106,6 +106,10 @@ def test_run_with_callable_arms_in_toml(tmp_path, capsys):
     assert "| b | 4 | 2 |" in capsys.readouterr().out
 
 
+FSUM = {"callable": "math:fsum"}
+COMMANDS = {"a": {"command": ["x"]}, "b": {"command": ["y"]}}
+
+
 @pytest.mark.parametrize(
     "config, match",
     [

@@ -56,7 +56,8 @@ def test_setup_runs_once_per_device_and_steps_alternate():
 
     benchmark_devices(workload, ["x", "y"], trials=4, warmup=1, timer=lambda d, s: s() or 1.0)
     assert setups == ["x", "y"]
-    assert runs == ["x", "y"] + ["x", "y", "y", "x", "x", "y", "y", "x"]
+    warmup_runs, abba_runs = ["x", "y"], ["x", "y", "y", "x", "x", "y", "y", "x"]
+    assert runs == warmup_runs + abba_runs
 
 
 @pytest.mark.parametrize(

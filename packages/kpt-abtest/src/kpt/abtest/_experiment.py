@@ -281,7 +281,14 @@ class Experiment:
 
         # Bonferroni over challengers keeps the family-wise error at alpha for the stop rule.
         alpha = self.alpha / len(challengers)
-        return {n: SequentialTest(alpha=alpha, **self._direction()) for n in challengers}
+        options = dict(
+            alpha=alpha,
+            metric=self.statistic,
+            tuning_n=self.max_trials,  # narrowest interval at the budget, the planned horizon
+            min_n=max(2, self.min_trials),
+            **self._direction(),
+        )
+        return {n: SequentialTest(**options) for n in challengers}
 
     def _check_metric(self, records: list[dict[str, float]]) -> None:
         if records and self.metric not in records[0]:
