@@ -3,31 +3,56 @@
 from kpt.abtest._assign import Assigner, assign
 from kpt.abtest._bench import DeviceBenchmark, DeviceResult, benchmark_devices
 from kpt.abtest._bootstrap import BootstrapResult, bootstrap
+from kpt.abtest._changepoint import ChangePoint, detect_changes
 from kpt.abtest._classical import mann_whitney, permutation_pvalue, two_proportion
 from kpt.abtest._compare import compare
 from kpt.abtest._cuped import cuped
+from kpt.abtest._equivalence import MarginTest, equivalence, non_inferiority
 from kpt.abtest._experiment import Experiment, ExperimentResult
+from kpt.abtest._multiple import benjamini_hochberg, holm
+from kpt.abtest._power import minimum_detectable_effect, power_mean, power_proportion, sample_size
 from kpt.abtest._report import load_report, to_json, to_markdown, write_report
 from kpt.abtest._result import Comparison
+from kpt.abtest._sequential import SequentialTest
+from kpt.abtest._sketch import QuantileSketch, rank_error_bound
+from kpt.abtest._srm import SRMResult, srm_check
+from kpt.abtest._summary import Summary
 from kpt.abtest._version import __version__
 
 __all__ = [
     "Assigner",
     "BootstrapResult",
+    "ChangePoint",
     "Comparison",
     "DeviceBenchmark",
     "DeviceResult",
     "Experiment",
     "ExperimentResult",
+    "MarginTest",
+    "QuantileSketch",
+    "SRMResult",
+    "SequentialTest",
+    "Summary",
     "__version__",
     "assign",
     "benchmark_devices",
+    "benjamini_hochberg",
     "bootstrap",
     "compare",
     "cuped",
+    "detect_changes",
+    "equivalence",
+    "holm",
     "load_report",
     "mann_whitney",
+    "minimum_detectable_effect",
+    "non_inferiority",
     "permutation_pvalue",
+    "power_mean",
+    "power_proportion",
+    "rank_error_bound",
+    "sample_size",
+    "srm_check",
     "to_json",
     "to_markdown",
     "two_proportion",

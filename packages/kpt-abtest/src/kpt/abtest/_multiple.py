@@ -1,0 +1,37 @@
+"""Multiple-comparison corrections: Holm (family-wise error) and Benjamini-Hochberg (FDR)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _p_values(p_values) -> np.ndarray:
+    p = np.asarray(p_values, dtype=np.float64).reshape(-1)
+    if p.size == 0:
+        raise ValueError("no p-values given")
+    if not (np.isfinite(p) & (p >= 0) & (p <= 1)).all():
+        raise ValueError(f"p-values must lie in [0, 1]; got {p[~((p >= 0) & (p <= 1))][:3]}")
+    return p
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm step-down adjusted p-values; reject where adjusted <= alpha (controls FWER)."""
+    p = _p_values(p_values)
+    m = p.size
+    order = np.argsort(p)
+    stepped = np.maximum.accumulate((m - np.arange(m)) * p[order])
+    adjusted = np.empty(m)
+    adjusted[order] = np.minimum(stepped, 1.0)
+    return adjusted
+
+
+def benjamini_hochberg(p_values) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q-values); reject where <= alpha (controls FDR)."""
+    p = _p_values(p_values)
+    m = p.size
+    order = np.argsort(p)
+    scaled = p[order] * m / np.arange(1, m + 1)
+    stepped = np.minimum.accumulate(scaled[::-1])[::-1]
+    adjusted = np.empty(m)
+    adjusted[order] = np.minimum(stepped, 1.0)
+    return adjusted

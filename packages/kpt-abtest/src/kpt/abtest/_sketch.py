@@ -1,0 +1,124 @@
+"""A mergeable KLL quantile sketch (Karnin, Lang, Liberty 2016) in numpy.
+
+Level h holds items of weight 2**h. When a level outgrows its capacity it is sorted and every
+other item (from a random offset, 0 or 1) moves up a level: each such compaction shifts any
+rank by at most 2**h, with a random sign, so the errors cancel rather than add up. Capacities
+shrink by 2/3 per level below the top, which keeps the sketch O(k) items. Stated bound, as
+for Apache DataSketches' KLL with the same k: normalized rank error <= 1.65% at k=200 with
+99% confidence (tests/test_sketch.py checks it over random and adversarial streams).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+_MIN_CAPACITY = 8
+_DECAY = 2.0 / 3.0
+
+
+def rank_error_bound(k: int) -> float:
+    """Normalized rank error at 99% confidence (DataSketches' fitted formula for KLL)."""
+    return 2.446 / k**0.9433
+
+
+class QuantileSketch:
+    """Mergeable quantile sketch; `k` trades size (about 3k floats) for accuracy."""
+
+    def __init__(self, k: int = 200, *, seed=None) -> None:
+        if int(k) != k or k < 8:
+            raise ValueError(f"k={k!r} must be an integer >= 8 (200 gives ~1.65% rank error)")
+        self.k = int(k)
+        self.n = 0
+        self.levels: list[np.ndarray] = [np.empty(0)]
+        self._rng = np.random.default_rng(seed)
+
+    def _capacity(self, level: int) -> int:
+        depth = len(self.levels) - 1 - level
+        return max(_MIN_CAPACITY, int(np.ceil(self.k * _DECAY**depth)))
+
+    def update(self, values) -> QuantileSketch:
+        x = np.asarray(values, dtype=np.float64).reshape(-1)
+        if not np.isfinite(x).all():
+            raise ValueError("QuantileSketch.update got NaN/inf; drop them first")
+        self.levels[0] = np.concatenate([self.levels[0], x])
+        self.n += x.size
+        self._compress()
+        return self
+
+    def _compress(self) -> None:
+        level = 0
+        while level < len(self.levels):
+            items = self.levels[level]
+            if items.size > self._capacity(level):
+                if level + 1 == len(self.levels):
+                    self.levels.append(np.empty(0))
+                items = np.sort(items)
+                # An odd item out stays behind so that total weight is preserved exactly.
+                keep = items[-1:] if items.size % 2 else items[:0]
+                pairs = items[: items.size - keep.size]
+                promoted = pairs[int(self._rng.integers(2)) :: 2]
+                self.levels[level] = keep
+                self.levels[level + 1] = np.concatenate([self.levels[level + 1], promoted])
+            level += 1
+
+    def merge(self, other: QuantileSketch) -> QuantileSketch:
+        return self.merge_all([other])
+
+    def merge_all(self, others: Iterable[QuantileSketch]) -> QuantileSketch:
+        """Fold many sketches in at once: one concatenation per level, one compression."""
+        others = list(others)
+        depth = max([len(self.levels), *(len(o.levels) for o in others)])
+        merged = []
+        for h in range(depth):
+            parts = [s.levels[h] for s in (self, *others) if h < len(s.levels)]
+            merged.append(np.concatenate(parts))
+        self.levels = merged
+        self.n += sum(o.n for o in others)
+        self._compress()
+        return self
+
+    def _weighted(self) -> tuple[np.ndarray, np.ndarray]:
+        items = np.concatenate(self.levels)
+        weights = np.concatenate([np.full(lv.size, 2.0**h) for h, lv in enumerate(self.levels)])
+        order = np.argsort(items, kind="stable")
+        return items[order], np.cumsum(weights[order])
+
+    def quantile(self, q):
+        """Approximate q-quantile(s): the smallest item whose weighted rank reaches q * n."""
+        if self.n == 0:
+            raise ValueError("the sketch is empty: update() it before asking for quantiles")
+        q = np.asarray(q, dtype=np.float64)
+        if ((q < 0) | (q > 1)).any():
+            raise ValueError(f"quantile level(s) {q} must lie in [0, 1]")
+        items, cum = self._weighted()
+        idx = np.searchsorted(cum, q * cum[-1], side="left").clip(0, items.size - 1)
+        out = items[idx]
+        return float(out) if out.ndim == 0 else out
+
+    def rank(self, x) -> float:
+        """Approximate fraction of values <= x."""
+        items, cum = self._weighted()
+        i = np.searchsorted(items, x, side="right")
+        return float(cum[i - 1] / cum[-1]) if i else 0.0
+
+    def to_dict(self) -> dict:
+        """A msgpack-able dict: levels as little-endian float64 bytes."""
+        return {
+            "kind": "kll",
+            "k": self.k,
+            "n": self.n,
+            "levels": [lv.astype("<f8").tobytes() for lv in self.levels],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict, *, seed=None) -> QuantileSketch:
+        if data.get("kind") != "kll":
+            raise ValueError(f"not a KLL sketch dict (kind={data.get('kind')!r})")
+        sketch = cls(int(data["k"]), seed=seed)
+        sketch.n = int(data["n"])
+        sketch.levels = [np.frombuffer(b, dtype="<f8").copy() for b in data["levels"]]
+        if sum(lv.size * 2**h for h, lv in enumerate(sketch.levels)) != sketch.n:
+            raise ValueError("sketch dict is inconsistent: level weights do not sum to n")
+        return sketch
