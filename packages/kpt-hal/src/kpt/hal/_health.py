@@ -6,6 +6,8 @@ import logging
 import threading
 from collections.abc import Callable
 
+import torch
+
 from kpt.hal._discovery import Registry
 from kpt.hal._types import Device, HealthReport, HealthState
 
@@ -35,6 +37,7 @@ class HealthMonitor:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._seen: dict[torch.device, HealthReport] = {}  # what subscribers were last told
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Call `subscriber` on every state change; returns a function that unsubscribes."""
@@ -57,8 +60,13 @@ class HealthMonitor:
         for device in self.registry.devices():
             report = self._check(device)
             previous = self.registry.record_health(device, report)
-            if previous is None or previous.state != report.state:
+            seen = self._seen.get(device.torch_device)
+            self._seen[device.torch_device] = report
+            # First sight: only a device that is already unwell is news.
+            if seen is None and report.state != HealthState.HEALTHY:
                 changes.append((device, previous, report))
+            elif seen is not None and seen.state != report.state:
+                changes.append((device, seen, report))
         for change in changes:
             self._notify(*change)
         return changes
