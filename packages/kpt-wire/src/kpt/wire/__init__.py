@@ -17,18 +17,18 @@ from kpt.wire._server import Server
 from kpt.wire._version import __version__
 
 __all__ = [
-    "PROTOCOL",
-    "VERSION",
     "AsyncClient",
     "CallTimeout",
     "Client",
     "HandlerError",
     "Limits",
     "Message",
+    "PROTOCOL",
     "ProtocolError",
     "RemoteError",
     "Server",
     "TransportError",
+    "VERSION",
     "WireError",
     "__version__",
     "decode",

@@ -220,7 +220,9 @@ def _arrays(
                 f"but its frame holds {raw.nbytes}",
                 request_id=rid,
             )
-        arrays.append(np.frombuffer(raw, dtype=dtype).reshape(shape))
+        array = np.frombuffer(raw, dtype=dtype).reshape(shape)
+        array.flags.writeable = False  # a view of a received frame: never scribble on it
+        arrays.append(array)
     return arrays
 
 

@@ -1,0 +1,188 @@
+import asyncio
+import threading
+import time
+
+import ml_dtypes
+import numpy as np
+import pytest
+import zmq
+
+from kpt.wire import (
+    PROTOCOL,
+    VERSION,
+    AsyncClient,
+    CallTimeout,
+    Client,
+    HandlerError,
+    RemoteError,
+    Server,
+    TransportError,
+    decode,
+    encode,
+)
+
+HEARTBEAT = 0.2  # as in conftest.py: short, so liveness tests finish quickly
+
+
+def test_call_returns_header_and_arrays(client):
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    y = np.ones(5, dtype=ml_dtypes.bfloat16)
+    reply = client.call("echo", {"nbytes": 1024}, arrays=[x, y])
+    assert reply.type == "echo" and reply.header == {"nbytes": 1024}
+    np.testing.assert_array_equal(reply.arrays[0], x)
+    assert reply.arrays[1].dtype == ml_dtypes.bfloat16 and reply.arrays[1].tobytes() == y.tobytes()
+
+
+def test_handler_errors_reach_the_caller_and_the_server_keeps_serving(echo_server, client):
+    def refuse(msg, client_id):
+        raise HandlerError("out_of_memory", "asked for too much", requested=msg.header["n"])
+
+    echo_server.register("refuse", refuse)
+    echo_server.register("crash", lambda msg, client_id: {"x": 1 / 0})
+    echo_server.register("bad_reply", lambda msg, client_id: 42)
+    with pytest.raises(RemoteError) as info:
+        client.call("refuse", {"n": 7})
+    assert (info.value.code, info.value.message) == ("out_of_memory", "asked for too much")
+    assert info.value.details == {"requested": 7}
+    with pytest.raises(RemoteError, match="ZeroDivisionError") as info:
+        client.call("crash")
+    assert info.value.code == "internal"
+    with pytest.raises(RemoteError, match="returned int"):
+        client.call("bad_reply")
+    with pytest.raises(RemoteError, match=r"no handler for message type 'nope'.*echo") as info:
+        client.call("nope")
+    assert info.value.code == "unknown_type"
+    assert client.call("echo", {"still": "serving"}).header == {"still": "serving"}
+
+
+def test_handlers_see_a_stable_client_id_and_run_on_one_thread(echo_server, client):
+    seen = []
+    echo_server.register("who", lambda msg, cid: seen.append((cid, threading.get_ident())) or {})
+    for _ in range(3):
+        client.call("who")
+    assert {cid for cid, _ in seen} == {client.client_id}
+    assert len({thread for _, thread in seen}) == 1
+    assert seen[0][1] != threading.get_ident()
+
+
+def test_cast_is_one_way_and_returns_at_once(echo_server, client):
+    got = threading.Event()
+    echo_server.register("launch", lambda msg, cid: got.set())
+    started = time.perf_counter()
+    client.cast("launch", {"kernel": "k"}, [np.zeros(3)])
+    assert time.perf_counter() - started < 0.5
+    assert got.wait(5)
+    assert client.call("echo", {"after": 1}).header == {"after": 1}  # no stray reply in the way
+
+
+def test_call_async_resolves_futures_out_of_order(echo_server, client):
+    echo_server.register("slow", lambda msg, cid: time.sleep(0.05) or {"slow": True})
+    slow = client.call_async("slow")
+    fast = [client.call_async("echo", {"i": i}) for i in range(20)]
+    assert [f.result(5).header["i"] for f in fast] == list(range(20))
+    assert slow.result(5).header == {"slow": True}
+
+
+def test_call_times_out_while_server_is_alive_but_slow(echo_server, client):
+    echo_server.register("slow", lambda msg, cid: time.sleep(0.3) or {})
+    started = time.perf_counter()
+    with pytest.raises(CallTimeout, match="slow"):
+        client.call("slow", timeout=0.1)
+    assert time.perf_counter() - started < 0.29
+    assert client.call("echo", {"late_reply": "dropped"}).header == {"late_reply": "dropped"}
+
+
+def test_reserved_types_cannot_be_called_or_registered(echo_server, client):
+    with pytest.raises(ValueError, match="reserved"):
+        client.call("_heartbeat")
+    with pytest.raises(ValueError, match="reserved"):
+        echo_server.register("_error", lambda m, c: None)
+
+
+def test_many_threads_share_one_client(client):
+    errors = []
+
+    def worker(offset):
+        try:
+            for i in range(100):
+                value = offset * 1000 + i
+                assert client.call("echo", {"v": value}).header["v"] == value
+        except Exception as exc:  # collected, asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors
+
+
+def test_server_forgets_a_silent_client_and_says_so():
+    gone = []
+    server = Server("tcp://127.0.0.1:0", heartbeat_interval=HEARTBEAT, on_client_gone=gone.append)
+    server.register("echo", lambda msg, cid: msg.header)
+    with server:
+        client = Client(server.endpoint, heartbeat_interval=HEARTBEAT)
+        client.call("echo")
+        time.sleep(5 * HEARTBEAT)  # idle but heartbeating: still known
+        assert gone == [] and server.clients == [client.client_id]
+        client.close()
+        deadline = time.monotonic() + 10 * HEARTBEAT
+        while not gone and time.monotonic() < deadline:
+            time.sleep(HEARTBEAT / 4)
+        assert gone == [client.client_id]
+        assert server.clients == []
+
+
+def test_version_mismatch_is_answered_with_an_error_naming_both(echo_server):
+    context = zmq.Context()
+    dealer = context.socket(zmq.DEALER)
+    dealer.linger = 0
+    dealer.connect(echo_server.endpoint)
+    try:
+        frames = encode("echo", {}, request_id=77)
+        frames[0] = PROTOCOL + (VERSION + 1).to_bytes(2, "big")
+        dealer.send_multipart(frames)
+        assert dealer.poll(5000)
+        reply = decode(dealer.recv_multipart())
+        assert reply.type == "_error" and reply.request_id == 77
+        assert reply.header["code"] == "version"
+        assert f"version {VERSION + 1}" in reply.header["message"]
+        assert f"version {VERSION}" in reply.header["message"]
+    finally:
+        dealer.close(0)
+        context.term()
+
+
+def test_client_refuses_bad_arguments_with_clear_errors():
+    with pytest.raises(ValueError, match="endpoint"):
+        Client("localhost:5555")
+    with pytest.raises(ValueError, match="retries"):
+        Client("tcp://127.0.0.1:1", retries=-1)
+    with pytest.raises(ValueError, match="heartbeat_interval"):
+        Server("tcp://127.0.0.1:0", heartbeat_interval=0)
+
+
+def test_closed_client_raises_transport_error(echo_server):
+    client = Client(echo_server.endpoint)
+    client.close()
+    with pytest.raises(TransportError, match="closed"):
+        client.call("echo")
+
+
+def test_unreachable_server_raises_within_the_liveness_bound(tmp_path):
+    with Client(f"ipc://{tmp_path}/nobody.sock", heartbeat_interval=HEARTBEAT) as client:
+        started = time.perf_counter()
+        with pytest.raises(TransportError, match="dead or unreachable"):
+            client.call("echo", timeout=30)
+        assert time.perf_counter() - started < 3 * HEARTBEAT + 0.5
+
+
+async def test_async_client(echo_server):
+    async with AsyncClient(echo_server.endpoint, heartbeat_interval=HEARTBEAT) as client:
+        replies = await asyncio.gather(*(client.call("echo", {"i": i}) for i in range(10)))
+        assert [r.header["i"] for r in replies] == list(range(10))
+        with pytest.raises(RemoteError, match="unknown_type"):
+            await client.call("nope")
+        await client.cast("echo", {})
