@@ -1,0 +1,39 @@
+"""kpt_sim: the simulator as a real PyTorch device.
+
+``import kpt.adapters.sim`` registers ``torch.device("kpt_sim")``; tensors placed there live in a
+simulator daemon, ops run asynchronously there, and ``torch.kpt_sim`` reports simulated time.
+"""
+
+from kpt.adapters.sim._device import register as _register
+from kpt.adapters.sim._errors import (
+    KptSimDeviceLostError,
+    KptSimError,
+    KptSimHangError,
+    KptSimInvalidRequestError,
+    KptSimLinkDownError,
+    KptSimMemoryFaultError,
+    KptSimOutOfMemoryError,
+)
+from kpt.adapters.sim._fallback import SimFallbackWarning, fallback_report, reset_fallback_report
+from kpt.adapters.sim._runtime import shutdown
+from kpt.adapters.sim._tensor import DEVICE_TYPE, SimTensor
+from kpt.adapters.sim._version import __version__
+
+_register()
+
+__all__ = [
+    "DEVICE_TYPE",
+    "KptSimDeviceLostError",
+    "KptSimError",
+    "KptSimHangError",
+    "KptSimInvalidRequestError",
+    "KptSimLinkDownError",
+    "KptSimMemoryFaultError",
+    "KptSimOutOfMemoryError",
+    "SimFallbackWarning",
+    "SimTensor",
+    "__version__",
+    "fallback_report",
+    "reset_fallback_report",
+    "shutdown",
+]

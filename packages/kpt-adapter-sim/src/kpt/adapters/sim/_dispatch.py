@@ -1,0 +1,233 @@
+"""Every aten op on a kpt_sim tensor: outputs from meta, values computed by the daemon.
+
+For each op the client (1) runs it on meta tensors to learn output shapes, dtypes and strides
+without waiting, (2) gives fresh outputs new buffers and makes view outputs share their source's
+buffer, (3) sends one asynchronous launch naming the op. Ops the executor cannot run, or whose
+output shape depends on values, run on the CPU instead (a one-time warning, counted).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
+
+from kpt.adapters.sim._allowlist import is_allowed
+from kpt.adapters.sim._fallback import cpu_fallback, run_on_cpu
+from kpt.adapters.sim._runtime import runtime
+from kpt.adapters.sim._tensor import SimTensor, to_host
+from kpt.adapters.sim._transfer import (
+    copy_between,
+    new_tensor,
+    tensor_ref,
+    upload_into,
+)
+from kpt.adapters.sim._wirefmt import encode_args
+
+aten = torch.ops.aten
+_SEEDED = torch.Tag.nondeterministic_seeded
+# Ops that only make buffers: no values to compute.
+_ALLOCATING = {aten.empty.memory_format, aten.empty_strided, aten.empty_like, aten.new_empty,
+               aten.new_empty_strided}  # fmt: skip
+# Ops that return Python values (blocking by nature, like CUDA): not counted as fallbacks.
+_HOST_RESULT = {aten._local_scalar_dense, aten.equal, aten.is_nonzero, aten.is_same_size,
+                aten._fused_sdp_choice}  # fmt: skip
+
+
+def dispatch(func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
+    special = _SPECIAL.get(func) or _SPECIAL.get(func._overloadpacket)
+    if special is not None:
+        return special(func, args, kwargs)
+    if func in _ALLOCATING or func._overloadpacket in _ALLOCATING:
+        return _allocate_like_meta(func, args, kwargs)
+    if func._overloadpacket in _HOST_RESULT:
+        return run_on_cpu(func, args, kwargs)
+    launches = _launches(func)
+    if launches and not is_allowed(f"{func._schema.name}.{func._overloadname}"):
+        return cpu_fallback(func, args, kwargs, reason="not in the torch executor's allow-list")
+    try:
+        meta_out = func(*_to_meta(args), **_to_meta(kwargs))
+    except (NotImplementedError, torch._subclasses.fake_tensor.DataDependentOutputException):
+        return cpu_fallback(func, args, kwargs, reason="output shape depends on values")
+    if not _all_tensor_returns(func):
+        return cpu_fallback(func, args, kwargs, reason="returns a non-tensor value")
+    return _launch(func, args, kwargs, meta_out)
+
+
+def _launch(func: Any, args: tuple, kwargs: dict, meta_out: Any) -> Any:
+    named = _named_arguments(func, args, kwargs)
+    flat, _ = tree_flatten((args, kwargs))
+    tensors = _unique_sim_tensors(flat)
+    device = _common_device(func, tensors)
+    returns = func._schema.returns
+    values = meta_out if len(returns) != 1 else (meta_out,)
+    results: list[Any] = []
+    fresh: list[SimTensor] = []
+    for ret, meta in zip(returns, values):
+        alias = ret.alias_info
+        if alias is None:
+            made = tree_map(lambda m: new_tensor(device, m), meta)
+            fresh.extend(t for t in tree_flatten(made)[0] if isinstance(t, SimTensor))
+            results.append(made)
+        elif alias.is_write:
+            results.append(_aliased_argument(func, named, alias))
+        else:
+            source = _aliased_argument(func, named, alias)
+            results.append(tree_map(lambda m, s=source: _view_of(s, m), meta))
+    if fresh or _writes_arguments(func):
+        rt = runtime()
+        index = {id(t): i for i, t in enumerate(tensors)}
+        attrs: dict[str, Any] = {"args": encode_args(args, index), "kwargs": encode_args(kwargs, index)}
+        if _SEEDED in func.tags:
+            attrs["rng"] = rt.next_rng(device)
+        rt.client.launch(
+            device,
+            f"{func._schema.name}.{func._overloadname}",
+            [tensor_ref(t) for t in tensors],
+            [tensor_ref(t) for t in fresh],
+            attrs,
+            stream=rt.state[device].stream,
+        )
+    return results[0] if len(returns) == 1 else tuple(results)
+
+
+def _launches(func: Any) -> bool:
+    """False for pure view ops: their outputs alias inputs and no value changes."""
+    if _writes_arguments(func):
+        return True
+    return any(ret.alias_info is None for ret in func._schema.returns)
+
+
+def _to_meta(tree: Any) -> Any:
+    def convert(x: Any) -> Any:
+        if isinstance(x, SimTensor):
+            meta = torch.empty(0, dtype=x.dtype, device="meta")
+            return meta.as_strided(x.shape, x.stride(), x.storage_offset())
+        if isinstance(x, torch.device):
+            return torch.device("meta")
+        return x
+
+    return tree_map(convert, tree)
+
+
+def _all_tensor_returns(func: Any) -> bool:
+    for ret in func._schema.returns:
+        text = str(ret.type)
+        if not text.startswith("Tensor") and not text.startswith("Optional[Tensor]"):
+            if text not in {"List[Tensor]", "Tensor[]"}:
+                return False
+    return True
+
+
+def _named_arguments(func: Any, args: tuple, kwargs: dict) -> dict[str, Any]:
+    named = dict(kwargs)
+    for argument, value in zip(func._schema.arguments, args):
+        named[argument.name] = value
+    return named
+
+
+def _aliased_argument(func: Any, named: dict, alias: Any) -> Any:
+    for argument in func._schema.arguments:
+        info = argument.alias_info
+        if info is not None and info.before_set & alias.before_set:
+            return named[argument.name]
+    raise RuntimeError(f"{func}: cannot find the argument its output aliases")
+
+
+def _writes_arguments(func: Any) -> bool:
+    return any(a.alias_info is not None and a.alias_info.is_write for a in func._schema.arguments)
+
+
+def _view_of(source: Any, meta: Any) -> Any:
+    if not isinstance(meta, torch.Tensor):
+        return meta
+    if not isinstance(source, SimTensor):  # a list argument (e.g. unbind of a list): first one
+        source = next(s for s in source if isinstance(s, SimTensor))
+    return SimTensor(source._sim, meta.shape, meta.stride(), meta.storage_offset(), meta.dtype)
+
+
+def _unique_sim_tensors(flat: list) -> list[SimTensor]:
+    seen: dict[int, SimTensor] = {}
+    for x in flat:
+        if isinstance(x, SimTensor) and id(x) not in seen:
+            seen[id(x)] = x
+    return list(seen.values())
+
+
+def _common_device(func: Any, tensors: list[SimTensor]) -> int:
+    devices = {t._sim.device for t in tensors}
+    if len(devices) > 1:
+        raise RuntimeError(
+            f"{func}: expected all tensors on one kpt_sim device, got devices "
+            f"{sorted(devices)}; move them with .to('kpt_sim:N') first"
+        )
+    return devices.pop() if devices else runtime().current_device
+
+
+def _allocate_like_meta(func: Any, args: tuple, kwargs: dict) -> Any:
+    flat, _ = tree_flatten((args, kwargs))
+    tensors = _unique_sim_tensors(flat)
+    device = tensors[0]._sim.device if tensors else runtime().current_device
+    meta = func(*_to_meta(args), **_to_meta(kwargs))
+    return new_tensor(device, meta)
+
+
+# -- ops with their own meaning on a remote device ----------------------------------------------
+def _copy_(func: Any, args: tuple, kwargs: dict) -> Any:
+    dst, src = args[0], args[1]
+    if isinstance(dst, SimTensor) and isinstance(src, SimTensor):
+        if dst._sim.device != src._sim.device:
+            copy_between(src, dst)
+            return dst
+        return _launch(func, args, kwargs, None)
+    if isinstance(dst, SimTensor):  # host -> device
+        upload_into(dst, src)
+        return dst
+    dst.copy_(to_host(src))  # device -> host
+    return dst
+
+
+def _to_copy(func: Any, args: tuple, kwargs: dict) -> Any:
+    source = args[0]
+    device = kwargs.get("device")
+    target = torch.device(device) if device is not None else source.device
+    if target.type != "kpt_sim":
+        host = to_host(source)
+        rest = {k: v for k, v in kwargs.items() if k != "device"}
+        return aten._to_copy.default(host, **rest, device=target)
+    index = target.index if target.index is not None else runtime().current_device
+    if index != source._sim.device:
+        moved = new_tensor(index, _to_meta(source))
+        copy_between(source, moved)
+        rest = {k: v for k, v in kwargs.items() if k != "device"}
+        return aten._to_copy.default(moved, **rest) if rest.get("dtype") else moved
+    meta_out = func(*_to_meta(args), **_to_meta(kwargs))
+    return _launch(func, args, kwargs, meta_out)
+
+
+def _local_scalar_dense(func: Any, args: tuple, kwargs: dict) -> Any:
+    return to_host(args[0]).item()
+
+
+def _lift_fresh(func: Any, args: tuple, kwargs: dict) -> Any:
+    return args[0]
+
+
+def _record_stream(func: Any, args: tuple, kwargs: dict) -> Any:
+    return None
+
+
+def _fused_sdp_choice(func: Any, args: tuple, kwargs: dict) -> int:
+    # The math backend decomposes into matmul/softmax, which every executor runs.
+    return int(torch.nn.attention.SDPBackend.MATH.value)
+
+
+_SPECIAL = {
+    aten.copy_.default: _copy_,
+    aten._to_copy.default: _to_copy,
+    aten._local_scalar_dense.default: _local_scalar_dense,
+    aten.lift_fresh.default: _lift_fresh,
+    aten.record_stream.default: _record_stream,
+    aten._fused_sdp_choice.default: _fused_sdp_choice,
+}

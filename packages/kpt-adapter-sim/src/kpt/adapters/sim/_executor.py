@@ -1,0 +1,173 @@
+"""The daemon-side torch executor (entry point ``kpt.sim.executors: torch``).
+
+It runs ``torch.ops.aten.<name>.<overload>`` on CPU views of buffers it allocated itself, looked up
+by name in ALLOWED_OPS. Outputs that the op's schema marks as fresh (no alias annotation) are
+copied into the buffers the client allocated; in-place and out= arguments are written directly,
+because every input is a view of daemon storage.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import flop_registry
+
+from kpt.adapters.sim._allowlist import is_allowed
+from kpt.adapters.sim._wirefmt import DTYPES_BY_NAME, decode_args
+
+try:  # the simulator's cost record; a plain tuple with the same fields until it is public
+    from kpt.sim import OpCost
+except ImportError:  # pragma: no cover - exercised only against an older kpt-sim
+    from typing import NamedTuple
+
+    class OpCost(NamedTuple):  # type: ignore[no-redef]
+        op_class: str
+        flops: float
+        bytes: float
+
+
+# Scalar seed mixing (a 64-bit LCG step) so that (seed, counter) pairs give distinct streams.
+_SEED_MULTIPLIER = 6364136223846793005
+_SEED_MASK = (1 << 63) - 1
+
+
+@lru_cache(maxsize=4096)
+def resolve_op(name: str) -> torch._ops.OpOverload:
+    """'aten::add.Tensor' -> torch.ops.aten.add.Tensor, only for allow-listed names."""
+    if not isinstance(name, str) or not is_allowed(name):
+        raise ValueError(
+            f"op {name!r} is not in the kpt_sim torch executor's allow-list; "
+            "the client runs such ops on its CPU instead"
+        )
+    packet_name, _, overload = name.removeprefix("aten::").partition(".")
+    packet = getattr(torch.ops.aten, packet_name)
+    try:
+        return getattr(packet, overload or "default")
+    except AttributeError:
+        raise ValueError(
+            f"op {name!r}: aten::{packet_name} has no overload {overload!r}; "
+            f"overloads: {', '.join(packet.overloads())}"
+        ) from None
+
+
+def fresh_output_count(op: torch._ops.OpOverload, results: Any) -> list[torch.Tensor]:
+    """The tensors among an op's results that are new (not views or in-place/out arguments)."""
+    returns = op._schema.returns
+    values = results if isinstance(results, tuple | list) and len(returns) != 1 else (results,)
+    fresh: list[torch.Tensor] = []
+    for ret, value in zip(returns, values):
+        if ret.alias_info is not None:
+            continue
+        if isinstance(value, torch.Tensor):
+            fresh.append(value)
+        elif isinstance(value, list | tuple):
+            fresh.extend(v for v in value if isinstance(v, torch.Tensor))
+    return fresh
+
+
+def rng_seed(seed: int, counter: int) -> int:
+    return (seed * _SEED_MULTIPLIER + counter) & _SEED_MASK
+
+
+class TorchExecutor:
+    """kpt-sim executor computing values with torch on the daemon's CPU."""
+
+    name = "torch"
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        torch.set_num_threads(max(1, int(options.get("threads", torch.get_num_threads()))))
+
+    # -- storage -----------------------------------------------------------------------------
+    def allocate(self, nbytes: int) -> torch.Tensor:
+        return torch.empty(int(nbytes), dtype=torch.uint8)
+
+    def write(self, storage: torch.Tensor, offset: int, data: memoryview) -> None:
+        if len(data) == 0:
+            return
+        source = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        storage[offset : offset + source.numel()].copy_(source)
+
+    def read(self, storage: torch.Tensor, offset: int, nbytes: int) -> np.ndarray:
+        return storage[offset : offset + nbytes].numpy().copy()
+
+    # -- compute -----------------------------------------------------------------------------
+    @staticmethod
+    def view(view: Any) -> torch.Tensor:
+        dtype = DTYPES_BY_NAME[view.dtype]
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        if view.offset % itemsize:
+            raise ValueError(f"byte offset {view.offset} is not a multiple of {view.dtype}'s size")
+        storage: torch.Tensor = view.storage
+        usable = storage.numel() - storage.numel() % itemsize
+        typed = storage[:usable].view(dtype)
+        return typed.as_strided(tuple(view.shape), tuple(view.strides), view.offset // itemsize)
+
+    def run(self, op: str, inputs: list, outputs: list, attrs: dict) -> None:
+        overload = resolve_op(op)
+        tensors = [self.view(v) for v in inputs]
+        args = decode_args(attrs.get("args", []), tensors)
+        kwargs = decode_args(attrs.get("kwargs", {}), tensors)
+        if "rng" in attrs:
+            torch.manual_seed(rng_seed(*attrs["rng"]))
+        result = overload(*args, **kwargs)
+        fresh = fresh_output_count(overload, result)
+        if len(fresh) != len(outputs):
+            raise ValueError(
+                f"op {op!r} produced {len(fresh)} new tensors but {len(outputs)} outputs were sent"
+            )
+        for value, target in zip(fresh, outputs):
+            self.view(target).copy_(value)
+
+    def estimate(self, op: str, inputs: list, outputs: list, attrs: dict) -> OpCost:
+        moved = sum(_nbytes(v) for v in inputs) + sum(_nbytes(v) for v in outputs)
+        flops = _matmul_like_flops(op, inputs, outputs, attrs)
+        if flops:
+            return OpCost("matmul", float(flops), float(moved))
+        elements = sum(_numel(v) for v in outputs) or sum(_numel(v) for v in inputs)
+        in_elements = sum(_numel(v) for v in inputs)
+        op_class = "reduction" if in_elements > 2 * max(elements, 1) else "elementwise"
+        if _packet(op) in {"copy_", "_to_copy", "clone", "copy"}:
+            op_class = "copy"
+        return OpCost(op_class, float(max(elements, in_elements)), float(moved))
+
+
+def _packet(op: str) -> str:
+    return op.removeprefix("aten::").split(".", 1)[0]
+
+
+def _numel(view: Any) -> int:
+    return int(np.prod(view.shape, dtype=np.int64)) if len(view.shape) else 1
+
+
+def _nbytes(view: Any) -> int:
+    return _numel(view) * torch.empty((), dtype=DTYPES_BY_NAME[view.dtype]).element_size()
+
+
+def _matmul_like_flops(op: str, inputs: list, outputs: list, attrs: dict) -> int:
+    """FLOPs from torch's own flop formulas (mm, bmm, addmm, convolution, attention, ...)."""
+    try:
+        overload = resolve_op(op)
+    except ValueError:
+        return 0
+    formula = flop_registry.get(overload._overloadpacket)
+    if formula is None:
+        return 0
+    metas = [
+        torch.empty_strided(tuple(v.shape), tuple(v.strides), dtype=DTYPES_BY_NAME[v.dtype],
+                            device="meta")
+        for v in inputs
+    ]  # fmt: skip
+    outs = [
+        torch.empty(tuple(v.shape), dtype=DTYPES_BY_NAME[v.dtype], device="meta") for v in outputs
+    ]
+    try:
+        args = decode_args(attrs.get("args", []), metas)
+        kwargs = decode_args(attrs.get("kwargs", {}), metas)
+        out_val = outs[0] if len(outs) == 1 else tuple(outs)
+        return int(formula(*args, **kwargs, out_val=out_val))
+    except Exception:  # a formula that cannot read these shapes: charge it as elementwise
+        return 0

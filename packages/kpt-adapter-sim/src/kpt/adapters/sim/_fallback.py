@@ -1,0 +1,88 @@
+"""Ops the device cannot run remotely run on the client's CPU: warned once, always counted."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections import Counter
+from typing import Any
+
+import torch
+from torch.utils._pytree import tree_flatten, tree_map
+
+from kpt.adapters.sim._runtime import runtime
+from kpt.adapters.sim._tensor import SimTensor, read_storage
+
+_lock = threading.Lock()
+_counts: Counter[str] = Counter()
+_reasons: dict[str, str] = {}
+
+
+class SimFallbackWarning(UserWarning):
+    """An op ran on the CPU instead of the simulated device (values right, time not charged)."""
+
+
+def fallback_report() -> dict[str, dict[str, Any]]:
+    """{op name: {"count": calls that ran on the CPU, "reason": why}} since the process began."""
+    with _lock:
+        return {op: {"count": n, "reason": _reasons[op]} for op, n in sorted(_counts.items())}
+
+
+def reset_fallback_report() -> None:
+    with _lock:
+        _counts.clear()
+        _reasons.clear()
+
+
+def cpu_fallback(func: Any, args: tuple, kwargs: dict, reason: str) -> Any:
+    name = f"{func._schema.name}.{func._overloadname}"
+    with _lock:
+        first = name not in _counts
+        _counts[name] += 1
+        _reasons[name] = reason
+    if first:
+        warnings.warn(
+            f"kpt_sim: {name} runs on the CPU ({reason}); values are right but its time is not "
+            "simulated. See kpt.adapters.sim.fallback_report().",
+            SimFallbackWarning,
+            stacklevel=4,
+        )
+    return run_on_cpu(func, args, kwargs)
+
+
+def run_on_cpu(func: Any, args: tuple, kwargs: dict) -> Any:
+    """Run on CPU copies of whole buffers (keeps aliasing), write mutated buffers back."""
+    flat, _ = tree_flatten((args, kwargs))
+    storages = {id(t._sim): t._sim for t in flat if isinstance(t, SimTensor)}
+    hosts = {key: read_storage(s, 0, s.nbytes) for key, s in storages.items()}
+    device = next(iter(storages.values())).device if storages else runtime().current_device
+
+    def to_cpu(x: Any) -> Any:
+        if isinstance(x, SimTensor):
+            base = hosts[id(x._sim)]
+            usable = base.numel() - base.numel() % x.element_size()
+            return base[:usable].view(x.dtype).as_strided(x.shape, x.stride(), x.storage_offset())
+        if isinstance(x, torch.device) and x.type == "kpt_sim":
+            return torch.device("cpu")
+        return x
+
+    result = func(*tree_map(to_cpu, args), **tree_map(to_cpu, kwargs))
+    if any(a.alias_info is not None and a.alias_info.is_write for a in func._schema.arguments):
+        for key, storage in storages.items():
+            runtime().client.write(storage.buffer, 0, hosts[key].numpy())
+    by_pointer = {hosts[k].data_ptr(): storages[k] for k in hosts if hosts[k].numel()}
+
+    def to_device(x: Any) -> Any:
+        if not isinstance(x, torch.Tensor):
+            return x
+        pointer = x.untyped_storage().data_ptr()
+        if pointer in by_pointer:  # a view of an argument: a view of its device buffer
+            storage = by_pointer[pointer]
+            return SimTensor(storage, x.shape, x.stride(), x.storage_offset(), x.dtype)
+        from kpt.adapters.sim._transfer import new_tensor, upload_into
+
+        made = new_tensor(device, torch.empty(x.shape, dtype=x.dtype, device="meta"))
+        upload_into(made, x)
+        return made
+
+    return tree_map(to_device, result)

@@ -1,0 +1,310 @@
+"""``torch.kpt_sim``: the device module torch and users call (devices, streams, events, memory, RNG)."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from kpt.adapters.sim import _runtime
+from kpt.adapters.sim._runtime import runtime
+
+_stream_ids = itertools.count(1)
+_stream_lock = threading.Lock()
+
+
+def _index(device: Any = None) -> int:
+    if isinstance(device, int) or device is None:
+        return runtime().check_device(device)
+    device = torch.device(device)
+    if device.type != "kpt_sim":
+        raise ValueError(f"expected a kpt_sim device, got {device}")
+    return runtime().check_device(device.index)
+
+
+class Stream:
+    """An in-order queue of work on one simulated device (like torch.cuda.Stream)."""
+
+    def __init__(self, device: Any = None, priority: int = 0) -> None:
+        self.device_index = _index(device)
+        self.priority = priority
+        with _stream_lock:
+            self.stream_id = next(_stream_ids)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("kpt_sim", self.device_index)
+
+    def record_event(self, event: Event | None = None) -> Event:
+        event = event or Event()
+        event.record(self)
+        return event
+
+    def wait_event(self, event: Event) -> None:
+        event.wait(self)
+
+    def wait_stream(self, stream: Stream) -> None:
+        self.wait_event(stream.record_event())
+
+    def synchronize(self) -> None:
+        synchronize(self.device_index)
+
+    def query(self) -> bool:
+        synchronize(self.device_index)
+        return True
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Stream) and other.stream_id == self.stream_id
+
+    def __hash__(self) -> int:
+        return hash(("kpt_sim", self.stream_id))
+
+    def __repr__(self) -> str:
+        return f"<torch.kpt_sim.Stream device={self.device} stream_id={self.stream_id}>"
+
+
+class _DefaultStream(Stream):
+    def __init__(self, device_index: int) -> None:
+        self.device_index, self.priority, self.stream_id = device_index, 0, 0
+
+
+def current_stream(device: Any = None) -> Stream:
+    index = _index(device)
+    sid = runtime().state[index].stream
+    stream = _DefaultStream(index)
+    stream.stream_id = sid
+    return stream
+
+
+def default_stream(device: Any = None) -> Stream:
+    return _DefaultStream(_index(device))
+
+
+@contextlib.contextmanager
+def stream(s: Stream | None) -> Iterator[None]:
+    """Work queued inside runs on stream ``s`` of its device."""
+    if s is None:
+        yield
+        return
+    state = runtime().state[s.device_index]
+    previous, state.stream = state.stream, s.stream_id
+    try:
+        yield
+    finally:
+        state.stream = previous
+
+
+def set_stream(s: Stream) -> None:
+    runtime().state[s.device_index].stream = s.stream_id
+
+
+class Event:
+    """A point in a stream; elapsed_time() is in SIMULATED milliseconds."""
+
+    def __init__(self, enable_timing: bool = False, blocking: bool = False,
+                 interprocess: bool = False) -> None:  # fmt: skip
+        self.enable_timing = enable_timing
+        self._event: int | None = None
+        self._device: int | None = None
+
+    def record(self, stream: Stream | None = None) -> None:
+        stream = stream or current_stream()
+        self._device = stream.device_index
+        self._event = runtime().client.record_event(stream.device_index, stream.stream_id)
+
+    def wait(self, stream: Stream | None = None) -> None:
+        if self._event is None:
+            return
+        stream = stream or current_stream()
+        runtime().client.wait_event(self._event, stream.device_index, stream.stream_id)
+
+    def _time(self) -> float:
+        if self._event is None:
+            raise RuntimeError("kpt_sim Event was never recorded: call .record() first")
+        return runtime().client.event_time(self._event)
+
+    def synchronize(self) -> None:
+        if self._event is not None:
+            self._time()
+
+    def query(self) -> bool:
+        self.synchronize()
+        return True
+
+    def elapsed_time(self, end: Event) -> float:
+        """Simulated milliseconds between this event and ``end`` (both must be recorded)."""
+        if not (self.enable_timing and end.enable_timing):
+            raise RuntimeError("both events need Event(enable_timing=True) to measure time")
+        return (end._time() - self._time()) * 1e3
+
+
+# -- devices -------------------------------------------------------------------------------------
+def is_available() -> bool:
+    try:
+        import kpt.sim  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def is_initialized() -> bool:
+    return _runtime.is_started()
+
+
+def init() -> None:
+    runtime()
+
+
+def device_count() -> int:
+    if _runtime.is_started() or os.environ.get("KPT_SIM_ENDPOINT"):
+        return len(runtime().devices)
+    return _runtime.embedded_device_count()
+
+
+def current_device() -> int:
+    return runtime().current_device if _runtime.is_started() else 0
+
+
+def set_device(device: Any) -> None:
+    runtime().current_device = _index(device)
+
+
+class device:  # noqa: N801 - mirrors torch.cuda.device
+    """Context manager that makes ``index`` the current kpt_sim device."""
+
+    def __init__(self, index: Any) -> None:
+        self.index = _index(index) if index is not None and index != -1 else None
+        self.previous = 0
+
+    def __enter__(self) -> None:
+        if self.index is not None:
+            self.previous = current_device()
+            set_device(self.index)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.index is not None:
+            set_device(self.previous)
+
+
+def get_device_name(device: Any = None) -> str:
+    info = runtime().devices[_index(device)]
+    return str(info.get("model") or info.get("profile") or "kpt_sim")
+
+
+def get_device_properties(device: Any = None) -> dict:
+    return dict(runtime().devices[_index(device)])
+
+
+def synchronize(device: Any = None) -> None:
+    """Wait for queued work; raises the first asynchronous error, typed."""
+    from kpt.adapters.sim._errors import translated
+
+    index = None if device is None else _index(device)
+    with translated():
+        runtime().client.synchronize(index)
+
+
+# -- memory --------------------------------------------------------------------------------------
+def memory_allocated(device: Any = None) -> int:
+    return runtime().allocator.allocated[_index(device)]
+
+
+def max_memory_allocated(device: Any = None) -> int:
+    return runtime().allocator.peak[_index(device)]
+
+
+def memory_reserved(device: Any = None) -> int:
+    return runtime().allocator.reserved[_index(device)]
+
+
+def reset_peak_memory_stats(device: Any = None) -> None:
+    runtime().allocator.reset_peak(_index(device))
+
+
+def empty_cache() -> None:
+    runtime().allocator.empty_cache()
+
+
+def mem_get_info(device: Any = None) -> tuple[int, int]:
+    stats = runtime().client.memory_stats(_index(device))
+    return int(stats["free"]), int(stats["total"])
+
+
+def memory_stats(device: Any = None) -> dict[str, int]:
+    index = _index(device)
+    stats = dict(runtime().client.memory_stats(index))
+    stats.update(
+        allocated_bytes=memory_allocated(index),
+        peak_allocated_bytes=max_memory_allocated(index),
+        reserved_bytes=memory_reserved(index),
+    )
+    return stats
+
+
+# -- random numbers ------------------------------------------------------------------------------
+def manual_seed(seed: int) -> None:
+    """Seed the current device's generator (each random op gets (seed, op counter))."""
+    state = runtime().state[current_device()]
+    state.seed, state.counter = int(seed), 0
+
+
+def manual_seed_all(seed: int) -> None:
+    if not _runtime.is_started():
+        _runtime.pending_seed[0] = int(seed)
+        return
+    for state in runtime().state.values():
+        state.seed, state.counter = int(seed), 0
+
+
+def seed() -> None:
+    manual_seed(int.from_bytes(os.urandom(7), "little"))
+
+
+def seed_all() -> None:
+    manual_seed_all(int.from_bytes(os.urandom(7), "little"))
+
+
+def initial_seed() -> int:
+    return runtime().state[current_device()].seed
+
+
+def get_rng_state(device: Any = None) -> torch.Tensor:
+    state = runtime().state[_index(device)]
+    return torch.tensor([state.seed, state.counter], dtype=torch.int64).view(torch.uint8)
+
+
+def set_rng_state(new_state: torch.Tensor, device: Any = None) -> None:
+    values = new_state.detach().cpu().contiguous().view(torch.int64).tolist()
+    if len(values) != 2:
+        raise ValueError(
+            f"kpt_sim rng state has 16 bytes (seed, counter); got {new_state.numel()} bytes"
+        )
+    state = runtime().state[_index(device)]
+    state.seed, state.counter = values
+
+
+def get_rng_state_all() -> list[torch.Tensor]:
+    return [get_rng_state(i) for i in range(device_count())]
+
+
+def set_rng_state_all(states: list[torch.Tensor]) -> None:
+    for i, state in enumerate(states):
+        set_rng_state(state, i)
+
+
+# -- autocast ------------------------------------------------------------------------------------
+def get_amp_supported_dtype() -> list[torch.dtype]:
+    return [torch.bfloat16, torch.float16]
+
+
+def is_bf16_supported(including_emulation: bool = True) -> bool:
+    return True
+
+
+def _is_in_bad_fork() -> bool:
+    return False

@@ -1,0 +1,147 @@
+"""The process's connection to the simulator: one SimClient, its allocator, per-device state.
+
+The first use connects to ``KPT_SIM_ENDPOINT`` or starts an embedded daemon (``KPT_SIM_PROFILE``,
+``KPT_SIM_DEVICES``, ``KPT_SIM_NUMERICS``) that stops when this process exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from kpt.adapters.sim._storage import CachingAllocator
+
+DEFAULT_PROFILE = "h100-sxm"
+_lock = threading.RLock()
+_runtime: Runtime | None = None
+pending_seed: list[int | None] = [None]
+
+
+def _env_numerics() -> bool:
+    value = os.environ.get("KPT_SIM_NUMERICS", "1").strip().lower()
+    if value not in {"0", "1", "on", "off", "true", "false", ""}:
+        raise ValueError(f"KPT_SIM_NUMERICS={value!r}: use 1 (values computed) or 0 (timing only)")
+    return value not in {"0", "off", "false"}
+
+
+def _env_devices() -> int | None:
+    """KPT_SIM_DEVICES, or None to take the count from a mixed profile spec."""
+    value = os.environ.get("KPT_SIM_DEVICES")
+    if value is None:
+        return None if ":" in os.environ.get("KPT_SIM_PROFILE", "") else 1
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(f"KPT_SIM_DEVICES={value!r}: give a positive number of devices")
+    return count
+
+
+@dataclass
+class DeviceState:
+    seed: int = 0
+    counter: int = 0  # random ops launched since the last seed: the second half of each op's key
+    stream: int = 0
+
+
+@dataclass
+class Runtime:
+    client: Any
+    daemon: Any = None
+    devices: list[dict] = field(default_factory=list)
+    numerics: bool = True
+    current_device: int = 0
+    state: dict[int, DeviceState] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.allocator = CachingAllocator(self.client)
+        self.devices = self.client.devices()
+        self.numerics = bool(getattr(self.client, "numerics", True))
+        self.state = {i: DeviceState() for i in range(len(self.devices))}
+        if pending_seed[0] is not None:  # torch.manual_seed() ran before the first use
+            for state in self.state.values():
+                state.seed = pending_seed[0]
+
+    def check_device(self, index: int | None) -> int:
+        index = self.current_device if index is None else int(index)
+        if not 0 <= index < len(self.devices):
+            raise ValueError(
+                f"kpt_sim device {index} does not exist: the simulator has "
+                f"{len(self.devices)} device(s) (set KPT_SIM_DEVICES for more)"
+            )
+        return index
+
+    def next_rng(self, device: int) -> list[int]:
+        state = self.state[device]
+        state.counter += 1
+        return [state.seed, state.counter]
+
+    def close(self) -> None:
+        self.allocator.closed = True
+        try:
+            self.client.close()
+        finally:
+            if self.daemon is not None:
+                self.daemon.stop()
+
+
+def runtime() -> Runtime:
+    """The process's runtime, connecting or starting the daemon on first use."""
+    global _runtime
+    if _runtime is not None:
+        return _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = _connect()
+            atexit.register(shutdown)
+    return _runtime
+
+
+def is_started() -> bool:
+    return _runtime is not None
+
+
+def embedded_device_count() -> int:
+    """How many devices an embedded daemon would have (without starting it)."""
+    devices = _env_devices()
+    if devices is not None:
+        return devices
+    total = 0
+    for part in os.environ.get("KPT_SIM_PROFILE", DEFAULT_PROFILE).split(","):
+        _, _, count = part.strip().partition(":")
+        total += int(count) if count.isdigit() else 1
+    return total
+
+
+def _connect() -> Runtime:
+    from kpt.sim import SimClient, start_daemon
+
+    endpoint = os.environ.get("KPT_SIM_ENDPOINT")
+    daemon = None
+    if not endpoint:
+        daemon = start_daemon(
+            profile=os.environ.get("KPT_SIM_PROFILE", DEFAULT_PROFILE),
+            devices=embedded_device_count(),
+            numerics=_env_numerics(),
+            executor="torch",
+        )
+        endpoint = daemon.endpoint
+    try:
+        return Runtime(client=SimClient(endpoint), daemon=daemon)
+    except BaseException:
+        if daemon is not None:
+            daemon.stop()
+        raise
+
+
+def shutdown() -> None:
+    """Disconnect (and stop the embedded daemon); the next use starts afresh."""
+    global _runtime
+    with _lock:
+        current, _runtime = _runtime, None
+    if current is not None:
+        current.close()

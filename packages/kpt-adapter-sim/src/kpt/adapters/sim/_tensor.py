@@ -1,0 +1,112 @@
+"""SimTensor: a kpt_sim tensor is a handle (buffer, offset, dtype, shape, strides) into daemon storage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from kpt.adapters.sim._storage import SimStorage
+
+DEVICE_TYPE = "kpt_sim"
+
+
+class SimTensor(torch.Tensor):
+    """A wrapper tensor whose data lives in the simulator daemon; views share one SimStorage."""
+
+    _sim: SimStorage
+    __slots__ = ("_sim",)
+
+    @staticmethod
+    def __new__(
+        cls,
+        storage: SimStorage,
+        size: tuple[int, ...],
+        stride: tuple[int, ...],
+        offset: int,
+        dtype: torch.dtype,
+        requires_grad: bool = False,
+    ) -> SimTensor:
+        tensor = torch.Tensor._make_wrapper_subclass(
+            cls,
+            size,
+            strides=stride,
+            storage_offset=offset,
+            dtype=dtype,
+            device=torch.device(DEVICE_TYPE, storage.device),
+            requires_grad=requires_grad,
+        )
+        tensor._sim = storage
+        return tensor
+
+    __torch_function__ = torch._C._disabled_torch_function_impl
+
+    @classmethod
+    def __torch_dispatch__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        from kpt.adapters.sim._dispatch import dispatch
+
+        return dispatch(func, args, kwargs or {})
+
+    def __repr__(self, *, tensor_contents: Any = None) -> str:
+        with torch.no_grad():
+            host = to_host(self)
+        text = repr(host)
+        suffix = f", device='{self.device}'"
+        if text.endswith(")"):
+            text = text[:-1] + suffix + ")"
+        if self.grad_fn is not None:
+            text = text[:-1] + f", grad_fn=<{type(self.grad_fn).__name__}>)"
+        elif self.requires_grad:
+            text = text[:-1] + ", requires_grad=True)"
+        return text
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # Tensors travel by value through the CPU (torch.save, deepcopy, multiprocessing).
+        return (_from_host, (to_host(self), self.device.index, self.requires_grad))
+
+
+def byte_extent(tensor: torch.Tensor) -> tuple[int, int]:
+    """[first, last) byte of its storage that a tensor view touches."""
+    itemsize = tensor.element_size()
+    if tensor.numel() == 0:
+        start = tensor.storage_offset() * itemsize
+        return start, start
+    low = high = 0
+    for size, stride in zip(tensor.shape, tensor.stride()):
+        span = (size - 1) * stride
+        if span < 0:
+            low += span
+        else:
+            high += span
+    base = tensor.storage_offset()
+    return (base + low) * itemsize, (base + high + 1) * itemsize
+
+
+def read_storage(storage: SimStorage, start: int, stop: int) -> torch.Tensor:
+    """Blocking read of bytes [start, stop) of a buffer into a fresh CPU uint8 tensor."""
+    from kpt.adapters.sim._runtime import runtime
+
+    if stop <= start:
+        return torch.empty(0, dtype=torch.uint8)
+    data = runtime().client.read(storage.buffer, start, stop - start)
+    array = np.asarray(data, dtype=np.uint8)
+    if not array.flags.writeable:
+        array = array.copy()
+    return torch.from_numpy(array)
+
+
+def to_host(tensor: SimTensor) -> torch.Tensor:
+    """A CPU copy of a kpt_sim tensor (waits for the work that produces it)."""
+    start, stop = byte_extent(tensor)
+    raw = read_storage(tensor._sim, start, stop)
+    itemsize = tensor.element_size()
+    if tensor.numel() == 0:
+        return torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype)
+    typed = raw.view(tensor.dtype)
+    first = tensor.storage_offset() - start // itemsize
+    return typed.as_strided(tuple(tensor.shape), tuple(tensor.stride()), first)
+
+
+def _from_host(host: torch.Tensor, index: int, requires_grad: bool) -> torch.Tensor:
+    return host.to(torch.device(DEVICE_TYPE, index)).requires_grad_(requires_grad)
