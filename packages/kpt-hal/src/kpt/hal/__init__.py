@@ -11,6 +11,7 @@ from kpt.hal._discovery import ALLOW_LIST_ENV, ENTRY_POINT_GROUP, Registry
 from kpt.hal._health import HealthMonitor
 from kpt.hal._mesh import MeshPlan
 from kpt.hal._nominal import NominalSpec, nominal_spec
+from kpt.hal._privateuse1 import PrivateUse1TakenError, register_python_device
 from kpt.hal._types import (
     AdapterInfo,
     Capabilities,
@@ -90,6 +91,7 @@ __all__ = [
     "MeshPlan",
     "NoDeviceError",
     "NominalSpec",
+    "PrivateUse1TakenError",
     "Probe",
     "Registry",
     "TorchDeviceAdapter",
@@ -102,6 +104,7 @@ __all__ = [
     "plan_mesh",
     "refresh",
     "register_adapter",
+    "register_python_device",
     "registry",
     "select",
     "unregister_adapter",
