@@ -1,6 +1,8 @@
 """kpt.sim: a discrete-event simulator of accelerator chips, served as a device by a daemon."""
 
+from kpt.sim._client import SimClient, TensorRef
 from kpt.sim._cost import OpCost, efficiency, op_time, op_timing, shape_penalty, transfer_time
+from kpt.sim._daemon_process import DaemonHandle, start_daemon
 from kpt.sim._errors import (
     DeviceHangError,
     DeviceLostError,
@@ -10,14 +12,17 @@ from kpt.sim._errors import (
     OutOfMemoryError,
     SimError,
 )
+from kpt.sim._executors import Executor, View, executor_names, load_executor
 from kpt.sim._faults import Fault, load_faults
 from kpt.sim._profiles import Profile, load_profile, profile_table, profiles
 from kpt.sim._simulator import Simulator
 from kpt.sim._version import __version__
 
 __all__ = [
+    "DaemonHandle",
     "DeviceHangError",
     "DeviceLostError",
+    "Executor",
     "Fault",
     "InvalidRequestError",
     "LinkDownError",
@@ -25,10 +30,15 @@ __all__ = [
     "OpCost",
     "OutOfMemoryError",
     "Profile",
+    "SimClient",
     "SimError",
     "Simulator",
+    "TensorRef",
+    "View",
     "__version__",
     "efficiency",
+    "executor_names",
+    "load_executor",
     "load_faults",
     "load_profile",
     "op_time",
@@ -36,5 +46,6 @@ __all__ = [
     "profile_table",
     "profiles",
     "shape_penalty",
+    "start_daemon",
     "transfer_time",
 ]

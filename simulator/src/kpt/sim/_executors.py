@@ -7,6 +7,7 @@ buffers it allocated itself.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import cache
 from importlib.metadata import entry_points
@@ -53,7 +54,7 @@ class View(NamedTuple):
 
     @property
     def numel(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ from kpt.sim._executors import View
 Arrays = list[np.ndarray]
 
 
+@cache
 def _np_dtype(name: str) -> np.dtype:
     if name == "bfloat16" or name.startswith("float8"):
         import ml_dtypes  # comes with kpt-wire; only needed for these types
@@ -29,6 +31,10 @@ def _widened(x: np.ndarray) -> np.ndarray:
 
 def _as_array(view: View) -> np.ndarray:
     dtype = _np_dtype(view.dtype)
+    itemsize = view.itemsize
+    if all(s >= 0 for s in view.strides):  # the common case: one constructor call
+        strides = tuple(s * itemsize for s in view.strides)
+        return np.ndarray(view.shape, dtype, view.storage, view.offset, strides)
     low, high = view.byte_extent()
     if high == low:
         return np.empty(view.shape, dtype)

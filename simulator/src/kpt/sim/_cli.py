@@ -1,0 +1,186 @@
+"""`kpt-sim serve | profiles | replay` (also `python -m kpt.sim ...`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from kpt.sim._daemon_process import READY_PREFIX
+from kpt.sim._errors import SimError
+
+PARENT_POLL_S = 0.25  # how quickly a daemon notices its parent died
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kpt-sim", description="kpt's accelerator simulator")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve simulated devices over kpt.wire")
+    serve.add_argument("--profile", default="h100-sxm", help="name, path, or NAME:N,NAME:N mix")
+    serve.add_argument("--devices", type=_positive, default=None, help="device count (default 1)")
+    serve.add_argument("--topology", default="switch", help="switch, ring or torus2d")
+    serve.add_argument("--nodes", type=_positive, default=1, help="nodes the devices split into")
+    serve.add_argument(
+        "--endpoint", default="tcp://127.0.0.1:0", help="ipc://PATH or tcp://127.0.0.1:PORT"
+    )
+    serve.add_argument("--faults", default=None, help="fault file (TOML or JSON)")
+    serve.add_argument("--numerics", choices=("on", "off"), default="on")
+    serve.add_argument("--executor", default="numpy", help="entry point in kpt.sim.executors")
+    serve.add_argument("--seed", type=int, default=0)
+    serve.add_argument("--heartbeat", type=float, default=1.0, help="seconds")
+    serve.add_argument("--parent-pid", type=int, default=None, help="exit when this pid dies")
+
+    commands.add_parser("profiles", help="table of shipped chip profiles")
+
+    replay = commands.add_parser("replay", help="replay a JSON op trace in timing-only mode")
+    replay.add_argument("trace")
+    replay.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return serve(args)
+        if args.command == "profiles":
+            return print_profiles()
+        return replay(args)
+    except (SimError, OSError) as exc:
+        print(f"kpt-sim {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def serve(args: argparse.Namespace) -> int:
+    from kpt.sim._daemon import SimDaemon
+    from kpt.sim._executors import ExecutorNotFoundError, load_executor
+    from kpt.sim._simulator import Simulator
+    from kpt.wire import Server
+
+    _die_with_parent(args.parent_pid)
+    sim = Simulator(
+        args.profile, args.devices, topology=args.topology, nodes=args.nodes,
+        faults=args.faults, seed=args.seed,
+    )  # fmt: skip
+    try:
+        executor = load_executor(args.executor)
+    except ExecutorNotFoundError as exc:
+        raise SimError(str(exc)) from None
+    daemon = SimDaemon(sim, executor, numerics=args.numerics == "on", executor_name=args.executor)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    server = Server(
+        args.endpoint, heartbeat_interval=args.heartbeat, on_client_gone=daemon.client_gone
+    )
+    daemon.register(server)
+    server.start()
+    try:
+        print(f"{READY_PREFIX}{server.endpoint}", flush=True)
+        print(
+            f"kpt-sim: serving {len(sim.devices)} device(s) ({args.profile}, {args.topology}, "
+            f"numerics {args.numerics}, executor {args.executor}) at {server.endpoint}; "
+            f"clients: export KPT_SIM_ENDPOINT={server.endpoint}",
+            file=sys.stderr,
+            flush=True,
+        )
+        while not stop.wait(PARENT_POLL_S):
+            if args.parent_pid is not None and os.getppid() != args.parent_pid:
+                break  # the parent died: we were re-parented
+    finally:
+        server.close()
+    return 0
+
+
+def _die_with_parent(parent_pid: int | None) -> None:
+    """Belt and braces on Linux: the kernel signals us when the parent dies (polling also runs)."""
+    if parent_pid is None:
+        return
+    if os.getppid() != parent_pid:
+        raise SimError(f"parent process {parent_pid} is already gone")
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
+def print_profiles() -> int:
+    from kpt.sim import profile_table
+
+    rows = profile_table()
+    if not rows:
+        print("no profiles shipped")
+        return 1
+    columns = list(rows[0])
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    print("  ".join("-" * w for w in widths))
+    for r in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+    return 0
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def replay(args: argparse.Namespace) -> int:
+    from kpt.sim import replay as run_replay
+
+    summary = run_replay(args.trace)
+    if args.json:
+        print(json.dumps(_plain(summary), indent=2))
+        return 0
+    print(_format_replay(summary))
+    return 0
+
+
+def _plain(value: object) -> object:
+    if hasattr(value, "_asdict"):
+        value = value._asdict()
+    elif hasattr(value, "__dataclass_fields__"):
+        value = {k: getattr(value, k) for k in value.__dataclass_fields__}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _format_replay(summary: object) -> str:
+    data = _plain(summary)
+    if not isinstance(data, dict):
+        return str(data)
+    lines = []
+    devices = data.get("devices") or data.get("per_device") or []
+    if isinstance(devices, dict):
+        devices = [{"device": k, **v} if isinstance(v, dict) else {"device": k, "value": v}
+                   for k, v in devices.items()]  # fmt: skip
+    if devices:
+        columns = list(devices[0])
+        lines.append("  ".join(f"{c:>14}" for c in columns))
+        for row in devices:
+            lines.append("  ".join(f"{_cell(row.get(c)):>14}" for c in columns))
+    for key, value in data.items():
+        if key not in ("devices", "per_device"):
+            lines.append(f"{key}: {_cell(value)}")
+    return "\n".join(lines)

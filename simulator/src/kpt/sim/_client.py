@@ -1,0 +1,249 @@
+"""SimClient: the Python face of a simulator daemon (docs/sim-daemon-protocol.md).
+
+Launches, copies and events are one-way casts: a program can queue thousands of ops without a
+round trip. Their errors wait in the daemon and are raised, typed, by this client's next
+synchronize() or blocking call (read, event_time).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from kpt.sim._errors import ERRORS, DeviceLostError, OutOfMemoryError, SimError
+from kpt.wire import Client, RemoteError, TransportError, WireError
+
+#: Protocol of the daemon's message catalogue (not the wire's envelope version).
+SIM_PROTOCOL = "kpt-sim/1"
+ENDPOINT_ENV = "KPT_SIM_ENDPOINT"
+
+
+class TensorRef(NamedTuple):
+    """A tensor in daemon memory: buffer id, byte offset, dtype name, shape, strides in elements."""
+
+    buffer: int
+    offset: int
+    dtype: str
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]
+
+    @classmethod
+    def contiguous(
+        cls, buffer: int, dtype: str, shape: Sequence[int], offset: int = 0
+    ) -> TensorRef:
+        """A row-major tensor that starts `offset` bytes into `buffer`."""
+        strides, step = [], 1
+        for size in reversed(shape):
+            strides.append(step)
+            step *= max(int(size), 1)
+        return cls(buffer, offset, dtype, tuple(int(s) for s in shape), tuple(reversed(strides)))
+
+
+def _ref_to_wire(ref: Any) -> list:
+    buffer, offset, dtype, shape, strides = ref
+    return [
+        int(buffer),
+        int(offset),
+        str(dtype),
+        [int(s) for s in shape],
+        [int(s) for s in strides],
+    ]
+
+
+def _cost_to_wire(cost: Any) -> list | None:
+    if cost is None:
+        return None
+    shape = getattr(cost, "shape", None)
+    return [
+        str(cost.op_class),
+        float(cost.flops),
+        float(cost.bytes),
+        str(getattr(cost, "dtype", "fp32")),
+        None if shape is None else [int(s) for s in shape],
+    ]
+
+
+def _as_bytes(data: Any) -> np.ndarray:
+    if isinstance(data, np.ndarray):
+        return np.ascontiguousarray(data).view(np.uint8).reshape(-1)
+    return np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
+
+
+def typed_error(error: RemoteError) -> SimError:
+    """The kpt.sim error a daemon's RemoteError stands for (codes are the error class names)."""
+    details = dict(getattr(error, "details", None) or {})
+    cls = ERRORS.get(error.code)
+    if cls is OutOfMemoryError:
+        sizes = {k: details.get(k) for k in ("device", "requested", "free", "total")}
+        typed: SimError = OutOfMemoryError(error.message, **sizes)
+    elif cls is not None:
+        typed = cls(error.message)
+    else:
+        typed = SimError(f"simulator daemon error {error.code!r}: {error.message}")
+    typed.details = details  # type: ignore[attr-defined]
+    return typed
+
+
+class SimClient:
+    """A connection to a simulator daemon. Thread-safe; a dead daemon raises DeviceLostError."""
+
+    def __init__(
+        self, endpoint: str | None = None, timeout: float = 60.0, heartbeat_interval: float = 1.0
+    ) -> None:
+        endpoint = endpoint or os.environ.get(ENDPOINT_ENV)
+        if not endpoint:
+            raise ValueError(
+                f"no simulator endpoint: pass SimClient(endpoint) or set {ENDPOINT_ENV}, "
+                "or start one with kpt.sim.start_daemon()"
+            )
+        self.endpoint = endpoint
+        self._wire = Client(endpoint, timeout=timeout, heartbeat_interval=heartbeat_interval)
+        self._event_ids = itertools.count(1)
+        self._event_lock = threading.Lock()
+        hello = self._call("hello", {"protocol": SIM_PROTOCOL}, idempotent=True).header
+        if hello.get("protocol") != SIM_PROTOCOL:
+            self.close()
+            raise SimError(
+                f"daemon at {endpoint} speaks {hello.get('protocol')!r}, this client "
+                f"{SIM_PROTOCOL!r}: install matching kpt-sim versions on both sides"
+            )
+        self.numerics: bool = bool(hello.get("numerics", True))
+        self.executor: str = str(hello.get("executor", ""))
+
+    # -- transport -----------------------------------------------------------------------------
+    def _call(self, kind: str, header: dict, arrays: Sequence = (), idempotent: bool = False):
+        try:
+            return self._wire.call(kind, header, arrays=list(arrays), idempotent=idempotent)
+        except RemoteError as exc:
+            raise typed_error(exc) from None
+        except (TransportError, WireError) as exc:
+            raise self._lost(exc) from exc
+
+    def _cast(self, kind: str, header: dict) -> None:
+        try:
+            self._wire.cast(kind, header)
+        except (TransportError, WireError) as exc:
+            raise self._lost(exc) from exc
+
+    def _lost(self, exc: Exception) -> DeviceLostError:
+        return DeviceLostError(
+            f"simulator daemon at {self.endpoint} is unreachable ({type(exc).__name__}: {exc}); "
+            "it exited or was killed: its devices and buffers are gone"
+        )
+
+    # -- devices and memory --------------------------------------------------------------------
+    def devices(self) -> list[dict]:
+        """Every simulated device: index, profile, vendor, model, memory_total, peak rates..."""
+        return list(self._call("devices", {}, idempotent=True).header["devices"])
+
+    def alloc(self, device: int, nbytes: int) -> int:
+        """A new buffer of `nbytes` on `device`; its id. OutOfMemoryError names the sizes."""
+        return int(self._call("alloc", {"device": device, "nbytes": nbytes}).header["buffer"])
+
+    def free(self, buffer: int) -> None:
+        self._call("free", {"buffer": buffer})
+
+    def memory_stats(self, device: int) -> dict:
+        """allocated, peak, total and free bytes of `device`, over every client."""
+        return dict(self._call("memory_stats", {"device": device}, idempotent=True).header)
+
+    def reset_peak_memory_stats(self, device: int) -> None:
+        self._call("reset_peak", {"device": device})
+
+    # -- data ----------------------------------------------------------------------------------
+    def write(self, buffer: int, offset: int, data: Any, stream: int = 0) -> None:
+        """Host -> device copy of raw bytes (modelled on the host link); returns once stored."""
+        payload = _as_bytes(data)
+        self._call("write", {"buffer": buffer, "offset": offset, "stream": stream}, [payload])
+
+    def read(self, buffer: int, offset: int, nbytes: int, stream: int = 0) -> np.ndarray:
+        """Device -> host bytes (uint8). Waits for prior work; raises pending async errors."""
+        header = {"buffer": buffer, "offset": offset, "nbytes": nbytes, "stream": stream}
+        message = self._call("read", header)
+        return message.arrays[0] if message.arrays else np.empty(0, np.uint8)
+
+    def launch(
+        self,
+        device: int,
+        op: str,
+        inputs: Iterable[Any],
+        outputs: Iterable[Any],
+        attrs: dict | None = None,
+        stream: int = 0,
+        cost: Any = None,
+    ) -> None:
+        """Queue `op` (a name the daemon's executor knows) on a stream; returns immediately."""
+        header = {
+            "device": device,
+            "op": op,
+            "inputs": [_ref_to_wire(r) for r in inputs],
+            "outputs": [_ref_to_wire(r) for r in outputs],
+            "attrs": attrs or {},
+            "stream": stream,
+            "cost": _cost_to_wire(cost),
+        }
+        self._cast("launch", header)
+
+    def copy(self, src: Any, dst: Any, stream: int = 0) -> None:
+        """Device -> device copy (across links when the devices differ); returns immediately."""
+        self._cast("copy", {"src": _ref_to_wire(src), "dst": _ref_to_wire(dst), "stream": stream})
+
+    # -- streams, events, time -----------------------------------------------------------------
+    def record_event(self, device: int, stream: int = 0) -> int:
+        """Mark the point in `stream` that everything queued so far reaches; returns its id."""
+        with self._event_lock:
+            event = next(self._event_ids)
+        self._cast("record_event", {"event": event, "device": device, "stream": stream})
+        return event
+
+    def wait_event(self, event: int, device: int, stream: int = 0) -> None:
+        """Later work on (device, stream) starts only after `event` completes."""
+        self._cast("wait_event", {"event": event, "device": device, "stream": stream})
+
+    def event_time(self, event: int) -> float:
+        """Simulated seconds at which `event` completed (waits for it)."""
+        return float(self._call("event_time", {"event": event}).header["time"])
+
+    def synchronize(self, device: int | None = None) -> float:
+        """Wait for queued work (one device or all); raise the first pending error; sim time."""
+        return float(self._call("synchronize", {"device": device}).header["now"])
+
+    def now(self) -> float:
+        """The daemon's simulated clock, in seconds (shared by every client)."""
+        return float(self._call("now", {}, idempotent=True).header["now"])
+
+    # -- control -------------------------------------------------------------------------------
+    def inject_fault(self, kind: str, **spec: Any) -> None:
+        """Schedule or trigger a fault (see the engine's fault file format), e.g. device_lost."""
+        self._call("inject_fault", {"kind": kind, **spec})
+
+    def reset(self) -> None:
+        """Free every buffer of every client, clear faults, restart the clock at 0."""
+        self._call("reset", {})
+
+    def dump_trace(self, path: str | os.PathLike) -> str:
+        """Write the daemon's Chrome trace (Perfetto opens it) to a local file; returns the path."""
+        message = self._call("dump_trace", {})
+        data = message.arrays[0] if message.arrays else np.empty(0, np.uint8)
+        with open(path, "wb") as f:
+            f.write(memoryview(data))
+        return os.fspath(path)
+
+    def close(self) -> None:
+        """Tell the daemon to free this client's buffers now (it would after heartbeats stop)."""
+        try:
+            self._wire.call("bye", {}, timeout=1.0)
+        except WireError:
+            pass  # daemon gone or slow: it frees our memory when our heartbeats stop
+        self._wire.close()
+
+    def __enter__(self) -> SimClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,467 @@
+"""The simulator daemon: serves the engine's devices over kpt.wire to any number of clients.
+
+Every handler runs on the wire server's single thread, so this state needs no locks. Values are
+computed eagerly, in the order messages arrive (program order for each client); the engine
+decides WHEN each op would have run on the chip. Message catalogue: docs/sim-daemon-protocol.md.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kpt.sim._client import SIM_PROTOCOL
+from kpt.sim._cost import OpCost
+from kpt.sim._errors import DeviceHangError, InvalidRequestError, OutOfMemoryError, SimError
+from kpt.sim._executors import DTYPE_SIZES, Executor, View
+from kpt.sim._simulator import Simulator
+from kpt.sim._version import __version__
+from kpt.wire import HandlerError, Message
+
+MAX_STREAMS = 1024  # per client and device: stream ids are small integers
+MAX_DIMS = 16
+MAX_BUFFERS_PER_CLIENT = 1 << 20
+MAX_EVENTS_PER_CLIENT = 1 << 16  # the oldest are forgotten first
+CAST_TYPES = ("launch", "copy", "record_event", "wait_event")
+
+
+@dataclass
+class Buffer:
+    id: int
+    device: int
+    nbytes: int
+    owner: bytes
+    storage: Any  # the executor's; None in timing-only mode
+
+
+@dataclass
+class ClientState:
+    buffers: set[int]
+    events: OrderedDict[int, tuple[int, int]]  # client's event id -> (engine event, device)
+    pending: list[SimError]  # errors of casts, raised by the next blocking call
+    dropped: int = 0  # pending errors beyond the first few, counted only
+
+
+def _bad(message: str) -> InvalidRequestError:
+    return InvalidRequestError(message)
+
+
+def _int(header: dict, name: str, low: int = 0, high: int | None = None, default: Any = ...) -> int:
+    value = header.get(name, default)
+    if value is ...:
+        raise _bad(f"request lacks field {name!r} (an integer)")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(f"field {name!r} = {value!r} must be an integer")
+    if value < low or (high is not None and value >= high):
+        bound = f"in [{low}, {high})" if high is not None else f">= {low}"
+        raise _bad(f"field {name!r} = {value} must be {bound}")
+    return value
+
+
+class SimDaemon:
+    """Owns buffers' values, clients and their pending errors; the engine owns time and memory."""
+
+    def __init__(
+        self, sim: Simulator, executor: Executor, numerics: bool = True, executor_name: str = ""
+    ) -> None:
+        self.sim = sim
+        self.executor = executor
+        self.executor_name = executor_name or type(executor).__name__
+        self.numerics = numerics
+        self.device_count = len(sim.devices)
+        self.buffers: dict[int, Buffer] = {}  # same ids as the engine's buffers
+        self.clients: dict[bytes, ClientState] = {}
+        self.streams: dict[tuple[bytes, int], int] = {}  # (client, its stream) -> engine stream
+        self._next_stream = 0
+        self._max_buffer_id = 0
+        self._handlers = {
+            "hello": self.hello,
+            "devices": self.devices,
+            "alloc": self.alloc,
+            "free": self.free,
+            "write": self.write,
+            "read": self.read,
+            "launch": self.launch,
+            "copy": self.copy,
+            "record_event": self.record_event,
+            "wait_event": self.wait_event,
+            "event_time": self.event_time,
+            "synchronize": self.synchronize,
+            "now": self.now,
+            "memory_stats": self.memory_stats,
+            "reset_peak": self.reset_peak,
+            "inject_fault": self.inject_fault,
+            "reset": self.reset,
+            "dump_trace": self.dump_trace,
+            "bye": self.bye,
+        }
+
+    # -- wiring --------------------------------------------------------------------------------
+    def register(self, server: Any) -> None:
+        for name, handler in self._handlers.items():
+            wrapped = self._cast(handler) if name in CAST_TYPES else self._call(handler)
+            server.register(name, wrapped)
+
+    def _call(self, handler):
+        def serve(msg: Message, client_id: bytes):
+            try:
+                return handler(msg, self._client(client_id), client_id)
+            except SimError as exc:
+                raise _handler_error(exc) from None
+
+        return serve
+
+    def _cast(self, handler):
+        def serve(msg: Message, client_id: bytes) -> None:
+            state = self._client(client_id)
+            try:
+                handler(msg, state, client_id)
+            except SimError as exc:
+                self._defer(state, exc)
+            except Exception as exc:  # a bug must not kill the daemon; the client still hears
+                self._defer(state, SimError(f"internal error in {msg.type}: {exc!r}"))
+            return None
+
+        return serve
+
+    def _client(self, client_id: bytes) -> ClientState:
+        state = self.clients.get(client_id)
+        if state is None:
+            state = self.clients[client_id] = ClientState(set(), OrderedDict(), [])
+        return state
+
+    def _defer(self, state: ClientState, error: SimError) -> None:
+        if len(state.pending) < 8:
+            state.pending.append(error)
+        else:
+            state.dropped += 1
+
+    def _raise_pending(self, state: ClientState) -> None:
+        if not state.pending:
+            return
+        first, more = state.pending[0], len(state.pending) - 1 + state.dropped
+        state.pending.clear()
+        state.dropped = 0
+        if more:
+            first.args = (f"{first.args[0] if first.args else first} (and {more} later error(s))",)
+        raise first
+
+    def client_gone(self, client_id: bytes) -> None:
+        """The wire lost a client (closed or stopped heartbeating): free all it held."""
+        state = self.clients.pop(client_id, None)
+        if state is None:
+            return
+        for buffer_id in list(state.buffers):
+            self._release(self.buffers.pop(buffer_id))
+        for key in [k for k in self.streams if k[0] == client_id]:
+            del self.streams[key]
+
+    def _stream(self, client_id: bytes, header: dict) -> int:
+        """The engine stream behind a client's stream number (streams are private per client)."""
+        key = (client_id, _int(header, "stream", high=MAX_STREAMS, default=0))
+        found = self.streams.get(key)
+        if found is None:
+            found = self.streams[key] = self._next_stream
+            self._next_stream += 1
+        return found
+
+    # -- handlers: (msg, state, client_id) -> reply --------------------------------------------
+    def hello(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
+        return {
+            "protocol": SIM_PROTOCOL,
+            "version": __version__,
+            "numerics": self.numerics,
+            "executor": self.executor_name,
+            "device_count": self.device_count,
+        }
+
+    def bye(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
+        self.client_gone(client_id)
+        return {}
+
+    def devices(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
+        return {"devices": self.sim.device_info()}
+
+    def alloc(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
+        device = self._device(msg.header)
+        nbytes = _int(msg.header, "nbytes")
+        if len(state.buffers) >= MAX_BUFFERS_PER_CLIENT:
+            raise _bad(f"client holds {len(state.buffers)} buffers, the limit; free some first")
+        buffer_id = self.sim.alloc(device, nbytes)
+        try:
+            storage = self.executor.allocate(nbytes) if self.numerics else None
+        except MemoryError:
+            self.sim.free(buffer_id)
+            stats = self.sim.memory_stats(device)
+            raise OutOfMemoryError(
+                f"device {device}: the daemon's host cannot back {nbytes} bytes with values "
+                f"(device free {stats['free']} of {stats['total']}); use --numerics off",
+                device=device, requested=nbytes, free=stats["free"], total=stats["total"],
+            ) from None  # fmt: skip
+        self.buffers[buffer_id] = Buffer(buffer_id, device, nbytes, client_id, storage)
+        self._max_buffer_id = max(self._max_buffer_id, buffer_id)
+        state.buffers.add(buffer_id)
+        return {"buffer": buffer_id}
+
+    def free(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
+        buffer = self._buffer(_int(msg.header, "buffer"), client_id)
+        del self.buffers[buffer.id]
+        state.buffers.discard(buffer.id)
+        self._release(buffer)
+        return {}
+
+    def write(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
+        buffer = self._buffer(_int(msg.header, "buffer"), client_id)
+        offset = _int(msg.header, "offset", default=0)
+        if len(msg.arrays) != 1:
+            raise _bad(f"write carries {len(msg.arrays)} array frames; send exactly 1 (the bytes)")
+        data = memoryview(np.ascontiguousarray(msg.arrays[0]).view(np.uint8).reshape(-1))
+        self.sim.write(buffer.id, offset, data.nbytes, self._stream(client_id, msg.header))
+        if self.numerics:
+            self.executor.write(buffer.storage, offset, data)
+        return {}
+
+    def read(self, msg: Message, state: ClientState, client_id: bytes):
+        buffer = self._buffer(_int(msg.header, "buffer"), client_id)
+        offset = _int(msg.header, "offset", default=0)
+        nbytes = _int(msg.header, "nbytes")
+        self.sim.read(buffer.id, offset, nbytes, self._stream(client_id, msg.header))
+        self._raise_pending(state)
+        if self.numerics:
+            data = self.executor.read(buffer.storage, offset, nbytes)
+        else:
+            data = np.zeros(nbytes, np.uint8)  # timing-only: there are no values to read
+        return {}, [data]
+
+    def launch(self, msg: Message, state: ClientState, client_id: bytes) -> None:
+        header = msg.header
+        device = self._device(header)
+        stream = self._stream(client_id, header)
+        op = header.get("op")
+        if not isinstance(op, str) or not op:
+            raise _bad(f"field 'op' = {op!r} must be an op name (a non-empty string)")
+        attrs = header.get("attrs") or {}
+        if not isinstance(attrs, dict):
+            raise _bad(f"op {op!r}: field 'attrs' = {attrs!r:.80} must be a map")
+        inputs = self._refs(header.get("inputs", []), "inputs", device, client_id)
+        outputs = self._refs(header.get("outputs", []), "outputs", device, client_id)
+        in_views, out_views = [v for v, _ in inputs], [v for v, _ in outputs]
+        try:
+            cost = self._cost(header.get("cost"), op, in_views, out_views, attrs)
+            touched = [b.id for _, b in (*inputs, *outputs)]
+            self.sim.launch(device, cost, stream, touched, op)
+            if self.numerics:
+                self.executor.run(op, in_views, out_views, attrs)
+        except (ValueError, KeyError, TypeError, IndexError, ArithmeticError) as exc:
+            if isinstance(exc, SimError):
+                raise
+            detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            raise _bad(f"op {op!r} on device {device}: {detail}") from None
+
+    def copy(self, msg: Message, state: ClientState, client_id: bytes) -> None:
+        stream = self._stream(client_id, msg.header)
+        src, src_buffer = self._refs([msg.header.get("src")], "src", None, client_id)[0]
+        dst, dst_buffer = self._refs([msg.header.get("dst")], "dst", None, client_id)[0]
+        if src.dtype != dst.dtype or src.shape != dst.shape:
+            raise _bad(
+                f"copy from {src.dtype}{list(src.shape)} to {dst.dtype}{list(dst.shape)}: "
+                "dtype and shape must match"
+            )
+        self.sim.transfer(
+            src_buffer.device, dst_buffer.device, src.nbytes, stream, (src_buffer.id, dst_buffer.id)
+        )
+        if self.numerics:
+            self.executor.run("copy", [src], [dst], {})
+
+    def record_event(self, msg: Message, state: ClientState, client_id: bytes) -> None:
+        event = _int(msg.header, "event", low=1)
+        device = self._device(msg.header)
+        token = self.sim.record_event(device, self._stream(client_id, msg.header))
+        state.events[event] = (token, device)
+        state.events.move_to_end(event)
+        while len(state.events) > MAX_EVENTS_PER_CLIENT:
+            state.events.popitem(last=False)
+
+    def wait_event(self, msg: Message, state: ClientState, client_id: bytes) -> None:
+        token, _ = self._event(state, msg.header)
+        device = self._device(msg.header)
+        self.sim.wait_event(token, device, self._stream(client_id, msg.header))
+
+    def event_time(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
+        token, device = self._event(state, msg.header)
+        time = self.sim.event_time(token)
+        if not math.isfinite(time):
+            self.sim.synchronize(device)  # raises the hang (or the error that caused it)
+            raise DeviceHangError(f"event on device {device} never completes: the device hung")
+        self._raise_pending(state)
+        return {"time": time}
+
+    def synchronize(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
+        device = None if msg.header.get("device") is None else self._device(msg.header)
+        now = self.sim.synchronize(device)
+        self._raise_pending(state)
+        return {"now": now}
+
+    def now(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
+        return {"now": self.sim.now()}
+
+    def memory_stats(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
+        return dict(self.sim.memory_stats(self._device(msg.header)))
+
+    def reset_peak(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
+        self.sim.devices[self._device(msg.header)].memory.reset_peak()
+        return {}
+
+    def inject_fault(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
+        self.sim.inject_fault(dict(msg.header))
+        return {}
+
+    def reset(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
+        self.buffers.clear()
+        self.clients.clear()
+        self.streams.clear()
+        self._next_stream = 0
+        self.sim.reset()
+        return {}
+
+    def dump_trace(self, msg: Message, state: ClientState, client_id: bytes):
+        with tempfile.TemporaryDirectory(prefix="kpt-sim-trace-") as folder:
+            path = Path(folder) / "trace.json"
+            self.sim.dump_trace(path)
+            data = path.read_bytes()
+        return {"nbytes": len(data)}, [np.frombuffer(data, np.uint8)]
+
+    # -- validation ----------------------------------------------------------------------------
+    def _device(self, header: dict) -> int:
+        return _int(header, "device", high=self.device_count)
+
+    def _buffer(self, buffer_id: int, client_id: bytes) -> Buffer:
+        buffer = self.buffers.get(buffer_id)
+        if buffer is None:
+            if 0 < buffer_id <= self._max_buffer_id:
+                raise _bad(f"buffer {buffer_id} was freed (or its client disconnected)")
+            raise _bad(f"buffer {buffer_id} does not exist; allocate it with alloc first")
+        if buffer.owner != client_id:
+            raise _bad(
+                f"buffer {buffer_id} belongs to another client; a client may only use "
+                "buffers it allocated"
+            )
+        return buffer
+
+    def _in_bounds(self, buffer: Buffer, offset: int, nbytes: int) -> None:
+        if offset + nbytes > buffer.nbytes:
+            raise _bad(
+                f"bytes [{offset}, {offset + nbytes}) fall outside buffer {buffer.id} "
+                f"of {buffer.nbytes} bytes"
+            )
+
+    def _refs(self, refs: Any, what: str, device: int | None, client_id: bytes):
+        """Validated (View, Buffer) pairs for wire tensor refs; every bound checked.
+
+        This is the per-op hot path: plain type() checks, one loop over the dims.
+        """
+        if type(refs) not in (list, tuple) or len(refs) > 64:
+            raise _bad(f"field {what!r} must be a list of at most 64 tensor refs, got {refs!r:.80}")
+        views = []
+        for i, ref in enumerate(refs):
+            if type(ref) not in (list, tuple) or len(ref) != 5:
+                raise _bad(
+                    f"{what}[{i}] = {ref!r:.80} must be [buffer, offset, dtype, shape, strides]"
+                )
+            buffer_id, offset, dtype, shape, strides = ref
+            buffer = self.buffers.get(buffer_id) if type(buffer_id) is int else None
+            if buffer is None or buffer.owner != client_id:
+                buffer = self._buffer(_int({"buffer": buffer_id}, "buffer", low=1), client_id)
+            if type(offset) is not int or offset < 0:
+                raise _bad(f"{what}[{i}]: byte offset {offset!r:.40} must be an integer >= 0")
+            itemsize = DTYPE_SIZES.get(dtype) if type(dtype) is str else None
+            if itemsize is None:
+                raise _bad(
+                    f"{what}[{i}]: dtype {dtype!r:.40} unknown; known: {', '.join(DTYPE_SIZES)}"
+                )
+            if (
+                type(shape) not in (list, tuple)
+                or type(strides) not in (list, tuple)
+                or len(shape) != len(strides)
+                or len(shape) > MAX_DIMS
+            ):
+                raise _bad(
+                    f"{what}[{i}]: shape {shape!r:.80} and strides {strides!r:.80} must be lists "
+                    f"of equal length, at most {MAX_DIMS} integers"
+                )
+            low = high = 0
+            empty = False
+            for size, stride in zip(shape, strides):
+                if type(size) is not int or type(stride) is not int or size < 0:
+                    raise _bad(
+                        f"{what}[{i}]: shape {list(shape)} and strides {list(strides)} must hold "
+                        "integers, sizes >= 0"
+                    )
+                if size == 0:
+                    empty = True
+                elif stride < 0:
+                    low += (size - 1) * stride
+                else:
+                    high += (size - 1) * stride
+            first, last = offset + low * itemsize, offset + (high + 1) * itemsize
+            if not empty and (first < 0 or last > buffer.nbytes):
+                raise _bad(
+                    f"{what}[{i}]: {dtype}{list(shape)} with strides {list(strides)} at offset "
+                    f"{offset} reaches bytes [{first}, {last}) outside buffer {buffer.id} of "
+                    f"{buffer.nbytes} bytes"
+                )
+            if device is not None and buffer.device != device:
+                raise _bad(
+                    f"{what}[{i}]: buffer {buffer.id} lives on device {buffer.device}, the op runs "
+                    f"on device {device}; copy it across first"
+                )
+            views.append(
+                (View(buffer.storage, offset, dtype, tuple(shape), tuple(strides)), buffer)
+            )
+        return views
+
+    def _cost(self, raw: Any, op: str, inputs: list[View], outputs: list[View], attrs: dict):
+        if raw is None:
+            return self.executor.estimate(op, inputs, outputs, attrs)
+        if not (isinstance(raw, list) and 3 <= len(raw) <= 5 and isinstance(raw[0], str)):
+            raise _bad(
+                f"op {op!r}: cost {raw!r:.80} must be [op_class, flops, bytes, dtype?, shape?]"
+            )
+        flops, nbytes = raw[1], raw[2]
+        for name, value in (("flops", flops), ("bytes", nbytes)):
+            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise _bad(f"op {op!r}: cost {name} = {value!r} must be a finite number >= 0")
+        dtype = raw[3] if len(raw) > 3 and isinstance(raw[3], str) else "fp32"
+        shape = tuple(raw[4]) if len(raw) > 4 and _int_list(raw[4]) else None
+        return OpCost(raw[0], float(flops), float(nbytes), dtype, shape)
+
+    def _event(self, state: ClientState, header: dict) -> tuple[int, int]:
+        event = _int(header, "event", low=1)
+        token = state.events.get(event)
+        if token is None:
+            raise _bad(f"event {event} was never recorded by this client (or is long forgotten)")
+        return token
+
+    def _release(self, buffer: Buffer) -> None:
+        self.sim.free(buffer.id)
+        buffer.storage = None
+
+
+def _int_list(value: Any) -> bool:
+    return isinstance(value, list | tuple) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    )
+
+
+def _handler_error(exc: SimError) -> HandlerError:
+    details: dict[str, Any] = {}
+    if isinstance(exc, OutOfMemoryError):
+        details = {"device": exc.device, "requested": exc.requested, "free": exc.free,
+                   "total": exc.total}  # fmt: skip
+    return HandlerError(type(exc).__name__, str(exc), **details)

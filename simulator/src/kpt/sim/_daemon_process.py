@@ -1,0 +1,131 @@
+"""start_daemon(): a simulator daemon in a child process that cannot outlive its parent."""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import weakref
+from pathlib import Path
+
+READY_PREFIX = "kpt-sim ready "
+
+
+class DaemonStartError(RuntimeError):
+    """The daemon process exited or stayed silent before it was ready to serve."""
+
+
+class DaemonHandle:
+    """A running daemon: `.endpoint` to connect to, `.stop()` (also on garbage collection/exit)."""
+
+    def __init__(self, process: subprocess.Popen, endpoint: str, workdir: Path) -> None:
+        self.process = process
+        self.endpoint = endpoint
+        self.workdir = workdir
+        self._finalizer = weakref.finalize(self, _stop, process, workdir, 5.0)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the daemon to exit (SIGTERM), kill it after `timeout`, remove its tmp dir."""
+        if self._finalizer.detach():
+            _stop(self.process, self.workdir, timeout)
+
+    def __enter__(self) -> DaemonHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.alive() else f"exited {self.process.returncode}"
+        return f"DaemonHandle(endpoint={self.endpoint!r}, pid={self.pid}, {state})"
+
+
+def _stop(process: subprocess.Popen, workdir: Path, timeout: float) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+    if process.stdout:
+        process.stdout.close()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def start_daemon(
+    profile: str = "h100-sxm",
+    devices: int = 1,
+    topology: str = "switch",
+    numerics: bool = True,
+    executor: str = "numpy",
+    faults: str | os.PathLike | None = None,
+    endpoint: str | None = None,
+    startup_timeout: float = 60.0,
+    extra_args: tuple[str, ...] = (),
+) -> DaemonHandle:
+    """Start `python -m kpt.sim serve` on an ipc endpoint in a fresh tmp dir; wait until it serves.
+
+    The child polls this process's pid and exits when it is gone, so a crash here leaves no orphan.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="kpt-sim-"))
+    endpoint = endpoint or f"ipc://{workdir}/daemon.sock"
+    log_path = workdir / "daemon.log"
+    command = [
+        sys.executable, "-m", "kpt.sim", "serve",
+        "--profile", profile, "--devices", str(devices), "--topology", topology,
+        "--numerics", "on" if numerics else "off", "--executor", executor,
+        "--endpoint", endpoint, "--parent-pid", str(os.getpid()),
+    ]  # fmt: skip
+    if faults is not None:
+        command += ["--faults", os.fspath(faults)]
+    command += list(extra_args)
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, text=True
+        )
+    try:
+        ready = _wait_ready(process, startup_timeout, log_path)
+    except BaseException:
+        _stop(process, workdir, 2.0)
+        raise
+    return DaemonHandle(process, ready, workdir)
+
+
+def _wait_ready(process: subprocess.Popen, timeout: float, log_path: Path) -> str:
+    deadline = time.monotonic() + timeout
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        readable, _, _ = select.select([process.stdout], [], [], 0.1)
+        if readable:
+            line = process.stdout.readline()
+            if line.startswith(READY_PREFIX):
+                return line[len(READY_PREFIX) :].strip()
+            if not line and process.poll() is not None:
+                break
+        elif process.poll() is not None:
+            break
+    log = _log_tail(log_path)
+    if process.poll() is None:
+        raise DaemonStartError(f"simulator daemon not ready after {timeout:.0f} s{log}")
+    raise DaemonStartError(f"simulator daemon exited with code {process.returncode}{log}")
+
+
+def _log_tail(log_path: Path) -> str:
+    try:
+        text = log_path.read_text(errors="replace").strip()
+    except OSError:
+        return ""
+    return ":\n" + "\n".join(text.splitlines()[-20:]) if text else ""
