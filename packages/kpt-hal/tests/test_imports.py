@@ -22,6 +22,7 @@ def test_public_names_are_pinned():
         "PrivateUse1TakenError",
         "Probe",
         "Registry",
+        "Telemetry",
         "TorchDeviceAdapter",
         "Value",
         "__version__",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from kpt.hal._adapter import Adapter, TorchDeviceAdapter
+from kpt.hal._adapter import Adapter, Telemetry, TorchDeviceAdapter
 from kpt.hal._cpu import CpuAdapter
 from kpt.hal._discovery import ALLOW_LIST_ENV, ENTRY_POINT_GROUP, Registry
 from kpt.hal._health import HealthMonitor
@@ -94,6 +94,7 @@ __all__ = [
     "PrivateUse1TakenError",
     "Probe",
     "Registry",
+    "Telemetry",
     "TorchDeviceAdapter",
     "Value",
     "__version__",

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 
 from kpt.hal._nominal import nominal_spec
-from kpt.hal._types import Capabilities, HealthReport, HealthState, Interconnect, Probe
+from kpt.hal._types import Capabilities, HealthReport, HealthState, Interconnect, Link, Probe
 
 # Names torch uses for dtypes, as kpt spells them in Capabilities.dtypes and select(dtype=).
 COMMON_DTYPES = frozenset({"float32", "float16", "bfloat16", "int8", "int32", "int64", "bool"})
@@ -62,18 +62,34 @@ class Adapter(abc.ABC):
         return module
 
 
+class Telemetry(Protocol):
+    """A vendor management library (NVML, amdsmi, ...) seen through three calls.
+
+    readings() raising means the device is lost: the adapter reports it failed.
+    """
+
+    def driver_version(self) -> str: ...
+
+    def memory(self, index: int) -> tuple[int, int] | None: ...  # (free, total) bytes
+
+    def readings(self, index: int) -> dict[str, float]: ...  # temperature_c, power_w, ...
+
+
 class TorchDeviceAdapter(Adapter):
     """Base for adapters over a built-in torch device module (torch.cuda, torch.xpu).
 
     A vendor subclass sets name/device_type/vendor and overrides the few `_hooks` that differ.
-    The torch module is injectable so capability logic can be tested without the hardware.
+    The torch module and the telemetry source are injectable so capability and health logic
+    can be tested without the hardware.
     """
 
     vendor: ClassVar[str] = ""
     looked_for: ClassVar[str] = ""
+    max_temperature_c: ClassVar[float] = 90.0  # at or above: degraded (throttling ahead)
 
-    def __init__(self, backend: Any = None) -> None:
+    def __init__(self, backend: Any = None, telemetry: Telemetry | None = None) -> None:
         self._backend = backend
+        self.telemetry = telemetry
 
     @property
     def backend(self) -> Any:
@@ -86,24 +102,40 @@ class TorchDeviceAdapter(Adapter):
         """Why this torch build is not ours (e.g. a ROCm build for the NVIDIA adapter)."""
         return None
 
+    def _model_key(self, props: Any) -> str:
+        """The text matched against the nominal table (name, plus arch where names are vague)."""
+        return str(getattr(props, "name", ""))
+
     def _driver_version(self) -> str:
+        if self.telemetry is not None:
+            try:
+                return self.telemetry.driver_version()
+            except Exception:
+                return ""
         return ""
 
     def _runtime_version(self) -> str:
         return ""
 
-    def _memory_free(self, index: int, total: int) -> tuple[int, str]:
-        """Free bytes without creating a device context: total minus what torch reserved."""
+    def _memory_free(self, index: int, total: int) -> int:
+        """Free bytes without creating a device context: telemetry, else total minus reserved."""
+        if self.telemetry is not None:
+            try:
+                measured = self.telemetry.memory(index)
+            except Exception:
+                measured = None
+            if measured is not None:
+                return int(measured[0])
         try:
-            return max(0, total - int(self.backend.memory_reserved(index))), "nominal"
+            return max(0, total - int(self.backend.memory_reserved(index)))
         except Exception:
-            return total, "nominal"
+            return total
 
     def _extra_features(self, index: int, props: Any) -> set[str]:
         return set()
 
-    def _interconnect(self, index: int, count: int) -> Interconnect:
-        return Interconnect()
+    def _interconnect(self, index: int, count: int, link: Link | None) -> Interconnect:
+        return Interconnect(links=(link,) if link else ())
 
     # ---- the contract -------------------------------------------------------------------
     def probe(self) -> Probe:
@@ -125,10 +157,8 @@ class TorchDeviceAdapter(Adapter):
 
     def capabilities(self, index: int) -> Capabilities:
         props = self.backend.get_device_properties(index)
-        model = str(getattr(props, "name", "unknown"))
         total = int(getattr(props, "total_memory", 0))
-        free, _ = self._memory_free(index, total)
-        spec = nominal_spec(model)
+        spec = nominal_spec(self._model_key(props))
         dtypes = set(COMMON_DTYPES) | {"float64"}
         features = {"triton"} if self.triton_target() else set()
         if spec is not None:
@@ -138,22 +168,40 @@ class TorchDeviceAdapter(Adapter):
         count = int(self.backend.device_count())
         return Capabilities(
             vendor=self.vendor,
-            model=model,
+            model=str(getattr(props, "name", "")) or (spec.model if spec else "unknown"),
             index=index,
             memory_total=total,
-            memory_free=free,
+            memory_free=self._memory_free(index, total),
             peak_flops=spec.flops() if spec else {},
             memory_bandwidth=spec.bandwidth() if spec else None,
             dtypes=frozenset(dtypes),
-            interconnect=self._interconnect(index, count),
+            interconnect=self._interconnect(index, count, spec.link() if spec else None),
             driver_version=self._driver_version(),
             runtime_version=self._runtime_version(),
             features=frozenset(features),
         )
 
     def health(self, index: int) -> HealthReport:
+        if self.telemetry is None:
+            try:
+                self.backend.get_device_properties(index)
+            except Exception as exc:
+                return HealthReport(HealthState.FAILED, f"device does not answer: {exc!r}")
+            return HealthReport.healthy("answers queries; no telemetry library installed")
         try:
-            self.backend.get_device_properties(index)
+            readings = self.telemetry.readings(index)
         except Exception as exc:
-            return HealthReport(HealthState.FAILED, f"device does not answer queries: {exc!r}")
-        return HealthReport.healthy("answers queries; no telemetry source installed")
+            return HealthReport(HealthState.FAILED, f"telemetry lost the device: {exc!r}")
+        return self._judge(readings)
+
+    def _judge(self, readings: dict[str, float]) -> HealthReport:
+        problems = []
+        temperature = readings.get("temperature_c")
+        if temperature is not None and temperature >= self.max_temperature_c:
+            problems.append(f"temperature {temperature:.0f} C >= {self.max_temperature_c:.0f} C")
+        errors = readings.get("ecc_uncorrectable", 0)
+        if errors:
+            problems.append(f"{errors:.0f} uncorrectable ECC error(s) since boot")
+        if problems:
+            return HealthReport(HealthState.DEGRADED, "; ".join(problems), readings)
+        return HealthReport(HealthState.HEALTHY, "", readings)
