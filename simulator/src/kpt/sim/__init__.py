@@ -1,6 +1,12 @@
 """kpt.sim: a discrete-event simulator of accelerator chips, served as a device by a daemon."""
 
 from kpt.sim._client import SimClient, TensorRef
+from kpt.sim._collectives import (
+    CollectiveResult,
+    closed_form,
+    ring_all_reduce_time,
+    tree_all_reduce_time,
+)
 from kpt.sim._cost import OpCost, efficiency, op_time, op_timing, shape_penalty, transfer_time
 from kpt.sim._daemon_process import DaemonHandle, start_daemon
 from kpt.sim._errors import (
@@ -15,10 +21,12 @@ from kpt.sim._errors import (
 from kpt.sim._executors import Executor, View, executor_names, load_executor
 from kpt.sim._faults import Fault, load_faults
 from kpt.sim._profiles import Profile, load_profile, profile_table, profiles
+from kpt.sim._replay import replay
 from kpt.sim._simulator import Simulator
 from kpt.sim._version import __version__
 
 __all__ = [
+    "CollectiveResult",
     "DaemonHandle",
     "DeviceHangError",
     "DeviceLostError",
@@ -36,6 +44,7 @@ __all__ = [
     "TensorRef",
     "View",
     "__version__",
+    "closed_form",
     "efficiency",
     "executor_names",
     "load_executor",
@@ -45,7 +54,10 @@ __all__ = [
     "op_timing",
     "profile_table",
     "profiles",
+    "replay",
+    "ring_all_reduce_time",
     "shape_penalty",
     "start_daemon",
     "transfer_time",
+    "tree_all_reduce_time",
 ]

@@ -212,35 +212,43 @@ class Simulator:
         """Host -> device copy over the host link, asynchronous on `stream`; returns its end."""
         buf = self.buffer(buffer)
         self._check_range(buf, offset, nbytes)
-        dev = self.devices[buf.device]
+        return self.h2d(buf.device, nbytes, stream, (buffer,))
+
+    def h2d(self, device: int, nbytes: int, stream: int = 0, buffers: Sequence[int] = ()) -> float:
+        """A host -> device copy of nbytes (no buffer needed): host link + a DMA engine."""
+        dev = self._device(device)
         p = dev.profile
         engine = min(range(len(dev.dma_free)), key=dev.dma_free.__getitem__)
         start = max(self._now, dev.streams.get(stream, 0.0), dev.h2d_free, dev.dma_free[engine])
         end = start + p.host_link_latency_s + nbytes / p.host_link_bandwidth
         dev.h2d_free = dev.dma_free[engine] = end
         dev.hbm_free = max(dev.hbm_free, start) + nbytes / p.hbm_bandwidth
-        end = self._finish_transfer(dev, stream, start, end, (buffer,), "h2d")
-        return end
+        return self._finish_transfer(dev, stream, start, end, buffers, "h2d")
 
     def read(self, buffer: int, offset: int, nbytes: int, stream: int = 0) -> float:
         """Device -> host copy; blocks the host until it and all prior work on the device
         are done, then raises any pending error. Returns the time it ended."""
         buf = self.buffer(buffer)
         self._check_range(buf, offset, nbytes)
-        dev = self.devices[buf.device]
-        p = dev.profile
-        start = max(self._now, dev.last_end(), dev.d2h_free)
-        if start == INF:
-            self.synchronize(buf.device)  # raises DeviceHangError
-        end = start + p.host_link_latency_s + nbytes / p.host_link_bandwidth
-        dev.d2h_free = end
-        end = self._finish_transfer(dev, stream, start, end, (buffer,), "d2h")
-        self.synchronize(buf.device)
+        end = self.d2h(buf.device, nbytes, stream, (buffer,))
         if buf.fault_at <= end:
             raise MemoryFaultError(
                 f"uncorrectable ECC error in buffer {buffer} on device {buf.device}: its "
                 "contents are lost; free it and recompute"
             )
+        return end
+
+    def d2h(self, device: int, nbytes: int, stream: int = 0, buffers: Sequence[int] = ()) -> float:
+        """A blocking device -> host copy of nbytes after all prior work on the device."""
+        dev = self._device(device)
+        p = dev.profile
+        start = max(self._now, dev.last_end(), dev.d2h_free)
+        if start == INF:
+            self.synchronize(device)  # raises DeviceHangError
+        end = start + p.host_link_latency_s + nbytes / p.host_link_bandwidth
+        dev.d2h_free = end
+        end = self._finish_transfer(dev, stream, start, end, buffers, "d2h")
+        self.synchronize(device)
         return end
 
     def copy(
