@@ -1,0 +1,265 @@
+"""The daemon through SimClient: values, async errors, memory, events, time, faults, modes."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from kpt.sim import (
+    DeviceLostError,
+    InvalidRequestError,
+    OpCost,
+    OutOfMemoryError,
+    SimClient,
+    TensorRef,
+    load_profile,
+    op_time,
+)
+from kpt.sim._daemon_thread import serve_in_thread
+
+HEARTBEAT = 0.2  # short, so a silent client is forgotten within ~0.6 s
+GIB = 1 << 30
+
+
+@pytest.fixture
+def daemon():
+    with serve_in_thread("test-asic", 2, heartbeat_interval=HEARTBEAT) as served:
+        yield served
+
+
+@pytest.fixture
+def client(daemon):
+    c = SimClient(daemon[0], timeout=10, heartbeat_interval=HEARTBEAT)
+    yield c
+    c.close()
+
+
+def upload(c: SimClient, device: int, array: np.ndarray) -> TensorRef:
+    buffer = c.alloc(device, array.nbytes)
+    c.write(buffer, 0, array)
+    return TensorRef.contiguous(buffer, str(array.dtype), array.shape)
+
+
+def download(c: SimClient, ref: TensorRef) -> np.ndarray:
+    nbytes = int(np.prod(ref.shape)) * np.dtype(ref.dtype).itemsize
+    return c.read(ref.buffer, ref.offset, nbytes).view(ref.dtype).reshape(ref.shape)
+
+
+def empty(c: SimClient, device: int, shape, dtype="float32") -> TensorRef:
+    buffer = c.alloc(device, int(np.prod(shape)) * np.dtype(dtype).itemsize)
+    return TensorRef.contiguous(buffer, dtype, shape)
+
+
+def test_hello_reports_mode_and_devices_list_profiles(client):
+    assert client.numerics is True
+    assert client.executor == "numpy"
+    devices = client.devices()
+    assert [d["index"] for d in devices] == [0, 1]
+    assert devices[0]["profile"] == "test-asic"
+    assert devices[0]["memory_total"] == load_profile("test-asic").hbm_bytes
+
+
+def test_write_launch_read_round_trip_with_values(client):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((8, 5)).astype(np.float32)
+    b = rng.standard_normal((5, 3)).astype(np.float32)
+    x, w = upload(client, 0, a), upload(client, 0, b)
+    y, z = empty(client, 0, (8, 3)), empty(client, 0, (8, 3))
+    client.launch(0, "matmul", [x, w], [y])
+    client.launch(0, "relu", [y], [z])
+    np.testing.assert_allclose(download(client, z), np.maximum(a @ b, 0), rtol=1e-5)
+
+
+def test_views_share_a_buffer_offsets_and_strides(client):
+    a = np.arange(24, dtype=np.float32).reshape(4, 6)
+    x = upload(client, 0, a)
+    transposed = TensorRef(x.buffer, 0, "float32", (6, 4), (1, 6))
+    row2 = TensorRef(x.buffer, 2 * 6 * 4, "float32", (6,), (1,))
+    out = empty(client, 0, (6, 4))
+    client.launch(0, "add", [transposed], [out], {"scalar": 1.0})
+    np.testing.assert_array_equal(download(client, out), a.T + 1)
+    client.launch(0, "mul", [row2], [row2], {"scalar": 0.0})  # in place, one row only
+    expected = a.copy()
+    expected[2] = 0
+    np.testing.assert_array_equal(download(client, x), expected)
+
+
+def test_launch_errors_wait_for_the_next_synchronize_then_clear(client):
+    x = upload(client, 0, np.ones(4, np.float32))
+    client.launch(0, "no_such_op", [x], [x])  # a cast: returns at once, no error yet
+    client.launch(0, "add", [x, x], [x])  # later work still runs
+    with pytest.raises(InvalidRequestError, match=r"no_such_op.*\(and 0|no_such_op") as info:
+        client.synchronize()
+    assert "not implemented by the numpy executor" in str(info.value)
+    client.synchronize()  # the error was reported once
+    np.testing.assert_array_equal(download(client, x), np.full(4, 2.0, np.float32))
+
+
+def test_async_error_surfaces_at_a_blocking_read(client):
+    x = upload(client, 0, np.ones((2, 3), np.float32))
+    bad = TensorRef(x.buffer, 0, "float32", (2, 3), (3, 1))
+    client.launch(0, "matmul", [bad, bad], [x])  # (2,3) @ (2,3): shapes do not fit
+    with pytest.raises(InvalidRequestError, match="matmul"):
+        client.read(x.buffer, 0, 4)
+
+
+def test_out_of_memory_names_requested_free_and_total(client):
+    total = client.memory_stats(0)["total"]
+    held = client.alloc(0, total // 2)
+    with pytest.raises(OutOfMemoryError) as info:
+        client.alloc(0, total)
+    error = info.value
+    assert error.requested == total
+    assert error.total == total
+    assert 0 < error.free <= total - total // 2
+    assert str(total) in str(error) and "free" in str(error)
+    client.free(held)
+    assert client.memory_stats(0)["allocated"] == 0
+
+
+def test_bad_buffers_are_named_and_the_daemon_keeps_serving(daemon, client):
+    x = upload(client, 0, np.ones(4, np.float32))
+    client.free(x.buffer)
+    with pytest.raises(InvalidRequestError, match=f"buffer {x.buffer} was freed"):
+        client.read(x.buffer, 0, 4)
+    with pytest.raises(InvalidRequestError, match="does not exist"):
+        client.free(10_000)
+    y = upload(client, 0, np.ones(4, np.float32))
+    with pytest.raises(InvalidRequestError, match="outside buffer"):
+        client.read(y.buffer, 8, 16)
+    client.launch(0, "add", [TensorRef(y.buffer, 0, "float32", (8,), (1,))], [y], {"scalar": 1})
+    with pytest.raises(InvalidRequestError, match=r"reaches bytes \[0, 32\) outside buffer"):
+        client.synchronize()
+    z = upload(client, 1, np.ones(4, np.float32))
+    client.launch(0, "add", [y, z], [y])
+    with pytest.raises(InvalidRequestError, match="lives on device 1"):
+        client.synchronize()
+    with SimClient(daemon[0], heartbeat_interval=HEARTBEAT) as other:
+        with pytest.raises(InvalidRequestError, match="belongs to another client"):
+            other.read(y.buffer, 0, 4)
+        assert other.now() >= 0
+    np.testing.assert_array_equal(download(client, y), np.ones(4, np.float32))
+
+
+def test_copy_across_devices_moves_values(client):
+    a = np.arange(6, dtype=np.float32)
+    x = upload(client, 0, a)
+    y = empty(client, 1, (6,))
+    client.copy(x, y)
+    np.testing.assert_array_equal(download(client, y), a)
+
+
+def test_events_time_an_op_by_the_profile_cost_model(client):
+    x = empty(client, 0, (4,))
+    cost = OpCost("matmul", 2e9, 1e6, "fp32")
+    start = client.record_event(0)
+    client.launch(0, "fill", [], [x], {"value": 3.0}, cost=cost)
+    end = client.record_event(0)
+    elapsed = client.event_time(end) - client.event_time(start)
+    expected = op_time(load_profile("test-asic"), "matmul", 2e9, 1e6, "fp32")
+    assert elapsed == pytest.approx(expected, rel=1e-9)
+    assert client.synchronize() >= client.event_time(end)
+    np.testing.assert_array_equal(download(client, x), np.full(4, 3.0, np.float32))
+
+
+def test_wait_event_orders_streams(client):
+    x = empty(client, 0, (4,))
+    slow = OpCost("matmul", 4e9, 0.0, "fp32")
+    client.launch(0, "fill", [], [x], {"value": 1.0}, stream=1, cost=slow)
+    done = client.record_event(0, stream=1)
+    client.wait_event(done, 0, stream=2)
+    after = client.record_event(0, stream=2)
+    assert client.event_time(after) >= client.event_time(done) > 0
+
+
+def test_timing_only_mode_allocates_80_gb_without_host_memory():
+    with serve_in_thread("h100-sxm", 1, numerics=False, heartbeat_interval=HEARTBEAT) as served:
+        with SimClient(served[0], heartbeat_interval=HEARTBEAT) as c:
+            assert c.numerics is False
+            buffer = c.alloc(0, 80 * 10**9)
+            n = 100_000
+            big = TensorRef.contiguous(buffer, "bfloat16", (n, n))
+            out = TensorRef(buffer, 2 * n * n, "bfloat16", (n, n), (n, 1))
+            c.launch(0, "matmul", [big, big], [out])
+            t = c.synchronize()
+            # 2 * 1e15 FLOPs at < 1e15 FLOP/s: over two seconds of simulated time
+            assert t > 2 * n**3 / load_profile("h100-sxm").peak_flops["matrix"]["bf16"]
+            assert c.memory_stats(0)["allocated"] >= 80 * 10**9
+            assert not c.read(buffer, 0, 16).any()  # no values in timing-only mode
+            assert served[1].buffers[buffer].storage is None
+
+
+def test_client_that_disconnects_gets_its_memory_freed(daemon):
+    endpoint, served = daemon
+    c = SimClient(endpoint, heartbeat_interval=HEARTBEAT)
+    c.alloc(0, 1 << 20)
+    c._wire.close()  # vanish without saying goodbye: heartbeats stop
+    deadline = time.monotonic() + 5
+    with SimClient(endpoint, heartbeat_interval=HEARTBEAT) as watcher:
+        while watcher.memory_stats(0)["allocated"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert watcher.memory_stats(0)["allocated"] == 0
+    assert not served.buffers
+
+
+def test_close_frees_at_once(daemon):
+    endpoint, served = daemon
+    c = SimClient(endpoint, heartbeat_interval=HEARTBEAT)
+    c.alloc(0, 1 << 20)
+    c.close()
+    assert not served.buffers
+
+
+def test_same_program_gives_the_same_times_and_trace(tmp_path):
+    def run(trace_path):
+        with serve_in_thread("test-asic", 2, heartbeat_interval=HEARTBEAT) as served:
+            with SimClient(served[0], heartbeat_interval=HEARTBEAT) as c:
+                x = upload(c, 0, np.arange(64, dtype=np.float32).reshape(8, 8))
+                y = empty(c, 1, (8, 8))
+                for _ in range(20):
+                    c.launch(0, "matmul", [x, x], [x])
+                    c.copy(x, y, stream=1)
+                times = (c.synchronize(), c.now())
+                values = download(c, y)
+                c.dump_trace(trace_path)
+                return times, values
+
+    first, second = run(tmp_path / "a.json"), run(tmp_path / "b.json")
+    assert first[0] == second[0]
+    np.testing.assert_array_equal(first[1], second[1])
+    trace = json.loads((tmp_path / "a.json").read_text())
+    assert trace == json.loads((tmp_path / "b.json").read_text())
+
+
+def test_injected_device_loss_surfaces_at_synchronize(client):
+    x = upload(client, 0, np.ones(4, np.float32))
+    client.inject_fault("device_lost", device=0)
+    client.launch(0, "add", [x, x], [x])
+    with pytest.raises(DeviceLostError, match="device 0"):
+        client.synchronize(0)
+    with pytest.raises(InvalidRequestError, match="fault kind 'meltdown' unknown"):
+        client.inject_fault("meltdown", device=0)
+
+
+def test_reset_frees_everything_and_restarts_the_clock(client):
+    x = upload(client, 0, np.ones(1024, np.float32))
+    client.launch(0, "add", [x, x], [x])
+    assert client.synchronize() > 0
+    client.reset()
+    assert client.now() == 0
+    assert client.memory_stats(0)["allocated"] == 0
+    with pytest.raises(InvalidRequestError):
+        client.read(x.buffer, 0, 4)
+
+
+def test_peak_memory_resets_to_what_is_held(client):
+    a, b = client.alloc(0, 4096), client.alloc(0, 4096)
+    client.free(b)
+    stats = client.memory_stats(0)
+    assert stats["peak"] > stats["allocated"] > 0
+    client.reset_peak_memory_stats(0)
+    assert client.memory_stats(0)["peak"] == client.memory_stats(0)["allocated"]
+    client.free(a)
