@@ -130,9 +130,12 @@ def sample_size(
         raise ValueError("quantile sample sizes are simulated: pass sampler=lambda rng, shape: "
                          "rng.lognormal(0, 1, shape) (a's distribution)")  # fmt: skip
     start = int(np.ceil(60 / min(q, 1 - q)))  # the order-statistic interval needs this many
+    # Simulated power is noisy; aiming 1.64 MC standard errors higher keeps the plan from
+    # landing below the target because of a lucky simulation.
+    aim = min(power + 1.64 * np.sqrt(power * (1 - power) / reps), 0.999)
     return _smallest_n(
         lambda n: power_quantile(effect, n, q, sampler, alpha=alpha, reps=reps, seed=seed),
-        power,
+        aim,
         start=start,
     )
 
