@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 
@@ -35,6 +36,20 @@ def client(daemon):
     c = SimClient(daemon[0], timeout=10, heartbeat_interval=HEARTBEAT)
     yield c
     c.close()
+
+
+@contextlib.contextmanager
+def connected(profile="test-asic", devices=2, numerics=True):
+    """(client, daemon) for a fresh in-thread daemon."""
+    with serve_in_thread(profile, devices, numerics=numerics, heartbeat_interval=HEARTBEAT) as (
+        endpoint,
+        served,
+    ):
+        c = SimClient(endpoint, heartbeat_interval=HEARTBEAT)
+        try:
+            yield c, served
+        finally:
+            c.close()
 
 
 def upload(c: SimClient, device: int, array: np.ndarray) -> TensorRef:
@@ -176,20 +191,19 @@ def test_wait_event_orders_streams(client):
 
 
 def test_timing_only_mode_allocates_80_gb_without_host_memory():
-    with serve_in_thread("h100-sxm", 1, numerics=False, heartbeat_interval=HEARTBEAT) as served:
-        with SimClient(served[0], heartbeat_interval=HEARTBEAT) as c:
-            assert c.numerics is False
-            buffer = c.alloc(0, 80 * 10**9)
-            n = 100_000
-            big = TensorRef.contiguous(buffer, "bfloat16", (n, n))
-            out = TensorRef(buffer, 2 * n * n, "bfloat16", (n, n), (n, 1))
-            c.launch(0, "matmul", [big, big], [out])
-            t = c.synchronize()
-            # 2 * 1e15 FLOPs at < 1e15 FLOP/s: over two seconds of simulated time
-            assert t > 2 * n**3 / load_profile("h100-sxm").peak_flops["matrix"]["bf16"]
-            assert c.memory_stats(0)["allocated"] >= 80 * 10**9
-            assert not c.read(buffer, 0, 16).any()  # no values in timing-only mode
-            assert served[1].buffers[buffer].storage is None
+    with connected("h100-sxm", 1, numerics=False) as (c, served):
+        assert c.numerics is False
+        buffer = c.alloc(0, 80 * 10**9)
+        n = 100_000
+        big = TensorRef.contiguous(buffer, "bfloat16", (n, n))
+        out = TensorRef(buffer, 2 * n * n, "bfloat16", (n, n), (n, 1))
+        c.launch(0, "matmul", [big, big], [out])
+        t = c.synchronize()
+        # 2 * 1e15 FLOPs at < 1e15 FLOP/s: over two seconds of simulated time
+        assert t > 2 * n**3 / load_profile("h100-sxm").peak_flops["matrix"]["bf16"]
+        assert c.memory_stats(0)["allocated"] >= 80 * 10**9
+        assert not c.read(buffer, 0, 16).any()  # no values in timing-only mode
+        assert served.buffers[buffer].storage is None
 
 
 def test_client_that_disconnects_gets_its_memory_freed(daemon):
@@ -215,17 +229,16 @@ def test_close_frees_at_once(daemon):
 
 def test_same_program_gives_the_same_times_and_trace(tmp_path):
     def run(trace_path):
-        with serve_in_thread("test-asic", 2, heartbeat_interval=HEARTBEAT) as served:
-            with SimClient(served[0], heartbeat_interval=HEARTBEAT) as c:
-                x = upload(c, 0, np.arange(64, dtype=np.float32).reshape(8, 8))
-                y = empty(c, 1, (8, 8))
-                for _ in range(20):
-                    c.launch(0, "matmul", [x, x], [x])
-                    c.copy(x, y, stream=1)
-                times = (c.synchronize(), c.now())
-                values = download(c, y)
-                c.dump_trace(trace_path)
-                return times, values
+        with connected() as (c, _):
+            x = upload(c, 0, np.arange(64, dtype=np.float32).reshape(8, 8))
+            y = empty(c, 1, (8, 8))
+            for _ in range(20):
+                c.launch(0, "matmul", [x, x], [x])
+                c.copy(x, y, stream=1)
+            times = (c.synchronize(), c.now())
+            values = download(c, y)
+            c.dump_trace(trace_path)
+            return times, values
 
     first, second = run(tmp_path / "a.json"), run(tmp_path / "b.json")
     assert first[0] == second[0]
