@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
 
     replay = commands.add_parser("replay", help="replay a JSON op trace in timing-only mode")
     replay.add_argument("trace")
+    replay.add_argument("--profile", default=None, help="override the trace's profile spec")
+    replay.add_argument("--devices", type=_positive, default=None)
+    replay.add_argument("--topology", default=None)
     replay.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
 
@@ -120,6 +123,22 @@ def _die_with_parent(parent_pid: int | None) -> None:
             pass
 
 
+# (column title, summary field, divisor) for the headline figures of `kpt-sim profiles`
+PROFILE_COLUMNS = (
+    ("profile", "profile", None),
+    ("vendor", "vendor", None),
+    ("model", "model", None),
+    ("calibrated", "calibrated", None),
+    ("memory GiB", "memory_total", 1 << 30),
+    ("HBM TB/s", "hbm_bandwidth", 1e12),
+    ("bf16 matrix TFLOP/s", "peak_bf16_matrix_flops", 1e12),
+    ("fp32 vector TFLOP/s", "peak_fp32_vector_flops", 1e12),
+    ("chip links GB/s", "chip_link_bandwidth", 1e9),
+    ("host link GB/s", "host_link_bandwidth", 1e9),
+    ("power W", "power_w", 1),
+)
+
+
 def print_profiles() -> int:
     from kpt.sim import profile_table
 
@@ -127,26 +146,31 @@ def print_profiles() -> int:
     if not rows:
         print("no profiles shipped")
         return 1
-    columns = list(rows[0])
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    columns = [c for c in PROFILE_COLUMNS if c[1] in rows[0]]
+    cells = [
+        [_cell(row[key] / scale if scale else row[key]) for _, key, scale in columns]
+        for row in rows
+    ]
+    widths = [max(len(c[0]), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c[0].ljust(w) for c, w in zip(columns, widths)).rstrip())
     print("  ".join("-" * w for w in widths))
     for r in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
     return 0
 
 
 def _cell(value: object) -> str:
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.0f}"
     return "" if value is None else str(value)
 
 
 def replay(args: argparse.Namespace) -> int:
     from kpt.sim import replay as run_replay
 
-    summary = run_replay(args.trace)
+    summary = run_replay(
+        args.trace, profile=args.profile, devices=args.devices, topology=args.topology
+    )
     if args.json:
         print(json.dumps(_plain(summary), indent=2))
         return 0
