@@ -1,0 +1,146 @@
+"""Timelines on test-asic, computed by hand from its profile's round numbers."""
+
+import tracemalloc
+
+import pytest
+
+from kpt.sim import InvalidRequestError, OpCost, OutOfMemoryError, Simulator, load_profile
+
+P = load_profile("test-asic")
+LAUNCH = P.kernel_launch_s
+
+
+@pytest.fixture
+def sim():
+    return Simulator("test-asic", devices=2)
+
+
+def test_host_copy_then_kernel_timeline(sim):
+    buf = sim.alloc(0, 100_000)
+    write_end = sim.write(buf, 0, 100_000)
+    # the copy ends at t = 2 us latency + 100 kB / 10 GB/s = 12 us
+    assert write_end == pytest.approx(P.host_link_latency_s + 100_000 / P.host_link_bandwidth)
+    assert write_end == pytest.approx(12e-6)
+    end = sim.launch(0, OpCost("matmul", 2e6, 0))  # same stream: starts after the copy
+    assert end == pytest.approx(write_end + LAUNCH + 2e6 / 1e12)
+    assert sim.now() == 0.0  # asynchronous: the host has not waited
+    assert sim.synchronize() == pytest.approx(end)
+
+
+def test_streams_share_the_compute_engine(sim):
+    a = sim.launch(0, OpCost("matmul", 1e6, 0), stream=1)
+    b = sim.launch(0, OpCost("matmul", 1e6, 0), stream=2)
+    one = LAUNCH + 1e6 / 1e12
+    assert a == pytest.approx(one)
+    assert b == pytest.approx(2 * one)
+
+
+def test_two_copies_share_hbm_bandwidth(sim):
+    src, dst = sim.alloc(0, 1_000_000), sim.alloc(0, 1_000_000)
+    first = sim.copy(src, dst, 1_000_000, stream=1)
+    second = sim.copy(src, dst, 1_000_000, stream=2)
+    traffic = 2 * 1_000_000 / P.hbm_bandwidth  # read + write
+    assert first == pytest.approx(LAUNCH + traffic)
+    assert second == pytest.approx(LAUNCH + 2 * traffic)  # queued behind the first on HBM
+
+
+def test_two_transfers_on_one_link_take_twice_as_long(sim):
+    a, b = sim.alloc(0, 4_000_000), sim.alloc(1, 4_000_000)
+    alpha, beta = sim.topology.path_cost(0, 1)
+    assert beta == pytest.approx(P.chip_link_count * P.chip_link_bandwidth)
+    first = sim.copy(a, b, 4_000_000, stream=1)
+    second = sim.copy(a, b, 4_000_000, stream=2)
+    assert first == pytest.approx(alpha + 4e6 / beta)
+    assert second == pytest.approx(alpha + 2 * 4e6 / beta)
+
+
+def test_events_order_work_across_streams_and_devices(sim):
+    end0 = sim.launch(0, OpCost("matmul", 5e6, 0), stream=0)
+    event = sim.record_event(0, 0)
+    assert sim.event_time(event) == pytest.approx(end0)
+    free = sim.launch(1, OpCost("matmul", 1e6, 0), stream=4)  # not waiting: runs at once
+    sim.wait_event(event, device=1, stream=3)
+    end1 = sim.launch(1, OpCost("matmul", 1e6, 0), stream=3)
+    assert end1 == pytest.approx(end0 + LAUNCH + 1e6 / 1e12)
+    assert free == pytest.approx(LAUNCH + 1e6 / 1e12)
+    with pytest.raises(InvalidRequestError, match="event 99"):
+        sim.wait_event(99, 0, 0)
+
+
+def test_out_of_memory_names_requested_free_and_total(sim):
+    sim.alloc(0, P.hbm_bytes // 2)
+    with pytest.raises(OutOfMemoryError, match=r"requested \d+ bytes, free \d+ of \d+ bytes") as e:
+        sim.alloc(0, P.hbm_bytes)
+    assert e.value.requested == P.hbm_bytes and e.value.total == P.hbm_bytes
+    assert e.value.free == P.hbm_bytes - P.hbm_bytes // 2
+
+
+def test_memory_stats_track_allocated_and_peak(sim):
+    a = sim.alloc(1, 1000)
+    b = sim.alloc(1, 3000)
+    sim.free(a)
+    stats = sim.memory_stats(1)
+    assert stats["allocated"] >= 3000 and stats["peak"] >= 4000
+    assert stats["free"] == stats["total"] - stats["allocated"]
+    sim.free(b)
+    with pytest.raises(InvalidRequestError, match=f"buffer {b} is not allocated"):
+        sim.free(b)
+
+
+def test_bad_requests_are_named(sim):
+    buf = sim.alloc(0, 100)
+    with pytest.raises(InvalidRequestError, match=r"range \[50, 150\) is outside buffer"):
+        sim.write(buf, 50, 100)
+    with pytest.raises(InvalidRequestError, match="device 7 does not exist"):
+        sim.alloc(7, 10)
+    with pytest.raises(InvalidRequestError, match="non-negative"):
+        sim.alloc(0, -5)
+
+
+def test_an_80_gb_allocation_costs_no_host_memory():
+    sim = Simulator("h100-sxm", devices=1)
+    tracemalloc.start()
+    buf = sim.alloc(0, 79 * 2**30)
+    end = sim.write(buf, 0, 79 * 2**30)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 1_000_000
+    assert end > 1.0  # 79 GiB over a 64 GB/s host link takes over a second
+
+
+def test_read_blocks_the_host_until_prior_work(sim):
+    buf = sim.alloc(0, 1000)
+    kernel_end = sim.launch(0, OpCost("matmul", 1e7, 0), stream=5)
+    read_end = sim.read(buf, 0, 1000)
+    assert read_end == pytest.approx(kernel_end + P.host_link_latency_s + 1000 / 10e9)
+    assert sim.now() == pytest.approx(read_end)
+
+
+def test_reset_returns_to_zero(sim):
+    buf = sim.alloc(0, 1000)
+    sim.launch(0, OpCost("matmul", 1e9, 0))
+    sim.synchronize()
+    sim.reset()
+    assert sim.now() == 0.0 and sim.memory_stats(0)["allocated"] == 0
+    with pytest.raises(InvalidRequestError):
+        sim.free(buf)
+
+
+@pytest.mark.parametrize(("topology", "hops"), [("switch", 2), ("ring", 4), ("torus2d", 2)])
+def test_routes_by_topology(topology, hops):
+    sim = Simulator("test-asic", devices=8 if topology != "torus2d" else 9, topology=topology)
+    assert len(sim.topology.route(0, 4)) == hops
+
+
+def test_multi_node_traffic_crosses_the_slower_network():
+    sim = Simulator("test-asic", devices=4, nodes=2)
+    _, intra = sim.topology.path_cost(0, 1)
+    alpha, inter = sim.topology.path_cost(0, 2)
+    assert inter == pytest.approx(P.network_bandwidth) and inter < intra
+    assert alpha == pytest.approx(P.network_latency_s)
+
+
+def test_mixed_profiles_copy_at_the_slower_chips_bandwidth():
+    sim = Simulator(["test-asic", "h100-sxm"])
+    _, beta = sim.topology.path_cost(1, 0)
+    assert beta == pytest.approx(P.chip_link_count * P.chip_link_bandwidth)

@@ -1,0 +1,77 @@
+import tomllib
+from importlib import resources
+
+import pytest
+
+import kpt.sim
+from kpt.sim import InvalidRequestError, load_profile
+from kpt.sim._profiles import profile_from_dict
+
+
+def _raw(name="test-asic"):
+    return tomllib.loads((resources.files("kpt.sim") / "profiles" / f"{name}.toml").read_text())
+
+
+def test_shipped_profiles_load_and_validate():
+    names = kpt.sim.profiles()
+    assert {"h100-sxm", "mi300x", "gaudi3", "test-asic"} <= set(names)
+    for name in names:
+        p = load_profile(name)
+        assert p.hbm_bytes > 0 and p.peak_flops["matrix"]["bf16"] > 0
+        assert "default" in p.efficiency
+    rows = kpt.sim.profile_table()
+    assert [r["profile"] for r in rows] == names
+
+
+def test_h100_nominal_figures():
+    p = load_profile("h100-sxm")
+    assert p.vendor == "NVIDIA" and p.calibrated is False
+    assert p.hbm_bytes == 80 * 2**30
+    assert p.peak_flops["matrix"]["bf16"] == pytest.approx(989.4e12)
+    assert p.hbm_bandwidth == pytest.approx(3.35e12)
+
+
+def test_unknown_profile_lists_shipped_ones():
+    with pytest.raises(InvalidRequestError, match="'h100' not found; shipped profiles: .*h100-sxm"):
+        load_profile("h100")
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("hbm", "bandwidth_gbps"), -1, "hbm.bandwidth_gbps.*-1"),
+        (("peak_tflops", "matrix", "bf16"), "fast", "peak_tflops.matrix.bf16.*'fast'"),
+        (("efficiency", "default", "compute_e_max"), 1.5, "compute_e_max.*1.5"),
+        (("dma", "engines"), 0, "dma.engines.*0"),
+        (("schema",), 2, "schema.*2"),
+    ],
+)
+def test_bad_fields_are_named_with_their_value(path, value, message):
+    data = _raw()
+    node = data
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    with pytest.raises(InvalidRequestError, match=message):
+        profile_from_dict("broken", data)
+
+
+def test_missing_field_is_named():
+    data = _raw()
+    del data["host_link"]["latency_us"]
+    with pytest.raises(InvalidRequestError, match="missing field 'host_link.latency_us'"):
+        profile_from_dict("broken", data)
+
+
+def test_profile_from_a_file(tmp_path):
+    text = (resources.files("kpt.sim") / "profiles" / "test-asic.toml").read_text()
+    path = tmp_path / "my-chip.toml"
+    path.write_text(text.replace("bandwidth_gbps = 100", "bandwidth_gbps = 200"))
+    assert load_profile(str(path)).hbm_bandwidth == pytest.approx(200e9)
+
+
+def test_mixed_cluster_spec():
+    sim = kpt.sim.Simulator("h100-sxm:2,mi300x:1")
+    assert [d["profile"] for d in sim.device_info()] == ["h100-sxm", "h100-sxm", "mi300x"]
+    with pytest.raises(InvalidRequestError, match="count 'x'"):
+        kpt.sim.Simulator("h100-sxm:x")
