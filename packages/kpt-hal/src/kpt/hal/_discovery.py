@@ -220,8 +220,7 @@ class Registry:
                 if found:
                     adapters[info.name] = adapter
                     devices.extend(found)
-            order = {c.name: i for i, c in enumerate(candidates)}
-            infos.sort(key=lambda i: (order.get(i.name, len(order)), i.dist or ""))
+            infos.sort(key=lambda i: (i.name, i.dist or ""))
             self._snapshot = _Snapshot(tuple(infos), adapters, tuple(devices))
             return self._snapshot
 
