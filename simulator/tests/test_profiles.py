@@ -32,7 +32,8 @@ def test_h100_nominal_figures():
 
 
 def test_unknown_profile_lists_shipped_ones():
-    with pytest.raises(InvalidRequestError, match="'h100' not found; shipped profiles: .*h100-sxm"):
+    message = r"'h100' not found; shipped profiles: .*h100-sxm"
+    with pytest.raises(InvalidRequestError, match=message):
         load_profile("h100")
 
 
@@ -59,7 +60,7 @@ def test_bad_fields_are_named_with_their_value(path, value, message):
 def test_missing_field_is_named():
     data = _raw()
     del data["host_link"]["latency_us"]
-    with pytest.raises(InvalidRequestError, match="missing field 'host_link.latency_us'"):
+    with pytest.raises(InvalidRequestError, match=r"missing field 'host_link\.latency_us'"):
         profile_from_dict("broken", data)
 
 
