@@ -153,7 +153,8 @@ def isolation(session: nox.Session) -> None:
             check = (
                 "import importlib, importlib.util, sys\n"
                 f"importlib.import_module({package.import_name!r})\n"
-                "assert not importlib.util.find_spec('kpt.__init__'), 'kpt must stay a namespace'\n"
+                "import kpt\n"
+                "assert getattr(kpt, '__file__', None) is None, 'kpt must stay a PEP 420 namespace'\n"
             )
             if package.torch_free:
                 check += (
