@@ -32,7 +32,8 @@ class QuantileSketch:
         self.k = int(k)
         self.n = 0
         self.levels: list[np.ndarray] = [np.empty(0)]
-        self._rng = np.random.default_rng(seed)
+        self._seed = seed
+        self._rng = None  # made on first compaction: merging 1,000 fresh sketches stays cheap
 
     def _capacity(self, level: int) -> int:
         depth = len(self.levels) - 1 - level
@@ -58,6 +59,8 @@ class QuantileSketch:
                 # An odd item out stays behind so that total weight is preserved exactly.
                 keep = items[-1:] if items.size % 2 else items[:0]
                 pairs = items[: items.size - keep.size]
+                if self._rng is None:
+                    self._rng = np.random.default_rng(self._seed)
                 promoted = pairs[int(self._rng.integers(2)) :: 2]
                 self.levels[level] = keep
                 self.levels[level + 1] = np.concatenate([self.levels[level + 1], promoted])
