@@ -7,6 +7,7 @@ from kpt.abtest._changepoint import ChangePoint, detect_changes
 from kpt.abtest._classical import mann_whitney, permutation_pvalue, two_proportion
 from kpt.abtest._compare import compare
 from kpt.abtest._cuped import cuped
+from kpt.abtest._distributed import Aggregator, Reporter, evaluate_distributed, launch_workers
 from kpt.abtest._equivalence import MarginTest, equivalence, non_inferiority
 from kpt.abtest._experiment import Experiment, ExperimentResult
 from kpt.abtest._multiple import benjamini_hochberg, holm
@@ -20,6 +21,7 @@ from kpt.abtest._summary import Summary
 from kpt.abtest._version import __version__
 
 __all__ = [
+    "Aggregator",
     "Assigner",
     "BootstrapResult",
     "ChangePoint",
@@ -30,6 +32,7 @@ __all__ = [
     "ExperimentResult",
     "MarginTest",
     "QuantileSketch",
+    "Reporter",
     "SRMResult",
     "SequentialTest",
     "Summary",
@@ -42,7 +45,9 @@ __all__ = [
     "cuped",
     "detect_changes",
     "equivalence",
+    "evaluate_distributed",
     "holm",
+    "launch_workers",
     "load_report",
     "mann_whitney",
     "minimum_detectable_effect",

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from kpt.abtest._compare import compare
+
 # A timer runs one step on a device and returns its duration in seconds.
 Timer = Callable[[Any, Callable[[], Any]], float]
 
@@ -196,8 +198,6 @@ def _summarize(
     prices: Mapping[str, float],
     alpha: float,
 ) -> DeviceBenchmark:
-    from kpt.abtest import compare
-
     base = np.asarray(times[baseline])
     results = {}
     for name, values in times.items():

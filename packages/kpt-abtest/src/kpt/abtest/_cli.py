@@ -65,7 +65,7 @@ def _metric(text: str) -> str | float:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from kpt.abtest import compare
+    from kpt.abtest._compare import compare
 
     a, b = read_samples(args.a), read_samples(args.b)
     result = compare(
@@ -87,7 +87,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from kpt.abtest import sample_size
+    from kpt.abtest._power import sample_size
 
     n = sample_size(args.effect, args.sd, alpha=args.alpha, power=args.power)
     if args.json:
@@ -231,7 +231,21 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
 def _cmd_worker(args: argparse.Namespace) -> int:
     from kpt.abtest._distributed import run_worker
 
-    run_worker(args.endpoint, args.task, args.shard, args.shards, worker_id=args.worker_id)
+    try:
+        options = json.loads(args.options)
+    except json.JSONDecodeError as error:
+        raise CliError(f"--options must be a JSON object: {error}") from None
+    if not isinstance(options, dict):
+        raise CliError(f"--options must be a JSON object, got {args.options!r}")
+    run_worker(
+        args.endpoint,
+        args.task,
+        args.shard,
+        args.shards,
+        worker_id=args.worker_id,
+        options=options,
+        flush_every=args.flush_every,
+    )
     return 0
 
 
@@ -276,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", type=int, required=True)
     p.add_argument("--shards", type=int, required=True)
     p.add_argument("--worker-id", default=None)
+    p.add_argument("--options", default="{}", help="JSON object of keyword arguments for the task")
+    p.add_argument("--flush-every", type=int, default=1000, help="values per summary sent")
     p.set_defaults(func=_cmd_worker)
     return parser
 
@@ -284,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CliError, ValueError, ImportError) as error:
+    except (CliError, ValueError, ImportError, RuntimeError) as error:
         print(f"kpt-abtest {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -19,6 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from kpt.abtest._compare import compare
+from kpt.abtest._sequential import SequentialTest
+
 SCHEDULES = ("abba", "interleaved", "blocked")
 TIME_METRIC = "time_s"
 
@@ -194,8 +197,6 @@ class Experiment:
             ) from None
 
     def run(self) -> ExperimentResult:
-        from kpt.abtest import compare  # the statistics core, fully loaded by now
-
         names = list(self.arms)
         rng = np.random.default_rng(self.seed)
         for _ in range(self.warmup):
@@ -277,8 +278,6 @@ class Experiment:
         )
 
     def _sequential_tests(self, challengers: list[str]) -> dict[str, Any]:
-        from kpt.abtest import SequentialTest
-
         # Bonferroni over challengers keeps the family-wise error at alpha for the stop rule.
         alpha = self.alpha / len(challengers)
         options = dict(

@@ -1,0 +1,406 @@
+"""Distributed evaluation: worker processes summarize shards and stream summaries to an aggregator.
+
+Messages over kpt-wire (msgpack headers, never pickle), protocol ``kpt-abtest/1``:
+
+- ``summary`` (cast): ``{"worker": str, "arm": str, "summary": Summary.to_dict()}``. A summary
+  covers only the values since the worker's previous one, so the aggregator just merges.
+- ``done`` (call): ``{"worker": str, "error": str | None}``. ZeroMQ keeps one connection's order
+  and the server handles one message at a time, so when ``done`` is answered every summary the
+  worker cast before it has been merged.
+- ``status`` (call): the aggregator's snapshot (arms, counts, intervals, decision, workers).
+
+kpt-wire is the optional extra ``distributed``; it is imported only when this module is used.
+Workers are started as ``python -m kpt.abtest worker ENDPOINT --task module:function``: the task
+is found by its import path, so nothing is pickled to start a process either.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from kpt.abtest._result import decide
+from kpt.abtest._sequential import mixture_scale, normal_mixture_radius
+from kpt.abtest._summary import Summary
+
+PROTOCOL_NAME = "kpt-abtest/1"
+
+
+def _wire():
+    try:
+        import kpt.wire as wire
+    except ImportError:
+        raise ImportError(
+            "distributed evaluation needs kpt-wire: pip install 'kpt-abtest[distributed]'"
+        ) from None
+    return wire
+
+
+class Aggregator:
+    """Merges the summaries workers stream in; serves ``status`` for ``kpt-abtest monitor``.
+
+    The comparison of each arm against ``baseline`` uses an anytime-valid interval for the
+    difference in means (normal mixture confidence sequence), so watching it live and stopping
+    when it excludes zero keeps the error rate at ``alpha``.
+    """
+
+    def __init__(
+        self,
+        endpoint: str = "tcp://127.0.0.1:0",
+        *,
+        baseline: str | None = None,
+        alpha: float = 0.05,
+        higher_is_better: bool = False,
+        tuning_n: int = 10_000,
+        heartbeat_interval: float = 1.0,
+    ) -> None:
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+        wire = _wire()
+        self.baseline = baseline
+        self.alpha = alpha
+        self.higher_is_better = higher_is_better
+        self._mixture = mixture_scale(alpha, tuning_n)
+        self._lock = threading.Lock()  # handlers run on the server thread; snapshot() anywhere
+        self._arms: dict[str, Summary] = {}
+        self._workers: dict[str, dict[str, Any]] = {}
+        self._received = 0
+        self._started = time.monotonic()
+        self._done = threading.Condition(self._lock)
+        self._server = wire.Server(endpoint, heartbeat_interval=heartbeat_interval)
+        self._server.register("summary", self._on_summary)
+        self._server.register("done", self._on_done)
+        self._server.register("status", lambda msg, client: self.snapshot())
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> Aggregator:
+        self._server.start()
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        return self._server.endpoint
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._server.close(timeout=timeout)
+
+    def __enter__(self) -> Aggregator:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- handlers (server thread) ------------------------------------------------------------
+    def _on_summary(self, msg: Any, client: bytes) -> None:
+        wire = _wire()
+        header = msg.header
+        arm, worker = header.get("arm"), str(header.get("worker", client.hex()))
+        if not isinstance(arm, str) or not arm:
+            raise wire.HandlerError("bad_summary", f"summary needs a non-empty 'arm', got {arm!r}")
+        try:
+            summary = Summary.from_dict(header["summary"])
+        except (KeyError, TypeError, ValueError) as error:
+            message = f"summary from {worker} unreadable: {error}"
+            raise wire.HandlerError("bad_summary", message) from None
+        with self._lock:
+            self._arms.setdefault(arm, Summary()).merge(summary)
+            state = self._workers.setdefault(worker, {"summaries": 0, "done": False, "error": None})
+            state["summaries"] += 1
+            self._received += 1
+
+    def _on_done(self, msg: Any, client: bytes) -> dict[str, Any]:
+        worker = str(msg.header.get("worker", client.hex()))
+        with self._lock:
+            state = self._workers.setdefault(worker, {"summaries": 0, "done": False, "error": None})
+            state["done"] = True
+            state["error"] = msg.header.get("error")
+            self._done.notify_all()
+            return {"merged": state["summaries"]}
+
+    # -- reading -----------------------------------------------------------------------------
+    def wait_done(self, workers: int, timeout: float) -> bool:
+        """Wait until ``workers`` workers have reported done; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while sum(w["done"] for w in self._workers.values()) < workers:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._done.wait(min(left, 0.1))
+        return True
+
+    def summaries(self) -> dict[str, Summary]:
+        """A merged copy per arm (safe to keep while workers go on streaming)."""
+        with self._lock:
+            return {arm: Summary().merge(s) for arm, s in self._arms.items()}
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the monitor shows, as msgpack/JSON-able plain types."""
+        with self._lock:
+            arms = {arm: _describe(s) for arm, s in sorted(self._arms.items())}
+            workers = {w: dict(state) for w, state in sorted(self._workers.items())}
+            received = self._received
+            merged = dict(self._arms)
+            baseline = self.baseline or (next(iter(sorted(merged))) if merged else None)
+            comparisons = {
+                arm: self._compare(merged[baseline], s)
+                for arm, s in sorted(merged.items())
+                if baseline is not None and arm != baseline and baseline in merged
+            }
+        decisions = {c["decision"] for c in comparisons.values()}
+        return {
+            "protocol": PROTOCOL_NAME,
+            "baseline": baseline,
+            "alpha": self.alpha,
+            "higher_is_better": self.higher_is_better,
+            "arms": arms,
+            "comparisons": comparisons,
+            "decision": _overall(decisions),
+            "workers": workers,
+            "summaries_received": received,
+            "uptime_s": time.monotonic() - self._started,
+        }
+
+    def _compare(self, a: Summary, b: Summary) -> dict[str, Any]:
+        effect = b.mean - a.mean
+        relative = effect / a.mean if a.mean else math.nan
+        if min(a.n, b.n) < 2:
+            return {"effect": effect, "relative": relative, "ci": [None, None],
+                    "fixed_ci": [None, None], "p_value": None, "decision": "continue"}  # fmt: skip
+        va, vb = a.variance / a.n, b.variance / b.n
+        se = math.sqrt(va + vb)
+        n_eff = 2.0 / (1.0 / a.n + 1.0 / b.n)
+        radius = float(normal_mixture_radius(se, n_eff, self.alpha, self._mixture))
+        low, high = effect - radius, effect + radius
+        # Welch's fixed-horizon numbers for reference (valid only at a planned stop).
+        df = (va + vb) ** 2 / (va**2 / (a.n - 1) + vb**2 / (b.n - 1)) if se > 0 else np.inf
+        t_crit = float(stats.t.ppf(1 - self.alpha / 2, df))
+        p_value = float(2 * stats.t.sf(abs(effect) / se, df)) if se > 0 else float(effect == 0)
+        decision = decide(low, high, self.higher_is_better) if se > 0 else "continue"
+        return {
+            "effect": effect,
+            "relative": relative,
+            "ci": [low, high],
+            "fixed_ci": [effect - t_crit * se, effect + t_crit * se],
+            "p_value": p_value,
+            "decision": "continue" if decision == "no_difference" else decision,
+        }
+
+
+def _describe(summary: Summary) -> dict[str, Any]:
+    p50, p95, p99 = (float(v) for v in summary.quantile([0.5, 0.95, 0.99]))
+    return {
+        "n": summary.n,
+        "mean": summary.mean,
+        "sd": summary.std if summary.n > 1 else None,
+        "p50": p50,
+        "p95": p95,
+        "p99": p99,
+        "min": summary.min,
+        "max": summary.max,
+    }
+
+
+def _overall(decisions: set[str]) -> str:
+    if not decisions:
+        return "waiting"
+    if decisions == {"continue"}:
+        return "continue"
+    return ", ".join(sorted(decisions))
+
+
+class Reporter:
+    """Given to a worker's task: ``observe(arm, values)``; summaries are flushed in batches."""
+
+    def __init__(self, client: Any, worker_id: str, *, flush_every: int = 1000) -> None:
+        if int(flush_every) != flush_every or flush_every < 1:
+            raise ValueError(f"flush_every must be a whole number >= 1, got {flush_every!r}")
+        self.client = client
+        self.worker_id = worker_id
+        self.flush_every = int(flush_every)
+        self._pending: dict[str, Summary] = {}
+        self.sent = 0
+
+    def observe(self, arm: str, values: Any) -> None:
+        summary = self._pending.setdefault(arm, Summary())
+        summary.update(np.asarray(values, dtype=np.float64).reshape(-1))
+        if summary.n >= self.flush_every:
+            self._send(arm, self._pending.pop(arm))
+
+    def send_summary(self, arm: str, summary: Summary) -> None:
+        """Send a summary built elsewhere (it must cover values not sent before)."""
+        self._send(arm, summary)
+
+    def flush(self) -> None:
+        for arm in list(self._pending):
+            self._send(arm, self._pending.pop(arm))
+
+    def _send(self, arm: str, summary: Summary) -> None:
+        if summary.n == 0:
+            return
+        header = {"worker": self.worker_id, "arm": arm, "summary": summary.to_dict()}
+        self.client.cast("summary", header)
+        self.sent += 1
+
+
+def resolve_task(spec: str):
+    """'package.module:function' -> the function, found by import (never unpickled)."""
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        raise ValueError(f"task {spec!r} must look like 'package.module:function'")
+    try:
+        task = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"task {spec!r} cannot be loaded: {error}") from None
+    if not callable(task):
+        raise ValueError(f"task {spec!r} is a {type(task).__name__}, not a function")
+    return task
+
+
+def run_worker(
+    endpoint: str,
+    task: str,
+    shard: int,
+    shards: int,
+    *,
+    worker_id: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    flush_every: int = 1000,
+    timeout: float = 30.0,
+) -> int:
+    """Run ``task(shard, shards, reporter, **options)`` and stream its summaries; returns sent."""
+    wire = _wire()
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} is outside 0..{shards - 1}")
+    worker_id = worker_id or f"worker-{shard}-{os.getpid()}"
+    with wire.Client(endpoint, timeout=timeout) as client:
+        reporter = Reporter(client, worker_id, flush_every=flush_every)
+        error = None
+        try:
+            resolve_task(task)(shard, shards, reporter, **dict(options or {}))
+            reporter.flush()
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
+        client.call("done", {"worker": worker_id, "error": error})
+        if error is not None:
+            raise RuntimeError(f"task {task} failed on shard {shard}: {error}")
+        return reporter.sent
+
+
+class WorkerPool:
+    """Worker processes started with ``launch_workers``; always stopped on exit."""
+
+    def __init__(self, processes: list[subprocess.Popen]) -> None:
+        self.processes = processes
+
+    def wait(self, timeout: float) -> list[int]:
+        """Exit codes; processes still running at the deadline are killed (code -9)."""
+        deadline = time.monotonic() + timeout
+        for process in self.processes:
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        return [p.returncode for p in self.processes]
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        self.wait(5)
+        for process in self.processes:
+            log = getattr(process, "log", None)
+            if log is not None:
+                log.close()
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def launch_workers(
+    endpoint: str,
+    task: str,
+    n_workers: int,
+    *,
+    options: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    flush_every: int = 1000,
+) -> WorkerPool:
+    """Start ``n_workers`` processes, shard i of n each, streaming to ``endpoint``."""
+    if int(n_workers) != n_workers or n_workers < 1:
+        raise ValueError(f"n_workers must be a whole number >= 1, got {n_workers!r}")
+    options_json = json.dumps(dict(options or {}))
+    environment = {**os.environ, **dict(env or {})}
+    processes = []
+    try:
+        for shard in range(n_workers):
+            argv = [
+                sys.executable, "-m", "kpt.abtest", "worker", endpoint, "--task", task,
+                "--shard", str(shard), "--shards", str(n_workers), "--worker-id", f"w{shard}",
+                "--options", options_json, "--flush-every", str(flush_every),
+            ]  # fmt: skip
+            # stderr to a file, not a pipe: a chatty worker can never block on a full pipe
+            log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by WorkerPool.stop()
+            processes.append(subprocess.Popen(argv, env=environment, stderr=log))
+            processes[-1].log = log
+    except BaseException:
+        WorkerPool(processes).stop()
+        raise
+    return WorkerPool(processes)
+
+
+def evaluate_distributed(
+    task: str,
+    n_workers: int,
+    *,
+    options: Mapping[str, Any] | None = None,
+    baseline: str | None = None,
+    alpha: float = 0.05,
+    higher_is_better: bool = False,
+    timeout: float = 120.0,
+    env: Mapping[str, str] | None = None,
+    endpoint: str = "tcp://127.0.0.1:0",
+) -> dict[str, Any]:
+    """Start an aggregator and ``n_workers`` processes, wait for all, return the final snapshot."""
+    with Aggregator(
+        endpoint, baseline=baseline, alpha=alpha, higher_is_better=higher_is_better
+    ) as aggregator:
+        with launch_workers(aggregator.endpoint, task, n_workers, options=options, env=env) as pool:
+            codes = pool.wait(timeout)
+            failures = _failures(pool.processes, codes)
+            if failures:
+                raise RuntimeError("workers failed:\n" + "\n".join(failures))
+        if not aggregator.wait_done(n_workers, timeout=5.0):
+            raise RuntimeError(f"only some of {n_workers} workers reported done")
+        return aggregator.snapshot()
+
+
+def _failures(processes: Sequence[subprocess.Popen], codes: Sequence[int]) -> list[str]:
+    failures = []
+    for shard, (process, code) in enumerate(zip(processes, codes)):
+        if code != 0:
+            log = getattr(process, "log", None)
+            stderr = ""
+            if log is not None:
+                log.seek(0)
+                stderr = log.read().decode(errors="replace")[-800:]
+            reason = "killed at the timeout" if code == -9 else f"exit code {code}"
+            failures.append(f"worker {shard}: {reason}: {stderr.strip()}")
+    return failures

@@ -1,0 +1,105 @@
+"""``kpt-abtest monitor ENDPOINT``: a live terminal view of a distributed evaluation."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+_CLEAR = "\x1b[H\x1b[2J"  # cursor home + clear screen: redraw in place, no curses needed
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def render_status(status: Mapping[str, Any]) -> str:
+    """The monitor's text for one status snapshot (see Aggregator.snapshot)."""
+    level = f"{100 * (1 - status.get('alpha', 0.05)):g}%"
+    better = "higher" if status.get("higher_is_better") else "lower"
+    lines = [
+        f"kpt-abtest monitor   decision: {status.get('decision', 'waiting')}   "
+        f"summaries: {status.get('summaries_received', 0)}   "
+        f"up {_num(status.get('uptime_s'), 3)} s   ({better} is better)",
+        "",
+        f"{'arm':<14}{'n':>10}{'mean':>12}{'sd':>12}{'p50':>12}{'p95':>12}{'p99':>12}",
+    ]
+    for arm, a in status.get("arms", {}).items():
+        mark = " *" if arm == status.get("baseline") else ""
+        lines.append(
+            f"{(arm + mark)[:14]:<14}{a['n']:>10}{_num(a['mean']):>12}{_num(a['sd']):>12}"
+            f"{_num(a['p50']):>12}{_num(a['p95']):>12}{_num(a['p99']):>12}"
+        )
+    if not status.get("arms"):
+        lines.append("(no summaries yet)")
+    comparisons = status.get("comparisons", {})
+    if comparisons:
+        lines += ["", f"vs baseline {status.get('baseline')} (* above); anytime-valid {level} CI:"]
+        for arm, c in comparisons.items():
+            low, high = c.get("ci") or (None, None)
+            relative = c.get("relative")
+            rel = "-" if relative is None else f"{100 * relative:+.2f}%"
+            lines.append(
+                f"  {arm:<12} difference {_num(c.get('effect')):>10} ({rel})  "
+                f"CI [{_num(low)}, {_num(high)}]  -> {c.get('decision')}"
+            )
+    workers = status.get("workers", {})
+    if workers:
+        done = sum(1 for w in workers.values() if w.get("done"))
+        failed = [name for name, w in workers.items() if w.get("error")]
+        text = f"workers: {len(workers)} seen, {done} done"
+        if failed:
+            text += f", failed: {', '.join(failed)}"
+        lines += ["", text]
+    return "\n".join(lines)
+
+
+def fetch_status(endpoint: str, *, timeout: float = 5.0) -> dict[str, Any]:
+    from kpt.abtest._distributed import _wire
+
+    wire = _wire()
+    with wire.Client(endpoint, timeout=timeout, retries=0) as client:
+        return dict(client.call("status", {}, idempotent=True).header)
+
+
+def monitor(
+    endpoint: str,
+    *,
+    interval: float = 1.0,
+    once: bool = False,
+    as_json: bool = False,
+    out: TextIO | None = None,
+    max_updates: int | None = None,
+) -> int:
+    """Redraw the status every ``interval`` s until Ctrl-C (or once). Returns an exit code."""
+    from kpt.abtest._distributed import _wire
+
+    wire = _wire()
+    out = out or sys.stdout
+    if not interval > 0:
+        raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
+    updates = 0
+    with wire.Client(endpoint, timeout=max(2.0, 3 * interval), retries=0) as client:
+        while True:
+            try:
+                status = dict(client.call("status", {}).header)
+            except wire.WireError as error:
+                raise RuntimeError(
+                    f"no aggregator answers at {endpoint}: {error}. Is the evaluation running, "
+                    "and is this the endpoint it printed?"
+                ) from None
+            if as_json:
+                out.write(json.dumps(status) + "\n")
+            else:
+                out.write(("" if once else _CLEAR) + render_status(status) + "\n")
+            out.flush()
+            updates += 1
+            if once or (max_updates is not None and updates >= max_updates):
+                return 0
+            time.sleep(interval)
