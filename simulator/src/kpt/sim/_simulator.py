@@ -30,6 +30,7 @@ from kpt.sim._topology import Topology
 from kpt.sim._trace import Trace
 
 DEFAULT_HANG_TIMEOUT = 10.0  # simulated seconds the host waits on work that never ends
+COST_CACHE_SIZE = 1 << 16
 
 
 class Simulator:
@@ -83,6 +84,7 @@ class Simulator:
         self._buffers: dict[int, Buffer] = {}
         self._next_buffer = 1
         self._events: list[float] = []
+        self._cost_cache: dict = {}
         self._rng = random.Random(self.seed)
         self._any_buffer_fault = False  # lets launch() skip buffer checks when none is faulty
         for device in self.devices:
@@ -164,9 +166,14 @@ class Simulator:
         if dev.ops >= dev.next_trigger:
             self._fire_op_triggers(dev)
         dev.ops += 1
-        duration, hbm = op_timing(
-            dev.profile, cost.op_class, cost.flops, cost.bytes, cost.dtype, cost.shape
-        )
+        # Traces repeat the same ops: memoize their cost (bounded, cleared when full).
+        key = (dev.profile, cost)
+        timing = self._cost_cache.get(key)
+        if timing is None:
+            if len(self._cost_cache) > COST_CACHE_SIZE:
+                self._cost_cache.clear()
+            timing = self._cost_cache[key] = op_timing(dev.profile, *cost)
+        duration, hbm = timing
         ready = dev.streams.get(stream, 0.0)
         start = self._now
         if ready > start:

@@ -1,0 +1,107 @@
+import json
+
+import pytest
+
+from kpt.sim import InvalidRequestError, OpCost, Simulator, load_profile, op_time, replay
+
+
+def test_chrome_trace_has_a_track_per_stream_and_link(tmp_path):
+    sim = Simulator("test-asic", devices=2)
+    sim.launch(0, OpCost("matmul", 1e6, 0), stream=0, name="mm")
+    sim.launch(0, OpCost("matmul", 1e6, 0), stream=1)
+    sim.transfer(0, 1, 1000)
+    sim.collective("all_reduce", 1000, algorithm="ring")
+    path = tmp_path / "trace.json"
+    sim.dump_trace(path)
+    doc = json.loads(path.read_text())
+    names = {e["args"]["name"] for e in doc["traceEvents"] if e["name"] == "thread_name"}
+    assert {"stream 0", "stream 1", "d0->switch", "switch->d1"} <= names
+    spans = [e for e in doc["traceEvents"] if e["ph"] == "X"]
+    mm = next(e for e in spans if e["name"] == "mm")
+    assert mm["ts"] == 0 and mm["dur"] == pytest.approx(2.0)  # microseconds
+    processes = {e["args"]["name"] for e in doc["traceEvents"] if e["name"] == "process_name"}
+    assert {"device 0 test-asic", "device 1 test-asic", "links"} <= processes
+
+
+def test_replay_predicts_the_sum_of_op_times():
+    profile = load_profile("h100-sxm")
+    ops = [
+        {"op": "alloc", "device": 0, "bytes": 1 << 20, "id": "x"},
+        {"op": "h2d", "device": 0, "bytes": 1 << 20},
+        *[
+            {"op": "launch", "device": 0, "class": "matmul", "flops": 2 * 1024**3,
+             "bytes": 6 * 1024**2, "dtype": "bf16", "shape": [1024, 1024, 1024]}
+            for _ in range(10)
+        ],
+        {"op": "free", "id": "x"},
+    ]  # fmt: skip
+    result = replay({"format": "kpt-sim-ops", "version": 1, "profile": "h100-sxm", "ops": ops})
+    h2d = profile.host_link_latency_s + (1 << 20) / profile.host_link_bandwidth
+    mm = op_time(profile, "matmul", 2 * 1024**3, 6 * 1024**2, "bf16", (1024, 1024, 1024))
+    assert result["predicted_s"] == pytest.approx(h2d + 10 * mm)
+    assert result["ops"] == len(ops)
+    (row,) = result["devices"]
+    assert row["ops"] == 10 and 0 < row["utilization"] <= 1
+
+
+def test_replay_of_a_file_with_events_and_collectives(tmp_path):
+    ops = [
+        {"op": "launch", "device": 0, "class": "elementwise", "bytes": 1e8},
+        {"op": "record", "device": 0, "event": "e"},
+        {"op": "wait", "device": 1, "event": "e"},
+        {"op": "launch", "device": 1, "class": "elementwise", "bytes": 1e8},
+        {"op": "collective", "kind": "all_reduce", "bytes": 1 << 24},
+        {"op": "copy", "src": 0, "dst": 1, "bytes": 1 << 20},
+        {"op": "sync"},
+    ]
+    path = tmp_path / "ops.json"
+    path.write_text(json.dumps({"profile": "mi300x", "devices": 2, "ops": ops}))
+    result = replay(path)
+    dev0, dev1 = result["devices"]
+    assert dev1["end_s"] >= dev0["busy_s"] * 2 * 0.99  # device 1 waited for device 0
+    assert result["predicted_s"] > 0
+
+
+def test_replay_errors_name_the_entry():
+    with pytest.raises(InvalidRequestError, match=r"entry #1 .* missing or has a bad field"):
+        replay([{"op": "sync"}, {"op": "launch", "device": 0}])
+    with pytest.raises(InvalidRequestError, match="unknown op 'jump'"):
+        replay([{"op": "jump"}])
+    with pytest.raises(InvalidRequestError, match="format 'other'"):
+        replay({"format": "other", "ops": []})
+
+
+def test_the_fast_path_agrees_with_a_plain_simpy_model():
+    """Per-device end times equal those of a process-per-stream simpy model with a Resource."""
+    import random
+
+    import simpy
+
+    rng = random.Random(3)
+    profile = load_profile("h100-sxm")
+    ops = [
+        (rng.randrange(2), rng.randrange(3), OpCost("matmul", rng.uniform(1e6, 1e10), 1e6))
+        for _ in range(300)
+    ]
+    sim = Simulator("h100-sxm", devices=2)
+    for device, stream, cost in ops:
+        sim.launch(device, cost, stream)
+
+    env = simpy.Environment()
+    engines = [simpy.Resource(env), simpy.Resource(env)]
+    ends = [0.0, 0.0]
+
+    def run_stream(device, queue):
+        for cost in queue:
+            with engines[device].request() as turn:
+                yield turn
+                yield env.timeout(op_time(profile, cost.op_class, cost.flops, cost.bytes))
+            ends[device] = max(ends[device], env.now)
+
+    for device in range(2):
+        for stream in range(3):
+            queue = [c for d, s, c in ops if (d, s) == (device, stream)]
+            env.process(run_stream(device, queue))
+    env.run()
+    for device in range(2):
+        assert sim.devices[device].last_end() == pytest.approx(ends[device], rel=1e-12)
