@@ -26,6 +26,7 @@ ENTRY_POINT_GROUP = "kpt.adapters"
 ALLOW_LIST_ENV = "KPT_ADAPTERS"
 RUNTIME_DIST = "<registered at runtime>"
 _BUILTIN_CPU = "kpt.hal._cpu:CpuAdapter"
+_UNCHECKED = HealthReport(HealthState.HEALTHY, "not checked yet")
 
 
 @functools.cache
@@ -139,7 +140,7 @@ class Registry:
     def health(self, device: Device) -> HealthReport:
         """The last health report recorded for `device`."""
         (self._snapshot or self._discover())
-        return self._health.get(device.torch_device) or HealthReport.healthy("not checked yet")
+        return self._health.get(device.torch_device, _UNCHECKED)
 
     def record_health(self, device: Device, report: HealthReport) -> HealthReport | None:
         """Store a new report; returns the previous one."""
@@ -150,7 +151,12 @@ class Registry:
 
     def select(self, **needs: Any) -> Device:
         """The best device meeting `needs`; NoDeviceError says why each device was refused."""
-        return select_device(self.devices(), self.health, needs)
+        snapshot = self._snapshot or self._discover()
+        reports = self._health
+        unchecked = _UNCHECKED
+        return select_device(
+            snapshot.devices, lambda d: reports.get(d.torch_device, unchecked), needs
+        )
 
     def usable_devices(self) -> list[Device]:
         """Devices not reported failed."""

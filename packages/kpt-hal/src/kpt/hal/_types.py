@@ -72,10 +72,13 @@ class Capabilities:
     driver_version: str = ""
     runtime_version: str = ""
     features: frozenset[str] = frozenset()  # "triton", "graphs", "fp8", ...
+    top_flops: float = field(init=False, repr=False, compare=False)  # best peak_flops, FLOP/s
 
     def __post_init__(self) -> None:
         # Frozen means frozen: a caller must not be able to edit the cached snapshot.
         object.__setattr__(self, "peak_flops", MappingProxyType(dict(self.peak_flops)))
+        top = max((v.amount for v in self.peak_flops.values()), default=0.0)
+        object.__setattr__(self, "top_flops", top)  # select() ranks by it on every call
         object.__setattr__(self, "dtypes", frozenset(self.dtypes))
         object.__setattr__(self, "features", frozenset(self.features))
         if self.memory_total < 0 or self.memory_free < 0:
@@ -155,6 +158,11 @@ class Device:
     index: int
     torch_device: torch.device
     capabilities: Capabilities
+    device_type: str = field(init=False, repr=False, compare=False)  # torch_device.type, cached
+
+    def __post_init__(self) -> None:
+        # torch.device.type costs a C call; select() reads it for every device.
+        object.__setattr__(self, "device_type", self.torch_device.type)
 
     @property
     def name(self) -> str:
