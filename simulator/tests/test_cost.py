@@ -33,11 +33,13 @@ def test_big_matmul_on_h100_is_near_its_efficiency_ceiling():
 
 
 def test_odd_shapes_pay_a_tile_penalty():
-    p = load_profile("h100-sxm")
-    assert shape_penalty((128, 256), 128) == 1.0
-    assert shape_penalty((129,), 128) == pytest.approx(129 / 256)
-    aligned = op_time(p, "matmul", 2 * 4096**3, 0, "bf16", (4096, 4096, 4096))
-    odd = op_time(p, "matmul", 2 * 4097**3, 0, "bf16", (4097, 4097, 4097))
+    p = load_profile("mi300x")
+    tile = p.efficiency_for("matmul").tile
+    assert shape_penalty((tile, 2 * tile), tile) == 1.0
+    assert shape_penalty((tile + 1,), tile) == pytest.approx((tile + 1) / (2 * tile))
+    n = 16 * tile
+    aligned = op_time(p, "matmul", 2 * n**3, 0, "bf16", (n, n, n))
+    odd = op_time(p, "matmul", 2 * (n + 1) ** 3, 0, "bf16", (n + 1, n + 1, n + 1))
     assert odd > 1.05 * aligned
 
 
