@@ -1,7 +1,7 @@
 """kpt.abtest: statistics for A/B experiments, sequential tests and benchmark regressions."""
 
 from kpt.abtest._assign import Assigner, assign
-from kpt.abtest._bench import DeviceBenchmark, DeviceResult, benchmark_devices
+from kpt.abtest._bench import DeviceBenchmark, DeviceResult, benchmark_devices, device_timer
 from kpt.abtest._bootstrap import BootstrapResult, bootstrap
 from kpt.abtest._changepoint import ChangePoint, detect_changes
 from kpt.abtest._classical import mann_whitney, permutation_pvalue, two_proportion
@@ -44,6 +44,7 @@ __all__ = [
     "compare",
     "cuped",
     "detect_changes",
+    "device_timer",
     "equivalence",
     "evaluate_distributed",
     "holm",

@@ -4,6 +4,8 @@ Messages over kpt-wire (msgpack headers, never pickle), protocol ``kpt-abtest/1`
 
 - ``summary`` (cast): ``{"worker": str, "arm": str, "summary": Summary.to_dict()}``. A summary
   covers only the values since the worker's previous one, so the aggregator just merges.
+- ``sync`` (call): answered with ``{"received": int}``; workers send one every 256 casts so
+  that their backlog stays bounded (backpressure).
 - ``done`` (call): ``{"worker": str, "error": str | None}``. ZeroMQ keeps one connection's order
   and the server handles one message at a time, so when ``done`` is answered every summary the
   worker cast before it has been merged.
@@ -37,6 +39,8 @@ from kpt.abtest._sequential import mixture_scale, normal_mixture_radius
 from kpt.abtest._summary import Summary
 
 PROTOCOL_NAME = "kpt-abtest/1"
+_MERGE_BATCH = 512  # pending summaries that trigger a fold
+_SYNC_EVERY = 256  # casts a worker sends before waiting for the aggregator to catch up
 
 
 def _wire():
@@ -76,13 +80,19 @@ class Aggregator:
         self._mixture = mixture_scale(alpha, tuning_n)
         self._lock = threading.Lock()  # handlers run on the server thread; snapshot() anywhere
         self._arms: dict[str, Summary] = {}
+        # Summaries wait here and are folded in by one vectorized merge_all per arm: much
+        # cheaper than one merge per message when thousands arrive between two reads.
+        self._pending: dict[str, list[Summary]] = {}
+        self._pending_count = 0
         self._workers: dict[str, dict[str, Any]] = {}
         self._received = 0
+        self._first_at = self._last_at = 0.0  # monotonic times of the first and last summary
         self._started = time.monotonic()
         self._done = threading.Condition(self._lock)
         self._server = wire.Server(endpoint, heartbeat_interval=heartbeat_interval)
         self._server.register("summary", self._on_summary)
         self._server.register("done", self._on_done)
+        self._server.register("sync", self._on_sync)
         self._server.register("status", lambda msg, client: self.snapshot())
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -116,10 +126,27 @@ class Aggregator:
             message = f"summary from {worker} unreadable: {error}"
             raise wire.HandlerError("bad_summary", message) from None
         with self._lock:
-            self._arms.setdefault(arm, Summary()).merge(summary)
+            self._pending.setdefault(arm, []).append(summary)
+            self._pending_count += 1
+            if self._pending_count >= _MERGE_BATCH:
+                self._fold()
             state = self._workers.setdefault(worker, {"summaries": 0, "done": False, "error": None})
             state["summaries"] += 1
             self._received += 1
+            self._last_at = time.monotonic()
+            self._first_at = self._first_at or self._last_at
+
+    def _on_sync(self, msg: Any, client: bytes) -> dict[str, Any]:
+        """Backpressure: a worker waits for this answer every few hundred casts."""
+        with self._lock:
+            return {"received": self._received}
+
+    def _fold(self) -> None:
+        """Merge pending summaries into the per-arm totals; call with the lock held."""
+        for arm, summaries in self._pending.items():
+            self._arms.setdefault(arm, Summary()).merge_all(summaries)
+        self._pending.clear()
+        self._pending_count = 0
 
     def _on_done(self, msg: Any, client: bytes) -> dict[str, Any]:
         worker = str(msg.header.get("worker", client.hex()))
@@ -145,14 +172,17 @@ class Aggregator:
     def summaries(self) -> dict[str, Summary]:
         """A merged copy per arm (safe to keep while workers go on streaming)."""
         with self._lock:
+            self._fold()
             return {arm: Summary().merge(s) for arm, s in self._arms.items()}
 
     def snapshot(self) -> dict[str, Any]:
         """Everything the monitor shows, as msgpack/JSON-able plain types."""
         with self._lock:
+            self._fold()
             arms = {arm: _describe(s) for arm, s in sorted(self._arms.items())}
             workers = {w: dict(state) for w, state in sorted(self._workers.items())}
             received = self._received
+            span = self._last_at - self._first_at
             merged = dict(self._arms)
             baseline = self.baseline or (next(iter(sorted(merged))) if merged else None)
             comparisons = {
@@ -171,6 +201,7 @@ class Aggregator:
             "decision": _overall(decisions),
             "workers": workers,
             "summaries_received": received,
+            "receive_rate_per_s": (received - 1) / span if span > 0 else None,
             "uptime_s": time.monotonic() - self._started,
         }
 
@@ -225,12 +256,15 @@ def _overall(decisions: set[str]) -> str:
 class Reporter:
     """Given to a worker's task: ``observe(arm, values)``; summaries are flushed in batches."""
 
-    def __init__(self, client: Any, worker_id: str, *, flush_every: int = 1000) -> None:
+    def __init__(
+        self, client: Any, worker_id: str, *, flush_every: int = 1000, sync_every: int = _SYNC_EVERY
+    ) -> None:
         if int(flush_every) != flush_every or flush_every < 1:
             raise ValueError(f"flush_every must be a whole number >= 1, got {flush_every!r}")
         self.client = client
         self.worker_id = worker_id
         self.flush_every = int(flush_every)
+        self.sync_every = sync_every
         self._pending: dict[str, Summary] = {}
         self.sent = 0
 
@@ -254,6 +288,10 @@ class Reporter:
         header = {"worker": self.worker_id, "arm": arm, "summary": summary.to_dict()}
         self.client.cast("summary", header)
         self.sent += 1
+        if self.sent % self.sync_every == 0:
+            # Without this a fast worker can queue more than the aggregator merges within
+            # its heartbeat window, and the client would take the busy server for dead.
+            self.client.call("sync", {"worker": self.worker_id})
 
 
 def resolve_task(spec: str):

@@ -56,7 +56,8 @@ class ExperimentResult:
     def summary(self) -> str:
         lines = []
         for arm, comparison in self.comparisons.items():
-            lines.append(f"{arm} vs {self.baseline}: {comparison.summary()}")
+            lines.append(f"{arm} vs {self.baseline} (a = {self.baseline}, b = {arm}): ")
+            lines[-1] += comparison.summary()
         n = {arm: len(self.samples[arm][self.metric]) for arm in self.arms}
         counts = ", ".join(f"{arm} {count}" for arm, count in n.items())
         lines.append(

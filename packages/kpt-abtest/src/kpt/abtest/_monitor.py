@@ -25,7 +25,8 @@ def render_status(status: Mapping[str, Any]) -> str:
     better = "higher" if status.get("higher_is_better") else "lower"
     lines = [
         f"kpt-abtest monitor   decision: {status.get('decision', 'waiting')}   "
-        f"summaries: {status.get('summaries_received', 0)}   "
+        f"summaries: {status.get('summaries_received', 0)} "
+        f"({_num(status.get('receive_rate_per_s'), 3)}/s)   "
         f"up {_num(status.get('uptime_s'), 3)} s   ({better} is better)",
         "",
         f"{'arm':<14}{'n':>10}{'mean':>12}{'sd':>12}{'p50':>12}{'p95':>12}{'p99':>12}",
