@@ -152,11 +152,7 @@ class Registry:
     def select(self, **needs: Any) -> Device:
         """The best device meeting `needs`; NoDeviceError says why each device was refused."""
         snapshot = self._snapshot or self._discover()
-        reports = self._health
-        unchecked = _UNCHECKED
-        return select_device(
-            snapshot.devices, lambda d: reports.get(d.torch_device, unchecked), needs
-        )
+        return select_device(snapshot.devices, self._health, needs, _UNCHECKED)
 
     def usable_devices(self) -> list[Device]:
         """Devices not reported failed."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -70,6 +71,19 @@ def _normalize(needs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@functools.lru_cache(maxsize=256)
+def _normalized_cached(items: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+    return _normalize(dict(items))
+
+
+def _normalized(needs: dict[str, Any]) -> dict[str, Any]:
+    """_normalize, cached: the same needs are asked for again and again."""
+    try:
+        return _normalized_cached(tuple(sorted(needs.items())))
+    except TypeError:  # an unhashable value, e.g. feature=["fp8"]
+        return _normalize(needs)
+
+
 def refusals_for(device: Device, report: HealthReport, needs: dict[str, Any]) -> list[str]:
     """Every need `device` fails, in words; empty when it meets them all."""
     caps = device.capabilities
@@ -96,15 +110,16 @@ def refusals_for(device: Device, report: HealthReport, needs: dict[str, Any]) ->
 
 def select_device(
     devices: Sequence[Device],
-    health_of: Callable[[Device], HealthReport],
+    health: Mapping[torch.device, HealthReport],
     needs: dict[str, Any],
+    unchecked: HealthReport,
 ) -> Device:
     """The best of `devices` meeting `needs`: healthy first, accelerators, fastest, largest.
 
     The loop is the hot path (<= 50 us over 16 devices): plain comparisons only; the words
     explaining refusals are built only when nothing qualifies.
     """
-    wanted = _normalize(needs)
+    wanted = _normalized(needs)
     adapter = wanted.get("adapter")
     device_type = wanted.get("device_type")
     vendor = str(wanted["vendor"]).lower() if "vendor" in wanted else None
@@ -114,8 +129,9 @@ def select_device(
     healthy_only = bool(wanted.get("healthy"))
     failed, healthy = HealthState.FAILED, HealthState.HEALTHY
     best, best_rank = None, None
+    report_of = health.get
     for device in devices:
-        state = health_of(device).state
+        state = report_of(device.torch_device, unchecked).state
         if state is failed or (healthy_only and state is not healthy):
             continue
         caps = device.capabilities
@@ -140,6 +156,8 @@ def select_device(
         if best_rank is None or rank > best_rank:
             best, best_rank = device, rank
     if best is None:
-        refusals = {str(d): refusals_for(d, health_of(d), wanted) for d in devices}
+        refusals = {
+            str(d): refusals_for(d, report_of(d.torch_device, unchecked), wanted) for d in devices
+        }
         raise NoDeviceError(needs, refusals)
     return best
