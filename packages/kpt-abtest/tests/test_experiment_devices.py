@@ -86,3 +86,19 @@ def test_a_real_torch_workload_on_cpu():
 
     bench = benchmark_devices(matmul, ["cpu"], trials=5, warmup=1)
     assert bench.devices["cpu"].mean_s > 0
+
+
+def test_the_compare_configs_example_runs_on_cpu(tmp_path):
+    pytest.importorskip("torch")
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "examples" / "compare_configs.py"
+    spec = importlib.util.spec_from_file_location("compare_configs", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    result = example.compare_configs("cpu", steps=4, width=16, batch=8)
+    assert result.arms == ("fp32", "bf16")
+    assert len(result.samples["bf16"]["step_ms"]) == 4
+    assert example.main(["--steps", "3", "--width", "8", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "report.md").exists()
