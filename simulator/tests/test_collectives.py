@@ -99,3 +99,19 @@ def test_bad_collective_requests():
         sim.collective("all_reduce", 10, devices=[0, 0])
     with pytest.raises(InvalidRequestError, match="needs the devices to span several nodes"):
         sim.collective("all_reduce", 10, algorithm="hierarchical")
+
+
+def test_1024_chip_ring_all_reduce_is_fast_and_within_2_percent_of_closed_form():
+    import time
+
+    sim = Simulator("h100-sxm", devices=1024, trace=False)
+    start = time.perf_counter()
+    result = sim.collective("all_reduce", 1 << 30, algorithm="ring")
+    assert time.perf_counter() - start < 5.0
+    alpha, beta = sim.topology.path_cost(0, 1)
+    hbm = sim.devices[0].profile.hbm_bandwidth
+    from kpt.sim import ring_all_reduce_time
+
+    assert result.duration == pytest.approx(
+        ring_all_reduce_time(1024, 1 << 30, alpha, beta, hbm), rel=0.02
+    )
