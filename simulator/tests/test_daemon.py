@@ -276,3 +276,14 @@ def test_peak_memory_resets_to_what_is_held(client):
     client.reset_peak_memory_stats(0)
     assert client.memory_stats(0)["peak"] == client.memory_stats(0)["allocated"]
     client.free(a)
+
+
+def test_a_freed_buffer_is_refused_even_after_many_launches_on_it(client):
+    x = upload(client, 0, np.ones(4, np.float32))
+    for _ in range(3):
+        client.launch(0, "add", [x, x], [x])
+    client.synchronize()
+    client.free(x.buffer)
+    client.launch(0, "add", [x, x], [x])
+    with pytest.raises(InvalidRequestError, match=f"buffer {x.buffer} was freed"):
+        client.synchronize()

@@ -15,10 +15,11 @@ CALLS = (
     "hello", "devices", "alloc", "free", "write", "read", "event_time", "synchronize", "now",
     "memory_stats", "reset_peak", "dump_trace",
 )  # fmt: skip
-CASTS = ("launch", "copy", "record_event", "wait_event")
+CASTS = ("launch", "copy", "record_event", "wait_event", "batch")
 FIELDS = (
     "device", "nbytes", "buffer", "offset", "stream", "op", "inputs", "outputs", "attrs",
-    "cost", "src", "dst", "event", "kind", "at_us", "after_ops", "link", "factor",
+    "cost", "src", "dst", "event", "kind", "at_us", "after_ops", "link", "factor", "ops",
+    "prelude",
 )  # fmt: skip
 
 scalars = st.one_of(
@@ -38,9 +39,13 @@ refs = st.lists(
     ).map(list),
     max_size=3,
 )  # fmt: skip
+flat_headers = st.dictionaries(st.sampled_from(FIELDS), values | refs, max_size=6)
+batches = st.lists(
+    st.tuples(st.sampled_from([*CASTS, "free", 3]), flat_headers).map(list), max_size=4
+)
 headers = st.dictionaries(
     st.sampled_from(FIELDS) | st.text(max_size=5),
-    values | refs,
+    values | refs | batches,
     max_size=6,
 )
 arrays = st.lists(

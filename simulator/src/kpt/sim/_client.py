@@ -1,8 +1,9 @@
 """SimClient: the Python face of a simulator daemon (docs/sim-daemon-protocol.md).
 
 Launches, copies and events are one-way casts: a program can queue thousands of ops without a
-round trip. Their errors wait in the daemon and are raised, typed, by this client's next
-synchronize() or blocking call (read, event_time).
+round trip. They are batched here (up to BATCH_OPS per message) and sent before any call, on
+flush() and on close(). Their errors wait in the daemon and are raised, typed, by this client's
+next synchronize() or blocking call (read, event_time).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from kpt.wire import Client, RemoteError, TransportError, WireError
 #: Protocol of the daemon's message catalogue (not the wire's envelope version).
 SIM_PROTOCOL = "kpt-sim/1"
 ENDPOINT_ENV = "KPT_SIM_ENDPOINT"
+BATCH_OPS = 256  # asynchronous work queued client-side before it is sent as one message
 
 
 class TensorRef(NamedTuple):
@@ -105,6 +107,8 @@ class SimClient:
         self._wire = Client(endpoint, timeout=timeout, heartbeat_interval=heartbeat_interval)
         self._event_ids = itertools.count(1)
         self._event_lock = threading.Lock()
+        self._batch: list[list] = []
+        self._batch_lock = threading.Lock()  # keeps queued casts in program order
         hello = self._call("hello", {"protocol": SIM_PROTOCOL}, idempotent=True).header
         if hello.get("protocol") != SIM_PROTOCOL:
             self.close()
@@ -117,6 +121,16 @@ class SimClient:
 
     # -- transport -----------------------------------------------------------------------------
     def _call(self, kind: str, header: dict, arrays: Sequence = (), idempotent: bool = False):
+        if self._batch:
+            # Queued casts ride along as the call's "prelude" (one message, run first). The lock
+            # is held until the call is answered so no other thread's casts can overtake them.
+            with self._batch_lock:
+                if self._batch:
+                    ops, self._batch = self._batch, []
+                    return self._send(kind, {**header, "prelude": ops}, arrays, False)
+        return self._send(kind, header, arrays, idempotent)
+
+    def _send(self, kind: str, header: dict, arrays: Sequence, idempotent: bool):
         try:
             return self._wire.call(kind, header, arrays=list(arrays), idempotent=idempotent)
         except RemoteError as exc:
@@ -124,9 +138,24 @@ class SimClient:
         except (TransportError, WireError) as exc:
             raise self._lost(exc) from exc
 
-    def _cast(self, kind: str, header: dict) -> None:
+    def _queue(self, kind: str, header: dict) -> None:
+        with self._batch_lock:
+            self._batch.append([kind, header])
+            if len(self._batch) >= BATCH_OPS:
+                self._send_batch()
+
+    def flush(self) -> None:
+        """Send queued asynchronous work now (calls do this themselves)."""
+        if self._batch:
+            with self._batch_lock:
+                self._send_batch()
+
+    def _send_batch(self) -> None:
+        ops, self._batch = self._batch, []
+        if not ops:
+            return
         try:
-            self._wire.cast(kind, header)
+            self._wire.cast("batch", {"ops": ops})
         except (TransportError, WireError) as exc:
             raise self._lost(exc) from exc
 
@@ -187,23 +216,23 @@ class SimClient:
             "stream": stream,
             "cost": _cost_to_wire(cost),
         }
-        self._cast("launch", header)
+        self._queue("launch", header)
 
     def copy(self, src: Any, dst: Any, stream: int = 0) -> None:
         """Device -> device copy (across links when the devices differ); returns immediately."""
-        self._cast("copy", {"src": _ref_to_wire(src), "dst": _ref_to_wire(dst), "stream": stream})
+        self._queue("copy", {"src": _ref_to_wire(src), "dst": _ref_to_wire(dst), "stream": stream})
 
     # -- streams, events, time -----------------------------------------------------------------
     def record_event(self, device: int, stream: int = 0) -> int:
         """Mark the point in `stream` that everything queued so far reaches; returns its id."""
         with self._event_lock:
             event = next(self._event_ids)
-        self._cast("record_event", {"event": event, "device": device, "stream": stream})
+        self._queue("record_event", {"event": event, "device": device, "stream": stream})
         return event
 
     def wait_event(self, event: int, device: int, stream: int = 0) -> None:
         """Later work on (device, stream) starts only after `event` completes."""
-        self._cast("wait_event", {"event": event, "device": device, "stream": stream})
+        self._queue("wait_event", {"event": event, "device": device, "stream": stream})
 
     def event_time(self, event: int) -> float:
         """Simulated seconds at which `event` completed (waits for it)."""
@@ -237,8 +266,9 @@ class SimClient:
     def close(self) -> None:
         """Tell the daemon to free this client's buffers now (it would after heartbeats stop)."""
         try:
+            self.flush()
             self._wire.call("bye", {}, timeout=1.0)
-        except WireError:
+        except (WireError, SimError):
             pass  # daemon gone or slow: it frees our memory when our heartbeats stop
         self._wire.close()
 

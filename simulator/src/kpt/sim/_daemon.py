@@ -29,6 +29,8 @@ MAX_DIMS = 16
 MAX_BUFFERS_PER_CLIENT = 1 << 20
 MAX_EVENTS_PER_CLIENT = 1 << 16  # the oldest are forgotten first
 CAST_TYPES = ("launch", "copy", "record_event", "wait_event")
+MAX_BATCH = 4096  # casts in one "batch" message
+REF_CACHE_SIZE = 1 << 16  # validated tensor refs remembered
 
 
 @dataclass
@@ -78,6 +80,8 @@ class SimDaemon:
         self.buffers: dict[int, Buffer] = {}  # same ids as the engine's buffers
         self.clients: dict[bytes, ClientState] = {}
         self.streams: dict[tuple[bytes, int], int] = {}  # (client, its stream) -> engine stream
+        self._ref_cache: dict[tuple, tuple[View, Buffer]] = {}
+        self._ref_keys: dict[int, list[tuple]] = {}  # buffer id -> its cache keys
         self._next_stream = 0
         self._max_buffer_id = 0
         self._handlers = {
@@ -101,17 +105,23 @@ class SimDaemon:
             "dump_trace": self.dump_trace,
             "bye": self.bye,
         }
+        self._cast_handlers = {name: self._handlers[name] for name in CAST_TYPES}
 
     # -- wiring --------------------------------------------------------------------------------
     def register(self, server: Any) -> None:
         for name, handler in self._handlers.items():
             wrapped = self._cast(handler) if name in CAST_TYPES else self._call(handler)
             server.register(name, wrapped)
+        server.register("batch", self.batch)
 
     def _call(self, handler):
         def serve(msg: Message, client_id: bytes):
+            state = self._client(client_id)
+            prelude = msg.header.get("prelude")
+            if prelude is not None:  # casts the client queued before this call: run them first
+                self._run_batch(prelude, state, client_id)
             try:
-                return handler(msg, self._client(client_id), client_id)
+                return handler(msg, state, client_id)
             except SimError as exc:
                 raise _handler_error(exc) from None
 
@@ -119,16 +129,37 @@ class SimDaemon:
 
     def _cast(self, handler):
         def serve(msg: Message, client_id: bytes) -> None:
-            state = self._client(client_id)
-            try:
-                handler(msg, state, client_id)
-            except SimError as exc:
-                self._defer(state, exc)
-            except Exception as exc:  # a bug must not kill the daemon; the client still hears
-                self._defer(state, SimError(f"internal error in {msg.type}: {exc!r}"))
-            return None
+            self._run_cast(msg.type, handler, msg.header, self._client(client_id), client_id)
 
         return serve
+
+    def _run_cast(self, kind: str, handler, header: dict, state: ClientState, client_id: bytes):
+        try:
+            handler(header, state, client_id)
+        except SimError as exc:
+            self._defer(state, exc)
+        except Exception as exc:  # a bug must not kill the daemon; the client still hears
+            self._defer(state, SimError(f"internal error in {kind}: {exc!r}"))
+
+    def batch(self, msg: Message, client_id: bytes) -> None:
+        """Many casts in one message (the client batches them): one wake-up, one decode."""
+        self._run_batch(msg.header.get("ops"), self._client(client_id), client_id)
+
+    def _run_batch(self, ops: Any, state: ClientState, client_id: bytes) -> None:
+        if type(ops) is not list or len(ops) > MAX_BATCH:
+            self._defer(state, _bad(f"batch: 'ops' must be a list of at most {MAX_BATCH} casts"))
+            return
+        handlers = self._cast_handlers
+        for entry in ops:
+            if type(entry) is not list or len(entry) != 2 or type(entry[1]) is not dict:
+                self._defer(state, _bad(f"batch entry {entry!r:.80} must be [type, header]"))
+                continue
+            handler = handlers.get(entry[0])
+            if handler is None:
+                self._defer(state, _bad(f"batch entry type {entry[0]!r:.40} is not a cast: "
+                                        f"use one of {', '.join(CAST_TYPES)}"))  # fmt: skip
+                continue
+            self._run_cast(entry[0], handler, entry[1], state, client_id)
 
     def _client(self, client_id: bytes) -> ClientState:
         state = self.clients.get(client_id)
@@ -239,8 +270,7 @@ class SimDaemon:
             data = np.zeros(nbytes, np.uint8)  # timing-only: there are no values to read
         return {}, [data]
 
-    def launch(self, msg: Message, state: ClientState, client_id: bytes) -> None:
-        header = msg.header
+    def launch(self, header: dict, state: ClientState, client_id: bytes) -> None:
         device = self._device(header)
         stream = self._stream(client_id, header)
         op = header.get("op")
@@ -264,10 +294,10 @@ class SimDaemon:
             detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             raise _bad(f"op {op!r} on device {device}: {detail}") from None
 
-    def copy(self, msg: Message, state: ClientState, client_id: bytes) -> None:
-        stream = self._stream(client_id, msg.header)
-        src, src_buffer = self._refs([msg.header.get("src")], "src", None, client_id)[0]
-        dst, dst_buffer = self._refs([msg.header.get("dst")], "dst", None, client_id)[0]
+    def copy(self, header: dict, state: ClientState, client_id: bytes) -> None:
+        stream = self._stream(client_id, header)
+        src, src_buffer = self._refs([header.get("src")], "src", None, client_id)[0]
+        dst, dst_buffer = self._refs([header.get("dst")], "dst", None, client_id)[0]
         if src.dtype != dst.dtype or src.shape != dst.shape:
             raise _bad(
                 f"copy from {src.dtype}{list(src.shape)} to {dst.dtype}{list(dst.shape)}: "
@@ -279,19 +309,19 @@ class SimDaemon:
         if self.numerics:
             self.executor.run("copy", [src], [dst], {})
 
-    def record_event(self, msg: Message, state: ClientState, client_id: bytes) -> None:
-        event = _int(msg.header, "event", low=1)
-        device = self._device(msg.header)
-        token = self.sim.record_event(device, self._stream(client_id, msg.header))
+    def record_event(self, header: dict, state: ClientState, client_id: bytes) -> None:
+        event = _int(header, "event", low=1)
+        device = self._device(header)
+        token = self.sim.record_event(device, self._stream(client_id, header))
         state.events[event] = (token, device)
         state.events.move_to_end(event)
         while len(state.events) > MAX_EVENTS_PER_CLIENT:
             state.events.popitem(last=False)
 
-    def wait_event(self, msg: Message, state: ClientState, client_id: bytes) -> None:
-        token, _ = self._event(state, msg.header)
-        device = self._device(msg.header)
-        self.sim.wait_event(token, device, self._stream(client_id, msg.header))
+    def wait_event(self, header: dict, state: ClientState, client_id: bytes) -> None:
+        token, _ = self._event(state, header)
+        device = self._device(header)
+        self.sim.wait_event(token, device, self._stream(client_id, header))
 
     def event_time(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
         token, device = self._event(state, msg.header)
@@ -326,6 +356,8 @@ class SimDaemon:
         self.buffers.clear()
         self.clients.clear()
         self.streams.clear()
+        self._ref_cache.clear()  # buffer ids start again at 1
+        self._ref_keys.clear()
         self._next_stream = 0
         self.sim.reset()
         return {}
@@ -364,67 +396,82 @@ class SimDaemon:
     def _refs(self, refs: Any, what: str, device: int | None, client_id: bytes):
         """Validated (View, Buffer) pairs for wire tensor refs; every bound checked.
 
-        This is the per-op hot path: plain type() checks, one loop over the dims.
+        The per-op hot path: refs seen before (same client, buffer, layout) come from a cache
+        whose entries die with their buffer.
         """
         if type(refs) not in (list, tuple) or len(refs) > 64:
             raise _bad(f"field {what!r} must be a list of at most 64 tensor refs, got {refs!r:.80}")
-        views = []
+        pairs = []
+        cache = self._ref_cache
         for i, ref in enumerate(refs):
-            if type(ref) not in (list, tuple) or len(ref) != 5:
-                raise _bad(
-                    f"{what}[{i}] = {ref!r:.80} must be [buffer, offset, dtype, shape, strides]"
-                )
-            buffer_id, offset, dtype, shape, strides = ref
-            buffer = self.buffers.get(buffer_id) if type(buffer_id) is int else None
-            if buffer is None or buffer.owner != client_id:
-                buffer = self._buffer(_int({"buffer": buffer_id}, "buffer", low=1), client_id)
-            if type(offset) is not int or offset < 0:
-                raise _bad(f"{what}[{i}]: byte offset {offset!r:.40} must be an integer >= 0")
-            itemsize = DTYPE_SIZES.get(dtype) if type(dtype) is str else None
-            if itemsize is None:
-                raise _bad(
-                    f"{what}[{i}]: dtype {dtype!r:.40} unknown; known: {', '.join(DTYPE_SIZES)}"
-                )
-            if (
-                type(shape) not in (list, tuple)
-                or type(strides) not in (list, tuple)
-                or len(shape) != len(strides)
-                or len(shape) > MAX_DIMS
-            ):
-                raise _bad(
-                    f"{what}[{i}]: shape {shape!r:.80} and strides {strides!r:.80} must be lists "
-                    f"of equal length, at most {MAX_DIMS} integers"
-                )
-            low = high = 0
-            empty = False
-            for size, stride in zip(shape, strides):
-                if type(size) is not int or type(stride) is not int or size < 0:
-                    raise _bad(
-                        f"{what}[{i}]: shape {list(shape)} and strides {list(strides)} must hold "
-                        "integers, sizes >= 0"
-                    )
-                if size == 0:
-                    empty = True
-                elif stride < 0:
-                    low += (size - 1) * stride
-                else:
-                    high += (size - 1) * stride
-            first, last = offset + low * itemsize, offset + (high + 1) * itemsize
-            if not empty and (first < 0 or last > buffer.nbytes):
-                raise _bad(
-                    f"{what}[{i}]: {dtype}{list(shape)} with strides {list(strides)} at offset "
-                    f"{offset} reaches bytes [{first}, {last}) outside buffer {buffer.id} of "
-                    f"{buffer.nbytes} bytes"
-                )
+            key = hit = None
+            if type(ref) in (list, tuple) and len(ref) == 5:
+                try:
+                    key = (client_id, ref[0], ref[1], ref[2], tuple(ref[3]), tuple(ref[4]))
+                    hit = cache.get(key)
+                except TypeError:  # unhashable parts: the slow path explains what is wrong
+                    key = None
+            if hit is None or self.buffers.get(hit[1].id) is not hit[1]:
+                hit = self._ref(ref, i, what, client_id)
+                if key is not None:
+                    if len(cache) >= REF_CACHE_SIZE:
+                        cache.clear()
+                        self._ref_keys.clear()
+                    cache[key] = hit
+                    self._ref_keys.setdefault(hit[1].id, []).append(key)
+            buffer = hit[1]
             if device is not None and buffer.device != device:
                 raise _bad(
                     f"{what}[{i}]: buffer {buffer.id} lives on device {buffer.device}, the op runs "
                     f"on device {device}; copy it across first"
                 )
-            views.append(
-                (View(buffer.storage, offset, dtype, tuple(shape), tuple(strides)), buffer)
+            pairs.append(hit)
+        return pairs
+
+    def _ref(self, ref: Any, i: int, what: str, client_id: bytes) -> tuple[View, Buffer]:
+        if type(ref) not in (list, tuple) or len(ref) != 5:
+            raise _bad(f"{what}[{i}] = {ref!r:.80} must be [buffer, offset, dtype, shape, strides]")
+        buffer_id, offset, dtype, shape, strides = ref
+        buffer = self.buffers.get(buffer_id) if type(buffer_id) is int else None
+        if buffer is None or buffer.owner != client_id:
+            buffer = self._buffer(_int({"buffer": buffer_id}, "buffer", low=1), client_id)
+        if type(offset) is not int or offset < 0:
+            raise _bad(f"{what}[{i}]: byte offset {offset!r:.40} must be an integer >= 0")
+        itemsize = DTYPE_SIZES.get(dtype) if type(dtype) is str else None
+        if itemsize is None:
+            raise _bad(f"{what}[{i}]: dtype {dtype!r:.40} unknown; known: {', '.join(DTYPE_SIZES)}")
+        if (
+            type(shape) not in (list, tuple)
+            or type(strides) not in (list, tuple)
+            or len(shape) != len(strides)
+            or len(shape) > MAX_DIMS
+        ):
+            raise _bad(
+                f"{what}[{i}]: shape {shape!r:.80} and strides {strides!r:.80} must be lists "
+                f"of equal length, at most {MAX_DIMS} integers"
             )
-        return views
+        low = high = 0
+        empty = False
+        for size, stride in zip(shape, strides):
+            if type(size) is not int or type(stride) is not int or size < 0:
+                raise _bad(
+                    f"{what}[{i}]: shape {list(shape)} and strides {list(strides)} must hold "
+                    "integers, sizes >= 0"
+                )
+            if size == 0:
+                empty = True
+            elif stride < 0:
+                low += (size - 1) * stride
+            else:
+                high += (size - 1) * stride
+        first, last = offset + low * itemsize, offset + (high + 1) * itemsize
+        if not empty and (first < 0 or last > buffer.nbytes):
+            raise _bad(
+                f"{what}[{i}]: {dtype}{list(shape)} with strides {list(strides)} at offset "
+                f"{offset} reaches bytes [{first}, {last}) outside buffer {buffer.id} of "
+                f"{buffer.nbytes} bytes"
+            )
+        return View(buffer.storage, offset, dtype, tuple(shape), tuple(strides)), buffer
 
     def _cost(self, raw: Any, op: str, inputs: list[View], outputs: list[View], attrs: dict):
         if raw is None:
@@ -451,6 +498,8 @@ class SimDaemon:
     def _release(self, buffer: Buffer) -> None:
         self.sim.free(buffer.id)
         buffer.storage = None
+        for key in self._ref_keys.pop(buffer.id, ()):  # cached views hold the storage too
+            self._ref_cache.pop(key, None)
 
 
 def _int_list(value: Any) -> bool:

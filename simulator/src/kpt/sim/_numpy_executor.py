@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import threading
 from collections.abc import Callable
 from functools import cache
 from typing import Any
 
 import numpy as np
 
-from kpt.sim._executors import View
+from kpt.sim._cost import OpCost
+from kpt.sim._executors import DTYPE_SIZES, View
 
 Arrays = list[np.ndarray]
 
@@ -31,16 +34,15 @@ def _widened(x: np.ndarray) -> np.ndarray:
 
 def _as_array(view: View) -> np.ndarray:
     dtype = _np_dtype(view.dtype)
-    itemsize = view.itemsize
-    if all(s >= 0 for s in view.strides):  # the common case: one constructor call
-        strides = tuple(s * itemsize for s in view.strides)
+    itemsize = dtype.itemsize
+    strides = tuple([s * itemsize for s in view.strides])
+    if min(strides, default=0) >= 0:  # the common case: one constructor call
         return np.ndarray(view.shape, dtype, view.storage, view.offset, strides)
     low, high = view.byte_extent()
     if high == low:
         return np.empty(view.shape, dtype)
-    first = (view.offset - low) // view.itemsize
+    first = (view.offset - low) // itemsize
     typed = view.storage[low:high].view(dtype)
-    strides = tuple(s * view.itemsize for s in view.strides)
     return np.lib.stride_tricks.as_strided(typed[first:], view.shape, strides)
 
 
@@ -134,6 +136,10 @@ OPS: dict[str, tuple[Callable[[Arrays, dict], Any], str, int]] = {
 }
 
 
+_UFUNCS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "maximum": np.maximum}
+_thread_state = threading.local()
+
+
 class NumpyExecutor:
     """Values with numpy: storage is a zero-filled uint8 array (pages arrive on first touch)."""
 
@@ -153,10 +159,21 @@ class NumpyExecutor:
         fn = self._lookup(op)[0]
         if len(outputs) != 1:
             raise ValueError(f"op {op!r} writes exactly 1 output, got {len(outputs)}")
+        if not getattr(_thread_state, "quiet", False):
+            np.seterr(all="ignore")  # inf/nan are values, as on a device (per thread, once)
+            _thread_state.quiet = True
         out = _as_array(outputs[0])
+        ufunc = _UFUNCS.get(op)
+        if (
+            ufunc is not None
+            and len(inputs) == 2
+            and out.dtype.kind in "fiu"
+            and (out.dtype.itemsize >= 4 and inputs[0].dtype == inputs[1].dtype == outputs[0].dtype)
+        ):  # fast path: straight into the output, no temporary
+            ufunc(_as_array(inputs[0]), _as_array(inputs[1]), out=out)
+            return
         xs = [_widened(_as_array(v)) for v in inputs]
-        with np.errstate(all="ignore"):  # inf/nan are values, as on a device
-            result = np.asarray(fn(xs, attrs))
+        result = np.asarray(fn(xs, attrs))
         if result.ndim and result.shape != out.shape:
             raise ValueError(
                 f"op {op!r} produces shape {list(result.shape)} but output 0 has shape "
@@ -165,10 +182,9 @@ class NumpyExecutor:
         np.copyto(out, result, casting="unsafe")
 
     def estimate(self, op: str, inputs: list[View], outputs: list[View], attrs: dict) -> Any:
-        from kpt.sim._cost import OpCost
-
         _, op_class, flops_per_element = self._lookup(op)
-        moved = sum(v.nbytes for v in inputs) + sum(v.nbytes for v in outputs)
+        counts = [math.prod(v.shape) for v in (*inputs, *outputs)]
+        moved = sum(n * DTYPE_SIZES[v.dtype] for n, v in zip(counts, (*inputs, *outputs)))
         dtype = outputs[0].dtype if outputs else "float32"
         if op_class == "matmul" and len(inputs) == 2 and inputs[0].shape and inputs[1].shape:
             k = inputs[0].shape[-1]
@@ -179,7 +195,7 @@ class NumpyExecutor:
             )
             flops = 2 * k * sum(v.numel for v in outputs)
             return OpCost(op_class, float(flops), float(moved), dtype, (rows, cols, k))
-        flops = flops_per_element * max([v.numel for v in (*inputs, *outputs)] or [0])
+        flops = flops_per_element * max(counts, default=0)
         return OpCost(op_class, float(flops), float(moved), dtype)
 
     def _lookup(self, op: str) -> tuple[Callable, str, int]:
