@@ -128,3 +128,41 @@ def test_register_needs_a_name(empty_registry):
 def test_unknown_adapter_name_explains(empty_registry):
     with pytest.raises(KeyError, match="kpt doctor"):
         empty_registry.adapter("nope")
+
+
+def test_adapter_whose_capabilities_fail_is_rejected(empty_registry, fake_adapter):
+    adapter = fake_adapter("flaky", count=2)
+
+    def capabilities(index):
+        raise RuntimeError(f"bad eeprom on {index}")
+
+    adapter.capabilities = capabilities
+    empty_registry.register(adapter)
+    info = by_name(empty_registry)["flaky"]
+    assert info.status == "rejected" and "bad eeprom on 1" in info.reason
+
+
+def test_adapter_without_device_type_is_rejected(empty_registry, fake_adapter):
+    empty_registry.register(fake_adapter("typeless", device_type=""))
+    assert "device_type" in by_name(empty_registry)["typeless"].reason
+
+
+def test_devices_are_hashable_and_stable_across_refresh(empty_registry, fake_adapter):
+    empty_registry.register(fake_adapter("gpu", count=2))
+    before = set(empty_registry.devices())
+    empty_registry.refresh()
+    assert set(empty_registry.devices()) == before
+    assert len({d.capabilities for d in before}) == 3
+
+
+def test_module_level_register_adapter(fake_adapter, monkeypatch):
+    monkeypatch.delenv(hal.ALLOW_LIST_ENV, raising=False)
+    hal.refresh()
+    hal.register_adapter(fake_adapter("injected", device_type="xpu", count=1))
+    try:
+        assert hal.device("xpu:0").adapter == "injected"
+    finally:
+        hal.unregister_adapter("injected")
+    assert all(d.adapter != "injected" for d in hal.devices())
+    with pytest.raises(KeyError, match="injected"):
+        hal.unregister_adapter("injected")

@@ -74,6 +74,9 @@ class Capabilities:
     features: frozenset[str] = frozenset()  # "triton", "graphs", "fp8", ...
     top_flops: float = field(init=False, repr=False, compare=False)  # best peak_flops, FLOP/s
 
+    def __hash__(self) -> int:  # peak_flops is a mapping; hash what identifies the device
+        return hash((self.vendor, self.model, self.index, self.memory_total))
+
     def __post_init__(self) -> None:
         # Frozen means frozen: a caller must not be able to edit the cached snapshot.
         object.__setattr__(self, "peak_flops", MappingProxyType(dict(self.peak_flops)))
@@ -150,9 +153,13 @@ class AdapterInfo:
         return self.status == "loaded"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Device:
-    """One usable device: which adapter serves it, its torch.device, its capabilities."""
+    """One usable device: which adapter serves it, its torch.device, its capabilities.
+
+    Two Device records are equal when they name the same device (adapter and torch.device),
+    even if taken at different discoveries; usable as dict keys and in sets.
+    """
 
     adapter: str
     index: int
@@ -163,6 +170,14 @@ class Device:
     def __post_init__(self) -> None:
         # torch.device.type costs a C call; select() reads it for every device.
         object.__setattr__(self, "device_type", self.torch_device.type)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Device):
+            return NotImplemented
+        return self.adapter == other.adapter and self.torch_device == other.torch_device
+
+    def __hash__(self) -> int:
+        return hash((self.adapter, self.torch_device))
 
     @property
     def name(self) -> str:
