@@ -42,9 +42,12 @@ class FakePynvml:
     NVML_TEMPERATURE_GPU = 0
     NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1
     NVML_VOLATILE_ECC = 0
+    NVML_P2P_CAPS_INDEX_NVLINK = 6
+    NVML_P2P_STATUS_OK = 0
 
     def __init__(self):
         self.temperature, self.ecc, self.lost, self.by_bus = 45, 0, False, []
+        self.nvlinked = set()
 
     def nvmlDeviceGetHandleByPciBusId(self, bus_id):
         self.by_bus.append(bus_id)
@@ -69,6 +72,10 @@ class FakePynvml:
 
     def nvmlDeviceGetTotalEccErrors(self, handle, kind, counter):
         return self.ecc
+
+    def nvmlDeviceGetP2PStatus(self, a, b, caps):
+        assert caps == self.NVML_P2P_CAPS_INDEX_NVLINK
+        return 0 if {a, b} <= self.nvlinked else 1
 
 
 CUDA_BUILD = SimpleNamespace(cuda="12.8", hip=None)
@@ -109,7 +116,7 @@ def test_nvml_telemetry_gives_measured_memory_and_health():
     adapter = NvidiaAdapter(FakeCuda([H100]), telemetry, version=CUDA_BUILD)
     caps = adapter.capabilities(0)
     assert caps.memory_free == 60 * 2**30 and caps.driver_version == "560.35.03"
-    assert nvml.by_bus == ["00000000:1b:00.0"]  # found by PCI bus id, not by index
+    assert set(nvml.by_bus) == {"00000000:1b:00.0"}  # found by PCI bus id, not by index
     report = adapter.health(0)
     assert report.state == "healthy" and report.readings["power_w"] == 350.0
     nvml.temperature, nvml.ecc = 93, 4
@@ -129,3 +136,16 @@ def test_discovered_through_the_hal_with_a_reason():
     assert info.dist == "kpt-adapter-nvidia"
     if torch.version.cuda is None:
         assert info.status == "no-hardware" and "CPU-only" in info.reason
+
+
+def test_nvlink_peers_from_nvml_feed_the_mesh_planner():
+    nvml = FakePynvml()
+    nvml.nvlinked = {0, 1}  # GPUs 0 and 1 share NVLink; GPU 2 hangs off PCIe only
+    adapter = NvidiaAdapter(FakeCuda([H100, H100, H100]), NvmlTelemetry(nvml), version=CUDA_BUILD)
+    caps = [adapter.capabilities(i) for i in range(3)]
+    assert caps[0].interconnect.peers == {1} and caps[1].interconnect.peers == {0}
+    assert caps[0].interconnect.links[0].kind == "nvlink"
+    assert caps[2].interconnect.peers == frozenset() and caps[2].interconnect.links == ()
+    devices = [hal.Device("nvidia", i, torch.device("cuda", i), c) for i, c in enumerate(caps)]
+    plan = hal.Registry(entry_points=[]).plan_mesh(2, devices)
+    assert sorted(d.index for d in plan.devices) == [0, 1]

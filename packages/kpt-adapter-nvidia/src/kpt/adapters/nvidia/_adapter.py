@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from kpt.hal import Capabilities, HealthReport, TorchDeviceAdapter
+from kpt.hal import Capabilities, HealthReport, Interconnect, Link, TorchDeviceAdapter
 
 
 def _pci_bus_id(props: Any) -> str:
@@ -56,6 +56,17 @@ class NvidiaAdapter(TorchDeviceAdapter):
     def health(self, index: int) -> HealthReport:
         self._ensure_telemetry()
         return super().health(index)
+
+    def _interconnect(self, index: int, count: int, link: Link | None) -> Interconnect:
+        # NVML knows which GPUs share NVLink; without it, claim no peers rather than guess.
+        peers: frozenset[int] = frozenset()
+        if self.telemetry is not None and hasattr(self.telemetry, "nvlink_peers"):
+            try:
+                peers = self.telemetry.nvlink_peers(index, count)
+            except Exception:
+                peers = frozenset()
+        links = (link,) if link and (peers or link.kind != "nvlink") else ()
+        return Interconnect(links=links, peers=peers)
 
     def _runtime_version(self) -> str:
         return f"CUDA {self._version.cuda}"

@@ -38,6 +38,22 @@ class NvmlTelemetry:
         info = self._nvml.nvmlDeviceGetMemoryInfo(self._handle(index))
         return int(info.free), int(info.total)
 
+    def nvlink_peers(self, index: int, count: int) -> frozenset[int]:
+        """Indices of the other visible GPUs that `index` reaches over NVLink."""
+        if count <= 1:
+            return frozenset()
+        nvml, handle = self._nvml, self._handle(index)
+        peers = set()
+        for other in range(count):
+            if other == index:
+                continue
+            status = nvml.nvmlDeviceGetP2PStatus(
+                handle, self._handle(other), nvml.NVML_P2P_CAPS_INDEX_NVLINK
+            )
+            if status == nvml.NVML_P2P_STATUS_OK:
+                peers.add(other)
+        return frozenset(peers)
+
     def readings(self, index: int) -> dict[str, float]:
         nvml, handle = self._nvml, self._handle(index)
         readings = {
