@@ -37,19 +37,75 @@ def _empty_memory_format(
     return new_tensor(_device_index(device), meta)
 
 
+def _host_factory(op: Any) -> Any:
+    """Factories whose aten kernel resizes an out tensor: build on the host, then upload."""
+
+    def factory(*args: Any, device: Any = None, **kwargs: Any) -> Any:
+        from kpt.adapters.sim._transfer import new_tensor, upload_into
+
+        host = op(*args, **kwargs, device="cpu")
+        made = new_tensor(_device_index(device), host.to("meta"))
+        upload_into(made, host)
+        return made
+
+    return factory
+
+
+def _gru_cell(igates, hgates, hx, input_bias=None, hidden_bias=None):
+    # torch picks the fused CUDA cell for every non-CPU device; this is its math in plain ops,
+    # registered under autograd so the backward comes from those ops.
+    if input_bias is not None:
+        igates = igates + input_bias
+    if hidden_bias is not None:
+        hgates = hgates + hidden_bias
+    i_r, i_z, i_n = igates.chunk(3, 1)
+    h_r, h_z, h_n = hgates.chunk(3, 1)
+    reset = torch.sigmoid(i_r + h_r)
+    update = torch.sigmoid(i_z + h_z)
+    new = torch.tanh(i_n + reset * h_n)
+    hy = new + update * (hx - new)
+    return hy, torch.empty(0, dtype=hy.dtype, device=hy.device)
+
+
+def _lstm_cell(igates, hgates, cx, input_bias=None, hidden_bias=None):
+    gates = igates + hgates
+    if input_bias is not None:
+        gates = gates + input_bias
+    if hidden_bias is not None:
+        gates = gates + hidden_bias
+    i, f, g, o = gates.chunk(4, 1)
+    cy = torch.sigmoid(f) * cx + torch.sigmoid(i) * torch.tanh(g)
+    hy = torch.sigmoid(o) * torch.tanh(cy)
+    return hy, cy, torch.empty(0, dtype=hy.dtype, device=hy.device)
+
+
 def register() -> None:
     """Make torch.device('kpt_sim') usable; idempotent."""
     global _library
     if _library is not None:
         return
     from kpt.adapters.sim import _module
-    try:
-        from kpt.hal import register_python_device
-    except ImportError:  # kpt-hal before it re-exports the helper
-        from kpt.hal._privateuse1 import register_python_device
+
+    from kpt.hal import register_python_device
 
     register_python_device(DEVICE_TYPE, _module)
     library = torch.library.Library("aten", "IMPL")
     library.impl("empty_strided", _empty_strided, "PrivateUse1")
     library.impl("empty.memory_format", _empty_memory_format, "PrivateUse1")
+    aten = torch.ops.aten
+    for name, op in [
+        ("arange", aten.arange.default),
+        ("arange.start", aten.arange.start),
+        ("arange.start_step", aten.arange.start_step),
+        ("linspace", aten.linspace.default),
+        ("logspace", aten.logspace.default),
+        ("eye", aten.eye.default),
+        ("eye.m", aten.eye.m),
+        ("randperm", aten.randperm.default),
+        ("tril_indices", aten.tril_indices.default),
+        ("triu_indices", aten.triu_indices.default),
+    ]:
+        library.impl(name, _host_factory(op), "PrivateUse1")
+    library.impl("_thnn_fused_gru_cell", _gru_cell, "AutogradPrivateUse1")
+    library.impl("_thnn_fused_lstm_cell", _lstm_cell, "AutogradPrivateUse1")
     _library = library

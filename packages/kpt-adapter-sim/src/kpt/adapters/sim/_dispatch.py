@@ -8,10 +8,12 @@ output shape depends on values, run on the CPU instead (a one-time warning, coun
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any
 
 import torch
-from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
+from torch.utils._pytree import tree_map
 
 from kpt.adapters.sim._allowlist import is_allowed
 from kpt.adapters.sim._fallback import cpu_fallback, run_on_cpu
@@ -26,7 +28,11 @@ from kpt.adapters.sim._transfer import (
 from kpt.adapters.sim._wirefmt import encode_args
 
 aten = torch.ops.aten
+# Like CUDA_LAUNCH_BLOCKING: wait for each op so an error points at the op that caused it.
+_LAUNCH_BLOCKING = os.environ.get("KPT_SIM_LAUNCH_BLOCKING", "0") == "1"
 _SEEDED = torch.Tag.nondeterministic_seeded
+_INPLACE_VIEW = torch.Tag.inplace_view
+_PYTHON_KEY = torch._C.DispatchKeySet(torch._C.DispatchKey.Python)
 # Ops that only make buffers: no values to compute.
 _ALLOCATING = {aten.empty.memory_format, aten.empty_strided, aten.empty_like, aten.new_empty,
                aten.new_empty_strided}  # fmt: skip
@@ -39,6 +45,8 @@ def dispatch(func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
     special = _SPECIAL.get(func) or _SPECIAL.get(func._overloadpacket)
     if special is not None:
         return special(func, args, kwargs)
+    if _INPLACE_VIEW in func.tags:
+        return _restride_in_place(func, args, kwargs)
     if func in _ALLOCATING or func._overloadpacket in _ALLOCATING:
         return _allocate_like_meta(func, args, kwargs)
     if func._overloadpacket in _HOST_RESULT:
@@ -47,49 +55,124 @@ def dispatch(func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
     if launches and not is_allowed(f"{func._schema.name}.{func._overloadname}"):
         return cpu_fallback(func, args, kwargs, reason="not in the torch executor's allow-list")
     try:
-        meta_out = func(*_to_meta(args), **_to_meta(kwargs))
+        specs = output_specs(func, args, kwargs)
     except (NotImplementedError, torch._subclasses.fake_tensor.DataDependentOutputException):
         return cpu_fallback(func, args, kwargs, reason="output shape depends on values")
     if not _all_tensor_returns(func):
         return cpu_fallback(func, args, kwargs, reason="returns a non-tensor value")
-    return _launch(func, args, kwargs, meta_out)
+    return _launch(func, args, kwargs, specs)
 
 
-def _launch(func: Any, args: tuple, kwargs: dict, meta_out: Any) -> Any:
-    named = _named_arguments(func, args, kwargs)
-    flat, _ = tree_flatten((args, kwargs))
-    tensors = _unique_sim_tensors(flat)
+def _launch(func: Any, args: tuple, kwargs: dict, specs: list) -> Any:
+    tensors = _unique_sim_tensors(args, kwargs)
     device = _common_device(func, tensors)
     returns = func._schema.returns
-    values = meta_out if len(returns) != 1 else (meta_out,)
+    named = None
     results: list[Any] = []
     fresh: list[SimTensor] = []
-    for ret, meta in zip(returns, values):
-        alias = ret.alias_info
+    for alias, spec in zip(_return_aliases(func), specs):
         if alias is None:
-            made = tree_map(lambda m: new_tensor(device, m), meta)
-            fresh.extend(t for t in tree_flatten(made)[0] if isinstance(t, SimTensor))
+            made = _build(spec, lambda sp: _new_from_spec(device, sp))
+            fresh.extend(made if isinstance(made, list) else [made])
             results.append(made)
-        elif alias.is_write:
-            results.append(_aliased_argument(func, named, alias))
+            continue
+        named = named or _named_arguments(func, args, kwargs)
+        source = _aliased_argument(func, named, alias[0])
+        if alias[1]:
+            results.append(source)
         else:
-            source = _aliased_argument(func, named, alias)
-            results.append(tree_map(lambda m, s=source: _view_of(s, m), meta))
+            results.append(_build(spec, lambda sp, s=source: _view_from_spec(s, sp)))
     if fresh or _writes_arguments(func):
         rt = runtime()
         index = {id(t): i for i, t in enumerate(tensors)}
-        attrs: dict[str, Any] = {"args": encode_args(args, index), "kwargs": encode_args(kwargs, index)}
+        attrs: dict[str, Any] = {
+            "args": encode_args(args, index),
+            "kwargs": encode_args(kwargs, index),
+        }
         if _SEEDED in func.tags:
             attrs["rng"] = rt.next_rng(device)
         rt.client.launch(
             device,
             f"{func._schema.name}.{func._overloadname}",
             [tensor_ref(t) for t in tensors],
-            [tensor_ref(t) for t in fresh],
+            [tensor_ref(t) for t in fresh if t is not None],
             attrs,
             stream=rt.state[device].stream,
         )
+        if _LAUNCH_BLOCKING:
+            rt.client.synchronize(device)
     return results[0] if len(returns) == 1 else tuple(results)
+
+
+# -- output shapes from meta, cached ------------------------------------------------------------
+# A spec is (shape, stride, storage_offset, dtype), a list of specs (Tensor[] returns) or None.
+_SPEC_CACHE: dict[Any, list] = {}
+_SPEC_CACHE_LIMIT = 50_000
+
+
+def output_specs(func: Any, args: tuple, kwargs: dict) -> list:
+    """Per return of ``func``: the spec(s) of its output(s), from meta tensors (memoized)."""
+    try:
+        key = (func, _key(args), _key(kwargs))
+        hash(key)
+    except TypeError:
+        key = None
+    if key is not None:
+        cached = _SPEC_CACHE.get(key)
+        if cached is not None:
+            return cached
+    meta_out = func(*_to_meta(args), **_to_meta(kwargs))
+    values = meta_out if len(func._schema.returns) != 1 else (meta_out,)
+    specs = [_spec(v) for v in values]
+    if key is not None:
+        if len(_SPEC_CACHE) >= _SPEC_CACHE_LIMIT:
+            _SPEC_CACHE.clear()
+        _SPEC_CACHE[key] = specs
+    return specs
+
+
+def _key(x: Any) -> Any:
+    if isinstance(x, SimTensor):
+        return (x.dtype, tuple(x.shape), x.stride(), x.storage_offset())
+    if isinstance(x, list | tuple):
+        return tuple(_key(v) for v in x)
+    if isinstance(x, dict):
+        return tuple((k, _key(v)) for k, v in x.items())
+    if isinstance(x, float):
+        return float  # float values never change output shapes or dtypes
+    if isinstance(x, torch.Tensor):
+        return ("host", x.dtype, tuple(x.shape))
+    return (type(x), x)
+
+
+def _spec(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return (tuple(value.shape), value.stride(), value.storage_offset(), value.dtype)
+    if isinstance(value, list | tuple):
+        return [_spec(v) for v in value]
+    return None
+
+
+def _build(spec: Any, make: Any) -> Any:
+    if spec is None:
+        return None
+    if isinstance(spec, list):
+        return [_build(s, make) for s in spec]
+    return make(spec)
+
+
+def _new_from_spec(device: int, spec: tuple) -> SimTensor:
+    shape, stride, offset, dtype = spec
+    return new_tensor(
+        device, torch.empty(0, dtype=dtype, device="meta").as_strided(shape, stride, offset)
+    )
+
+
+def _view_from_spec(source: Any, spec: tuple) -> SimTensor:
+    if not isinstance(source, SimTensor):  # a list argument: views of its first tensor
+        source = next(s for s in source if isinstance(s, SimTensor))
+    shape, stride, offset, dtype = spec
+    return SimTensor(source._sim, shape, stride, offset, dtype)
 
 
 def _launches(func: Any) -> bool:
@@ -127,10 +210,29 @@ def _named_arguments(func: Any, args: tuple, kwargs: dict) -> dict[str, Any]:
     return named
 
 
-def _aliased_argument(func: Any, named: dict, alias: Any) -> Any:
+_ALIAS_PATTERN = re.compile(r"Tensor\((\w+)(!?)\)")
+_ALIASES: dict[Any, list] = {}
+
+
+def _return_aliases(func: Any) -> list[tuple[set, bool] | None]:
+    """Per return: (alias set, is_write), or None for a fresh tensor; reads 'Tensor(a)[]' too."""
+    cached = _ALIASES.get(func)
+    if cached is None:
+        text = str(func._schema).split(") -> ", 1)[1].strip()
+        if text.startswith("(") and text.endswith(")"):
+            text = text[1:-1]
+        cached = []
+        for part in text.split(", "):
+            match = _ALIAS_PATTERN.search(part)
+            cached.append(None if match is None else ({match.group(1)}, bool(match.group(2))))
+        _ALIASES[func] = cached
+    return cached
+
+
+def _aliased_argument(func: Any, named: dict, alias_set: set) -> Any:
     for argument in func._schema.arguments:
         info = argument.alias_info
-        if info is not None and info.before_set & alias.before_set:
+        if info is not None and info.before_set & alias_set:
             return named[argument.name]
     raise RuntimeError(f"{func}: cannot find the argument its output aliases")
 
@@ -139,20 +241,19 @@ def _writes_arguments(func: Any) -> bool:
     return any(a.alias_info is not None and a.alias_info.is_write for a in func._schema.arguments)
 
 
-def _view_of(source: Any, meta: Any) -> Any:
-    if not isinstance(meta, torch.Tensor):
-        return meta
-    if not isinstance(source, SimTensor):  # a list argument (e.g. unbind of a list): first one
-        source = next(s for s in source if isinstance(s, SimTensor))
-    return SimTensor(source._sim, meta.shape, meta.stride(), meta.storage_offset(), meta.dtype)
+def _unique_sim_tensors(args: tuple, kwargs: dict) -> list[SimTensor]:
+    found: dict[int, SimTensor] = {}
 
+    def visit(x: Any) -> None:
+        if isinstance(x, SimTensor):
+            found.setdefault(id(x), x)
+        elif isinstance(x, list | tuple):
+            for v in x:
+                visit(v)
 
-def _unique_sim_tensors(flat: list) -> list[SimTensor]:
-    seen: dict[int, SimTensor] = {}
-    for x in flat:
-        if isinstance(x, SimTensor) and id(x) not in seen:
-            seen[id(x)] = x
-    return list(seen.values())
+    visit(args)
+    visit(tuple(kwargs.values()))
+    return list(found.values())
 
 
 def _common_device(func: Any, tensors: list[SimTensor]) -> int:
@@ -166,11 +267,15 @@ def _common_device(func: Any, tensors: list[SimTensor]) -> int:
 
 
 def _allocate_like_meta(func: Any, args: tuple, kwargs: dict) -> Any:
-    flat, _ = tree_flatten((args, kwargs))
-    tensors = _unique_sim_tensors(flat)
+    tensors = _unique_sim_tensors(args, kwargs)
     device = tensors[0]._sim.device if tensors else runtime().current_device
-    meta = func(*_to_meta(args), **_to_meta(kwargs))
-    return new_tensor(device, meta)
+    return _build(output_specs(func, args, kwargs)[0], lambda sp: _new_from_spec(device, sp))
+
+
+def _restride_in_place(func: Any, args: tuple, kwargs: dict) -> Any:
+    """transpose_, unsqueeze_, ...: change the wrapper's own sizes/strides; no data moves."""
+    with torch._C._ExcludeDispatchKeyGuard(_PYTHON_KEY):
+        return func(*args, **kwargs)
 
 
 # -- ops with their own meaning on a remote device ----------------------------------------------
@@ -180,7 +285,7 @@ def _copy_(func: Any, args: tuple, kwargs: dict) -> Any:
         if dst._sim.device != src._sim.device:
             copy_between(src, dst)
             return dst
-        return _launch(func, args, kwargs, None)
+        return _launch(func, args, kwargs, [None])
     if isinstance(dst, SimTensor):  # host -> device
         upload_into(dst, src)
         return dst
@@ -202,8 +307,7 @@ def _to_copy(func: Any, args: tuple, kwargs: dict) -> Any:
         copy_between(source, moved)
         rest = {k: v for k, v in kwargs.items() if k != "device"}
         return aten._to_copy.default(moved, **rest) if rest.get("dtype") else moved
-    meta_out = func(*_to_meta(args), **_to_meta(kwargs))
-    return _launch(func, args, kwargs, meta_out)
+    return _launch(func, args, kwargs, output_specs(func, args, kwargs))
 
 
 def _local_scalar_dense(func: Any, args: tuple, kwargs: dict) -> Any:

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
+
 from kpt.sim import (
     DeviceHangError,
     DeviceLostError,

@@ -53,7 +53,7 @@ def resolve_op(name: str) -> torch._ops.OpOverload:
         ) from None
 
 
-def fresh_output_count(op: torch._ops.OpOverload, results: Any) -> list[torch.Tensor]:
+def fresh_outputs(op: torch._ops.OpOverload, results: Any) -> list[torch.Tensor]:
     """The tensors among an op's results that are new (not views or in-place/out arguments)."""
     returns = op._schema.returns
     values = results if isinstance(results, tuple | list) and len(returns) != 1 else (results,)
@@ -113,13 +113,19 @@ class TorchExecutor:
         kwargs = decode_args(attrs.get("kwargs", {}), tensors)
         if "rng" in attrs:
             torch.manual_seed(rng_seed(*attrs["rng"]))
-        result = overload(*args, **kwargs)
-        fresh = fresh_output_count(overload, result)
+        try:
+            result = overload(*args, **kwargs)
+        except (RuntimeError, TypeError, IndexError) as exc:
+            shapes = [list(v.shape) for v in inputs]
+            raise ValueError(f"{op} on inputs of shapes {shapes} failed: {exc}") from exc
+        fresh = fresh_outputs(overload, result)
         if len(fresh) != len(outputs):
             raise ValueError(
                 f"op {op!r} produced {len(fresh)} new tensors but {len(outputs)} outputs were sent"
             )
         for value, target in zip(fresh, outputs):
+            if value.numel() == 0 and _numel(target) != 0:
+                continue  # an unused output (e.g. batch-norm statistics in eval mode)
             self.view(target).copy_(value)
 
     def estimate(self, op: str, inputs: list, outputs: list, attrs: dict) -> OpCost:

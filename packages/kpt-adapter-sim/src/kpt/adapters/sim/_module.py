@@ -174,7 +174,7 @@ def set_device(device: Any) -> None:
     runtime().current_device = _index(device)
 
 
-class device:  # noqa: N801 - mirrors torch.cuda.device
+class device:
     """Context manager that makes ``index`` the current kpt_sim device."""
 
     def __init__(self, index: Any) -> None:

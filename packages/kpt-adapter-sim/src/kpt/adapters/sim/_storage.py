@@ -26,7 +26,7 @@ def size_class(nbytes: int) -> int:
 class SimStorage:
     """One daemon buffer; every kpt_sim tensor viewing it holds a reference (views alias it)."""
 
-    __slots__ = ("device", "buffer", "nbytes", "__weakref__")
+    __slots__ = ("__weakref__", "buffer", "device", "nbytes")
 
     def __init__(self, device: int, buffer: int, nbytes: int) -> None:
         self.device, self.buffer, self.nbytes = device, buffer, nbytes

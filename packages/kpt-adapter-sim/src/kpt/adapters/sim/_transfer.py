@@ -80,4 +80,6 @@ def copy_between(src: SimTensor, dst: SimTensor) -> None:
         staged = new_tensor(src._sim.device, like)
         torch.ops.aten.copy_.default(staged, src)
         src = staged
-    runtime().client.copy(tensor_ref(src), tensor_ref(dst), stream=runtime().state[src._sim.device].stream)
+    runtime().client.copy(
+        tensor_ref(src), tensor_ref(dst), stream=runtime().state[src._sim.device].stream
+    )
