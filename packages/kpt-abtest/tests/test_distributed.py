@@ -182,3 +182,27 @@ def test_aggregator_refuses_bad_summaries():
 def test_bad_task_specs_are_explained(spec):
     with pytest.raises(ValueError, match="task"):
         resolve_task(spec)
+
+
+def test_cli_run_with_a_distributed_config(tmp_path, capsys, monkeypatch):
+    for name, value in WORKER_ENV.items():
+        monkeypatch.setenv(name, value)  # launch_workers passes the environment on
+    config = tmp_path / "dist.json"
+    config.write_text(
+        json.dumps({"task": TASK, "workers": 2, "options": {"n": 300}, "baseline": "a"})
+    )
+    out = tmp_path / "dist.json.out.json"
+    md = tmp_path / "dist.md"
+    assert main(["run", str(config), "--out", str(out), "--out", str(md)]) == 0
+    printed = capsys.readouterr().out
+    assert "kpt-abtest monitor tcp://127.0.0.1:" in printed
+    assert "# Distributed evaluation" in printed
+    assert json.loads(out.read_text())["arms"]["a"]["n"] == 600
+    assert "| b | 600 |" in md.read_text()
+
+
+def test_cli_run_refuses_unknown_distributed_keys(tmp_path, capsys):
+    config = tmp_path / "dist.json"
+    config.write_text(json.dumps({"task": TASK, "wrokers": 2}))
+    assert main(["run", str(config)]) == 2
+    assert "unknown keys ['wrokers']" in capsys.readouterr().err

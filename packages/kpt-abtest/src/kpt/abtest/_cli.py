@@ -109,7 +109,18 @@ def _plain(value: Any) -> Any:
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
-    """An experiment file, JSON or TOML (by suffix)."""
+    """An experiment file, JSON or TOML (by suffix), with its 'arms' table checked."""
+    config = _load_any_config(path)
+    if not isinstance(config.get("arms"), dict):
+        raise CliError(
+            f"config {str(path)!r} needs an 'arms' table mapping names to "
+            '{"command": [...]} or {"callable": "module:function", "config": {...}} '
+            '(or a "task" for a distributed evaluation)'
+        )
+    return config
+
+
+def _load_any_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         text = path.read_text()
@@ -119,11 +130,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
         config = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
         raise CliError(f"config {str(path)!r} cannot be parsed: {error}") from None
-    if not isinstance(config, dict) or not isinstance(config.get("arms"), dict):
-        raise CliError(
-            f"config {str(path)!r} needs an 'arms' table mapping names to "
-            '{"command": [...]} or {"callable": "module:function", "config": {...}}'
-        )
+    if not isinstance(config, dict):
+        raise CliError(f"config {str(path)!r} must hold a table (a JSON object)")
     return config
 
 
@@ -205,12 +213,41 @@ def build_experiment(config: dict[str, Any]):
         raise CliError(f"config: {error}") from None
 
 
+_DISTRIBUTED_KEYS = {
+    "task", "workers", "options", "baseline", "alpha", "higher_is_better", "timeout", "endpoint",
+}  # fmt: skip
+
+
+def run_distributed(config: dict[str, Any]) -> dict[str, Any]:
+    """Config ``{"task": "module:function", "workers": N, ...}``: evaluate over worker processes."""
+    from kpt.abtest._distributed import evaluate_distributed
+
+    unknown = sorted(set(config) - _DISTRIBUTED_KEYS)
+    if unknown:
+        raise CliError(
+            f"unknown keys {unknown} in a distributed config; known: {sorted(_DISTRIBUTED_KEYS)}"
+        )
+    options = {k: config[k] for k in _DISTRIBUTED_KEYS - {"task", "workers"} if k in config}
+    return evaluate_distributed(
+        config["task"],
+        int(config.get("workers", 2)),
+        on_start=lambda endpoint: print(
+            f"aggregator at {endpoint}; watch it with: kpt-abtest monitor {endpoint}", flush=True
+        ),
+        **options,
+    )
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from kpt.abtest._report import to_markdown, write_report
 
-    config = load_config(args.config)
-    config.pop("report", None)
-    result = build_experiment(config).run()
+    config = _load_any_config(args.config)
+    distributed = "task" in config
+    if distributed and args.plots:
+        raise CliError("--plots needs per-trial samples; a distributed run keeps only summaries")
+    result = (
+        run_distributed(config) if distributed else build_experiment(load_config(args.config)).run()
+    )
     print(to_markdown(result))
     for path in args.out or []:
         print(f"wrote {write_report(result, path)}")

@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -415,11 +415,18 @@ def evaluate_distributed(
     timeout: float = 120.0,
     env: Mapping[str, str] | None = None,
     endpoint: str = "tcp://127.0.0.1:0",
+    on_start: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Start an aggregator and ``n_workers`` processes, wait for all, return the final snapshot."""
+    """Start an aggregator and ``n_workers`` processes, wait for all, return the final snapshot.
+
+    ``on_start(endpoint)`` is called once the aggregator listens (e.g. to print it for
+    ``kpt-abtest monitor``).
+    """
     with Aggregator(
         endpoint, baseline=baseline, alpha=alpha, higher_is_better=higher_is_better
     ) as aggregator:
+        if on_start is not None:
+            on_start(aggregator.endpoint)
         with launch_workers(aggregator.endpoint, task, n_workers, options=options, env=env) as pool:
             codes = pool.wait(timeout)
             failures = _failures(pool.processes, codes)

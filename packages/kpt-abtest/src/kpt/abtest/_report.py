@@ -91,6 +91,8 @@ def to_markdown(result: Any, *, title: str = "A/B experiment") -> str:
     data = _as_dict(result)
     if "devices" in data:
         return _device_markdown(data, title="Cross-device benchmark")
+    if str(data.get("protocol", "")).startswith("kpt-abtest/"):
+        return _distributed_markdown(data, title="Distributed evaluation")
     lines = [f"# {title}", ""]
     if data.get("summary"):
         lines += ["## Verdict", "", *[f"> {line}" for line in data["summary"].splitlines()], ""]
@@ -140,6 +142,37 @@ def _device_markdown(data: Mapping[str, Any], *, title: str) -> str:
         )
     if data.get("summary"):
         lines += ["", *[f"> {line}" for line in data["summary"].splitlines()]]
+    return "\n".join(lines) + "\n"
+
+
+def _distributed_markdown(data: Mapping[str, Any], *, title: str) -> str:
+    """An Aggregator snapshot: per-arm summary statistics and anytime-valid comparisons."""
+    lines = [f"# {title}", "", f"Decision: **{data.get('decision')}** "]
+    lines[-1] += f"(baseline {data.get('baseline')}, alpha {data.get('alpha')})."
+    lines += [
+        "",
+        "| arm | n | mean | sd | p50 | p95 | p99 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for arm, a in data.get("arms", {}).items():
+        cells = [a.get(k) for k in ("mean", "sd", "p50", "p95", "p99")]
+        lines.append(f"| {arm} | {a.get('n')} | " + " | ".join(_fmt(c) for c in cells) + " |")
+    if data.get("comparisons"):
+        lines += [
+            "",
+            "| arm | difference | relative | anytime-valid CI | Welch CI | decision |",
+            "|---|---:|---:|---|---|---|",
+        ]
+        for arm, c in data["comparisons"].items():
+            low, high = c.get("ci") or (None, None)
+            f_low, f_high = c.get("fixed_ci") or (None, None)
+            lines.append(
+                f"| {arm} | {_fmt(c.get('effect'))} | {_pct(c.get('relative'))} "
+                f"| [{_fmt(low)}, {_fmt(high)}] | [{_fmt(f_low)}, {_fmt(f_high)}] "
+                f"| {c.get('decision')} |"
+            )
+    workers = data.get("workers", {})
+    lines += ["", f"Workers: {len(workers)}; summaries merged: {data.get('summaries_received')}."]
     return "\n".join(lines) + "\n"
 
 
