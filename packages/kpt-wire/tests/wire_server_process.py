@@ -1,6 +1,7 @@
 """A kpt.wire server in its own process, for tests that kill and restart it.
 
 Usage: python wire_server_process.py ENDPOINT HEARTBEAT [MAX_MESSAGE_BYTES]
+(with MAX_MESSAGE_BYTES, also small frame and header limits: 16 frames, 4 KiB headers)
 Prints "ready ENDPOINT" once bound; serves until killed or sent "stop" through stdin.
 """
 
@@ -12,7 +13,9 @@ from kpt.wire import HandlerError, Limits, Server
 
 def main() -> None:
     endpoint, interval = sys.argv[1], float(sys.argv[2])
-    limits = Limits(max_message_bytes=int(sys.argv[3])) if len(sys.argv) > 3 else Limits()
+    limits = Limits()
+    if len(sys.argv) > 3:
+        limits = Limits(max_frames=16, max_header_bytes=4096, max_message_bytes=int(sys.argv[3]))
     server = Server(endpoint, limits=limits, heartbeat_interval=interval)
     server.register("echo", lambda msg, client: (msg.header, msg.arrays))
     server.register("sleep", lambda msg, client: time.sleep(msg.header["seconds"]) or {})

@@ -31,7 +31,7 @@ from kpt.wire._codec import (
 )
 from kpt.wire._errors import CallTimeout, ProtocolError, RemoteError, TransportError
 from kpt.wire._limits import Limits
-from kpt.wire._security import secure_client
+from kpt.wire._security import as_key, secure_client
 
 _LIVENESS_MISSES = 3
 _BACKOFF_START = 0.05
@@ -69,6 +69,10 @@ class Client:
         self.retries = retries
         self._interval = float(heartbeat_interval)
         self._limits = limits
+        if curve_server_key is not None:
+            as_key(curve_server_key, "curve_server_key")
+        if (curve_public_key is None) != (curve_secret_key is None):
+            raise ValueError("pass both curve_public_key and curve_secret_key, or neither")
         self._curve = (curve_server_key, curve_public_key, curve_secret_key)
         self.client_id = b"kpt-" + os.urandom(12)  # kept across reconnects: servers see one client
         self._context = zmq.Context(io_threads=1)

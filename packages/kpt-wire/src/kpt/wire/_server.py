@@ -21,7 +21,7 @@ from kpt.wire._codec import (
 )
 from kpt.wire._errors import HandlerError, ProtocolError
 from kpt.wire._limits import Limits
-from kpt.wire._security import check_bind, secure_server
+from kpt.wire._security import as_key, check_bind, secure_server
 
 log = logging.getLogger("kpt.wire.server")
 
@@ -48,6 +48,9 @@ class Server:
             raise ValueError("pass both curve_secret_key and curve_public_key, or neither")
         if not heartbeat_interval > 0:
             raise ValueError(f"heartbeat_interval must be > 0 seconds, got {heartbeat_interval!r}")
+        if curve_secret_key is not None:
+            curve_secret_key = as_key(curve_secret_key, "curve_secret_key")
+            curve_public_key = as_key(curve_public_key, "curve_public_key")
         self._bind_to = check_bind(endpoint, has_keys=curve_secret_key is not None)
         self._limits = limits
         self._interval = float(heartbeat_interval)
