@@ -44,7 +44,7 @@ batches = st.lists(
     st.tuples(st.sampled_from([*CASTS, "free", 3]), flat_headers).map(list), max_size=4
 )
 headers = st.dictionaries(
-    st.sampled_from(FIELDS) | st.text(max_size=5),
+    st.sampled_from(FIELDS) | st.text(max_size=5).filter(lambda k: not k.startswith("_")),
     values | refs | batches,
     max_size=6,
 )
