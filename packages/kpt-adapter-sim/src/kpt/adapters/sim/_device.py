@@ -9,6 +9,7 @@ import torch
 from kpt.adapters.sim._tensor import DEVICE_TYPE
 
 _library: torch.library.Library | None = None
+_keep: list[torch.library.Library] = []  # registrations live as long as their Library object
 
 
 def _device_index(device: Any) -> int:
@@ -79,13 +80,40 @@ def _lstm_cell(igates, hgates, cx, input_bias=None, hidden_bias=None):
     return hy, cy, torch.empty(0, dtype=hy.dtype, device=hy.device)
 
 
+def _copy_from(self, dst, non_blocking=False):
+    # Reached when torch copies with the Python key turned off (torch.tensor(data, device=...)).
+    from kpt.adapters.sim._dispatch import dispatch
+
+    return dispatch(torch.ops.aten.copy_.default, (dst, self), {})
+
+
+_AUTOCAST_KEY = torch._C.DispatchKeySet(torch._C.DispatchKey.AutocastPrivateUse1)
+# Ops autocast runs in the lower precision (as on CUDA); everything else falls through.
+_LOWER_PRECISION = ["mm", "bmm", "addmm", "baddbmm", "matmul", "linear", "conv1d", "conv2d",
+                    "conv3d", "scaled_dot_product_attention"]  # fmt: skip
+
+
+def _autocast_kernel(op: Any) -> Any:
+    def kernel(*args: Any, **kwargs: Any) -> Any:
+        dtype = torch.get_autocast_dtype(DEVICE_TYPE)
+
+        def cast(x: Any) -> Any:
+            if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != torch.float64:
+                return x.to(dtype)
+            return x
+
+        with torch._C._ExcludeDispatchKeyGuard(_AUTOCAST_KEY):
+            return op(*[cast(a) for a in args], **{k: cast(v) for k, v in kwargs.items()})
+
+    return kernel
+
+
 def register() -> None:
     """Make torch.device('kpt_sim') usable; idempotent."""
     global _library
     if _library is not None:
         return
     from kpt.adapters.sim import _module
-
     from kpt.hal import register_python_device
 
     register_python_device(DEVICE_TYPE, _module)
@@ -106,6 +134,16 @@ def register() -> None:
         ("triu_indices", aten.triu_indices.default),
     ]:
         library.impl(name, _host_factory(op), "PrivateUse1")
+    library.impl("_copy_from", _copy_from, "PrivateUse1")
     library.impl("_thnn_fused_gru_cell", _gru_cell, "AutogradPrivateUse1")
     library.impl("_thnn_fused_lstm_cell", _lstm_cell, "AutogradPrivateUse1")
+    for name in _LOWER_PRECISION:
+        packet = getattr(aten, name)
+        for overload in packet.overloads():
+            qualified = name if overload == "default" else f"{name}.{overload}"
+            library.impl(qualified, _autocast_kernel(getattr(packet, overload)),
+                         "AutocastPrivateUse1")  # fmt: skip
+    fallthrough = torch.library.Library("_", "IMPL")
+    fallthrough.fallback(torch.library.fallthrough_kernel, "AutocastPrivateUse1")
     _library = library
+    _keep.append(fallthrough)

@@ -197,9 +197,8 @@ def _to_meta(tree: Any) -> Any:
 def _all_tensor_returns(func: Any) -> bool:
     for ret in func._schema.returns:
         text = str(ret.type)
-        if not text.startswith("Tensor") and not text.startswith("Optional[Tensor]"):
-            if text not in {"List[Tensor]", "Tensor[]"}:
-                return False
+        if not text.startswith(("Tensor", "Optional[Tensor]", "List[Tensor]")):
+            return False
     return True
 
 

@@ -1,4 +1,4 @@
-"""``torch.kpt_sim``: the device module torch and users call (devices, streams, events, memory, RNG)."""
+"""``torch.kpt_sim``: devices, streams, events, memory and RNG of the device."""
 
 from __future__ import annotations
 

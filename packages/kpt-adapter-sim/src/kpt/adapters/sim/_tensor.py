@@ -1,4 +1,4 @@
-"""SimTensor: a kpt_sim tensor is a handle (buffer, offset, dtype, shape, strides) into daemon storage."""
+"""SimTensor: a handle (buffer, offset, dtype, shape, strides) into daemon storage."""
 
 from __future__ import annotations
 
@@ -45,8 +45,10 @@ class SimTensor(torch.Tensor):
     @classmethod
     def __torch_dispatch__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         from kpt.adapters.sim._dispatch import dispatch
+        from kpt.adapters.sim._errors import translated
 
-        return dispatch(func, args, kwargs or {})
+        with translated():
+            return dispatch(func, args, kwargs or {})
 
     def __repr__(self, *, tensor_contents: Any = None) -> str:
         with torch.no_grad():

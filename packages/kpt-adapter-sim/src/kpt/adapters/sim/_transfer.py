@@ -37,8 +37,11 @@ def new_tensor(device: int, like: Any) -> Any:
     """A fresh kpt_sim tensor with the shape, strides and dtype of a meta (or any) tensor."""
     if not isinstance(like, torch.Tensor):
         return like
+    from kpt.adapters.sim._errors import translated
+
     _, stop = byte_extent(like)
-    storage = runtime().allocator.allocate(device, max(stop, 1))
+    with translated():
+        storage = runtime().allocator.allocate(device, max(stop, 1))
     return SimTensor(storage, like.shape, like.stride(), like.storage_offset(), like.dtype)
 
 

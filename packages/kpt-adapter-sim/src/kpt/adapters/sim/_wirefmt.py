@@ -42,7 +42,8 @@ def dtype_name(dtype: torch.dtype) -> str:
         return DTYPE_NAMES[dtype]
     except KeyError:
         raise TypeError(
-            f"dtype {dtype} is not supported on kpt_sim; supported: {', '.join(DTYPE_NAMES.values())}"
+            f"dtype {dtype} is not supported on kpt_sim; "
+            f"supported: {', '.join(DTYPE_NAMES.values())}"
         ) from None
 
 

@@ -1,0 +1,114 @@
+"""Aliasing, in-place ops, async behaviour, RNG, memory, events and fallbacks."""
+
+import pytest
+import torch
+
+
+def test_views_alias_their_base(sim):
+    base = torch.zeros(4, 4, device="kpt_sim")
+    row = base[1]
+    row.add_(1)
+    base[:, 2] = 5
+    column = base.t()[3]
+    column.mul_(0).add_(7)
+    expected = torch.zeros(4, 4)
+    expected[1] += 1
+    expected[:, 2] = 5
+    expected[:, 3] = 7
+    torch.testing.assert_close(base.cpu(), expected)
+    assert row.cpu().tolist() == expected[1].tolist()
+
+
+def test_in_place_view_ops_change_shape(sim):
+    x = torch.arange(6.0, device="kpt_sim").view(2, 3)
+    x.transpose_(0, 1)
+    x.unsqueeze_(0)
+    assert x.shape == (1, 3, 2)
+    torch.testing.assert_close(x.cpu(), torch.arange(6.0).view(2, 3).t().unsqueeze(0))
+
+
+def test_item_and_printing_read_values(sim):
+    x = torch.tensor([1.5, 2.5], device="kpt_sim")
+    assert x.sum().item() == 4.0
+    assert "kpt_sim:0" in repr(x) and "1.5000" in repr(x)
+
+
+def test_rng_is_reproducible_per_seed(sim):
+    torch.kpt_sim.manual_seed(123)
+    a = torch.randn(64, device="kpt_sim").cpu()
+    torch.kpt_sim.manual_seed(123)
+    b = torch.randn(64, device="kpt_sim").cpu()
+    c = torch.randn(64, device="kpt_sim").cpu()
+    assert torch.equal(a, b) and not torch.equal(b, c)
+    state = torch.kpt_sim.get_rng_state()
+    d = torch.rand(8, device="kpt_sim").cpu()
+    torch.kpt_sim.set_rng_state(state)
+    assert torch.equal(d, torch.rand(8, device="kpt_sim").cpu())
+
+
+def test_out_of_memory_names_sizes(sim):
+    _, total = torch.kpt_sim.mem_get_info()
+    with pytest.raises(torch.OutOfMemoryError, match="requested") as info:
+        torch.empty(total + 1, dtype=torch.uint8, device="kpt_sim")
+    assert isinstance(info.value, sim.KptSimOutOfMemoryError)
+
+
+def test_memory_accounting_follows_tensors(sim):
+    before = torch.kpt_sim.memory_allocated()
+    x = torch.empty(1 << 20, dtype=torch.uint8, device="kpt_sim")
+    assert torch.kpt_sim.memory_allocated() >= before + (1 << 20)
+    assert torch.kpt_sim.max_memory_allocated() >= torch.kpt_sim.memory_allocated()
+    del x
+    assert torch.kpt_sim.memory_allocated() == before
+
+
+def test_events_measure_simulated_time(sim):
+    x = torch.randn(256, 256, device="kpt_sim")
+    start, end = torch.kpt_sim.Event(enable_timing=True), torch.kpt_sim.Event(enable_timing=True)
+    start.record()
+    for _ in range(4):
+        x = x @ x
+    end.record()
+    end.synchronize()
+    elapsed = start.elapsed_time(end)
+    assert 0 < elapsed < 1000  # milliseconds of simulated time, not wall time
+
+
+def test_async_error_surfaces_at_synchronize(sim):
+    x = torch.ones(4, device="kpt_sim")
+    # An op the executor refuses is still queued asynchronously; its error comes at sync.
+    rt = sim._runtime.runtime() if hasattr(sim, "_runtime") else None
+    from kpt.adapters.sim._runtime import runtime
+    from kpt.adapters.sim._transfer import tensor_ref
+
+    runtime().client.launch(0, "aten::not_an_op.default", [tensor_ref(x)], [], {})
+    del rt
+    with pytest.raises(sim.KptSimError, match="not_an_op"):
+        torch.kpt_sim.synchronize()
+    assert x.sum().item() == 4.0  # the device keeps working afterwards
+
+
+def test_unsupported_op_falls_back_and_is_counted(sim):
+    sim.reset_fallback_report()
+    x = torch.tensor([0.0, 1.0, 0.0, 2.0], device="kpt_sim")
+    with pytest.warns(sim.SimFallbackWarning, match="nonzero"):
+        idx = x.nonzero()
+    assert idx.device.type == "kpt_sim" and idx.cpu().flatten().tolist() == [1, 3]
+    assert sim.fallback_report()["aten::nonzero.default"]["count"] == 1
+
+
+def test_cross_device_copy(sim):
+    x = torch.arange(8.0, device="kpt_sim:0")
+    y = x.to("kpt_sim:1")
+    assert y.device == torch.device("kpt_sim", 1)
+    torch.testing.assert_close(y.cpu(), torch.arange(8.0))
+    with pytest.raises(RuntimeError, match="one kpt_sim device"):
+        x + y
+
+
+def test_autocast_bf16(sim):
+    a, b = torch.randn(8, 8, device="kpt_sim"), torch.randn(8, 8, device="kpt_sim")
+    with torch.autocast("kpt_sim", dtype=torch.bfloat16):
+        c = a @ b
+    assert c.dtype == torch.bfloat16
+    torch.testing.assert_close(c.float().cpu(), a.cpu() @ b.cpu(), rtol=2e-2, atol=5e-2)
