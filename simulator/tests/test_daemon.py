@@ -287,3 +287,38 @@ def test_a_freed_buffer_is_refused_even_after_many_launches_on_it(client):
     client.launch(0, "add", [x, x], [x])
     with pytest.raises(InvalidRequestError, match=f"buffer {x.buffer} was freed"):
         client.synchronize()
+
+
+def test_large_transfers_travel_in_chunks(client, monkeypatch):
+    import kpt.sim._client as client_module
+
+    monkeypatch.setattr(client_module, "CHUNK_BYTES", 1000)
+    data = np.random.default_rng(3).integers(0, 255, 4096, dtype=np.uint8)
+    buffer = client.alloc(0, 5000)
+    client.write(buffer, 100, data)
+    np.testing.assert_array_equal(client.read(buffer, 100, 4096), data)
+
+
+def test_threads_share_one_client_without_mixing_their_work(client):
+    import threading
+
+    results: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+
+    def work(k: int) -> None:
+        try:
+            x = upload(client, 0, np.full(32, float(k), np.float32))
+            for _ in range(50):
+                client.launch(0, "add", [x], [x], {"scalar": 1.0})
+            results[k] = download(client, x)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    for k in range(4):
+        np.testing.assert_array_equal(results[k], np.full(32, k + 50.0, np.float32))

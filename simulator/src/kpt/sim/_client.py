@@ -23,6 +23,7 @@ from kpt.wire import Client, RemoteError, TransportError, WireError
 SIM_PROTOCOL = "kpt-sim/1"
 ENDPOINT_ENV = "KPT_SIM_ENDPOINT"
 BATCH_OPS = 256  # asynchronous work queued client-side before it is sent as one message
+CHUNK_BYTES = 256 << 20  # larger writes and reads travel in pieces, under the wire's size limit
 
 
 class TensorRef(NamedTuple):
@@ -188,10 +189,19 @@ class SimClient:
     def write(self, buffer: int, offset: int, data: Any, stream: int = 0) -> None:
         """Host -> device copy of raw bytes (modelled on the host link); returns once stored."""
         payload = _as_bytes(data)
-        self._call("write", {"buffer": buffer, "offset": offset, "stream": stream}, [payload])
+        for start in range(0, max(payload.size, 1), CHUNK_BYTES):
+            piece = payload[start : start + CHUNK_BYTES]
+            header = {"buffer": buffer, "offset": offset + start, "stream": stream}
+            self._call("write", header, [piece])
 
     def read(self, buffer: int, offset: int, nbytes: int, stream: int = 0) -> np.ndarray:
         """Device -> host bytes (uint8). Waits for prior work; raises pending async errors."""
+        if nbytes > CHUNK_BYTES:
+            out = np.empty(nbytes, np.uint8)
+            for start in range(0, nbytes, CHUNK_BYTES):
+                size = min(CHUNK_BYTES, nbytes - start)
+                out[start : start + size] = self.read(buffer, offset + start, size, stream)
+            return out
         header = {"buffer": buffer, "offset": offset, "nbytes": nbytes, "stream": stream}
         message = self._call("read", header)
         return message.arrays[0] if message.arrays else np.empty(0, np.uint8)
