@@ -24,6 +24,7 @@ from kpt.hal._types import (
     Probe,
     Value,
 )
+from kpt.hal._triton import HostKernelRun, TritonRun, TritonUnavailableError, run_triton
 from kpt.hal._version import __version__
 
 _default_registry = Registry()
@@ -86,6 +87,7 @@ __all__ = [
     "HealthMonitor",
     "HealthReport",
     "HealthState",
+    "HostKernelRun",
     "Interconnect",
     "Link",
     "MeshPlan",
@@ -96,6 +98,8 @@ __all__ = [
     "Registry",
     "Telemetry",
     "TorchDeviceAdapter",
+    "TritonRun",
+    "TritonUnavailableError",
     "Value",
     "__version__",
     "adapters",
@@ -107,6 +111,7 @@ __all__ = [
     "register_adapter",
     "register_python_device",
     "registry",
+    "run_triton",
     "select",
     "unregister_adapter",
 ]

@@ -1,0 +1,36 @@
+"""pytest plugin (entry point pytest11 `kpt_hal`): adds --kpt-adapter and nothing else.
+
+Loaded into every pytest run where kpt-hal is installed, so it only declares options; the
+standard suite is collected only when asked for (`--pyargs kpt.hal.testing` or a subclass).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.register_assert_rewrite("kpt.hal.testing._suite", "kpt.hal.testing._checks")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("kpt-hal", "kpt.hal adapter conformance kit")
+    group.addoption(
+        "--kpt-adapter",
+        action="store",
+        dest="kpt_adapter",
+        default=None,
+        metavar="NAME",
+        help="run the kpt.hal standard suite (--pyargs kpt.hal.testing) against adapter NAME "
+        "(an entry point of group kpt.adapters, e.g. cpu, nvidia, sim)",
+    )
+    group.addoption(
+        "--kpt-require-hardware",
+        action="store_true",
+        dest="kpt_require_hardware",
+        default=False,
+        help="fail, instead of skip, the tests that need a device when the adapter finds none",
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    name = config.getoption("kpt_adapter", None)
+    return f"kpt.hal conformance kit: adapter {name!r}" if name else None
