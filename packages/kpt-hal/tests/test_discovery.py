@@ -166,3 +166,18 @@ def test_module_level_register_adapter(fake_adapter, monkeypatch):
     assert all(d.adapter != "injected" for d in hal.devices())
     with pytest.raises(KeyError, match="injected"):
         hal.unregister_adapter("injected")
+
+
+def test_adapter_querying_the_hal_while_probed_is_rejected_not_recursing(
+    empty_registry, fake_adapter
+):
+    adapter = fake_adapter("nosy")
+
+    def probe():
+        empty_registry.devices()  # re-entering discovery from inside a probe
+
+    adapter.probe = probe
+    empty_registry.register(adapter)
+    info = by_name(empty_registry)["nosy"]
+    assert info.status == "rejected" and "while discovering" in info.reason
+    assert [d.name for d in empty_registry.devices()] == ["cpu:0"]

@@ -82,6 +82,7 @@ class Registry:
         self._runtime: dict[str, _Candidate] = {}
         self._lock = threading.RLock()
         self._snapshot: _Snapshot | None = None
+        self._discovering = False
         self._health: dict[torch.device, HealthReport] = {}
 
     # ---- injection and refresh ----------------------------------------------------------
@@ -190,6 +191,20 @@ class Registry:
         with self._lock:
             if self._snapshot is not None:
                 return self._snapshot
+            if self._discovering:
+                raise RuntimeError(
+                    "kpt.hal was queried while discovering adapters: an adapter's import, "
+                    "constructor or probe() called adapters()/devices()/select(); it must not"
+                )
+            self._discovering = True
+            try:
+                self._snapshot = self._discover_now()
+            finally:
+                self._discovering = False
+            return self._snapshot
+
+    def _discover_now(self) -> _Snapshot:
+        with self._lock:
             candidates = self._candidates()
             allow = self._allow_list()
             infos: list[AdapterInfo] = []
@@ -223,8 +238,7 @@ class Registry:
                     adapters[info.name] = adapter
                     devices.extend(found)
             infos.sort(key=lambda i: (i.name, i.dist or ""))
-            self._snapshot = _Snapshot(tuple(infos), adapters, tuple(devices))
-            return self._snapshot
+            return _Snapshot(tuple(infos), adapters, tuple(devices))
 
     def _enumerate(self, info: AdapterInfo, adapter: Adapter) -> tuple[AdapterInfo, list[Device]]:
         devices, problems = [], []
