@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -42,6 +43,12 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (from /proc: ticks of 1/100 s)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def timed(fn, repeats: int) -> list[float]:
     samples = []
     for _ in range(repeats):
@@ -51,7 +58,7 @@ def timed(fn, repeats: int) -> list[float]:
     return samples
 
 
-def bench_round_trip(repeats: int) -> tuple[float, float]:
+def bench_round_trip(repeats: int) -> tuple[float, float, float, float]:
     with start_daemon(profile="h100-sxm") as daemon, SimClient(daemon.endpoint) as c:
         buffer = c.alloc(0, 64)
         c.write(buffer, 0, np.ones(16, np.float32))
@@ -62,7 +69,10 @@ def bench_round_trip(repeats: int) -> tuple[float, float]:
             c.read(buffer, 0, 64)
 
         timed(op_and_read, 200)  # warm up
+        daemon_cpu, client_cpu = cpu_s(daemon.pid), time.process_time()
         sim = statistics.median(timed(op_and_read, repeats))
+        daemon_cpu = (cpu_s(daemon.pid) - daemon_cpu) / repeats
+        client_cpu = (time.process_time() - client_cpu) / repeats
     with tempfile.TemporaryDirectory() as folder:
         endpoint = f"ipc://{folder}/echo.sock"
         server = subprocess.Popen(
@@ -80,7 +90,7 @@ def bench_round_trip(repeats: int) -> tuple[float, float]:
         finally:
             server.stdin.close()
             server.wait(10)
-    return sim, wire
+    return sim, wire, daemon_cpu, client_cpu
 
 
 def bench_async_launches(ops: int) -> tuple[float, float]:
@@ -125,7 +135,7 @@ def bench_timing_only_rss(ops: int) -> tuple[float, float]:
 
 def main() -> None:
     quick = "--quick" in sys.argv
-    rt_sim, rt_wire = bench_round_trip(500 if quick else 3000)
+    rt_sim, rt_wire, daemon_cpu, client_cpu = bench_round_trip(500 if quick else 3000)
     per_op, per_op_numpy = bench_async_launches(1000)
     rss, rss_idle = bench_timing_only_rss(2000 if quick else 10_000)
     rows = [
@@ -146,6 +156,11 @@ def main() -> None:
             f"{name:<42} {value:>9.1f} {baseline:<16} {base_value:>9.1f} "
             f"{value / base_value:>6.1f}x {'<= ' + str(target):>7} {ok}"
         )
+    print(
+        f"round trip CPU: daemon {daemon_cpu * 1e6:.0f} us, client {client_cpu * 1e6:.0f} us; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall times stretch "
+        "with load; the wire echo is the transport floor measured alongside)"
+    )
 
 
 if __name__ == "__main__":
