@@ -165,6 +165,14 @@ def test_copy_across_devices_moves_values(client):
     y = empty(client, 1, (6,))
     client.copy(x, y)
     np.testing.assert_array_equal(download(client, y), a)
+    m = upload(client, 0, a.reshape(2, 3))
+    transposed = TensorRef(m.buffer, 0, "float32", (3, 2), (1, 3))
+    z = empty(client, 1, (3, 2))
+    client.copy(transposed, z)  # strided: the executor's "copy" op does it
+    np.testing.assert_array_equal(download(client, z), a.reshape(2, 3).T)
+    client.copy(x, TensorRef.contiguous(z.buffer, "float32", (2, 3)))
+    with pytest.raises(InvalidRequestError, match="dtype and shape must match"):
+        client.synchronize()
 
 
 def test_events_time_an_op_by_the_profile_cost_model(client):

@@ -83,6 +83,7 @@ class SimDaemon:
         self._ref_cache: dict[tuple, tuple[View, Buffer]] = {}
         self._ref_keys: dict[int, list[tuple]] = {}  # buffer id -> its cache keys
         self._next_stream = 0
+        self._spare_streams: list[int] = []  # engine streams of clients that left
         self._max_buffer_id = 0
         self._handlers = {
             "hello": self.hello,
@@ -191,15 +192,19 @@ class SimDaemon:
         for buffer_id in list(state.buffers):
             self._release(self.buffers.pop(buffer_id))
         for key in [k for k in self.streams if k[0] == client_id]:
-            del self.streams[key]
+            self._spare_streams.append(self.streams.pop(key))  # engine streams are reused
 
     def _stream(self, client_id: bytes, header: dict) -> int:
         """The engine stream behind a client's stream number (streams are private per client)."""
         key = (client_id, _int(header, "stream", high=MAX_STREAMS, default=0))
         found = self.streams.get(key)
         if found is None:
-            found = self.streams[key] = self._next_stream
-            self._next_stream += 1
+            if self._spare_streams:
+                found = self._spare_streams.pop()
+            else:
+                found = self._next_stream
+                self._next_stream += 1
+            self.streams[key] = found
         return found
 
     # -- handlers: (msg, state, client_id) -> reply --------------------------------------------
@@ -306,7 +311,12 @@ class SimDaemon:
         self.sim.transfer(
             src_buffer.device, dst_buffer.device, src.nbytes, stream, (src_buffer.id, dst_buffer.id)
         )
-        if self.numerics:
+        if not self.numerics:
+            return
+        if _contiguous(src) and _contiguous(dst):  # any executor can move plain bytes
+            data = self.executor.read(src.storage, src.offset, src.nbytes)
+            self.executor.write(dst.storage, dst.offset, memoryview(data).cast("B"))
+        else:
             self.executor.run("copy", [src], [dst], {})
 
     def record_event(self, header: dict, state: ClientState, client_id: bytes) -> None:
@@ -359,6 +369,7 @@ class SimDaemon:
         self._ref_cache.clear()  # buffer ids start again at 1
         self._ref_keys.clear()
         self._next_stream = 0
+        self._spare_streams.clear()
         self.sim.reset()
         return {}
 
@@ -500,6 +511,15 @@ class SimDaemon:
         buffer.storage = None
         for key in self._ref_keys.pop(buffer.id, ()):  # cached views hold the storage too
             self._ref_cache.pop(key, None)
+
+
+def _contiguous(view: View) -> bool:
+    expected = 1
+    for size, stride in zip(reversed(view.shape), reversed(view.strides)):
+        if size != 1 and stride != expected:
+            return False
+        expected *= size
+    return True
 
 
 def _int_list(value: Any) -> bool:
