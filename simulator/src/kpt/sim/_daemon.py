@@ -17,29 +17,18 @@ from typing import Any
 import numpy as np
 
 from kpt.sim._client import SIM_PROTOCOL
-from kpt.sim._cost import OpCost
-from kpt.sim._errors import DeviceHangError, InvalidRequestError, OutOfMemoryError, SimError
-from kpt.sim._executors import DTYPE_SIZES, Executor, View
+from kpt.sim._daemon_buffers import Buffer, BufferTable, bad, contiguous, field_int, parse_cost
+from kpt.sim._errors import DeviceHangError, OutOfMemoryError, SimError
+from kpt.sim._executors import Executor, View
 from kpt.sim._simulator import Simulator
 from kpt.sim._version import __version__
 from kpt.wire import HandlerError, Message
 
 MAX_STREAMS = 1024  # per client and device: stream ids are small integers
-MAX_DIMS = 16
 MAX_BUFFERS_PER_CLIENT = 1 << 20
 MAX_EVENTS_PER_CLIENT = 1 << 16  # the oldest are forgotten first
 CAST_TYPES = ("launch", "copy", "record_event", "wait_event")
 MAX_BATCH = 4096  # casts in one "batch" message
-REF_CACHE_SIZE = 1 << 16  # validated tensor refs remembered
-
-
-@dataclass
-class Buffer:
-    id: int
-    device: int
-    nbytes: int
-    owner: bytes
-    storage: Any  # the executor's; None in timing-only mode
 
 
 @dataclass
@@ -48,22 +37,6 @@ class ClientState:
     events: OrderedDict[int, tuple[int, int]]  # client's event id -> (engine event, device)
     pending: list[SimError]  # errors of casts, raised by the next blocking call
     dropped: int = 0  # pending errors beyond the first few, counted only
-
-
-def _bad(message: str) -> InvalidRequestError:
-    return InvalidRequestError(message)
-
-
-def _int(header: dict, name: str, low: int = 0, high: int | None = None, default: Any = ...) -> int:
-    value = header.get(name, default)
-    if value is ...:
-        raise _bad(f"request lacks field {name!r} (an integer)")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _bad(f"field {name!r} = {value!r} must be an integer")
-    if value < low or (high is not None and value >= high):
-        bound = f"in [{low}, {high})" if high is not None else f">= {low}"
-        raise _bad(f"field {name!r} = {value} must be {bound}")
-    return value
 
 
 class SimDaemon:
@@ -77,14 +50,11 @@ class SimDaemon:
         self.executor_name = executor_name or type(executor).__name__
         self.numerics = numerics
         self.device_count = len(sim.devices)
-        self.buffers: dict[int, Buffer] = {}  # same ids as the engine's buffers
+        self.buffers = BufferTable()  # same ids as the engine's buffers
         self.clients: dict[bytes, ClientState] = {}
         self.streams: dict[tuple[bytes, int], int] = {}  # (client, its stream) -> engine stream
-        self._ref_cache: dict[tuple, tuple[View, Buffer]] = {}
-        self._ref_keys: dict[int, list[tuple]] = {}  # buffer id -> its cache keys
         self._next_stream = 0
         self._spare_streams: list[int] = []  # engine streams of clients that left
-        self._max_buffer_id = 0
         self._handlers = {
             "hello": self.hello,
             "devices": self.devices,
@@ -148,16 +118,16 @@ class SimDaemon:
 
     def _run_batch(self, ops: Any, state: ClientState, client_id: bytes) -> None:
         if type(ops) is not list or len(ops) > MAX_BATCH:
-            self._defer(state, _bad(f"batch: 'ops' must be a list of at most {MAX_BATCH} casts"))
+            self._defer(state, bad(f"batch: 'ops' must be a list of at most {MAX_BATCH} casts"))
             return
         handlers = self._cast_handlers
         for entry in ops:
             if type(entry) is not list or len(entry) != 2 or type(entry[1]) is not dict:
-                self._defer(state, _bad(f"batch entry {entry!r:.80} must be [type, header]"))
+                self._defer(state, bad(f"batch entry {entry!r:.80} must be [type, header]"))
                 continue
             handler = handlers.get(entry[0])
             if handler is None:
-                self._defer(state, _bad(f"batch entry type {entry[0]!r:.40} is not a cast: "
+                self._defer(state, bad(f"batch entry type {entry[0]!r:.40} is not a cast: "
                                         f"use one of {', '.join(CAST_TYPES)}"))  # fmt: skip
                 continue
             self._run_cast(entry[0], handler, entry[1], state, client_id)
@@ -190,13 +160,13 @@ class SimDaemon:
         if state is None:
             return
         for buffer_id in list(state.buffers):
-            self._release(self.buffers.pop(buffer_id))
+            self._release(self.buffers.remove(buffer_id))
         for key in [k for k in self.streams if k[0] == client_id]:
             self._spare_streams.append(self.streams.pop(key))  # engine streams are reused
 
     def _stream(self, client_id: bytes, header: dict) -> int:
         """The engine stream behind a client's stream number (streams are private per client)."""
-        key = (client_id, _int(header, "stream", high=MAX_STREAMS, default=0))
+        key = (client_id, field_int(header, "stream", high=MAX_STREAMS, default=0))
         found = self.streams.get(key)
         if found is None:
             if self._spare_streams:
@@ -226,9 +196,9 @@ class SimDaemon:
 
     def alloc(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
         device = self._device(msg.header)
-        nbytes = _int(msg.header, "nbytes")
+        nbytes = field_int(msg.header, "nbytes")
         if len(state.buffers) >= MAX_BUFFERS_PER_CLIENT:
-            raise _bad(f"client holds {len(state.buffers)} buffers, the limit; free some first")
+            raise bad(f"client holds {len(state.buffers)} buffers, the limit; free some first")
         buffer_id = self.sim.alloc(device, nbytes)
         try:
             storage = self.executor.allocate(nbytes) if self.numerics else None
@@ -240,23 +210,22 @@ class SimDaemon:
                 f"(device free {stats['free']} of {stats['total']}); use --numerics off",
                 device=device, requested=nbytes, free=stats["free"], total=stats["total"],
             ) from None  # fmt: skip
-        self.buffers[buffer_id] = Buffer(buffer_id, device, nbytes, client_id, storage)
-        self._max_buffer_id = max(self._max_buffer_id, buffer_id)
+        self.buffers.add(Buffer(buffer_id, device, nbytes, client_id, storage))
         state.buffers.add(buffer_id)
         return {"buffer": buffer_id}
 
     def free(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
-        buffer = self._buffer(_int(msg.header, "buffer"), client_id)
-        del self.buffers[buffer.id]
+        buffer = self.buffers.owned(field_int(msg.header, "buffer"), client_id)
+        self.buffers.remove(buffer.id)
         state.buffers.discard(buffer.id)
         self._release(buffer)
         return {}
 
     def write(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
-        buffer = self._buffer(_int(msg.header, "buffer"), client_id)
-        offset = _int(msg.header, "offset", default=0)
+        buffer = self.buffers.owned(field_int(msg.header, "buffer"), client_id)
+        offset = field_int(msg.header, "offset", default=0)
         if len(msg.arrays) != 1:
-            raise _bad(f"write carries {len(msg.arrays)} array frames; send exactly 1 (the bytes)")
+            raise bad(f"write carries {len(msg.arrays)} array frames; send exactly 1 (the bytes)")
         data = memoryview(np.ascontiguousarray(msg.arrays[0]).view(np.uint8).reshape(-1))
         self.sim.write(buffer.id, offset, data.nbytes, self._stream(client_id, msg.header))
         if self.numerics:
@@ -264,9 +233,9 @@ class SimDaemon:
         return {}
 
     def read(self, msg: Message, state: ClientState, client_id: bytes):
-        buffer = self._buffer(_int(msg.header, "buffer"), client_id)
-        offset = _int(msg.header, "offset", default=0)
-        nbytes = _int(msg.header, "nbytes")
+        buffer = self.buffers.owned(field_int(msg.header, "buffer"), client_id)
+        offset = field_int(msg.header, "offset", default=0)
+        nbytes = field_int(msg.header, "nbytes")
         self.sim.read(buffer.id, offset, nbytes, self._stream(client_id, msg.header))
         self._raise_pending(state)
         if self.numerics:
@@ -280,12 +249,12 @@ class SimDaemon:
         stream = self._stream(client_id, header)
         op = header.get("op")
         if not isinstance(op, str) or not op:
-            raise _bad(f"field 'op' = {op!r} must be an op name (a non-empty string)")
+            raise bad(f"field 'op' = {op!r} must be an op name (a non-empty string)")
         attrs = header.get("attrs") or {}
         if not isinstance(attrs, dict):
-            raise _bad(f"op {op!r}: field 'attrs' = {attrs!r:.80} must be a map")
-        inputs = self._refs(header.get("inputs", []), "inputs", device, client_id)
-        outputs = self._refs(header.get("outputs", []), "outputs", device, client_id)
+            raise bad(f"op {op!r}: field 'attrs' = {attrs!r:.80} must be a map")
+        inputs = self.buffers.refs(header.get("inputs", []), "inputs", device, client_id)
+        outputs = self.buffers.refs(header.get("outputs", []), "outputs", device, client_id)
         in_views, out_views = [v for v, _ in inputs], [v for v, _ in outputs]
         try:
             cost = self._cost(header.get("cost"), op, in_views, out_views, attrs)
@@ -297,14 +266,14 @@ class SimDaemon:
             if isinstance(exc, SimError):
                 raise
             detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            raise _bad(f"op {op!r} on device {device}: {detail}") from None
+            raise bad(f"op {op!r} on device {device}: {detail}") from None
 
     def copy(self, header: dict, state: ClientState, client_id: bytes) -> None:
         stream = self._stream(client_id, header)
-        src, src_buffer = self._refs([header.get("src")], "src", None, client_id)[0]
-        dst, dst_buffer = self._refs([header.get("dst")], "dst", None, client_id)[0]
+        src, src_buffer = self.buffers.refs([header.get("src")], "src", None, client_id)[0]
+        dst, dst_buffer = self.buffers.refs([header.get("dst")], "dst", None, client_id)[0]
         if src.dtype != dst.dtype or src.shape != dst.shape:
-            raise _bad(
+            raise bad(
                 f"copy from {src.dtype}{list(src.shape)} to {dst.dtype}{list(dst.shape)}: "
                 "dtype and shape must match"
             )
@@ -313,14 +282,14 @@ class SimDaemon:
         )
         if not self.numerics:
             return
-        if _contiguous(src) and _contiguous(dst):  # any executor can move plain bytes
+        if contiguous(src) and contiguous(dst):  # any executor can move plain bytes
             data = self.executor.read(src.storage, src.offset, src.nbytes)
             self.executor.write(dst.storage, dst.offset, memoryview(data).cast("B"))
         else:
             self.executor.run("copy", [src], [dst], {})
 
     def record_event(self, header: dict, state: ClientState, client_id: bytes) -> None:
-        event = _int(header, "event", low=1)
+        event = field_int(header, "event", low=1)
         device = self._device(header)
         token = self.sim.record_event(device, self._stream(client_id, header))
         state.events[event] = (token, device)
@@ -366,8 +335,6 @@ class SimDaemon:
         self.buffers.clear()
         self.clients.clear()
         self.streams.clear()
-        self._ref_cache.clear()  # buffer ids start again at 1
-        self._ref_keys.clear()
         self._next_stream = 0
         self._spare_streams.clear()
         self.sim.reset()
@@ -382,150 +349,23 @@ class SimDaemon:
 
     # -- validation ----------------------------------------------------------------------------
     def _device(self, header: dict) -> int:
-        return _int(header, "device", high=self.device_count)
-
-    def _buffer(self, buffer_id: int, client_id: bytes) -> Buffer:
-        buffer = self.buffers.get(buffer_id)
-        if buffer is None:
-            if 0 < buffer_id <= self._max_buffer_id:
-                raise _bad(f"buffer {buffer_id} was freed (or its client disconnected)")
-            raise _bad(f"buffer {buffer_id} does not exist; allocate it with alloc first")
-        if buffer.owner != client_id:
-            raise _bad(
-                f"buffer {buffer_id} belongs to another client; a client may only use "
-                "buffers it allocated"
-            )
-        return buffer
-
-    def _in_bounds(self, buffer: Buffer, offset: int, nbytes: int) -> None:
-        if offset + nbytes > buffer.nbytes:
-            raise _bad(
-                f"bytes [{offset}, {offset + nbytes}) fall outside buffer {buffer.id} "
-                f"of {buffer.nbytes} bytes"
-            )
-
-    def _refs(self, refs: Any, what: str, device: int | None, client_id: bytes):
-        """Validated (View, Buffer) pairs for wire tensor refs; every bound checked.
-
-        The per-op hot path: refs seen before (same client, buffer, layout) come from a cache
-        whose entries die with their buffer.
-        """
-        if type(refs) not in (list, tuple) or len(refs) > 64:
-            raise _bad(f"field {what!r} must be a list of at most 64 tensor refs, got {refs!r:.80}")
-        pairs = []
-        cache = self._ref_cache
-        for i, ref in enumerate(refs):
-            key = hit = None
-            if type(ref) in (list, tuple) and len(ref) == 5:
-                try:
-                    key = (client_id, ref[0], ref[1], ref[2], tuple(ref[3]), tuple(ref[4]))
-                    hit = cache.get(key)
-                except TypeError:  # unhashable parts: the slow path explains what is wrong
-                    key = None
-            if hit is None or self.buffers.get(hit[1].id) is not hit[1]:
-                hit = self._ref(ref, i, what, client_id)
-                if key is not None:
-                    if len(cache) >= REF_CACHE_SIZE:
-                        cache.clear()
-                        self._ref_keys.clear()
-                    cache[key] = hit
-                    self._ref_keys.setdefault(hit[1].id, []).append(key)
-            buffer = hit[1]
-            if device is not None and buffer.device != device:
-                raise _bad(
-                    f"{what}[{i}]: buffer {buffer.id} lives on device {buffer.device}, the op runs "
-                    f"on device {device}; copy it across first"
-                )
-            pairs.append(hit)
-        return pairs
-
-    def _ref(self, ref: Any, i: int, what: str, client_id: bytes) -> tuple[View, Buffer]:
-        if type(ref) not in (list, tuple) or len(ref) != 5:
-            raise _bad(f"{what}[{i}] = {ref!r:.80} must be [buffer, offset, dtype, shape, strides]")
-        buffer_id, offset, dtype, shape, strides = ref
-        buffer = self.buffers.get(buffer_id) if type(buffer_id) is int else None
-        if buffer is None or buffer.owner != client_id:
-            buffer = self._buffer(_int({"buffer": buffer_id}, "buffer", low=1), client_id)
-        if type(offset) is not int or offset < 0:
-            raise _bad(f"{what}[{i}]: byte offset {offset!r:.40} must be an integer >= 0")
-        itemsize = DTYPE_SIZES.get(dtype) if type(dtype) is str else None
-        if itemsize is None:
-            raise _bad(f"{what}[{i}]: dtype {dtype!r:.40} unknown; known: {', '.join(DTYPE_SIZES)}")
-        if (
-            type(shape) not in (list, tuple)
-            or type(strides) not in (list, tuple)
-            or len(shape) != len(strides)
-            or len(shape) > MAX_DIMS
-        ):
-            raise _bad(
-                f"{what}[{i}]: shape {shape!r:.80} and strides {strides!r:.80} must be lists "
-                f"of equal length, at most {MAX_DIMS} integers"
-            )
-        low = high = 0
-        empty = False
-        for size, stride in zip(shape, strides):
-            if type(size) is not int or type(stride) is not int or size < 0:
-                raise _bad(
-                    f"{what}[{i}]: shape {list(shape)} and strides {list(strides)} must hold "
-                    "integers, sizes >= 0"
-                )
-            if size == 0:
-                empty = True
-            elif stride < 0:
-                low += (size - 1) * stride
-            else:
-                high += (size - 1) * stride
-        first, last = offset + low * itemsize, offset + (high + 1) * itemsize
-        if not empty and (first < 0 or last > buffer.nbytes):
-            raise _bad(
-                f"{what}[{i}]: {dtype}{list(shape)} with strides {list(strides)} at offset "
-                f"{offset} reaches bytes [{first}, {last}) outside buffer {buffer.id} of "
-                f"{buffer.nbytes} bytes"
-            )
-        return View(buffer.storage, offset, dtype, tuple(shape), tuple(strides)), buffer
+        return field_int(header, "device", high=self.device_count)
 
     def _cost(self, raw: Any, op: str, inputs: list[View], outputs: list[View], attrs: dict):
         if raw is None:
             return self.executor.estimate(op, inputs, outputs, attrs)
-        if not (isinstance(raw, list) and 3 <= len(raw) <= 5 and isinstance(raw[0], str)):
-            raise _bad(
-                f"op {op!r}: cost {raw!r:.80} must be [op_class, flops, bytes, dtype?, shape?]"
-            )
-        flops, nbytes = raw[1], raw[2]
-        for name, value in (("flops", flops), ("bytes", nbytes)):
-            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-                raise _bad(f"op {op!r}: cost {name} = {value!r} must be a finite number >= 0")
-        dtype = raw[3] if len(raw) > 3 and isinstance(raw[3], str) else "fp32"
-        shape = tuple(raw[4]) if len(raw) > 4 and _int_list(raw[4]) else None
-        return OpCost(raw[0], float(flops), float(nbytes), dtype, shape)
+        return parse_cost(raw, op)
 
     def _event(self, state: ClientState, header: dict) -> tuple[int, int]:
-        event = _int(header, "event", low=1)
+        event = field_int(header, "event", low=1)
         token = state.events.get(event)
         if token is None:
-            raise _bad(f"event {event} was never recorded by this client (or is long forgotten)")
+            raise bad(f"event {event} was never recorded by this client (or is long forgotten)")
         return token
 
     def _release(self, buffer: Buffer) -> None:
         self.sim.free(buffer.id)
         buffer.storage = None
-        for key in self._ref_keys.pop(buffer.id, ()):  # cached views hold the storage too
-            self._ref_cache.pop(key, None)
-
-
-def _contiguous(view: View) -> bool:
-    expected = 1
-    for size, stride in zip(reversed(view.shape), reversed(view.strides)):
-        if size != 1 and stride != expected:
-            return False
-        expected *= size
-    return True
-
-
-def _int_list(value: Any) -> bool:
-    return isinstance(value, list | tuple) and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
-    )
 
 
 def _handler_error(exc: SimError) -> HandlerError:
