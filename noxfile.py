@@ -26,14 +26,14 @@ nox.options.reuse_existing_virtualenvs = False
 nox.options.error_on_missing_interpreters = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Package:
     name: str  # distribution name, e.g. "kpt-wire"
     path: Path
     import_name: str  # e.g. "kpt.wire"
     torch_free: bool
     requires: tuple[str, ...]  # names of the project's own packages it depends on
-    extras: tuple[str, ...]
+    extras: dict[str, tuple[str, ...]]  # extra -> the project's own packages it names
 
     @property
     def short(self) -> str:
@@ -45,7 +45,7 @@ def _requirement_name(req: str) -> str:
 
 
 def _discover() -> dict[str, Package]:
-    folders = sorted(ROOT.glob("packages/*/pyproject.toml")) + [ROOT / "simulator/pyproject.toml"]
+    folders = [*sorted(ROOT.glob("packages/*/pyproject.toml")), ROOT / "simulator/pyproject.toml"]
     raw = {}
     for pyproject in folders:
         if pyproject.exists():
@@ -55,6 +55,10 @@ def _discover() -> dict[str, Package]:
     for name, (path, data) in raw.items():
         project = data["project"]
         deps = [_requirement_name(r) for r in project.get("dependencies", [])]
+        extras = {
+            extra: tuple(n for n in map(_requirement_name, reqs) if n in raw and n != name)
+            for extra, reqs in project.get("optional-dependencies", {}).items()
+        }
         tool = data.get("tool", {}).get("kpt", {})
         packages[name] = Package(
             name=name,
@@ -62,7 +66,7 @@ def _discover() -> dict[str, Package]:
             import_name=tool.get("import", name.replace("-", ".")),
             torch_free=bool(tool.get("torch-free", False)),
             requires=tuple(d for d in deps if d in raw),
-            extras=tuple(project.get("optional-dependencies", {})),
+            extras=extras,
         )
     return packages
 
@@ -70,17 +74,17 @@ def _discover() -> dict[str, Package]:
 PACKAGES = _discover()
 
 
-def _closure(package: Package) -> list[Package]:
-    """The package's own-project dependencies, transitively, dependencies first."""
+def _closure(package: Package, extras: tuple[str, ...] = ()) -> list[Package]:
+    """The package's own-project dependencies (and those its extras name), dependencies first."""
     seen: list[Package] = []
 
-    def visit(p: Package) -> None:
-        for dep in p.requires:
-            visit(PACKAGES[dep])
+    def visit(p: Package, wanted: tuple[str, ...]) -> None:
+        for dep in p.requires + tuple(d for e in wanted for d in p.extras.get(e, ())):
+            visit(PACKAGES[dep], ())
         if p not in seen:
             seen.append(p)
 
-    visit(package)
+    visit(package, extras)
     return seen
 
 
@@ -92,21 +96,23 @@ def _uv_env() -> dict[str, str]:
     return env
 
 
-def _install(session: nox.Session, *packages: Package, extras: str = "") -> None:
-    """Install packages from their folders (built as wheels, not editable) plus siblings."""
-    targets: list[str] = []
+def _install(session: nox.Session, *packages: Package, extras: tuple[str, ...] = ()) -> None:
+    """Install packages from their folders (built as wheels, not editable) with the named extras
+    each declares, plus the project's own packages they need, also from their folders."""
+    specs: dict[str, str] = {}
     for package in packages:
-        for dep in _closure(package):
-            wanted = extras if (dep in packages and extras in dep.extras) else ""
-            spec = f"{dep.path}[{wanted}]" if wanted else str(dep.path)
-            if spec not in targets and str(dep.path) not in targets:
-                targets.append(spec)
-    session.install("-c", CONSTRAINTS, *targets, env=_uv_env())
+        own = tuple(e for e in extras if e in package.extras)
+        for dep in _closure(package, own):
+            specs.setdefault(dep.name, str(dep.path))
+        if own:
+            specs[package.name] = f"{package.path}[{','.join(own)}]"
+    session.install("-c", CONSTRAINTS, *specs.values(), env=_uv_env())
 
 
 def _make_tests_session(package: Package) -> None:
     def tests(session: nox.Session) -> None:
-        _install(session, package, extras="test")
+        # Every extra the package declares: tests of optional features need them installed.
+        _install(session, package, extras=tuple(package.extras))
         session.run(
             "pytest",
             str(package.path / "tests"),
@@ -154,7 +160,7 @@ def isolation(session: nox.Session) -> None:
                 "import importlib, importlib.util, sys\n"
                 f"importlib.import_module({package.import_name!r})\n"
                 "import kpt\n"
-                "assert getattr(kpt, '__file__', None) is None, 'kpt must stay a PEP 420 namespace'\n"
+                "assert getattr(kpt, '__file__', None) is None, 'kpt must be a PEP 420 namespace'\n"
             )
             if package.torch_free:
                 check += (
@@ -173,7 +179,7 @@ def integration(session: nox.Session) -> None:
     tests = sorted((ROOT / "integration_tests").glob("test_*.py"))
     if not tests:
         session.skip("integration_tests/ holds no tests yet")
-    _install(session, *PACKAGES.values(), extras="test")
+    _install(session, *PACKAGES.values(), extras=("test",))
     session.run(
         "pytest", str(ROOT / "integration_tests"), "--import-mode=importlib",
         "-p", "no:cacheprovider", *session.posargs, env={"TRITON_INTERPRET": "1"},
@@ -183,7 +189,7 @@ def integration(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Every package's benchmarks/*.py, each printing its table."""
-    _install(session, *PACKAGES.values(), extras="bench")
+    _install(session, *PACKAGES.values(), extras=("bench",))
     for package in PACKAGES.values():
         for script in sorted((package.path / "benchmarks").glob("bench_*.py")):
             if session.posargs and not any(a in str(script) for a in session.posargs):
@@ -195,7 +201,7 @@ def bench(session: nox.Session) -> None:
 @nox.session
 def demo(session: nox.Session) -> None:
     """The main job: examples/demo.py on the built-in simulator."""
-    _install(session, *PACKAGES.values(), extras="demo")
+    _install(session, *PACKAGES.values(), extras=("demo",))
     session.run("python", str(ROOT / "examples" / "demo.py"), *session.posargs)
 
 
