@@ -2,6 +2,13 @@
 
 A calibration script fits a profile by calling `op_time(profile, op_class, flops, bytes, ...)`
 against measurements; the engine calls the same function for every op.
+
+time = launch + fixed(class, dtype) + max(compute, memory) + overhead, where compute and memory
+run at their curve's efficiency and the op's shape refines them. Shape conventions, by class:
+
+- matmul: (M, N, K); conv: the implicit GEMM's (N*Ho*Wo, Cout, Cin*kh*kw[, kh*kw]);
+- attention: (batch*heads, seq_q, seq_k, head_dim), flops = those executed (causal: half);
+- softmax, layernorm, norm: (rows, cols); other classes need none.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ import math
 from typing import NamedTuple
 
 from kpt.sim._errors import InvalidRequestError
-from kpt.sim._profiles import Profile
+from kpt.sim._profiles import Efficiency, Profile
 
 # Op classes that run on the matrix units; every other class runs on the vector units.
 MATRIX_CLASSES = frozenset({"matmul", "conv", "attention"})
@@ -19,9 +26,8 @@ CLASS_ALIASES = {
     "bmm": "matmul",
     "linear": "matmul",
     "gemm": "matmul",
-    "softmax": "norm",
-    "layernorm": "norm",
-    "rmsnorm": "norm",
+    "layer_norm": "layernorm",
+    "rms_norm": "rmsnorm",
     "embedding": "gather",
     "scatter": "gather",
     "index": "gather",
@@ -41,6 +47,10 @@ DTYPE_ALIASES = {
     "int16": "fp32", "int32": "fp32", "int64": "fp32", "uint16": "fp32", "uint32": "fp32",
     "uint64": "fp32", "complex64": "fp32", "complex128": "fp64",
 }  # fmt: skip
+# Tensor-core dtypes and their element sizes: their GEMM kernels need 16-byte aligned rows.
+TENSOR_CORE_BYTES = {"tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
+ALIGN_BYTES = 16
+ROW_CLASSES = frozenset({"norm", "softmax", "layernorm", "rmsnorm"})
 
 
 class OpCost(NamedTuple):
@@ -90,30 +100,76 @@ def shape_penalty(shape: tuple[int, ...] | None, tile: int) -> float:
     return useful
 
 
-def _rates(profile: Profile, op_class: str, dtype: str) -> tuple[float, ...]:
+def misaligned(dtype: str, shape: tuple[int, ...] | None) -> bool:
+    """A tensor-core GEMM whose N or K row is not a multiple of 16 bytes (no vector loads)."""
+    size = TENSOR_CORE_BYTES.get(dtype)
+    if size is None or not shape or len(shape) < 3:
+        return False
+    return (shape[1] * size) % ALIGN_BYTES != 0 or (shape[2] * size) % ALIGN_BYTES != 0
+
+
+class _Rates(NamedTuple):
+    peak: float
+    eff: Efficiency
+    hbm_bandwidth: float
+    fixed: float  # kernel launch + this class's fixed cost for this dtype
+    unit: str
+
+
+def _rates(profile: Profile, op_class: str, dtype: str) -> _Rates:
     key = (op_class, dtype)
     table = _RATES.setdefault(profile, {})
     found = table.get(key)
     if found is None:
         unit = "matrix" if op_class in MATRIX_CLASSES else "vector"
-        peak = profile.peak_flops[unit][dtype]
         eff = profile.efficiency_for(op_class)
-        found = (
-            peak,
-            eff.compute_e_max,
-            eff.compute_x_half,
-            eff.memory_e_max,
-            eff.memory_x_half,
-            eff.tile,
-            profile.hbm_bandwidth,
-            profile.kernel_launch_s,
-            unit,
+        fixed = profile.kernel_launch_s + eff.fixed_s.get(dtype, 0.0)
+        found = table[key] = _Rates(
+            profile.peak_flops[unit][dtype], eff, profile.hbm_bandwidth, fixed, unit
         )
-        table[key] = found
     return found
 
 
-_RATES: dict[Profile, dict[tuple[str, str], tuple]] = {}
+_RATES: dict[Profile, dict[tuple[str, str], _Rates]] = {}
+
+
+def _compute_time(
+    op_class: str, dtype: str, flops: float, shape: tuple[int, ...] | None, r: _Rates
+) -> float:
+    eff = r.eff
+    peak = r.peak
+    e = eff.compute_e_max
+    if eff.compute_x_half > 0:
+        e *= flops / (flops + eff.compute_x_half)
+    extra = 0.0
+    if shape:
+        if op_class in ("matmul", "conv"):
+            if eff.tile > 1:
+                e *= shape_penalty(shape[:3], eff.tile)
+            if eff.misaligned_flops and misaligned(dtype, shape):
+                peak = min(peak, eff.misaligned_flops)
+            if op_class == "conv" and eff.channel_align > 1 and len(shape) > 3 and shape[3] > 0:
+                channels = shape[2] / shape[3]  # K = Cin * kh*kw
+                padded = math.ceil(channels / eff.channel_align) * eff.channel_align
+                e *= channels / padded
+        elif op_class == "attention" and len(shape) == 4:
+            if eff.tile > 1:
+                e *= shape_penalty(shape[1:3], eff.tile)
+            if eff.score_rate and shape[3] > 0:
+                # Two GEMMs do 4 * head_dim FLOPs per score; each score also needs an exp.
+                extra = flops / (4 * shape[3]) / eff.score_rate
+    return flops / (peak * e) + extra
+
+
+def _overhead(op_class: str, flops: float, shape: tuple[int, ...] | None, eff: Efficiency) -> float:
+    """Time outside the roofline: per-row cost of norms, the reduction regimes."""
+    if eff.row_rate and shape and op_class in ROW_CLASSES:
+        return shape[0] / eff.row_rate
+    if eff.one_block_below and op_class == "reduction":
+        if flops < eff.one_block_below:  # flops = elements for reductions
+            return flops / eff.one_block_rate
+        return eff.second_pass_s
+    return 0.0
 
 
 def op_timing(
@@ -124,27 +180,29 @@ def op_timing(
     dtype: str = "fp32",
     shape: tuple[int, ...] | None = None,
 ) -> OpTiming:
-    """Roofline: launch + max(compute time, memory time), each at its curve's efficiency."""
+    """Roofline: launch + fixed + max(compute time, memory time) + overhead (module doc)."""
     op_class = CLASS_ALIASES.get(op_class, op_class)
     dtype = DTYPE_ALIASES.get(dtype) or normalize_dtype(dtype)
-    peak, ce, cxh, me, mxh, tile, hbm_bw, launch, unit = _rates(profile, op_class, dtype)
+    r = _rates(profile, op_class, dtype)
     if flops < 0 or nbytes < 0:
         raise InvalidRequestError(f"op cost must be >= 0, got flops={flops} bytes={nbytes}")
     compute = 0.0
     if flops:
-        if peak <= 0:
+        if r.peak <= 0:
             raise InvalidRequestError(
-                f"{dtype} {op_class} is not supported on {profile.name}'s {unit} units "
+                f"{dtype} {op_class} is not supported on {profile.name}'s {r.unit} units "
                 "(peak 0 in its profile); use another dtype"
             )
-        eff = ce if cxh <= 0 else ce * flops / (flops + cxh)
-        if shape is not None and tile > 1:
-            eff *= shape_penalty(shape, tile)
-        compute = flops / (peak * eff)
+        compute = _compute_time(op_class, dtype, flops, shape, r)
     memory = 0.0
     if nbytes:
-        memory = nbytes / (hbm_bw * (me if mxh <= 0 else me * nbytes / (nbytes + mxh)))
-    return OpTiming(launch + (compute if compute > memory else memory), memory)
+        eff = r.eff
+        me = eff.memory_e_max
+        if eff.memory_x_half > 0:
+            me *= nbytes / (nbytes + eff.memory_x_half)
+        memory = nbytes / (r.hbm_bandwidth * me)
+    busy = compute if compute > memory else memory
+    return OpTiming(r.fixed + busy + _overhead(op_class, flops, shape, r.eff), memory)
 
 
 def op_time(

@@ -22,15 +22,39 @@ MIB = 1 << 20
 US = 1e-6
 
 
+# Op classes that take their efficiency from a broader class when a profile has no table of
+# their own (then from "default").
+CLASS_PARENTS = {"softmax": "norm", "layernorm": "norm", "rmsnorm": "norm"}
+
+
 @dataclass(frozen=True)
 class Efficiency:
-    """Achieved fraction of peak: eff(x) = e_max * x / (x + x_half); tile pads matrix dims."""
+    """Achieved fraction of peak: eff(x) = e_max * x / (x + x_half); tile pads matrix dims.
+
+    The other fields are optional refinements (0 or empty: off); the README's schema says
+    which op class reads which, and the shape convention each needs.
+    """
 
     compute_e_max: float
     compute_x_half: float
     memory_e_max: float
     memory_x_half: float
     tile: int = 1
+    # Per-dtype fixed seconds on top of the kernel launch (e.g. fp32 GEMM set-up).
+    fixed_s: dict[str, float] = field(default_factory=dict, hash=False)
+    # Matrix rate (FLOP/s) a tensor-core op falls to when a row is not 16-byte aligned.
+    misaligned_flops: float = 0.0
+    # Convolutions: input channels padded to a multiple of this (implicit GEMM's K).
+    channel_align: int = 1
+    # Attention: softmax score elements per second (the exponential unit's rate).
+    score_rate: float = 0.0
+    # Row-wise ops (norms): rows per second, a per-row cost added to the roofline.
+    row_rate: float = 0.0
+    # Reductions: below this many elements one block reduces everything at one_block_rate
+    # (elements/s); at or above it a grid-wide second pass costs second_pass_s.
+    one_block_below: float = 0.0
+    one_block_rate: float = 0.0
+    second_pass_s: float = 0.0
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: cost tables are cached per profile
@@ -60,7 +84,11 @@ class Profile:
     source: str = ""
 
     def efficiency_for(self, op_class: str) -> Efficiency:
-        return self.efficiency.get(op_class) or self.efficiency["default"]
+        """The class's own table, else its parent's (softmax -> norm), else "default"."""
+        found = self.efficiency.get(op_class)
+        if found is None and op_class in CLASS_PARENTS:
+            found = self.efficiency.get(CLASS_PARENTS[op_class])
+        return found or self.efficiency["default"]
 
     def summary(self) -> dict[str, Any]:
         """A flat dict for `devices()` answers and `kpt-sim profiles`."""
@@ -164,22 +192,8 @@ def profile_from_dict(name: str, data: dict[str, Any], source: str = "<dict>") -
         raise InvalidRequestError(
             f"{where}: missing field 'efficiency.default' (used for op classes without their own)"
         )
-    for op_class in eff_table:
-        p = f"efficiency.{op_class}"
-        eff = Efficiency(
-            compute_e_max=float(get(f"{p}.compute_e_max")),
-            compute_x_half=float(get(f"{p}.compute_x_half")),
-            memory_e_max=float(get(f"{p}.memory_e_max")),
-            memory_x_half=float(get(f"{p}.memory_x_half")),
-            tile=int(get(f"{p}.tile", int, 1)) if "tile" in eff_table[op_class] else 1,
-        )
-        for fld in ("compute_e_max", "memory_e_max"):
-            value = getattr(eff, fld)
-            if not 0 < value <= 1:
-                raise InvalidRequestError(
-                    f"{where}: field '{p}.{fld}' = {value!r} must be in (0, 1]"
-                )
-        efficiency[op_class] = eff
+    for op_class, table in eff_table.items():
+        efficiency[op_class] = _efficiency(f"efficiency.{op_class}", table, get, where)
 
     def positive(path: str, kind=(int, float)):
         value = get(path, kind)
@@ -233,3 +247,59 @@ def parse_profile_spec(spec: str) -> list[str]:
             f"profile spec {spec!r} names no profile; e.g. 'h100-sxm' or 'h100-sxm:2,mi300x:2'"
         )
     return names
+
+
+# Optional efficiency fields: TOML key -> (Efficiency field, scale to SI units, integer?).
+OPTIONAL_EFFICIENCY = {
+    "tile": ("tile", 1, True),
+    "misaligned_tflops": ("misaligned_flops", TERA, False),
+    "channel_align": ("channel_align", 1, True),
+    "score_gps": ("score_rate", GIGA, False),
+    "row_gps": ("row_rate", GIGA, False),
+    "one_block_below": ("one_block_below", 1, False),
+    "one_block_gps": ("one_block_rate", GIGA, False),
+    "second_pass_us": ("second_pass_s", US, False),
+}
+EFFICIENCY_KEYS = {"compute_e_max", "compute_x_half", "memory_e_max", "memory_x_half",
+                   "fixed_us", *OPTIONAL_EFFICIENCY}  # fmt: skip
+
+
+def _efficiency(p: str, table: Any, get, where: str) -> Efficiency:
+    """One [efficiency.<class>] table; optional refinements default to off."""
+    if not isinstance(table, dict):
+        raise InvalidRequestError(f"{where}: field {p!r} = {table!r} must be a table")
+    unknown = sorted(set(table) - EFFICIENCY_KEYS)
+    if unknown:
+        raise InvalidRequestError(
+            f"{where}: {p} has unknown field(s) {unknown}; known: {sorted(EFFICIENCY_KEYS)}"
+        )
+    extra: dict[str, Any] = {}
+    for key, (name, scale, integer) in OPTIONAL_EFFICIENCY.items():
+        if key in table:
+            value = get(f"{p}.{key}", int if integer else (int, float), 1 if integer else 0)
+            extra[name] = int(value) if integer else float(value) * scale
+    if "fixed_us" in table:
+        fixed = get(f"{p}.fixed_us", dict, None)
+        unknown = sorted(set(fixed) - set(DTYPES))
+        if unknown:
+            raise InvalidRequestError(
+                f"{where}: {p}.fixed_us has unknown dtype(s) {unknown}; known: {list(DTYPES)}"
+            )
+        extra["fixed_s"] = {d: float(get(f"{p}.fixed_us.{d}")) * US for d in fixed}
+    eff = Efficiency(
+        compute_e_max=float(get(f"{p}.compute_e_max")),
+        compute_x_half=float(get(f"{p}.compute_x_half")),
+        memory_e_max=float(get(f"{p}.memory_e_max")),
+        memory_x_half=float(get(f"{p}.memory_x_half")),
+        **extra,
+    )
+    for fld in ("compute_e_max", "memory_e_max"):
+        value = getattr(eff, fld)
+        if not 0 < value <= 1:
+            raise InvalidRequestError(f"{where}: field '{p}.{fld}' = {value!r} must be in (0, 1]")
+    if eff.one_block_below and not eff.one_block_rate:
+        raise InvalidRequestError(
+            f"{where}: {p}.one_block_below = {table['one_block_below']!r} needs "
+            f"{p}.one_block_gps > 0 (the rate of the one-block regime)"
+        )
+    return eff
