@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -172,7 +173,7 @@ def _refuse_overlapping_views(pairs: list[tuple[torch.Tensor, torch.Tensor]]) ->
         size = device_tensor.numel() * device_tensor.element_size()
         spans.append((start, start + size, device_tensor))
     spans.sort(key=lambda s: s[0])
-    for (_, end, a), (start, _, b) in zip(spans, spans[1:], strict=False):
+    for (_, end, a), (start, _, b) in itertools.pairwise(spans):
         if start < end and a is not b:
             raise ValueError(
                 f"two different tensors on {a.device} overlap in memory ({tuple(a.shape)} and "
@@ -241,7 +242,9 @@ def _run_native(
 
 
 # ---- the public call ----------------------------------------------------------------------
-def _resolve(device: Any, args: Sequence[Any], adapter: Adapter | None) -> tuple[torch.device, Adapter]:
+def _resolve(
+    device: Any, args: Sequence[Any], adapter: Adapter | None
+) -> tuple[torch.device, Adapter]:
     if device is None:
         tensors = [a for a in args if isinstance(a, torch.Tensor)]
         if not tensors:
@@ -304,7 +307,8 @@ def run_triton(
                 f"GPU driver; check the driver, or set TRITON_INTERPRET=1 before defining "
                 "kernels to run them on the host"
             )
-        return TritonRun("native", torch_device, _run_native(kernel, grid, args, meta, torch_device))
+        seconds = _run_native(kernel, grid, args, meta, torch_device)
+        return TritonRun("native", torch_device, seconds)
     bytes_in, bytes_out, launch_grid, seconds = _run_interpreted(kernel, grid, args, meta, kinds)
     if isinstance(adapter, HostKernelObserver):
         run = HostKernelRun(

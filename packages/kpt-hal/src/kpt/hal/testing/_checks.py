@@ -76,8 +76,10 @@ def sample(dtype: torch.dtype, count: int = 64) -> torch.Tensor:
 def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Bitwise equality (works for float8 and NaNs, where == does not)."""
     a, b = a.contiguous(), b.contiguous()
-    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(
-        a.view(torch.uint8), b.view(torch.uint8)
+    return (
+        a.dtype == b.dtype
+        and a.shape == b.shape
+        and torch.equal(a.view(torch.uint8), b.view(torch.uint8))
     )
 
 

@@ -80,7 +80,7 @@ class AdapterConformance:
     def test_adapter_declares_identity(self, hal_adapter: Adapter) -> None:
         for attribute in ("name", "device_type"):
             value = getattr(hal_adapter, attribute, None)
-            assert isinstance(value, str) and value, f"adapter.{attribute} must be set, got {value!r}"
+            assert isinstance(value, str) and value, f"adapter.{attribute} is {value!r}: set it"
         assert hal_adapter.name == hal_adapter.name.strip().lower(), (
             f"adapter name {hal_adapter.name!r} should be lower case without spaces "
             "(it is the entry point name and the KPT_ADAPTERS word)"
@@ -159,7 +159,7 @@ class AdapterConformance:
             expected = host | host if dtype == torch.bool else host + host
             try:
                 on_device = host.to(hal_device)
-                result = (on_device | on_device if dtype == torch.bool else on_device + on_device)
+                result = on_device | on_device if dtype == torch.bool else on_device + on_device
                 result = result.to("cpu")
             except Exception as exc:
                 broken.append(f"{name}: x + x on {hal_device} raised {exc!r}")

@@ -1,6 +1,6 @@
 """The standard suite against the adapter named by --kpt-adapter.
 
-    pytest --kpt-adapter cpu --pyargs kpt.hal.testing
+pytest --kpt-adapter cpu --pyargs kpt.hal.testing
 """
 
 from kpt.hal.testing import AdapterConformance

@@ -1,0 +1,13 @@
+"""The kpt.hal standard suite against the intel adapter.
+
+Without the hardware, only the identity, probe and discovery tests run (the probe must say
+why it found nothing); the rest skip with that reason. On a machine with the hardware:
+`pytest packages/kpt-adapter-intel/tests/test_standard.py --kpt-require-hardware`.
+"""
+
+from kpt.adapters.intel import IntelAdapter
+from kpt.hal.testing import AdapterConformance
+
+
+class TestIntelStandard(AdapterConformance):
+    adapter = IntelAdapter
