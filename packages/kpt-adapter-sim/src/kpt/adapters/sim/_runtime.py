@@ -15,6 +15,7 @@ from typing import Any
 from kpt.adapters.sim._storage import CachingAllocator
 
 DEFAULT_PROFILE = "h100-sxm"
+HEARTBEAT_S = float(os.environ.get("KPT_SIM_HEARTBEAT_S", "3.0"))
 _lock = threading.RLock()
 _runtime: Runtime | None = None
 pending_seed: list[int | None] = [None]
@@ -131,7 +132,8 @@ def _connect() -> Runtime:
         )
         endpoint = daemon.endpoint
     try:
-        return Runtime(client=SimClient(endpoint), daemon=daemon)
+        # The daemon computes on its serving thread: a long queue of ops delays its heartbeats.
+        return Runtime(client=SimClient(endpoint, heartbeat_interval=HEARTBEAT_S), daemon=daemon)
     except BaseException:
         if daemon is not None:
             daemon.stop()
