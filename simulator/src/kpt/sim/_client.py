@@ -232,6 +232,32 @@ class SimClient:
         """Device -> device copy (across links when the devices differ); returns immediately."""
         self._queue("copy", {"src": _ref_to_wire(src), "dst": _ref_to_wire(dst), "stream": stream})
 
+    def collective(
+        self,
+        kind: str,
+        inputs: Sequence[Any],
+        outputs: Sequence[Any] = (),
+        op: str = "sum",
+        root: int | None = None,
+        algorithm: str | None = None,
+        stream: int = 0,
+    ) -> None:
+        """all_reduce, all_gather, reduce_scatter, broadcast, all_to_all or send_recv over the
+        devices holding `inputs` (one contiguous tensor per rank); returns immediately.
+
+        all_reduce/broadcast work in place when `outputs` is empty; `root` is a device index.
+        """
+        header = {
+            "kind": kind,
+            "inputs": [_ref_to_wire(r) for r in inputs],
+            "outputs": [_ref_to_wire(r) for r in outputs],
+            "op": op,
+            "root": root,
+            "algorithm": algorithm,
+            "stream": stream,
+        }
+        self._queue("collective", header)
+
     # -- streams, events, time -----------------------------------------------------------------
     def record_event(self, device: int, stream: int = 0) -> int:
         """Mark the point in `stream` that everything queued so far reaches; returns its id."""

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from kpt.sim import _daemon_collectives as collectives
 from kpt.sim._client import SIM_PROTOCOL
 from kpt.sim._daemon_buffers import Buffer, BufferTable, bad, contiguous, field_int, parse_cost
 from kpt.sim._errors import DeviceHangError, OutOfMemoryError, SimError
@@ -27,7 +28,7 @@ from kpt.wire import HandlerError, Message
 MAX_STREAMS = 1024  # per client and device: stream ids are small integers
 MAX_BUFFERS_PER_CLIENT = 1 << 20
 MAX_EVENTS_PER_CLIENT = 1 << 16  # the oldest are forgotten first
-CAST_TYPES = ("launch", "copy", "record_event", "wait_event")
+CAST_TYPES = ("launch", "copy", "record_event", "wait_event", "collective")
 MAX_BATCH = 4096  # casts in one "batch" message
 
 
@@ -74,6 +75,7 @@ class SimDaemon:
             "inject_fault": self.inject_fault,
             "reset": self.reset,
             "dump_trace": self.dump_trace,
+            "collective": self.collective,
             "bye": self.bye,
         }
         self._cast_handlers = {name: self._handlers[name] for name in CAST_TYPES}
@@ -287,6 +289,38 @@ class SimDaemon:
             self.executor.write(dst.storage, dst.offset, memoryview(data).cast("B"))
         else:
             self.executor.run("copy", [src], [dst], {})
+
+    def collective(self, header: dict, state: ClientState, client_id: bytes) -> None:
+        kind = header.get("kind")
+        if type(kind) is not str:
+            raise bad(f"collective: field 'kind' = {kind!r:.40} must be a collective's name")
+        stream = self._stream(client_id, header)
+        inputs = self.buffers.refs(header.get("inputs", []), "inputs", None, client_id)
+        outputs = self.buffers.refs(header.get("outputs") or [], "outputs", None, client_id)
+        in_views, out_views = [v for v, _ in inputs], [v for v, _ in outputs]
+        devices = [b.device for _, b in inputs]
+        if kind != "send_recv" and any(b.device != d for (_, b), d in zip(outputs, devices)):
+            raise bad(f"collective {kind}: output r must live on the device of input r")
+        root = header.get("root")
+        if root is not None and root not in devices:
+            raise bad(f"collective {kind}: root {root!r:.20} is not among the devices {devices}")
+        op, algorithm = header.get("op", "sum"), header.get("algorithm")
+        if type(op) is not str or (algorithm is not None and type(algorithm) is not str):
+            raise bad(f"collective {kind}: 'op' and 'algorithm' must be names")
+        collectives.check_shapes(kind, in_views, out_views, root)
+        nbytes = collectives.timed_bytes(kind, in_views, out_views)
+        if kind == "send_recv":
+            src, dst = devices[0], outputs[0][1].device
+            options = {"src": src, "dst": dst}
+        else:
+            options = {"root": root}
+        self.sim.collective(
+            kind, nbytes, None if kind == "send_recv" else devices,
+            algorithm=algorithm, stream=stream, **options,
+        )  # fmt: skip
+        if self.numerics:
+            rank = devices.index(root) if root is not None else 0
+            collectives.compute(self.executor, kind, in_views, out_views, op, rank)
 
     def record_event(self, header: dict, state: ClientState, client_id: bytes) -> None:
         event = field_int(header, "event", low=1)
