@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -41,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--seed", type=int, default=0)
     serve.add_argument("--heartbeat", type=float, default=1.0, help="seconds")
     serve.add_argument("--parent-pid", type=int, default=None, help="exit when this pid dies")
+    serve.add_argument("-v", "--verbose", action="store_true", help="log clients coming and going")
 
     commands.add_parser("profiles", help="table of shipped chip profiles")
 
@@ -73,6 +75,11 @@ def serve(args: argparse.Namespace) -> int:
     from kpt.wire import Server
 
     _die_with_parent(args.parent_pid)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s kpt-sim %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
     sim = Simulator(
         args.profile, args.devices, topology=args.topology, nodes=args.nodes,
         faults=args.faults, seed=args.seed,

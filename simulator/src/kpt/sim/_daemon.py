@@ -7,6 +7,7 @@ decides WHEN each op would have run on the chip. Message catalogue: docs/sim-dae
 
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
 from collections import OrderedDict
@@ -24,6 +25,8 @@ from kpt.sim._executors import Executor, View
 from kpt.sim._simulator import Simulator
 from kpt.sim._version import __version__
 from kpt.wire import HandlerError, Message
+
+log = logging.getLogger("kpt.sim.daemon")
 
 MAX_STREAMS = 1024  # per client and device: stream ids are small integers
 MAX_BUFFERS_PER_CLIENT = 1 << 20
@@ -138,6 +141,7 @@ class SimDaemon:
         state = self.clients.get(client_id)
         if state is None:
             state = self.clients[client_id] = ClientState(set(), OrderedDict(), [])
+            log.info("client %s connected (%d clients)", client_id.hex(), len(self.clients))
         return state
 
     def _defer(self, state: ClientState, error: SimError) -> None:
@@ -161,8 +165,15 @@ class SimDaemon:
         state = self.clients.pop(client_id, None)
         if state is None:
             return
+        freed = 0
         for buffer_id in list(state.buffers):
-            self._release(self.buffers.remove(buffer_id))
+            buffer = self.buffers.remove(buffer_id)
+            freed += buffer.nbytes
+            self._release(buffer)
+        log.info(
+            "client %s gone: freed %d buffers (%d bytes); %d clients left",
+            client_id.hex(), len(state.buffers), freed, len(self.clients),
+        )  # fmt: skip
         for key in [k for k in self.streams if k[0] == client_id]:
             self._spare_streams.append(self.streams.pop(key))  # engine streams are reused
 
