@@ -131,3 +131,19 @@ def test_a_killed_daemon_raises_device_lost_promptly():
 def test_bad_profile_fails_start_with_the_daemons_reason():
     with pytest.raises(DaemonStartError, match="profile 'h900' not found"):
         start_daemon(profile="h900")
+
+
+def test_a_daemon_started_from_a_thread_outlives_that_thread():
+    import threading
+
+    handles = []
+    starter = threading.Thread(target=lambda: handles.append(start_daemon(profile="test-asic")))
+    starter.start()
+    starter.join(60)
+    daemon = handles[0]
+    try:
+        time.sleep(0.5)  # a parent-death signal tied to the thread would have fired by now
+        with SimClient(daemon.endpoint) as c:
+            assert len(c.devices()) == 1
+    finally:
+        daemon.stop()

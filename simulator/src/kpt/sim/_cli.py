@@ -115,19 +115,13 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def _die_with_parent(parent_pid: int | None) -> None:
-    """Belt and braces on Linux: the kernel signals us when the parent dies (polling also runs)."""
-    if parent_pid is None:
-        return
-    if os.getppid() != parent_pid:
-        raise SimError(f"parent process {parent_pid} is already gone")
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
+    """Refuse to start for a parent that is already gone; serve() then polls os.getppid().
 
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
+    (Not PR_SET_PDEATHSIG: Linux sends it when the parent THREAD exits, and start_daemon()
+    may well be called from a short-lived thread.)
+    """
+    if parent_pid is not None and os.getppid() != parent_pid:
+        raise SimError(f"parent process {parent_pid} is already gone")
 
 
 # (column title, summary field, divisor) for the headline figures of `kpt-sim profiles`

@@ -27,7 +27,7 @@ class DaemonHandle:
         self.process = process
         self.endpoint = endpoint
         self.workdir = workdir
-        self._finalizer = weakref.finalize(self, _stop, process, workdir, 5.0)
+        self._finalizer = weakref.finalize(self, _stop, process, workdir, 5.0, os.getpid())
 
     @property
     def pid(self) -> int:
@@ -39,7 +39,7 @@ class DaemonHandle:
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the daemon to exit (SIGTERM), kill it after `timeout`, remove its tmp dir."""
         if self._finalizer.detach():
-            _stop(self.process, self.workdir, timeout)
+            _stop(self.process, self.workdir, timeout, os.getpid())
 
     def __enter__(self) -> DaemonHandle:
         return self
@@ -52,7 +52,9 @@ class DaemonHandle:
         return f"DaemonHandle(endpoint={self.endpoint!r}, pid={self.pid}, {state})"
 
 
-def _stop(process: subprocess.Popen, workdir: Path, timeout: float) -> None:
+def _stop(process: subprocess.Popen, workdir: Path, timeout: float, owner: int) -> None:
+    if os.getpid() != owner:
+        return  # a forked child exiting must not stop its parent's daemon
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -99,7 +101,7 @@ def start_daemon(
     try:
         ready = _wait_ready(process, startup_timeout, log_path)
     except BaseException:
-        _stop(process, workdir, 2.0)
+        _stop(process, workdir, 2.0, os.getpid())
         raise
     return DaemonHandle(process, ready, workdir)
 
