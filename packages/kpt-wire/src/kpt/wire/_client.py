@@ -21,21 +21,53 @@ from typing import Any
 import zmq
 
 from kpt.wire._codec import (
-    COPY_THRESHOLD,
     ERROR_TYPE,
     HEARTBEAT_TYPE,
     Message,
-    check_type,
     decode,
     encode,
 )
 from kpt.wire._errors import CallTimeout, ProtocolError, RemoteError, TransportError
 from kpt.wire._limits import Limits
 from kpt.wire._security import as_key, secure_client
+from kpt.wire._sockets import has_input, poll_items, recv_frames, send_frames, wait
 
 _LIVENESS_MISSES = 3
 _BACKOFF_START = 0.05
 _BACKOFF_CAP = 2.0
+
+
+class _Call:
+    """One request in flight; its reply or error lands here (and in ``future`` for call_async).
+
+    A plain slotted object, not a Future: the sync path checks ``done()`` several times per call
+    and a Future takes a lock each time.
+    """
+
+    __slots__ = ("deadline", "error", "future", "reply", "request_id", "what")
+
+    def __init__(self, request_id: int, deadline: float, what: str, future: Future | None):
+        self.request_id = request_id
+        self.deadline = deadline
+        self.what = what
+        self.future = future
+        self.reply: Message | None = None
+        self.error: BaseException | None = None
+
+    def done(self) -> bool:
+        return self.reply is not None or self.error is not None
+
+    def resolve(self, reply: Message) -> None:
+        if not self.done():
+            self.reply = reply
+            if self.future is not None and not self.future.done():
+                self.future.set_result(reply)
+
+    def fail(self, error: BaseException) -> None:
+        if not self.done():
+            self.error = error
+            if self.future is not None and not self.future.done():
+                self.future.set_exception(error)
 
 
 class Client:
@@ -77,11 +109,12 @@ class Client:
         self.client_id = b"kpt-" + os.urandom(12)  # kept across reconnects: servers see one client
         self._context = zmq.Context(io_threads=1)
         self._ids = itertools.count(1)
-        self._pending: dict[int, Future] = {}
+        self._pending: dict[int, _Call] = {}
         self._deadlines: list[tuple[float, int]] = []  # heap of call_async deadlines
         self._outbox: collections.deque[list[Any]] = collections.deque()
         self._drive_lock = threading.Lock()  # whoever holds it owns the socket
         self._done = threading.Condition()  # notified when replies landed or the driver left
+        self._waiting = 0  # threads blocked on _done: notify only when someone listens
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
@@ -109,10 +142,9 @@ class Client:
         arrays = list(arrays)
         attempts = 1 + (self.retries if idempotent else 0)
         for attempt in range(attempts):
-            future = self._submit(type, header, arrays, timeout, is_async=False)
+            call = self._submit(type, header, arrays, timeout, is_async=False)
             try:
-                self._wait(future)
-                return future.result(0)
+                return self._wait(call)
             except TransportError:
                 if attempt + 1 == attempts or self._closed:
                     raise
@@ -127,10 +159,10 @@ class Client:
         timeout: float | None = None,
     ) -> Future:
         """Send a request; a Future resolving to the reply Message (or its error)."""
-        future = self._submit(type, header, list(arrays), timeout, is_async=True)
+        call = self._submit(type, header, list(arrays), timeout, is_async=True)
         self._flush_if_free()
         self._keeper_kick.set()
-        return future
+        return call.future  # type: ignore[return-value]
 
     def cast(
         self, type: str, header: Mapping[str, Any] | None = None, arrays: Iterable[Any] = ()
@@ -168,54 +200,62 @@ class Client:
 
     def _submit(
         self, type: str, header: Any, arrays: list[Any], timeout: float | None, is_async: bool
-    ) -> Future:
+    ) -> _Call:
         self._check_open()
-        check_type(type)
-        if type.startswith("_"):
+        if isinstance(type, str) and type.startswith("_"):
             raise ValueError(f"message type {type!r}: a leading '_' is reserved for the protocol")
         request_id = next(self._ids)
         frames = encode(type, header, arrays, request_id)
-        future: Future = Future()
-        future.deadline = time.monotonic() + (self.timeout if timeout is None else timeout)  # type: ignore[attr-defined]
-        future.what = f"{type!r} (request {request_id})"  # type: ignore[attr-defined]
+        now = time.monotonic()
+        deadline = now + (self.timeout if timeout is None else timeout)
+        call = _Call(request_id, deadline, type, Future() if is_async else None)
         if not self._pending:
-            self._busy_since = time.monotonic()
-        self._pending[request_id] = future
+            self._busy_since = now
+        self._pending[request_id] = call
         if is_async:
-            heapq.heappush(self._deadlines, (future.deadline, request_id))  # type: ignore[attr-defined]
-        future.request_id = request_id  # type: ignore[attr-defined]
+            heapq.heappush(self._deadlines, (deadline, request_id))
         self._outbox.append(frames)
-        return future
+        return call
 
-    def _wait(self, future: Future) -> None:
+    def _wait(self, call: _Call) -> Message:
         try:
-            while not future.done():
+            while not call.done():
                 self._check_open()
-                if time.monotonic() >= future.deadline:  # type: ignore[attr-defined]
-                    future.set_exception(
+                if time.monotonic() >= call.deadline:
+                    call.fail(
                         CallTimeout(
-                            f"no reply to {future.what} from {self.endpoint} within the timeout "  # type: ignore[attr-defined]
-                            "(server alive but slow); raise timeout= or check the handler"
+                            f"no reply to {call.what!r} (request {call.request_id}) from "
+                            f"{self.endpoint} within the timeout (server alive but slow); "
+                            "raise timeout= or check the handler"
                         )
                     )
-                    return
+                    break
                 if self._drive_lock.acquire(blocking=False):
                     try:
-                        self._drive(future.done, future.deadline)  # type: ignore[attr-defined]
+                        self._drive(call.done, call.deadline)
                     finally:
                         self._release()
                 else:
                     self._poke()  # the driver sends what we queued
                     with self._done:
-                        if not future.done() and self._drive_lock.locked():
+                        if not call.done() and self._drive_lock.locked():
+                            self._waiting += 1
                             self._done.wait(0.05)
+                            self._waiting -= 1
         finally:
-            self._pending.pop(future.request_id, None)  # type: ignore[attr-defined]
+            self._pending.pop(call.request_id, None)
+        if call.error is not None:
+            raise call.error
+        return call.reply  # type: ignore[return-value]
+
+    def _notify(self) -> None:
+        if self._waiting:
+            with self._done:
+                self._done.notify_all()
 
     def _release(self) -> None:
         self._drive_lock.release()
-        with self._done:
-            self._done.notify_all()  # a waiter may take over driving
+        self._notify()  # a waiter may take over driving
 
     def _flush_if_free(self) -> None:
         if self._drive_lock.acquire(blocking=False):
@@ -243,9 +283,7 @@ class Client:
         if server_key is not None:
             secure_client(socket, server_key, public, secret)
         socket.connect(self.endpoint)
-        self._poller = zmq.Poller()
-        self._poller.register(socket, zmq.POLLIN)
-        self._poller.register(self._wake_read, zmq.POLLIN)
+        self._poll_items = poll_items(socket, self._wake_read)
         self._last_recv = self._last_send = time.monotonic()
         return socket
 
@@ -267,71 +305,60 @@ class Client:
                 )
                 return
             wake_at = min(until, self._last_send + self._interval, now + window - silence)
-            events = dict(self._poller.poll(max(0.0, wake_at - now) * 1000 + 1))
-            if self._wake_read in events:
-                try:
-                    os.read(self._wake_read, 4096)
-                except BlockingIOError:
-                    pass
-            if self._socket in events:
-                self._receive()
+            for ready in wait(self._poll_items, max(0.0, wake_at - now) * 1000 + 1):
+                if ready is self._socket:
+                    self._receive()
+                else:
+                    try:
+                        os.read(self._wake_read, 4096)
+                    except BlockingIOError:
+                        pass
 
     def _flush(self) -> None:
         while self._outbox:
             self._send(self._outbox.popleft())
 
     def _send(self, frames: list[Any]) -> None:
-        large = any(len(frame) > COPY_THRESHOLD for frame in frames)
         try:
-            self._socket.send_multipart(frames, zmq.NOBLOCK, copy=not large)
+            send_frames(self._socket, frames)
         except zmq.Again:
-            request_id = int.from_bytes(frames[2], "big")
-            future = self._pending.pop(request_id, None)
-            if future is not None and not future.done():
-                future.set_exception(
-                    TransportError(f"send queue to {self.endpoint} is full; server not reading")
-                )
+            call = self._pending.pop(int.from_bytes(frames[2], "big"), None)
+            if call is not None:
+                call.fail(TransportError(f"send queue to {self.endpoint} full; server not reading"))
             return
         self._last_send = time.monotonic()
 
     def _receive(self) -> None:
         landed = False
-        while True:
-            try:
-                frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                break
+        socket = self._socket
+        while has_input(socket):
+            frames = recv_frames(socket, 4, self._limits.max_frames)
             self._last_recv = time.monotonic()
             try:
                 msg = decode(frames, self._limits)
             except ProtocolError as exc:
-                future = self._pending.pop(exc.request_id, None) if exc.request_id else None
-                if future is not None and not future.done():
-                    future.set_exception(exc)
+                call = self._pending.pop(exc.request_id, None) if exc.request_id else None
+                if call is not None:
+                    call.fail(exc)
                     landed = True
                 continue
-            if msg.type == HEARTBEAT_TYPE:
-                continue
-            future = self._pending.pop(msg.request_id, None)
-            if future is None or future.done():
-                continue  # a late reply to a call that timed out
+            call = self._pending.pop(msg.request_id, None)
+            if call is None:
+                continue  # a heartbeat, or a late reply to a call that timed out
             if msg.type == ERROR_TYPE:
-                future.set_exception(_remote_error(msg))
+                call.fail(_remote_error(msg))
             else:
-                future.set_result(msg)
+                call.resolve(msg)
             landed = True
         if landed:
-            with self._done:
-                self._done.notify_all()
+            self._notify()
 
     def _expire(self, now: float) -> None:
         while self._deadlines and self._deadlines[0][0] <= now:
             _, request_id = heapq.heappop(self._deadlines)
-            future = self._pending.pop(request_id, None)
-            if future is not None and not future.done():
-                future.set_exception(
-                    CallTimeout(f"no reply to {future.what} from {self.endpoint} in time")  # type: ignore[attr-defined]
-                )
+            call = self._pending.pop(request_id, None)
+            if call is not None:
+                call.fail(CallTimeout(f"no reply to {call.what!r} from {self.endpoint} in time"))
 
     def _reconnect(self, reason: str) -> None:
         """Fail everything in flight and start a fresh socket, so stale requests never arrive."""
@@ -343,11 +370,10 @@ class Client:
         self._outbox.clear()
         self._deadlines.clear()
         for request_id in list(self._pending):
-            future = self._pending.pop(request_id, None)
-            if future is not None and not future.done():
-                future.set_exception(error)
-        with self._done:
-            self._done.notify_all()
+            call = self._pending.pop(request_id, None)
+            if call is not None:
+                call.fail(error)
+        self._notify()
 
     # -- keeper thread -------------------------------------------------------------------------
     def _keep(self) -> None:

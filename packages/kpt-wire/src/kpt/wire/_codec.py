@@ -77,7 +77,14 @@ def _array_frame(array: Any) -> tuple[dict[str, Any], memoryview]:
     return {"dtype": name, "shape": list(array.shape), "order": order}, raw
 
 
+_CHECKED_TYPES: dict[str, bytes] = {}  # names already validated, so the regex runs once each
+
+
 def check_type(type: str) -> bytes:
+    """The encoded type name; ValueError for a name the protocol does not allow."""
+    known = _CHECKED_TYPES.get(type) if isinstance(type, str) else None
+    if known is not None:
+        return known
     if not isinstance(type, str) or not _TYPE_RE.fullmatch(type):
         raise ValueError(
             f"message type {type!r} is invalid; use lowercase letters, digits and . _ - : "
@@ -86,6 +93,8 @@ def check_type(type: str) -> bytes:
     encoded = type.encode()
     if len(encoded) > MAX_TYPE_BYTES:
         raise ValueError(f"message type {type!r} is over {MAX_TYPE_BYTES} bytes; shorten it")
+    if len(_CHECKED_TYPES) < 4096:
+        _CHECKED_TYPES[type] = encoded
     return encoded
 
 
@@ -120,21 +129,43 @@ def encode(
 
 def _buffer(frame: Any) -> memoryview:
     buffer = getattr(frame, "buffer", None)  # zmq.Frame
-    return buffer if buffer is not None else memoryview(frame)
+    return buffer if buffer is not None else memoryview(frame).cast("B")
+
+
+def _size(frame: Any) -> int:
+    return frame.nbytes if isinstance(frame, memoryview) else len(frame)
+
+
+def _small_bytes(frame: Any) -> bytes:
+    """Envelope frames are small: copying them is cheaper than wrapping them in views."""
+    if isinstance(frame, bytes):
+        return frame
+    raw = getattr(frame, "bytes", None)  # zmq.Frame
+    return raw if raw is not None else bytes(frame)
 
 
 def read_request_id(frames: Sequence[Any]) -> int | None:
     """The request id of a possibly malformed message, or None if it is not there."""
     if len(frames) < 3:
         return None
-    raw = _buffer(frames[2])
-    return _RID.unpack(raw)[0] if raw.nbytes == _RID.size else None
+    if _size(frames[2]) != _RID.size:
+        return None
+    return _RID.unpack(_small_bytes(frames[2]))[0]
 
 
-def _check_preamble(first: memoryview, request_id: int | None) -> None:
-    if first.nbytes != len(_PREAMBLE) or bytes(first[:4]) != PROTOCOL:
+def _check_preamble(frame: Any, request_id: int | None) -> None:
+    if _size(frame) != len(_PREAMBLE):
         raise ProtocolError(
-            f"not a kpt.wire message: first frame is {bytes(first[:16])!r}, "
+            f"not a kpt.wire message: first frame is {_size(frame)} bytes, expected "
+            f"{_PREAMBLE!r} ({PROTOCOL.decode()} version {VERSION})",
+            request_id=request_id,
+        )
+    first = _small_bytes(frame)
+    if first == _PREAMBLE:
+        return
+    if first[:4] != PROTOCOL:
+        raise ProtocolError(
+            f"not a kpt.wire message: first frame is {first!r}, "
             f"expected {_PREAMBLE!r} ({PROTOCOL.decode()} version {VERSION})",
             request_id=request_id,
         )
@@ -148,8 +179,8 @@ def _check_preamble(first: memoryview, request_id: int | None) -> None:
         )
 
 
-def _unpack_header(raw: memoryview, limits: Limits, request_id: int | None) -> dict[str, Any]:
-    bound = raw.nbytes
+def _unpack_header(raw: Any, limits: Limits, request_id: int | None) -> dict[str, Any]:
+    bound = len(raw)
     try:
         header = msgpack.unpackb(
             raw,
@@ -193,6 +224,8 @@ def _arrays(
     header: dict[str, Any], frames: Sequence[Any], limits: Limits, rid: int | None
 ) -> list[np.ndarray]:
     descriptors = header.pop(ARRAYS_KEY, [])
+    if not frames and not descriptors:
+        return []
     if not isinstance(descriptors, list) or len(descriptors) != len(frames):
         count = len(descriptors) if isinstance(descriptors, list) else descriptors
         raise ProtocolError(
@@ -241,30 +274,44 @@ def decode(frames: Sequence[Any], limits: Limits = Limits()) -> Message:  # noqa
             "(protocol, type, request id, header)",
             request_id=read_request_id(frames),
         )
-    buffers = [_buffer(frame) for frame in frames]
-    total = sum(buffer.nbytes for buffer in buffers)
-    rid = read_request_id(buffers)
+    total = sum(_size(frame) for frame in frames)
+    rid = read_request_id(frames)
     if total > limits.max_message_bytes:
         raise ProtocolError(
             f"message is {total} bytes, over the limit of {limits.max_message_bytes}",
             code="limit",
             request_id=rid,
         )
-    _check_preamble(buffers[0], rid)
+    _check_preamble(frames[0], rid)
     if rid is None:
-        raise ProtocolError(f"request id frame must be {_RID.size} bytes, got {buffers[2].nbytes}")
-    if buffers[3].nbytes > limits.max_header_bytes:
+        raise ProtocolError(f"request id frame must be {_RID.size} bytes, got {_size(frames[2])}")
+    header_size = _size(frames[3])
+    if header_size > limits.max_header_bytes:
         raise ProtocolError(
-            f"header is {buffers[3].nbytes} bytes, over the limit of {limits.max_header_bytes}",
+            f"header is {header_size} bytes, over the limit of {limits.max_header_bytes}",
             code="limit",
             request_id=rid,
         )
+    type = _message_type(frames[1], rid)
+    header = _unpack_header(_small_bytes(frames[3]), limits, rid)
+    arrays = _arrays(header, [_buffer(frame) for frame in frames[4:]], limits, rid)
+    return Message(type, header, arrays, rid)
+
+
+_KNOWN_TYPES: dict[bytes, str] = {}  # validated type names, so the regex runs once per name
+
+
+def _message_type(frame: Any, rid: int) -> str:
+    raw = _small_bytes(frame) if _size(frame) <= MAX_TYPE_BYTES else b""
+    known = _KNOWN_TYPES.get(raw)
+    if known is not None:
+        return known
     try:
-        type = check_type(bytes(buffers[1]).decode())
+        name = raw.decode()
+        check_type(name)
     except (UnicodeDecodeError, ValueError):
-        raise ProtocolError(
-            f"message type {bytes(buffers[1][: MAX_TYPE_BYTES + 1])!r} is invalid", request_id=rid
-        ) from None
-    header = _unpack_header(buffers[3], limits, rid)
-    arrays = _arrays(header, buffers[4:], limits, rid)
-    return Message(type.decode(), header, arrays, rid)
+        shown = _small_bytes(frame)[: MAX_TYPE_BYTES + 1]
+        raise ProtocolError(f"message type {shown!r} is invalid", request_id=rid) from None
+    if len(_KNOWN_TYPES) < 4096:  # bounded: a flood of new names cannot grow it forever
+        _KNOWN_TYPES[raw] = name
+    return name

@@ -11,7 +11,6 @@ from typing import Any
 import zmq
 
 from kpt.wire._codec import (
-    COPY_THRESHOLD,
     ERROR_TYPE,
     HEARTBEAT_TYPE,
     Message,
@@ -22,6 +21,7 @@ from kpt.wire._codec import (
 from kpt.wire._errors import HandlerError, ProtocolError
 from kpt.wire._limits import Limits
 from kpt.wire._security import as_key, check_bind, secure_server
+from kpt.wire._sockets import has_input, poll_items, recv_frames, send_frames, wait
 
 log = logging.getLogger("kpt.wire.server")
 
@@ -144,15 +144,13 @@ class Server:
             self._context = None
 
     def _serve(self, router: zmq.Socket, wake: zmq.Socket) -> None:
-        poller = zmq.Poller()
-        poller.register(router, zmq.POLLIN)
-        poller.register(wake, zmq.POLLIN)
+        items = poll_items(router, wake)
         check_every = self._interval / 2
         next_check = time.monotonic() + check_every
         try:
             while True:
                 wait_ms = max(0, int((next_check - time.monotonic()) * 1000)) + 1
-                events = dict(poller.poll(wait_ms))
+                events = wait(items, wait_ms)
                 if wake in events:
                     return
                 if router in events:
@@ -167,17 +165,16 @@ class Server:
 
     def _drain(self, router: zmq.Socket) -> None:
         for _ in range(_DRAIN_BATCH):
-            try:
-                frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+            if not has_input(router):
                 return
+            frames = recv_frames(router, 5, self._limits.max_frames + 1)
             try:
                 self._handle(router, frames)
             except Exception:  # the loop must survive anything a message can cause
                 log.exception("unexpected failure handling a message; dropped it")
 
-    def _handle(self, router: zmq.Socket, frames: list[zmq.Frame]) -> None:
-        client = frames[0].bytes
+    def _handle(self, router: zmq.Socket, frames: list[Any]) -> None:
+        client = frames[0]
         now = time.monotonic()
         seen = self._clients.get(client)
         self._clients[client] = (now, seen[1] if seen else _LIVENESS_MISSES * self._interval)
@@ -245,9 +242,8 @@ class Server:
         self._send(router, client, frames)
 
     def _send(self, router: zmq.Socket, client: bytes, frames: list[Any]) -> None:
-        large = any(len(frame) > COPY_THRESHOLD for frame in frames)
         try:
-            router.send_multipart([client, *frames], zmq.NOBLOCK, copy=not large)
+            send_frames(router, [client, *frames])
         except zmq.Again:
             log.warning("client %r is not reading (queue full); reply dropped", client)
         except zmq.ZMQError as exc:

@@ -1,0 +1,56 @@
+"""Fast multipart send/receive. pyzmq's send_multipart costs ~8 us for four small frames through
+its Python layers; calling the backend directly with plain int flags costs ~1 us. On a 30 us
+round trip that difference is most of kpt.wire's overhead over raw pyzmq."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import zmq
+from zmq.backend import Socket as _Backend
+from zmq.backend import zmq_poll
+
+from kpt.wire._codec import COPY_THRESHOLD
+
+_NOBLOCK = int(zmq.NOBLOCK)
+_MORE = int(zmq.SNDMORE) | _NOBLOCK
+_RCVMORE = int(zmq.RCVMORE)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+_send = _Backend.send
+_recv = _Backend.recv
+_get = _Backend.get
+
+
+def send_frames(socket: zmq.Socket, frames: list[Any]) -> None:
+    """Send without blocking (zmq.Again when the queue is full); large frames are not copied."""
+    last = len(frames) - 1
+    for index, frame in enumerate(frames):
+        copy = len(frame) <= COPY_THRESHOLD
+        _send(socket, frame, _MORE if index < last else _NOBLOCK, copy)
+
+
+def has_input(socket: zmq.Socket) -> bool:
+    return bool(_get(socket, _EVENTS) & _POLLIN)
+
+
+def recv_frames(socket: zmq.Socket, envelope: int, max_frames: int) -> list[Any]:
+    """One multipart message: the first ``envelope`` frames as bytes, later ones (arrays) as
+    zero-copy zmq.Frame. Frames past ``max_frames`` are read and dropped (memory stays bounded);
+    the caller sees one extra frame and refuses the message."""
+    frames = [_recv(socket, _NOBLOCK, True)]
+    while _get(socket, _RCVMORE):
+        frame = _recv(socket, _NOBLOCK, len(frames) < envelope)
+        if len(frames) <= max_frames:
+            frames.append(frame)
+    return frames
+
+
+def poll_items(*items: Any) -> list[tuple[Any, int]]:
+    """A poll set for ``wait``: sockets or file descriptors, each watched for input."""
+    return [(item, _POLLIN) for item in items]
+
+
+def wait(items: list[tuple[Any, int]], timeout_ms: float) -> list[Any]:
+    """The items that have input, waiting up to ``timeout_ms`` (zmq.Poller without its enums)."""
+    return [item for item, events in zmq_poll(items, int(timeout_ms)) if events]
