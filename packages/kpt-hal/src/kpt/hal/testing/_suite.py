@@ -43,36 +43,41 @@ class AdapterConformance:
 
     # ---- fixtures -----------------------------------------------------------------------
     @pytest.fixture(scope="class")
-    def hal_adapter(self, request: pytest.FixtureRequest) -> Adapter:
-        return resolve_adapter(type(self).adapter, request.config)
+    @classmethod
+    def hal_adapter(cls, request: pytest.FixtureRequest) -> Adapter:
+        return resolve_adapter(cls.adapter, request.config)
 
     @pytest.fixture(scope="class")
-    def hal_probe(self, hal_adapter: Adapter) -> Probe:
+    @classmethod
+    def hal_probe(cls, hal_adapter: Adapter) -> Probe:
         probe = hal_adapter.probe()
         assert isinstance(probe, Probe), f"probe() returned {type(probe).__name__}, not a Probe"
         return probe
 
     @pytest.fixture(scope="class")
-    def hal_index(self, request: pytest.FixtureRequest, hal_adapter: Adapter, hal_probe: Probe):
-        index = type(self).device_index
+    @classmethod
+    def hal_index(cls, request: pytest.FixtureRequest, hal_adapter: Adapter, hal_probe: Probe):
+        index = cls.device_index
         if hal_probe.count > index:
             return index
         why = (
             f"adapter {hal_adapter.name!r} has no device {index}: "
             f"{hal_probe.reason or f'probe found {hal_probe.count} device(s)'}"
         )
-        if type(self).require_hardware or request.config.getoption("kpt_require_hardware", False):
+        if cls.require_hardware or request.config.getoption("kpt_require_hardware", False):
             pytest.fail(why, pytrace=False)
         pytest.skip(why)
 
     @pytest.fixture(scope="class")
-    def hal_capabilities(self, hal_adapter: Adapter, hal_index: int) -> Capabilities:
+    @classmethod
+    def hal_capabilities(cls, hal_adapter: Adapter, hal_index: int) -> Capabilities:
         caps = hal_adapter.capabilities(hal_index)
         assert isinstance(caps, Capabilities), f"capabilities() returned {type(caps).__name__}"
         return caps
 
     @pytest.fixture(scope="class")
-    def hal_device(self, hal_adapter: Adapter, hal_capabilities: Capabilities) -> torch.device:
+    @classmethod
+    def hal_device(cls, hal_adapter: Adapter, hal_capabilities: Capabilities) -> torch.device:
         # capabilities first: a PrivateUse1 adapter may register its device type there.
         return torch.device(hal_adapter.device_type, hal_capabilities.index)
 
