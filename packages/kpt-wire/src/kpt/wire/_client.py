@@ -30,7 +30,14 @@ from kpt.wire._codec import (
 from kpt.wire._errors import CallTimeout, ProtocolError, RemoteError, TransportError
 from kpt.wire._limits import Limits
 from kpt.wire._security import as_key, secure_client
-from kpt.wire._sockets import has_input, poll_items, recv_frames, send_frames, wait
+from kpt.wire._sockets import (
+    has_input,
+    poll_items,
+    recv_frames,
+    send_frames,
+    shared_context,
+    wait,
+)
 
 _LIVENESS_MISSES = 3
 _BACKOFF_START = 0.05
@@ -107,7 +114,7 @@ class Client:
             raise ValueError("pass both curve_public_key and curve_secret_key, or neither")
         self._curve = (curve_server_key, curve_public_key, curve_secret_key)
         self.client_id = b"kpt-" + os.urandom(12)  # kept across reconnects: servers see one client
-        self._context = zmq.Context(io_threads=1)
+        self._context = shared_context()
         self._ids = itertools.count(1)
         self._pending: dict[int, _Call] = {}
         self._deadlines: list[tuple[float, int]] = []  # heap of call_async deadlines
@@ -183,7 +190,6 @@ class Client:
         with self._drive_lock:
             self._fail_all(TransportError(f"client of {self.endpoint} closed"))
             self._socket.close(0)
-            self._context.term()
             os.close(self._wake_read)
             os.close(self._wake_write)
 

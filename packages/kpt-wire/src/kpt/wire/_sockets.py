@@ -4,6 +4,8 @@ round trip that difference is most of kpt.wire's overhead over raw pyzmq."""
 
 from __future__ import annotations
 
+import os
+import threading
 from typing import Any
 
 import zmq
@@ -54,3 +56,17 @@ def poll_items(*items: Any) -> list[tuple[Any, int]]:
 def wait(items: list[tuple[Any, int]], timeout_ms: float) -> list[Any]:
     """The items that have input, waiting up to ``timeout_ms`` (zmq.Poller without its enums)."""
     return [item for item, events in zmq_poll(items, int(timeout_ms)) if events]
+
+
+_shared: tuple[int, zmq.Context] | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_context() -> zmq.Context:
+    """One ZeroMQ context (one I/O thread) for every Client of this process; a new one after
+    fork, since a context must not cross a fork."""
+    global _shared
+    with _shared_lock:
+        if _shared is None or _shared[0] != os.getpid() or _shared[1].closed:
+            _shared = (os.getpid(), zmq.Context(io_threads=1))
+        return _shared[1]
