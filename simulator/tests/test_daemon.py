@@ -140,8 +140,9 @@ def test_bad_buffers_are_named_and_the_daemon_keeps_serving(daemon, client):
     client.free(x.buffer)
     with pytest.raises(InvalidRequestError, match=f"buffer {x.buffer} was freed"):
         client.read(x.buffer, 0, 4)
+    client.free(10_000)  # queued: the error comes with the next blocking call
     with pytest.raises(InvalidRequestError, match="does not exist"):
-        client.free(10_000)
+        client.synchronize()
     y = upload(client, 0, np.ones(4, np.float32))
     with pytest.raises(InvalidRequestError, match="outside buffer"):
         client.read(y.buffer, 8, 16)
@@ -330,3 +331,22 @@ def test_threads_share_one_client_without_mixing_their_work(client):
     assert not errors
     for k in range(4):
         np.testing.assert_array_equal(results[k], np.full(32, k + 50.0, np.float32))
+
+
+def test_alloc_async_ids_work_everywhere_and_defer_out_of_memory(client):
+    buffer = client.alloc_async(0, 16)
+    assert buffer < 0
+    client.write(buffer, 0, np.arange(4, dtype=np.float32))
+    x = TensorRef.contiguous(buffer, "float32", (4,))
+    out = TensorRef.contiguous(client.alloc_async(0, 16), "float32", (4,))
+    client.launch(0, "add", [x, x], [out])
+    np.testing.assert_array_equal(download(client, out), [0, 2, 4, 6])
+    huge = client.alloc_async(0, 1 << 40)  # returns at once
+    with pytest.raises(OutOfMemoryError) as info:
+        client.synchronize()
+    assert info.value.requested == 1 << 40
+    with pytest.raises(InvalidRequestError, match=f"buffer {huge} does not exist"):
+        client.read(huge, 0, 4)
+    client.free(buffer)
+    client.free(out.buffer)
+    assert client.memory_stats(0)["allocated"] == 0

@@ -15,11 +15,11 @@ CALLS = (
     "hello", "devices", "alloc", "free", "write", "read", "event_time", "synchronize", "now",
     "memory_stats", "reset_peak", "dump_trace",
 )  # fmt: skip
-CASTS = ("launch", "copy", "record_event", "wait_event", "collective", "batch")
+CASTS = ("launch", "copy", "record_event", "wait_event", "collective", "alloc_async", "batch")
 FIELDS = (
     "device", "nbytes", "buffer", "offset", "stream", "op", "inputs", "outputs", "attrs",
     "cost", "src", "dst", "event", "kind", "at_us", "after_ops", "link", "factor", "ops",
-    "prelude", "root", "algorithm",
+    "prelude", "root", "algorithm", "alias",
 )  # fmt: skip
 
 scalars = st.one_of(

@@ -107,6 +107,7 @@ class SimClient:
         self.endpoint = endpoint
         self._wire = Client(endpoint, timeout=timeout, heartbeat_interval=heartbeat_interval)
         self._event_ids = itertools.count(1)
+        self._alias_ids = itertools.count(1)
         self._event_lock = threading.Lock()
         self._batch: list[list] = []
         self._batch_lock = threading.Lock()  # keeps queued casts in program order
@@ -175,8 +176,20 @@ class SimClient:
         """A new buffer of `nbytes` on `device`; its id. OutOfMemoryError names the sizes."""
         return int(self._call("alloc", {"device": device, "nbytes": nbytes}).header["buffer"])
 
+    def alloc_async(self, device: int, nbytes: int) -> int:
+        """Like alloc, without a round trip: returns a (negative) id at once. If the allocation
+        fails, OutOfMemoryError is raised by the next synchronize/read/event_time."""
+        with self._event_lock:
+            alias = -next(self._alias_ids)
+        self._queue("alloc_async", {"device": device, "nbytes": nbytes, "alias": alias})
+        return alias
+
     def free(self, buffer: int) -> None:
-        self._call("free", {"buffer": buffer})
+        """Release a buffer; queued like a launch (a bad id is raised by the next synchronize).
+
+        Work queued before it that uses the buffer still runs; memory_stats and alloc see the
+        memory back (calls send queued work first)."""
+        self._queue("free", {"buffer": buffer})
 
     def memory_stats(self, device: int) -> dict:
         """allocated, peak, total and free bytes of `device`, over every client."""

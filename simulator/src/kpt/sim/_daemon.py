@@ -19,7 +19,15 @@ import numpy as np
 
 from kpt.sim import _daemon_collectives as collectives
 from kpt.sim._client import SIM_PROTOCOL
-from kpt.sim._daemon_buffers import Buffer, BufferTable, bad, contiguous, field_int, parse_cost
+from kpt.sim._daemon_buffers import (
+    Buffer,
+    BufferTable,
+    bad,
+    buffer_field,
+    contiguous,
+    field_int,
+    parse_cost,
+)
 from kpt.sim._errors import DeviceHangError, OutOfMemoryError, SimError
 from kpt.sim._executors import Executor, View
 from kpt.sim._simulator import Simulator
@@ -31,7 +39,7 @@ log = logging.getLogger("kpt.sim.daemon")
 MAX_STREAMS = 1024  # per client and device: stream ids are small integers
 MAX_BUFFERS_PER_CLIENT = 1 << 20
 MAX_EVENTS_PER_CLIENT = 1 << 16  # the oldest are forgotten first
-CAST_TYPES = ("launch", "copy", "record_event", "wait_event", "collective")
+CAST_TYPES = ("launch", "copy", "record_event", "wait_event", "collective", "alloc_async")
 MAX_BATCH = 4096  # casts in one "batch" message
 
 
@@ -79,9 +87,11 @@ class SimDaemon:
             "reset": self.reset,
             "dump_trace": self.dump_trace,
             "collective": self.collective,
+            "alloc_async": self.alloc_async,
             "bye": self.bye,
         }
         self._cast_handlers = {name: self._handlers[name] for name in CAST_TYPES}
+        self._cast_handlers.update(free=self.free_async)  # in a batch, free is a cast too
 
     # -- wiring --------------------------------------------------------------------------------
     def register(self, server: Any) -> None:
@@ -133,7 +143,7 @@ class SimDaemon:
             handler = handlers.get(entry[0])
             if handler is None:
                 self._defer(state, bad(f"batch entry type {entry[0]!r:.40} is not a cast: "
-                                        f"use one of {', '.join(CAST_TYPES)}"))  # fmt: skip
+                                        f"use one of {', '.join(handlers)}"))  # fmt: skip
                 continue
             self._run_cast(entry[0], handler, entry[1], state, client_id)
 
@@ -208,8 +218,17 @@ class SimDaemon:
         return {"devices": self.sim.device_info()}
 
     def alloc(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
-        device = self._device(msg.header)
-        nbytes = field_int(msg.header, "nbytes")
+        return {"buffer": self._allocate(msg.header, state, client_id)}
+
+    def alloc_async(self, header: dict, state: ClientState, client_id: bytes) -> None:
+        alias = header.get("alias")
+        if type(alias) is not int or alias >= 0:
+            raise bad(f"alloc_async: field 'alias' = {alias!r:.40} must be a negative integer")
+        self._allocate(header, state, client_id, alias)
+
+    def _allocate(self, header: dict, state: ClientState, client_id: bytes, alias=None) -> int:
+        device = self._device(header)
+        nbytes = field_int(header, "nbytes")
         if len(state.buffers) >= MAX_BUFFERS_PER_CLIENT:
             raise bad(f"client holds {len(state.buffers)} buffers, the limit; free some first")
         buffer_id = self.sim.alloc(device, nbytes)
@@ -223,19 +242,26 @@ class SimDaemon:
                 f"(device free {stats['free']} of {stats['total']}); use --numerics off",
                 device=device, requested=nbytes, free=stats["free"], total=stats["total"],
             ) from None  # fmt: skip
-        self.buffers.add(Buffer(buffer_id, device, nbytes, client_id, storage))
+        try:
+            self.buffers.add(Buffer(buffer_id, device, nbytes, client_id, storage, alias))
+        except SimError:
+            self.sim.free(buffer_id)
+            raise
         state.buffers.add(buffer_id)
-        return {"buffer": buffer_id}
+        return buffer_id
 
     def free(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
-        buffer = self.buffers.owned(field_int(msg.header, "buffer"), client_id)
+        self.free_async(msg.header, state, client_id)
+        return {}
+
+    def free_async(self, header: dict, state: ClientState, client_id: bytes) -> None:
+        buffer = self.buffers.owned(buffer_field(header), client_id)
         self.buffers.remove(buffer.id)
         state.buffers.discard(buffer.id)
         self._release(buffer)
-        return {}
 
     def write(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
-        buffer = self.buffers.owned(field_int(msg.header, "buffer"), client_id)
+        buffer = self.buffers.owned(buffer_field(msg.header), client_id)
         offset = field_int(msg.header, "offset", default=0)
         if len(msg.arrays) != 1:
             raise bad(f"write carries {len(msg.arrays)} array frames; send exactly 1 (the bytes)")
@@ -246,7 +272,7 @@ class SimDaemon:
         return {}
 
     def read(self, msg: Message, state: ClientState, client_id: bytes):
-        buffer = self.buffers.owned(field_int(msg.header, "buffer"), client_id)
+        buffer = self.buffers.owned(buffer_field(msg.header), client_id)
         offset = field_int(msg.header, "offset", default=0)
         nbytes = field_int(msg.header, "nbytes")
         self.sim.read(buffer.id, offset, nbytes, self._stream(client_id, msg.header))

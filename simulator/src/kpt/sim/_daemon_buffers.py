@@ -27,6 +27,7 @@ class Buffer:
     nbytes: int
     owner: bytes  # the wire client id of whoever allocated it
     storage: Any  # the executor's; None in timing-only mode
+    alias: int | None = None  # the negative id its client chose (alloc_async)
 
 
 def bad(message: str) -> InvalidRequestError:
@@ -45,6 +46,14 @@ def field_int(
     if value < low or (high is not None and value >= high):
         bound = f"in [{low}, {high})" if high is not None else f">= {low}"
         raise bad(f"field {name!r} = {value} must be {bound}")
+    return value
+
+
+def buffer_field(header: dict) -> int:
+    """A buffer id: positive (the daemon's) or negative (chosen by its client)."""
+    value = header.get("buffer")
+    if type(value) is not int or value == 0:
+        raise bad(f"field 'buffer' = {value!r:.40} must be a buffer id (a non-zero integer)")
     return value
 
 
@@ -83,6 +92,7 @@ class BufferTable:
         self._max_id = 0  # ids below it that are missing were freed
         self._cache: dict[tuple, tuple[View, Buffer]] = {}
         self._cache_keys: dict[int, list[tuple]] = {}  # buffer id -> its cache keys
+        self._aliases: dict[tuple[bytes, int], int] = {}  # (client, its negative id) -> id
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -94,22 +104,39 @@ class BufferTable:
         return self._by_id.values()
 
     def add(self, buffer: Buffer) -> None:
+        if buffer.alias is not None:
+            key = (buffer.owner, buffer.alias)
+            if type(buffer.alias) is not int or buffer.alias >= 0 or key in self._aliases:
+                raise bad(f"alloc_async id {buffer.alias!r:.40} must be a negative int not in use")
+            self._aliases[key] = buffer.id
         self._by_id[buffer.id] = buffer
         self._max_id = max(self._max_id, buffer.id)
 
     def remove(self, buffer_id: int) -> Buffer:
         for key in self._cache_keys.pop(buffer_id, ()):  # cached views hold the storage too
             self._cache.pop(key, None)
-        return self._by_id.pop(buffer_id)
+        buffer = self._by_id.pop(buffer_id)
+        if buffer.alias is not None:
+            self._aliases.pop((buffer.owner, buffer.alias), None)
+        return buffer
 
     def clear(self) -> None:
         """Forget everything (after an engine reset, ids start again at 1)."""
         self._by_id.clear()
         self._cache.clear()
         self._cache_keys.clear()
+        self._aliases.clear()
 
     def owned(self, buffer_id: int, client_id: bytes) -> Buffer:
         """The live buffer `client_id` allocated, or an error saying why not."""
+        if type(buffer_id) is int and buffer_id < 0:
+            real = self._aliases.get((client_id, buffer_id))
+            if real is None:
+                raise bad(
+                    f"buffer {buffer_id} does not exist: it was freed, or its alloc_async "
+                    "failed (that error is raised by the next synchronize)"
+                )
+            buffer_id = real
         buffer = self._by_id.get(buffer_id)
         if buffer is None:
             if 0 < buffer_id <= self._max_id:
@@ -161,7 +188,7 @@ class BufferTable:
         if type(ref) not in (list, tuple) or len(ref) != 5:
             raise bad(f"{what}[{i}] = {ref!r:.80} must be [buffer, offset, dtype, shape, strides]")
         buffer_id, offset, dtype, shape, strides = ref
-        buffer = self.owned(field_int({"buffer": buffer_id}, "buffer", low=1), client_id)
+        buffer = self.owned(buffer_field({"buffer": buffer_id}), client_id)
         if type(offset) is not int or offset < 0:
             raise bad(f"{what}[{i}]: byte offset {offset!r:.40} must be an integer >= 0")
         itemsize = DTYPE_SIZES.get(dtype) if type(dtype) is str else None
