@@ -110,7 +110,9 @@ class SimClient:
         self._alias_ids = itertools.count(1)
         self._event_lock = threading.Lock()
         self._batch: list[list] = []
-        self._batch_lock = threading.Lock()  # keeps queued casts in program order
+        # Keeps queued casts in program order. Re-entrant: a tensor finalizer run by the GC in
+        # the middle of a call on this thread may free() (queue) without deadlocking.
+        self._batch_lock = threading.RLock()
         hello = self._call("hello", {"protocol": SIM_PROTOCOL}, idempotent=True).header
         if hello.get("protocol") != SIM_PROTOCOL:
             self.close()
