@@ -350,3 +350,26 @@ def test_alloc_async_ids_work_everywhere_and_defer_out_of_memory(client):
     client.free(buffer)
     client.free(out.buffer)
     assert client.memory_stats(0)["allocated"] == 0
+
+
+def test_a_daemon_speaking_another_protocol_is_refused_naming_both(tmp_path):
+    from kpt.sim import SimError
+    from kpt.wire import Server
+
+    with Server(f"ipc://{tmp_path}/other.sock") as server:
+        server.register("hello", lambda msg, client: {"protocol": "kpt-sim/9"})
+        with pytest.raises(SimError, match=r"'kpt-sim/9'.*'kpt-sim/1'"):
+            SimClient(server.endpoint, heartbeat_interval=HEARTBEAT)
+
+
+def test_no_endpoint_anywhere_says_how_to_get_one(monkeypatch):
+    monkeypatch.delenv("KPT_SIM_ENDPOINT", raising=False)
+    with pytest.raises(ValueError, match="KPT_SIM_ENDPOINT"):
+        SimClient()
+
+
+def test_endpoint_from_the_environment(daemon, monkeypatch):
+    monkeypatch.setenv("KPT_SIM_ENDPOINT", daemon[0])
+    with SimClient(heartbeat_interval=HEARTBEAT) as c:
+        assert c.endpoint == daemon[0]
+        assert len(c.devices()) == 2
