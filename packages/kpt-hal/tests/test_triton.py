@@ -133,3 +133,23 @@ def test_bad_calls_name_what_was_wrong():
         hal.run_triton(COMPILED, (1,), 10)
     with pytest.raises(ValueError, match="not served by adapter 'hosttest'"):
         hal.run_triton(COMPILED, (1,), torch.empty(1), device="meta", adapter=HostAdapter())
+
+
+def test_autotuned_and_heuristic_kernels_run_on_the_host_with_their_meta():
+    autotuned = triton.autotune(
+        configs=[triton.Config({"BLOCK": 32}), triton.Config({"BLOCK": 64})], key=["n"]
+    )(JITFunction(_add_fn))
+    x, y = _inputs(100)
+    out = torch.zeros_like(x)
+    adapter = HostAdapter()
+    hal.run_triton(autotuned, lambda m: (triton.cdiv(m["n"], m["BLOCK"]),), x, y, out, 100,
+                   adapter=adapter)  # fmt: skip
+    torch.testing.assert_close(out, x + y)
+    assert adapter.runs[0][1].grid == (4, 1, 1)  # the first config: BLOCK=32
+
+    sized = triton.heuristics({"BLOCK": lambda args: triton.next_power_of_2(args["n"])})(
+        JITFunction(_add_fn)
+    )
+    out = torch.zeros_like(x)
+    hal.run_triton(sized, (1,), x, y, out, 100)
+    torch.testing.assert_close(out, x + y)

@@ -91,6 +91,33 @@ def _kernel_kinds(triton: Any) -> tuple[type, type]:
     return JITFunction, InterpretedFunction
 
 
+def _wrappers() -> tuple[type, ...]:
+    try:
+        from triton.runtime.autotuner import Autotuner, Heuristics
+    except ImportError:
+        return ()
+    return Autotuner, Heuristics
+
+
+def _unwrap_for_host(kernel: Any, args: Sequence[Any], meta: dict[str, Any]) -> tuple[Any, dict]:
+    """The plain kernel inside @triton.autotune / @triton.heuristics, with the meta they add.
+
+    On the host an autotuned kernel runs its first config: timing configs there means nothing.
+    """
+    wrappers = _wrappers()
+    meta = dict(meta)
+    while wrappers and isinstance(kernel, wrappers):
+        named = {**dict(zip(kernel.arg_names, args, strict=False)), **meta}
+        if isinstance(kernel, wrappers[0]):  # Autotuner
+            for key, value in kernel.configs[0].kwargs.items():
+                meta.setdefault(key, value)
+        else:  # Heuristics
+            for key, rule in kernel.values.items():
+                meta[key] = rule(named)
+        kernel = kernel.fn
+    return kernel, meta
+
+
 def _kernel_name(kernel: Any) -> str:
     fn = getattr(kernel, "fn", kernel)
     return getattr(fn, "__name__", type(kernel).__name__)
@@ -288,15 +315,17 @@ def run_triton(
     """
     triton = _triton()
     kinds = _kernel_kinds(triton)
-    if not isinstance(kernel, kinds):
+    if not isinstance(kernel, kinds + _wrappers()):
         raise TypeError(
-            f"run_triton needs a @triton.jit kernel, got {type(kernel).__name__} "
-            f"({_kernel_name(kernel)!r}); autotuned/heuristic wrappers: pass their .fn or "
-            "launch them directly"
+            f"run_triton needs a @triton.jit kernel (optionally autotuned or with heuristics), "
+            f"got {type(kernel).__name__} ({_kernel_name(kernel)!r})"
         )
     torch_device, adapter = _resolve(device, args, adapter)
     target = adapter.triton_target()
-    compiled = not isinstance(kernel, kinds[1])
+    innermost = kernel
+    while isinstance(innermost, _wrappers()):
+        innermost = innermost.fn
+    compiled = not isinstance(innermost, kinds[1])
     if target is not None and compiled:
         active = _active_backend(triton)
         if active is not None and active != target:
@@ -312,6 +341,7 @@ def run_triton(
             )
         seconds = _run_native(kernel, grid, args, meta, torch_device)
         return TritonRun("native", torch_device, seconds)
+    kernel, meta = _unwrap_for_host(kernel, args, meta)
     bytes_in, bytes_out, launch_grid, seconds = _run_interpreted(kernel, grid, args, meta, kinds)
     if isinstance(adapter, HostKernelObserver):
         run = HostKernelRun(
