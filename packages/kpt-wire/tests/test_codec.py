@@ -182,3 +182,12 @@ def test_limits_validate_their_values():
         Limits(max_frames=2)
     with pytest.raises(ValueError, match="max_header_bytes"):
         Limits(max_header_bytes=0)
+
+
+def test_a_failed_encode_leaves_nothing_behind_for_the_next_one():
+    with pytest.raises(TypeError, match="object"):
+        encode("t", {"a": [1, object()]})
+    assert decode(encode("t", {"b": 2})).header == {"b": 2}
+    header = {"c": 3}
+    encode("t", header, [np.zeros(2)])
+    assert header == {"c": 3}  # the caller's dict is not modified

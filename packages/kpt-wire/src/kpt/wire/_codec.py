@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import struct
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,13 +109,10 @@ def encode(
     type_frame = check_type(type)
     if not isinstance(request_id, int) or not 0 <= request_id <= MAX_REQUEST_ID:
         raise ValueError(f"request_id must be an int in [0, 2**64), got {request_id!r}")
-    fields: dict[str, Any] = {}
-    for key, value in (header or {}).items():
-        if not isinstance(key, str):
-            raise TypeError(f"header key {key!r} must be a str")
-        if key.startswith("_"):
-            raise ValueError(f"header key {key!r}: keys starting with '_' are reserved")
-        fields[key] = value
+    fields = header if header is not None else {}
+    for key in fields:
+        if key.__class__ is not str or key[:1] == "_":
+            _refuse_key(key)
     frames: list[Frame] = []
     descriptors = []
     for array in arrays:
@@ -122,9 +120,26 @@ def encode(
         descriptors.append(descriptor)
         frames.append(raw)
     if descriptors:
-        fields[ARRAYS_KEY] = descriptors
-    packed = msgpack.packb(fields, use_bin_type=True, default=_packer_default)
-    return [_PREAMBLE, type_frame, _RID.pack(request_id), packed, *frames]
+        fields = {**fields, ARRAYS_KEY: descriptors}
+    return [_PREAMBLE, type_frame, _RID.pack(request_id), _packer().pack(fields), *frames]
+
+
+def _refuse_key(key: Any) -> None:
+    if not isinstance(key, str):
+        raise TypeError(f"header key {key!r} must be a str")
+    if key.startswith("_"):
+        raise ValueError(f"header key {key!r}: keys starting with '_' are reserved")
+
+
+_local = threading.local()
+
+
+def _packer() -> msgpack.Packer:
+    # One reusable Packer per thread: building one per message costs as much as packing.
+    packer = getattr(_local, "packer", None)
+    if packer is None:
+        packer = _local.packer = msgpack.Packer(use_bin_type=True, default=_packer_default)
+    return packer
 
 
 def _buffer(frame: Any) -> memoryview:
