@@ -231,6 +231,9 @@ class AdapterConformance:
             stream = module.Stream()
         x = torch.arange(16, dtype=torch.float32).reshape(4, 4)
         on_device = x.to(hal_device)
+        current = getattr(module, "current_stream", None)
+        if current is not None and hasattr(stream, "wait_stream"):
+            stream.wait_stream(current())  # the copy above was queued on the current stream
         with module.stream(stream):
             y = on_device @ on_device + 1
             event = module.Event() if hasattr(module, "Event") else None
@@ -291,7 +294,11 @@ class AdapterConformance:
 
     # ---- Triton and collectives ---------------------------------------------------------
     def test_triton_vector_add(
-        self, hal_adapter: Adapter, hal_device: torch.device, hal_capabilities: Capabilities
+        self,
+        hal_adapter: Adapter,
+        hal_device: torch.device,
+        hal_capabilities: Capabilities,
+        record_property: Any,
     ) -> None:
         target = hal_adapter.triton_target()
         features = hal_capabilities.features
@@ -310,6 +317,11 @@ class AdapterConformance:
             BLOCK=256, device=hal_device, adapter=hal_adapter,
         )  # fmt: skip
         assert isinstance(run, TritonRun)
+        record_property("triton_mode", run.mode)
+        from triton.runtime.jit import JITFunction
+
+        if target is not None and isinstance(vector_add, JITFunction):
+            assert run.mode == "native", f"target {target!r} but the kernel ran {run.mode}"
         hal_adapter.synchronize(hal_device.index)
         assert torch.allclose(out.to("cpu"), x + y), "Triton vector add gave wrong values"
 
