@@ -120,7 +120,7 @@ def test_a_killed_daemon_raises_device_lost_promptly():
         daemon.process.kill()
         daemon.process.wait(5)
         started = time.monotonic()
-        with pytest.raises(DeviceLostError, match="unreachable"):
+        with pytest.raises(DeviceLostError, match="unreachable|exited"):
             c.synchronize()
         assert time.monotonic() - started < 3.0  # ~3 heartbeat intervals, never the 30 s timeout
         c._wire.close()
@@ -145,5 +145,21 @@ def test_a_daemon_started_from_a_thread_outlives_that_thread():
         time.sleep(0.5)  # a parent-death signal tied to the thread would have fired by now
         with SimClient(daemon.endpoint) as c:
             assert len(c.devices()) == 1
+    finally:
+        daemon.stop()
+
+
+def test_a_local_daemon_is_watched_so_long_heartbeats_still_notice_its_death():
+    daemon = start_daemon(profile="test-asic")
+    try:
+        c = SimClient(daemon.endpoint)  # local: long heartbeat, pid watched
+        assert c.heartbeat_interval >= 10
+        c.write(c.alloc(0, 16), 0, np.zeros(4, np.float32))
+        daemon.process.kill()  # our child: a zombie until reaped, which must count as dead
+        started = time.monotonic()
+        with pytest.raises(DeviceLostError, match=f"pid {daemon.pid}"):
+            c.synchronize()
+        assert time.monotonic() - started < 2.0  # not the 30 s heartbeat window
+        c.close()
     finally:
         daemon.stop()

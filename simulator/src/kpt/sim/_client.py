@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from kpt.sim import _daemon_liveness as liveness
 from kpt.sim._errors import ERRORS, DeviceLostError, OutOfMemoryError, SimError
 from kpt.wire import Client, RemoteError, TransportError, WireError
 
@@ -96,8 +97,16 @@ class SimClient:
     """A connection to a simulator daemon. Thread-safe; a dead daemon raises DeviceLostError."""
 
     def __init__(
-        self, endpoint: str | None = None, timeout: float = 60.0, heartbeat_interval: float = 1.0
+        self,
+        endpoint: str | None = None,
+        timeout: float = 300.0,
+        heartbeat_interval: float | None = None,
     ) -> None:
+        """timeout bounds each call (a synchronize may wait for much queued numerics).
+
+        heartbeat_interval: None picks 10 s for a daemon on this host (whose pid is then
+        watched, so its death is noticed within ~0.2 s) and 1 s for a remote one.
+        """
         endpoint = endpoint or os.environ.get(ENDPOINT_ENV)
         if not endpoint:
             raise ValueError(
@@ -105,7 +114,14 @@ class SimClient:
                 "or start one with kpt.sim.start_daemon()"
             )
         self.endpoint = endpoint
+        if heartbeat_interval is None:
+            local = liveness.is_local_endpoint(endpoint)
+            heartbeat_interval = (
+                liveness.LOCAL_HEARTBEAT_S if local else liveness.REMOTE_HEARTBEAT_S
+            )
+        self.heartbeat_interval = heartbeat_interval
         self._wire = Client(endpoint, timeout=timeout, heartbeat_interval=heartbeat_interval)
+        self._watcher: liveness.PidWatcher | None = None
         self._event_ids = itertools.count(1)
         self._alias_ids = itertools.count(1)
         self._event_lock = threading.Lock()
@@ -122,6 +138,9 @@ class SimClient:
             )
         self.numerics: bool = bool(hello.get("numerics", True))
         self.executor: str = str(hello.get("executor", ""))
+        pid = liveness.same_host_pid(hello)
+        if pid is not None:
+            self._watcher = liveness.PidWatcher(pid, self._wire.close)
 
     # -- transport -----------------------------------------------------------------------------
     def _call(self, kind: str, header: dict, arrays: Sequence = (), idempotent: bool = False):
@@ -164,6 +183,11 @@ class SimClient:
             raise self._lost(exc) from exc
 
     def _lost(self, exc: Exception) -> DeviceLostError:
+        if self._watcher is not None and self._watcher.dead:
+            return DeviceLostError(
+                f"simulator daemon at {self.endpoint} (pid {self._watcher.pid}) exited: its "
+                "devices and buffers are gone; start a new one"
+            )
         return DeviceLostError(
             f"simulator daemon at {self.endpoint} is unreachable ({type(exc).__name__}: {exc}); "
             "it exited or was killed: its devices and buffers are gone"
@@ -321,6 +345,8 @@ class SimClient:
             self._wire.call("bye", {}, timeout=1.0)
         except (WireError, SimError):
             pass  # daemon gone or slow: it frees our memory when our heartbeats stop
+        if self._watcher is not None:
+            self._watcher.stop()
         self._wire.close()
 
     def __enter__(self) -> SimClient:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -208,6 +210,8 @@ class SimDaemon:
             "numerics": self.numerics,
             "executor": self.executor_name,
             "device_count": self.device_count,
+            "pid": os.getpid(),  # a client on this host watches it instead of short heartbeats
+            "host": socket.gethostname(),
         }
 
     def bye(self, msg: Message, state: ClientState, client_id: bytes) -> dict:

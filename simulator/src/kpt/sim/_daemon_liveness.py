@@ -1,0 +1,71 @@
+"""Knowing promptly that a LOCAL daemon died, without short heartbeats.
+
+The daemon computes values on its serving thread, so while it works through a long queue it
+answers nobody, heartbeats included. Clients of a daemon on this host therefore use a long
+wire heartbeat (long computations are not mistaken for death) and watch the daemon's pid
+instead: when the process is gone the watcher closes the wire client, which fails any call
+in flight at once.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+LOCAL_HEARTBEAT_S = 10.0  # wire heartbeat for daemons on this host (window: 3 intervals)
+REMOTE_HEARTBEAT_S = 1.0
+POLL_S = 0.2
+
+
+def is_local_endpoint(endpoint: str) -> bool:
+    return endpoint.startswith(("ipc://", "tcp://127.", "tcp://localhost:", "tcp://[::1]:"))
+
+
+def pid_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie, i.e. exited but not yet reaped, counts as dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, someone else's
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc: trust kill(0)
+    return state not in ("Z", "X")
+
+
+def same_host_pid(hello: dict) -> int | None:
+    """The daemon's pid if it runs on this host and is visible from here, else None."""
+    pid, host = hello.get("pid"), hello.get("host")
+    if type(pid) is not int or host != socket.gethostname() or pid <= 0:
+        return None
+    return pid if pid_alive(pid) else None  # another pid namespace: cannot watch it
+
+
+class PidWatcher:
+    """Calls `on_death` once, from a daemon thread, when `pid` stops running."""
+
+    def __init__(self, pid: int, on_death: Callable[[], None]) -> None:
+        self.pid = pid
+        self.dead = False
+        self._stop = threading.Event()
+        self._on_death = on_death
+        self._thread = threading.Thread(
+            target=self._watch, name=f"kpt-sim watch {pid}", daemon=True
+        )
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(POLL_S):
+            if not pid_alive(self.pid):
+                self.dead = True
+                self._on_death()
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
