@@ -66,7 +66,7 @@ def _cases(xml_path: Path) -> list[tuple[str, str, float, str]]:
                 message = next(iter((node.get("message") or "").splitlines()), "")[:160]
                 break
         recorded = [f"{p.get('name')}={p.get('value')}" for p in case.iter("property")]
-        message = "; ".join([*recorded, message]) if recorded else message
+        message = "; ".join(part for part in [*recorded, message] if part)
         rows.append((case.get("name", "?"), outcome, float(case.get("time", 0)), message))
     return rows
 
