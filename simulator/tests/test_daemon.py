@@ -373,3 +373,13 @@ def test_endpoint_from_the_environment(daemon, monkeypatch):
     with SimClient(heartbeat_interval=HEARTBEAT) as c:
         assert c.endpoint == daemon[0]
         assert len(c.devices()) == 2
+
+
+def test_an_idle_client_with_a_long_heartbeat_keeps_its_buffers(daemon):
+    endpoint, served = daemon  # the daemon forgets clients silent for 3 x 0.2 s
+    with SimClient(endpoint) as c:  # local daemon: 10 s wire heartbeat, pings at 0.1 s
+        assert c.heartbeat_interval >= 10
+        buffer = c.alloc(0, 16)
+        c.write(buffer, 0, np.arange(4, dtype=np.float32))
+        time.sleep(1.5)
+        assert c.read(buffer, 0, 16).view(np.float32).tolist() == [0, 1, 2, 3]

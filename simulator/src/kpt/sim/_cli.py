@@ -88,7 +88,9 @@ def serve(args: argparse.Namespace) -> int:
         executor = load_executor(args.executor)
     except ExecutorNotFoundError as exc:
         raise SimError(str(exc)) from None
-    daemon = SimDaemon(sim, executor, numerics=args.numerics == "on", executor_name=args.executor)
+    daemon = SimDaemon(
+        sim, executor, args.numerics == "on", args.executor, heartbeat_interval=args.heartbeat
+    )
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -140,7 +140,8 @@ class SimClient:
         self.executor: str = str(hello.get("executor", ""))
         pid = liveness.same_host_pid(hello)
         if pid is not None:
-            self._watcher = liveness.PidWatcher(pid, self._wire.close)
+            every = float(hello.get("heartbeat", liveness.REMOTE_HEARTBEAT_S)) / 2
+            self._watcher = liveness.PidWatcher(pid, self._wire.close, self._ping, every)
 
     # -- transport -----------------------------------------------------------------------------
     def _call(self, kind: str, header: dict, arrays: Sequence = (), idempotent: bool = False):
@@ -181,6 +182,9 @@ class SimClient:
             self._wire.cast("batch", {"ops": ops})
         except (TransportError, WireError) as exc:
             raise self._lost(exc) from exc
+
+    def _ping(self) -> None:
+        self._wire.cast("ping", {})
 
     def _lost(self, exc: Exception) -> DeviceLostError:
         if self._watcher is not None and self._watcher.dead:

@@ -57,9 +57,15 @@ class SimDaemon:
     """Owns buffers' values, clients and their pending errors; the engine owns time and memory."""
 
     def __init__(
-        self, sim: Simulator, executor: Executor, numerics: bool = True, executor_name: str = ""
+        self,
+        sim: Simulator,
+        executor: Executor,
+        numerics: bool = True,
+        executor_name: str = "",
+        heartbeat_interval: float = 1.0,
     ) -> None:
         self.sim = sim
+        self.heartbeat_interval = heartbeat_interval  # the wire server's, told to clients
         self.executor = executor
         self.executor_name = executor_name or type(executor).__name__
         self.numerics = numerics
@@ -101,6 +107,7 @@ class SimDaemon:
             wrapped = self._cast(handler) if name in CAST_TYPES else self._call(handler)
             server.register(name, wrapped)
         server.register("batch", self.batch)
+        server.register("ping", lambda msg, client_id: {})  # liveness only: any traffic counts
 
     def _call(self, handler):
         def serve(msg: Message, client_id: bytes):
@@ -210,6 +217,7 @@ class SimDaemon:
             "numerics": self.numerics,
             "executor": self.executor_name,
             "device_count": self.device_count,
+            "heartbeat": self.heartbeat_interval,
             "pid": os.getpid(),  # a client on this host watches it instead of short heartbeats
             "host": socket.gethostname(),
         }

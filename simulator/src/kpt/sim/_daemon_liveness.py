@@ -4,7 +4,8 @@ The daemon computes values on its serving thread, so while it works through a lo
 answers nobody, heartbeats included. Clients of a daemon on this host therefore use a long
 wire heartbeat (long computations are not mistaken for death) and watch the daemon's pid
 instead: when the process is gone the watcher closes the wire client, which fails any call
-in flight at once.
+in flight at once. The same thread sends the daemon a "ping" at the daemon's own heartbeat
+interval, so the daemon, which forgets silent clients, keeps hearing from this one.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,24 +50,37 @@ def same_host_pid(hello: dict) -> int | None:
 
 
 class PidWatcher:
-    """Calls `on_death` once, from a daemon thread, when `pid` stops running."""
+    """Calls `on_death` once, from a daemon thread, when `pid` stops running; meanwhile calls
+    `keepalive` every `every` seconds (the daemon must keep hearing from a client whose own
+    wire heartbeat is long, or it forgets the client and frees its memory)."""
 
-    def __init__(self, pid: int, on_death: Callable[[], None]) -> None:
+    def __init__(
+        self, pid: int, on_death: Callable[[], None], keepalive: Callable[[], None], every: float
+    ) -> None:
         self.pid = pid
         self.dead = False
         self._stop = threading.Event()
         self._on_death = on_death
+        self._keepalive = keepalive
+        self._every = every
         self._thread = threading.Thread(
             target=self._watch, name=f"kpt-sim watch {pid}", daemon=True
         )
         self._thread.start()
 
     def _watch(self) -> None:
+        next_keepalive = time.monotonic()
         while not self._stop.wait(POLL_S):
             if not pid_alive(self.pid):
                 self.dead = True
                 self._on_death()
                 return
+            if time.monotonic() >= next_keepalive:
+                next_keepalive = time.monotonic() + self._every
+                try:
+                    self._keepalive()
+                except Exception:  # closing under us: the next round ends the loop
+                    pass
 
     def stop(self) -> None:
         self._stop.set()

@@ -28,7 +28,9 @@ def serve_in_thread(
     start_daemon() for a separate process.
     """
     sim = Simulator(profile, devices, **sim_options)
-    daemon = SimDaemon(sim, load_executor(executor), numerics=numerics, executor_name=executor)
+    daemon = SimDaemon(
+        sim, load_executor(executor), numerics, executor, heartbeat_interval=heartbeat_interval
+    )
     with tempfile.TemporaryDirectory(prefix="kpt-sim-") as folder:
         server = Server(
             f"ipc://{folder}/daemon.sock",
