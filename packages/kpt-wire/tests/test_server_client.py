@@ -14,6 +14,7 @@ from kpt.wire import (
     CallTimeout,
     Client,
     HandlerError,
+    Limits,
     RemoteError,
     Server,
     TransportError,
@@ -186,3 +187,29 @@ async def test_async_client(echo_server):
         with pytest.raises(RemoteError, match="unknown_type"):
             await client.call("nope")
         await client.cast("echo", {})
+
+
+def test_call_async_times_out_with_call_timeout(echo_server, client):
+    echo_server.register("slow", lambda msg, cid: time.sleep(0.4) or {})
+    future = client.call_async("slow", timeout=0.1)
+    with pytest.raises(CallTimeout):
+        future.result(5)
+    assert client.call("echo", {"ok": 1}).header == {"ok": 1}
+
+
+def test_server_limits_answer_oversized_messages_with_a_limit_error():
+    limits = Limits(max_frames=6, max_header_bytes=256, max_message_bytes=1 << 16)
+    server = Server("tcp://127.0.0.1:0", limits=limits, heartbeat_interval=HEARTBEAT)
+    server.register("echo", lambda msg, cid: msg.header)
+    with server, Client(server.endpoint, heartbeat_interval=HEARTBEAT, timeout=2) as client:
+        with pytest.raises(RemoteError, match="over the limit of 256") as info:
+            client.call("echo", {"big": "x" * 300})
+        assert info.value.code == "limit"
+        with pytest.raises(RemoteError, match="frames, over the limit of 6"):
+            client.call("echo", {}, [np.zeros(1)] * 3)
+        with pytest.raises(RemoteError, match="bytes, over the limit"):
+            client.call("echo", {}, [np.zeros(5000)] * 2)  # each frame under ZeroMQ's cap
+        # A single frame over max_message_bytes is cut off by ZeroMQ before Python sees it.
+        with pytest.raises(TransportError):
+            client.call("echo", {}, [np.zeros(1 << 14)], timeout=1)
+        assert client.call("echo", {"still": 1}).header == {"still": 1}
