@@ -376,7 +376,7 @@ def test_endpoint_from_the_environment(daemon, monkeypatch):
 
 
 def test_an_idle_client_with_a_long_heartbeat_keeps_its_buffers(daemon):
-    endpoint, served = daemon  # the daemon forgets clients silent for 3 x 0.2 s
+    endpoint, _ = daemon  # the daemon forgets clients silent for 3 x 0.2 s
     with SimClient(endpoint) as c:  # local daemon: 10 s wire heartbeat, pings at 0.1 s
         assert c.heartbeat_interval >= 10
         buffer = c.alloc(0, 16)
