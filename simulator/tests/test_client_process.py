@@ -96,16 +96,17 @@ def test_daemon_exits_when_its_parent_is_killed():
             import time
             from kpt.sim import start_daemon
             d = start_daemon(profile="test-asic")
-            print(d.pid, flush=True)
+            print(d.pid, d.workdir, flush=True)
             time.sleep(120)
         """)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        daemon_pid = int(parent.stdout.readline())
+        pid, workdir = parent.stdout.readline().split()
         os.kill(parent.pid, signal.SIGKILL)  # no atexit, no finalizers: only the child can act
         parent.wait(10)
-        assert _gone(daemon_pid, within=5), "daemon outlived its parent"
+        assert _gone(int(pid), within=5), "daemon outlived its parent"
+        assert not os.path.exists(workdir), "the orphaned daemon left its tmp dir behind"
     finally:
         if parent.poll() is None:
             parent.kill()

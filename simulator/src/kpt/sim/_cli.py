@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -42,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--seed", type=int, default=0)
     serve.add_argument("--heartbeat", type=float, default=1.0, help="seconds")
     serve.add_argument("--parent-pid", type=int, default=None, help="exit when this pid dies")
+    serve.add_argument(
+        "--cleanup-dir", default=None, help="remove this folder on exit (start_daemon's tmp dir)"
+    )
     serve.add_argument("-v", "--verbose", action="store_true", help="log clients coming and going")
 
     commands.add_parser("profiles", help="table of shipped chip profiles")
@@ -113,6 +117,8 @@ def serve(args: argparse.Namespace) -> int:
                 break  # the parent died: we were re-parented
     finally:
         server.close()
+        if args.cleanup_dir:  # the parent may be dead (that may be why we stop): tidy up
+            shutil.rmtree(args.cleanup_dir, ignore_errors=True)
     return 0
 
 

@@ -89,7 +89,7 @@ def start_daemon(
         sys.executable, "-m", "kpt.sim", "serve",
         "--profile", profile, "--devices", str(devices), "--topology", topology,
         "--numerics", "on" if numerics else "off", "--executor", executor,
-        "--endpoint", endpoint, "--parent-pid", str(os.getpid()),
+        "--endpoint", endpoint, "--parent-pid", str(os.getpid()), "--cleanup-dir", str(workdir),
     ]  # fmt: skip
     if faults is not None:
         command += ["--faults", os.fspath(faults)]
