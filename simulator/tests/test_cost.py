@@ -1,5 +1,9 @@
+import tomllib
+from importlib import resources
+
 import pytest
 
+import kpt.sim
 from kpt.sim import InvalidRequestError, efficiency, load_profile, op_time, shape_penalty
 
 US = 1e-6
@@ -57,3 +61,90 @@ def test_bad_cost_inputs():
         op_time(p, "matmul", 1e9, 0, "float7")
     with pytest.raises(InvalidRequestError, match=">= 0"):
         op_time(p, "matmul", -1, 0)
+
+
+def _asic_with(**tables) -> "kpt.sim.Profile":
+    """test-asic (every efficiency 1, matrix 1 TFLOP/s, vector 0.5, HBM 100 GB/s, launch 1 us)
+    with extra [efficiency.<class>] tables, so each refinement can be computed by hand."""
+    data = tomllib.loads((resources.files("kpt.sim") / "profiles" / "test-asic.toml").read_text())
+    exact = {"compute_e_max": 1.0, "compute_x_half": 0, "memory_e_max": 1.0, "memory_x_half": 0}
+    for name, extra in tables.items():
+        data["efficiency"][name] = {**exact, **extra}
+    return kpt.sim.profile_from_dict("asic-refined", data)
+
+
+def test_per_dtype_fixed_cost_adds_to_the_launch():
+    p = _asic_with(matmul={"fixed_us": {"fp32": 5.0}})
+    assert op_time(p, "matmul", 1e6, 0, "fp32") == pytest.approx((1 + 5 + 1) * US)
+    assert op_time(p, "matmul", 1e6, 0, "bf16") == pytest.approx((1 + 1) * US)
+
+
+def test_misaligned_tensor_core_rows_fall_to_the_slow_rate():
+    p = _asic_with(matmul={"misaligned_tflops": 0.25})
+    flops = 2 * 64 * 64 * 64 * 1e3
+    aligned = op_time(p, "matmul", flops, 0, "bf16", (64, 64, 64))
+    assert aligned == pytest.approx(US + flops / 1e12)
+    # 50257 bf16 elements = 100514 bytes, not a multiple of 16: a quarter of the rate
+    odd = op_time(p, "matmul", flops, 0, "bf16", (64, 50257, 64))
+    assert odd == pytest.approx(US + flops / 0.25e12)
+    assert op_time(p, "matmul", flops, 0, "bf16", (63, 64, 64)) == aligned  # M is free
+    # fp32 GEMMs do not use tensor cores: no alignment rule
+    assert op_time(p, "matmul", flops, 0, "fp32", (64, 50257, 64)) == aligned
+
+
+def test_conv_pads_input_channels_to_the_alignment():
+    p = _asic_with(conv={"channel_align": 8})
+    flops = 1e9
+    stem = op_time(p, "conv", flops, 0, "bf16", (1024, 64, 3 * 49, 49))  # Cin 3 -> 8
+    assert stem == pytest.approx(US + flops * 8 / 3 / 1e12)
+    wide = op_time(p, "conv", flops, 0, "bf16", (1024, 64, 64 * 9, 9))  # Cin 64: aligned
+    assert wide == pytest.approx(US + flops / 1e12)
+    assert op_time(p, "conv", flops, 0, "bf16", (1024, 64, 147)) == wide  # no window: no pad
+
+
+def test_attention_pays_one_exponential_per_score():
+    p = _asic_with(attention={"score_gps": 1.0})
+    bh, s, hd = 8, 256, 64
+    scores = bh * s * s
+    flops = 4 * hd * scores
+    t = op_time(p, "attention", flops, 0, "bf16", (bh, s, s, hd))
+    assert t == pytest.approx(US + flops / 1e12 + scores / 1e9)
+    # the same FLOPs with twice the head dim have half the scores: faster per FLOP
+    wide = op_time(p, "attention", flops, 0, "bf16", (bh, s, s // 2, 2 * hd))
+    assert wide == pytest.approx(US + flops / 1e12 + scores / 2 / 1e9)
+
+
+def test_layernorm_rows_cost_and_softmax_falls_back_to_norm():
+    p = _asic_with(layernorm={"row_gps": 0.001}, norm={"memory_e_max": 0.5})
+    nbytes = 1e6
+    t = op_time(p, "layer_norm", 0, nbytes, "fp32", (1000, 250))
+    assert t == pytest.approx(US + nbytes / 100e9 + 1000 / 1e6)
+    # softmax has no table of its own: it uses norm's (half the bandwidth), not default's
+    assert op_time(p, "softmax", 0, nbytes, "fp32", (1000, 250)) == pytest.approx(
+        US + nbytes / 50e9
+    )
+
+
+def test_reductions_have_two_regimes():
+    p = _asic_with(
+        reduction={"one_block_below": 1000, "one_block_gps": 0.001, "second_pass_us": 3.0}
+    )
+    small = op_time(p, "reduction", 500, 2000)  # one block: 500 elements at 1e6 per second
+    assert small == pytest.approx(US + 2000 / 100e9 + 500e-6)
+    large = op_time(p, "reduction", 2000, 8000)  # a grid and a second pass
+    assert large == pytest.approx(US + 8000 / 100e9 + 3 * US)
+    assert large < small  # the step the H100 shows between 64K and 128K elements
+
+
+def test_other_profiles_keep_their_predictions_for_refined_classes():
+    """Profiles without the new fields predict as before: softmax and layer norm use norm."""
+    for name in ("mi300x", "gaudi3", "test-asic"):
+        p = load_profile(name)
+        norm = op_time(p, "norm", 1e6, 1e7, "bf16")
+        assert op_time(p, "softmax", 1e6, 1e7, "bf16", (100, 100)) == norm
+        assert op_time(p, "layernorm", 1e6, 1e7, "bf16", (100, 100)) == norm
+        eff = p.efficiency_for("matmul")
+        assert (eff.misaligned_flops, eff.fixed_s, eff.channel_align) == (0.0, {}, 1)
+        tile = eff.tile
+        t = op_time(p, "matmul", 1e9, 0, "bf16", (tile, 4 * tile + 1, tile))
+        assert t > op_time(p, "matmul", 1e9, 0, "bf16", (tile, 4 * tile, tile)) or tile == 1

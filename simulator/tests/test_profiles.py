@@ -79,3 +79,34 @@ def test_mixed_cluster_spec():
     assert [d["profile"] for d in sim.device_info()] == ["h100-sxm", "h100-sxm", "mi300x"]
     with pytest.raises(InvalidRequestError, match="count 'x'"):
         kpt.sim.Simulator("h100-sxm:x")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"tile_size": 8}, r"unknown field\(s\) \['tile_size'\]"),
+        ({"fixed_us": {"fp33": 1.0}}, r"fixed_us has unknown dtype\(s\) \['fp33'\]"),
+        ({"fixed_us": {"fp32": -1.0}}, r"fixed_us\.fp32.*-1"),
+        ({"misaligned_tflops": "slow"}, r"misaligned_tflops.*'slow'"),
+        ({"channel_align": 0}, r"channel_align.*0.*>= 1"),
+        ({"one_block_below": 65536}, r"one_block_below = 65536 needs .*one_block_gps"),
+    ],
+)
+def test_bad_refinement_fields_are_named(extra, message):
+    data = _raw()
+    data["efficiency"]["matmul"] = {**data["efficiency"]["default"], **extra}
+    with pytest.raises(InvalidRequestError, match=message):
+        profile_from_dict("broken", data)
+
+
+def test_refinements_load_in_si_units():
+    h100 = load_profile("h100-sxm")
+    mm = h100.efficiency_for("matmul")
+    assert (
+        0 < mm.fixed_s["fp32"] < 50e-6
+        and 1e12 < mm.misaligned_flops < h100.peak_flops["matrix"]["bf16"]
+    )
+    assert h100.efficiency_for("layernorm") is h100.efficiency["layernorm"]
+    assert h100.efficiency_for("rmsnorm") is h100.efficiency["norm"]  # its parent
+    mi300x = load_profile("mi300x")  # no norm table: softmax falls through to default
+    assert mi300x.efficiency_for("softmax") is mi300x.efficiency_for("norm")

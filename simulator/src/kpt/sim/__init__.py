@@ -20,7 +20,13 @@ from kpt.sim._errors import (
 )
 from kpt.sim._executors import Executor, View, executor_names, load_executor
 from kpt.sim._faults import Fault, load_faults
-from kpt.sim._profiles import Profile, load_profile, profile_table, profiles
+from kpt.sim._profiles import (
+    Profile,
+    load_profile,
+    profile_from_dict,
+    profile_table,
+    profiles,
+)
 from kpt.sim._replay import replay
 from kpt.sim._simulator import Simulator
 from kpt.sim._version import __version__
@@ -52,6 +58,7 @@ __all__ = [
     "load_profile",
     "op_time",
     "op_timing",
+    "profile_from_dict",
     "profile_table",
     "profiles",
     "replay",

@@ -49,6 +49,7 @@ DTYPE_ALIASES = {
 }  # fmt: skip
 # Tensor-core dtypes and their element sizes: their GEMM kernels need 16-byte aligned rows.
 TENSOR_CORE_BYTES = {"tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
+DTYPE_BYTES = {"fp64": 8, "fp32": 4, **TENSOR_CORE_BYTES}
 ALIGN_BYTES = 16
 ROW_CLASSES = frozenset({"norm", "softmax", "layernorm", "rmsnorm"})
 
@@ -101,11 +102,23 @@ def shape_penalty(shape: tuple[int, ...] | None, tile: int) -> float:
 
 
 def misaligned(dtype: str, shape: tuple[int, ...] | None) -> bool:
-    """A tensor-core GEMM whose N or K row is not a multiple of 16 bytes (no vector loads)."""
+    """A tensor-core GEMM whose N or K row is not a multiple of 16 bytes (no vector loads).
+
+    For a convolution (shape[3] = kh*kw) the row is a pixel's Cin channels (channels last).
+    """
     size = TENSOR_CORE_BYTES.get(dtype)
     if size is None or not shape or len(shape) < 3:
         return False
-    return (shape[1] * size) % ALIGN_BYTES != 0 or (shape[2] * size) % ALIGN_BYTES != 0
+    k = shape[2] // shape[3] if len(shape) > 3 and shape[3] > 0 else shape[2]
+    return (shape[1] * size) % ALIGN_BYTES != 0 or (k * size) % ALIGN_BYTES != 0
+
+
+def wave_efficiency(shape: tuple[int, ...], flops: float, tile: tuple[int, int], units: int):
+    """Busy fraction of the compute units over the waves of thread blocks (tile per block)."""
+    m, n, k = shape[:3]
+    batch = max(1.0, flops / (2.0 * m * n * k)) if m and n and k else 1.0
+    waves = math.ceil(m / tile[0]) * math.ceil(n / tile[1]) * batch / units
+    return waves / math.ceil(waves) if waves > 0 else 1.0
 
 
 class _Rates(NamedTuple):
@@ -114,6 +127,8 @@ class _Rates(NamedTuple):
     hbm_bandwidth: float
     fixed: float  # kernel launch + this class's fixed cost for this dtype
     unit: str
+    units: int  # compute units (SMs), for wave quantization
+    wave_tile: tuple[int, int] | None
 
 
 def _rates(profile: Profile, op_class: str, dtype: str) -> _Rates:
@@ -125,7 +140,13 @@ def _rates(profile: Profile, op_class: str, dtype: str) -> _Rates:
         eff = profile.efficiency_for(op_class)
         fixed = profile.kernel_launch_s + eff.fixed_s.get(dtype, 0.0)
         found = table[key] = _Rates(
-            profile.peak_flops[unit][dtype], eff, profile.hbm_bandwidth, fixed, unit
+            profile.peak_flops[unit][dtype],
+            eff,
+            profile.hbm_bandwidth,
+            fixed,
+            unit,
+            profile.compute_units,
+            eff.wave_tile.get(dtype),
         )
     return found
 
@@ -147,7 +168,9 @@ def _compute_time(
             if eff.tile > 1:
                 e *= shape_penalty(shape[:3], eff.tile)
             if eff.misaligned_flops and misaligned(dtype, shape):
-                peak = min(peak, eff.misaligned_flops)
+                peak = min(peak, eff.misaligned_flops)  # a fallback kernel, its own tiles
+            elif r.wave_tile:
+                e *= wave_efficiency(shape, flops, r.wave_tile, r.units)
             if op_class == "conv" and eff.channel_align > 1 and len(shape) > 3 and shape[3] > 0:
                 channels = shape[2] / shape[3]  # K = Cin * kh*kw
                 padded = math.ceil(channels / eff.channel_align) * eff.channel_align
@@ -200,6 +223,13 @@ def op_timing(
         me = eff.memory_e_max
         if eff.memory_x_half > 0:
             me *= nbytes / (nbytes + eff.memory_x_half)
+        if (
+            eff.misaligned_memory_factor < 1
+            and shape
+            and op_class in ROW_CLASSES
+            and (shape[-1] * DTYPE_BYTES.get(dtype, 1)) % ALIGN_BYTES
+        ):
+            me *= eff.misaligned_memory_factor
         memory = nbytes / (r.hbm_bandwidth * me)
     busy = compute if compute > memory else memory
     return OpTiming(r.fixed + busy + _overhead(op_class, flops, shape, r.eff), memory)

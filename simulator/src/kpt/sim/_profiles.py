@@ -44,6 +44,11 @@ class Efficiency:
     fixed_s: dict[str, float] = field(default_factory=dict, hash=False)
     # Matrix rate (FLOP/s) a tensor-core op falls to when a row is not 16-byte aligned.
     misaligned_flops: float = 0.0
+    # Row-wise ops: memory efficiency factor when a row is not 16-byte aligned (scalar loads).
+    misaligned_memory_factor: float = 1.0
+    # Wave quantization: per dtype, the (rows, cols) output tile of one thread block; a GEMM
+    # whose tiles fill w waves of compute_units blocks runs at w / ceil(w).
+    wave_tile: dict[str, tuple[int, int]] = field(default_factory=dict, hash=False)
     # Convolutions: input channels padded to a multiple of this (implicit GEMM's K).
     channel_align: int = 1
     # Attention: softmax score elements per second (the exponential unit's rate).
@@ -253,6 +258,7 @@ def parse_profile_spec(spec: str) -> list[str]:
 OPTIONAL_EFFICIENCY = {
     "tile": ("tile", 1, True),
     "misaligned_tflops": ("misaligned_flops", TERA, False),
+    "misaligned_memory_factor": ("misaligned_memory_factor", 1, False),
     "channel_align": ("channel_align", 1, True),
     "score_gps": ("score_rate", GIGA, False),
     "row_gps": ("row_rate", GIGA, False),
@@ -261,7 +267,7 @@ OPTIONAL_EFFICIENCY = {
     "second_pass_us": ("second_pass_s", US, False),
 }
 EFFICIENCY_KEYS = {"compute_e_max", "compute_x_half", "memory_e_max", "memory_x_half",
-                   "fixed_us", *OPTIONAL_EFFICIENCY}  # fmt: skip
+                   "fixed_us", "wave_tile", *OPTIONAL_EFFICIENCY}  # fmt: skip
 
 
 def _efficiency(p: str, table: Any, get, where: str) -> Efficiency:
@@ -286,6 +292,16 @@ def _efficiency(p: str, table: Any, get, where: str) -> Efficiency:
                 f"{where}: {p}.fixed_us has unknown dtype(s) {unknown}; known: {list(DTYPES)}"
             )
         extra["fixed_s"] = {d: float(get(f"{p}.fixed_us.{d}")) * US for d in fixed}
+    if "wave_tile" in table:
+        tiles = get(f"{p}.wave_tile", dict, None)
+        for d, tile in tiles.items():
+            ok = isinstance(tile, list) and len(tile) == 2
+            if d not in DTYPES or not ok or not all(type(t) is int and t > 0 for t in tile):
+                raise InvalidRequestError(
+                    f"{where}: {p}.wave_tile.{d} = {tile!r} must be [rows, cols] (positive "
+                    f"integers) under a known dtype {list(DTYPES)}"
+                )
+        extra["wave_tile"] = {d: (t[0], t[1]) for d, t in tiles.items()}
     eff = Efficiency(
         compute_e_max=float(get(f"{p}.compute_e_max")),
         compute_x_half=float(get(f"{p}.compute_x_half")),
@@ -293,7 +309,7 @@ def _efficiency(p: str, table: Any, get, where: str) -> Efficiency:
         memory_x_half=float(get(f"{p}.memory_x_half")),
         **extra,
     )
-    for fld in ("compute_e_max", "memory_e_max"):
+    for fld in ("compute_e_max", "memory_e_max", "misaligned_memory_factor"):
         value = getattr(eff, fld)
         if not 0 < value <= 1:
             raise InvalidRequestError(f"{where}: field '{p}.{fld}' = {value!r} must be in (0, 1]")
