@@ -10,7 +10,8 @@ def test_public_names_are_sorted_and_include_the_engine():
         "CollectiveResult", "DeviceHangError", "DeviceLostError", "Fault", "InvalidRequestError",
         "LinkDownError", "MemoryFaultError", "OpCost", "OutOfMemoryError", "Profile", "SimError",
         "Simulator", "__version__", "closed_form", "efficiency", "load_faults", "load_profile",
-        "op_time", "op_timing", "profile_table", "profiles", "replay", "ring_all_reduce_time",
+        "op_time", "op_timing", "profile_from_dict", "profile_table", "profiles", "replay",
+        "ring_all_reduce_time",
         "shape_penalty", "transfer_time", "tree_all_reduce_time",
     }  # fmt: skip
     assert engine <= set(kpt.sim.__all__)
