@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
         public, _ = generate_keys(args.directory, name)
         print(f"{args.directory}/{name}.key_secret  public key: {public.decode()}")
     print(
-        "Give the server its .key_secret and the clients' .key files (authorized_keys=DIR); "
+        "Server: its .key_secret, plus a folder holding the clients' .key files "
+        "(authorized_keys=FOLDER). "
         "give each client its own .key_secret and the server's public key.",
         file=sys.stderr,
     )

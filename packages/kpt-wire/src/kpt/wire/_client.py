@@ -14,6 +14,7 @@ import itertools
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from typing import Any
@@ -125,6 +126,7 @@ class Client:
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
+        weakref.finalize(self, _close_fds, self._wake_read, self._wake_write)
         self._closed = False
         self._busy_since = 0.0  # when the client last started waiting for a reply
         self._socket = self._connect()
@@ -190,8 +192,8 @@ class Client:
         with self._drive_lock:
             self._fail_all(TransportError(f"client of {self.endpoint} closed"))
             self._socket.close(0)
-            os.close(self._wake_read)
-            os.close(self._wake_write)
+        # The wake pipe stays open until this object is collected: a thread still poking it
+        # after close() must never write into a file that reused the descriptor number.
 
     def __enter__(self) -> Client:
         return self
@@ -415,6 +417,11 @@ class Client:
         if time.monotonic() - heard > _LIVENESS_MISSES * self._interval:
             # Silent server while idle: a fresh socket, so nothing stale is queued for it.
             self._reconnect(f"no traffic from {self.endpoint}: server dead or unreachable")
+
+
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def _remote_error(msg: Message) -> RemoteError:
