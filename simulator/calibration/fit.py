@@ -400,64 +400,54 @@ def report(before: dict, after: dict, fit_items, val_items, meas: dict) -> str:
 
 NOTES = """## How the fit works
 
-- Inputs per kernel: the engine's class (`softmax` and `layernorm` -> `norm`), dtype, analytic
-  FLOPs and HBM bytes (each operand read once, output written once), and a shape for the tile
-  penalty: (M, N, K) for matmuls, the implicit GEMM's (N*Ho*Wo, Cout, Cin*kh*kw) for
-  convolutions, none for attention. fp32 convolutions are fitted as tf32 (cuDNN's default).
+- Inputs per kernel: the engine's class (softmax and layer norm now their own), dtype,
+  analytic FLOPs and HBM bytes (each operand read once, output written once), and a shape:
+  (M, N, K) for matmuls, the implicit GEMM's (N*Ho*Wo, Cout, Cin*kh*kw, kh*kw) for
+  convolutions, (B*H, Sq, Sk, hd) for attention (FLOPs of the full product, causal or not),
+  (rows, cols) for softmax and layer norm. fp32 convolutions are fitted as tf32 (cuDNN's
+  default). The split is unchanged from the first calibration (hash of class and label).
 - Fitted: kernel_launch_us; matrix peaks for fp32, tf32, fp16, fp8 (bf16 stays at the
-  datasheet 989.4 TFLOP/s: peak and e_max are degenerate, so bf16 anchors the scale); compute
-  curves of matmul, conv, attention; memory curves of matmul, elementwise, reduction, norm,
-  copy; host link bandwidth and latency (pinned copies, alpha-beta). Tiles of matmul and conv by
-  grid search. Loss: soft-L1 on log(predicted / measured) (scipy least_squares, f_scale 0.1).
+  datasheet 989.4 TFLOP/s: peak and e_max are degenerate); compute curves of matmul, conv,
+  attention; memory curves of matmul, elementwise, reduction, softmax, layernorm, copy; host
+  link bandwidth and latency (pinned copies, alpha-beta); the refinements: fixed_us of fp32
+  and tf32 GEMMs, misaligned_tflops (GEMMs whose N or K row is not 16-byte aligned), the
+  attention score rate, the layer-norm row rate, the softmax/layernorm misaligned-row
+  bandwidth factors, the reduction regimes. Grid, one coordinate at a time: matmul and conv
+  tiles, tf32 wave tile, attention tile, reduction threshold. Loss: soft-L1 on
+  log(predicted / measured) (scipy least_squares, f_scale 0.1).
 - HBM bandwidth and memory_e_max are degenerate too: after the fit the bandwidth is set to what
-  the best class reaches (its e_max becomes 1.0), which is the achievable ~3.0 TB/s rather than
-  the datasheet 3.35 TB/s; predictions do not change, and concurrent ops share a realistic rate.
-- Not fitted (no data binds them): the vector units' compute curves, attention's memory curve,
-  chip links, network, DMA engines. The raw file keeps L2-warm (unflushed) small kernels and the
-  forward+backward attention timings; they are not single-kernel device times and are left out.
+  the best class reaches (its e_max becomes 1.0), the achievable ~3.0 TB/s.
+- The "v1" columns: the first calibration's profile (h100-sxm-v1.toml) and model inputs.
 
-## Where the model is weak, and what the engine would need
+## What the refinements found (fitted values are in the profile)
 
-1. **Misaligned tensor-core matmuls** (`matmul_misaligned`: a row of A or B not a multiple of
-   16 bytes, e.g. GPT-2's vocabulary 50257 in bf16/fp16/tf32, or 4097^3) run 4-5x slower than
-   aligned ones of the same size: cuBLAS falls back to a kernel without TMA/vector loads. The
-   tile penalty (ceil to a tile) cannot express it. This matters for the GPT-2 reference step:
-   its logits matmul (and its two backward matmuls) are this case. Proposal: an
-   `efficiency.matmul.misaligned_factor` (about 4.5 on H100) applied in `op_timing` when the
-   dtype is tf32/bf16/fp16/fp8 and `shape[1]` or `shape[2]` times the element size is not a
-   multiple of 16:
+- Misaligned tensor-core GEMMs fall to one rate, ~160 TFLOP/s, whatever the dtype
+  (bf16, fp16, tf32): 65.8% -> 8.1% median error.
+- tf32 GEMMs quantize into waves of 128x128 tiles over 132 SMs (1536^3: 72 tiles, 186
+  TFLOP/s; 2048^3: 256 tiles, 340); bf16/fp16 show no such steps (persistent kernels).
+- fp32 (SIMT) GEMMs cost ~7 us beyond the launch; tf32 ~1 us.
+- Attention: one exponential per score at ~3.4 T/s (the H100's MUFU rate is ~4.2) explains
+  why head dim 64 runs slower per FLOP than 128.
+- Reductions: one block below ~32K elements (~5 G elements/s), a ~5 us second pass above.
 
-   ```python
-   if op_class == "matmul" and shape and dtype in TENSOR_CORE_DTYPES and any(
-       (d * DTYPE_BYTES[dtype]) % 16 for d in shape[1:3]):
-       compute *= eff.misaligned_factor
-   ```
-2. **Reductions are a step, not a curve**: full reductions up to ~32K elements take ~5 us, from
-   ~64K to ~1M they take 10-18 us (a second grid-wide pass), then they follow bandwidth. A
-   saturating curve plus one launch latency splits the difference, so the smallest and the
-   mid-size ones miss by 40-100%. Proposal: a `two_pass_bytes` threshold and a second launch
-   for reductions above it.
-3. **Softmax and layer norm share `norm`** (CLASS_ALIASES), but torch's layer norm is up to 2-3x
-   slower than softmax on narrow rows (65536 x 256) and on very wide ones (512 x 50257), so one
-   curve cannot fit both. Proposal: keep `layernorm` as its own class (drop the alias) so a
-   profile may give it its own `[efficiency.layernorm]`, falling back to `norm`.
-4. **Attention** depends on head dim and causality beyond FLOPs (hd 128 reaches ~610 TFLOP/s
-   causal, hd 64 ~460 non-causal); with 7 forward configurations the fit is thin. A shape
-   convention for attention (seq_q, seq_k, head_dim) and a per-head-dim efficiency would help.
-5. **Convolutions**: the ResNet stem (Cin = 3, 7x7, stride 2) is 4-6x slower per FLOP than the
-   other layers (cuDNN pads the channels), and fp32 (TF32) 3x3 convolutions on 56x56 are
-   slower than the curve. 14 configurations only.
-6. **fp32 small matmuls** have a higher fixed cost (~11-16 us from 256^3 to 768^3) than bf16
-   (~5-7 us); one launch latency and one x_half per class cannot give dtypes different
-   intercepts except through the peak. A per-dtype launch latency would.
-7. **Pageable host copies** run at ~15 GB/s (staging through a pinned buffer) against ~55 GB/s
-   pinned; the engine has one host link. Proposal: a `pageable_bandwidth_gbps` in `[host_link]`
-   used when the client says the host buffer is not pinned.
-8. **Host-side overhead** is outside the cost model: ~9 us of host time per small eager op
-   (`x + x`), so a step of many small kernels is bound by the host, not the device (the GPT-2
-   step runs ~570 kernels with fp32 and ~770 with bf16 autocast; its bf16 step is slower than
-   fp32 on the H100 for that reason). The torch device should add host time per op if it wants
-   wall-clock step times; device-side simulated time will undershoot them.
+## Where the model is still weak
+
+1. **Convolutions** got worse on validation (5.8% -> 36% median): tf32 convolutions share
+   the tf32 peak, which tf32 GEMMs now set higher (445 vs 310 TFLOP/s), and the ResNet stem
+   (Cin = 3) is 8-10x slower per FLOP than other layers; channel padding and a misaligned
+   rate were tried and overfit 7 fit points. A per-class dtype scale or more conv
+   measurements would settle it.
+2. **Softmax and layer norm** now have their own curves, but 6-7 fit points each, and kernel
+   choices by row width the model cannot see (bf16 softmax over 4096 columns is 1.6x slower
+   than over 1024 with the same bytes); the validation points are 2 and 3.
+3. **Reductions** meet the median but not p90: the 32K-128K element step sits between
+   measured sizes, so the threshold is uncertain.
+4. **Attention** has 7 forward configurations; a 9 us one is bound by the launch gap.
+5. **Pageable host copies** run at ~15 GB/s against ~55 GB/s pinned; the engine has one host
+   link and the client does not say whether host memory is pinned.
+6. **Host-side overhead** is outside the cost model: ~9 us of host time per small eager op,
+   so steps of many small kernels are host-bound; device-side simulated time undershoots
+   wall-clock step times.
 """
 
 
