@@ -79,10 +79,11 @@ def test_serve_rejects_profile_and_device_counts_that_disagree():
     assert "4 devices" in result.stderr or "lists 4" in result.stderr
 
 
-def test_serve_mixed_cluster_on_tcp_then_exits_on_sigterm():
+def test_serve_mixed_cluster_on_tcp_then_exits_on_sigterm_writing_its_record(tmp_path):
+    record = tmp_path / "ops.json"
     process = subprocess.Popen(
         [sys.executable, "-m", "kpt.sim", "serve", "--profile", "test-asic:1,h100-sxm:1",
-         "--endpoint", "tcp://127.0.0.1:0", "--numerics", "off"],
+         "--endpoint", "tcp://127.0.0.1:0", "--numerics", "off", "--record", str(record)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -93,8 +94,14 @@ def test_serve_mixed_cluster_on_tcp_then_exits_on_sigterm():
         with SimClient(line.split()[-1]) as c:
             assert [d["profile"] for d in c.devices()] == ["test-asic", "h100-sxm"]
             assert c.numerics is False
+            c.alloc(1, 1 << 20)
+            c.synchronize()
         process.send_signal(signal.SIGTERM)
         assert process.wait(10) == 0
+        doc = json.loads(record.read_text())
+        assert doc["profile"] == "test-asic:1,h100-sxm:1"
+        assert [op["op"] for op in doc["ops"]] == ["alloc", "sync"]
+        assert main(["replay", str(record)]) == 0  # the trace replays as recorded
     finally:
         if process.poll() is None:
             process.kill()

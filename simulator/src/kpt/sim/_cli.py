@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 from kpt.sim._daemon_process import READY_PREFIX
 from kpt.sim._errors import SimError
@@ -42,6 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--executor", default="numpy", help="entry point in kpt.sim.executors")
     serve.add_argument("--seed", type=int, default=0)
     serve.add_argument("--heartbeat", type=float, default=1.0, help="seconds")
+    serve.add_argument(
+        "--record", default=None, metavar="OPS_JSON",
+        help="record every timed op; write the op trace (for `kpt-sim replay`) on exit",
+    )  # fmt: skip
     serve.add_argument("--parent-pid", type=int, default=None, help="exit when this pid dies")
     serve.add_argument(
         "--cleanup-dir", default=None, help="remove this folder on exit (start_daemon's tmp dir)"
@@ -95,6 +100,10 @@ def serve(args: argparse.Namespace) -> int:
     daemon = SimDaemon(
         sim, executor, args.numerics == "on", args.executor, heartbeat_interval=args.heartbeat
     )
+    if args.record:
+        from kpt.sim._daemon_recorder import OpRecorder
+
+        daemon.recorder = OpRecorder()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -117,6 +126,8 @@ def serve(args: argparse.Namespace) -> int:
                 break  # the parent died: we were re-parented
     finally:
         server.close()
+        if args.record and daemon.recorder is not None:
+            Path(args.record).write_text(json.dumps(daemon.recorder.document(sim)))
         if args.cleanup_dir:  # the parent may be dead (that may be why we stop): tidy up
             shutil.rmtree(args.cleanup_dir, ignore_errors=True)
     return 0

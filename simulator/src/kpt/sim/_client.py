@@ -334,6 +334,17 @@ class SimClient:
         """Free every buffer of every client, clear faults, restart the clock at 0."""
         self._call("reset", {})
 
+    def record_ops(self, on: bool = True) -> None:
+        """Start recording (afresh) every client's timed ops as an op trace, or stop."""
+        self._call("record_ops", {"on": on})
+
+    def dump_ops(self, path: str | os.PathLike) -> str:
+        """Write the recorded op trace (JSON that kpt.sim.replay and `kpt-sim replay` read)."""
+        message = self._call("dump_ops", {})
+        with open(path, "wb") as f:
+            f.write(memoryview(message.arrays[0]))
+        return os.fspath(path)
+
     def dump_trace(self, path: str | os.PathLike) -> str:
         """Write the daemon's Chrome trace (Perfetto opens it) to a local file; returns the path."""
         message = self._call("dump_trace", {})

@@ -7,6 +7,7 @@ decides WHEN each op would have run on the chip. Message catalogue: docs/sim-dae
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -30,6 +31,7 @@ from kpt.sim._daemon_buffers import (
     field_int,
     parse_cost,
 )
+from kpt.sim._daemon_recorder import OpRecorder
 from kpt.sim._errors import DeviceHangError, OutOfMemoryError, SimError
 from kpt.sim._executors import Executor, View
 from kpt.sim._simulator import Simulator
@@ -75,6 +77,7 @@ class SimDaemon:
         self.streams: dict[tuple[bytes, int], int] = {}  # (client, its stream) -> engine stream
         self._next_stream = 0
         self._spare_streams: list[int] = []  # engine streams of clients that left
+        self.recorder: OpRecorder | None = None  # on: every timed op goes into an op trace
         self._handlers = {
             "hello": self.hello,
             "devices": self.devices,
@@ -97,6 +100,8 @@ class SimDaemon:
             "collective": self.collective,
             "alloc_async": self.alloc_async,
             "bye": self.bye,
+            "record_ops": self.record_ops,
+            "dump_ops": self.dump_ops,
         }
         self._cast_handlers = {name: self._handlers[name] for name in CAST_TYPES}
         self._cast_handlers.update(free=self.free_async)  # in a batch, free is a cast too
@@ -260,6 +265,8 @@ class SimDaemon:
             self.sim.free(buffer_id)
             raise
         state.buffers.add(buffer_id)
+        if self.recorder is not None:
+            self.recorder.alloc(device, nbytes, buffer_id)
         return buffer_id
 
     def free(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
@@ -271,6 +278,8 @@ class SimDaemon:
         self.buffers.remove(buffer.id)
         state.buffers.discard(buffer.id)
         self._release(buffer)
+        if self.recorder is not None:
+            self.recorder.free(buffer.id)
 
     def write(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
         buffer = self.buffers.owned(buffer_field(msg.header), client_id)
@@ -278,7 +287,9 @@ class SimDaemon:
         if len(msg.arrays) != 1:
             raise bad(f"write carries {len(msg.arrays)} array frames; send exactly 1 (the bytes)")
         data = memoryview(np.ascontiguousarray(msg.arrays[0]).view(np.uint8).reshape(-1))
-        self.sim.write(buffer.id, offset, data.nbytes, self._stream(client_id, msg.header))
+        stream = self._stream(client_id, msg.header)
+        self.sim.write(buffer.id, offset, data.nbytes, stream)
+        self._record("h2d", device=buffer.device, bytes=data.nbytes, stream=stream)
         if self.numerics:
             self.executor.write(buffer.storage, offset, data)
         return {}
@@ -287,7 +298,9 @@ class SimDaemon:
         buffer = self.buffers.owned(buffer_field(msg.header), client_id)
         offset = field_int(msg.header, "offset", default=0)
         nbytes = field_int(msg.header, "nbytes")
-        self.sim.read(buffer.id, offset, nbytes, self._stream(client_id, msg.header))
+        stream = self._stream(client_id, msg.header)
+        self._record("d2h", device=buffer.device, bytes=nbytes, stream=stream)  # + its sync
+        self.sim.read(buffer.id, offset, nbytes, stream)
         self._raise_pending(state)
         if self.numerics:
             data = self.executor.read(buffer.storage, offset, nbytes)
@@ -311,6 +324,8 @@ class SimDaemon:
             cost = self._cost(header.get("cost"), op, in_views, out_views, attrs)
             touched = [b.id for _, b in (*inputs, *outputs)]
             self.sim.launch(device, cost, stream, touched, op)
+            if self.recorder is not None:
+                self.recorder.launch(device, cost, stream, op)
             if self.numerics:
                 self.executor.run(op, in_views, out_views, attrs)
         except (ValueError, KeyError, TypeError, IndexError, ArithmeticError) as exc:
@@ -330,6 +345,9 @@ class SimDaemon:
             )
         self.sim.transfer(
             src_buffer.device, dst_buffer.device, src.nbytes, stream, (src_buffer.id, dst_buffer.id)
+        )
+        self._record(
+            "copy", src=src_buffer.device, dst=dst_buffer.device, bytes=src.nbytes, stream=stream
         )
         if not self.numerics:
             return
@@ -367,6 +385,8 @@ class SimDaemon:
             kind, nbytes, None if kind == "send_recv" else devices,
             algorithm=algorithm, stream=stream, **options,
         )  # fmt: skip
+        if self.recorder is not None:
+            self.recorder.collective(kind, nbytes, stream, devices, algorithm, options)
         if self.numerics:
             rank = devices.index(root) if root is not None else 0
             collectives.compute(self.executor, kind, in_views, out_views, op, rank)
@@ -374,7 +394,9 @@ class SimDaemon:
     def record_event(self, header: dict, state: ClientState, client_id: bytes) -> None:
         event = field_int(header, "event", low=1)
         device = self._device(header)
-        token = self.sim.record_event(device, self._stream(client_id, header))
+        stream = self._stream(client_id, header)
+        token = self.sim.record_event(device, stream)
+        self._record("record", device=device, event=token, stream=stream)
         state.events[event] = (token, device)
         state.events.move_to_end(event)
         while len(state.events) > MAX_EVENTS_PER_CLIENT:
@@ -383,7 +405,9 @@ class SimDaemon:
     def wait_event(self, header: dict, state: ClientState, client_id: bytes) -> None:
         token, _ = self._event(state, header)
         device = self._device(header)
-        self.sim.wait_event(token, device, self._stream(client_id, header))
+        stream = self._stream(client_id, header)
+        self.sim.wait_event(token, device, stream)
+        self._record("wait", device=device, event=token, stream=stream)
 
     def event_time(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
         token, device = self._event(state, msg.header)
@@ -396,9 +420,25 @@ class SimDaemon:
 
     def synchronize(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
         device = None if msg.header.get("device") is None else self._device(msg.header)
+        self._record("sync", **({} if device is None else {"device": device}))
         now = self.sim.synchronize(device)
         self._raise_pending(state)
         return {"now": now}
+
+    def record_ops(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
+        """Start (afresh) or stop recording the timed ops of every client as an op trace."""
+        self.recorder = OpRecorder() if msg.header.get("on", True) is True else None
+        return {}
+
+    def dump_ops(self, msg: Message, state: ClientState, client_id: bytes):
+        if self.recorder is None:
+            raise bad("not recording: call record_ops first")
+        data = json.dumps(self.recorder.document(self.sim)).encode()
+        return {"nbytes": len(data), "ops": len(self.recorder.ops)}, [np.frombuffer(data, np.uint8)]
+
+    def _record(self, kind: str, **fields: Any) -> None:
+        if self.recorder is not None:
+            self.recorder.add({"op": kind, **fields})
 
     def now(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
         return {"now": self.sim.now()}
