@@ -13,7 +13,7 @@ from kpt.wire import Client, RemoteError
 
 CALLS = (
     "hello", "devices", "alloc", "free", "write", "read", "event_time", "synchronize", "now",
-    "memory_stats", "reset_peak", "dump_trace",
+    "memory_stats", "reset_peak", "dump_trace", "record_ops", "dump_ops",
 )  # fmt: skip
 CASTS = ("launch", "copy", "record_event", "wait_event", "collective", "alloc_async", "batch")
 FIELDS = (
