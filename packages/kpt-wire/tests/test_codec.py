@@ -191,3 +191,10 @@ def test_a_failed_encode_leaves_nothing_behind_for_the_next_one():
     header = {"c": 3}
     encode("t", header, [np.zeros(2)])
     assert header == {"c": 3}  # the caller's dict is not modified
+
+
+def test_version_is_checked_before_the_frame_layout():
+    newer = [PROTOCOL + struct.pack(">H", VERSION + 1), b"t"]  # a layout this version never sent
+    with pytest.raises(ProtocolError, match=f"version {VERSION + 1}") as info:
+        decode(newer)
+    assert info.value.code == "version"

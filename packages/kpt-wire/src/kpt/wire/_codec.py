@@ -277,27 +277,28 @@ def _arrays(
 def decode(frames: Sequence[Any], limits: Limits = Limits()) -> Message:  # noqa: B008
     """Message from frames (bytes, memoryviews or zmq.Frame); ProtocolError on any bad input."""
     count = len(frames)
+    rid = read_request_id(frames)
     if count > limits.max_frames:
         raise ProtocolError(
             f"message has {count} frames, over the limit of {limits.max_frames}",
             code="limit",
-            request_id=read_request_id(frames),
-        )
-    if count < 4:
-        raise ProtocolError(
-            f"message has {count} frames; a kpt.wire message has at least 4 "
-            "(protocol, type, request id, header)",
-            request_id=read_request_id(frames),
+            request_id=rid,
         )
     total = sum(_size(frame) for frame in frames)
-    rid = read_request_id(frames)
     if total > limits.max_message_bytes:
         raise ProtocolError(
             f"message is {total} bytes, over the limit of {limits.max_message_bytes}",
             code="limit",
             request_id=rid,
         )
-    _check_preamble(frames[0], rid)
+    # The version comes first: another version may lay out the other frames differently.
+    _check_preamble(frames[0] if count else b"", rid)
+    if count < 4:
+        raise ProtocolError(
+            f"message has {count} frames; a kpt.wire message has at least 4 "
+            "(protocol, type, request id, header)",
+            request_id=rid,
+        )
     if rid is None:
         raise ProtocolError(f"request id frame must be {_RID.size} bytes, got {_size(frames[2])}")
     header_size = _size(frames[3])
