@@ -315,7 +315,7 @@ class Client:
             wake_at = min(until, self._last_send + self._interval, now + window - silence)
             for ready in wait(self._poll_items, max(0.0, wake_at - now) * 1000 + 1):
                 if ready is self._socket:
-                    self._receive()
+                    self._receive(ready=True)
                 else:
                     try:
                         os.read(self._wake_read, 4096)
@@ -336,10 +336,12 @@ class Client:
             return
         self._last_send = time.monotonic()
 
-    def _receive(self) -> None:
+    def _receive(self, ready: bool = False) -> None:
+        """Hand every waiting reply to its call; ``ready``: poll just saw one waiting."""
         landed = False
         socket = self._socket
-        while has_input(socket):
+        while ready or has_input(socket):
+            ready = False
             frames = recv_frames(socket, 4, self._limits.max_frames)
             self._last_recv = time.monotonic()
             try:

@@ -164,8 +164,8 @@ class Server:
             wake.close(0)
 
     def _drain(self, router: zmq.Socket) -> None:
-        for _ in range(_DRAIN_BATCH):
-            if not has_input(router):
+        for index in range(_DRAIN_BATCH):
+            if index and not has_input(router):  # the first one: poll just said it is there
                 return
             frames = recv_frames(router, 5, self._limits.max_frames + 1)
             try:
