@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from kpt.sim import (
+    DeviceHangError,
     DeviceLostError,
     InvalidRequestError,
     OpCost,
@@ -383,3 +384,13 @@ def test_an_idle_client_with_a_long_heartbeat_keeps_its_buffers(daemon):
         c.write(buffer, 0, np.arange(4, dtype=np.float32))
         time.sleep(1.5)
         assert c.read(buffer, 0, 16).view(np.float32).tolist() == [0, 1, 2, 3]
+
+
+def test_a_daemon_slower_than_the_call_timeout_is_a_hang_not_a_loss(daemon):
+    with SimClient(daemon[0]) as c:
+        x = upload(c, 0, np.ones((1000, 1000), np.float32))
+        c.timeout = 0.02
+        for _ in range(40):  # ~0.3 s of single-threaded numpy, far more than 0.02 s
+            c.launch(0, "softmax", [x], [x])
+        with pytest.raises(DeviceHangError, match="did not answer 'synchronize'"):
+            c.synchronize()

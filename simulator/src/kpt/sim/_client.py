@@ -17,8 +17,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from kpt.sim import _daemon_liveness as liveness
-from kpt.sim._errors import ERRORS, DeviceLostError, OutOfMemoryError, SimError
-from kpt.wire import Client, RemoteError, TransportError, WireError
+from kpt.sim._errors import ERRORS, DeviceHangError, DeviceLostError, OutOfMemoryError, SimError
+from kpt.wire import CallTimeout, Client, RemoteError, TransportError, WireError
 
 #: Protocol of the daemon's message catalogue (not the wire's envelope version).
 SIM_PROTOCOL = "kpt-sim/1"
@@ -159,6 +159,14 @@ class SimClient:
             return self._wire.call(kind, header, arrays=list(arrays), idempotent=idempotent)
         except RemoteError as exc:
             raise typed_error(exc) from None
+        except CallTimeout as exc:
+            if self._watcher is not None and self._watcher.dead:
+                raise self._lost(exc) from exc
+            raise DeviceHangError(
+                f"simulator daemon at {self.endpoint} did not answer {kind!r} within "
+                f"{self.timeout:g} s: busy with a long queue of numerics or stuck; "
+                "pass SimClient(timeout=...) for longer waits"
+            ) from exc
         except (TransportError, WireError) as exc:
             raise self._lost(exc) from exc
 
@@ -182,6 +190,17 @@ class SimClient:
             self._wire.cast("batch", {"ops": ops})
         except (TransportError, WireError) as exc:
             raise self._lost(exc) from exc
+
+    @property
+    def timeout(self) -> float:
+        """Seconds each call may wait for its answer (a synchronize waits for queued work)."""
+        return self._wire.timeout
+
+    @timeout.setter
+    def timeout(self, seconds: float) -> None:
+        if not seconds > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {seconds!r}")
+        self._wire.timeout = float(seconds)
 
     def _ping(self) -> None:
         self._wire.cast("ping", {})
