@@ -108,3 +108,17 @@ def test_serve_mixed_cluster_on_tcp_then_exits_on_sigterm_writing_its_record(tmp
             process.wait(5)
         process.stdout.close()
         process.stderr.close()
+
+
+def test_executor_options_reach_the_executor_and_bad_ones_are_named(capsys):
+    from kpt.sim._cli import _options
+
+    assert _options(["threads=2", "name=fast", "exact=true"]) == {
+        "threads": 2, "name": "fast", "exact": True,
+    }  # fmt: skip
+    result = _cli("serve", "--executor-option", "threads")
+    assert result.returncode == 2 and "KEY=VALUE" in result.stderr
+    result = _cli("serve", "--executor", "nope")
+    assert result.returncode == 2 and "'nope' not found" in result.stderr
+    result = _cli("serve", "--executor-option", "threads=2")  # numpy takes no options
+    assert result.returncode == 2 and "rejected options ['threads']" in result.stderr

@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--faults", default=None, help="fault file (TOML or JSON)")
     serve.add_argument("--numerics", choices=("on", "off"), default="on")
     serve.add_argument("--executor", default="numpy", help="entry point in kpt.sim.executors")
+    serve.add_argument(
+        "--executor-option", action="append", default=[], metavar="KEY=VALUE",
+        help="passed to the executor's constructor (repeatable), e.g. threads=2",
+    )  # fmt: skip
     serve.add_argument("--seed", type=int, default=0)
     serve.add_argument("--heartbeat", type=float, default=1.0, help="seconds")
     serve.add_argument(
@@ -94,7 +98,7 @@ def serve(args: argparse.Namespace) -> int:
         faults=args.faults, seed=args.seed,
     )  # fmt: skip
     try:
-        executor = load_executor(args.executor)
+        executor = load_executor(args.executor, **_options(args.executor_option))
     except ExecutorNotFoundError as exc:
         raise SimError(str(exc)) from None
     daemon = SimDaemon(
@@ -131,6 +135,20 @@ def serve(args: argparse.Namespace) -> int:
         if args.cleanup_dir:  # the parent may be dead (that may be why we stop): tidy up
             shutil.rmtree(args.cleanup_dir, ignore_errors=True)
     return 0
+
+
+def _options(pairs: list[str]) -> dict[str, object]:
+    """KEY=VALUE strings as keyword arguments; values that parse as JSON numbers/bools are."""
+    options: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise SimError(f"--executor-option {pair!r} must look like KEY=VALUE, e.g. threads=2")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return options
 
 
 def _die_with_parent(parent_pid: int | None) -> None:

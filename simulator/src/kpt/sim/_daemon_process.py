@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import shutil
@@ -77,6 +78,7 @@ def start_daemon(
     endpoint: str | None = None,
     startup_timeout: float = 60.0,
     extra_args: tuple[str, ...] = (),
+    executor_options: dict | None = None,
 ) -> DaemonHandle:
     """Start `python -m kpt.sim serve` on an ipc endpoint in a fresh tmp dir; wait until it serves.
 
@@ -93,6 +95,8 @@ def start_daemon(
     ]  # fmt: skip
     if faults is not None:
         command += ["--faults", os.fspath(faults)]
+    for key, value in (executor_options or {}).items():
+        command += ["--executor-option", f"{key}={json.dumps(value)}"]
     command += list(extra_args)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(

@@ -115,7 +115,7 @@ def load_executor(name: str, **options: Any) -> Executor:
         if name == "numpy":  # usable even from a source tree whose entry points are not installed
             from kpt.sim._numpy_executor import NumpyExecutor
 
-            return NumpyExecutor(**options)
+            return _construct(name, NumpyExecutor, options)
         raise ExecutorNotFoundError(
             f"executor {name!r} not found: misspelled or not installed; "
             f"registered executors: {', '.join(executor_names())}"
@@ -128,7 +128,7 @@ def load_executor(name: str, **options: Any) -> Executor:
         raise ExecutorNotFoundError(
             f"executor {name!r} ({entry.value}) failed to load: {type(exc).__name__}: {exc}"
         ) from exc
-    executor = cls(**options)
+    executor = _construct(name, cls, options)
     missing = [
         m for m in ("allocate", "write", "read", "run", "estimate") if not hasattr(executor, m)
     ]
@@ -137,6 +137,15 @@ def load_executor(name: str, **options: Any) -> Executor:
             f"executor {name!r} ({entry.value}) lacks method(s) {', '.join(missing)}"
         )
     return executor
+
+
+def _construct(name: str, cls: Any, options: dict[str, Any]) -> Any:
+    try:
+        return cls(**options)
+    except TypeError as exc:
+        raise ExecutorNotFoundError(
+            f"executor {name!r} rejected options {sorted(options)}: {exc}"
+        ) from None
 
 
 def check_views(views: Sequence[View], what: str) -> None:
