@@ -95,6 +95,23 @@ def test_grid_may_be_a_function_of_the_arguments():
     assert run.bytes_in == run.bytes_out == 0  # host tensors are not copied
 
 
+def test_every_adapter_has_a_no_op_on_host_kernel_hook():
+    """The hook is part of the Adapter contract: an adapter that does not override it still
+    runs kernels on the host, and the base method accepts the HostKernelRun and does nothing."""
+
+    class Plain(hal.CpuAdapter):
+        name = "plainhost"
+
+    assert "on_host_kernel" not in vars(Plain) and "on_host_kernel" not in vars(hal.CpuAdapter)
+    x, y = _inputs(10)
+    out = torch.empty(10)
+    run = hal.run_triton(COMPILED, (1,), x, y, out, 10, BLOCK=16, device="cpu", adapter=Plain())
+    assert run.mode == "interpreter"
+    torch.testing.assert_close(out, x + y)
+    record = hal.HostKernelRun("k", (1, 1, 1), torch.device("cpu", 0), 0.1, 0, 0)
+    assert Plain().on_host_kernel(0, record) is None
+
+
 def test_in_place_kernel_with_scalar_argument():
     x = torch.arange(10, dtype=torch.float32)
     hal.run_triton(JITFunction(_scale_fn), (1,), x, 10, 2.5, BLOCK=16)

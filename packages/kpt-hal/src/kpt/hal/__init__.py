@@ -12,19 +12,20 @@ from kpt.hal._health import HealthMonitor
 from kpt.hal._mesh import MeshPlan
 from kpt.hal._nominal import NominalSpec, nominal_spec
 from kpt.hal._privateuse1 import PrivateUse1TakenError, register_python_device
+from kpt.hal._triton import TritonRun, TritonUnavailableError, run_triton
 from kpt.hal._types import (
     AdapterInfo,
     Capabilities,
     Device,
     HealthReport,
     HealthState,
+    HostKernelRun,
     Interconnect,
     Link,
     NoDeviceError,
     Probe,
     Value,
 )
-from kpt.hal._triton import HostKernelRun, TritonRun, TritonUnavailableError, run_triton
 from kpt.hal._version import __version__
 
 _default_registry = Registry()

@@ -8,7 +8,15 @@ from typing import Any, ClassVar, Protocol
 import torch
 
 from kpt.hal._nominal import nominal_spec
-from kpt.hal._types import Capabilities, HealthReport, HealthState, Interconnect, Link, Probe
+from kpt.hal._types import (
+    Capabilities,
+    HealthReport,
+    HealthState,
+    HostKernelRun,
+    Interconnect,
+    Link,
+    Probe,
+)
 
 # Names torch uses for dtypes, as kpt spells them in Capabilities.dtypes and select(dtype=).
 COMMON_DTYPES = frozenset({"float32", "float16", "bfloat16", "int8", "int32", "int64", "bool"})
@@ -51,6 +59,15 @@ class Adapter(abc.ABC):
     def synchronize(self, index: int) -> None:
         """Wait for all work queued on device `index`."""
         self._torch_module().synchronize(index)
+
+    def on_host_kernel(self, index: int, run: HostKernelRun) -> None:
+        """Told after run_triton ran a kernel for device `index` under the host interpreter.
+
+        The default does nothing. A simulator overrides it to charge its chip's clock for
+        the kernel; a real adapter might count host fallbacks. Must not raise: the kernel has
+        already run and its results are on the device.
+        """
+        return None
 
     def _torch_module(self) -> Any:
         module = getattr(torch, self.device_type, None)

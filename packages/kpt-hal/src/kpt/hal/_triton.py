@@ -21,11 +21,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal
 
 import torch
 
 from kpt.hal._adapter import Adapter
+from kpt.hal._types import HostKernelRun
 
 Grid = tuple[int, ...] | Callable[[dict[str, Any]], tuple[int, ...]]
 TritonMode = Literal["native", "interpreter"]
@@ -38,34 +39,12 @@ class TritonUnavailableError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class HostKernelRun:
-    """A kernel that ran under the interpreter on behalf of a device (given to the adapter)."""
-
-    kernel: str  # the kernel function's name
-    grid: tuple[int, ...]  # the launch grid, padded to 3 dimensions
-    device: torch.device  # the device the kernel was meant for
-    host_seconds: float  # wall time the interpreter took on the host
-    bytes_in: int  # bytes copied device -> host before the run
-    bytes_out: int  # bytes copied host -> device after it
-
-
-@dataclass(frozen=True)
 class TritonRun:
     """What run_triton did."""
 
     mode: TritonMode
     device: torch.device
     seconds: float  # host wall time of the launch (native launches are asynchronous)
-
-
-@runtime_checkable
-class HostKernelObserver(Protocol):
-    """An adapter that wants to hear about interpreted kernels implements this one method.
-
-    The simulator adapter uses it to advance its chip's clock by what the kernel would cost.
-    """
-
-    def on_host_kernel(self, index: int, run: HostKernelRun) -> None: ...
 
 
 def triton_available() -> bool:
@@ -343,9 +322,10 @@ def run_triton(
         return TritonRun("native", torch_device, seconds)
     kernel, meta = _unwrap_for_host(kernel, args, meta)
     bytes_in, bytes_out, launch_grid, seconds = _run_interpreted(kernel, grid, args, meta, kinds)
-    if isinstance(adapter, HostKernelObserver):
+    hook = getattr(adapter, "on_host_kernel", None)  # every Adapter has it (a no-op default)
+    if hook is not None:
         run = HostKernelRun(
             _kernel_name(kernel), launch_grid, torch_device, seconds, bytes_in, bytes_out
         )
-        adapter.on_host_kernel(torch_device.index or 0, run)
+        hook(torch_device.index or 0, run)
     return TritonRun("interpreter", torch_device, seconds)

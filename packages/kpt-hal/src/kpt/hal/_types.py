@@ -137,6 +137,18 @@ class HealthReport:
 
 
 @dataclass(frozen=True)
+class HostKernelRun:
+    """A kernel that ran under the interpreter on behalf of a device (given to the adapter)."""
+
+    kernel: str  # the kernel function's name
+    grid: tuple[int, ...]  # the launch grid, padded to 3 dimensions
+    device: torch.device  # the device the kernel was meant for
+    host_seconds: float  # wall time the interpreter took on the host
+    bytes_in: int  # bytes copied device -> host before the run
+    bytes_out: int  # bytes copied host -> device after it
+
+
+@dataclass(frozen=True)
 class AdapterInfo:
     """One adapter as discovery saw it, with the reason for its status."""
 
