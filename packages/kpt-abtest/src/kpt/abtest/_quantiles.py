@@ -3,13 +3,16 @@
 The distribution-free interval for the q-quantile runs between the order statistics at ranks
 n*q -/+ z*sqrt(n*q*(1-q)) (normal approximation to the binomial count below the quantile).
 Half its width over z is a consistent standard error that needs no density estimate, so a
-difference of quantiles gets a normal interval. One np.partition call finds every rank at once.
+difference of quantiles gets a normal interval. Every rank is found in one selection pass
+(_select.py), never a sort.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import stats
+
+from kpt.abtest._select import select_ranks
 
 
 def _ranks(n: int, q: float, z: float) -> tuple[int, int, int, int, float]:
@@ -42,12 +45,16 @@ def quantiles_with_se(x: np.ndarray, qs, alpha: float = 0.05) -> tuple[np.ndarra
     kth = sorted(
         {min(max(i, 0), n - 1) for lo, hi, lower, upper, _ in plans for i in (lo, hi, lower, upper)}
     )
-    part = np.partition(x, kth, axis=-1)
+    if x.ndim == 1:
+        at = dict(zip(kth, select_ranks(x, kth), strict=True))
+    else:
+        part = np.partition(x, kth, axis=-1)
+        at = {k: part[..., k] for k in kth}
     est, se = [], []
     for lo, hi, lower, upper, frac in plans:
-        est.append(part[..., lo] * (1 - frac) + part[..., hi] * frac)
+        est.append(at[lo] * (1 - frac) + at[hi] * frac)
         if lower < 0 or upper > n - 1:
             se.append(np.full(x.shape[:-1], np.nan))
         else:
-            se.append((part[..., upper] - part[..., lower]) / (2 * z))
+            se.append((at[upper] - at[lower]) / (2 * z))
     return np.stack(est, axis=-1), np.stack(se, axis=-1)
