@@ -53,12 +53,13 @@ def device(spec: Any) -> Device:
 
 def select(**needs: Any) -> Device:
     """Best device meeting needs: min_memory=, dtype=, vendor=, adapter=, device_type=,
-    feature=, healthy=. Failed devices are never chosen; NoDeviceError explains refusals."""
+    feature=, healthy=, simulated=. Real accelerators rank above simulated devices, and those
+    above the CPU. Failed devices are never chosen; NoDeviceError explains refusals."""
     return _default_registry.select(**needs)
 
 
 def plan_mesh(world_size: int, devices: Sequence[Device] | None = None) -> MeshPlan:
-    """Place world_size ranks on devices (default: usable accelerators), by node and link speed."""
+    """Place world_size ranks on devices (default: the best kind usable), by node and link speed."""
     return _default_registry.plan_mesh(world_size, devices)
 
 

@@ -19,7 +19,7 @@ import torch
 
 from kpt.hal._adapter import Adapter
 from kpt.hal._mesh import MeshPlan, plan_mesh
-from kpt.hal._select import select_device
+from kpt.hal._select import KIND_RANK, select_device
 from kpt.hal._types import AdapterInfo, Device, HealthReport, HealthState
 
 ENTRY_POINT_GROUP = "kpt.adapters"
@@ -160,10 +160,12 @@ class Registry:
         return [d for d in self.devices() if self.health(d).state != HealthState.FAILED]
 
     def plan_mesh(self, world_size: int, devices: Sequence[Device] | None = None) -> MeshPlan:
-        """A mesh over `devices` (default: every usable accelerator, else the CPU)."""
+        """A mesh over `devices` (default: the usable devices of the best kind present: real
+        accelerators, else simulated devices, else the CPU; kinds are never mixed)."""
         if devices is None:
             usable = self.usable_devices()
-            devices = [d for d in usable if d.torch_device.type != "cpu"] or usable
+            best = max((KIND_RANK[d.kind] for d in usable), default=None)
+            devices = [d for d in usable if KIND_RANK[d.kind] == best]
         return plan_mesh(world_size, devices)
 
     # ---- discovery ----------------------------------------------------------------------

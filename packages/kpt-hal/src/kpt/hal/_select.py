@@ -11,7 +11,23 @@ import torch
 
 from kpt.hal._types import Device, HealthReport, HealthState, NoDeviceError
 
-NEEDS = ("adapter", "device_type", "dtype", "feature", "healthy", "min_memory", "vendor")
+NEEDS = (
+    "adapter",
+    "device_type",
+    "dtype",
+    "feature",
+    "healthy",
+    "min_memory",
+    "simulated",
+    "vendor",
+)
+
+# Among devices meeting the needs, the kind decides first. Real hardware beats a simulator
+# modelling it (a simulator's figures are those of the chip it models, so ranking by rate
+# alone could pick it over the real thing), and a simulator beats the host so that code
+# written for an accelerator runs on one in CI. Ask for the simulator with adapter="sim"
+# or simulated=True; refuse it with simulated=False.
+KIND_RANK = {"accelerator": 2, "simulated": 1, "host": 0}
 
 _UNITS = {
     "": 1,
@@ -65,6 +81,11 @@ def _normalize(needs: dict[str, Any]) -> dict[str, Any]:
         out["min_memory"] = parse_bytes(out["min_memory"])
     if "dtype" in out:
         out["dtype"] = dtype_name(out["dtype"])
+    if "simulated" in out and not isinstance(out["simulated"], bool):
+        raise TypeError(
+            f"simulated={out['simulated']!r} is not a bool; give True (only simulated devices) "
+            "or False (never a simulated device)"
+        )
     if "feature" in out:
         feature = out["feature"]
         out["feature"] = frozenset([feature] if isinstance(feature, str) else feature)
@@ -102,6 +123,8 @@ def refusals_for(device: Device, report: HealthReport, needs: dict[str, Any]) ->
         why.append(f"memory {_gib(caps.memory_total)} < {_gib(needs['min_memory'])} needed")
     if "dtype" in needs and needs["dtype"] not in caps.dtypes:
         why.append(f"dtype {needs['dtype']} not supported")
+    if "simulated" in needs and caps.simulated != needs["simulated"]:
+        why.append("simulated, simulated=False asked" if caps.simulated else "not simulated")
     missing = sorted(needs.get("feature", frozenset()) - caps.features)
     if missing:
         why.append(f"lacks feature(s) {', '.join(missing)}")
@@ -114,7 +137,8 @@ def select_device(
     needs: dict[str, Any],
     unchecked: HealthReport,
 ) -> Device:
-    """The best of `devices` meeting `needs`: healthy first, accelerators, fastest, largest.
+    """The best of `devices` meeting `needs`: by kind (accelerator, simulated, host; see
+    KIND_RANK), then healthy before degraded, then fastest, then largest, then lowest index.
 
     The loop is the hot path (<= 50 us over 16 devices): plain comparisons only; the words
     explaining refusals are built only when nothing qualifies.
@@ -127,6 +151,8 @@ def select_device(
     dtype = wanted.get("dtype")
     features = wanted.get("feature")
     healthy_only = bool(wanted.get("healthy"))
+    simulated = wanted.get("simulated")
+    kind_rank = KIND_RANK
     failed, healthy = HealthState.FAILED, HealthState.HEALTHY
     best, best_rank = None, None
     report_of = health.get
@@ -142,13 +168,14 @@ def select_device(
             or caps.memory_total < min_memory
             or (dtype is not None and dtype not in caps.dtypes)
             or (features and not features <= caps.features)
+            or (simulated is not None and caps.simulated != simulated)
         ):
             continue
         rates = caps.peak_flops
         rate = rates[dtype].amount if dtype in rates else caps.top_flops
         rank = (
+            kind_rank[device.kind],
             state is healthy,
-            device.device_type != "cpu",  # any accelerator before the host
             rate,
             caps.memory_total,
             -device.index,

@@ -13,6 +13,10 @@ import torch
 
 ValueSource = Literal["measured", "nominal"]
 AdapterStatus = Literal["loaded", "no-hardware", "rejected", "conflict"]
+# What a device is, as select() ranks it: real accelerators first, then simulated devices,
+# then the host CPU (see _select.KIND_RANK).
+DeviceKind = Literal["accelerator", "simulated", "host"]
+SIMULATED_FEATURE = "simulated"  # the feature a simulated device advertises
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,11 @@ class Capabilities:
 
     def __hash__(self) -> int:  # peak_flops is a mapping; hash what identifies the device
         return hash((self.vendor, self.model, self.index, self.memory_total))
+
+    @property
+    def simulated(self) -> bool:
+        """True for a device whose time and memory are modelled (features holds "simulated")."""
+        return SIMULATED_FEATURE in self.features
 
     def __post_init__(self) -> None:
         # Frozen means frozen: a caller must not be able to edit the cached snapshot.
@@ -178,10 +187,18 @@ class Device:
     torch_device: torch.device
     capabilities: Capabilities
     device_type: str = field(init=False, repr=False, compare=False)  # torch_device.type, cached
+    kind: DeviceKind = field(init=False, repr=False, compare=False)  # accelerator/simulated/host
 
     def __post_init__(self) -> None:
         # torch.device.type costs a C call; select() reads it for every device.
         object.__setattr__(self, "device_type", self.torch_device.type)
+        if self.capabilities.simulated:
+            kind = "simulated"
+        elif self.device_type == "cpu":
+            kind = "host"
+        else:
+            kind = "accelerator"
+        object.__setattr__(self, "kind", kind)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Device):
