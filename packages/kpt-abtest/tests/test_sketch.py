@@ -74,3 +74,31 @@ def test_bad_input_and_corrupt_dicts():
     with pytest.raises(ValueError, match="upgrade"):
         ab.Summary.from_dict(d)
     assert np.isnan(ab.Summary().update([1.0]).variance)
+
+
+def test_from_dicts_equals_merging_each_and_checks_payloads():
+    rng = np.random.default_rng(34)
+    parts = [rng.lognormal(size=rng.integers(1, 600)) for _ in range(400)]
+    data = np.concatenate(parts)
+    wire = [
+        msgpack.unpackb(msgpack.packb(ab.Summary(seed=i).update(p).to_dict()))
+        for i, p in enumerate(parts)
+    ]
+    wire.append(ab.Summary().to_dict())  # an idle worker's empty summary is skipped
+    batched = ab.Summary.from_dicts(wire, seed=0)
+    assert batched.n == data.size
+    assert batched.mean == pytest.approx(data.mean(), rel=1e-12)
+    assert batched.variance == pytest.approx(data.var(ddof=1), rel=1e-10)
+    assert (batched.min, batched.max) == (data.min(), data.max())
+    assert _rank_error(batched.sketch, data) <= ab.rank_error_bound(200)
+    assert sum(level.size for level in batched.sketch.levels) < 3 * 200
+    batched.update([1.0, 2.0])  # decoded levels are read-only views; updating must still work
+    assert batched.n == data.size + 2
+    assert ab.Summary.from_dicts([]).n == 0
+    corrupt = dict(wire[0], sketch=dict(wire[0]["sketch"], levels=[b"\0" * 12]))
+    with pytest.raises(ValueError, match="12 bytes"):
+        ab.Summary.from_dicts([wire[1], corrupt])
+    with pytest.raises(ValueError, match="Summary.to_dict"):
+        ab.Summary.from_dicts([wire[1], [1, 2]])
+    with pytest.raises(ValueError, match="kind"):
+        ab.QuantileSketch.from_dicts([{"kind": "ddsketch"}])

@@ -93,10 +93,7 @@ class Summary:
 
     @classmethod
     def from_dict(cls, data: dict, *, seed=None) -> Summary:
-        version = data.get("version", FORMAT_VERSION)
-        if version > FORMAT_VERSION:
-            raise ValueError(f"summary format version {version} is newer than this kpt-abtest "
-                             f"understands ({FORMAT_VERSION}); upgrade kpt-abtest")  # fmt: skip
+        _check_version(data)
         summary = cls(seed=seed)
         summary.n, summary.mean, summary.m2 = int(data["n"]), float(data["mean"]), float(data["m2"])
         if summary.n:
@@ -106,5 +103,45 @@ class Summary:
             raise ValueError(f"summary says n={summary.n} but its sketch holds {summary.sketch.n}")
         return summary
 
+    @classmethod
+    def from_dicts(cls, dicts: Iterable[dict], *, seed=None) -> Summary:
+        """Decode and merge many workers' `to_dict()` payloads in one vectorized step.
+
+        Equivalent to merging `from_dict` of each, but the moments combine as arrays and the
+        sketches as one bytes join per level, so 1,000 payloads take a few milliseconds.
+        """
+        dicts = [d for d in dicts if _check_version(d)["n"]]
+        summary = cls(seed=seed)
+        if not dicts:
+            return summary
+        ns = np.fromiter((int(d["n"]) for d in dicts), dtype=np.int64, count=len(dicts))
+        summary._combine(
+            ns,
+            np.fromiter((d["mean"] for d in dicts), dtype=np.float64, count=len(dicts)),
+            np.fromiter((d["m2"] for d in dicts), dtype=np.float64, count=len(dicts)),
+        )
+        summary.min = float(min(d["min"] for d in dicts))
+        summary.max = float(max(d["max"] for d in dicts))
+        summary.sketch = QuantileSketch.from_dicts([d["sketch"] for d in dicts], seed=seed)
+        sketch_ns = [int(d["sketch"]["n"]) for d in dicts]
+        if sketch_ns != ns.tolist():
+            bad = next(i for i, (a, b) in enumerate(zip(ns, sketch_ns, strict=True)) if a != b)
+            raise ValueError(
+                f"summary {bad} says n={ns[bad]} but its sketch holds {sketch_ns[bad]}"
+            )
+        return summary
+
     def __repr__(self) -> str:
         return f"Summary(n={self.n}, mean={self.mean:.6g}, std={self.std:.6g})"
+
+
+def _check_version(data: dict) -> dict:
+    version = data.get("version", FORMAT_VERSION) if isinstance(data, dict) else None
+    if version is None:
+        raise ValueError(
+            f"a summary payload must be a dict from Summary.to_dict(), got {data!r:.60}"
+        )
+    if version > FORMAT_VERSION:
+        raise ValueError(f"summary format version {version} is newer than this kpt-abtest "
+                         f"understands ({FORMAT_VERSION}); upgrade kpt-abtest")  # fmt: skip
+    return data
