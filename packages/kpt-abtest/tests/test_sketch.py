@@ -98,7 +98,7 @@ def test_from_dicts_equals_merging_each_and_checks_payloads():
     corrupt = dict(wire[0], sketch=dict(wire[0]["sketch"], levels=[b"\0" * 12]))
     with pytest.raises(ValueError, match="12 bytes"):
         ab.Summary.from_dicts([wire[1], corrupt])
-    with pytest.raises(ValueError, match="Summary.to_dict"):
+    with pytest.raises(ValueError, match=r"Summary\.to_dict"):
         ab.Summary.from_dicts([wire[1], [1, 2]])
     with pytest.raises(ValueError, match="kind"):
         ab.QuantileSketch.from_dicts([{"kind": "ddsketch"}])
