@@ -82,6 +82,23 @@ def test_unrelated_runs_are_untouched(pytester):
     assert "kpt.hal conformance kit" not in plain.stdout.str()
 
 
+def test_the_plugin_imports_neither_torch_nor_kpt_hal(pytester):
+    """Every pytest run where kpt-hal is installed loads the plugin: it must stay light."""
+    pytester.makepyfile(
+        test_light="""
+import sys
+
+def test_light(pytestconfig):
+    assert pytestconfig.pluginmanager.has_plugin("kpt_hal")
+    assert pytestconfig.getoption("kpt_adapter") is None
+    heavy = sorted(m for m in sys.modules if m == "torch" or m.startswith("kpt.hal"))
+    assert not heavy, heavy
+"""
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)
+    result.assert_outcomes(passed=1)
+
+
 def test_no_hardware_skips_device_tests_with_the_probe_reason(pytester):
     pytester.makepyfile(test_absent=FAKE_ADAPTERS + _subclass("Absent"))
     result = pytester.runpytest("-rs")

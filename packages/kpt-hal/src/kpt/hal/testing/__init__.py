@@ -21,7 +21,7 @@ __all__ = ["AdapterConformance", "matmul_tolerance", "resolve_adapter"]
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so the pytest plugin (a submodule) can register assertion rewriting first.
+    # Lazy, so that assertion rewriting (registered by the pytest plugin) applies to _suite.
     if name in __all__:
         from kpt.hal.testing import _suite
 

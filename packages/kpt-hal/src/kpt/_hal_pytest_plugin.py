@@ -1,7 +1,9 @@
-"""pytest plugin (entry point pytest11 `kpt_hal`): adds --kpt-adapter and nothing else.
+"""pytest plugin of kpt-hal (entry point pytest11 `kpt_hal`): the kit's two options.
 
-Loaded into every pytest run where kpt-hal is installed, so it only declares options; the
-standard suite is collected only when asked for (`--pyargs kpt.hal.testing` or a subclass).
+pytest loads it into every run where kpt-hal is installed, so it lives outside the kpt.hal
+package on purpose: importing anything under kpt.hal imports torch (1-2 s). This module
+imports neither; kpt.hal and torch load only when the standard suite is collected
+(`--pyargs kpt.hal.testing`, or a test module subclassing AdapterConformance).
 """
 
 from __future__ import annotations
