@@ -15,8 +15,10 @@ DEVICE_TYPE = "kpt_sim"
 class SimTensor(torch.Tensor):
     """A wrapper tensor whose data lives in the simulator daemon; views share one SimStorage."""
 
+    # No __slots__: torch.utils.swap_tensors (how Module.to moves parameters of wrapper
+    # subclasses) needs the same slots as a plain CPU Parameter. Swapping in place is what keeps
+    # tied parameters (GPT's wte / lm_head) one Parameter on the device.
     _sim: SimStorage
-    __slots__ = ("_sim",)
 
     @staticmethod
     def __new__(
@@ -41,6 +43,19 @@ class SimTensor(torch.Tensor):
         return tensor
 
     __torch_function__ = torch._C._disabled_torch_function_impl
+
+    # The traceable-wrapper protocol, so that Module._apply swaps parameters in place instead of
+    # making a new Parameter per module (which unties shared weights). No inner tensors: the
+    # data is the daemon buffer named by _sim.
+    def __tensor_flatten__(self) -> tuple[list[str], Any]:
+        return [], (self._sim, self.dtype)
+
+    @staticmethod
+    def __tensor_unflatten__(
+        inner: dict, context: Any, size: Any, stride: Any, offset: Any = 0
+    ) -> SimTensor:
+        storage, dtype = context
+        return SimTensor(storage, tuple(size), tuple(stride), int(offset or 0), dtype)
 
     @classmethod
     def __torch_dispatch__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
