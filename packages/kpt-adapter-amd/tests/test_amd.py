@@ -61,6 +61,13 @@ def test_refuses_cuda_builds():
         FakeHipCuda([MI300X]), version=SimpleNamespace(cuda="12.8", hip=None)
     ).probe()
     assert probe.count == 0 and "CUDA build" in probe.reason
+    assert "install" not in probe.reason  # the nvidia adapter serves it: nothing to install
+
+
+def test_a_cpu_only_torch_says_what_to_install():
+    probe = AmdAdapter(FakeHipCuda([MI300X]), version=SimpleNamespace(cuda=None, hip=None)).probe()
+    assert probe.count == 0 and "CPU-only" in probe.reason
+    assert "install a ROCm build of torch" in probe.reason
 
 
 def test_capabilities_recognise_models_by_arch():

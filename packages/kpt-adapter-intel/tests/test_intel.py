@@ -53,6 +53,16 @@ def test_capabilities_for_max_1550_and_arc():
     assert adapter.collectives_backend() in ("xccl", "ccl", None)
 
 
+@pytest.mark.skipif(
+    not hasattr(torch, "xpu") or torch.xpu._is_compiled(), reason="needs a torch without XPU"
+)
+def test_a_torch_without_xpu_support_says_so_rather_than_blaming_the_driver():
+    probe = IntelAdapter().probe()
+    assert probe.count == 0 and "built without XPU support" in probe.reason
+    assert "install an XPU build of torch" in probe.reason
+    assert "is_available" not in probe.reason
+
+
 def test_absent_devices_are_explained():
     probe = IntelAdapter(FakeXpu([])).probe()
     assert probe.count == 0 and "torch.xpu.is_available() is False" in probe.reason

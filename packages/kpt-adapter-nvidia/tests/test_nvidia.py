@@ -89,6 +89,7 @@ def test_probe_on_this_machine_explains_and_does_not_raise():
     probe = NvidiaAdapter().probe()
     if torch.version.cuda is None:
         assert probe.count == 0 and "CPU-only" in probe.reason
+        assert "install a CUDA build of torch" in probe.reason
     assert probe.looked_for
 
 

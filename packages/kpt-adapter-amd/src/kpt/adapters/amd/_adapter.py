@@ -26,8 +26,15 @@ class AmdAdapter(TorchDeviceAdapter):
     def _refusal(self) -> str | None:
         if not getattr(self._version, "hip", None):
             cuda = getattr(self._version, "cuda", None)
-            build = f"a CUDA build (torch.version.cuda={cuda!r})" if cuda else "a CPU-only build"
-            return f"torch.version.hip is None: this torch is {build}, not a ROCm build"
+            if cuda:  # an NVIDIA machine: the nvidia adapter serves it, nothing to install
+                return (
+                    f"torch.version.hip is None: this torch is a CUDA build "
+                    f"(torch.version.cuda={cuda!r}), not a ROCm build"
+                )
+            return (
+                "torch.version.hip is None: this torch is a CPU-only build, not a ROCm build; "
+                "for AMD GPUs install a ROCm build of torch (https://pytorch.org/get-started/locally)"
+            )
         return None
 
     def _ensure_telemetry(self) -> None:

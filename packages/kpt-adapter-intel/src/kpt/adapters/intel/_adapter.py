@@ -22,8 +22,18 @@ class IntelAdapter(TorchDeviceAdapter):
         super().__init__(backend, telemetry)
 
     def _refusal(self) -> str | None:
-        if self._backend is None and not hasattr(torch, "xpu"):
+        if self._backend is not None:
+            return None  # an injected backend (tests) speaks for itself
+        if not hasattr(torch, "xpu"):
             return f"torch {torch.__version__} has no torch.xpu module (needs torch>=2.4)"
+        is_compiled = getattr(torch.xpu, "_is_compiled", None)
+        if callable(is_compiled) and not is_compiled():
+            # Without this, a CPU-only torch reads as "no device visible", which sends
+            # people hunting for driver problems that are not there.
+            return (
+                f"torch {torch.__version__} is built without XPU support; install an XPU "
+                "build of torch (https://pytorch.org/get-started/locally)"
+            )
         return None
 
     def _driver_version(self) -> str:

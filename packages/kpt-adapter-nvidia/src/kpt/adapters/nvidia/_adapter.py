@@ -36,7 +36,10 @@ class NvidiaAdapter(TorchDeviceAdapter):
                 f"this torch is a ROCm build (torch.version.hip={hip!r}); the amd adapter serves it"
             )
         if not getattr(self._version, "cuda", None):
-            return "this torch has no CUDA support (torch.version.cuda is None: a CPU-only build)"
+            return (
+                "this torch has no CUDA support (torch.version.cuda is None: a CPU-only build); "
+                "install a CUDA build of torch (https://pytorch.org/get-started/locally)"
+            )
         return None
 
     def _ensure_telemetry(self) -> None:
