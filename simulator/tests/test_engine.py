@@ -67,6 +67,56 @@ def test_events_order_work_across_streams_and_devices(sim):
         sim.wait_event(99, 0, 0)
 
 
+def test_recorded_events_are_bounded_and_expired_ones_named():
+    sim = Simulator("test-asic", max_events=4)
+    ends, events = [], []
+    for i in range(10):
+        ends.append(sim.launch(0, OpCost("matmul", 1e6 * (i + 1), 0)))
+        events.append(sim.record_event(0, 0))
+    assert len(sim._events) == 4  # the ring, not one entry per event ever recorded
+    for event, end in zip(events[-4:], ends[-4:]):
+        assert sim.event_time(event) == pytest.approx(end)
+    with pytest.raises(InvalidRequestError, match=f"event {events[5]} expired.*newest 4"):
+        sim.wait_event(events[5], 0, 0)
+    with pytest.raises(InvalidRequestError, match="event 10 was never recorded"):
+        sim.event_time(10)
+    sim.reset()
+    with pytest.raises(InvalidRequestError, match="event 0 was never recorded"):
+        sim.event_time(0)
+    with pytest.raises(InvalidRequestError, match="max_events=0"):
+        Simulator("test-asic", max_events=0)
+
+
+def test_a_long_run_of_events_keeps_memory_flat():
+    sim = Simulator("test-asic", trace=False, max_events=1024)
+    cost = OpCost("elementwise", 1e3, 1e3)
+    for _ in range(2048):  # fill the ring, then measure another long run
+        sim.launch(0, cost)
+        sim.record_event(0, 0)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for _ in range(20_000):
+        sim.launch(0, cost)
+        sim.wait_event(sim.record_event(0, 0), 0, 1)
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert grown < 64 * 1024, grown  # an unbounded list grows by ~800 kB here
+
+
+def test_reset_peak_restarts_the_watermark_from_what_is_allocated(sim):
+    a = sim.alloc(0, 1 << 20)
+    b = sim.alloc(0, 1 << 20)
+    sim.free(a)
+    assert sim.memory_stats(0)["peak"] >= 2 << 20
+    sim.reset_peak(0)
+    stats = sim.memory_stats(0)
+    assert stats["peak"] == stats["allocated"] >= 1 << 20
+    assert sim.memory_stats(1)["peak"] == 0  # other devices untouched
+    sim.free(b)
+    with pytest.raises(InvalidRequestError, match="device 5 does not exist"):
+        sim.reset_peak(5)
+
+
 def test_out_of_memory_names_requested_free_and_total(sim):
     sim.alloc(0, P.hbm_bytes // 2)
     with pytest.raises(OutOfMemoryError, match=r"requested \d+ bytes, free \d+ of \d+ bytes") as e:

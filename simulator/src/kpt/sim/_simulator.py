@@ -23,6 +23,7 @@ from kpt.sim._errors import (
     LinkDownError,
     MemoryFaultError,
 )
+from kpt.sim._events import DEFAULT_MAX_EVENTS, EventRing
 from kpt.sim._faults import Fault, load_faults
 from kpt.sim._memory import Buffer
 from kpt.sim._profiles import Profile, load_profile, parse_profile_spec
@@ -37,6 +38,7 @@ class Simulator:
     """A cluster of simulated chips.
 
     profile: a name, a path, a Profile, a spec "h100-sxm:2,mi300x:2" or one entry per device.
+    max_events: recorded events kept at once; an older event id is refused as expired.
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class Simulator:
         seed: int = 0,
         hang_timeout: float = DEFAULT_HANG_TIMEOUT,
         trace: bool = True,
+        max_events: int = DEFAULT_MAX_EVENTS,
     ) -> None:
         chips = self._resolve_profiles(profile, devices)
         self.devices = [Device(i, p) for i, p in enumerate(chips)]
@@ -57,6 +60,7 @@ class Simulator:
         self.seed = seed
         self.hang_timeout = hang_timeout
         self.trace = Trace(enabled=trace)
+        self._events = EventRing(max_events)
         self._configured_faults = load_faults(faults) if faults is not None else []
         self.reset()
 
@@ -83,7 +87,7 @@ class Simulator:
         self._now = 0.0
         self._buffers: dict[int, Buffer] = {}
         self._next_buffer = 1
-        self._events: list[float] = []
+        self._events.clear()
         self._cost_cache: dict = {}
         self._rng = random.Random(self.seed)
         self._any_buffer_fault = False  # lets launch() skip buffer checks when none is faulty
@@ -144,6 +148,10 @@ class Simulator:
 
     def memory_stats(self, device: int) -> dict[str, int]:
         return self._device(device).memory.stats()
+
+    def reset_peak(self, device: int) -> None:
+        """Start the device's peak-memory watermark again from what is allocated now."""
+        self._device(device).memory.reset_peak()
 
     def _check_range(self, buffer: Buffer, offset: int, nbytes: int) -> None:
         if offset < 0 or nbytes < 0 or offset + nbytes > buffer.nbytes:
@@ -348,15 +356,10 @@ class Simulator:
     def record_event(self, device: int, stream: int = 0) -> int:
         """An event that completes when the work issued to the stream so far has ended."""
         dev = self._device(device)
-        self._events.append(max(self._now, dev.streams.get(stream, 0.0)))
-        return len(self._events) - 1
+        return self._events.add(max(self._now, dev.streams.get(stream, 0.0)))
 
     def _event(self, event: int) -> float:
-        if not isinstance(event, int) or not 0 <= event < len(self._events):
-            raise InvalidRequestError(
-                f"event {event!r} was never recorded (or is from before a reset)"
-            )
-        return self._events[event]
+        return self._events.time(event)
 
     def wait_event(self, event: int, device: int, stream: int = 0) -> None:
         """Later work on (device, stream) starts after the event: a cross-stream/device wait."""
