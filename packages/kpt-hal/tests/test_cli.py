@@ -25,7 +25,7 @@ def test_devices_text_shows_health(empty_registry, fake_adapter, capsys):
         empty_registry.device("cuda:0"), HealthReport(HealthState.DEGRADED, "hot")
     )
     main(["devices"], registry=empty_registry)
-    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("cuda:0"))
+    line = next(x for x in capsys.readouterr().out.splitlines() if x[2:].startswith("cuda:0"))
     assert "degraded" in line and "Fake X1" in line
 
 
@@ -64,3 +64,56 @@ def test_console_script_runs_in_a_fresh_process():
     assert done.returncode in (0, 1), done.stderr
     report = json.loads(done.stdout)
     assert any(a["name"] == "cpu" and a["status"] == "loaded" for a in report["adapters"])
+
+
+def _simulated_and_real(registry, fake_adapter):
+    registry.register(fake_adapter("gpu", count=1, vendor="nvidia", model="NVIDIA H100"))
+    registry.register(
+        fake_adapter("sim", device_type="mtia", count=1, vendor="nvidia",
+                     model="H100 SXM5 80GB", flops=999e12, features=("simulated",))
+    )  # fmt: skip
+    return registry
+
+
+def test_devices_text_tells_a_simulator_from_hardware_and_marks_the_pick(
+    empty_registry, fake_adapter, capsys
+):
+    main(["devices"], registry=_simulated_and_real(empty_registry, fake_adapter))
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[1] if line.startswith("*") else line.split()[0]: line for line in lines}
+    assert "simulated" in rows["mtia:0"] and "accelerator" in rows["cuda:0"]
+    assert "host" in rows["cpu:0"]
+    assert rows["cuda:0"].startswith("* ") and not rows["mtia:0"].startswith("*")
+    assert "nvidia NVIDIA H100" not in rows["cuda:0"]  # the vendor is not repeated
+    assert "nvidia H100 SXM5 80GB" in rows["mtia:0"]  # ... but added where it is missing
+    assert lines[-1].startswith("* hal.select() with no needs picks cuda:0 (accelerator)")
+
+
+def test_devices_text_says_when_only_the_simulator_or_host_is_there(
+    empty_registry, fake_adapter, capsys
+):
+    registry = _simulated_and_real(empty_registry, fake_adapter)
+    registry.record_health(registry.device("cuda:0"), HealthReport(HealthState.FAILED, "gone"))
+    main(["devices"], registry=registry)
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert "picks mtia:0 (simulated)" in last and "select(simulated=False)" in last
+    registry.record_health(registry.device("mtia:0"), HealthReport(HealthState.FAILED, "x"))
+    main(["devices"], registry=registry)
+    assert "picks cpu:0 (host); no accelerator here" in capsys.readouterr().out
+
+
+def test_doctor_marks_simulated_adapters_and_puts_looked_for_on_its_own_line(
+    empty_registry, fake_adapter, capsys
+):
+    registry = _simulated_and_real(empty_registry, fake_adapter)
+    registry.register(fake_adapter("empty", count=0))
+    assert main(["doctor"], registry=registry) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(x.startswith("[ok] sim") and x.endswith(", simulated") for x in lines)
+    assert any(x.startswith("[ok] gpu") and "simulated" not in x for x in lines)
+    empty = next(i for i, x in enumerate(lines) if x.startswith("[--] empty"))
+    assert lines[empty].endswith("no hardware: no fake cards plugged in")
+    assert lines[empty + 1].strip() == "looked for fake cards on /dev/fake*"
+    assert lines[-1] == "=> hal.select() with no needs picks cuda:0 (accelerator)"
+    info = next(i for i in registry.adapters() if i.name == "empty")
+    assert info.looked_for == "fake cards on /dev/fake*"

@@ -92,7 +92,7 @@ def mixed(empty_registry, fake_adapter):
     empty_registry.register(
         fake_adapter(
             "sim",
-            device_type="kpt_sim",
+            device_type="mtia",  # any torch device type: kpt_sim exists only once registered
             count=1,
             vendor="nvidia",
             memory=80 * 2**30,
@@ -105,8 +105,8 @@ def mixed(empty_registry, fake_adapter):
 
 def test_devices_know_their_kind(mixed):
     kinds = {d.name: d.kind for d in mixed.devices()}
-    assert kinds == {"cpu:0": "host", "cuda:0": "accelerator", "kpt_sim:0": "simulated"}
-    assert mixed.device("kpt_sim:0").capabilities.simulated
+    assert kinds == {"cpu:0": "host", "cuda:0": "accelerator", "mtia:0": "simulated"}
+    assert mixed.device("mtia:0").capabilities.simulated
     assert not mixed.device("cuda:0").capabilities.simulated
 
 
@@ -116,31 +116,31 @@ def test_real_hardware_beats_a_faster_simulator(mixed):
 
 
 def test_the_simulator_is_chosen_when_asked_or_when_only_it_qualifies(mixed):
-    assert mixed.select(adapter="sim").name == "kpt_sim:0"
-    assert mixed.select(simulated=True).name == "kpt_sim:0"
-    assert mixed.select(feature="simulated").name == "kpt_sim:0"
-    assert mixed.select(min_memory="64GiB").name == "kpt_sim:0"  # the real GPU is too small
+    assert mixed.select(adapter="sim").name == "mtia:0"
+    assert mixed.select(simulated=True).name == "mtia:0"
+    assert mixed.select(feature="simulated").name == "mtia:0"
+    assert mixed.select(min_memory="64GiB").name == "mtia:0"  # the real GPU is too small
 
 
 def test_simulator_ranks_above_the_host_and_below_hardware(mixed):
     mixed.record_health(mixed.device("cuda:0"), HealthReport(HealthState.FAILED, "fell off"))
-    assert mixed.select().name == "kpt_sim:0"
+    assert mixed.select().name == "mtia:0"
     assert mixed.select(simulated=False).name == "cpu:0"
-    mixed.record_health(mixed.device("kpt_sim:0"), HealthReport(HealthState.FAILED, "gone"))
+    mixed.record_health(mixed.device("mtia:0"), HealthReport(HealthState.FAILED, "gone"))
     assert mixed.select().name == "cpu:0"
 
 
 def test_a_degraded_accelerator_still_beats_a_healthy_simulator(mixed):
     mixed.record_health(mixed.device("cuda:0"), HealthReport(HealthState.DEGRADED, "hot"))
     assert mixed.select().name == "cuda:0"
-    assert mixed.select(healthy=True).name == "kpt_sim:0"
+    assert mixed.select(healthy=True).name == "mtia:0"
 
 
 def test_simulated_need_explains_refusals_and_checks_its_type(mixed):
     with pytest.raises(hal.NoDeviceError) as caught:
         mixed.select(simulated=False, min_memory="64GiB")
     refusals = {name.split()[0]: why for name, why in caught.value.refusals.items()}
-    assert refusals["kpt_sim:0"] == ["simulated, simulated=False asked"]
+    assert refusals["mtia:0"] == ["simulated, simulated=False asked"]
     assert any("memory" in why for why in refusals["cuda:0"])
     with pytest.raises(TypeError, match="simulated='no'"):
         mixed.select(simulated="no")
@@ -149,4 +149,4 @@ def test_simulated_need_explains_refusals_and_checks_its_type(mixed):
 def test_default_mesh_never_mixes_hardware_and_simulator(mixed):
     assert {d.name for d in mixed.plan_mesh(1).groups[0]} == {"cuda:0"}
     mixed.record_health(mixed.device("cuda:0"), HealthReport(HealthState.FAILED, "fell off"))
-    assert {d.name for d in mixed.plan_mesh(1).groups[0]} == {"kpt_sim:0"}
+    assert {d.name for d in mixed.plan_mesh(1).groups[0]} == {"mtia:0"}

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from kpt.hal._discovery import ALLOW_LIST_ENV, ENTRY_POINT_GROUP, Registry
-from kpt.hal._types import AdapterInfo, Device, Value
+from kpt.hal._types import AdapterInfo, Device, NoDeviceError, Value
 
 _STATUS_MARK = {"loaded": "ok", "no-hardware": "--", "rejected": "!!", "conflict": "!!"}
 
@@ -44,25 +44,58 @@ def _gib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
+def _model(device: Device) -> str:
+    """ "AMD EPYC", not "amd AMD EPYC": the vendor only where the model does not name it."""
+    caps = device.capabilities
+    if caps.vendor and not caps.model.lower().startswith(caps.vendor.lower()):
+        return f"{caps.vendor} {caps.model}"
+    return caps.model
+
+
+def _default_pick(registry: Registry) -> Device | None:
+    try:
+        return registry.select()
+    except NoDeviceError:
+        return None
+
+
 def _devices_text(registry: Registry) -> str:
-    lines = [f"{'device':<12} {'adapter':<8} {'health':<9} {'memory':>11}  model"]
+    pick = _default_pick(registry)
+    header = f"  {'device':<12} {'adapter':<8} {'kind':<11} {'health':<9} {'memory':>10}  model"
+    lines = [header]
     for device in registry.devices():
-        caps = device.capabilities
         health = registry.health(device)
+        mark = "*" if device == pick else " "
+        # The kind column matters: a simulated H100 reports the model name of a real one.
         lines.append(
-            f"{device.name:<12} {device.adapter:<8} {health.state.value:<9} "
-            f"{_gib(caps.memory_total):>11}  {caps.vendor} {caps.model}"
+            f"{mark} {device.name:<12} {device.adapter:<8} {device.kind:<11} "
+            f"{health.state.value:<9} {_gib(device.capabilities.memory_total):>10}  "
+            f"{_model(device)}"
         )
+    lines.append(_pick_line(pick))
     return "\n".join(lines)
 
 
-def _explain(info: AdapterInfo) -> str:
+def _pick_line(pick: Device | None, mark: str = "*") -> str:
+    if pick is None:
+        return f"{mark} hal.select() finds no device: every one failed its health check"
+    line = f"{mark} hal.select() with no needs picks {pick.name} ({pick.kind})"
+    if pick.kind == "simulated":
+        line += "; no real accelerator here. Refuse simulators with select(simulated=False)"
+    elif pick.kind == "host":
+        line += "; no accelerator here (see `kpt doctor` for why each adapter found none)"
+    return line
+
+
+def _explain(info: AdapterInfo, kinds: set[str]) -> str:
     if info.status == "loaded":
-        return f"loaded: {info.device_count} {info.device_type} device(s)" + (
+        simulated = ", simulated" if kinds == {"simulated"} else ""
+        return f"loaded: {info.device_count} {info.device_type} device(s){simulated}" + (
             f" ({info.reason})" if info.reason else ""
         )
     if info.status == "no-hardware":
-        return f"no hardware: {info.reason}"
+        # `kpt doctor` prints what was looked for on a line of its own.
+        return f"no hardware: {info.reason.removesuffix(f' (looked for {info.looked_for})')}"
     return f"{info.status}: {info.reason}"
 
 
@@ -70,14 +103,21 @@ def _doctor_text(registry: Registry) -> str:
     allow = os.environ.get(ALLOW_LIST_ENV)
     allowed = f"{ALLOW_LIST_ENV}={allow!r}" if allow else f"{ALLOW_LIST_ENV} unset (all allowed)"
     lines = [f"kpt doctor: torch {torch.__version__}, group {ENTRY_POINT_GROUP!r}, {allowed}"]
+    kinds: dict[str, set[str]] = {}
+    for device in registry.devices():
+        kinds.setdefault(device.adapter, set()).add(device.kind)
     for info in registry.adapters():
         source = f"{info.dist or 'not installed'} {info.target}".strip()
-        lines.append(f"[{_STATUS_MARK[info.status]}] {info.name:<8} {_explain(info)}")
+        explained = _explain(info, kinds.get(info.name, set()))
+        lines.append(f"[{_STATUS_MARK[info.status]}] {info.name:<8} {explained}")
+        if info.status == "no-hardware" and info.looked_for:
+            lines.append(f"     looked for {info.looked_for}")
         lines.append(f"     from {source}")
     for device in registry.devices():
         health = registry.health(device)
         if health.state.value != "healthy":
             lines.append(f"[!!] {device.name} is {health.state.value}: {health.reason}")
+    lines.append(_pick_line(_default_pick(registry), mark="=>"))
     return "\n".join(lines)
 
 

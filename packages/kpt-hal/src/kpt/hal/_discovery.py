@@ -294,7 +294,14 @@ def _load_and_probe(candidate: _Candidate) -> tuple[AdapterInfo, Adapter | None]
         what = f" (looked for {probe.looked_for})" if probe.looked_for else ""
         reason = (probe.reason or "probe found no devices") + what
         info = AdapterInfo(
-            candidate.name, candidate.dist, "no-hardware", reason, device_type, 0, candidate.target
+            candidate.name,
+            candidate.dist,
+            "no-hardware",
+            reason,
+            device_type,
+            0,
+            candidate.target,
+            probe.looked_for,
         )
         return info, adapter
     info = AdapterInfo(

@@ -168,6 +168,7 @@ class AdapterInfo:
     device_type: str | None = None
     device_count: int = 0
     target: str = ""  # the entry point's "module:Class", or "<runtime>" when injected
+    looked_for: str = ""  # what a probe that found nothing looked for (also ends `reason`)
 
     @property
     def loaded(self) -> bool:
