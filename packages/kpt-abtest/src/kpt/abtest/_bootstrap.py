@@ -1,22 +1,25 @@
 """Vectorized bootstrap intervals (percentile and BCa) for one sample or a difference of two.
 
-Resamples are drawn as index matrices in chunks that bound memory (about 2e7 indices at
-once), and the statistic runs along the last axis of each chunk: no Python loop per resample.
+Replicates come from _resample.py: exact O(1)-per-resample draws for quantiles, int32 index
+blocks of bounded size (~2e6 entries) for other statistics, with the statistic along the last
+axis of each block: no Python loop per resample, memory bounded whatever n_resamples is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 
+from kpt.abtest._resample import (
+    Statistic,
+    as_statistic,
+    jackknife,
+    paired_replicates,
+    replicates,
+)
 from kpt.abtest._validate import as_sample, check_alpha, check_paired, check_positive_int
-
-Statistic = Callable[..., np.ndarray]  # called as statistic(x, axis=-1)
-_CHUNK_ELEMENTS = 20_000_000
-_JACKKNIFE_GROUPS = 1000
 
 
 @dataclass(frozen=True)
@@ -28,42 +31,11 @@ class BootstrapResult:
     method: str
 
 
-def _index_chunks(n: int, n_resamples: int, rng):
-    chunk = max(1, _CHUNK_ELEMENTS // n)
-    for start in range(0, n_resamples, chunk):
-        stop = min(start + chunk, n_resamples)
-        yield start, stop, rng.integers(0, n, size=(stop - start, n), dtype=np.int64)
-
-
-def _resample_stats(x: np.ndarray, statistic: Statistic, n_resamples: int, rng) -> np.ndarray:
-    out = np.empty(n_resamples)
-    for start, stop, idx in _index_chunks(x.size, n_resamples, rng):
-        out[start:stop] = statistic(x[idx], axis=-1)
-    return out
-
-
 def draws(a, b, statistic: Statistic, n_resamples: int, rng, *, paired: bool = False):
     """Bootstrap replicates of statistic(a) and statistic(b); paired draws share indices."""
-    if not paired:
-        return (
-            _resample_stats(a, statistic, n_resamples, rng),
-            _resample_stats(b, statistic, n_resamples, rng),
-        )
-    out_a, out_b = np.empty(n_resamples), np.empty(n_resamples)
-    for start, stop, idx in _index_chunks(a.size, n_resamples, rng):
-        out_a[start:stop] = statistic(a[idx], axis=-1)
-        out_b[start:stop] = statistic(b[idx], axis=-1)
-    return out_a, out_b
-
-
-def _jackknife(x: np.ndarray, statistic: Statistic, rng) -> np.ndarray:
-    """Leave-one-out statistics; grouped (delete-d) above 1000 points to stay linear in n."""
-    n = x.size
-    if n <= _JACKKNIFE_GROUPS:
-        keep = ~np.eye(n, dtype=bool)
-        return statistic(np.broadcast_to(x, (n, n))[keep].reshape(n, n - 1), axis=-1)
-    groups = np.array_split(rng.permutation(n), _JACKKNIFE_GROUPS)
-    return np.array([statistic(np.delete(x, g), axis=-1) for g in groups])
+    if paired:
+        return paired_replicates(a, b, statistic, n_resamples, rng)
+    return replicates(a, statistic, n_resamples, rng), replicates(b, statistic, n_resamples, rng)
 
 
 def _acceleration(jack: np.ndarray) -> float:
@@ -76,7 +48,7 @@ def bootstrap(
     a,
     b=None,
     *,
-    statistic: Statistic = np.mean,
+    statistic: Statistic | str | float = np.mean,
     n_resamples: int = 10_000,
     alpha: float = 0.05,
     method: str = "bca",
@@ -85,19 +57,33 @@ def bootstrap(
 ) -> BootstrapResult:
     """Bootstrap interval for statistic(a), or for statistic(b) - statistic(a) if b is given.
 
-    `statistic` must accept an `axis` keyword (np.mean, np.median, a lambda around np.quantile).
-    paired=True resamples matched units (same index in a and b) together.
+    `statistic`: "mean", "median", "p95", a quantile level, or a callable taking `axis`
+    (np.mean, np.median, a lambda around np.quantile). Named quantiles use exact order-statistic
+    draws (milliseconds for any n). paired=True resamples matched units together.
     """
+    return bootstrap_with_replicates(
+        a, b, statistic=statistic, n_resamples=n_resamples, alpha=alpha, method=method,
+        paired=paired, seed=seed,
+    )[0]  # fmt: skip
+
+
+def bootstrap_with_replicates(
+    a, b=None, *, statistic=np.mean, n_resamples=10_000, alpha=0.05, method="bca",
+    paired=False, seed=None,
+):  # fmt: skip
+    """bootstrap() plus the replicates of each arm (b's is None for one sample)."""
     alpha = check_alpha(alpha)
     n_resamples = check_positive_int(n_resamples, "n_resamples", minimum=100)
     if method not in ("bca", "percentile"):
         raise ValueError(f"method={method!r}: choose 'bca' or 'percentile'")
+    statistic = as_statistic(statistic)
     rng = np.random.default_rng(seed)
     a = as_sample(a, "a")
     if b is None:
         estimate = float(statistic(a, axis=-1))
-        boot = _resample_stats(a, statistic, n_resamples, rng)
-        jack = _jackknife(a, statistic, rng) if method == "bca" else None
+        boot_a = boot = replicates(a, statistic, n_resamples, rng)
+        boot_b = None
+        jack = jackknife(a, statistic, rng) if method == "bca" else None
     else:
         b = as_sample(b, "b")
         if paired:
@@ -106,10 +92,12 @@ def bootstrap(
         boot_a, boot_b = draws(a, b, statistic, n_resamples, rng, paired=paired)
         boot = boot_b - boot_a
         jack = _two_sample_jackknife(a, b, statistic, rng, paired) if method == "bca" else None
-    return _interval(estimate, boot, jack, alpha, method)
+    return _interval(estimate, boot, jack, alpha, method), boot_a, boot_b
 
 
 def _two_sample_jackknife(a, b, statistic, rng, paired: bool) -> np.ndarray:
+    if paired and statistic is np.mean:  # the mean of b - a over pairs: exact and O(n)
+        return jackknife(b, statistic, rng) - jackknife(a, statistic, rng)
     if paired:
         # Leaving out a pair; the statistic of a difference of statistics over the pairs.
         pairs = np.stack([a, b])
@@ -120,11 +108,11 @@ def _two_sample_jackknife(a, b, statistic, rng, paired: bool) -> np.ndarray:
             )
 
         n = a.size
-        groups = np.array_split(rng.permutation(n), min(n, _JACKKNIFE_GROUPS))
+        groups = np.array_split(rng.permutation(n), min(n, 1000))
         return np.array([diff(np.delete(pairs, g, axis=1)) for g in groups])
     # As scipy does for several samples: leave-one-out over either sample in turn.
     sb, sa = float(statistic(b, axis=-1)), float(statistic(a, axis=-1))
-    return np.concatenate([sb - _jackknife(a, statistic, rng), _jackknife(b, statistic, rng) - sa])
+    return np.concatenate([sb - jackknife(a, statistic, rng), jackknife(b, statistic, rng) - sa])
 
 
 def _interval(estimate: float, boot: np.ndarray, jack, alpha: float, method: str):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kpt.abtest._bootstrap import bootstrap, draws
+from kpt.abtest._bootstrap import bootstrap_with_replicates
 from kpt.abtest._classical import (
     mann_whitney,
     paired_t,
@@ -16,18 +16,12 @@ from kpt.abtest._classical import (
 from kpt.abtest._cuped import cuped
 from kpt.abtest._estimate import Estimate
 from kpt.abtest._quantiles import order_stat_supported, quantiles_with_se
+from kpt.abtest._resample import quantile_statistic
 from kpt.abtest._result import Comparison, metric_label
 from kpt.abtest._validate import as_sample, check_alpha, check_paired, parse_quantile
 
 MEAN_METHODS = ("welch", "permutation", "bootstrap", "bootstrap_percentile", "mann_whitney")
 QUANTILE_METHODS = ("order_statistic", "bootstrap", "bootstrap_percentile", "mann_whitney")
-
-
-def _quantile_statistic(q: float):
-    def statistic(x, axis=-1):
-        return np.quantile(x, q, axis=axis)
-
-    return statistic
 
 
 def _from_estimate(est: Estimate, alpha: float) -> dict:
@@ -45,12 +39,11 @@ def _from_estimate(est: Estimate, alpha: float) -> dict:
 
 def _from_bootstrap(a, b, statistic, alpha, method, paired, n_resamples, seed) -> dict:
     kind = "bca" if method == "bootstrap" else "percentile"
-    res = bootstrap(
+    res, boot_a, boot_b = bootstrap_with_replicates(
         a, b, statistic=statistic, n_resamples=n_resamples, alpha=alpha, method=kind,
         paired=paired, seed=seed,
     )  # fmt: skip
     est_a, est_b = float(statistic(a)), float(statistic(b))
-    boot_a, boot_b = draws(a, b, statistic, n_resamples, np.random.default_rng(seed), paired=paired)
     if est_a != 0 and np.all(boot_a != 0):
         rel = est_b / est_a - 1
         rel_ci = tuple(
@@ -80,7 +73,7 @@ def _mean(a, b, alpha, paired, method, n_resamples, seed) -> dict:
 def _quantile(a, b, q, alpha, paired, method, n_resamples, seed) -> dict:
     if method.startswith("bootstrap"):
         return _from_bootstrap(
-            a, b, _quantile_statistic(q), alpha, method, paired, n_resamples, seed
+            a, b, quantile_statistic(q), alpha, method, paired, n_resamples, seed
         )
     if paired:
         raise ValueError(f"method={method!r} needs independent samples; paired quantiles use "
