@@ -117,3 +117,16 @@ def test_doctor_marks_simulated_adapters_and_puts_looked_for_on_its_own_line(
     assert lines[-1] == "=> hal.select() with no needs picks cuda:0 (accelerator)"
     info = next(i for i in registry.adapters() if i.name == "empty")
     assert info.looked_for == "fake cards on /dev/fake*"
+
+
+def test_adapters_left_out_by_the_allow_list_are_not_problems(monkeypatch, fake_adapter, capsys):
+    monkeypatch.setenv(hal.ALLOW_LIST_ENV, "gpu")
+    registry = hal.Registry(entry_points=[])
+    registry.register(fake_adapter("gpu", count=1))
+    registry.register(fake_adapter("other", device_type="xpu"))
+    assert main(["doctor"], registry=registry) == 0
+    text = capsys.readouterr().out
+    assert "[--] other    left out: not in KPT_ADAPTERS=gpu" in text
+    assert main(["doctor", "--json"], registry=registry) == 0
+    statuses = {a["name"]: a["status"] for a in json.loads(capsys.readouterr().out)["adapters"]}
+    assert statuses["other"] == "rejected"  # the record keeps its status; only the verdict differs

@@ -87,6 +87,12 @@ def _pick_line(pick: Device | None, mark: str = "*") -> str:
     return line
 
 
+def _left_out(registry: Registry, info: AdapterInfo) -> bool:
+    """Rejected only because KPT_ADAPTERS leaves it out: the user's choice, not a problem."""
+    allow = registry._allow_list()
+    return info.status == "rejected" and allow is not None and info.name not in allow
+
+
 def _explain(info: AdapterInfo, kinds: set[str]) -> str:
     if info.status == "loaded":
         simulated = ", simulated" if kinds == {"simulated"} else ""
@@ -108,8 +114,11 @@ def _doctor_text(registry: Registry) -> str:
         kinds.setdefault(device.adapter, set()).add(device.kind)
     for info in registry.adapters():
         source = f"{info.dist or 'not installed'} {info.target}".strip()
-        explained = _explain(info, kinds.get(info.name, set()))
-        lines.append(f"[{_STATUS_MARK[info.status]}] {info.name:<8} {explained}")
+        if _left_out(registry, info):
+            mark, explained = "--", f"left out: {info.reason}"
+        else:
+            mark, explained = _STATUS_MARK[info.status], _explain(info, kinds.get(info.name, set()))
+        lines.append(f"[{mark}] {info.name:<8} {explained}")
         if info.status == "no-hardware" and info.looked_for:
             lines.append(f"     looked for {info.looked_for}")
         lines.append(f"     from {source}")
@@ -122,7 +131,10 @@ def _doctor_text(registry: Registry) -> str:
 
 
 def _problems(registry: Registry) -> int:
-    return sum(info.status in ("rejected", "conflict") for info in registry.adapters())
+    return sum(
+        info.status in ("rejected", "conflict") and not _left_out(registry, info)
+        for info in registry.adapters()
+    )
 
 
 def main(argv: Sequence[str] | None = None, registry: Registry | None = None) -> int:
@@ -155,7 +167,8 @@ def main(argv: Sequence[str] | None = None, registry: Registry | None = None) ->
         print(json.dumps(report, indent=2))
     else:
         print(_doctor_text(registry))
-    # Non-zero when something was refused, so CI can fail on a broken or misspelled adapter.
+    # Non-zero when something was refused, so CI can fail on a broken or misspelled adapter;
+    # adapters KPT_ADAPTERS leaves out on purpose do not count.
     return 1 if _problems(registry) else 0
 
 
