@@ -65,6 +65,22 @@ def test_module_to_keeps_tied_parameters_tied(sim):
     assert model.head.weight is model.wte.weight
     assert model.wte.weight.device.type == "kpt_sim"
     assert len(list(model.parameters())) == len(list(TiedGPT().parameters()))
+    model.to("kpt_sim:1").half()  # device to device and dtype changes swap in place too
+    assert model.head.weight is model.wte.weight
+    assert model.wte.weight.device == torch.device("kpt_sim", 1)
+    assert model.wte.weight.dtype == torch.float16
+
+
+def test_back_to_cpu_keeps_ties_with_torch_swap_flag(sim):
+    # Leaving the device, torch itself makes new Parameters unless this future flag is on.
+    model = TiedGPT().to("kpt_sim")
+    before = torch.__future__.get_swap_module_params_on_conversion()
+    torch.__future__.set_swap_module_params_on_conversion(True)
+    try:
+        model.cpu()
+    finally:
+        torch.__future__.set_swap_module_params_on_conversion(before)
+    assert model.head.weight is model.wte.weight and model.wte.weight.device.type == "cpu"
 
 
 def test_tied_gpt_all_grads_and_adamw_steps_match_cpu(sim):

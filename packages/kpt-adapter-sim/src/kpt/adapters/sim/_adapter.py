@@ -4,11 +4,30 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
+import warnings
+from typing import Any
 
-from kpt.hal import Adapter, Capabilities, HealthReport, HealthState, Probe, Value
+from kpt.adapters.sim._executor import HOST_KERNEL_OP_PREFIX, OpCost
+from kpt.hal import (
+    Adapter,
+    Capabilities,
+    HealthReport,
+    HealthState,
+    HostKernelRun,
+    Interconnect,
+    Link,
+    Probe,
+    Value,
+)
 
 _DTYPES = frozenset({"float32", "float16", "bfloat16", "float64", "int64", "int32", "int8",
                      "uint8", "bool"})  # fmt: skip
+# Profile summaries name peaks "peak_<dtype>_<matrix|vector>_flops" with short dtype names.
+_PEAK_KEY = re.compile(r"peak_(?P<dtype>[a-z0-9]+)_(?:matrix|vector)_flops")
+_TORCH_DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32",
+                      "fp64": "float64", "tf32": "tensorfloat32", "fp8": "float8_e4m3fn",
+                      "int8": "int8"}  # fmt: skip
 
 
 class SimAdapter(Adapter):
@@ -37,15 +56,12 @@ class SimAdapter(Adapter):
         return rt.devices[rt.check_device(index)]
 
     def capabilities(self, index: int) -> Capabilities:
+        from kpt.adapters.sim._runtime import runtime
+
         info = self._info(index)
         import torch
 
         free, total = torch.kpt_sim.mem_get_info(index)
-        peaks = {
-            key.removeprefix("peak_flops_"): Value(float(v), "FLOP/s", "nominal")
-            for key, v in info.items()
-            if key.startswith("peak_flops_") and isinstance(v, int | float)
-        }
         bandwidth = info.get("memory_bandwidth") or info.get("hbm_bandwidth")
         return Capabilities(
             vendor=str(info.get("vendor", "kpt")),
@@ -53,9 +69,10 @@ class SimAdapter(Adapter):
             index=index,
             memory_total=int(total),
             memory_free=int(free),
-            peak_flops=peaks,
+            peak_flops=peak_flops(info),
             memory_bandwidth=Value(float(bandwidth), "B/s", "nominal") if bandwidth else None,
             dtypes=_DTYPES,
+            interconnect=_interconnect(info, index, len(runtime().devices)),
             driver_version=f"kpt-sim profile {info.get('profile', '?')}",
             runtime_version="kpt-adapter-sim",
             features=frozenset({"simulated", "events", "streams", "triton-interpreter"}),
@@ -87,3 +104,63 @@ class SimAdapter(Adapter):
         import torch
 
         torch.kpt_sim.synchronize(index)
+
+    def on_host_kernel(self, index: int, run: HostKernelRun) -> None:
+        """Charge a Triton kernel that ran on the host to the simulated device's clock.
+
+        Queued on the device's current stream after the results were copied back, as one
+        memory-bound launch that reads bytes_in and writes bytes_out (the interpreter gives no
+        FLOP count; Triton kernels that reach here are mostly elementwise or reductions).
+        Never raises: the kernel already ran; a failure to charge is a warning.
+        """
+        try:
+            charge_host_kernel(index, run)
+        except Exception as exc:
+            warnings.warn(
+                f"kpt_sim: could not charge Triton kernel {run.kernel!r} to kpt_sim:{index} "
+                f"({type(exc).__name__}: {exc}); its simulated time is missing",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+
+def charge_host_kernel(index: int, run: HostKernelRun) -> None:
+    from kpt.adapters.sim._runtime import runtime
+
+    rt = runtime()
+    index = rt.check_device(index)
+    moved = float(run.bytes_in + run.bytes_out)
+    # One operation per 4-byte element moved: the elementwise model's FLOP count.
+    cost = OpCost("elementwise", moved / 4, moved)
+    rt.client.launch(
+        index,
+        f"{HOST_KERNEL_OP_PREFIX}{run.kernel}",
+        [],
+        [],
+        {"grid": list(run.grid)},
+        stream=rt.state[index].stream,
+        cost=cost,
+    )
+
+
+def peak_flops(info: dict[str, Any]) -> dict[str, Value]:
+    """Peak FLOP/s per torch dtype name from a simulator device summary (best unit wins)."""
+    peaks: dict[str, Value] = {}
+    for key, amount in info.items():
+        match = _PEAK_KEY.fullmatch(key)
+        if match is None or not isinstance(amount, int | float) or amount <= 0:
+            continue
+        dtype = _TORCH_DTYPE_NAMES.get(match["dtype"], match["dtype"])
+        if dtype not in peaks or peaks[dtype].amount < amount:
+            peaks[dtype] = Value(float(amount), "FLOP/s", "nominal")
+    return peaks
+
+
+def _interconnect(info: dict[str, Any], index: int, count: int) -> Interconnect:
+    bandwidth = info.get("chip_link_bandwidth")
+    links = ()
+    if isinstance(bandwidth, int | float) and bandwidth > 0 and count > 1:
+        links = (Link("sim", Value(float(bandwidth), "B/s", "nominal")),)
+    peers = frozenset(i for i in range(count) if i != index) if links else frozenset()
+    return Interconnect(node=f"kpt-sim:{os.environ.get('KPT_SIM_ENDPOINT') or 'embedded'}",
+                        links=links, peers=peers)  # fmt: skip

@@ -72,6 +72,11 @@ def rng_seed(seed: int, counter: int) -> int:
     return (seed * _SEED_MULTIPLIER + counter) & _SEED_MASK
 
 
+# Launches named "triton::<kernel>" only charge time: a Triton kernel that ran under the host
+# interpreter already wrote its results (kpt.hal.run_triton -> SimAdapter.on_host_kernel).
+HOST_KERNEL_OP_PREFIX = "triton::"
+
+
 class TorchExecutor:
     """kpt-sim executor computing values with torch on the daemon's CPU."""
 
@@ -109,6 +114,10 @@ class TorchExecutor:
     def run(self, op: str, inputs: list, outputs: list, attrs: dict) -> None:
         if op == "copy":  # the daemon's device-to-device copy
             self.view(outputs[0]).copy_(self.view(inputs[0]))
+            return
+        if op.startswith(HOST_KERNEL_OP_PREFIX):
+            if inputs or outputs:
+                raise ValueError(f"op {op!r} only charges time; it takes no tensors")
             return
         overload = resolve_op(op)
         tensors = [self.view(v) for v in inputs]
