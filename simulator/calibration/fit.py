@@ -417,35 +417,44 @@ NOTES = """## How the fit works
   log(predicted / measured) (scipy least_squares, f_scale 0.1).
 - HBM bandwidth and memory_e_max are degenerate too: after the fit the bandwidth is set to what
   the best class reaches (its e_max becomes 1.0), the achievable ~3.0 TB/s.
-- The "v1" columns: the first calibration's profile (h100-sxm-v1.toml) and model inputs.
+- The compute curve eff(x) = e_max * x / (x + x_half) is a start-up time plus the work at
+  e_max: x_half / (the unit's fastest peak * e_max) seconds, the same for every dtype, and
+  padding (tiles, partial waves, channels) adds to the work, not to the start-up. Until the
+  second pass the padding divided the whole curve, so a 4x4x4 fp32 GEMM cost 6-9 s on the
+  datasheet profiles (a 4x4 conv 2.9 s on this one); the refit moved the GEMM start-up from
+  the fp32 fixed cost into matmul's x_half (~2 us for every dtype).
+- The "v1" columns: the first calibration's profile (h100-sxm-v1.toml) and model inputs,
+  evaluated with today's cost model.
 
 ## What the refinements found (fitted values are in the profile)
 
-- Misaligned tensor-core GEMMs fall to one rate, ~160 TFLOP/s, whatever the dtype
-  (bf16, fp16, tf32): 65.8% -> 8.1% median error.
+- Misaligned tensor-core GEMMs fall to one rate, ~155 TFLOP/s, whatever the dtype
+  (bf16, fp16, tf32): 65.9% -> 7.9% median error.
 - tf32 GEMMs quantize into waves of 128x128 tiles over 132 SMs (1536^3: 72 tiles, 186
   TFLOP/s; 2048^3: 256 tiles, 340); bf16/fp16 show no such steps (persistent kernels).
-- fp32 (SIMT) GEMMs cost ~7 us beyond the launch; tf32 ~1 us.
-- Attention: one exponential per score at ~3.4 T/s (the H100's MUFU rate is ~4.2) explains
+- Every GEMM starts up in ~2 us; fp32 (SIMT) GEMMs cost ~5 us more, tf32 nothing more.
+- Attention: one exponential per score at ~3.6 T/s (the H100's MUFU rate is ~4.2) explains
   why head dim 64 runs slower per FLOP than 128.
 - Reductions: one block below ~32K elements (~5 G elements/s), a ~5 us second pass above.
 
 ## Where the model is still weak
 
-1. **Convolutions** got worse on validation (5.8% -> 36% median): tf32 convolutions share
-   the tf32 peak, which tf32 GEMMs now set higher (445 vs 310 TFLOP/s), and the ResNet stem
-   (Cin = 3) is 8-10x slower per FLOP than other layers; channel padding and a misaligned
-   rate were tried and overfit 7 fit points. A per-class dtype scale or more conv
+1. **Convolutions** are worse on validation than v1 (5.9% -> 23% median; 36% before the
+   second pass): tf32 convolutions share the tf32 peak that tf32 GEMMs set, and the ResNet
+   stem (Cin = 3) is 8-10x slower per FLOP than other layers; channel padding and a
+   misaligned rate were tried and overfit 7 fit points. A per-class dtype scale or more conv
    measurements would settle it.
-2. **Softmax and layer norm** now have their own curves, but 6-7 fit points each, and kernel
+2. **tf32 GEMMs** alone miss the median (10.6%; the matmul class meets both targets): the
+   wave model and the tile penalty both count padding of the same tiles.
+3. **Softmax and layer norm** now have their own curves, but 6-7 fit points each, and kernel
    choices by row width the model cannot see (bf16 softmax over 4096 columns is 1.6x slower
    than over 1024 with the same bytes); the validation points are 2 and 3.
-3. **Reductions** meet the median but not p90: the 32K-128K element step sits between
+4. **Reductions** meet the median but not p90: the 32K-128K element step sits between
    measured sizes, so the threshold is uncertain.
-4. **Attention** has 7 forward configurations; a 9 us one is bound by the launch gap.
-5. **Pageable host copies** run at ~15 GB/s against ~55 GB/s pinned; the engine has one host
+5. **Attention** has 7 forward configurations; a 9 us one is bound by the launch gap.
+6. **Pageable host copies** run at ~15 GB/s against ~55 GB/s pinned; the engine has one host
    link and the client does not say whether host memory is pinned.
-6. **Host-side overhead** is outside the cost model: ~9 us of host time per small eager op,
+7. **Host-side overhead** is outside the cost model: ~9 us of host time per small eager op,
    so steps of many small kernels are host-bound; device-side simulated time undershoots
    wall-clock step times.
 """

@@ -148,3 +148,118 @@ def test_other_profiles_keep_their_predictions_for_refined_classes():
         tile = eff.tile
         t = op_time(p, "matmul", 1e9, 0, "bf16", (tile, 4 * tile + 1, tile))
         assert t > op_time(p, "matmul", 1e9, 0, "bf16", (tile, 4 * tile, tile)) or tile == 1
+
+
+# --- small and degenerate work on every shipped profile -------------------------------------
+
+SIZES = {"fp64": 8, "fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
+SHAPED_CLASSES = ("matmul", "conv", "attention", "softmax", "layernorm", "rmsnorm")
+PLAIN_CLASSES = ("elementwise", "reduction", "gather", "copy", "norm", "unheard_of_op")
+TINY = 8  # dimensions up to this make an op tiny on every profile (test-asic: 1 TFLOP/s)
+
+
+def shaped_cost(op_class: str, dims: list[int], size: int):
+    """flops, bytes and shape of a consistent op of this class from a few dimensions."""
+    a, b, c, d = dims
+    if op_class in ("matmul", "conv"):
+        return 2 * a * b * c, (a * c + c * b + a * b) * size, (a, b, c)
+    if op_class == "attention":
+        return 4 * a * b * c * d, 4 * a * b * d * size, (a, b, c, d)
+    return 5 * a * b, 2 * a * b * size, (a, b)
+
+
+def supported(profile, op_class: str, dtype: str) -> bool:
+    unit = "matrix" if op_class in ("matmul", "conv", "attention") else "vector"
+    return profile.peak_flops[unit][dtype] > 0
+
+
+def small_op_cases():
+    from hypothesis import strategies as st
+
+    return st.tuples(
+        st.sampled_from(kpt.sim.profiles()),
+        st.sampled_from(SHAPED_CLASSES + PLAIN_CLASSES),
+        st.sampled_from(sorted(SIZES)),
+        st.one_of(
+            st.lists(st.integers(0, TINY), min_size=4, max_size=4),
+            st.lists(st.integers(0, 64), min_size=4, max_size=4),
+        ),
+    )
+
+
+def _check_small_op(case):
+    name, op_class, dtype, dims = case
+    p = load_profile(name)
+    if not supported(p, op_class, dtype):
+        return
+    flops, nbytes, shape = shaped_cost(op_class, dims, SIZES[dtype])
+    if op_class in PLAIN_CLASSES:
+        shape = None
+    t = op_time(p, op_class, flops, nbytes, dtype, shape)
+    launch = p.kernel_launch_s
+    fixed = launch + p.efficiency_for(kpt.sim._cost.normalize_class(op_class)).fixed_s.get(
+        dtype, 0.0
+    )
+    where = f"{name} {op_class} {dtype} dims={dims}: {t * 1e6:.3f} us"
+    assert t == t and t < float("inf"), where
+    assert t >= fixed > 0, where
+    if max(dims) <= TINY:  # tiny work is bound by its latencies: a few launches, not seconds
+        assert t <= fixed + 4 * launch, where
+    # More of the same work never takes less time.
+    assert op_time(p, op_class, 2 * flops, 2 * nbytes, dtype, shape) >= t, where
+
+
+def test_small_ops_cost_about_a_launch_on_every_profile():
+    from hypothesis import given, settings
+
+    settings(max_examples=400, deadline=None, derandomize=True)(
+        given(small_op_cases())(_check_small_op)
+    )()
+
+
+def test_a_4x4x4_fp32_matmul_costs_microseconds_not_seconds():
+    for name in kpt.sim.profiles():
+        p = load_profile(name)
+        for op_class, shape in (("matmul", (4, 4, 4)), ("conv", (4, 4, 4, 1))):
+            t = op_time(p, op_class, 128, 192, "fp32", shape)
+            assert t < 20 * US, (name, op_class, t)
+        t = op_time(p, "attention", 4 * 4 * 4 * 4, 192, "fp32", (1, 4, 4, 4))
+        assert t < 20 * US, (name, "attention", t)
+
+
+@pytest.mark.parametrize("name", kpt.sim.profiles())
+@pytest.mark.parametrize("op_class", SHAPED_CLASSES)
+def test_growing_a_dimension_never_makes_an_op_much_cheaper(name, op_class):
+    """Monotone-ish: doubling one dimension of an aligned op may gain from better tiling
+    (the wave model), but never makes the op more than 20% cheaper."""
+    import random
+
+    p = load_profile(name)
+    rng = random.Random(f"{name}/{op_class}")
+    for dtype in sorted(SIZES):
+        if not supported(p, op_class, dtype):
+            continue
+        for _ in range(40):
+            dims = [16 * rng.randint(1, 64) for _ in range(4)]
+            before = op_time(p, op_class, *shaped_cost(op_class, dims, SIZES[dtype])[:2],
+                             dtype, shaped_cost(op_class, dims, SIZES[dtype])[2])  # fmt: skip
+            for i in range(4):
+                grown = list(dims)
+                grown[i] *= 2
+                f, b, s = shaped_cost(op_class, grown, SIZES[dtype])
+                after = op_time(p, op_class, f, b, dtype, s)
+                assert after >= 0.8 * before, (dtype, dims, grown, before, after)
+
+
+def test_shape_hints_of_the_wrong_form_are_refused_by_name():
+    p = load_profile("h100-sxm")
+    with pytest.raises(InvalidRequestError, match=r"\(M, N, K\)"):
+        op_time(p, "matmul", 128, 192, "fp32", (4, 4))
+    with pytest.raises(InvalidRequestError, match="rows, cols"):
+        op_time(p, "softmax", 128, 192, "fp32", (4, 4, 4))
+    with pytest.raises(InvalidRequestError, match="-1"):
+        op_time(p, "matmul", 128, 192, "fp32", (4, -1, 4))
+    with pytest.raises(InvalidRequestError, match="finite"):
+        op_time(p, "matmul", float("nan"), 192, "fp32")
+    # Classes that read no shape accept any hint of non-negative integers.
+    assert op_time(p, "elementwise", 16, 64, "fp32", (2, 2, 2, 2)) > 0

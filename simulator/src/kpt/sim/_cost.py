@@ -4,11 +4,9 @@ A calibration script fits a profile by calling `op_time(profile, op_class, flops
 against measurements; the engine calls the same function for every op.
 
 time = launch + fixed(class, dtype) + max(compute, memory) + overhead, where compute and memory
-run at their curve's efficiency and the op's shape refines them. Shape conventions, by class:
-
-- matmul: (M, N, K); conv: the implicit GEMM's (N*Ho*Wo, Cout, Cin*kh*kw[, kh*kw]);
-- attention: (batch*heads, seq_q, seq_k, head_dim), flops = those executed (causal: half);
-- softmax, layernorm, norm: (rows, cols); other classes need none.
+run at their curve's efficiency and the op's shape refines them. A curve eff(x) = e_max * x /
+(x + x_half) is a start-up time plus the work at e_max: padding (tiles, partial waves) adds to
+the work, never to the start-up, so tiny or odd ops cost about a launch. Shape hints: OpCost.
 """
 
 from __future__ import annotations
@@ -55,13 +53,45 @@ ROW_CLASSES = frozenset({"norm", "softmax", "layernorm", "rmsnorm"})
 
 
 class OpCost(NamedTuple):
-    """What an op costs: its class, FLOPs and HBM bytes moved; dtype and shape refine it."""
+    """What an op costs: its class, FLOPs and HBM bytes moved; dtype and shape refine it.
+
+    dtype: a kpt name (fp32, tf32, bf16, fp16, fp8, int8, fp64) or a torch/numpy one
+    ("float32", "torch.bfloat16"). shape, by class (other classes ignore it):
+
+    - matmul (bmm, linear, addmm): (M, N, K); a batch is flops / (2*M*N*K);
+    - conv: the implicit GEMM (N*Ho*Wo, Cout, Cin*kh*kw[, kh*kw]), per group;
+    - attention: (batch*heads, seq_q, seq_k, head_dim), flops = 4*B*H*Sq*Sk*hd;
+    - softmax, layernorm, norm, rmsnorm: (rows, cols), cols the normalized extent.
+    """
 
     op_class: str
     flops: float = 0.0
     bytes: float = 0.0
     dtype: str = "fp32"
     shape: tuple[int, ...] | None = None
+
+
+# Shape lengths each class reads (module doc); a wrong length is an executor bug, refused.
+SHAPE_LENGTHS = {"matmul": (3,), "conv": (3, 4), "attention": (4,),
+                 **{c: (2,) for c in ROW_CLASSES}}  # fmt: skip
+SHAPE_FORMS = {"matmul": "(M, N, K)", "conv": "(N*Ho*Wo, Cout, Cin*kh*kw[, kh*kw])",
+               "attention": "(batch*heads, seq_q, seq_k, head_dim)",
+               **{c: "(rows, cols)" for c in ROW_CLASSES}}  # fmt: skip
+
+
+def check_shape(op_class: str, shape: tuple[int, ...] | None) -> None:
+    """Refuse a shape hint the class cannot read, naming the form it needs."""
+    if shape is None:
+        return
+    lengths = SHAPE_LENGTHS.get(op_class)
+    ok = isinstance(shape, tuple | list) and all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    )
+    if not ok or (lengths is not None and len(shape) not in lengths):
+        form = SHAPE_FORMS.get(op_class, "non-negative integers")
+        raise InvalidRequestError(
+            f"shape {shape!r} for op class {op_class!r} must be {form}; or pass shape=None"
+        )
 
 
 class OpTiming(NamedTuple):
@@ -129,6 +159,7 @@ class _Rates(NamedTuple):
     unit: str
     units: int  # compute units (SMs), for wave quantization
     wave_tile: tuple[int, int] | None
+    ramp_s: float  # the compute curve's start-up time: x_half at the unit's fastest rate
 
 
 def _rates(profile: Profile, op_class: str, dtype: str) -> _Rates:
@@ -139,6 +170,8 @@ def _rates(profile: Profile, op_class: str, dtype: str) -> _Rates:
         unit = "matrix" if op_class in MATRIX_CLASSES else "vector"
         eff = profile.efficiency_for(op_class)
         fixed = profile.kernel_launch_s + eff.fixed_s.get(dtype, 0.0)
+        fastest = max(profile.peak_flops[unit].values())
+        ramp = eff.compute_x_half / (fastest * eff.compute_e_max) if fastest > 0 else 0.0
         found = table[key] = _Rates(
             profile.peak_flops[unit][dtype],
             eff,
@@ -147,6 +180,7 @@ def _rates(profile: Profile, op_class: str, dtype: str) -> _Rates:
             unit,
             profile.compute_units,
             eff.wave_tile.get(dtype),
+            ramp,
         )
     return found
 
@@ -154,34 +188,46 @@ def _rates(profile: Profile, op_class: str, dtype: str) -> _Rates:
 _RATES: dict[Profile, dict[tuple[str, str], _Rates]] = {}
 
 
+def _executed_flops(op_class: str, dtype: str, flops: float, shape, r: _Rates) -> float:
+    """FLOPs the units spend, padding included: tiles, idle blocks of a partial wave, channels."""
+    eff = r.eff
+    useful = 1.0
+    if op_class in ("matmul", "conv"):
+        if eff.tile > 1:
+            useful *= shape_penalty(shape[:3], eff.tile)
+        if not (eff.misaligned_flops and misaligned(dtype, shape)) and r.wave_tile:
+            useful *= wave_efficiency(shape, flops, r.wave_tile, r.units)
+        if op_class == "conv" and eff.channel_align > 1 and len(shape) > 3 and shape[3] > 0:
+            channels = shape[2] / shape[3]  # K = Cin * kh*kw
+            useful *= channels / (math.ceil(channels / eff.channel_align) * eff.channel_align)
+    elif op_class == "attention" and eff.tile > 1:
+        useful *= shape_penalty(shape[1:3], eff.tile)
+    return flops / useful if useful > 0 else flops
+
+
 def _compute_time(
     op_class: str, dtype: str, flops: float, shape: tuple[int, ...] | None, r: _Rates
 ) -> float:
+    """Executed work at e_max of the dtype's peak, plus the curve's start-up time.
+
+    eff(x) = e_max * x / (x + x_half) is that sum with x counted at the unit's fastest rate:
+    a start-up of x_half / (fastest peak * e_max) seconds, the same for every dtype and never
+    scaled by padding (scaling it made a padded 4x4x4 GEMM cost seconds).
+    """
     eff = r.eff
     peak = r.peak
-    e = eff.compute_e_max
-    if eff.compute_x_half > 0:
-        e *= flops / (flops + eff.compute_x_half)
     extra = 0.0
     if shape:
-        if op_class in ("matmul", "conv"):
-            if eff.tile > 1:
-                e *= shape_penalty(shape[:3], eff.tile)
+        if op_class in ("matmul", "conv") and len(shape) >= 3:
             if eff.misaligned_flops and misaligned(dtype, shape):
                 peak = min(peak, eff.misaligned_flops)  # a fallback kernel, its own tiles
-            elif r.wave_tile:
-                e *= wave_efficiency(shape, flops, r.wave_tile, r.units)
-            if op_class == "conv" and eff.channel_align > 1 and len(shape) > 3 and shape[3] > 0:
-                channels = shape[2] / shape[3]  # K = Cin * kh*kw
-                padded = math.ceil(channels / eff.channel_align) * eff.channel_align
-                e *= channels / padded
+            flops = _executed_flops(op_class, dtype, flops, shape, r)
         elif op_class == "attention" and len(shape) == 4:
-            if eff.tile > 1:
-                e *= shape_penalty(shape[1:3], eff.tile)
             if eff.score_rate and shape[3] > 0:
                 # Two GEMMs do 4 * head_dim FLOPs per score; each score also needs an exp.
                 extra = flops / (4 * shape[3]) / eff.score_rate
-    return flops / (peak * e) + extra
+            flops = _executed_flops(op_class, dtype, flops, shape, r)
+    return flops / (peak * eff.compute_e_max) + r.ramp_s + extra
 
 
 def _overhead(op_class: str, flops: float, shape: tuple[int, ...] | None, eff: Efficiency) -> float:
@@ -207,8 +253,12 @@ def op_timing(
     op_class = CLASS_ALIASES.get(op_class, op_class)
     dtype = DTYPE_ALIASES.get(dtype) or normalize_dtype(dtype)
     r = _rates(profile, op_class, dtype)
-    if flops < 0 or nbytes < 0:
-        raise InvalidRequestError(f"op cost must be >= 0, got flops={flops} bytes={nbytes}")
+    if shape is not None:
+        check_shape(op_class, shape)
+    if not (0 <= flops < math.inf and 0 <= nbytes < math.inf):
+        raise InvalidRequestError(
+            f"op cost must be finite and >= 0, got flops={flops} bytes={nbytes}"
+        )
     compute = 0.0
     if flops:
         if r.peak <= 0:
@@ -220,17 +270,16 @@ def op_timing(
     memory = 0.0
     if nbytes:
         eff = r.eff
-        me = eff.memory_e_max
-        if eff.memory_x_half > 0:
-            me *= nbytes / (nbytes + eff.memory_x_half)
+        moved = nbytes  # bytes the loads spend: misaligned rows waste bandwidth
         if (
             eff.misaligned_memory_factor < 1
             and shape
             and op_class in ROW_CLASSES
             and (shape[-1] * DTYPE_BYTES.get(dtype, 1)) % ALIGN_BYTES
         ):
-            me *= eff.misaligned_memory_factor
-        memory = nbytes / (r.hbm_bandwidth * me)
+            moved = nbytes / eff.misaligned_memory_factor
+        # eff(x) = e_max * x / (x + x_half): x_half bytes' worth of start-up time.
+        memory = (moved + eff.memory_x_half) / (r.hbm_bandwidth * eff.memory_e_max)
     busy = compute if compute > memory else memory
     return OpTiming(r.fixed + busy + _overhead(op_class, flops, shape, r.eff), memory)
 
