@@ -16,18 +16,9 @@ import torch
 from torch.utils.flop_counter import flop_registry
 
 from kpt.adapters.sim._allowlist import is_allowed
+from kpt.adapters.sim._estimate import estimate_cost
 from kpt.adapters.sim._wirefmt import DTYPES_BY_NAME, decode_args
-
-try:  # the simulator's cost record; a plain tuple with the same fields until it is public
-    from kpt.sim import OpCost
-except ImportError:  # pragma: no cover - exercised only against an older kpt-sim
-    from typing import NamedTuple
-
-    class OpCost(NamedTuple):  # type: ignore[no-redef]
-        op_class: str
-        flops: float
-        bytes: float
-
+from kpt.sim import OpCost
 
 # Scalar seed mixing (a 64-bit LCG step) so that (seed, counter) pairs give distinct streams.
 _SEED_MULTIPLIER = 6364136223846793005
@@ -141,16 +132,8 @@ class TorchExecutor:
             self.view(target).copy_(value)
 
     def estimate(self, op: str, inputs: list, outputs: list, attrs: dict) -> OpCost:
-        moved = sum(_nbytes(v) for v in inputs) + sum(_nbytes(v) for v in outputs)
-        flops = _matmul_like_flops(op, inputs, outputs, attrs)
-        if flops:
-            return OpCost("matmul", float(flops), float(moved))
-        elements = sum(_numel(v) for v in outputs) or sum(_numel(v) for v in inputs)
-        in_elements = sum(_numel(v) for v in inputs)
-        op_class = "reduction" if in_elements > 2 * max(elements, 1) else "elementwise"
-        if _packet(op) in {"copy_", "_to_copy", "clone", "copy"}:
-            op_class = "copy"
-        return OpCost(op_class, float(max(elements, in_elements)), float(moved))
+        """Class, FLOPs, bytes, dtype and shape hint (kpt.sim.OpCost's forms) of one launch."""
+        return estimate_cost(op, inputs, outputs, attrs, _matmul_like_flops)
 
 
 def _packet(op: str) -> str:

@@ -1,0 +1,135 @@
+"""The torch executor's cost estimates carry kpt.sim's dtype and shape hints.
+
+With them the cost model's refinements (misaligned GEMM rows, attention's score rate, the
+per-row cost of norms) apply to ops run on the kpt_sim device; without them every op was
+costed as an fp32 op of no shape.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from kpt.adapters.sim._executor import TorchExecutor
+from kpt.sim import View, load_profile, op_time
+
+H100 = load_profile("h100-sxm")
+
+
+def view(dtype: str, *shape: int) -> View:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.insert(0, step)
+        step *= size
+    return View(None, 0, dtype, tuple(shape), tuple(strides))
+
+
+def t(i: int) -> dict:
+    return {"__t": i}
+
+
+@pytest.fixture(scope="module")
+def executor() -> TorchExecutor:
+    return TorchExecutor(threads=1)
+
+
+def seconds(cost) -> float:
+    return op_time(H100, *cost)
+
+
+def test_matmul_family_gives_m_n_k_and_dtype(executor):
+    a, b, out = view("bfloat16", 512, 768), view("bfloat16", 768, 4096), view("bfloat16", 512, 4096)
+    mm = executor.estimate("aten::mm.default", [a, b], [out], {"args": [t(0), t(1)]})
+    assert (mm.op_class, mm.dtype, mm.shape) == ("matmul", "bfloat16", (512, 4096, 768))
+    assert mm.flops == 2 * 512 * 4096 * 768
+
+    bias = view("float32", 4096)
+    a32, b32, o32 = (
+        view("float32", 512, 768),
+        view("float32", 768, 4096),
+        view("float32", 512, 4096),
+    )
+    addmm = executor.estimate("aten::addmm.default", [bias, a32, b32], [o32],
+                              {"args": [t(0), t(1), t(2)]})  # fmt: skip
+    assert (addmm.dtype, addmm.shape) == ("float32", (512, 4096, 768))
+
+    x, y, z = view("float16", 8, 64, 32), view("float16", 8, 32, 128), view("float16", 8, 64, 128)
+    bmm = executor.estimate("aten::bmm.default", [x, y], [z], {"args": [t(0), t(1)]})
+    assert bmm.shape == (64, 128, 32) and bmm.flops == 2 * 8 * 64 * 128 * 32
+
+
+def test_a_misaligned_vocabulary_gemm_is_slow_on_the_sim_device(executor):
+    """The H100 runs a 50257-wide bf16 GEMM ~4x slower than a 50256-wide one (calibration)."""
+
+    def cost(n):
+        a, b, out = view("bfloat16", 512, 768), view("bfloat16", 768, n), view("bfloat16", 512, n)
+        return executor.estimate("aten::mm.default", [a, b], [out], {"args": [t(0), t(1)]})
+
+    assert seconds(cost(50257)) > 3 * seconds(cost(50256))
+
+
+def test_fp32_and_bf16_matmuls_run_at_their_own_rates(executor):
+    def cost(dtype):
+        a, b = view(dtype, 4096, 4096), view(dtype, 4096, 4096)
+        return executor.estimate("aten::mm.default", [a, b], [view(dtype, 4096, 4096)],
+                                 {"args": [t(0), t(1)]})  # fmt: skip
+
+    assert seconds(cost("float32")) > 8 * seconds(cost("bfloat16"))
+
+
+def test_convolution_is_an_implicit_gemm_in_tf32(executor):
+    x, w, out = view("float32", 32, 64, 56, 56), view("float32", 128, 64, 3, 3), None
+    out = view("float32", 32, 128, 56, 56)
+    args = [t(0), t(1), None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1]
+    conv = executor.estimate("aten::convolution.default", [x, w], [out], {"args": args})
+    assert conv.op_class == "conv" and conv.dtype == "tf32"
+    assert conv.shape == (32 * 56 * 56, 128, 64 * 9, 9)
+    assert conv.flops == 2 * 32 * 56 * 56 * 128 * 64 * 9
+
+
+def test_attention_gives_heads_seq_q_seq_k_head_dim(executor):
+    q = view("bfloat16", 2, 8, 256, 64)
+    k = view("bfloat16", 2, 8, 512, 64)
+    v = view("bfloat16", 2, 8, 512, 64)
+    outs = [view("bfloat16", 2, 8, 256, 64), view("float32", 2, 8, 256)]
+    cost = executor.estimate("aten::_scaled_dot_product_flash_attention_for_cpu.default",
+                             [q, k, v], outs, {"args": [t(0), t(1), t(2), 0.0, True]})  # fmt: skip
+    assert (cost.op_class, cost.shape) == ("attention", (16, 256, 512, 64))
+    assert cost.flops == 4 * 16 * 256 * 512 * 64
+
+
+def test_softmax_and_layer_norm_give_rows_and_cols(executor):
+    x = view("float32", 4, 128, 1000)
+    soft = executor.estimate("aten::_softmax.default", [x], [view("float32", 4, 128, 1000)],
+                             {"args": [t(0), -1, False]})  # fmt: skip
+    assert (soft.op_class, soft.shape) == ("softmax", (512, 1000))
+    across = executor.estimate("aten::_softmax.default", [x], [view("float32", 4, 128, 1000)],
+                               {"args": [t(0), 1, False]})  # fmt: skip
+    assert across.shape == (4000, 128)
+
+    x, w, b = view("bfloat16", 64, 256, 768), view("bfloat16", 768), view("bfloat16", 768)
+    outs = [
+        view("bfloat16", 64, 256, 768),
+        view("float32", 64, 256, 1),
+        view("float32", 64, 256, 1),
+    ]
+    ln = executor.estimate("aten::native_layer_norm.default", [x, w, b], outs,
+                           {"args": [t(0), [768], t(1), t(2), 1e-5]})  # fmt: skip
+    assert (ln.op_class, ln.dtype, ln.shape) == ("layernorm", "bfloat16", (64 * 256, 768))
+    assert seconds(ln) > 0
+
+
+def test_reductions_and_elementwise_ops_carry_their_dtype(executor):
+    x = view("bfloat16", 1024, 64)
+    total = executor.estimate("aten::sum.dim_IntList", [x], [view("bfloat16", 1024)],
+                              {"args": [t(0), [1]]})  # fmt: skip
+    assert (total.op_class, total.dtype, total.flops) == ("reduction", "bfloat16", 1024 * 64)
+    y = view("bfloat16", 1024, 64)
+    pairwise = executor.estimate("aten::max.other", [x, y], [view("bfloat16", 1024, 64)],
+                                 {"args": [t(0), t(1)]})  # fmt: skip
+    assert pairwise.op_class == "elementwise" and pairwise.dtype == "bfloat16"
+    assert pairwise.bytes == 3 * 1024 * 64 * 2
+    copy = executor.estimate("aten::_to_copy.default", [x], [view("float32", 1024, 64)],
+                             {"args": [t(0)]})  # fmt: skip
+    assert copy.op_class == "copy" and math.isfinite(seconds(copy))
