@@ -35,7 +35,7 @@ def test_hang_raises_hang_error_at_synchronize_without_waiting_wall_time(sim):
         _inject(daemon, "hang", device=0)
         y = x * 3  # queued: launching never blocks
         started = time.monotonic()
-        with pytest.raises(sim.KptSimHangError, match="hang|did not finish|timeout"):
+        with pytest.raises(sim.KptSimHangError, match=r"hang|did not finish|timeout"):
             torch.kpt_sim.synchronize()
         assert time.monotonic() - started < 10  # the timeout is simulated seconds
         del y

@@ -56,7 +56,9 @@ def test_run_triton_computes_on_the_host_and_charges_the_device(sim, tmp_path):
     result = run_triton(vector_add, (4,), x, y, out, n, BLOCK=256, adapter=SimAdapter())
     assert result.mode == "interpreter"
     torch.testing.assert_close(out.cpu(), x.cpu() + y.cpu())
-    trace = json.loads(open(runtime().client.dump_trace(tmp_path / "trace.json")).read())
+    path = runtime().client.dump_trace(tmp_path / "trace.json")
+    with open(path) as f:
+        trace = json.load(f)
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
     charged = [e for e in events if e.get("name") == "triton::vector_add"]
     assert len(charged) == 1 and charged[0]["dur"] > 0
