@@ -105,3 +105,34 @@ def test_the_fast_path_agrees_with_a_plain_simpy_model():
     env.run()
     for device in range(2):
         assert sim.devices[device].last_end() == pytest.approx(ends[device], rel=1e-12)
+
+
+def test_replay_table_reads_in_units_with_the_total_first():
+    from kpt.sim._replay import format_replay
+
+    ops = [
+        {"op": "alloc", "device": 0, "bytes": 3 << 20, "id": "w"},
+        {"op": "launch", "device": 0, "class": "matmul", "flops": 2e6, "bytes": 0},
+        {"op": "launch", "device": 1, "class": "matmul", "flops": 4e6, "bytes": 0},
+        {"op": "sync"},
+    ]
+    doc = {"profile": "test-asic", "devices": 2, "topology": "ring", "ops": ops}
+    summary = replay(doc)
+    assert summary["topology"] == "ring"
+    lines = format_replay(summary, "ops.json").splitlines()
+    # test-asic: 1 us launch + 2e6 / 1e12 s = 3 us and 5 us
+    assert lines[0] == "predicted total: 5.00 us (simulated)"
+    assert lines[1].startswith("replayed 4 ops from ops.json on 2 x test-asic (ring) in ")
+    header, first, second = lines[3].split(), lines[4].split(), lines[5].split()
+    assert header[:3] == ["device", "profile", "kernels"]
+    assert first == ["0", "test-asic", "1", "3.00", "us", "3.00", "us", "60.0%", "3.0", "MiB"]
+    assert second[-3:] == ["100.0%", "0", "B"]
+
+
+def test_replay_names_events_and_buffers_used_before_they_exist():
+    waits = [{"op": "wait", "event": "e1", "device": 0}]
+    with pytest.raises(InvalidRequestError, match=r"#0 .*event 'e1' is waited on before"):
+        replay({"profile": "test-asic", "ops": waits})
+    frees = [{"op": "free", "id": 7}]
+    with pytest.raises(InvalidRequestError, match="buffer id 7 was never allocated"):
+        replay({"profile": "test-asic", "ops": frees})

@@ -198,6 +198,8 @@ def print_profiles() -> int:
 
 
 def _cell(value: object) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.0f}"
     return "" if value is None else str(value)
@@ -205,6 +207,7 @@ def _cell(value: object) -> str:
 
 def replay(args: argparse.Namespace) -> int:
     from kpt.sim import replay as run_replay
+    from kpt.sim._replay import format_replay
 
     summary = run_replay(
         args.trace, profile=args.profile, devices=args.devices, topology=args.topology
@@ -212,7 +215,7 @@ def replay(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(_plain(summary), indent=2))
         return 0
-    print(_format_replay(summary))
+    print(format_replay(summary, args.trace))
     return 0
 
 
@@ -226,23 +229,3 @@ def _plain(value: object) -> object:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
-
-
-def _format_replay(summary: object) -> str:
-    data = _plain(summary)
-    if not isinstance(data, dict):
-        return str(data)
-    lines = []
-    devices = data.get("devices") or data.get("per_device") or []
-    if isinstance(devices, dict):
-        devices = [{"device": k, **v} if isinstance(v, dict) else {"device": k, "value": v}
-                   for k, v in devices.items()]  # fmt: skip
-    if devices:
-        columns = list(devices[0])
-        lines.append("  ".join(f"{c:>14}" for c in columns))
-        for row in devices:
-            lines.append("  ".join(f"{_cell(row.get(c)):>14}" for c in columns))
-    for key, value in data.items():
-        if key not in ("devices", "per_device"):
-            lines.append(f"{key}: {_cell(value)}")
-    return "\n".join(lines)

@@ -72,7 +72,55 @@ def replay(
     rows = sim.summary()
     for row in rows:
         row["utilization"] = row["busy_s"] / end if end > 0 else 0.0
-    return {"predicted_s": end, "ops": len(ops), "wall_s": wall, "devices": rows}
+    topology = sim.topology.kind + (
+        f", {sim.topology.nodes} nodes" if sim.topology.nodes > 1 else ""
+    )
+    return {"predicted_s": end, "ops": len(ops), "wall_s": wall, "topology": topology,
+            "devices": rows}  # fmt: skip
+
+
+def format_replay(summary: dict[str, Any], source: str = "the trace") -> str:
+    """`kpt-sim replay`'s table: the predicted total first, then a row per device."""
+    rows = summary["devices"]
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["profile"]] = counts.get(r["profile"], 0) + 1
+    cluster = " + ".join(f"{n} x {name}" for name, n in counts.items())
+    if summary.get("topology"):
+        cluster += f" ({summary['topology']})"
+    lines = [
+        f"predicted total: {format_seconds(summary['predicted_s'])} (simulated)",
+        f"replayed {summary['ops']} ops from {source} on {cluster} in "
+        f"{summary['wall_s']:.3f} s of wall time",
+        "",
+    ]
+    header = ("device", "profile", "kernels", "busy", "ends at", "utilization", "peak memory")
+    cells = [
+        (str(r["device"]), r["profile"], str(r["ops"]), format_seconds(r["busy_s"]),
+         format_seconds(r["end_s"]), f"{100 * r['utilization']:.1f}%",
+         format_bytes(r["peak_bytes"]))
+        for r in rows
+    ]  # fmt: skip
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    for line in (header, *cells):
+        lines.append("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds != seconds or seconds == float("inf"):
+        return "never"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.2f} {unit}"
+    return f"{seconds * 1e9:.1f} ns" if seconds else "0"
+
+
+def format_bytes(nbytes: float) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{int(nbytes)} B"
 
 
 def _run(sim: Simulator, ops: list) -> None:
@@ -94,6 +142,8 @@ def _run(sim: Simulator, ops: list) -> None:
             elif kind == "alloc":
                 buffers[op["id"]] = sim.alloc(op["device"], op["bytes"])
             elif kind == "free":
+                if op.get("id") not in buffers:
+                    raise InvalidRequestError(f"buffer id {op.get('id')!r} was never allocated")
                 sim.free(buffers.pop(op["id"]))
             elif kind == "h2d":
                 sim.h2d(op["device"], op["bytes"], op.get("stream", 0))
@@ -104,6 +154,10 @@ def _run(sim: Simulator, ops: list) -> None:
             elif kind == "record":
                 events[op["event"]] = sim.record_event(op["device"], op.get("stream", 0))
             elif kind == "wait":
+                if op.get("event") not in events:
+                    raise InvalidRequestError(
+                        f"event {op.get('event')!r} is waited on before any 'record' of it"
+                    )
                 sim.wait_event(events[op["event"]], op["device"], op.get("stream", 0))
             elif kind == "collective":
                 options = {
