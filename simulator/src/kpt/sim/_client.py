@@ -49,6 +49,8 @@ class TensorRef(NamedTuple):
 
 
 def _ref_to_wire(ref: Any) -> list:
+    if type(ref) is list:  # already in wire form (a hot caller builds it itself); daemon checks
+        return ref
     buffer, offset, dtype, shape, strides = ref
     return [
         int(buffer),
@@ -60,8 +62,8 @@ def _ref_to_wire(ref: Any) -> list:
 
 
 def _cost_to_wire(cost: Any) -> list | None:
-    if cost is None:
-        return None
+    if cost is None or type(cost) is list:  # None, or already [op_class, flops, bytes, ...]
+        return cost
     shape = getattr(cost, "shape", None)
     return [
         str(cost.op_class),
@@ -278,7 +280,11 @@ class SimClient:
         stream: int = 0,
         cost: Any = None,
     ) -> None:
-        """Queue `op` (a name the daemon's executor knows) on a stream; returns immediately."""
+        """Queue `op` (a name the daemon's executor knows) on a stream; returns immediately.
+
+        inputs/outputs: TensorRefs, or refs already in wire form ([buffer, offset, dtype, shape,
+        strides] lists); cost: an OpCost, its wire list, or None for the executor to estimate.
+        """
         header = {
             "device": device,
             "op": op,
@@ -288,7 +294,10 @@ class SimClient:
             "stream": stream,
             "cost": _cost_to_wire(cost),
         }
-        self._queue("launch", header)
+        with self._batch_lock:
+            self._batch.append(["launch", header])
+            if len(self._batch) >= BATCH_OPS:
+                self._send_batch()
 
     def copy(self, src: Any, dst: Any, stream: int = 0) -> None:
         """Device -> device copy (across links when the devices differ); returns immediately."""

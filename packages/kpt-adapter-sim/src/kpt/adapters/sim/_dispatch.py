@@ -9,7 +9,6 @@ output shape depends on values, run on the CPU instead (a one-time warning, coun
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 import torch
@@ -17,91 +16,144 @@ from torch.utils._pytree import tree_map
 
 from kpt.adapters.sim._allowlist import is_allowed
 from kpt.adapters.sim._fallback import cpu_fallback, run_on_cpu
+from kpt.adapters.sim._plan import (
+    PLAN_CACHE_LIMIT,
+    Plan,
+    encode_attrs,
+    fetch,
+    make_plan,
+    op_info,
+    signature,
+)
 from kpt.adapters.sim._runtime import runtime
 from kpt.adapters.sim._tensor import SimTensor, to_host
-from kpt.adapters.sim._transfer import (
-    copy_between,
-    new_tensor,
-    tensor_ref,
-    upload_into,
-)
-from kpt.adapters.sim._wirefmt import encode_args
+from kpt.adapters.sim._transfer import copy_between, new_tensor, upload_into
 
 aten = torch.ops.aten
 # Like CUDA_LAUNCH_BLOCKING: wait for each op so an error points at the op that caused it.
 _LAUNCH_BLOCKING = os.environ.get("KPT_SIM_LAUNCH_BLOCKING", "0") == "1"
-_SEEDED = torch.Tag.nondeterministic_seeded
 _INPLACE_VIEW = torch.Tag.inplace_view
 _PYTHON_KEY = torch._C.DispatchKeySet(torch._C.DispatchKey.Python)
 # Ops that only make buffers: no values to compute.
 _ALLOCATING = {aten.empty.memory_format, aten.empty_strided, aten.empty_like, aten.new_empty,
                aten.new_empty_strided}  # fmt: skip
+_HANDLERS: dict[Any, Any] = {}  # op -> how its calls are handled (decided once per op)
 # Ops that return Python values (blocking by nature, like CUDA): not counted as fallbacks.
 _HOST_RESULT = {aten._local_scalar_dense, aten.equal, aten.is_nonzero, aten.is_same_size,
                 aten._fused_sdp_choice}  # fmt: skip
 
 
 def dispatch(func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
+    handler = _HANDLERS.get(func)
+    if handler is None:
+        handler = _HANDLERS[func] = _handler_for(func)
+    return handler(func, args, kwargs)
+
+
+def _handler_for(func: Any) -> Any:
+    """How every call of ``func`` is handled: decided once per op."""
     special = _SPECIAL.get(func) or _SPECIAL.get(func._overloadpacket)
     if special is not None:
-        return special(func, args, kwargs)
+        return special
     if _INPLACE_VIEW in func.tags:
-        return _restride_in_place(func, args, kwargs)
-    if func in _ALLOCATING or func._overloadpacket in _ALLOCATING:
-        return _allocate_like_meta(func, args, kwargs)
+        return _restride_in_place
     if func._overloadpacket in _HOST_RESULT:
-        return run_on_cpu(func, args, kwargs)
-    launches = _launches(func)
-    if launches and not is_allowed(f"{func._schema.name}.{func._overloadname}"):
-        return cpu_fallback(func, args, kwargs, reason="not in the torch executor's allow-list")
+        return run_on_cpu
+    info = op_info(func)
+    if func in _ALLOCATING or func._overloadpacket in _ALLOCATING:
+        return _planned  # fresh outputs, no launch: plans know (launch=False)
+    if info.launches and not is_allowed(info.name):
+        return _not_allowed
+    return _planned
+
+
+def _not_allowed(func: Any, args: tuple, kwargs: dict) -> Any:
+    return cpu_fallback(func, args, kwargs, reason="not in the torch executor's allow-list")
+
+
+_PLANS: dict[Any, Any] = {}
+
+
+def _planned(func: Any, args: tuple, kwargs: dict) -> Any:
+    """The hot path: look the call's plan up (or make it), then carry it out."""
+    tensors: list[SimTensor] = []
+    try:
+        key = (func, signature(args, kwargs, tensors))
+        plan = _PLANS.get(key)
+    except TypeError:  # an unhashable argument: plan this call alone
+        key = plan = None
+    if plan is None:
+        plan = _new_plan(func, args, kwargs, tensors)
+        if key is not None:
+            if len(_PLANS) >= PLAN_CACHE_LIMIT:
+                _PLANS.clear()
+            _PLANS[key] = plan
+    if type(plan) is str:  # the reason this call runs on the CPU
+        return cpu_fallback(func, args, kwargs, reason=plan)
+    return _run(plan, args, kwargs, tensors)
+
+
+def _new_plan(func: Any, args: tuple, kwargs: dict, tensors: list) -> Plan | str:
+    info = op_info(func)
     try:
         specs = output_specs(func, args, kwargs)
     except (NotImplementedError, torch._subclasses.fake_tensor.DataDependentOutputException):
-        return cpu_fallback(func, args, kwargs, reason="output shape depends on values")
-    if not _all_tensor_returns(func):
-        return cpu_fallback(func, args, kwargs, reason="returns a non-tensor value")
-    return _launch(func, args, kwargs, specs)
+        return "output shape depends on values"
+    if not info.tensor_returns:
+        return "returns a non-tensor value"
+    allocating = func in _ALLOCATING or func._overloadpacket in _ALLOCATING
+    return make_plan(func, info, args, kwargs, tensors, specs, launch=not allocating)
 
 
-def _launch(func: Any, args: tuple, kwargs: dict, specs: list) -> Any:
-    tensors = _unique_sim_tensors(args, kwargs)
-    device = _common_device(func, tensors)
-    returns = func._schema.returns
-    named = None
+def _run(plan: Plan, args: tuple, kwargs: dict, tensors: list) -> Any:
+    if tensors:
+        device = tensors[0]._sim.device
+        for t in tensors:
+            if t._sim.device != device:
+                _mixed_devices(plan.info.name, tensors)
+    else:
+        device = runtime().current_device
     results: list[Any] = []
-    fresh: list[SimTensor] = []
-    for alias, spec in zip(_return_aliases(func), specs):
-        if alias is None:
-            made = _build(spec, lambda sp: _new_from_spec(device, sp))
-            fresh.extend(made if isinstance(made, list) else [made])
-            results.append(made)
-            continue
-        named = named or _named_arguments(func, args, kwargs)
-        source = _aliased_argument(func, named, alias[0])
-        if alias[1]:
-            results.append(source)
+    out_refs: list[list] = []
+    for recipe in plan.results:
+        kind = recipe[0]
+        if kind == "new":
+            results.append(_fresh(recipe[1], device, out_refs))
+        elif kind == "same":
+            results.append(fetch(recipe[1], args, kwargs))
         else:
-            results.append(_build(spec, lambda sp, s=source: _view_from_spec(s, sp)))
-    if fresh or _writes_arguments(func):
+            source = fetch(recipe[1], args, kwargs)
+            results.append(_build(recipe[2], lambda sp, s=source: _view_from_spec(s, sp)))
+    if plan.launch:
         rt = runtime()
-        index = {id(t): i for i, t in enumerate(tensors)}
-        attrs: dict[str, Any] = {
-            "args": encode_args(args, index),
-            "kwargs": encode_args(kwargs, index),
-        }
-        if _SEEDED in func.tags:
-            attrs["rng"] = rt.next_rng(device)
-        rt.client.launch(
-            device,
-            f"{func._schema.name}.{func._overloadname}",
-            [tensor_ref(t) for t in tensors],
-            [tensor_ref(t) for t in fresh if t is not None],
-            attrs,
-            stream=rt.state[device].stream,
-        )
+        attrs = plan.attrs
+        if attrs is None:
+            attrs = encode_attrs(args, kwargs, tensors)
+        if plan.info.seeded:
+            attrs = {**attrs, "rng": rt.next_rng(device)}
+        in_refs = [[t._sim.buffer, *tail] for t, tail in zip(tensors, plan.input_tails)]
+        rt.client.launch(device, plan.info.name, in_refs, out_refs, attrs,
+                         stream=rt.state[device].stream, cost=plan.cost)  # fmt: skip
         if _LAUNCH_BLOCKING:
             rt.client.synchronize(device)
-    return results[0] if len(returns) == 1 else tuple(results)
+    return results[0] if plan.info.single else tuple(results)
+
+
+def _fresh(spec: Any, device: int, out_refs: list) -> Any:
+    if spec is None:
+        return None
+    if isinstance(spec, list):
+        return [_fresh(s, device, out_refs) for s in spec]
+    storage = runtime().allocator.allocate(device, spec.nbytes)
+    out_refs.append([storage.buffer, *spec.wire_tail])
+    return SimTensor(storage, spec.shape, spec.stride, spec.offset, spec.dtype)
+
+
+def _mixed_devices(name: str, tensors: list) -> None:
+    raise RuntimeError(
+        f"{name}: expected all tensors on one kpt_sim device, got devices "
+        f"{sorted({t._sim.device for t in tensors})}; move them with .to('kpt_sim:N') first"
+    )
 
 
 # -- output shapes from meta, cached ------------------------------------------------------------
@@ -161,25 +213,11 @@ def _build(spec: Any, make: Any) -> Any:
     return make(spec)
 
 
-def _new_from_spec(device: int, spec: tuple) -> SimTensor:
-    shape, stride, offset, dtype = spec
-    return new_tensor(
-        device, torch.empty(0, dtype=dtype, device="meta").as_strided(shape, stride, offset)
-    )
-
-
 def _view_from_spec(source: Any, spec: tuple) -> SimTensor:
     if not isinstance(source, SimTensor):  # a list argument: views of its first tensor
         source = next(s for s in source if isinstance(s, SimTensor))
     shape, stride, offset, dtype = spec
     return SimTensor(source._sim, shape, stride, offset, dtype)
-
-
-def _launches(func: Any) -> bool:
-    """False for pure view ops: their outputs alias inputs and no value changes."""
-    if _writes_arguments(func):
-        return True
-    return any(ret.alias_info is None for ret in func._schema.returns)
 
 
 def _to_meta(tree: Any) -> Any:
@@ -192,83 +230,6 @@ def _to_meta(tree: Any) -> Any:
         return x
 
     return tree_map(convert, tree)
-
-
-def _all_tensor_returns(func: Any) -> bool:
-    for ret in func._schema.returns:
-        text = str(ret.type)
-        if not text.startswith(("Tensor", "Optional[Tensor]", "List[Tensor]")):
-            return False
-    return True
-
-
-def _named_arguments(func: Any, args: tuple, kwargs: dict) -> dict[str, Any]:
-    named = dict(kwargs)
-    for argument, value in zip(func._schema.arguments, args):
-        named[argument.name] = value
-    return named
-
-
-_ALIAS_PATTERN = re.compile(r"Tensor\((\w+)(!?)\)")
-_ALIASES: dict[Any, list] = {}
-
-
-def _return_aliases(func: Any) -> list[tuple[set, bool] | None]:
-    """Per return: (alias set, is_write), or None for a fresh tensor; reads 'Tensor(a)[]' too."""
-    cached = _ALIASES.get(func)
-    if cached is None:
-        text = str(func._schema).split(") -> ", 1)[1].strip()
-        if text.startswith("(") and text.endswith(")"):
-            text = text[1:-1]
-        cached = []
-        for part in text.split(", "):
-            match = _ALIAS_PATTERN.search(part)
-            cached.append(None if match is None else ({match.group(1)}, bool(match.group(2))))
-        _ALIASES[func] = cached
-    return cached
-
-
-def _aliased_argument(func: Any, named: dict, alias_set: set) -> Any:
-    for argument in func._schema.arguments:
-        info = argument.alias_info
-        if info is not None and info.before_set & alias_set:
-            return named[argument.name]
-    raise RuntimeError(f"{func}: cannot find the argument its output aliases")
-
-
-def _writes_arguments(func: Any) -> bool:
-    return any(a.alias_info is not None and a.alias_info.is_write for a in func._schema.arguments)
-
-
-def _unique_sim_tensors(args: tuple, kwargs: dict) -> list[SimTensor]:
-    found: dict[int, SimTensor] = {}
-
-    def visit(x: Any) -> None:
-        if isinstance(x, SimTensor):
-            found.setdefault(id(x), x)
-        elif isinstance(x, list | tuple):
-            for v in x:
-                visit(v)
-
-    visit(args)
-    visit(tuple(kwargs.values()))
-    return list(found.values())
-
-
-def _common_device(func: Any, tensors: list[SimTensor]) -> int:
-    devices = {t._sim.device for t in tensors}
-    if len(devices) > 1:
-        raise RuntimeError(
-            f"{func}: expected all tensors on one kpt_sim device, got devices "
-            f"{sorted(devices)}; move them with .to('kpt_sim:N') first"
-        )
-    return devices.pop() if devices else runtime().current_device
-
-
-def _allocate_like_meta(func: Any, args: tuple, kwargs: dict) -> Any:
-    tensors = _unique_sim_tensors(args, kwargs)
-    device = tensors[0]._sim.device if tensors else runtime().current_device
-    return _build(output_specs(func, args, kwargs)[0], lambda sp: _new_from_spec(device, sp))
 
 
 def _restride_in_place(func: Any, args: tuple, kwargs: dict) -> Any:
@@ -284,7 +245,7 @@ def _copy_(func: Any, args: tuple, kwargs: dict) -> Any:
         if dst._sim.device != src._sim.device:
             copy_between(src, dst)
             return dst
-        return _launch(func, args, kwargs, [None])
+        return _planned(func, args, kwargs)
     if isinstance(dst, SimTensor):  # host -> device
         upload_into(dst, src)
         return dst
@@ -306,7 +267,7 @@ def _to_copy(func: Any, args: tuple, kwargs: dict) -> Any:
         copy_between(source, moved)
         rest = {k: v for k, v in kwargs.items() if k != "device"}
         return aten._to_copy.default(moved, **rest) if rest.get("dtype") else moved
-    return _launch(func, args, kwargs, output_specs(func, args, kwargs))
+    return _planned(func, args, kwargs)
 
 
 def _local_scalar_dense(func: Any, args: tuple, kwargs: dict) -> Any:

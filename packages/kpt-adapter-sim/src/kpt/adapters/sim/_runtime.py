@@ -15,7 +15,23 @@ from typing import Any
 from kpt.adapters.sim._storage import CachingAllocator
 
 DEFAULT_PROFILE = "h100-sxm"
-HEARTBEAT_S = float(os.environ.get("KPT_SIM_HEARTBEAT_S", "3.0"))
+
+
+def _env_heartbeat() -> float | None:
+    """KPT_SIM_HEARTBEAT_S, or None for SimClient's defaults (a long heartbeat plus a watch on
+    the daemon's pid when it runs on this host; a short heartbeat for a remote one)."""
+    value = os.environ.get("KPT_SIM_HEARTBEAT_S")
+    if value is None or not value.strip():
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise ValueError(f"KPT_SIM_HEARTBEAT_S={value!r}: give a positive number of seconds")
+    return seconds
+
+
 _lock = threading.RLock()
 _runtime: Runtime | None = None
 pending_seed: list[int | None] = [None]
@@ -59,8 +75,9 @@ class Runtime:
     state: dict[int, DeviceState] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.allocator = CachingAllocator(self.client)
         self.devices = self.client.devices()
+        capacity = {i: int(d.get("memory_total") or 0) for i, d in enumerate(self.devices)}
+        self.allocator = CachingAllocator(self.client, capacity)
         self.numerics = bool(getattr(self.client, "numerics", True))
         self.state = {i: DeviceState() for i in range(len(self.devices))}
         if pending_seed[0] is not None:  # torch.manual_seed() ran before the first use
@@ -132,8 +149,8 @@ def _connect() -> Runtime:
         )
         endpoint = daemon.endpoint
     try:
-        # The daemon computes on its serving thread: a long queue of ops delays its heartbeats.
-        return Runtime(client=SimClient(endpoint, heartbeat_interval=HEARTBEAT_S), daemon=daemon)
+        client = SimClient(endpoint, heartbeat_interval=_env_heartbeat())
+        return Runtime(client=client, daemon=daemon)
     except BaseException:
         if daemon is not None:
             daemon.stop()

@@ -3,18 +3,24 @@
 Like CUDA's caching allocator, freed buffers are kept per (device, size class) and reused, so a
 training loop that allocates the same shapes every step makes no alloc round trips after the first
 step. Reuse is safe because all launches of one client run in order on the daemon.
+
+A cache miss costs no round trip either while the device is far from full: the buffer is made
+with ``alloc_async`` (a client-chosen id, queued with the launches). Near the device's capacity
+allocation is synchronous, so an out-of-memory error is raised at the call that caused it.
 """
 
 from __future__ import annotations
 
 import threading
-import weakref
 from collections import defaultdict
 from typing import Any
 
 _SMALL = 1 << 20  # below 1 MiB: round up to 512 bytes
 _SMALL_ROUND = 512
 _LARGE_ROUND = 1 << 20  # at or above 1 MiB: round up to whole MiB
+# Below this share of a device's memory (held by this client) misses use alloc_async; above
+# it, a synchronous alloc, so OOM surfaces at once and cached buffers can be given back first.
+ASYNC_ALLOC_SHARE = 0.5
 
 
 def size_class(nbytes: int) -> int:
@@ -24,41 +30,65 @@ def size_class(nbytes: int) -> int:
 
 
 class SimStorage:
-    """One daemon buffer; every kpt_sim tensor viewing it holds a reference (views alias it)."""
+    """One daemon buffer; every kpt_sim tensor viewing it holds a reference (views alias it).
 
-    __slots__ = ("__weakref__", "buffer", "device", "nbytes")
+    When the last reference goes, the buffer returns to its allocator's free list (``__del__`` is
+    cheaper than a weakref.finalize per tensor on the hot path).
+    """
 
-    def __init__(self, device: int, buffer: int, nbytes: int) -> None:
+    __slots__ = ("__weakref__", "_allocator", "buffer", "device", "nbytes")
+
+    def __init__(self, device: int, buffer: int, nbytes: int, allocator: Any = None) -> None:
         self.device, self.buffer, self.nbytes = device, buffer, nbytes
+        self._allocator = allocator
+
+    def __del__(self) -> None:
+        allocator = self._allocator
+        if allocator is not None:
+            try:
+                allocator.release(self.device, self.buffer, self.nbytes)
+            except Exception:  # interpreter shutdown: nothing left to give back to
+                pass
 
 
 class CachingAllocator:
     """Hands out SimStorage objects; returns their buffers to a free list when they die."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, capacity: dict[int, int] | None = None) -> None:
         self._client = client
-        self._lock = threading.Lock()
+        # Re-entrant: a storage dying during a GC pass inside allocate() releases on this thread.
+        self._lock = threading.RLock()
         self._free: dict[tuple[int, int], list[int]] = defaultdict(list)
         self.allocated: dict[int, int] = defaultdict(int)  # device -> bytes in live tensors
         self.peak: dict[int, int] = defaultdict(int)
         self.reserved: dict[int, int] = defaultdict(int)  # device -> bytes held from the daemon
+        # device -> bytes this client may reserve with alloc_async (0: always synchronous)
+        self._async_limit = {
+            device: int(total * ASYNC_ALLOC_SHARE) for device, total in (capacity or {}).items()
+        }
         self.closed = False
 
     def allocate(self, device: int, nbytes: int) -> SimStorage:
         size = size_class(nbytes)
         with self._lock:
-            cached = self._free[(device, size)]
+            cached = self._free.get((device, size))
             buffer = cached.pop() if cached else None
+            if buffer is None and self.reserved[device] + size <= self._async_limit.get(device, 0):
+                buffer = self._client.alloc_async(device, size)
+                self.reserved[device] += size
+            allocated = self.allocated[device] = self.allocated[device] + size
+            if allocated > self.peak[device]:
+                self.peak[device] = allocated
         if buffer is None:
-            buffer = self._alloc_or_flush(device, size)
+            try:
+                buffer = self._alloc_or_flush(device, size)
+            except BaseException:
+                with self._lock:
+                    self.allocated[device] -= size
+                raise
             with self._lock:
                 self.reserved[device] += size
-        storage = SimStorage(device, buffer, size)
-        with self._lock:
-            self.allocated[device] += size
-            self.peak[device] = max(self.peak[device], self.allocated[device])
-        weakref.finalize(storage, self._release, device, buffer, size)
-        return storage
+        return SimStorage(device, buffer, size, self)
 
     def _alloc_or_flush(self, device: int, size: int) -> int:
         try:
@@ -69,7 +99,7 @@ class CachingAllocator:
                 raise
             return self._client.alloc(device, size)
 
-    def _release(self, device: int, buffer: int, size: int) -> None:
+    def release(self, device: int, buffer: int, size: int) -> None:
         with self._lock:
             self.allocated[device] -= size
             if not self.closed:

@@ -8,8 +8,18 @@ import numpy as np
 import torch
 
 from kpt.adapters.sim._storage import SimStorage
+from kpt.sim import SimError
 
 DEVICE_TYPE = "kpt_sim"
+_DEVICES: dict[int, torch.device] = {}  # index -> torch.device, built once (hot path)
+_dispatch: Any = None  # kpt.adapters.sim._dispatch.dispatch, bound on first use
+
+
+def sim_device(index: int) -> torch.device:
+    device = _DEVICES.get(index)
+    if device is None:
+        device = _DEVICES[index] = torch.device(DEVICE_TYPE, index)
+    return device
 
 
 class SimTensor(torch.Tensor):
@@ -36,7 +46,7 @@ class SimTensor(torch.Tensor):
             strides=stride,
             storage_offset=offset,
             dtype=dtype,
-            device=torch.device(DEVICE_TYPE, storage.device),
+            device=_DEVICES.get(storage.device) or sim_device(storage.device),
             requires_grad=requires_grad,
         )
         tensor._sim = storage
@@ -59,11 +69,17 @@ class SimTensor(torch.Tensor):
 
     @classmethod
     def __torch_dispatch__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        from kpt.adapters.sim._dispatch import dispatch
-        from kpt.adapters.sim._errors import translated
+        global _dispatch
+        if _dispatch is None:
+            from kpt.adapters.sim._dispatch import dispatch
 
-        with translated():
-            return dispatch(func, args, kwargs or {})
+            _dispatch = dispatch
+        try:
+            return _dispatch(func, args, kwargs or {})
+        except SimError as error:  # what _errors.translated() does, without a context manager
+            from kpt.adapters.sim._errors import as_torch_error
+
+            raise as_torch_error(error) from error
 
     def __repr__(self, *, tensor_contents: Any = None) -> str:
         with torch.no_grad():

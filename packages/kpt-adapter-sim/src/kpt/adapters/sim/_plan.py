@@ -1,0 +1,251 @@
+"""Launch plans: what dispatch works out once per (op, argument structure) and then reuses.
+
+A training step repeats the same few hundred (op, shapes) pairs every step. Everything about such a
+call that does not depend on the tensors' identities is computed once and kept in a plan: output
+shapes from meta, which outputs are fresh and which alias an argument, the wire form of every
+tensor reference but its buffer id, the encoded arguments (when they hold no per-call floats), and
+the op's cost. Dispatching a planned call is then a dict lookup, allocations from the caching
+allocator, and one queued launch.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, NamedTuple
+
+import torch
+
+from kpt.adapters.sim._tensor import SimTensor
+from kpt.adapters.sim._wirefmt import dtype_name, encode_args
+
+_SEEDED = torch.Tag.nondeterministic_seeded
+_ALIAS_PATTERN = re.compile(r"Tensor\((\w+)(!?)\)")
+PLAN_CACHE_LIMIT = 50_000  # plans kept; a program with more distinct signatures starts over
+
+
+class OpInfo(NamedTuple):
+    """What an op's schema says, read once per OpOverload."""
+
+    name: str  # "aten::add.Tensor": the name the daemon's executor looks up
+    single: bool  # one return (the result is not a tuple)
+    aliases: list  # per return: None (fresh) or (alias set, is_write)
+    writes: bool  # mutates an argument (in-place or out=)
+    seeded: bool  # a random op: carries (seed, counter)
+    launches: bool  # computes something (False for pure views)
+    tensor_returns: bool  # every return is a tensor or list of tensors
+
+
+_INFO: dict[Any, OpInfo] = {}
+
+
+def op_info(func: Any) -> OpInfo:
+    info = _INFO.get(func)
+    if info is None:
+        schema = func._schema
+        writes = any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments)
+        returns = schema.returns
+        info = _INFO[func] = OpInfo(
+            name=f"{schema.name}.{func._overloadname}",
+            single=len(returns) == 1,
+            aliases=_return_aliases(schema),
+            writes=writes,
+            seeded=_SEEDED in func.tags,
+            launches=writes or any(r.alias_info is None for r in returns),
+            tensor_returns=all(
+                str(r.type).startswith(("Tensor", "Optional[Tensor]", "List[Tensor]"))
+                for r in returns
+            ),
+        )
+    return info
+
+
+def _return_aliases(schema: Any) -> list[tuple[set, bool] | None]:
+    """Per return: (alias set, is_write), or None for a fresh tensor; reads 'Tensor(a)[]' too."""
+    text = str(schema).split(") -> ", 1)[1].strip()
+    if text.startswith("(") and text.endswith(")"):
+        text = text[1:-1]
+    aliases: list[tuple[set, bool] | None] = []
+    for part in text.split(", "):
+        match = _ALIAS_PATTERN.search(part)
+        aliases.append(None if match is None else ({match.group(1)}, bool(match.group(2))))
+    return aliases
+
+
+# -- the signature of a call: hashable, identity-aware, float values left out --------------------
+def signature(args: tuple, kwargs: dict, tensors: list) -> tuple:
+    """A key for the call's structure; fills ``tensors`` with its distinct kpt_sim tensors.
+
+    A tensor seen before in the same call is keyed by its position (x + x differs from x + y).
+    Floats key by type only: their values never change output shapes, dtypes or costs.
+    """
+    parts: list = []
+    for value in args:
+        _leaf(value, parts, tensors)
+    if kwargs:
+        for name, value in kwargs.items():
+            parts.append(name)
+            _leaf(value, parts, tensors)
+    return tuple(parts)
+
+
+def _leaf(x: Any, parts: list, tensors: list) -> None:
+    if isinstance(x, SimTensor):
+        for i, seen in enumerate(tensors):
+            if seen is x:
+                parts.append(i)
+                return
+        tensors.append(x)
+        parts.append((x.dtype, x.shape, x.stride(), x.storage_offset()))
+    elif type(x) is float:
+        parts.append(float)
+    elif type(x) is list or type(x) is tuple:
+        parts.append((type(x), len(x)))
+        for v in x:
+            _leaf(v, parts, tensors)
+    elif isinstance(x, torch.Tensor):
+        parts.append(("host", x.dtype, x.shape))
+    else:
+        parts.append((type(x), x))  # ints, bools, None, dtypes, devices: part of the structure
+
+
+def _per_call_values(tree: Any) -> bool:
+    """Whether encoded arguments change between calls of one signature (floats, host scalars)."""
+    if type(tree) is float or type(tree) is complex:
+        return True
+    if isinstance(tree, torch.Tensor):
+        return not isinstance(tree, SimTensor)
+    if isinstance(tree, list | tuple):
+        return any(_per_call_values(v) for v in tree)
+    if isinstance(tree, dict):
+        return any(_per_call_values(v) for v in tree.values())
+    return False
+
+
+# -- plans ----------------------------------------------------------------------------------------
+class OutSpec(NamedTuple):
+    """One fresh output: its layout, the bytes to allocate, and its wire ref after the buffer id."""
+
+    shape: tuple
+    stride: tuple
+    offset: int
+    dtype: torch.dtype
+    nbytes: int
+    wire_tail: list
+
+
+class Plan(NamedTuple):
+    info: OpInfo
+    results: list  # per return: ("new", spec(s)), ("same", where) or ("view", where, spec(s))
+    fresh: int  # how many fresh outputs
+    launch: bool  # send a launch (False: views, or allocation only)
+    input_tails: list  # per distinct input tensor: its wire ref after the buffer id
+    attrs: dict | None  # encoded args/kwargs when constant for the signature, else None
+    cost: list | None  # wire OpCost, or None for the daemon to estimate
+
+
+def out_spec(spec: tuple) -> OutSpec:
+    shape, stride, offset, dtype = spec
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    nbytes = _byte_end(shape, stride, offset, itemsize)
+    tail = [offset * itemsize, dtype_name(dtype), list(shape), list(stride)]
+    return OutSpec(tuple(shape), tuple(stride), offset, dtype, max(nbytes, 1), tail)
+
+
+def _byte_end(shape: tuple, stride: tuple, offset: int, itemsize: int) -> int:
+    if any(size == 0 for size in shape):
+        return offset * itemsize
+    high = sum((size - 1) * st for size, st in zip(shape, stride) if st > 0)
+    return (offset + high + 1) * itemsize
+
+
+def input_tail(t: SimTensor) -> list:
+    return [t.storage_offset() * t.element_size(), dtype_name(t.dtype), list(t.shape),
+            list(t.stride())]  # fmt: skip
+
+
+def make_plan(
+    func: Any, info: OpInfo, args: tuple, kwargs: dict, tensors: list, specs: list, launch: bool
+) -> Plan:
+    named = None
+    results: list = []
+    fresh = 0
+    for alias, spec in zip(info.aliases, specs):
+        if alias is None:
+            made = _map_spec(spec, out_spec)
+            fresh += len(made) if isinstance(made, list) else made is not None
+            results.append(("new", made))
+            continue
+        named = named or _argument_positions(func, args, kwargs)
+        where = _aliased_argument(func, named, alias[0])
+        results.append(("same", where) if alias[1] else ("view", where, spec))
+    launch = launch and (fresh > 0 or info.writes)
+    attrs = cost = None
+    if launch:
+        if not _per_call_values((args, kwargs)):
+            attrs = encode_attrs(args, kwargs, tensors)
+        cost = _estimate(info.name, tensors, results, args, kwargs)
+    tails = [input_tail(t) for t in tensors] if launch else []
+    return Plan(info, results, fresh, launch, tails, attrs, cost)
+
+
+def encode_attrs(args: tuple, kwargs: dict, tensors: list) -> dict:
+    index = {id(t): i for i, t in enumerate(tensors)}
+    return {"args": encode_args(args, index), "kwargs": encode_args(kwargs, index)}
+
+
+def _map_spec(spec: Any, make: Any) -> Any:
+    if spec is None:
+        return None
+    if isinstance(spec, list):
+        return [_map_spec(s, make) for s in spec]
+    return make(spec)
+
+
+def _argument_positions(func: Any, args: tuple, kwargs: dict) -> dict[str, Any]:
+    """Argument name -> where to find it in a call: ("arg", i) or ("kw", name)."""
+    where: dict[str, Any] = {name: ("kw", name) for name in kwargs}
+    for i, argument in enumerate(func._schema.arguments[: len(args)]):
+        where[argument.name] = ("arg", i)
+    return where
+
+
+def _aliased_argument(func: Any, where: dict, alias_set: set) -> Any:
+    for argument in func._schema.arguments:
+        info = argument.alias_info
+        if info is not None and info.before_set & alias_set and argument.name in where:
+            return where[argument.name]
+    raise RuntimeError(f"{func}: cannot find the argument its output aliases")
+
+
+def fetch(where: Any, args: tuple, kwargs: dict) -> Any:
+    return args[where[1]] if where[0] == "arg" else kwargs[where[1]]
+
+
+class _View(NamedTuple):  # the executor's View shape, for costing on the client
+    storage: Any
+    offset: int
+    dtype: str
+    shape: tuple
+    strides: tuple
+
+
+def _estimate(op: str, tensors: list, results: list, args: tuple, kwargs: dict) -> list | None:
+    """The op's cost, worked out once here with the executor's own formula (else the daemon)."""
+    try:
+        from kpt.adapters.sim._executor import TorchExecutor
+
+        inputs = [_View(None, *input_tail(t)) for t in tensors]
+        outputs = []
+        for result in results:
+            if result[0] == "new" and result[1] is not None:
+                for spec in result[1] if isinstance(result[1], list) else [result[1]]:
+                    if spec is not None:
+                        outputs.append(_View(None, *spec.wire_tail))
+        attrs = encode_attrs(args, kwargs, tensors)
+        cost = TorchExecutor.estimate(None, op, inputs, outputs, attrs)  # type: ignore[arg-type]
+    except Exception:  # a formula that cannot read this call: let the daemon estimate it
+        return None
+    shape = getattr(cost, "shape", None)
+    return [str(cost.op_class), float(cost.flops), float(cost.bytes),
+            str(getattr(cost, "dtype", "fp32")),
+            None if shape is None else [int(s) for s in shape]]  # fmt: skip
