@@ -67,6 +67,18 @@ def test_missing_field_is_named():
         profile_from_dict("broken", data)
 
 
+@pytest.mark.parametrize(
+    ("table", "key", "named"),
+    [(None, "launch_us", "'launch_us'"), ("hbm", "bandwith_gbps", "'hbm.bandwith_gbps'"),
+     ("network", "nics", "'network.nics'")],
+)  # fmt: skip
+def test_misspelled_fields_are_refused_by_name(table, key, named):
+    data = _raw()
+    (data if table is None else data[table])[key] = 1
+    with pytest.raises(InvalidRequestError, match=f"unknown field.*{named}"):
+        profile_from_dict("typo", data)
+
+
 def test_profile_from_a_file(tmp_path):
     text = (resources.files("kpt.sim") / "profiles" / "test-asic.toml").read_text()
     path = tmp_path / "my-chip.toml"

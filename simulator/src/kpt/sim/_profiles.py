@@ -177,6 +177,7 @@ def profile_from_dict(name: str, data: dict[str, Any], source: str = "<dict>") -
             )
         return node
 
+    _refuse_unknown_fields(data, where)
     schema = get("schema", int)
     if schema != SCHEMA_VERSION:
         raise InvalidRequestError(
@@ -229,6 +230,29 @@ def profile_from_dict(name: str, data: dict[str, Any], source: str = "<dict>") -
         efficiency=efficiency,
         source=source,
     )
+
+
+# Fields of schema 1 outside [efficiency] (whose tables are checked one by one).
+PROFILE_FIELDS: dict[str, set[str] | None] = {
+    "schema": None, "vendor": None, "model": None, "calibrated": None, "compute_units": None,
+    "power_w": None, "cache_mib": None, "kernel_launch_us": None, "efficiency": None,
+    "peak_tflops": set(UNITS), "hbm": {"capacity_gib", "bandwidth_gbps"},
+    "host_link": {"bandwidth_gbps", "latency_us"}, "dma": {"engines"},
+    "chip_links": {"count", "bandwidth_gbps", "latency_us"},
+    "network": {"bandwidth_gbps", "latency_us"},
+}  # fmt: skip
+
+
+def _refuse_unknown_fields(data: dict[str, Any], where: str) -> None:
+    """A misspelled field would silently keep a default: refuse it by name."""
+    unknown = sorted(set(data) - set(PROFILE_FIELDS))
+    for table, known in PROFILE_FIELDS.items():
+        if known is not None and isinstance(data.get(table), dict):
+            unknown += sorted(f"{table}.{k}" for k in set(data[table]) - known)
+    if unknown:
+        raise InvalidRequestError(
+            f"{where}: unknown field(s) {unknown}; see the schema in the kpt-sim README"
+        )
 
 
 def profile_table() -> list[dict[str, Any]]:
