@@ -19,8 +19,14 @@ def sim():
     ks.shutdown()
 
 
+@pytest.fixture
+def private_daemon(sim):
+    """A factory: ``with private_daemon(**start_daemon_options) as daemon:`` (see below)."""
+    return _private_daemon
+
+
 @contextlib.contextmanager
-def private_daemon(**options):
+def _private_daemon(**options):
     """Point this process's kpt_sim at a fresh daemon (faults, kills) and back afterwards.
 
     The shared session daemon is disconnected first (its tensors must not be used inside);

@@ -6,7 +6,6 @@ import time
 
 import pytest
 import torch
-from conftest import private_daemon
 
 PROMPT_S = 10.0  # far below any call timeout (300 s): death is noticed, not waited out
 
@@ -16,7 +15,7 @@ def _kill(daemon):
     daemon.process.wait(timeout=10)
 
 
-def test_blocking_read_after_daemon_death_raises_device_lost(sim):
+def test_blocking_read_after_daemon_death_raises_device_lost(sim, private_daemon):
     with private_daemon() as daemon:
         x = torch.arange(4.0, device="kpt_sim")
         assert x.sum().item() == 6.0
@@ -29,7 +28,7 @@ def test_blocking_read_after_daemon_death_raises_device_lost(sim):
         assert isinstance(caught.value, RuntimeError) and caught.value.sim_error is not None
 
 
-def test_synchronize_and_new_work_after_death_raise_device_lost(sim):
+def test_synchronize_and_new_work_after_death_raise_device_lost(sim, private_daemon):
     with private_daemon() as daemon:
         x = torch.ones(8, device="kpt_sim")
         _kill(daemon)
@@ -43,7 +42,7 @@ def test_synchronize_and_new_work_after_death_raise_device_lost(sim):
         assert time.monotonic() - started < 2 * PROMPT_S
 
 
-def test_health_reports_a_dead_daemon_as_failed(sim):
+def test_health_reports_a_dead_daemon_as_failed(sim, private_daemon):
     from kpt.adapters.sim._adapter import SimAdapter
 
     with private_daemon() as daemon:

@@ -4,7 +4,6 @@ import time
 
 import pytest
 import torch
-from conftest import private_daemon
 
 from kpt.sim import SimClient
 
@@ -18,7 +17,7 @@ def _inject(daemon, kind, **spec):
         client.close()
 
 
-def test_device_lost_surfaces_on_the_next_blocking_call(sim):
+def test_device_lost_surfaces_on_the_next_blocking_call(sim, private_daemon):
     with private_daemon() as daemon:
         x = torch.arange(4.0, device="kpt_sim")
         assert x.sum().item() == 6.0
@@ -28,7 +27,7 @@ def test_device_lost_surfaces_on_the_next_blocking_call(sim):
         assert isinstance(caught.value, sim.KptSimError)
 
 
-def test_hang_raises_hang_error_at_synchronize_without_waiting_wall_time(sim):
+def test_hang_raises_hang_error_at_synchronize_without_waiting_wall_time(sim, private_daemon):
     with private_daemon() as daemon:
         x = torch.ones(16, device="kpt_sim")
         torch.kpt_sim.synchronize()
@@ -41,7 +40,7 @@ def test_hang_raises_hang_error_at_synchronize_without_waiting_wall_time(sim):
         del y
 
 
-def test_memory_error_hits_the_tensor_whose_buffer_it_corrupts(sim):
+def test_memory_error_hits_the_tensor_whose_buffer_it_corrupts(sim, private_daemon):
     with private_daemon() as daemon:
         x = torch.arange(1024.0, device="kpt_sim")
         torch.kpt_sim.synchronize()  # x is the device's only live buffer: the fault picks it
@@ -51,7 +50,7 @@ def test_memory_error_hits_the_tensor_whose_buffer_it_corrupts(sim):
         assert "ECC" in str(caught.value) or "memory" in str(caught.value).lower()
 
 
-def test_fault_file_schedules_a_loss_mid_run(sim, tmp_path):
+def test_fault_file_schedules_a_loss_mid_run(sim, private_daemon, tmp_path):
     faults = tmp_path / "faults.toml"
     faults.write_text('[[fault]]\nkind = "device_lost"\ndevice = 0\nafter_ops = 20\n')
     with private_daemon(faults=faults):

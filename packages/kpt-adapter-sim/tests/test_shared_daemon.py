@@ -6,7 +6,6 @@ import sys
 import time
 
 import torch
-from conftest import private_daemon
 
 HELD = 256 * 2**20
 
@@ -23,7 +22,7 @@ def _free(device: int) -> int:
     return torch.kpt_sim.mem_get_info(device)[0]
 
 
-def test_two_processes_share_devices_and_memory(sim):
+def test_two_processes_share_devices_and_memory(sim, private_daemon):
     with private_daemon(devices=2) as daemon:
         free_before = _free(1)
         env = {**os.environ, "KPT_SIM_ENDPOINT": daemon.endpoint}

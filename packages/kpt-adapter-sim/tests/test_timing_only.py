@@ -5,7 +5,6 @@ import resource
 
 import torch
 import torch.nn as nn
-from conftest import private_daemon
 
 WIDTH, LAYERS = 32768, 16  # 16 bf16 layers of 2 GiB: 32 GiB of weights, 32 GiB of grads
 
@@ -15,7 +14,7 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
-def test_model_larger_than_host_memory_runs_and_is_timed(sim):
+def test_model_larger_than_host_memory_runs_and_is_timed(sim, private_daemon):
     weight_bytes = LAYERS * WIDTH * WIDTH * 2
     with private_daemon(numerics=False, profile="h100-sxm"):
         from kpt.adapters.sim._runtime import runtime
