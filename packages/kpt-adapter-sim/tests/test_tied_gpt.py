@@ -102,3 +102,16 @@ def test_tied_gpt_all_grads_and_adamw_steps_match_cpu(sim):
             )
     for name in cpu_params:
         torch.testing.assert_close(dev_params[name], cpu_params[name], rtol=1e-4, atol=1e-5)
+
+
+def test_optimizer_made_before_to_still_steps_the_device_parameters(sim):
+    # Parameters are swapped in place, so references taken on the CPU stay valid.
+    model = nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    model(torch.ones(1, 4)).sum().backward()
+    model.to("kpt_sim")
+    assert opt.param_groups[0]["params"][0] is model.weight
+    assert model.weight.grad.device.type == "kpt_sim"
+    before = model.weight.detach().cpu()
+    opt.step()
+    torch.testing.assert_close(model.weight.detach().cpu(), before - 0.5 * torch.ones(2, 4))
