@@ -7,6 +7,8 @@ import pytest
 
 from kpt.wire import PROTOCOL, VERSION, Limits, Message, ProtocolError, decode, encode
 
+PREAMBLE = PROTOCOL + struct.pack(">H", VERSION)
+
 
 def _roundtrip(*arrays, header=None, request_id=3) -> Message:
     return decode(encode("t.x", header or {}, arrays, request_id=request_id))
@@ -53,7 +55,8 @@ def test_numpy_scalars_and_tuples_in_header_become_plain_values():
 def test_send_is_zero_copy_and_receive_is_a_view():
     array = np.arange(1 << 16, dtype=np.float32)
     frames = encode("t", {}, [array])
-    assert np.shares_memory(np.frombuffer(frames[4], dtype=np.float32), array)
+    assert len(frames) == 4  # protocol, type, header, one array frame
+    assert np.shares_memory(np.frombuffer(frames[3], dtype=np.float32), array)
     received = decode(frames).arrays[0]
     assert np.shares_memory(received, array)
     assert not received.flags.writeable
@@ -100,11 +103,11 @@ def test_encode_refuses_bad_types_and_headers_by_name(type_, header, error):
 
 def test_unknown_header_fields_are_ignored_and_missing_byte_order_defaults():
     frames = encode("t", {"keep": 1}, [np.arange(3, dtype=np.uint8)])
-    header = msgpack.unpackb(frames[3])
+    header = msgpack.unpackb(frames[2])
     header["_arrays"][0]["future_field"] = "ignored"
     del header["_arrays"][0]["order"]  # uint8 has no byte order: default '|' applies
     header["_future_top_level"] = {"x": 1}
-    frames[3] = msgpack.packb(header)
+    frames[2] = msgpack.packb(header)
     msg = decode(frames)
     assert msg.header["keep"] == 1
     assert msg.arrays[0].tolist() == [0, 1, 2]
@@ -121,9 +124,9 @@ def test_version_mismatch_names_both_versions():
 
 def _with_descriptor(**descriptor):
     frames = encode("t", {}, [np.zeros(4, dtype=np.float32)], request_id=1)
-    header = msgpack.unpackb(frames[3])
+    header = msgpack.unpackb(frames[2])
     header["_arrays"][0].update(descriptor)
-    frames[3] = msgpack.packb(header)
+    frames[2] = msgpack.packb(header)
     return frames
 
 
@@ -146,10 +149,11 @@ def test_bad_array_descriptors_are_refused_without_allocating(descriptor, match)
 
 
 def test_limits_are_checked_before_decoding():
-    small = Limits(max_frames=5, max_header_bytes=64, max_message_bytes=1000, max_array_dims=2)
-    too_many = encode("t", {}, [b"a", b"b"])
-    with pytest.raises(ProtocolError, match="6 frames, over the limit of 5"):
-        decode(too_many, small)
+    small = Limits(max_frames=4, max_header_bytes=64, max_message_bytes=1000, max_array_dims=2)
+    too_many = encode("t", {}, [b"a", b"b"], request_id=12)
+    with pytest.raises(ProtocolError, match="5 frames, over the limit of 4") as info:
+        decode(too_many, Limits(max_frames=4))
+    assert info.value.request_id == 12  # read from the header, so the sender can be answered
     with pytest.raises(ProtocolError, match=r"header is .* over the limit of 64"):
         decode(encode("t", {"x": "y" * 100}), small)
     with pytest.raises(ProtocolError, match="bytes, over the limit of 1000"):
@@ -163,18 +167,51 @@ def test_limits_are_checked_before_decoding():
     [
         [],
         [b"KPTW"],
-        [b"junk", b"t", bytes(8), b"\x80"],
-        [PROTOCOL + b"\0\1", b"t", b"123", b"\x80"],
-        [PROTOCOL + b"\0\1", b"\xff\xfe", bytes(8), b"\x80"],
-        [PROTOCOL + b"\0\1", b"t", bytes(8), b"\xc1"],
-        [PROTOCOL + b"\0\1", b"t", bytes(8), msgpack.packb([1, 2])],
-        [PROTOCOL + b"\0\1", b"t", bytes(8), msgpack.packb({1: 2})],
-        [PROTOCOL + b"\0\1", b"t", bytes(8), msgpack.packb({}), b"orphan array frame"],
+        [b"junk", b"t", b"\x80"],
+        [PREAMBLE, b"t"],
+        [PREAMBLE, b"\xff\xfe", b"\x80"],
+        [PREAMBLE, b"t", b"\xc1"],
+        [PREAMBLE, b"t", msgpack.packb([1, 2])],
+        [PREAMBLE, b"t", msgpack.packb({1: 2})],
+        [PREAMBLE, b"t", msgpack.packb({"_rid": -1})],
+        [PREAMBLE, b"t", msgpack.packb({"_rid": 1.5})],
+        [PREAMBLE, b"t", msgpack.packb({"_rid": "7"})],
+        [PREAMBLE, b"t", msgpack.packb({}), b"orphan array frame"],
     ],
 )
 def test_malformed_envelopes_raise_protocol_error(frames):
     with pytest.raises(ProtocolError):
         decode(frames)
+
+
+def test_request_id_travels_in_the_header_and_a_cast_carries_none():
+    frames = encode("t", {"a": 1}, request_id=2**64 - 1)
+    assert len(frames) == 3  # protocol, type, header: no frame of its own
+    assert msgpack.unpackb(frames[2]) == {"a": 1, "_rid": 2**64 - 1}
+    assert decode(frames).request_id == 2**64 - 1
+    cast = encode("t", {"a": 1})
+    assert "_rid" not in msgpack.unpackb(cast[2])  # absent means 0: a cast
+    assert decode(cast).request_id == 0
+    for bad in (-1, 2**64, 1.0, True):
+        with pytest.raises(ValueError, match="request_id"):
+            encode("t", {}, request_id=bad)
+    with pytest.raises(ValueError, match="reserved"):
+        encode("t", {"_rid": 5})
+
+
+def test_a_refused_header_still_names_its_request_id_for_the_answer():
+    big = encode("t", {"x": "y" * 5000}, request_id=41)
+    with pytest.raises(ProtocolError, match="over the limit") as info:
+        decode(big, Limits(max_header_bytes=1000))
+    assert info.value.request_id == 41  # _rid comes first: read without decoding the rest
+    broken = [*big[:2], big[2][:-10]]  # truncated msgpack after a readable _rid
+    with pytest.raises(ProtocolError, match="not valid msgpack") as info:
+        decode(broken)
+    assert info.value.request_id == 41
+    reordered = [*big[:2], msgpack.packb({"x": 1, "_rid": 41}) + b"\xc1"]
+    with pytest.raises(ProtocolError) as info:
+        decode(reordered)
+    assert info.value.request_id is None  # not first: a refused header is not searched
 
 
 def test_limits_validate_their_values():

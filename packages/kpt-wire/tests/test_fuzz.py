@@ -49,12 +49,12 @@ MUTATIONS = {
     "bad type": lambda draw, f: [f[0], draw(st.binary(max_size=80)), *f[2:]],
     "bad request id": lambda draw, f: [
         *f[:2],
-        draw(st.binary(max_size=12).filter(lambda b: len(b) != 8)),
+        msgpack.packb({"_rid": draw(st.integers(-(2**63), -1) | st.text(max_size=4) | st.none())}),
         *f[3:],
     ],
-    "bad msgpack": lambda draw, f: [*f[:3], draw(st.binary(max_size=64)), *f[4:]],
+    "bad msgpack": lambda draw, f: [*f[:2], draw(st.binary(max_size=64)), *f[3:]],
     "hostile msgpack": lambda draw, f: [
-        *f[:3],
+        *f[:2],
         draw(
             st.sampled_from(
                 [
@@ -69,22 +69,22 @@ MUTATIONS = {
         ),
     ],
     "header not a map": lambda draw, f: [
-        *f[:3],
+        *f[:2],
         msgpack.packb(draw(msgpack_ints | st.lists(msgpack_ints) | st.text())),
     ],
     "huge or bad shape": lambda draw, f: [
-        *f[:3],
+        *f[:2],
         _header_with([draw(descriptor)]),
         draw(st.binary(max_size=16)),
     ],
     "descriptor count mismatch": lambda draw, f: [
-        *f[:3],
+        *f[:2],
         _header_with(draw(st.lists(descriptor, max_size=3))),
         *draw(st.lists(st.binary(max_size=8), max_size=4)),
     ],
-    "oversized header": lambda draw, f: [*f[:3], msgpack.packb({"x": "a" * 5000}), *f[4:]],
+    "oversized header": lambda draw, f: [*f[:2], msgpack.packb({"x": "a" * 5000}), *f[3:]],
     "too many frames": lambda draw, f: f + [b""] * draw(st.integers(13, 40)),
-    "oversized message": lambda draw, f: [*f[:4], BIG_FRAME, BIG_FRAME],
+    "oversized message": lambda draw, f: [*f[:3], BIG_FRAME, BIG_FRAME],
     "garbage": lambda draw, f: draw(st.lists(st.binary(max_size=32), min_size=1, max_size=10)),
 }
 

@@ -206,7 +206,7 @@ def test_server_limits_answer_oversized_messages_with_a_limit_error():
             client.call("echo", {"big": "x" * 300})
         assert info.value.code == "limit"
         with pytest.raises(RemoteError, match="frames, over the limit of 6"):
-            client.call("echo", {}, [np.zeros(1)] * 3)
+            client.call("echo", {}, [np.zeros(1)] * 4)  # 3 envelope frames + 4
         with pytest.raises(RemoteError, match="bytes, over the limit"):
             client.call("echo", {}, [np.zeros(5000)] * 2)  # each frame under ZeroMQ's cap
         # A single frame over max_message_bytes is cut off by ZeroMQ before Python sees it.

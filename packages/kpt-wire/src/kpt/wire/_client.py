@@ -3,7 +3,9 @@
 No dedicated I/O thread sits between a caller and the socket: whichever caller finds the socket
 free "drives" it (sends what is queued, polls, hands replies to their waiters), so a lone caller
 pays no thread hand-off. Callers that find it busy queue their frames, poke the driver through a
-pipe, and wait. A keeper thread sends heartbeats while idle and drives for call_async futures.
+pipe, and wait. A driver with only its own call in flight blocks in recv rather than polling the
+socket and the pipe (cheaper per call); it looks at the queue again at least every
+``_BLOCK_SLICE``. A keeper thread sends heartbeats while idle and drives for call_async futures.
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ from kpt.wire._codec import (
     Message,
     decode,
     encode,
+    read_request_id,
 )
 from kpt.wire._errors import CallTimeout, ProtocolError, RemoteError, TransportError
 from kpt.wire._limits import Limits
 from kpt.wire._security import as_key, secure_client
 from kpt.wire._sockets import (
+    BLOCK,
     has_input,
     poll_items,
     recv_frames,
@@ -43,6 +47,9 @@ from kpt.wire._sockets import (
 _LIVENESS_MISSES = 3
 _BACKOFF_START = 0.05
 _BACKOFF_CAP = 2.0
+# A lone caller blocks in recv instead of polling the socket and the wake pipe (one call less
+# per reply). Threads that queue frames meanwhile wait at most this long for it to look up.
+_BLOCK_SLICE = 0.01
 
 
 class _Call:
@@ -129,6 +136,7 @@ class Client:
         weakref.finalize(self, _close_fds, self._wake_read, self._wake_write)
         self._closed = False
         self._busy_since = 0.0  # when the client last started waiting for a reply
+        self._heartbeat_frames = encode(HEARTBEAT_TYPE, {"interval": self._interval}, (), 0)
         self._socket = self._connect()
         self._keeper_kick = threading.Event()
         self._keeper = threading.Thread(target=self._keep, name="kpt-wire-client", daemon=True)
@@ -148,8 +156,10 @@ class Client:
         Only an ``idempotent`` call is re-sent after a transport failure (up to ``retries``
         times, capped exponential backoff); ``timeout`` bounds each attempt.
         """
-        arrays = list(arrays)
-        attempts = 1 + (self.retries if idempotent else 0)
+        if not idempotent or not self.retries:
+            return self._wait(self._submit(type, header, arrays, timeout, is_async=False))
+        arrays = list(arrays)  # sent again on a retry: an iterator would be empty then
+        attempts = 1 + self.retries
         for attempt in range(attempts):
             call = self._submit(type, header, arrays, timeout, is_async=False)
             try:
@@ -168,7 +178,7 @@ class Client:
         timeout: float | None = None,
     ) -> Future:
         """Send a request; a Future resolving to the reply Message (or its error)."""
-        call = self._submit(type, header, list(arrays), timeout, is_async=True)
+        call = self._submit(type, header, arrays, timeout, is_async=True)
         self._flush_if_free()
         self._keeper_kick.set()
         return call.future  # type: ignore[return-value]
@@ -207,10 +217,11 @@ class Client:
             raise TransportError(f"client of {self.endpoint} is closed")
 
     def _submit(
-        self, type: str, header: Any, arrays: list[Any], timeout: float | None, is_async: bool
+        self, type: str, header: Any, arrays: Iterable[Any], timeout: float | None, is_async: bool
     ) -> _Call:
-        self._check_open()
-        if isinstance(type, str) and type.startswith("_"):
+        if self._closed:
+            self._check_open()
+        if type.__class__ is str and type[:1] == "_":
             raise ValueError(f"message type {type!r}: a leading '_' is reserved for the protocol")
         request_id = next(self._ids)
         frames = encode(type, header, arrays, request_id)
@@ -291,29 +302,35 @@ class Client:
         if server_key is not None:
             secure_client(socket, server_key, public, secret)
         socket.connect(self.endpoint)
+        self._rcvtimeo = -1  # what the socket's RCVTIMEO is now; set only when it must change
         self._poll_items = poll_items(socket, self._wake_read)
         self._last_recv = self._last_send = time.monotonic()
         return socket
 
     def _drive(self, stop: Callable[[], bool], until: float) -> None:
+        window = _LIVENESS_MISSES * self._interval
         while not stop() and not self._closed:
-            self._flush()
+            if self._outbox:
+                self._flush()
             now = time.monotonic()
-            self._expire(now)
+            if self._deadlines:
+                self._expire(now)
             if now >= until or stop():
                 return
             if now - self._last_send >= self._interval:
-                self._send(encode(HEARTBEAT_TYPE, {"interval": self._interval}, (), 0))
+                self._send(self._heartbeat_frames)
             silence = now - max(self._last_recv, self._busy_since)
-            window = _LIVENESS_MISSES * self._interval
             if self._pending and silence > window:
                 self._reconnect(
                     f"no traffic from {self.endpoint} for {silence:.1f}s "
                     f"({_LIVENESS_MISSES} heartbeat intervals): server dead or unreachable"
                 )
                 return
-            wake_at = min(until, self._last_send + self._interval, now + window - silence)
-            for ready in wait(self._poll_items, max(0.0, wake_at - now) * 1000 + 1):
+            wait_s = min(until, self._last_send + self._interval, now + window - silence) - now
+            if len(self._pending) == 1 and not self._waiting and not self._outbox:
+                self._receive_one(wait_s)
+                continue
+            for ready in wait(self._poll_items, max(0.0, wait_s) * 1000 + 1):
                 if ready is self._socket:
                     self._receive(ready=True)
                 else:
@@ -330,11 +347,25 @@ class Client:
         try:
             send_frames(self._socket, frames)
         except zmq.Again:
-            call = self._pending.pop(int.from_bytes(frames[2], "big"), None)
+            call = self._pending.pop(read_request_id(frames) or -1, None)
             if call is not None:
                 call.fail(TransportError(f"send queue to {self.endpoint} full; server not reading"))
             return
         self._last_send = time.monotonic()
+
+    def _receive_one(self, wait_s: float) -> None:
+        """Wait in recv (at most ``wait_s``, capped at _BLOCK_SLICE) for one message."""
+        timeout_ms = int(min(max(wait_s, 0.0), _BLOCK_SLICE) * 1000) + 1
+        socket = self._socket
+        if timeout_ms != self._rcvtimeo:
+            socket.rcvtimeo = self._rcvtimeo = timeout_ms
+        try:
+            frames = recv_frames(socket, 3, self._limits.max_frames, BLOCK)
+        except zmq.Again:
+            return
+        self._last_recv = time.monotonic()
+        if self._dispatch(frames):
+            self._notify()
 
     def _receive(self, ready: bool = False) -> None:
         """Hand every waiting reply to its call; ``ready``: poll just saw one waiting."""
@@ -342,26 +373,30 @@ class Client:
         socket = self._socket
         while ready or has_input(socket):
             ready = False
-            frames = recv_frames(socket, 4, self._limits.max_frames)
+            frames = recv_frames(socket, 3, self._limits.max_frames)
             self._last_recv = time.monotonic()
-            try:
-                msg = decode(frames, self._limits)
-            except ProtocolError as exc:
-                call = self._pending.pop(exc.request_id, None) if exc.request_id else None
-                if call is not None:
-                    call.fail(exc)
-                    landed = True
-                continue
-            call = self._pending.pop(msg.request_id, None)
-            if call is None:
-                continue  # a heartbeat, or a late reply to a call that timed out
-            if msg.type == ERROR_TYPE:
-                call.fail(_remote_error(msg))
-            else:
-                call.resolve(msg)
-            landed = True
+            landed = self._dispatch(frames) or landed
         if landed:
             self._notify()
+
+    def _dispatch(self, frames: list[Any]) -> bool:
+        """Resolve the call a received message answers; False if it answered none."""
+        try:
+            msg = decode(frames, self._limits)
+        except ProtocolError as exc:
+            call = self._pending.pop(exc.request_id, None) if exc.request_id else None
+            if call is None:
+                return False
+            call.fail(exc)
+            return True
+        call = self._pending.pop(msg.request_id, None)
+        if call is None:
+            return False  # a heartbeat, or a late reply to a call that timed out
+        if msg.type == ERROR_TYPE:
+            call.fail(_remote_error(msg))
+        else:
+            call.resolve(msg)
+        return True
 
     def _expire(self, now: float) -> None:
         while self._deadlines and self._deadlines[0][0] <= now:
@@ -413,7 +448,7 @@ class Client:
     def _idle_tick(self, now: float) -> None:
         self._flush()
         if now - self._last_send >= self._interval:
-            self._send(encode(HEARTBEAT_TYPE, {"interval": self._interval}, (), 0))
+            self._send(self._heartbeat_frames)
         self._receive()
         heard = max(self._last_recv, self._busy_since if self._pending else 0.0)
         if time.monotonic() - heard > _LIVENESS_MISSES * self._interval:

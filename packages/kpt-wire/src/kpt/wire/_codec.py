@@ -1,7 +1,7 @@
 """The envelope: frames <-> Message. Every bound is checked before anything is allocated.
 
-Frames: [b"KPTW" + version (2 bytes, big-endian), type (utf-8), request id (8 bytes, big-endian),
-msgpack header (a map with string keys), one raw frame per array]. See docs/protocol.md.
+Frames: [b"KPTW" + version (2 bytes, big-endian), type (utf-8), msgpack header (a map with string
+keys; the request id is its "_rid" field), one raw frame per array]. See docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from kpt.wire._errors import ProtocolError
 from kpt.wire._limits import Limits
 
 PROTOCOL = b"KPTW"
-VERSION = 1
+VERSION = 2  # 2: the request id moved from its own frame into the header ("_rid")
 _PREAMBLE = PROTOCOL + struct.pack(">H", VERSION)
-_RID = struct.Struct(">Q")
 MAX_REQUEST_ID = (1 << 64) - 1
 MAX_TYPE_BYTES = 64
 ARRAYS_KEY = "_arrays"  # protocol-owned header key: one descriptor per array frame
+RID_KEY = "_rid"  # protocol-owned header key: the request id; absent means 0 (a cast)
+_RID_PREFIX = 32  # bytes that hold a map header, "_rid" and a uint64 (5 + 5 + 9) with room
 ERROR_TYPE = "_error"
 HEARTBEAT_TYPE = "_heartbeat"
 # Message types: lowercase words joined by . _ - : ; a leading "_" is reserved for the protocol.
@@ -106,14 +107,25 @@ def encode(
     request_id: int = 0,
 ) -> list[Frame]:
     """Frames for one message. Array frames are views of the arrays' memory (no copy)."""
-    type_frame = check_type(type)
-    if not isinstance(request_id, int) or not 0 <= request_id <= MAX_REQUEST_ID:
-        raise ValueError(f"request_id must be an int in [0, 2**64), got {request_id!r}")
+    type_frame = _CHECKED_TYPES.get(type) if type.__class__ is str else None
+    if type_frame is None:
+        type_frame = check_type(type)
     fields = header if header is not None else {}
     for key in fields:
         if key.__class__ is not str or key[:1] == "_":
             _refuse_key(key)
-    frames: list[Frame] = []
+    if request_id:
+        if request_id.__class__ is not int or not 0 < request_id <= MAX_REQUEST_ID:
+            raise ValueError(f"request_id must be an int in [0, 2**64), got {request_id!r}")
+        # First in the map, so a receiver can answer even a header it refuses to decode; and a
+        # copy: the caller's dict stays as it was.
+        fields = {RID_KEY: request_id, **fields}
+    elif request_id != 0 or request_id.__class__ is not int:
+        raise ValueError(f"request_id must be an int in [0, 2**64), got {request_id!r}")
+    if (arrays.__class__ is tuple or arrays.__class__ is list) and not arrays:
+        # The common case: nothing to describe, no list to build.
+        return [_PREAMBLE, type_frame, _packer().pack(fields)]
+    frames: list[Frame] = [_PREAMBLE, type_frame, b""]
     descriptors = []
     for array in arrays:
         descriptor, raw = _array_frame(array)
@@ -121,7 +133,8 @@ def encode(
         frames.append(raw)
     if descriptors:
         fields = {**fields, ARRAYS_KEY: descriptors}
-    return [_PREAMBLE, type_frame, _RID.pack(request_id), _packer().pack(fields), *frames]
+    frames[2] = _packer().pack(fields)
+    return frames
 
 
 def _refuse_key(key: Any) -> None:
@@ -160,42 +173,54 @@ def _small_bytes(frame: Any) -> bytes:
 
 
 def read_request_id(frames: Sequence[Any]) -> int | None:
-    """The request id of a possibly malformed message, or None if it is not there."""
+    """The request id of a possibly malformed message, or None if it cannot be read.
+
+    For answering a refused message: senders put ``_rid`` first in the header map, so only the
+    header's first few bytes are read, whatever its size or the rest of its content.
+    """
     if len(frames) < 3:
         return None
-    if _size(frames[2]) != _RID.size:
+    if _size(frames[0]) != len(_PREAMBLE) or _small_bytes(frames[0])[:4] != PROTOCOL:
         return None
-    return _RID.unpack(_small_bytes(frames[2]))[0]
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=_RID_PREFIX, strict_map_key=True)
+    unpacker.feed(_buffer(frames[2])[:_RID_PREFIX])
+    try:
+        if unpacker.read_map_header() < 1 or unpacker.unpack() != RID_KEY:
+            return None
+        return _valid_request_id(unpacker.unpack())
+    except Exception:  # short, truncated or not msgpack: no id to read
+        return None
 
 
-def _check_preamble(frame: Any, request_id: int | None) -> None:
-    if _size(frame) != len(_PREAMBLE):
-        raise ProtocolError(
-            f"not a kpt.wire message: first frame is {_size(frame)} bytes, expected "
-            f"{_PREAMBLE!r} ({PROTOCOL.decode()} version {VERSION})",
-            request_id=request_id,
-        )
-    first = _small_bytes(frame)
+def _valid_request_id(value: Any) -> int | None:
+    if value.__class__ is int and 0 <= value <= MAX_REQUEST_ID:
+        return value
+    return None
+
+
+def _check_preamble(frame: Any, frames: Sequence[Any]) -> None:
+    size = _size(frame)
+    first = _small_bytes(frame) if size == len(_PREAMBLE) else b""
     if first == _PREAMBLE:
         return
     if first[:4] != PROTOCOL:
+        shown = _small_bytes(frame)[:16] if size else b""
         raise ProtocolError(
-            f"not a kpt.wire message: first frame is {first!r}, "
+            f"not a kpt.wire message: first frame is {shown!r} ({size} bytes), "
             f"expected {_PREAMBLE!r} ({PROTOCOL.decode()} version {VERSION})",
-            request_id=request_id,
         )
     version = struct.unpack(">H", first[4:6])[0]
-    if version != VERSION:
-        raise ProtocolError(
-            f"protocol version mismatch: message speaks {PROTOCOL.decode()} version {version}, "
-            f"this side speaks version {VERSION}; install matching kpt-wire versions on both sides",
-            code="version",
-            request_id=request_id,
-        )
+    raise ProtocolError(
+        f"protocol version mismatch: message speaks {PROTOCOL.decode()} version {version}, "
+        f"this side speaks version {VERSION}; install matching kpt-wire versions on both sides",
+        code="version",
+        # Best effort: a peer of another version may still put its request id where we do.
+        request_id=read_request_id(frames),
+    )
 
 
-def _unpack_header(raw: Any, limits: Limits, request_id: int | None) -> dict[str, Any]:
-    bound = len(raw)
+def _unpack_header(raw: bytes, frames: Sequence[Any]) -> dict[str, Any]:
+    bound = len(raw)  # nothing in a header can be longer than the header itself
     try:
         header = msgpack.unpackb(
             raw,
@@ -211,11 +236,11 @@ def _unpack_header(raw: Any, limits: Limits, request_id: int | None) -> dict[str
     except Exception as exc:  # msgpack raises several types; all mean "bad header"
         raise ProtocolError(
             f"header is not valid msgpack: {type(exc).__name__}: {exc}",
-            request_id=request_id,
+            request_id=read_request_id(frames),
         ) from None
-    if not isinstance(header, dict):
+    if header.__class__ is not dict:
         raise ProtocolError(
-            f"header must be a msgpack map, got {type(header).__name__}", request_id=request_id
+            f"header must be a msgpack map, got {type(header).__name__}", request_id=None
         )
     return header
 
@@ -277,47 +302,56 @@ def _arrays(
 def decode(frames: Sequence[Any], limits: Limits = Limits()) -> Message:  # noqa: B008
     """Message from frames (bytes, memoryviews or zmq.Frame); ProtocolError on any bad input."""
     count = len(frames)
-    rid = read_request_id(frames)
     if count > limits.max_frames:
         raise ProtocolError(
             f"message has {count} frames, over the limit of {limits.max_frames}",
             code="limit",
-            request_id=rid,
+            request_id=read_request_id(frames),
         )
-    total = sum(_size(frame) for frame in frames)
+    total = 0
+    for frame in frames:
+        total += frame.nbytes if frame.__class__ is memoryview else len(frame)
     if total > limits.max_message_bytes:
         raise ProtocolError(
             f"message is {total} bytes, over the limit of {limits.max_message_bytes}",
             code="limit",
-            request_id=rid,
+            request_id=read_request_id(frames),
         )
     # The version comes first: another version may lay out the other frames differently.
-    _check_preamble(frames[0] if count else b"", rid)
-    if count < 4:
+    first = frames[0] if count else b""
+    if first.__class__ is not bytes or first != _PREAMBLE:
+        _check_preamble(first, frames)
+    if count < 3:
         raise ProtocolError(
-            f"message has {count} frames; a kpt.wire message has at least 4 "
-            "(protocol, type, request id, header)",
-            request_id=rid,
+            f"message has {count} frames; a kpt.wire message has at least 3 "
+            "(protocol, type, header)"
         )
-    if rid is None:
-        raise ProtocolError(f"request id frame must be {_RID.size} bytes, got {_size(frames[2])}")
-    header_size = _size(frames[3])
+    raw_header = frames[2]
+    header_size = _size(raw_header)
     if header_size > limits.max_header_bytes:
         raise ProtocolError(
             f"header is {header_size} bytes, over the limit of {limits.max_header_bytes}",
             code="limit",
-            request_id=rid,
+            request_id=read_request_id(frames),
         )
-    type = _message_type(frames[1], rid)
-    header = _unpack_header(_small_bytes(frames[3]), limits, rid)
-    arrays = _arrays(header, [_buffer(frame) for frame in frames[4:]], limits, rid)
+    header = _unpack_header(_small_bytes(raw_header), frames)
+    rid = _valid_request_id(header.pop(RID_KEY, 0))
+    if rid is None:
+        raise ProtocolError(f"header field {RID_KEY!r} must be an int in [0, 2**64)")
+    raw_type = frames[1]
+    type = _KNOWN_TYPES.get(raw_type) if raw_type.__class__ is bytes else None
+    if type is None:
+        type = _message_type(raw_type, rid)
+    if count == 3 and ARRAYS_KEY not in header:
+        return Message(type, header, [], rid)
+    arrays = _arrays(header, [_buffer(frame) for frame in frames[3:]], limits, rid)
     return Message(type, header, arrays, rid)
 
 
 _KNOWN_TYPES: dict[bytes, str] = {}  # validated type names, so the regex runs once per name
 
 
-def _message_type(frame: Any, rid: int) -> str:
+def _message_type(frame: Any, rid: int | None) -> str:
     raw = _small_bytes(frame) if _size(frame) <= MAX_TYPE_BYTES else b""
     known = _KNOWN_TYPES.get(raw)
     if known is not None:

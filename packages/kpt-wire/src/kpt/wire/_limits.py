@@ -19,8 +19,8 @@ class Limits:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"Limits.{name} must be a positive int, got {value!r}")
-        if self.max_frames < 4:
+        if self.max_frames < 3:
             raise ValueError(
-                f"Limits.max_frames={self.max_frames} is below the 4 envelope frames every "
-                "message carries; use at least 4"
+                f"Limits.max_frames={self.max_frames} is below the 3 envelope frames every "
+                "message carries; use at least 3"
             )

@@ -21,13 +21,12 @@ from kpt.wire._codec import (
 from kpt.wire._errors import HandlerError, ProtocolError
 from kpt.wire._limits import Limits
 from kpt.wire._security import as_key, check_bind, secure_server
-from kpt.wire._sockets import has_input, poll_items, recv_frames, send_frames, wait
+from kpt.wire._sockets import BLOCK, recv_frames, send_frames
 
 log = logging.getLogger("kpt.wire.server")
 
 Reply = None | dict[str, Any] | tuple[dict[str, Any], list[Any]]
 Handler = Callable[[Message, bytes], Reply]
-_DRAIN_BATCH = 256  # messages handled per wake-up before checking liveness and close again
 _LIVENESS_MISSES = 3  # heartbeat intervals of silence after which a client is forgotten
 
 
@@ -57,7 +56,11 @@ class Server:
         self._on_client_gone = on_client_gone
         self._keys = (curve_secret_key, curve_public_key, authorized_keys)
         self._handlers: dict[str, Handler] = {}
-        self._clients: dict[bytes, tuple[float, float]] = {}  # id -> (last seen, window)
+        # Per client: when last heard from, and how long a silence means it is gone (kept apart,
+        # so the per-message update is one dict store and no tuple).
+        self._last_seen: dict[bytes, float] = {}
+        self._windows: dict[bytes, float] = {}
+        self._stopping = False
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # start/close from any thread
         self._context: zmq.Context | None = None
@@ -77,7 +80,7 @@ class Server:
     @property
     def clients(self) -> list[bytes]:
         """Ids of the clients heard from within the liveness window."""
-        return list(self._clients)
+        return list(self._last_seen)
 
     def start(self) -> Server:
         """Bind and start serving on a background thread; returns once bound."""
@@ -103,12 +106,13 @@ class Server:
                 self._stop_context()
                 raise OSError(f"cannot bind {self._bind_to!r}: {exc}") from exc
             self.endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
-            wake = self._context.socket(zmq.PAIR)
-            wake.bind(f"inproc://kpt-wire-wake-{id(self)}")
-            self._wake = self._context.socket(zmq.PAIR)
-            self._wake.connect(f"inproc://kpt-wire-wake-{id(self)}")
+            # close() wakes the thread through this in-process endpoint: the thread blocks in
+            # recv (cheaper per message than polling a second socket) and cannot watch another.
+            self._stop_endpoint = f"inproc://kpt-wire-stop-{id(self)}"
+            router.bind(self._stop_endpoint)
+            self._stopping = False
             self._thread = threading.Thread(
-                target=self._serve, args=(router, wake), name=f"kpt-wire-server {self.endpoint}",
+                target=self._serve, args=(router,), name=f"kpt-wire-server {self.endpoint}",
                 daemon=True,
             )  # fmt: skip
             self._thread.start()
@@ -120,9 +124,13 @@ class Server:
             thread, self._thread = self._thread, None
             if thread is None:
                 return
-            self._wake.send(b"stop")
+            self._stopping = True
+            waker = self._context.socket(zmq.DEALER)
+            waker.linger = 0
+            waker.connect(self._stop_endpoint)
+            waker.send(b"stop", zmq.NOBLOCK)  # any message: the thread checks _stopping first
             thread.join(timeout)
-            self._wake.close(0)
+            waker.close(0)
             if thread.is_alive():
                 log.warning("server thread did not stop within %.1fs (a handler is stuck)", timeout)
                 return
@@ -143,82 +151,83 @@ class Server:
             self._context.term()
             self._context = None
 
-    def _serve(self, router: zmq.Socket, wake: zmq.Socket) -> None:
-        items = poll_items(router, wake)
+    def _serve(self, router: zmq.Socket) -> None:
         check_every = self._interval / 2
+        # Blocking recv with a timeout, not poll + recv: one call less per message, and the
+        # timeout is the liveness check's clock when no message comes.
+        router.rcvtimeo = max(1, int(check_every * 1000))
         next_check = time.monotonic() + check_every
+        max_frames = self._limits.max_frames + 1  # one over: decode refuses, naming the limit
         try:
             while True:
-                wait_ms = max(0, int((next_check - time.monotonic()) * 1000)) + 1
-                events = wait(items, wait_ms)
-                if wake in events:
+                try:
+                    frames = recv_frames(router, 4, max_frames, BLOCK)
+                except zmq.Again:
+                    frames = None
+                if self._stopping:
                     return
-                if router in events:
-                    self._drain(router)
                 now = time.monotonic()
+                if frames is not None:
+                    try:
+                        self._handle(router, frames, now)
+                    except Exception:  # the loop must survive anything a message can cause
+                        log.exception("unexpected failure handling a message; dropped it")
                 if now >= next_check:
                     self._forget_silent_clients(now)
                     next_check = now + check_every
         finally:
             router.close(0)
-            wake.close(0)
 
-    def _drain(self, router: zmq.Socket) -> None:
-        for index in range(_DRAIN_BATCH):
-            if index and not has_input(router):  # the first one: poll just said it is there
-                return
-            frames = recv_frames(router, 5, self._limits.max_frames + 1)
-            try:
-                self._handle(router, frames)
-            except Exception:  # the loop must survive anything a message can cause
-                log.exception("unexpected failure handling a message; dropped it")
-
-    def _handle(self, router: zmq.Socket, frames: list[Any]) -> None:
+    def _handle(self, router: zmq.Socket, frames: list[Any], now: float) -> None:
         client = frames[0]
-        now = time.monotonic()
-        seen = self._clients.get(client)
-        self._clients[client] = (now, seen[1] if seen else _LIVENESS_MISSES * self._interval)
+        if client not in self._windows:
+            self._windows[client] = _LIVENESS_MISSES * self._interval
+        self._last_seen[client] = now
         try:
             msg = decode(frames[1:], self._limits)
         except ProtocolError as exc:
             log.debug("refused a message from %r: %s", client, exc)
             self._send_error(router, client, exc.request_id or 0, exc.code, exc.message, force=True)
             return
-        if msg.type == HEARTBEAT_TYPE:
-            self._heartbeat(router, client, msg, now)
-            return
+        request_id = msg.request_id
         handler = self._handlers.get(msg.type)
         if handler is None:
+            if msg.type == HEARTBEAT_TYPE:
+                self._heartbeat(router, client, msg)
+                return
             known = ", ".join(sorted(self._handlers)) or "none"
             self._send_error(
-                router, client, msg.request_id, "unknown_type",
+                router, client, request_id, "unknown_type",
                 f"no handler for message type {msg.type!r}; this server handles: {known}",
             )  # fmt: skip
             return
         try:
             reply = handler(msg, client)
-            if msg.request_id == 0:
+            if request_id == 0:
                 return  # a cast: the sender waits for nothing
-            header, arrays = _split_reply(reply, msg.type)
-            frames_out = encode(msg.type, header, arrays, msg.request_id)
+            if reply.__class__ is dict:  # the common reply: a header, no arrays
+                frames_out = encode(msg.type, reply, (), request_id)
+            else:
+                header, arrays = _split_reply(reply, msg.type)
+                frames_out = encode(msg.type, header, arrays, request_id)
         except HandlerError as exc:
-            self._send_error(router, client, msg.request_id, exc.code, exc.message, exc.details)
+            self._send_error(router, client, request_id, exc.code, exc.message, exc.details)
             return
         except Exception as exc:
             log.exception("handler for %r failed", msg.type)
             self._send_error(
-                router, client, msg.request_id, "internal",
+                router, client, request_id, "internal",
                 f"handler for {msg.type!r} failed: {type(exc).__name__}: {exc}",
             )  # fmt: skip
             return
+        frames_out.insert(0, client)
         self._send(router, client, frames_out)
 
-    def _heartbeat(self, router: zmq.Socket, client: bytes, msg: Message, now: float) -> None:
+    def _heartbeat(self, router: zmq.Socket, client: bytes, msg: Message) -> None:
         declared = msg.header.get("interval")
         if isinstance(declared, int | float) and 0 < declared < 3600:
-            window = _LIVENESS_MISSES * max(self._interval, float(declared))
-            self._clients[client] = (now, window)
-        self._send(router, client, encode(HEARTBEAT_TYPE, {}, (), msg.request_id))
+            self._windows[client] = _LIVENESS_MISSES * max(self._interval, float(declared))
+        self._send(router, client, [client, *encode(HEARTBEAT_TYPE, {}, (), msg.request_id)])
 
     def _send_error(
         self,
@@ -239,11 +248,12 @@ class Server:
         except (TypeError, ValueError):  # details that msgpack cannot carry
             header["details"] = {"repr": repr(details)[:1000]}
             frames = encode(ERROR_TYPE, header, (), request_id)
-        self._send(router, client, frames)
+        self._send(router, client, [client, *frames])
 
     def _send(self, router: zmq.Socket, client: bytes, frames: list[Any]) -> None:
+        """Send ``frames`` (the client's routing id first)."""
         try:
-            send_frames(router, [client, *frames])
+            send_frames(router, frames)
         except zmq.Again:
             log.warning("client %r is not reading (queue full); reply dropped", client)
         except zmq.ZMQError as exc:
@@ -252,12 +262,14 @@ class Server:
             self._forget(client)  # it disconnected
 
     def _forget_silent_clients(self, now: float) -> None:
-        gone = [c for c, (seen, window) in self._clients.items() if now - seen > window]
+        windows = self._windows
+        gone = [c for c, seen in self._last_seen.items() if now - seen > windows[c]]
         for client in gone:
             self._forget(client)
 
     def _forget(self, client: bytes) -> None:
-        if self._clients.pop(client, None) is None or self._on_client_gone is None:
+        self._windows.pop(client, None)
+        if self._last_seen.pop(client, None) is None or self._on_client_gone is None:
             return
         try:
             self._on_client_gone(client)
