@@ -8,6 +8,8 @@ next synchronize() or blocking call (read, event_time).
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import itertools
 import os
 import threading
@@ -24,6 +26,12 @@ from kpt.wire import CallTimeout, Client, RemoteError, TransportError, WireError
 SIM_PROTOCOL = "kpt-sim/1"
 ENDPOINT_ENV = "KPT_SIM_ENDPOINT"
 BATCH_OPS = 256  # asynchronous work queued client-side before it is sent as one message
+# Back-pressure, like a GPU's bounded launch queue: after every FENCE_OPS casts an asynchronous
+# "now" call is sent as a fence; its reply means the daemon has run everything before it. Once
+# more than MAX_FENCES_AHEAD fences are unanswered, queuing waits for the oldest, so a program
+# never runs minutes ahead of the daemon (a later synchronize would then look like a hang).
+FENCE_OPS = 1024
+MAX_FENCES_AHEAD = 2
 CHUNK_BYTES = 256 << 20  # larger writes and reads travel in pieces, under the wire's size limit
 
 
@@ -128,6 +136,8 @@ class SimClient:
         self._alias_ids = itertools.count(1)
         self._event_lock = threading.Lock()
         self._batch: list[list] = []
+        self._unfenced = 0  # casts sent since the last fence
+        self._fences: collections.deque = collections.deque()  # futures of unanswered fences
         # Keeps queued casts in program order. Re-entrant: a tensor finalizer run by the GC in
         # the middle of a call on this thread may free() (queue) without deadlocking.
         self._batch_lock = threading.RLock()
@@ -190,6 +200,25 @@ class SimClient:
             return
         try:
             self._wire.cast("batch", {"ops": ops})
+            self._unfenced += len(ops)
+            if self._unfenced >= FENCE_OPS:
+                self._unfenced = 0
+                self._fences.append(self._wire.call_async("now", {}))
+        except (TransportError, WireError) as exc:
+            raise self._lost(exc) from exc
+        while len(self._fences) > MAX_FENCES_AHEAD:
+            self._await_fence(self._fences.popleft())
+
+    def _await_fence(self, fence: concurrent.futures.Future) -> None:
+        try:
+            fence.result(timeout=self.timeout)
+        except concurrent.futures.TimeoutError:
+            raise DeviceHangError(
+                f"simulator daemon at {self.endpoint} did not work through its queue within "
+                f"{self.timeout:g} s; pass SimClient(timeout=...) for longer waits"
+            ) from None
+        except RemoteError:
+            pass  # the fence's own answer does not matter, only that it came
         except (TransportError, WireError) as exc:
             raise self._lost(exc) from exc
 
@@ -257,6 +286,20 @@ class SimClient:
             piece = payload[start : start + CHUNK_BYTES]
             header = {"buffer": buffer, "offset": offset + start, "stream": stream}
             self._call("write", header, [piece])
+
+    def write_async(self, buffer: int, offset: int, data: Any, stream: int = 0) -> None:
+        """Like write, without waiting: the bytes are copied now and sent in order with the
+        queued launches; a bad buffer or offset is raised by the next synchronize/read."""
+        payload = _as_bytes(data)
+        with self._batch_lock:
+            self._send_batch()  # what was queued before it runs before it
+            for start in range(0, max(payload.size, 1), CHUNK_BYTES):
+                piece = payload[start : start + CHUNK_BYTES].copy()  # caller may reuse its data
+                header = {"buffer": buffer, "offset": offset + start, "stream": stream}
+                try:
+                    self._wire.cast("write_async", header, [piece])
+                except (TransportError, WireError) as exc:
+                    raise self._lost(exc) from exc
 
     def read(self, buffer: int, offset: int, nbytes: int, stream: int = 0) -> np.ndarray:
         """Device -> host bytes (uint8). Waits for prior work; raises pending async errors."""

@@ -112,6 +112,7 @@ class SimDaemon:
             wrapped = self._cast(handler) if name in CAST_TYPES else self._call(handler)
             server.register(name, wrapped)
         server.register("batch", self.batch)
+        server.register("write_async", self._write_async)
         server.register("ping", lambda msg, client_id: {})  # liveness only: any traffic counts
 
     def _call(self, handler):
@@ -293,6 +294,16 @@ class SimDaemon:
         if self.numerics:
             self.executor.write(buffer.storage, offset, data)
         return {}
+
+    def _write_async(self, msg: Message, client_id: bytes) -> None:
+        """A write sent as a cast (no reply): its error waits for the next blocking call."""
+        state = self._client(client_id)
+        try:
+            self.write(msg, state, client_id)
+        except SimError as exc:
+            self._defer(state, exc)
+        except Exception as exc:  # a bug must not kill the daemon; the client still hears
+            self._defer(state, SimError(f"internal error in write_async: {exc!r}"))
 
     def read(self, msg: Message, state: ClientState, client_id: bytes):
         buffer = self.buffers.owned(buffer_field(msg.header), client_id)

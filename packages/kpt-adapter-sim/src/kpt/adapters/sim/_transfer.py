@@ -51,16 +51,30 @@ def _is_dense(tensor: torch.Tensor) -> bool:
     return tensor.is_contiguous() and stop - start == tensor.numel() * tensor.element_size()
 
 
+# Uploads up to this size are sent without waiting (the bytes are copied first), so a training
+# loop's per-step batch does not stall the launch pipeline; bigger ones wait for the daemon.
+ASYNC_UPLOAD_BYTES = 16 << 20
+
+
+def _write(buffer: int, offset: int, host: torch.Tensor) -> None:
+    client = runtime().client
+    data = _host_bytes(host)
+    if host.numel() * host.element_size() <= ASYNC_UPLOAD_BYTES:
+        client.write_async(buffer, offset, data)
+    else:
+        client.write(buffer, offset, data)
+
+
 def upload_into(dst: SimTensor, src: torch.Tensor) -> None:
     """Host -> device copy into an existing (possibly strided) device tensor."""
     rt = runtime()
     host = src.detach().to(dtype=dst.dtype).expand(dst.shape).contiguous()
     if _is_dense(dst):
         start, _ = byte_extent(dst)
-        rt.client.write(dst._sim.buffer, start, _host_bytes(host))
+        _write(dst._sim.buffer, start, host)
         return
     staging = new_tensor(dst._sim.device, host.to("meta"))
-    rt.client.write(staging._sim.buffer, 0, _host_bytes(host))
+    _write(staging._sim.buffer, 0, host)
     rt.client.launch(
         dst._sim.device,
         "aten::copy_.default",
