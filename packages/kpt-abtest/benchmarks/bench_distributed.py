@@ -40,6 +40,15 @@ def in_process_rate(payload: dict, count: int, batch: int = 1) -> float:
     return count / (time.perf_counter() - started)
 
 
+def from_dicts_rate(payload: dict, count: int, batch: int = 512) -> float:
+    """Decode and merge ``batch`` payloads at a time with Summary.from_dicts."""
+    merged = Summary()
+    started = time.perf_counter()
+    for start in range(0, count, batch):
+        merged.merge(Summary.from_dicts([payload] * min(batch, count - start)))
+    return count / (time.perf_counter() - started)
+
+
 def wire_thread_rate(payload_summary: Summary, count: int) -> float:
     from kpt.wire import Client
 
@@ -84,6 +93,7 @@ def main() -> None:
     rows = [
         ("in process, merge each (baseline)", baseline),
         ("in process, merge_all by 512", in_process_rate(payload, args.summaries, 512)),
+        ("in process, from_dicts by 512", from_dicts_rate(payload, args.summaries, 512)),
         ("kpt-wire, 1 client thread", wire_thread_rate(summary, args.summaries)),
         (f"kpt-wire, {args.workers} worker processes",
          worker_processes_rate(args.summaries, args.workers, args.batch)),

@@ -1,114 +1,209 @@
-"""kpt.abtest against scipy on the same data in the same run; prints a table with ratios.
+"""kpt.abtest against scipy/numpy on the same data in the same run; prints tables with ratios.
 
-Run: python packages/kpt-abtest/benchmarks/bench_stats.py [--quick]
+Run: python packages/kpt-abtest/benchmarks/bench_stats.py [--quick] [--only speed|sequential]
 """
 
-import sys
+from __future__ import annotations
+
+import argparse
 import time
 
 import numpy as np
 from scipy import stats
 
 import kpt.abtest as ab
+from kpt.abtest._design import truncated_design
 from kpt.abtest._quantiles import quantiles_with_se
 from kpt.abtest._sequential import mixture_scale, normal_mixture_radius
 
-QUICK = "--quick" in sys.argv
+LEVELS = [0.5, 0.95, 0.99]
 
 
 def timed(fn, repeat=1):
-    best = np.inf
+    best, out = np.inf, None
     for _ in range(repeat):
-        t = time.perf_counter()
+        start = time.perf_counter()
         out = fn()
-        best = min(best, time.perf_counter() - t)
+        best = min(best, time.perf_counter() - start)
     return best, out
 
 
 def row(name, ours, base, note=""):
-    print(f"| {name:<44} | {ours:>10.4g} | {base:>10.4g} | {base / ours:>6.2f}x | {note}")
+    print(f"| {name} | {ours:.4g} | {base:.4g} | {base / ours:.2f}x | {note} |")
 
 
-def main() -> None:
+def partition_intervals(x):
+    """The previous implementation: one np.partition at every rank the intervals need."""
+    n, z = x.size, stats.norm.ppf(0.975)
+    ranks = set()
+    for q in LEVELS:
+        h, spread = (n - 1) * q, z * np.sqrt(n * q * (1 - q))
+        ranks |= {int(h), int(np.ceil(h)), int(n * q - spread) - 1, int(np.ceil(n * q + spread))}
+    return np.partition(x, sorted(ranks))
+
+
+def speed(quick: bool) -> None:
     rng = np.random.default_rng(0)
-    n = 10**6 if QUICK else 10**7
+    n = 10**6 if quick else 10**7
     a, b = rng.lognormal(0, 1, n), rng.lognormal(0.001, 1, n)
-    print("| task | kpt (s) | scipy/numpy (s) | speedup | note")
-    print("|---|---|---|---|---")
+    print("| task | kpt (s) | baseline (s) | speedup | baseline, note |")
+    print("|---|---|---|---|---|")
 
     def ours():
         ab.compare(a, b)
-        quantiles_with_se(a, [0.5, 0.95, 0.99])
-        return quantiles_with_se(b, [0.5, 0.95, 0.99])
+        return quantiles_with_se(a, LEVELS), quantiles_with_se(b, LEVELS)
 
-    def base():
+    def ours_public():
+        return [ab.compare(a, b, m) for m in ("mean", "median", "p95", "p99")]
+
+    def scipy_points():
         stats.ttest_ind(b, a, equal_var=False)
-        return np.quantile(a, [0.5, 0.95, 0.99]), np.quantile(b, [0.5, 0.95, 0.99])
+        return np.quantile(a, LEVELS), np.quantile(b, LEVELS)
 
-    t_ours, _ = timed(ours, 2)
-    t_base, _ = timed(base, 2)
-    row(f"Welch + p50/p95/p99 with intervals, n={n:.0e}/arm", t_ours, t_base,
-        "baseline: scipy Welch + np.quantile point estimates only (no intervals)")  # fmt: skip
+    def previous():
+        stats.ttest_ind(b, a, equal_var=False)
+        return partition_intervals(a), partition_intervals(b)
+
+    t_ours, _ = timed(ours, 3)
+    t_public, _ = timed(ours_public, 2)
+    t_scipy, _ = timed(scipy_points, 2)
+    t_prev, _ = timed(previous, 2)
+    label = f"Welch + p50/p95/p99 with intervals, n={n:.0e}/arm"
+    row(label, t_ours, t_scipy, "scipy ttest_ind + np.quantile, point estimates only")
+    row(label, t_ours, t_prev, "same intervals by np.partition at every rank (previous kpt)")
+    row("4 x compare() (mean, median, p95, p99), same data", t_public, t_scipy,
+        "scipy ttest_ind + np.quantile, point estimates only")  # fmt: skip
 
     workers = [ab.Summary(seed=i).update(rng.lognormal(size=1000)) for i in range(1000)]
     dicts = [w.to_dict() for w in workers]
-    t_merge, _ = timed(
-        lambda: ab.Summary(seed=0).merge_all(ab.Summary.from_dict(d) for d in dicts), 3
-    )
     raw = [rng.lognormal(size=1000) for _ in range(1000)]
-    t_concat, _ = timed(lambda: np.quantile(np.concatenate(raw), [0.5, 0.95, 0.99]), 3)
-    row("merge 1,000 worker summaries (from dicts)", t_merge, t_concat,
-        "baseline: ship raw samples, concatenate, np.quantile")  # fmt: skip
+    t_batch, _ = timed(lambda: ab.Summary.from_dicts(dicts, seed=0), 5)
+    t_each, _ = timed(
+        lambda: ab.Summary(seed=0).merge_all(ab.Summary.from_dict(d) for d in dicts), 5
+    )
+    t_concat, _ = timed(lambda: np.quantile(np.concatenate(raw), LEVELS), 5)
+    row("merge 1,000 worker summaries: Summary.from_dicts", t_batch, t_concat,
+        "ship raw samples, concatenate, np.quantile")  # fmt: skip
+    row("merge 1,000 worker summaries: from_dict + merge_all", t_each, t_concat,
+        "ship raw samples, concatenate, np.quantile")  # fmt: skip
 
-    x = rng.lognormal(size=10**4 if QUICK else 10**5)
-    y = rng.lognormal(size=x.size)
-    t_ours, r1 = timed(lambda: ab.bootstrap(x, y, n_resamples=10_000, seed=1))
-    t_base, r2 = timed(lambda: stats.bootstrap(
-        (y, x), lambda u, v, axis: u.mean(axis) - v.mean(axis), n_resamples=10_000,
-        method="BCa", random_state=1))  # fmt: skip
-    cis = f"CI kpt {np.round(r1.ci, 4)} scipy {np.round(tuple(r2.confidence_interval), 4)}"
-    row(f"BCa bootstrap, 10,000 resamples, n={x.size:.0e}/arm", t_ours, t_base, cis)
+    m = 10**4 if quick else 10**5
+    x, y = rng.lognormal(size=m), rng.lognormal(size=m)
 
-    sequential_vs_fixed(rng)
-    naive_peeking(rng)
+    def scipy_boot(statistic, resamples):
+        return stats.bootstrap((y, x), statistic, n_resamples=resamples, method="percentile",
+                               random_state=1, vectorized=True)  # fmt: skip
 
+    def mean_diff(u, v, axis):
+        return u.mean(axis) - v.mean(axis)
 
-def sequential_vs_fixed(rng, effect=0.2, sd=1.0, reps=2000, batch=20):
-    """Average per-arm sample size of SequentialTest vs the fixed-horizon test of equal power."""
-    n_fixed = ab.sample_size(effect, sd, power=0.8)
-    tuning = n_fixed // 2
-    m = mixture_scale(0.05, tuning)
-    for max_mult in (2.0, 3.0):
-        looks = int(np.ceil(max_mult * n_fixed / batch))
-        ns = np.arange(1, looks + 1) * batch
-        print(f"\nsequential vs fixed horizon (effect {effect} sd, fixed n = {n_fixed}/arm "
-              f"for 80% power, tuning_n = {tuning}, max_n = {ns[-1]})")  # fmt: skip
-        for true in (effect, 2 * effect, 0.0):
-            a = rng.normal(0, sd, (reps, ns[-1]))
-            b = rng.normal(true, sd, (reps, ns[-1]))
-            ma, mb = np.cumsum(a, 1)[:, ns - 1] / ns, np.cumsum(b, 1)[:, ns - 1] / ns
-            va = (np.cumsum(a * a, 1)[:, ns - 1] - ns * ma**2) / (ns - 1)
-            vb = (np.cumsum(b * b, 1)[:, ns - 1] - ns * mb**2) / (ns - 1)
-            r = normal_mixture_radius(np.sqrt(va / ns + vb / ns), ns, 0.05, m)
-            hit = np.abs(mb - ma) > r
-            stop = np.where(hit.any(1), ns[hit.argmax(1)], ns[-1])
-            print(f"  true effect {true:>4}: rejects {hit.any(1).mean():.3f}, mean n "
-                  f"{stop.mean():7.0f}, ratio to fixed {stop.mean() / n_fixed:.2f}")  # fmt: skip
-        del a, b
+    def p99_diff(u, v, axis):
+        return np.quantile(u, 0.99, axis=axis) - np.quantile(v, 0.99, axis=axis)
+
+    t_bca, r_bca = timed(lambda: ab.bootstrap(x, y, n_resamples=10_000, seed=1))
+    t_pct, r_pct = timed(lambda: ab.bootstrap(x, y, n_resamples=10_000, method="percentile"))
+    t_ref, r_ref = timed(lambda: scipy_boot(mean_diff, 10_000))
+    ci = np.round(tuple(r_ref.confidence_interval), 4)
+    row(f"bootstrap mean diff, BCa, 10,000 x n={m:.0e}/arm", t_bca, t_ref,
+        f"scipy percentile (its BCa jackknife is n^2 = {m * m:.0e} values); CI kpt "
+        f"{np.round(r_bca.ci, 4)} scipy {ci}")  # fmt: skip
+    row(f"bootstrap mean diff, percentile, 10,000 x n={m:.0e}/arm", t_pct, t_ref,
+        f"scipy percentile; CI kpt {np.round(r_pct.ci, 4)}")  # fmt: skip
+    t_q, r_q = timed(lambda: ab.bootstrap(x, y, statistic="p99", n_resamples=10_000, seed=1))
+    t_qref, r_qref = timed(lambda: scipy_boot(p99_diff, 1_000))
+    row(f"bootstrap p99 diff, BCa, 10,000 x n={m:.0e}/arm", t_q, 10 * t_qref,
+        f"scipy percentile at 1,000 resamples x 10; CI kpt {np.round(r_q.ci, 3)} scipy "
+        f"{np.round(tuple(r_qref.confidence_interval), 3)}")  # fmt: skip
 
 
-def naive_peeking(rng, reps=4000, looks=30, batch=50):
-    """A/A: a t-test checked after each of 30 batches vs kpt's SequentialTest boundary."""
-    ns = np.arange(1, looks + 1) * batch
-    a, b = rng.normal(size=(reps, ns[-1])), rng.normal(size=(reps, ns[-1]))
+def _z_paths(rng, reps, n, shift, ns):
+    a, b = rng.normal(0, 1, (reps, n)), rng.normal(shift, 1, (reps, n))
     ma, mb = np.cumsum(a, 1)[:, ns - 1] / ns, np.cumsum(b, 1)[:, ns - 1] / ns
-    va = (np.cumsum(a * a, 1)[:, ns - 1] - ns * ma**2) / (ns - 1)
-    vb = (np.cumsum(b * b, 1)[:, ns - 1] - ns * mb**2) / (ns - 1)
-    se = np.sqrt(va / ns + vb / ns)
-    naive = (np.abs(mb - ma) / se > stats.norm.ppf(0.975)).any(1).mean()
-    kpt = (np.abs(mb - ma) > normal_mixture_radius(se, ns, 0.05, mixture_scale(0.05, 500))).any(1)
+    with np.errstate(divide="ignore", invalid="ignore"):  # n = 1 has no variance; never tested
+        va = (np.cumsum(a * a, 1)[:, ns - 1] - ns * ma**2) / (ns - 1)
+        vb = (np.cumsum(b * b, 1)[:, ns - 1] - ns * mb**2) / (ns - 1)
+    return mb - ma, np.sqrt(va / ns + vb / ns)
+
+
+def sequential_vs_fixed(quick: bool, effect=0.2, min_n=20) -> None:
+    """Average per-arm n of each sequential design over the fixed-horizon n of equal power."""
+    reps = 500 if quick else 2000
+    n_fixed = ab.sample_size(effect, 1.0, power=0.8)
+    rng = np.random.default_rng(1)
+    print(f"\nSequential vs fixed horizon: planned effect {effect} sd, fixed n = {n_fixed}/arm "
+          f"(alpha 0.05, power 0.8), {reps} runs per cell; cells: power (share rejecting in the "
+          "right direction) / mean n over fixed n")  # fmt: skip
+    multiples = (0.0, 0.5, 1.0, 1.5, 2.0)
+    print("| design | looks every | max n | " + " | ".join(f"{k}x effect" for k in multiples))
+    print("|---|---|---|" + "---|" * len(multiples))
+    designs = []
+    for batch in (1, 20):
+        design = truncated_design(0.05, 0.8, round(batch / n_fixed, 4))
+        max_n = int(np.ceil(design.max_ratio * n_fixed))
+
+        def line(est, se, ns, d=design, mx=max_n):
+            return se * d.z_boundary(ns / mx)
+
+        designs.append(("truncated line (plan_n)", batch, max_n, line))
+    m = mixture_scale(0.05, n_fixed // 2)
+    designs.append(("open mixture (tuning_n = n/2)", 20, 2 * n_fixed,
+                    lambda est, se, ns: normal_mixture_radius(se, ns, 0.05, m)))  # fmt: skip
+    for name, batch, max_n, radius in designs:
+        ns = np.minimum(np.arange(1, -(-max_n // batch) + 1) * batch, max_n)
+        cells = []
+        for k in multiples:
+            est, se = _z_paths(rng, reps, max_n, k * effect, ns)
+            hit = (np.abs(est) > radius(est, se, ns)) & (ns >= min_n)
+            first = hit.argmax(1)
+            stop = np.where(hit.any(1), ns[first], max_n)
+            right = hit.any(1) & (est[np.arange(reps), first] > 0 if k else hit.any(1))
+            cells.append(f"{right.mean():.3f} / {stop.mean() / n_fixed:.2f}")
+        print(f"| {name} | {batch} | {max_n} | " + " | ".join(cells))
+    d = truncated_design(0.05, 0.8)
+    print("closed form, looks after every observation: mean n / fixed n = "
+          + ", ".join(f"{d.expected_n_ratio(k):.3f} at {k}x" for k in multiples))  # fmt: skip
+
+
+def naive_peeking(quick: bool, looks=30, batch=50) -> None:
+    """A/A: a t-test checked after each of 30 batches vs kpt's SequentialTest boundary."""
+    reps = 1000 if quick else 4000
+    rng = np.random.default_rng(2)
+    ns = np.arange(1, looks + 1) * batch
+    est, se = _z_paths(rng, reps, ns[-1], 0.0, ns)
+    naive = (np.abs(est) / se > stats.norm.ppf(0.975)).any(1).mean()
+    kpt = (np.abs(est) > normal_mixture_radius(se, ns, 0.05, mixture_scale(0.05, 500))).any(1)
     print(f"\nA/A, {looks} looks of {batch}/arm, {reps} runs, alpha 0.05: naive repeated t-test "
           f"false positives {naive:.3f}; kpt SequentialTest {kpt.mean():.3f}")  # fmt: skip
+
+
+def quantile_sequential(quick: bool, looks=50, batch=20) -> None:
+    """The p95 sequential test under continuous monitoring: A/A rate and power at +30%."""
+    reps = 100 if quick else 400
+    rng = np.random.default_rng(3)
+    for shift in (1.0, 1.3):
+        stopped = 0
+        for _ in range(reps):
+            test = ab.SequentialTest(metric="p95", tuning_n=300)
+            for _ in range(looks):
+                if test.update(rng.lognormal(0, 1, batch), shift * rng.lognormal(0, 1, batch)) \
+                        != "continue":  # fmt: skip
+                    break
+            stopped += test.decision in ("a_better", "b_better")
+        print(f"p95 sequential, lognormal, b = {shift} x a, {looks} looks of {batch}/arm, "
+              f"{reps} runs: rejects {stopped / reps:.3f}")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10x smaller data, fewer runs")
+    parser.add_argument("--only", choices=("speed", "sequential"))
+    args = parser.parse_args()
+    if args.only in (None, "speed"):
+        speed(args.quick)
+    if args.only in (None, "sequential"):
+        sequential_vs_fixed(args.quick)
+        naive_peeking(args.quick)
+        quantile_sequential(args.quick)
 
 
 if __name__ == "__main__":
