@@ -50,6 +50,10 @@ _BACKOFF_CAP = 2.0
 # A lone caller blocks in recv instead of polling the socket and the wake pipe (one call less
 # per reply). Threads that queue frames meanwhile wait at most this long for it to look up.
 _BLOCK_SLICE = 0.01
+_BLOCK_SLICE_MS = int(_BLOCK_SLICE * 1000)
+# Calls with less time than this left skip the fast path (its first wait is one whole slice),
+# and so does a client whose heartbeat interval is shorter (its heartbeats could be late).
+_FAST_PATH_MIN_WAIT = 2 * _BLOCK_SLICE
 
 
 class _Call:
@@ -115,6 +119,9 @@ class Client:
         self.timeout = float(timeout)
         self.retries = retries
         self._interval = float(heartbeat_interval)
+        # With heartbeats more often than the fast path's wait, always take the careful path.
+        fast = self._interval > _FAST_PATH_MIN_WAIT
+        self._fast_path_min_wait = _FAST_PATH_MIN_WAIT if fast else float("inf")
         self._limits = limits
         if curve_server_key is not None:
             as_key(curve_server_key, "curve_server_key")
@@ -157,7 +164,7 @@ class Client:
         times, capped exponential backoff); ``timeout`` bounds each attempt.
         """
         if not idempotent or not self.retries:
-            return self._wait(self._submit(type, header, arrays, timeout, is_async=False))
+            return self._call_once(type, header, arrays, timeout)
         arrays = list(arrays)  # sent again on a retry: an iterator would be empty then
         attempts = 1 + self.retries
         for attempt in range(attempts):
@@ -235,6 +242,57 @@ class Client:
             heapq.heappush(self._deadlines, (deadline, request_id))
         self._outbox.append(frames)
         return call
+
+    def _call_once(
+        self, type: str, header: Any, arrays: Iterable[Any], timeout: float | None
+    ) -> Message:
+        """One attempt. The common case, a lone caller, sends and receives right here."""
+        if self._closed:
+            self._check_open()
+        if type.__class__ is str and type[:1] == "_":
+            raise ValueError(f"message type {type!r}: a leading '_' is reserved for the protocol")
+        request_id = next(self._ids)
+        frames = encode(type, header, arrays, request_id)
+        now = time.monotonic()
+        deadline = now + (self.timeout if timeout is None else timeout)
+        call = _Call(request_id, deadline, type, None)
+        pending = self._pending
+        if pending:
+            pending[request_id] = call
+            self._outbox.append(frames)
+        else:
+            self._busy_since = now
+            pending[request_id] = call
+            if (
+                deadline - now > self._fast_path_min_wait
+                and not self._outbox
+                and not self._waiting
+                and self._drive_lock.acquire(blocking=False)
+            ):
+                try:
+                    self._exchange(call, frames)
+                finally:
+                    self._release()
+                if call.reply is not None:
+                    return call.reply
+            else:
+                self._outbox.append(frames)
+        return self._wait(call)
+
+    def _exchange(self, call: _Call, frames: list[Any]) -> None:
+        """Send ``frames`` and wait once in recv for the reply (drive lock held, nothing else in
+        flight). Whatever this leaves undone (a slow reply, an error) ``_wait`` finishes."""
+        self._send(frames)
+        socket = self._socket
+        if self._rcvtimeo != _BLOCK_SLICE_MS:
+            socket.rcvtimeo = self._rcvtimeo = _BLOCK_SLICE_MS
+        try:
+            received = recv_frames(socket, 3, self._limits.max_frames, BLOCK)
+        except zmq.Again:
+            return
+        self._last_recv = time.monotonic()
+        if self._dispatch(received):
+            self._notify()
 
     def _wait(self, call: _Call) -> Message:
         try:
@@ -355,7 +413,7 @@ class Client:
 
     def _receive_one(self, wait_s: float) -> None:
         """Wait in recv (at most ``wait_s``, capped at _BLOCK_SLICE) for one message."""
-        timeout_ms = int(min(max(wait_s, 0.0), _BLOCK_SLICE) * 1000) + 1
+        timeout_ms = min(_BLOCK_SLICE_MS, int(max(wait_s, 0.0) * 1000) + 1)
         socket = self._socket
         if timeout_ms != self._rcvtimeo:
             socket.rcvtimeo = self._rcvtimeo = timeout_ms

@@ -327,17 +327,19 @@ def decode(frames: Sequence[Any], limits: Limits = Limits()) -> Message:  # noqa
             "(protocol, type, header)"
         )
     raw_header = frames[2]
-    header_size = _size(raw_header)
+    if raw_header.__class__ is not bytes:
+        raw_header = _small_bytes(raw_header)
+    header_size = len(raw_header)
     if header_size > limits.max_header_bytes:
         raise ProtocolError(
             f"header is {header_size} bytes, over the limit of {limits.max_header_bytes}",
             code="limit",
             request_id=read_request_id(frames),
         )
-    header = _unpack_header(_small_bytes(raw_header), frames)
-    rid = _valid_request_id(header.pop(RID_KEY, 0))
-    if rid is None:
-        raise ProtocolError(f"header field {RID_KEY!r} must be an int in [0, 2**64)")
+    header = _unpack_header(raw_header, frames)
+    rid = header.pop(RID_KEY, 0)
+    if rid.__class__ is not int or not 0 <= rid <= MAX_REQUEST_ID:
+        raise ProtocolError(f"header field {RID_KEY!r} must be an int in [0, 2**64), got {rid!r}")
     raw_type = frames[1]
     type = _KNOWN_TYPES.get(raw_type) if raw_type.__class__ is bytes else None
     if type is None:

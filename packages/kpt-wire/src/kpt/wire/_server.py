@@ -282,8 +282,9 @@ def _split_reply(reply: Reply, type: str) -> tuple[dict[str, Any], list[Any]]:
         return {}, []
     if isinstance(reply, dict):
         return reply, []
-    if isinstance(reply, tuple) and len(reply) == 2 and isinstance(reply[0], dict):
-        return reply[0], list(reply[1])
+    if reply.__class__ is tuple and len(reply) == 2 and isinstance(reply[0], dict):
+        arrays = reply[1]
+        return reply[0], arrays if arrays.__class__ is list else list(arrays)
     raise TypeError(
         f"handler for {type!r} returned {type_name(reply)}; return None, a dict, "
         "or (dict, [arrays])"
