@@ -19,7 +19,8 @@ from _peers import Peer, print_table
 
 from kpt.wire import Client
 
-CALLS = 20_000
+CALLS = 40_000  # per side, in ROUNDS alternating blocks
+ROUNDS = 20
 WARMUP = 2_000
 HEADER = {"op": "alloc", "nbytes": 1024, "device": 0}
 
@@ -29,46 +30,45 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(samples) * 1e6, samples[int(len(samples) * 0.99)] * 1e6
 
 
-def kpt_round_trips(endpoint: str) -> list[float]:
-    with Peer("kpt", endpoint), Client(endpoint) as client:
-        samples = []
-        for i in range(WARMUP + CALLS):
-            started = time.perf_counter()
-            client.call("echo", HEADER)
-            if i >= WARMUP:
-                samples.append(time.perf_counter() - started)
-        return samples
-
-
-def raw_round_trips(endpoint: str) -> list[float]:
-    with Peer("raw-rep", endpoint):
-        context = zmq.Context()
-        socket = context.socket(zmq.REQ)
-        socket.linger = 0
-        socket.connect(endpoint)
-        samples = []
-        for i in range(WARMUP + CALLS):
-            started = time.perf_counter()
-            socket.send(msgpack.packb(HEADER))
-            msgpack.unpackb(socket.recv())
-            if i >= WARMUP:
-                samples.append(time.perf_counter() - started)
-        socket.close(0)
-        context.term()
-        return samples
+def _timed(call, count: int, samples: list[float]) -> None:
+    for _ in range(count):
+        started = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - started)
 
 
 def main() -> None:
+    kpt, raw = [], []
     with tempfile.TemporaryDirectory() as folder:
-        # Interleave two rounds each, so drift on a shared machine hits both sides alike.
-        kpt, raw = [], []
-        for round_ in range(2):
-            raw += raw_round_trips(f"ipc://{folder}/raw{round_}.sock")
-            kpt += kpt_round_trips(f"ipc://{folder}/kpt{round_}.sock")
+        kpt_endpoint, raw_endpoint = f"ipc://{folder}/kpt.sock", f"ipc://{folder}/raw.sock"
+        with Peer("kpt", kpt_endpoint), Peer("raw-rep", raw_endpoint):
+            context = zmq.Context()
+            socket = context.socket(zmq.REQ)
+            socket.linger = 0
+            socket.connect(raw_endpoint)
+
+            def raw_call() -> None:
+                socket.send(msgpack.packb(HEADER))
+                msgpack.unpackb(socket.recv())
+
+            with Client(kpt_endpoint) as client:
+
+                def kpt_call() -> None:
+                    client.call("echo", HEADER)
+
+                _timed(raw_call, WARMUP, [])
+                _timed(kpt_call, WARMUP, [])
+                # Many short alternating blocks: load drift on a shared machine hits both alike.
+                for _ in range(ROUNDS):
+                    _timed(raw_call, CALLS // ROUNDS, raw)
+                    _timed(kpt_call, CALLS // ROUNDS, kpt)
+            socket.close(0)
+            context.term()
     kpt_median, kpt_p99 = _percentiles(kpt)
     raw_median, raw_p99 = _percentiles(raw)
     print_table(
-        f"small-message round trip, 2 processes over ipc, {2 * CALLS} calls each",
+        f"small-message round trip, 2 processes over ipc, {CALLS} calls each "
+        f"({ROUNDS} alternating rounds)",
         "us",
         [("median", kpt_median, raw_median), ("p99", kpt_p99, raw_p99)],
         better="lower",
