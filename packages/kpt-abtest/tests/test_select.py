@@ -38,3 +38,12 @@ def test_quantiles_with_se_agrees_with_numpy_on_large_samples():
     # The batched (2-D) path uses np.partition; the 1-D path must give the same numbers.
     est2, se2 = quantiles_with_se(x[None, :], [0.5, 0.95, 0.99])
     assert np.array_equal(est2[0], est) and np.array_equal(se2[0], se)
+
+
+def test_a_missed_bracket_falls_back_to_an_exact_answer(monkeypatch):
+    import kpt.abtest._select as select
+
+    monkeypatch.setattr(select, "_MARGIN_SDS", 0.0)  # brackets too narrow: most will miss
+    x = np.random.default_rng(9).normal(size=N)
+    ranks = np.array([N // 3, N // 2, int(0.97 * N)])
+    assert np.array_equal(select.select_ranks(x, ranks), np.sort(x)[ranks])
