@@ -270,20 +270,27 @@ class Client:
                 and self._drive_lock.acquire(blocking=False)
             ):
                 try:
-                    self._exchange(call, frames)
+                    self._exchange(call, frames, now)
                 finally:
-                    self._release()
+                    self._drive_lock.release()
+                    if self._waiting:
+                        self._notify()
                 if call.reply is not None:
                     return call.reply
             else:
                 self._outbox.append(frames)
         return self._wait(call)
 
-    def _exchange(self, call: _Call, frames: list[Any]) -> None:
+    def _exchange(self, call: _Call, frames: list[Any], now: float) -> None:
         """Send ``frames`` and wait once in recv for the reply (drive lock held, nothing else in
         flight). Whatever this leaves undone (a slow reply, an error) ``_wait`` finishes."""
-        self._send(frames)
         socket = self._socket
+        try:
+            send_frames(socket, frames)
+        except zmq.Again:
+            self._send(frames)  # the careful path fails the call
+            return
+        self._last_send = now
         if self._rcvtimeo != _BLOCK_SLICE_MS:
             socket.rcvtimeo = self._rcvtimeo = _BLOCK_SLICE_MS
         try:
@@ -291,7 +298,17 @@ class Client:
         except zmq.Again:
             return
         self._last_recv = time.monotonic()
-        if self._dispatch(received):
+        try:
+            msg = decode(received, self._limits)
+        except ProtocolError as exc:
+            landed = self._deliver_error(exc)
+        else:
+            if msg.request_id == call.request_id and msg.type != ERROR_TYPE:
+                del self._pending[call.request_id]
+                call.reply = msg  # the usual ending: no other call or waiter to tell
+                return
+            landed = self._deliver(msg)
+        if landed:
             self._notify()
 
     def _wait(self, call: _Call) -> Message:
@@ -442,11 +459,10 @@ class Client:
         try:
             msg = decode(frames, self._limits)
         except ProtocolError as exc:
-            call = self._pending.pop(exc.request_id, None) if exc.request_id else None
-            if call is None:
-                return False
-            call.fail(exc)
-            return True
+            return self._deliver_error(exc)
+        return self._deliver(msg)
+
+    def _deliver(self, msg: Message) -> bool:
         call = self._pending.pop(msg.request_id, None)
         if call is None:
             return False  # a heartbeat, or a late reply to a call that timed out
@@ -454,6 +470,13 @@ class Client:
             call.fail(_remote_error(msg))
         else:
             call.resolve(msg)
+        return True
+
+    def _deliver_error(self, exc: ProtocolError) -> bool:
+        call = self._pending.pop(exc.request_id, None) if exc.request_id else None
+        if call is None:
+            return False
+        call.fail(exc)
         return True
 
     def _expire(self, now: float) -> None:

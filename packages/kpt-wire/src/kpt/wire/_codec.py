@@ -37,7 +37,7 @@ COPY_THRESHOLD = 1 << 16  # frames above this size are sent without copying
 Frame = bytes | memoryview
 
 
-@dataclass
+@dataclass(slots=True)
 class Message:
     """A decoded message: its type, header (string keys) and arrays (read-only views of frames)."""
 
