@@ -127,41 +127,47 @@ def _z_paths(rng, reps, n, shift, ns):
 
 def sequential_vs_fixed(quick: bool, effect=0.2, min_n=20) -> None:
     """Average per-arm n of each sequential design over the fixed-horizon n of equal power."""
+    for power in (0.8, 0.9):
+        _sequential_table(quick, effect, power, min_n)
+    print("closed form, looks after every observation, mean n / fixed n at 1x the effect: "
+          + ", ".join(f"power {p}: {truncated_design(0.05, p).expected_n_ratio(1.0):.3f}"
+                      for p in (0.8, 0.9, 0.95)))  # fmt: skip
+
+
+def _sequential_table(quick: bool, effect: float, power: float, min_n: int) -> None:
     reps = 500 if quick else 2000
-    n_fixed = ab.sample_size(effect, 1.0, power=0.8)
+    n_fixed = ab.sample_size(effect, 1.0, power=power)
     rng = np.random.default_rng(1)
     print(f"\nSequential vs fixed horizon: planned effect {effect} sd, fixed n = {n_fixed}/arm "
-          f"(alpha 0.05, power 0.8), {reps} runs per cell; cells: power (share rejecting in the "
-          "right direction) / mean n over fixed n")  # fmt: skip
+          f"(alpha 0.05, power {power}), {reps} runs per cell ({4 * reps} for A/A); cells: share "
+          "rejecting in the right direction (A/A: either) / mean n over fixed n")  # fmt: skip
     multiples = (0.0, 0.5, 1.0, 1.5, 2.0)
     print("| design | looks every | max n | " + " | ".join(f"{k}x effect" for k in multiples))
     print("|---|---|---|" + "---|" * len(multiples))
     designs = []
     for batch in (1, 20):
-        design = truncated_design(0.05, 0.8, round(batch / n_fixed, 4))
+        design = truncated_design(0.05, power, round(batch / n_fixed, 4))
         max_n = int(np.ceil(design.max_ratio * n_fixed))
 
         def line(est, se, ns, d=design, mx=max_n):
             return se * d.z_boundary(ns / mx)
 
-        designs.append(("truncated line (plan_n)", batch, max_n, line))
+        designs.append((f"planned (plan_n={n_fixed}, power={power})", batch, max_n, line))
     m = mixture_scale(0.05, n_fixed // 2)
-    designs.append(("open mixture (tuning_n = n/2)", 20, 2 * n_fixed,
+    designs.append((f"open mixture (tuning_n={n_fixed // 2})", 20, 2 * n_fixed,
                     lambda est, se, ns: normal_mixture_radius(se, ns, 0.05, m)))  # fmt: skip
     for name, batch, max_n, radius in designs:
         ns = np.minimum(np.arange(1, -(-max_n // batch) + 1) * batch, max_n)
         cells = []
         for k in multiples:
-            est, se = _z_paths(rng, reps, max_n, k * effect, ns)
+            runs = 4 * reps if k == 0 else reps  # the A/A rate needs the smaller MC error
+            est, se = _z_paths(rng, runs, max_n, k * effect, ns)
             hit = (np.abs(est) > radius(est, se, ns)) & (ns >= min_n)
             first = hit.argmax(1)
             stop = np.where(hit.any(1), ns[first], max_n)
-            right = hit.any(1) & (est[np.arange(reps), first] > 0 if k else hit.any(1))
+            right = hit.any(1) & (est[np.arange(runs), first] > 0 if k else hit.any(1))
             cells.append(f"{right.mean():.3f} / {stop.mean() / n_fixed:.2f}")
         print(f"| {name} | {batch} | {max_n} | " + " | ".join(cells))
-    d = truncated_design(0.05, 0.8)
-    print("closed form, looks after every observation: mean n / fixed n = "
-          + ", ".join(f"{d.expected_n_ratio(k):.3f} at {k}x" for k in multiples))  # fmt: skip
 
 
 def naive_peeking(quick: bool, looks=30, batch=50) -> None:

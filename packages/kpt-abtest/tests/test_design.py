@@ -32,6 +32,10 @@ def test_design_meets_size_power_and_beats_fixed_horizon():
     assert d.power_at(1.0) >= 0.8 - 1e-9
     assert d.expected_n_ratio(1.0) < 0.8 < 1.0 < d.max_ratio * 1.0 + 0.01
     assert d.expected_n_ratio(2.0) < d.expected_n_ratio(1.5) < d.expected_n_ratio(1.0)
+    # At 90% power the saving reaches the 0.7 target: stopping early pays more when the
+    # fixed design must be long.
+    high = truncated_design(ALPHA, 0.9)
+    assert high.power_at(1.0) >= 0.9 - 1e-9 and high.expected_n_ratio(1.0) <= 0.7
     coarse = truncated_design(ALPHA, 0.8, 0.05)
     assert coarse.power_at(1.0) >= 0.8 - 1e-9 and coarse.look_shift > d.look_shift
 

@@ -81,7 +81,7 @@ class SequentialTest:
 
     plan_n: the fixed-horizon per-arm n that reaches `power` at the planned effect (from
     sample_size). Giving it switches to the truncated design of _design.py: a line boundary
-    that may be checked after every observation up to max_n = ~1.18 plan_n (set by the
+    that may be checked after every observation up to max_n = ~1.2 plan_n (set by the
     design), with the least average n at the planned effect (~0.74 plan_n at alpha 0.05,
     power 0.8, vs ~1.1 for the open-ended mixture) and the planned power. Reaching max_n
     without crossing gives "inconclusive": no effect of the planned size was found.
@@ -124,7 +124,9 @@ class SequentialTest:
                                  "sets max_n from plan_n; drop max_n")  # fmt: skip
             look_every = check_positive_int(look_every, "look_every")
             ratio = round(look_every / plan_n, 4)
-            self._design = truncated_design(self.alpha, check_alpha(power, "power"), ratio)
+            if not 0.0 < power < 1.0:
+                raise ValueError(f"power={power!r} must lie strictly between 0 and 1, e.g. 0.8")
+            self._design = truncated_design(self.alpha, float(power), ratio)
             max_n = int(np.ceil(self._design.max_ratio * plan_n))
         self.metric = metric
         self.paired, self.higher_is_better = paired, higher_is_better
