@@ -13,6 +13,7 @@ import torch
 
 from kpt.adapters.sim import _runtime
 from kpt.adapters.sim._runtime import runtime
+from kpt.sim import SimError
 
 _stream_ids = itertools.count(1)
 _stream_lock = threading.Lock()
@@ -202,11 +203,13 @@ def get_device_properties(device: Any = None) -> dict:
 
 def synchronize(device: Any = None) -> None:
     """Wait for queued work; raises the first asynchronous error, typed."""
-    from kpt.adapters.sim._errors import translated
-
     index = None if device is None else _index(device)
-    with translated():
+    try:  # what _errors.translated() does, without a context manager on this hot call
         runtime().client.synchronize(index)
+    except SimError as error:
+        from kpt.adapters.sim._errors import as_torch_error
+
+        raise as_torch_error(error) from error
 
 
 # -- memory --------------------------------------------------------------------------------------
