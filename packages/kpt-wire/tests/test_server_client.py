@@ -213,3 +213,42 @@ def test_server_limits_answer_oversized_messages_with_a_limit_error():
         with pytest.raises(TransportError):
             client.call("echo", {}, [np.zeros(1 << 14)], timeout=1)
         assert client.call("echo", {"still": 1}).header == {"still": 1}
+
+
+def test_close_wakes_the_serving_thread_at_once_even_with_long_heartbeats():
+    # The thread blocks in recv for half an interval (5 s here): close() must not wait for it.
+    server = Server("tcp://127.0.0.1:0", heartbeat_interval=10.0).start()
+    with Client(server.endpoint, heartbeat_interval=10.0) as client:
+        server.register("echo", lambda msg, cid: msg.header)
+        assert client.call("echo", {"a": 1}).header == {"a": 1}
+        started = time.perf_counter()
+        server.close()
+        assert time.perf_counter() - started < 1.0
+
+
+def test_a_second_thread_is_served_while_a_lone_caller_waits_in_recv(echo_server, client):
+    # The first caller blocks in recv (no poll on the wake pipe); the second queues its request
+    # meanwhile and must still get its reply, right after the slow one (one server thread).
+    echo_server.register("slow", lambda msg, cid: time.sleep(0.3) or {"slow": True})
+    results = {}
+
+    def slow_caller():
+        results["slow"] = client.call("slow").header
+
+    thread = threading.Thread(target=slow_caller)
+    thread.start()
+    time.sleep(0.05)
+    started = time.perf_counter()
+    assert client.call("echo", {"second": 2}).header == {"second": 2}
+    assert time.perf_counter() - started < 1.0
+    thread.join(5)
+    assert results["slow"] == {"slow": True}
+
+
+def test_timeouts_shorter_than_the_receive_slice_are_kept(echo_server, client):
+    echo_server.register("slow", lambda msg, cid: time.sleep(0.2) or {})
+    started = time.perf_counter()
+    with pytest.raises(CallTimeout):
+        client.call("slow", timeout=0.005)
+    assert time.perf_counter() - started < 0.1
+    assert client.call("echo", {"after": 1}).header == {"after": 1}
