@@ -38,7 +38,7 @@ def _timed(call, count: int, samples: list[float]) -> None:
 
 
 def main() -> None:
-    kpt, raw = [], []
+    kpt, raw, ratios = [], [], []
     with tempfile.TemporaryDirectory() as folder:
         kpt_endpoint, raw_endpoint = f"ipc://{folder}/kpt.sock", f"ipc://{folder}/raw.sock"
         with Peer("kpt", kpt_endpoint), Peer("raw-rep", raw_endpoint):
@@ -60,8 +60,12 @@ def main() -> None:
                 _timed(kpt_call, WARMUP, [])
                 # Many short alternating blocks: load drift on a shared machine hits both alike.
                 for _ in range(ROUNDS):
-                    _timed(raw_call, CALLS // ROUNDS, raw)
-                    _timed(kpt_call, CALLS // ROUNDS, kpt)
+                    raw_round, kpt_round = [], []
+                    _timed(raw_call, CALLS // ROUNDS, raw_round)
+                    _timed(kpt_call, CALLS // ROUNDS, kpt_round)
+                    ratios.append(statistics.median(kpt_round) / statistics.median(raw_round))
+                    raw += raw_round
+                    kpt += kpt_round
             socket.close(0)
             context.term()
     kpt_median, kpt_p99 = _percentiles(kpt)
@@ -72,6 +76,11 @@ def main() -> None:
         "us",
         [("median", kpt_median, raw_median), ("p99", kpt_p99, raw_p99)],
         better="lower",
+    )
+    ratios.sort()
+    print(
+        f"per-round median ratio: {statistics.median(ratios):.2f} "
+        f"(rounds ranged {ratios[0]:.2f} to {ratios[-1]:.2f})"
     )
 
 
