@@ -171,18 +171,22 @@ def main(argv: list[str] | None = None) -> dict:
     event_ms = [trainer.timed_step(*batch)[1] for _ in range(args.timing_steps)]
     ops_path = client.dump_ops(out / "step_ops.json")
     client.record_ops(False)
-    simulated = {"h100-sxm (events)": sorted(event_ms)[len(event_ms) // 2]}
+    print(f"{devices[0].get('profile')} (device 0, events): simulated step "
+          f"{sorted(event_ms)[len(event_ms) // 2]:.3f} ms")  # fmt: skip
+    simulated: dict[str, float] = {}
     for name in dict.fromkeys(str(info.get("profile")) for info in devices):
         summary = replay(ops_path, profile=name)
         simulated[name] = summary["predicted_s"] * 1e3 / max(args.timing_steps, 1)
-    for name, ms in simulated.items():
-        print(f"{name}: simulated step {ms:.3f} ms")
+        print(f"{name} (replayed): simulated step {simulated[name]:.3f} ms")
 
     # 3. Prediction against the real H100.
     reference = reference_steps("demo_gpt").get("fp32")
+    measured_bars: dict[str, float] = {}
     if reference and "h100-sxm" in simulated:
-        measured = reference["step_ms_median"]
+        measured = measured_bars["real H100 step"] = reference["step_ms_median"]
         busy = (reference.get("kernels_per_step") or {}).get("device_seconds")
+        if busy:
+            measured_bars["real H100 GPU-busy"] = busy * 1e3
         line = (f"h100-sxm predicted {simulated['h100-sxm']:.3f} ms vs real H100 step "
                 f"{measured:.3f} ms (ratio {simulated['h100-sxm'] / measured:.2f})")  # fmt: skip
         if busy:
@@ -194,12 +198,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     trace = runtime().client.dump_trace(out / "trace.json")
     print("Perfetto trace:", trace, "(open at https://ui.perfetto.dev)")
-    _plot(out / "loss.png", losses, simulated)
+    _plot(out / "loss.png", losses, simulated, measured_bars)
     print(f"demo wall time {time.perf_counter() - started:.1f} s")
     return {"losses": losses, "simulated_ms": simulated, "wall_ms_per_step": wall_ms}
 
 
-def _plot(path: Path, losses: list, simulated: dict) -> None:
+def _plot(path: Path, losses: list, simulated: dict, measured: dict) -> None:
     try:
         import matplotlib
 
@@ -213,7 +217,9 @@ def _plot(path: Path, losses: list, simulated: dict) -> None:
         left.plot(*zip(*losses))
     left.set_xlabel("step")
     left.set_ylabel("training loss")
-    right.bar(list(simulated), list(simulated.values()))
+    right.bar(list(simulated), list(simulated.values()), label="simulated")
+    right.bar(list(measured), list(measured.values()), label="measured (calibration run)")
+    right.legend()
     right.tick_params(axis="x", labelrotation=15)
     right.set_ylabel("simulated step time (ms)")
     fig.tight_layout()
