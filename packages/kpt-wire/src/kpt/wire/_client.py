@@ -288,7 +288,7 @@ class Client:
         try:
             send_frames(socket, frames)
         except zmq.Again:
-            self._send(frames)  # the careful path fails the call
+            self._send(frames)  # tries once more; fails the call if the queue is still full
             return
         self._last_send = now
         if self._rcvtimeo != _BLOCK_SLICE_MS:
