@@ -128,11 +128,14 @@ def _run(plan: Plan, args: tuple, kwargs: dict, tensors: list) -> Any:
         rt = runtime()
         attrs = plan.attrs
         if attrs is None:
-            attrs = encode_attrs(args, kwargs, tensors)
+            attrs = encode_attrs(args, kwargs, tensors, plan.out_index, plan.out_name)
         if plan.info.seeded:
             attrs = {**attrs, "rng": rt.next_rng(device)}
         in_refs = [[t._sim.buffer, *tail] for t, tail in zip(tensors, plan.input_tails)]
-        rt.client.launch(device, plan.info.name, in_refs, out_refs, attrs,
+        if plan.out_index is not None:  # out= variant: the output is written as an argument
+            in_refs += out_refs
+            out_refs = []
+        rt.client.launch(device, plan.op, in_refs, out_refs, attrs,
                          stream=rt.state[device].stream, cost=plan.cost)  # fmt: skip
         if _LAUNCH_BLOCKING:
             rt.client.synchronize(device)
