@@ -50,3 +50,17 @@ def test_views_and_in_place_ops_through_plans(sim):
     torch.testing.assert_close(x.cpu(), host)
     halves = x.split(3)  # a Tensor[] view return
     torch.testing.assert_close(halves[1].cpu(), host[3:])
+
+
+def test_ops_with_an_out_overload_compute_into_their_buffer(sim):
+    a_host, b_host = torch.randn(3, 5), torch.randn(5, 2)
+    a, b = a_host.to("kpt_sim"), b_host.to("kpt_sim")
+    torch.testing.assert_close((a @ b).cpu(), a_host @ b_host)
+    torch.testing.assert_close(torch.add(a, a, alpha=2.5).cpu(), a_host * 3.5)  # floats + out=
+    x = a.clone().requires_grad_()
+    torch.nn.functional.gelu(x).sum().backward()  # gelu_backward's output keyword: grad_input
+    reference = a_host.clone().requires_grad_()
+    torch.nn.functional.gelu(reference).sum().backward()
+    torch.testing.assert_close(x.grad.cpu(), reference.grad)
+    launched = {p.op for p in _dispatch._PLANS.values() if not isinstance(p, str)}
+    assert {"aten::mm.out", "aten::add.out", "aten::gelu_backward.grad_input"} <= launched
