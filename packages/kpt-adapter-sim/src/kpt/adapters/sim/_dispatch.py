@@ -78,7 +78,7 @@ def _planned(func: Any, args: tuple, kwargs: dict) -> Any:
     """The hot path: look the call's plan up (or make it), then carry it out."""
     tensors: list[SimTensor] = []
     try:
-        key = (func, signature(args, kwargs, tensors))
+        key = (func, signature(args, kwargs, tensors, op_info(func).exact_floats))
         plan = _PLANS.get(key)
     except TypeError:  # an unhashable argument: plan this call alone
         key = plan = None
@@ -159,45 +159,13 @@ def _mixed_devices(name: str, tensors: list) -> None:
     )
 
 
-# -- output shapes from meta, cached ------------------------------------------------------------
+# -- output shapes from meta ---------------------------------------------------------------------
 # A spec is (shape, stride, storage_offset, dtype), a list of specs (Tensor[] returns) or None.
-_SPEC_CACHE: dict[Any, list] = {}
-_SPEC_CACHE_LIMIT = 50_000
-
-
 def output_specs(func: Any, args: tuple, kwargs: dict) -> list:
-    """Per return of ``func``: the spec(s) of its output(s), from meta tensors (memoized)."""
-    try:
-        key = (func, _key(args), _key(kwargs))
-        hash(key)
-    except TypeError:
-        key = None
-    if key is not None:
-        cached = _SPEC_CACHE.get(key)
-        if cached is not None:
-            return cached
+    """Per return of ``func``: the spec(s) of its output(s), from meta tensors (plans keep them)."""
     meta_out = func(*_to_meta(args), **_to_meta(kwargs))
     values = meta_out if len(func._schema.returns) != 1 else (meta_out,)
-    specs = [_spec(v) for v in values]
-    if key is not None:
-        if len(_SPEC_CACHE) >= _SPEC_CACHE_LIMIT:
-            _SPEC_CACHE.clear()
-        _SPEC_CACHE[key] = specs
-    return specs
-
-
-def _key(x: Any) -> Any:
-    if isinstance(x, SimTensor):
-        return (x.dtype, tuple(x.shape), x.stride(), x.storage_offset())
-    if isinstance(x, list | tuple):
-        return tuple(_key(v) for v in x)
-    if isinstance(x, dict):
-        return tuple((k, _key(v)) for k, v in x.items())
-    if isinstance(x, float):
-        return float  # float values never change output shapes or dtypes
-    if isinstance(x, torch.Tensor):
-        return ("host", x.dtype, tuple(x.shape))
-    return (type(x), x)
+    return [_spec(v) for v in values]
 
 
 def _spec(value: Any) -> Any:

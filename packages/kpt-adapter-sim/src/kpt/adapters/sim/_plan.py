@@ -33,6 +33,7 @@ class OpInfo(NamedTuple):
     seeded: bool  # a random op: carries (seed, counter)
     launches: bool  # computes something (False for pure views)
     tensor_returns: bool  # every return is a tensor or list of tensors
+    exact_floats: bool  # float arguments may change output shapes: key plans by their values
 
 
 _INFO: dict[Any, OpInfo] = {}
@@ -55,8 +56,24 @@ def op_info(func: Any) -> OpInfo:
                 str(r.type).startswith(("Tensor", "Optional[Tensor]", "List[Tensor]"))
                 for r in returns
             ),
+            exact_floats=_floats_change_shapes(func),
         )
     return info
+
+
+# Ops whose Scalar arguments set the output's length.
+_RANGE_PACKETS = frozenset({"arange", "range", "linspace", "logspace"})
+
+
+def _floats_change_shapes(func: Any) -> bool:
+    """Scale factors (upsampling) and ranges: their float values decide the output's shape."""
+    if func._overloadpacket.__name__ in _RANGE_PACKETS:
+        return True
+    for argument in func._schema.arguments:
+        text = str(argument.type)
+        if "float[]" in text or ("float" in text and argument.name.startswith("scale")):
+            return True
+    return False
 
 
 def _return_aliases(schema: Any) -> list[tuple[set, bool] | None]:
@@ -72,20 +89,33 @@ def _return_aliases(schema: Any) -> list[tuple[set, bool] | None]:
 
 
 # -- the signature of a call: hashable, identity-aware, float values left out --------------------
-def signature(args: tuple, kwargs: dict, tensors: list) -> tuple:
+def signature(args: tuple, kwargs: dict, tensors: list, exact_floats: bool = False) -> tuple:
     """A key for the call's structure; fills ``tensors`` with its distinct kpt_sim tensors.
 
     A tensor seen before in the same call is keyed by its position (x + x differs from x + y).
-    Floats key by type only: their values never change output shapes, dtypes or costs.
+    Floats key by type only (an optimizer's per-step floats reuse one plan): they change no
+    output shape, dtype or cost, except in ops flagged ``exact_floats`` (then by value).
     """
     parts: list = []
+    leaf = _exact_leaf if exact_floats else _leaf
     for value in args:
-        _leaf(value, parts, tensors)
+        leaf(value, parts, tensors)
     if kwargs:
         for name, value in kwargs.items():
             parts.append(name)
-            _leaf(value, parts, tensors)
+            leaf(value, parts, tensors)
     return tuple(parts)
+
+
+def _exact_leaf(x: Any, parts: list, tensors: list) -> None:
+    if type(x) is float:
+        parts.append((float, x))
+    elif type(x) is list or type(x) is tuple:
+        parts.append((type(x), len(x)))
+        for v in x:
+            _exact_leaf(v, parts, tensors)
+    else:
+        _leaf(x, parts, tensors)
 
 
 def _leaf(x: Any, parts: list, tensors: list) -> None:
