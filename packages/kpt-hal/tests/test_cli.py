@@ -130,3 +130,19 @@ def test_adapters_left_out_by_the_allow_list_are_not_problems(monkeypatch, fake_
     assert main(["doctor", "--json"], registry=registry) == 0
     statuses = {a["name"]: a["status"] for a in json.loads(capsys.readouterr().out)["adapters"]}
     assert statuses["other"] == "rejected"  # the record keeps its status; only the verdict differs
+
+
+def test_python_dash_m_runs_the_cli():
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "kpt.hal", "devices", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "KPT_ADAPTERS": "cpu"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "cpu:0" in done.stdout
