@@ -15,6 +15,7 @@ import torch
 from torch.utils._pytree import tree_map
 
 from kpt.adapters.sim._allowlist import is_allowed
+from kpt.adapters.sim._autograd_guard import check_graph_device
 from kpt.adapters.sim._fallback import cpu_fallback, run_on_cpu
 from kpt.adapters.sim._plan import (
     PLAN_CACHE_LIMIT,
@@ -113,6 +114,8 @@ def _run(plan: Plan, args: tuple, kwargs: dict, tensors: list) -> Any:
                 _mixed_devices(plan.info.name, tensors)
     else:
         device = runtime().current_device
+    if device:  # kpt_sim:0 never pays for this check
+        check_graph_device(device, tensors, plan.info.name)
     results: list[Any] = []
     out_refs: list[list] = []
     for recipe in plan.results:
@@ -214,10 +217,13 @@ def _copy_(func: Any, args: tuple, kwargs: dict) -> Any:
     dst, src = args[0], args[1]
     if isinstance(dst, SimTensor) and isinstance(src, SimTensor):
         if dst._sim.device != src._sim.device:
+            check_graph_device(max(dst._sim.device, src._sim.device), args[:2], "aten::copy_")
             copy_between(src, dst)
             return dst
         return _planned(func, args, kwargs)
     if isinstance(dst, SimTensor):  # host -> device
+        if dst._sim.device:
+            check_graph_device(dst._sim.device, args[:2], "aten::copy_")
         upload_into(dst, src)
         return dst
     dst.copy_(to_host(src))  # device -> host
@@ -228,6 +234,8 @@ def _to_copy(func: Any, args: tuple, kwargs: dict) -> Any:
     source = args[0]
     device = kwargs.get("device")
     target = torch.device(device) if device is not None else source.device
+    if source._sim.device or target.index:
+        check_graph_device(max(source._sim.device, target.index or 0), [source], "aten::_to_copy")
     if target.type != "kpt_sim":
         host = to_host(source)
         rest = {k: v for k, v in kwargs.items() if k != "device"}

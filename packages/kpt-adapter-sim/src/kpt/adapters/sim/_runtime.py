@@ -2,6 +2,7 @@
 
 The first use connects to ``KPT_SIM_ENDPOINT`` or starts an embedded daemon (``KPT_SIM_PROFILE``,
 ``KPT_SIM_DEVICES``, ``KPT_SIM_NUMERICS``) that stops when this process exits.
+``KPT_SIM_VISIBLE_DEVICES`` picks which daemon devices this process sees (numbered from 0).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kpt.adapters.sim._storage import CachingAllocator
+from kpt.adapters.sim._visible import VisibleClient, parse_visible, visible_count
 
 DEFAULT_PROFILE = "h100-sxm"
 
@@ -91,7 +93,8 @@ class Runtime:
         if not 0 <= index < len(self.devices):
             raise ValueError(
                 f"kpt_sim device {index} does not exist: the simulator has "
-                f"{len(self.devices)} device(s) (set KPT_SIM_DEVICES for more)"
+                f"{len(self.devices)} visible device(s) (set KPT_SIM_DEVICES for more, or "
+                "KPT_SIM_VISIBLE_DEVICES to pick daemon devices)"
             )
         return index
 
@@ -126,7 +129,11 @@ def is_started() -> bool:
 
 
 def embedded_device_count() -> int:
-    """How many devices an embedded daemon would have (without starting it)."""
+    """How many devices this process would see on an embedded daemon (without starting it)."""
+    return visible_count(_embedded_daemon_devices())
+
+
+def _embedded_daemon_devices() -> int:
     devices = _env_devices()
     if devices is not None:
         return devices
@@ -164,13 +171,20 @@ def _connect() -> Runtime:
         with _daemon_environment():
             daemon = start_daemon(
                 profile=os.environ.get("KPT_SIM_PROFILE", DEFAULT_PROFILE),
-                devices=embedded_device_count(),
+                devices=_embedded_daemon_devices(),
                 numerics=_env_numerics(),
                 executor="torch",
             )
         endpoint = daemon.endpoint
     try:
         client = SimClient(endpoint, heartbeat_interval=_env_heartbeat())
+        visible = parse_visible()
+        if visible is not None:
+            try:
+                client = VisibleClient(client, visible)
+            except BaseException:
+                client.close()
+                raise
         return Runtime(client=client, daemon=daemon)
     except BaseException:
         if daemon is not None:

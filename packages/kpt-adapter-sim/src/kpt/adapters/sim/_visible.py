@@ -1,0 +1,107 @@
+"""KPT_SIM_VISIBLE_DEVICES: this process sees a subset of the daemon's devices, numbered from 0.
+
+Like CUDA_VISIBLE_DEVICES. Everything in the adapter speaks local indices; VisibleClient
+translates them to daemon indices at the SimClient boundary, the one place that names devices.
+It is the supported way to train on several simulated devices: one process per device, because
+torch's autograd engine gives PrivateUse1 a single ready queue (see _autograd_guard).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+ENV = "KPT_SIM_VISIBLE_DEVICES"
+
+
+def parse_visible(value: str | None = None) -> list[int] | None:
+    """The daemon indices listed in KPT_SIM_VISIBLE_DEVICES (in order), or None when unset."""
+    value = os.environ.get(ENV) if value is None else value
+    if value is None or not value.strip():
+        return None
+    try:
+        indices = [int(part) for part in value.split(",")]
+    except ValueError:
+        indices = []
+    if not indices or any(i < 0 for i in indices) or len(set(indices)) != len(indices):
+        raise ValueError(
+            f"{ENV}={value!r}: give distinct daemon device indices separated by commas, "
+            "e.g. 1 or 0,2"
+        )
+    return indices
+
+
+def check_visible(visible: list[int], daemon_count: int) -> None:
+    missing = [i for i in visible if i >= daemon_count]
+    if missing:
+        raise ValueError(
+            f"{ENV}={os.environ.get(ENV)!r} names daemon device(s) {missing}, but the daemon has "
+            f"{daemon_count} device(s) (0..{daemon_count - 1}); list existing indices"
+        )
+
+
+def visible_count(total: int) -> int:
+    """How many devices this process sees out of ``total`` daemon devices."""
+    visible = parse_visible()
+    if visible is None:
+        return total
+    check_visible(visible, total)
+    return len(visible)
+
+
+class VisibleClient:
+    """A SimClient seen through a device mapping: local index i is daemon index visible[i]."""
+
+    def __init__(self, client: Any, visible: list[int]) -> None:
+        all_devices = client.devices()
+        check_visible(visible, len(all_devices))
+        self._client = client
+        self._to_daemon = list(visible)
+        self._devices = []
+        for local, daemon_index in enumerate(visible):
+            info = dict(all_devices[daemon_index])
+            info["daemon_index"], info["index"] = daemon_index, local
+            self._devices.append(info)
+
+    def __getattr__(self, name: str) -> Any:  # write, read, copy, free, event_time, now...
+        return getattr(self._client, name)
+
+    def daemon_index(self, device: int) -> int:
+        return self._to_daemon[device]
+
+    def devices(self) -> list[dict]:
+        return [dict(d) for d in self._devices]
+
+    def alloc(self, device: int, nbytes: int) -> int:
+        return self._client.alloc(self._to_daemon[device], nbytes)
+
+    def alloc_async(self, device: int, nbytes: int) -> int:
+        return self._client.alloc_async(self._to_daemon[device], nbytes)
+
+    def memory_stats(self, device: int) -> dict:
+        return self._client.memory_stats(self._to_daemon[device])
+
+    def reset_peak_memory_stats(self, device: int) -> None:
+        self._client.reset_peak_memory_stats(self._to_daemon[device])
+
+    def launch(self, device: int, *args: Any, **kwargs: Any) -> None:
+        self._client.launch(self._to_daemon[device], *args, **kwargs)
+
+    def record_event(self, device: int, stream: int = 0) -> int:
+        return self._client.record_event(self._to_daemon[device], stream)
+
+    def wait_event(self, event: int, device: int, stream: int = 0) -> None:
+        self._client.wait_event(event, self._to_daemon[device], stream)
+
+    def synchronize(self, device: int | None = None) -> float:
+        # "All devices" means this process's devices: other processes' work is not waited for.
+        targets = self._to_daemon if device is None else [self._to_daemon[device]]
+        now = 0.0
+        for daemon_index in targets:
+            now = self._client.synchronize(daemon_index)
+        return now
+
+    def inject_fault(self, kind: str, **spec: Any) -> None:
+        if isinstance(spec.get("device"), int):
+            spec["device"] = self._to_daemon[spec["device"]]
+        self._client.inject_fault(kind, **spec)
