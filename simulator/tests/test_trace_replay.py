@@ -29,16 +29,20 @@ def test_replay_predicts_the_sum_of_op_times():
         {"op": "alloc", "device": 0, "bytes": 1 << 20, "id": "x"},
         {"op": "h2d", "device": 0, "bytes": 1 << 20},
         *[
-            {"op": "launch", "device": 0, "class": "matmul", "flops": 2 * 1024**3,
-             "bytes": 6 * 1024**2, "dtype": "bf16", "shape": [1024, 1024, 1024]}
+            {"op": "launch", "device": 0, "class": "matmul", "flops": 2 * 4096**3,
+             "bytes": 6 * 4096**2, "dtype": "bf16", "shape": [4096, 4096, 4096]}
             for _ in range(10)
         ],
         {"op": "free", "id": "x"},
     ]  # fmt: skip
     result = replay({"format": "kpt-sim-ops", "version": 1, "profile": "h100-sxm", "ops": ops})
     h2d = profile.host_link_latency_s + (1 << 20) / profile.host_link_bandwidth
-    mm = op_time(profile, "matmul", 2 * 1024**3, 6 * 1024**2, "bf16", (1024, 1024, 1024))
-    assert result["predicted_s"] == pytest.approx(h2d + 10 * mm)
+    mm = op_time(profile, "matmul", 2 * 4096**3, 6 * 4096**2, "bf16", (4096, 4096, 4096))
+    assert mm > profile.host_issue_s  # device-bound: the host's issue time stays hidden
+    # Each matmul is queued behind earlier work (the copy, then the matmul before it), so it
+    # hides the launch latency an idle device pays; the host issues faster than they run.
+    assert profile.launch_latency_s > 0
+    assert result["predicted_s"] == pytest.approx(h2d + 10 * (mm - profile.launch_latency_s))
     assert result["ops"] == len(ops)
     (row,) = result["devices"]
     assert row["ops"] == 10 and 0 < row["utilization"] <= 1
@@ -72,7 +76,9 @@ def test_replay_errors_name_the_entry():
 
 
 def test_the_fast_path_agrees_with_a_plain_simpy_model():
-    """Per-device end times equal those of a process-per-stream simpy model with a Resource."""
+    """Per-device end times equal those of a process-per-stream simpy model with a Resource.
+
+    Both schedules are work-conserving on one engine, so their makespans agree."""
     import random
 
     import simpy
@@ -90,17 +96,29 @@ def test_the_fast_path_agrees_with_a_plain_simpy_model():
     env = simpy.Environment()
     engines = [simpy.Resource(env), simpy.Resource(env)]
     ends = [0.0, 0.0]
+    latency = profile.launch_latency_s
+    # The host issues each device's ops one after another; an op can start launch latency
+    # after it was issued, and then runs for the rest of its op time.
+    issued, count = [], [0, 0]
+    for device, _, _ in ops:
+        count[device] += 1
+        issued.append(count[device] * profile.host_issue_s)
 
     def run_stream(device, queue):
-        for cost in queue:
+        for ready, cost in queue:
+            if ready > env.now:
+                yield env.timeout(ready - env.now)
             with engines[device].request() as turn:
                 yield turn
-                yield env.timeout(op_time(profile, cost.op_class, cost.flops, cost.bytes))
+                run = op_time(profile, cost.op_class, cost.flops, cost.bytes) - latency
+                yield env.timeout(run)
             ends[device] = max(ends[device], env.now)
 
     for device in range(2):
         for stream in range(3):
-            queue = [c for d, s, c in ops if (d, s) == (device, stream)]
+            queue = [
+                (t + latency, c) for t, (d, s, c) in zip(issued, ops) if (d, s) == (device, stream)
+            ]
             env.process(run_stream(device, queue))
     env.run()
     for device in range(2):

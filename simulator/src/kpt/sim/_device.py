@@ -30,6 +30,7 @@ class Device:
         self.dma_free = [0.0] * self.profile.dma_engines
         self.h2d_free = 0.0  # host link, one timeline per direction
         self.d2h_free = 0.0
+        self.host_free = 0.0  # when the host has issued everything so far to this device
         self.ops = 0  # ops issued, for faults scheduled "after N ops"
         self.busy = 0.0  # seconds of compute-engine work, for utilization
         self.lost_at = INF

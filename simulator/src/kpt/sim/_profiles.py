@@ -87,6 +87,11 @@ class Profile:
     network_latency_s: float
     efficiency: dict[str, Efficiency] = field(repr=False)
     source: str = ""
+    # Host seconds to issue one op (eager framework + driver launch); 0: the host is free.
+    host_issue_s: float = 0.0
+    # The part of kernel_launch_s that is latency before an idle device starts a kernel; a
+    # kernel queued behind earlier work hides it and costs kernel_launch_s minus this.
+    launch_latency_s: float = 0.0
 
     def efficiency_for(self, op_class: str) -> Efficiency:
         """The class's own table, else its parent's (softmax -> norm), else "default"."""
@@ -229,13 +234,31 @@ def profile_from_dict(name: str, data: dict[str, Any], source: str = "<dict>") -
         network_latency_s=float(get("network.latency_us")) * US,
         efficiency=efficiency,
         source=source,
+        **_host_fields(data, get, where),
     )
+
+
+def _host_fields(data: dict[str, Any], get, where: str) -> dict[str, float]:
+    """Optional host_issue_us and kernel_back_to_back_us (absent: the old model)."""
+    launch = float(get("kernel_launch_us"))
+    back_to_back = (
+        float(get("kernel_back_to_back_us")) if "kernel_back_to_back_us" in data else launch
+    )
+    if back_to_back > launch:
+        raise InvalidRequestError(
+            f"{where}: field 'kernel_back_to_back_us' = {data['kernel_back_to_back_us']!r} "
+            f"must be <= kernel_launch_us = {data['kernel_launch_us']!r} (a queued kernel "
+            "cannot cost more than an isolated one)"
+        )
+    host = float(get("host_issue_us")) if "host_issue_us" in data else 0.0
+    return {"host_issue_s": host * US, "launch_latency_s": (launch - back_to_back) * US}
 
 
 # Fields of schema 1 outside [efficiency] (whose tables are checked one by one).
 PROFILE_FIELDS: dict[str, set[str] | None] = {
     "schema": None, "vendor": None, "model": None, "calibrated": None, "compute_units": None,
     "power_w": None, "cache_mib": None, "kernel_launch_us": None, "efficiency": None,
+    "kernel_back_to_back_us": None, "host_issue_us": None,
     "peak_tflops": set(UNITS), "hbm": {"capacity_gib", "bandwidth_gbps"},
     "host_link": {"bandwidth_gbps", "latency_us"}, "dma": {"engines"},
     "chip_links": {"count", "bandwidth_gbps", "latency_us"},

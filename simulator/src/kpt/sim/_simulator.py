@@ -2,7 +2,9 @@
 
 The daemon drives one Simulator; it never sees values (the executor holds those).
 Times are simulated seconds. `now` is the host's clock: it moves when the host waits
-(read, synchronize); work issued asynchronously starts no earlier than `now`.
+(read, synchronize); work issued asynchronously starts no earlier than `now`. Each device also
+keeps a host issue clock: every launch costs the host its profile's host_issue_s, so a stream
+of small eager ops is host-bound as on a real GPU (0 in a profile: issuing is free).
 """
 
 from __future__ import annotations
@@ -182,16 +184,23 @@ class Simulator:
                 self._cost_cache.clear()
             timing = self._cost_cache[key] = op_timing(dev.profile, *cost)
         duration, hbm = timing
+        p = dev.profile
+        # The host issues ops one after another: the kernel exists once the host issued it,
+        # and an idle device starts it launch_latency_s later; queued work hides that latency.
+        issued = self._now if self._now > dev.host_free else dev.host_free
+        issued += p.host_issue_s
+        dev.host_free = issued
+        latency = p.launch_latency_s
+        start = issued + latency
         ready = dev.streams.get(stream, 0.0)
-        start = self._now
         if ready > start:
             start = ready
         if dev.compute_free > start:
             start = dev.compute_free
-        end = start + duration
+        end = start + duration - latency
         if hbm:
             # Memory traffic queues behind other work on HBM (DMA copies): bandwidth is shared.
-            mem_start = start + dev.profile.kernel_launch_s
+            mem_start = start + p.kernel_launch_s - latency
             if dev.hbm_free > mem_start:
                 mem_start = dev.hbm_free
                 if mem_start + hbm > end:
@@ -234,7 +243,8 @@ class Simulator:
         dev = self._device(device)
         p = dev.profile
         engine = min(range(len(dev.dma_free)), key=dev.dma_free.__getitem__)
-        start = max(self._now, dev.streams.get(stream, 0.0), dev.h2d_free, dev.dma_free[engine])
+        start = max(self._now, dev.host_free, dev.streams.get(stream, 0.0), dev.h2d_free)
+        start = max(start, dev.dma_free[engine])
         end = start + p.host_link_latency_s + nbytes / p.host_link_bandwidth
         dev.h2d_free = dev.dma_free[engine] = end
         dev.hbm_free = max(dev.hbm_free, start) + nbytes / p.hbm_bandwidth
@@ -257,7 +267,7 @@ class Simulator:
         """A blocking device -> host copy of nbytes after all prior work on the device."""
         dev = self._device(device)
         p = dev.profile
-        start = max(self._now, dev.last_end(), dev.d2h_free)
+        start = max(self._now, dev.host_free, dev.last_end(), dev.d2h_free)
         if start == INF:
             self.synchronize(device)  # raises DeviceHangError
         end = start + p.host_link_latency_s + nbytes / p.host_link_bandwidth
@@ -294,7 +304,7 @@ class Simulator:
         dev = self._device(src_device)
         self._device(dst_device)
         engine = min(range(len(dev.dma_free)), key=dev.dma_free.__getitem__)
-        start = max(self._now, dev.streams.get(stream, 0.0), dev.dma_free[engine])
+        start = max(self._now, dev.host_free, dev.streams.get(stream, 0.0), dev.dma_free[engine])
         if src_device == dst_device:
             # Read and write both cross HBM, shared with the kernels' traffic.
             duration, hbm = op_timing(dev.profile, "copy", 0.0, 2.0 * nbytes)
@@ -356,7 +366,9 @@ class Simulator:
     def record_event(self, device: int, stream: int = 0) -> int:
         """An event that completes when the work issued to the stream so far has ended."""
         dev = self._device(device)
-        return self._events.add(max(self._now, dev.streams.get(stream, 0.0)))
+        # Recorded once the host has issued everything before it, as on a real GPU: the time
+        # between two events includes the gaps where the device waited for the host.
+        return self._events.add(max(self._now, dev.host_free, dev.streams.get(stream, 0.0)))
 
     def _event(self, event: int) -> float:
         return self._events.time(event)
@@ -375,7 +387,7 @@ class Simulator:
     def synchronize(self, device: int | None = None) -> float:
         """Wait (in sim time) for the work on one device or all; raise the first pending error."""
         targets = self.devices if device is None else [self._device(device)]
-        end = max((d.last_end() for d in targets), default=0.0)
+        end = max((max(d.last_end(), d.host_free) for d in targets), default=0.0)
         if end == INF:
             hung = [d.index for d in targets if d.last_end() == INF]
             self._advance(self._now + self.hang_timeout)
