@@ -38,30 +38,34 @@ class SimAdapter(Adapter):
     uses_privateuse1 = True
 
     def probe(self) -> Probe:
-        # Never starts a daemon: counts what the environment describes.
+        # Never starts a daemon: a running one is asked (short timeout), else profile files.
         if importlib.util.find_spec("kpt.sim") is None:
             return Probe.none("kpt-sim is not installed", "the kpt-sim simulator")
         import kpt.adapters.sim  # noqa: F401  (registers the device)
-        from kpt.adapters.sim import _runtime
+        from kpt.adapters.sim import _discovery
 
-        if _runtime.is_started():
-            return Probe.found(len(_runtime.runtime().devices), "a connected kpt-sim daemon")
-        where = os.environ.get("KPT_SIM_ENDPOINT") or "an embedded kpt-sim daemon (started on use)"
-        return Probe.found(_runtime.embedded_device_count(), where)
+        where = _discovery.source()
+        try:
+            count = len(_discovery.device_infos())
+        except Exception as exc:  # unreachable daemon, bad profile or visible-devices setting
+            return Probe.none(str(exc), where)
+        return Probe.found(count, where) if count else Probe.none("no visible devices", where)
 
     def _info(self, index: int) -> dict:
-        from kpt.adapters.sim._runtime import runtime
+        from kpt.adapters.sim._discovery import device_infos
 
-        rt = runtime()
-        return rt.devices[rt.check_device(index)]
+        devices = device_infos()
+        if not 0 <= index < len(devices):
+            raise ValueError(
+                f"kpt_sim device {index} does not exist: {len(devices)} visible device(s)"
+            )
+        return devices[index]
 
     def capabilities(self, index: int) -> Capabilities:
-        from kpt.adapters.sim._runtime import runtime
+        from kpt.adapters.sim._discovery import device_infos, memory_info
 
         info = self._info(index)
-        import torch
-
-        free, total = torch.kpt_sim.mem_get_info(index)
+        free, total = memory_info(index)
         bandwidth = info.get("memory_bandwidth") or info.get("hbm_bandwidth")
         return Capabilities(
             vendor=str(info.get("vendor", "kpt")),
@@ -72,17 +76,17 @@ class SimAdapter(Adapter):
             peak_flops=peak_flops(info),
             memory_bandwidth=Value(float(bandwidth), "B/s", "nominal") if bandwidth else None,
             dtypes=_DTYPES,
-            interconnect=_interconnect(info, index, len(runtime().devices)),
+            interconnect=_interconnect(info, index, len(device_infos())),
             driver_version=f"kpt-sim profile {info.get('profile', '?')}",
             runtime_version="kpt-adapter-sim",
             features=frozenset({"simulated", "events", "streams", "triton-interpreter"}),
         )
 
     def health(self, index: int) -> HealthReport:
-        import torch
+        from kpt.adapters.sim._discovery import memory_info
 
         try:
-            free, total = torch.kpt_sim.mem_get_info(index)
+            free, total = memory_info(index)
         except Exception as exc:  # a dead daemon is a failed device, with the reason
             return HealthReport(HealthState.FAILED, f"{type(exc).__name__}: {exc}")
         return HealthReport(
@@ -96,9 +100,10 @@ class SimAdapter(Adapter):
         return None
 
     def memory_info(self, index: int) -> tuple[int, int]:
-        import torch
+        from kpt.adapters.sim._discovery import memory_info
 
-        return torch.kpt_sim.mem_get_info(index)
+        self._info(index)
+        return memory_info(index)
 
     def synchronize(self, index: int) -> None:
         import torch

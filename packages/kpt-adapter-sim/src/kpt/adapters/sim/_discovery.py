@@ -1,0 +1,143 @@
+"""What kpt_sim devices exist, without starting a daemon or allocating memory.
+
+Three sources, in order: the connected runtime (this process already uses kpt_sim); the daemon
+at KPT_SIM_ENDPOINT, asked once with a short timeout; or, for the embedded daemon that would be
+started on first use, the chip profile files (kpt.sim.load_profile) named by KPT_SIM_PROFILE.
+KPT_SIM_VISIBLE_DEVICES applies to all three.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+from kpt.adapters.sim._visible import check_visible, parse_visible
+
+PROBE_TIMEOUT_S = 2.0
+# `kpt doctor` probes an adapter several times: a daemon that did not answer is not asked again
+# for this long (each ask costs the whole timeout), yet one started later is found.
+FAILURE_MEMORY_S = 30.0
+
+
+class DaemonUnreachable(RuntimeError):
+    """The daemon at KPT_SIM_ENDPOINT did not answer the probe (the message says why)."""
+
+
+_lock = threading.Lock()
+_asked: dict[str, list[dict]] = {}  # endpoint -> daemon devices (answers do not change)
+_failed: dict[str, tuple[float, DaemonUnreachable]] = {}  # endpoint -> (when, why)
+
+
+def source() -> str:
+    from kpt.adapters.sim import _runtime
+
+    if _runtime.is_started():
+        return "a connected kpt-sim daemon"
+    endpoint = os.environ.get("KPT_SIM_ENDPOINT")
+    if endpoint:
+        return f"the kpt-sim daemon at {endpoint}"
+    return "an embedded kpt-sim daemon (started on use; capabilities from its profile files)"
+
+
+def device_infos() -> list[dict]:
+    """This process's devices (local indices), like SimClient.devices(). Starts nothing.
+
+    Raises DaemonUnreachable when KPT_SIM_ENDPOINT is set and its daemon does not answer."""
+    from kpt.adapters.sim import _runtime
+
+    if _runtime.is_started():
+        return _runtime.runtime().devices
+    endpoint = os.environ.get("KPT_SIM_ENDPOINT")
+    daemon_devices = _ask_daemon(endpoint) if endpoint else _from_profiles()
+    visible = parse_visible()
+    if visible is None:
+        return [dict(d) for d in daemon_devices]
+    check_visible(visible, len(daemon_devices))
+    return [
+        {**daemon_devices[d], "index": local, "daemon_index": d} for local, d in enumerate(visible)
+    ]
+
+
+def memory_info(index: int) -> tuple[int, int]:
+    """(free, total) bytes of local device ``index`` without starting a daemon."""
+    from kpt.adapters.sim import _runtime
+
+    info = device_infos()[index]
+    total = int(info.get("memory_total") or 0)
+    if _runtime.is_started():
+        stats = _runtime.runtime().client.memory_stats(index)
+        return int(stats["free"]), int(stats["total"])
+    endpoint = os.environ.get("KPT_SIM_ENDPOINT")
+    if endpoint:
+        stats = _call(endpoint, lambda c: c.memory_stats(info.get("daemon_index", index)))
+        return int(stats["free"]), int(stats["total"])
+    return total, total  # an embedded daemon not started yet holds nothing
+
+
+def _ask_daemon(endpoint: str) -> list[dict]:
+    with _lock:
+        known = _asked.get(endpoint)
+        failed = _failed.get(endpoint)
+    if known is not None:
+        return known
+    if failed is not None and time.monotonic() - failed[0] < FAILURE_MEMORY_S:
+        raise failed[1]
+    try:
+        known = _call(endpoint, lambda c: c.devices())
+    except DaemonUnreachable as exc:
+        with _lock:
+            _failed[endpoint] = (time.monotonic(), exc)
+        raise
+    with _lock:
+        _asked[endpoint] = known
+        _failed.pop(endpoint, None)
+    return known
+
+
+def _call(endpoint: str, ask: Any) -> Any:
+    from kpt.sim import SimClient
+
+    if endpoint.startswith("ipc://") and not os.path.exists(endpoint[len("ipc://") :]):
+        # No socket file: nothing serves there (asking would cost the client's retries).
+        raise DaemonUnreachable(
+            f"KPT_SIM_ENDPOINT={endpoint!r}: no daemon serves there (no socket file); start one "
+            "with `kpt-sim serve --endpoint ...` or unset KPT_SIM_ENDPOINT for an embedded one"
+        )
+    try:
+        client = SimClient(endpoint, timeout=PROBE_TIMEOUT_S)
+    except Exception as exc:
+        raise DaemonUnreachable(
+            f"KPT_SIM_ENDPOINT={endpoint!r}: cannot connect ({type(exc).__name__}: {exc})"
+        ) from exc
+    try:
+        return ask(client)
+    except Exception as exc:
+        raise DaemonUnreachable(
+            f"the kpt-sim daemon at KPT_SIM_ENDPOINT={endpoint!r} did not answer within "
+            f"{PROBE_TIMEOUT_S:g} s ({type(exc).__name__}: {exc}); start one with "
+            "`kpt-sim serve --endpoint ...` or unset KPT_SIM_ENDPOINT for an embedded one"
+        ) from exc
+    finally:
+        try:
+            client.close()
+        except Exception:  # closing a client of a dead daemon: nothing left to release
+            pass
+
+
+def _from_profiles() -> list[dict]:
+    """The devices an embedded daemon would have, from KPT_SIM_PROFILE / KPT_SIM_DEVICES."""
+    from kpt.adapters.sim._runtime import DEFAULT_PROFILE, _embedded_daemon_devices
+    from kpt.sim import load_profile
+
+    spec = os.environ.get("KPT_SIM_PROFILE", DEFAULT_PROFILE)
+    if "," in spec or ":" in spec:
+        names = []
+        for part in filter(None, (p.strip() for p in spec.split(","))):
+            name, _, count = part.partition(":")
+            names += [name] * (int(count) if count.isdigit() else 1)
+    else:
+        names = [spec] * _embedded_daemon_devices()
+    summaries = {name: load_profile(name).summary() for name in set(names)}
+    return [{"index": i, **summaries[name]} for i, name in enumerate(names)]
