@@ -8,6 +8,7 @@ because every input is a view of daemon storage.
 
 from __future__ import annotations
 
+import weakref
 from functools import lru_cache
 from typing import Any
 
@@ -63,6 +64,10 @@ def rng_seed(seed: int, counter: int) -> int:
     return (seed * _SEED_MULTIPLIER + counter) & _SEED_MASK
 
 
+# Bytes per element by wire dtype name: torch.empty((), dtype).element_size() per view cost ~2 us.
+ITEMSIZE = {name: dtype.itemsize for name, dtype in DTYPES_BY_NAME.items()}
+
+
 # Launches named "triton::<kernel>" only charge time: a Triton kernel that ran under the host
 # interpreter already wrote its results (kpt.hal.run_triton -> SimAdapter.on_host_kernel).
 HOST_KERNEL_OP_PREFIX = "triton::"
@@ -75,6 +80,7 @@ class TorchExecutor:
 
     def __init__(self, **options: Any) -> None:
         self.options = options
+        self._typed_views: dict[int, dict[str, torch.Tensor]] = {}  # id(storage) -> dtype -> alias
         torch.set_num_threads(max(1, int(options.get("threads", torch.get_num_threads()))))
 
     # -- storage -----------------------------------------------------------------------------
@@ -91,16 +97,31 @@ class TorchExecutor:
         return storage[offset : offset + nbytes].numpy().copy()
 
     # -- compute -----------------------------------------------------------------------------
-    @staticmethod
-    def view(view: Any) -> torch.Tensor:
-        dtype = DTYPES_BY_NAME[view.dtype]
-        itemsize = torch.empty((), dtype=dtype).element_size()
+    def view(self, view: Any) -> torch.Tensor:
+        """A CPU tensor over a buffer's bytes, as the View describes (no copy)."""
+        itemsize = ITEMSIZE[view.dtype]
         if view.offset % itemsize:
             raise ValueError(f"byte offset {view.offset} is not a multiple of {view.dtype}'s size")
-        storage: torch.Tensor = view.storage
-        usable = storage.numel() - storage.numel() % itemsize
-        typed = storage[:usable].view(dtype)
-        return typed.as_strided(tuple(view.shape), tuple(view.strides), view.offset // itemsize)
+        typed = self._typed(view.storage, view.dtype)
+        return typed.as_strided(view.shape, view.strides, view.offset // itemsize)
+
+    def _typed(self, storage: torch.Tensor, dtype_name: str) -> torch.Tensor:
+        # One typed alias per (buffer, dtype), kept until the buffer's storage is dropped: a
+        # slice + view per tensor per op was half of the executor's time on small ops.
+        key = id(storage)
+        per_buffer = self._typed_views.get(key)
+        if per_buffer is None:
+            per_buffer = self._typed_views[key] = {}
+            weakref.finalize(storage, self._typed_views.pop, key, None)
+        typed = per_buffer.get(dtype_name)
+        if typed is None:
+            dtype = DTYPES_BY_NAME[dtype_name]
+            usable = storage.numel() // dtype.itemsize
+            # set_ shares the storage without keeping the uint8 tensor alive (a view would, and
+            # then the finalizer above could never run).
+            typed = torch.empty(0, dtype=dtype).set_(storage.untyped_storage(), 0, (usable,))
+            per_buffer[dtype_name] = typed
+        return typed
 
     def run(self, op: str, inputs: list, outputs: list, attrs: dict) -> None:
         if op == "copy":  # the daemon's device-to-device copy
@@ -145,7 +166,7 @@ def _numel(view: Any) -> int:
 
 
 def _nbytes(view: Any) -> int:
-    return _numel(view) * torch.empty((), dtype=DTYPES_BY_NAME[view.dtype]).element_size()
+    return _numel(view) * ITEMSIZE[view.dtype]
 
 
 def _matmul_like_flops(op: str, inputs: list, outputs: list, attrs: dict) -> int:
