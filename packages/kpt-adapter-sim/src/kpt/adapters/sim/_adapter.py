@@ -8,6 +8,7 @@ import re
 import warnings
 from typing import Any
 
+from kpt.adapters.sim._errors import KptSimDeviceLostError
 from kpt.adapters.sim._executor import HOST_KERNEL_OP_PREFIX, OpCost
 from kpt.hal import (
     Adapter,
@@ -88,7 +89,10 @@ class SimAdapter(Adapter):
         try:
             free, total = memory_info(index)
         except Exception as exc:  # a dead daemon is a failed device, with the reason
-            return HealthReport(HealthState.FAILED, f"{type(exc).__name__}: {exc}")
+            kind = type(exc).__name__
+            if isinstance(exc, KptSimDeviceLostError):
+                kind = "KptSimDeviceLostError"  # the public type, not the probe's subclass
+            return HealthReport(HealthState.FAILED, f"{kind}: {exc}")
         return HealthReport(
             HealthState.HEALTHY, "", {"memory_free": float(free), "memory_total": float(total)}
         )

@@ -13,6 +13,7 @@ import threading
 import time
 from typing import Any
 
+from kpt.adapters.sim._errors import KptSimDeviceLostError
 from kpt.adapters.sim._visible import check_visible, parse_visible
 
 PROBE_TIMEOUT_S = 2.0
@@ -21,8 +22,9 @@ PROBE_TIMEOUT_S = 2.0
 FAILURE_MEMORY_S = 30.0
 
 
-class DaemonUnreachable(RuntimeError):
-    """The daemon at KPT_SIM_ENDPOINT did not answer the probe (the message says why)."""
+class DaemonUnreachable(KptSimDeviceLostError):
+    """The daemon at KPT_SIM_ENDPOINT did not answer the probe (the message says why): its
+    devices are as good as lost, hence a KptSimDeviceLostError."""
 
 
 _lock = threading.Lock()
