@@ -21,7 +21,9 @@ _NO_HISTORY = frozenset({"aten::detach.default", "aten::alias.default"})
 
 def check_graph_device(device: int, tensors: Any, name: str) -> None:
     """Raise if an autograd graph is being built on ``device`` >= 1 (call only when device > 0)."""
-    if name not in _NO_HISTORY and _grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors):
+    if name in _NO_HISTORY or not _grad_enabled():
+        return
+    if any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors):
         raise RuntimeError(
             f"{name}: kpt_sim:{device} cannot record autograd graphs in this process: torch's "
             "autograd engine makes one ready queue for a Python-registered device "
