@@ -101,6 +101,11 @@ class VisibleClient:
             now = self._client.synchronize(daemon_index)
         return now
 
+    def collective(self, kind: str, inputs: Any, outputs: Any = (), op: str = "sum",
+                   root: int | None = None, **options: Any) -> None:  # fmt: skip
+        root = None if root is None else self._to_daemon[root]
+        self._client.collective(kind, inputs, outputs, op, root, **options)
+
     def inject_fault(self, kind: str, **spec: Any) -> None:
         if isinstance(spec.get("device"), int):
             spec["device"] = self._to_daemon[spec["device"]]
