@@ -309,6 +309,29 @@ def test_large_transfers_travel_in_chunks(client, monkeypatch):
     np.testing.assert_array_equal(client.read(buffer, 100, 4096), data)
 
 
+def test_small_reads_come_inline_and_other_forms_still_work(client, monkeypatch):
+    import kpt.sim._client as client_module
+
+    data = np.arange(200, dtype=np.uint8)
+    buffer = client.alloc(0, 200)
+    client.write(buffer, 0, data)
+    # Asked for inline: the bytes ride in the reply's header, no array frame.
+    header = {"buffer": buffer, "offset": 8, "nbytes": 16, "stream": 0, "inline": True}
+    reply = client._wire.call("read", header)
+    assert reply.arrays == [] and reply.header["data"] == data[8:24].tobytes()
+    # Not asked (an older client): an array frame, as before.
+    reply = client._wire.call("read", {"buffer": buffer, "offset": 8, "nbytes": 16})
+    assert "data" not in reply.header
+    np.testing.assert_array_equal(reply.arrays[0], data[8:24])
+    # Both reach SimClient.read's caller as the same uint8 array.
+    inline = client.read(buffer, 8, 16)
+    monkeypatch.setattr(client_module, "INLINE_READ_BYTES", 8)
+    framed = client.read(buffer, 8, 16)
+    assert inline.dtype == framed.dtype == np.uint8
+    np.testing.assert_array_equal(inline, data[8:24])
+    np.testing.assert_array_equal(framed, data[8:24])
+
+
 def test_threads_share_one_client_without_mixing_their_work(client):
     import threading
 
