@@ -17,6 +17,7 @@ from torch.utils._pytree import tree_map
 from kpt.adapters.sim._allowlist import is_allowed
 from kpt.adapters.sim._autograd_guard import check_graph_device
 from kpt.adapters.sim._fallback import cpu_fallback, run_on_cpu
+from kpt.adapters.sim._foreach import is_foreach, run_chunked
 from kpt.adapters.sim._plan import (
     PLAN_CACHE_LIMIT,
     Plan,
@@ -65,7 +66,13 @@ def _handler_for(func: Any) -> Any:
         return _planned  # fresh outputs, no launch: plans know (launch=False)
     if info.launches and not is_allowed(info.name):
         return _not_allowed
+    if is_foreach(func):  # tensor lists: one launch per chunk, as CUDA's multi_tensor_apply
+        return _foreach
     return _planned
+
+
+def _foreach(func: Any, args: tuple, kwargs: dict) -> Any:
+    return run_chunked(_planned, func, args, kwargs)
 
 
 def _not_allowed(func: Any, args: tuple, kwargs: dict) -> Any:
@@ -142,7 +149,9 @@ def _run(plan: Plan, args: tuple, kwargs: dict, tensors: list) -> Any:
                          stream=rt.state[device].stream, cost=plan.cost)  # fmt: skip
         if _LAUNCH_BLOCKING:
             rt.client.synchronize(device)
-    return results[0] if plan.info.single else tuple(results)
+    if plan.info.single:
+        return results[0]
+    return tuple(results) if results else None  # "-> ()" ops return None
 
 
 def _fresh(spec: Any, device: int, out_refs: list) -> Any:
@@ -167,7 +176,10 @@ def _mixed_devices(name: str, tensors: list) -> None:
 def output_specs(func: Any, args: tuple, kwargs: dict) -> list:
     """Per return of ``func``: the spec(s) of its output(s), from meta tensors (plans keep them)."""
     meta_out = func(*_to_meta(args), **_to_meta(kwargs))
-    values = meta_out if len(func._schema.returns) != 1 else (meta_out,)
+    returns = len(func._schema.returns)
+    if returns == 0:  # "-> ()": in-place list ops (_foreach_mul_) return nothing
+        return []
+    values = meta_out if returns != 1 else (meta_out,)
     return [_spec(v) for v in values]
 
 

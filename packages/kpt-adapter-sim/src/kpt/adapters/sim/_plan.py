@@ -78,6 +78,8 @@ def _floats_change_shapes(func: Any) -> bool:
 
 def _return_aliases(schema: Any) -> list[tuple[set, bool] | None]:
     """Per return: (alias set, is_write), or None for a fresh tensor; reads 'Tensor(a)[]' too."""
+    if not schema.returns:  # "-> ()" (in-place _foreach_ ops): nothing returned
+        return []
     text = str(schema).split(") -> ", 1)[1].strip()
     if text.startswith("(") and text.endswith(")"):
         text = text[1:-1]

@@ -76,7 +76,9 @@ class Trainer:
         self.precision = precision
         keys = ("layers", "width", "heads", "vocab", "context")
         self.model = GPT(*(config[k] for k in keys)).to(self.device)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=3e-3)
+        # foreach=True as CUDA's default: torch only picks it itself for plain Tensor/Parameter
+        # types, and a kpt_sim parameter is a SimTensor (the device type check already passes).
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=3e-3, foreach=True)
 
     def batch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch of a learnable toy language: each token is the previous one plus one."""
