@@ -1,0 +1,85 @@
+"""How one kernel is timed on the GPU: CUDA events, warm-ups, an L2 flush, the median of repeats.
+
+Shared by the kernel catalogue (kernels.py) and the driver (measure_h100.py); torch only.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+KB, MB, GB = 1 << 10, 1 << 20, 1 << 30
+ES = {torch.float32: 4, torch.float16: 2, torch.bfloat16: 2, torch.float8_e4m3fn: 1}
+DTYPES = {
+    "fp32": torch.float32,
+    "tf32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
+
+
+class Timer:
+    """Times a callable on the device: warm-up, optional L2 flush before each rep, median."""
+
+    def __init__(self, device: str, flush_bytes: int) -> None:
+        self.device = device
+        self.cuda = device.startswith("cuda")
+        # Writing a buffer larger than L2 (50 MB on H100) evicts the operands of the last rep.
+        self.flush_buf = torch.empty(flush_bytes // 4, dtype=torch.float32, device=device)
+
+    def flush(self) -> None:
+        self.flush_buf.zero_()
+
+    def time(self, fn, reps: int = 20, warmup: int = 3, flush: bool = True) -> dict:
+        for _ in range(warmup):
+            fn()
+        self.sync()
+        # Fewer reps for long kernels: aim for about 0.3 s per configuration.
+        t0 = time.perf_counter()
+        fn()
+        self.sync()
+        one = time.perf_counter() - t0
+        reps = max(5, min(reps, int(0.3 / max(one, 1e-6))))
+        samples = []
+        for _ in range(reps):
+            if flush:
+                self.flush()
+            if self.cuda:
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                samples.append(start.elapsed_time(end) / 1e3)
+            else:
+                t0 = time.perf_counter()
+                fn()
+                samples.append(time.perf_counter() - t0)
+        samples.sort()
+        return {
+            "seconds": statistics.median(samples),
+            "seconds_min": samples[0],
+            "seconds_p90": samples[min(len(samples) - 1, int(0.9 * len(samples)))],
+            "reps": reps,
+            "l2_flushed": flush,
+        }
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+
+def record(op_class, op, dtype, shapes, flops, nbytes, timing, **extra) -> dict:
+    return {
+        "op_class": op_class,
+        "op": op,
+        "dtype": dtype,
+        "shapes": shapes,
+        "flops": float(flops),
+        "bytes": float(nbytes),
+        **timing,
+        **extra,
+    }
