@@ -22,7 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 PROFILES = "h100-sxm:1,mi300x:1"
-# The model the H100 reference run timed (calibration/measure_h100.py, "demo_gpt").
+# The model the H100 reference run timed (calibration/reference_steps.py, "demo_gpt");
+# tests/test_demo_model.py keeps this copy equal to that one.
 DEMO_CONFIG = {"layers": 4, "width": 256, "heads": 4, "vocab": 512, "context": 64, "batch": 8}
 GPT2_SMALL = {"layers": 12, "width": 768, "heads": 12, "vocab": 50257, "context": 128, "batch": 4}
 REFERENCE = Path("simulator") / "calibration" / "h100_reference_steps.json"
