@@ -5,6 +5,7 @@ One call measures everything and writes two JSON files into --out:
 - h100_measurements.json: one record per kernel configuration (op class, op, dtype, shapes,
   analytic flops and bytes, median/min/p90 device seconds from CUDA events), plus launch
   overhead figures and the device description (name, driver, torch version, clocks).
+- h100_host_steps.json: host-bound training steps (host_steps.py): wall, phases, kernels, aten ops.
 - h100_reference_steps.json: median step time of a GPT-2-small-shaped training step and of
   the small GPT the demo trains, fp32 and bf16 autocast, AdamW, random weights.
 
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from host_steps import measure_host_steps
 from kernel_timing import KB, MB, Timer
 from kernels import (
     measure_attention,
@@ -32,6 +34,13 @@ from kernels import (
     measure_matmul,
     measure_norms,
     measure_reductions,
+)
+from kernels_sweep import (
+    measure_attention_sweep,
+    measure_conv_sweep,
+    measure_pageable,
+    measure_reduction_dims,
+    measure_rows,
 )
 from reference_steps import REFERENCE_MODELS, time_training_step
 
@@ -89,10 +98,12 @@ def main() -> None:
         "sections": {},
     }
     steps_doc = {"schema": 1, "device": meas["device"], "models": {}}
+    host_doc = {"schema": 1, "device": meas["device"], "runs": []}
 
     def save():
         (args.out / "h100_measurements.json").write_text(json.dumps(meas, indent=1))
         (args.out / "h100_reference_steps.json").write_text(json.dumps(steps_doc, indent=1))
+        (args.out / "h100_host_steps.json").write_text(json.dumps(host_doc, indent=1))
 
     timer = Timer(dev, 4 * KB if args.smoke else 256 * MB)
 
@@ -118,8 +129,19 @@ def main() -> None:
             )
         return []
 
+    def host_steps(t, d, smoke):
+        host_doc["runs"] = measure_host_steps(d, smoke)
+        return []
+
     sections = [
         ("reference_steps", reference_steps),
+        ("host_steps", host_steps),
+        # the second round's sweeps first, so a tight budget keeps them
+        ("attention_sweep", measure_attention_sweep),
+        ("rows_sweep", measure_rows),
+        ("reduction_dims", measure_reduction_dims),
+        ("conv_sweep", measure_conv_sweep),
+        ("pageable", measure_pageable),
         ("matmul", measure_matmul),
         ("launch", None),
         ("elementwise", measure_elementwise),
