@@ -1,4 +1,5 @@
-"""KPT_SIM_VISIBLE_DEVICES, and the refusal of autograd graphs on kpt_sim:1+ in one process."""
+"""KPT_SIM_VISIBLE_DEVICES, and the refusal of autograd graphs on kpt_sim:1+ without the native
+guard (forced here; test_multi_device_autograd covers backward with it and a missing compiler)."""
 
 import json
 import os
@@ -67,15 +68,24 @@ def test_visible_index_beyond_the_daemon_is_refused(sim, private_daemon):
     assert "KPT_SIM_VISIBLE_DEVICES='3'" in done.stderr and "1 device(s)" in done.stderr
 
 
-def test_backward_on_device_1_is_refused_with_the_way_around(sim):
+@pytest.fixture
+def no_native_guard(monkeypatch):
+    from kpt.adapters.sim import _autograd_guard
+
+    state = _autograd_guard._State(unavailable="compiling device_count_guard.cpp failed (test)")
+    monkeypatch.setattr(_autograd_guard, "_state", state)
+
+
+def test_backward_on_device_1_is_refused_with_the_way_around(sim, no_native_guard):
     w = torch.ones(3, device="kpt_sim:1", requires_grad=True)
     with pytest.raises(RuntimeError, match="KPT_SIM_VISIBLE_DEVICES=1") as error:
         (w * 2).sum().backward()
     assert "torch/csrc/acc/Module.cpp" in str(error.value)
+    assert "device_count_guard.cpp failed (test)" in str(error.value)  # the reason is shown
 
 
 @pytest.mark.parametrize("move", ["to_cpu", "to_device_0", "from_cpu"])
-def test_graphs_crossing_into_device_1_are_refused(sim, move):
+def test_graphs_crossing_into_device_1_are_refused(sim, no_native_guard, move):
     with pytest.raises(RuntimeError, match="KPT_SIM_VISIBLE_DEVICES"):
         if move == "to_cpu":
             torch.ones(2, device="kpt_sim:1", requires_grad=True).cpu()
