@@ -4,6 +4,7 @@ The session's guard is the one installed at import (compiled once into the share
 only test_the_guard_builds_from_source pays for a compile.
 """
 
+import copy
 import os
 import subprocess
 import sys
@@ -68,6 +69,18 @@ def test_pipeline_over_devices_0_and_1_gets_cpu_gradients(native):
         torch.testing.assert_close(param.grad.cpu(), want, rtol=1e-5, atol=1e-6)
     assert {p.grad.device for p in first.parameters()} == {torch.device("kpt_sim:0")}
     assert {p.grad.device for p in second.parameters()} == {torch.device("kpt_sim:1")}
+
+
+def test_data_parallel_replicas_on_two_devices_sum_to_the_cpu_gradient(native):
+    base, x = torch.nn.Linear(4, 2), torch.randn(6, 4)
+    base(x).square().mean().backward()
+    replicas = [copy.deepcopy(base).to(f"kpt_sim:{i}") for i in range(2)]
+    for replica in replicas:
+        replica.zero_grad()
+    halves = [replicas[i](x[3 * i : 3 * i + 3].to(f"kpt_sim:{i}")).square().mean() for i in (0, 1)]
+    ((halves[0] + halves[1].to("kpt_sim:0")) / 2).backward()  # both branches meet on device 0
+    summed = replicas[0].weight.grad.cpu() + replicas[1].weight.grad.cpu()
+    torch.testing.assert_close(summed, base.weight.grad, rtol=1e-5, atol=1e-6)
 
 
 def test_engine_has_a_queue_for_every_device(native):

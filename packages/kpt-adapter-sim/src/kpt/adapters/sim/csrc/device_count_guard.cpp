@@ -34,7 +34,9 @@ class CountingGuard final : public DeviceGuardImplInterface {
   Device getDevice() const override { return inner_->getDevice(); }
   void setDevice(Device d) const override { inner_->setDevice(d); }
   void uncheckedSetDevice(Device d) const noexcept override { inner_->uncheckedSetDevice(d); }
-  Stream getStream(Device d) const override { return inner_->getStream(d); }
+  // noexcept like the Python guard's: older headers declare these two noexcept, and a noexcept
+  // override of a throwing virtual is valid too, so one source builds against torch 2.11-2.13.
+  Stream getStream(Device d) const noexcept override { return inner_->getStream(d); }
   Stream getDefaultStream(Device d) const override { return inner_->getDefaultStream(d); }
   Stream getStreamFromGlobalPool(Device d, bool high) const override {
     return inner_->getStreamFromGlobalPool(d, high);
@@ -42,7 +44,7 @@ class CountingGuard final : public DeviceGuardImplInterface {
   Stream getNewStream(Device d, int priority) const override {
     return inner_->getNewStream(d, priority);
   }
-  Stream exchangeStream(Stream s) const override { return inner_->exchangeStream(s); }
+  Stream exchangeStream(Stream s) const noexcept override { return inner_->exchangeStream(s); }
   void destroyEvent(void* event, const DeviceIndex index) const noexcept override {
     inner_->destroyEvent(event, index);
   }
