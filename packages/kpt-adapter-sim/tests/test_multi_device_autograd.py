@@ -119,6 +119,13 @@ def test_a_failing_compile_shows_the_compiler_output(monkeypatch, tmp_path):
     assert not list(tmp_path.glob("*.so"))
 
 
+def test_an_unwritable_cache_is_named(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(_native_guard.NativeGuardUnavailable, match="KPT_SIM_EXTENSIONS_DIR"):
+        _native_guard.load(blocker / "cache")
+
+
 def _child(code: str, **env: str) -> subprocess.CompletedProcess:
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],

@@ -55,7 +55,7 @@ def enable() -> None:
     try:
         library = _native_guard.load()
         _native_guard.install(library, _device_count_guess())
-    except _native_guard.NativeGuardUnavailable as error:
+    except (_native_guard.NativeGuardUnavailable, OSError) as error:  # OSError: source missing
         _state.unavailable = str(error)
         return
     _state.library = library

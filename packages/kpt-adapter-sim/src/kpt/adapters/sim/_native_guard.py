@@ -89,17 +89,27 @@ def build(output: Path) -> float:
     return time.perf_counter() - started
 
 
+def _build_once(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same file
+        if not path.exists():
+            _log.info("kpt_sim: compiling the native device guard into %s (once)", path)
+            seconds = build(path)
+            _log.info("kpt_sim: native device guard compiled in %.1f s", seconds)
+
+
 def load(directory: Path | None = None) -> ctypes.CDLL:
     """The loaded library, built first when the cache has none for this torch build."""
     path = library_path(directory)
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same file
-            if not path.exists():
-                _log.info("kpt_sim: compiling the native device guard into %s (once)", path)
-                seconds = build(path)
-                _log.info("kpt_sim: native device guard compiled in %.1f s", seconds)
+        try:
+            _build_once(path)
+        except OSError as error:
+            raise NativeGuardUnavailable(
+                f"cannot build into {path.parent}: {error}; point KPT_SIM_EXTENSIONS_DIR at a "
+                "writable directory"
+            ) from error
     try:
         library = ctypes.CDLL(str(path))
     except OSError as error:
