@@ -6,7 +6,7 @@ from pathlib import Path
 import msgpack
 import numpy as np
 import pytest
-import zmq
+from conftest import RawPeer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -108,24 +108,17 @@ def _rss_bytes(pid: int) -> int:
 @pytest.fixture
 def target(server_process):
     server = server_process(None, str(MAX_MESSAGE_BYTES))
-    endpoint = server.start()
-    context = zmq.Context()
-    dealer = context.socket(zmq.DEALER)
-    dealer.linger = 0
-    dealer.sndhwm = dealer.rcvhwm = 0
-    dealer.connect(endpoint)
-    yield server, dealer
-    dealer.close(0)
-    context.term()
+    peer = RawPeer(server.start())
+    yield server, peer
+    peer.close()
 
 
-def _sentinel_round_trip(dealer: zmq.Socket, sentinel: int) -> int:
+def _sentinel_round_trip(peer: RawPeer, sentinel: int) -> int:
     """Send a valid request; read replies up to its answer. Returns replies seen before it."""
-    dealer.send_multipart(encode("echo", {"sentinel": sentinel}, request_id=sentinel))
+    peer.send(encode("echo", {"sentinel": sentinel}, request_id=sentinel))
     before = 0
     while True:
-        assert dealer.poll(10_000), "server stopped answering"
-        reply = decode(dealer.recv_multipart())  # every answer is itself well-formed
+        reply = decode(peer.recv(10))  # every answer is itself well-formed
         if reply.request_id == sentinel and reply.type == "echo":
             assert reply.header == {"sentinel": sentinel}
             return before
@@ -137,7 +130,7 @@ def _sentinel_round_trip(dealer: zmq.Socket, sentinel: int) -> int:
 
 
 def test_malformed_messages_never_take_the_server_down(target):
-    server, dealer = target
+    server, peer = target
     sent = 0
     rss = []
 
@@ -151,9 +144,9 @@ def test_malformed_messages_never_take_the_server_down(target):
     def send_batch(batch):
         nonlocal sent
         for frames in batch:
-            dealer.send_multipart(frames)
+            peer.send(frames)
         sent += len(batch)
-        answered = _sentinel_round_trip(dealer, sentinel=(1 << 63) + sent)
+        answered = _sentinel_round_trip(peer, sentinel=(1 << 63) + sent)
         assert answered <= len(batch)  # at most one answer each: errors or drops
         assert server.process.poll() is None
         rss.append(_rss_bytes(server.process.pid))
@@ -161,4 +154,4 @@ def test_malformed_messages_never_take_the_server_down(target):
     send_batch()
     assert sent >= 10_000
     assert max(rss) - rss[0] < 64 << 20, f"server memory grew from {rss[0]} to {max(rss)} bytes"
-    assert _sentinel_round_trip(dealer, sentinel=1) == 0  # still serves valid requests
+    assert _sentinel_round_trip(peer, sentinel=1) == 0  # still serves valid requests

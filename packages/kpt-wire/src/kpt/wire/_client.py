@@ -1,4 +1,4 @@
-"""Client: one DEALER socket that many threads share.
+"""Client: one connection (a ZeroMQ DEALER socket, or a unix:// stream) that many threads share.
 
 No dedicated I/O thread sits between a caller and the socket: whichever caller finds the socket
 free "drives" it (sends what is queued, polls, hands replies to their waiters), so a lone caller
@@ -21,8 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from typing import Any
 
-import zmq
-
+from kpt.wire._channel import Channel, ChannelClosed, QueueFull, ZmqChannel
 from kpt.wire._codec import (
     ERROR_TYPE,
     HEARTBEAT_TYPE,
@@ -33,16 +32,10 @@ from kpt.wire._codec import (
 )
 from kpt.wire._errors import CallTimeout, ProtocolError, RemoteError, TransportError
 from kpt.wire._limits import Limits
-from kpt.wire._security import as_key, secure_client
-from kpt.wire._sockets import (
-    BLOCK,
-    has_input,
-    poll_items,
-    recv_frames,
-    send_frames,
-    shared_context,
-    wait,
-)
+from kpt.wire._security import as_key
+from kpt.wire._sockets import poll_items, shared_context, wait
+from kpt.wire._unix import SCHEME as UNIX_SCHEME
+from kpt.wire._unix import UnixChannel, socket_path
 
 _LIVENESS_MISSES = 3
 _BACKOFF_START = 0.05
@@ -50,7 +43,6 @@ _BACKOFF_CAP = 2.0
 # A lone caller blocks in recv instead of polling the socket and the wake pipe (one call less
 # per reply). Threads that queue frames meanwhile wait at most this long for it to look up.
 _BLOCK_SLICE = 0.01
-_BLOCK_SLICE_MS = int(_BLOCK_SLICE * 1000)
 # Calls with less time than this left skip the fast path (its first wait is one whole slice),
 # and so does a client whose heartbeat interval is shorter (its heartbeats could be late).
 _FAST_PATH_MIN_WAIT = 2 * _BLOCK_SLICE
@@ -127,9 +119,17 @@ class Client:
             as_key(curve_server_key, "curve_server_key")
         if (curve_public_key is None) != (curve_secret_key is None):
             raise ValueError("pass both curve_public_key and curve_secret_key, or neither")
+        self._unix = endpoint.startswith(UNIX_SCHEME)
+        if self._unix:
+            socket_path(endpoint)  # ValueError now for a path a Unix socket cannot have
+            if curve_server_key is not None or curve_public_key is not None:
+                raise ValueError(
+                    f"endpoint {endpoint!r}: CURVE keys apply to ZeroMQ endpoints only; a unix:// "
+                    "socket is guarded by its file permissions (owner only)"
+                )
         self._curve = (curve_server_key, curve_public_key, curve_secret_key)
         self.client_id = b"kpt-" + os.urandom(12)  # kept across reconnects: servers see one client
-        self._context = shared_context()
+        self._context = None if self._unix else shared_context()  # unix:// needs no I/O thread
         self._ids = itertools.count(1)
         self._pending: dict[int, _Call] = {}
         self._deadlines: list[tuple[float, int]] = []  # heap of call_async deadlines
@@ -144,7 +144,7 @@ class Client:
         self._closed = False
         self._busy_since = 0.0  # when the client last started waiting for a reply
         self._heartbeat_frames = encode(HEARTBEAT_TYPE, {"interval": self._interval}, (), 0)
-        self._socket = self._connect()
+        self._channel: Channel = self._connect()
         self._keeper_kick = threading.Event()
         self._keeper = threading.Thread(target=self._keep, name="kpt-wire-client", daemon=True)
         self._keeper.start()
@@ -208,7 +208,7 @@ class Client:
         self._keeper.join(5)
         with self._drive_lock:
             self._fail_all(TransportError(f"client of {self.endpoint} closed"))
-            self._socket.close(0)
+            self._channel.close()
         # The wake pipe stays open until this object is collected: a thread still poking it
         # after close() must never write into a file that reused the descriptor number.
 
@@ -284,18 +284,14 @@ class Client:
     def _exchange(self, call: _Call, frames: list[Any], now: float) -> None:
         """Send ``frames`` and wait once in recv for the reply (drive lock held, nothing else in
         flight). Whatever this leaves undone (a slow reply, an error) ``_wait`` finishes."""
-        socket = self._socket
-        try:
-            send_frames(socket, frames)
-        except zmq.Again:
-            self._send(frames)  # tries once more; fails the call if the queue is still full
+        if not self._send(frames):
             return
-        self._last_send = now
-        if self._rcvtimeo != _BLOCK_SLICE_MS:
-            socket.rcvtimeo = self._rcvtimeo = _BLOCK_SLICE_MS
         try:
-            received = recv_frames(socket, 3, self._limits.max_frames, BLOCK)
-        except zmq.Again:
+            received = self._channel.recv(_BLOCK_SLICE)
+        except ChannelClosed as exc:
+            self._lost(exc)
+            return
+        if received is None:
             return
         self._last_recv = time.monotonic()
         try:
@@ -367,20 +363,17 @@ class Client:
             pass  # pipe full (driver already has a wake-up queued) or closed
 
     # -- driving the socket (only with _drive_lock held) ---------------------------------------
-    def _connect(self) -> zmq.Socket:
-        socket = self._context.socket(zmq.DEALER)
-        socket.linger = 0
-        socket.routing_id = self.client_id
-        socket.sndhwm = socket.rcvhwm = 10_000
-        socket.maxmsgsize = self._limits.max_message_bytes
-        server_key, public, secret = self._curve
-        if server_key is not None:
-            secure_client(socket, server_key, public, secret)
-        socket.connect(self.endpoint)
-        self._rcvtimeo = -1  # what the socket's RCVTIMEO is now; set only when it must change
-        self._poll_items = poll_items(socket, self._wake_read)
+    def _connect(self) -> Channel:
+        if self._unix:
+            channel: Channel = UnixChannel(
+                self.endpoint, self.client_id, self._limits, send_timeout=self.timeout
+            )
+        else:
+            channel = ZmqChannel(
+                self._context, self.endpoint, self.client_id, self._limits, self._curve
+            )
         self._last_recv = self._last_send = time.monotonic()
-        return socket
+        return channel
 
     def _drive(self, stop: Callable[[], bool], until: float) -> None:
         window = _LIVENESS_MISSES * self._interval
@@ -405,9 +398,16 @@ class Client:
             if len(self._pending) == 1 and not self._waiting and not self._outbox:
                 self._receive_one(wait_s)
                 continue
-            for ready in wait(self._poll_items, max(0.0, wait_s) * 1000 + 1):
-                if ready is self._socket:
-                    self._receive(ready=True)
+            channel = self._channel
+            if self._has_input():  # a stream may hold whole messages already read
+                self._receive()
+                continue
+            items = poll_items(self._wake_read, channel.poll_item)
+            if channel.poll_item == -1:  # a unix:// channel between connections
+                items.pop()
+            for ready in wait(items, max(0.0, wait_s) * 1000 + 1):
+                if ready is not self._wake_read:
+                    self._receive()
                 else:
                     try:
                         os.read(self._wake_read, 4096)
@@ -418,37 +418,48 @@ class Client:
         while self._outbox:
             self._send(self._outbox.popleft())
 
-    def _send(self, frames: list[Any]) -> None:
+    def _send(self, frames: list[Any]) -> bool:
+        """Send one message; False (and its call failed) if it could not go."""
         try:
-            send_frames(self._socket, frames)
-        except zmq.Again:
+            self._channel.send(frames)
+        except QueueFull:
             call = self._pending.pop(read_request_id(frames) or -1, None)
             if call is not None:
                 call.fail(TransportError(f"send queue to {self.endpoint} full; server not reading"))
-            return
+            return False
+        except ChannelClosed as exc:
+            self._lost(exc)
+            return False
         self._last_send = time.monotonic()
+        return True
 
     def _receive_one(self, wait_s: float) -> None:
         """Wait in recv (at most ``wait_s``, capped at _BLOCK_SLICE) for one message."""
-        timeout_ms = min(_BLOCK_SLICE_MS, int(max(wait_s, 0.0) * 1000) + 1)
-        socket = self._socket
-        if timeout_ms != self._rcvtimeo:
-            socket.rcvtimeo = self._rcvtimeo = timeout_ms
         try:
-            frames = recv_frames(socket, 3, self._limits.max_frames, BLOCK)
-        except zmq.Again:
+            frames = self._channel.recv(min(_BLOCK_SLICE, max(wait_s, 0.0) + 0.001))
+        except ChannelClosed as exc:
+            self._lost(exc)
+            return
+        if frames is None:
             return
         self._last_recv = time.monotonic()
         if self._dispatch(frames):
             self._notify()
 
-    def _receive(self, ready: bool = False) -> None:
-        """Hand every waiting reply to its call; ``ready``: poll just saw one waiting."""
+    def _has_input(self) -> bool:
+        try:
+            return self._channel.has_input()
+        except ChannelClosed as exc:
+            self._lost(exc)
+            return False
+
+    def _receive(self) -> None:
+        """Hand every waiting reply to its call."""
         landed = False
-        socket = self._socket
-        while ready or has_input(socket):
-            ready = False
-            frames = recv_frames(socket, 3, self._limits.max_frames)
+        while self._has_input():
+            frames = self._channel.recv(0.0)
+            if frames is None:
+                break
             self._last_recv = time.monotonic()
             landed = self._dispatch(frames) or landed
         if landed:
@@ -489,8 +500,12 @@ class Client:
     def _reconnect(self, reason: str) -> None:
         """Fail everything in flight and start a fresh socket, so stale requests never arrive."""
         self._fail_all(TransportError(reason))
-        self._socket.close(0)
-        self._socket = self._connect()
+        self._channel.close()
+        self._channel = self._connect()
+
+    def _lost(self, exc: ChannelClosed) -> None:
+        """The stream broke (unix://): what was in flight is lost; the next send reconnects."""
+        self._fail_all(TransportError(str(exc)))
 
     def _fail_all(self, error: TransportError) -> None:
         self._outbox.clear()

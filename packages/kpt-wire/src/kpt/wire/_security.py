@@ -15,9 +15,9 @@ _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 
 def is_local(endpoint: str) -> bool:
-    """True for ipc://, inproc:// and tcp:// endpoints on a loopback address."""
+    """True for ipc://, inproc://, unix:// and tcp:// endpoints on a loopback address."""
     scheme, _, rest = endpoint.partition("://")
-    if scheme in ("ipc", "inproc"):
+    if scheme in ("ipc", "inproc", "unix"):
         return True
     if scheme != "tcp" or not rest:
         return False

@@ -1,4 +1,5 @@
-"""Server: one ROUTER socket served by one background thread; handlers run on it, one at a time."""
+"""Server: one ROUTER socket (or a unix:// listener) served by one background thread; handlers
+run on it, one at a time."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ from kpt.wire._errors import HandlerError, ProtocolError
 from kpt.wire._limits import Limits
 from kpt.wire._security import as_key, check_bind, secure_server
 from kpt.wire._sockets import BLOCK, recv_frames, send_frames
+from kpt.wire._stream import Oversized
+from kpt.wire._unix import SCHEME as UNIX_SCHEME
+from kpt.wire._unix import UnixListener, socket_path
 
 log = logging.getLogger("kpt.wire.server")
 
@@ -50,6 +54,13 @@ class Server:
         if curve_secret_key is not None:
             curve_secret_key = as_key(curve_secret_key, "curve_secret_key")
             curve_public_key = as_key(curve_public_key, "curve_public_key")
+        if isinstance(endpoint, str) and endpoint.startswith(UNIX_SCHEME):
+            socket_path(endpoint)  # ValueError now for a path a Unix socket cannot have
+        if isinstance(endpoint, str) and endpoint.startswith(UNIX_SCHEME) and curve_secret_key:
+            raise ValueError(
+                f"endpoint {endpoint!r}: CURVE keys apply to ZeroMQ endpoints only; a unix:// "
+                "socket is guarded by its file permissions (owner only)"
+            )
         self._bind_to = check_bind(endpoint, has_keys=curve_secret_key is not None)
         self._limits = limits
         self._interval = float(heartbeat_interval)
@@ -65,6 +76,7 @@ class Server:
         self._lock = threading.Lock()  # start/close from any thread
         self._context: zmq.Context | None = None
         self._authenticator = None
+        self._listener: UnixListener | None = None
         self.endpoint: str | None = None
 
     # -- public ------------------------------------------------------------------------------
@@ -87,6 +99,8 @@ class Server:
         with self._lock:
             if self._thread is not None:
                 raise RuntimeError("server already started")
+            if self._bind_to.startswith(UNIX_SCHEME):
+                return self._start_unix()
             self._context = zmq.Context()
             router = self._context.socket(zmq.ROUTER)
             router.linger = 0
@@ -125,6 +139,17 @@ class Server:
             if thread is None:
                 return
             self._stopping = True
+            if self._listener is not None:
+                self._listener.wake()
+                thread.join(timeout)
+                if thread.is_alive():
+                    log.warning(
+                        "server thread did not stop within %.1fs (a handler is stuck)", timeout
+                    )
+                    return
+                self._listener.close()
+                self._listener = None
+                return
             waker = self._context.socket(zmq.DEALER)
             waker.linger = 0
             waker.connect(self._stop_endpoint)
@@ -142,7 +167,46 @@ class Server:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def _start_unix(self) -> Server:
+        self._listener = UnixListener(self._bind_to, self._limits)
+        self.endpoint = self._bind_to
+        self._stopping = False
+        self._thread = threading.Thread(
+            target=self._serve_unix, name=f"kpt-wire-server {self.endpoint}", daemon=True
+        )
+        self._thread.start()
+        return self
+
     # -- the serving thread ------------------------------------------------------------------
+    def _serve_unix(self) -> None:
+        listener = self._listener
+        listener.serve(
+            stopping=lambda: self._stopping,
+            on_message=lambda client, frames, now: self._handle_safely(
+                listener, client, frames, now
+            ),
+            on_oversized=lambda client, message: self._refuse_oversized(listener, client, message),
+            on_gone=self._forget,
+            on_tick=self._forget_silent_clients,
+            tick_s=self._interval / 2,
+        )
+
+    def _handle_safely(self, transport: Any, client: bytes, frames: list[Any], now: float) -> None:
+        try:
+            self._handle(transport, [client, *frames], now)
+        except Exception:  # the loop must survive anything a message can cause
+            log.exception("unexpected failure handling a message; dropped it")
+
+    def _refuse_oversized(self, transport: Any, client: bytes, message: Oversized) -> None:
+        self._last_seen[client] = time.monotonic()
+        self._windows.setdefault(client, _LIVENESS_MISSES * self._interval)
+        self._send_error(
+            transport, client, message.request_id or 0, "limit",
+            f"message is {message.total} bytes, over the limit of "
+            f"{self._limits.max_message_bytes}",
+            force=True,
+        )  # fmt: skip
+
     def _stop_context(self) -> None:
         if self._authenticator is not None:
             self._authenticator.stop()
@@ -220,14 +284,13 @@ class Server:
                 f"handler for {msg.type!r} failed: {type(exc).__name__}: {exc}",
             )  # fmt: skip
             return
-        frames_out.insert(0, client)
         self._send(router, client, frames_out)
 
     def _heartbeat(self, router: zmq.Socket, client: bytes, msg: Message) -> None:
         declared = msg.header.get("interval")
         if isinstance(declared, int | float) and 0 < declared < 3600:
             self._windows[client] = _LIVENESS_MISSES * max(self._interval, float(declared))
-        self._send(router, client, [client, *encode(HEARTBEAT_TYPE, {}, (), msg.request_id)])
+        self._send(router, client, encode(HEARTBEAT_TYPE, {}, (), msg.request_id))
 
     def _send_error(
         self,
@@ -248,10 +311,14 @@ class Server:
         except (TypeError, ValueError):  # details that msgpack cannot carry
             header["details"] = {"repr": repr(details)[:1000]}
             frames = encode(ERROR_TYPE, header, (), request_id)
-        self._send(router, client, [client, *frames])
+        self._send(router, client, frames)
 
-    def _send(self, router: zmq.Socket, client: bytes, frames: list[Any]) -> None:
-        """Send ``frames`` (the client's routing id first)."""
+    def _send(self, router: Any, client: bytes, frames: list[Any]) -> None:
+        """Send ``frames`` to ``client`` through ``router`` (a ROUTER socket or UnixListener)."""
+        if router.__class__ is UnixListener:
+            router.send(client, frames)  # a client gone meanwhile is reported by on_gone
+            return
+        frames.insert(0, client)
         try:
             send_frames(router, frames)
         except zmq.Again:
