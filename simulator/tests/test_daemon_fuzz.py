@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import numpy as np
 import zmq
 from hypothesis import HealthCheck, given, settings
@@ -86,14 +88,7 @@ def test_malformed_requests_are_refused_and_the_daemon_keeps_serving():
         assert not internal, "\n".join(internal[:5])
 
         # Raw garbage straight onto the socket: dropped or answered by the wire layer.
-        context = zmq.Context()
-        raw = context.socket(zmq.DEALER)
-        raw.linger = 0
-        raw.connect(endpoint)
-        for frames in ([b""], [b"KPT", b"\xff" * 9], [b"\x00" * 3] * 70, [b"hello", b"\xc1"]):
-            raw.send_multipart(frames)
-        raw.close(0)
-        context.term()
+        _send_raw_garbage(endpoint)
 
         # Everyone else is still served, with their values intact (the fuzzer never reset).
         assert bystander.read(kept, 0, 16).view(np.float32).tolist() == [0, 1, 2, 3]
@@ -125,3 +120,23 @@ def test_malformed_fault_injections_are_refused_with_reasons():
         send()
         fuzzer.close()
         assert not internal, "\n".join(internal[:5])
+
+
+def _send_raw_garbage(endpoint: str) -> None:
+    """Frames no client would send (ZeroMQ), or bytes that break the stream framing (unix://)."""
+    garbage = ([b""], [b"KPT", b"\xff" * 9], [b"\x00" * 3] * 70, [b"hello", b"\xc1"])
+    if endpoint.startswith("unix://"):
+        for preface in (b"", b"KPTU\x03abc"):  # without and with a client preamble
+            raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            raw.connect(endpoint[len("unix://") :])
+            raw.sendall(preface + b"".join(b"".join(frames) for frames in garbage))
+            raw.close()
+        return
+    context = zmq.Context()
+    raw = context.socket(zmq.DEALER)
+    raw.linger = 0
+    raw.connect(endpoint)
+    for frames in garbage:
+        raw.send_multipart(frames)
+    raw.close(0)
+    context.term()

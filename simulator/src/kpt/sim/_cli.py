@@ -36,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--topology", default="switch", help="switch, ring or torus2d")
     serve.add_argument("--nodes", type=_positive, default=1, help="nodes the devices split into")
     serve.add_argument(
-        "--endpoint", default="tcp://127.0.0.1:0", help="ipc://PATH or tcp://127.0.0.1:PORT"
+        "--endpoint",
+        default="tcp://127.0.0.1:0",
+        help="unix://PATH (fastest on one host), ipc://PATH or tcp://127.0.0.1:PORT",
     )
     serve.add_argument("--faults", default=None, help="fault file (TOML or JSON)")
     serve.add_argument("--numerics", choices=("on", "off"), default="on")

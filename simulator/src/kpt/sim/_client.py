@@ -13,6 +13,7 @@ import concurrent.futures
 import itertools
 import os
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -32,6 +33,7 @@ BATCH_OPS = 256  # asynchronous work queued client-side before it is sent as one
 # never runs minutes ahead of the daemon (a later synchronize would then look like a hang).
 FENCE_OPS = 1024
 MAX_FENCES_AHEAD = 2
+EXIT_GRACE_S = 0.5  # how long a broken connection waits to see the local daemon's pid go
 CHUNK_BYTES = 256 << 20  # larger writes and reads travel in pieces, under the wire's size limit
 # Reads up to this size ask for their bytes inside the reply's header ("inline"): an array frame
 # costs its descriptor on both sides (~30 us of a ~100 us round trip), a msgpack bin next to
@@ -240,8 +242,21 @@ class SimClient:
     def _ping(self) -> None:
         self._wire.cast("ping", {})
 
+    def _daemon_exited(self) -> bool:
+        """Whether the watched local daemon is gone. A unix:// stream breaks while the process
+        is still exiting, before the watcher's next poll: give the exit a moment to finish."""
+        watcher = self._watcher
+        if watcher is None:
+            return False
+        deadline = time.monotonic() + EXIT_GRACE_S
+        while not watcher.dead and liveness.pid_alive(watcher.pid):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
     def _lost(self, exc: Exception) -> DeviceLostError:
-        if self._watcher is not None and self._watcher.dead:
+        if self._daemon_exited():
             return DeviceLostError(
                 f"simulator daemon at {self.endpoint} (pid {self._watcher.pid}) exited: its "
                 "devices and buffers are gone; start a new one"

@@ -22,7 +22,7 @@ def serve_in_thread(
     heartbeat_interval: float = 1.0,
     **sim_options: Any,
 ) -> Iterator[tuple[str, SimDaemon]]:
-    """Yield (endpoint, daemon): a daemon on an ipc endpoint in a tmp dir, closed on exit.
+    """Yield (endpoint, daemon): a daemon on a unix:// endpoint in a tmp dir, closed on exit.
 
     Handlers run on the wire server's thread, so the daemon shares this process's GIL; use
     start_daemon() for a separate process.
@@ -33,7 +33,7 @@ def serve_in_thread(
     )
     with tempfile.TemporaryDirectory(prefix="kpt-sim-") as folder:
         server = Server(
-            f"ipc://{folder}/daemon.sock",
+            f"unix://{folder}/daemon.sock",
             heartbeat_interval=heartbeat_interval,
             on_client_gone=daemon.client_gone,
         )

@@ -101,7 +101,8 @@ def _ask_daemon(endpoint: str) -> list[dict]:
 def _call(endpoint: str, ask: Any) -> Any:
     from kpt.sim import SimClient
 
-    if endpoint.startswith("ipc://") and not os.path.exists(endpoint[len("ipc://") :]):
+    scheme, _, path = endpoint.partition("://")
+    if scheme in ("ipc", "unix") and not os.path.exists(path):
         # No socket file: nothing serves there (asking would cost the client's retries).
         raise DaemonUnreachable(
             f"KPT_SIM_ENDPOINT={endpoint!r}: no daemon serves there (no socket file); start one "
