@@ -1,4 +1,5 @@
-"""Small-message round trip between two processes over ipc: kpt.wire vs raw pyzmq REQ/REP+msgpack.
+"""Small-message round trip between two processes: kpt.wire over ipc:// (ZeroMQ) and over
+unix:// (a Unix stream socket), against raw pyzmq REQ/REP+msgpack, in alternating rounds.
 
 Targets (issue 2): median <= 60 us and <= 1.3x raw pyzmq.
 """
@@ -15,11 +16,11 @@ import msgpack
 import zmq
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _peers import Peer, print_table
+from _peers import Peer
 
 from kpt.wire import Client
 
-CALLS = 40_000  # per side, in ROUNDS alternating blocks
+CALLS = 20_000  # per path, in ROUNDS alternating blocks
 ROUNDS = 20
 WARMUP = 2_000
 HEADER = {"op": "alloc", "nbytes": 1024, "device": 0}
@@ -38,50 +39,48 @@ def _timed(call, count: int, samples: list[float]) -> None:
 
 
 def main() -> None:
-    kpt, raw, ratios = [], [], []
-    with tempfile.TemporaryDirectory() as folder:
-        kpt_endpoint, raw_endpoint = f"ipc://{folder}/kpt.sock", f"ipc://{folder}/raw.sock"
-        with Peer("kpt", kpt_endpoint), Peer("raw-rep", raw_endpoint):
-            context = zmq.Context()
-            socket = context.socket(zmq.REQ)
-            socket.linger = 0
-            socket.connect(raw_endpoint)
+    paths = ("kpt.wire ipc://", "kpt.wire unix://", "raw pyzmq ipc://")
+    samples: dict[str, list[float]] = {path: [] for path in paths}
+    with (
+        tempfile.TemporaryDirectory(dir="/tmp") as folder,
+        Peer("kpt", f"ipc://{folder}/kpt.sock"),
+        Peer("kpt", f"unix://{folder}/unix.sock"),
+        Peer("raw-rep", f"ipc://{folder}/raw.sock"),
+    ):
+        context = zmq.Context()
+        socket = context.socket(zmq.REQ)
+        socket.linger = 0
+        socket.connect(f"ipc://{folder}/raw.sock")
 
-            def raw_call() -> None:
-                socket.send(msgpack.packb(HEADER))
-                msgpack.unpackb(socket.recv())
+        def raw_call() -> None:
+            socket.send(msgpack.packb(HEADER))
+            msgpack.unpackb(socket.recv())
 
-            with Client(kpt_endpoint) as client:
-
-                def kpt_call() -> None:
-                    client.call("echo", HEADER)
-
-                _timed(raw_call, WARMUP, [])
-                _timed(kpt_call, WARMUP, [])
-                # Many short alternating blocks: load drift on a shared machine hits both alike.
-                for _ in range(ROUNDS):
-                    raw_round, kpt_round = [], []
-                    _timed(raw_call, CALLS // ROUNDS, raw_round)
-                    _timed(kpt_call, CALLS // ROUNDS, kpt_round)
-                    ratios.append(statistics.median(kpt_round) / statistics.median(raw_round))
-                    raw += raw_round
-                    kpt += kpt_round
-            socket.close(0)
-            context.term()
-    kpt_median, kpt_p99 = _percentiles(kpt)
-    raw_median, raw_p99 = _percentiles(raw)
-    print_table(
-        f"small-message round trip, 2 processes over ipc, {CALLS} calls each "
-        f"({ROUNDS} alternating rounds)",
-        "us",
-        [("median", kpt_median, raw_median), ("p99", kpt_p99, raw_p99)],
-        better="lower",
-    )
-    ratios.sort()
-    print(
-        f"per-round median ratio: {statistics.median(ratios):.2f} "
-        f"(rounds ranged {ratios[0]:.2f} to {ratios[-1]:.2f})"
-    )
+        with (
+            Client(f"ipc://{folder}/kpt.sock") as over_zmq,
+            Client(f"unix://{folder}/unix.sock") as over_unix,
+        ):
+            calls = {
+                paths[0]: lambda: over_zmq.call("echo", HEADER),
+                paths[1]: lambda: over_unix.call("echo", HEADER),
+                paths[2]: raw_call,
+            }
+            for call in calls.values():
+                _timed(call, WARMUP, [])
+            # Many short alternating blocks: load drift on a shared machine hits all alike.
+            for _ in range(ROUNDS):
+                for path, call in calls.items():
+                    _timed(call, CALLS // ROUNDS, samples[path])
+        socket.close(0)
+        context.term()
+    raw_median, _ = _percentiles(samples[paths[2]])
+    print(f"\nsmall-message round trip, 2 processes, {CALLS} calls per path ({ROUNDS} rounds)")
+    print(f"| {'path':<18} | {'median (us)':>11} | {'p99 (us)':>9} | {'vs raw pyzmq':>12} |")
+    print(f"|{'-' * 20}|{'-' * 13}|{'-' * 11}|{'-' * 14}|")
+    for path in paths:
+        median, p99 = _percentiles(samples[path])
+        print(f"| {path:<18} | {median:>11.1f} | {p99:>9.1f} | {median / raw_median:>11.2f}x |")
+    print("(lower is better; the ratio is each median over raw pyzmq's)")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from kpt.wire._codec import read_request_id
 from kpt.wire._limits import Limits
 
@@ -63,7 +65,7 @@ class StreamReader:
         self._max_frames = limits.max_frames + 1
         self._max_bytes = limits.max_message_bytes
         self._pending = b""  # bytes received but not yet parsed into a message
-        self._body: bytearray | None = None  # a large body being filled in place
+        self._body: np.ndarray | None = None  # a large body being filled in place
         self._body_view: memoryview | None = None
         self._filled = 0
         self._sizes: tuple[int, ...] = ()
@@ -123,10 +125,12 @@ class StreamReader:
                 return
             if body_end > end:
                 if total > _OWN_BUFFER:  # fill its own buffer in place from here on
-                    self._body = bytearray(total)
+                    # np.empty, not bytearray(n): no zero-fill pass over memory about to be
+                    # overwritten (first-touch page faults are dear in a VM).
+                    self._body = np.empty(total, np.uint8)
                     self._body_view = memoryview(self._body)
                     self._filled = end - body_start
-                    self._body[: self._filled] = data[body_start:end]
+                    self._body_view[: self._filled] = data[body_start:end]
                     self._sizes = sizes
                     return
                 break
@@ -174,10 +178,15 @@ def _split(body: memoryview, sizes: Sequence[int], max_frames: int) -> list[Any]
 
 
 class StreamWriter:
-    """Sends messages on a non-blocking socket; what the kernel does not take waits here."""
+    """Sends messages on a non-blocking socket; what the kernel does not take waits here.
 
-    def __init__(self, sock: socket.socket):
+    ``copy``: queue copies of what is left, for a sender that moves on before the queue drains
+    (a server); a sender that flushes before it returns (a client) keeps views instead.
+    """
+
+    def __init__(self, sock: socket.socket, copy: bool = True):
         self._sock = sock
+        self._copy = copy
         self._queue: collections.deque[memoryview] = collections.deque()
         self.queued_bytes = 0
 
@@ -215,8 +224,8 @@ class StreamWriter:
     def _enqueue(self, buffers: list[memoryview]) -> None:
         for buffer in buffers:
             if buffer.nbytes:
-                # A copy: the sender may change its arrays once send() has returned.
-                self._queue.append(memoryview(bytes(buffer)))
+                # A copy when the sender may change its arrays once send() has returned.
+                self._queue.append(memoryview(bytes(buffer)) if self._copy else buffer)
                 self.queued_bytes += buffer.nbytes
 
 

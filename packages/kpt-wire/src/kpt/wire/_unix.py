@@ -10,6 +10,7 @@ framing on the byte stream is new (_stream.py). ZeroMQ stays the transport betwe
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import select
 import socket
@@ -29,6 +30,8 @@ from kpt.wire._stream import (
     StreamWriter,
     preamble,
 )
+
+log = logging.getLogger("kpt.wire.server")
 
 SCHEME = "unix://"
 _PATH_MAX = 107  # sockaddr_un.sun_path, less the terminating NUL
@@ -77,7 +80,7 @@ class UnixChannel:
 
     def send(self, frames: list[Any]) -> None:
         sock = self._sock if self._sock is not None else self._connect()
-        writer = StreamWriter(sock)
+        writer = StreamWriter(sock, copy=False)  # drained before send() returns
         try:
             if writer.send(frames):
                 return
@@ -252,8 +255,13 @@ class UnixListener:
                     os.read(self._wake_read, 4096)
                 else:
                     connection = self._by_fd.get(fd)
-                    if connection is not None:
+                    if connection is None:
+                        continue
+                    try:
                         self._service(connection, events, on_message, on_oversized)
+                    except Exception:  # a bug must cost one connection, never the server
+                        log.exception("unexpected failure serving a connection; closed it")
+                        self._close(connection, notify=True)
             now = time.monotonic()
             if now >= next_tick:
                 on_tick(now)
