@@ -86,19 +86,22 @@ def test_kpt_devices_lists_the_daemons_devices(daemon: str) -> None:
     assert "h100" in text and "mi300x" in text
 
 
-def test_backward_on_a_second_device_in_one_process_is_refused_clearly(daemon, python_on) -> None:
+def test_backward_on_a_second_device_of_a_shared_daemon(daemon, python_on) -> None:
     # torch's Python device guard reports one device to the autograd engine
-    # (torch/csrc/acc/Module.cpp), so kpt_sim must refuse this with an error that says what to do.
+    # (torch/csrc/acc/Module.cpp); kpt_sim's native guard reports the daemon's real count.
     code = (
         "import torch, kpt.adapters.sim\n"
         "w = torch.ones(3, device='kpt_sim:1', requires_grad=True)\n"
         "try:\n"
         "    (w * 2).sum().backward()\n"
+        "    print('grad', w.grad.device, w.grad.cpu().tolist())\n"
         "except RuntimeError as error:\n"
         "    print(error)\n"
     )
-    message = python_on(code, daemon)
-    assert "KPT_SIM_VISIBLE_DEVICES" in message, message
+    assert python_on(code, daemon).strip() == "grad kpt_sim:1 [2.0, 2.0, 2.0]"
+    # Without the native guard it is refused with an error that says what to do instead.
+    message = python_on(code, daemon, KPT_SIM_NATIVE_GUARD="0")
+    assert "KPT_SIM_VISIBLE_DEVICES" in message and "set_multithreading_enabled" in message
 
 
 def test_daemon_death_raises_device_lost_promptly(tmp_path) -> None:
