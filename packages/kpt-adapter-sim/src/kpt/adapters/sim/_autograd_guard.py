@@ -39,6 +39,7 @@ class _State:
     library: ctypes.CDLL | None = None
     unavailable: str = "the native device guard was not installed (kpt_sim not registered)"
     # Devices below this index have an engine queue (known for sure): no further check needed.
+    # kpt_sim:0 is assumed to have one without the native guard (torch's guard reports 1).
     ready_below: int = 1
 
 
@@ -52,18 +53,28 @@ def enable() -> None:
     if os.environ.get("KPT_SIM_NATIVE_GUARD", "1").strip() == "0":
         _state.unavailable = "KPT_SIM_NATIVE_GUARD=0 turned the native device guard off"
         return
+    count = _device_count_guess()
+    if count == 1:  # torch's own guard reports one device: nothing to build
+        _state.unavailable = "this process sees one kpt_sim device, so no native guard is needed"
+        return
     try:
         library = _native_guard.load()
-        _native_guard.install(library, _device_count_guess())
+        _native_guard.install(library, count)
     except (_native_guard.NativeGuardUnavailable, OSError) as error:  # OSError: source missing
         _state.unavailable = str(error)
         return
     _state.library = library
+    _state.ready_below = 0  # check kpt_sim:0 once too: a backward before import left no queue
 
 
 def native_guard_reason() -> str | None:
     """None when the native guard is installed, else why it is not."""
     return None if _state.library is not None else _state.unavailable
+
+
+def needs_check(device: int) -> bool:
+    """Whether ops on ``device`` must pass check_graph_device (cheap: the hot path asks this)."""
+    return device >= _state.ready_below
 
 
 def check_graph_device(device: int, tensors: Any, name: str) -> None:

@@ -15,7 +15,7 @@ import torch
 from torch.utils._pytree import tree_map
 
 from kpt.adapters.sim._allowlist import is_allowed
-from kpt.adapters.sim._autograd_guard import check_graph_device
+from kpt.adapters.sim._autograd_guard import check_graph_device, needs_check
 from kpt.adapters.sim._fallback import cpu_fallback, run_on_cpu
 from kpt.adapters.sim._foreach import is_foreach, run_chunked
 from kpt.adapters.sim._plan import (
@@ -121,7 +121,7 @@ def _run(plan: Plan, args: tuple, kwargs: dict, tensors: list) -> Any:
                 _mixed_devices(plan.info.name, tensors)
     else:
         device = runtime().current_device
-    if device:  # kpt_sim:0 never pays for this check
+    if needs_check(device):  # false for every device once it is known to have an engine queue
         check_graph_device(device, tensors, plan.info.name)
     results: list[Any] = []
     out_refs: list[list] = []
@@ -234,7 +234,7 @@ def _copy_(func: Any, args: tuple, kwargs: dict) -> Any:
             return dst
         return _planned(func, args, kwargs)
     if isinstance(dst, SimTensor):  # host -> device
-        if dst._sim.device:
+        if needs_check(dst._sim.device):
             check_graph_device(dst._sim.device, args[:2], "aten::copy_")
         upload_into(dst, src)
         return dst
