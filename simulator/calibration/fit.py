@@ -9,7 +9,7 @@ profile's parameters by least squares on log(predicted / measured), and writes:
 - the fitted values into src/kpt/sim/profiles/h100-sxm.toml (values only; calibrated = true);
 - REPORT.md: median and p90 |relative error| per op class on both sets, and the weak spots.
 
-The "before" column of REPORT.md is h100-sxm-v1.toml (the first calibration's profile).
+The "r1" columns of REPORT.md are h100-sxm-r1.toml (the profile this round started from).
 
 Usage: python fit.py [--dry-run]   (needs kpt.sim importable and scipy)
 """
@@ -31,16 +31,17 @@ from kpt.sim import op_time, profile_from_dict, transfer_time
 
 HERE = Path(__file__).parent
 PROFILE_PATH = HERE.parent / "src/kpt/sim/profiles/h100-sxm.toml"
-BEFORE_PATH = HERE / "h100-sxm-v1.toml"
+BEFORE_PATH = HERE / "h100-sxm-r1.toml"  # the profile the second round started from
 VALIDATION_SHARE = 0.3
 TARGET_MEDIAN, TARGET_P90 = 0.10, 0.25
 # The engine's class for each measured class.
 ENGINE_CLASS = {"matmul": "matmul", "conv": "conv", "attention": "attention",
                 "elementwise": "elementwise", "reduction": "reduction", "softmax": "softmax",
-                "layernorm": "layernorm", "copy_d2d": "copy",
+                "layernorm": "layernorm", "rmsnorm": "rmsnorm", "copy_d2d": "copy",
                 "matmul_misaligned": "matmul"}  # fmt: skip
 # Classes the engine's cost model cannot express yet: reported, not fitted (REPORT.md says why).
-UNMODELLED = {"copy_h2d_pageable", "copy_d2h_pageable"}
+UNMODELLED: set[str] = set()
+PAGEABLE = {"copy_h2d_pageable", "copy_d2h_pageable"}
 TENSOR_CORE_BYTES = {"tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
 
 
@@ -61,13 +62,17 @@ def model_inputs(rec: dict) -> dict | None:
     if "seconds" not in rec:
         return None  # a configuration that failed on the device (its reason is in the record)
     label = f"{rec['op']} {rec['dtype']} {rec['shapes']}"
+    if rec.get("sweep"):  # the second round varies what the shapes alone do not name
+        label += "".join(f" {k}={rec[k]}" for k in ("causal", "layout", "groups", "dim")
+                         if k in rec)  # fmt: skip
     base = {"measured_s": rec["seconds"], "label": label, "bytes": rec["bytes"]}
     cls = rec["op_class"]
     if cls in ("copy_h2d", "copy_d2h"):
         # The engine has one host link; pageable copies add a host staging copy it lacks.
         cls = f"{cls}{'' if rec['pinned'] else '_pageable'}"
-        report = "host_link" if rec["pinned"] else cls
-        return {**base, "kind": "host_link", "class": cls, "report_class": report}
+        report = "host_link" if rec["pinned"] else "host_link_pageable"
+        kind = "host_link" if rec["pinned"] else "host_link_pageable"
+        return {**base, "kind": kind, "class": cls, "report_class": report}
     if not rec["l2_flushed"]:
         # Unflushed small kernels ran on an idle GPU: they time the host's launch gap, not the
         # kernel. Kept in the raw file, left out of the fit.
@@ -88,7 +93,11 @@ def model_inputs(rec: dict) -> dict | None:
         dtype = "tf32" if dtype == "fp32" else dtype
         (n, cin, h, _), (cout, _, kh, kw) = rec["shapes"]
         ho = (h + 2 * rec["padding"] - kh) // rec["stride"] + 1
-        shape = [n * ho * ho, cout, cin * kh * kw, kh * kw]  # implicit GEMM's M, N, K; window
+        g = rec.get("groups", 1)  # per group: M, N, K of the implicit GEMM; the window
+        # The layout: the first run timed fp32 convolutions NCHW and bf16 ones NHWC.
+        nhwc = rec.get("layout", "channels_last" if dtype == "bf16" else "contiguous")
+        shape = [n * ho * ho, cout // g, cin // g * kh * kw, kh * kw,
+                 int(nhwc == "channels_last")]  # fmt: skip
     elif cls == "attention":
         (b, h, sq, hd), (_, _, sk, _) = rec["shapes"][:2]
         shape = [b * h, sq, sk, hd]
@@ -96,12 +105,33 @@ def model_inputs(rec: dict) -> dict | None:
         # H100 gains far less than 2x from the mask (causal hd 128 runs at ~610 TFLOP/s of
         # the full product), so the unmasked count predicts it better than the executed one.
         base["causal"] = rec["causal"]
-    elif cls in ("softmax", "layernorm"):
+    elif cls in ("softmax", "layernorm", "rmsnorm"):
         shape = list(rec["shapes"][0])  # rows, cols
+    elif cls == "reduction":
+        dims = rec["shapes"][0]
+        if rec.get("dim", "all") == "all" or len(dims) == 1:
+            shape = [1, math.prod(dims)]  # one output: the full reduction
+        elif rec["dim"] == -1:
+            shape = [dims[0], dims[1], 1]  # (outputs, reduced extent, contiguous)
+        else:
+            shape = [dims[1], dims[0], 0]  # the outer dim: strided
     kind = "op_unmodelled" if cls in UNMODELLED else "op"
     base["report_class"] = cls if cls == "matmul_misaligned" else ENGINE_CLASS[cls]
     return {**base, "kind": kind, "class": cls, "engine_class": ENGINE_CLASS[cls],
             "dtype": dtype, "flops": flops, "shape": shape}  # fmt: skip
+
+
+def load_items(meas: dict) -> list[dict]:
+    """Both runs' kernels: the first run's, then the second run's configurations it lacks
+    (a configuration both timed keeps the first run's figure, so its split and value stay)."""
+    items = [m for m in map(model_inputs, meas["records"]) if m is not None]
+    second = HERE / "h100_measurements_r2.json"
+    if second.is_file():
+        seen = {(i["class"], i["label"]) for i in items}
+        for m in map(model_inputs, json.loads(second.read_text())["records"]):
+            if m is not None and (m["class"], m["label"]) not in seen:
+                items.append({**m, "run": 2})
+    return items
 
 
 def split(items: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -131,13 +161,15 @@ def predict(profile, item: dict) -> float:
         shape = tuple(item["shape"]) if item["shape"] else None
         return op_time(profile, item["engine_class"], item["flops"], item["bytes"],
                        item["dtype"], shape)  # fmt: skip
+    if item["kind"] == "host_link_pageable" and profile.pageable_bandwidth:
+        return transfer_time(item["bytes"], profile.pageable_bandwidth, profile.pageable_latency_s)
     return transfer_time(item["bytes"], profile.host_link_bandwidth, profile.host_link_latency_s)
 
 
 # Parameters fitted: (TOML path, transform, lower, upper). Rates in log space; the compute
 # curve of vector classes and the memory curve of attention never bind on this data, so they
 # stay as they are.
-MEMORY_FITTED = ("matmul", "elementwise", "reduction", "softmax", "layernorm", "copy")
+MEMORY_FITTED = ("matmul", "elementwise", "reduction", "softmax", "layernorm", "rmsnorm", "copy")
 # Shape-aware terms (README, "Chip profiles"), each bound by its own kernels in the data.
 REFINEMENTS = [
     ("efficiency.matmul.fixed_us.fp32", "log", 0.01, 50.0),
@@ -147,17 +179,48 @@ REFINEMENTS = [
     ("efficiency.layernorm.misaligned_memory_factor", "lin", 0.05, 1.0),
     ("efficiency.attention.score_gps", "log", 100.0, 1e5),
     ("efficiency.layernorm.row_gps", "log", 0.01, 100.0),
-    ("efficiency.reduction.one_block_gps", "log", 0.1, 100.0),
+    ("efficiency.reduction.one_block_gps", "log", 0.1, 1000.0),
     ("efficiency.reduction.second_pass_us", "log", 0.01, 50.0),
+    # second round: rows fewer than SMs, depthwise convs, stems (Cin 3: misaligned rows)
+    ("efficiency.softmax.row_stream_gbps", "log", 0.5, 500.0),
+    ("efficiency.layernorm.row_stream_gbps", "log", 0.5, 500.0),
+    ("efficiency.rmsnorm.row_stream_gbps", "log", 0.5, 500.0),
+    ("efficiency.rmsnorm.row_gps", "log", 0.01, 100.0),
+    ("efficiency.rmsnorm.misaligned_memory_factor", "lin", 0.05, 1.0),
+    ("efficiency.conv.grouped_tflops", "log", 0.1, 100.0),
+    ("efficiency.conv.misaligned_tflops", "log", 1.0, 1000.0),
+    ("efficiency.conv.nchw_passes", "log", 0.01, 50.0),
+    ("efficiency.reduction.column_stream_gbps", "log", 0.1, 1000.0),
+    ("efficiency.softmax.class_tflops", "log", 0.1, 100.0),
+    ("efficiency.layernorm.class_tflops", "log", 0.1, 100.0),
+    ("efficiency.rmsnorm.class_tflops", "log", 0.1, 100.0),
+    ("efficiency.softmax.wide_row_factor", "lin", 1.0, 4.0),
+    ("efficiency.layernorm.wide_row_factor", "lin", 1.0, 4.0),
+    ("efficiency.rmsnorm.wide_row_factor", "lin", 1.0, 4.0),
+    ("host_link.pageable_bandwidth_gbps", "log", 1.0, 500.0),
+    ("host_link.pageable_latency_us", "log", 0.1, 1000.0),
 ]
 # Integer or threshold parameters: a grid, one coordinate at a time.
-GRID = [
+GRID_ALL = [
     ("efficiency.matmul.tile", (8, 16, 32, 64, 128, 256)),
     ("efficiency.conv.tile", (8, 16, 32, 64, 128, 256)),
     ("efficiency.matmul.wave_tile.tf32", ([128, 128], [128, 256], [256, 128], [256, 256])),
     ("efficiency.attention.tile", (1, 64, 128)),
     ("efficiency.reduction.one_block_below", (32768, 65536, 131072, 262144)),
+    ("efficiency.conv.channel_align", (1, 4, 8, 16)),
+    ("efficiency.softmax.wide_row_bytes", (16384, 32768, 65536, 131072, 1e12)),
+    ("efficiency.layernorm.wide_row_bytes", (16384, 32768, 65536, 131072, 1e12)),
+    ("efficiency.rmsnorm.wide_row_bytes", (16384, 32768, 65536, 131072, 1e12)),
 ]
+# The second round re-grids only what its data bears on (the rest keep the first round's
+# choice; --full-grid re-grids everything, ~20 fits).
+SECOND_ROUND_GRID = (
+    "efficiency.conv.",
+    "wide_row",
+    "efficiency.attention.tile",
+    "efficiency.reduction.one_block_below",
+)
+GRID = [g for g in GRID_ALL if any(key in g[0] for key in SECOND_ROUND_GRID)]
 
 
 def parameter_space() -> list[tuple[str, str, float, float]]:
@@ -267,14 +330,6 @@ def report_class(item: dict) -> str:
     return item["report_class"]
 
 
-def as_v1(item: dict) -> dict:
-    """The inputs the first calibration gave the model: attention without a shape. Every
-    other input reads the same under the v1 profile (it has none of the refinements)."""
-    if item.get("engine_class") != "attention":
-        return item
-    return {**item, "shape": None}
-
-
 def errors_by_class(profile, items: list[dict], key=report_class, inputs=lambda i: i):
     out: dict[str, dict] = {}
     for cls in sorted({key(i) for i in items}):
@@ -321,12 +376,12 @@ def write_toml_values(path: Path, fitted: dict, paths: list[str]) -> None:
 def _table(title, prof_after, prof_before, fit_items, val_items, key) -> list[str]:
     lines = [
         f"| {title} | n val | val median | val p90 | val max | fit median | fit p90 | "
-        "val median, v1 | val p90, v1 | meets |",
+        "val median, r1 | val p90, r1 | meets |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     v = errors_by_class(prof_after, val_items, key)
     f = errors_by_class(prof_after, fit_items, key)
-    b = errors_by_class(prof_before, val_items, key, as_v1)
+    b = errors_by_class(prof_before, val_items, key)
     for cls in v:
         if cls in UNMODELLED:
             ok = "not modelled"
@@ -345,7 +400,7 @@ def report(before: dict, after: dict, fit_items, val_items, meas: dict) -> str:
     launch = meas["launch"]
     dev = meas["device"]
     prof_after = profile_from_dict("h100-sxm", after)
-    prof_before = profile_from_dict("h100-sxm-v1", before)
+    prof_before = profile_from_dict("h100-sxm-r1", before)
     lines = [
         "# h100-sxm calibration report",
         "",
@@ -391,12 +446,13 @@ def report(before: dict, after: dict, fit_items, val_items, meas: dict) -> str:
         f"- idle `torch.cuda.synchronize()`: "
         f"{launch['host_seconds_per_idle_synchronize'] * 1e6:.1f} us",
         f"- fitted kernel_launch_us: {after['kernel_launch_us']:.3g} "
-        f"(v1 profile: {before['kernel_launch_us']})",
+        f"(round 1: {before['kernel_launch_us']})",
         f"- set, not fitted: kernel_back_to_back_us = {after.get('kernel_back_to_back_us')} "
-        f"(the CUDA-graph figure) and host_issue_us = {after.get('host_issue_us')} (the "
-        "median host time per eager op). An isolated kernel still costs kernel_launch_us; the "
-        "difference is latency an idle device pays and a queued kernel hides, so the fit above "
-        "is unchanged by them",
+        f"(the CUDA-graph figure) and host_issue_us = {after.get('host_issue_us')} (host "
+        "time per launch inside training steps, fitted by `predict_steps.py` on an MLP; "
+        "HOST_STEPS.md). An isolated kernel still costs kernel_launch_us; the difference is "
+        "latency an idle device pays and a queued kernel hides, so the fit above is unchanged "
+        "by them",
         "",
         NOTES,
     ]
@@ -415,63 +471,63 @@ def kept_sections(path: Path) -> str:
 
 NOTES = """## How the fit works
 
-- Inputs per kernel: the engine's class (softmax and layer norm now their own), dtype,
-  analytic FLOPs and HBM bytes (each operand read once, output written once), and a shape:
-  (M, N, K) for matmuls, the implicit GEMM's (N*Ho*Wo, Cout, Cin*kh*kw, kh*kw) for
-  convolutions, (B*H, Sq, Sk, hd) for attention (FLOPs of the full product, causal or not),
-  (rows, cols) for softmax and layer norm. fp32 convolutions are fitted as tf32 (cuDNN's
-  default). The split is unchanged from the first calibration (hash of class and label).
-- Fitted: kernel_launch_us; matrix peaks for fp32, tf32, fp16, fp8 (bf16 stays at the
-  datasheet 989.4 TFLOP/s: peak and e_max are degenerate); compute curves of matmul, conv,
-  attention; memory curves of matmul, elementwise, reduction, softmax, layernorm, copy; host
-  link bandwidth and latency (pinned copies, alpha-beta); the refinements: fixed_us of fp32
-  and tf32 GEMMs, misaligned_tflops (GEMMs whose N or K row is not 16-byte aligned), the
-  attention score rate, the layer-norm row rate, the softmax/layernorm misaligned-row
-  bandwidth factors, the reduction regimes. Grid, one coordinate at a time: matmul and conv
-  tiles, tf32 wave tile, attention tile, reduction threshold. Loss: soft-L1 on
-  log(predicted / measured) (scipy least_squares, f_scale 0.1).
-- HBM bandwidth and memory_e_max are degenerate too: after the fit the bandwidth is set to what
-  the best class reaches (its e_max becomes 1.0), the achievable ~3.0 TB/s.
-- The compute curve eff(x) = e_max * x / (x + x_half) is a start-up time plus the work at
-  e_max: x_half / (the unit's fastest peak * e_max) seconds, the same for every dtype, and
-  padding (tiles, partial waves, channels) adds to the work, not to the start-up. Until the
-  second pass the padding divided the whole curve, so a 4x4x4 fp32 GEMM cost 6-9 s on the
-  datasheet profiles (a 4x4 conv 2.9 s on this one); the refit moved the GEMM start-up from
-  the fp32 fixed cost into matmul's x_half (~2 us for every dtype).
-- The "v1" columns: the first calibration's profile (h100-sxm-v1.toml) and model inputs,
-  evaluated with today's cost model.
+- Data: `h100_measurements.json` (first run) and `h100_measurements_r2.json` (second run, a
+  different H100 machine): the second run's configurations the first lacks join the set; a
+  configuration both timed keeps the first run's figure, so the first round's split stands.
+  The split is a hash of class and label (30% held out); nothing is tuned on the held-out set.
+- Inputs per kernel: the engine's class, dtype, analytic FLOPs and HBM bytes (each operand
+  read once, output written once), and a shape: (M, N, K) for matmuls; the implicit GEMM's
+  (N*Ho*Wo, Cout/g, Cin/g*kh*kw, kh*kw, channels_last) per group for convolutions; (B*H, Sq,
+  Sk, hd) for attention (FLOPs of the full product, causal or not); (rows, cols) for softmax,
+  layer norm and RMS norm; (outputs, extent, contiguous) for reductions. fp32 convolutions are
+  fitted as tf32 (cuDNN's default).
+- Fitted by least squares (soft-L1 on log(predicted / measured), f_scale 0.1): launch, matrix
+  peaks (bf16 anchors the scale), compute and memory curves per class, host link (pinned and
+  pageable, alpha-beta) and the refinements named in the profile. A grid, one coordinate at a
+  time, for the integer and threshold terms this round's data bears on (conv tile and channel
+  alignment, attention tile, the reduction threshold, the wide-row thresholds); the others
+  keep the first round's choice. HBM bandwidth and memory_e_max are degenerate: the best class
+  is normalised to e_max 1.0 (~3.0 TB/s).
+- The "r1" columns: the profile this round started from (`h100-sxm-r1.toml`), evaluated with
+  today's cost model on the same held-out kernels.
 
-## What the refinements found (fitted values are in the profile)
+## What the second round's terms are (fitted values in the profile)
 
-- Misaligned tensor-core GEMMs fall to one rate, ~155 TFLOP/s, whatever the dtype
-  (bf16, fp16, tf32): 65.9% -> 7.9% median error.
-- tf32 GEMMs quantize into waves of 128x128 tiles over 132 SMs (1536^3: 72 tiles, 186
-  TFLOP/s; 2048^3: 256 tiles, 340); bf16/fp16 show no such steps (persistent kernels).
-- Every GEMM starts up in ~2 us; fp32 (SIMT) GEMMs cost ~5 us more, tf32 nothing more.
-- Attention: one exponential per score at ~3.6 T/s (the H100's MUFU rate is ~4.2) explains
-  why head dim 64 runs slower per FLOP than 128.
-- Reductions: one block below ~32K elements (~5 G elements/s), a ~5 us second pass above.
+- **Attention**: flash attention runs one block per (batch*head, 128 queries); a few heads of
+  a short sequence fill part of a wave of 132 SMs (8 heads x 1024 tokens: 64 blocks), so the
+  time per FLOP doubles. Wave quantisation over blocks, like cuBLAS's tf32 tiles.
+- **Softmax, layer norm, RMS norm**: one block per row. Fewer rows than SMs cannot reach HBM
+  bandwidth (row_stream_gbps per row); rows too wide to stay on chip are read once per pass
+  (wide_row_bytes, wide_row_factor); and the kernels compute in fp32 for bf16 rows too
+  (class_tflops), which is why bf16 softmax was 1.5-2x slower than its bytes said.
+- **Convolutions**: depthwise / grouped convolutions run a direct kernel (grouped_tflops),
+  not padded GEMM tiles (the old model predicted them 10-40x too slow); NCHW convolutions with
+  a window pay transposes to NHWC and back (nchw_passes over the op's bytes, in series with
+  the GEMM; 1x1 ones are plain GEMMs and do not); input channels pad to channel_align and
+  stems (Cin 3) fall to the misaligned rate.
+- **Reductions**: a reduction with many outputs over a contiguous dim needs no grid-wide
+  second pass; over a strided (outer) dim each output streams one column
+  (column_stream_gbps) and the extent is split across blocks (second_pass_us).
+- **Pageable host copies**: staged through pinned bounce buffers, an alpha-beta link of their
+  own (pageable_bandwidth_gbps, pageable_latency_us) against ~55 GB/s pinned.
 
 ## Where the model is still weak
 
-1. **Convolutions** are worse on validation than v1 (5.9% -> 23% median; 36% before the
-   second pass): tf32 convolutions share the tf32 peak that tf32 GEMMs set, and the ResNet
-   stem (Cin = 3) is 8-10x slower per FLOP than other layers; channel padding and a
-   misaligned rate were tried and overfit 7 fit points. A per-class dtype scale or more conv
-   measurements would settle it.
-2. **tf32 GEMMs** alone miss the median (10.6%; the matmul class meets both targets): the
-   wave model and the tile penalty both count padding of the same tiles.
-3. **Softmax and layer norm** now have their own curves, but 6-7 fit points each, and kernel
-   choices by row width the model cannot see (bf16 softmax over 4096 columns is 1.6x slower
-   than over 1024 with the same bytes); the validation points are 2 and 3.
-4. **Reductions** meet the median but not p90: the 32K-128K element step sits between
-   measured sizes, so the threshold is uncertain.
-5. **Attention** has 7 forward configurations; a 9 us one is bound by the launch gap.
-6. **Pageable host copies** run at ~15 GB/s against ~55 GB/s pinned; the engine has one host
-   link and the client does not say whether host memory is pinned.
-7. **Host-side overhead** is one constant per op (host_issue_us): real eager ops vary
-   (9.1 us for add_, 11.2 us for a scalar multiply; autograd and optimizer ops more), and
-   the host clock is per device, so one host thread driving several devices is not modelled.
+1. **Convolutions** miss p90: cuDNN picks algorithms per shape (an fp32 1x1 over 8x256x56x56
+   in NCHW takes 219 us, 10x its NHWC twin; a 3-channel 32x32 fp32 conv in NHWC 181 us),
+   which no smooth term captures.
+2. **Reductions** miss p90: sums over a 16-wide inner dim (4M rows) run at ~0.6 TB/s, and the
+   full reduction of 64K elements is slower than that of 128K (a kernel-choice step).
+3. **Softmax / RMS norm**: bf16 kernels over 2K-8K columns vary 1.5-2x between neighbouring
+   widths (the persistent vs block kernels), and the second run's machine was noisy on some of
+   them (a bf16 512 x 50257 softmax took 407 us there, 63 us on the first).
+4. **The engine needs two hints the adapter does not send yet**: a convolution's layout (the
+   5th shape element; without it no transpose is charged) and whether a reduction's dim is
+   contiguous (the 3rd; without it, contiguous), and whether host memory is pinned (without
+   it, every host copy is charged as pinned).
+5. **Host time** is one figure per launch (host_issue_us, HOST_STEPS.md): fitted inside
+   training steps, it is right on average and wrong per optimizer (foreach launches cost more
+   host time than per-tensor ones) and per model (cuDNN layers cost more).
 """
 
 
@@ -492,9 +548,12 @@ def bounds(profile, val_items: list[dict]) -> dict[str, dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dry-run", action="store_true", help="fit and report; write nothing")
+    ap.add_argument("--full-grid", action="store_true", help="re-grid every integer term")
     args = ap.parse_args()
+    if args.full_grid:
+        GRID[:] = GRID_ALL
     meas = json.loads((HERE / "h100_measurements.json").read_text())
-    items = [m for m in map(model_inputs, meas["records"]) if m is not None]
+    items = load_items(meas)
     fit_items, val_items = split(items)
     base = tomllib.loads(PROFILE_PATH.read_text())
     fitted = fit(base, [i for i in fit_items if i["class"] not in UNMODELLED])
@@ -511,7 +570,7 @@ def main() -> None:
         indent=1))  # fmt: skip
     paths = ["calibrated", "hbm.bandwidth_gbps"] + [p for p, *_ in parameter_space()]
     paths += [f"efficiency.{c}.memory_e_max" for c in fitted["efficiency"]]
-    paths += [p for p, _ in GRID]
+    paths += [p for p, _ in GRID_ALL]
     write_toml_values(PROFILE_PATH, fitted, sorted(set(paths)))
     (HERE / "REPORT.md").write_text(text + kept_sections(HERE / "REPORT.md"))
 

@@ -109,16 +109,20 @@ def main() -> None:
     lines += ["", "Validation (the models not fitted), |predicted / real - 1|:", ""]
     for m, by_model in ratios.items():
         errs = np.abs(np.concatenate([np.array(v) for v in by_model.values()]) - 1)
-        lines.append(f"- per {'kernel' if m == 'kernel' else 'aten op'}: median "
-                     f"{np.median(errs):.1%}, max {errs.max():.1%} over {len(errs)} steps")  # fmt: skip
+        lines.append(
+            f"- per {'kernel' if m == 'kernel' else 'aten op'}: median "
+            f"{np.median(errs):.1%}, max {errs.max():.1%} over {len(errs)} steps"
+        )
     lines += ["", "## Host time per phase (phases timed apart, each ending in a synchronize)", "",
               "| model | optimizer | forward us/op | backward us/op | optimizer us/op | "
               "optimizer us/param tensor |", "|---|---|---|---|---|---|"]  # fmt: skip
     for r in runs:
         ph, ops = r["phase_ms_median"], r["aten_ops"]
         per = [ph[p] * 1e3 / max(1, ops[p]["ops"]) for p in PHASES]
-        lines.append(f"| {r['model']} | {r['optimizer']} | {per[0]:.1f} | {per[1]:.1f} | "
-                     f"{per[2]:.1f} | {ph['optimizer'] * 1e3 / r['param_tensors']:.0f} |")  # fmt: skip
+        lines.append(
+            f"| {r['model']} | {r['optimizer']} | {per[0]:.1f} | {per[1]:.1f} | "
+            f"{per[2]:.1f} | {ph['optimizer'] * 1e3 / r['param_tensors']:.0f} |"
+        )
     lines += ["", NOTES]
     text = "\n".join(lines) + "\n"
     print(text)

@@ -10,6 +10,7 @@ launch on one model and predicts the others. torch only; no kpt imports.
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 from collections import Counter
@@ -40,7 +41,7 @@ class SmallCNN(nn.Module):
         super().__init__()
         chans = [3, 32, 64, 128]
         stages: list[nn.Module] = []
-        for cin, cout in zip(chans, chans[1:]):
+        for cin, cout in itertools.pairwise(chans):
             stages += [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
                        nn.MaxPool2d(2)]  # fmt: skip
         self.body = nn.Sequential(*stages, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
@@ -229,8 +230,14 @@ def measure_host_steps(dev: str, smoke: bool) -> list[dict]:
         except Exception as exc:  # keep the other runs
             out.append({"model": model, "optimizer": optimizer, "error": repr(exc)[:300]})
         r = out[-1]
-        print(model, optimizer, round(r.get("step_ms_median", -1), 3),
-              r.get("kernels", {}).get("count"), r.get("aten_ops", {}).get("step"), flush=True)  # fmt: skip
+        print(
+            model,
+            optimizer,
+            round(r.get("step_ms_median", -1), 3),
+            r.get("kernels", {}).get("count"),
+            r.get("aten_ops", {}).get("step"),
+            flush=True,
+        )
         if dev.startswith("cuda"):
             torch.cuda.empty_cache()
     return out

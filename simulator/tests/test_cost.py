@@ -136,6 +136,87 @@ def test_reductions_have_two_regimes():
     assert large < small  # the step the H100 shows between 64K and 128K elements
 
 
+def test_partial_reductions_pay_no_second_pass():
+    p = _asic_with(
+        reduction={"one_block_below": 1000, "one_block_gps": 0.001, "second_pass_us": 3.0}
+    )
+    full = op_time(p, "reduction", 4000, 16000, "fp32", (1, 4000))
+    assert full == op_time(p, "reduction", 4000, 16000)  # one output: the full reduction
+    rows = op_time(p, "reduction", 4000, 16000, "fp32", (1000, 4))  # one output per row
+    assert rows == pytest.approx(US + 16000 / 100e9)
+
+
+def test_few_rows_cannot_reach_hbm_bandwidth():
+    p = _asic_with(softmax={"row_stream_gbps": 1.0})  # 1 GB/s per row's block
+    nbytes = 1e6
+    few = op_time(p, "softmax", 0, nbytes, "fp32", (10, 25000))  # 10 rows: 10 GB/s
+    assert few == pytest.approx(US + nbytes / 10e9)
+    many = op_time(p, "softmax", 0, nbytes, "fp32", (1000, 250))  # capped by HBM, 100 GB/s
+    assert many == pytest.approx(US + nbytes / 100e9)
+
+
+def test_depthwise_convs_run_a_direct_kernel_without_tiles():
+    p = _asic_with(conv={"tile": 128, "grouped_tflops": 0.1})
+    groups, m = 96, 1000
+    flops = 2.0 * m * 1 * 9 * groups  # per group: N = 1 output channel, K = 9
+    t = op_time(p, "conv", flops, 0, "bf16", (m, 1, 9, 9))
+    assert t == pytest.approx(US + flops / 0.1e12)
+    # without the rate the GEMM tiles pad N = 1 and K = 9 to 128 each
+    padded = op_time(_asic_with(conv={"tile": 128}), "conv", flops, 0, "bf16", (m, 1, 9, 9))
+    assert padded > 100 * t
+
+
+def test_attention_blocks_quantize_into_waves():
+    data = tomllib.loads((resources.files("kpt.sim") / "profiles" / "test-asic.toml").read_text())
+    data["compute_units"] = units = 8
+    data["efficiency"]["attention"] = {"compute_e_max": 1.0, "compute_x_half": 0,
+                                       "memory_e_max": 1.0, "memory_x_half": 0,
+                                       "wave_tile": {"bf16": [128, 128]}}  # fmt: skip
+    p = kpt.sim.profile_from_dict("asic-8-units", data)
+    seq, hd = 128, 64
+
+    def per_flop(bh):
+        flops = 4.0 * bh * seq * seq * hd
+        return (op_time(p, "attention", flops, 0, "bf16", (bh, seq, seq, hd)) - US) / flops
+
+    # half a wave of blocks takes as long as a full one: twice the time per FLOP
+    assert per_flop(units // 2) == pytest.approx(2 * per_flop(units), rel=0.05)
+    assert per_flop(2 * units) == pytest.approx(per_flop(units))
+
+
+def test_nchw_convs_with_a_window_pay_transposes():
+    p = _asic_with(conv={"nchw_passes": 2.0})
+    flops, nbytes = 1e9, 1e6
+    nhwc = op_time(p, "conv", flops, nbytes, "bf16", (1024, 64, 64 * 9, 9, 1))
+    nchw = op_time(p, "conv", flops, nbytes, "bf16", (1024, 64, 64 * 9, 9, 0))
+    # compute-bound (1 ms) plus two passes over the bytes at 100 GB/s (20 us)
+    assert nchw == pytest.approx(nhwc + 2 * nbytes / 100e9)
+    pointwise = op_time(p, "conv", flops, nbytes, "bf16", (1024, 64, 64, 1, 0))
+    assert pointwise == op_time(p, "conv", flops, nbytes, "bf16", (1024, 64, 64, 1, 1))
+
+
+def test_wide_rows_are_read_once_per_pass_and_compute_in_one_precision():
+    p = _asic_with(softmax={"wide_row_bytes": 4096, "wide_row_factor": 2.0})
+    nbytes = 1e6
+    narrow = op_time(p, "softmax", 0, nbytes, "fp32", (250, 1000))  # 4000-byte rows
+    wide = op_time(p, "softmax", 0, nbytes, "fp32", (25, 10000))  # 40000-byte rows
+    assert narrow == pytest.approx(US + nbytes / 100e9)
+    assert wide == pytest.approx(US + 2 * nbytes / 100e9)
+    q = _asic_with(softmax={"class_tflops": 0.25})  # the vector unit: 0.5 TFLOP/s per dtype
+    assert op_time(q, "softmax", 1e9, 0, "bf16", (1000, 1000)) == pytest.approx(US + 1e9 / 0.25e12)
+    assert op_time(q, "softmax", 1e9, 0, "bf16") == op_time(q, "softmax", 1e9, 0, "fp32")
+
+
+def test_strided_reductions_stream_one_column_per_output():
+    p = _asic_with(reduction={"second_pass_us": 3.0, "column_stream_gbps": 1.0,
+                              "one_block_below": 10, "one_block_gps": 1.0})  # fmt: skip
+    nbytes = 1e6
+    rows = op_time(p, "reduction", 2.5e5, nbytes, "fp32", (10, 25000, 1))
+    assert rows == pytest.approx(US + nbytes / 100e9)  # contiguous: one block per output
+    cols = op_time(p, "reduction", 2.5e5, nbytes, "fp32", (10, 25000, 0))
+    assert cols == pytest.approx(US + nbytes / 10e9 + 3 * US)  # 10 columns at 1 GB/s each
+
+
 def test_other_profiles_keep_their_predictions_for_refined_classes():
     """Profiles without the new fields predict as before: softmax and layer norm use norm."""
     for name in ("mi300x", "gaudi3", "test-asic"):

@@ -102,6 +102,8 @@ def test_mixed_cluster_spec():
         ({"misaligned_tflops": "slow"}, r"misaligned_tflops.*'slow'"),
         ({"channel_align": 0}, r"channel_align.*0.*>= 1"),
         ({"one_block_below": 65536}, r"one_block_below = 65536 needs .*one_block_gps"),
+        ({"grouped_tflops": -1}, r"grouped_tflops.*-1"),
+        ({"row_stream_gbps": "fast"}, r"row_stream_gbps.*'fast'"),
     ],
 )
 def test_bad_refinement_fields_are_named(extra, message):
@@ -119,6 +121,17 @@ def test_refinements_load_in_si_units():
         and 1e12 < mm.misaligned_flops < h100.peak_flops["matrix"]["bf16"]
     )
     assert h100.efficiency_for("layernorm") is h100.efficiency["layernorm"]
-    assert h100.efficiency_for("rmsnorm") is h100.efficiency["norm"]  # its parent
+    assert h100.efficiency_for("rmsnorm") is h100.efficiency["rmsnorm"]  # its own since r2
+    assert 0 < h100.pageable_bandwidth < h100.host_link_bandwidth
     mi300x = load_profile("mi300x")  # no norm table: softmax falls through to default
+    assert mi300x.efficiency_for("rmsnorm") is mi300x.efficiency_for("norm")  # its parent
+    assert mi300x.pageable_bandwidth == 0  # not measured: the pinned link is used
     assert mi300x.efficiency_for("softmax") is mi300x.efficiency_for("norm")
+
+
+def test_pageable_host_link_must_be_positive():
+    data = _raw()
+    data["host_link"] = {**data["host_link"], "pageable_bandwidth_gbps": 0,
+                         "pageable_latency_us": 10}  # fmt: skip
+    with pytest.raises(InvalidRequestError, match=r"pageable_bandwidth_gbps.*0.*> 0"):
+        profile_from_dict("broken", data)

@@ -59,9 +59,12 @@ class OpCost(NamedTuple):
     ("float32", "torch.bfloat16"). shape, by class (other classes ignore it):
 
     - matmul (bmm, linear, addmm): (M, N, K); a batch is flops / (2*M*N*K);
-    - conv: the implicit GEMM (N*Ho*Wo, Cout, Cin*kh*kw[, kh*kw]), per group;
+    - conv: the implicit GEMM (N*Ho*Wo, Cout, Cin*kh*kw[, kh*kw[, channels_last]]), per
+      group; channels_last 1 (NHWC) or 0 (NCHW, transposed for the tensor cores);
     - attention: (batch*heads, seq_q, seq_k, head_dim), flops = 4*B*H*Sq*Sk*hd;
-    - softmax, layernorm, norm, rmsnorm: (rows, cols), cols the normalized extent.
+    - softmax, layernorm, norm, rmsnorm: (rows, cols), cols the normalized extent;
+    - reduction: (outputs, reduced extent[, contiguous]); contiguous 0: the reduced dim is
+      strided (an outer dim). Many outputs of a contiguous reduction need no second pass.
     """
 
     op_class: str
@@ -72,10 +75,12 @@ class OpCost(NamedTuple):
 
 
 # Shape lengths each class reads (module doc); a wrong length is an executor bug, refused.
-SHAPE_LENGTHS = {"matmul": (3,), "conv": (3, 4), "attention": (4,),
+SHAPE_LENGTHS = {"matmul": (3,), "conv": (3, 4, 5), "attention": (4,), "reduction": (2, 3),
                  **{c: (2,) for c in ROW_CLASSES}}  # fmt: skip
-SHAPE_FORMS = {"matmul": "(M, N, K)", "conv": "(N*Ho*Wo, Cout, Cin*kh*kw[, kh*kw])",
+SHAPE_FORMS = {"matmul": "(M, N, K)",
+               "conv": "(N*Ho*Wo, Cout, Cin*kh*kw[, kh*kw[, channels_last 0 or 1]])",
                "attention": "(batch*heads, seq_q, seq_k, head_dim)",
+               "reduction": "(outputs, reduced extent[, contiguous 0 or 1])",
                **{c: "(rows, cols)" for c in ROW_CLASSES}}  # fmt: skip
 
 
@@ -172,8 +177,11 @@ def _rates(profile: Profile, op_class: str, dtype: str) -> _Rates:
         fixed = profile.kernel_launch_s + eff.fixed_s.get(dtype, 0.0)
         fastest = max(profile.peak_flops[unit].values())
         ramp = eff.compute_x_half / (fastest * eff.compute_e_max) if fastest > 0 else 0.0
+        peak = profile.peak_flops[unit][dtype]
+        if eff.class_flops and peak > 0:
+            peak = eff.class_flops  # the class computes in one precision whatever it stores
         found = table[key] = _Rates(
-            profile.peak_flops[unit][dtype],
+            peak,
             eff,
             profile.hbm_bandwidth,
             fixed,
@@ -200,9 +208,30 @@ def _executed_flops(op_class: str, dtype: str, flops: float, shape, r: _Rates) -
         if op_class == "conv" and eff.channel_align > 1 and len(shape) > 3 and shape[3] > 0:
             channels = shape[2] / shape[3]  # K = Cin * kh*kw
             useful *= channels / (math.ceil(channels / eff.channel_align) * eff.channel_align)
-    elif op_class == "attention" and eff.tile > 1:
-        useful *= shape_penalty(shape[1:3], eff.tile)
+    elif op_class == "attention":
+        if eff.tile > 1:
+            useful *= shape_penalty(shape[1:3], eff.tile)
+        if r.wave_tile:
+            # Flash attention: one block per (batch*head, tile of queries), in waves over SMs.
+            blocks = shape[0] * math.ceil(shape[1] / r.wave_tile[0]) / r.units
+            useful *= blocks / math.ceil(blocks) if blocks > 0 else 1.0
     return flops / useful if useful > 0 else flops
+
+
+def strided(shape: tuple[int, ...] | None) -> bool:
+    """A reduction over a strided (outer) dim: shape (outputs, extent, 0)."""
+    return bool(shape) and len(shape) == 3 and shape[2] == 0
+
+
+def nchw_window(shape: tuple[int, ...] | None) -> bool:
+    """A convolution in NCHW (layout flag 0) with a window larger than 1x1."""
+    return bool(shape) and len(shape) == 5 and shape[4] == 0 and shape[3] > 1
+
+
+def conv_groups(flops: float, shape: tuple[int, ...]) -> float:
+    """Groups of a convolution whose shape is per group: flops / (2 * M * N * K)."""
+    m, n, k = shape[:3]
+    return flops / (2.0 * m * n * k) if m and n and k else 1.0
 
 
 def _compute_time(
@@ -218,6 +247,9 @@ def _compute_time(
     peak = r.peak
     extra = 0.0
     if shape:
+        if op_class == "conv" and eff.grouped_flops and conv_groups(flops, shape) > 1.5:
+            # Depthwise / grouped: a direct kernel on the vector path, no GEMM tiles to pad.
+            return flops / eff.grouped_flops + r.ramp_s
         if op_class in ("matmul", "conv") and len(shape) >= 3:
             if eff.misaligned_flops and misaligned(dtype, shape):
                 peak = min(peak, eff.misaligned_flops)  # a fallback kernel, its own tiles
@@ -235,6 +267,10 @@ def _overhead(op_class: str, flops: float, shape: tuple[int, ...] | None, eff: E
     if eff.row_rate and shape and op_class in ROW_CLASSES:
         return shape[0] / eff.row_rate
     if eff.one_block_below and op_class == "reduction":
+        if strided(shape) and shape[0] > 1:
+            return eff.second_pass_s  # a strided dim: the extent is split across blocks
+        if shape and shape[0] > 1:
+            return 0.0  # one block or warp per output: no grid-wide pass
         if flops < eff.one_block_below:  # flops = elements for reductions
             return flops / eff.one_block_rate
         return eff.second_pass_s
@@ -267,21 +303,33 @@ def op_timing(
                 "(peak 0 in its profile); use another dtype"
             )
         compute = _compute_time(op_class, dtype, flops, shape, r)
-    memory = 0.0
+    memory = transposes = 0.0
     if nbytes:
         eff = r.eff
         moved = nbytes  # bytes the loads spend: misaligned rows waste bandwidth
-        if (
-            eff.misaligned_memory_factor < 1
-            and shape
-            and op_class in ROW_CLASSES
-            and (shape[-1] * DTYPE_BYTES.get(dtype, 1)) % ALIGN_BYTES
-        ):
-            moved = nbytes / eff.misaligned_memory_factor
+        row_bytes = shape[-1] * DTYPE_BYTES.get(dtype, 1) if shape else 0
+        if op_class in ROW_CLASSES and shape:
+            if eff.misaligned_memory_factor < 1 and row_bytes % ALIGN_BYTES:
+                moved = nbytes / eff.misaligned_memory_factor
+            if eff.wide_row_bytes and row_bytes > eff.wide_row_bytes:
+                moved *= eff.wide_row_factor  # the row is read again for each pass
         # eff(x) = e_max * x / (x + x_half): x_half bytes' worth of start-up time.
-        memory = (moved + eff.memory_x_half) / (r.hbm_bandwidth * eff.memory_e_max)
+        bandwidth = r.hbm_bandwidth * eff.memory_e_max
+        memory = eff.memory_x_half / bandwidth
+        if eff.row_stream_rate and shape and op_class in ROW_CLASSES:
+            # One block per row: fewer rows than SMs leave HBM bandwidth unused (the start-up
+            # above is not a stream, so it keeps the full rate).
+            bandwidth = min(bandwidth, max(shape[0], 1) * eff.row_stream_rate)
+        if op_class == "reduction" and eff.column_stream_rate and strided(shape):
+            # A strided (outer) dim: one thread's column per output, so few outputs are slow.
+            bandwidth = min(bandwidth, max(shape[0], 1) * eff.column_stream_rate)
+        memory += moved / bandwidth
+        if op_class == "conv" and eff.nchw_passes and nchw_window(shape):
+            # NCHW with a window: transpose kernels before and after the GEMM, in series.
+            transposes = eff.nchw_passes * nbytes / bandwidth
     busy = compute if compute > memory else memory
-    return OpTiming(r.fixed + busy + _overhead(op_class, flops, shape, r.eff), memory)
+    overhead = _overhead(op_class, flops, shape, r.eff) + transposes
+    return OpTiming(r.fixed + busy + overhead, memory + transposes)
 
 
 def op_time(

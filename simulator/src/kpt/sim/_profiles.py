@@ -60,6 +60,24 @@ class Efficiency:
     one_block_below: float = 0.0
     one_block_rate: float = 0.0
     second_pass_s: float = 0.0
+    # Row-wise ops: bytes/s one row's block streams; rows fewer than the SMs cannot reach HBM
+    # bandwidth (64 rows of 131072: one block per row, ~13 GB/s each).
+    row_stream_rate: float = 0.0
+    # Grouped (depthwise) convolutions: FLOP/s of the direct kernel they run (no GEMM tiles).
+    grouped_flops: float = 0.0
+    # Convolutions in NCHW (shape's layout flag 0) with a window larger than 1x1: extra passes
+    # over the op's bytes (cuDNN's tensor-core kernels transpose to NHWC and back).
+    nchw_passes: float = 0.0
+    # Row-wise ops: rows wider than this many bytes do not stay on chip between passes (max,
+    # sum, write) and move wide_row_factor times the bytes; 0: every row stays.
+    wide_row_bytes: float = 0.0
+    wide_row_factor: float = 1.0
+    # FLOP/s of this class's kernels whatever the storage dtype (softmax and norms compute in
+    # fp32 for bf16 inputs too); 0: the unit's peak for the dtype.
+    class_flops: float = 0.0
+    # Reductions over a strided (outer) dim: bytes/s one output's column streams; few outputs
+    # cannot fill the GPU and the extent is split across blocks (second_pass_s).
+    column_stream_rate: float = 0.0
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: cost tables are cached per profile
@@ -92,6 +110,10 @@ class Profile:
     # The part of kernel_launch_s that is latency before an idle device starts a kernel; a
     # kernel queued behind earlier work hides it and costs kernel_launch_s minus this.
     launch_latency_s: float = 0.0
+    # Pageable (not pinned) host memory: staged through pinned bounce buffers, a slower
+    # alpha-beta link of its own. 0: the profile does not say (the pinned link is used).
+    pageable_bandwidth: float = 0.0
+    pageable_latency_s: float = 0.0
 
     def efficiency_for(self, op_class: str) -> Efficiency:
         """The class's own table, else its parent's (softmax -> norm), else "default"."""
@@ -251,7 +273,18 @@ def _host_fields(data: dict[str, Any], get, where: str) -> dict[str, float]:
             "cannot cost more than an isolated one)"
         )
     host = float(get("host_issue_us")) if "host_issue_us" in data else 0.0
-    return {"host_issue_s": host * US, "launch_latency_s": (launch - back_to_back) * US}
+    link = data.get("host_link", {})
+    pageable = {}
+    if "pageable_bandwidth_gbps" in link:
+        pageable["pageable_bandwidth"] = float(get("host_link.pageable_bandwidth_gbps")) * GIGA
+        pageable["pageable_latency_s"] = float(get("host_link.pageable_latency_us")) * US
+        if pageable["pageable_bandwidth"] <= 0:
+            raise InvalidRequestError(
+                f"{where}: field 'host_link.pageable_bandwidth_gbps' = "
+                f"{link['pageable_bandwidth_gbps']!r} must be > 0 (or leave it out)"
+            )
+    return {"host_issue_s": host * US, "launch_latency_s": (launch - back_to_back) * US,
+            **pageable}  # fmt: skip
 
 
 # Fields of schema 1 outside [efficiency] (whose tables are checked one by one).
@@ -260,7 +293,8 @@ PROFILE_FIELDS: dict[str, set[str] | None] = {
     "power_w": None, "cache_mib": None, "kernel_launch_us": None, "efficiency": None,
     "kernel_back_to_back_us": None, "host_issue_us": None,
     "peak_tflops": set(UNITS), "hbm": {"capacity_gib", "bandwidth_gbps"},
-    "host_link": {"bandwidth_gbps", "latency_us"}, "dma": {"engines"},
+    "host_link": {"bandwidth_gbps", "latency_us", "pageable_bandwidth_gbps",
+                  "pageable_latency_us"}, "dma": {"engines"},
     "chip_links": {"count", "bandwidth_gbps", "latency_us"},
     "network": {"bandwidth_gbps", "latency_us"},
 }  # fmt: skip
@@ -312,6 +346,13 @@ OPTIONAL_EFFICIENCY = {
     "one_block_below": ("one_block_below", 1, False),
     "one_block_gps": ("one_block_rate", GIGA, False),
     "second_pass_us": ("second_pass_s", US, False),
+    "row_stream_gbps": ("row_stream_rate", GIGA, False),
+    "grouped_tflops": ("grouped_flops", TERA, False),
+    "nchw_passes": ("nchw_passes", 1, False),
+    "wide_row_bytes": ("wide_row_bytes", 1, False),
+    "wide_row_factor": ("wide_row_factor", 1, False),
+    "class_tflops": ("class_flops", TERA, False),
+    "column_stream_gbps": ("column_stream_rate", GIGA, False),
 }
 EFFICIENCY_KEYS = {"compute_e_max", "compute_x_half", "memory_e_max", "memory_x_half",
                    "fixed_us", "wave_tile", *OPTIONAL_EFFICIENCY}  # fmt: skip
