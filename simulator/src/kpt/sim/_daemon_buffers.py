@@ -16,7 +16,7 @@ from kpt.sim._errors import InvalidRequestError
 from kpt.sim._executors import DTYPE_SIZES, View
 
 MAX_DIMS = 16
-MAX_REFS = 64  # tensors per op
+MAX_REFS = 256  # tensors per op: above the 150 refs of CUDA's largest multi-tensor chunk
 REF_CACHE_SIZE = 1 << 16  # checked tensor refs remembered
 
 
