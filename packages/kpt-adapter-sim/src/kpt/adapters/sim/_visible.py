@@ -2,8 +2,9 @@
 
 Like CUDA_VISIBLE_DEVICES. Everything in the adapter speaks local indices; VisibleClient
 translates them to daemon indices at the SimClient boundary, the one place that names devices.
-It is the supported way to train on several simulated devices: one process per device, because
-torch's autograd engine gives PrivateUse1 a single ready queue (see _autograd_guard).
+One process per device (data-parallel workers on one shared daemon) is the usual way to train on
+several simulated devices, and the fallback where the native device guard cannot be built
+(see _autograd_guard).
 """
 
 from __future__ import annotations
