@@ -19,7 +19,7 @@ DATASET = Path(__file__).parents[1] / "calibration" / "h100_dataset.json"
 # Classes the calibrated model must predict within the brief's targets (median 10%, p90 25%);
 # pinned here so that regenerating the dataset cannot quietly loosen them.
 MUST_MEET_TARGETS = ("matmul", "matmul_misaligned", "elementwise", "copy", "host_link",
-                     "attention", "layernorm", "host_link_pageable")  # fmt: skip
+                     "attention", "layernorm", "rmsnorm", "host_link_pageable")  # fmt: skip
 UNMODELLED: set[str] = set()  # pageable copies are modelled since the second round
 
 pytestmark = pytest.mark.skipif(not DATASET.is_file(), reason=f"{DATASET} not in this checkout")
@@ -140,7 +140,8 @@ def test_second_round_terms_explain_the_h100_shapes(profile):
         nbytes = 2.0 * rows * cols * 4
         return nbytes / op_time(profile, "softmax", 5.0 * rows * cols, nbytes, "fp32", (rows, cols))
 
-    assert softmax_rate(131072) < 0.7 * softmax_rate(8192)
+    narrow = int(profile.efficiency_for("softmax").wide_row_bytes) // 4 // 2
+    assert softmax_rate(131072) < 0.85 * softmax_rate(narrow)  # measured 1.5 vs 2.9 TB/s
     size = 1 << 26
     pageable = transfer_time(size, profile.pageable_bandwidth, profile.pageable_latency_s)
     pinned = transfer_time(size, profile.host_link_bandwidth, profile.host_link_latency_s)

@@ -319,7 +319,9 @@ def op_timing(
         if eff.row_stream_rate and shape and op_class in ROW_CLASSES:
             # One block per row: fewer rows than SMs leave HBM bandwidth unused (the start-up
             # above is not a stream, so it keeps the full rate).
-            bandwidth = min(bandwidth, max(shape[0], 1) * eff.row_stream_rate)
+            # The rate is per fp32 element's 4 bytes: a 16-bit row streams the same elements/s.
+            per_row = eff.row_stream_rate * DTYPE_BYTES.get(dtype, 4) / 4
+            bandwidth = min(bandwidth, max(shape[0], 1) * per_row)
         if op_class == "reduction" and eff.column_stream_rate and strided(shape):
             # A strided (outer) dim: one thread's column per output, so few outputs are slow.
             bandwidth = min(bandwidth, max(shape[0], 1) * eff.column_stream_rate)

@@ -60,8 +60,8 @@ class Efficiency:
     one_block_below: float = 0.0
     one_block_rate: float = 0.0
     second_pass_s: float = 0.0
-    # Row-wise ops: bytes/s one row's block streams; rows fewer than the SMs cannot reach HBM
-    # bandwidth (64 rows of 131072: one block per row, ~13 GB/s each).
+    # Row-wise ops: bytes/s one row's block streams (of fp32 rows; 16-bit rows stream the same
+    # elements/s, half the bytes); rows fewer than the SMs cannot reach HBM bandwidth.
     row_stream_rate: float = 0.0
     # Grouped (depthwise) convolutions: FLOP/s of the direct kernel they run (no GEMM tiles).
     grouped_flops: float = 0.0
