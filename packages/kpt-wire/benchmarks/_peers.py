@@ -6,9 +6,12 @@ stdin closes.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgpack
@@ -66,6 +69,47 @@ class Peer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+PATHS = ("kpt.wire ipc://", "kpt.wire unix://", "raw pyzmq ipc://")
+
+
+@contextlib.contextmanager
+def three_paths(timeout: float = 10.0) -> Iterator[tuple]:
+    """Echo servers in their own processes for each of PATHS; yields (kpt.wire Client over
+    ipc://, kpt.wire Client over unix://, raw pyzmq REQ socket over ipc://)."""
+    from kpt.wire import Client
+
+    with (
+        tempfile.TemporaryDirectory(dir="/tmp") as folder,  # short: a socket path has 107 bytes
+        Peer("kpt", f"ipc://{folder}/kpt.sock"),
+        Peer("kpt", f"unix://{folder}/unix.sock"),
+        Peer("raw-rep", f"ipc://{folder}/raw.sock"),
+        Client(f"ipc://{folder}/kpt.sock", timeout=timeout) as over_zmq,
+        Client(f"unix://{folder}/unix.sock", timeout=timeout) as over_unix,
+    ):
+        context = zmq.Context()
+        raw = context.socket(zmq.REQ)
+        raw.linger = 0
+        raw.connect(f"ipc://{folder}/raw.sock")
+        try:
+            yield over_zmq, over_unix, raw
+        finally:
+            raw.close(0)
+            context.term()
+
+
+def print_paths(title: str, unit: str, figures: dict[str, tuple[float, float]], lower: bool):
+    """figures: path -> (median, second figure); the ratio is each median over raw pyzmq's."""
+    second = "p99" if lower else "best"
+    raw = figures[PATHS[2]][0]
+    print(f"\n{title}")
+    print(f"| {'path':<18} | {'median ' + unit:>12} | {second + ' ' + unit:>10} | {'vs raw':>7} |")
+    print(f"|{'-' * 20}|{'-' * 14}|{'-' * 12}|{'-' * 9}|")
+    for path, (median, other) in figures.items():
+        print(f"| {path:<18} | {median:>12.2f} | {other:>10.2f} | {median / raw:>6.2f}x |")
+    better = "lower" if lower else "higher"
+    print(f"({better} is better; the ratio is each median over raw pyzmq's)")
 
 
 def print_table(title: str, unit: str, rows: list[tuple[str, float, float]], better: str) -> None:

@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import msgpack
-import zmq
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _peers import Peer
-
-from kpt.wire import Client
+from _peers import PATHS, print_paths, three_paths
 
 CALLS = 20_000  # per path, in ROUNDS alternating blocks
 ROUNDS = 20
@@ -39,48 +35,30 @@ def _timed(call, count: int, samples: list[float]) -> None:
 
 
 def main() -> None:
-    paths = ("kpt.wire ipc://", "kpt.wire unix://", "raw pyzmq ipc://")
-    samples: dict[str, list[float]] = {path: [] for path in paths}
-    with (
-        tempfile.TemporaryDirectory(dir="/tmp") as folder,
-        Peer("kpt", f"ipc://{folder}/kpt.sock"),
-        Peer("kpt", f"unix://{folder}/unix.sock"),
-        Peer("raw-rep", f"ipc://{folder}/raw.sock"),
-    ):
-        context = zmq.Context()
-        socket = context.socket(zmq.REQ)
-        socket.linger = 0
-        socket.connect(f"ipc://{folder}/raw.sock")
+    samples: dict[str, list[float]] = {path: [] for path in PATHS}
+    with three_paths() as (over_zmq, over_unix, raw):
 
         def raw_call() -> None:
-            socket.send(msgpack.packb(HEADER))
-            msgpack.unpackb(socket.recv())
+            raw.send(msgpack.packb(HEADER))
+            msgpack.unpackb(raw.recv())
 
-        with (
-            Client(f"ipc://{folder}/kpt.sock") as over_zmq,
-            Client(f"unix://{folder}/unix.sock") as over_unix,
-        ):
-            calls = {
-                paths[0]: lambda: over_zmq.call("echo", HEADER),
-                paths[1]: lambda: over_unix.call("echo", HEADER),
-                paths[2]: raw_call,
-            }
-            for call in calls.values():
-                _timed(call, WARMUP, [])
-            # Many short alternating blocks: load drift on a shared machine hits all alike.
-            for _ in range(ROUNDS):
-                for path, call in calls.items():
-                    _timed(call, CALLS // ROUNDS, samples[path])
-        socket.close(0)
-        context.term()
-    raw_median, _ = _percentiles(samples[paths[2]])
-    print(f"\nsmall-message round trip, 2 processes, {CALLS} calls per path ({ROUNDS} rounds)")
-    print(f"| {'path':<18} | {'median (us)':>11} | {'p99 (us)':>9} | {'vs raw pyzmq':>12} |")
-    print(f"|{'-' * 20}|{'-' * 13}|{'-' * 11}|{'-' * 14}|")
-    for path in paths:
-        median, p99 = _percentiles(samples[path])
-        print(f"| {path:<18} | {median:>11.1f} | {p99:>9.1f} | {median / raw_median:>11.2f}x |")
-    print("(lower is better; the ratio is each median over raw pyzmq's)")
+        calls = {
+            PATHS[0]: lambda: over_zmq.call("echo", HEADER),
+            PATHS[1]: lambda: over_unix.call("echo", HEADER),
+            PATHS[2]: raw_call,
+        }
+        for call in calls.values():
+            _timed(call, WARMUP, [])
+        # Many short alternating blocks: load drift on a shared machine hits all alike.
+        for _ in range(ROUNDS):
+            for path, call in calls.items():
+                _timed(call, CALLS // ROUNDS, samples[path])
+    print_paths(
+        f"small-message round trip, 2 processes, {CALLS} calls per path ({ROUNDS} rounds)",
+        "us",
+        {path: _percentiles(values) for path, values in samples.items()},
+        lower=True,
+    )
 
 
 if __name__ == "__main__":
