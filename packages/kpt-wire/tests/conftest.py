@@ -138,3 +138,17 @@ class RawPeer:
         else:
             self.dealer.close(0)
             self.context.term()
+
+
+@pytest.fixture
+def raw_peer():
+    """RawPeer(endpoint), closed after the test (a fixture: test modules cannot import this one)."""
+    peers: list[RawPeer] = []
+
+    def make(endpoint: str) -> RawPeer:
+        peers.append(RawPeer(endpoint))
+        return peers[-1]
+
+    yield make
+    for peer in peers:
+        peer.close()

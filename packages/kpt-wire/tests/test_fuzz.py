@@ -6,7 +6,6 @@ from pathlib import Path
 import msgpack
 import numpy as np
 import pytest
-from conftest import RawPeer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -106,14 +105,12 @@ def _rss_bytes(pid: int) -> int:
 
 
 @pytest.fixture
-def target(server_process):
+def target(server_process, raw_peer):
     server = server_process(None, str(MAX_MESSAGE_BYTES))
-    peer = RawPeer(server.start())
-    yield server, peer
-    peer.close()
+    return server, raw_peer(server.start())
 
 
-def _sentinel_round_trip(peer: RawPeer, sentinel: int) -> int:
+def _sentinel_round_trip(peer, sentinel: int) -> int:
     """Send a valid request; read replies up to its answer. Returns replies seen before it."""
     peer.send(encode("echo", {"sentinel": sentinel}, request_id=sentinel))
     before = 0

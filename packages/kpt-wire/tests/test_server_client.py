@@ -5,7 +5,6 @@ import time
 import ml_dtypes
 import numpy as np
 import pytest
-from conftest import RawPeer
 
 from kpt.wire import (
     PROTOCOL,
@@ -136,19 +135,16 @@ def test_server_forgets_a_silent_client_and_says_so():
         assert server.clients == []
 
 
-def test_version_mismatch_is_answered_with_an_error_naming_both(echo_server):
-    peer = RawPeer(echo_server.endpoint)
-    try:
-        frames = encode("echo", {}, request_id=77)
-        frames[0] = PROTOCOL + (VERSION + 1).to_bytes(2, "big")
-        peer.send(frames)
-        reply = decode(peer.recv(5))
-        assert reply.type == "_error" and reply.request_id == 77
-        assert reply.header["code"] == "version"
-        assert f"version {VERSION + 1}" in reply.header["message"]
-        assert f"version {VERSION}" in reply.header["message"]
-    finally:
-        peer.close()
+def test_version_mismatch_is_answered_with_an_error_naming_both(echo_server, raw_peer):
+    peer = raw_peer(echo_server.endpoint)
+    frames = encode("echo", {}, request_id=77)
+    frames[0] = PROTOCOL + (VERSION + 1).to_bytes(2, "big")
+    peer.send(frames)
+    reply = decode(peer.recv(5))
+    assert reply.type == "_error" and reply.request_id == 77
+    assert reply.header["code"] == "version"
+    assert f"version {VERSION + 1}" in reply.header["message"]
+    assert f"version {VERSION}" in reply.header["message"]
 
 
 def test_client_refuses_bad_arguments_with_clear_errors():
