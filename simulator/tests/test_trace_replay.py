@@ -26,8 +26,9 @@ def test_chrome_trace_has_a_track_per_stream_and_link(tmp_path):
 def test_replay_predicts_the_sum_of_op_times():
     profile = load_profile("h100-sxm")
     ops = [
-        {"op": "alloc", "device": 0, "bytes": 1 << 20, "id": "x"},
-        {"op": "h2d", "device": 0, "bytes": 1 << 20},
+        # 16 MiB: a copy longer than the host's issue time, so that time stays hidden too
+        {"op": "alloc", "device": 0, "bytes": 1 << 24, "id": "x"},
+        {"op": "h2d", "device": 0, "bytes": 1 << 24},
         *[
             {"op": "launch", "device": 0, "class": "matmul", "flops": 2 * 4096**3,
              "bytes": 6 * 4096**2, "dtype": "bf16", "shape": [4096, 4096, 4096]}
@@ -36,7 +37,8 @@ def test_replay_predicts_the_sum_of_op_times():
         {"op": "free", "id": "x"},
     ]  # fmt: skip
     result = replay({"format": "kpt-sim-ops", "version": 1, "profile": "h100-sxm", "ops": ops})
-    h2d = profile.host_link_latency_s + (1 << 20) / profile.host_link_bandwidth
+    h2d = profile.host_link_latency_s + (1 << 24) / profile.host_link_bandwidth
+    assert h2d > profile.host_issue_s
     mm = op_time(profile, "matmul", 2 * 4096**3, 6 * 4096**2, "bf16", (4096, 4096, 4096))
     assert mm > profile.host_issue_s  # device-bound: the host's issue time stays hidden
     # Each matmul is queued behind earlier work (the copy, then the matmul before it), so it
