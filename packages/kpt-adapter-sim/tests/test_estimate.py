@@ -84,8 +84,13 @@ def test_convolution_is_an_implicit_gemm_in_tf32(executor):
     args = [t(0), t(1), None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1]
     conv = executor.estimate("aten::convolution.default", [x, w], [out], {"args": args})
     assert conv.op_class == "conv" and conv.dtype == "tf32"
-    assert conv.shape == (32 * 56 * 56, 128, 64 * 9, 9)
+    assert conv.shape == (32 * 56 * 56, 128, 64 * 9, 9, 0)  # NCHW in memory
     assert conv.flops == 2 * 32 * 56 * 56 * 128 * 64 * 9
+    # The same conv on channels-last input: no transposes around the GEMM, so it costs less.
+    nhwc = View(None, 0, "float32", (32, 64, 56, 56), (56 * 56 * 64, 1, 56 * 64, 64))
+    last = executor.estimate("aten::convolution.default", [nhwc, w], [out], {"args": args})
+    assert last.shape == (32 * 56 * 56, 128, 64 * 9, 9, 1)
+    assert seconds(last) < seconds(conv)
 
 
 def test_attention_gives_heads_seq_q_seq_k_head_dim(executor):
@@ -125,6 +130,7 @@ def test_reductions_and_elementwise_ops_carry_their_dtype(executor):
     total = executor.estimate("aten::sum.dim_IntList", [x], [view("bfloat16", 1024)],
                               {"args": [t(0), [1]]})  # fmt: skip
     assert (total.op_class, total.dtype, total.flops) == ("reduction", "bfloat16", 1024 * 64)
+    assert total.shape == (1024, 64, 1)  # the innermost dim: each output's elements adjacent
     y = view("bfloat16", 1024, 64)
     pairwise = executor.estimate("aten::max.other", [x, y], [view("bfloat16", 1024, 64)],
                                  {"args": [t(0), t(1)]})  # fmt: skip
@@ -133,3 +139,21 @@ def test_reductions_and_elementwise_ops_carry_their_dtype(executor):
     copy = executor.estimate("aten::_to_copy.default", [x], [view("float32", 1024, 64)],
                              {"args": [t(0)]})  # fmt: skip
     assert copy.op_class == "copy" and math.isfinite(seconds(copy))
+
+
+def test_reductions_say_whether_the_reduced_dim_is_strided(executor):
+    x = view("float32", 4096, 512)
+    rows = executor.estimate("aten::sum.dim_IntList", [x], [view("float32", 4096)],
+                             {"args": [t(0), [1]]})  # fmt: skip
+    columns = executor.estimate("aten::sum.dim_IntList", [x], [view("float32", 512)],
+                                {"args": [t(0), [0]]})  # fmt: skip
+    everything = executor.estimate("aten::sum.default", [x], [view("float32")], {"args": [t(0)]})
+    assert rows.shape == (4096, 512, 1)
+    assert columns.shape == (512, 4096, 0)  # each output strides down a column
+    assert everything.shape == (1, 4096 * 512, 1)
+    # A transposed input makes the "rows" reduction the strided one.
+    xt = View(None, 0, "float32", (4096, 512), (1, 4096))
+    strided = executor.estimate("aten::sum.dim_IntList", [xt], [view("float32", 4096)],
+                                {"args": [t(0), [1]]})  # fmt: skip
+    assert strided.shape == (4096, 512, 0)
+    assert all(math.isfinite(seconds(c)) for c in (rows, columns, everything, strided))

@@ -67,15 +67,17 @@ def estimate_cost(
         return OpCost("matmul", float(flops), moved, dtype)
     elements = sum(_numel(v) for v in outputs) or sum(_numel(v) for v in inputs)
     in_elements = sum(_numel(v) for v in inputs)
+    shape = None
     if packet in COPIES:
         op_class = "copy"
     elif in_elements > 2 * max(elements, 1) or (
         packet in REDUCTIONS and inputs and _numel(inputs[0]) > max(map(_numel, outputs), default=1)
     ):
         op_class = "reduction"  # flops = elements read, the cost model's convention
+        shape = _reduction_shape(args, inputs, outputs) if packet in REDUCTIONS else None
     else:
         op_class = "elementwise"
-    return OpCost(op_class, float(max(elements, in_elements)), moved, dtype)
+    return OpCost(op_class, float(max(elements, in_elements)), moved, dtype, shape)
 
 
 def _shaped(packet: str, args: list, inputs: list, outputs: list, moved: float) -> OpCost | None:
@@ -134,11 +136,48 @@ def _convolution(args: list, outputs: list, moved: float) -> OpCost | None:
     if transposed:  # each input pixel times a (Cin, Cout*window) matrix, then col2im
         rows = x.shape[0] * math.prod(x.shape[2:])
         shape = (rows, cout * window, cin, 1)
-    else:  # the implicit GEMM: (N*Ho*Wo, Cout, Cin*kh*kw) per group
+    else:  # the implicit GEMM: (N*Ho*Wo, Cout, Cin*kh*kw) per group, and the input's layout
         rows = out.shape[0] * math.prod(out.shape[2:])
-        shape = (rows, cout, cin * window, window)
+        shape = (rows, cout, cin * window, window, int(_channels_last(x)))
     flops = 2.0 * groups * rows * cout * cin * window
     return OpCost("conv", flops, moved, CONV_DTYPES.get(x.dtype, x.dtype), shape)
+
+
+def _channels_last(x: Any) -> bool:
+    """Channels innermost (NHWC in memory): cuDNN's tensor-core kernels need no transposes."""
+    strides = getattr(x, "strides", None)
+    return bool(strides) and x.shape[1] > 1 and strides[1] == 1
+
+
+def _reduction_shape(args: list, inputs: list, outputs: list) -> tuple[int, int, int] | None:
+    """(outputs, reduced extent, contiguous) for a reduction over ``dim`` (args[1]) of its first
+    input; contiguous 1 when the reduced elements of each output sit next to each other."""
+    x = _view_at(args, 0) or (inputs[0] if inputs else None)
+    if x is None or not x.shape or not outputs:
+        return None
+    count = max(_numel(outputs[0]), 1)
+    extent = _numel(x) // count
+    if extent <= 1:
+        return None
+    ndim = len(x.shape)
+    dim = args[1] if len(args) > 1 else None
+    dims = [dim] if isinstance(dim, int) else dim if isinstance(dim, list) else []
+    if not dims or not all(isinstance(d, int) and -ndim <= d < ndim for d in dims):
+        return (count, extent, 1)  # everything, or a dim we cannot read: one contiguous pass
+    reduced = {d % ndim for d in dims}
+    strides = getattr(x, "strides", None) or _row_major(x.shape)
+    kept = [strides[d] for d in range(ndim) if d not in reduced and x.shape[d] > 1]
+    inner = [strides[d] for d in reduced if x.shape[d] > 1]
+    contiguous = not kept or not inner or max(inner) < min(kept)
+    return (count, extent, int(contiguous))
+
+
+def _row_major(shape: tuple[int, ...]) -> list[int]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.insert(0, step)
+        step *= size
+    return strides
 
 
 def _attention(args: list, position: int, scale: float, moved: float) -> OpCost | None:
