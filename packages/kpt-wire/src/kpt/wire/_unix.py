@@ -22,6 +22,7 @@ from typing import Any
 
 from kpt.wire._channel import ChannelClosed, QueueFull
 from kpt.wire._limits import Limits
+from kpt.wire._spin import Spinner
 from kpt.wire._stream import (
     STREAM_MAGIC,
     Oversized,
@@ -68,6 +69,7 @@ class UnixChannel:
         self._poller = select.poll()
         self._ready: collections.deque[list[Any]] = collections.deque()
         self._closed_why: str | None = None
+        self._spinner = Spinner()
         try:
             self._connect()
         except ChannelClosed:
@@ -98,6 +100,8 @@ class UnixChannel:
     def recv(self, timeout_s: float) -> list[Any] | None:
         """One message, waiting up to ``timeout_s``; None when none came in time."""
         if self._ready:
+            return self._ready.popleft()
+        if self._sock is not None and timeout_s > 0 and self._spinner.spin(self._read):
             return self._ready.popleft()
         deadline = time.monotonic() + timeout_s
         while True:
@@ -245,8 +249,15 @@ class UnixListener:
         self._on_gone = on_gone
         tick_ms = max(1, int(tick_s * 1000))
         next_tick = time.monotonic() + tick_s
+        spinner, poll = Spinner(), self._poller.poll
+        ready: list = []
         while not stopping():
-            for fd, events in self._poller.poll(tick_ms):
+            # Just served something: more is likely on its way, so spin for it a moment.
+            if ready and spinner.spin(lambda: bool(poll(0))):
+                ready = poll(0)
+            else:
+                ready = poll(tick_ms)
+            for fd, events in ready:
                 if stopping():
                     return
                 if fd == self._listener.fileno():
