@@ -3,7 +3,7 @@
     python simulator/benchmarks/bench_daemon.py [--quick]
 
 1. small op round trip with values (launch + blocking read), daemon in another process,
-   vs a bare kpt.wire echo call to another process (the transport floor);
+   vs a bare kpt.wire echo call to another process over the same unix:// transport (the floor);
 2. 1,000 asynchronous launches then one synchronize, per op, vs the same ops on local numpy;
 3. timing-only daemon RSS after an 80 GB allocation and 10,000 ops on it, vs the idle daemon.
 """
@@ -73,8 +73,8 @@ def bench_round_trip(repeats: int) -> tuple[float, float, float, float]:
         sim = statistics.median(timed(op_and_read, repeats))
         daemon_cpu = (cpu_s(daemon.pid) - daemon_cpu) / repeats
         client_cpu = (time.process_time() - client_cpu) / repeats
-    with tempfile.TemporaryDirectory() as folder:
-        endpoint = f"ipc://{folder}/echo.sock"
+    with tempfile.TemporaryDirectory(dir="/tmp") as folder:
+        endpoint = f"unix://{folder}/echo.sock"  # the daemon's own transport (start_daemon's)
         server = subprocess.Popen(
             [sys.executable, "-c", ECHO_SERVER, endpoint],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
