@@ -169,8 +169,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 2. Simulated step time per profile. Times are deterministic, so a few steps suffice: they
     # are timed with events on device 0, recorded as an op trace, and that trace is replayed on
-    # every profile of the cluster (autograd on a second PrivateUse1 device is not available in
-    # torch's Python device hooks, so the other chips are timed by replay rather than by training).
+    # every profile of the cluster (one recorded step serves every chip, cheaper than training
+    # a second model on each).
     batch = trainer.batch(torch.Generator().manual_seed(1))
     trainer.timed_step(*batch)  # warm: every buffer comes from the cache
     client = runtime().client
