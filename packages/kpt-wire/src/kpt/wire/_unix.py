@@ -68,7 +68,6 @@ class UnixChannel:
         self._reader: StreamReader | None = None
         self._poller = select.poll()
         self._ready: collections.deque[list[Any]] = collections.deque()
-        self._closed_why: str | None = None
         self._spinner = Spinner()
         try:
             self._connect()
@@ -91,7 +90,7 @@ class UnixChannel:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     # Half a message is on the stream: the connection cannot be used again.
-                    self._drop("the server did not read for the send timeout")
+                    self._drop()
                     raise QueueFull(f"server at {self._endpoint} is not reading")
                 self._wait(_POLLOUT, left)
         except OSError as exc:
@@ -118,7 +117,7 @@ class UnixChannel:
         return bool(self._ready) or (self._sock is not None and self._read())
 
     def close(self) -> None:
-        self._drop("closed")
+        self._drop()
 
     # -- inside ---------------------------------------------------------------------------------
     def _connect(self) -> socket.socket:
@@ -162,13 +161,13 @@ class UnixChannel:
 
     def _lost(self, exc: BaseException | None) -> ChannelClosed:
         reason = "the server closed the connection" if exc is None else f"{exc}"
-        self._drop(reason)
+        self._drop()
         return ChannelClosed(f"connection to {self._endpoint} lost: {reason}")
 
-    def _drop(self, why: str) -> None:
+    def _drop(self) -> None:
         if self._sock is not None:
             self._sock.close()
-        self._sock, self._reader, self._closed_why = None, None, why
+        self._sock, self._reader = None, None
         self._ready.clear()
 
 
