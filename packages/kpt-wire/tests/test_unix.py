@@ -198,3 +198,12 @@ def test_bad_unix_endpoints_are_refused_with_reasons():
 def test_frame_table_is_big_endian_count_then_sizes():
     frames = [b"ab", b"", b"cde"]
     assert table(frames) == struct.pack(">4I", 3, 2, 0, 3)
+
+
+def test_a_frame_over_four_gib_is_refused_before_anything_is_sent():
+    class Huge:  # stands for a 4 GiB frame without allocating one
+        def __len__(self) -> int:
+            return 1 << 32
+
+    with pytest.raises(ValueError, match="4 GiB per frame"):
+        table([b"KPTW\x00\x02", Huge()])

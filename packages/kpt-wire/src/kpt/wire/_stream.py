@@ -50,6 +50,11 @@ def preamble(client_id: bytes) -> bytes:
 
 def table(frames: Sequence[Any]) -> bytes:
     sizes = [f.nbytes if f.__class__ is memoryview else len(f) for f in frames]
+    if max(sizes, default=0) >= 1 << 32:
+        raise ValueError(
+            f"a frame of {max(sizes)} bytes is over the unix:// transport's 4 GiB per frame; "
+            "send the array in pieces"
+        )
     return struct.pack(f">{len(sizes) + 1}I", len(sizes), *sizes)
 
 
