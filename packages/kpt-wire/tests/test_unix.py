@@ -207,3 +207,26 @@ def test_a_frame_over_four_gib_is_refused_before_anything_is_sent():
 
     with pytest.raises(ValueError, match="4 GiB per frame"):
         table([b"KPTW\x00\x02", Huge()])
+
+
+def test_a_message_the_stream_cannot_carry_fails_its_call_and_the_client_goes_on(
+    unix_server, monkeypatch
+):
+    from kpt.wire import _stream
+
+    with Client(unix_server.endpoint, heartbeat_interval=HEARTBEAT, timeout=5) as client:
+        monkeypatch.setattr(_stream, "table", _refuse_big_tables(_stream.table))
+        with pytest.raises(ValueError, match="4 GiB per frame"):
+            client.call("echo", {}, [np.zeros(100, np.uint8)])
+        assert client.call("echo", {"next": 1}).header == {"next": 1}
+
+
+def _refuse_big_tables(real):
+    def table(frames):
+        if len(frames) > 3:  # stands for an array frame over 4 GiB
+            raise ValueError(
+                "a frame of 4294967296 bytes is over the unix:// transport's 4 GiB per frame"
+            )
+        return real(frames)
+
+    return table

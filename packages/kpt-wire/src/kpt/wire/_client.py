@@ -430,6 +430,11 @@ class Client:
         except ChannelClosed as exc:
             self._lost(exc)
             return False
+        except ValueError as exc:  # a message this transport cannot carry: its caller hears why
+            call = self._pending.pop(read_request_id(frames) or -1, None)
+            if call is not None:
+                call.fail(exc)
+            return False
         self._last_send = time.monotonic()
         return True
 
