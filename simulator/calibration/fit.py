@@ -197,6 +197,9 @@ REFINEMENTS = [
     ("efficiency.softmax.wide_row_factor", "lin", 1.0, 4.0),
     ("efficiency.layernorm.wide_row_factor", "lin", 1.0, 4.0),
     ("efficiency.rmsnorm.wide_row_factor", "lin", 1.0, 4.0),
+    # third round: softmax's warp-per-row kernel, reductions narrower than a warp
+    ("efficiency.softmax.warp_row_gbps", "log", 0.1, 500.0),
+    ("efficiency.reduction.narrow_extent_gps", "log", 0.01, 1000.0),
     ("host_link.pageable_bandwidth_gbps", "log", 1.0, 500.0),
     ("host_link.pageable_latency_us", "log", 0.1, 1000.0),
 ]

@@ -104,6 +104,8 @@ def test_mixed_cluster_spec():
         ({"one_block_below": 65536}, r"one_block_below = 65536 needs .*one_block_gps"),
         ({"grouped_tflops": -1}, r"grouped_tflops.*-1"),
         ({"row_stream_gbps": "fast"}, r"row_stream_gbps.*'fast'"),
+        ({"warp_row_gbps": "fast"}, r"warp_row_gbps.*'fast'"),
+        ({"narrow_extent_gps": -2}, r"narrow_extent_gps.*-2"),
     ],
 )
 def test_bad_refinement_fields_are_named(extra, message):

@@ -49,6 +49,8 @@ DTYPE_ALIASES = {
 TENSOR_CORE_BYTES = {"tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
 DTYPE_BYTES = {"fp64": 8, "fp32": 4, **TENSOR_CORE_BYTES}
 ALIGN_BYTES = 16
+WARP_LANES = 32
+WARP_ROW_ELEMENTS = 2048  # torch's persistent (warp-per-row) softmax takes rows up to this
 ROW_CLASSES = frozenset({"norm", "softmax", "layernorm", "rmsnorm"})
 
 
@@ -223,6 +225,17 @@ def strided(shape: tuple[int, ...] | None) -> bool:
     return bool(shape) and len(shape) == 3 and shape[2] == 0
 
 
+def warp_per_row(shape: tuple[int, ...], dtype: str) -> bool:
+    """A row torch's softmax keeps in one warp's registers: <= 2048 elements and <= 8 KiB."""
+    return shape[-1] <= WARP_ROW_ELEMENTS and shape[-1] * DTYPE_BYTES.get(dtype, 4) <= 8192
+
+
+def narrow_extent(op_class: str, shape: tuple[int, ...] | None) -> bool:
+    """A reduction with many outputs over a contiguous dim narrower than a warp (32 lanes)."""
+    return (op_class == "reduction" and bool(shape) and not strided(shape) and shape[0] > 1
+            and 0 < shape[1] < WARP_LANES)  # fmt: skip
+
+
 def nchw_window(shape: tuple[int, ...] | None) -> bool:
     """A convolution in NCHW (layout flag 0) with a window larger than 1x1."""
     return bool(shape) and len(shape) == 5 and shape[4] == 0 and shape[3] > 1
@@ -321,7 +334,14 @@ def op_timing(
             # above is not a stream, so it keeps the full rate).
             # The rate is per fp32 element's 4 bytes: a 16-bit row streams the same elements/s.
             per_row = eff.row_stream_rate * DTYPE_BYTES.get(dtype, 4) / 4
-            bandwidth = min(bandwidth, max(shape[0], 1) * per_row)
+            streams = max(shape[0], 1)
+            if eff.warp_row_rate:
+                if warp_per_row(shape, dtype):
+                    per_row = eff.warp_row_rate * DTYPE_BYTES.get(dtype, 4) / 4
+                else:
+                    # 1024-thread blocks, one per row: an SM's throughput binds, not the rows'.
+                    streams = min(streams, r.units)
+            bandwidth = min(bandwidth, streams * per_row)
         if op_class == "reduction" and eff.column_stream_rate and strided(shape):
             # A strided (outer) dim: one thread's column per output, so few outputs are slow.
             bandwidth = min(bandwidth, max(shape[0], 1) * eff.column_stream_rate)
@@ -329,6 +349,9 @@ def op_timing(
         if op_class == "conv" and eff.nchw_passes and nchw_window(shape):
             # NCHW with a window: transpose kernels before and after the GEMM, in series.
             transposes = eff.nchw_passes * nbytes / bandwidth
+    if (eff_r := r.eff).narrow_extent_rate and narrow_extent(op_class, shape):
+        # Fewer elements than a warp's lanes per output: idle lanes, one output per warp.
+        compute = max(compute, shape[0] / eff_r.narrow_extent_rate)
     busy = compute if compute > memory else memory
     overhead = _overhead(op_class, flops, shape, r.eff) + transposes
     return OpTiming(r.fixed + busy + overhead, memory + transposes)

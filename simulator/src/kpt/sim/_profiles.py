@@ -78,6 +78,12 @@ class Efficiency:
     # Reductions over a strided (outer) dim: bytes/s one output's column streams; few outputs
     # cannot fill the GPU and the extent is split across blocks (second_pass_s).
     column_stream_rate: float = 0.0
+    # Softmax: bytes/s one row streams in the warp-per-row kernel (rows of <= 2048 elements and
+    # <= 8 KiB, torch's persistent softmax); set, wider rows run one 1024-thread block per row
+    # and at most one row per SM streams at row_stream_rate (the SM's throughput binds).
+    warp_row_rate: float = 0.0
+    # Reductions over a contiguous dim narrower than a warp (32 lanes): outputs per second.
+    narrow_extent_rate: float = 0.0
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: cost tables are cached per profile
@@ -353,6 +359,8 @@ OPTIONAL_EFFICIENCY = {
     "wide_row_factor": ("wide_row_factor", 1, False),
     "class_tflops": ("class_flops", TERA, False),
     "column_stream_gbps": ("column_stream_rate", GIGA, False),
+    "warp_row_gbps": ("warp_row_rate", GIGA, False),
+    "narrow_extent_gps": ("narrow_extent_rate", GIGA, False),
 }
 EFFICIENCY_KEYS = {"compute_e_max", "compute_x_half", "memory_e_max", "memory_x_half",
                    "fixed_us", "wave_tile", *OPTIONAL_EFFICIENCY}  # fmt: skip
