@@ -23,7 +23,9 @@ POLL_S = 0.2
 
 
 def is_local_endpoint(endpoint: str) -> bool:
-    return endpoint.startswith(("unix://", "ipc://", "tcp://127.", "tcp://localhost:", "tcp://[::1]:"))
+    return endpoint.startswith(
+        ("unix://", "ipc://", "tcp://127.", "tcp://localhost:", "tcp://[::1]:")
+    )
 
 
 def pid_alive(pid: int) -> bool:
