@@ -514,16 +514,32 @@ NOTES = """## How the fit works
 - **Pageable host copies**: staged through pinned bounce buffers, an alpha-beta link of their
   own (pageable_bandwidth_gbps, pageable_latency_us) against ~55 GB/s pinned.
 
+## What the third round added (fitted values in the profile)
+
+- **Softmax kernels by row width**: torch's softmax keeps a row of <= 2048 elements and <= 8 KiB
+  in one warp's registers (the persistent kernel); wider rows run one 1024-thread block each.
+  A warp streams far less than a block (warp_row_gbps ~2 against row_stream_gbps ~36 per row),
+  so 64 rows of 2048 bf16 take 13.6 us and 64 rows of 4096 take 6.0 us; and blocks of 1024
+  threads stream at most one row per SM at a time (rows beyond the SMs add no bandwidth).
+- **Reductions narrower than a warp**: a contiguous dim of fewer than 32 elements leaves lanes
+  idle; such reductions run at ~10 G outputs/s whatever the dtype (4M x 16: 424 us in bf16,
+  434 us in fp32), narrow_extent_gps.
+
 ## Where the model is still weak
 
 1. **Convolutions** miss p90: cuDNN picks algorithms per shape (an fp32 1x1 over 8x256x56x56
    in NCHW takes 219 us, 10x its NHWC twin; a 3-channel 32x32 fp32 conv in NHWC 181 us),
    which no smooth term captures.
-2. **Reductions** miss p90: sums over a 16-wide inner dim (4M rows) run at ~0.6 TB/s, and the
-   full reduction of 64K elements is slower than that of 128K (a kernel-choice step).
-3. **Softmax / RMS norm**: bf16 kernels over 2K-8K columns vary 1.5-2x between neighbouring
-   widths (the persistent vs block kernels), and the second run's machine was noisy on some of
-   them (a bf16 512 x 50257 softmax took 407 us there, 63 us on the first).
+2. **Reductions** miss p90: sums over a strided dim with few outputs and a long extent
+   (1024 x 64 over dim 0: 20 us; 32768 x 256 over dim 0: 43-50 us, 2-3x the model) follow
+   torch's split of the extent across blocks (a global reduce), which no per-output or
+   per-element rate here captures; the full reduction of 64K elements is slower than that
+   of 128K (a kernel-choice step).
+3. **Softmax / RMS norm**: the warp kernel is slower per element in bf16 than in fp32 (one
+   rate serves both), bf16 block kernels over 4K-8K columns run at ~2/3 the rate of those
+   over 16K, and rows too wide for shared memory re-read HBM only when the rows exceed L2;
+   the second run's machine was noisy on some of them (a bf16 512 x 50257 softmax took
+   407 us there, 63 us on the first).
 4. **The engine needs two hints the adapter does not send yet**: a convolution's layout (the
    5th shape element; without it no transpose is charged) and whether a reduction's dim is
    contiguous (the 3rd; without it, contiguous), and whether host memory is pinned (without
