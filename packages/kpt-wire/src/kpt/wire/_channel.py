@@ -63,7 +63,12 @@ class ZmqChannel:
             raise QueueFull("send queue full") from None
 
     def recv(self, timeout_s: float) -> list[Any] | None:
-        timeout_ms = max(0, int(timeout_s * 1000))
+        if timeout_s <= 0:  # what is already here: no RCVTIMEO change on this path
+            try:
+                return recv_frames(self._socket, 3, self._max_frames)
+            except zmq.Again:
+                return None
+        timeout_ms = max(1, int(timeout_s * 1000))
         if timeout_ms != self._rcvtimeo:
             self._socket.rcvtimeo = self._rcvtimeo = timeout_ms
         try:

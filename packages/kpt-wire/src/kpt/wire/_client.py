@@ -223,9 +223,10 @@ class Client:
         if self._closed:
             raise TransportError(f"client of {self.endpoint} is closed")
 
-    def _submit(
-        self, type: str, header: Any, arrays: Iterable[Any], timeout: float | None, is_async: bool
-    ) -> _Call:
+    def _new_call(
+        self, type: str, header: Any, arrays: Iterable[Any], timeout: float | None, future: Any
+    ) -> tuple[_Call, list[Any], float]:
+        """A request's call, its frames and the time now; refuses reserved types and closed."""
         if self._closed:
             self._check_open()
         if type.__class__ is str and type[:1] == "_":
@@ -234,7 +235,15 @@ class Client:
         frames = encode(type, header, arrays, request_id)
         now = time.monotonic()
         deadline = now + (self.timeout if timeout is None else timeout)
-        call = _Call(request_id, deadline, type, Future() if is_async else None)
+        return _Call(request_id, deadline, type, future), frames, now
+
+    def _submit(
+        self, type: str, header: Any, arrays: Iterable[Any], timeout: float | None, is_async: bool
+    ) -> _Call:
+        call, frames, now = self._new_call(
+            type, header, arrays, timeout, Future() if is_async else None
+        )
+        request_id, deadline = call.request_id, call.deadline
         if not self._pending:
             self._busy_since = now
         self._pending[request_id] = call
@@ -247,15 +256,8 @@ class Client:
         self, type: str, header: Any, arrays: Iterable[Any], timeout: float | None
     ) -> Message:
         """One attempt. The common case, a lone caller, sends and receives right here."""
-        if self._closed:
-            self._check_open()
-        if type.__class__ is str and type[:1] == "_":
-            raise ValueError(f"message type {type!r}: a leading '_' is reserved for the protocol")
-        request_id = next(self._ids)
-        frames = encode(type, header, arrays, request_id)
-        now = time.monotonic()
-        deadline = now + (self.timeout if timeout is None else timeout)
-        call = _Call(request_id, deadline, type, None)
+        call, frames, now = self._new_call(type, header, arrays, timeout, None)
+        request_id, deadline = call.request_id, call.deadline
         pending = self._pending
         if pending:
             pending[request_id] = call

@@ -198,8 +198,7 @@ class Server:
             log.exception("unexpected failure handling a message; dropped it")
 
     def _refuse_oversized(self, transport: Any, client: bytes, message: Oversized) -> None:
-        self._last_seen[client] = time.monotonic()
-        self._windows.setdefault(client, _LIVENESS_MISSES * self._interval)
+        self._heard_from(client, time.monotonic())
         self._send_error(
             transport, client, message.request_id or 0, "limit",
             f"message is {message.total} bytes, over the limit of "
@@ -244,9 +243,7 @@ class Server:
 
     def _handle(self, router: zmq.Socket, frames: list[Any], now: float) -> None:
         client = frames[0]
-        if client not in self._windows:
-            self._windows[client] = _LIVENESS_MISSES * self._interval
-        self._last_seen[client] = now
+        self._heard_from(client, now)
         try:
             msg = decode(frames[1:], self._limits)
         except ProtocolError as exc:
@@ -285,6 +282,11 @@ class Server:
             )  # fmt: skip
             return
         self._send(router, client, frames_out)
+
+    def _heard_from(self, client: bytes, now: float) -> None:
+        if client not in self._windows:
+            self._windows[client] = _LIVENESS_MISSES * self._interval
+        self._last_seen[client] = now
 
     def _heartbeat(self, router: zmq.Socket, client: bytes, msg: Message) -> None:
         declared = msg.header.get("interval")

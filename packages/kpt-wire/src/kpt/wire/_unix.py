@@ -249,10 +249,14 @@ class UnixListener:
         tick_ms = max(1, int(tick_s * 1000))
         next_tick = time.monotonic() + tick_s
         spinner, poll = Spinner(), self._poller.poll
+
+        def arrived() -> bool:
+            return bool(poll(0))
+
         ready: list = []
         while not stopping():
             # Just served something: more is likely on its way, so spin for it a moment.
-            if ready and spinner.spin(lambda: bool(poll(0))):
+            if ready and spinner.spin(arrived):
                 ready = poll(0)
             else:
                 ready = poll(tick_ms)
