@@ -8,7 +8,9 @@ Figures: a small op's launch + synchronize round trip (median); 1,000 small asyn
 synchronize (per op); a GPT-2-small training step (12 layers, width 768, batch 4 x 128, AdamW,
 fp32) in wall time; the client's resident memory after allocating 4 GB on kpt_sim; and that
 step's SIMULATED time on h100-sxm against the step measured on a real H100
-(simulator/calibration/h100_reference_steps.json: its wall step and its GPU-busy time).
+(simulator/calibration/h100_reference_steps_r2.json: its wall step, and its GPU-busy time
+against the simulated chip-busy time of the same step). Also an empty synchronize (one daemon
+call): `KPT_WIRE_SPIN_US=0` shows it without spin-then-block.
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ def bench_roundtrip(n: int) -> None:
     sim = median_us(sim_op, n)
     cpu = median_us(lambda: x_cpu.add(x_cpu), n)
     row("small op launch + synchronize (median)", sim, cpu, "us", "<= 150 us", sim <= 150)
+    # The round trip alone (one daemon call), for comparing transports and KPT_WIRE_SPIN_US=0.
+    empty = median_us(torch.kpt_sim.synchronize, n)
+    row("empty synchronize (median)", empty, None, "us", "report", None)
 
 
 def bench_async(reps: int, ops: int = 1000) -> None:
