@@ -145,8 +145,7 @@ def _convolution(args: list, outputs: list, moved: float) -> OpCost | None:
 
 def _channels_last(x: Any) -> bool:
     """Channels innermost (NHWC in memory): cuDNN's tensor-core kernels need no transposes."""
-    strides = getattr(x, "strides", None)
-    return bool(strides) and x.shape[1] > 1 and strides[1] == 1
+    return x.shape[1] > 1 and x.strides[1] == 1
 
 
 def _reduction_shape(args: list, inputs: list, outputs: list) -> tuple[int, int, int] | None:
@@ -165,19 +164,11 @@ def _reduction_shape(args: list, inputs: list, outputs: list) -> tuple[int, int,
     if not dims or not all(isinstance(d, int) and -ndim <= d < ndim for d in dims):
         return (count, extent, 1)  # everything, or a dim we cannot read: one contiguous pass
     reduced = {d % ndim for d in dims}
-    strides = getattr(x, "strides", None) or _row_major(x.shape)
+    strides = x.strides
     kept = [strides[d] for d in range(ndim) if d not in reduced and x.shape[d] > 1]
     inner = [strides[d] for d in reduced if x.shape[d] > 1]
     contiguous = not kept or not inner or max(inner) < min(kept)
     return (count, extent, int(contiguous))
-
-
-def _row_major(shape: tuple[int, ...]) -> list[int]:
-    strides, step = [], 1
-    for size in reversed(shape):
-        strides.insert(0, step)
-        step *= size
-    return strides
 
 
 def _attention(args: list, position: int, scale: float, moved: float) -> OpCost | None:
