@@ -24,6 +24,7 @@ from kpt.sim._errors import (
     InvalidRequestError,
     LinkDownError,
     MemoryFaultError,
+    SimError,
 )
 from kpt.sim._events import DEFAULT_MAX_EVENTS, EventRing
 from kpt.sim._faults import Fault, load_faults
@@ -400,6 +401,16 @@ class Simulator:
             if d.pending:
                 raise d.pending.pop(0)
         return self._now
+
+    def take_errors(self, device: int) -> list[SimError]:
+        """The device's asynchronous errors raised since the last call, handed over once.
+
+        A daemon calls this right after each op it issues for a client, so an error belongs to
+        the client whose op caused it (as in a CUDA context), not to whoever synchronizes first.
+        """
+        dev = self._device(device)
+        errors, dev.pending = dev.pending, []
+        return errors
 
     # --- faults ---------------------------------------------------------------------------
     def inject_fault(self, fault: Fault | str | dict | None = None, **fields: Any) -> Fault:
