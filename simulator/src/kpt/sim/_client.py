@@ -396,6 +396,22 @@ class SimClient:
         }
         self._queue("collective", header)
 
+    def collective_post(self, group: str, seq: int, rank: int, world: int, kind: str,
+                        input: Any = None, output: Any = None, **terms: Any) -> bool:  # fmt: skip
+        """This rank's part of a collective whose ranks are separate clients; True once it ran.
+
+        terms: op, root (a rank), algorithm, stream, timeout (s). Queued work runs first.
+        Protocol: docs/sim-daemon-protocol.md "Collectives across clients"."""
+        header = {"group": group, "seq": seq, "rank": rank, "world": world, "kind": kind,
+                  "input": None if input is None else _ref_to_wire(input),
+                  "output": None if output is None else _ref_to_wire(output), **terms}  # fmt: skip
+        return bool(self._call("collective_post", header).header["done"])
+
+    def collective_poll(self, group: str, seq: int, stream: int = 0) -> bool:
+        """Whether a posted collective has run (raises its error); the stream then waits for it."""
+        header = {"group": group, "seq": seq, "stream": stream}
+        return bool(self._call("collective_poll", header).header["done"])
+
     # -- streams, events, time -----------------------------------------------------------------
     def record_event(self, device: int, stream: int = 0) -> int:
         """Mark the point in `stream` that everything queued so far reaches; returns its id."""

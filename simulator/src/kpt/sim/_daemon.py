@@ -32,6 +32,7 @@ from kpt.sim._daemon_buffers import (
     parse_cost,
 )
 from kpt.sim._daemon_recorder import OpRecorder
+from kpt.sim._daemon_rendezvous import Rendezvous
 from kpt.sim._errors import DeviceHangError, OutOfMemoryError, SimError
 from kpt.sim._executors import Executor, View
 from kpt.sim._simulator import Simulator
@@ -79,6 +80,9 @@ class SimDaemon:
         self._next_stream = 0
         self._spare_streams: list[int] = []  # engine streams of clients that left
         self.recorder: OpRecorder | None = None  # on: every timed op goes into an op trace
+        # Collectives whose ranks are separate clients (the ranks of kpt.collectives)
+        values = executor if numerics else None
+        self.rendezvous = Rendezvous(sim, self.buffers, values, self._stream)
         self._handlers = {
             "hello": self.hello,
             "devices": self.devices,
@@ -99,6 +103,8 @@ class SimDaemon:
             "reset": self.reset,
             "dump_trace": self.dump_trace,
             "collective": self.collective,
+            "collective_post": self.rendezvous.post,
+            "collective_poll": self.rendezvous.poll,
             "alloc_async": self.alloc_async,
             "bye": self.bye,
             "record_ops": self.record_ops,
@@ -188,6 +194,7 @@ class SimDaemon:
 
     def client_gone(self, client_id: bytes) -> None:
         """The wire lost a client (closed or stopped heartbeating): free all it held."""
+        self.rendezvous.client_gone(client_id)  # its collectives fail for the other ranks
         state = self.clients.pop(client_id, None)
         if state is None:
             return

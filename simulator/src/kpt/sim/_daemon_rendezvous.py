@@ -1,0 +1,323 @@
+"""Collectives whose ranks are separate clients (torch.distributed ranks are processes).
+
+Each rank posts its part (``collective_post``); when the last part of a group's collective is
+in, the daemon runs ONE collective over the ranks' devices: the link model times it, the values
+are combined from every rank's buffers, each checked in its own client's context. Ranks learn
+the outcome from the post that completed it or from ``collective_poll``. The server thread never
+waits for a rank: a missing rank is noticed when a poll finds the meeting past its deadline, and
+every rank that did arrive gets an error naming the missing ones. A rank whose client
+disconnects fails the meetings it was part of at once.
+
+Simulated time follows CUDA + NCCL: the collective runs on its own stream; it starts when every
+rank's stream has reached the post (an event recorded at the post), and a rank's stream waits
+for the collective's end when that rank learns it is done (its ``work.wait()``), so work the rank
+queued in between overlaps with it. Message catalogue: docs/sim-daemon-protocol.md.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kpt.sim import _daemon_collectives as collectives
+from kpt.sim._daemon_buffers import BufferTable, bad, field_int
+from kpt.sim._errors import DeviceHangError, InvalidRequestError, SimError
+from kpt.sim._executors import Executor, View
+from kpt.sim._simulator import Simulator
+
+MAX_WORLD = 4096
+MAX_GROUP_CHARS = 256
+MAX_MEETINGS = 1 << 14  # collectives waiting for parts, over all groups
+MAX_OUTCOMES_PER_CLIENT = 1 << 12  # finished collectives a client has not polled yet
+MAX_TIMEOUT_S = 24 * 3600.0
+# One engine stream (per device) runs every multi-client collective, as NCCL's own stream does.
+COLLECTIVE_STREAM_OWNER = b"\x00kpt-sim-rendezvous"
+KINDS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "all_to_all", "send_recv")
+# Fields every rank must give the same value for (else the collective is refused for all).
+AGREED = ("kind", "world", "op", "root", "algorithm")
+
+
+@dataclass
+class Part:
+    client: bytes
+    rank: int
+    device: int
+    ready: int  # engine event: the rank's stream reached the post
+    input: Any  # wire ref or None (a send_recv receiver posts only its output)
+    output: Any
+
+
+@dataclass
+class Meeting:
+    """One collective of one group: the parts in so far and what every rank agreed on."""
+
+    group: str
+    seq: int
+    terms: dict[str, Any]
+    deadline: float
+    parts: dict[int, Part] = field(default_factory=dict)
+
+    def name(self) -> str:
+        return f"{self.terms['kind']} #{self.seq} of group {self.group!r}"
+
+    def missing(self) -> list[int]:
+        return [r for r in range(self.terms["world"]) if r not in self.parts]
+
+
+@dataclass
+class Outcome:
+    """What one rank gets back: the collective's end event on its device, or an error."""
+
+    device: int = 0
+    end: int | None = None  # engine event on the collective stream
+    error: SimError | None = None
+
+
+class Rendezvous:
+    """Meetings waiting for parts and outcomes waiting to be polled; owned by the daemon."""
+
+    def __init__(
+        self,
+        sim: Simulator,
+        buffers: BufferTable,
+        executor: Executor | None,
+        engine_stream: Callable[[bytes, dict], int],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """executor: None in timing-only mode; engine_stream(client, header): the engine stream
+        behind the client's stream number (the daemon's mapping)."""
+        self.sim = sim
+        self.buffers = buffers
+        self.executor = executor
+        self.engine_stream = engine_stream
+        self.clock = clock
+        self.meetings: dict[tuple[str, int], Meeting] = {}
+        self.outcomes: dict[bytes, dict[tuple[str, int], Outcome]] = {}
+
+    # -- handlers (msg, state, client_id), registered by the daemon ------------------------------
+    def post(self, msg: Any, state: Any, client_id: bytes) -> dict:
+        """This rank's part; {"done": True} when it completed the collective (then raises its
+        error, if it failed), {"done": False} while other ranks are still missing."""
+        header = msg.header
+        group, seq = _group_field(header), field_int(header, "seq")
+        terms = _terms(header)
+        rank = field_int(header, "rank", high=terms["world"])
+        timeout = header.get("timeout", 300.0)
+        if type(timeout) not in (int, float) or not 0 < timeout <= MAX_TIMEOUT_S:
+            raise bad(
+                f"collective_post: 'timeout' = {timeout!r:.40} must be in (0, {MAX_TIMEOUT_S:g}] s"
+            )
+        key = (group, seq)
+        if key in self.outcomes.get(client_id, {}):
+            raise bad(f"collective #{seq} of group {group!r} already ran; number each one anew")
+        meeting = self._meeting(key, terms, float(timeout))
+        try:
+            if meeting.terms != terms:
+                raise bad(
+                    f"rank {rank} posted {_describe(terms)} to {meeting.name()}, but the ranks "
+                    f"before it posted {_describe(meeting.terms)}: every rank must call the same "
+                    "collectives in the same order"
+                )
+            if rank in meeting.parts:
+                raise bad(f"rank {rank} posted twice to {meeting.name()}; each rank posts once")
+            meeting.parts[rank] = self._part(header, terms, rank, client_id)
+        except SimError as error:  # a refused part fails the collective for every rank
+            self._finish(meeting, error=_for_all(error, rank, meeting))
+            raise
+        if not meeting.missing():
+            self._run(meeting)
+            return self._take(client_id, key, header)
+        self._expire(meeting)
+        return self._take(client_id, key, header) if key not in self.meetings else {"done": False}
+
+    def poll(self, msg: Any, state: Any, client_id: bytes) -> dict:
+        """{"done": False} while waiting; {"done": True} once it ran; raises its error."""
+        key = (_group_field(msg.header), field_int(msg.header, "seq"))
+        meeting = self.meetings.get(key)
+        if meeting is not None:
+            self._expire(meeting)
+        if key not in self.outcomes.get(client_id, {}):
+            if key in self.meetings:
+                return {"done": False}
+            raise bad(f"collective #{key[1]} of group {key[0]!r}: this client posted no part "
+                      "(or already collected its outcome)")  # fmt: skip
+        return self._take(client_id, key, msg.header)
+
+    def client_gone(self, client_id: bytes) -> None:
+        """A rank's process is gone: the collectives it joined fail for the ranks still there."""
+        self.outcomes.pop(client_id, None)
+        for meeting in list(self.meetings.values()):
+            gone = [p.rank for p in meeting.parts.values() if p.client == client_id]
+            if gone:
+                error = DeviceHangError(
+                    f"{meeting.name()}: rank {gone[0]}'s process disconnected before ranks "
+                    f"{meeting.missing()} arrived; the collective cannot complete. Restart the "
+                    "job (or its failed ranks) from the last checkpoint"
+                )
+                self._finish(meeting, error=error, skip=client_id)
+
+    # -- internals ----------------------------------------------------------------------------
+    def _meeting(self, key: tuple[str, int], terms: dict, timeout: float) -> Meeting:
+        meeting = self.meetings.get(key)
+        if meeting is None:
+            if len(self.meetings) >= MAX_MEETINGS:
+                raise bad(f"{len(self.meetings)} collectives wait for parts, the limit; a group "
+                          "posts collectives that some ranks never join")  # fmt: skip
+            meeting = Meeting(key[0], key[1], terms, self.clock() + timeout)
+            self.meetings[key] = meeting
+        return meeting
+
+    def _part(self, header: dict, terms: dict, rank: int, client_id: bytes) -> Part:
+        kind = terms["kind"]
+        input_ref, output_ref = header.get("input"), header.get("output")
+        receiver = kind == "send_recv" and rank == 1
+        if (input_ref is None) != receiver:
+            wanted = "no input (a receiver)" if receiver else "an input tensor"
+            raise bad(f"rank {rank} of {kind}: must post {wanted}")
+        if output_ref is None and (
+            receiver or kind not in ("all_reduce", "broadcast", "send_recv")
+        ):
+            raise bad(f"rank {rank} of {kind}: must post an output tensor")
+        posted = [r for r in (input_ref, output_ref) if r is not None]
+        pairs = self.buffers.refs(posted, f"{kind} rank {rank}", None, client_id)
+        devices = {b.device for _, b in pairs}
+        if len(devices) != 1:
+            raise bad(f"rank {rank} of {kind}: input and output live on devices {sorted(devices)}; "
+                      "a rank's tensors must share its device")  # fmt: skip
+        device = devices.pop()
+        stream = self.engine_stream(client_id, header)
+        ready = self.sim.record_event(device, stream)
+        return Part(client_id, rank, device, ready, input_ref, output_ref)
+
+    def _views(self, meeting: Meeting) -> tuple[list[View], list[View], list[int]]:
+        """Every rank's views, checked again in its own client's context (a buffer freed since
+        the post is refused, never written)."""
+        inputs, outputs, devices = [], [], []
+        for rank in range(meeting.terms["world"]):
+            part = meeting.parts[rank]
+            devices.append(part.device)
+            what = f"{meeting.terms['kind']} rank {rank}"
+            for ref, into in ((part.input, inputs), (part.output, outputs)):
+                if ref is not None:
+                    into.append(self.buffers.refs([ref], what, None, part.client)[0][0])
+        return inputs, outputs, devices
+
+    def _run(self, meeting: Meeting) -> None:
+        terms = meeting.terms
+        kind = terms["kind"]
+        try:
+            inputs, outputs, devices = self._views(meeting)
+            if len(set(devices)) != len(devices):
+                raise bad(
+                    f"{meeting.name()}: ranks share daemon devices {devices}; give each rank its "
+                    "own device (KPT_SIM_VISIBLE_DEVICES=<index> per process)"
+                )
+            root = terms["root"]
+            collectives.check_shapes(kind, inputs, outputs, None)
+            nbytes = collectives.timed_bytes(kind, inputs, outputs)
+            stream = self.engine_stream(COLLECTIVE_STREAM_OWNER, {})
+            for part in meeting.parts.values():
+                self.sim.wait_event(part.ready, part.device, stream)
+            if kind == "send_recv":
+                options: dict[str, Any] = {"src": devices[0], "dst": devices[1]}
+                timed_devices = None
+            else:
+                options = {"root": None if root is None else devices[root]}
+                timed_devices = devices
+            self.sim.collective(kind, nbytes, timed_devices, algorithm=terms["algorithm"],
+                                stream=stream, **options)  # fmt: skip
+            if self.executor is not None:
+                collectives.compute(self.executor, kind, inputs, outputs, terms["op"], root or 0)
+            ends = {d: self.sim.record_event(d, stream) for d in devices}
+        except SimError as error:
+            self._finish(meeting, error=error)
+            return
+        except (ValueError, TypeError, ArithmeticError) as exc:  # numpy refusing the values
+            self._finish(meeting, error=bad(f"{meeting.name()}: {exc}"))
+            return
+        self._finish(meeting, ends=ends)
+
+    def _finish(
+        self,
+        meeting: Meeting,
+        error: SimError | None = None,
+        ends: dict[int, int] | None = None,
+        skip: bytes | None = None,
+    ) -> None:
+        self.meetings.pop((meeting.group, meeting.seq), None)
+        for part in meeting.parts.values():
+            if part.client == skip:
+                continue
+            table = self.outcomes.setdefault(part.client, {})
+            if len(table) >= MAX_OUTCOMES_PER_CLIENT:
+                table.pop(next(iter(table)))  # the oldest unpolled outcome is forgotten
+            end = None if ends is None else ends[part.device]
+            table[(meeting.group, meeting.seq)] = Outcome(part.device, end, error)
+
+    def _expire(self, meeting: Meeting) -> None:
+        if self.clock() <= meeting.deadline or not meeting.missing():
+            return
+        arrived = sorted(meeting.parts)
+        self._finish(
+            meeting,
+            error=DeviceHangError(
+                f"{meeting.name()}: ranks {meeting.missing()} never arrived (ranks {arrived} did) "
+                "within the collective's timeout; the missing ranks' processes are slow, hung or "
+                "dead, or they called a different collective"
+            ),
+        )
+
+    def _take(self, client_id: bytes, key: tuple[str, int], header: dict) -> dict:
+        table = self.outcomes.get(client_id, {})
+        outcome = table.pop(key)
+        if not table:
+            self.outcomes.pop(client_id, None)
+        if outcome.error is not None:
+            raise outcome.error
+        if outcome.end is not None:  # later work on this rank's stream follows the collective
+            self.sim.wait_event(outcome.end, outcome.device, self.engine_stream(client_id, header))
+        return {
+            "done": True,
+            "end": 0.0 if outcome.end is None else self.sim.event_time(outcome.end),
+        }
+
+
+def _group_field(header: dict) -> str:
+    group = header.get("group")
+    if type(group) is not str or not 0 < len(group) <= MAX_GROUP_CHARS:
+        raise bad(f"field 'group' = {group!r:.60} must be a name of 1-{MAX_GROUP_CHARS} characters")
+    return group
+
+
+def _terms(header: dict) -> dict[str, Any]:
+    kind = header.get("kind")
+    if kind not in KINDS:
+        raise bad(f"collective_post: kind {kind!r:.40} unknown; use one of {', '.join(KINDS)}")
+    world = field_int(header, "world", low=1, high=MAX_WORLD + 1)
+    if kind == "send_recv" and world != 2:
+        raise bad(f"send_recv: world = {world}; a send/recv pair is 2 parts (sender rank 0)")
+    op, algorithm = header.get("op", "sum"), header.get("algorithm")
+    if op not in collectives.REDUCTIONS:
+        raise bad(f"collective_post: op {op!r:.40} unknown; use one of "
+                  f"{', '.join(collectives.REDUCTIONS)}")  # fmt: skip
+    if algorithm is not None and type(algorithm) is not str:
+        raise bad(f"collective_post: algorithm {algorithm!r:.40} must be a name or absent")
+    root = header.get("root")
+    if root is not None and (type(root) is not int or not 0 <= root < world):
+        raise bad(f"collective_post: root {root!r:.40} must be a rank in [0, {world})")
+    if kind == "broadcast" and root is None:
+        raise bad("broadcast: give the root rank")
+    return {"kind": kind, "world": world, "op": op, "root": root, "algorithm": algorithm}
+
+
+def _describe(terms: dict) -> str:
+    return ", ".join(f"{k}={terms[k]!r}" for k in AGREED if terms[k] is not None)
+
+
+def _for_all(error: SimError, rank: int, meeting: Meeting) -> SimError:
+    """The error every rank of a collective gets when one rank's part was refused."""
+    message = f"{meeting.name()}: rank {rank}'s part was refused: {error}"
+    typed = type(error)(message) if isinstance(error, InvalidRequestError) else SimError(message)
+    return typed

@@ -1,0 +1,205 @@
+"""Collectives whose ranks are separate clients: each posts its part, the daemon runs one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kpt.sim import DeviceHangError, InvalidRequestError, SimClient, TensorRef
+from kpt.sim._daemon_thread import serve_in_thread
+
+RANKS = 3
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def served():
+    with serve_in_thread("test-asic", RANKS, heartbeat_interval=0.2) as (endpoint, daemon):
+        clock = FakeClock()
+        daemon.rendezvous.clock = clock
+        clients = [SimClient(endpoint, heartbeat_interval=0.2) for _ in range(RANKS)]
+        yield clients, clock
+        for c in clients:
+            c.close()
+
+
+def upload(c, device, array):
+    buffer = c.alloc(device, max(array.nbytes, 1))
+    c.write(buffer, 0, array)
+    return TensorRef.contiguous(buffer, str(array.dtype), array.shape)
+
+
+def empty(c, device, shape, dtype="float32"):
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    return TensorRef.contiguous(c.alloc(device, nbytes), dtype, shape)
+
+
+def values(c, ref):
+    nbytes = int(np.prod(ref.shape)) * np.dtype(ref.dtype).itemsize
+    return c.read(ref.buffer, 0, nbytes).view(ref.dtype).reshape(ref.shape)
+
+
+def data(rank, size=6):
+    return np.arange(size, dtype=np.float32) * (rank + 1) - rank
+
+
+def post_all(clients, seq, kind, inputs, outputs, **terms):
+    """Every rank posts in order; only the last post completes the collective."""
+    done = []
+    for rank, c in enumerate(clients):
+        done.append(c.collective_post("g", seq, rank, RANKS, kind, inputs[rank],
+                                      outputs[rank] if outputs else None, **terms))  # fmt: skip
+    return done
+
+
+def test_all_reduce_runs_when_the_last_rank_posts_and_every_rank_sees_the_sum(served):
+    clients, _ = served
+    refs = [upload(c, r, data(r)) for r, c in enumerate(clients)]
+    assert post_all(clients, 0, "all_reduce", refs, None) == [False, False, True]
+    assert clients[0].collective_poll("g", 0) and clients[1].collective_poll("g", 0)
+    for r, c in enumerate(clients):
+        np.testing.assert_array_equal(values(c, refs[r]), sum(data(k) for k in range(RANKS)))
+
+
+@pytest.mark.parametrize("op", ["avg", "max", "min", "prod"])
+def test_all_reduce_ops_into_outputs(served, op):
+    clients, _ = served
+    ins = [upload(c, r, data(r)) for r, c in enumerate(clients)]
+    outs = [empty(c, r, (6,)) for r, c in enumerate(clients)]
+    post_all(clients, 0, "all_reduce", ins, outs, op=op)
+    stacked = np.stack([data(r) for r in range(RANKS)])
+    expected = {"avg": stacked.mean(0), "max": stacked.max(0), "min": stacked.min(0),
+                "prod": stacked.prod(0)}[op]  # fmt: skip
+    for r, c in enumerate(clients):
+        np.testing.assert_allclose(values(c, outs[r]), expected, rtol=1e-6)
+        np.testing.assert_array_equal(values(c, ins[r]), data(r))
+
+
+def test_all_gather_reduce_scatter_all_to_all_and_broadcast(served):
+    clients, _ = served
+    ins = [upload(c, r, data(r)) for r, c in enumerate(clients)]
+    gathered = [empty(c, r, (6 * RANKS,)) for r, c in enumerate(clients)]
+    post_all(clients, 0, "all_gather", ins, gathered)
+    for r, c in enumerate(clients):
+        np.testing.assert_array_equal(
+            values(c, gathered[r]), np.concatenate([data(k) for k in range(3)])
+        )
+    scattered = [empty(c, r, (2,)) for r, c in enumerate(clients)]
+    post_all(clients, 1, "reduce_scatter", ins, scattered)
+    total = sum(data(k) for k in range(RANKS))
+    for r, c in enumerate(clients):
+        np.testing.assert_array_equal(values(c, scattered[r]), total[2 * r : 2 * r + 2])
+    swapped = [empty(c, r, (6,)) for r, c in enumerate(clients)]
+    post_all(clients, 2, "all_to_all", ins, swapped)
+    for r, c in enumerate(clients):
+        expected = np.concatenate([data(k)[2 * r : 2 * r + 2] for k in range(RANKS)])
+        np.testing.assert_array_equal(values(c, swapped[r]), expected)
+    post_all(clients, 3, "broadcast", ins, None, root=1)
+    for r, c in enumerate(clients):
+        np.testing.assert_array_equal(values(c, ins[r]), data(1))
+
+
+def test_send_recv_pairs_a_sender_and_a_receiver_in_separate_clients(served):
+    clients, _ = served
+    sent = upload(clients[0], 0, data(4))
+    received = empty(clients[2], 2, (6,))
+    assert not clients[2].collective_post("p2p", 0, 1, 2, "send_recv", None, received)
+    assert clients[0].collective_post("p2p", 0, 0, 2, "send_recv", sent)
+    assert clients[2].collective_poll("p2p", 0)
+    np.testing.assert_array_equal(values(clients[2], received), data(4))
+
+
+def test_the_collective_takes_simulated_time_and_the_waiting_rank_stream_follows_it(served):
+    clients, _ = served
+    refs = [upload(c, r, np.ones(1 << 20, np.float32)) for r, c in enumerate(clients)]
+    start = clients[0].synchronize()
+    post_all(clients, 0, "all_reduce", refs, None)
+    clients[0].collective_poll("g", 0)
+    # After the wait, rank 0's stream is past the collective: 4 MiB over the chip links.
+    assert clients[0].synchronize(0) > start + 1e-6
+
+
+def test_a_missing_rank_times_out_with_an_error_naming_it(served):
+    clients, clock = served
+    refs = [upload(c, r, data(r)) for r, c in enumerate(clients)]
+    clients[0].collective_post("g", 0, 0, RANKS, "all_reduce", refs[0], timeout=5.0)
+    clients[1].collective_post("g", 0, 1, RANKS, "all_reduce", refs[1], timeout=5.0)
+    assert clients[0].collective_poll("g", 0) is False
+    clock.now = 5.5
+    with pytest.raises(DeviceHangError, match=r"ranks \[2\] never arrived \(ranks \[0, 1\] did\)"):
+        clients[0].collective_poll("g", 0)
+    with pytest.raises(DeviceHangError, match=r"ranks \[2\] never arrived"):
+        clients[1].collective_poll("g", 0)
+    np.testing.assert_array_equal(values(clients[0], refs[0]), data(0))  # untouched
+
+
+def test_a_rank_that_disconnects_fails_the_collective_for_the_others(served):
+    clients, _ = served
+    refs = [upload(c, r, data(r)) for r, c in enumerate(clients)]
+    clients[0].collective_post("g", 0, 0, RANKS, "all_reduce", refs[0])
+    clients[1].collective_post("g", 0, 1, RANKS, "all_reduce", refs[1])
+    clients[1].close()
+    with pytest.raises(DeviceHangError, match=r"rank 1's process disconnected"):
+        clients[0].collective_poll("g", 0)
+
+
+def test_ranks_calling_different_collectives_all_get_an_error(served):
+    clients, _ = served
+    refs = [upload(c, r, data(r)) for r, c in enumerate(clients)]
+    clients[0].collective_post("g", 0, 0, RANKS, "all_reduce", refs[0])
+    with pytest.raises(InvalidRequestError, match="same collectives in the same order"):
+        clients[1].collective_post("g", 0, 1, RANKS, "broadcast", refs[1], root=0)
+    with pytest.raises(InvalidRequestError, match="rank 1's part was refused"):
+        clients[0].collective_poll("g", 0)
+
+
+def test_a_rank_cannot_post_another_clients_buffer(served):
+    clients, _ = served
+    theirs = upload(clients[0], 1, data(0))
+    with pytest.raises(InvalidRequestError, match="belongs to another client"):
+        clients[1].collective_post("g", 0, 1, RANKS, "all_reduce", theirs)
+
+
+def test_a_buffer_freed_before_the_collective_runs_is_refused_not_written(served):
+    clients, _ = served
+    refs = [upload(c, r, data(r)) for r, c in enumerate(clients)]
+    clients[0].collective_post("g", 0, 0, RANKS, "all_reduce", refs[0])
+    clients[0].free(refs[0].buffer)
+    clients[0].synchronize()
+    clients[1].collective_post("g", 0, 1, RANKS, "all_reduce", refs[1])
+    with pytest.raises(InvalidRequestError, match="freed"):
+        clients[2].collective_post("g", 0, 2, RANKS, "all_reduce", refs[2])
+    np.testing.assert_array_equal(values(clients[1], refs[1]), data(1))
+
+
+def test_ranks_sharing_a_device_are_told_to_pick_their_own(served):
+    clients, _ = served
+    a, b = upload(clients[0], 0, data(0)), upload(clients[1], 0, data(1))
+    clients[0].collective_post("two", 0, 0, 2, "all_reduce", a)
+    with pytest.raises(InvalidRequestError, match="KPT_SIM_VISIBLE_DEVICES"):
+        clients[1].collective_post("two", 0, 1, 2, "all_reduce", b)
+
+
+@pytest.mark.parametrize(
+    "header, message",
+    [
+        ({"group": "", "seq": 0, "rank": 0, "world": 2, "kind": "all_reduce"}, "group"),
+        ({"group": "g", "seq": -1, "rank": 0, "world": 2, "kind": "all_reduce"}, "seq"),
+        ({"group": "g", "seq": 0, "rank": 2, "world": 2, "kind": "all_reduce"}, "rank"),
+        ({"group": "g", "seq": 0, "rank": 0, "world": 2, "kind": "gather"}, "unknown"),
+        ({"group": "g", "seq": 0, "rank": 0, "world": 2, "kind": "all_reduce", "op": "xor"}, "op"),
+        ({"group": "g", "seq": 0, "rank": 0, "world": 2, "kind": "all_reduce", "timeout": 1e9},
+         "timeout"),
+    ],
+)  # fmt: skip
+def test_bad_posts_are_refused_with_the_field_named(served, header, message):
+    clients, _ = served
+    with pytest.raises(InvalidRequestError, match=message):
+        clients[0]._call("collective_post", {"input": None, **header})
