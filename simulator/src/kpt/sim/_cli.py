@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kpt.sim._daemon_process import READY_PREFIX
+from kpt.sim._derive import add_profile_command, run_profile_command
 from kpt.sim._errors import SimError
 
 PARENT_POLL_S = 0.25  # how quickly a daemon notices its parent died
@@ -60,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("-v", "--verbose", action="store_true", help="log clients coming and going")
 
     commands.add_parser("profiles", help="table of shipped chip profiles")
+    add_profile_command(commands)
 
     replay = commands.add_parser("replay", help="replay a JSON op trace in timing-only mode")
     replay.add_argument("trace")
@@ -77,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve(args)
         if args.command == "profiles":
             return print_profiles()
+        if args.command == "profile":
+            return run_profile_command(args)
         return replay(args)
     except (SimError, OSError) as exc:
         print(f"kpt-sim {args.command}: {exc}", file=sys.stderr)

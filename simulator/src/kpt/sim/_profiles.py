@@ -120,6 +120,14 @@ class Profile:
     # alpha-beta link of its own. 0: the profile does not say (the pinned link is used).
     pageable_bandwidth: float = 0.0
     pageable_latency_s: float = 0.0
+    # The vendor's HBM figure (bytes/s) beside the achieved hbm_bandwidth: `kpt-sim profile
+    # derive` scales the achieved rate by the ratio of two datasheets. 0: not given.
+    hbm_datasheet_bandwidth: float = 0.0
+    # The calibrated profile this one was derived from with a datasheet ("": measured itself).
+    derived_from: str = ""
+    # Per op class: (low, high) factors on a prediction that held 80% of the calibration's
+    # measured/predicted ratios (10th and 90th percentiles); kpt.sim.interval reads them.
+    uncertainty: dict[str, tuple[float, float]] = field(default_factory=dict, repr=False)
 
     def efficiency_for(self, op_class: str) -> Efficiency:
         """The class's own table, else its parent's (softmax -> norm), else "default"."""
@@ -263,7 +271,30 @@ def profile_from_dict(name: str, data: dict[str, Any], source: str = "<dict>") -
         efficiency=efficiency,
         source=source,
         **_host_fields(data, get, where),
+        **_provenance(data, get, where),
     )
+
+
+def _provenance(data: dict[str, Any], get, where: str) -> dict[str, Any]:
+    """Optional derived_from, hbm.datasheet_bandwidth_gbps and [uncertainty] (class = [lo, hi])."""
+    out: dict[str, Any] = {}
+    if "derived_from" in data:
+        out["derived_from"] = get("derived_from", str, None)
+    if "datasheet_bandwidth_gbps" in data.get("hbm", {}):
+        out["hbm_datasheet_bandwidth"] = float(get("hbm.datasheet_bandwidth_gbps")) * GIGA
+    bands = {}
+    for op_class, band in get("uncertainty", dict, None).items() if "uncertainty" in data else ():
+        ok = isinstance(band, list) and len(band) == 2
+        ok = ok and all(isinstance(b, int | float) and not isinstance(b, bool) for b in band)
+        if not ok or not 0 < band[0] <= 1 <= band[1] < math.inf:
+            raise InvalidRequestError(
+                f"{where}: field 'uncertainty.{op_class}' = {band!r} must be [low, high] with "
+                "0 < low <= 1 <= high (factors on a prediction)"
+            )
+        bands[op_class] = (float(band[0]), float(band[1]))
+    if bands:
+        out["uncertainty"] = bands
+    return out
 
 
 def _host_fields(data: dict[str, Any], get, where: str) -> dict[str, float]:
@@ -297,8 +328,10 @@ def _host_fields(data: dict[str, Any], get, where: str) -> dict[str, float]:
 PROFILE_FIELDS: dict[str, set[str] | None] = {
     "schema": None, "vendor": None, "model": None, "calibrated": None, "compute_units": None,
     "power_w": None, "cache_mib": None, "kernel_launch_us": None, "efficiency": None,
-    "kernel_back_to_back_us": None, "host_issue_us": None,
-    "peak_tflops": set(UNITS), "hbm": {"capacity_gib", "bandwidth_gbps"},
+    "kernel_back_to_back_us": None, "host_issue_us": None, "derived_from": None,
+    "uncertainty": None,
+    "peak_tflops": set(UNITS),
+    "hbm": {"capacity_gib", "bandwidth_gbps", "datasheet_bandwidth_gbps"},
     "host_link": {"bandwidth_gbps", "latency_us", "pageable_bandwidth_gbps",
                   "pageable_latency_us"}, "dma": {"engines"},
     "chip_links": {"count", "bandwidth_gbps", "latency_us"},
