@@ -50,6 +50,39 @@ def cpu_fallback(func: Any, args: tuple, kwargs: dict, reason: str) -> Any:
     return run_on_cpu(func, args, kwargs)
 
 
+WORK_TYPE = "__torch__.torch.classes.c10d.Work"
+
+
+def wait_for_async_work(result: Any) -> None:
+    """Wait for every c10d Work an op returned (gloo collectives run on a background thread).
+
+    The host copies must hold the collective's result before they are written back to the
+    device; the Work the caller gets is then already complete, so its own wait() returns at once.
+    """
+    for item in tree_flatten(result)[0]:
+        if isinstance(item, torch.ScriptObject) and _qualified_name(item) == WORK_TYPE:
+            item.wait()
+
+
+def _qualified_name(script_object: torch.ScriptObject) -> str:
+    try:
+        return script_object._type().qualified_name()
+    except (AttributeError, RuntimeError):  # not a TorchScript class instance
+        return ""
+
+
+def mutates_arguments(func: Any) -> bool:
+    """Whether ``func`` may write into its tensor arguments (their host copies go back).
+
+    c10d's ops (allreduce_, broadcast_, allgather_, ...) write their tensor arguments in place
+    but their schemas declare no aliasing, so the namespace decides for them.
+    """
+    schema = func._schema
+    if func.namespace == "c10d":
+        return True
+    return any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments)
+
+
 def run_on_cpu(func: Any, args: tuple, kwargs: dict) -> Any:
     """Run on CPU copies of whole buffers (keeps aliasing), write mutated buffers back."""
     flat, _ = tree_flatten((args, kwargs))
@@ -67,7 +100,8 @@ def run_on_cpu(func: Any, args: tuple, kwargs: dict) -> Any:
         return x
 
     result = func(*tree_map(to_cpu, args), **tree_map(to_cpu, kwargs))
-    if any(a.alias_info is not None and a.alias_info.is_write for a in func._schema.arguments):
+    wait_for_async_work(result)
+    if mutates_arguments(func):
         for key, storage in storages.items():
             runtime().client.write(storage.buffer, 0, hosts[key].numpy())
     by_pointer = {hosts[k].data_ptr(): storages[k] for k in hosts if hosts[k].numel()}
