@@ -43,7 +43,7 @@ def test_gloo_all_reduce_on_kpt_sim_waits_for_its_work(sim, tmp_path):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for rank in range(2)
     ]
     outputs = []
