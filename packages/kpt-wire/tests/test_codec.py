@@ -148,6 +148,19 @@ def test_bad_array_descriptors_are_refused_without_allocating(descriptor, match)
         decode(_with_descriptor(**descriptor))
 
 
+@pytest.mark.parametrize("shape", [[0, 1 << 62], [0, 1 << 40, 1 << 40], [1 << 63, 0]])
+def test_a_zero_size_array_numpy_cannot_shape_is_a_protocol_error(shape):
+    # Zero bytes match the empty frame, but numpy refuses the shape: that ValueError escaped
+    # decode, and a server dropped the message without an answer.
+    frames = encode("t", {}, [np.zeros(0, dtype=np.float32)], request_id=5)
+    header = msgpack.unpackb(frames[2])
+    header["_arrays"][0]["shape"] = shape
+    frames[2] = msgpack.packb(header)
+    with pytest.raises(ProtocolError, match="no shape numpy can hold") as info:
+        decode(frames)
+    assert info.value.code == "protocol" and info.value.request_id == 5
+
+
 def test_limits_are_checked_before_decoding():
     small = Limits(max_frames=4, max_header_bytes=64, max_message_bytes=1000, max_array_dims=2)
     too_many = encode("t", {}, [b"a", b"b"], request_id=12)
@@ -173,6 +186,8 @@ def test_limits_are_checked_before_decoding():
         [PREAMBLE, b"t", b"\xc1"],
         [PREAMBLE, b"t", msgpack.packb([1, 2])],
         [PREAMBLE, b"t", msgpack.packb({1: 2})],
+        [PREAMBLE, b"t", msgpack.packb({b"bin key": 2})],
+        [PREAMBLE, b"t", msgpack.packb({"_rid": 3, b"bin key": 2})],
         [PREAMBLE, b"t", msgpack.packb({"_rid": -1})],
         [PREAMBLE, b"t", msgpack.packb({"_rid": 1.5})],
         [PREAMBLE, b"t", msgpack.packb({"_rid": "7"})],

@@ -81,6 +81,26 @@ MUTATIONS = {
         _header_with(draw(st.lists(descriptor, max_size=3))),
         *draw(st.lists(st.binary(max_size=8), max_size=4)),
     ],
+    "bin keys": lambda draw, f: [
+        *f[:2],
+        msgpack.packb({"_rid": 7, **{k.encode(): v for k, v in draw(headers).items()}, b"k": 1}),
+        *f[3:],
+    ],
+    "zero size, huge dims": lambda draw, f: [
+        *f[:2],
+        _header_with(
+            [
+                {
+                    "dtype": "float32",
+                    "shape": [
+                        0,
+                        *draw(st.lists(st.integers(2**40, 2**64 - 1), min_size=1, max_size=3)),
+                    ],
+                }
+            ]
+        ),
+        b"",
+    ],
     "oversized header": lambda draw, f: [*f[:2], msgpack.packb({"x": "a" * 5000}), *f[3:]],
     "too many frames": lambda draw, f: f + [b""] * draw(st.integers(13, 40)),
     "oversized message": lambda draw, f: [*f[:3], BIG_FRAME, BIG_FRAME],

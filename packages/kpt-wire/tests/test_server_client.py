@@ -3,6 +3,7 @@ import threading
 import time
 
 import ml_dtypes
+import msgpack
 import numpy as np
 import pytest
 
@@ -14,6 +15,7 @@ from kpt.wire import (
     Client,
     HandlerError,
     Limits,
+    ProtocolError,
     RemoteError,
     Server,
     TransportError,
@@ -203,14 +205,56 @@ def test_server_limits_answer_oversized_messages_with_a_limit_error(transport, s
         with pytest.raises(RemoteError, match="bytes, over the limit"):
             client.call("echo", {}, [np.zeros(5000)] * 2)  # each frame under ZeroMQ's cap
         if transport == "tcp":
-            # A single frame over max_message_bytes is cut off by ZeroMQ before Python sees it.
-            with pytest.raises(TransportError):
+            # ZeroMQ cuts a single frame over max_message_bytes off with the connection, before
+            # Python sees it; the client knows the server's limit from its heartbeat answers and
+            # refuses to send such a frame, naming the limit (not "server alive but slow").
+            with pytest.raises(ProtocolError, match=r"131\d+ bytes is over .* 65536") as info:
                 client.call("echo", {}, [np.zeros(1 << 14)], timeout=1)
+            assert info.value.code == "limit"
+            with pytest.raises(ProtocolError, match="65536"):
+                client.cast("echo", {}, [np.zeros(1 << 14)])
         else:
             # The stream reader drops it unread past its first frames and says why.
             with pytest.raises(RemoteError, match=r"131\d+ bytes, over the limit of 65536"):
                 client.call("echo", {}, [np.zeros(1 << 14)], timeout=1)
         assert client.call("echo", {"still": 1}).header == {"still": 1}
+
+
+def test_a_first_oversized_frame_fails_with_the_limit_not_a_timeout():
+    # The very first call, before any heartbeat answer: ZeroMQ drops it with the connection.
+    # The heartbeat sent on connect brings the server's limit back, and the call fails with it
+    # well before its timeout.
+    server = Server("tcp://127.0.0.1:0", limits=Limits(max_message_bytes=1 << 16))
+    server.register("echo", lambda msg, cid: msg.header)
+    with server, Client(server.endpoint, heartbeat_interval=HEARTBEAT, timeout=30) as client:
+        started = time.monotonic()
+        with pytest.raises(ProtocolError, match="over the max_message_bytes of 65536") as info:
+            client.call("echo", {}, [np.zeros(1 << 14)])
+        assert info.value.code == "limit"
+        assert time.monotonic() - started < 15  # the liveness bound, not the 30 s timeout
+        assert client.call("echo", {"still": 1}).header == {"still": 1}
+
+
+@pytest.mark.parametrize(
+    ("header", "arrays", "match"),
+    [
+        # msgpack's strict_map_key lets bin keys through; handlers then failed as `internal`.
+        ({"_rid": 41, b"key": 1}, [], "header key b'key' is bytes"),
+        # A zero-size array whose other dimension numpy cannot hold was dropped unanswered.
+        ({"_rid": 42, "_arrays": [{"dtype": "float32", "shape": [0, 2**62]}]}, [b""], "numpy"),
+        ({"_rid": 43, "_arrays": [{"dtype": "int8", "shape": [0, 2**40, 2**40]}]}, [b""], "numpy"),
+    ],
+)
+def test_bin_keys_and_unshapeable_arrays_are_answered_as_protocol_errors(
+    echo_server, raw_peer, header, arrays, match
+):
+    peer = raw_peer(echo_server.endpoint)
+    peer.send([PROTOCOL + VERSION.to_bytes(2, "big"), b"echo", msgpack.packb(header), *arrays])
+    reply = decode(peer.recv(5))
+    assert reply.type == "_error" and reply.request_id == header["_rid"]
+    assert reply.header["code"] == "protocol" and match in reply.header["message"]
+    peer.send(encode("echo", {"after": 1}, request_id=44))
+    assert decode(peer.recv(5)).header == {"after": 1}
 
 
 def test_close_wakes_the_serving_thread_at_once_even_with_long_heartbeats():

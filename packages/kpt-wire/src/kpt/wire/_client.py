@@ -55,13 +55,21 @@ class _Call:
     and a Future takes a lock each time.
     """
 
-    __slots__ = ("deadline", "error", "future", "reply", "request_id", "what")
+    __slots__ = ("deadline", "error", "future", "largest_frame", "reply", "request_id", "what")
 
-    def __init__(self, request_id: int, deadline: float, what: str, future: Future | None):
+    def __init__(
+        self,
+        request_id: int,
+        deadline: float,
+        what: str,
+        future: Future | None,
+        largest_frame: int = 0,
+    ):
         self.request_id = request_id
         self.deadline = deadline
         self.what = what
         self.future = future
+        self.largest_frame = largest_frame  # bytes; 0 where the transport answers oversize
         self.reply: Message | None = None
         self.error: BaseException | None = None
 
@@ -115,6 +123,9 @@ class Client:
         fast = self._interval > _FAST_PATH_MIN_WAIT
         self._fast_path_min_wait = _FAST_PATH_MIN_WAIT if fast else float("inf")
         self._limits = limits
+        # The server's max_message_bytes, from its heartbeat replies (ZeroMQ only: there a frame
+        # over it closes the connection unanswered, so the client must refuse it itself).
+        self._server_frame_limit: int | None = None
         if curve_server_key is not None:
             as_key(curve_server_key, "curve_server_key")
         if (curve_public_key is None) != (curve_secret_key is None):
@@ -195,7 +206,10 @@ class Client:
     ) -> None:
         """Send a one-way message: no reply, returns at once (queued if the server is away)."""
         self._check_open()
-        self._outbox.append(encode(type, header, arrays, 0))
+        frames = encode(type, header, arrays, 0)
+        if not self._unix:
+            self._refuse_oversized(type, max(map(len, frames)))
+        self._outbox.append(frames)
         self._flush_if_free()
 
     def close(self) -> None:
@@ -233,9 +247,27 @@ class Client:
             raise ValueError(f"message type {type!r}: a leading '_' is reserved for the protocol")
         request_id = next(self._ids)
         frames = encode(type, header, arrays, request_id)
+        largest = 0
+        if not self._unix:
+            largest = max(map(len, frames))
+            self._refuse_oversized(type, largest)
         now = time.monotonic()
         deadline = now + (self.timeout if timeout is None else timeout)
-        return _Call(request_id, deadline, type, future), frames, now
+        return _Call(request_id, deadline, type, future, largest), frames, now
+
+    def _refuse_oversized(self, what: str, largest_frame: int) -> None:
+        limit = self._server_frame_limit
+        if limit is not None and largest_frame > limit:
+            raise self._oversized_error(what, largest_frame, limit)
+
+    def _oversized_error(self, what: str, largest_frame: int, limit: int) -> ProtocolError:
+        return ProtocolError(
+            f"{what!r}: a frame of {largest_frame} bytes is over the max_message_bytes of "
+            f"{limit} that {self.endpoint} declared (ZeroMQ closes the connection on such a "
+            "frame without an answer); send smaller arrays per message or raise the server's "
+            "Limits(max_message_bytes=...)",
+            code="limit",
+        )
 
     def _submit(
         self, type: str, header: Any, arrays: Iterable[Any], timeout: float | None, is_async: bool
@@ -315,7 +347,8 @@ class Client:
                 self._check_open()
                 if time.monotonic() >= call.deadline:
                     call.fail(
-                        CallTimeout(
+                        self._oversized_instead(call)
+                        or CallTimeout(
                             f"no reply to {call.what!r} (request {call.request_id}) from "
                             f"{self.endpoint} within the timeout (server alive but slow); "
                             "raise timeout= or check the handler"
@@ -374,6 +407,10 @@ class Client:
             channel = ZmqChannel(
                 self._context, self.endpoint, self.client_id, self._limits, self._curve
             )
+            try:  # at once, not after an interval: the answer declares the server's limit
+                channel.send(self._heartbeat_frames)
+            except QueueFull:
+                pass  # the regular heartbeat follows
         self._last_recv = self._last_send = time.monotonic()
         return channel
 
@@ -483,12 +520,29 @@ class Client:
     def _deliver(self, msg: Message) -> bool:
         call = self._pending.pop(msg.request_id, None)
         if call is None:
-            return False  # a heartbeat, or a late reply to a call that timed out
+            if msg.type == HEARTBEAT_TYPE and not self._unix:
+                return self._learn_frame_limit(msg.header)
+            return False  # a late reply to a call that timed out
         if msg.type == ERROR_TYPE:
             call.fail(_remote_error(msg))
         else:
             call.resolve(msg)
         return True
+
+    def _learn_frame_limit(self, header: dict[str, Any]) -> bool:
+        """Take the server's declared limit; fail calls already sent over it (ZeroMQ dropped
+        them with the connection). True if any call was failed."""
+        limit = header.get("max_message_bytes")
+        if limit.__class__ is not int or limit < 1:
+            return False  # an older server, or nonsense: keep what we knew
+        self._server_frame_limit = limit
+        failed = False
+        for request_id, call in list(self._pending.items()):
+            if call.largest_frame > limit:
+                del self._pending[request_id]
+                call.fail(self._oversized_error(call.what, call.largest_frame, limit))
+                failed = True
+        return failed
 
     def _deliver_error(self, exc: ProtocolError) -> bool:
         call = self._pending.pop(exc.request_id, None) if exc.request_id else None
@@ -502,7 +556,17 @@ class Client:
             _, request_id = heapq.heappop(self._deadlines)
             call = self._pending.pop(request_id, None)
             if call is not None:
-                call.fail(CallTimeout(f"no reply to {call.what!r} from {self.endpoint} in time"))
+                call.fail(
+                    self._oversized_instead(call)
+                    or CallTimeout(f"no reply to {call.what!r} from {self.endpoint} in time")
+                )
+
+    def _oversized_instead(self, call: _Call) -> ProtocolError | None:
+        """For a call with no reply: the real reason when it was too big for the server."""
+        limit = self._server_frame_limit
+        if limit is not None and call.largest_frame > limit:
+            return self._oversized_error(call.what, call.largest_frame, limit)
+        return None
 
     def _reconnect(self, reason: str) -> None:
         """Fail everything in flight and start a fresh socket, so stale requests never arrive."""

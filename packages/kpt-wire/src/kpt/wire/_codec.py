@@ -242,6 +242,13 @@ def _unpack_header(raw: bytes, frames: Sequence[Any]) -> dict[str, Any]:
         raise ProtocolError(
             f"header must be a msgpack map, got {type(header).__name__}", request_id=None
         )
+    for key in header:
+        if key.__class__ is not str:  # strict_map_key lets bytes through; the spec says str
+            raise ProtocolError(
+                f"header key {key!r} is {type(key).__name__}; header keys must be msgpack "
+                "str (text), not bin: pack them as str",
+                request_id=read_request_id(frames),
+            )
     return header
 
 
@@ -293,7 +300,15 @@ def _arrays(
                 f"but its frame holds {raw.nbytes}",
                 request_id=rid,
             )
-        array = np.frombuffer(raw, dtype=dtype).reshape(shape)
+        try:
+            array = np.frombuffer(raw, dtype=dtype).reshape(shape)
+        except ValueError as exc:  # e.g. a zero-size array with a dimension numpy cannot index
+            raise ProtocolError(
+                f"array {index}: shape {list(shape)} of {dtype.name} is no shape numpy can hold "
+                f"({exc}); the product of its non-zero dimensions times the item size must stay "
+                "below 2**63",
+                request_id=rid,
+            ) from None
         array.flags.writeable = False  # a view of a received frame: never scribble on it
         arrays.append(array)
     return arrays

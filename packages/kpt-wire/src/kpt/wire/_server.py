@@ -18,6 +18,7 @@ from kpt.wire._codec import (
     check_type,
     decode,
     encode,
+    read_request_id,
 )
 from kpt.wire._errors import HandlerError, ProtocolError
 from kpt.wire._limits import Limits
@@ -250,6 +251,14 @@ class Server:
             log.debug("refused a message from %r: %s", client, exc)
             self._send_error(router, client, exc.request_id or 0, exc.code, exc.message, force=True)
             return
+        except Exception as exc:  # a decode bug must still be answered, never a silent drop
+            log.exception("decoding a message from %r failed", client)
+            self._send_error(
+                router, client, read_request_id(frames[1:]) or 0, "internal",
+                f"the server could not decode this message: {type(exc).__name__}: {exc}",
+                force=True,
+            )  # fmt: skip
+            return
         request_id = msg.request_id
         handler = self._handlers.get(msg.type)
         if handler is None:
@@ -292,7 +301,10 @@ class Server:
         declared = msg.header.get("interval")
         if isinstance(declared, int | float) and 0 < declared < 3600:
             self._windows[client] = _LIVENESS_MISSES * max(self._interval, float(declared))
-        self._send(router, client, encode(HEARTBEAT_TYPE, {}, (), msg.request_id))
+        # The limit rides along: ZeroMQ drops a connection whose frame is over maxmsgsize
+        # without a word, so a client must know the limit to refuse such a message itself.
+        limit = {"max_message_bytes": self._limits.max_message_bytes}
+        self._send(router, client, encode(HEARTBEAT_TYPE, limit, (), msg.request_id))
 
     def _send_error(
         self,
