@@ -99,8 +99,9 @@ def test_malformed_requests_are_refused_and_the_daemon_keeps_serving():
 
 
 def test_malformed_fault_injections_are_refused_with_reasons():
-    with serve_in_thread("test-asic", 2, heartbeat_interval=0.5) as (endpoint, _):
+    with serve_in_thread("test-asic", 2, heartbeat_interval=0.5) as (endpoint, daemon):
         fuzzer = Client(endpoint, timeout=10)
+        owner = {"token": daemon.admin_token}  # the fuzzer may inject: its faults are checked
         internal: list[str] = []
 
         @settings(
@@ -109,13 +110,13 @@ def test_malformed_fault_injections_are_refused_with_reasons():
         @given(header=headers)
         def send(header):
             try:
-                fuzzer.call("inject_fault", header)
+                fuzzer.call("inject_fault", {**header, **owner})
                 fuzzer.call("synchronize", {})
             except RemoteError as exc:
                 if exc.code == "internal":
                     internal.append(f"{header!r}: {exc.message}")
                 assert exc.message
-            fuzzer.call("reset", {})  # a fault that took effect must not leak into the next one
+            fuzzer.call("reset", owner)  # a fault that took effect must not leak into the next one
 
         send()
         fuzzer.close()

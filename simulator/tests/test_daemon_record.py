@@ -32,7 +32,10 @@ def _workload(c: SimClient) -> float:
 
 
 def test_a_recorded_session_replays_to_the_same_predicted_time(tmp_path):
-    with serve_in_thread("test-asic", 2) as (endpoint, _), SimClient(endpoint) as c:
+    with (
+        serve_in_thread("test-asic", 2) as (endpoint, daemon),
+        SimClient(endpoint, admin_token=daemon.admin_token) as c,
+    ):
         c.record_ops()
         end = _workload(c)
         path = c.dump_ops(tmp_path / "ops.json")
@@ -48,8 +51,8 @@ def test_a_recorded_session_replays_to_the_same_predicted_time(tmp_path):
 
 def test_dump_without_recording_says_what_to_do():
     with (
-        serve_in_thread("test-asic", 1) as (endpoint, _),
-        SimClient(endpoint) as c,
+        serve_in_thread("test-asic", 1) as (endpoint, daemon),
+        SimClient(endpoint, admin_token=daemon.admin_token) as c,
         pytest.raises(InvalidRequestError, match="record_ops first"),
     ):
         c.dump_ops("/dev/null")

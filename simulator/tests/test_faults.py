@@ -149,7 +149,10 @@ def test_fault_files(tmp_path):
     [
         ({"kind": "meltdown", "device": 0}, "fault kind 'meltdown' unknown"),
         ({"kind": "hang"}, "'device' = None"),
-        ({"kind": "straggler", "device": 0, "factor": 0.5}, "'factor' = 0.5 must be >= 1"),
+        (
+            {"kind": "straggler", "device": 0, "factor": 0.5},
+            "'factor' = 0.5 must be in \\[1, 1000\\]",
+        ),
         ({"kind": "hang", "device": 0, "when": 3}, r"unknown field\(s\) \['when'\]"),
         ({"kind": "link_down", "link": [0]}, "must be \\[a, b\\]"),
     ],

@@ -10,7 +10,7 @@ from kpt.sim import SimClient
 
 def _inject(daemon, kind, **spec):
     # From a second connection, as an operator or a CI harness would.
-    client = SimClient(daemon.endpoint)
+    client = SimClient(daemon.endpoint, admin_token=daemon.admin_token)
     try:
         client.inject_fault(kind, **spec)
     finally:

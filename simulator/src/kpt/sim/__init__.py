@@ -10,6 +10,7 @@ from kpt.sim._collectives import (
 from kpt.sim._cost import OpCost, efficiency, op_time, op_timing, shape_penalty, transfer_time
 from kpt.sim._daemon_process import DaemonHandle, start_daemon
 from kpt.sim._errors import (
+    AccessDeniedError,
     DeviceHangError,
     DeviceLostError,
     InvalidRequestError,
@@ -32,6 +33,7 @@ from kpt.sim._simulator import Simulator
 from kpt.sim._version import __version__
 
 __all__ = [
+    "AccessDeniedError",
     "CollectiveResult",
     "DaemonHandle",
     "DeviceHangError",

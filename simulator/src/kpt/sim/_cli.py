@@ -9,11 +9,16 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from kpt.sim._daemon_process import READY_PREFIX
+import zmq.auth
+
+from kpt.sim._daemon_access import AccessPolicy, new_token, write_token
+from kpt.sim._daemon_host import HostMemory
+from kpt.sim._daemon_process import READY_PREFIX, TOKEN_FILE
 from kpt.sim._derive import add_profile_command, run_profile_command
 from kpt.sim._errors import SimError
 
@@ -38,9 +43,37 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--nodes", type=_positive, default=1, help="nodes the devices split into")
     serve.add_argument(
         "--endpoint",
-        default="tcp://127.0.0.1:0",
-        help="unix://PATH (fastest on one host), ipc://PATH or tcp://127.0.0.1:PORT",
+        default=None,
+        help="unix://PATH (fastest on one host), ipc://PATH, tcp://127.0.0.1:PORT, or "
+        "tcp://HOST:PORT with --curve-keys; default: a unix socket in a new folder only this "
+        "user can enter (0700)",
     )
+    serve.add_argument(
+        "--admin-token-file", default=None, metavar="PATH",
+        help="write the owner's token here (mode 0600): clients that present it (SimClient("
+        "admin_token=...) or $KPT_SIM_ADMIN_TOKEN) may reset the daemon, inject faults and "
+        "read every client's trace; default: admin.token next to the default socket",
+    )  # fmt: skip
+    serve.add_argument(
+        "--allow-admin", action="store_true",
+        help="let EVERY client reset the daemon, inject faults and read every trace (a "
+        "single-user test rig; never on a shared daemon)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--curve-keys", default=None, metavar="SECRET_FILE",
+        help="the daemon's CURVE key pair (NAME.key_secret from `kpt-wire keygen DIR`): "
+        "needed to bind a non-loopback tcp:// endpoint; clients pass its public key",
+    )  # fmt: skip
+    serve.add_argument(
+        "--curve-authorized", default=None, metavar="DIR",
+        help="folder of the client public keys (NAME.key) allowed in; default: any client "
+        "that knows the daemon's public key",
+    )  # fmt: skip
+    serve.add_argument(
+        "--host-memory-gib", type=float, default=None,
+        help="host memory the daemon may spend on buffer values, in total (default: 75%% of "
+        "what is available at start); each client may use all of it",
+    )  # fmt: skip
     serve.add_argument("--faults", default=None, help="fault file (TOML or JSON)")
     serve.add_argument("--numerics", choices=("on", "off"), default="on")
     serve.add_argument("--executor", default="numpy", help="entry point in kpt.sim.executors")
@@ -107,9 +140,18 @@ def serve(args: argparse.Namespace) -> int:
         executor = load_executor(args.executor, **_options(args.executor_option))
     except ExecutorNotFoundError as exc:
         raise SimError(str(exc)) from None
+    endpoint, private_dir = _endpoint(args.endpoint)
+    token = new_token()
+    token_file = args.admin_token_file or (private_dir and os.path.join(private_dir, TOKEN_FILE))
+    host_memory = None
+    if args.host_memory_gib is not None:
+        if not args.host_memory_gib > 0:
+            raise SimError(f"--host-memory-gib {args.host_memory_gib!r} must be > 0")
+        host_memory = HostMemory(int(args.host_memory_gib * (1 << 30)))
     daemon = SimDaemon(
-        sim, executor, args.numerics == "on", args.executor, heartbeat_interval=args.heartbeat
-    )
+        sim, executor, args.numerics == "on", args.executor, heartbeat_interval=args.heartbeat,
+        access=AccessPolicy(token, allow_admin=args.allow_admin), host_memory=host_memory,
+    )  # fmt: skip
     if args.record:
         from kpt.sim._daemon_recorder import OpRecorder
 
@@ -118,16 +160,20 @@ def serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     server = Server(
-        args.endpoint, heartbeat_interval=args.heartbeat, on_client_gone=daemon.client_gone
-    )
+        endpoint, heartbeat_interval=args.heartbeat, on_client_gone=daemon.client_gone,
+        **_curve(args.curve_keys, args.curve_authorized),
+    )  # fmt: skip
     daemon.register(server)
     server.start()
+    if token_file:
+        write_token(token_file, token)
     try:
         print(f"{READY_PREFIX}{server.endpoint}", flush=True)
         print(
             f"kpt-sim: serving {len(sim.devices)} device(s) ({args.profile}, {args.topology}, "
             f"numerics {args.numerics}, executor {args.executor}) at {server.endpoint}; "
-            f"clients: export KPT_SIM_ENDPOINT={server.endpoint}",
+            f"clients: export KPT_SIM_ENDPOINT={server.endpoint}"
+            + (f"; the owner's token is in {token_file}" if token_file else ""),
             file=sys.stderr,
             flush=True,
         )
@@ -140,7 +186,34 @@ def serve(args: argparse.Namespace) -> int:
             Path(args.record).write_text(json.dumps(daemon.recorder.document(sim)))
         if args.cleanup_dir:  # the parent may be dead (that may be why we stop): tidy up
             shutil.rmtree(args.cleanup_dir, ignore_errors=True)
+        if private_dir:
+            shutil.rmtree(private_dir, ignore_errors=True)
     return 0
+
+
+def _endpoint(given: str | None) -> tuple[str, str | None]:
+    """The endpoint to bind, and the private folder made for it (None if the user named one)."""
+    if given is not None:
+        return given, None
+    folder = tempfile.mkdtemp(prefix="kpt-sim-")  # mode 0700: other users cannot connect
+    return f"unix://{folder}/daemon.sock", folder
+
+
+def _curve(secret_file: str | None, authorized: str | None) -> dict[str, object]:
+    if secret_file is None:
+        if authorized is not None:
+            raise SimError("--curve-authorized needs --curve-keys (the daemon's own key pair)")
+        return {}
+    try:
+        public, secret = zmq.auth.load_certificate(secret_file)
+    except (OSError, ValueError) as exc:
+        raise SimError(f"--curve-keys {secret_file!r}: cannot load a key pair: {exc}") from None
+    if secret is None:
+        raise SimError(
+            f"--curve-keys {secret_file!r} holds only a public key; pass the NAME.key_secret "
+            "file that `kpt-wire keygen DIR` wrote"
+        )
+    return {"curve_secret_key": secret, "curve_public_key": public, "authorized_keys": authorized}
 
 
 def _options(pairs: list[str]) -> dict[str, object]:

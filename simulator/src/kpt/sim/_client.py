@@ -12,6 +12,7 @@ import collections
 import concurrent.futures
 import itertools
 import os
+import stat
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -20,7 +21,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from kpt.sim import _daemon_liveness as liveness
+from kpt.sim._daemon_access import TOKEN_ENV, TOKEN_FIELD
 from kpt.sim._errors import ERRORS, DeviceHangError, DeviceLostError, OutOfMemoryError, SimError
+from kpt.sim._memory import ALIGNMENT
 from kpt.wire import CallTimeout, Client, RemoteError, TransportError, WireError
 
 #: Protocol of the daemon's message catalogue (not the wire's envelope version).
@@ -39,6 +42,10 @@ CHUNK_BYTES = 256 << 20  # larger writes and reads travel in pieces, under the w
 # costs its descriptor on both sides (~30 us of a ~100 us round trip), a msgpack bin next to
 # nothing. A daemon that predates "inline" ignores the flag and sends a frame, still understood.
 INLINE_READ_BYTES = 1 << 16
+CONNECT_TIMEOUT_S = 2.0  # a daemon that does not answer "hello" within this is not there
+# alloc_async draws on memory leased from the daemon in slices of this size (see
+# _daemon_leases): an out-of-memory error is then raised by the allocation that needed it.
+LEASE_BYTES = 64 << 20
 
 
 class TensorRef(NamedTuple):
@@ -117,11 +124,22 @@ class SimClient:
         endpoint: str | None = None,
         timeout: float = 300.0,
         heartbeat_interval: float | None = None,
+        admin_token: str | None = None,
+        curve_server_key: str | bytes | None = None,
+        curve_public_key: str | bytes | None = None,
+        curve_secret_key: str | bytes | None = None,
     ) -> None:
-        """timeout bounds each call (a synchronize may wait for much queued numerics).
+        """timeout bounds each call, like NCCL's watchdog: a call unanswered that long raises
+        DeviceHangError naming the operation (a synchronize may wait for much queued numerics).
 
-        heartbeat_interval: None picks 10 s for a daemon on this host (whose pid is then
-        watched, so its death is noticed within ~0.2 s) and 1 s for a remote one.
+        heartbeat_interval: None picks, for a daemon on this host (whose pid is then watched, so
+        its death is noticed within ~0.2 s), one long enough that silence never outlasts a
+        call's timeout (the connection, and with it this client's memory, then survives a busy
+        or stopped daemon); 1 s for a remote one.
+        admin_token: the daemon owner's token (start_daemon().admin_token, or the file
+        `kpt-sim serve --admin-token-file` wrote; default: $KPT_SIM_ADMIN_TOKEN), needed for
+        reset, inject_fault and the traces of every client's work.
+        curve_*: CURVE keys for a daemon on another host (tcp:// with `kpt-sim serve --curve-*`).
         """
         endpoint = endpoint or os.environ.get(ENDPOINT_ENV)
         if not endpoint:
@@ -130,13 +148,21 @@ class SimClient:
                 "or start one with kpt.sim.start_daemon()"
             )
         self.endpoint = endpoint
+        self._admin_token = admin_token or os.environ.get(TOKEN_ENV) or None
+        local = liveness.is_local_endpoint(endpoint)
         if heartbeat_interval is None:
-            local = liveness.is_local_endpoint(endpoint)
             heartbeat_interval = (
-                liveness.LOCAL_HEARTBEAT_S if local else liveness.REMOTE_HEARTBEAT_S
+                max(liveness.LOCAL_HEARTBEAT_S, timeout / 3 + 1)
+                if local
+                else liveness.REMOTE_HEARTBEAT_S
             )
         self.heartbeat_interval = heartbeat_interval
-        self._wire = Client(endpoint, timeout=timeout, heartbeat_interval=heartbeat_interval)
+        _check_reachable(endpoint)
+        self._wire = Client(
+            endpoint, timeout=timeout, heartbeat_interval=heartbeat_interval,
+            curve_server_key=curve_server_key, curve_public_key=curve_public_key,
+            curve_secret_key=curve_secret_key,
+        )  # fmt: skip
         self._watcher: liveness.PidWatcher | None = None
         self._event_ids = itertools.count(1)
         self._alias_ids = itertools.count(1)
@@ -147,7 +173,9 @@ class SimClient:
         # Keeps queued casts in program order. Re-entrant: a tensor finalizer run by the GC in
         # the middle of a call on this thread may free() (queue) without deadlocking.
         self._batch_lock = threading.RLock()
-        hello = self._call("hello", {"protocol": SIM_PROTOCOL}, idempotent=True).header
+        self._lease_lock = threading.Lock()
+        self._leased: dict[int, int] = {}  # device -> bytes of the lease not yet allocated
+        hello = self._hello()
         if hello.get("protocol") != SIM_PROTOCOL:
             self.close()
             raise SimError(
@@ -155,11 +183,37 @@ class SimClient:
                 f"{SIM_PROTOCOL!r}: install matching kpt-sim versions on both sides"
             )
         self.numerics: bool = bool(hello.get("numerics", True))
+        self.admin: bool = bool(hello.get("admin", False))
         self.executor: str = str(hello.get("executor", ""))
         pid = liveness.same_host_pid(hello)
         if pid is not None:
             every = float(hello.get("heartbeat", liveness.REMOTE_HEARTBEAT_S)) / 2
             self._watcher = liveness.PidWatcher(pid, self._wire.close, self._ping, every)
+
+    def _hello(self) -> dict:
+        """The first exchange, bounded by CONNECT_TIMEOUT_S: a wrong endpoint fails fast."""
+        header = {"protocol": SIM_PROTOCOL}
+        if self._admin_token:
+            header[TOKEN_FIELD] = self._admin_token
+        try:
+            return self._wire.call("hello", header, timeout=CONNECT_TIMEOUT_S).header
+        except (CallTimeout, TransportError, WireError) as exc:
+            self._wire.close()
+            raise DeviceLostError(
+                f"no simulator daemon answers at {self.endpoint} within {CONNECT_TIMEOUT_S:g} s "
+                f"({type(exc).__name__}): check {ENDPOINT_ENV} (it must be the endpoint "
+                "`kpt-sim serve` printed), start a daemon there, or unset it to use an "
+                "embedded one"
+            ) from None
+        except RemoteError as exc:
+            self._wire.close()
+            raise typed_error(exc) from None
+
+    def _admin(self, kind: str, header: dict):
+        """A call only the daemon's owner may make: it carries the owner's token."""
+        if self._admin_token:
+            header = {**header, TOKEN_FIELD: self._admin_token}
+        return self._call(kind, header)
 
     # -- transport -----------------------------------------------------------------------------
     def _call(self, kind: str, header: dict, arrays: Sequence = (), idempotent: bool = False):
@@ -180,11 +234,7 @@ class SimClient:
         except CallTimeout as exc:
             if self._watcher is not None and self._watcher.dead:
                 raise self._lost(exc) from exc
-            raise DeviceHangError(
-                f"simulator daemon at {self.endpoint} did not answer {kind!r} within "
-                f"{self.timeout:g} s: busy with a long queue of numerics or stuck; "
-                "pass SimClient(timeout=...) for longer waits"
-            ) from exc
+            raise self._hang(kind) from exc
         except (TransportError, WireError) as exc:
             raise self._lost(exc) from exc
 
@@ -255,6 +305,23 @@ class SimClient:
             time.sleep(0.01)
         return True
 
+    def _hang(self, kind: str) -> DeviceHangError:
+        """Name the operation, and tell a stopped daemon from a busy or hung one."""
+        waited = f"{kind!r} got no answer from the simulator daemon at {self.endpoint} within "
+        waited += f"{self.timeout:g} s"
+        pid = None if self._watcher is None else self._watcher.pid
+        state = liveness.process_state(pid) if pid is not None else None
+        if state == "T":
+            return DeviceHangError(
+                f"{waited}: its process (pid {pid}) is stopped (SIGSTOP or a debugger); this "
+                f"client's memory is kept: resume it (kill -CONT {pid}) and call again"
+            )
+        where = f" (pid {pid} is running)" if pid is not None else ""
+        return DeviceHangError(
+            f"{waited}{where}: busy with a long queue of numerics (its own or other clients') "
+            "or stuck; this client's memory is kept; pass SimClient(timeout=...) to wait longer"
+        )
+
     def _lost(self, exc: Exception) -> DeviceLostError:
         if self._daemon_exited():
             return DeviceLostError(
@@ -276,11 +343,21 @@ class SimClient:
         return int(self._call("alloc", {"device": device, "nbytes": nbytes}).header["buffer"])
 
     def alloc_async(self, device: int, nbytes: int) -> int:
-        """Like alloc, without a round trip: returns a (negative) id at once. If the allocation
-        fails, OutOfMemoryError is raised by the next synchronize/read/event_time."""
-        with self._event_lock:
-            alias = -next(self._alias_ids)
-        self._queue("alloc_async", {"device": device, "nbytes": nbytes, "alias": alias})
+        """Like alloc, usually without a round trip: returns a (negative) id at once.
+
+        The memory comes out of a lease this client holds on the device, renewed with one
+        round trip when it runs short, so OutOfMemoryError is raised here, by the allocation
+        that needed the memory, even when other processes share the daemon."""
+        size = -(-max(int(nbytes), 1) // ALIGNMENT) * ALIGNMENT  # what the device gives
+        with self._lease_lock:
+            if self._leased.get(device, 0) < size:
+                self._leased.pop(device, None)
+                header = {"device": device, "need": size, "want": max(size, LEASE_BYTES)}
+                self._leased[device] = int(self._call("lease", header).header["granted"])
+            self._leased[device] -= size
+            with self._event_lock:
+                alias = -next(self._alias_ids)
+            self._queue("alloc_async", {"device": device, "nbytes": nbytes, "alias": alias})
         return alias
 
     def free(self, buffer: int) -> None:
@@ -332,6 +409,9 @@ class SimClient:
         if nbytes <= INLINE_READ_BYTES:
             header["inline"] = True
         message = self._call("read", header)
+        zeros = message.header.get("zeros")
+        if type(zeros) is int:  # a timing-only daemon: no values, made here, not sent
+            return np.zeros(zeros, np.uint8)
         data = message.header.get("data")
         if type(data) is bytes:
             return np.frombuffer(data, np.uint8)  # read-only, like a received frame's view
@@ -439,26 +519,28 @@ class SimClient:
     # -- control -------------------------------------------------------------------------------
     def inject_fault(self, kind: str, **spec: Any) -> None:
         """Schedule or trigger a fault (see the engine's fault file format), e.g. device_lost."""
-        self._call("inject_fault", {"kind": kind, **spec})
+        self._admin("inject_fault", {"kind": kind, **spec})
 
     def reset(self) -> None:
         """Free every buffer of every client, clear faults, restart the clock at 0."""
-        self._call("reset", {})
+        self._admin("reset", {})
+        with self._lease_lock:
+            self._leased.clear()
 
     def record_ops(self, on: bool = True) -> None:
         """Start recording (afresh) every client's timed ops as an op trace, or stop."""
-        self._call("record_ops", {"on": on})
+        self._admin("record_ops", {"on": on})
 
     def dump_ops(self, path: str | os.PathLike) -> str:
         """Write the recorded op trace (JSON that kpt.sim.replay and `kpt-sim replay` read)."""
-        message = self._call("dump_ops", {})
+        message = self._admin("dump_ops", {})
         with open(path, "wb") as f:
             f.write(memoryview(message.arrays[0]))
         return os.fspath(path)
 
     def dump_trace(self, path: str | os.PathLike) -> str:
         """Write the daemon's Chrome trace (Perfetto opens it) to a local file; returns the path."""
-        message = self._call("dump_trace", {})
+        message = self._admin("dump_trace", {})
         data = message.arrays[0] if message.arrays else np.empty(0, np.uint8)
         with open(path, "wb") as f:
             f.write(memoryview(data))
@@ -480,3 +562,27 @@ class SimClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_reachable(endpoint: str) -> None:
+    """Fail at once, saying what to do, for a unix:// endpoint with no socket behind it."""
+    if not endpoint.startswith("unix://"):
+        return
+    path = endpoint[len("unix://") :]
+    try:
+        is_socket = stat.S_ISSOCK(os.stat(path).st_mode)
+    except FileNotFoundError:
+        reason = "does not exist"
+    except PermissionError:
+        reason = "is not accessible to this user (the daemon's folder is private to its owner)"
+    except OSError as exc:
+        reason = f"cannot be checked ({exc.strerror})"
+    else:
+        if is_socket:
+            return
+        reason = "is not a socket"
+    raise DeviceLostError(
+        f"no simulator daemon at {endpoint}: {path} {reason}; check {ENDPOINT_ENV} (it must be "
+        "the endpoint `kpt-sim serve` printed), start a daemon there, or unset it to use an "
+        "embedded one"
+    )

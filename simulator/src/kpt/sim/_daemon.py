@@ -31,9 +31,12 @@ from kpt.sim._daemon_buffers import (
     field_int,
     parse_cost,
 )
+from kpt.sim._daemon_access import ADMIN_TYPES, TOKEN_FIELD, AccessPolicy, new_token
+from kpt.sim._daemon_host import HostMemory
+from kpt.sim._daemon_leases import Leases
 from kpt.sim._daemon_recorder import OpRecorder
 from kpt.sim._daemon_rendezvous import Rendezvous
-from kpt.sim._errors import DeviceHangError, OutOfMemoryError, SimError
+from kpt.sim._errors import DeviceHangError, LinkDownError, OutOfMemoryError, SimError
 from kpt.sim._executors import Executor, View
 from kpt.sim._simulator import Simulator
 from kpt.sim._version import __version__
@@ -47,6 +50,9 @@ MAX_EVENTS_PER_CLIENT = 1 << 16  # the oldest are forgotten first
 CAST_TYPES = ("launch", "copy", "record_event", "wait_event", "collective", "alloc_async")
 MAX_BATCH = 4096  # casts in one "batch" message
 MAX_INLINE_READ = 1 << 16  # a read asking for "inline" bytes gets them in the header up to this
+MAX_READ = 1 << 30  # bytes one read may return: larger reads go in chunks (bounds a reply's copy)
+MAX_LEASE = 1 << 62  # bytes one lease request may name (any more is a malformed request)
+NOT_FAULT_FIELDS = (TOKEN_FIELD, "prelude")
 
 
 @dataclass
@@ -67,8 +73,15 @@ class SimDaemon:
         numerics: bool = True,
         executor_name: str = "",
         heartbeat_interval: float = 1.0,
+        access: AccessPolicy | None = None,
+        host_memory: HostMemory | None = None,
     ) -> None:
         self.sim = sim
+        # Without a policy, the daemon's owner is whoever holds `admin_token`, made here.
+        self.admin_token = new_token() if access is None else None
+        self.access = access or AccessPolicy(self.admin_token)
+        self.host = host_memory or HostMemory()
+        self.leases = Leases(sim)
         self.heartbeat_interval = heartbeat_interval  # the wire server's, told to clients
         self.executor = executor
         self.executor_name = executor_name or type(executor).__name__
@@ -106,6 +119,7 @@ class SimDaemon:
             "collective_post": self.rendezvous.post,
             "collective_poll": self.rendezvous.poll,
             "alloc_async": self.alloc_async,
+            "lease": self.lease,
             "bye": self.bye,
             "record_ops": self.record_ops,
             "dump_ops": self.dump_ops,
@@ -116,19 +130,24 @@ class SimDaemon:
     # -- wiring --------------------------------------------------------------------------------
     def register(self, server: Any) -> None:
         for name, handler in self._handlers.items():
-            wrapped = self._cast(handler) if name in CAST_TYPES else self._call(handler)
+            if name in CAST_TYPES:
+                wrapped = self._cast(handler)
+            else:
+                wrapped = self._call(handler, admin_only=name in ADMIN_TYPES)
             server.register(name, wrapped)
         server.register("batch", self.batch)
         server.register("write_async", self._write_async)
         server.register("ping", lambda msg, client_id: {})  # liveness only: any traffic counts
 
-    def _call(self, handler):
+    def _call(self, handler, admin_only: bool = False):
         def serve(msg: Message, client_id: bytes):
             state = self._client(client_id)
             prelude = msg.header.get("prelude")
             if prelude is not None:  # casts the client queued before this call: run them first
                 self._run_batch(prelude, state, client_id)
             try:
+                if admin_only:
+                    self.access.check(msg.type, msg.header)
                 return handler(msg, state, client_id)
             except SimError as exc:
                 raise _handler_error(exc) from None
@@ -203,6 +222,7 @@ class SimDaemon:
             buffer = self.buffers.remove(buffer_id)
             freed += buffer.nbytes
             self._release(buffer)
+        self.leases.release(client_id)
         log.info(
             "client %s gone: freed %d buffers (%d bytes); %d clients left",
             client_id.hex(), len(state.buffers), freed, len(self.clients),
@@ -234,6 +254,7 @@ class SimDaemon:
             "heartbeat": self.heartbeat_interval,
             "pid": os.getpid(),  # a client on this host watches it instead of short heartbeats
             "host": socket.gethostname(),
+            "admin": self.access.is_admin(msg.header),  # may it reset, inject faults, see all
         }
 
     def bye(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
@@ -252,31 +273,54 @@ class SimDaemon:
             raise bad(f"alloc_async: field 'alias' = {alias!r:.40} must be a negative integer")
         self._allocate(header, state, client_id, alias)
 
+    def lease(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
+        """Set device memory aside for this client's alloc_async calls (see _daemon_leases)."""
+        device = self._device(msg.header)
+        need = field_int(msg.header, "need", high=MAX_LEASE)
+        want = field_int(msg.header, "want", high=MAX_LEASE, default=need)
+        return {"granted": self.leases.grant(client_id, device, want, need)}
+
     def _allocate(self, header: dict, state: ClientState, client_id: bytes, alias=None) -> int:
         device = self._device(header)
         nbytes = field_int(header, "nbytes")
         if len(state.buffers) >= MAX_BUFFERS_PER_CLIENT:
             raise bad(f"client holds {len(state.buffers)} buffers, the limit; free some first")
+        if alias is not None:
+            self.leases.take(client_id, device, nbytes)  # the slice it leased is free for it now
         buffer_id = self.sim.alloc(device, nbytes)
         try:
-            storage = self.executor.allocate(nbytes) if self.numerics else None
-        except MemoryError:
+            storage = self._back(client_id, device, nbytes)
+        except BaseException:
             self.sim.free(buffer_id)
-            stats = self.sim.memory_stats(device)
-            raise OutOfMemoryError(
-                f"device {device}: the daemon's host cannot back {nbytes} bytes with values "
-                f"(device free {stats['free']} of {stats['total']}); use --numerics off",
-                device=device, requested=nbytes, free=stats["free"], total=stats["total"],
-            ) from None  # fmt: skip
+            raise
         try:
             self.buffers.add(Buffer(buffer_id, device, nbytes, client_id, storage, alias))
-        except SimError:
+        except BaseException:
             self.sim.free(buffer_id)
+            if storage is not None:
+                self.host.release(client_id, nbytes)
             raise
         state.buffers.add(buffer_id)
         if self.recorder is not None:
             self.recorder.alloc(device, nbytes, buffer_id)
         return buffer_id
+
+    def _back(self, client_id: bytes, device: int, nbytes: int) -> Any:
+        """Host storage for a new buffer's values: zero-filled (never another client's freed
+        bytes) and within the daemon's host-memory limits; None in timing-only mode."""
+        if not self.numerics:
+            return None
+        self.host.reserve(client_id, nbytes, device)
+        try:
+            return self.executor.allocate(nbytes)
+        except Exception as exc:  # numpy raises MemoryError, torch RuntimeError
+            self.host.release(client_id, nbytes)
+            raise OutOfMemoryError(
+                f"device {device}: the simulator daemon's host could not back {nbytes} bytes "
+                f"with values ({type(exc).__name__}: {str(exc)[:200]}); free buffers or use "
+                "--numerics off",
+                device=device, requested=nbytes, free=0, total=self.host.total,
+            ) from None  # fmt: skip
 
     def free(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
         self.free_async(msg.header, state, client_id)
@@ -297,7 +341,7 @@ class SimDaemon:
             raise bad(f"write carries {len(msg.arrays)} array frames; send exactly 1 (the bytes)")
         data = memoryview(np.ascontiguousarray(msg.arrays[0]).view(np.uint8).reshape(-1))
         stream = self._stream(client_id, msg.header)
-        self.sim.write(buffer.id, offset, data.nbytes, stream)
+        self._claim(state, buffer.device, self.sim.write, buffer.id, offset, data.nbytes, stream)
         self._record("h2d", device=buffer.device, bytes=data.nbytes, stream=stream)
         if self.numerics:
             self.executor.write(buffer.storage, offset, data)
@@ -317,14 +361,15 @@ class SimDaemon:
         buffer = self.buffers.owned(buffer_field(msg.header), client_id)
         offset = field_int(msg.header, "offset", default=0)
         nbytes = field_int(msg.header, "nbytes")
+        if nbytes > MAX_READ:
+            raise bad(f"read of {nbytes} bytes: at most {MAX_READ} per read; read in chunks")
         stream = self._stream(client_id, msg.header)
         self._record("d2h", device=buffer.device, bytes=nbytes, stream=stream)  # + its sync
-        self.sim.read(buffer.id, offset, nbytes, stream)
+        self._claim(state, buffer.device, self.sim.read, buffer.id, offset, nbytes, stream)
         self._raise_pending(state)
-        if self.numerics:
-            data = self.executor.read(buffer.storage, offset, nbytes)
-        else:
-            data = np.zeros(nbytes, np.uint8)  # timing-only: there are no values to read
+        if not self.numerics:  # no values: the client makes the zeros, the daemon spends nothing
+            return {"zeros": nbytes}
+        data = self.executor.read(buffer.storage, offset, nbytes)
         if msg.header.get("inline") is True and nbytes <= MAX_INLINE_READ:
             return {"data": data.tobytes()}  # in the header: no array frame to describe
         return {}, [data]
@@ -344,7 +389,7 @@ class SimDaemon:
         try:
             cost = self._cost(header.get("cost"), op, in_views, out_views, attrs)
             touched = [b.id for _, b in (*inputs, *outputs)]
-            self.sim.launch(device, cost, stream, touched, op)
+            self._claim(state, device, self.sim.launch, device, cost, stream, touched, op)
             if self.recorder is not None:
                 self.recorder.launch(device, cost, stream, op)
             if self.numerics:
@@ -364,13 +409,13 @@ class SimDaemon:
                 f"copy from {src.dtype}{list(src.shape)} to {dst.dtype}{list(dst.shape)}: "
                 "dtype and shape must match"
             )
-        self.sim.transfer(
-            src_buffer.device, dst_buffer.device, src.nbytes, stream, (src_buffer.id, dst_buffer.id)
-        )
-        self._record(
-            "copy", src=src_buffer.device, dst=dst_buffer.device, bytes=src.nbytes, stream=stream
-        )
-        if not self.numerics:
+        devices = (src_buffer.device, dst_buffer.device)
+        failed = self._claim(
+            state, devices, self.sim.transfer, *devices, src.nbytes, stream,
+            (src_buffer.id, dst_buffer.id),
+        )  # fmt: skip
+        self._record("copy", src=devices[0], dst=devices[1], bytes=src.nbytes, stream=stream)
+        if not self.numerics or failed:  # a copy over a downed link moves no bytes
             return
         if contiguous(src) and contiguous(dst):  # any executor can move plain bytes
             data = self.executor.read(src.storage, src.offset, src.nbytes)
@@ -402,13 +447,16 @@ class SimDaemon:
             options = {"src": src, "dst": dst}
         else:
             options = {"root": root}
-        self.sim.collective(
-            kind, nbytes, None if kind == "send_recv" else devices,
-            algorithm=algorithm, stream=stream, **options,
+        involved = tuple(sorted({*devices, *(b.device for _, b in outputs)}))
+        failed = self._claim(
+            state, involved, lambda: self.sim.collective(
+                kind, nbytes, None if kind == "send_recv" else devices,
+                algorithm=algorithm, stream=stream, **options,
+            ),
         )  # fmt: skip
         if self.recorder is not None:
             self.recorder.collective(kind, nbytes, stream, devices, algorithm, options)
-        if self.numerics:
+        if self.numerics and not failed:
             rank = devices.index(root) if root is not None else 0
             collectives.compute(self.executor, kind, in_views, out_views, op, rank)
 
@@ -465,17 +513,26 @@ class SimDaemon:
         return {"now": self.sim.now()}
 
     def memory_stats(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
-        return dict(self.sim.memory_stats(self._device(msg.header)))
+        """The device's memory over every client; leases (set aside, not yet allocated) are
+        counted apart, as CUDA counts reserved apart from allocated."""
+        device = self._device(msg.header)
+        stats = dict(self.sim.memory_stats(device))
+        stats["leased"] = self.leases.on_device(device)
+        stats["allocated"] -= stats["leased"]
+        return stats
 
     def reset_peak(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
         self.sim.devices[self._device(msg.header)].memory.reset_peak()
         return {}
 
     def inject_fault(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
-        self.sim.inject_fault(dict(msg.header))
+        # The header is the fault, less the fields that rode along with it.
+        self.sim.inject_fault({k: v for k, v in msg.header.items() if k not in NOT_FAULT_FIELDS})
         return {}
 
     def reset(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
+        self.leases.clear()
+        self.host.clear()
         self.buffers.clear()
         self.clients.clear()
         self.streams.clear()
@@ -509,7 +566,23 @@ class SimDaemon:
 
     def _release(self, buffer: Buffer) -> None:
         self.sim.free(buffer.id)
+        if buffer.storage is not None:
+            self.host.release(buffer.owner, buffer.nbytes)
         buffer.storage = None
+
+    def _claim(self, state: ClientState, devices: int | tuple[int, ...], engine_call, *args):
+        """Run an engine call for one client: the asynchronous errors it leaves on the devices
+        are that client's (raised by its next blocking call), never another's. Returns True
+        when the call failed a transfer (a link was down), so no bytes should move."""
+        try:
+            engine_call(*args)
+        finally:
+            errors = []
+            for device in devices if type(devices) is tuple else (devices,):
+                errors += self.sim.take_errors(device)
+            for error in errors:
+                self._defer(state, error)
+        return any(isinstance(error, LinkDownError) for error in errors)
 
 
 def _handler_error(exc: SimError) -> HandlerError:

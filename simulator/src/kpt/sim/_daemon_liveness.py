@@ -1,9 +1,10 @@
 """Knowing promptly that a LOCAL daemon died, without short heartbeats.
 
 The daemon computes values on its serving thread, so while it works through a long queue it
-answers nobody, heartbeats included. Clients of a daemon on this host therefore use a long
-wire heartbeat (long computations are not mistaken for death) and watch the daemon's pid
-instead: when the process is gone the watcher closes the wire client, which fails any call
+answers nobody, heartbeats included. Clients of a daemon on this host therefore use a wire
+heartbeat longer than a call's timeout (long computations, or a stopped daemon, are never
+mistaken for death, and the connection that holds the client's memory stays up) and watch the
+daemon's pid instead: when the process is gone the watcher closes the wire client, which fails any call
 in flight at once. The same thread sends the daemon a "ping" at the daemon's own heartbeat
 interval, so the daemon, which forgets silent clients, keeps hearing from this one.
 """
@@ -28,6 +29,15 @@ def is_local_endpoint(endpoint: str) -> bool:
     )
 
 
+def process_state(pid: int) -> str | None:
+    """The one-letter state /proc gives (R running, S sleeping, T stopped, Z zombie...), or
+    None where /proc cannot tell."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def pid_alive(pid: int) -> bool:
     """True while `pid` runs (a zombie, i.e. exited but not yet reaped, counts as dead)."""
     try:
@@ -36,11 +46,7 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True  # exists, someone else's
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True  # no /proc: trust kill(0)
-    return state not in ("Z", "X")
+    return process_state(pid) not in ("Z", "X")  # None (no /proc): trust kill(0)
 
 
 def same_host_pid(hello: dict) -> int | None:

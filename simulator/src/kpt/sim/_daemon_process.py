@@ -15,6 +15,7 @@ import weakref
 from pathlib import Path
 
 READY_PREFIX = "kpt-sim ready "
+TOKEN_FILE = "admin.token"  # the owner's token, next to the socket in the daemon's private folder
 
 
 class DaemonStartError(RuntimeError):
@@ -22,12 +23,16 @@ class DaemonStartError(RuntimeError):
 
 
 class DaemonHandle:
-    """A running daemon: `.endpoint` to connect to, `.stop()` (also on garbage collection/exit)."""
+    """A running daemon: `.endpoint` to connect to, `.admin_token` (the owner's: pass it to
+    SimClient to reset the daemon or inject faults), `.stop()` (also on garbage collection)."""
 
-    def __init__(self, process: subprocess.Popen, endpoint: str, workdir: Path) -> None:
+    def __init__(
+        self, process: subprocess.Popen, endpoint: str, workdir: Path, admin_token: str
+    ) -> None:
         self.process = process
         self.endpoint = endpoint
         self.workdir = workdir
+        self.admin_token = admin_token
         self._finalizer = weakref.finalize(self, _stop, process, workdir, 5.0, os.getpid())
 
     @property
@@ -80,7 +85,8 @@ def start_daemon(
     extra_args: tuple[str, ...] = (),
     executor_options: dict | None = None,
 ) -> DaemonHandle:
-    """Start `python -m kpt.sim serve` on a unix:// endpoint in a new tmp dir; wait till it serves.
+    """Start `python -m kpt.sim serve` on a unix:// endpoint in a new private tmp dir (0700);
+    wait till it serves. This process is the daemon's owner: the handle holds its token.
 
     The child polls this process's pid and exits when it is gone, so a crash here leaves no orphan.
     """
@@ -94,6 +100,7 @@ def start_daemon(
         "--profile", profile, "--devices", str(devices), "--topology", topology,
         "--numerics", "on" if numerics else "off", "--executor", executor,
         "--endpoint", endpoint, "--parent-pid", str(os.getpid()), "--cleanup-dir", str(workdir),
+        "--admin-token-file", str(workdir / TOKEN_FILE),
     ]  # fmt: skip
     if faults is not None:
         command += ["--faults", os.fspath(faults)]
@@ -109,7 +116,7 @@ def start_daemon(
     except BaseException:
         _stop(process, workdir, 2.0, os.getpid())
         raise
-    return DaemonHandle(process, ready, workdir)
+    return DaemonHandle(process, ready, workdir, (workdir / TOKEN_FILE).read_text().strip())
 
 
 def _wait_ready(process: subprocess.Popen, timeout: float, log_path: Path) -> str:

@@ -54,6 +54,11 @@ class LinkDownError(SimError):
     """A chip-to-chip or network link on the transfer's path is down."""
 
 
+class AccessDeniedError(SimError, PermissionError):
+    """An operation that affects other clients (reset, faults, their traces) without the
+    daemon owner's token."""
+
+
 ERRORS: dict[str, type[SimError]] = {
     cls.__name__: cls
     for cls in (
@@ -64,5 +69,6 @@ ERRORS: dict[str, type[SimError]] = {
         DeviceHangError,
         MemoryFaultError,
         LinkDownError,
+        AccessDeniedError,
     )
 }

@@ -79,7 +79,8 @@ class Executor(Protocol):
     """Computes values for the daemon. One instance serves every device of one daemon."""
 
     def allocate(self, nbytes: int) -> Any:
-        """Backing storage for one buffer (zero-filled is fine but not promised)."""
+        """Backing storage for one buffer, zero-filled: a new buffer must never show bytes
+        another client freed (the daemon is shared, as a GPU is by processes)."""
 
     def write(self, storage: Any, offset: int, data: memoryview) -> None:
         """Copy host bytes into storage at a byte offset."""

@@ -9,8 +9,8 @@ File format (TOML `[[fault]]` tables, or JSON `{"faults": [...]}`), one entry pe
     at_us       when it starts, simulated microseconds (default: now / 0)
     after_ops   or: when the device has been issued this many ops
     duration_us how long it lasts (default: forever; ignored for device_lost, hang)
-    factor      straggler: k x slower (> 1); thermal_throttle: clock fraction (0, 1];
-                link_degraded: bandwidth fraction (0, 1]
+    factor      straggler: k x slower, in [1, 1000]; thermal_throttle: clock fraction,
+                link_degraded: bandwidth fraction, both in [0.001, 1]
     buffer      memory_error: the buffer id hit (default: a live buffer on the device,
                 chosen by the simulator's seeded random generator)
 """
@@ -38,6 +38,14 @@ FAULT_KINDS = (
 LINK_KINDS = ("link_down", "link_degraded")
 US = 1e-6
 _FIELDS = {"kind", "device", "link", "at_us", "after_ops", "duration_us", "factor", "buffer"}
+# Bounds that keep one fault from breaking the shared clock: a straggler at most this many times
+# slower, a throttle or degraded link at least this fraction of full speed.
+MAX_SLOWDOWN = 1000.0
+MIN_FRACTION = 1.0 / MAX_SLOWDOWN
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -58,26 +66,36 @@ class Fault:
                 f"fault kind {self.kind!r} unknown; use one of {', '.join(FAULT_KINDS)}"
             )
         if self.kind in LINK_KINDS:
-            if self.link is None or len(self.link) != 2:
-                raise InvalidRequestError(f"{what}: 'link' = {self.link!r} must be [a, b] devices")
-        elif not isinstance(self.device, int) or self.device < 0:
+            link = self.link
+            if link is None or len(link) != 2 or not all(_is_int(d) and d >= 0 for d in link):
+                raise InvalidRequestError(f"{what}: 'link' = {link!r} must be [a, b] devices")
+        elif not _is_int(self.device) or self.device < 0:
             raise InvalidRequestError(f"{what}: 'device' = {self.device!r} must be a device index")
         if self.at is not None and self.after_ops is not None:
             raise InvalidRequestError(f"{what}: give 'at_us' or 'after_ops', not both")
         if self.at is not None and (not math.isfinite(self.at) or self.at < 0):
             raise InvalidRequestError(f"{what}: 'at_us' = {self.at / US!r} must be >= 0")
-        if self.after_ops is not None and (self.after_ops < 0 or self.kind in LINK_KINDS):
+        if self.after_ops is not None and (
+            not _is_int(self.after_ops) or self.after_ops < 0 or self.kind in LINK_KINDS
+        ):
             raise InvalidRequestError(
                 f"{what}: 'after_ops' = {self.after_ops!r} must be >= 0 and on a device fault"
             )
-        if not self.duration > 0:
+        if not self.duration > 0:  # inf (forever) is fine; NaN is not
             raise InvalidRequestError(f"{what}: 'duration_us' must be > 0")
-        if self.kind == "straggler" and not self.factor >= 1:
+        if self.buffer is not None and not _is_int(self.buffer):
+            raise InvalidRequestError(f"{what}: 'buffer' = {self.buffer!r} must be a buffer id")
+        if self.kind == "straggler" and not 1 <= self.factor <= MAX_SLOWDOWN:
             raise InvalidRequestError(
-                f"{what}: 'factor' = {self.factor!r} must be >= 1 (k x slower)"
+                f"{what}: 'factor' = {self.factor!r} must be in [1, {MAX_SLOWDOWN:g}] (k x slower)"
             )
-        if self.kind in ("thermal_throttle", "link_degraded") and not 0 < self.factor <= 1:
-            raise InvalidRequestError(f"{what}: 'factor' = {self.factor!r} must be in (0, 1]")
+        if self.kind in ("thermal_throttle", "link_degraded") and not (
+            MIN_FRACTION <= self.factor <= 1
+        ):
+            raise InvalidRequestError(
+                f"{what}: 'factor' = {self.factor!r} must be in [{MIN_FRACTION:g}, 1] "
+                "(the fraction of full speed left)"
+            )
 
     @classmethod
     def from_dict(cls, entry: dict[str, Any], where: str = "fault") -> Fault:

@@ -92,7 +92,7 @@ class Server:
 
     @property
     def clients(self) -> list[bytes]:
-        """Ids of the clients heard from within the liveness window."""
+        """Ids of the clients heard from within the liveness window (unix://: connected)."""
         return list(self._last_seen)
 
     def start(self) -> Server:
@@ -188,7 +188,9 @@ class Server:
             ),
             on_oversized=lambda client, message: self._refuse_oversized(listener, client, message),
             on_gone=self._forget,
-            on_tick=self._forget_silent_clients,
+            # A unix:// client is alive while its connection stands, however long it is silent
+            # (idle, or waiting behind a long handler): only a closed connection forgets it.
+            on_tick=lambda now: None,
             tick_s=self._interval / 2,
         )
 
@@ -220,10 +222,12 @@ class Server:
         # Blocking recv with a timeout, not poll + recv: one call less per message, and the
         # timeout is the liveness check's clock when no message comes.
         router.rcvtimeo = max(1, int(check_every * 1000))
+        recv_limit = router.rcvtimeo / 1000
         next_check = time.monotonic() + check_every
         max_frames = self._limits.max_frames + 1  # one over: decode refuses, naming the limit
         try:
             while True:
+                before = time.monotonic()
                 try:
                     frames = recv_frames(router, 4, max_frames, BLOCK)
                 except zmq.Again:
@@ -231,11 +235,19 @@ class Server:
                 if self._stopping:
                     return
                 now = time.monotonic()
+                # Time this thread could not listen (the process was stopped, or starved)
+                # silences nobody: recv returns within its timeout unless we were not running.
+                stalled = now - before - recv_limit
                 if frames is not None:
                     try:
                         self._handle(router, frames, now)
                     except Exception:  # the loop must survive anything a message can cause
                         log.exception("unexpected failure handling a message; dropped it")
+                    done = time.monotonic()
+                    stalled = max(stalled, 0.0) + done - now  # a long handler: deaf meanwhile
+                    now = done
+                if stalled > check_every / 2:
+                    self._excuse_silence(stalled)
                 if now >= next_check:
                     self._forget_silent_clients(now)
                     next_check = now + check_every
@@ -341,6 +353,12 @@ class Server:
             if exc.errno != zmq.EHOSTUNREACH:
                 raise
             self._forget(client)  # it disconnected
+
+    def _excuse_silence(self, seconds: float) -> None:
+        """The server was deaf for `seconds` (computing, or stopped): nobody's silence counts."""
+        last_seen = self._last_seen
+        for client in last_seen:
+            last_seen[client] += seconds
 
     def _forget_silent_clients(self, now: float) -> None:
         windows = self._windows

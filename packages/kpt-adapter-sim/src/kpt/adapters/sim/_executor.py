@@ -85,7 +85,8 @@ class TorchExecutor:
 
     # -- storage -----------------------------------------------------------------------------
     def allocate(self, nbytes: int) -> torch.Tensor:
-        return torch.empty(int(nbytes), dtype=torch.uint8)
+        # Zeroed: reused host memory may hold another client's freed values (Executor contract).
+        return torch.zeros(int(nbytes), dtype=torch.uint8)
 
     def write(self, storage: torch.Tensor, offset: int, data: memoryview) -> None:
         if len(data) == 0:

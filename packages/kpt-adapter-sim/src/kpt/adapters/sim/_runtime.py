@@ -177,7 +177,9 @@ def _connect() -> Runtime:
             )
         endpoint = daemon.endpoint
     try:
-        client = SimClient(endpoint, heartbeat_interval=_env_heartbeat())
+        # The embedded daemon is this process's own: it may inject faults and read traces.
+        token = daemon.admin_token if daemon is not None else None
+        client = SimClient(endpoint, heartbeat_interval=_env_heartbeat(), admin_token=token)
         visible = parse_visible()
         if visible is not None:
             try:
