@@ -1,0 +1,1 @@
+"""Prints a table: kpt's figure next to a baseline measured in the same run, and their ratio."""

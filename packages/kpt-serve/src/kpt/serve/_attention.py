@@ -1,0 +1,78 @@
+"""Paged attention in plain PyTorch: runs wherever aten runs (cpu, kpt_sim, cuda, ...).
+
+The KV cache of one layer is a pair of tensors [num_blocks, block_size, kv_heads, head_dim].
+A sequence owns a list of blocks (its block table); token t of the sequence lives in block
+table[t // block_size] at offset t % block_size. New K/V are written by slot
+(block * block_size + offset) with one index_copy_, and attention reads a sequence's blocks
+back by gathering its table. Sequences are attended in groups of similar query length (all
+decodes together, prefill chunks together) so that padding stays inside a group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class AttentionGroup:
+    """Sequences attended in one padded call: B sequences, up to max_q queries each."""
+
+    token_index: torch.Tensor  # [B * max_q] row of each padded query in the flat batch (0 pads)
+    valid_rows: torch.Tensor  # [n_real] padded row of each real query (no boolean masks:
+    # a value-dependent shape would leave the device on kpt_sim)
+    out_index: torch.Tensor  # [n_real] flat-batch row of each real query, in padded order
+    block_tables: torch.Tensor  # [B, max_blocks] long, padded with block 0
+    mask: torch.Tensor  # [B, 1, max_q, max_blocks * block_size] bool, True where attended
+    batch: int
+    max_q: int
+
+
+@dataclass
+class AttentionMetadata:
+    """Everything attention needs for one step, built once and shared by every layer."""
+
+    slot_mapping: torch.Tensor  # [T] long: cache slot of each new token
+    groups: list[AttentionGroup]
+    num_tokens: int
+
+
+def write_kv(
+    k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slots
+) -> None:
+    """Store the step's new keys and values ([T, kv_heads, head_dim]) into their slots."""
+    kv_heads, head_dim = k_cache.shape[2], k_cache.shape[3]
+    k_cache.view(-1, kv_heads, head_dim).index_copy_(0, slots, k.to(k_cache.dtype))
+    v_cache.view(-1, kv_heads, head_dim).index_copy_(0, slots, v.to(v_cache.dtype))
+
+
+def paged_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    meta: AttentionMetadata,
+    scale: float,
+) -> torch.Tensor:
+    """Causal attention of the step's queries q [T, heads, head_dim] over the cached context.
+
+    The new tokens' K/V must already be written (write_kv). Returns [T, heads * head_dim].
+    """
+    num_tokens, heads, head_dim = q.shape
+    kv_heads = k_cache.shape[2]
+    out = q.new_empty(num_tokens, heads * head_dim)
+    for group in meta.groups:
+        b, max_q = group.batch, group.max_q
+        qg = q.index_select(0, group.token_index).view(b, max_q, heads, head_dim).transpose(1, 2)
+        kg = k_cache[group.block_tables].view(b, -1, kv_heads, head_dim).transpose(1, 2)
+        vg = v_cache[group.block_tables].view(b, -1, kv_heads, head_dim).transpose(1, 2)
+        if kv_heads != heads:  # grouped-query attention: each KV head serves heads/kv_heads
+            kg = kg.repeat_interleave(heads // kv_heads, dim=1)
+            vg = vg.repeat_interleave(heads // kv_heads, dim=1)
+        og = F.scaled_dot_product_attention(
+            qg, kg.to(qg.dtype), vg.to(qg.dtype), attn_mask=group.mask, scale=scale
+        )
+        og = og.transpose(1, 2).reshape(b * max_q, heads * head_dim)
+        out.index_copy_(0, group.out_index, og.index_select(0, group.valid_rows))
+    return out

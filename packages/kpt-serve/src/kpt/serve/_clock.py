@@ -1,0 +1,51 @@
+"""The engine's clock: wall time on real devices, simulated time on a simulated one.
+
+A real accelerator's timing events measure wall time on the device, which already includes
+the host's scheduling gaps. A simulated device's events measure simulated chip time only, so
+the clock adds the host time the engine itself spent (scheduling, sampling, bookkeeping),
+measured on this host: TTFT and TPOT on a simulated chip then come from the real scheduler
+running against the simulated device.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+class DeviceClock:
+    """now_ms() since the clock was made; charge_host(s) adds host work on simulated devices."""
+
+    def __init__(self, device: torch.device, simulated: bool) -> None:
+        self.device = device
+        self.simulated = simulated
+        self._host_ms = 0.0
+        self._wall_start = time.perf_counter()
+        self._start = None
+        # Only a simulated device needs its events: on a real one the engine has waited for
+        # the step (its sampled tokens reached the host), so wall time is device time.
+        if simulated:
+            module = getattr(torch, device.type, None)
+            self._event_type = getattr(module, "Event", None)
+            if self._event_type is None:
+                raise RuntimeError(
+                    f"simulated device {device} has no torch.{device.type}.Event, so its "
+                    "clock cannot be read; is its adapter imported?"
+                )
+            self._start = self._event_type(enable_timing=True)
+            self._start.record()
+
+    def now_ms(self) -> float:
+        """Milliseconds since the clock started; waits for work queued on the device."""
+        if self._start is None:
+            return (time.perf_counter() - self._wall_start) * 1e3
+        end = self._event_type(enable_timing=True)
+        end.record()
+        end.synchronize()
+        return self._start.elapsed_time(end) + self._host_ms
+
+    def charge_host(self, seconds: float) -> None:
+        """Count host time the device's own timeline does not see (simulated devices only)."""
+        if self.simulated:
+            self._host_ms += seconds * 1e3

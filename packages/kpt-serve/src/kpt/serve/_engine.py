@@ -1,0 +1,312 @@
+"""Engine: one model on one kpt device, driven step by step (add_request / step / abort / stats)."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import kpt.hal as hal
+from kpt.serve._clock import DeviceClock
+from kpt.serve._config import ModelConfig, load_config
+from kpt.serve._kv_cache import BlockPool, KVCacheManager
+from kpt.serve._loader import checkpoint_bytes, load_model
+from kpt.serve._models import KVCache
+from kpt.serve._request import Request, RequestOutput, RequestStatus
+from kpt.serve._runner import ModelRunner
+from kpt.serve._sampling import Sampler, SamplingParams
+from kpt.serve._scheduler import Scheduler, SchedulerConfig
+from kpt.serve._tokenizer import Tokenizer
+
+# Share of free memory the KV pool takes after the weights are loaded. On the host CPU, and on
+# a simulated device whose bytes live in host memory, the pool is sized from host memory more
+# modestly: the machine is shared with everything else running on it.
+ACCELERATOR_KV_FRACTION = 0.9
+HOST_KV_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    block_size: int = 16
+    num_kv_blocks: int | None = None  # None: from the device's free memory (kv_memory_fraction)
+    kv_memory_fraction: float | None = None  # None: 0.9 on accelerators, 0.1 of host memory
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 2048
+    chunked_prefill: bool = True
+    prefix_caching: bool = True
+    dtype: torch.dtype | None = None  # None: the checkpoint's dtype (bf16 kept, fp32 on CPU)
+    max_model_len: int | None = None  # None: the model's max position
+    seed: int = 0  # seeds requests that give no seed of their own
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    num_running: int
+    num_waiting: int
+    kv_blocks_total: int
+    kv_blocks_used: int
+    kv_usage: float
+    prefix_hit_rate: float
+    num_preemptions: int
+    num_steps: int
+    prompt_tokens_computed: int
+    generated_tokens: int
+    clock_ms: float  # the device clock: simulated ms on a simulated device
+
+
+class Engine:
+    """Continuous batching over a paged KV cache. Not thread-safe: one caller drives it."""
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        device: str | torch.device | None = None,
+        config: EngineConfig | None = None,
+    ) -> None:
+        self.config = config or EngineConfig()
+        self.device_info = hal.select() if device is None else hal.device(device)
+        self.device = self.device_info.torch_device
+        self.model_config: ModelConfig = load_config(model_dir)
+        self.dtype = self.config.dtype or _default_dtype(self.model_config, self.device)
+        self.max_model_len = min(
+            self.config.max_model_len or self.model_config.max_position,
+            self.model_config.max_position,
+        )
+        self._check_weights_fit(model_dir)
+        model = load_model(model_dir, self.model_config, self.dtype, self.device)
+        num_blocks = self._num_kv_blocks()
+        cache = KVCache(
+            self.model_config, num_blocks, self.config.block_size, self.dtype, self.device
+        )
+        self.runner = ModelRunner(model, cache, self.config.block_size, self.device)
+        self.pool = BlockPool(num_blocks, self.config.block_size, self.config.prefix_caching)
+        self.kv = KVCacheManager(self.pool)
+        self.scheduler = Scheduler(
+            SchedulerConfig(
+                self.config.max_num_seqs,
+                self.config.max_num_batched_tokens,
+                self.config.chunked_prefill,
+            ),
+            self.kv,
+            self.max_model_len,
+        )
+        self.tokenizer = Tokenizer.from_folder(model_dir)
+        self.sampler = Sampler()
+        self.clock = DeviceClock(self.device, self.device_info.capabilities.simulated)
+        self._requests: dict[str, Request] = {}
+        self._ids = itertools.count()
+        self._arrivals = itertools.count()
+        self._seeds = random.Random(self.config.seed)
+        self._steps = self._prompt_tokens = self._generated = 0
+
+    # --- the interface -------------------------------------------------------------------
+
+    def add_request(
+        self,
+        prompt: str | Sequence[int],
+        params: SamplingParams | None = None,
+        *,
+        request_id: str | None = None,
+        priority: int = 0,
+    ) -> str:
+        """Queue a prompt (text needs the folder's tokenizer); returns its request id."""
+        params = params or SamplingParams()
+        token_ids = self._prompt_ids(prompt)
+        request_id = str(next(self._ids)) if request_id is None else request_id
+        if request_id in self._requests:
+            raise ValueError(f"request id {request_id!r} is already in use; pass a new one")
+        needed = min(len(token_ids) + params.max_tokens, self.max_model_len)
+        capacity = self.pool.num_blocks * self.pool.block_size
+        if needed > capacity:
+            raise ValueError(
+                f"request needs up to {needed} tokens of KV cache (prompt {len(token_ids)} + "
+                f"max_tokens {params.max_tokens}) but the whole pool holds {capacity}; "
+                "lower max_tokens or give the engine more KV blocks"
+            )
+        seed = params.seed if params.seed is not None else self._seeds.getrandbits(63)
+        generator = None if params.greedy else torch.Generator().manual_seed(seed)
+        request = Request(
+            request_id=request_id,
+            prompt_token_ids=token_ids,
+            params=params,
+            priority=priority,
+            arrival=next(self._arrivals),
+            generator=generator,
+            eos_token_ids=self.model_config.eos_token_ids,
+            arrival_ms=self.clock.now_ms(),
+        )
+        self._requests[request_id] = request
+        self.scheduler.add(request)
+        return request_id
+
+    def step(self) -> list[RequestOutput]:
+        """Run one batch: schedule, compute, sample. Returns an output for every request that
+        produced a token or finished in this step (tokens stream as they come)."""
+        host_start = time.perf_counter()
+        batch = self.scheduler.schedule()
+        if not batch.work:
+            return []
+        tables = [self.kv.blocks(request.request_id) for request, _ in batch.work]
+        self.clock.charge_host(time.perf_counter() - host_start)
+        logits, sampled = self.runner.run(batch.work, tables)
+        params = [batch.work[w][0].params for w in sampled]
+        generators = [batch.work[w][0].generator for w in sampled]
+        tokens = self.sampler.sample(logits, params, generators) if sampled else []
+        now = self.clock.now_ms()  # the sampled ids reached the host: the step is done
+        host_start = time.perf_counter()
+        outputs: list[RequestOutput] = []
+        sampled_token = dict(zip(sampled, tokens, strict=True))
+        for w, (request, count) in enumerate(batch.work):
+            if request.num_computed_tokens < len(request.prompt_token_ids):
+                self._prompt_tokens += min(
+                    count, len(request.prompt_token_ids) - request.num_computed_tokens
+                )
+            request.num_computed_tokens += count
+            self.kv.name_full_blocks(
+                request.request_id, request.all_token_ids, request.num_computed_tokens
+            )
+            if w not in sampled_token:
+                continue  # a prompt chunk with more to come
+            token = sampled_token[w]
+            request.output_token_ids.append(token)
+            self._generated += 1
+            if request.first_token_ms is None:
+                request.first_token_ms = now
+            reason = request.check_stop(token, self.max_model_len)
+            if reason is not None:
+                self._finish(request, reason, now)
+            outputs.append(self._output(request, [token]))
+        self._steps += 1
+        self.clock.charge_host(time.perf_counter() - host_start)
+        return outputs
+
+    def abort(self, request_id: str) -> RequestOutput | None:
+        """Stop a request now and free its blocks; None when it is unknown or already done."""
+        request = self._requests.get(request_id)
+        if request is None or request.status is RequestStatus.FINISHED:
+            return None
+        self._finish(request, "abort", self.clock.now_ms())
+        return self._output(request, [])
+
+    def stats(self) -> EngineStats:
+        kv = self.pool.stats()
+        return EngineStats(
+            num_running=len(self.scheduler.running),
+            num_waiting=len(self.scheduler.waiting),
+            kv_blocks_total=kv.total_blocks,
+            kv_blocks_used=kv.used_blocks,
+            kv_usage=kv.usage,
+            prefix_hit_rate=kv.prefix_hit_rate,
+            num_preemptions=self.scheduler.num_preemptions,
+            num_steps=self._steps,
+            prompt_tokens_computed=self._prompt_tokens,
+            generated_tokens=self._generated,
+            clock_ms=self.clock.now_ms(),
+        )
+
+    @property
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_work
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _finish(self, request: Request, reason: str, now: float) -> None:
+        self.scheduler.remove(request)
+        request.status = RequestStatus.FINISHED
+        request.finish_reason = reason
+        request.finished_ms = now
+        del self._requests[request.request_id]
+
+    def _output(self, request: Request, new: list[int]) -> RequestOutput:
+        finished = request.status is RequestStatus.FINISHED
+        ids = list(request.output_token_ids)
+        text = self.tokenizer.decode(ids) if self.tokenizer is not None else ""
+        ttft = (
+            None if request.first_token_ms is None else request.first_token_ms - request.arrival_ms
+        )
+        latency = None if request.finished_ms is None else request.finished_ms - request.arrival_ms
+        return RequestOutput(
+            request_id=request.request_id,
+            prompt_token_ids=request.prompt_token_ids,
+            new_token_ids=new,
+            token_ids=ids,
+            finished=finished,
+            finish_reason=request.finish_reason,
+            text=text,
+            num_cached_tokens=request.num_cached_tokens,
+            ttft_ms=ttft,
+            latency_ms=latency,
+        )
+
+    def _prompt_ids(self, prompt: str | Sequence[int]) -> list[int]:
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise ValueError(
+                    "this model folder has no tokenizer.json, so prompts must be lists of "
+                    f"token ids, not text (got {prompt[:40]!r})"
+                )
+            token_ids = self.tokenizer.encode(prompt)
+        else:
+            token_ids = [int(t) for t in prompt]
+        if not token_ids:
+            raise ValueError("empty prompt: give at least one token")
+        vocab = self.model_config.vocab_size
+        bad = [t for t in token_ids if not 0 <= t < vocab]
+        if bad:
+            raise ValueError(f"prompt token ids {bad[:5]} are outside the vocabulary [0, {vocab})")
+        if len(token_ids) >= self.max_model_len:
+            raise ValueError(
+                f"prompt of {len(token_ids)} tokens leaves no room to generate: the model "
+                f"takes at most {self.max_model_len}; shorten it"
+            )
+        return token_ids
+
+    def _check_weights_fit(self, model_dir) -> None:
+        need = checkpoint_bytes(model_dir, self.dtype)
+        free, total = self._memory()
+        if need > free:
+            raise MemoryError(
+                f"the weights of {model_dir} take {need / 2**20:.1f} MiB in {self.dtype} but "
+                f"{self.device} has {free / 2**20:.1f} MiB free of {total / 2**20:.1f} MiB; "
+                "pick a device with more memory or a smaller dtype"
+            )
+
+    def _memory(self) -> tuple[int, int]:
+        adapter = hal.registry().adapter(self.device_info.adapter)
+        return adapter.memory_info(self.device_info.index)
+
+    def _num_kv_blocks(self) -> int:
+        bs = self.config.block_size
+        per_block = KVCache.bytes_per_block(self.model_config, bs, self.dtype)
+        if self.config.num_kv_blocks is not None:
+            blocks = self.config.num_kv_blocks
+        else:
+            free, _ = self._memory()
+            if self.device_info.kind in ("host", "simulated"):
+                host_free, _ = hal.registry().adapter("cpu").memory_info(0)
+                fraction = self.config.kv_memory_fraction or HOST_KV_FRACTION
+                free = min(free, host_free)
+            else:
+                fraction = self.config.kv_memory_fraction or ACCELERATOR_KV_FRACTION
+            # No more than every seat filled to the longest sequence could use.
+            most = self.config.max_num_seqs * -(-self.max_model_len // bs)
+            blocks = min(int(free * fraction) // per_block, most)
+        if blocks < 1:
+            raise MemoryError(
+                f"no room for a KV block ({per_block} bytes each) on {self.device}; "
+                "free memory or set EngineConfig(num_kv_blocks=...)"
+            )
+        return blocks
+
+
+def _default_dtype(config: ModelConfig, device: torch.device) -> torch.dtype:
+    name = config.torch_dtype.replace("torch.", "")
+    dtype = getattr(torch, name, torch.float32)
+    if not isinstance(dtype, torch.dtype) or device.type == "cpu":
+        return torch.float32  # CPU matmuls in half precision are slow and lossy
+    return dtype

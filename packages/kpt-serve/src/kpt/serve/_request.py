@@ -1,0 +1,81 @@
+"""One request's state inside the engine, and what the engine reports about it."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import torch
+
+from kpt.serve._sampling import SamplingParams
+
+
+class RequestStatus(enum.StrEnum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass
+class Request:
+    """Tokens so far, how many have their KV computed, and timing in device-clock ms."""
+
+    request_id: str
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    priority: int  # lower runs first, as in vLLM
+    arrival: int  # order of arrival, breaks priority ties
+    generator: torch.Generator | None
+    eos_token_ids: tuple[int, ...] = ()
+    output_token_ids: list[int] = field(default_factory=list)
+    num_computed_tokens: int = 0
+    status: RequestStatus = RequestStatus.WAITING
+    finish_reason: str | None = None  # "length", "stop", "abort"
+    num_preemptions: int = 0
+    num_cached_tokens: int = 0  # prompt tokens served by the prefix cache at admission
+    arrival_ms: float = 0.0
+    first_token_ms: float | None = None
+    finished_ms: float | None = None
+
+    @property
+    def all_token_ids(self) -> list[int]:
+        return self.prompt_token_ids + self.output_token_ids
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_token_ids) + len(self.output_token_ids)
+
+    @property
+    def sort_key(self) -> tuple[int, int]:
+        return (self.priority, self.arrival)
+
+    def check_stop(self, token: int, max_model_len: int) -> str | None:
+        """Why the request ends after producing `token`, or None when it goes on."""
+        produced = len(self.output_token_ids)
+        if produced >= self.params.min_tokens:
+            if not self.params.ignore_eos and token in self.eos_token_ids:
+                return "stop"
+            if token in self.params.stop_token_ids:
+                return "stop"
+        if produced >= self.params.max_tokens or self.num_tokens >= max_model_len:
+            return "length"
+        return None
+
+
+@dataclass(frozen=True)
+class RequestOutput:
+    """A request's progress after a step: new tokens (streaming) and all tokens so far.
+
+    `text` is filled when the model folder has a tokenizer.
+    """
+
+    request_id: str
+    prompt_token_ids: list[int]
+    new_token_ids: list[int]
+    token_ids: list[int]
+    finished: bool
+    finish_reason: str | None = None
+    text: str = ""
+    num_cached_tokens: int = 0
+    ttft_ms: float | None = None  # device-clock ms from arrival to first token
+    latency_ms: float | None = None  # device-clock ms from arrival to finish
