@@ -22,6 +22,7 @@ import numpy as np
 
 from kpt.sim import _daemon_collectives as collectives
 from kpt.sim._client import SIM_PROTOCOL
+from kpt.sim._daemon_access import ADMIN_TYPES, TOKEN_FIELD, AccessPolicy, new_token
 from kpt.sim._daemon_buffers import (
     Buffer,
     BufferTable,
@@ -31,7 +32,6 @@ from kpt.sim._daemon_buffers import (
     field_int,
     parse_cost,
 )
-from kpt.sim._daemon_access import ADMIN_TYPES, TOKEN_FIELD, AccessPolicy, new_token
 from kpt.sim._daemon_host import HostMemory
 from kpt.sim._daemon_leases import Leases
 from kpt.sim._daemon_recorder import OpRecorder

@@ -2,11 +2,12 @@
 
 The daemon computes values on its serving thread, so while it works through a long queue it
 answers nobody, heartbeats included. Clients of a daemon on this host therefore use a wire
-heartbeat longer than a call's timeout (long computations, or a stopped daemon, are never
+heartbeat longer than a call's timeout (a long computation, or a stopped daemon, is never
 mistaken for death, and the connection that holds the client's memory stays up) and watch the
-daemon's pid instead: when the process is gone the watcher closes the wire client, which fails any call
-in flight at once. The same thread sends the daemon a "ping" at the daemon's own heartbeat
-interval, so the daemon, which forgets silent clients, keeps hearing from this one.
+daemon's pid instead: when the process is gone the watcher closes the wire client, which fails
+any call in flight at once. The same thread sends the daemon a "ping" at the daemon's own
+heartbeat interval, so a daemon that forgets silent clients (over ZeroMQ) keeps hearing from
+this one.
 """
 
 from __future__ import annotations
