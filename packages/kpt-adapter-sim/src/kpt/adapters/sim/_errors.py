@@ -25,7 +25,16 @@ class KptSimError(RuntimeError):
 
 
 class KptSimOutOfMemoryError(torch.OutOfMemoryError, KptSimError):
-    """torch.OutOfMemoryError for a kpt_sim allocation; the message names requested/free/total."""
+    """torch.OutOfMemoryError for a kpt_sim allocation; the message names requested/free/total.
+
+    ``device`` (this process's index), ``requested``, ``free`` and ``total`` (bytes) are kept as
+    attributes; any of them is None when the daemon did not say.
+    """
+
+    device: int | None = None
+    requested: int | None = None
+    free: int | None = None
+    total: int | None = None
 
 
 class KptSimDeviceLostError(KptSimError):
@@ -59,7 +68,32 @@ _MAPPING: list[tuple[type[SimError], type[KptSimError]]] = [
 ]
 
 
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / (1 << 20):.1f} MiB"
+
+
+def out_of_memory(error: OutOfMemoryError) -> KptSimOutOfMemoryError:
+    """The torch error for a refused allocation: which device, how much was asked, how much is
+    free, and what to do (torch's CUDA OOM message names the same things)."""
+    sizes = (error.device, error.requested, error.free, error.total)
+    if any(value is None for value in sizes):
+        translated = KptSimOutOfMemoryError(f"kpt_sim: {error}")
+    else:
+        device, requested, free, total = (int(v) for v in sizes)
+        translated = KptSimOutOfMemoryError(
+            f"kpt_sim:{device} out of memory: requested {requested} bytes "
+            f"({_mib(requested)}); {free} bytes ({_mib(free)}) free of {total} "
+            f"({_mib(total)}), memory of every process on the daemon counted. Free tensors you "
+            "no longer need, call torch.kpt_sim.empty_cache(), or use a smaller batch"
+        )
+    translated.device, translated.requested, translated.free, translated.total = sizes
+    translated.sim_error = error
+    return translated
+
+
 def as_torch_error(error: SimError) -> KptSimError:
+    if isinstance(error, OutOfMemoryError):
+        return out_of_memory(error)
     for sim_type, torch_type in _MAPPING:
         if isinstance(error, sim_type):
             translated = torch_type(f"kpt_sim: {error}")

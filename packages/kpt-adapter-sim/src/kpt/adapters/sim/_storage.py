@@ -69,13 +69,26 @@ class CachingAllocator:
         self.closed = False
 
     def allocate(self, device: int, nbytes: int) -> SimStorage:
+        """A buffer of at least nbytes on ``device`` (this process's index). A refusal raises the
+        daemon's OutOfMemoryError here, at the allocation, with ``device`` set to ``device``."""
+        try:
+            return self._allocate(device, nbytes)
+        except MemoryError as error:
+            if hasattr(error, "device"):  # the daemon numbers devices its own way
+                error.device = device
+            raise
+
+    def _allocate(self, device: int, nbytes: int) -> SimStorage:
         size = size_class(nbytes)
         with self._lock:
             cached = self._free.get((device, size))
             buffer = cached.pop() if cached else None
             if buffer is None and self.reserved[device] + size <= self._async_limit.get(device, 0):
-                buffer = self._client.alloc_async(device, size)
-                self.reserved[device] += size
+                try:
+                    buffer = self._client.alloc_async(device, size)
+                    self.reserved[device] += size
+                except MemoryError:  # its lease could not grow: flush the cache and retry below
+                    buffer = None
             allocated = self.allocated[device] = self.allocated[device] + size
             if allocated > self.peak[device]:
                 self.peak[device] = allocated
