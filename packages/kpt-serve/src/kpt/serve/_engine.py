@@ -271,8 +271,8 @@ class Engine:
         free, total = self._memory()
         if need > free:
             raise MemoryError(
-                f"the weights of {model_dir} take {need / 2**20:.1f} MiB in {self.dtype} but "
-                f"{self.device} has {free / 2**20:.1f} MiB free of {total / 2**20:.1f} MiB; "
+                f"the weights of {model_dir} take {_size(need)} in {self.dtype} but "
+                f"{self.device} has {_size(free)} free of {_size(total)}; "
                 "pick a device with more memory or a smaller dtype"
             )
 
@@ -310,3 +310,11 @@ def _default_dtype(config: ModelConfig, device: torch.device) -> torch.dtype:
     if not isinstance(dtype, torch.dtype) or device.type == "cpu":
         return torch.float32  # CPU matmuls in half precision are slow and lossy
     return dtype
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.1f} {unit}" if unit != "B" else f"{count} B"
+        count /= 1024
+    return f"{count} B"
