@@ -326,3 +326,21 @@ def test_a_bad_endpoint_fails_within_seconds_naming_it(endpoint):
         SimClient(endpoint)
     assert time.monotonic() - started < 5
     assert endpoint in str(info.value)
+
+
+# -- 9. the daemon reports each device's health for kpt.hal's checks --------------------------------
+def test_devices_report_the_health_that_injected_faults_leave(shared):
+    owner, stranger, _ = shared
+    assert [d["health"]["state"] for d in stranger.devices()] == ["ok", "ok"]
+    owner.inject_fault("straggler", device=1, factor=3.0)
+    owner.inject_fault("device_lost", device=0)
+    health = [d["health"] for d in stranger.devices()]
+    assert [h["state"] for h in health] == ["lost", "degraded"]
+    assert "3x slower" in health[1]["reason"]
+
+
+def test_an_injected_hang_shows_as_hung():
+    with serve_in_thread("test-asic", 1) as (endpoint, daemon):
+        with SimClient(endpoint, admin_token=daemon.admin_token) as owner:
+            owner.inject_fault("hang", device=0)
+            assert owner.devices()[0]["health"]["state"] == "hung"
