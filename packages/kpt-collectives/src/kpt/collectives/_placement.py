@@ -1,0 +1,67 @@
+"""Heterogeneous data parallelism: batches in proportion to speed, gradients weighted to match.
+
+With per-rank batches b_r summing to B and each rank's loss the mean over its own batch, the
+gradient of the mean loss over all B samples is sum_r (b_r / B) * grad_r. batch_weighted_hook
+does exactly that inside DDP's all-reduce, so the update equals one device's on the whole batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+def split_batch(global_batch: int, ranks: Sequence[Any]) -> list[int]:
+    """Per-rank batch sizes summing to `global_batch`, proportional to each rank's throughput.
+
+    ranks: throughputs (samples/s, any common unit), or objects with a ``throughput`` attribute
+    or key. Largest remainders get the leftover samples; every rank gets at least one sample
+    when there are enough."""
+    speeds = [_throughput(r, i) for i, r in enumerate(ranks)]
+    if not speeds:
+        raise ValueError("split_batch: give at least one rank")
+    if type(global_batch) is not int or global_batch < 0:
+        raise ValueError(f"split_batch: global_batch = {global_batch!r} must be an int >= 0")
+    total = sum(speeds)
+    exact = [global_batch * s / total for s in speeds]
+    sizes = [math.floor(x) for x in exact]
+    by_remainder = sorted(range(len(speeds)), key=lambda i: (sizes[i] - exact[i], -speeds[i]))
+    for i in by_remainder[: global_batch - sum(sizes)]:
+        sizes[i] += 1
+    if global_batch >= len(sizes):  # a rank with no samples would still wait in every collective
+        for i in range(len(sizes)):
+            if sizes[i] == 0:
+                donor = max(range(len(sizes)), key=lambda j: sizes[j])
+                sizes[donor] -= 1
+                sizes[i] = 1
+    return sizes
+
+
+def _throughput(rank: Any, index: int) -> float:
+    value = rank
+    if isinstance(rank, dict):
+        value = rank.get("throughput")
+    elif not isinstance(rank, int | float):
+        value = getattr(rank, "throughput", None)
+    if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise ValueError(
+            f"split_batch: rank {index} has throughput {value!r}; give a positive number "
+            "(samples/s) per rank"
+        )
+    return float(value)
+
+
+def batch_weighted_hook(weight, bucket):  # DDP checks these annotations: none, or its own
+    """DDP comm hook: all-reduce the SUM of (local batch / global batch) * gradient.
+
+    Register with ``model.register_comm_hook(local_batch / global_batch, batch_weighted_hook)``;
+    each rank's loss is the mean over its own batch."""
+    buffer: torch.Tensor = bucket.buffer()
+    buffer.mul_(weight)
+    group = dist.group.WORLD
+    work = dist.all_reduce(buffer, op=dist.ReduceOp.SUM, group=group, async_op=True)
+    return work.get_future().then(lambda fut: buffer)

@@ -1,0 +1,152 @@
+"""kpt_sim collectives: one collective inside the simulator daemon across the ranks' devices.
+
+Each rank posts its part on its own connection (the daemon checks the buffers are that rank's),
+numbered by the group's collective counter; the last rank's post runs it. Values are exact
+(numpy on the daemon), time comes from the daemon's link and topology model and shows in its
+trace. Needs every rank on ONE daemon (KPT_SIM_ENDPOINT) with its own device.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.futures import Future
+
+from kpt.collectives._errors import CollectiveError, CollectiveTimeoutError
+from kpt.collectives._work import DAEMON_GRACE_S, Completer, FutureWork, Pending, finished
+
+try:  # the [sim] extra
+    from kpt.adapters.sim import daemon_access
+    from kpt.sim import DeviceHangError, SimError
+except ImportError:  # pragma: no cover - reported when a kpt_sim tensor arrives
+    daemon_access = None
+    DeviceHangError = SimError = None  # type: ignore[assignment,misc]
+
+REDUCE_OPS = {
+    dist.ReduceOp.SUM: "sum",
+    dist.ReduceOp.AVG: "avg",
+    dist.ReduceOp.MAX: "max",
+    dist.ReduceOp.MIN: "min",
+    dist.ReduceOp.PRODUCT: "prod",
+}
+
+
+def require_sim() -> None:
+    if daemon_access is None:
+        raise CollectiveError(
+            "kpt_sim tensors need kpt-adapter-sim: pip install 'kpt-collectives[sim]'"
+        )
+
+
+def sim_kind() -> str:
+    """This rank's device kind for route agreement: ranks on one daemon share it."""
+    require_sim()
+    return f"kpt_sim@{daemon_access.endpoint()}"
+
+
+def reduce_name(op: Any) -> str:
+    name = REDUCE_OPS.get(getattr(op, "op", op))  # a ReduceOp object, or its RedOpType
+    if name is None:
+        raise CollectiveError(
+            f"reduce op {op} is not supported on kpt_sim; use SUM, AVG, MAX, MIN or PRODUCT"
+        )
+    return name
+
+
+class SimRoute:
+    """Posts this rank's parts to the daemon; a Completer finishes the Work objects."""
+
+    def __init__(self, group_id: str, rank: int, world: int, timeout_s: float) -> None:
+        require_sim()
+        self.group_id, self.rank, self.world = group_id, rank, world
+        self.timeout_s = timeout_s
+        self._seq = itertools.count()
+        self._p2p: dict[tuple[int, int, int], itertools.count] = {}
+        self._completer = Completer(group_id, classify)
+
+    def close(self) -> None:
+        self._completer.stop()
+
+    # -- collectives: tensors are contiguous kpt_sim tensors of this rank --------------------
+    def run(
+        self,
+        kind: str,
+        input: torch.Tensor | None,
+        output: torch.Tensor | None,
+        result: Any,
+        op: str = "sum",
+        root: int | None = None,
+        finish: Callable[[], None] | None = None,
+        group: str | None = None,
+        rank: int | None = None,
+        world: int | None = None,
+        seq: int | None = None,
+    ) -> dist.Work:
+        group = group or self.group_id
+        rank = self.rank if rank is None else rank
+        world = self.world if world is None else world
+        seq = next(self._seq) if seq is None else seq
+        what = f"{kind} #{seq} of group {group!r} (rank {rank} of {world})"
+        tensor = input if input is not None else output
+        index = tensor.device.index or 0
+        stream = daemon_access.current_stream(index)
+        client = daemon_access.client()
+        try:
+            done = client.collective_post(
+                group, seq, rank, world, kind,
+                None if input is None else daemon_access.tensor_ref(input),
+                None if output is None else daemon_access.tensor_ref(output),
+                op=op, root=root, stream=stream, timeout=self.timeout_s,
+            )  # fmt: skip
+        except Exception as exc:
+            raise classify(exc, what) from exc
+        if done:
+            if finish is not None:
+                with torch.no_grad():
+                    finish()
+            return finished(result)
+        future: Future = Future()
+        self._completer.submit(
+            Pending(
+                what=what,
+                poll=lambda: client.collective_poll(group, seq, stream),
+                future=future,
+                result=result,
+                deadline=time.monotonic() + self.timeout_s + DAEMON_GRACE_S,
+                finish=finish,
+                keep=(input, output),
+            )
+        )
+        return FutureWork(future, what)
+
+    def p2p(self, tensor: torch.Tensor, peer: int, tag: int, sending: bool) -> dist.Work:
+        """send/recv as a two-part collective named after the ordered pair and the tag."""
+        src, dst = (self.rank, peer) if sending else (peer, self.rank)
+        counter = self._p2p.setdefault((src, dst, tag), itertools.count())
+        return self.run(
+            "send_recv",
+            tensor if sending else None,
+            None if sending else tensor,
+            [tensor],
+            group=f"{self.group_id}/p2p/{src}>{dst}/{tag}",
+            rank=0 if sending else 1,
+            world=2,
+            seq=next(counter),
+        )
+
+
+def classify(exc: Exception, what: str = "") -> Exception:
+    """The kpt.collectives error for a failure the daemon or the connection reported."""
+    if isinstance(exc, CollectiveError):
+        return exc
+    prefix = f"{what}: " if what and what not in str(exc) else ""
+    if DeviceHangError is not None and isinstance(exc, DeviceHangError):
+        return CollectiveTimeoutError(f"{prefix}{exc}")
+    if SimError is not None and isinstance(exc, SimError):
+        return CollectiveError(f"{prefix}{type(exc).__name__}: {exc}")
+    return CollectiveError(f"{prefix}{type(exc).__name__}: {exc}")

@@ -1,0 +1,157 @@
+"""The jobs ranks run in the multi-process tests (ranks_main.py); each saves what tests compare.
+
+Inputs are made from the rank number alone, so the test recomputes every expected value on the
+CPU. A job picks its device from the environment: kpt_sim when KPT_SIM_ENDPOINT is set (rank
+r's KPT_SIM_VISIBLE_DEVICES is r), else cpu; KPT_TEST_CPU_RANKS lists ranks kept on cpu.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+import kpt.collectives  # noqa: F401  (registers "kpt")
+from kpt.collectives import CollectiveTimeoutError, batch_weighted_hook, split_batch
+
+TIMEOUTS = {"straggler": 4}
+N = 6  # elements per rank in the value tests
+OPS = {"sum": dist.ReduceOp.SUM, "avg": dist.ReduceOp.AVG, "max": dist.ReduceOp.MAX,
+       "min": dist.ReduceOp.MIN, "prod": dist.ReduceOp.PRODUCT}  # fmt: skip
+
+
+def device(rank: int) -> str:
+    cpu_ranks = os.environ.get("KPT_TEST_CPU_RANKS", "")
+    if os.environ.get("KPT_SIM_ENDPOINT") and str(rank) not in cpu_ranks.split(","):
+        import kpt.adapters.sim  # noqa: F401  (registers kpt_sim)
+
+        return "kpt_sim"
+    return "cpu"
+
+
+def rank_values(rank: int, n: int = N) -> torch.Tensor:
+    """What rank r contributes: distinct per rank, exact in float32 under every reduction."""
+    return torch.arange(n, dtype=torch.float32) * (rank + 1) - rank
+
+
+def every_collective(rank, world, save):
+    dev = device(rank)
+    mine = rank_values(rank).to(dev)
+    for name, op in OPS.items():
+        t = mine.clone()
+        dist.all_reduce(t, op=op)
+        save(f"all_reduce_{name}_{rank}", t)
+    outs = [torch.empty(N, device=dev) for _ in range(world)]
+    dist.all_gather(outs, mine)
+    save(f"all_gather_{rank}", torch.stack([o.cpu() for o in outs]))
+    flat = torch.empty(world * N, device=dev)
+    dist.all_gather_into_tensor(flat, mine)
+    save(f"all_gather_into_tensor_{rank}", flat)
+    big = rank_values(rank, world * N).to(dev)
+    out = torch.empty(N, device=dev)
+    dist.reduce_scatter_tensor(out, big)
+    save(f"reduce_scatter_tensor_{rank}", out)
+    out = torch.empty(N, device=dev)
+    dist.reduce_scatter(out, list(big.chunk(world)), op=dist.ReduceOp.MAX)
+    save(f"reduce_scatter_max_{rank}", out)
+    t = mine.clone()
+    dist.broadcast(t, src=world - 1)
+    save(f"broadcast_{rank}", t)
+    out = torch.empty(world * N, device=dev)
+    dist.all_to_all_single(out, big)
+    save(f"all_to_all_single_{rank}", out)
+    outs = [torch.empty(N, device=dev) for _ in range(world)]
+    dist.all_to_all(outs, list(big.chunk(world)))
+    save(f"all_to_all_{rank}", torch.cat([o.cpu() for o in outs]))
+    # uneven splits: rank r sends j+1 elements to rank j
+    send_sizes = [j + 1 for j in range(world)]
+    recv_sizes = [rank + 1] * world
+    src = rank_values(rank, sum(send_sizes)).to(dev)
+    out = torch.empty(sum(recv_sizes), device=dev)
+    dist.all_to_all_single(out, src, recv_sizes, send_sizes)
+    save(f"all_to_all_uneven_{rank}", out)
+    # point to point around a ring, async
+    right, left = (rank + 1) % world, (rank - 1) % world
+    got = torch.empty(N, device=dev)
+    works = [dist.isend(mine, right), dist.irecv(got, left)]
+    for w in works:
+        w.wait()
+    save(f"ring_{rank}", got)
+    # async all-reduce: the Work completes; its future gives the tensor
+    t = mine.clone()
+    work = dist.all_reduce(t, async_op=True)
+    work.wait()
+    save(f"async_{rank}", t)
+    dist.barrier()
+    save(f"done_{rank}", np.array([1]))
+
+
+def straggler(rank, world, save):
+    """Rank 1 never joins the all-reduce: rank 0 must get a typed error naming it, in time."""
+    dev = device(rank)
+    t = rank_values(rank).to(dev)
+    dist.all_reduce(t)  # together once: the group has agreed on its route
+    if rank == 1:
+        time.sleep(TIMEOUTS["straggler"] + 8)
+        return
+    start = time.monotonic()
+    try:
+        dist.all_reduce(t)
+    except CollectiveTimeoutError as exc:
+        save("straggler_error", np.array([str(exc)]))
+    save("straggler_seconds", np.array([time.monotonic() - start]))
+
+
+# -- training: DDP on each rank's share of one global batch ------------------------------------
+GLOBAL_BATCH = 12
+STEPS = 3
+LR = 0.1
+
+
+def make_model() -> torch.nn.Module:
+    torch.manual_seed(1234)
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4))
+
+
+def batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(99)
+    return [(torch.randn(GLOBAL_BATCH, 8, generator=g), torch.randn(GLOBAL_BATCH, 4, generator=g))
+            for _ in range(STEPS)]  # fmt: skip
+
+
+def throughputs(world: int) -> list[float]:
+    """h100-sxm and mi300x (the daemon's two chips): their bf16 peaks decide the split."""
+    peaks = [989.4e12, 1307.4e12, 989.4e12, 1307.4e12]
+    return peaks[:world]
+
+
+def train_single() -> torch.nn.Module:
+    """The reference: one process, the whole global batch, plain SGD."""
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    for x, y in batches():
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()
+    return model
+
+
+def ddp_split(rank, world, save):
+    dev = device(rank)
+    sizes = split_batch(GLOBAL_BATCH, throughputs(world))
+    start = sum(sizes[:rank])
+    model = make_model().to(dev)
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    ddp.register_comm_hook(sizes[rank] / GLOBAL_BATCH, batch_weighted_hook)
+    optimizer = torch.optim.SGD(ddp.parameters(), lr=LR)
+    for x, y in batches():
+        x, y = x[start : start + sizes[rank]].to(dev), y[start : start + sizes[rank]].to(dev)
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(ddp(x), y).backward()
+        optimizer.step()
+    flat = torch.cat([p.detach().cpu().reshape(-1) for p in model.parameters()])
+    save(f"weights_{rank}", flat)
+    save(f"sizes_{rank}", np.array(sizes))

@@ -1,0 +1,17 @@
+import torch.distributed as dist
+
+import kpt.collectives
+
+
+def test_public_names_are_pinned():
+    assert sorted(kpt.collectives.__all__) == kpt.collectives.__all__
+    assert kpt.collectives.__all__ == [
+        "BACKEND_NAME", "CollectiveError", "CollectiveTimeoutError", "KptProcessGroup", "Plan",
+        "Step", "__version__", "batch_weighted_hook", "device_rates", "format_plans", "plans",
+        "split_batch",
+    ]  # fmt: skip
+
+
+def test_importing_registers_the_kpt_backend_for_every_device():
+    assert "kpt" in dist.Backend.backend_list
+    assert dist.Backend.backend_capability["kpt"] == ["cpu", "cuda", "xpu", "kpt_sim"]

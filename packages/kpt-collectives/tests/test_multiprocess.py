@@ -1,0 +1,100 @@
+"""Real rank processes on one simulator daemon (kpt_sim) and on gloo (cpu): values exact against
+a CPU reference, DDP equal to one process on the whole batch, a missing rank named in time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rank_jobs
+import torch
+from rank_jobs import N, rank_values
+from ranks import check_ok, load, run_ranks
+
+OPS = {"sum": np.sum, "avg": np.mean, "max": np.max, "min": np.min, "prod": np.prod}
+
+
+def expected_values(world: int) -> dict[str, list[np.ndarray]]:
+    """Every collective of rank_jobs.every_collective, computed with numpy per rank."""
+    mine = [rank_values(r).numpy() for r in range(world)]
+    big = [rank_values(r, world * N).numpy() for r in range(world)]
+    out: dict[str, list[np.ndarray]] = {}
+    for name, fn in OPS.items():
+        out[f"all_reduce_{name}"] = [fn(np.stack(mine), axis=0)] * world
+    out["all_gather"] = [np.stack(mine)] * world
+    out["all_gather_into_tensor"] = [np.concatenate(mine)] * world
+    total = np.sum(np.stack(big), axis=0)
+    top = np.max(np.stack(big), axis=0)
+    out["reduce_scatter_tensor"] = [total[r * N : (r + 1) * N] for r in range(world)]
+    out["reduce_scatter_max"] = [top[r * N : (r + 1) * N] for r in range(world)]
+    out["broadcast"] = [mine[world - 1]] * world
+    swapped = [np.concatenate([big[j][r * N : (r + 1) * N] for j in range(world)])
+               for r in range(world)]  # fmt: skip
+    out["all_to_all_single"] = out["all_to_all"] = swapped
+    sends = [rank_values(r, sum(range(1, world + 1))).numpy() for r in range(world)]
+    starts = np.cumsum([0, *range(1, world + 1)])
+    out["all_to_all_uneven"] = [
+        np.concatenate([sends[j][starts[r] : starts[r + 1]] for j in range(world)])
+        for r in range(world)
+    ]
+    out["ring"] = [mine[(r - 1) % world] for r in range(world)]
+    out["async"] = [np.sum(np.stack(mine), axis=0)] * world
+    return out
+
+
+def check_every_collective(folder: Path, world: int) -> None:
+    for name, per_rank in expected_values(world).items():
+        for rank, expected in enumerate(per_rank):
+            got = load(folder, f"{name}_{rank}")
+            np.testing.assert_allclose(got.reshape(expected.shape), expected, rtol=1e-6,
+                                       err_msg=f"{name} on rank {rank}")  # fmt: skip
+
+
+def test_every_collective_on_kpt_sim_ranks_of_one_daemon_is_exact(daemon, tmp_path):
+    check_ok(run_ranks("every_collective", 2, tmp_path, daemon))
+    check_every_collective(tmp_path, 2)
+
+
+def test_every_collective_on_cpu_ranks_goes_through_gloo(tmp_path):
+    check_ok(run_ranks("every_collective", 3, tmp_path))
+    check_every_collective(tmp_path, 3)
+
+
+def test_a_mixed_group_kpt_sim_and_cpu_is_staged_through_the_host(daemon, tmp_path):
+    check_ok(run_ranks("every_collective", 2, tmp_path, daemon, KPT_TEST_CPU_RANKS="1"))
+    check_every_collective(tmp_path, 2)
+
+
+def reference_weights() -> np.ndarray:
+    model = rank_jobs.train_single()
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy()
+
+
+def test_ddp_on_h100_and_mi300x_with_split_batch_equals_one_process_on_the_whole_batch(
+    daemon, tmp_path
+):
+    check_ok(run_ranks("ddp_split", 2, tmp_path, daemon))
+    sizes = load(tmp_path, "sizes_0")
+    assert list(sizes) == [5, 7]  # mi300x's higher bf16 peak gets the larger share
+    w0, w1 = load(tmp_path, "weights_0"), load(tmp_path, "weights_1")
+    np.testing.assert_array_equal(w0, w1)  # same all-reduced gradients on both ranks
+    np.testing.assert_allclose(w0, reference_weights(), rtol=1e-5, atol=1e-6)
+
+
+def test_ddp_on_cpu_ranks_equals_one_process_on_the_whole_batch(tmp_path):
+    check_ok(run_ranks("ddp_split", 2, tmp_path))
+    np.testing.assert_allclose(load(tmp_path, "weights_0"), reference_weights(), rtol=1e-5,
+                               atol=1e-6)  # fmt: skip
+
+
+@pytest.mark.parametrize("on_sim", [True, False], ids=["kpt_sim", "cpu"])
+def test_a_rank_that_never_joins_is_named_in_a_typed_error_within_the_timeout(
+    daemon, tmp_path, on_sim
+):
+    check_ok(run_ranks("straggler", 2, tmp_path, daemon if on_sim else None, limit_s=60))
+    seconds = float(load(tmp_path, "straggler_seconds")[0])
+    assert seconds < rank_jobs.TIMEOUTS["straggler"] + 10
+    message = str(load(tmp_path, "straggler_error")[0])
+    if on_sim:
+        assert "ranks [1] never arrived" in message
