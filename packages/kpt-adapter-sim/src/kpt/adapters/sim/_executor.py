@@ -141,6 +141,8 @@ class TorchExecutor:
         kwargs = decode_args(attrs.get("kwargs", {}), tensors)
         if "rng" in attrs:
             torch.manual_seed(rng_seed(*attrs["rng"]))
+        if not tensors or _packet(op) in SIZED_BY_ARGUMENTS:
+            _check_results_fit(op, overload, args, kwargs, outputs)
         try:
             result = overload(*args, **kwargs)
         except (RuntimeError, TypeError, IndexError) as exc:
@@ -159,6 +161,48 @@ class TorchExecutor:
     def estimate(self, op: str, inputs: list, outputs: list, attrs: dict) -> OpCost:
         """Class, FLOPs, bytes, dtype and shape hint (kpt.sim.OpCost's forms) of one launch."""
         return estimate_cost(op, inputs, outputs, attrs, _matmul_like_flops)
+
+
+# Ops whose results can be far larger than their inputs: the size comes from their arguments.
+SIZED_BY_ARGUMENTS = frozenset({
+    "repeat", "repeat_interleave", "tile", "kron", "outer", "cartesian_prod", "constant_pad_nd",
+    "pad", "new_full", "new_zeros", "new_ones", "new_empty", "new_empty_strided", "one_hot",
+    "expand_copy", "im2col", "upsample_nearest2d", "upsample_bilinear2d", "upsample_nearest1d",
+})  # fmt: skip
+_META = torch.device("meta")
+
+
+def _on_meta(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device=_META)
+    if isinstance(value, torch.device):
+        return _META
+    if isinstance(value, list | tuple):
+        return type(value)(_on_meta(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _on_meta(v) for k, v in value.items()}
+    return value
+
+
+def _check_results_fit(op: str, overload: Any, args: list, kwargs: dict, outputs: list) -> None:
+    """Refuse, before computing, an op whose results would not fit the buffers sent for them:
+    arange(0, 2**40) must not make the daemon's host build a terabyte first (the shapes come
+    from running the op on the meta device, which allocates nothing)."""
+    kwargs = _on_meta(kwargs)
+    if any(a.name == "device" for a in overload._schema.arguments):
+        kwargs["device"] = _META  # a factory op: its result is made on the meta device
+    try:
+        shapes = fresh_outputs(overload, overload(*_on_meta(args), **kwargs))
+    except Exception:  # no meta kernel: the real run below reports what is wrong
+        return
+    for value, target in zip(shapes, outputs):
+        produced = value.numel() * value.element_size()
+        room = target.nbytes
+        if value.numel() and produced > room:
+            raise ValueError(
+                f"op {op!r} would produce {list(value.shape)} ({produced} bytes) but its output "
+                f"holds {list(target.shape)} ({room} bytes); refused before computing"
+            )
 
 
 def _packet(op: str) -> str:
