@@ -55,7 +55,7 @@ def download(c: SimClient, ref: TensorRef) -> np.ndarray:
 
 @pytest.fixture
 def shared():
-    """(owner, stranger, endpoint): two clients of one in-thread daemon; only one holds the token."""
+    """(owner, stranger, endpoint): two clients of one in-thread daemon; one holds the token."""
     with serve_in_thread("test-asic", 2) as (endpoint, daemon):
         owner = SimClient(endpoint, timeout=30, admin_token=daemon.admin_token)
         stranger = SimClient(endpoint, timeout=30)
@@ -99,14 +99,18 @@ def test_a_stranger_cannot_reset_inject_faults_or_read_every_trace(shared, tmp_p
 
 
 def test_a_wrong_token_is_refused_and_allow_admin_opens_admin_to_everyone():
-    with serve_in_thread("test-asic", 1) as (endpoint, _):
-        with SimClient(endpoint, admin_token="x" * 64) as guesser:
-            with pytest.raises(AccessDeniedError):
-                guesser.reset()
-    with start_daemon("test-asic", extra_args=("--allow-admin",)) as daemon:
-        with SimClient(daemon.endpoint) as anyone:
-            assert anyone.admin
-            anyone.reset()
+    with (
+        serve_in_thread("test-asic", 1) as (endpoint, _),
+        SimClient(endpoint, admin_token="x" * 64) as guesser,
+        pytest.raises(AccessDeniedError),
+    ):
+        guesser.reset()
+    with (
+        start_daemon("test-asic", extra_args=("--allow-admin",)) as daemon,
+        SimClient(daemon.endpoint) as anyone,
+    ):
+        assert anyone.admin
+        anyone.reset()
 
 
 def test_kpt_sim_serve_defaults_to_a_private_unix_socket_and_a_private_token_file():
@@ -156,7 +160,7 @@ def test_curve_keys_let_a_client_with_the_daemons_public_key_in_and_keep_others_
         daemon.stop()
 
 
-# -- 3. a live client is never forgotten ------------------------------------------------------------
+# -- 3. a live client is never forgotten -----------------------------------------------------------
 def test_a_silent_unix_client_keeps_its_memory_while_its_connection_stands():
     with serve_in_thread("test-asic", 1, heartbeat_interval=0.1) as (endpoint, daemon):
         quiet = Client(endpoint, heartbeat_interval=60)  # silent far past 3 daemon intervals
@@ -250,7 +254,7 @@ def test_out_of_memory_on_a_shared_daemon_is_raised_by_the_allocation(shared):
     assert stranger.alloc_async(0, 8 << 20) < 0
 
 
-# -- 5. a failed host allocation gives the device memory back ---------------------------------------
+# -- 5. a failed host allocation gives the device memory back --------------------------------------
 class _HostlessExecutor(NumpyExecutor):
     def allocate(self, nbytes: int):
         raise RuntimeError("simulated: the host cannot back this")
@@ -329,7 +333,7 @@ def test_a_bad_endpoint_fails_within_seconds_naming_it(endpoint):
     assert endpoint in str(info.value)
 
 
-# -- 9. the daemon reports each device's health for kpt.hal's checks --------------------------------
+# -- 9. the daemon reports each device's health for kpt.hal's checks -------------------------------
 def test_devices_report_the_health_that_injected_faults_leave(shared):
     owner, stranger, _ = shared
     assert [d["health"]["state"] for d in stranger.devices()] == ["ok", "ok"]
@@ -341,7 +345,9 @@ def test_devices_report_the_health_that_injected_faults_leave(shared):
 
 
 def test_an_injected_hang_shows_as_hung():
-    with serve_in_thread("test-asic", 1) as (endpoint, daemon):
-        with SimClient(endpoint, admin_token=daemon.admin_token) as owner:
-            owner.inject_fault("hang", device=0)
-            assert owner.devices()[0]["health"]["state"] == "hung"
+    with (
+        serve_in_thread("test-asic", 1) as (endpoint, daemon),
+        SimClient(endpoint, admin_token=daemon.admin_token) as owner,
+    ):
+        owner.inject_fault("hang", device=0)
+        assert owner.devices()[0]["health"]["state"] == "hung"
