@@ -115,10 +115,12 @@ def register() -> None:
         return
     from kpt.adapters.sim import _module
     from kpt.adapters.sim._autograd_guard import enable as enable_multi_device_autograd
+    from kpt.adapters.sim._serialization import register as register_checkpoint_restore
     from kpt.hal import register_python_device
 
     register_python_device(DEVICE_TYPE, _module)
     enable_multi_device_autograd()  # before any backward sizes the engine's device queues
+    register_checkpoint_restore()
     library = torch.library.Library("aten", "IMPL")
     library.impl("empty_strided", _empty_strided, "PrivateUse1")
     library.impl("empty.memory_format", _empty_memory_format, "PrivateUse1")

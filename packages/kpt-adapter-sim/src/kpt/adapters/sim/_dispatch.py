@@ -28,6 +28,7 @@ from kpt.adapters.sim._plan import (
     signature,
 )
 from kpt.adapters.sim._runtime import runtime
+from kpt.adapters.sim._serialization import adopt_host_storage
 from kpt.adapters.sim._tensor import SimTensor, to_host
 from kpt.adapters.sim._transfer import copy_between, new_tensor, upload_into
 
@@ -285,4 +286,6 @@ _SPECIAL = {
     aten.lift_fresh.default: _lift_fresh,
     aten.record_stream.default: _record_stream,
     aten._fused_sdp_choice.default: _fused_sdp_choice,
+    aten.set_.source_Storage_storage_offset: adopt_host_storage,  # torch.load to kpt_sim
+    aten.set_.source_Storage: adopt_host_storage,
 }

@@ -95,8 +95,16 @@ class SimTensor(torch.Tensor):
         return text
 
     def __reduce_ex__(self, protocol: Any) -> Any:
-        # Tensors travel by value through the CPU (torch.save, deepcopy, multiprocessing).
-        return (_from_host, (to_host(self), self.device.index, self.requires_grad))
+        # Tensors travel by value through the CPU (torch.save, deepcopy, multiprocessing), with
+        # the rebuild function PyTorch uses for storage-less PrivateUse1 tensors: it is on
+        # torch.load's weights_only allow-list, honours map_location, and needs no kpt to load
+        # on the CPU. The copy is compact, so a view saves only its own elements.
+        if getattr(self, "_is_param", False):  # nn.Parameter(kpt_sim tensor) marks the tensor
+            return (torch._utils._rebuild_parameter, (self.detach(), self.requires_grad, {}))
+        return (
+            torch._utils._rebuild_device_tensor_from_cpu_tensor,
+            (to_host(self).clone(), self.dtype, str(self.device), self.requires_grad),
+        )
 
 
 def byte_extent(tensor: torch.Tensor) -> tuple[int, int]:
@@ -139,7 +147,3 @@ def to_host(tensor: SimTensor) -> torch.Tensor:
     typed = raw.view(tensor.dtype)
     first = tensor.storage_offset() - start // itemsize
     return typed.as_strided(tuple(tensor.shape), tuple(tensor.stride()), first)
-
-
-def _from_host(host: torch.Tensor, index: int, requires_grad: bool) -> torch.Tensor:
-    return host.to(torch.device(DEVICE_TYPE, index)).requires_grad_(requires_grad)
