@@ -80,6 +80,24 @@ class StreamReader:
         self._head_sizes: tuple[int, ...] = ()
         self._head_want = 0
 
+    @property
+    def mid_message(self) -> bool:
+        """True while a message has begun and is not complete (or an oversized one not dropped)."""
+        return bool(self._pending) or self._body is not None or self._skip > 0
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes held for the message not yet complete (what its sender has sent of it)."""
+        body = self._filled if self._body is not None else 0
+        return len(self._pending) + body + len(self._head)
+
+    def release(self) -> None:
+        """Let go of everything held for a message not yet complete (the connection is gone)."""
+        self._pending = b""
+        self._body = self._body_view = None
+        self._filled = self._skip = self._head_want = 0
+        self._head = bytearray()
+
     def read(self, sock: socket.socket) -> list[Any]:
         """Messages completed by one read (maybe none); EOFError when the peer closed."""
         if self._body is not None:
@@ -225,6 +243,11 @@ class StreamWriter:
                     self._queue[0] = head[sent:]
                     sent = 0
         return True
+
+    def release(self) -> None:
+        """Drop every queued reply (the connection is gone)."""
+        self._queue.clear()
+        self.queued_bytes = 0
 
     def _enqueue(self, buffers: list[memoryview]) -> None:
         for buffer in buffers:

@@ -31,6 +31,13 @@ from kpt.wire._stream import (
     StreamWriter,
     preamble,
 )
+from kpt.wire._unix_bounds import (
+    OUT_OF_RESOURCES,
+    AcceptBackoff,
+    Holdings,
+    ListenerBounds,
+    RefusalLog,
+)
 
 log = logging.getLogger("kpt.wire.server")
 
@@ -38,7 +45,6 @@ SCHEME = "unix://"
 _PATH_MAX = 107  # sockaddr_un.sun_path, less the terminating NUL
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
-_MAX_QUEUED_BYTES = 1 << 30  # a client not reading its replies past this is dropped
 
 
 def socket_path(endpoint: str) -> str:
@@ -172,15 +178,30 @@ class UnixChannel:
 
 
 # -- server side --------------------------------------------------------------------------------
+_ACCEPTS_PER_WAKE = 64  # a connect flood must not starve connections already open
+_HOUSEKEEPING_S = 0.5  # how often deadlines are looked at, at least
+_DEAF_AFTER_S = 0.01  # time this thread spends away from poll beyond this does not count
+
+
 class _Connection:
-    __slots__ = ("client", "greeting", "reader", "sock", "writer")
+    __slots__ = (
+        "client", "fd", "greeting", "held", "paused", "queued", "reader", "since", "sock",
+        "writer",
+    )  # fmt: skip
 
     def __init__(self, sock: socket.socket, limits: Limits):
         self.sock = sock
+        self.fd = sock.fileno()  # kept: fileno() is -1 once the socket is closed
         self.reader = StreamReader(limits)
         self.writer = StreamWriter(sock)
         self.client: bytes | None = None
         self.greeting = b""
+        # Since when (listening time) a message -- or, before it, the greeting -- has been
+        # incomplete; None while the connection sits between messages.
+        self.since: float | None = None
+        self.held = 0  # reader.held_bytes when last counted
+        self.queued = 0  # writer.queued_bytes when last counted
+        self.paused = False  # not read while other partial messages use up the byte bound
 
 
 class UnixListener:
@@ -189,12 +210,14 @@ class UnixListener:
     ``serve`` runs the loop on the calling thread until ``stopping()``; each complete message goes
     to ``on_message(client_id, frames, now)``, each refused oversized one to
     ``on_oversized(client_id, Oversized)``, a closed connection to ``on_gone(client_id)``, and
-    ``on_tick(now)`` runs at least every ``tick_s``.
+    ``on_tick(now)`` runs at least every ``tick_s``. ``bounds`` caps what all connections
+    together may hold (see _unix_bounds.py).
     """
 
-    def __init__(self, endpoint: str, limits: Limits):
+    def __init__(self, endpoint: str, limits: Limits, bounds: ListenerBounds = ListenerBounds()):  # noqa: B008
         self._path = socket_path(endpoint)
         self._limits = limits
+        self._bounds = bounds
         _remove_stale_socket(self._path)
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -213,6 +236,36 @@ class UnixListener:
         self._wake_read, self._wake_write = os.pipe()
         self._poller.register(self._wake_read, _POLLIN)
         self._on_gone: Callable[[bytes], None] = lambda client: None
+        self._holdings = Holdings(bounds)
+        # Seconds this thread did not listen (in handlers, or the process stopped): deadlines
+        # run on listening time, so a sender is never blamed for the server's own deafness.
+        self._deaf_s = 0.0
+        self._backoff = AcceptBackoff(endpoint)
+        self._refusals = RefusalLog(endpoint, bounds.max_connections)
+
+    # -- what it holds (for tests, benchmarks and logs) -------------------------------------------
+    @property
+    def connection_count(self) -> int:
+        return len(self._by_fd)
+
+    @property
+    def partial_bytes(self) -> int:
+        """Bytes held for messages begun and not complete, over all connections."""
+        return self._holdings.partial_bytes
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of replies waiting for clients to read them, over all connections."""
+        return self._holdings.queued_bytes
+
+    @property
+    def refused_connections(self) -> int:
+        return self._refusals.refused
+
+    @property
+    def accept_failures(self) -> int:
+        """accept() calls that failed for want of descriptors or memory."""
+        return self._backoff.failures
 
     def wake(self) -> None:
         try:
@@ -226,11 +279,8 @@ class UnixListener:
         if connection is None:
             return False
         try:
-            if not connection.writer.send(frames):
-                if connection.writer.queued_bytes > _MAX_QUEUED_BYTES:
-                    self._close(connection, notify=True)
-                    return False
-                self._poller.modify(connection.sock.fileno(), _POLLIN | _POLLOUT)
+            if not connection.writer.send(frames) or connection.queued:
+                return self._count_queued(connection)
         except OSError:
             self._close(connection, notify=True)
             return False
@@ -246,8 +296,11 @@ class UnixListener:
         tick_s: float,
     ) -> None:
         self._on_gone = on_gone
-        tick_ms = max(1, int(tick_s * 1000))
-        next_tick = time.monotonic() + tick_s
+        housekeeping_s = min(tick_s, _HOUSEKEEPING_S)
+        wait_ms = max(1, int(housekeeping_s * 1000))
+        now = time.monotonic()
+        next_tick = now + tick_s
+        next_housekeeping = now + housekeeping_s
         spinner, poll = Spinner(), self._poller.poll
 
         def arrived() -> bool:
@@ -258,13 +311,26 @@ class UnixListener:
             # Just served something: more is likely on its way, so spin for it a moment.
             if ready and spinner.spin(arrived):
                 ready = poll(0)
+                polled = time.monotonic()
             else:
-                ready = poll(tick_ms)
+                timeout_ms = wait_ms
+                resume_at = self._backoff.resume_at
+                if resume_at is not None:
+                    timeout_ms = max(0, min(wait_ms, int((resume_at - now) * 1000) + 1))
+                waited_from = time.monotonic()
+                ready = poll(timeout_ms)
+                polled = time.monotonic()
+                late = polled - waited_from - timeout_ms / 1000
+                if late > _DEAF_AFTER_S:  # the process was stopped or starved meanwhile
+                    self._deaf_s += late
+                if resume_at is not None and polled >= resume_at:
+                    self._backoff.resume_at = None
+                    self._poller.register(self._listener.fileno(), _POLLIN)
             for fd, events in ready:
                 if stopping():
                     return
                 if fd == self._listener.fileno():
-                    self._accept()
+                    self._accept(polled)
                 elif fd == self._wake_read:
                     os.read(self._wake_read, 4096)
                 else:
@@ -277,15 +343,23 @@ class UnixListener:
                         log.exception("unexpected failure serving a connection; closed it")
                         self._close(connection, notify=True)
             now = time.monotonic()
+            if now - polled > _DEAF_AFTER_S:  # handlers ran long: nobody could be read meanwhile
+                self._deaf_s += now - polled
             if now >= next_tick:
                 on_tick(now)
                 next_tick = now + tick_s
+            if now >= next_housekeeping:
+                self._housekeep(now)
+                next_housekeeping = now + housekeeping_s
 
     def close(self) -> None:
         for connection in list(self._by_fd.values()):
             connection.sock.close()
+            connection.reader.release()
+            connection.writer.release()
         self._by_fd.clear()
         self._by_client.clear()
+        self._holdings = Holdings(self._bounds)
         self._listener.close()
         os.close(self._wake_read)
         os.close(self._wake_write)
@@ -295,40 +369,58 @@ class UnixListener:
             pass
 
     # -- inside ---------------------------------------------------------------------------------
-    def _accept(self) -> None:
-        while True:
+    def _accept(self, now: float) -> None:
+        for _ in range(_ACCEPTS_PER_WAKE):
             try:
                 sock, _ = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:  # out of descriptors and the like: the listener itself is fine
-                return
+            except OSError as exc:
+                if exc.errno in OUT_OF_RESOURCES:
+                    # The connection waits in the backlog, so the socket stays readable: stop
+                    # watching it for a while, or poll would return at once, again and again.
+                    self._poller.unregister(self._listener.fileno())
+                    self._backoff.failed(exc, now, len(self._by_fd))
+                    return
+                log.warning("accept on %s failed: %s; going on", self.endpoint, exc)
+                continue  # e.g. ECONNABORTED: that connection is gone, others may wait
+            self._backoff.succeeded()
+            if len(self._by_fd) >= self._bounds.max_connections:
+                sock.close()  # at once: an idle connection over the bound must hold nothing
+                self._refusals.refused_one(now)
+                continue
             sock.setblocking(False)
             connection = _Connection(sock, self._limits)
-            self._by_fd[sock.fileno()] = connection
-            self._poller.register(sock.fileno(), _POLLIN)
+            self._by_fd[connection.fd] = connection
+            self._holdings.began(connection, now - self._deaf_s)  # the greeting has a deadline
+            self._poller.register(connection.fd, _POLLIN)
 
     def _service(self, connection: _Connection, events: int, on_message, on_oversized) -> None:
         if events & _POLLOUT:
             try:
-                if connection.writer.flush():
-                    self._poller.modify(connection.sock.fileno(), _POLLIN)
+                connection.writer.flush()
             except OSError:
                 self._close(connection, notify=True)
                 return
+            if not self._count_queued(connection):
+                return
         if not events & (_POLLIN | select.POLLHUP | select.POLLERR):
             return
+        reader = connection.reader
         try:
             if connection.client is None:
                 self._greet(connection)
                 return
-            messages = connection.reader.read(connection.sock)
+            messages = reader.read(connection.sock)
         except (BlockingIOError, InterruptedError):
             return
         except (EOFError, OSError, StreamError):
             self._close(connection, notify=connection.client is not None)
             return
         now = time.monotonic()
+        if connection.since is not None or reader.mid_message:
+            clock = now - self._deaf_s
+            self._rewatch(self._holdings.after_read(connection, bool(messages), clock))
         for message in messages:
             if message.__class__ is Oversized:
                 on_oversized(connection.client, message)
@@ -355,19 +447,65 @@ class UnixListener:
         if previous is not None:  # the same client reconnected: its old connection is dead
             self._close(previous, notify=False)
         connection.client = client
+        connection.greeting = b""
+        self._holdings.greeted(connection)
         self._by_client[client] = connection
 
+    # -- bounds (decided by Holdings, done here) ------------------------------------------------
+    def _count_queued(self, connection: _Connection) -> bool:
+        """After a send or flush: account queued replies; False if the connection was dropped."""
+        drop = self._holdings.after_queue(connection)
+        if drop is not None:
+            self._close(drop, notify=True)
+            if drop is connection:
+                return False
+        self._watch(connection)
+        return True
+
+    def _rewatch(self, connections: list[_Connection]) -> None:
+        for connection in connections:
+            if self._by_fd.get(connection.fd) is connection:
+                self._watch(connection)
+
+    def _watch(self, connection: _Connection) -> None:
+        events = 0 if connection.paused else _POLLIN
+        if connection.queued:
+            events |= _POLLOUT
+        self._poller.modify(connection.fd, events)
+
+    def _housekeep(self, now: float) -> None:
+        self._refusals.tick(now)
+        clock = now - self._deaf_s
+        for connection in self._holdings.late(clock):
+            if _readable(connection.fd):
+                continue  # its bytes are here, unread: the delay is ours; read them first
+            what = "its greeting" if connection.client is None else "a message"
+            log.warning(
+                "dropped client %r: %s begun %.1f s ago is still incomplete (%d bytes held); a "
+                "sender must finish a message within %.1f s (ListenerBounds."
+                "partial_message_timeout_s)", connection.client, what, clock - connection.since,
+                connection.held, self._bounds.partial_message_timeout_s,
+            )  # fmt: skip
+            self._close(connection, notify=connection.client is not None)
+
     def _close(self, connection: _Connection, notify: bool) -> None:
-        fd = connection.sock.fileno()
-        if fd >= 0:
-            self._poller.unregister(fd)
-            self._by_fd.pop(fd, None)
+        if self._by_fd.get(connection.fd) is connection:
+            del self._by_fd[connection.fd]
+            self._poller.unregister(connection.fd)
         connection.sock.close()
+        # Everything it held goes now, even if something still refers to the connection.
+        self._rewatch(self._holdings.forget(connection, time.monotonic() - self._deaf_s))
         client = connection.client
         if client is not None and self._by_client.get(client) is connection:
             del self._by_client[client]
             if notify:
                 self._on_gone(client)
+
+
+def _readable(fd: int) -> bool:
+    probe = select.poll()
+    probe.register(fd, _POLLIN)
+    return bool(probe.poll(0))
 
 
 def _remove_stale_socket(path: str) -> None:
