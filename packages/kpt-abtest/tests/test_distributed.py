@@ -171,11 +171,14 @@ def test_aggregator_refuses_bad_summaries():
     from kpt.wire import Client, RemoteError
 
     with Aggregator() as aggregator, Client(aggregator.endpoint) as client:
-        with pytest.raises(RemoteError, match="non-empty 'arm'"):
-            client.call("summary", {"worker": "x", "summary": {}})
+        with pytest.raises(RemoteError, match="non-empty str"):
+            client.call("summary", {"worker": "x", "seq": 1, "summary": {}})
         with pytest.raises(RemoteError, match="unreadable"):
-            client.call("summary", {"worker": "x", "arm": "a", "summary": {"n": 1}})
-        assert aggregator.snapshot()["summaries_received"] == 0
+            client.call("summary", {"worker": "x", "seq": 2, "arm": "a", "summary": {"n": 1}})
+        with pytest.raises(RemoteError, match="'seq' is None"):
+            client.call("summary", {"worker": "x", "arm": "a", "summary": {}})
+        status = aggregator.snapshot()
+        assert status["summaries_received"] == 0 and status["summaries_refused"] == 3
 
 
 @pytest.mark.parametrize("spec", ["nocolon", "json:nope", "json:__doc__"])

@@ -1,15 +1,20 @@
 """Distributed evaluation: worker processes summarize shards and stream summaries to an aggregator.
 
-Messages over kpt-wire (msgpack headers, never pickle), protocol ``kpt-abtest/1``:
+Messages over kpt-wire (msgpack headers, never pickle), protocol ``kpt-abtest/2``:
 
-- ``summary`` (cast): ``{"worker": str, "arm": str, "summary": Summary.to_dict()}``. A summary
-  covers only the values since the worker's previous one, so the aggregator just merges.
+- ``summary`` (cast): ``{"worker": str, "seq": int, "arm": str, "summary": Summary.to_dict()}``.
+  A summary covers only the values since the worker's previous one, so the aggregator just
+  merges. ``seq`` numbers a worker's summaries 1, 2, 3, ...: one whose number was seen already
+  is a replay, ignored and counted (version 1 had no ``seq`` and merged a replay again). A
+  worker is bound to the connection it first spoke from (see ``_ledger.py``).
 - ``sync`` (call): answered with ``{"received": int}``; workers send one every 256 casts so
   that their backlog stays bounded (backpressure).
-- ``done`` (call): ``{"worker": str, "error": str | None}``. ZeroMQ keeps one connection's order
-  and the server handles one message at a time, so when ``done`` is answered every summary the
-  worker cast before it has been merged.
-- ``status`` (call): the aggregator's snapshot (arms, counts, intervals, decision, workers).
+- ``done`` (call): ``{"worker": str, "error": str | None, "sent": int}``, answered with
+  ``{"merged": int, "missing": int}``. ZeroMQ keeps one connection's order and the server
+  handles one message at a time, so when ``done`` is answered every summary the worker cast
+  before it has been merged (or refused: ``missing`` counts what was sent and not merged).
+- ``status`` (call): the aggregator's snapshot (arms, counts, intervals, decision, workers with
+  their state: streaming, done, failed, or lost when its connection went silent first).
 
 kpt-wire is the optional extra ``distributed``; it is imported only when this module is used.
 Workers are started as ``python -m kpt.abtest worker ENDPOINT --task module:function``: the task
@@ -34,12 +39,12 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from kpt.abtest._ledger import MAX_WORKERS, Refused, SummaryLedger
 from kpt.abtest._result import decide
 from kpt.abtest._sequential import mixture_scale, normal_mixture_radius
 from kpt.abtest._summary import Summary
 
-PROTOCOL_NAME = "kpt-abtest/1"
-_MERGE_BATCH = 512  # pending summaries that trigger a fold
+PROTOCOL_NAME = "kpt-abtest/2"
 _SYNC_EVERY = 256  # casts a worker sends before waiting for the aggregator to catch up
 
 
@@ -70,6 +75,7 @@ class Aggregator:
         higher_is_better: bool = False,
         tuning_n: int = 10_000,
         heartbeat_interval: float = 1.0,
+        max_workers: int = MAX_WORKERS,
     ) -> None:
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
@@ -79,17 +85,12 @@ class Aggregator:
         self.higher_is_better = higher_is_better
         self._mixture = mixture_scale(alpha, tuning_n)
         self._lock = threading.Lock()  # handlers run on the server thread; snapshot() anywhere
-        self._arms: dict[str, Summary] = {}
-        # Summaries wait here and are folded in by one vectorized merge_all per arm: much
-        # cheaper than one merge per message when thousands arrive between two reads.
-        self._pending: dict[str, list[Summary]] = {}
-        self._pending_count = 0
-        self._workers: dict[str, dict[str, Any]] = {}
-        self._received = 0
-        self._first_at = self._last_at = 0.0  # monotonic times of the first and last summary
+        self._ledger = SummaryLedger(max_workers)  # everything workers changed, checked first
         self._started = time.monotonic()
         self._done = threading.Condition(self._lock)
-        self._server = wire.Server(endpoint, heartbeat_interval=heartbeat_interval)
+        self._server = wire.Server(
+            endpoint, heartbeat_interval=heartbeat_interval, on_client_gone=self._on_client_gone
+        )
         self._server.register("summary", self._on_summary)
         self._server.register("done", self._on_done)
         self._server.register("sync", self._on_sync)
@@ -114,55 +115,38 @@ class Aggregator:
         self.close()
 
     # -- handlers (server thread) ------------------------------------------------------------
-    def _on_summary(self, msg: Any, client: bytes) -> None:
-        wire = _wire()
-        header = msg.header
-        arm, worker = header.get("arm"), str(header.get("worker", client.hex()))
-        if not isinstance(arm, str) or not arm:
-            raise wire.HandlerError("bad_summary", f"summary needs a non-empty 'arm', got {arm!r}")
+    def _on_summary(self, msg: Any, client: bytes) -> dict[str, str]:
         try:
-            summary = Summary.from_dict(header["summary"])
-        except (KeyError, TypeError, ValueError) as error:
-            message = f"summary from {worker} unreadable: {error}"
-            raise wire.HandlerError("bad_summary", message) from None
-        with self._lock:
-            self._pending.setdefault(arm, []).append(summary)
-            self._pending_count += 1
-            if self._pending_count >= _MERGE_BATCH:
-                self._fold()
-            state = self._workers.setdefault(worker, {"summaries": 0, "done": False, "error": None})
-            state["summaries"] += 1
-            self._received += 1
-            self._last_at = time.monotonic()
-            self._first_at = self._first_at or self._last_at
+            with self._lock:
+                outcome = self._ledger.take_summary(msg.header, client, time.monotonic())
+        except Refused as error:  # a cast's refusal reaches nobody: status counts it
+            raise _wire().HandlerError("bad_summary", str(error)) from None
+        return {"outcome": outcome}
 
     def _on_sync(self, msg: Any, client: bytes) -> dict[str, Any]:
         """Backpressure: a worker waits for this answer every few hundred casts."""
         with self._lock:
-            return {"received": self._received}
-
-    def _fold(self) -> None:
-        """Merge pending summaries into the per-arm totals; call with the lock held."""
-        for arm, summaries in self._pending.items():
-            self._arms.setdefault(arm, Summary()).merge_all(summaries)
-        self._pending.clear()
-        self._pending_count = 0
+            return {"received": self._ledger.received}
 
     def _on_done(self, msg: Any, client: bytes) -> dict[str, Any]:
-        worker = str(msg.header.get("worker", client.hex()))
+        try:
+            with self._lock:
+                answer = self._ledger.take_done(msg.header, client, time.monotonic())
+                self._done.notify_all()
+        except Refused as error:
+            raise _wire().HandlerError("bad_done", str(error)) from None
+        return answer
+
+    def _on_client_gone(self, client: bytes) -> None:
         with self._lock:
-            state = self._workers.setdefault(worker, {"summaries": 0, "done": False, "error": None})
-            state["done"] = True
-            state["error"] = msg.header.get("error")
-            self._done.notify_all()
-            return {"merged": state["summaries"]}
+            self._ledger.connection_gone(client, time.monotonic())
 
     # -- reading -----------------------------------------------------------------------------
     def wait_done(self, workers: int, timeout: float) -> bool:
         """Wait until ``workers`` workers have reported done; False on timeout."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            while sum(w["done"] for w in self._workers.values()) < workers:
+            while self._ledger.done_count() < workers:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -172,18 +156,17 @@ class Aggregator:
     def summaries(self) -> dict[str, Summary]:
         """A merged copy per arm (safe to keep while workers go on streaming)."""
         with self._lock:
-            self._fold()
-            return {arm: Summary().merge(s) for arm, s in self._arms.items()}
+            return {arm: Summary().merge(s) for arm, s in self._ledger.arms().items()}
 
     def snapshot(self) -> dict[str, Any]:
         """Everything the monitor shows, as msgpack/JSON-able plain types."""
         with self._lock:
-            self._fold()
-            arms = {arm: _describe(s) for arm, s in sorted(self._arms.items())}
-            workers = {w: dict(state) for w, state in sorted(self._workers.items())}
-            received = self._received
-            span = self._last_at - self._first_at
-            merged = dict(self._arms)
+            ledger = self._ledger
+            merged = ledger.arms()
+            arms = {arm: _describe(s) for arm, s in sorted(merged.items())}
+            workers = ledger.workers(time.monotonic())
+            received, replayed, refused = ledger.received, ledger.replayed, ledger.refused
+            span = ledger.last_at - ledger.first_at
             baseline = self.baseline or (next(iter(sorted(merged))) if merged else None)
             comparisons = {
                 arm: self._compare(merged[baseline], s)
@@ -201,6 +184,8 @@ class Aggregator:
             "decision": _overall(decisions),
             "workers": workers,
             "summaries_received": received,
+            "summaries_replayed": replayed,
+            "summaries_refused": refused,
             "receive_rate_per_s": (received - 1) / span if span > 0 else None,
             "uptime_s": time.monotonic() - self._started,
         }
@@ -285,7 +270,12 @@ class Reporter:
     def _send(self, arm: str, summary: Summary) -> None:
         if summary.n == 0:
             return
-        header = {"worker": self.worker_id, "arm": arm, "summary": summary.to_dict()}
+        header = {
+            "worker": self.worker_id,
+            "seq": self.sent + 1,
+            "arm": arm,
+            "summary": summary.to_dict(),
+        }
         self.client.cast("summary", header)
         self.sent += 1
         if self.sent % self.sync_every == 0:
@@ -332,7 +322,7 @@ def run_worker(
             reporter.flush()
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
-        client.call("done", {"worker": worker_id, "error": error})
+        client.call("done", {"worker": worker_id, "error": error, "sent": reporter.sent})
         if error is not None:
             raise RuntimeError(f"task {task} failed on shard {shard}: {error}")
         return reporter.sent

@@ -52,13 +52,44 @@ def render_status(status: Mapping[str, Any]) -> str:
             )
     workers = status.get("workers", {})
     if workers:
-        done = sum(1 for w in workers.values() if w.get("done"))
-        failed = [name for name, w in workers.items() if w.get("error")]
-        text = f"workers: {len(workers)} seen, {done} done"
-        if failed:
-            text += f", failed: {', '.join(failed)}"
-        lines += ["", text]
+        lines += ["", _workers_line(workers)]
+        lines += _worker_warnings(workers)
+    replayed, refused = status.get("summaries_replayed", 0), status.get("summaries_refused", 0)
+    if replayed or refused:
+        lines.append(
+            f"ignored: {replayed} replayed summaries (already merged), {refused} refused "
+            "messages (invalid, or naming a worker from another connection)"
+        )
     return "\n".join(lines)
+
+
+def _workers_line(workers: Mapping[str, Any]) -> str:
+    done = sum(1 for w in workers.values() if w.get("done"))
+    failed = [name for name, w in workers.items() if w.get("error")]
+    lost = [
+        f"{name} (silent {_num(w.get('silent_s'), 3)} s)"
+        for name, w in workers.items()
+        if w.get("state") == "lost"
+    ]
+    text = f"workers: {len(workers)} seen, {done} done"
+    if failed:
+        text += f", failed: {', '.join(failed)}"
+    if lost:
+        text += f", LOST (connection gone before done): {', '.join(lost)}"
+    return text
+
+
+def _worker_warnings(workers: Mapping[str, Any]) -> list[str]:
+    lines = []
+    for name, w in workers.items():
+        missing, replayed, refused = w.get("missing", 0), w.get("replayed", 0), w.get("refused", 0)
+        if missing or replayed or refused:
+            text = f"  {name}: {missing} summaries missing, {replayed} replays ignored"
+            text += f", {refused} refused"
+            if w.get("last_refusal"):
+                text += f" (last: {w['last_refusal'][:120]})"
+            lines.append(text)
+    return lines
 
 
 def fetch_status(endpoint: str, *, timeout: float = 5.0) -> dict[str, Any]:

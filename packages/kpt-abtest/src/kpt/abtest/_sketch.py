@@ -16,6 +16,8 @@ import numpy as np
 
 _MIN_CAPACITY = 8
 _DECAY = 2.0 / 3.0
+_MAX_K = 1 << 16  # a payload's k sizes the merged sketch: bound what a message can ask for
+_MAX_LEVELS = 64  # level h weighs 2**h: 64 levels already cover any int64 count
 
 
 def rank_error_bound(k: int) -> float:
@@ -155,9 +157,20 @@ def _checked_levels(data: dict) -> tuple[list[bytes], int]:
     if not isinstance(data, dict) or data.get("kind") != "kll":
         kind = data.get("kind") if isinstance(data, dict) else type(data).__name__
         raise ValueError(f"not a KLL sketch dict (kind={kind!r}); pass QuantileSketch.to_dict()")
-    levels, n = data["levels"], int(data["n"])
+    levels, n, k = data.get("levels"), data.get("n"), data.get("k")
+    if k.__class__ is not int or not _MIN_CAPACITY <= k <= _MAX_K:
+        raise ValueError(f"sketch k={k!r:.40} must be an int in [{_MIN_CAPACITY}, {_MAX_K}]")
+    if n.__class__ is not int or n < 0:
+        raise ValueError(f"sketch n={n!r:.40} must be an int >= 0")
+    if not isinstance(levels, list) or len(levels) > _MAX_LEVELS:
+        raise ValueError(
+            f"sketch levels must be a list of at most {_MAX_LEVELS} byte strings, got "
+            f"{type(levels).__name__} of {len(levels) if isinstance(levels, list) else '?'}"
+        )
     weight = 0
     for h, raw in enumerate(levels):
+        if raw.__class__ is not bytes:
+            raise ValueError(f"sketch level {h} is {type(raw).__name__}, not bytes")
         if len(raw) % 8:
             raise ValueError(f"sketch level {h} holds {len(raw)} bytes, not whole float64 values")
         weight += (len(raw) // 8) << h

@@ -6,6 +6,7 @@ bytes), and a coordinator merges them; merging is associative, so the order does
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -13,6 +14,9 @@ import numpy as np
 from kpt.abtest._sketch import QuantileSketch
 
 FORMAT_VERSION = 1
+# Counts above 2**53 are not exact in float64, which the vectorized merge computes in; no real
+# evaluation comes near it, so a payload claiming more is refused as corrupt or hostile.
+MAX_COUNT = 1 << 53
 
 
 class Summary:
@@ -93,14 +97,17 @@ class Summary:
 
     @classmethod
     def from_dict(cls, data: dict, *, seed=None) -> Summary:
-        _check_version(data)
+        """Decode a `to_dict()` payload; ValueError, naming the field, for anything no real
+        summary could hold (NaN, n over 2**53, negative or impossible m2, min > max, ...)."""
+        n, mean, m2, low, high = _checked_moments(data)
         summary = cls(seed=seed)
-        summary.n, summary.mean, summary.m2 = int(data["n"]), float(data["mean"]), float(data["m2"])
-        if summary.n:
-            summary.min, summary.max = float(data["min"]), float(data["max"])
+        summary.n, summary.mean, summary.m2 = n, float(mean), float(m2)
+        if n:
+            summary.min, summary.max = float(low), float(high)
         summary.sketch = QuantileSketch.from_dict(data["sketch"], seed=seed)
         if summary.sketch.n != summary.n:
             raise ValueError(f"summary says n={summary.n} but its sketch holds {summary.sketch.n}")
+        _check_items_in_range(summary.sketch, summary.min, summary.max)
         return summary
 
     @classmethod
@@ -110,19 +117,25 @@ class Summary:
         Equivalent to merging `from_dict` of each, but the moments combine as arrays and the
         sketches as one bytes join per level, so 1,000 payloads take a few milliseconds.
         """
-        dicts = [d for d in dicts if _check_version(d)["n"]]
+        dicts = list(dicts)
         summary = cls(seed=seed)
         if not dicts:
             return summary
-        ns = np.fromiter((int(d["n"]) for d in dicts), dtype=np.int64, count=len(dicts))
-        summary._combine(
-            ns,
-            np.fromiter((d["mean"] for d in dicts), dtype=np.float64, count=len(dicts)),
-            np.fromiter((d["m2"] for d in dicts), dtype=np.float64, count=len(dicts)),
-        )
-        summary.min = float(min(d["min"] for d in dicts))
-        summary.max = float(max(d["max"] for d in dicts))
+        moments = [_checked_moments(d, i) for i, d in enumerate(dicts)]
+        dicts = [d for d, m in zip(dicts, moments, strict=True) if m[0]]  # skip empty ones
+        moments = [m for m in moments if m[0]]
+        if not dicts:
+            return summary
+        ns, means, m2s, mins, maxs = (np.array(column) for column in zip(*moments, strict=True))
+        if int(ns.sum()) > MAX_COUNT:
+            raise ValueError(
+                f"these summaries hold {int(ns.sum())} values together, over {MAX_COUNT} (2**53, "
+                "where float64 counts stop being exact); merge fewer at once"
+            )
+        summary._combine(ns, means.astype(np.float64), m2s.astype(np.float64))
+        summary.min, summary.max = float(mins.min()), float(maxs.max())
         summary.sketch = QuantileSketch.from_dicts([d["sketch"] for d in dicts], seed=seed)
+        _check_items_in_range(summary.sketch, summary.min, summary.max)
         sketch_ns = [int(d["sketch"]["n"]) for d in dicts]
         if sketch_ns != ns.tolist():
             bad = next(i for i, (a, b) in enumerate(zip(ns, sketch_ns, strict=True)) if a != b)
@@ -141,7 +154,77 @@ def _check_version(data: dict) -> dict:
         raise ValueError(
             f"a summary payload must be a dict from Summary.to_dict(), got {data!r:.60}"
         )
+    if version.__class__ is not int:
+        raise ValueError(f"summary format version {version!r:.40} must be an int")
     if version > FORMAT_VERSION:
         raise ValueError(f"summary format version {version} is newer than this kpt-abtest "
                          f"understands ({FORMAT_VERSION}); upgrade kpt-abtest")  # fmt: skip
     return data
+
+
+def _number(data: dict, key: str, index: int) -> float:
+    value = data.get(key)
+    if value.__class__ is not float and value.__class__ is not int:
+        raise ValueError(
+            f"summary {index}: {key!r} is {value!r:.40}; it must be a number "
+            "(send Summary.to_dict())"
+        )
+    return value
+
+
+def _checked_moments(data: dict, index: int = 0) -> tuple[int, float, float, float, float]:
+    """n, mean, m2, min, max of one payload, after checking that a real summary could hold
+    them: one that cannot would corrupt every merge after it. Plain Python, not numpy: a few
+    hundred ns per payload, where numpy's per-call overhead cost tens of microseconds."""
+    _check_version(data)
+    n = data.get("n")
+    if n.__class__ is not int or not 0 <= n <= MAX_COUNT:
+        raise ValueError(
+            f"summary {index}: n={n!r:.40} must be an int in [0, 2**53]; a larger count is no "
+            "real evaluation (and is not exact in float64)"
+        )
+    mean, m2 = _number(data, "mean", index), _number(data, "m2", index)
+    if n == 0:
+        low, high = math.inf, -math.inf
+    else:
+        low, high = _number(data, "min", index), _number(data, "max", index)
+    if not math.isfinite(mean):
+        _refuse(data, index, "mean is not finite")
+    if not math.isfinite(m2):
+        _refuse(data, index, "m2 is not finite")
+    if m2 < 0:
+        _refuse(data, index, "m2 (the sum of squared deviations) is negative")
+    if n == 0:
+        if m2 != 0:
+            _refuse(data, index, "an empty summary (n=0) has m2 != 0")
+        return n, mean, m2, low, high
+    if not (math.isfinite(low) and math.isfinite(high)):
+        _refuse(data, index, "min or max is not finite")
+    if low > high:
+        _refuse(data, index, "min is above max")
+    # What rounding in a real summary can leave: relative 1e-9 of the values' magnitude.
+    scale = max(abs(low), abs(high))
+    slack = 1e-9 * scale + 1e-300
+    if not low - slack <= mean <= high + slack:
+        _refuse(data, index, "mean lies outside [min, max]")
+    # Popoviciu: a variance never exceeds (range / 2)**2, so m2 <= n * range**2 / 4.
+    if m2 > n * ((high - low) ** 2 / 4 * (1 + 1e-6) + (1e-7 * scale) ** 2):
+        _refuse(data, index, "m2 exceeds n * (max - min)**2 / 4")
+    return n, mean, m2, low, high
+
+
+def _refuse(data: dict, index: int, what: str) -> None:
+    shown = {key: data.get(key) for key in ("n", "mean", "m2", "min", "max")}
+    raise ValueError(
+        f"summary {index} is corrupt: {what} ({shown}); send Summary.to_dict() of real values"
+    )
+
+
+def _check_items_in_range(sketch: QuantileSketch, low: float, high: float) -> None:
+    for h, items in enumerate(sketch.levels):
+        # NaN fails both comparisons and inf the bounds: no separate isfinite pass needed.
+        if items.size and not (low <= items.min() and items.max() <= high):
+            raise ValueError(
+                f"sketch level {h} holds values outside the summary's [min, max] = [{low}, {high}] "
+                "(or NaN/inf); the payload is corrupt"
+            )
