@@ -522,6 +522,8 @@ class SimDaemon:
         stats = dict(self.sim.memory_stats(device))
         stats["leased"] = self.leases.on_device(device)
         stats["allocated"] -= stats["leased"]
+        # Compute-engine seconds and the clock, so clients can report utilization like NVML.
+        stats["busy_s"], stats["now_s"] = self.sim.devices[device].busy, self.sim.now()
         return stats
 
     def reset_peak(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
