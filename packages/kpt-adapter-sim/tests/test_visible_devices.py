@@ -22,7 +22,7 @@ w = torch.ones(3, device="kpt_sim", requires_grad=True)
 daemon = runtime().client._client  # the unmapped SimClient, to look at daemon indices
 print(json.dumps({{
     "count": torch.kpt_sim.device_count(),
-    "daemon_index": [torch.kpt_sim.get_device_properties(i)["daemon_index"] for i in (0, 1)],
+    "daemon_index": [torch.kpt_sim.get_device_properties(i).daemon_index for i in (0, 1)],
     "grad": w.grad.cpu().tolist(),
     "daemon_allocated": [daemon.memory_stats(i)["allocated"] for i in range(3)],
     "local_free": torch.kpt_sim.mem_get_info(0)[0],

@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from kpt.adapters.sim import _runtime
+from kpt.adapters.sim import _memory_report, _runtime
+from kpt.adapters.sim._properties import DeviceProperties, device_properties
 from kpt.adapters.sim._runtime import runtime
 from kpt.sim import SimError
 
@@ -197,8 +198,30 @@ def get_device_name(device: Any = None) -> str:
     return str(info.get("model") or info.get("profile") or "kpt_sim")
 
 
-def get_device_properties(device: Any = None) -> dict:
-    return dict(runtime().devices[_index(device)])
+def get_device_properties(device: Any = None) -> DeviceProperties:
+    """name, total_memory, multi_processor_count, major, minor (as torch.cuda's), plus the
+    simulator's own fields (profile, peak rates, bandwidths) as attributes."""
+    return device_properties(runtime().devices[_index(device)])
+
+
+def get_device_capability(device: Any = None) -> tuple[int, int]:
+    properties = get_device_properties(device)
+    return properties.major, properties.minor
+
+
+def utilization(device: Any = None) -> int:
+    """Percent of simulated time since the previous call (or the start) that the device's
+    compute engine was busy, over every process on the daemon (as NVML reports it)."""
+    index = _index(device)
+    rt = runtime()
+    stats = rt.client.memory_stats(index)
+    busy, now = float(stats.get("busy_s", 0.0)), float(stats.get("now_s", 0.0))
+    state = rt.state[index]
+    last_busy, last_now = state.utilization_mark
+    state.utilization_mark = (busy, now)
+    if now <= last_now:
+        return 0
+    return round(100 * min(1.0, max(0.0, (busy - last_busy) / (now - last_now))))
 
 
 def synchronize(device: Any = None) -> None:
@@ -238,15 +261,22 @@ def mem_get_info(device: Any = None) -> tuple[int, int]:
     return int(stats["free"]), int(stats["total"])
 
 
-def memory_stats(device: Any = None) -> dict[str, int]:
+def memory_stats(device: Any = None) -> dict[str, Any]:
+    """torch.cuda.memory_stats' keys for this process ("allocated_bytes.all.current", ...)
+    plus the device's free/total/allocated bytes over every process on the daemon."""
     index = _index(device)
-    stats = dict(runtime().client.memory_stats(index))
-    stats.update(
-        allocated_bytes=memory_allocated(index),
-        peak_allocated_bytes=max_memory_allocated(index),
-        reserved_bytes=memory_reserved(index),
-    )
-    return stats
+    rt = runtime()
+    return _memory_report.memory_stats(rt.allocator, index, rt.client.memory_stats(index))
+
+
+def memory_summary(device: Any = None, abbreviated: bool = False) -> str:
+    index = _index(device)
+    return _memory_report.memory_summary(index, get_device_name(index), memory_stats(index))
+
+
+def memory_snapshot(device: Any = None) -> list[dict[str, Any]]:
+    index = _index(device)
+    return _memory_report.memory_snapshot(runtime().allocator, index)
 
 
 # -- random numbers ------------------------------------------------------------------------------

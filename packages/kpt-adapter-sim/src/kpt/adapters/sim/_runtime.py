@@ -67,6 +67,8 @@ class DeviceState:
     seed: int = 0
     counter: int = 0  # random ops launched since the last seed: the second half of each op's key
     stream: int = 0
+    # (busy seconds, clock) at the last utilization() call: its window starts there
+    utilization_mark: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass

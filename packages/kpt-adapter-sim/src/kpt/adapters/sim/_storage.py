@@ -62,6 +62,11 @@ class CachingAllocator:
         self.allocated: dict[int, int] = defaultdict(int)  # device -> bytes in live tensors
         self.peak: dict[int, int] = defaultdict(int)
         self.reserved: dict[int, int] = defaultdict(int)  # device -> bytes held from the daemon
+        self.reserved_peak: dict[int, int] = defaultdict(int)
+        # device -> event counts, CUDA's names: allocations, cache flushes to retry, refusals
+        self.counts: dict[int, dict[str, int]] = defaultdict(
+            lambda: {"allocations": 0, "num_alloc_retries": 0, "num_ooms": 0}
+        )
         # device -> bytes this client may reserve with alloc_async (0: always synchronous)
         self._async_limit = {
             device: int(total * ASYNC_ALLOC_SHARE) for device, total in (capacity or {}).items()
@@ -72,11 +77,18 @@ class CachingAllocator:
         """A buffer of at least nbytes on ``device`` (this process's index). A refusal raises the
         daemon's OutOfMemoryError here, at the allocation, with ``device`` set to ``device``."""
         try:
-            return self._allocate(device, nbytes)
+            storage = self._allocate(device, nbytes)
         except MemoryError as error:
+            with self._lock:
+                self.counts[device]["num_ooms"] += 1
             if hasattr(error, "device"):  # the daemon numbers devices its own way
                 error.device = device
             raise
+        with self._lock:
+            self.counts[device]["allocations"] += 1
+            if self.reserved[device] > self.reserved_peak[device]:
+                self.reserved_peak[device] = self.reserved[device]
+        return storage
 
     def _allocate(self, device: int, nbytes: int) -> SimStorage:
         size = size_class(nbytes)
@@ -110,6 +122,8 @@ class CachingAllocator:
             # Cached buffers may be what fills the device: give them back once, then retry.
             if not self.empty_cache(device):
                 raise
+            with self._lock:
+                self.counts[device]["num_alloc_retries"] += 1
             return self._client.alloc(device, size)
 
     def release(self, device: int, buffer: int, size: int) -> None:
@@ -139,6 +153,13 @@ class CachingAllocator:
                     self.reserved[dev] -= size
         return released
 
+    def cached(self, device: int) -> list[int]:
+        """Sizes of the buffers held in the cache for ``device`` (reserved, not allocated)."""
+        with self._lock:
+            return [size for (d, size), buffers in self._free.items() if d == device
+                    for _ in buffers]  # fmt: skip
+
     def reset_peak(self, device: int) -> None:
         with self._lock:
             self.peak[device] = self.allocated[device]
+            self.reserved_peak[device] = self.reserved[device]
