@@ -172,6 +172,36 @@ def test_a_silent_unix_client_keeps_its_memory_while_its_connection_stands():
         quiet.close()
 
 
+def test_a_zeromq_server_with_a_handler_thread_answers_heartbeats_while_it_computes():
+    gone: list[bytes] = []
+    server = Server(
+        "tcp://127.0.0.1:0", heartbeat_interval=0.2, on_client_gone=gone.append,
+        handler_thread=True,
+    )  # fmt: skip
+    server.register("slow", lambda msg, client: time.sleep(1.5) or {"done": True})
+    server.register("ping", lambda msg, client: {})
+    with server:
+        idle = Client(server.endpoint, heartbeat_interval=0.2)
+        busy = Client(server.endpoint, heartbeat_interval=0.2, timeout=30)  # 0.6 s window
+        idle.call("ping", {})
+        assert busy.call("slow", {}).header["done"]  # heard all along: no "server dead"
+        assert idle.client_id not in gone
+        idle.close()
+        busy.close()
+
+
+def test_a_remote_client_waits_out_a_long_batch_on_a_tcp_daemon():
+    with (
+        start_daemon("test-asic", endpoint="tcp://127.0.0.1:0") as daemon,
+        SimClient(daemon.endpoint, heartbeat_interval=0.2, timeout=60) as c,
+    ):
+        x = upload(c, 0, np.ones((1000, 1000), np.float32))
+        for _ in range(60):  # about a second of numpy on the daemon: 5 heartbeat windows
+            c.launch(0, "softmax", [x], [x])
+        c.synchronize()
+        assert download(c, x).shape == (1000, 1000)
+
+
 def test_a_long_handler_does_not_make_the_zeromq_server_forget_its_other_clients():
     gone: list[bytes] = []
     server = Server("tcp://127.0.0.1:0", heartbeat_interval=0.2, on_client_gone=gone.append)

@@ -48,7 +48,8 @@ def test_killed_server_raises_within_liveness_bound_then_client_recovers(server_
 def test_idempotent_calls_retry_across_a_restart_and_others_do_not(server_process):
     server = server_process()
     endpoint = server.start()
-    with Client(endpoint, timeout=1, heartbeat_interval=HEARTBEAT, retries=6) as client:
+    # retries=12: about 15 s of capped backoff, room for a restart on a loaded machine
+    with Client(endpoint, timeout=1, heartbeat_interval=HEARTBEAT, retries=12) as client:
         client.call("echo")
         server.kill()
         with pytest.raises(TransportError):

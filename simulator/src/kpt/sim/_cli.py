@@ -161,6 +161,9 @@ def serve(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     server = Server(
         endpoint, heartbeat_interval=args.heartbeat, on_client_gone=daemon.client_gone,
+        # Over ZeroMQ (other hosts) heartbeats are answered while a handler computes, so a
+        # remote client tells a busy daemon from a dead one.
+        handler_thread=not endpoint.startswith("unix://"),
         **_curve(args.curve_keys, args.curve_authorized),
     )  # fmt: skip
     daemon.register(server)

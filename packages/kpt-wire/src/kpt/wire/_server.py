@@ -4,6 +4,7 @@ run on it, one at a time."""
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -47,7 +48,12 @@ class Server:
         curve_secret_key: str | bytes | None = None,
         curve_public_key: str | bytes | None = None,
         authorized_keys: Any = None,
+        handler_thread: bool = False,
     ):
+        """handler_thread: over ZeroMQ, run handlers on a thread of their own, so heartbeats are
+        answered and clients heard while a handler computes (a busy server is not a dead one).
+        Costs two thread hand-offs per message; unix:// ignores it (a unix:// client is alive
+        while its connection stands)."""
         if (curve_secret_key is None) != (curve_public_key is None):
             raise ValueError("pass both curve_secret_key and curve_public_key, or neither")
         if not heartbeat_interval > 0:
@@ -67,6 +73,8 @@ class Server:
         self._interval = float(heartbeat_interval)
         self._on_client_gone = on_client_gone
         self._keys = (curve_secret_key, curve_public_key, authorized_keys)
+        self._handler_thread = handler_thread
+        self._work: queue.SimpleQueue | None = None  # (client, message) for the handler thread
         self._handlers: dict[str, Handler] = {}
         # Per client: when last heard from, and how long a silence means it is gone (kept apart,
         # so the per-message update is one dict store and no tuple).
@@ -127,7 +135,8 @@ class Server:
             router.bind(self._stop_endpoint)
             self._stopping = False
             self._thread = threading.Thread(
-                target=self._serve, args=(router,), name=f"kpt-wire-server {self.endpoint}",
+                target=self._serve_split if self._handler_thread else self._serve, args=(router,),
+                name=f"kpt-wire-server {self.endpoint}",
                 daemon=True,
             )  # fmt: skip
             self._thread.start()
@@ -254,15 +263,93 @@ class Server:
         finally:
             router.close(0)
 
+    def _serve_split(self, router: zmq.Socket) -> None:
+        """The I/O thread of handler_thread=True: reads, answers heartbeats, judges liveness and
+        forwards replies; the handler thread (_run_handlers) runs everything else in order."""
+        replies_endpoint = f"inproc://kpt-wire-replies-{id(self)}"
+        replies = self._context.socket(zmq.PULL)
+        replies.linger = 0
+        replies.bind(replies_endpoint)
+        self._work = work = queue.SimpleQueue()
+        worker = threading.Thread(
+            target=self._run_handlers, args=(work, replies_endpoint),
+            name=f"kpt-wire-handlers {self.endpoint}", daemon=True,
+        )  # fmt: skip
+        worker.start()
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(replies, zmq.POLLIN)
+        check_every = self._interval / 2
+        next_check = time.monotonic() + check_every
+        max_frames = self._limits.max_frames + 1
+        try:
+            while not self._stopping:
+                ready = dict(poller.poll(max(1, int(check_every * 1000))))
+                if self._stopping:
+                    return
+                now = time.monotonic()
+                while router in ready:
+                    try:
+                        frames = recv_frames(router, 4, max_frames, zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    try:
+                        msg = self._decode(router, frames, now)
+                        if msg is None:
+                            continue
+                        if msg.type == HEARTBEAT_TYPE and msg.type not in self._handlers:
+                            self._heartbeat(router, frames[0], msg)
+                        else:
+                            work.put((frames[0], msg))
+                    except Exception:  # the loop must survive anything a message can cause
+                        log.exception("unexpected failure reading a message; dropped it")
+                while replies in ready:
+                    try:
+                        out = replies.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    self._send(router, out[0].bytes, out[1:])
+                if now >= next_check:
+                    self._forget_silent_clients(now)
+                    next_check = now + check_every
+        finally:
+            work.put(None)
+            worker.join(5)
+            self._work = None
+            replies.close(0)
+            router.close(0)
+
+    def _run_handlers(self, work: queue.SimpleQueue, replies_endpoint: str) -> None:
+        sink = self._context.socket(zmq.PUSH)
+        sink.linger = 0
+        sink.connect(replies_endpoint)
+        try:
+            while (item := work.get()) is not None:
+                client, msg = item
+                try:
+                    if msg is None:  # the I/O thread forgot this client: tell the owner here
+                        self._client_gone(client)
+                    else:
+                        self._dispatch(sink, client, msg)
+                except Exception:
+                    log.exception("unexpected failure handling a message; dropped it")
+        finally:
+            sink.close(0)
+
     def _handle(self, router: zmq.Socket, frames: list[Any], now: float) -> None:
+        msg = self._decode(router, frames, now)
+        if msg is not None:
+            self._dispatch(router, frames[0], msg)
+
+    def _decode(self, router: Any, frames: list[Any], now: float) -> Message | None:
+        """The message, or None once a refusal was sent; the sender counts as heard from."""
         client = frames[0]
         self._heard_from(client, now)
         try:
-            msg = decode(frames[1:], self._limits)
+            return decode(frames[1:], self._limits)
         except ProtocolError as exc:
             log.debug("refused a message from %r: %s", client, exc)
             self._send_error(router, client, exc.request_id or 0, exc.code, exc.message, force=True)
-            return
         except Exception as exc:  # a decode bug must still be answered, never a silent drop
             log.exception("decoding a message from %r failed", client)
             self._send_error(
@@ -270,7 +357,10 @@ class Server:
                 f"the server could not decode this message: {type(exc).__name__}: {exc}",
                 force=True,
             )  # fmt: skip
-            return
+        return None
+
+    def _dispatch(self, router: Any, client: bytes, msg: Message) -> None:
+        """Run the message's handler and send its reply (or error) through ``router``."""
         request_id = msg.request_id
         handler = self._handlers.get(msg.type)
         if handler is None:
@@ -344,6 +434,9 @@ class Server:
         if router.__class__ is UnixListener:
             router.send(client, frames)  # a client gone meanwhile is reported by on_gone
             return
+        if router.socket_type == zmq.PUSH:  # the handler thread: the I/O thread sends it on
+            router.send_multipart([client, *frames], copy=False)
+            return
         frames.insert(0, client)
         try:
             send_frames(router, frames)
@@ -370,6 +463,12 @@ class Server:
         self._windows.pop(client, None)
         if self._last_seen.pop(client, None) is None or self._on_client_gone is None:
             return
+        if self._work is not None:  # handlers run on their own thread: so does the owner's news
+            self._work.put((client, None))
+        else:
+            self._client_gone(client)
+
+    def _client_gone(self, client: bytes) -> None:
         try:
             self._on_client_gone(client)
         except Exception:
