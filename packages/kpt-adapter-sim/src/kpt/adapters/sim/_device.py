@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from kpt.adapters.sim._autocast import register as register_autocast_policy
 from kpt.adapters.sim._tensor import DEVICE_TYPE
 
 _library: torch.library.Library | None = None
@@ -87,27 +88,6 @@ def _copy_from(self, dst, non_blocking=False):
     return dispatch(torch.ops.aten.copy_.default, (dst, self), {})
 
 
-_AUTOCAST_KEY = torch._C.DispatchKeySet(torch._C.DispatchKey.AutocastPrivateUse1)
-# Ops autocast runs in the lower precision (as on CUDA); everything else falls through.
-_LOWER_PRECISION = ["mm", "bmm", "addmm", "baddbmm", "matmul", "linear", "conv1d", "conv2d",
-                    "conv3d", "scaled_dot_product_attention"]  # fmt: skip
-
-
-def _autocast_kernel(op: Any) -> Any:
-    def kernel(*args: Any, **kwargs: Any) -> Any:
-        dtype = torch.get_autocast_dtype(DEVICE_TYPE)
-
-        def cast(x: Any) -> Any:
-            if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != torch.float64:
-                return x.to(dtype)
-            return x
-
-        with torch._C._ExcludeDispatchKeyGuard(_AUTOCAST_KEY):
-            return op(*[cast(a) for a in args], **{k: cast(v) for k, v in kwargs.items()})
-
-    return kernel
-
-
 def register() -> None:
     """Make torch.device('kpt_sim') usable; idempotent."""
     global _library
@@ -141,12 +121,7 @@ def register() -> None:
     library.impl("_copy_from", _copy_from, "PrivateUse1")
     library.impl("_thnn_fused_gru_cell", _gru_cell, "AutogradPrivateUse1")
     library.impl("_thnn_fused_lstm_cell", _lstm_cell, "AutogradPrivateUse1")
-    for name in _LOWER_PRECISION:
-        packet = getattr(aten, name)
-        for overload in packet.overloads():
-            qualified = name if overload == "default" else f"{name}.{overload}"
-            library.impl(qualified, _autocast_kernel(getattr(packet, overload)),
-                         "AutocastPrivateUse1")  # fmt: skip
+    register_autocast_policy(library)
     fallthrough = torch.library.Library("_", "IMPL")
     fallthrough.fallback(torch.library.fallthrough_kernel, "AutocastPrivateUse1")
     _library = library
