@@ -1,10 +1,8 @@
-"""Collectives as real link transfers, step by step, with ring, tree and hierarchical plans.
+"""Collective plans: ring, tree, hierarchical, pairwise; their closed forms; the choice.
 
-A plan is a list of steps; a step is a set of concurrent point-to-point transfers. Each
-transfer starts when its sender has the data (its previous step's receive ended) and every
-link on its route is free, then occupies those links for bytes / bandwidth. Steps are
-vectorized over ranks with numpy, so a 1,024-chip ring is a few thousand array operations.
-The reduction is fused into the receive (as NCCL does); it only costs time when HBM is slower
+A plan is a list of steps; a step is a set of concurrent point-to-point transfers, as arrays
+of rank positions (kpt.sim._collective_run runs them as a simpy process over the links). The
+reduction is fused into the receive (as NCCL does); it only costs time when HBM is slower
 than the link.
 """
 
@@ -12,12 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kpt.sim._errors import DeviceLostError, InvalidRequestError, LinkDownError
+from kpt.sim._collective_run import CollectiveRun
+from kpt.sim._errors import InvalidRequestError
 
 if TYPE_CHECKING:
     from kpt.sim._simulator import Simulator
@@ -34,22 +32,48 @@ ALGORITHMS = {
 MAX_PIPELINE_CHUNKS = 256
 
 
-@dataclass
 class CollectiveResult:
-    kind: str
-    algorithm: str
-    devices: list[int]
-    nbytes: int
-    start: float  # sim seconds: earliest start over ranks
-    end: float  # sim seconds: when the last rank finished
-    predicted: float  # closed-form alpha-beta time of the chosen algorithm
-    estimates: dict[str, float] = field(default_factory=dict)  # closed form per candidate
-    steps: int = 0
-    transfers: int = 0
+    """What a collective was planned as (at once) and how it ran (once simulated).
+
+    kind, algorithm, devices, nbytes, predicted (the chosen plan's closed form) and estimates
+    (per candidate) are known when it is issued. start, end, duration, steps and transfers
+    come from the simulation: reading one waits for the collective, as a host would (the
+    simulator runs until it has finished; end is inf if a rank hung).
+    """
+
+    def __init__(self, kind, algorithm, devices, nbytes, predicted, estimates, wait) -> None:
+        self.kind: str = kind
+        self.algorithm: str = algorithm
+        self.devices: list[int] = devices
+        self.nbytes: int = nbytes
+        self.predicted: float = predicted
+        self.estimates: dict[str, float] = estimates
+        self._wait = wait  # runs the simulation until this collective has finished
+        self._ran: tuple[float, float, int, int] | None = None
+
+    def _resolved(self, start: float, end: float, steps: int, transfers: int) -> None:
+        self._ran = (start, end, steps, transfers)
+
+    def _get(self, i: int):
+        if self._ran is None:
+            self._wait(self)
+        if self._ran is None:  # never finished: a rank hung
+            return (math.inf, math.inf, 0, 0)[i]
+        return self._ran[i]
+
+    start = property(lambda self: self._get(0), doc="sim seconds: earliest rank's arrival")
+    end = property(lambda self: self._get(1), doc="sim seconds: when the last rank finished")
+    steps = property(lambda self: self._get(2))
+    transfers = property(lambda self: self._get(3))
 
     @property
     def duration(self) -> float:
         return self.end - self.start
+
+    def __repr__(self) -> str:
+        ran = "pending" if self._ran is None else f"{self.start:.9g}-{self.end:.9g} s"
+        return (f"CollectiveResult({self.kind}, {self.algorithm}, devices={self.devices}, "
+                f"nbytes={self.nbytes}, predicted={self.predicted:.9g} s, {ran})")  # fmt: skip
 
 
 # --- one step = (key, src positions, dst positions, bytes per transfer, reduces?) ------------
@@ -278,8 +302,9 @@ def run_collective(
     src: int | None = None,
     dst: int | None = None,
 ) -> CollectiveResult:
-    """Run a collective over `devices` (default: all). nbytes: the buffer each rank holds
-    (all_gather: the gathered output; all_to_all: what each rank sends in all)."""
+    """Issue a collective over `devices` (default: all) on each rank's `stream`. nbytes: the
+    buffer each rank holds (all_gather: the gathered output; all_to_all: what each rank
+    sends in all). It runs as a simpy process (kpt.sim._collective_run)."""
     if kind not in KINDS:
         raise InvalidRequestError(f"collective {kind!r} unknown; use one of {', '.join(KINDS)}")
     if kind == "send_recv":
@@ -299,101 +324,9 @@ def run_collective(
         at = devices.index(root)
         devices = devices[at:] + devices[:at]
     algorithm, estimates, steps = _plan(sim, kind, algorithm, devices, float(nbytes))
-    result = _execute(sim, kind, algorithm, devices, steps, stream)
-    result.nbytes, result.estimates = int(nbytes), estimates
-    result.predicted = estimates.get(algorithm, 0.0)
-    return result
-
-
-def _execute(sim, kind, algorithm, devices, steps, stream) -> CollectiveResult:
-    links = sim.links
-    devs = [sim.devices[d] for d in devices]
-    n = len(devices)
-    t = np.array([max(sim.now(), d.streams.get(stream, 0.0)) for d in devs])
-    start_all = float(t.min()) if n else sim.now()
-    dev_index = np.array(devices)
-    scale = np.ones(len(links.bandwidth))
-    for since, until, factor, ids in sim._link_degraded:
-        if since <= start_all < until:
-            scale[list(ids)] *= factor
-    bandwidth = links.bandwidth * scale
-    hbm = min(d.profile.hbm_bandwidth for d in devs)
-    paths_cache: dict[object, tuple] = {}
-    free, null = links.free_at, links.null
-    first = np.full(len(free), math.inf)
-    last = np.zeros(len(free))
-    n_steps = n_transfers = 0
-    lost = [d for d in devs if d.lost_at <= start_all]
-    error = None
-    if lost:
-        error = DeviceLostError(f"{kind}: device {lost[0].index} is lost; the collective failed")
-    for key, src, dst, nbytes, reduce in steps if error is None else ():
-        cached = paths_cache.get(key)
-        if cached is None:
-            cached = paths_cache[key] = _paths(sim, dev_index[src], dev_index[dst], null)
-        paths, lat, clash = cached
-        if n_steps == 0 or clash:
-            down = links.down_at[paths] <= t[src][:, None]
-            if (down & (t[src][:, None] < links.up_at[paths])).any():
-                bad = paths[down][0]
-                error = LinkDownError(
-                    f"{kind}: link {links.names[bad]} is down; the collective failed"
-                )
-                break
-        bw = bandwidth[paths]
-        occupied = nbytes / bw
-        bottleneck = occupied.max(axis=1)
-        reduce_extra = np.maximum(0.0, 3 * nbytes / hbm - bottleneck) if reduce else 0.0
-        if clash:
-            start = np.empty(len(src))
-            for i in range(len(src)):  # transfers share a link: they queue in order
-                row = paths[i]
-                start[i] = max(t[src[i]], free[row].max())
-                free[row] = start[i] + occupied[i]
-                free[null] = -math.inf
-        else:
-            start = np.maximum(t[src], free[paths].max(axis=1))
-            free[paths] = start[:, None] + occupied
-            free[null] = -math.inf
-        end = start + lat + bottleneck + reduce_extra
-        np.minimum.at(first, paths.ravel(), np.repeat(start, paths.shape[1]))
-        np.maximum.at(last, paths.ravel(), np.repeat(end, paths.shape[1]))
-        links.busy[paths] += occupied
-        t[dst] = np.maximum(t[dst], end)
-        n_steps += 1
-        n_transfers += len(src)
-    for d in devs:
-        if d.hang_at <= t.max():
-            t[:] = math.inf  # one hung rank stalls everyone waiting on it
-        if error is not None:
-            d.fail(error)
-    end_all = float(t.max()) if n else start_all
-    for pos, d in enumerate(devs):
-        d.streams[stream] = (
-            float(t[pos]) if error is None else max(start_all, d.streams.get(stream, 0.0))
-        )
-        if sim.trace.enabled:
-            sim.trace.add(
-                d.index, f"stream {stream}", f"{kind} ({algorithm})", start_all, float(t[pos])
-            )
-    if sim.trace.enabled:
-        for i in np.nonzero(first < math.inf)[0]:
-            if i != null:
-                sim.trace.add_link(
-                    links.names[i], f"{kind} ({algorithm})", float(first[i]), float(last[i])
-                )
-    return CollectiveResult(
-        kind, algorithm, devices, 0, start_all, end_all, 0.0, {}, n_steps, n_transfers
+    predicted = estimates.get(algorithm, 0.0)
+    result = CollectiveResult(
+        kind, algorithm, devices, int(nbytes), predicted, estimates, sim._wait_collective
     )
-
-
-def _paths(sim, src_devices, dst_devices, null):
-    routes = [sim.topology.route(int(a), int(b)) for a, b in zip(src_devices, dst_devices)]
-    width = max((len(r) for r in routes), default=1) or 1
-    paths = np.full((len(routes), width), null, dtype=np.int64)
-    for i, r in enumerate(routes):
-        paths[i, : len(r)] = r
-    latency = sim.links.latency[paths].sum(axis=1)
-    real = paths[paths != null]
-    clash = len(np.unique(real)) != len(real)
-    return paths, latency, clash
+    sim._issue_collective(CollectiveRun(sim, result, steps, stream))
+    return result

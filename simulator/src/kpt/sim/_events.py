@@ -1,4 +1,4 @@
-"""Recorded events: a bounded ring of completion times, referenced by increasing ids.
+"""Recorded events: a bounded ring of event markers, referenced by increasing ids.
 
 A long-running daemon records an event per CUDA-style Event.record(); keeping every one would
 grow without limit. The ring keeps the newest `capacity` events; naming an older id is an
@@ -7,11 +7,11 @@ error that says so, instead of a silent wrong time.
 
 from __future__ import annotations
 
-from array import array
+from typing import Any
 
 from kpt.sim._errors import InvalidRequestError
 
-DEFAULT_MAX_EVENTS = 1 << 18  # 2 MiB of times; the daemon keeps 65,536 per client
+DEFAULT_MAX_EVENTS = 1 << 18  # the daemon keeps 65,536 per client
 
 
 class EventRing:
@@ -24,22 +24,22 @@ class EventRing:
         self.clear()
 
     def clear(self) -> None:
-        self._times = array("d")
+        self._items: list[Any] = []
         self._next = 0  # the id the next event gets; ids are never reused until clear()
 
     def __len__(self) -> int:
         return min(self._next, self.capacity)
 
-    def add(self, time: float) -> int:
+    def add(self, item: Any) -> int:
         event = self._next
         if event < self.capacity:
-            self._times.append(time)
+            self._items.append(item)
         else:
-            self._times[event % self.capacity] = time
+            self._items[event % self.capacity] = item
         self._next = event + 1
         return event
 
-    def time(self, event: int) -> float:
+    def get(self, event: int) -> Any:
         if not isinstance(event, int) or isinstance(event, bool) or not 0 <= event < self._next:
             raise InvalidRequestError(
                 f"event {event!r} was never recorded (or is from before a reset)"
@@ -50,4 +50,4 @@ class EventRing:
                 f"recorded events and {self._next - event - 1} came after it; record it "
                 "again closer to where it is waited on, or raise Simulator(max_events=)"
             )
-        return self._times[event % self.capacity]
+        return self._items[event % self.capacity]

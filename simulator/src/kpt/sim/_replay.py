@@ -35,7 +35,8 @@ def replay(
     simulator: Simulator | None = None,
 ) -> dict[str, Any]:
     """Run an op trace (a path, a parsed document, or a list of ops); arguments override
-    the document's profile/devices/topology. Returns predicted_s, per-device rows, counts."""
+    the document's profile/devices/topology. Returns predicted_s, interval_s (low, high: the
+    profile's calibration residuals per op class, kpt.sim._uncertainty), per-device rows."""
     doc: dict[str, Any]
     if isinstance(source, str | Path):
         path = Path(source)
@@ -66,17 +67,18 @@ def replay(
     )
     wall = time.perf_counter()
     _run(sim, ops)
-    end = max((d.last_end() for d in sim.devices), default=0.0)
     sim.synchronize()
     wall = time.perf_counter() - wall
+    end = max((d.finished_at() for d in sim.devices), default=0.0)
     rows = sim.summary()
     for row in rows:
         row["utilization"] = row["busy_s"] / end if end > 0 else 0.0
     topology = sim.topology.kind + (
         f", {sim.topology.nodes} nodes" if sim.topology.nodes > 1 else ""
     )
-    return {"predicted_s": end, "ops": len(ops), "wall_s": wall, "topology": topology,
-            "devices": rows}  # fmt: skip
+    low, _, high = sim.interval()
+    return {"predicted_s": end, "interval_s": (low, high), "ops": len(ops), "wall_s": wall,
+            "topology": topology, "devices": rows}  # fmt: skip
 
 
 def format_replay(summary: dict[str, Any], source: str = "the trace") -> str:
@@ -88,8 +90,12 @@ def format_replay(summary: dict[str, Any], source: str = "the trace") -> str:
     cluster = " + ".join(f"{n} x {name}" for name, n in counts.items())
     if summary.get("topology"):
         cluster += f" ({summary['topology']})"
+    low, high = summary.get("interval_s", (summary["predicted_s"],) * 2)
+    band = ""
+    if (low, high) != (summary["predicted_s"],) * 2:
+        band = f", calibration interval {format_seconds(low)} - {format_seconds(high)}"
     lines = [
-        f"predicted total: {format_seconds(summary['predicted_s'])} (simulated)",
+        f"predicted total: {format_seconds(summary['predicted_s'])} (simulated{band})",
         f"replayed {summary['ops']} ops from {source} on {cluster} in "
         f"{summary['wall_s']:.3f} s of wall time",
         "",

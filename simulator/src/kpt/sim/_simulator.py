@@ -1,14 +1,23 @@
 """The engine: devices, buffers, streams, events, transfers, faults and a trace in sim time.
 
-The daemon drives one Simulator; it never sees values (the executor holds those).
-Times are simulated seconds. `now` is the host's clock: it moves when the host waits
-(read, synchronize); work issued asynchronously starts no earlier than `now`. Each device also
-keeps a host issue clock: every launch costs the host its profile's host_issue_s, so a stream
-of small eager ops is host-bound as on a real GPU (0 in a profile: issuing is free).
+The daemon drives one Simulator; it never sees values (the executor holds those). Times are
+simulated seconds. Work runs as simpy processes (kpt.sim._streams: one per stream;
+kpt.sim._collective_run: one per collective) over simpy resources and the Fabric's shared
+channels (kpt.sim._fluid). The simulation is lazy: it runs when the host waits (synchronize,
+read, an event's time, a collective's result, a full launch queue), so work issued later on
+another stream can still overlap work issued before it, as on a GPU.
+
+`now` is the host's clock: it moves when the host waits. Each device keeps a host issue clock:
+every launch costs the host its profile's host_issue_s, so a stream of small eager ops is
+host-bound as on a real GPU (0 in a profile: issuing is free). Issuing returns a forecast of
+the op's end: its stream's order, its own cost and the device's faults, without contention
+from other streams (the host cannot know that yet); synchronize() and event_time() return
+what the simulation ran.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -16,32 +25,53 @@ from typing import Any
 
 import simpy
 
-from kpt.sim._cost import OpCost, op_timing
+from kpt.sim._collectives import run_collective
+from kpt.sim._cost import MATRIX_CLASSES, ROW_CLASSES, OpCost, normalize_class, op_timing
 from kpt.sim._device import INF, Device
 from kpt.sim._errors import (
     DeviceHangError,
     DeviceLostError,
     InvalidRequestError,
     LinkDownError,
-    MemoryFaultError,
     SimError,
 )
 from kpt.sim._events import DEFAULT_MAX_EVENTS, EventRing
+from kpt.sim._fault_state import FaultState
 from kpt.sim._faults import Fault, load_faults
+from kpt.sim._fluid import Fabric
 from kpt.sim._memory import Buffer
 from kpt.sim._profiles import Profile, load_profile, parse_profile_spec
+from kpt.sim._streams import (
+    COPY,
+    D2H,
+    H2D,
+    KERNEL,
+    MARKER,
+    QUEUE_DEPTH,
+    RANK,
+    TRANSFER,
+    WAIT,
+    Marker,
+    Op,
+    StreamEngine,
+)
 from kpt.sim._topology import Topology
 from kpt.sim._trace import Trace
+from kpt.sim._uncertainty import Interval, step_interval
 
 DEFAULT_HANG_TIMEOUT = 10.0  # simulated seconds the host waits on work that never ends
 COST_CACHE_SIZE = 1 << 16
+TILE = 128  # a thread block's output tile (GEMMs, flash attention), for compute-unit shares
+BLOCK_BYTES = 16 * 1024  # bytes one block of an elementwise kernel moves
 
 
-class Simulator:
+class Simulator(FaultState):
     """A cluster of simulated chips.
 
     profile: a name, a path, a Profile, a spec "h100-sxm:2,mi300x:2" or one entry per device.
     max_events: recorded events kept at once; an older event id is refused as expired.
+    engine: the class whose simpy processes run the streams; a chip that schedules its work
+    its own way subclasses StreamEngine (README, "Extending a chip").
     """
 
     def __init__(
@@ -55,8 +85,10 @@ class Simulator:
         hang_timeout: float = DEFAULT_HANG_TIMEOUT,
         trace: bool = True,
         max_events: int = DEFAULT_MAX_EVENTS,
+        engine: type[StreamEngine] = StreamEngine,
     ) -> None:
         chips = self._resolve_profiles(profile, devices)
+        self._engine_class = engine
         self.devices = [Device(i, p) for i, p in enumerate(chips)]
         self.topology = Topology(chips, topology, nodes)
         self.links = self.topology.links
@@ -87,18 +119,24 @@ class Simulator:
     def reset(self) -> None:
         """Back to t=0: no buffers, no work, configured faults re-armed."""
         self.env = simpy.Environment()
+        self.links.reset()
+        self.fabric = Fabric(self.env, self.links.bandwidth[: self.links.null])
         self._now = 0.0
         self._buffers: dict[int, Buffer] = {}
         self._next_buffer = 1
         self._events.clear()
         self._cost_cache: dict = {}
         self._rng = random.Random(self.seed)
-        self._any_buffer_fault = False  # lets launch() skip buffer checks when none is faulty
+        self._any_buffer_fault = False  # lets the hot paths skip buffer checks
+        self._link_faults = False  # any link fault: collectives run step by step
+        self._link_degraded: list[tuple[float, float, float, tuple[int, ...]]] = []
         for device in self.devices:
             device.memory.__init__(device.index, device.profile.hbm_bytes)
             device.reset_time()
-        self.links.reset()
-        self._link_degraded: list[tuple[float, float, float, tuple[int, ...]]] = []
+            p, add = device.profile, self.fabric.add_channel
+            bandwidth = p.host_link_bandwidth
+            device.attach(self.env, add(p.hbm_bandwidth), add(bandwidth), add(bandwidth))
+        self._engine = self._engine_class(self)
         self.trace.clear()
         for fault in self._configured_faults:
             self.inject_fault(fault)
@@ -107,9 +145,20 @@ class Simulator:
         return self._now
 
     def _advance(self, t: float) -> None:
-        if t > self._now:
-            self._now = t
+        if t > self.env.now:
             self.env.run(until=t)
+        self._now = max(self._now, t)
+
+    def _run_until(self, event: simpy.Event) -> bool:
+        """Run the simulation until `event` (the host waits for it); False if it never comes."""
+        try:
+            self.env.run(until=event)
+        except RuntimeError:  # no events left: what it waits on hung
+            if simpy.core.StopSimulation.callback in (event.callbacks or ()):
+                event.callbacks.remove(simpy.core.StopSimulation.callback)
+            return False
+        self._now = max(self._now, self.env.now)
+        return True
 
     def device_info(self) -> list[dict[str, Any]]:
         return [{"index": d.index, **d.profile.summary()} for d in self.devices]
@@ -172,7 +221,7 @@ class Simulator:
         buffers: Sequence[int] = (),
         name: str | None = None,
     ) -> float:
-        """Issue one op asynchronously; returns when it will end (inf: never, device hung)."""
+        """Issue one op asynchronously; returns its forecast end (inf: never, device hung)."""
         dev = self.devices[device] if 0 <= device < len(self.devices) else self._device(device)
         if dev.ops >= dev.next_trigger:
             self._fire_op_triggers(dev)
@@ -183,8 +232,10 @@ class Simulator:
         if timing is None:
             if len(self._cost_cache) > COST_CACHE_SIZE:
                 self._cost_cache.clear()
-            timing = self._cost_cache[key] = op_timing(dev.profile, *cost)
-        duration, hbm = timing
+            duration, hbm = op_timing(dev.profile, *cost)
+            op_class = normalize_class(cost.op_class)
+            timing = (duration, hbm, compute_units(dev.profile, cost), op_class)
+            self._cost_cache[key] = timing
         p = dev.profile
         # The host issues ops one after another: the kernel exists once the host issued it,
         # and an idle device starts it launch_latency_s later; queued work hides that latency.
@@ -196,41 +247,38 @@ class Simulator:
         ready = dev.streams.get(stream, 0.0)
         if ready > start:
             start = ready
-        if dev.compute_free > start:
-            start = dev.compute_free
-        end = start + duration - latency
-        if hbm:
-            # Memory traffic queues behind other work on HBM (DMA copies): bandwidth is shared.
-            mem_start = start + p.kernel_launch_s - latency
-            if dev.hbm_free > mem_start:
-                mem_start = dev.hbm_free
-                if mem_start + hbm > end:
-                    end = mem_start + hbm
-            dev.hbm_free = mem_start + hbm
-        if dev.faulty:
-            end, error = dev.adjust(start, end - start)
-            if error is not None:
-                dev.fail(error)
-        if buffers and self._any_buffer_fault:
-            self._check_buffers(buffers, end, dev)
-        dev.compute_free = end
+        end = start + timing[0] - latency
+        op = Op(KERNEL, issued, timing, name or "", tuple(buffers))
+        if dev.faulty or (buffers and self._any_buffer_fault):
+            end = self._forecast_faults(dev, op, start, end)
         dev.streams[stream] = end
-        dev.busy += end - start
-        if self.trace.enabled:
-            self.trace.add(device, f"stream {stream}", name or cost.op_class, start, end)
+        self._submit(dev, stream, op)
         return end
 
-    def _check_buffers(self, buffers: Sequence[int], end: float, dev: Device) -> None:
-        for b in buffers:
-            found = self._buffers.get(b)
-            if found is not None and found.fault_at < end:
-                dev.fail(
-                    MemoryFaultError(
-                        f"uncorrectable ECC error in buffer {b} on device {found.device} "
-                        f"(at t={found.fault_at * 1e6:.3f} us); its contents are lost: "
-                        "free it and recompute"
-                    )
-                )
+    def _submit(self, dev: Device, stream: int, op: Op) -> None:
+        self._engine.submit(dev, stream, op)
+        if dev.queued >= QUEUE_DEPTH:
+            # The launch queue is full: the host blocks until the device frees a slot, which
+            # a batch of kernels in flight does at each kernel's end (kpt.sim._streams).
+            if not dev.batch_ends:
+                dev.space = self.env.event()
+                self._run_until(dev.space)
+            if dev.queued >= QUEUE_DEPTH and dev.batch_ends:
+                dev.queued -= 1
+                self._now = max(self._now, dev.batch_ends.popleft())
+
+    def _forecast_faults(self, dev: Device, op: Op, start: float, end: float) -> float:
+        """The forecast under the device's faults; an error it predicts is reported now (so
+        it belongs to whoever issued the op) and not again when the op runs."""
+        error: SimError | None = None
+        if dev.faulty:
+            end, error = dev.adjust(start, end - start)
+        if error is None and op.buffers and self._any_buffer_fault:
+            error = self._buffer_error(op.buffers, end)
+        if error is not None:
+            dev.fail(error)
+            op.known_error = True
+        return end
 
     # --- transfers ------------------------------------------------------------------------
     def write(self, buffer: int, offset: int, nbytes: int, stream: int = 0) -> float:
@@ -243,13 +291,14 @@ class Simulator:
         """A host -> device copy of nbytes (no buffer needed): host link + a DMA engine."""
         dev = self._device(device)
         p = dev.profile
-        engine = min(range(len(dev.dma_free)), key=dev.dma_free.__getitem__)
-        start = max(self._now, dev.host_free, dev.streams.get(stream, 0.0), dev.h2d_free)
-        start = max(start, dev.dma_free[engine])
+        issued = max(self._now, dev.host_free)
+        start = max(issued, dev.streams.get(stream, 0.0))
         end = start + p.host_link_latency_s + nbytes / p.host_link_bandwidth
-        dev.h2d_free = dev.dma_free[engine] = end
-        dev.hbm_free = max(dev.hbm_free, start) + nbytes / p.hbm_bandwidth
-        return self._finish_transfer(dev, stream, start, end, buffers, "h2d")
+        op = Op(H2D, issued, (), "h2d", tuple(buffers), nbytes)
+        end = self._forecast_faults(dev, op, start, end)
+        dev.streams[stream] = end
+        self._submit(dev, stream, op)
+        return end
 
     def read(self, buffer: int, offset: int, nbytes: int, stream: int = 0) -> float:
         """Device -> host copy; blocks the host until it and all prior work on the device
@@ -258,24 +307,23 @@ class Simulator:
         self._check_range(buf, offset, nbytes)
         end = self.d2h(buf.device, nbytes, stream, (buffer,))
         if buf.fault_at <= end:
-            raise MemoryFaultError(
-                f"uncorrectable ECC error in buffer {buffer} on device {buf.device}: its "
-                "contents are lost; free it and recompute"
-            )
+            raise self._buffer_error((buffer,), math.inf)
         return end
 
     def d2h(self, device: int, nbytes: int, stream: int = 0, buffers: Sequence[int] = ()) -> float:
         """A blocking device -> host copy of nbytes after all prior work on the device."""
         dev = self._device(device)
-        p = dev.profile
-        start = max(self._now, dev.host_free, dev.last_end(), dev.d2h_free)
-        if start == INF:
-            self.synchronize(device)  # raises DeviceHangError
-        end = start + p.host_link_latency_s + nbytes / p.host_link_bandwidth
-        dev.d2h_free = end
-        end = self._finish_transfer(dev, stream, start, end, buffers, "d2h")
+        self.synchronize(device)  # the copy follows everything issued to the device
+        issued = max(self._now, dev.host_free)
+        op = Op(D2H, issued, (), "d2h", tuple(buffers), nbytes)
+        op.done = self.env.event()
+        self._forecast_faults(dev, op, issued, issued)
+        self._submit(dev, stream, op)
+        if not self._run_until(op.done):
+            self.synchronize(device)  # raises the hang
+        dev.streams[stream] = self._now
         self.synchronize(device)
-        return end
+        return self._now
 
     def copy(
         self,
@@ -287,7 +335,7 @@ class Simulator:
         stream: int = 0,
     ) -> float:
         """Device -> device copy, on one chip or across links; asynchronous on the source
-        device's `stream`. Returns when it ends."""
+        device's `stream`. Returns its forecast end."""
         sbuf, dbuf = self.buffer(src), self.buffer(dst)
         self._check_range(sbuf, src_offset, nbytes)
         self._check_range(dbuf, dst_offset, nbytes)
@@ -304,63 +352,26 @@ class Simulator:
         """A copy of nbytes from one device to another (or within one), no buffers needed."""
         dev = self._device(src_device)
         self._device(dst_device)
-        engine = min(range(len(dev.dma_free)), key=dev.dma_free.__getitem__)
-        start = max(self._now, dev.host_free, dev.streams.get(stream, 0.0), dev.dma_free[engine])
+        issued = max(self._now, dev.host_free)
+        start = max(issued, dev.streams.get(stream, 0.0))
         if src_device == dst_device:
             # Read and write both cross HBM, shared with the kernels' traffic.
             duration, hbm = op_timing(dev.profile, "copy", 0.0, 2.0 * nbytes)
-            mem_start = max(start + dev.profile.kernel_launch_s, dev.hbm_free)
-            end = max(start + duration, mem_start + hbm)
-            dev.hbm_free = mem_start + hbm
-            dev.dma_free[engine] = end
-            return self._finish_transfer(dev, stream, start, end, buffers, "d2d")
-        route = self.topology.route(src_device, dst_device)
-        links = self.links
-        start = max(start, max(links.free_at[i] for i in route))
-        error = self._link_error(route, start)
-        bandwidth = min(links.bandwidth[i] * self._link_scale(i, start) for i in route)
-        end = start + sum(links.latency[i] for i in route) + nbytes / bandwidth
-        for i in route:
-            occupied = nbytes / (links.bandwidth[i] * self._link_scale(i, start))
-            links.free_at[i] = start + occupied
-            links.busy[i] += occupied
-            if self.trace.enabled:
-                self.trace.add_link(
-                    links.names[i], f"{src_device}->{dst_device}", start, start + occupied
-                )
-        dev.dma_free[engine] = end
-        if error is not None:
-            dev.fail(error)
-            end = start
-        return self._finish_transfer(dev, stream, start, end, buffers, "copy")
-
-    def _link_error(self, route: Iterable[int], start: float) -> LinkDownError | None:
-        links = self.links
-        for i in route:
-            if links.down_at[i] <= start < links.up_at[i]:
-                return LinkDownError(
-                    f"link {links.names[i]} is down (since t={links.down_at[i] * 1e6:.3f} us); "
-                    "the transfer failed: route around it or wait for it to come back"
-                )
-        return None
-
-    def _link_scale(self, link: int, start: float) -> float:
-        scale = 1.0
-        for since, until, factor, ids in self._link_degraded:
-            if since <= start < until and link in ids:
-                scale *= factor
-        return scale
-
-    def _finish_transfer(self, dev, stream, start, end, buffers, name) -> float:
-        if dev.faulty:
-            end, error = dev.adjust(start, end - start)
+            end = start + max(duration, dev.profile.kernel_launch_s + hbm)
+            op = Op(COPY, issued, (duration, hbm), "d2d", tuple(buffers), nbytes)
+        else:
+            route = self.topology.route(src_device, dst_device)
+            links = self.links
+            bandwidth = min(links.bandwidth[i] * self._link_scale(i, start) for i in route)
+            end = start + sum(links.latency[i] for i in route) + nbytes / bandwidth
+            op = Op(TRANSFER, issued, (dst_device, route), "copy", tuple(buffers), nbytes)
+            error = self._link_error(route, start)
             if error is not None:
                 dev.fail(error)
-        if buffers and self._any_buffer_fault:
-            self._check_buffers(buffers, end, dev)
+                op.known_error, end = True, start
+        end = self._forecast_faults(dev, op, start, end)
         dev.streams[stream] = end
-        if self.trace.enabled:
-            self.trace.add(dev.index, f"stream {stream}", name, start, end)
+        self._submit(dev, stream, op)
         return end
 
     # --- events and waiting ---------------------------------------------------------------
@@ -369,34 +380,51 @@ class Simulator:
         dev = self._device(device)
         # Recorded once the host has issued everything before it, as on a real GPU: the time
         # between two events includes the gaps where the device waited for the host.
-        return self._events.add(max(self._now, dev.host_free, dev.streams.get(stream, 0.0)))
-
-    def _event(self, event: int) -> float:
-        return self._events.time(event)
+        marker = Marker(max(self._now, dev.host_free, dev.streams.get(stream, 0.0)))
+        self._submit(dev, stream, Op(MARKER, max(self._now, dev.host_free), marker))
+        return self._events.add(marker)
 
     def wait_event(self, event: int, device: int, stream: int = 0) -> None:
         """Later work on (device, stream) starts after the event: a cross-stream/device wait."""
-        t = self._event(event)
+        marker = self._events.get(event)
         dev = self._device(device)
-        if t > dev.streams.get(stream, 0.0):
-            dev.streams[stream] = t
+        if marker.forecast > dev.streams.get(stream, 0.0):
+            dev.streams[stream] = marker.forecast
+        if marker.time is None:
+            self._submit(dev, stream, Op(WAIT, 0.0, marker))
 
     def event_time(self, event: int) -> float:
-        """Sim seconds at which the event completes (inf if it never will)."""
-        return self._event(event)
+        """Sim seconds at which the event completes (inf if it never will). The host waits
+        for it, as for an event's elapsed time on a GPU."""
+        marker = self._events.get(event)
+        if marker.time is None:
+            waiter = self.env.event()
+            marker.waiters.append(waiter)
+            if not self._run_until(waiter):
+                return INF
+        return marker.time
+
+    def _drain(self, targets: list[Device]) -> bool:
+        """Run until the targets have finished their issued work; False if some never will."""
+        waits = []
+        for d in targets:
+            if d.queued:
+                if d.idle is None:
+                    d.idle = self.env.event()
+                waits.append(d.idle)
+        return not waits or self._run_until(self.env.all_of(waits))
 
     def synchronize(self, device: int | None = None) -> float:
         """Wait (in sim time) for the work on one device or all; raise the first pending error."""
         targets = self.devices if device is None else [self._device(device)]
-        end = max((max(d.last_end(), d.host_free) for d in targets), default=0.0)
-        if end == INF:
-            hung = [d.index for d in targets if d.last_end() == INF]
+        if not self._drain(targets):
+            hung = [d.index for d in targets if d.queued]
             self._advance(self._now + self.hang_timeout)
             raise DeviceHangError(
                 f"device(s) {hung}: work never completed within the hang timeout of "
                 f"{self.hang_timeout} s (simulated); reset the simulator or the device"
             )
-        self._advance(end)
+        self._advance(max(d.host_free for d in targets))
         for d in targets:
             if d.pending:
                 raise d.pending.pop(0)
@@ -407,116 +435,91 @@ class Simulator:
 
         A daemon calls this right after each op it issues for a client, so an error belongs to
         the client whose op caused it (as in a CUDA context), not to whoever synchronizes first.
+        Errors the forecast predicts are there at once; others appear once the simulation runs.
         """
         dev = self._device(device)
         errors, dev.pending = dev.pending, []
         return errors
 
-    # --- faults ---------------------------------------------------------------------------
-    def inject_fault(self, fault: Fault | str | dict | None = None, **fields: Any) -> Fault:
-        """Apply a fault now, at a later sim time (`at`), or after N ops (`after_ops`).
-
-        inject_fault("hang", device=0) or inject_fault(Fault(...)) or a fault-file dict."""
-        if isinstance(fault, str):
-            fault = Fault(kind=fault, **fields)
-        elif isinstance(fault, dict):
-            fault = Fault.from_dict(fault)
-        elif not isinstance(fault, Fault):
-            raise InvalidRequestError(
-                f"inject_fault needs a Fault, a kind or a dict, got {fault!r}"
-            )
-        if fault.kind.startswith("link_"):
-            self._apply_link_fault(fault)
-            return fault
-        dev = self._device(fault.device)
-        if fault.after_ops is not None and fault.after_ops > dev.ops:
-            dev.op_triggers.append((fault.after_ops, fault))
-            dev.op_triggers.sort(key=lambda pair: pair[0])
-            dev.next_trigger = dev.op_triggers[0][0]
-            return fault
-        at = fault.at if fault.at is not None else max(self._now, dev.compute_free)
-        self._apply_device_fault(dev, fault, at)
-        return fault
-
-    def _fire_op_triggers(self, dev: Device) -> None:
-        while dev.op_triggers and dev.op_triggers[0][0] <= dev.ops:
-            _, fault = dev.op_triggers.pop(0)
-            at = max(self._now, max(dev.streams.values(), default=0.0) if dev.streams else 0.0)
-            self._apply_device_fault(dev, fault, at if at != INF else self._now)
-        dev.next_trigger = dev.op_triggers[0][0] if dev.op_triggers else INF
-
-    def _apply_device_fault(self, dev: Device, fault: Fault, at: float) -> None:
-        dev.faulty = True
-        kind = fault.kind
-        if kind == "device_lost":
-            dev.lost_at = min(dev.lost_at, at)
-            if dev.last_end() > at:
-                dev.fail(dev.lost_error())
-        elif kind == "hang":
-            dev.hang_at = min(dev.hang_at, at)
-            for s, end in dev.streams.items():
-                if end > at:
-                    dev.streams[s] = INF
-            if dev.compute_free > at:
-                dev.compute_free = INF
-        elif kind == "straggler":
-            dev.slowdowns.append((at, at + fault.duration, fault.factor))
-        elif kind == "thermal_throttle":
-            dev.slowdowns.append((at, at + fault.duration, 1.0 / fault.factor))
-        elif kind == "memory_error":
-            self._apply_memory_error(dev, fault, at)
-
-    def _apply_memory_error(self, dev: Device, fault: Fault, at: float) -> None:
-        if fault.buffer is not None:
-            target = self.buffer(fault.buffer)
-            if target.device != dev.index:
-                raise InvalidRequestError(
-                    f"memory_error: buffer {fault.buffer} lives on device {target.device}, "
-                    f"not device {dev.index}"
-                )
-        else:
-            live = sorted(dev.memory.buffers)
-            if not live:
-                raise InvalidRequestError(
-                    f"memory_error on device {dev.index}: it holds no buffers to corrupt; "
-                    "schedule it after an allocation (after_ops) or name a buffer"
-                )
-            target = self._buffers[self._rng.choice(live)]
-        target.fault_at = min(target.fault_at, at)
-        self._any_buffer_fault = True
-
-    def _apply_link_fault(self, fault: Fault) -> None:
-        a, b = fault.link
-        ids = tuple(sorted(set(self.topology.route(a, b)) | set(self.topology.route(b, a))))
-        at = fault.at if fault.at is not None else self._now
-        if fault.kind == "link_down":
-            for i in ids:
-                self.links.down_at[i] = min(self.links.down_at[i], at)
-                self.links.up_at[i] = at + fault.duration
-        else:
-            self._link_degraded.append((at, at + fault.duration, fault.factor, ids))
-
     # --- collectives and trace ------------------------------------------------------------
     def collective(self, kind: str, nbytes: int, devices: Sequence[int] | None = None, **options):
-        """Run a collective as link transfers; see kpt.sim._collectives.run_collective."""
-        from kpt.sim._collectives import run_collective
-
+        """Issue a collective over links; see kpt.sim._collectives.run_collective."""
         return run_collective(self, kind, nbytes, devices, **options)
 
+    def _issue_collective(self, run) -> None:
+        result = run.result
+        result._run = run
+        devs = [self.devices[d] for d in result.devices]
+        issued = [max(self._now, d.host_free) for d in devs]
+        start = max(max(i, d.streams.get(run.stream, 0.0)) for i, d in zip(issued, devs))
+        lost = [pos for pos, d in enumerate(devs) if d.lost_at <= start]
+        if lost:
+            run._fail(run._lost_error(lost, devs), devs)
+        for pos, d in enumerate(devs):
+            d.streams[run.stream] = start + result.predicted
+            self._submit(d, run.stream, Op(RANK, issued[pos], (run, pos)))
+        self.env.process(run.process())
+
+    def _wait_collective(self, result) -> None:
+        self._run_until(result._run.finished)
+
     def dump_trace(self, path: str | Path) -> None:
-        """Write a Chrome trace JSON (open it in Perfetto): a track per stream and per link."""
+        """Write a Chrome trace JSON (open it in Perfetto): a track per stream and per link.
+        The host waits for the work issued so far, so the trace holds all of it."""
+        self._drain(self.devices)
         self.trace.dump(path, [d.profile.name for d in self.devices])
 
     def summary(self) -> list[dict[str, Any]]:
-        """Per device: busy seconds, last end time, ops issued, memory peak."""
+        """Per device: busy seconds (by op class too), when its work ended, ops, memory peak.
+        The host waits for the work issued so far first."""
+        self._drain(self.devices)
         return [
             {
                 "device": d.index,
                 "profile": d.profile.name,
                 "ops": d.ops,
                 "busy_s": d.busy,
-                "end_s": d.last_end(),
+                "busy_by_class": dict(d.busy_by_class),
+                "end_s": d.finished_at(),
                 "peak_bytes": d.memory.peak,
             }
             for d in self.devices
         ]
+
+    def interval(self, device: int | None = None) -> Interval:
+        """The simulated end of the work so far with its calibration interval: each op class's
+        busy time widened by the profile's band for it (kpt.sim._uncertainty)."""
+        targets = self.devices if device is None else [self._device(device)]
+        self._drain(targets)
+        last = max(targets, key=lambda d: d.finished_at())
+        return step_interval(last.profile, last.finished_at(), last.busy_by_class)
+
+    def _link_down_error(self, link: int, what: str = "the transfer") -> LinkDownError:
+        links = self.links
+        return LinkDownError(
+            f"{what}: link {links.names[link]} is down (since t={links.down_at[link] * 1e6:.3f}"
+            " us); it failed: route around it or wait for the link to come back"
+        )
+
+
+def compute_units(profile: Profile, cost: OpCost) -> int:
+    """Compute units (SMs) a kernel occupies: its thread blocks, at most all of them.
+
+    Blocks: GEMM-like output tiles of TILE x TILE; flash attention's (head, TILE queries);
+    a block per row of row-wise ops and per output of reductions; else BLOCK_BYTES each. Two
+    kernels share the chip only when their blocks fit in it together."""
+    units = profile.compute_units
+    op_class, shape = normalize_class(cost.op_class), cost.shape
+    if not shape and op_class in MATRIX_CLASSES:
+        return units  # costed at the whole chip's rate: it fills every unit
+    if shape and op_class in ("matmul", "conv") and len(shape) >= 3:
+        m, n, k = shape[:3]
+        batch = cost.flops / (2.0 * m * n * k) if m and n and k else 1.0
+        blocks = math.ceil(m / TILE) * math.ceil(n / TILE) * max(1.0, batch)
+    elif shape and op_class == "attention":
+        blocks = shape[0] * math.ceil(shape[1] / TILE)
+    elif shape and (op_class in ROW_CLASSES or op_class == "reduction"):
+        blocks = shape[0]
+    else:
+        blocks = math.ceil(cost.bytes / BLOCK_BYTES)
+    return int(max(1, min(units, blocks)))
