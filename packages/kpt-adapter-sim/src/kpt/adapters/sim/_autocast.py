@@ -105,8 +105,9 @@ def _overloads(name: str) -> list[tuple[str, Any]]:
 def register(library: torch.library.Library) -> int:
     """Register every policy kernel on AutocastPrivateUse1; the number registered."""
     registered = 0
-    for policy, names in (("lower", LOWER_PRECISION), ("fp32", FP32),
-                          ("fp32_unless_dtype", FP32_UNLESS_DTYPE), ("promote", PROMOTE)):  # fmt: skip
+    policies = {"lower": LOWER_PRECISION, "fp32": FP32, "fp32_unless_dtype": FP32_UNLESS_DTYPE,
+                "promote": PROMOTE}  # fmt: skip
+    for policy, names in policies.items():
         for name in names:
             for qualified, op in _overloads(name):
                 library.impl(qualified, _kernel(op, policy), "AutocastPrivateUse1")
