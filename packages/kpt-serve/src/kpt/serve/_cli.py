@@ -1,0 +1,231 @@
+"""kpt-serve: serve | fleet | router | bench (and `worker`, which the fleet itself starts)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+_HOST = "127.0.0.1"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kpt-serve", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="one worker behind the OpenAI-compatible API")
+    serve.add_argument("model_dir")
+    serve.add_argument("--device", default="cpu", help="cpu, kpt_sim:0, cuda:1, ... (default cpu)")
+    _http_args(serve)
+    _engine_args(serve)
+
+    fleet = commands.add_parser("fleet", help="API + router + one worker process per device")
+    fleet.add_argument("model_dir")
+    fleet.add_argument("--workers", default="cpu", help="comma-separated devices: cpu,kpt_sim:0")
+    fleet.add_argument("--policy", default="predicted", help="predicted | p2c | round_robin")
+    fleet.add_argument(
+        "--autoscale-max", type=int, default=None, help="add workers up to this many"
+    )
+    _http_args(fleet)
+    _engine_args(fleet)
+
+    router = commands.add_parser("router", help="API + router + the workers of a fleet.toml")
+    router.add_argument("--config", required=True, help="fleet.toml (see docs/serve-fleet.md)")
+    _http_args(router)
+
+    bench = commands.add_parser("bench", help="load test an OpenAI-compatible server")
+    bench.add_argument("--url", required=True)
+    bench.add_argument("--model", default=None)
+    bench.add_argument("--dataset", default="random", help="random, or a JSONL file of prompts")
+    bench.add_argument(
+        "--request-rate",
+        type=float,
+        default=float("inf"),
+        help="req/s, Poisson; inf: all at once (Offline)",
+    )
+    bench.add_argument(
+        "--duration", type=float, default=None, help="seconds of arrivals (Server scenario)"
+    )
+    bench.add_argument("--num-prompts", type=int, default=100)
+    bench.add_argument("--input-len", type=int, default=32)
+    bench.add_argument("--output-len", type=int, default=32)
+    bench.add_argument("--max-concurrency", type=int, default=None)
+    bench.add_argument("--slo-ttft-ms", type=float, default=None)
+    bench.add_argument("--slo-tpot-ms", type=float, default=None)
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--json", default=None, help="also write the results to this file")
+
+    worker = commands.add_parser("worker", help=argparse.SUPPRESS)
+    worker.add_argument("model_dir")
+    worker.add_argument("--device", default="cpu")
+    worker.add_argument("--router", required=True)
+    worker.add_argument("--worker-id", required=True)
+    worker.add_argument("--model-name", required=True)
+    worker.add_argument("--variant", default="default")
+    worker.add_argument("--heartbeat-s", type=float, default=None)
+    _engine_args(worker)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    return {
+        "serve": _serve,
+        "fleet": _fleet,
+        "router": _router,
+        "bench": _bench,
+        "worker": _worker,
+    }[args.command](args)
+
+
+def _http_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=_HOST, help="default 127.0.0.1 (loopback only)")
+    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    parser.add_argument(
+        "--model-name", default=None, help="the name clients ask for (default: the folder's)"
+    )
+
+
+def _engine_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dtype", default=None, help="float32, bfloat16, ... (default: the checkpoint's)"
+    )
+    parser.add_argument("--num-kv-blocks", type=int, default=None)
+    parser.add_argument("--max-num-seqs", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per worker")
+
+
+def _specs(args, devices: list[str]):
+    from kpt.serve.fleet import WorkerSpec
+
+    name = args.model_name or Path(args.model_dir).resolve().name
+    return [
+        WorkerSpec(
+            model=name,
+            model_dir=str(Path(args.model_dir).resolve()),
+            device=device.strip(),
+            dtype=args.dtype,
+            num_kv_blocks=args.num_kv_blocks,
+            max_num_seqs=args.max_num_seqs,
+            threads=args.threads,
+        )  # fmt: skip
+        for device in devices
+        if device.strip()
+    ]
+
+
+def _serve(args) -> int:
+    return _run_fleet(args, _specs(args, [args.device]), "predicted", None)
+
+
+def _fleet(args) -> int:
+    from kpt.serve.fleet import ScalingPolicy
+
+    specs = _specs(args, args.workers.split(","))
+    scaling = None
+    if args.autoscale_max is not None:
+        scaling = ScalingPolicy(min_workers=len(specs), max_workers=args.autoscale_max)
+    return _run_fleet(args, specs, args.policy, scaling)
+
+
+def _router(args) -> int:
+    from kpt.serve.fleet import load_fleet_config
+
+    config = load_fleet_config(args.config)
+    return _run_fleet(
+        args,
+        config.workers,
+        config.policy,
+        config.autoscale,
+        config.autoscale_spec,
+        config.heartbeat_s,
+    )
+
+
+def _run_fleet(args, specs, policy, scaling, scale_spec=None, heartbeat_s=None) -> int:
+    from kpt.serve.fleet import Fleet
+    from kpt.serve.fleet._api import FleetApi, serve_http
+
+    options = {} if heartbeat_s is None else {"heartbeat_s": heartbeat_s}
+    fleet = Fleet(specs, policy=policy, autoscale=scaling, autoscale_spec=scale_spec, **options)
+    fleet.start()
+    try:
+        api = FleetApi(fleet.router, fleet.metrics, fleet.model_dirs)
+
+        def listening(url: str) -> None:
+            print(f"kpt-serve: listening on {url}", flush=True)
+
+        serve_http(api.app, args.host, args.port, listening)
+    finally:
+        fleet.close()
+    return 0
+
+
+def _bench(args) -> int:
+    from kpt.serve.fleet._bench import BenchConfig, format_report, run_bench
+
+    config = BenchConfig(
+        url=args.url, model=args.model, dataset=args.dataset, request_rate=args.request_rate,
+        duration_s=args.duration, num_prompts=args.num_prompts, input_len=args.input_len,
+        output_len=args.output_len, max_concurrency=args.max_concurrency,
+        slo_ttft_ms=args.slo_ttft_ms, slo_tpot_ms=args.slo_tpot_ms, seed=args.seed,
+    )  # fmt: skip
+    result = run_bench(config)
+    print(format_report(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0 if result["completed"] else 1
+
+
+def _worker(args) -> int:
+    _exit_with_parent()
+    import torch
+
+    from kpt.serve import Engine, EngineConfig
+    from kpt.serve.fleet import Worker
+    from kpt.serve.fleet._messages import HEARTBEAT_S
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    fields = {
+        "num_kv_blocks": args.num_kv_blocks,
+        "max_num_seqs": args.max_num_seqs,
+        "dtype": getattr(torch, args.dtype) if args.dtype else None,
+    }
+    engine = Engine(
+        args.model_dir,
+        args.device,
+        EngineConfig(**{k: v for k, v in fields.items() if v is not None}),
+    )
+    worker = Worker(
+        engine, worker_id=args.worker_id, router_endpoint=args.router, model=args.model_name,
+        variant=args.variant, heartbeat_s=args.heartbeat_s or HEARTBEAT_S,
+    )  # fmt: skip
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    worker.start()
+    try:
+        worker.wait()
+    finally:
+        worker.close()
+    return 0
+
+
+def _exit_with_parent() -> None:
+    """A worker must not outlive the fleet that started it, even one killed with SIGKILL."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(3)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, name="kpt-serve-parent-watch", daemon=True).start()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

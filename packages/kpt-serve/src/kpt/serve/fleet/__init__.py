@@ -1,0 +1,43 @@
+"""kpt.serve.fleet: many engines behind one OpenAI-compatible endpoint.
+
+Worker processes (one Engine on one device each, over kpt.wire), a router that places requests
+by predicted completion time with prefix affinity and fails over when a worker dies, an HTTP
+API with Prometheus metrics, an autoscaler and a load generator (`kpt-serve bench`).
+The HTTP parts need the `http` extra: pip install 'kpt-serve[http]'.
+"""
+
+from kpt.serve.fleet._autoscaler import Autoscaler, FleetLoad, ScalingPolicy, decide
+from kpt.serve.fleet._config import FleetConfig, load_fleet_config, parse_fleet_config
+from kpt.serve.fleet._fleet import Fleet, WorkerStartError
+from kpt.serve.fleet._launcher import Launcher, LocalLauncher, WorkerProcess, WorkerSpec
+from kpt.serve.fleet._requests import Delta, FleetRequest, Slo
+from kpt.serve.fleet._router import NoWorkerError, Router
+from kpt.serve.fleet._scoring import Candidate, PrefixIndex, make_policy, predicted_ms, prefix_keys
+from kpt.serve.fleet._worker import Worker
+
+__all__ = [
+    "Autoscaler",
+    "Candidate",
+    "Delta",
+    "Fleet",
+    "FleetConfig",
+    "FleetLoad",
+    "FleetRequest",
+    "Launcher",
+    "LocalLauncher",
+    "NoWorkerError",
+    "PrefixIndex",
+    "Router",
+    "ScalingPolicy",
+    "Slo",
+    "Worker",
+    "WorkerProcess",
+    "WorkerSpec",
+    "WorkerStartError",
+    "decide",
+    "load_fleet_config",
+    "make_policy",
+    "parse_fleet_config",
+    "predicted_ms",
+    "prefix_keys",
+]

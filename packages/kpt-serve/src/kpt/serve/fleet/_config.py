@@ -1,0 +1,94 @@
+"""fleet.toml: the workers a router launches, its policy, and its autoscaling.
+
+policy = "predicted"            # or "p2c", "round_robin"
+heartbeat_s = 0.5
+[[workers]]
+model = "tiny"                  # the name clients ask for
+path = "/models/tiny"           # a Hugging Face model folder
+device = "cpu"                  # or "kpt_sim:0", "cuda:1", ...
+variant = "fp32"                # optional; dtype = "float32", num_kv_blocks, max_num_seqs,
+count = 1                       # threads, env = {...} also optional
+[autoscale]                     # optional: clones the first worker of `model`
+model = "tiny"
+min_workers = 1
+max_workers = 3
+target_queue = 4
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kpt.serve.fleet._autoscaler import ScalingPolicy
+from kpt.serve.fleet._launcher import WorkerSpec
+from kpt.serve.fleet._messages import HEARTBEAT_S
+
+_SPEC_FIELDS = {f.name for f in dataclasses.fields(WorkerSpec)} - {"model_dir"}
+_SCALING_FIELDS = {f.name for f in dataclasses.fields(ScalingPolicy)}
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    workers: list[WorkerSpec]
+    policy: str = "predicted"
+    heartbeat_s: float = HEARTBEAT_S
+    autoscale: ScalingPolicy | None = None
+    autoscale_spec: WorkerSpec | None = None
+
+
+def load_fleet_config(path: str | Path) -> FleetConfig:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"cannot read fleet config {path}: {exc}") from exc
+    return parse_fleet_config(raw, base=path.parent)
+
+
+def parse_fleet_config(raw: dict[str, Any], base: Path = Path(".")) -> FleetConfig:
+    workers: list[WorkerSpec] = []
+    for i, entry in enumerate(raw.get("workers") or []):
+        entry = dict(entry)
+        count = entry.pop("count", 1)
+        if "path" not in entry or "model" not in entry:
+            raise ValueError(
+                f"[[workers]] entry {i} needs model (a name) and path (a folder): {entry}"
+            )
+        model_dir = Path(entry.pop("path"))
+        unknown = set(entry) - _SPEC_FIELDS
+        if unknown:
+            raise ValueError(
+                f"[[workers]] entry {i}: unknown keys {sorted(unknown)}; known: path, count, "
+                f"{', '.join(sorted(_SPEC_FIELDS))}"
+            )
+        spec = WorkerSpec(
+            model_dir=str(model_dir if model_dir.is_absolute() else base / model_dir), **entry
+        )
+        workers.extend([spec] * int(count))
+    scaling = raw.get("autoscale")
+    policy = spec_to_scale = None
+    if scaling is not None:
+        scaling = dict(scaling)
+        model = scaling.pop("model", workers[0].model if workers else None)
+        spec_to_scale = next((w for w in workers if w.model == model), None)
+        if spec_to_scale is None:
+            raise ValueError(f"[autoscale] model {model!r} has no [[workers]] entry to clone")
+        unknown = set(scaling) - _SCALING_FIELDS
+        if unknown:
+            raise ValueError(
+                f"[autoscale]: unknown keys {sorted(unknown)}; known: model, {', '.join(sorted(_SCALING_FIELDS))}"
+            )
+        policy = ScalingPolicy(**scaling)
+    if not workers:
+        raise ValueError("the fleet config lists no [[workers]]; add at least one")
+    return FleetConfig(
+        workers=workers,
+        policy=str(raw.get("policy", "predicted")),
+        heartbeat_s=float(raw.get("heartbeat_s", HEARTBEAT_S)),
+        autoscale=policy,
+        autoscale_spec=spec_to_scale,
+    )

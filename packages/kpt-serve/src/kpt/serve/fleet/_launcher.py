@@ -1,0 +1,115 @@
+"""Launching workers: a small interface (start / stop / alive) and its local-process version.
+
+A worker process runs `python -m kpt.serve._cli worker ...`, loads its engine, binds its own
+kpt.wire Server and says hello to the router's inbox; from then on the router talks to it.
+A worker exits by itself when the process that launched it is gone, so none outlives its fleet.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """One worker to start: which model folder (served under `model`), on which device."""
+
+    model: str  # the name clients ask for
+    model_dir: str
+    device: str = "cpu"
+    variant: str = "default"  # e.g. "fp32", "bf16": one model served in several forms
+    dtype: str | None = None  # torch dtype name for the engine; None: the checkpoint's
+    num_kv_blocks: int | None = None
+    max_num_seqs: int | None = None
+    threads: int | None = None  # torch CPU threads; None: torch's default
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class WorkerProcess:
+    worker_id: str
+    spec: WorkerSpec
+    process: subprocess.Popen
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+class Launcher(Protocol):
+    """Starts and stops worker processes; the router and the autoscaler call it."""
+
+    def start(self, spec: WorkerSpec) -> WorkerProcess: ...
+
+    def stop(self, worker: WorkerProcess, timeout: float = 5.0) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class LocalLauncher:
+    """Worker processes on this host, children of this process."""
+
+    def __init__(self, router_endpoint: str, heartbeat_s: float | None = None) -> None:
+        self.router_endpoint = router_endpoint
+        self.heartbeat_s = heartbeat_s
+        self._ids = itertools.count()
+        self._workers: dict[str, WorkerProcess] = {}
+        self._lock = threading.Lock()
+
+    def start(self, spec: WorkerSpec) -> WorkerProcess:
+        with self._lock:
+            worker_id = f"w{next(self._ids)}-{spec.device.replace(':', '')}"
+        command = [
+            sys.executable, "-m", "kpt.serve._cli", "worker", spec.model_dir,
+            "--device", spec.device, "--router", self.router_endpoint,
+            "--worker-id", worker_id, "--model-name", spec.model, "--variant", spec.variant,
+        ]  # fmt: skip
+        for flag, value in (
+            ("--dtype", spec.dtype),
+            ("--num-kv-blocks", spec.num_kv_blocks),
+            ("--max-num-seqs", spec.max_num_seqs),
+            ("--threads", spec.threads),
+            ("--heartbeat-s", self.heartbeat_s),
+        ):
+            if value is not None:
+                command += [flag, str(value)]
+        process = subprocess.Popen(
+            command, env={**os.environ, **spec.env}, stdin=subprocess.DEVNULL
+        )
+        worker = WorkerProcess(worker_id, spec, process)
+        with self._lock:
+            self._workers[worker_id] = worker
+        return worker
+
+    def stop(self, worker: WorkerProcess, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout` seconds; reaps the process."""
+        with self._lock:
+            self._workers.pop(worker.worker_id, None)
+        if worker.alive():
+            worker.process.send_signal(signal.SIGTERM)
+            try:
+                worker.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                worker.process.kill()
+        worker.process.wait(timeout)
+
+    def workers(self) -> list[WorkerProcess]:
+        with self._lock:
+            return list(self._workers.values())
+
+    def close(self) -> None:
+        for worker in self.workers():
+            if worker.alive():
+                worker.process.send_signal(signal.SIGTERM)
+        for worker in self.workers():
+            self.stop(worker)

@@ -1,0 +1,118 @@
+"""The router's view of one worker: identity, device, last stats, in-flight requests."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from kpt.serve.fleet._messages import DeviceSummary, WorkerStats
+from kpt.serve.fleet._requests import FleetRequest
+from kpt.serve.fleet._scoring import TOKEN_CHUNK, Candidate, PrefixIndex, predicted_ms
+from kpt.wire import Client
+
+_TPOT_SMOOTHING = 0.2
+# Relative cost of serving a token in each dtype: the SLO chooser prefers the cheapest
+# variant that meets the targets. Bytes per weight, as memory traffic dominates decoding.
+DTYPE_COST = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "float8_e4m3fn": 1.0, "int8": 1.0}
+
+
+@dataclass(eq=False)
+class WorkerState:
+    worker_id: str
+    endpoint: str
+    pid: int
+    model: str
+    variant: str
+    dtype: str
+    device: DeviceSummary
+    client: Client
+    model_info: dict[str, Any]
+    state: str = "ready"  # "ready" | "draining"
+    stats: WorkerStats = field(default_factory=WorkerStats)
+    last_heard: float = field(default_factory=time.monotonic)
+    step_age_s: float = 0.0
+    tpot_ms: float = 0.0  # smoothed wall ms per output token of its finished requests
+    started_at: float = field(default_factory=time.time)
+    inflight: dict[str, FleetRequest] = field(default_factory=dict)
+    prefix: PrefixIndex = field(default_factory=PrefixIndex)
+
+    @classmethod
+    def from_hello(cls, header: dict[str, Any], client: Client) -> WorkerState:
+        dtype = str(header.get("dtype", ""))
+        return cls(
+            worker_id=str(header["worker_id"]),
+            endpoint=str(header["endpoint"]),
+            pid=int(header.get("pid", 0)),
+            model=str(header.get("model", "")),
+            variant=str(header.get("variant", "default")),
+            dtype=dtype,
+            device=DeviceSummary.from_wire(header.get("device") or {}),
+            client=client,
+            model_info={
+                "max_model_len": header.get("max_model_len"),
+                "vocab_size": header.get("vocab_size"),
+                "has_tokenizer": bool(header.get("has_tokenizer")),
+            },
+        )
+
+    @property
+    def cost(self) -> float:
+        return DTYPE_COST.get(self.dtype, 4.0)
+
+    def update_stats(self, header: dict[str, Any], now: float) -> None:
+        self.stats = WorkerStats.from_wire(header.get("stats") or {})
+        self.step_age_s = float(header.get("step_age_s") or 0.0)
+        self.last_heard = now
+
+    def observe_tpot(self, tpot_ms: float) -> None:
+        old = self.tpot_ms
+        self.tpot_ms = (
+            tpot_ms if old == 0 else (1 - _TPOT_SMOOTHING) * old + _TPOT_SMOOTHING * tpot_ms
+        )
+
+    def queued_tokens(self) -> int:
+        return sum(r.remaining_tokens() for r in self.inflight.values())
+
+    def candidate(self, keys: list[int], chunk_tokens: int) -> Candidate:
+        return Candidate(
+            worker_id=self.worker_id,
+            queued_tokens=self.queued_tokens(),
+            num_inflight=len(self.inflight),
+            tokens_per_s=self.stats.tokens_per_s,
+            kv_usage=self.stats.kv_usage,
+            matched_chunks=self.prefix.match(keys),
+            chunk_tokens=chunk_tokens,
+        )
+
+    def predicted_ttft_ms(self, prompt_len: int, keys: list[int]) -> float:
+        """Time until the request's first token: the queue ahead and its own prompt."""
+        candidate = self.candidate(keys, TOKEN_CHUNK)
+        ms = predicted_ms(candidate, prompt_len, 1)
+        return float("inf") if ms is None else ms
+
+    def describe(self) -> dict[str, Any]:
+        """The worker as GET /v1/fleet lists it."""
+        stats = self.stats
+        return {
+            "id": self.worker_id,
+            "model": self.model,
+            "variant": self.variant,
+            "dtype": self.dtype,
+            "device": self.device.name,
+            "device_kind": self.device.kind,
+            "device_model": self.device.model,
+            "pid": self.pid,
+            "endpoint": self.endpoint,
+            "state": self.state,
+            "load": {
+                "inflight": len(self.inflight),
+                "running": stats.num_running,
+                "waiting": stats.num_waiting,
+                "kv_usage": stats.kv_usage,
+                "prefix_hit_rate": stats.prefix_hit_rate,
+                "tokens_per_s": round(stats.tokens_per_s, 1),
+                "busy_fraction": round(stats.busy_fraction, 3),
+            },
+            "heard_s_ago": round(time.monotonic() - self.last_heard, 3),
+        }
