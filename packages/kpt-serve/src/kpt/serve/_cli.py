@@ -112,7 +112,7 @@ def _specs(args, devices: list[str]):
             num_kv_blocks=args.num_kv_blocks,
             max_num_seqs=args.max_num_seqs,
             threads=args.threads,
-        )  # fmt: skip
+        )
         for device in devices
         if device.strip()
     ]

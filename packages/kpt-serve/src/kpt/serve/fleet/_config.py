@@ -80,7 +80,8 @@ def parse_fleet_config(raw: dict[str, Any], base: Path = Path(".")) -> FleetConf
         unknown = set(scaling) - _SCALING_FIELDS
         if unknown:
             raise ValueError(
-                f"[autoscale]: unknown keys {sorted(unknown)}; known: model, {', '.join(sorted(_SCALING_FIELDS))}"
+                f"[autoscale]: unknown keys {sorted(unknown)}; known: model, "
+                + ", ".join(sorted(_SCALING_FIELDS))
             )
         policy = ScalingPolicy(**scaling)
     if not workers:

@@ -50,7 +50,8 @@ def parse_prompts(value: Any) -> list[str | list[int]]:
                 )
         return prompts
     raise BadRequest(
-        f"prompt must be text, a non-empty list of token ids, or a list of those; got {str(value)[:60]!r}"
+        "prompt must be text, a non-empty list of token ids, or a list of those; "
+        f"got {str(value)[:60]!r}"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -145,7 +146,7 @@ class FleetRequest:
 
     def inter_token_s(self) -> list[float]:
         times = self.token_times
-        return [b - a for a, b in zip(times, times[1:], strict=False)]
+        return [b - a for a, b in itertools.pairwise(times)]
 
     def remaining_tokens(self) -> int:
         """Tokens this request still has to compute: its prompt if not started, plus outputs."""
