@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,8 @@ class SimTensor(torch.Tensor):
     # making a new Parameter per module (which unties shared weights). No inner tensors: the
     # data is the daemon buffer named by _sim.
     def __tensor_flatten__(self) -> tuple[list[str], Any]:
+        if torch.compiler.is_compiling():
+            _refuse_tracing()
         return [], (self._sim, self.dtype)
 
     @staticmethod
@@ -105,6 +108,23 @@ class SimTensor(torch.Tensor):
             torch._utils._rebuild_device_tensor_from_cpu_tensor,
             (to_host(self).clone(), self.dtype, str(self.device), self.requires_grad),
         )
+
+
+COMPILE_MESSAGE = (
+    "kpt_sim: torch.compile cannot trace kpt_sim tensors (their values live in the simulator "
+    "daemon and they have no fake-tensor form), so frames that touch them run eagerly: values "
+    "are right and each op's simulated time is charged. With fullgraph=True this is an error: "
+    "drop fullgraph=True for kpt_sim, or compile on cpu/cuda"
+)
+
+
+def _refuse_tracing() -> None:
+    """Dynamo met a kpt_sim tensor: an Unsupported error makes it run the frame eagerly (or
+    fail with this message under fullgraph=True), instead of an internal error."""
+    from torch._dynamo.exc import Unsupported
+
+    warnings.warn(COMPILE_MESSAGE, UserWarning, stacklevel=2)
+    raise Unsupported(COMPILE_MESSAGE)
 
 
 def byte_extent(tensor: torch.Tensor) -> tuple[int, int]:
