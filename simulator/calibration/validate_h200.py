@@ -3,7 +3,9 @@
 Reads h200_measurements.json (measure_h200.py, one run on an H200), turns each kernel into
 the cost model's inputs exactly as fit.py does for the H100, and predicts it with the shipped
 `h200` profile (derived from h100-sxm and the datasheet by `kpt-sim profile derive`) and,
-for contrast, with `h100-sxm` itself. Writes the "H200 validation" section of REPORT.md:
+for contrast, with `h100-sxm` itself. Writes h200_dataset.json (the cost model's inputs and
+measured seconds; tests/test_calibration.py holds the profile to it) and the "H200
+validation" section of REPORT.md:
 |error| per class (median, p90), the small-op rows, and how often the measurement fell inside
 `kpt.sim.interval`'s band (the H100 residuals' 10th-90th percentile: about 80% if it carries).
 
@@ -110,6 +112,10 @@ def main() -> None:
     print(text)
     if args.dry_run:
         return
+    rows = [{k: v for k, v in r.items() if k != "causal"} for r in items(meas)]
+    (HERE / "h200_dataset.json").write_text(
+        json.dumps({"schema": 1, "source": "h200_measurements.json", "items": rows}, indent=0)
+    )
     report = HERE / "REPORT.md"
     old = report.read_text()
     at = old.find(HEADING)
