@@ -13,6 +13,7 @@ def test_public_names_are_sorted_and_include_the_engine():
         "op_time", "op_timing", "profile_from_dict", "profile_table", "profiles", "replay",
         "ring_all_reduce_time",
         "shape_penalty", "transfer_time", "tree_all_reduce_time",
+        "Datasheet", "Interval", "StreamEngine", "derive_profile", "interval",
     }  # fmt: skip
     assert engine <= set(kpt.sim.__all__)
     for name in kpt.sim.__all__:

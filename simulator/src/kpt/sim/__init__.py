@@ -9,6 +9,7 @@ from kpt.sim._collectives import (
 )
 from kpt.sim._cost import OpCost, efficiency, op_time, op_timing, shape_penalty, transfer_time
 from kpt.sim._daemon_process import DaemonHandle, start_daemon
+from kpt.sim._derive import Datasheet, derive_profile
 from kpt.sim._errors import (
     AccessDeniedError,
     DeviceHangError,
@@ -30,16 +31,20 @@ from kpt.sim._profiles import (
 )
 from kpt.sim._replay import replay
 from kpt.sim._simulator import Simulator
+from kpt.sim._streams import StreamEngine
+from kpt.sim._uncertainty import Interval, interval
 from kpt.sim._version import __version__
 
 __all__ = [
     "AccessDeniedError",
     "CollectiveResult",
     "DaemonHandle",
+    "Datasheet",
     "DeviceHangError",
     "DeviceLostError",
     "Executor",
     "Fault",
+    "Interval",
     "InvalidRequestError",
     "LinkDownError",
     "MemoryFaultError",
@@ -49,12 +54,15 @@ __all__ = [
     "SimClient",
     "SimError",
     "Simulator",
+    "StreamEngine",
     "TensorRef",
     "View",
     "__version__",
     "closed_form",
+    "derive_profile",
     "efficiency",
     "executor_names",
+    "interval",
     "load_executor",
     "load_faults",
     "load_profile",
