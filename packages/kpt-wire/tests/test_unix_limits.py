@@ -290,6 +290,35 @@ def test_replies_nobody_reads_are_bounded_in_total(serve):
         peer.close()
 
 
+_TAKE_OVER = """
+import socket, sys
+from kpt.wire._stream import preamble
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+sock.connect(sys.argv[1])
+sock.sendall(preamble(b"owner-id"))
+sock.settimeout(10)
+print("closed" if sock.recv(10) == b"" else "open", flush=True)
+"""
+
+
+def test_a_client_id_in_use_cannot_be_taken_over_by_another_process(serve):
+    server = serve()
+    owner = Peer(server.path, b"owner-id")
+    assert owner.call(n=1) == {"n": 1}
+    thief = subprocess.run(
+        [sys.executable, "-c", _TAKE_OVER, server.path], capture_output=True, text=True, timeout=30
+    )
+    assert thief.stdout.strip() == "closed", thief.stderr[-500:]
+    assert owner.call(n=2) == {"n": 2}  # still connected, still itself
+    assert server.gone == []
+    # The same process may reconnect under its id (a client whose connection broke does).
+    again = Peer(server.path, b"owner-id")
+    assert again.call(n=3) == {"n": 3}
+    assert owner.hung_up(timeout=5)
+    owner.close()
+    again.close()
+
+
 _EXHAUSTED_SERVER = textwrap.dedent(
     """
     import os, resource, socket, sys, threading

@@ -15,6 +15,7 @@ import os
 import select
 import socket
 import stat
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -180,18 +181,20 @@ class UnixChannel:
 # -- server side --------------------------------------------------------------------------------
 _ACCEPTS_PER_WAKE = 64  # a connect flood must not starve connections already open
 _HOUSEKEEPING_S = 0.5  # how often deadlines are looked at, at least
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _DEAF_AFTER_S = 0.01  # time this thread spends away from poll beyond this does not count
 
 
 class _Connection:
     __slots__ = (
-        "client", "fd", "greeting", "held", "paused", "queued", "reader", "since", "sock",
-        "writer",
+        "client", "fd", "greeting", "held", "paused", "pid", "queued", "reader", "since",
+        "sock", "writer",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, limits: Limits):
         self.sock = sock
         self.fd = sock.fileno()  # kept: fileno() is -1 once the socket is closed
+        self.pid = _peer_pid(sock)  # the connecting process, as the kernel saw it
         self.reader = StreamReader(limits)
         self.writer = StreamWriter(sock)
         self.client: bytes | None = None
@@ -444,8 +447,16 @@ class UnixListener:
         if not client:
             raise StreamError("empty client id")
         previous = self._by_client.get(client)
-        if previous is not None:  # the same client reconnected: its old connection is dead
-            self._close(previous, notify=False)
+        if previous is not None:
+            if previous.pid != connection.pid:
+                # A client's id names its memory on the server: while its connection stands,
+                # no other process may take it over by presenting the same id.
+                log.warning(
+                    "refused a connection from pid %s presenting client id %r, which pid %s "
+                    "holds", connection.pid, client, previous.pid,
+                )  # fmt: skip
+                raise StreamError(f"client id {client!r} is in use by another process")
+            self._close(previous, notify=False)  # the same client reconnected: the old is dead
         connection.client = client
         connection.greeting = b""
         self._holdings.greeted(connection)
@@ -500,6 +511,14 @@ class UnixListener:
             del self._by_client[client]
             if notify:
                 self._on_gone(client)
+
+
+def _peer_pid(sock: socket.socket) -> int | None:
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    except (OSError, AttributeError):  # not Linux
+        return None
+    return _UCRED.unpack(creds)[0]
 
 
 def _readable(fd: int) -> bool:
