@@ -10,8 +10,14 @@ from __future__ import annotations
 import pytest
 import simpy
 
-from kpt.sim import DeviceLostError, OpCost, Simulator, load_profile, ring_all_reduce_time
-from kpt.sim._streams import StreamEngine
+from kpt.sim import (
+    DeviceLostError,
+    OpCost,
+    Simulator,
+    StreamEngine,
+    load_profile,
+    ring_all_reduce_time,
+)
 
 P = load_profile("test-asic")
 US = 1e-6
