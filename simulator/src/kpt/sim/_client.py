@@ -476,21 +476,26 @@ class SimClient:
         }
         self._queue("collective", header)
 
-    def collective_post(self, group: str, seq: int, rank: int, world: int, kind: str,
-                        input: Any = None, output: Any = None, **terms: Any) -> bool:  # fmt: skip
-        """This rank's part of a collective whose ranks are separate clients; True once it ran.
+    def collective_post(
+        self, group: str, seq: int, rank: int, world: int, kind: str,
+        input: Any = None, output: Any = None, **terms: Any,
+    ) -> dict | None:  # fmt: skip
+        """This rank's part of a collective whose ranks are separate clients. None while ranks
+        are missing; once it ran, its timing (end, start, duration, predicted, algorithm).
 
         terms: op, root (a rank), algorithm, stream, timeout (s). Queued work runs first.
-        Protocol: docs/sim-daemon-protocol.md "Collectives across clients"."""
+        Messages and semantics: docs/collectives.md."""
         header = {"group": group, "seq": seq, "rank": rank, "world": world, "kind": kind,
                   "input": None if input is None else _ref_to_wire(input),
                   "output": None if output is None else _ref_to_wire(output), **terms}  # fmt: skip
-        return bool(self._call("collective_post", header).header["done"])
+        reply = self._call("collective_post", header).header
+        return reply if reply.get("done") else None
 
-    def collective_poll(self, group: str, seq: int, stream: int = 0) -> bool:
-        """Whether a posted collective has run (raises its error); the stream then waits for it."""
-        header = {"group": group, "seq": seq, "stream": stream}
-        return bool(self._call("collective_poll", header).header["done"])
+    def collective_poll(self, group: str, seq: int, stream: int = 0) -> dict | None:
+        """None while a posted collective waits for ranks; its timing once it ran (raises its
+        error); the stream then waits for it."""
+        reply = self._call("collective_poll", {"group": group, "seq": seq, "stream": stream})
+        return reply.header if reply.header.get("done") else None
 
     # -- streams, events, time -----------------------------------------------------------------
     def record_event(self, device: int, stream: int = 0) -> int:

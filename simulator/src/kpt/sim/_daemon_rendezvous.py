@@ -11,7 +11,7 @@ disconnects fails the meetings it was part of at once.
 Simulated time follows CUDA + NCCL: the collective runs on its own stream; it starts when every
 rank's stream has reached the post (an event recorded at the post), and a rank's stream waits
 for the collective's end when that rank learns it is done (its ``work.wait()``), so work the rank
-queued in between overlaps with it. Message catalogue: docs/sim-daemon-protocol.md.
+queued in between overlaps with it. Messages and semantics: docs/collectives.md.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ class Outcome:
 
     device: int = 0
     end: int | None = None  # engine event on the collective stream
+    timing: dict[str, Any] = field(default_factory=dict)  # the engine's CollectiveResult
     error: SimError | None = None
 
 
@@ -226,7 +227,7 @@ class Rendezvous:
             else:
                 options = {"root": None if root is None else devices[root]}
                 timed_devices = devices
-            self.sim.collective(kind, nbytes, timed_devices, algorithm=terms["algorithm"],
+            timed = self.sim.collective(kind, nbytes, timed_devices, algorithm=terms["algorithm"],
                                 stream=stream, **options)  # fmt: skip
             if self.executor is not None:
                 collectives.compute(self.executor, kind, inputs, outputs, terms["op"], root or 0)
@@ -237,7 +238,9 @@ class Rendezvous:
         except (ValueError, TypeError, ArithmeticError) as exc:  # numpy refusing the values
             self._finish(meeting, error=bad(f"{meeting.name()}: {exc}"))
             return
-        self._finish(meeting, ends=ends)
+        timing = {"algorithm": timed.algorithm, "start": timed.start, "duration": timed.duration,
+                  "predicted": timed.predicted, "nbytes": nbytes}  # fmt: skip
+        self._finish(meeting, ends=ends, timing=timing)
 
     def _finish(
         self,
@@ -245,6 +248,7 @@ class Rendezvous:
         error: SimError | None = None,
         ends: dict[int, int] | None = None,
         skip: bytes | None = None,
+        timing: dict[str, Any] | None = None,
     ) -> None:
         self.meetings.pop((meeting.group, meeting.seq), None)
         for part in meeting.parts.values():
@@ -254,7 +258,7 @@ class Rendezvous:
             if len(table) >= MAX_OUTCOMES_PER_CLIENT:
                 table.pop(next(iter(table)))  # the oldest unpolled outcome is forgotten
             end = None if ends is None else ends[part.device]
-            table[(meeting.group, meeting.seq)] = Outcome(part.device, end, error)
+            table[(meeting.group, meeting.seq)] = Outcome(part.device, end=end, error=error, timing=timing or {})
 
     def _expire(self, meeting: Meeting) -> None:
         if self.clock() <= meeting.deadline or not meeting.missing():
@@ -278,10 +282,8 @@ class Rendezvous:
             raise outcome.error
         if outcome.end is not None:  # later work on this rank's stream follows the collective
             self.sim.wait_event(outcome.end, outcome.device, self.engine_stream(client_id, header))
-        return {
-            "done": True,
-            "end": 0.0 if outcome.end is None else self.sim.event_time(outcome.end),
-        }
+        end = 0.0 if outcome.end is None else self.sim.event_time(outcome.end)
+        return {"done": True, "end": end, **outcome.timing}
 
 
 def _group_field(header: dict) -> str:
