@@ -32,6 +32,7 @@ def test_public_names_are_pinned():
         "adapters",
         "device",
         "devices",
+        "health",
         "nominal_spec",
         "plan_mesh",
         "refresh",

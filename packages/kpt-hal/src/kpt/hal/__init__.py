@@ -8,7 +8,7 @@ from typing import Any
 from kpt.hal._adapter import Adapter, Telemetry, TorchDeviceAdapter
 from kpt.hal._cpu import CpuAdapter
 from kpt.hal._discovery import ALLOW_LIST_ENV, ENTRY_POINT_GROUP, Registry
-from kpt.hal._health import HealthMonitor
+from kpt.hal._health import HealthMonitor, check_health
 from kpt.hal._mesh import MeshPlan
 from kpt.hal._nominal import NominalSpec, nominal_spec
 from kpt.hal._privateuse1 import PrivateUse1TakenError, register_python_device
@@ -56,6 +56,15 @@ def select(**needs: Any) -> Device:
     feature=, healthy=, simulated=. Real accelerators rank above simulated devices, and those
     above the CPU. Failed devices are never chosen; NoDeviceError explains refusals."""
     return _default_registry.select(**needs)
+
+
+def health(device: Any = None) -> HealthReport | dict[Device, HealthReport]:
+    """Ask the adapters now: one device's HealthReport ("kpt_sim:0", a torch.device or a
+    Device), or every device's. Recorded, so select() skips what failed from then on."""
+    if device is None:
+        return check_health(_default_registry)
+    found = device if isinstance(device, Device) else _default_registry.device(device)
+    return check_health(_default_registry, [found])[found]
 
 
 def plan_mesh(world_size: int, devices: Sequence[Device] | None = None) -> MeshPlan:
@@ -107,6 +116,7 @@ __all__ = [
     "adapters",
     "device",
     "devices",
+    "health",
     "nominal_spec",
     "plan_mesh",
     "refresh",

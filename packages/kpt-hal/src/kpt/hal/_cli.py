@@ -1,4 +1,5 @@
-"""`kpt devices` and `kpt doctor`: what is here, and why each adapter is or is not used."""
+"""`kpt devices`, `kpt doctor` and `kpt metrics`: what is here, why each adapter is or is not
+used, and every device's health, memory and utilization for Prometheus."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -72,6 +75,8 @@ def _devices_text(registry: Registry) -> str:
             f"{health.state.value:<9} {_gib(device.capabilities.memory_total):>10}  "
             f"{_model(device)}"
         )
+        if health.state.value != "healthy" and health.reason:
+            lines.append(f"    {health.state.value}: {health.reason}")
     lines.append(_pick_line(pick))
     return "\n".join(lines)
 
@@ -146,11 +151,17 @@ def main(argv: Sequence[str] | None = None, registry: Registry | None = None) ->
     ):
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("--json", action="store_true", help="print JSON instead of text")
+    text = "serve every device's health, memory and utilization in Prometheus format"
+    metrics = commands.add_parser("metrics", help=text, description=text)
+    metrics.add_argument("--port", type=int, required=True, help="TCP port (0: any free one)")
+    metrics.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     args = parser.parse_args(argv)
     if registry is None:
         import kpt.hal
 
         registry = kpt.hal.registry()
+    if args.command == "metrics":
+        return _serve_metrics(registry, args.host, args.port)
     if args.command == "devices":
         if args.json:
             print(json.dumps([device_record(registry, d) for d in registry.devices()], indent=2))
@@ -170,6 +181,37 @@ def main(argv: Sequence[str] | None = None, registry: Registry | None = None) ->
     # Non-zero when something was refused, so CI can fail on a broken or misspelled adapter;
     # adapters KPT_ADAPTERS leaves out on purpose do not count.
     return 1 if _problems(registry) else 0
+
+
+def _serve_metrics(registry: Registry, host: str, port: int) -> int:
+    """Serve until interrupted (Ctrl-C or SIGTERM); 2 when it cannot start."""
+    from kpt.hal._metrics import MetricsExporter
+
+    try:
+        exporter = MetricsExporter(registry, host, port).start()
+    except (ImportError, OSError, ValueError) as exc:
+        print(f"kpt metrics: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    in_main = threading.current_thread() is threading.main_thread()  # signal() needs it
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if in_main else None
+    devices = registry.devices()
+    adapters = sorted({d.adapter for d in devices})
+    print(
+        f"kpt metrics: {len(devices)} device(s) of adapter(s) {', '.join(adapters) or 'none'} "
+        f"on {exporter.url} (Ctrl-C stops)",
+        flush=True,
+    )
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+        exporter.close()
+    return 0
 
 
 if __name__ == "__main__":

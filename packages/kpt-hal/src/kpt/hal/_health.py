@@ -1,10 +1,12 @@
-"""HealthMonitor: polls adapters on an interval, tells subscribers when a device changes state."""
+"""Device health: checked now (check_health, behind hal.health()) or polled on an interval by a
+HealthMonitor that tells subscribers when a device changes state. Every check is recorded in the
+registry, so select() stops choosing a failed device at once."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -15,6 +17,27 @@ logger = logging.getLogger("kpt.hal.health")
 
 # Called as subscriber(device, previous_report, new_report) when the state changes.
 Subscriber = Callable[[Device, HealthReport | None, HealthReport], None]
+
+
+def check_device(registry: Registry, device: Device) -> HealthReport:
+    """Ask `device`'s adapter now; an adapter that cannot answer means a failed device."""
+    try:
+        return registry.adapter(device.adapter).health(device.index)
+    except Exception as exc:
+        return HealthReport(HealthState.FAILED, f"health() raised {exc!r}")
+
+
+def check_health(
+    registry: Registry, devices: Iterable[Device] | None = None
+) -> dict[Device, HealthReport]:
+    """Check `devices` (default: every discovered one) now and record each report, so that
+    select() and `kpt devices` see what the adapters say at this moment."""
+    reports = {}
+    for device in registry.devices() if devices is None else devices:
+        report = check_device(registry, device)
+        registry.record_health(device, report)
+        reports[device] = report
+    return reports
 
 
 class HealthMonitor:
@@ -72,10 +95,7 @@ class HealthMonitor:
         return changes
 
     def _check(self, device: Device) -> HealthReport:
-        try:
-            return self.registry.adapter(device.adapter).health(device.index)
-        except Exception as exc:  # an adapter that cannot answer is a failed device
-            return HealthReport(HealthState.FAILED, f"health() raised {exc!r}")
+        return check_device(self.registry, device)
 
     def _notify(self, device: Device, previous: HealthReport | None, new: HealthReport) -> None:
         with self._lock:

@@ -8,13 +8,12 @@ import re
 import warnings
 from typing import Any
 
-from kpt.adapters.sim._errors import KptSimDeviceLostError
 from kpt.adapters.sim._executor import HOST_KERNEL_OP_PREFIX, OpCost
+from kpt.adapters.sim._health import device_health
 from kpt.hal import (
     Adapter,
     Capabilities,
     HealthReport,
-    HealthState,
     HostKernelRun,
     Interconnect,
     Link,
@@ -84,18 +83,8 @@ class SimAdapter(Adapter):
         )
 
     def health(self, index: int) -> HealthReport:
-        from kpt.adapters.sim._discovery import memory_info
-
-        try:
-            free, total = memory_info(index)
-        except Exception as exc:  # a dead daemon is a failed device, with the reason
-            kind = type(exc).__name__
-            if isinstance(exc, KptSimDeviceLostError):
-                kind = "KptSimDeviceLostError"  # the public type, not the probe's subclass
-            return HealthReport(HealthState.FAILED, f"{kind}: {exc}")
-        return HealthReport(
-            HealthState.HEALTHY, "", {"memory_free": float(free), "memory_total": float(total)}
-        )
+        # The daemon's own verdict (injected device_lost, hang, straggler), asked fresh.
+        return device_health(index)
 
     def collectives_backend(self) -> str | None:
         return "kpt"
