@@ -88,6 +88,9 @@ def _http_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-name", default=None, help="the name clients ask for (default: the folder's)"
     )
+    parser.add_argument(
+        "--ready-timeout", type=float, default=300.0, help="seconds to wait for workers to load"
+    )
 
 
 def _engine_args(parser: argparse.ArgumentParser) -> None:
@@ -147,13 +150,20 @@ def _router(args) -> int:
 
 
 def _run_fleet(args, specs, policy, scaling, scale_spec=None, heartbeat_s=None) -> int:
-    from kpt.serve.fleet import Fleet
+    from kpt.serve.fleet import Fleet, WorkerStartError
     from kpt.serve.fleet._api import FleetApi, serve_http
 
     options = {} if heartbeat_s is None else {"heartbeat_s": heartbeat_s}
     fleet = Fleet(specs, policy=policy, autoscale=scaling, autoscale_spec=scale_spec, **options)
+    # Until uvicorn installs its own handlers, SIGTERM must still run the finally below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     fleet.start()
     try:
+        try:
+            fleet.wait_ready(timeout=args.ready_timeout)
+        except (WorkerStartError, TimeoutError) as exc:
+            print(f"kpt-serve: {exc}", file=sys.stderr)
+            return 1
         api = FleetApi(fleet.router, fleet.metrics, fleet.model_dirs)
 
         def listening(url: str) -> None:
@@ -191,6 +201,10 @@ def _worker(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if not args.device.startswith("cpu"):
+        import kpt.hal as hal
+
+        hal.devices()  # loads the adapters' plugins, so that torch knows "kpt_sim", ...
     fields = {
         "num_kv_blocks": args.num_kv_blocks,
         "max_num_seqs": args.max_num_seqs,
