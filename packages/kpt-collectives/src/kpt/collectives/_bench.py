@@ -59,8 +59,18 @@ def run_bench(backend: str, device: str, world: int, sizes: Sequence[int],
     for rank, (p, out) in enumerate(zip(procs, outputs)):
         if p.returncode != 0:
             raise RuntimeError(f"bench rank {rank} failed (exit {p.returncode}):\n{out[-3000:]}")
-    line = next(x for x in outputs[0].splitlines() if x.startswith(RESULT_PREFIX))
-    return json.loads(line[len(RESULT_PREFIX) :])
+    per_rank = [json.loads(next(x for x in out.splitlines() if x.startswith(RESULT_PREFIX))
+                            [len(RESULT_PREFIX):]) for out in outputs]  # fmt: skip
+    rows = []
+    for parts in zip(*per_rank):  # a collective ends when its slowest rank is done
+        row = dict(parts[0])
+        row["host_s"] = max(p["host_s"] for p in parts)
+        sims = [p["sim_s"] for p in parts if p["sim_s"] is not None]
+        row["sim_s"] = max(sims) if sims else None
+        row["algbw"] = row["bytes"] / (row["sim_s"] or row["host_s"])
+        row["busbw"] = row["algbw"] * BUS_FACTOR[row["kind"]](world)
+        rows.append(row)
+    return rows
 
 
 def format_rows(rows: list[dict], title: str) -> str:
@@ -90,9 +100,7 @@ def _rank_main(argv: Sequence[str]) -> None:
             if kind == "reduce_scatter":
                 x = torch.ones(numel * world, device=device)
 
-            _collective(
-                dist, kind, x, out
-            )  # warm: routes agreed, buffers allocated, connections up
+            _collective(kind, x, out)  # warm: routes agreed, buffers made, connections up
             dist.barrier()
             sim_s = None
             if device == "kpt_sim":
@@ -107,13 +115,10 @@ def _rank_main(argv: Sequence[str]) -> None:
                 end_event.synchronize()
                 sim_s = start_event.elapsed_time(end_event) / 1e3 / iters
             host_s = (time.perf_counter() - start) / iters
-            algbw = nbytes / (sim_s if sim_s else host_s)
-            rows.append({"kind": kind, "bytes": nbytes, "host_s": host_s, "sim_s": sim_s,
-                         "algbw": algbw, "busbw": algbw * BUS_FACTOR[kind](world)})  # fmt: skip
+            rows.append({"kind": kind, "bytes": nbytes, "host_s": host_s, "sim_s": sim_s})
     dist.barrier()
     dist.destroy_process_group()
-    if rank == 0:
-        print(RESULT_PREFIX + json.dumps(rows), flush=True)
+    print(RESULT_PREFIX + json.dumps(rows), flush=True)
 
 
 def _collective(kind: str, x, out) -> None:

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch.futures import Future
 
 from kpt.collectives._errors import CollectiveError, CollectiveTimeoutError
-from kpt.collectives._work import DAEMON_GRACE_S, Completer, FutureWork, Pending, finished
+from kpt.collectives._work import DAEMON_GRACE_S, Completer, FutureWork, Pending
 
 try:  # the [sim] extra
     from kpt.adapters.sim import daemon_access
@@ -67,7 +67,7 @@ class SimRoute:
         self.timeout_s = timeout_s
         self._seq = itertools.count()
         self._p2p: dict[tuple[int, int, int], itertools.count] = {}
-        self._completer = Completer(group_id, classify)
+        self._completer = Completer(group_id)
 
     def close(self) -> None:
         self._completer.stop()
@@ -97,7 +97,7 @@ class SimRoute:
         stream = daemon_access.current_stream(index)
         client = daemon_access.client()
         try:
-            done = client.collective_post(
+            timing = client.collective_post(
                 group, seq, rank, world, kind,
                 None if input is None else daemon_access.tensor_ref(input),
                 None if output is None else daemon_access.tensor_ref(output),
@@ -105,24 +105,28 @@ class SimRoute:
             )  # fmt: skip
         except Exception as exc:
             raise classify(exc, what) from exc
-        if done:
+        future: Future = Future()
+        work = FutureWork(future, what)
+        if timing is not None:  # this rank's part was the last: it already ran
+            work.timing = timing
             if finish is not None:
                 with torch.no_grad():
                     finish()
-            return finished(result)
-        future: Future = Future()
-        self._completer.submit(
-            Pending(
-                what=what,
-                poll=lambda: client.collective_poll(group, seq, stream),
-                future=future,
-                result=result,
-                deadline=time.monotonic() + self.timeout_s + DAEMON_GRACE_S,
-                finish=finish,
-                keep=(input, output),
-            )
+            future.set_result(result)
+            return work
+        work.pending = Pending(
+            what=what,
+            poll=lambda: client.collective_poll(group, seq, stream),
+            future=future,
+            result=result,
+            deadline=time.monotonic() + self.timeout_s + DAEMON_GRACE_S,
+            classify=lambda exc: classify(exc, what),
+            finish=finish,
+            keep=(input, output),
+            work=work,
         )
-        return FutureWork(future, what)
+        self._completer.submit(work.pending)
+        return work
 
     def p2p(self, tensor: torch.Tensor, peer: int, tag: int, sending: bool) -> dist.Work:
         """send/recv as a two-part collective named after the ordered pair and the tag."""

@@ -20,8 +20,9 @@ from torch.futures import Future
 
 from kpt.collectives._errors import CollectiveError, CollectiveTimeoutError
 
-FIRST_POLL_S = 50e-6  # a DDP bucket's peers usually post within a few hundred microseconds
-MAX_POLL_S = 2e-3  # slower polling costs latency; faster costs the daemon's CPU
+FIRST_POLL_S = 20e-6  # peers usually post within a round trip: look again soon
+MAX_POLL_S = 5e-4  # slower polling costs latency; faster costs the daemon's CPU
+HANDOFF_S = 1e-3  # the completion thread leaves a Future this long to a waiting caller
 DAEMON_GRACE_S = 10.0  # beyond the collective's own timeout: the daemon itself is stuck
 
 
@@ -33,14 +34,21 @@ def finished(result: Any = None) -> dist.Work:
 
 
 class FutureWork(dist.Work):
-    """Completed by someone else (the completion thread); wait() and get_future() as torch's."""
+    """A kpt_sim collective: wait() polls the daemon itself; the group's completion thread
+    completes get_future() for those who never wait (DDP's reducer)."""
 
     def __init__(self, future: Future, what: str) -> None:
         super().__init__()
         self._future = future
         self._what = what
+        # kpt_sim: the daemon's timing of the collective once done (simulated seconds: start,
+        # duration, and the closed-form prediction of its algorithm); None elsewhere
+        self.timing: dict | None = None
+        self.pending: Pending | None = None  # set while the daemon may still be asked
 
     def wait(self, timeout: Any = None) -> bool:
+        if self.pending is not None:  # poll here: no hand-off to the completion thread
+            self.pending.settle()
         self._future.wait()  # raises the collective's error, if any
         return True
 
@@ -100,23 +108,60 @@ def library_error(exc: Exception, what: str) -> CollectiveError:
 
 @dataclass
 class Pending:
-    """A posted collective this rank waits for."""
+    """A posted collective this rank waits for; whichever thread holds `lock` polls it."""
 
     what: str  # for errors: "all_reduce #12 of group ..."
-    poll: Callable[[], bool]  # True once done; raises its error
+    poll: Callable[[], dict | None]  # the daemon's timing once done; raises its error
     future: Future
     result: Any  # what the Future resolves to (torch's convention: the output tensors)
     deadline: float
+    classify: Callable[[Exception], Exception]
     finish: Callable[[], None] | None = None  # copies out of staging tensors, then done
     keep: tuple = field(default_factory=tuple)  # tensors that must outlive the collective
+    work: FutureWork | None = None  # gets the timing
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    posted: float = field(default_factory=time.monotonic)
+
+    def step(self) -> bool:
+        """Poll once (unless resolved); True once the Future is resolved either way."""
+        with self.lock:
+            if self.future.done():
+                return True
+            try:
+                timing = self.poll()
+                if timing is None:
+                    if time.monotonic() <= self.deadline:
+                        return False
+                    raise CollectiveTimeoutError(
+                        f"{self.what}: the simulator daemon gave no outcome within the "
+                        "collective's timeout; it is stuck or overloaded"
+                    )
+                if self.work is not None:
+                    self.work.timing = timing
+                if self.finish is not None:
+                    with torch.no_grad():
+                        self.finish()
+            except Exception as exc:  # every failure reaches the rank, typed
+                self.keep = ()
+                self.future.set_exception(self.classify(exc))
+                return True
+            self.keep = ()
+            self.future.set_result(self.result)
+            return True
+
+    def settle(self, stopped: Callable[[], bool] = lambda: False) -> None:
+        """Poll with backoff until resolved (or `stopped`)."""
+        pause = FIRST_POLL_S
+        while not self.step() and not stopped():
+            time.sleep(pause)
+            pause = min(pause * 2, MAX_POLL_S)
 
 
 class Completer:
     """Polls posted collectives in order and completes their Futures (one thread per group)."""
 
-    def __init__(self, name: str, classify: Callable[[Exception], Exception]) -> None:
+    def __init__(self, name: str) -> None:
         self._name = name
-        self._classify = classify
         self._queue: collections.deque[Pending] = collections.deque()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -161,22 +206,7 @@ class Completer:
                     self._queue.popleft()
 
     def _complete(self, pending: Pending) -> None:
-        pause = FIRST_POLL_S
-        try:
-            while not pending.poll():
-                if time.monotonic() > pending.deadline:
-                    raise CollectiveTimeoutError(
-                        f"{pending.what}: the simulator daemon gave no outcome within the "
-                        "collective's timeout; it is stuck or overloaded"
-                    )
-                time.sleep(pause)
-                pause = min(pause * 2, MAX_POLL_S)
-                if self._stopped:
-                    return
-            if pending.finish is not None:
-                with torch.no_grad():
-                    pending.finish()
-        except Exception as exc:  # every failure reaches the rank, typed
-            pending.future.set_exception(self._classify(exc))
-            return
-        pending.future.set_result(pending.result)
+        # A caller that waits polls on its own thread; this thread steps in for Futures nobody
+        # waits on (DDP's reducer), after a grace period, so the two do not poll side by side.
+        time.sleep(max(0.0, pending.posted + HANDOFF_S - time.monotonic()))
+        pending.settle(lambda: self._stopped)
