@@ -584,7 +584,7 @@ class Client:
         for request_id in list(self._pending):
             call = self._pending.pop(request_id, None)
             if call is not None:
-                call.fail(error)
+                call.fail(self._oversized_instead(call) or error)  # the cause, where known
         self._notify()
 
     # -- keeper thread -------------------------------------------------------------------------
