@@ -118,9 +118,12 @@ class StreamEngine:
             and self.fabric.idle((dev.hbm_channel,))
         )
 
-    def _wait_issue(self, ready: float):
+    def _wait_issue(self, ready: float, dev: Device | None = None, stream: int = 0):
+        """Wait until the host has issued the op; on a hung device it never starts."""
         if ready > self.env.now:
             yield self.env.timeout(ready - self.env.now)
+        if dev is not None and self.env.now >= dev.hang_at:
+            yield from self._hang(dev, stream)
 
     def _hang(self, dev: Device, stream: int):
         dev.ended[stream] = math.inf
@@ -159,30 +162,27 @@ class StreamEngine:
         env = self.env
         duration, hbm_busy, sms, _ = op.payload
         latency = dev.profile.launch_latency_s
-        yield from self._wait_issue(op.issued + latency)
-        if env.now >= dev.hang_at:
-            yield from self._hang(dev, stream)
+        yield from self._wait_issue(op.issued + latency, dev, stream)
         yield dev.sms.get(sms)
         start = env.now
         if start < dev.lost_at:
             work = (duration - latency) * dev.slowdown(start)
-            waits = [env.timeout(work)]
-            flow = None
+            waits, flows = [env.timeout(work)], []
             if hbm_busy:
                 hbm = self.fabric.flow(hbm_busy * dev.profile.hbm_bandwidth, (dev.hbm_channel,))
                 waits.append(hbm.done)
-                flow = hbm
-            yield from self._interruptible(dev, stream, op, start + work, waits, flow)
+                flows.append(hbm)
+            yield from self._interruptible(dev, stream, op, start + work, waits, flows)
         dev.sms.put(sms)
         self._kernel_done(dev, stream, op, start, env.now)
 
-    def _interruptible(self, dev, stream, op, planned_end, waits, flow):
-        """Wait for work in flight; a fault interrupts it (kpt.sim._simulator's fault timer)."""
+    def _interruptible(self, dev, stream, op, planned_end, waits, flows=()):
+        """Wait for work in flight; a fault interrupts it (kpt.sim._fault_state's strike)."""
         dev.running[stream] = planned_end
         try:
             yield waits[0] if len(waits) == 1 else self.env.all_of(waits)
         except simpy.Interrupt as fault:
-            if flow is not None:
+            for flow in flows:
                 self.fabric.cancel(flow)
             if fault.cause == HANG:
                 yield from self._hang(dev, stream)
@@ -217,7 +217,7 @@ class StreamEngine:
         """On-chip copy: a DMA engine; read and write both cross HBM after the launch."""
         env = self.env
         duration, hbm_busy = op.payload
-        yield from self._wait_issue(op.issued)
+        yield from self._wait_issue(op.issued, dev, stream)
         with dev.dma.request() as engine:
             yield engine
             start = env.now
@@ -225,14 +225,16 @@ class StreamEngine:
             yield env.timeout(launch)
             hbm = self.fabric.flow(hbm_busy * dev.profile.hbm_bandwidth, (dev.hbm_channel,))
             rest = env.timeout(max(0.0, duration - launch))
-            yield from self._interruptible(dev, stream, op, start + duration, [rest, hbm.done], hbm)
+            yield from self._interruptible(
+                dev, stream, op, start + duration, [rest, hbm.done], [hbm]
+            )
         self._finish(dev, stream, op, start, env.now, op.name or "d2d")
 
     def _transfer(self, dev: Device, stream: int, op: Op):
         """Chip to chip: a DMA engine, then the bytes over every link of the route at once."""
         env = self.env
         _, route = op.payload
-        yield from self._wait_issue(op.issued)
+        yield from self._wait_issue(op.issued, dev, stream)
         with dev.dma.request() as engine:
             yield engine
             start = env.now
@@ -244,7 +246,7 @@ class StreamEngine:
                 op.known_error = True
             else:
                 flow = self.fabric.flow(op.nbytes, route)
-                yield from self._interruptible(dev, stream, op, math.inf, [flow.done], flow)
+                yield from self._interruptible(dev, stream, op, math.inf, [flow.done], [flow])
                 if self.sim.trace.enabled:
                     for i in route:
                         name = f"{dev.index}->{op.payload[0]}"
@@ -256,14 +258,15 @@ class StreamEngine:
         """Host <-> device: a DMA engine, the host link one way, and HBM at the chip."""
         env = self.env
         p = dev.profile
-        yield from self._wait_issue(op.issued)
+        yield from self._wait_issue(op.issued, dev, stream)
         with dev.dma.request() as engine:
             yield engine
             start = env.now
             link = dev.h2d_channel if op.kind == H2D else dev.d2h_channel
             wire = self.fabric.flow(op.nbytes, (link,))
             hbm = self.fabric.flow(op.nbytes, (dev.hbm_channel,))
-            yield from self._interruptible(dev, stream, op, math.inf, [wire.done, hbm.done], None)
+            flows = [wire, hbm]
+            yield from self._interruptible(dev, stream, op, math.inf, [wire.done, hbm.done], flows)
             yield env.timeout(p.host_link_latency_s)
         self._finish(dev, stream, op, start, env.now, "h2d" if op.kind == H2D else "d2h")
 
@@ -285,7 +288,7 @@ class StreamEngine:
 
     def _rank(self, dev: Device, stream: int, op: Op):
         run, position = op.payload
-        yield from self._wait_issue(op.issued)
+        yield from self._wait_issue(op.issued, dev, stream)
         run.arrivals[position].succeed(self.env.now)
         yield run.rank_done[position]
         dev.ended[stream] = self.env.now
