@@ -56,7 +56,9 @@ def start_server(args, timeout=240.0):
                 line = lines.get(timeout=0.2)
             except queue.Empty:
                 if process.poll() is not None:
-                    raise RuntimeError(f"kpt-serve {args} exited with {process.returncode}")
+                    raise RuntimeError(
+                        f"kpt-serve {args} exited with {process.returncode}"
+                    ) from None
                 continue
             if line.startswith("kpt-serve: listening on "):
                 return process, line.split()[-1]

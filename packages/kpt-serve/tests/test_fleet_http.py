@@ -155,7 +155,7 @@ def test_chat_without_a_template_and_bad_json_are_refused(server):
 def test_router_prefers_the_worker_holding_the_prefix(server):
     prefix = random_prompts(1, 48, 48, seed=9)[0]
     first = server.post(
-        "/v1/completions", json={"model": "plain", "prompt": prefix + [7], **_greedy(2)}
+        "/v1/completions", json={"model": "plain", "prompt": [*prefix, 7], **_greedy(2)}
     )
     holder = first.json()["kpt"]["workers"][0][-1]
     for tail in ([8], [9, 10], [11, 12, 13]):

@@ -191,11 +191,6 @@ class Router:
             for request in moved:
                 self._requests.pop(request.attempt_id, None)
         log.warning("worker %s removed (%s); %d requests move", worker_id, reason, len(moved))
-        worker.client.close()
-        if self.metrics is not None:
-            self.metrics.observe_worker_gone(worker, reason)
-        for callback in self.on_worker_gone:
-            callback(worker, reason)
         with self._lock:
             for request in moved:
                 self.num_failovers += 1
@@ -203,6 +198,11 @@ class Router:
                     self.metrics.observe_failover(request.model)
                 request.resume_from_streamed()
                 self._place(request)
+        if self.metrics is not None:
+            self.metrics.observe_worker_gone(worker, reason)
+        for callback in self.on_worker_gone:
+            callback(worker, reason)
+        worker.client.close()  # last: closing a client of a dead peer can take a while
 
     # --- placing -------------------------------------------------------------------------
 

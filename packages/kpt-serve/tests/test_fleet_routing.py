@@ -1,0 +1,160 @@
+"""Routing, variants, autoscaling and config, without processes: scoring as arithmetic."""
+
+from __future__ import annotations
+
+import pytest
+
+fleet = pytest.importorskip("kpt.serve.fleet")
+from kpt.serve import SamplingParams  # noqa: E402
+from kpt.serve.fleet._messages import DeviceSummary, WorkerStats  # noqa: E402
+from kpt.serve.fleet._workers import WorkerState  # noqa: E402
+
+Candidate, PrefixIndex = fleet.Candidate, fleet.PrefixIndex
+
+
+def _candidate(worker_id, *, queued=0, inflight=0, speed=1000.0, kv=0.0, matched=0):
+    return Candidate(worker_id, queued, inflight, speed, kv, matched, 16)
+
+
+def test_prefix_keys_name_whole_chunks_and_chain():
+    a = fleet.prefix_keys(list(range(40)))
+    b = fleet.prefix_keys([*range(32), 99, 98])
+    assert len(a) == 2 and len(b) == 2 and a == b  # a partial third chunk has no key
+    assert fleet.prefix_keys([0, *range(1, 40)])[:2] == a
+    assert fleet.prefix_keys([*range(16), *range(17, 33)])[1] != a[1]
+    assert len(fleet.prefix_keys("x" * 130)) == 2  # text: 64-character chunks
+
+
+def test_prefix_index_matches_leading_keys_and_forgets_least_recent():
+    index = PrefixIndex(capacity=3)
+    index.add([1, 2, 3])
+    assert index.match([1, 2, 3, 4]) == 3 and index.match([5, 1]) == 0
+    index.add([7])
+    assert index.match([1]) == 0 and len(index) == 3
+
+
+def test_predicted_time_counts_queue_prefix_speed_and_kv():
+    idle = _candidate("a")
+    assert fleet.predicted_ms(idle, 100, 20) == pytest.approx(120.0)
+    assert fleet.predicted_ms(_candidate("a", queued=880), 100, 20) == pytest.approx(1000.0)
+    assert fleet.predicted_ms(_candidate("a", matched=4), 100, 20) == pytest.approx(56.0)
+    assert fleet.predicted_ms(_candidate("a", speed=2000.0), 100, 20) == pytest.approx(60.0)
+    assert fleet.predicted_ms(_candidate("a", kv=0.99), 100, 20) == pytest.approx(480.0)
+    assert fleet.predicted_ms(_candidate("a", speed=0.0), 100, 20) is None
+
+
+def test_predicted_policy_picks_the_fastest_finish():
+    policy = fleet.make_policy("predicted")
+    slow_idle = _candidate("slow", speed=100.0)
+    fast_busy = _candidate("fast", speed=1000.0, queued=500, inflight=5)
+    assert policy.choose([slow_idle, fast_busy], 50, 50) == "fast"  # 600 ms against 1000 ms
+    very_busy = _candidate("fast", speed=1000.0, queued=5000, inflight=50)
+    assert policy.choose([slow_idle, very_busy], 50, 50) == "slow"
+    holder = _candidate("holder", matched=6, queued=50)
+    other = _candidate("other")
+    assert policy.choose([other, holder], 100, 4) == "holder"  # 50+4+4 against 104 tokens
+
+
+def test_prefix_wins_while_speeds_are_unknown_and_p2c_spreads_otherwise():
+    policy = fleet.make_policy("predicted")
+    cold = [_candidate("a", speed=0.0), _candidate("b", speed=0.0, matched=2)]
+    assert all(policy.choose(cold, 40, 8) == "b" for _ in range(20))
+    crowd = [_candidate(f"w{i}", speed=0.0, queued=100 * i, inflight=i) for i in range(4)]
+    picks = {policy.choose(crowd, 40, 8) for _ in range(200)}
+    assert "w3" not in picks and len(picks) >= 2  # two at random, the less loaded of the two
+
+
+def test_round_robin_takes_turns_and_unknown_policy_is_named():
+    policy = fleet.make_policy("round_robin")
+    workers = [_candidate("a"), _candidate("b"), _candidate("c")]
+    assert sorted(policy.choose(workers, 1, 1) for _ in range(6)) == list("aabbcc")
+    with pytest.raises(ValueError, match="p2c, predicted, round_robin"):
+        fleet.make_policy("fastest")
+
+
+def _worker(worker_id, variant, dtype, speed, queued_requests=0):
+    worker = WorkerState(
+        worker_id=worker_id, endpoint="-", pid=0, model="m", variant=variant, dtype=dtype,
+        device=DeviceSummary("cpu:0", "host"), client=None, model_info={},
+    )  # fmt: skip
+    worker.stats = WorkerStats(tokens_per_s=speed)
+    for i in range(queued_requests):
+        worker.inflight[f"x{i}"] = fleet.FleetRequest(
+            f"x{i}", "m", None, [1] * 100, SamplingParams(max_tokens=100), 0, None, print, []
+        )
+    return worker
+
+
+def test_slo_picks_the_cheapest_variant_that_meets_it_and_a_faster_one_under_load():
+    router = fleet.Router()
+    bf16 = _worker("cheap", "bf16", "bfloat16", speed=1000.0)
+    fp32 = _worker("dear", "fp32", "float32", speed=1000.0)
+    request = fleet.FleetRequest(
+        "r",
+        "m",
+        None,
+        [1] * 100,
+        SamplingParams(max_tokens=8),
+        0,
+        fleet.Slo(ttft_ms=500),
+        print,
+        [],
+    )
+    assert router._variant_for_slo([bf16, fp32], request) == [bf16]
+    loaded = _worker("cheap", "bf16", "bfloat16", speed=1000.0, queued_requests=10)  # ~2 s queue
+    assert router._variant_for_slo([loaded, fp32], request) == [fp32]
+    router.close()
+
+
+def test_autoscaler_adds_on_queue_or_slow_ttft_removes_when_idle_within_bounds():
+    policy = fleet.ScalingPolicy(
+        min_workers=1, max_workers=3, target_queue=2, idle_s=5, cooldown_s=10
+    )
+    load = fleet.FleetLoad
+    assert fleet.decide(policy, load(1, 5, 6, None), 0, 60) == 1
+    assert fleet.decide(policy, load(1, 5, 6, None), 0, 3) == 0  # cooling down
+    assert fleet.decide(policy, load(3, 50, 60, None), 0, 60) == 0  # at max
+    assert fleet.decide(policy, load(2, 0, 0, None), 10, 60) == -1
+    assert fleet.decide(policy, load(1, 0, 0, None), 10, 60) == 0  # at min
+    assert fleet.decide(policy, load(0, 0, 0, None), 0, 0) == 1  # below min: now
+    slow = fleet.ScalingPolicy(max_workers=2, target_ttft_ms=100)
+    assert fleet.decide(slow, load(1, 0, 1, 250.0), 0, 60) == 1
+    with pytest.raises(ValueError, match="min_workers"):
+        fleet.ScalingPolicy(min_workers=3, max_workers=2)
+
+
+def test_autoscaler_ticks_call_scale():
+    changes = []
+    loads = iter([fleet.FleetLoad(1, 10, 10, None), fleet.FleetLoad(2, 10, 10, None)])
+    scaler = fleet.Autoscaler(
+        fleet.ScalingPolicy(max_workers=2, cooldown_s=0), lambda: next(loads), changes.append
+    )
+    assert scaler.tick(now=100.0) == 1 and scaler.tick(now=101.0) == 0
+    assert changes == [1] and scaler.events[0][1] == 1
+
+
+def test_fleet_config_parses_and_names_mistakes(tmp_path):
+    config = fleet.parse_fleet_config(
+        {
+            "policy": "p2c",
+            "workers": [
+                {"model": "a", "path": "models/a", "device": "cpu", "count": 2, "variant": "fp32"},
+                {
+                    "model": "a",
+                    "path": "/abs/a",
+                    "device": "kpt_sim:0",
+                    "dtype": "bfloat16",
+                    "variant": "bf16",
+                },
+            ],
+            "autoscale": {"model": "a", "max_workers": 4},
+        },
+        base=tmp_path,
+    )
+    assert config.policy == "p2c" and len(config.workers) == 3
+    assert config.workers[0].model_dir == str(tmp_path / "models/a")
+    assert config.workers[2].dtype == "bfloat16" and config.autoscale.max_workers == 4
+    with pytest.raises(ValueError, match="unknown keys \\['gpu'\\]"):
+        fleet.parse_fleet_config({"workers": [{"model": "a", "path": "p", "gpu": 1}]})
+    with pytest.raises(ValueError, match="no \\[\\[workers\\]\\]"):
+        fleet.parse_fleet_config({})
