@@ -134,3 +134,13 @@ def test_a_vendor_dma_scheduler_is_a_simpy_process():
     sim.launch(0, kernel(3), stream=3)  # kernels are untouched
     ends = [sim.event_time(sim.record_event(0, s)) for s in (1, 2, 3)]
     assert ends == pytest.approx([1 * US, 2 * US, 3 * US])  # the ring serves one at a time
+
+
+def test_a_link_degraded_mid_transfer_slows_the_rest_of_it():
+    sim = Simulator("test-asic", devices=2)
+    sim.inject_fault("link_degraded", link=(0, 1), factor=0.5, at=50 * US, duration=1.0)
+    forecast = sim.transfer(0, 1, 4_000_000)  # 100 us at 40 GB/s, as issued
+    done = sim.record_event(0)
+    # 2 MB move in the first 50 us; the other 2 MB at 20 GB/s take 100 us more.
+    assert forecast == pytest.approx(ALPHA + 100 * US)
+    assert sim.event_time(done) == pytest.approx(ALPHA + 150 * US)
