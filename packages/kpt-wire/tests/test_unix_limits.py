@@ -160,8 +160,8 @@ def test_a_stalled_half_sent_message_is_dropped_and_its_bytes_released(serve):
     staller.send(message[: 2 * MiB])
     assert _until(lambda: server.listener.partial_bytes >= MiB)
     assert staller.hung_up(timeout=10)
+    assert _until(lambda: server.gone == [b"staller"])  # told last, once all is released
     assert server.listener.partial_bytes == 0
-    assert server.gone == [b"staller"]
     assert honest.call(MiB, n=1) == {"n": 1}  # its neighbour's fate did not touch it
     staller.close()
     honest.close()
@@ -265,7 +265,8 @@ def test_a_closed_connection_releases_what_it_held(serve):
     (connection,) = server.listener._by_fd.values()
     body = weakref.ref(connection.reader._body)
     hoarder.close()
-    assert _until(lambda: server.listener.connection_count == 0)
+    assert _until(lambda: server.gone == [b"hoarder"])  # told last, once all is released
+    assert server.listener.connection_count == 0
     assert server.listener.partial_bytes == 0 and server.listener.queued_bytes == 0
     gc.collect()
     assert body() is None, "the half-read message's buffer outlived its connection"

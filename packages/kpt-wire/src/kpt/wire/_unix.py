@@ -301,7 +301,8 @@ class UnixListener:
         self._on_gone = on_gone
         housekeeping_s = min(tick_s, _HOUSEKEEPING_S)
         wait_ms = max(1, int(housekeeping_s * 1000))
-        now = time.monotonic()
+        monotonic, listener_fd, wake_fd = time.monotonic, self._listener.fileno(), self._wake_read
+        now = monotonic()
         next_tick = now + tick_s
         next_housekeeping = now + housekeeping_s
         spinner, poll = Spinner(), self._poller.poll
@@ -314,28 +315,28 @@ class UnixListener:
             # Just served something: more is likely on its way, so spin for it a moment.
             if ready and spinner.spin(arrived):
                 ready = poll(0)
-                polled = time.monotonic()
+                polled = monotonic()
             else:
                 timeout_ms = wait_ms
                 resume_at = self._backoff.resume_at
                 if resume_at is not None:
                     timeout_ms = max(0, min(wait_ms, int((resume_at - now) * 1000) + 1))
-                waited_from = time.monotonic()
                 ready = poll(timeout_ms)
-                polled = time.monotonic()
-                late = polled - waited_from - timeout_ms / 1000
-                if late > _DEAF_AFTER_S:  # the process was stopped or starved meanwhile
+                polled = monotonic()
+                # Past the timeout (or on_tick/housekeeping ran long): nobody could be read.
+                late = polled - now - timeout_ms / 1000
+                if late > _DEAF_AFTER_S:
                     self._deaf_s += late
                 if resume_at is not None and polled >= resume_at:
                     self._backoff.resume_at = None
-                    self._poller.register(self._listener.fileno(), _POLLIN)
+                    self._poller.register(listener_fd, _POLLIN)
             for fd, events in ready:
                 if stopping():
                     return
-                if fd == self._listener.fileno():
+                if fd == listener_fd:
                     self._accept(polled)
-                elif fd == self._wake_read:
-                    os.read(self._wake_read, 4096)
+                elif fd == wake_fd:
+                    os.read(wake_fd, 4096)
                 else:
                     connection = self._by_fd.get(fd)
                     if connection is None:
@@ -345,7 +346,7 @@ class UnixListener:
                     except Exception:  # a bug must cost one connection, never the server
                         log.exception("unexpected failure serving a connection; closed it")
                         self._close(connection, notify=True)
-            now = time.monotonic()
+            now = monotonic()
             if now - polled > _DEAF_AFTER_S:  # handlers ran long: nobody could be read meanwhile
                 self._deaf_s += now - polled
             if now >= next_tick:
@@ -503,9 +504,9 @@ class UnixListener:
         if self._by_fd.get(connection.fd) is connection:
             del self._by_fd[connection.fd]
             self._poller.unregister(connection.fd)
-        connection.sock.close()
         # Everything it held goes now, even if something still refers to the connection.
         self._rewatch(self._holdings.forget(connection, time.monotonic() - self._deaf_s))
+        connection.sock.close()
         client = connection.client
         if client is not None and self._by_client.get(client) is connection:
             del self._by_client[client]
