@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import tempfile
 import tomllib
@@ -171,6 +172,116 @@ def isolation(session: nox.Session) -> None:
             session.log(f"{package.name}: installs alone and imports {package.import_name}")
     finally:
         shutil.rmtree(wheels, ignore_errors=True)
+
+
+def _distributions(pyproject: Path) -> set[str]:
+    """The names the root pyproject.toml's [tool.uv.sources] takes from this checkout."""
+    sources = tomllib.loads(pyproject.read_text()).get("tool", {}).get("uv", {}).get("sources", {})
+    return {name.lower() for name, source in sources.items() if source.get("workspace")}
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Wheel and sdist of every package into dist/, checked, ready to publish (no upload)."""
+    session.install("uv", "build")
+    out = ROOT / "dist"
+    shutil.rmtree(out, ignore_errors=True)
+    for package in PACKAGES.values():
+        session.run(
+            "uv", "build", "--quiet", "--wheel", "--sdist", "--out-dir", str(out),
+            str(package.path),
+        )  # fmt: skip
+    problems = _check_dist(out)
+    if problems:
+        session.error("dist/ is not ready to publish:\n  " + "\n  ".join(problems))
+    session.log(f"dist/: {len(list(out.iterdir()))} files, a wheel and an sdist per package")
+
+
+def _check_dist(out: Path) -> list[str]:
+    """Every package has both files, and no wheel depends on a path (a checkout is not an index)."""
+    import zipfile
+
+    problems = []
+    for package in PACKAGES.values():
+        stem = package.name.replace("-", "_")
+        wheels = sorted(out.glob(f"{stem}-*.whl"))
+        if not wheels or not list(out.glob(f"{stem}-*.tar.gz")):
+            problems.append(f"{package.name}: missing wheel or sdist in {out}")
+            continue
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            metadata = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
+            text = wheel.read(metadata).decode()
+        for line in text.splitlines():
+            if line.startswith("Requires-Dist:") and ("@ file:" in line or "@ /" in line):
+                problems.append(f"{package.name}: {line} (a path dependency cannot be published)")
+    return problems
+
+
+def _documented_install(readme: Path, marker: str = "") -> str:
+    """The first `uv pip install` line in a README's "## Install" section (or after `marker`)."""
+    text = readme.read_text()
+    if marker:
+        section = text.split(marker, 1)[1] if marker in text else ""
+    else:
+        match = re.search(r"^## Install\b.*?(?=^## |\Z)", text, flags=re.M | re.S)
+        section = match.group(0) if match else ""
+    commands = [
+        line.strip() for line in section.splitlines() if line.strip().startswith("uv pip install")
+    ]
+    return commands[0] if commands else ""
+
+
+@nox.session
+def install(session: nox.Session) -> None:
+    """Each README's documented install command in a fresh venv, then import what it installed."""
+    session.install("uv")
+    missing = sorted(set(PACKAGES) - _distributions(ROOT / "pyproject.toml"))
+    if missing:
+        session.error(
+            f"the root pyproject.toml's [tool.uv.sources] lacks {', '.join(missing)}: add "
+            "`NAME = { workspace = true }` so that installs take it from this checkout"
+        )
+    checks = [("README.md", _documented_install(ROOT / "README.md", "<!-- ci:install -->"), ())]
+    for package in PACKAGES.values():
+        readme = package.path / "README.md"
+        checks.append((str(readme.relative_to(ROOT)), _documented_install(readme), (package,)))
+    undocumented = [where for where, command, _ in checks if not command]
+    if undocumented:
+        session.error(
+            "no `uv pip install` command in the Install section of " + ", ".join(undocumented)
+        )
+    root = Path(tempfile.mkdtemp(prefix="kpt-install-"))
+    try:
+        for i, (where, command, packages) in enumerate(checks):
+            venv = root / f"venv-{i}"
+            session.run("uv", "venv", "--quiet", "--python", session.python or "3.11", str(venv))
+            # The user's shell: that venv active. UV_PYTHON too, as nox sets VIRTUAL_ENV itself.
+            env = {
+                "VIRTUAL_ENV": str(venv), "UV_PYTHON": str(venv / "bin" / "python"),
+                "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+                "UV_CONSTRAINT": CONSTRAINTS, **_uv_env(),
+            }  # fmt: skip
+            session.log(f"{where}: {command}")
+            session.run("bash", "-c", command, env=env, external=True)
+            session.run(str(venv / "bin" / "python"), "-c", _import_check(packages, command),
+                        external=True)  # fmt: skip
+            shutil.rmtree(venv, ignore_errors=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _import_check(packages: tuple[Package, ...], command: str) -> str:
+    """Import what the command installed (by its folders), and keep torch-free ones torch-free."""
+    folders = {word.split("[", 1)[0].rstrip("/") for word in shlex.split(command)}
+    named = packages or tuple(
+        p for p in PACKAGES.values() if f"./{p.path.relative_to(ROOT)}" in folders
+    )
+    check = "import importlib, importlib.util, sys\n"
+    for package in named:
+        check += f"importlib.import_module({package.import_name!r})\n"
+    if named and all(p.torch_free for p in named) and "[" not in command:
+        check += "assert importlib.util.find_spec('torch') is None, 'torch was installed'\n"
+    return check
 
 
 @nox.session
