@@ -124,7 +124,9 @@ def steady_decode(llm, batch, prompt_len, new, vocab, device):
     finally:
         engine.runner.run = run
     elapsed = time.perf_counter() - start
-    # Timing the forward alone needs a sync around it; time the throughput without that.
+    # Timing the forward alone needs a sync around it; time the throughput without that, on
+    # fresh prompts (the first pass left its prompts in the prefix cache).
+    requests = make_requests(batch, (prompt_len, prompt_len), (new, new), vocab, seed=-batch)
     for prompt, _ in requests:
         engine.add_request(prompt, params)
     sync(device)
@@ -142,6 +144,9 @@ def main() -> None:
     parser.add_argument("--dtype", default=None, help="float32, bfloat16 (default: fp32 on cpu)")
     parser.add_argument("--full", action="store_true", help="the issue's workload (GPU)")
     parser.add_argument("--tiny", action="store_true", help="a 2-layer, 128-wide GPT-2")
+    parser.add_argument("--requests", type=int, help="offline requests (override)")
+    parser.add_argument("--hf-requests", type=int, help="of those, how many generate runs")
+    parser.add_argument("--decode-batches", help="comma-separated batch sizes (override)")
     args = parser.parse_args()
     on_cpu = args.device == "cpu"
     tiny = args.tiny or (on_cpu and not args.full)
@@ -152,6 +157,10 @@ def main() -> None:
     else:
         n_req, prompts, outputs, hf_n, hf_batch = 64, (16, 128), (8, 48), 64, 16
         decode_batches, decode_prompt, decode_new = (1, 16), 32, 32
+    n_req = args.requests or n_req
+    hf_n = min(args.hf_requests or hf_n, n_req)
+    if args.decode_batches:
+        decode_batches = tuple(int(b) for b in args.decode_batches.split(","))
     import transformers
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -171,7 +180,8 @@ def main() -> None:
             f"device {args.device} ({torch.__version__})"
         )
         print(
-            f"\n## offline: prompts {prompts[0]}-{prompts[1]}, outputs {outputs[0]}-{outputs[1]} tokens"
+            f"\n## offline: prompts {prompts[0]}-{prompts[1]}, "
+            f"outputs {outputs[0]}-{outputs[1]} tokens"
         )
         print("| system | requests | output tokens | seconds | output tok/s | ratio |")
         print("|---|---|---|---|---|---|")
