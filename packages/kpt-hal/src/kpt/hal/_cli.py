@@ -10,12 +10,13 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from kpt.hal._discovery import ALLOW_LIST_ENV, ENTRY_POINT_GROUP, Registry
+from kpt.hal._discovery import ALLOW_LIST_ENV, ENTRY_POINT_GROUP, AllowListWarning, Registry
 from kpt.hal._types import AdapterInfo, Device, NoDeviceError, Value
 
 _STATUS_MARK = {"loaded": "ok", "no-hardware": "--", "rejected": "!!", "conflict": "!!"}
@@ -135,6 +136,16 @@ def _doctor_text(registry: Registry) -> str:
     return "\n".join(lines)
 
 
+def _unknown_allowed(registry: Registry) -> list[AdapterInfo]:
+    """Names in KPT_ADAPTERS that no installed adapter has (a typo, or not installed)."""
+    allow = registry._allow_list() or []
+    return [
+        info
+        for info in registry.adapters()
+        if info.status == "rejected" and info.dist is None and info.name in allow
+    ]
+
+
 def _problems(registry: Registry) -> int:
     return sum(
         info.status in ("rejected", "conflict") and not _left_out(registry, info)
@@ -143,23 +154,20 @@ def _problems(registry: Registry) -> int:
 
 
 def main(argv: Sequence[str] | None = None, registry: Registry | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kpt", description="kpt hardware abstraction")
-    commands = parser.add_subparsers(dest="command", required=True)
-    for name, text in (
-        ("devices", "list every usable device"),
-        ("doctor", "explain every adapter: loaded, rejected (why), no hardware, conflicts"),
-    ):
-        sub = commands.add_parser(name, help=text, description=text)
-        sub.add_argument("--json", action="store_true", help="print JSON instead of text")
-    text = "serve every device's health, memory and utilization in Prometheus format"
-    metrics = commands.add_parser("metrics", help=text, description=text)
-    metrics.add_argument("--port", type=int, required=True, help="TCP port (0: any free one)")
-    metrics.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
-    args = parser.parse_args(argv)
+    """The `kpt-hal` command on `argv`; its arguments are defined in kpt._hal_command."""
+    from kpt._hal_command import build_parser
+
+    return run(build_parser().parse_args(argv), registry)
+
+
+def run(args: argparse.Namespace, registry: Registry | None = None) -> int:
     if registry is None:
         import kpt.hal
 
         registry = kpt.hal.registry()
+    with warnings.catch_warnings():  # each command says it in its own words, on its own line
+        warnings.simplefilter("ignore", AllowListWarning)
+        registry.adapters()  # discovery runs here
     if args.command == "metrics":
         return _serve_metrics(registry, args.host, args.port)
     if args.command == "devices":
@@ -167,7 +175,11 @@ def main(argv: Sequence[str] | None = None, registry: Registry | None = None) ->
             print(json.dumps([device_record(registry, d) for d in registry.devices()], indent=2))
         else:
             print(_devices_text(registry))
-        return 0
+        unknown = _unknown_allowed(registry)
+        for info in unknown:
+            print(f"kpt devices: {ALLOW_LIST_ENV}: {info.reason}", file=sys.stderr)
+        # A misspelled adapter must not pass as "no accelerator here" in a script or CI.
+        return 1 if unknown else 0
     if args.json:
         report = {
             "torch": torch.__version__,

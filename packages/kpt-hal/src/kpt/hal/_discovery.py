@@ -10,6 +10,7 @@ import functools
 import importlib.metadata
 import os
 import threading
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -27,6 +28,10 @@ ALLOW_LIST_ENV = "KPT_ADAPTERS"
 RUNTIME_DIST = "<registered at runtime>"
 _BUILTIN_CPU = "kpt.hal._cpu:CpuAdapter"
 _UNCHECKED = HealthReport(HealthState.HEALTHY, "not checked yet")
+
+
+class AllowListWarning(UserWarning):
+    """KPT_ADAPTERS names an adapter that is not installed: discovery goes on without it."""
 
 
 @functools.cache
@@ -228,7 +233,11 @@ class Registry:
                     probed.append((info, adapter))
                 else:
                     infos.append(info)
-            infos.extend(_missing_from_allow_list(allow, candidates))
+            missing = _missing_from_allow_list(allow, candidates)
+            for info in missing:
+                # Not silent: without it a typo looks like "no accelerator here" (CPU picked).
+                warnings.warn(f"{ALLOW_LIST_ENV}: {info.reason}", AllowListWarning, stacklevel=4)
+            infos.extend(missing)
             winners, losers = _resolve_conflicts(probed)
             infos.extend(losers)
             devices: list[Device] = []
