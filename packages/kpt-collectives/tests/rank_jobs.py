@@ -155,3 +155,31 @@ def ddp_split(rank, world, save):
     flat = torch.cat([p.detach().cpu().reshape(-1) for p in model.parameters()])
     save(f"weights_{rank}", flat)
     save(f"sizes_{rank}", np.array(sizes))
+
+
+def fsdp2(rank, world, save):
+    """FSDP2 (fully_shard) on each rank's equal share: the mean of the shard losses' gradients
+    is the whole batch's gradient."""
+    from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    dev = device(rank)
+    # init_device_mesh refuses device names that are not alphabetic ("kpt_sim"): build it
+    mesh = (
+        DeviceMesh(dev, list(range(world))) if dev == "kpt_sim" else init_device_mesh(dev, (world,))
+    )
+    model = make_model().to(dev)
+    for layer in model:
+        if isinstance(layer, torch.nn.Linear):
+            fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    share = GLOBAL_BATCH // world
+    for x, y in batches():
+        x = x[rank * share : (rank + 1) * share].to(dev)
+        y = y[rank * share : (rank + 1) * share].to(dev)
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()
+    flat = torch.cat([p.full_tensor().detach().cpu().reshape(-1) for p in model.parameters()])
+    save(f"weights_{rank}", flat)

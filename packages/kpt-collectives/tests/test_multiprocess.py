@@ -98,3 +98,9 @@ def test_a_rank_that_never_joins_is_named_in_a_typed_error_within_the_timeout(
     message = str(load(tmp_path, "straggler_error")[0])
     if on_sim:
         assert "ranks [1] never arrived" in message
+
+
+def test_fsdp2_fully_shard_on_cpu_ranks_equals_one_process_on_the_whole_batch(tmp_path):
+    check_ok(run_ranks("fsdp2", 2, tmp_path))
+    np.testing.assert_allclose(load(tmp_path, "weights_0"), reference_weights(), rtol=1e-5,
+                               atol=1e-6)  # fmt: skip

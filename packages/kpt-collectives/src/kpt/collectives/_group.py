@@ -31,12 +31,29 @@ class KptProcessGroup(dist.ProcessGroup):
     def __init__(self, store: Any, rank: int, world: int, timeout: datetime.timedelta) -> None:
         super().__init__(rank, world)
         self._rank, self._world = rank, world
+        self._group_name = self._group_desc = ""
         self.group_id = _group_id(store, rank)
         self._host = HostRoute(make_gloo(store, rank, world, timeout), world)
         self.routes = RouteBook(store, rank, world, timeout, self.group_id, self._host)
 
     def getBackendName(self) -> str:
         return BACKEND_NAME
+
+    # torch keeps a group's name on its C++ backends, and a Python group has none: keep it here
+    # (DeviceMesh and FSDP2 look groups up by name).
+    def _set_group_name(self, name: str) -> None:
+        self._group_name = name
+
+    @property
+    def group_name(self) -> str:
+        return self._group_name
+
+    def _set_group_desc(self, desc: str) -> None:
+        self._group_desc = desc
+
+    @property
+    def group_desc(self) -> str:
+        return self._group_desc
 
     def __repr__(self) -> str:
         return f"KptProcessGroup({self.group_id}, rank {self._rank} of {self._world}, " \

@@ -65,6 +65,7 @@ class Step:
 class Plan:
     name: str
     steps: tuple[Step, ...]
+    runs: bool = True  # False: estimated only; the backend does not execute it yet
 
     @property
     def seconds(self) -> float:
@@ -114,7 +115,7 @@ def plans(devices: Sequence[str], nbytes: int) -> list[Plan]:
                  _ring(len(groups), shard, net_bw, net_lat)),
             Step(f"host -> device: {shard:.0f} B shard per rank", shard_copy),
             Step("all-gather inside each vendor group", intra),
-        )))  # fmt: skip
+        ), runs=False))  # fmt: skip
     elif len(groups) == 1 and n > 1:
         (grp,) = groups.values()
         native = _ring(n, nbytes, min(r.link_bandwidth for r in grp),
@@ -124,12 +125,15 @@ def plans(devices: Sequence[str], nbytes: int) -> list[Plan]:
 
 
 def format_plans(devices: Sequence[str], nbytes: int) -> str:
-    """The plan table `kpt-collectives plan` prints: the chosen plan first."""
+    """The plan table `kpt-collectives plan` prints: cheapest first; `runs` marks the plan the
+    backend executes (the cheapest it implements)."""
     ranked = plans(devices, nbytes)
+    chosen = next(p for p in ranked if p.runs)
     lines = [f"all_reduce of {nbytes} bytes over {len(devices)} ranks: {', '.join(devices)}"]
-    for i, plan in enumerate(ranked):
-        mark = "chosen" if i == 0 else "      "
-        lines.append(f"{mark} {plan.name:<13} {plan.seconds * 1e3:10.3f} ms")
+    for plan in ranked:
+        mark = "runs  " if plan is chosen else "      "
+        note = "" if plan.runs else "  (estimate only: not executed yet)"
+        lines.append(f"{mark} {plan.name:<13} {plan.seconds * 1e3:10.3f} ms{note}")
         for step in plan.steps:
             lines.append(f"         {step.seconds * 1e3:10.3f} ms  {step.what}")
     return "\n".join(lines)
