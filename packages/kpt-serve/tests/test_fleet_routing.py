@@ -12,8 +12,9 @@ from kpt.serve.fleet._workers import WorkerState  # noqa: E402
 Candidate, PrefixIndex = fleet.Candidate, fleet.PrefixIndex
 
 
-def _candidate(worker_id, *, queued=0, inflight=0, speed=1000.0, kv=0.0, matched=0):
-    return Candidate(worker_id, queued, inflight, speed, kv, matched, 16)
+def _candidate(worker_id, *, inflight=0, step=1.0, per_token=0.01, kv=0.0, matched=0, seats=256):
+    measured = step > 0
+    return Candidate(worker_id, 0, inflight, step, per_token, measured, kv, matched, 16, seats)
 
 
 def test_prefix_keys_name_whole_chunks_and_chain():
@@ -33,33 +34,48 @@ def test_prefix_index_matches_leading_keys_and_forgets_least_recent():
     assert index.match([1]) == 0 and len(index) == 3
 
 
-def test_predicted_time_counts_queue_prefix_speed_and_kv():
-    idle = _candidate("a")
-    assert fleet.predicted_ms(idle, 100, 20) == pytest.approx(120.0)
-    assert fleet.predicted_ms(_candidate("a", queued=880), 100, 20) == pytest.approx(1000.0)
-    assert fleet.predicted_ms(_candidate("a", matched=4), 100, 20) == pytest.approx(56.0)
-    assert fleet.predicted_ms(_candidate("a", speed=2000.0), 100, 20) == pytest.approx(60.0)
-    assert fleet.predicted_ms(_candidate("a", kv=0.99), 100, 20) == pytest.approx(480.0)
-    assert fleet.predicted_ms(_candidate("a", speed=0.0), 100, 20) is None
+def test_predicted_time_counts_batch_prefix_speed_seats_and_kv():
+    predict = fleet.predicted_ms
+    # Prompt step 1 + 0.01 * 100 tokens, then 19 decode steps of 1 + 0.01 * 1 ms.
+    assert predict(_candidate("a"), 100, 20) == pytest.approx(2.0 + 19 * 1.01)
+    assert predict(_candidate("a", inflight=10), 100, 20) == pytest.approx(2.1 + 19 * 1.11)
+    assert predict(_candidate("a", matched=4), 100, 20) == pytest.approx(1.36 + 19 * 1.01)
+    assert predict(_candidate("a", kv=0.99), 100, 20) == pytest.approx(4 * 2.0 + 19 * 1.01)
+    full = _candidate("a", inflight=4, seats=4)  # every seat taken: it waits a generation
+    assert predict(full, 100, 20) == pytest.approx(2 * 2.04 + 2 * 19 * 1.05)
+    assert predict(_candidate("a", step=0.0), 100, 20) is None
+    assert fleet.predicted_ttft_ms(_candidate("a", matched=4), 100) == pytest.approx(1.36)
+
+
+def test_step_time_model_fits_overhead_and_per_token_cost():
+    model = fleet.StepTimeModel()
+    for tokens in (1, 4, 16, 64, 2, 8) * 5:
+        model.add(tokens, 3.0 + 0.5 * tokens)
+    overhead, per_token = model.fit()
+    assert overhead == pytest.approx(3.0) and per_token == pytest.approx(0.5)
+    flat = fleet.StepTimeModel()
+    for _ in range(5):
+        flat.add(1, 2.0)
+    assert flat.fit() == pytest.approx((2.0, 0.0))  # one step size: no per-token cost known
 
 
 def test_predicted_policy_picks_the_fastest_finish():
     policy = fleet.make_policy("predicted")
-    slow_idle = _candidate("slow", speed=100.0)
-    fast_busy = _candidate("fast", speed=1000.0, queued=500, inflight=5)
-    assert policy.choose([slow_idle, fast_busy], 50, 50) == "fast"  # 600 ms against 1000 ms
-    very_busy = _candidate("fast", speed=1000.0, queued=5000, inflight=50)
-    assert policy.choose([slow_idle, very_busy], 50, 50) == "slow"
-    holder = _candidate("holder", matched=6, queued=50)
-    other = _candidate("other")
-    assert policy.choose([other, holder], 100, 4) == "holder"  # 50+4+4 against 104 tokens
+    slow_idle = _candidate("slow", step=20.0)
+    fast_busy = _candidate("fast", inflight=5)
+    assert policy.choose([slow_idle, fast_busy], 50, 50) == "fast"
+    crowded = _candidate("fast", inflight=64, seats=8)
+    assert policy.choose([_candidate("slow", step=5.0), crowded], 50, 50) == "slow"
+    holder = _candidate("holder", matched=6, inflight=1, per_token=0.05)
+    other = _candidate("other", per_token=0.05)
+    assert policy.choose([other, holder], 100, 4) == "holder"
 
 
 def test_prefix_wins_while_speeds_are_unknown_and_p2c_spreads_otherwise():
     policy = fleet.make_policy("predicted")
-    cold = [_candidate("a", speed=0.0), _candidate("b", speed=0.0, matched=2)]
+    cold = [_candidate("a", step=0.0), _candidate("b", step=0.0, matched=2)]
     assert all(policy.choose(cold, 40, 8) == "b" for _ in range(20))
-    crowd = [_candidate(f"w{i}", speed=0.0, queued=100 * i, inflight=i) for i in range(4)]
+    crowd = [Candidate(f"w{i}", 100 * i, i, 0.0, 0.0, False, 0.0, 0, 16) for i in range(4)]
     picks = {policy.choose(crowd, 40, 8) for _ in range(200)}
     assert "w3" not in picks and len(picks) >= 2  # two at random, the less loaded of the two
 
@@ -72,12 +88,12 @@ def test_round_robin_takes_turns_and_unknown_policy_is_named():
         fleet.make_policy("fastest")
 
 
-def _worker(worker_id, variant, dtype, speed, queued_requests=0):
+def _worker(worker_id, variant, dtype, queued_requests=0):
     worker = WorkerState(
         worker_id=worker_id, endpoint="-", pid=0, model="m", variant=variant, dtype=dtype,
-        device=DeviceSummary("cpu:0", "host"), client=None, model_info={},
+        device=DeviceSummary("cpu:0", "host"), client=None, model_info={}, max_num_seqs=2,
     )  # fmt: skip
-    worker.stats = WorkerStats(tokens_per_s=speed)
+    worker.stats = WorkerStats(step_overhead_ms=1.0, step_ms_per_token=0.01, steps_measured=10)
     for i in range(queued_requests):
         worker.inflight[f"x{i}"] = fleet.FleetRequest(
             f"x{i}", "m", None, [1] * 100, SamplingParams(max_tokens=100), 0, None, print, []
@@ -87,21 +103,14 @@ def _worker(worker_id, variant, dtype, speed, queued_requests=0):
 
 def test_slo_picks_the_cheapest_variant_that_meets_it_and_a_faster_one_under_load():
     router = fleet.Router()
-    bf16 = _worker("cheap", "bf16", "bfloat16", speed=1000.0)
-    fp32 = _worker("dear", "fp32", "float32", speed=1000.0)
+    bf16 = _worker("cheap", "bf16", "bfloat16")
+    fp32 = _worker("dear", "fp32", "float32")
+    slo = fleet.Slo(ttft_ms=5.0)
     request = fleet.FleetRequest(
-        "r",
-        "m",
-        None,
-        [1] * 100,
-        SamplingParams(max_tokens=8),
-        0,
-        fleet.Slo(ttft_ms=500),
-        print,
-        [],
+        "r", "m", None, [1] * 100, SamplingParams(max_tokens=8), 0, slo, print, []
     )
-    assert router._variant_for_slo([bf16, fp32], request) == [bf16]
-    loaded = _worker("cheap", "bf16", "bfloat16", speed=1000.0, queued_requests=10)  # ~2 s queue
+    assert router._variant_for_slo([bf16, fp32], request) == [bf16]  # both 2 ms: the cheaper
+    loaded = _worker("cheap", "bf16", "bfloat16", queued_requests=10)  # 6 rounds of 2.1 ms
     assert router._variant_for_slo([loaded, fp32], request) == [fp32]
     router.close()
 

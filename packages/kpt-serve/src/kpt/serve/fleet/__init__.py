@@ -12,7 +12,15 @@ from kpt.serve.fleet._fleet import Fleet, WorkerStartError
 from kpt.serve.fleet._launcher import Launcher, LocalLauncher, WorkerProcess, WorkerSpec
 from kpt.serve.fleet._requests import Delta, FleetRequest, Slo
 from kpt.serve.fleet._router import NoWorkerError, Router
-from kpt.serve.fleet._scoring import Candidate, PrefixIndex, make_policy, predicted_ms, prefix_keys
+from kpt.serve.fleet._scoring import (
+    Candidate,
+    PrefixIndex,
+    StepTimeModel,
+    make_policy,
+    predicted_ms,
+    predicted_ttft_ms,
+    prefix_keys,
+)
 from kpt.serve.fleet._worker import Worker
 
 __all__ = [
@@ -30,6 +38,7 @@ __all__ = [
     "Router",
     "ScalingPolicy",
     "Slo",
+    "StepTimeModel",
     "Worker",
     "WorkerProcess",
     "WorkerSpec",
@@ -39,5 +48,6 @@ __all__ = [
     "make_policy",
     "parse_fleet_config",
     "predicted_ms",
+    "predicted_ttft_ms",
     "prefix_keys",
 ]

@@ -71,7 +71,9 @@ class WorkerStats:
     prompt_tokens_computed: int = 0
     clock_ms: float = 0.0
     tokens_per_s: float = 0.0  # prompt + generated tokens per wall second, recent steps
-    busy_fraction: float = 0.0  # share of recent wall time spent in engine steps
+    step_overhead_ms: float = 0.0  # fitted wall ms per step: overhead + per_token * tokens
+    step_ms_per_token: float = 0.0
+    steps_measured: int = 0
 
     @classmethod
     def from_wire(cls, fields: Mapping[str, Any]) -> WorkerStats:

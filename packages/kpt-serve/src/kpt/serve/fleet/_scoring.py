@@ -1,10 +1,12 @@
 """How the router picks a worker: predicted completion time, with prefix affinity.
 
-A worker's predicted time for a request is the work queued ahead of it plus the request's own
-work (its prompt less what the worker's prefix cache likely holds, plus its output tokens),
-divided by the worker's measured speed in tokens per second. A worker short of KV blocks is
-penalised: the request would wait for blocks or preempt others. Until a worker has measured
-its speed (its first steps), the router falls back to power-of-two-choices on queued work.
+A worker's predicted time for a request comes from its measured step time (a fitted
+`overhead + per_token * tokens` per engine step: the device's speed as the host sees it) at
+the batch the request would join: a first step carrying its prompt (less what the worker's
+prefix cache likely holds), then one decode step per output token, each sharing the step
+with the worker's other requests. A worker short of KV blocks is penalised: the request would
+wait for blocks or preempt others. Until a worker has measured its steps, the router falls
+back to power-of-two-choices on queued work.
 
 Prefix affinity is tracked by the router itself, as SGLang's cache-aware router does: for each
 worker, an LRU set of the prompt prefixes it was sent (token prompts as chained hashes of
@@ -76,6 +78,38 @@ class PrefixIndex:
         return len(self._keys)
 
 
+class StepTimeModel:
+    """A worker's step time as `overhead_ms + per_token_ms * tokens in the step`, fitted by
+    exponentially weighted least squares over its recent steps (the device's speed, as seen
+    from the host, at the batch sizes it actually runs)."""
+
+    def __init__(self, decay: float = 0.98) -> None:
+        self.decay = decay
+        self._w = self._x = self._y = self._xx = self._xy = 0.0
+        self.steps = 0
+
+    def add(self, tokens: int, ms: float) -> None:
+        d = self.decay
+        self._w = d * self._w + 1.0
+        self._x = d * self._x + tokens
+        self._y = d * self._y + ms
+        self._xx = d * self._xx + tokens * tokens
+        self._xy = d * self._xy + tokens * ms
+        self.steps += 1
+
+    def fit(self) -> tuple[float, float]:
+        """(overhead_ms, per_token_ms); per-token cost 0 until step sizes have varied."""
+        if self._w == 0:
+            return 0.0, 0.0
+        spread = self._w * self._xx - self._x * self._x
+        slope = (
+            (self._w * self._xy - self._x * self._y) / spread if spread > 1e-6 * self._w**2 else 0.0
+        )
+        slope = max(slope, 0.0)
+        intercept = max((self._y - slope * self._x) / self._w, 0.0)
+        return intercept, slope
+
+
 @dataclass(frozen=True)
 class Candidate:
     """What scoring needs to know of one worker, at the moment of choosing."""
@@ -83,20 +117,47 @@ class Candidate:
     worker_id: str
     queued_tokens: int  # prompt + output tokens still to compute for its in-flight requests
     num_inflight: int
-    tokens_per_s: float  # measured; 0 until its first steps
+    step_overhead_ms: float  # fitted step time: overhead + per_token * tokens in the step
+    step_ms_per_token: float
+    measured: bool  # False until the worker has reported fitted step times
     kv_usage: float
     matched_chunks: int  # leading prompt chunks it likely holds in its prefix cache
     chunk_tokens: int  # tokens per matched chunk
+    max_num_seqs: int = 256
+    max_batched_tokens: int = 2048
+
+
+def _uncached(candidate: Candidate, prompt_len: int) -> int:
+    cached = min(candidate.matched_chunks * candidate.chunk_tokens, max(prompt_len - 1, 0))
+    return prompt_len - cached
+
+
+def predicted_ttft_ms(candidate: Candidate, prompt_len: int) -> float | None:
+    """Predicted ms to the request's first token on this worker; None while unmeasured.
+
+    Continuous batching admits it at the next step unless every seat is taken: its prompt
+    (less the cached prefix) runs in chunks of the step budget, beside one token of each
+    request already running."""
+    if not candidate.measured:
+        return None
+    batch = candidate.num_inflight
+    new = _uncached(candidate, prompt_len)
+    chunks = -(-new // candidate.max_batched_tokens)
+    step = candidate.step_overhead_ms + candidate.step_ms_per_token * (batch + new / chunks)
+    rounds = 1 + batch // candidate.max_num_seqs  # full seats: it waits a generation
+    ms = rounds * chunks * step
+    return ms * KV_FULL_PENALTY if candidate.kv_usage >= KV_FULL else ms
 
 
 def predicted_ms(candidate: Candidate, prompt_len: int, max_tokens: int) -> float | None:
-    """Predicted ms until the request finishes on this worker; None while its speed is unknown."""
-    if candidate.tokens_per_s <= 0:
+    """Predicted ms until the request finishes on this worker; None while unmeasured."""
+    ttft = predicted_ttft_ms(candidate, prompt_len)
+    if ttft is None:
         return None
-    cached = min(candidate.matched_chunks * candidate.chunk_tokens, max(prompt_len - 1, 0))
-    work = candidate.queued_tokens + (prompt_len - cached) + max_tokens
-    ms = 1000.0 * work / candidate.tokens_per_s
-    return ms * KV_FULL_PENALTY if candidate.kv_usage >= KV_FULL else ms
+    decode = candidate.step_overhead_ms + candidate.step_ms_per_token * (candidate.num_inflight + 1)
+    rounds = 1 + candidate.num_inflight // candidate.max_num_seqs
+    ms = ttft + rounds * (max_tokens - 1) * decode
+    return ms
 
 
 class Policy:

@@ -29,6 +29,7 @@ from kpt.serve.fleet._messages import (
     WorkerStats,
     params_from_wire,
 )
+from kpt.serve.fleet._scoring import StepTimeModel
 from kpt.wire import Client, Message, Server
 
 log = logging.getLogger("kpt.serve.fleet.worker")
@@ -65,6 +66,7 @@ class Worker:
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._stats = WorkerStats()
+        self._steps = StepTimeModel()
         self._texts: dict[str, str] = {}  # rid -> text sent so far (for text deltas)
         self._last_step = time.monotonic()
         self._threads: list[threading.Thread] = []
@@ -179,14 +181,14 @@ class Worker:
         stats = self.engine.stats()
         previous = self._stats
         speed = previous.tokens_per_s
-        busy = previous.busy_fraction * (1 - _SPEED_SMOOTHING)
         if not idle and elapsed > 0:
             done = (stats.generated_tokens + stats.prompt_tokens_computed) - (
                 previous.generated_tokens + previous.prompt_tokens_computed
             )
+            self._steps.add(max(done, 0), 1000.0 * elapsed)
             rate = max(done, 0) / elapsed
             speed = rate if speed == 0 else (1 - _SPEED_SMOOTHING) * speed + _SPEED_SMOOTHING * rate
-            busy += _SPEED_SMOOTHING
+        overhead, per_token = self._steps.fit()
         self._stats = WorkerStats(
             num_running=stats.num_running,
             num_waiting=stats.num_waiting,
@@ -199,7 +201,9 @@ class Worker:
             prompt_tokens_computed=stats.prompt_tokens_computed,
             clock_ms=stats.clock_ms,
             tokens_per_s=speed,
-            busy_fraction=min(busy, 1.0),
+            step_overhead_ms=overhead,
+            step_ms_per_token=per_token,
+            steps_measured=self._steps.steps,
         )
 
     # --- the heartbeat thread ------------------------------------------------------------
@@ -240,4 +244,6 @@ class Worker:
             "vocab_size": config.vocab_size,
             "has_tokenizer": self.engine.tokenizer is not None,
             "block_size": self.engine.config.block_size,
+            "max_num_seqs": self.engine.config.max_num_seqs,
+            "max_num_batched_tokens": self.engine.config.max_num_batched_tokens,
         }

@@ -8,10 +8,11 @@ from typing import Any
 
 from kpt.serve.fleet._messages import DeviceSummary, WorkerStats
 from kpt.serve.fleet._requests import FleetRequest
-from kpt.serve.fleet._scoring import TOKEN_CHUNK, Candidate, PrefixIndex, predicted_ms
+from kpt.serve.fleet._scoring import TOKEN_CHUNK, Candidate, PrefixIndex, predicted_ttft_ms
 from kpt.wire import Client
 
 _TPOT_SMOOTHING = 0.2
+MIN_MEASURED_STEPS = 4  # fitted step times from fewer steps are not trusted for routing
 # Relative cost of serving a token in each dtype: the SLO chooser prefers the cheapest
 # variant that meets the targets. Bytes per weight, as memory traffic dominates decoding.
 DTYPE_COST = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "float8_e4m3fn": 1.0, "int8": 1.0}
@@ -34,6 +35,8 @@ class WorkerState:
     step_age_s: float = 0.0
     tpot_ms: float = 0.0  # smoothed wall ms per output token of its finished requests
     started_at: float = field(default_factory=time.time)
+    max_num_seqs: int = 256
+    max_batched_tokens: int = 2048
     inflight: dict[str, FleetRequest] = field(default_factory=dict)
     prefix: PrefixIndex = field(default_factory=PrefixIndex)
 
@@ -49,6 +52,8 @@ class WorkerState:
             dtype=dtype,
             device=DeviceSummary.from_wire(header.get("device") or {}),
             client=client,
+            max_num_seqs=int(header.get("max_num_seqs") or 256),
+            max_batched_tokens=int(header.get("max_num_batched_tokens") or 2048),
             model_info={
                 "max_model_len": header.get("max_model_len"),
                 "vocab_size": header.get("vocab_size"),
@@ -79,16 +84,19 @@ class WorkerState:
             worker_id=self.worker_id,
             queued_tokens=self.queued_tokens(),
             num_inflight=len(self.inflight),
-            tokens_per_s=self.stats.tokens_per_s,
+            step_overhead_ms=self.stats.step_overhead_ms,
+            step_ms_per_token=self.stats.step_ms_per_token,
+            measured=self.stats.steps_measured >= MIN_MEASURED_STEPS,
             kv_usage=self.stats.kv_usage,
             matched_chunks=self.prefix.match(keys),
             chunk_tokens=chunk_tokens,
+            max_num_seqs=self.max_num_seqs,
+            max_batched_tokens=self.max_batched_tokens,
         )
 
     def predicted_ttft_ms(self, prompt_len: int, keys: list[int]) -> float:
         """Time until the request's first token: the queue ahead and its own prompt."""
-        candidate = self.candidate(keys, TOKEN_CHUNK)
-        ms = predicted_ms(candidate, prompt_len, 1)
+        ms = predicted_ttft_ms(self.candidate(keys, TOKEN_CHUNK), prompt_len)
         return float("inf") if ms is None else ms
 
     def describe(self) -> dict[str, Any]:
@@ -112,7 +120,8 @@ class WorkerState:
                 "kv_usage": stats.kv_usage,
                 "prefix_hit_rate": stats.prefix_hit_rate,
                 "tokens_per_s": round(stats.tokens_per_s, 1),
-                "busy_fraction": round(stats.busy_fraction, 3),
+                "step_ms": round(stats.step_overhead_ms, 3),
+                "step_ms_per_token": round(stats.step_ms_per_token, 4),
             },
             "heard_s_ago": round(time.monotonic() - self.last_heard, 3),
         }
