@@ -73,9 +73,19 @@ def test_a_misspelled_adapter_name_fails_with_what_is_installed(pytester):
     result.stdout.fnmatch_lines(["*'cpux' not found: misspelled or not installed*cpu*"])
 
 
+def test_kpt_adapter_alone_runs_the_suite(pytester):
+    """No --pyargs, no path: the option's help promises the standard suite, so run it."""
+    # A subprocess: a second in-process run would import Triton's kernels afresh, which aborts.
+    result = pytester.runpytest_subprocess("--kpt-adapter", "cpu", "-p", "no:cacheprovider")
+    outcomes = _outcomes(result)
+    assert outcomes.get("failed", 0) == 0, result.stdout.str()
+    assert outcomes["passed"] >= 12
+    result.stdout.fnmatch_lines(["*kpt.hal conformance kit: adapter 'cpu'*"])
+
+
 def test_unrelated_runs_are_untouched(pytester):
     pytester.makepyfile(test_plain="def test_one():\n    assert 1 + 1 == 2\n")
-    result = pytester.runpytest("--kpt-adapter", "nosuch")
+    result = pytester.runpytest("--kpt-adapter", "nosuch", "test_plain.py")  # paths given
     result.assert_outcomes(passed=1)
     plain = pytester.runpytest()
     plain.assert_outcomes(passed=1)
