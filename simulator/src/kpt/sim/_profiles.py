@@ -19,6 +19,7 @@ TERA = 1e12
 GIGA = 1e9
 GIB = 1 << 30
 MIB = 1 << 20
+MAX_BYTES = (1 << 63) - 1  # a memory size must fit a signed 64-bit integer
 US = 1e-6
 
 
@@ -175,7 +176,14 @@ def load_profile(name_or_path: str | Path | Profile) -> Profile:
         path = Path(text)
         if not path.is_file():
             raise InvalidRequestError(f"profile file {text!r} does not exist")
-        return _load_cached(path.stem, path.read_text(), str(path))
+        try:
+            text_of_file = path.read_text()
+        except UnicodeDecodeError as exc:
+            raise InvalidRequestError(
+                f"profile file {text!r} is not a text (TOML) file: byte {exc.start} is "
+                f"{exc.object[exc.start : exc.start + 1]!r}; pass a .toml profile"
+            ) from None
+        return _load_cached(path.stem, text_of_file, str(path))
     if text not in profiles():
         raise InvalidRequestError(
             f"profile {text!r} not found; shipped profiles: {', '.join(profiles())} "
@@ -248,6 +256,16 @@ def profile_from_dict(name: str, data: dict[str, Any], source: str = "<dict>") -
             raise InvalidRequestError(f"{where}: field {path!r} = {value!r} must be > 0")
         return value
 
+    def byte_size(path: str, scale: int, kind=(int, float)) -> int:
+        # Sizes travel as 64-bit integers (the daemon's replies, torch's memory counters).
+        value = positive(path, kind) if path.startswith("hbm.") else get(path, kind)
+        if value * scale > MAX_BYTES:
+            raise InvalidRequestError(
+                f"{where}: field {path!r} = {value!r} is too large: at most "
+                f"{MAX_BYTES // scale} (sizes must fit in 64 bits)"
+            )
+        return int(value * scale)
+
     return Profile(
         name=name,
         vendor=get("vendor", str, None),
@@ -255,10 +273,10 @@ def profile_from_dict(name: str, data: dict[str, Any], source: str = "<dict>") -
         calibrated=get("calibrated", bool, None),
         compute_units=positive("compute_units", int),
         power_w=float(get("power_w")),
-        cache_bytes=int(get("cache_mib") * MIB),
+        cache_bytes=byte_size("cache_mib", MIB),
         kernel_launch_s=float(get("kernel_launch_us")) * US,
         peak_flops=peak,
-        hbm_bytes=int(positive("hbm.capacity_gib") * GIB),
+        hbm_bytes=byte_size("hbm.capacity_gib", GIB),
         hbm_bandwidth=float(positive("hbm.bandwidth_gbps")) * GIGA,
         host_link_bandwidth=float(positive("host_link.bandwidth_gbps")) * GIGA,
         host_link_latency_s=float(get("host_link.latency_us")) * US,
