@@ -16,6 +16,7 @@ from torch.utils._pytree import tree_map
 
 from kpt.adapters.sim._allowlist import is_allowed
 from kpt.adapters.sim._autograd_guard import check_graph_device, needs_check
+from kpt.adapters.sim._decompositions import decomposition_for
 from kpt.adapters.sim._fallback import cpu_fallback, run_on_cpu
 from kpt.adapters.sim._foreach import is_foreach, run_chunked
 from kpt.adapters.sim._plan import (
@@ -60,16 +61,32 @@ def _handler_for(func: Any) -> Any:
         return special
     if _INPLACE_VIEW in func.tags:
         return _restride_in_place
+    if _is_composite(func) and not is_allowed(op_info(func).name):
+        # Composite ops reach here only when autograd is off (inference_mode, or an op called
+        # inside this dispatch): planned as they stand, `to` would become a bit-reinterpreting
+        # view and reshape a view that needs a copy. Run what they are made of instead.
+        return _decomposed
     if func._overloadpacket in _HOST_RESULT:
         return run_on_cpu
     info = op_info(func)
     if func in _ALLOCATING or func._overloadpacket in _ALLOCATING:
         return _planned  # fresh outputs, no launch: plans know (launch=False)
     if info.launches and not is_allowed(info.name):
+        decomposition = decomposition_for(func)
+        if decomposition is not None:  # run as allow-listed ops on the device
+            return lambda func, args, kwargs: decomposition(*args, **kwargs)
         return _not_allowed
     if is_foreach(func):  # tensor lists: one launch per chunk, as CUDA's multi_tensor_apply
         return _foreach
     return _planned
+
+
+def _is_composite(func: Any) -> bool:
+    return torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), "CompositeImplicitAutograd")
+
+
+def _decomposed(func: Any, args: tuple, kwargs: dict) -> Any:
+    return func.decompose(*args, **kwargs)
 
 
 def _foreach(func: Any, args: tuple, kwargs: dict) -> Any:
