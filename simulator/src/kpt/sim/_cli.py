@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -21,8 +22,19 @@ from kpt.sim._daemon_host import HostMemory
 from kpt.sim._daemon_process import READY_PREFIX, TOKEN_FILE
 from kpt.sim._derive import add_profile_command, run_profile_command
 from kpt.sim._errors import SimError
+from kpt.sim._version import __version__
 
 PARENT_POLL_S = 0.25  # how quickly a daemon notices its parent died
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text}")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -34,7 +46,8 @@ def _positive(text: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kpt-sim", description="kpt's accelerator simulator")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="serve simulated devices over kpt.wire")
     serve.add_argument("--profile", default="h100-sxm", help="name, path, or NAME:N,NAME:N mix")
@@ -75,14 +88,26 @@ def _parser() -> argparse.ArgumentParser:
         "what is available at start); each client may use all of it",
     )  # fmt: skip
     serve.add_argument("--faults", default=None, help="fault file (TOML or JSON)")
-    serve.add_argument("--numerics", choices=("on", "off"), default="on")
-    serve.add_argument("--executor", default="numpy", help="entry point in kpt.sim.executors")
+    serve.add_argument(
+        "--numerics", choices=("on", "off"), default="on",
+        help="on: compute tensor values (the executor); off: timing only, no values (faster)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--executor", default="numpy",
+        help="what computes values: an entry point of group kpt.sim.executors (numpy; torch "
+        "with kpt-adapter-sim installed)",
+    )  # fmt: skip
     serve.add_argument(
         "--executor-option", action="append", default=[], metavar="KEY=VALUE",
         help="passed to the executor's constructor (repeatable), e.g. threads=2",
     )  # fmt: skip
-    serve.add_argument("--seed", type=int, default=0)
-    serve.add_argument("--heartbeat", type=float, default=1.0, help="seconds")
+    serve.add_argument(
+        "--seed", type=int, default=0, help="seed of the simulated noise and faults (default 0)"
+    )
+    serve.add_argument(
+        "--heartbeat", type=_seconds, default=1.0,
+        help="seconds between heartbeats to and from clients (default 1)",
+    )  # fmt: skip
     serve.add_argument(
         "--record", default=None, metavar="OPS_JSON",
         help="record every timed op; write the op trace (for `kpt-sim replay`) on exit",
@@ -93,14 +118,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("-v", "--verbose", action="store_true", help="log clients coming and going")
 
-    commands.add_parser("profiles", help="table of shipped chip profiles")
+    profiles = commands.add_parser("profiles", help="table of shipped chip profiles")
+    profiles.add_argument("--json", action="store_true", help="print the rows as JSON")
     add_profile_command(commands)
 
     replay = commands.add_parser("replay", help="replay a JSON op trace in timing-only mode")
-    replay.add_argument("trace")
+    replay.add_argument("trace", help="op trace JSON, as written by `kpt-sim serve --record`")
     replay.add_argument("--profile", default=None, help="override the trace's profile spec")
-    replay.add_argument("--devices", type=_positive, default=None)
-    replay.add_argument("--topology", default=None)
+    replay.add_argument(
+        "--devices", type=_positive, default=None, help="override the trace's device count"
+    )
+    replay.add_argument(
+        "--topology", default=None, help="override the trace's topology: switch, ring or torus2d"
+    )
     replay.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
 
@@ -111,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return serve(args)
         if args.command == "profiles":
-            return print_profiles()
+            return print_profiles(as_json=args.json)
         if args.command == "profile":
             return run_profile_command(args)
         return replay(args)
@@ -136,10 +166,15 @@ def serve(args: argparse.Namespace) -> int:
         args.profile, args.devices, topology=args.topology, nodes=args.nodes,
         faults=args.faults, seed=args.seed,
     )  # fmt: skip
+    options = _options(args.executor_option)
     try:
-        executor = load_executor(args.executor, **_options(args.executor_option))
+        executor = load_executor(args.executor, **options)
     except ExecutorNotFoundError as exc:
         raise SimError(str(exc)) from None
+    except (ValueError, TypeError) as exc:  # the executor refused a value (threads=abc)
+        raise SimError(
+            f"--executor-option: executor {args.executor!r} refused {options}: {exc}"
+        ) from None
     endpoint, private_dir = _endpoint(args.endpoint)
     token = new_token()
     token_file = args.admin_token_file or (private_dir and os.path.join(private_dir, TOKEN_FILE))
@@ -159,13 +194,16 @@ def serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    server = Server(
-        endpoint, heartbeat_interval=args.heartbeat, on_client_gone=daemon.client_gone,
-        # Over ZeroMQ (other hosts) heartbeats are answered while a handler computes, so a
-        # remote client tells a busy daemon from a dead one.
-        handler_thread=not endpoint.startswith("unix://"),
-        **_curve(args.curve_keys, args.curve_authorized),
-    )  # fmt: skip
+    try:
+        server = Server(
+            endpoint, heartbeat_interval=args.heartbeat, on_client_gone=daemon.client_gone,
+            # Over ZeroMQ (other hosts) heartbeats are answered while a handler computes, so a
+            # remote client tells a busy daemon from a dead one.
+            handler_thread=not endpoint.startswith("unix://"),
+            **_curve(args.curve_keys, args.curve_authorized),
+        )  # fmt: skip
+    except ValueError as exc:  # kpt.wire's checks of the endpoint: say it in one line
+        raise SimError(f"--endpoint: {exc}") from None
     daemon.register(server)
     server.start()
     if token_file:
@@ -259,10 +297,13 @@ PROFILE_COLUMNS = (
 )
 
 
-def print_profiles() -> int:
+def print_profiles(as_json: bool = False) -> int:
     from kpt.sim import profile_table
 
     rows = profile_table()
+    if as_json:
+        print(json.dumps(_plain(rows), indent=2))
+        return 0 if rows else 1
     if not rows:
         print("no profiles shipped")
         return 1

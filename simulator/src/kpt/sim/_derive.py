@@ -153,21 +153,24 @@ def add_profile_command(commands) -> None:
     derive.add_argument("--from", dest="base", required=True, help="calibrated profile or .toml")
     derive.add_argument("--hbm-bandwidth", type=float, required=True, metavar="GBPS",
                         help="the new chip's datasheet HBM bandwidth, GB/s")  # fmt: skip
-    derive.add_argument("--hbm-capacity", type=float, default=None, metavar="GIB")
+    derive.add_argument("--hbm-capacity", type=float, default=None, metavar="GIB",
+                        help="the new chip's memory, GiB (default: the base's)")  # fmt: skip
     derive.add_argument(
         "--compute-scale", type=float, default=1.0,
         help="the new chip's dense peak over the base's (1: same compute)",
     )  # fmt: skip
-    derive.add_argument("--compute-units", type=int, default=None)
+    derive.add_argument("--compute-units", type=int, default=None,
+                        help="SMs / CUs of the new chip (default: the base's)")  # fmt: skip
     derive.add_argument("--chip-link-bandwidth", type=float, default=None, metavar="GBPS",
                         help="per link and direction")  # fmt: skip
-    derive.add_argument("--host-link-bandwidth", type=float, default=None, metavar="GBPS")
+    derive.add_argument("--host-link-bandwidth", type=float, default=None, metavar="GBPS",
+                        help="host link (PCIe) per direction (default: the base's)")  # fmt: skip
     derive.add_argument(
         "--base-hbm-datasheet", type=float, default=None, metavar="GBPS",
         help="the base chip's datasheet HBM bandwidth, if its profile lacks it",
     )  # fmt: skip
-    derive.add_argument("--vendor", default=None)
-    derive.add_argument("--model", default=None)
+    derive.add_argument("--vendor", default=None, help="vendor name (default: the base's)")
+    derive.add_argument("--model", default=None, help="model name (default: the base's)")
     derive.add_argument("--out", required=True, help="the new profile, NAME.toml")
 
 
