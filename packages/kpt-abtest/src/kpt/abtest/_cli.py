@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from kpt.abtest._version import __version__
+
 
 class CliError(Exception):
     """A mistake in the command line or its files: printed without a traceback, exit code 2."""
@@ -238,9 +240,24 @@ def run_distributed(config: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+# The suffixes write_report() accepts; checked before a run, which may take hours.
+REPORT_SUFFIXES = (".json", ".md", ".markdown")
+ALPHA_HELP = "false-positive rate of the test, e.g. 0.05 (default 0.05)"
+
+
+def _check_report_paths(paths: list[str]) -> None:
+    for path in paths:
+        if Path(path).suffix not in REPORT_SUFFIXES:
+            raise CliError(
+                f"--out {path!r}: reports are written as .json or .md (by the suffix); "
+                "nothing was run"
+            )
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from kpt.abtest._report import to_markdown, write_report
 
+    _check_report_paths(args.out or [])
     config = _load_any_config(args.config)
     distributed = "task" in config
     if distributed and args.plots:
@@ -287,14 +304,19 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kpt-abtest", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="kpt-abtest",
+        description="kpt-abtest: compare two sample files, plan a sample size, run an "
+        "experiment, monitor one.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("compare", help="compare two files of samples (b against a)")
     p.add_argument("a", help="text file of numbers for arm a (the baseline)")
     p.add_argument("b", help="text file of numbers for arm b")
     p.add_argument("--metric", type=_metric, default="mean", help="mean|median|p95|p99|0.9|...")
-    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--alpha", type=float, default=0.05, help=ALPHA_HELP)
     p.add_argument("--paired", action="store_true", help="line i of a and b are one unit")
     p.add_argument("--higher-is-better", action="store_true", help="default: lower is better")
     p.add_argument("--json", action="store_true", help="print JSON instead of a sentence")
@@ -303,14 +325,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="samples per arm to detect an effect")
     p.add_argument("--effect", type=float, required=True, help="smallest difference that matters")
     p.add_argument("--sd", type=float, required=True, help="standard deviation of one sample")
-    p.add_argument("--alpha", type=float, default=0.05)
-    p.add_argument("--power", type=float, default=0.8)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--alpha", type=float, default=0.05, help=ALPHA_HELP)
+    p.add_argument(
+        "--power", type=float, default=0.8, help="chance of detecting the effect (default 0.8)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a sentence")
     p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser("run", help="run the experiment described in a JSON or TOML file")
     p.add_argument("config", help="experiment file (see the README for its keys)")
-    p.add_argument("--out", action="append", help="write a report: result.json or result.md")
+    p.add_argument(
+        "--out", action="append", metavar="PATH",
+        help="write a report: PATH ending in .json or .md (repeatable); checked before any trial",
+    )  # fmt: skip
     p.add_argument("--plots", help="folder for distribution, forest and trajectory plots")
     p.set_defaults(func=_cmd_run)
 
@@ -322,11 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_monitor)
 
     p = sub.add_parser("worker", help="(internal) evaluate one shard and stream summaries")
-    p.add_argument("endpoint")
+    p.add_argument("endpoint", help="the aggregator's endpoint")
     p.add_argument("--task", required=True, help="module:function(shard, shards, reporter)")
-    p.add_argument("--shard", type=int, required=True)
-    p.add_argument("--shards", type=int, required=True)
-    p.add_argument("--worker-id", default=None)
+    p.add_argument("--shard", type=int, required=True, help="this worker's shard, 0-based")
+    p.add_argument("--shards", type=int, required=True, help="how many shards in all")
+    p.add_argument("--worker-id", default=None, help="name in the aggregator's status")
     p.add_argument("--options", default="{}", help="JSON object of keyword arguments for the task")
     p.add_argument("--flush-every", type=int, default=1000, help="values per summary sent")
     p.set_defaults(func=_cmd_worker)
