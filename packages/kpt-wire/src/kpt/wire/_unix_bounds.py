@@ -163,8 +163,8 @@ class Holdings:
         if connection.since is None or completed:  # a new message began
             connection.since = clock
         self.partial.add(connection)
-        if self.partial_bytes <= self._bounds.max_partial_bytes or not held:
-            return []
+        if self.partial_bytes <= self._bounds.max_partial_bytes or not held or connection.paused:
+            return []  # (a paused one is read only when its peer hangs up: it stays paused)
         # Over the bound: only the oldest incomplete message goes on being read, so it completes
         # and frees its bytes; the others wait in their sockets (their senders block), and are
         # never dropped for it.
