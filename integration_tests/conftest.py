@@ -21,14 +21,12 @@ def _wait_until_serving(endpoint: str, process: subprocess.Popen) -> None:
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"kpt-sim serve exited with {process.returncode}")
-        client = SimClient(endpoint, timeout=2.0)
-        try:
-            client.devices()
+        try:  # SimClient itself fails fast (within 2 s) while nothing answers yet
+            with SimClient(endpoint, timeout=2.0) as client:
+                client.devices()
             return
         except Exception:
             time.sleep(0.2)
-        finally:
-            client.close()
     raise RuntimeError(f"kpt-sim serve did not answer on {endpoint} within {STARTUP_S} s")
 
 
