@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -57,12 +58,20 @@ def _caller_module() -> str:
 
 
 def register_python_device(
-    name: str, module: Any, hooks: Any | None = None, guard: Any | None = None
+    name: str,
+    module: Any,
+    hooks: Any | None = None,
+    guard: Any | None = None,
+    *,
+    install_hooks: Callable[[], bool] | None = None,
 ) -> None:
     """Make ``torch.device(name)`` a device whose ops and module are written in Python.
 
     Idempotent for the same name; raises PrivateUse1TakenError when another backend holds the slot.
     ``module`` becomes ``torch.<name>`` (is_available, device_count, synchronize, ...).
+    torch takes one PrivateUse1 hooks registration per process: ``install_hooks`` registers
+    the backend's own (C++ hooks give pinned memory, which Python hooks cannot) and returns
+    True, or returns False to get ``hooks`` (default: available, built, with a context).
     """
     if not isinstance(name, str) or not name.isidentifier() or name != name.lower():
         raise ValueError(
@@ -87,7 +96,8 @@ def register_python_device(
             for_tensor=True, for_module=True, for_packed_sequence=True, for_storage=False
         )
         torch._register_device_module(name, module)
-        torch._C._acc.register_python_privateuseone_hook(hooks if hooks else _DefaultHooks())
+        if install_hooks is None or not install_hooks():
+            torch._C._acc.register_python_privateuseone_hook(hooks if hooks else _DefaultHooks())
         torch._C._acc.register_python_privateuseone_device_guard(
             guard if guard else _DefaultGuard()
         )

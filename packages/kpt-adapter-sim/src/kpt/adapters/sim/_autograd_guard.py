@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from kpt.adapters.sim import _native_guard
+from kpt.adapters.sim import _native_guard, _native_runtime
 
 _grad_enabled = torch.is_grad_enabled
 _multithreading_enabled = torch._C._is_multithreading_enabled
@@ -36,7 +36,9 @@ _MAX_DEVICES = 127  # c10::DeviceIndex is int8
 
 @dataclass
 class _State:
-    library: ctypes.CDLL | None = None
+    library: ctypes.CDLL | None = None  # set once the device guard is installed
+    loaded: ctypes.CDLL | None = None  # the native library, loaded at registration
+    runtime_hooks: _native_runtime.NativeRuntime | None = None  # pinned memory, accelerator API
     unavailable: str = "the native device guard was not installed (kpt_sim not registered)"
     # Devices below this index have an engine queue (known for sure): no further check needed.
     # kpt_sim:0 is assumed to have one without the native guard (torch's guard reports 1).
@@ -46,24 +48,37 @@ class _State:
 _state = _State()
 
 
-def enable() -> None:
-    """Install the native device guard (compiled once, then cached); remember why not if not."""
-    if _state.library is not None:
-        return
+def install_runtime_hooks() -> bool:
+    """Load the native library (compiled once, then cached) and register its PrivateUse1 hooks
+    and device allocator (pinned memory, torch.accelerator); False, with the reason kept, when
+    it cannot (torch then gets kpt.hal's Python hooks). Called while registering the device."""
     if os.environ.get("KPT_SIM_NATIVE_GUARD", "1").strip() == "0":
-        _state.unavailable = "KPT_SIM_NATIVE_GUARD=0 turned the native device guard off"
-        return
-    count = _device_count_guess()
-    if count == 1:  # torch's own guard reports one device: nothing to build
-        _state.unavailable = "this process sees one kpt_sim device, so no native guard is needed"
-        return
+        _state.unavailable = "KPT_SIM_NATIVE_GUARD=0 turned the native library off"
+        return False
     try:
         library = _native_guard.load()
-        _native_guard.install(library, count)
-    except (_native_guard.NativeGuardUnavailable, OSError) as error:  # OSError: source missing
+        _state.runtime_hooks = _native_runtime.install(library)
+    except (
+        _native_guard.NativeGuardUnavailable,
+        _native_runtime.HooksUnavailable,
+        OSError,
+    ) as error:  # fmt: skip  (OSError: source missing)
+        _state.unavailable = str(error)
+        return False
+    _state.loaded = library
+    return True
+
+
+def enable() -> None:
+    """Put the native device guard in front of torch's Python one (after registration)."""
+    if _state.library is not None or _state.loaded is None:
+        return
+    try:
+        _native_guard.install(_state.loaded, _device_count_guess())
+    except (_native_guard.NativeGuardUnavailable, ValueError) as error:
         _state.unavailable = str(error)
         return
-    _state.library = library
+    _state.library = _state.loaded
     _state.ready_below = 0  # check kpt_sim:0 once too: a backward before import left no queue
 
 

@@ -95,10 +95,11 @@ def register() -> None:
         return
     from kpt.adapters.sim import _module
     from kpt.adapters.sim._autograd_guard import enable as enable_multi_device_autograd
+    from kpt.adapters.sim._autograd_guard import install_runtime_hooks
     from kpt.adapters.sim._serialization import register as register_checkpoint_restore
     from kpt.hal import register_python_device
 
-    register_python_device(DEVICE_TYPE, _module)
+    register_python_device(DEVICE_TYPE, _module, install_hooks=install_runtime_hooks)
     enable_multi_device_autograd()  # before any backward sizes the engine's device queues
     register_checkpoint_restore()
     library = torch.library.Library("aten", "IMPL")

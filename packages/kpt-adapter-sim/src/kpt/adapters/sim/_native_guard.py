@@ -1,4 +1,6 @@
-"""Build, cache and load csrc/device_count_guard.cpp: kpt_sim's real device count for autograd.
+"""Build, cache and load kpt_sim's native library (csrc/*.cpp): the device guard that reports
+the real device count to autograd and synchronizes devices, and the PrivateUse1 hooks and device
+allocator torch's pinned memory and torch.accelerator.memory need (privateuse1_runtime.cpp).
 
 The library is plain C symbols over c10 and the autograd engine's headers, compiled with the
 system C++ compiler and loaded with ctypes: no Python headers, no pybind11, no ninja. It is built
@@ -22,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-_SOURCE = Path(__file__).with_name("csrc") / "device_count_guard.cpp"
+_SOURCES = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.cpp")))
+_SOURCE = _SOURCES[0] if _SOURCES else Path(__file__).with_name("csrc") / "device_count_guard.cpp"
 _BUILD_TIMEOUT_S = 600
 _log = logging.getLogger("kpt.adapters.sim")
 
@@ -43,7 +46,7 @@ def cache_dir() -> Path:
 
 def library_path(directory: Path | None = None) -> Path:
     """Where the library for this source and this torch build lives (built or not)."""
-    key = hashlib.sha256(_SOURCE.read_bytes())
+    key = hashlib.sha256(b"".join(source.read_bytes() for source in _SOURCES or (_SOURCE,)))
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
     key.update(f"{torch.__version__} {torch.version.git_version} {abi} {sys.platform}".encode())
     return (directory or cache_dir()) / f"kpt_sim_device_count_guard_{key.hexdigest()[:16]}.so"
@@ -62,7 +65,7 @@ def _compile_command(output: Path) -> list[str]:
     return [
         compiler, "-O1", "-std=c++20", "-fPIC", "-shared", "-w",
         f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}", *includes,
-        str(_SOURCE), "-L", str(torch_lib), "-lc10", "-ltorch_cpu",
+        *(str(source) for source in _SOURCES), "-L", str(torch_lib), "-lc10", "-ltorch_cpu",
         f"-Wl,-rpath,{torch_lib}", "-o", str(output),
     ]  # fmt: skip
 

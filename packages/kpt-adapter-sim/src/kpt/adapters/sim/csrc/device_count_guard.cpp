@@ -12,6 +12,8 @@
 
 #include <atomic>
 
+void kpt_synchronize_device(c10::DeviceIndex device);  // privateuse1_runtime.cpp
+
 namespace {
 
 using c10::Device;
@@ -59,9 +61,8 @@ class CountingGuard final : public DeviceGuardImplInterface {
     inner_->synchronizeStream(stream);
   }
   void synchronizeEvent(void* event) const override { inner_->synchronizeEvent(event); }
-  void synchronizeDevice(const DeviceIndex index) const override {
-    inner_->synchronizeDevice(index);
-  }
+  // torch.accelerator.synchronize(): the Python guard cannot; the runtime's callback can.
+  void synchronizeDevice(const DeviceIndex index) const override { kpt_synchronize_device(index); }
   void recordDataPtrOnStream(const c10::DataPtr& ptr, const Stream& stream) const override {
     inner_->recordDataPtrOnStream(ptr, stream);
   }
