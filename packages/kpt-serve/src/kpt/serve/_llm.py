@@ -75,6 +75,11 @@ class LLM:
         pending = set(request_ids)
         try:
             while pending:
+                if not self.engine.has_unfinished:
+                    raise RuntimeError(
+                        f"requests {sorted(pending)[:5]} were dropped by the engine unfinished; "
+                        "this is a bug in kpt-serve, please report it"
+                    )
                 for output in self.engine.step():
                     if output.request_id in pending:
                         yield output
