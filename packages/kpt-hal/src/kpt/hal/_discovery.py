@@ -20,6 +20,7 @@ import torch
 
 from kpt.hal._adapter import Adapter
 from kpt.hal._mesh import MeshPlan, plan_mesh
+from kpt.hal._privateuse1 import PrivateUse1TakenError
 from kpt.hal._select import KIND_RANK, select_device
 from kpt.hal._types import AdapterInfo, Device, HealthReport, HealthState
 
@@ -216,6 +217,7 @@ class Registry:
             allow = self._allow_list()
             infos: list[AdapterInfo] = []
             probed: list[tuple[AdapterInfo, Adapter]] = []
+            slot_refused: list[AdapterInfo] = []  # lost the PrivateUse1 slot at import
             for candidate in candidates:
                 if allow is not None and candidate.name not in allow and candidate.name != "cpu":
                     infos.append(
@@ -231,6 +233,8 @@ class Registry:
                 info, adapter = _load_and_probe(candidate)
                 if adapter is not None and info.status == "loaded":
                     probed.append((info, adapter))
+                elif info.status == "conflict":
+                    slot_refused.append(info)
                 else:
                     infos.append(info)
             missing = _missing_from_allow_list(allow, candidates)
@@ -238,7 +242,8 @@ class Registry:
                 # Not silent: without it a typo looks like "no accelerator here" (CPU picked).
                 warnings.warn(f"{ALLOW_LIST_ENV}: {info.reason}", AllowListWarning, stacklevel=4)
             infos.extend(missing)
-            winners, losers = _resolve_conflicts(probed)
+            winners, losers = _resolve_conflicts(probed, slot_refused)
+            infos.extend(slot_refused)
             infos.extend(losers)
             devices: list[Device] = []
             adapters: dict[str, Adapter] = {}
@@ -284,6 +289,14 @@ def _load_and_probe(candidate: _Candidate) -> tuple[AdapterInfo, Adapter | None]
 
     try:
         loaded = candidate.load()
+    except PrivateUse1TakenError as exc:
+        # Another adapter registered torch's one PrivateUse1 slot at its import: both want it,
+        # so both are in conflict (_resolve_conflicts marks the holder), neither is "second".
+        return AdapterInfo(
+            candidate.name, candidate.dist, "conflict",
+            f"claims the PrivateUse1 slot, also claimed by another adapter ({exc}); set "
+            f"{ALLOW_LIST_ENV} to choose one", target=candidate.target,
+        ), None  # fmt: skip
     except Exception as exc:
         return rejected(f"import of {candidate.target} failed: {exc!r}")
     try:
@@ -340,8 +353,13 @@ def _missing_from_allow_list(
 
 def _resolve_conflicts(
     probed: list[tuple[AdapterInfo, Adapter]],
+    slot_refused: Sequence[AdapterInfo] = (),
 ) -> tuple[list[tuple[AdapterInfo, Adapter]], list[AdapterInfo]]:
-    """Adapters with hardware that claim the same name, device type or PrivateUse1 all lose."""
+    """Adapters with hardware that claim the same name, device type or PrivateUse1 all lose.
+
+    ``slot_refused`` are adapters whose import was refused the PrivateUse1 slot (another one
+    took it at its own import): every probed adapter that uses the slot is in conflict with
+    them."""
     claims: dict[str, list[int]] = defaultdict(list)
     for i, (info, adapter) in enumerate(probed):
         claims[f"adapter name {info.name!r}"].append(i)
@@ -349,6 +367,10 @@ def _resolve_conflicts(
         if getattr(adapter, "uses_privateuse1", False):
             claims["the PrivateUse1 slot"].append(i)
     why: dict[int, list[str]] = defaultdict(list)
+    if slot_refused:
+        refused = ", ".join(f"{info.name} ({info.dist})" for info in slot_refused)
+        for i in claims.get("the PrivateUse1 slot", []):
+            why[i].append(f"claims the PrivateUse1 slot, also claimed by {refused}")
     for claim, owners in claims.items():
         if len(owners) < 2:
             continue
