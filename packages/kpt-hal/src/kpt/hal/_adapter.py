@@ -151,6 +151,10 @@ class TorchDeviceAdapter(Adapter):
     def _extra_features(self, index: int, props: Any) -> set[str]:
         return set()
 
+    def _unsupported_dtypes(self, index: int, props: Any) -> set[str]:
+        """Dtypes this board cannot compute (e.g. {"float64"} on a chip without it)."""
+        return set()
+
     def _interconnect(self, index: int, count: int, link: Link | None) -> Interconnect:
         return Interconnect(links=(link,) if link else ())
 
@@ -165,9 +169,11 @@ class TorchDeviceAdapter(Adapter):
         except Exception as exc:  # a broken driver is a reason, not a crash
             return Probe.none(f"torch.{self.device_type} raised {exc!r}", self.looked_for)
         if count == 0:
+            # Names whose device was looked for; a missing runtime library is _refusal()'s to say.
             return Probe.none(
-                f"torch.{self.device_type}.is_available() is {available}, no devices visible "
-                "(no driver, no device, or hidden by *_VISIBLE_DEVICES)",
+                f"no {self.vendor or self.name} device visible: torch.{self.device_type}"
+                f".is_available() is {available} (no driver, no device, or hidden by "
+                "*_VISIBLE_DEVICES)",
                 self.looked_for,
             )
         return Probe.found(count, self.looked_for)
@@ -182,6 +188,7 @@ class TorchDeviceAdapter(Adapter):
             dtypes |= spec.dtypes
             features |= spec.features
         features |= self._extra_features(index, props)
+        dtypes -= self._unsupported_dtypes(index, props)
         count = int(self.backend.device_count())
         return Capabilities(
             vendor=self.vendor,

@@ -260,8 +260,10 @@ class Registry:
         devices, problems = [], []
         for index in range(info.device_count):
             try:
-                torch_device = torch.device(adapter.device_type, index)
+                # capabilities() first: an adapter of a new device type registers it there
+                # (PrivateUse1 is taken on first use, not at import), so torch knows the name.
                 caps = adapter.capabilities(index)
+                torch_device = torch.device(adapter.device_type, index)
             except Exception as exc:
                 problems.append(f"device {index} refused: capabilities raised {exc!r}")
                 continue

@@ -1,0 +1,6 @@
+from kpt.adapters.NAME import NameAdapter
+from kpt.hal.testing import AdapterConformance
+
+
+class TestNameStandard(AdapterConformance):
+    adapter = NameAdapter
