@@ -8,7 +8,6 @@ from kpt.abtest._bootstrap import bootstrap_with_replicates
 from kpt.abtest._classical import (
     mann_whitney,
     paired_t,
-    permutation_pvalue,
     proportion_samples,
     ratio_delta,
     welch,
@@ -18,6 +17,7 @@ from kpt.abtest._estimate import Estimate
 from kpt.abtest._quantiles import order_stat_supported, quantiles_with_se
 from kpt.abtest._resample import quantile_statistic
 from kpt.abtest._result import Comparison, metric_label
+from kpt.abtest._test_inversion import hodges_lehmann, permutation_shift
 from kpt.abtest._validate import as_sample, check_alpha, check_paired, parse_quantile
 
 MEAN_METHODS = ("welch", "permutation", "bootstrap", "bootstrap_percentile", "mann_whitney")
@@ -54,19 +54,49 @@ def _from_bootstrap(a, b, statistic, alpha, method, paired, n_resamples, seed) -
     return dict(
         estimate_a=est_a, estimate_b=est_b, effect=res.estimate, ci=res.ci,
         p_value=res.p_value, relative_effect=rel, relative_ci=rel_ci,
+        interval=f"bootstrap {'BCa' if kind == 'bca' else 'percentile'}",
+    )  # fmt: skip
+
+
+def _rank_shift(a, b, statistic, alpha) -> dict:
+    """Mann-Whitney p with its own interval: the Hodges-Lehmann shift and Moses interval.
+
+    estimate_a / estimate_b stay the requested statistic of each arm (descriptive); the effect
+    is the shift the rank test is about, and the relative figures scale it by a's median.
+    """
+    if min(a.size, b.size) < 2:
+        raise ValueError("method='mann_whitney' needs at least 2 values per arm")
+    shift, ci = hodges_lehmann(a, b, alpha)
+    scale = float(np.median(a))
+    if scale != 0:
+        rel, rel_ci = shift / abs(scale), (ci[0] / abs(scale), ci[1] / abs(scale))
+    else:
+        rel, rel_ci = float("nan"), (float("nan"), float("nan"))
+    return dict(
+        estimate_a=float(statistic(a)), estimate_b=float(statistic(b)), effect=shift, ci=ci,
+        p_value=mann_whitney(a, b)[1], relative_effect=rel, relative_ci=rel_ci,
+        interval="Moses (Mann-Whitney inversion)", effect_name="Hodges-Lehmann shift b - a",
     )  # fmt: skip
 
 
 def _mean(a, b, alpha, paired, method, n_resamples, seed) -> dict:
     if method.startswith("bootstrap"):
         return _from_bootstrap(a, b, np.mean, alpha, method, paired, n_resamples, seed)
-    out = _from_estimate(paired_t(a, b) if paired else welch(a, b), alpha)
-    if method == "permutation":
-        out["p_value"] = permutation_pvalue(a, b, n_resamples=n_resamples, paired=paired, seed=seed)
-    elif method == "mann_whitney":
+    if method == "mann_whitney":
         if paired:
             raise ValueError("method='mann_whitney' is for independent samples; use paired=False")
-        out["p_value"] = mann_whitney(a, b)[1]
+        return _rank_shift(a, b, np.mean, alpha)
+    out = _from_estimate(paired_t(a, b) if paired else welch(a, b), alpha)
+    out["interval"] = "paired t" if paired else "Welch t"
+    if method == "permutation":
+        out["p_value"], out["ci"] = permutation_shift(
+            a, b, alpha=alpha, n_resamples=n_resamples, paired=paired, seed=seed
+        )
+        out["interval"] = "permutation (test inversion)"
+        # The relative interval scales the permutation interval by a's mean (held fixed).
+        scale = abs(float(a.mean()))
+        if scale != 0:
+            out["relative_ci"] = (out["ci"][0] / scale, out["ci"][1] / scale)
     return out
 
 
@@ -78,6 +108,8 @@ def _quantile(a, b, q, alpha, paired, method, n_resamples, seed) -> dict:
     if paired:
         raise ValueError(f"method={method!r} needs independent samples; paired quantiles use "
                          "method='bootstrap' or 'bootstrap_percentile'")  # fmt: skip
+    if method == "mann_whitney":
+        return _rank_shift(a, b, quantile_statistic(q), alpha)
     if not (order_stat_supported(a.size, q, alpha) and order_stat_supported(b.size, q, alpha)):
         raise ValueError(
             f"n = {a.size} / {b.size} is too small for order-statistic intervals at q={q:g}; "
@@ -88,8 +120,7 @@ def _quantile(a, b, q, alpha, paired, method, n_resamples, seed) -> dict:
     out = _from_estimate(
         Estimate(float(ea), float(eb), float(sa), float(sb), float(np.hypot(sa, sb))), alpha
     )
-    if method == "mann_whitney":
-        out["p_value"] = mann_whitney(a, b)[1]
+    out["interval"] = "order statistic"
     return out
 
 
@@ -141,6 +172,7 @@ def compare(
             raise ValueError("metric='ratio' supports independent arms only; use paired=False")
         n_a, n_b = len(a), len(b)
         out = _from_estimate(ratio_delta(a, b), alpha)
+        out["interval"] = "delta method"
         method = _resolve_method(method, q, metric, n_a, n_b, alpha, paired)
     else:
         a, b = as_sample(a, "a"), as_sample(b, "b")
@@ -154,12 +186,14 @@ def compare(
         method = _resolve_method(method, q, metric, n_a, n_b, alpha, paired)
         if metric == "proportion":
             out = _from_estimate(proportion_samples(a, b), alpha)
+            out["interval"] = "normal (unpooled z)"
         elif q is None:
             out = _mean(a, b, alpha, paired, method, n_resamples, seed)
         else:
             out = _quantile(a, b, q, alpha, paired, method, n_resamples, seed)
         if covariates is not None:
             method = f"cuped+{method}"
+            out["interval"] = f"{out['interval']} on CUPED-adjusted values"
     if paired and method in ("welch",):
         method = "paired_t"
     sign = np.sign(out["effect"])

@@ -22,6 +22,14 @@ def metric_label(metric) -> str:
     return f"q{metric:g}" if isinstance(metric, float) else str(metric)
 
 
+def _plain(value):
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
 @dataclass(frozen=True)
 class Comparison:
     """Outcome of comparing arm b against arm a; effect is b - a."""
@@ -40,6 +48,16 @@ class Comparison:
     n_a: int
     n_b: int
     higher_is_better: bool = False
+    # Which interval `ci` is: the method's own (a rank test gets the Hodges-Lehmann / Moses
+    # interval, a bootstrap its bootstrap interval), so p-value and interval agree.
+    interval: str = "Welch t"
+    effect_name: str = "b - a"  # what `effect` measures, e.g. "Hodges-Lehmann shift b - a"
+
+    def to_dict(self) -> dict:
+        """JSON-able fields plus the summary sentence (what write_report / to_json save)."""
+        out = {name: _plain(getattr(self, name)) for name in self.__dataclass_fields__}
+        out["summary"] = self.summary()
+        return out
 
     def summary(self) -> str:
         """One plain-language paragraph a person can paste into a report."""
@@ -49,8 +67,9 @@ class Comparison:
         lo, hi = self.ci
         head = (
             f"{self.metric} of b is {self.estimate_b:.6g} vs {self.estimate_a:.6g} for a "
-            f"(b - a = {self.effect:+.6g}, {rel_text}; {level} CI [{lo:.6g}, {hi:.6g}]; "
-            f"p = {self.p_value:.3g}; {self.method}; n = {self.n_a} / {self.n_b})."
+            f"({self.effect_name} = {self.effect:+.6g}, {rel_text}; {level} {self.interval} "
+            f"interval [{lo:.6g}, {hi:.6g}]; p = {self.p_value:.3g}; {self.method}; "
+            f"n = {self.n_a} / {self.n_b})."
         )
         better = "higher" if self.higher_is_better else "lower"
         if self.decision == "no_difference":
