@@ -1,4 +1,4 @@
-"""compare(method=...) reports the method's own interval, so p-value, interval and decision agree."""
+"""compare(method=...) reports its own interval: p-value, interval and decision agree."""
 
 import numpy as np
 import pytest
