@@ -19,7 +19,8 @@ Fleet, WorkerSpec = fleet_module.Fleet, fleet_module.WorkerSpec
 
 pytestmark = pytest.mark.timeout(240)
 
-HEARTBEAT_S = 0.5
+HEARTBEAT_S = 0.5  # the silent-worker test: short, to measure detection
+STEADY_HEARTBEAT_S = 1.0  # elsewhere: a loaded CI machine must not starve a worker into "dead"
 MAX_TOKENS = 120
 
 
@@ -37,7 +38,7 @@ def test_a_worker_killed_mid_request_loses_no_request(model_dir):
     ]
 
     spec = WorkerSpec(model="m", model_dir=str(model_dir), threads=1, num_kv_blocks=128)
-    fleet = Fleet([spec, spec], heartbeat_s=HEARTBEAT_S, policy="round_robin")
+    fleet = Fleet([spec, spec], heartbeat_s=STEADY_HEARTBEAT_S, policy="round_robin")
     pids = []
     try:
         fleet.start()
@@ -101,3 +102,47 @@ def test_a_silent_worker_is_removed_within_three_heartbeats(model_dir):
         router.close()
         launcher.close()
     assert_gone([process.pid])
+
+
+def test_the_autoscaler_adds_a_worker_under_load_and_removes_it_when_idle(model_dir):
+    spec = WorkerSpec(
+        model="m", model_dir=str(model_dir), threads=1, num_kv_blocks=64, max_num_seqs=2
+    )
+    policy = fleet_module.ScalingPolicy(
+        min_workers=1, max_workers=2, target_queue=1, idle_s=1.0, cooldown_s=1.0
+    )
+    fleet = Fleet([spec], heartbeat_s=STEADY_HEARTBEAT_S, autoscale=policy)
+    seen = set()
+    try:
+        fleet.start()
+        fleet.wait_ready(timeout=180)
+        seen.update(p.pid for p in fleet.processes())
+        params = SamplingParams(max_tokens=100, temperature=0.0, ignore_eos=True)
+        done = threading.Semaphore(0)
+        prompts = random_prompts(12, 4, 20, seed=4)
+        requests = [
+            fleet.router.submit("m", p, params, lambda d: d.finished and done.release())
+            for p in prompts
+        ]
+        # Two seats per worker: ten requests wait, over the target of one per worker.
+        deadline = time.monotonic() + 60
+        while len(fleet.processes()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(fleet.processes()) == 2, f"no worker added: {fleet.autoscaler.events}"
+        seen.update(p.pid for p in fleet.processes())
+        for _ in requests:
+            assert done.acquire(timeout=180)
+        assert all(r.error is None and len(r.token_ids) == 100 for r in requests), [
+            (r.error, len(r.token_ids)) for r in requests
+        ]
+        deadline = time.monotonic() + 240  # the new worker loads, then both idle a second
+        while (len(fleet.processes()) > 1 or not fleet.autoscaler.events[-1][1] < 0) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
+        events = fleet.autoscaler.events
+        assert [change for _, change, _ in events] == [1, -1], (events, fleet.router.num_failovers)
+        assert len(fleet.processes()) == 1 and len(fleet.router.workers()) == 1
+    finally:
+        fleet.close()
+    assert_gone(seen)

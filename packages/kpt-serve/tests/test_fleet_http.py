@@ -33,7 +33,7 @@ def server(models, tmp_path_factory):
     config.write_text(
         f"""
 policy = "predicted"
-heartbeat_s = 0.5
+heartbeat_s = 1.0
 [[workers]]
 model = "plain"
 path = "{models["plain"]}"

@@ -124,6 +124,7 @@ def test_autoscaler_adds_on_queue_or_slow_ttft_removes_when_idle_within_bounds()
     assert fleet.decide(policy, load(1, 5, 6, None), 0, 3) == 0  # cooling down
     assert fleet.decide(policy, load(3, 50, 60, None), 0, 60) == 0  # at max
     assert fleet.decide(policy, load(2, 0, 0, None), 10, 60) == -1
+    assert fleet.decide(policy, load(2, 0, 0, None, starting=1), 10, 60) == 0  # one loading
     assert fleet.decide(policy, load(1, 0, 0, None), 10, 60) == 0  # at min
     assert fleet.decide(policy, load(0, 0, 0, None), 0, 0) == 1  # below min: now
     slow = fleet.ScalingPolicy(max_workers=2, target_ttft_ms=100)

@@ -42,6 +42,7 @@ class FleetLoad:
     queued: int  # requests waiting (at the router and inside workers)
     inflight: int  # requests running or waiting anywhere
     ttft_p90_ms: float | None  # over the recent window, None without data
+    starting: int = 0  # of `workers`, those still loading (not registered with the router)
 
 
 def decide(policy: ScalingPolicy, load: FleetLoad, idle_for_s: float, since_last_s: float) -> int:
@@ -60,7 +61,12 @@ def decide(policy: ScalingPolicy, load: FleetLoad, idle_for_s: float, since_last
     crowded = load.queued > policy.target_queue * max(load.workers, 1)
     if (crowded or slow) and load.workers < policy.max_workers:
         return 1
-    if load.inflight == 0 and idle_for_s >= policy.idle_s and load.workers > policy.min_workers:
+    if (
+        load.inflight == 0
+        and load.starting == 0  # a fleet still bringing a worker up is not idle, it is early
+        and idle_for_s >= policy.idle_s
+        and load.workers > policy.min_workers
+    ):
         return -1
     return 0
 

@@ -1,7 +1,7 @@
 """fleet.toml: the workers a router launches, its policy, and its autoscaling.
 
 policy = "predicted"            # or "p2c", "round_robin"
-heartbeat_s = 0.5
+heartbeat_s = 1.0
 [[workers]]
 model = "tiny"                  # the name clients ask for
 path = "/models/tiny"           # a Hugging Face model folder

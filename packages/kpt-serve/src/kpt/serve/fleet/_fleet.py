@@ -130,7 +130,9 @@ class Fleet:
         ttfts = list(self._recent_ttft)
         p90 = statistics.quantiles(ttfts, n=10)[-1] * 1000 if len(ttfts) >= 10 else None
         queued = self.router.queue_depth(model)
-        return FleetLoad(len(workers), queued, inflight + queued, p90)
+        registered = {w.worker_id for w in self.router.workers()}
+        starting = sum(1 for p in workers if p.worker_id not in registered)
+        return FleetLoad(len(workers), queued, inflight + queued, p90, starting)
 
     def _note_ttft(self, request) -> None:
         if request.ttft_s is not None:

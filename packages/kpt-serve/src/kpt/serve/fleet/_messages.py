@@ -30,7 +30,7 @@ STATS = "fleet.stats"
 
 # A worker sends its stats this often; the router declares it dead after MISSED_HEARTBEATS
 # intervals of silence (Paranoid Pirate: any traffic from it counts as liveness).
-HEARTBEAT_S = 0.5
+HEARTBEAT_S = 1.0
 MISSED_HEARTBEATS = 3
 
 _PARAM_FIELDS = (
