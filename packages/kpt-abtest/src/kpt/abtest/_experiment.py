@@ -52,11 +52,17 @@ class ExperimentResult:
     schedule: str
     order: list[str] = field(repr=False)  # arm of every measured trial, in run order
     elapsed_s: float = 0.0
+    # challenger -> the sequential test's final anytime-valid interval (empty without looks).
+    # After optional stopping this is the valid interval; the fixed-horizon comparisons are not.
+    anytime: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def summary(self) -> str:
         lines = []
         for arm, comparison in self.comparisons.items():
             lines.append(f"{arm} vs {self.baseline} (a = {self.baseline}, b = {arm}): ")
+            if arm in self.anytime:
+                lines[-1] += anytime_sentence(self.anytime[arm], self.statistic)
+                lines.append(f"  Fixed-horizon ({INVALID_AFTER_STOPPING}): ")
             lines[-1] += comparison.summary()
         n = {arm: len(self.samples[arm][self.metric]) for arm in self.arms}
         counts = ", ".join(f"{arm} {count}" for arm, count in n.items())
@@ -80,11 +86,30 @@ class ExperimentResult:
                 for arm, metrics in self.samples.items()
             },
             "comparisons": {arm: comparison_to_dict(c) for arm, c in self.comparisons.items()},
+            "anytime": {arm: dict(v) for arm, v in self.anytime.items()},
             "decisions": dict(self.decisions),
             "trajectory": {arm: list(points) for arm, points in self.trajectory.items()},
             "order": list(self.order),
             "summary": self.summary(),
         }
+
+
+INVALID_AFTER_STOPPING = "invalid after optional stopping, shown for reference only"
+
+
+def anytime_sentence(look: dict[str, Any], statistic: str) -> str:
+    """The headline after sequential looks: the anytime-valid interval, labelled as such."""
+    low, high = look["interval"]
+    level = f"{100 * (1 - look['alpha']):g}%"
+    if np.isfinite(low) and np.isfinite(high):
+        interval = f"[{low:.6g}, {high:.6g}] (estimate {look['estimate']:+.6g})"
+    else:
+        interval = "not defined yet (too few values in the tail for this quantile)"
+    return (
+        f"anytime-valid {level} interval for b - a in {statistic}: {interval}; sequential "
+        f"test, valid under optional stopping, {look['looks']} looks, n = {look['n']} per arm; "
+        f"decision {look['decision']}."
+    )
 
 
 def comparison_to_dict(comparison: Any) -> dict[str, Any]:
@@ -103,6 +128,8 @@ def comparison_to_dict(comparison: Any) -> dict[str, Any]:
         "decision",
         "n_a",
         "n_b",
+        "interval",
+        "effect_name",
     ]
     out: dict[str, Any] = {}
     for name in fields:
@@ -263,6 +290,18 @@ class Experiment:
         }
         if not self.sequential:
             decisions = {n: str(c.decision) for n, c in comparisons.items()}
+        anytime = {
+            n: {
+                "interval": [float(v) for v in tests[n].interval],
+                "estimate": float(tests[n].estimate),
+                "alpha": float(tests[n].alpha),  # Bonferroni share of alpha per challenger
+                "looks": int(tests[n].looks),
+                "n": int(fed[n]),
+                "decision": decisions[n],
+            }
+            for n in challengers
+            if self.sequential and tests[n].looks
+        }
         return ExperimentResult(
             arms=tuple(names),
             baseline=self.baseline,
@@ -276,6 +315,7 @@ class Experiment:
             schedule=self.schedule,
             order=order,
             elapsed_s=float(elapsed),
+            anytime=anytime,
         )
 
     def _sequential_tests(self, challengers: list[str]) -> dict[str, Any]:

@@ -86,6 +86,22 @@ def _comparison_table(comparisons: Mapping[str, Mapping[str, Any]], baseline: st
     return rows
 
 
+def _anytime_table(anytime: Mapping[str, Mapping[str, Any]], baseline: str, statistic) -> list[str]:
+    rows = [
+        f"| arm vs {baseline} | statistic | difference | anytime-valid interval | level "
+        "| looks | n per arm | decision |",
+        "|---|---|---:|---|---:|---:|---:|---|",
+    ]
+    for arm, look in anytime.items():
+        low, high = look.get("interval") or (None, None)
+        level = f"{100 * (1 - look.get('alpha', 0.05)):g}%"
+        rows.append(
+            f"| {arm} | {statistic} | {_fmt(look.get('estimate'))} | [{_fmt(low)}, {_fmt(high)}] "
+            f"| {level} | {look.get('looks')} | {look.get('n')} | {look.get('decision')} |"
+        )
+    return rows
+
+
 def to_markdown(result: Any, *, title: str = "A/B experiment") -> str:
     """Markdown: the verdict first, then per-arm statistics, comparisons, how it stopped."""
     data = _as_dict(result)
@@ -98,9 +114,21 @@ def to_markdown(result: Any, *, title: str = "A/B experiment") -> str:
         lines += ["## Verdict", "", *[f"> {line}" for line in data["summary"].splitlines()], ""]
     metric = data.get("metric", "value")
     lines += [f"## Arms ({metric})", "", *_arm_table(data.get("samples", {}), metric), ""]
+    baseline = data.get("baseline", "a")
+    if data.get("anytime"):
+        lines += [
+            "## Anytime-valid intervals (sequential test; valid after optional stopping)",
+            "",
+            *_anytime_table(data["anytime"], baseline, data.get("statistic", "mean")),
+            "",
+        ]
     if data.get("comparisons"):
-        baseline = data.get("baseline", "a")
-        lines += ["## Comparisons", "", *_comparison_table(data["comparisons"], baseline), ""]
+        heading = "## Comparisons"
+        if data.get("anytime"):
+            heading = (
+                "## Fixed-horizon comparisons (invalid after optional stopping; reference only)"
+            )
+        lines += [heading, "", *_comparison_table(data["comparisons"], baseline), ""]
     details = [
         ("schedule", data.get("schedule")),
         ("stopped by", data.get("stopped_by")),
@@ -160,7 +188,8 @@ def _distributed_markdown(data: Mapping[str, Any], *, title: str) -> str:
     if data.get("comparisons"):
         lines += [
             "",
-            "| arm | difference | relative | anytime-valid CI | Welch CI | decision |",
+            "| arm | difference | relative | anytime-valid CI "
+            "| Welch CI (invalid after optional stopping) | decision |",
             "|---|---:|---:|---|---|---|",
         ]
         for arm, c in data["comparisons"].items():
