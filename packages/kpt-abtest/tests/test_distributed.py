@@ -23,6 +23,9 @@ from kpt.abtest._summary import Summary
 
 HERE = Path(__file__).parent
 # Worker processes import their task from this file by name: put this folder on their path.
+# Worker processes import numpy, scipy and kpt-wire cold: on a loaded 2-core CI host that alone
+# took 15-25 s each, so three of them at once need far more than a quiet machine does.
+WORKER_TIMEOUT_S = 240
 WORKER_ENV = {"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
 TASK = "test_distributed:latency_shard"
 
@@ -49,9 +52,12 @@ def _expected(n, effect, seed, shards):
     return np.concatenate(a), np.concatenate(b)
 
 
+@pytest.mark.timeout(WORKER_TIMEOUT_S + 60)
 def test_workers_stream_summaries_that_merge_to_the_exact_moments():
     options = {"n": 1500, "effect": -0.5, "seed": 4}
-    status = evaluate_distributed(TASK, 3, options=options, env=WORKER_ENV, timeout=60)
+    status = evaluate_distributed(
+        TASK, 3, options=options, env=WORKER_ENV, timeout=WORKER_TIMEOUT_S
+    )
     a, b = _expected(1500, -0.5, 4, 3)
     assert status["arms"]["a"]["n"] == a.size and status["arms"]["b"]["n"] == b.size
     assert status["arms"]["b"]["mean"] == pytest.approx(b.mean(), rel=1e-12)
@@ -86,14 +92,18 @@ def test_no_effect_keeps_the_decision_open():
     assert low < 0 < high
 
 
+@pytest.mark.timeout(WORKER_TIMEOUT_S + 60)
 def test_a_failing_worker_is_reported_with_its_reason():
     with pytest.raises(RuntimeError, match="disk full on shard 1"):
-        evaluate_distributed("test_distributed:failing_shard", 2, env=WORKER_ENV, timeout=60)
+        evaluate_distributed(
+            "test_distributed:failing_shard", 2, env=WORKER_ENV, timeout=WORKER_TIMEOUT_S
+        )
 
 
+@pytest.mark.timeout(WORKER_TIMEOUT_S + 60)
 def test_unknown_task_fails_the_worker_clearly():
     with pytest.raises(RuntimeError, match="cannot be loaded"):
-        evaluate_distributed("no_such_module:task", 1, timeout=60)
+        evaluate_distributed("no_such_module:task", 1, timeout=WORKER_TIMEOUT_S)
 
 
 def test_worker_pool_kills_processes_that_overrun():
@@ -187,12 +197,21 @@ def test_bad_task_specs_are_explained(spec):
         resolve_task(spec)
 
 
+@pytest.mark.timeout(WORKER_TIMEOUT_S + 60)
 def test_cli_run_with_a_distributed_config(tmp_path, capsys, monkeypatch):
     for name, value in WORKER_ENV.items():
         monkeypatch.setenv(name, value)  # launch_workers passes the environment on
     config = tmp_path / "dist.json"
     config.write_text(
-        json.dumps({"task": TASK, "workers": 2, "options": {"n": 300}, "baseline": "a"})
+        json.dumps(
+            {
+                "task": TASK,
+                "workers": 2,
+                "options": {"n": 300},
+                "baseline": "a",
+                "timeout": WORKER_TIMEOUT_S,
+            }
+        )
     )
     out = tmp_path / "dist.json.out.json"
     md = tmp_path / "dist.md"
