@@ -165,6 +165,8 @@ def _run(plan: Plan, args: tuple, kwargs: dict, tensors: list) -> Any:
             out_refs = []
         rt.client.launch(device, plan.op, in_refs, out_refs, attrs,
                          stream=rt.state[device].stream, cost=plan.cost)  # fmt: skip
+        if rt.tracer is not None:
+            rt.tracer.launched(device, plan.op, tensors, plan.cost, rt.allocator.allocated[device])
         if _LAUNCH_BLOCKING:
             rt.client.synchronize(device)
     if plan.info.single:

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from kpt.adapters.sim import _memory_report, _runtime
+from kpt.adapters.sim import _memory_report, _runtime, _tracing
 from kpt.adapters.sim._properties import DeviceProperties, device_properties
 from kpt.adapters.sim._runtime import runtime
 from kpt.sim import SimError
@@ -233,6 +233,14 @@ def synchronize(device: Any = None) -> None:
         from kpt.adapters.sim._errors import as_torch_error
 
         raise as_torch_error(error) from error
+
+
+def trace(path: str | os.PathLike) -> contextlib.AbstractContextManager:
+    """``with torch.kpt_sim.trace("step.json"):`` writes a Perfetto trace of the work issued
+    inside: one process per device with a lane per stream (simulated time), each op with its
+    input shapes and dtypes, FLOPs and bytes; a memory counter per device; the host issue lane.
+    Reads the daemon's trace, which needs the daemon owner's rights (an embedded daemon's)."""
+    return _tracing.trace(runtime(), path, synchronize)
 
 
 # -- memory --------------------------------------------------------------------------------------

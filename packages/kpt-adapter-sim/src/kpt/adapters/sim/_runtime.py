@@ -79,6 +79,7 @@ class Runtime:
     numerics: bool = True
     current_device: int = 0
     state: dict[int, DeviceState] = field(default_factory=dict)
+    tracer: Any = None  # a _tracing.TraceRecorder while torch.kpt_sim.trace() is open
 
     def __post_init__(self) -> None:
         self.devices = self.client.devices()
