@@ -46,7 +46,22 @@ def train_on_simulator(out: Path, steps: int) -> None:
         return
     from kpt.adapters.sim import demo
 
-    demo.main(["--out", str(out), "--steps", str(steps)])
+    result = demo.main(["--out", str(out), "--steps", str(steps)])
+    load_checkpoint_on_cpu(result)
+
+
+def load_checkpoint_on_cpu(result: dict) -> None:
+    """The checkpoint the training saved on kpt_sim, loaded on the CPU: the same eval loss."""
+    import torch
+
+    from kpt.adapters.sim import demo
+
+    _banner("the checkpoint saved on kpt_sim, loaded on the CPU")
+    model = demo.load_on_cpu(result["checkpoint"])
+    with torch.no_grad():
+        cpu_loss = demo.evaluate(model, demo.DEMO_CONFIG, "cpu")
+    print(f"eval loss on kpt_sim {result['eval_loss']:.6f}, on the CPU from the checkpoint "
+          f"{cpu_loss:.6f} (difference {abs(cpu_loss - result['eval_loss']):.2e})")  # fmt: skip
 
 
 def compare_configurations(steps: int) -> None:

@@ -212,11 +212,38 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         print("no H100 reference measurement found: skipping the comparison")
 
+    # 4. A checkpoint written on kpt_sim, as on CUDA: torch.save of the state_dict. It loads with
+    # torch.load's defaults anywhere (on the CPU too, without kpt: map_location="cpu").
+    checkpoint = out / "checkpoint.pt"
+    torch.save({"model": trainer.model.state_dict(), "config": DEMO_CONFIG}, checkpoint)
+    with torch.no_grad():
+        eval_loss = evaluate(trainer.model, DEMO_CONFIG, trainer.device)
+    print(f"checkpoint {checkpoint} written on kpt_sim:0 (eval loss there {eval_loss:.6f})")
+
     trace = runtime().client.dump_trace(out / "trace.json")
     print("Perfetto trace:", trace, "(open at https://ui.perfetto.dev)")
     _plot(out / "loss.png", losses, simulated, measured_bars)
     print(f"demo wall time {time.perf_counter() - started:.1f} s")
-    return {"losses": losses, "simulated_ms": simulated, "wall_ms_per_step": wall_ms}
+    return {"losses": losses, "simulated_ms": simulated, "wall_ms_per_step": wall_ms,
+            "checkpoint": str(checkpoint), "eval_loss": eval_loss}  # fmt: skip
+
+
+def evaluate(model: nn.Module, config: dict, device: Any) -> float:
+    """The loss on a fixed batch (seed 7): the same number on any device holding the weights."""
+    probe = Trainer.__new__(Trainer)
+    probe.config, probe.device = config, torch.device(device)
+    idx, tgt = probe.batch(torch.Generator().manual_seed(7))
+    logits = model(idx)
+    return F.cross_entropy(logits.float().view(-1, config["vocab"]), tgt.view(-1)).item()
+
+
+def load_on_cpu(path: str | Path) -> nn.Module:
+    """The demo model from a checkpoint saved on kpt_sim, on the CPU (torch.load defaults)."""
+    saved = torch.load(path, map_location="cpu")
+    config = saved["config"]
+    model = GPT(*(config[k] for k in ("layers", "width", "heads", "vocab", "context")))
+    model.load_state_dict(saved["model"])
+    return model
 
 
 def _plot(path: Path, losses: list, simulated: dict, measured: dict) -> None:
