@@ -75,3 +75,20 @@ def test_composite_ops_without_autograd_run_as_what_they_are_made_of(sim):
         out = torch.nn.functional.linear(values.to("kpt_sim"), weight.to("kpt_sim"))
         torch.testing.assert_close(out.cpu(), torch.nn.functional.linear(values, weight))
     assert not [op for op in ks.fallback_report() if "linear" in op or "matmul" in op]
+
+
+def test_a_cost_the_client_cannot_estimate_is_counted_not_silent(sim, monkeypatch):
+    from kpt.adapters.sim._executor import TorchExecutor
+
+    def broken(self, op, inputs, outputs, attrs):
+        raise ValueError(f"no formula reads {op}")
+
+    monkeypatch.setattr(TorchExecutor, "estimate", broken)
+    ks.reset_fallback_report()
+    x = torch.arange(12.0, device="kpt_sim").view(3, 4)
+    with pytest.warns(ks.SimFallbackWarning, match="cost not estimated"):
+        y = torch.special.erfcx(x[:, :3] + 0.25)  # a signature no earlier test planned
+    assert torch.allclose(y.cpu(), torch.special.erfcx(torch.arange(12.0).view(3, 4)[:, :3] + 0.25))
+    report = ks.fallback_report()
+    costed = [name for name in report if name.endswith("[cost]")]
+    assert costed and "no formula reads" in report[costed[0]]["reason"]

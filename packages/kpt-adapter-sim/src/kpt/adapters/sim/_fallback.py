@@ -34,6 +34,24 @@ def reset_fallback_report() -> None:
         _reasons.clear()
 
 
+def count_estimate_failure(op: str, error: BaseException) -> None:
+    """An op whose cost the client could not work out: counted in fallback_report() (key
+    "<op> [cost]") and warned once, like a CPU fallback; the daemon then estimates it."""
+    name = f"{op} [cost]"
+    reason = f"cost not estimated on the client ({type(error).__name__}: {error})"
+    with _lock:
+        first = name not in _counts
+        _counts[name] += 1
+        _reasons[name] = reason
+    if first:
+        warnings.warn(
+            f"kpt_sim: {op}: {reason}; the daemon estimates it instead, which may charge it by "
+            "a generic formula. See kpt.adapters.sim.fallback_report().",
+            SimFallbackWarning,
+            stacklevel=5,
+        )
+
+
 def cpu_fallback(func: Any, args: tuple, kwargs: dict, reason: str) -> Any:
     name = f"{func._schema.name}.{func._overloadname}"
     with _lock:

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from kpt.adapters.sim._fallback import count_estimate_failure
 from kpt.adapters.sim._tensor import SimTensor
 from kpt.adapters.sim._wirefmt import dtype_name, encode_args
 
@@ -317,7 +318,8 @@ def _estimate(op: str, tensors: list, results: list, args: tuple, kwargs: dict) 
                         outputs.append(_View(None, *spec.wire_tail))
         attrs = encode_attrs(args, kwargs, tensors)
         cost = TorchExecutor.estimate(None, op, inputs, outputs, attrs)  # type: ignore[arg-type]
-    except Exception:  # a formula that cannot read this call: let the daemon estimate it
+    except Exception as error:  # a formula that cannot read this call: counted, never silent
+        count_estimate_failure(op, error)
         return None
     shape = getattr(cost, "shape", None)
     return [str(cost.op_class), float(cost.flops), float(cost.bytes),
