@@ -59,8 +59,6 @@ def download(client: SimClient, ref: TensorRef) -> np.ndarray:
 def idle(endpoint: str, seconds: float, seed: int, messages: int) -> dict:
     """Holds memory and says nothing until told (a line on stdin); then it must all be there."""
     rng = np.random.default_rng(seed)
-    # The default timeout (300 s) makes its silence window about 5 minutes: an idle SimClient
-    # loses its memory past it (the xfail in test_daemon_soak.py), and a soak is shorter.
     client = SimClient(endpoint)
     kept = [(upload(client, d, a), a) for d in (0, 1) for a in [rng.standard_normal(4096)]]
     client.synchronize()

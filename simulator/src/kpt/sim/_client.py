@@ -290,7 +290,10 @@ class SimClient:
         self._wire.timeout = float(seconds)
 
     def _ping(self) -> None:
-        self._wire.cast("ping", {})
+        # A call, not a cast: its answer is traffic the wire client hears, so an idle client
+        # never mistakes the daemon's silence for death and drops the connection (and with it
+        # every buffer it holds).
+        self._wire.call_async("ping", {})
 
     def _daemon_exited(self) -> bool:
         """Whether the watched local daemon is gone. A unix:// stream breaks while the process
