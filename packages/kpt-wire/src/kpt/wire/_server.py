@@ -434,7 +434,7 @@ class Server:
         if router.__class__ is UnixListener:
             router.send(client, frames)  # a client gone meanwhile is reported by on_gone
             return
-        if router.socket_type == zmq.PUSH:  # the handler thread: the I/O thread sends it on
+        if router.type == zmq.PUSH:  # the handler thread: the I/O thread sends it on
             router.send_multipart([client, *frames], copy=False)
             return
         frames.insert(0, client)
