@@ -353,6 +353,7 @@ def _columns(records: list[dict[str, float]]) -> dict[str, np.ndarray]:
 def _look(n: int, test: Any) -> dict[str, float | str]:
     """One point of the sequential trajectory: samples per arm, interval, decision."""
     point: dict[str, float | str] = {"n": n, "decision": str(test.decision)}
+    point["estimate"] = float(getattr(test, "estimate", np.nan))
     interval = getattr(test, "interval", None)
     if callable(interval):
         interval = interval()

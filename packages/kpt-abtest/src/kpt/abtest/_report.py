@@ -18,9 +18,30 @@ def _as_dict(result: Any) -> dict[str, Any]:
     if callable(to_dict):
         return to_dict()
     raise TypeError(
-        f"cannot report a {type(result).__name__}; pass an ExperimentResult, DeviceBenchmark, "
-        "or the dict one of them saved as JSON"
+        f"cannot report a {type(result).__name__}; pass a Comparison (from compare()), an "
+        "ExperimentResult, a DeviceBenchmark, or the dict one of them saved as JSON"
     )
+
+
+def _is_comparison(data: Mapping[str, Any]) -> bool:
+    return "effect" in data and "method" in data and "comparisons" not in data
+
+
+def report_data(result: Any) -> dict[str, Any]:
+    """Any result as the experiment-shaped dict reports and plots read.
+
+    A single compare() result (or its saved JSON) becomes one comparison of arm b against a.
+    """
+    data = _as_dict(result)
+    if not _is_comparison(data):
+        return data
+    return {
+        "metric": data.get("metric", "value"),
+        "statistic": data.get("metric", "value"),
+        "baseline": "a",
+        "comparisons": {"b": data},
+        "summary": data.get("summary", ""),
+    }
 
 
 def to_json(result: Any, *, indent: int | None = 2) -> str:
@@ -77,8 +98,10 @@ def _comparison_table(comparisons: Mapping[str, Mapping[str, Any]], baseline: st
     for arm, c in comparisons.items():
         low, high = c.get("relative_ci") or (None, None)
         ci_low, ci_high = c.get("ci") or (None, None)
+        interval = c.get("interval", "Welch t")
         rows.append(
-            f"| {arm} | {c.get('metric')} ({c.get('method')}) | {_fmt(c.get('estimate_a'))} "
+            f"| {arm} | {c.get('metric')} ({c.get('method')}; {interval} interval) "
+            f"| {_fmt(c.get('estimate_a'))} "
             f"| {_fmt(c.get('estimate_b'))} | {_fmt(c.get('effect'))} "
             f"[{_fmt(ci_low)}, {_fmt(ci_high)}] | {_pct(c.get('relative_effect'))} "
             f"[{_pct(low)}, {_pct(high)}] | {_fmt(c.get('p_value'), 3)} | {c.get('decision')} |"
@@ -104,7 +127,7 @@ def _anytime_table(anytime: Mapping[str, Mapping[str, Any]], baseline: str, stat
 
 def to_markdown(result: Any, *, title: str = "A/B experiment") -> str:
     """Markdown: the verdict first, then per-arm statistics, comparisons, how it stopped."""
-    data = _as_dict(result)
+    data = report_data(result)
     if "devices" in data:
         return _device_markdown(data, title="Cross-device benchmark")
     if str(data.get("protocol", "")).startswith("kpt-abtest/"):
@@ -113,7 +136,8 @@ def to_markdown(result: Any, *, title: str = "A/B experiment") -> str:
     if data.get("summary"):
         lines += ["## Verdict", "", *[f"> {line}" for line in data["summary"].splitlines()], ""]
     metric = data.get("metric", "value")
-    lines += [f"## Arms ({metric})", "", *_arm_table(data.get("samples", {}), metric), ""]
+    if data.get("samples"):
+        lines += [f"## Arms ({metric})", "", *_arm_table(data["samples"], metric), ""]
     baseline = data.get("baseline", "a")
     if data.get("anytime"):
         lines += [

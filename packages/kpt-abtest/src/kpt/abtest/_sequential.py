@@ -200,7 +200,10 @@ class SequentialTest:
         xa, xb = np.concatenate(self._values_a), np.concatenate(self._values_b)
         self._values_a, self._values_b = [xa], [xb]
         if not (order_stat_supported(xa.size, q, 0.05) and order_stat_supported(xb.size, q, 0.05)):
-            return -np.inf, np.inf  # too few values in a tail to estimate its spread yet
+            # Too few values in a tail to estimate its spread: the point estimate exists (plots
+            # and reports show it), the interval does not yet.
+            self.estimate = float(np.quantile(xb, q) - np.quantile(xa, q))
+            return -np.inf, np.inf
         (est_a,), (se_a,) = quantiles_with_se(xa, [q])
         (est_b,), (se_b,) = quantiles_with_se(xb, [q])
         est = float(est_b - est_a)
