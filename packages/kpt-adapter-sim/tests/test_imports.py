@@ -7,7 +7,7 @@ def test_public_api_is_pinned():
         "DEVICE_TYPE", "KptSimDeviceLostError", "KptSimError", "KptSimHangError",
         "KptSimInvalidRequestError", "KptSimLinkDownError", "KptSimMemoryFaultError",
         "KptSimOutOfMemoryError", "SimFallbackWarning", "SimTensor", "__version__",
-        "fallback_report", "reset_fallback_report", "shutdown",
+        "estimate_failure_report", "fallback_report", "reset_fallback_report", "shutdown",
     }  # fmt: skip
 
 

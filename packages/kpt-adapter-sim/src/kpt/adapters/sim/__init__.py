@@ -14,7 +14,12 @@ from kpt.adapters.sim._errors import (
     KptSimMemoryFaultError,
     KptSimOutOfMemoryError,
 )
-from kpt.adapters.sim._fallback import SimFallbackWarning, fallback_report, reset_fallback_report
+from kpt.adapters.sim._fallback import (
+    SimFallbackWarning,
+    estimate_failure_report,
+    fallback_report,
+    reset_fallback_report,
+)
 from kpt.adapters.sim._runtime import shutdown
 from kpt.adapters.sim._tensor import DEVICE_TYPE, SimTensor
 from kpt.adapters.sim._version import __version__
@@ -33,6 +38,7 @@ __all__ = [
     "SimFallbackWarning",
     "SimTensor",
     "__version__",
+    "estimate_failure_report",
     "fallback_report",
     "reset_fallback_report",
     "shutdown",

@@ -16,6 +16,8 @@ from kpt.adapters.sim._tensor import SimTensor, read_storage
 _lock = threading.Lock()
 _counts: Counter[str] = Counter()
 _reasons: dict[str, str] = {}
+_estimates: Counter[str] = Counter()  # ops whose cost the client could not estimate
+_estimate_reasons: dict[str, str] = {}
 
 
 class SimFallbackWarning(UserWarning):
@@ -32,21 +34,30 @@ def reset_fallback_report() -> None:
     with _lock:
         _counts.clear()
         _reasons.clear()
+        _estimates.clear()
+        _estimate_reasons.clear()
+
+
+def estimate_failure_report() -> dict[str, dict[str, Any]]:
+    """{op name: {"count": launches, "reason": why}} of ops whose cost the client could not
+    estimate (the daemon estimated them instead, possibly by a generic formula)."""
+    with _lock:
+        return {op: {"count": n, "reason": _estimate_reasons[op]}
+                for op, n in sorted(_estimates.items())}  # fmt: skip
 
 
 def count_estimate_failure(op: str, error: BaseException) -> None:
-    """An op whose cost the client could not work out: counted in fallback_report() (key
-    "<op> [cost]") and warned once, like a CPU fallback; the daemon then estimates it."""
-    name = f"{op} [cost]"
+    """An op whose cost the client could not work out: counted in estimate_failure_report()
+    and warned once, as a CPU fallback is; the daemon then estimates it."""
     reason = f"cost not estimated on the client ({type(error).__name__}: {error})"
     with _lock:
-        first = name not in _counts
-        _counts[name] += 1
-        _reasons[name] = reason
+        first = op not in _estimates
+        _estimates[op] += 1
+        _estimate_reasons[op] = reason
     if first:
         warnings.warn(
             f"kpt_sim: {op}: {reason}; the daemon estimates it instead, which may charge it by "
-            "a generic formula. See kpt.adapters.sim.fallback_report().",
+            "a generic formula. See kpt.adapters.sim.estimate_failure_report().",
             SimFallbackWarning,
             stacklevel=5,
         )
