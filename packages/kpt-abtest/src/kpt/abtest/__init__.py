@@ -18,6 +18,7 @@ from kpt.abtest._sequential import SequentialTest
 from kpt.abtest._sketch import QuantileSketch, rank_error_bound
 from kpt.abtest._srm import SRMResult, srm_check
 from kpt.abtest._summary import Summary
+from kpt.abtest._tables import compare_groups, split_groups
 from kpt.abtest._version import __version__
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "benjamini_hochberg",
     "bootstrap",
     "compare",
+    "compare_groups",
     "cuped",
     "detect_changes",
     "device_timer",
@@ -58,6 +60,7 @@ __all__ = [
     "power_proportion",
     "rank_error_bound",
     "sample_size",
+    "split_groups",
     "srm_check",
     "to_json",
     "to_markdown",

@@ -66,24 +66,50 @@ def _metric(text: str) -> str | float:
     return q
 
 
+def _compare_inputs(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
+    """(a, b, description): two files of numbers, or a CSV column (per file, or split by group)."""
+    from kpt.abtest._tables import csv_column, read_csv_table, split_groups
+
+    if args.column is None:
+        if args.group is not None or args.b is None:
+            raise CliError("give two files of numbers (A B), or a CSV file with --column "
+                           "VALUES --group VARIANT (one file, two variants)")  # fmt: skip
+        return read_samples(args.a), read_samples(args.b), f"a = {args.a}, b = {args.b}"
+    if args.group is None:
+        if args.b is None:
+            raise CliError(
+                f"--column {args.column} with one CSV file needs --group NAME (the column that "
+                "says which variant each row is), or give two files"
+            )
+        a = csv_column(read_csv_table(args.a), args.column, f"{args.a}: ")
+        b = csv_column(read_csv_table(args.b), args.column, f"{args.b}: ")
+        return a, b, f"a = {args.a}, b = {args.b} (column {args.column})"
+    if args.b is not None:
+        raise CliError("--group splits ONE CSV file into two variants; give one file")
+    (name_a, a), (name_b, b) = split_groups(
+        read_csv_table(args.a), args.column, args.group,
+        baseline=args.baseline_group, variant=args.variant_group,
+    )  # fmt: skip
+    return a, b, f"a = {args.group} {name_a}, b = {args.group} {name_b} (column {args.column})"
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from kpt.abtest._compare import compare
 
-    a, b = read_samples(args.a), read_samples(args.b)
+    a, b, described = _compare_inputs(args)
     result = compare(
         a,
         b,
         metric=args.metric,
         alpha=args.alpha,
         paired=args.paired,
+        method=args.method,
         higher_is_better=args.higher_is_better,
     )
     if args.json:
-        from kpt.abtest._experiment import comparison_to_dict
-
-        print(json.dumps(comparison_to_dict(result), indent=2))
+        print(json.dumps(result.to_dict(), indent=2))
     else:
-        print(f"a = {args.a}, b = {args.b}")
+        print(described)
         print(result.summary())
     return 0
 
@@ -312,9 +338,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("compare", help="compare two files of samples (b against a)")
-    p.add_argument("a", help="text file of numbers for arm a (the baseline)")
-    p.add_argument("b", help="text file of numbers for arm b")
+    p = sub.add_parser(
+        "compare", help="compare two files of samples (b against a), or two variants in one CSV"
+    )
+    p.add_argument("a", help="text file of numbers for arm a (the baseline), or a CSV file")
+    p.add_argument("b", nargs="?", help="text file of numbers for arm b (omit with --group)")
+    p.add_argument("--column", help="CSV column holding the values (the files are CSV)")
+    p.add_argument("--group", help="CSV column naming each row's variant: one file, two variants")
+    p.add_argument("--baseline-group", help="the --group value that is arm a (default: first seen)")
+    p.add_argument("--variant-group", help="the --group value that is arm b (default: the other)")
+    p.add_argument(
+        "--method", default="auto",
+        help="welch|permutation|bootstrap|bootstrap_percentile|mann_whitney|order_statistic "
+        "(default auto); each reports its own interval",
+    )  # fmt: skip
     p.add_argument("--metric", type=_metric, default="mean", help="mean|median|p95|p99|0.9|...")
     p.add_argument("--alpha", type=float, default=0.05, help=ALPHA_HELP)
     p.add_argument("--paired", action="store_true", help="line i of a and b are one unit")
