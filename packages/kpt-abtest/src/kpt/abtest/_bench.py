@@ -1,6 +1,10 @@
 """Cross-hardware benchmarking: one workload on several devices, relative speed with intervals,
 and cost-performance from prices per device-hour.
 
+Times on kpt_sim are SIMULATED (the chip profile's clock), not measured: every printed figure
+says so, and a simulated device is not ranked against a measured one (speed ratio, cheapest)
+unless rank_simulated_against_measured=True asks for it.
+
 torch and kpt-hal are optional (extra ``torch``) and imported only when a device needs them.
 Devices are run in ABBA order (forward then backward over the devices) so host drift cancels.
 """
@@ -9,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +74,17 @@ def wall_timer(device: Any, step: Callable[[], Any]) -> float:
     return time.perf_counter() - started
 
 
+SIMULATED, MEASURED = "simulated", "measured"
+NOT_RANKED = "not ranked: simulated vs measured time (rank_simulated_against_measured=True)"
+
+
+def simulated_devices(names: Sequence[str], timer: Timer | None) -> set[str]:
+    """Devices whose step times are simulated: kpt_sim devices timed by their events."""
+    if timer not in (None, device_timer):
+        return set()  # a custom timer decides what it measures; say so with simulated=
+    return {name for name in names if name.split(":")[0] == "kpt_sim"}
+
+
 @dataclass(frozen=True)
 class DeviceResult:
     name: str
@@ -82,6 +97,12 @@ class DeviceResult:
     cost_per_million_steps: float | None
     cost_ci: tuple[float, float] | None
     samples: np.ndarray = field(repr=False)
+    clock: str = MEASURED  # SIMULATED: the simulator's chip-profile time, not a measurement
+
+    @property
+    def label(self) -> str:
+        """The device name, marked when its times are simulated."""
+        return f"{self.name} [simulated]" if self.clock == SIMULATED else self.name
 
 
 @dataclass(frozen=True)
@@ -90,25 +111,53 @@ class DeviceBenchmark:
     baseline: str
     alpha: float
     devices: dict[str, DeviceResult]
+    rank_simulated_against_measured: bool = False
 
     def summary(self) -> str:
         level = f"{100 * (1 - self.alpha):g}%"
+        base = self.devices[self.baseline]
         lines = []
         for name, d in self.devices.items():
+            unit = "simulated s/step" if d.clock == SIMULATED else "s/step"
             if name == self.baseline:
-                lines.append(f"{name}: {d.mean_s:.4g} s/step (baseline)")
+                lines.append(f"{d.label}: {d.mean_s:.4g} {unit} (baseline)")
+                continue
+            if not math.isfinite(d.speedup):
+                lines.append(
+                    f"{d.label}: {d.mean_s:.4g} {unit}; not ranked against {base.label}: "
+                    f"{d.clock} vs {base.clock} time (pass rank_simulated_against_measured=True "
+                    "to compare anyway)"
+                )
                 continue
             low, high = d.speedup_ci
+            mixed = " (simulated vs measured time)" if d.clock != base.clock else ""
             lines.append(
-                f"{name}: {d.mean_s:.4g} s/step, {d.speedup:.3g}x the speed of {self.baseline} "
-                f"({level} CI {low:.3g}x to {high:.3g}x)"
+                f"{d.label}: {d.mean_s:.4g} {unit}, {d.speedup:.3g}x the speed of {base.label}"
+                f"{mixed} ({level} CI {low:.3g}x to {high:.3g}x)"
             )
-        priced = {n: d for n, d in self.devices.items() if d.cost_per_million_steps is not None}
-        if priced:
-            cheapest = min(priced, key=lambda n: priced[n].cost_per_million_steps)
-            cost = priced[cheapest].cost_per_million_steps
-            lines.append(f"Cheapest per step: {cheapest} at {cost:.4g} per million steps.")
+        lines += self._cheapest()
         return "\n".join(lines)
+
+    def _cheapest(self) -> list[str]:
+        priced = {n: d for n, d in self.devices.items() if d.cost_per_million_steps is not None}
+        groups = {"": priced}
+        if len({d.clock for d in priced.values()}) > 1:
+            groups = {" (mixing simulated and measured times)": priced}
+            if not self.rank_simulated_against_measured:
+                groups = {
+                    f" among {clock} devices": {n: d for n, d in priced.items() if d.clock == clock}
+                    for clock in (MEASURED, SIMULATED)
+                }
+        lines = []
+        for where, group in groups.items():
+            if group:
+                cheapest = min(group, key=lambda n: group[n].cost_per_million_steps)
+                cost = group[cheapest].cost_per_million_steps
+                lines.append(
+                    f"Cheapest per step{where}: {group[cheapest].label} at {cost:.4g} per "
+                    "million steps."
+                )
+        return lines
 
     def to_dict(self) -> dict[str, Any]:
         devices = {}
@@ -123,11 +172,13 @@ class DeviceBenchmark:
                 "cost_per_million_steps": d.cost_per_million_steps,
                 "cost_ci": list(d.cost_ci) if d.cost_ci else None,
                 "samples": [float(v) for v in d.samples],
+                "clock": d.clock,
             }
         return {
             "workload": self.workload,
             "baseline": self.baseline,
             "alpha": self.alpha,
+            "rank_simulated_against_measured": self.rank_simulated_against_measured,
             "devices": devices,
             "summary": self.summary(),
         }
@@ -143,12 +194,17 @@ def benchmark_devices(
     baseline: str | None = None,
     alpha: float = 0.05,
     timer: Timer | None = None,
+    simulated: Collection[str] | None = None,
+    rank_simulated_against_measured: bool = False,
 ) -> DeviceBenchmark:
     """Run ``workload(device)() `` (setup once per device, then timed steps) on every device.
 
     ``devices``: torch devices or strings ("cpu", "cuda:0", "kpt_sim:0"); default: what kpt-hal
     finds. ``prices``: currency per device-hour, keyed by device name, for cost per step.
     ``timer``: how one step is timed (default: device events, else wall time + synchronize).
+    ``simulated``: names of devices whose times are simulated (default: kpt_sim devices under
+    the default timer). A simulated device gets no speed ratio against a measured baseline and
+    is not ranked against measured devices unless ``rank_simulated_against_measured=True``.
     """
     if devices is None:
         devices = find_devices()
@@ -171,6 +227,9 @@ def benchmark_devices(
     for name, price in prices.items():
         if not (math.isfinite(price) and price >= 0):
             raise ValueError(f"price for {name!r} must be a finite number >= 0, got {price!r}")
+    simulated = set(simulated_devices(names, timer) if simulated is None else map(str, simulated))
+    if not simulated <= set(names):
+        raise ValueError(f"simulated={sorted(simulated)} names devices not benchmarked: {names}")
     timer = timer or device_timer
     steps = {name: workload(device) for name, device in zip(names, devices)}
     for _ in range(warmup):
@@ -182,8 +241,9 @@ def benchmark_devices(
         for name, device in forward if trial % 2 == 0 else forward[::-1]:  # ABBA over devices
             times[name].append(float(timer(device, steps[name])))
     return _summarize(
-        _workload_name(workload), times, baseline=baseline, prices=prices, alpha=alpha
-    )
+        _workload_name(workload), times, baseline=baseline, prices=prices, alpha=alpha,
+        simulated=simulated, rank_mixed=rank_simulated_against_measured,
+    )  # fmt: skip
 
 
 def _workload_name(workload: Any) -> str:
@@ -197,8 +257,11 @@ def _summarize(
     baseline: str,
     prices: Mapping[str, float],
     alpha: float,
+    simulated: Collection[str] = (),
+    rank_mixed: bool = False,
 ) -> DeviceBenchmark:
     base = np.asarray(times[baseline])
+    clock = {name: SIMULATED if name in simulated else MEASURED for name in times}
     results = {}
     for name, values in times.items():
         values = np.asarray(values)
@@ -208,6 +271,8 @@ def _summarize(
         mean_ci = (mean - half, mean + half)
         if name == baseline:
             speedup, speedup_ci = 1.0, (1.0, 1.0)
+        elif clock[name] != clock[baseline] and not rank_mixed:
+            speedup, speedup_ci = math.nan, (math.nan, math.nan)  # refused: not comparable
         else:
             comparison = compare(base, values, metric="mean", alpha=alpha)
             low, high = comparison.relative_ci
@@ -231,8 +296,12 @@ def _summarize(
             cost_per_million_steps=cost,
             cost_ci=cost_ci,
             samples=values,
+            clock=clock[name],
         )
-    return DeviceBenchmark(workload=workload, baseline=baseline, alpha=alpha, devices=results)
+    return DeviceBenchmark(
+        workload=workload, baseline=baseline, alpha=alpha, devices=results,
+        rank_simulated_against_measured=rank_mixed,
+    )  # fmt: skip
 
 
 def _inverse(relative: float) -> float:

@@ -175,6 +175,9 @@ def to_markdown(result: Any, *, title: str = "A/B experiment") -> str:
 def _device_markdown(data: Mapping[str, Any], *, title: str) -> str:
     lines = [f"# {title}", "", f"Workload: {data.get('workload', 'n/a')}; "]
     lines[-1] += f"baseline device: {data.get('baseline')}; unit: seconds per step."
+    if any(d.get("clock") == "simulated" for d in data["devices"].values()):
+        lines[-1] += (" Devices marked [simulated] report the simulator's chip-profile time, "
+                      "not a measurement.")  # fmt: skip
     lines += [
         "",
         "| device | n | mean s/step | speed vs baseline (CI) | cost per 1M steps (CI) |",
@@ -188,10 +191,13 @@ def _device_markdown(data: Mapping[str, Any], *, title: str) -> str:
         if cost is not None:
             c_low, c_high = d.get("cost_ci") or (None, None)
             cost_text = f"{_fmt(cost)} [{_fmt(c_low)}, {_fmt(c_high)}]"
-        lines.append(
-            f"| {name} | {d.get('n')} | {_fmt(d.get('mean_s'))} "
-            f"| {_fmt(speed, 3)}x [{_fmt(low, 3)}, {_fmt(high, 3)}] | {cost_text} |"
-        )
+        simulated = d.get("clock") == "simulated"
+        label = f"{name} [simulated]" if simulated else name
+        speed_text = f"{_fmt(speed, 3)}x [{_fmt(low, 3)}, {_fmt(high, 3)}]"
+        if speed is None or (isinstance(speed, float) and not math.isfinite(speed)):
+            speed_text = "not ranked (simulated vs measured time)"
+        mean_text = _fmt(d.get("mean_s")) + (" (simulated)" if simulated else "")
+        lines.append(f"| {label} | {d.get('n')} | {mean_text} | {speed_text} | {cost_text} |")
     if data.get("summary"):
         lines += ["", *[f"> {line}" for line in data["summary"].splitlines()]]
     return "\n".join(lines) + "\n"
