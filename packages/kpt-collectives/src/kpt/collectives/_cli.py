@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from kpt.collectives._bench import format_rows, run_bench
 from kpt.collectives._plan import format_plans
+from kpt.collectives._version import __version__
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20,
           "g": 1 << 30, "gib": 1 << 30}  # fmt: skip
@@ -24,19 +25,23 @@ def parse_bytes(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kpt-collectives", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plan", help="how an all-reduce over a mixed group would run, and its cost")
     p.add_argument("--devices", required=True,
                    help="per rank: a chip profile (h100-sxm, mi300x, ...) or cpu")  # fmt: skip
-    p.add_argument("--bytes", type=parse_bytes, default=parse_bytes("256MiB"))
+    p.add_argument("--bytes", type=parse_bytes, default=parse_bytes("256MiB"),
+                   help="all-reduce size per rank, e.g. 64MiB (default 256MiB)")  # fmt: skip
     b = sub.add_parser("bench", help="time collectives on real rank processes (nccl-tests style)")
     b.add_argument("--backend", default="kpt", help="kpt (default) or any torch backend (gloo)")
-    b.add_argument("--device", default="cpu", choices=["cpu", "kpt_sim", "cuda", "xpu"])
-    b.add_argument("--world", type=int, default=2)
+    b.add_argument("--device", default="cpu", choices=["cpu", "kpt_sim", "cuda", "xpu"],
+                   help="device type of every rank (default cpu)")  # fmt: skip
+    b.add_argument("--world", type=int, default=2, help="rank processes (default 2)")
     b.add_argument("--sizes", default="4KiB,256KiB,4MiB",
                    help="comma-separated sizes per rank")  # fmt: skip
-    b.add_argument("--kinds", default="all_reduce,all_gather,reduce_scatter,broadcast")
-    b.add_argument("--iters", type=int, default=20)
+    b.add_argument("--kinds", default="all_reduce,all_gather,reduce_scatter,broadcast",
+                   help="comma-separated collectives to time (default: all four)")  # fmt: skip
+    b.add_argument("--iters", type=int, default=20, help="timed runs per size (default 20)")
     b.add_argument("--profile", default="h100-sxm:1,mi300x:1",
                    help="kpt_sim: the daemon started when KPT_SIM_ENDPOINT is unset")  # fmt: skip
     args = parser.parse_args(argv)

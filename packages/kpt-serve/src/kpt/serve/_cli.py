@@ -17,6 +17,9 @@ _HOST = "127.0.0.1"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kpt-serve", description=__doc__)
+    from kpt.serve._version import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="one worker behind the OpenAI-compatible API")

@@ -6,10 +6,12 @@ import argparse
 import sys
 
 from kpt.wire._security import generate_keys
+from kpt.wire._version import __version__
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kpt-wire", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     keygen = commands.add_parser("keygen", help="write CURVE key pairs (NAME.key, NAME.key_secret)")
     keygen.add_argument("directory", help="folder to write the keys into (created if missing)")
