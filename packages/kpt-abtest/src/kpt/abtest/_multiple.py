@@ -1,8 +1,15 @@
-"""Multiple-comparison corrections: Holm (family-wise error) and Benjamini-Hochberg (FDR)."""
+"""Multiple-comparison corrections: Holm (family-wise error) and Benjamini-Hochberg (FDR).
+
+Benjamini-Hochberg (and Benjamini-Yekutieli under arbitrary dependence) is scipy's
+``stats.false_discovery_control``. scipy has no Holm, so Holm is the step-down below (what
+statsmodels' ``multipletests(method="holm")`` computes; tests check the two agree), which keeps
+kpt-abtest free of a statsmodels dependency.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+from scipy import stats
 
 
 def _p_values(p_values) -> np.ndarray:
@@ -25,13 +32,11 @@ def holm(p_values) -> np.ndarray:
     return adjusted
 
 
-def benjamini_hochberg(p_values) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (q-values); reject where <= alpha (controls FDR)."""
+def benjamini_hochberg(p_values, *, dependent: bool = False) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q-values); reject where <= alpha (controls FDR).
+
+    dependent=True: Benjamini-Yekutieli, which controls the FDR under any dependence between
+    the tests (at the price of power); plain BH assumes independence or positive dependence.
+    """
     p = _p_values(p_values)
-    m = p.size
-    order = np.argsort(p)
-    scaled = p[order] * m / np.arange(1, m + 1)
-    stepped = np.minimum.accumulate(scaled[::-1])[::-1]
-    adjusted = np.empty(m)
-    adjusted[order] = np.minimum(stepped, 1.0)
-    return adjusted
+    return np.asarray(stats.false_discovery_control(p, method="by" if dependent else "bh"))
