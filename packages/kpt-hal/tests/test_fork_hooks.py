@@ -7,8 +7,38 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
-from test_torch_adapter import FakeBackend, Vendor
+from kpt.hal import TorchDeviceAdapter
+
+
+class FakeBackend:
+    """torch.<type> for one H100-like board (or none)."""
+
+    def __init__(self, names):
+        self.names = names
+
+    def is_available(self):
+        return bool(self.names)
+
+    def device_count(self):
+        return len(self.names)
+
+    def get_device_properties(self, index):
+        return SimpleNamespace(name=self.names[index], total_memory=80 * 2**30)
+
+    def memory_reserved(self, index):
+        return 2**30
+
+
+class Vendor(TorchDeviceAdapter):
+    name, device_type, vendor, looked_for = "vendor", "cuda", "nvidia", "fake cards"
+
+    def collectives_backend(self):
+        return None
+
+    def triton_target(self):
+        return "cuda"
 
 
 class NoFloat64(Vendor):
@@ -25,7 +55,7 @@ def test_a_board_without_float64_overrides_one_hook_not_capabilities():
 
 
 def test_no_device_names_the_vendor_looked_for():
-    absent = Vendor(FakeBackend([], available=False)).probe()
+    absent = Vendor(FakeBackend([])).probe()
     assert absent.reason.startswith(f"no {Vendor.vendor} device visible")
 
 
