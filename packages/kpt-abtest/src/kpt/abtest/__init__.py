@@ -1,6 +1,7 @@
 """kpt.abtest: statistics for A/B experiments, sequential tests and benchmark regressions."""
 
 from kpt.abtest._assign import Assigner, assign
+from kpt.abtest._baselines import BaselineStore
 from kpt.abtest._bench import DeviceBenchmark, DeviceResult, benchmark_devices, device_timer
 from kpt.abtest._bootstrap import BootstrapResult, bootstrap
 from kpt.abtest._changepoint import ChangePoint, detect_changes
@@ -10,6 +11,12 @@ from kpt.abtest._cuped import cuped
 from kpt.abtest._distributed import Aggregator, Reporter, evaluate_distributed, launch_workers
 from kpt.abtest._equivalence import MarginTest, equivalence, non_inferiority
 from kpt.abtest._experiment import Experiment, ExperimentResult
+from kpt.abtest._matrix import (
+    MatrixResult,
+    RegressionReport,
+    benchmark_matrix,
+    compare_to_baseline,
+)
 from kpt.abtest._multiple import benjamini_hochberg, holm
 from kpt.abtest._power import minimum_detectable_effect, power_mean, power_proportion, sample_size
 from kpt.abtest._report import load_report, to_json, to_markdown, write_report
@@ -24,6 +31,7 @@ from kpt.abtest._version import __version__
 __all__ = [
     "Aggregator",
     "Assigner",
+    "BaselineStore",
     "BootstrapResult",
     "ChangePoint",
     "Comparison",
@@ -32,7 +40,9 @@ __all__ = [
     "Experiment",
     "ExperimentResult",
     "MarginTest",
+    "MatrixResult",
     "QuantileSketch",
+    "RegressionReport",
     "Reporter",
     "SRMResult",
     "SequentialTest",
@@ -40,10 +50,12 @@ __all__ = [
     "__version__",
     "assign",
     "benchmark_devices",
+    "benchmark_matrix",
     "benjamini_hochberg",
     "bootstrap",
     "compare",
     "compare_groups",
+    "compare_to_baseline",
     "cuped",
     "detect_changes",
     "device_timer",

@@ -302,6 +302,62 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _csv_list(text: str) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return items
+
+
+def _batch_sizes(text: str) -> list[int]:
+    try:
+        return [int(item) for item in _csv_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"batch sizes must be whole numbers, got {text!r}"
+        ) from None
+
+
+def _matrix_timer(spec: str):
+    from kpt.abtest._bench import device_timer, wall_timer
+
+    return {"device": device_timer, "wall": wall_timer}.get(spec) or resolve_callable(spec)
+
+
+def _cmd_matrix(args: argparse.Namespace) -> int:
+    """Exit 0: no regression (or no baseline asked); 1: a cell regressed; 2: a usage error."""
+    from kpt.abtest._baselines import BaselineStore
+    from kpt.abtest._matrix import benchmark_matrix, compare_to_baseline
+    from kpt.abtest._report import to_markdown, write_report
+
+    _check_report_paths(args.out or [])
+    if args.out and not args.baseline:
+        raise CliError("--out writes the regression report: give --baseline NAME too")
+    store = BaselineStore(args.baseline_dir)
+    old = store.load(args.baseline) if args.baseline else None  # a typo fails before any run
+    if args.save_baseline:
+        store.path(args.save_baseline)  # the name is checked before any run as well
+    result = benchmark_matrix(
+        resolve_callable(args.workload), args.devices, args.dtypes, args.batch_sizes,
+        trials=args.trials, warmup=args.warmup, timer=_matrix_timer(args.timer),
+    )  # fmt: skip
+    code = 0
+    if old is None:
+        print(result.summary())
+    else:
+        report = compare_to_baseline(
+            result.cells, old, name=args.baseline, alpha=args.alpha, noise=args.noise
+        )
+        print(json.dumps(report.to_dict(), indent=2) if args.json else to_markdown(report))
+        for path in args.out or []:
+            print(f"wrote {write_report(report, path)}")
+        code = 1 if report.failed else 0
+    if args.save_baseline:
+        path = store.save(args.save_baseline, result.cells, workload=args.workload)
+        print(f"saved baseline {args.save_baseline!r} to {path}")
+    return code
+
+
 def _cmd_monitor(args: argparse.Namespace) -> int:
     from kpt.abtest._monitor import monitor
 
@@ -377,6 +433,38 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--plots", help="folder for distribution, forest and trajectory plots")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
+        "matrix",
+        help="benchmark devices x dtypes x batch sizes; with --baseline, a regression verdict "
+        "per cell and exit code 1 if any cell regressed (a CI gate)",
+    )
+    p.add_argument(
+        "workload", help="module:function(device, dtype, batch_size) returning a step callable"
+    )
+    p.add_argument("--devices", type=_csv_list, default=["cpu"], help="e.g. cpu,kpt_sim:0,cuda:0")
+    p.add_argument("--dtypes", type=_csv_list, default=["float32"], help="e.g. float32,bfloat16")
+    p.add_argument("--batch-sizes", type=_batch_sizes, default=[1], help="e.g. 1,8,32")
+    p.add_argument("--trials", type=int, default=20, help="timed steps per cell (default 20)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per cell first")
+    p.add_argument(
+        "--timer", default="device",
+        help="device (device events; kpt_sim times are simulated), wall, or module:function",
+    )  # fmt: skip
+    p.add_argument("--baseline", metavar="NAME", help="compare every cell with saved baseline NAME")
+    p.add_argument("--save-baseline", metavar="NAME", help="save this run's times as NAME")
+    p.add_argument(
+        "--baseline-dir", default=".kpt-abtest/baselines",
+        help="folder of saved baselines (default .kpt-abtest/baselines)",
+    )  # fmt: skip
+    p.add_argument("--alpha", type=float, default=0.05, help=ALPHA_HELP + "; Holm over cells")
+    p.add_argument(
+        "--noise", type=float, default=0.02,
+        help="relative band a change must leave to count, as criterion (default 0.02 = 2%%)",
+    )  # fmt: skip
+    p.add_argument("--out", action="append", metavar="PATH", help="write the report (.json/.md)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_matrix)
 
     p = sub.add_parser("monitor", help="live view of a distributed evaluation's aggregator")
     p.add_argument("endpoint", help="aggregator endpoint, e.g. tcp://127.0.0.1:5555")

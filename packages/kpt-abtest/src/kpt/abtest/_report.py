@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from kpt.abtest._matrix import matrix_markdown
+
 
 def _as_dict(result: Any) -> dict[str, Any]:
     if isinstance(result, Mapping):
@@ -128,6 +130,8 @@ def _anytime_table(anytime: Mapping[str, Mapping[str, Any]], baseline: str, stat
 def to_markdown(result: Any, *, title: str = "A/B experiment") -> str:
     """Markdown: the verdict first, then per-arm statistics, comparisons, how it stopped."""
     data = report_data(result)
+    if data.get("kind") == "regression-matrix":
+        return matrix_markdown(data)
     if "devices" in data:
         return _device_markdown(data, title="Cross-device benchmark")
     if str(data.get("protocol", "")).startswith("kpt-abtest/"):
