@@ -121,7 +121,9 @@ def _make_tests_session(package: Package) -> None:
             "-p",
             "no:cacheprovider",
             *session.posargs,
-            env={"TRITON_INTERPRET": "1"},
+            # importlib mode puts no test folder on sys.path: name it, so a test can import the
+            # helper modules beside it (subprocess entry points, shared model factories).
+            env={"TRITON_INTERPRET": "1", "PYTHONPATH": str(package.path / "tests")},
         )
 
     tests.__doc__ = f"{package.name}: its tests, in a venv holding only it and what it declares."
