@@ -42,6 +42,10 @@ class EngineConfig:
     dtype: torch.dtype | None = None  # None: the checkpoint's dtype (bf16 kept, fp32 on CPU)
     max_model_len: int | None = None  # None: the model's max position
     seed: int = 0  # seeds requests that give no seed of their own
+    # Speculative decoding by n-gram (prompt lookup): up to this many tokens proposed per step
+    # for greedy requests and verified in the same step; 0 turns it off.
+    speculative_tokens: int = 0
+    speculative_ngram: int = 3  # how many final tokens to look up earlier in the sequence
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,16 @@ class EngineStats:
     num_steps: int
     prompt_tokens_computed: int
     generated_tokens: int
-    clock_ms: float  # the device clock: simulated ms on a simulated device
+    clock_ms: float
+    draft_tokens_proposed: int = 0
+    draft_tokens_accepted: int = 0
+
+    @property
+    def draft_acceptance_rate(self) -> float:
+        proposed = self.draft_tokens_proposed
+        return (
+            self.draft_tokens_accepted / proposed if proposed else 0.0
+        )  # the device clock: simulated ms on a simulated device
 
 
 class Engine:
@@ -103,6 +116,7 @@ class Engine:
         self._arrivals = itertools.count()
         self._seeds = random.Random(self.config.seed)
         self._steps = self._prompt_tokens = self._generated = 0
+        self._spec_proposed = self._spec_accepted = 0
 
     # --- the interface -------------------------------------------------------------------
 
@@ -146,44 +160,99 @@ class Engine:
 
     def step(self) -> list[RequestOutput]:
         """Run one batch: schedule, compute, sample. Returns an output for every request that
-        produced a token or finished in this step (tokens stream as they come)."""
+        produced tokens or finished in this step (tokens stream as they come)."""
         host_start = time.perf_counter()
+        if self.config.speculative_tokens:
+            self._propose_drafts()
         batch = self.scheduler.schedule()
         if not batch.work:
             return []
         tables = [self.kv.blocks(request.request_id) for request, _ in batch.work]
         self.clock.charge_host(time.perf_counter() - host_start)
-        logits, sampled = self.runner.run(batch.work, tables)
-        params = [batch.work[w][0].params for w in sampled]
-        generators = [batch.work[w][0].generator for w in sampled]
-        tokens = self.sampler.sample(logits, params, generators) if sampled else []
+        logits, spans = self.runner.run(batch.work, tables)
+        emitted = self._pick_tokens(batch.work, logits, spans)
         now = self.clock.now_ms()  # the sampled ids reached the host: the step is done
         host_start = time.perf_counter()
         outputs: list[RequestOutput] = []
-        sampled_token = dict(zip(sampled, tokens, strict=True))
         for w, (request, count) in enumerate(batch.work):
-            if request.num_computed_tokens < len(request.prompt_token_ids):
-                self._prompt_tokens += min(
-                    count, len(request.prompt_token_ids) - request.num_computed_tokens
+            prompt_left = len(request.prompt_token_ids) - request.num_computed_tokens
+            self._prompt_tokens += max(0, min(count, prompt_left))
+            tokens = emitted.get(w)
+            if tokens is None:  # a prompt chunk with more to come
+                request.num_computed_tokens += count
+                self.kv.name_full_blocks(
+                    request.request_id, request.all_token_ids, request.num_computed_tokens
                 )
-            request.num_computed_tokens += count
-            self.kv.name_full_blocks(
-                request.request_id, request.all_token_ids, request.num_computed_tokens
-            )
-            if w not in sampled_token:
-                continue  # a prompt chunk with more to come
-            token = sampled_token[w]
-            request.output_token_ids.append(token)
-            self._generated += 1
+                continue
+            # Drafts past the first rejected one were computed but are not kept: their KV
+            # slots are simply written over later.
+            accepted = len(tokens) - 1
+            self._spec_proposed += len(request.draft)
+            self._spec_accepted += accepted
+            request.num_computed_tokens += count - len(request.draft) + accepted
+            request.draft = []
             if request.first_token_ms is None:
                 request.first_token_ms = now
-            reason = request.check_stop(token, self.max_model_len)
-            if reason is not None:
-                self._finish(request, reason, now)
-            outputs.append(self._output(request, [token]))
+            new: list[int] = []
+            for token in tokens:
+                request.output_token_ids.append(token)
+                new.append(token)
+                self._generated += 1
+                reason = request.check_stop(token, self.max_model_len)
+                if reason is not None:
+                    self._finish(request, reason, now)
+                    break
+            else:
+                self.kv.name_full_blocks(
+                    request.request_id, request.all_token_ids, request.num_computed_tokens
+                )
+            outputs.append(self._output(request, new))
         self._steps += 1
         self.clock.charge_host(time.perf_counter() - host_start)
         return outputs
+
+    def _propose_drafts(self) -> None:
+        """n-gram (prompt lookup) drafts for greedy requests that are decoding."""
+        for request in self.scheduler.running:
+            if not request.params.greedy or request.num_computed_tokens != request.num_tokens - 1:
+                continue
+            room = min(
+                request.params.max_tokens - len(request.output_token_ids) - 1,
+                self.max_model_len - request.num_tokens - 1,
+                self.config.speculative_tokens,
+            )
+            if room > 0:
+                request.draft = request.propose_ngram(self.config.speculative_ngram, room)
+
+    def _pick_tokens(self, work, logits, spans) -> dict[int, list[int]]:
+        """The tokens each sampled request emits: one, or its accepted drafts plus one."""
+        if not spans:
+            return {}
+        last_rows = [first + rows - 1 for _, first, rows in spans]
+        drafted = any(rows > 1 for _, _, rows in spans)
+        final = (
+            logits.index_select(0, torch.tensor(last_rows).to(logits.device)) if drafted else logits
+        )
+        requests = [work[w][0] for w, _, _ in spans]
+        sampled = self.sampler.sample(
+            final, [r.params for r in requests], [r.generator for r in requests]
+        )
+        greedy_rows = logits.argmax(dim=-1).cpu().tolist() if drafted else []
+        emitted: dict[int, list[int]] = {}
+        for (w, first, rows), request, token in zip(spans, requests, sampled, strict=True):
+            tokens: list[int] = []
+            for i, proposed in enumerate(request.draft):
+                if greedy_rows[first + i] != proposed:
+                    break
+                tokens.append(proposed)
+            # The row after the last accepted draft gives the next token (the final row's
+            # sample when every draft was accepted).
+            if len(tokens) == rows - 1:
+                tokens.append(token)
+            else:
+                tokens.append(greedy_rows[first + len(tokens)])
+            emitted[w] = tokens
+        return emitted
 
     def abort(self, request_id: str) -> RequestOutput | None:
         """Stop a request now and free its blocks; None when it is unknown or already done."""
@@ -207,6 +276,8 @@ class Engine:
             prompt_tokens_computed=self._prompt_tokens,
             generated_tokens=self._generated,
             clock_ms=self.clock.now_ms(),
+            draft_tokens_proposed=self._spec_proposed,
+            draft_tokens_accepted=self._spec_accepted,
         )
 
     @property

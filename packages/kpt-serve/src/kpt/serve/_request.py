@@ -29,6 +29,7 @@ class Request:
     eos_token_ids: tuple[int, ...] = ()
     output_token_ids: list[int] = field(default_factory=list)
     num_computed_tokens: int = 0
+    draft: list[int] = field(default_factory=list)  # proposed tokens to verify this step
     status: RequestStatus = RequestStatus.WAITING
     finish_reason: str | None = None  # "length", "stop", "abort"
     num_preemptions: int = 0
@@ -48,6 +49,18 @@ class Request:
     @property
     def sort_key(self) -> tuple[int, int]:
         return (self.priority, self.arrival)
+
+    def propose_ngram(self, ngram: int, count: int) -> list[int]:
+        """Prompt-lookup drafting: the tokens that followed the last earlier occurrence of the
+        sequence's final `ngram` tokens (empty when there is none)."""
+        tokens = self.all_token_ids
+        if len(tokens) <= ngram:
+            return []
+        tail = tokens[-ngram:]
+        for start in range(len(tokens) - ngram - 1, -1, -1):
+            if tokens[start : start + ngram] == tail:
+                return tokens[start + ngram : start + ngram + count]
+        return []
 
     def check_stop(self, token: int, max_model_len: int) -> str | None:
         """Why the request ends after producing `token`, or None when it goes on."""

@@ -23,19 +23,21 @@ class ModelRunner:
     @torch.no_grad()  # not inference_mode: wrapper-subclass devices (kpt_sim) refuse its views
     def run(
         self, work: Sequence[tuple[Request, int]], block_tables: Sequence[list[int]]
-    ) -> tuple[torch.Tensor, list[int]]:
+    ) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
         """Compute the KV of `work`'s tokens; logits for the requests whose prompt is done.
 
-        Returns (logits [S, vocab], indices into `work` of the S rows).
+        A request carrying draft tokens (speculative decoding) gets a row for each of its
+        last 1 + len(draft) positions, so the drafts are verified in this one step.
+        Returns (logits [rows, vocab], spans): a span (index into work, first row, rows).
         """
         ids: list[int] = []
         positions: list[int] = []
         slots: list[int] = []
-        sample_rows: list[int] = []  # flat-batch row of each sampled token
-        sampled: list[int] = []  # index into work
+        sample_rows: list[int] = []  # flat-batch row of each row of logits
+        spans: list[tuple[int, int, int]] = []
         for w, ((request, count), table) in enumerate(zip(work, block_tables, strict=True)):
             start = request.num_computed_tokens
-            tokens = request.all_token_ids
+            tokens = request.all_token_ids + request.draft
             ids.extend(tokens[start : start + count])
             for pos in range(start, start + count):
                 positions.append(pos)
@@ -43,8 +45,9 @@ class ModelRunner:
                     table[pos // self.block_size] * self.block_size + pos % self.block_size
                 )
             if start + count == len(tokens):
-                sample_rows.append(len(ids) - 1)
-                sampled.append(w)
+                rows = 1 + len(request.draft)
+                spans.append((w, len(sample_rows), rows))
+                sample_rows.extend(range(len(ids) - rows, len(ids)))
         meta = AttentionMetadata(
             slot_mapping=self._tensor(slots),
             groups=self._groups(work, block_tables),
@@ -54,7 +57,7 @@ class ModelRunner:
         if not sample_rows:
             return hidden.new_empty(0, self.model.config.vocab_size), []
         rows = hidden.index_select(0, self._tensor(sample_rows))
-        return self.model.logits(rows), sampled
+        return self.model.logits(rows), spans
 
     def _tensor(self, values: list[int]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.long).to(self.device, non_blocking=True)

@@ -79,8 +79,11 @@ class Scheduler:
         i = 0
         while i < len(self.running) and budget > 0:
             request = self.running[i]
-            want = request.num_tokens - request.num_computed_tokens
+            want = request.num_tokens + len(request.draft) - request.num_computed_tokens
             count = min(want, budget)
+            if count < want and request.draft:  # verify only the drafts the budget holds
+                del request.draft[max(0, count - (want - len(request.draft))) :]
+                want = count
             if count < want and not self.config.chunked_prefill:
                 i += 1  # without chunking a prompt waits for a step with room for all of it
                 continue
@@ -128,6 +131,7 @@ class Scheduler:
         self.running.remove(request)
         self.kv.free(request.request_id)
         request.num_computed_tokens = 0
+        request.draft.clear()
         request.num_preemptions += 1
         self.num_preemptions += 1
         batch.work = [(r, n) for r, n in batch.work if r is not request]
