@@ -87,7 +87,7 @@ def test_a_silent_worker_is_removed_within_three_heartbeats(model_dir):
     process = launcher.start(spec)
     try:
         deadline = time.monotonic() + 180
-        while not router.workers() and time.monotonic() < deadline:
+        while not router.workers() and time.monotonic() < deadline and process.alive():
             time.sleep(0.05)
         assert router.workers(), "the worker did not register within 180s"
         os.kill(process.pid, signal.SIGSTOP)  # alive but silent, as a hung host
@@ -117,14 +117,14 @@ def test_the_autoscaler_adds_a_worker_under_load_and_removes_it_when_idle(model_
         fleet.start()
         fleet.wait_ready(timeout=180)
         seen.update(p.pid for p in fleet.processes())
-        params = SamplingParams(max_tokens=100, temperature=0.0, ignore_eos=True)
+        params = SamplingParams(max_tokens=200, temperature=0.0, ignore_eos=True)
         done = threading.Semaphore(0)
-        prompts = random_prompts(12, 4, 20, seed=4)
+        prompts = random_prompts(16, 4, 20, seed=4)
         requests = [
             fleet.router.submit("m", p, params, lambda d: d.finished and done.release())
             for p in prompts
         ]
-        # Two seats per worker: ten requests wait, over the target of one per worker.
+        # Two seats per worker: fourteen requests wait, over the target of one per worker.
         deadline = time.monotonic() + 60
         while len(fleet.processes()) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -132,9 +132,9 @@ def test_the_autoscaler_adds_a_worker_under_load_and_removes_it_when_idle(model_
         seen.update(p.pid for p in fleet.processes())
         for _ in requests:
             assert done.acquire(timeout=180)
-        assert all(r.error is None and len(r.token_ids) == 100 for r in requests), [
-            (r.error, len(r.token_ids)) for r in requests
-        ]
+        wrong = [(r.error, len(r.token_ids), r.workers_tried) for r in requests]
+        wrong = [w for w in wrong if w[0] is not None or w[1] != 200]
+        assert not wrong, (wrong, fleet.autoscaler.events)
         deadline = time.monotonic() + 240  # the new worker loads, then both idle a second
         while (len(fleet.processes()) > 1 or not fleet.autoscaler.events[-1][1] < 0) and (
             time.monotonic() < deadline

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import VOCAB, make_gpt2, make_llama, random_prompts
@@ -94,6 +95,21 @@ def test_streaming_sends_each_token_as_it_comes(server):
     assert sum(1 for e in events if e["choices"]) == 5  # one event per token
     assert events[-2]["choices"][0]["finish_reason"] == "length"
     assert events[-1]["usage"]["completion_tokens"] == 5
+
+
+def test_a_client_that_leaves_mid_stream_frees_its_worker(server):
+    body = {"model": "plain", "prompt": [3, 4, 5], "stream": True, **_greedy(200)}
+    with server.stream("POST", "/v1/completions", json=body) as reply:
+        for line in reply.iter_lines():
+            if line.startswith("data: "):
+                break  # one token, then hang up
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        load = [w["load"]["inflight"] for w in server.get("/v1/fleet").json()["workers"]]
+        if sum(load) == 0:
+            break
+        time.sleep(0.1)
+    assert sum(load) == 0, f"requests still in flight after the client left: {load}"
 
 
 def test_text_and_chat_on_a_model_with_a_tokenizer(server):

@@ -191,6 +191,13 @@ class FleetApi:
     async def _sse(
         self, request, deltas, model, kind, with_ids, options, chat
     ) -> AsyncIterator[str]:
+        try:
+            async for event in self._events(request, deltas, model, kind, with_ids, options, chat):
+                yield event
+        finally:  # the client left: close the deltas now, which aborts the request's work
+            await deltas.aclose()
+
+    async def _events(self, request, deltas, model, kind, with_ids, options, chat):
         chunk_kind = "chat.completion.chunk" if chat else kind
         first = True
         async for delta in deltas:

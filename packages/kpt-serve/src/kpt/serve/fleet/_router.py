@@ -36,6 +36,8 @@ from kpt.wire import Client, HandlerError, Message, Server
 
 log = logging.getLogger("kpt.serve.fleet.router")
 
+MAX_ATTEMPTS = 3  # workers a request may outlive before it fails (a request that kills them)
+
 
 class NoWorkerError(RuntimeError):
     """No worker serves the model asked for (unknown model, or every worker gone too long)."""
@@ -171,11 +173,15 @@ class Router:
             return list(self._workers.values())
 
     def queue_depth(self, model: str | None = None) -> int:
-        """Requests waiting: parked here plus waiting inside workers (as last reported)."""
+        """Requests waiting: parked here plus waiting inside workers, as they last reported
+        or as the router's own count of requests beyond their seats says, whichever is more
+        (the router's count is fresher than a heartbeat)."""
         with self._lock:
             parked = sum(1 for r in self._parked if model in (None, r.model))
             waiting = sum(
-                w.stats.num_waiting for w in self._workers.values() if model in (None, w.model)
+                max(w.stats.num_waiting, len(w.inflight) - w.max_num_seqs)
+                for w in self._workers.values()
+                if model in (None, w.model)
             )
             return parked + waiting
 
@@ -193,6 +199,12 @@ class Router:
         log.warning("worker %s removed (%s); %d requests move", worker_id, reason, len(moved))
         with self._lock:
             for request in moved:
+                if len(request.workers_tried) >= MAX_ATTEMPTS:  # it may be what kills them
+                    request.fail(
+                        f"request lost {len(request.workers_tried)} workers "
+                        f"({', '.join(request.workers_tried)}); the last: {reason}"
+                    )
+                    continue
                 self.num_failovers += 1
                 if self.metrics is not None:
                     self.metrics.observe_failover(request.model)

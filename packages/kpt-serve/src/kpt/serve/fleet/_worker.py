@@ -143,6 +143,10 @@ class Worker:
                 self._texts[rid] = ""
             except (ValueError, TypeError) as exc:  # the request's fault: tell its caller
                 errors.append({"rid": rid, "finished": True, "reason": "error", "error": str(exc)})
+            except Exception as exc:  # refuse it, but keep serving the others
+                log.exception("worker %s: adding request %s failed", self.worker_id, rid)
+                message = f"the worker could not add this request: {type(exc).__name__}: {exc}"
+                errors.append({"rid": rid, "finished": True, "reason": "error", "error": message})
         return errors
 
     def _step(self) -> None:
