@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 import kpt.sim
+
+# The rank helpers (ranks.py, rank_jobs.py) sit beside the tests; nox imports tests by path
+# (--import-mode=importlib), which puts no folder on sys.path.
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture(scope="module")
