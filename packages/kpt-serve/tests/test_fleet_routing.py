@@ -69,6 +69,10 @@ def test_predicted_policy_picks_the_fastest_finish():
     holder = _candidate("holder", matched=6, inflight=1, per_token=0.05)
     other = _candidate("other", per_token=0.05)
     assert policy.choose([other, holder], 100, 4) == "holder"
+    # No per-token cost fitted yet: the times tie, and the prefix decides.
+    flat_holder = _candidate("holder", matched=2, per_token=0.0, step=1.02)
+    flat_other = _candidate("other", per_token=0.0, step=1.0)
+    assert policy.choose([flat_other, flat_holder], 40, 4) == "holder"
 
 
 def test_prefix_wins_while_speeds_are_unknown_and_p2c_spreads_otherwise():

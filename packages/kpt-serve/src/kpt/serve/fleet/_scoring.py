@@ -26,6 +26,7 @@ TEXT_CHUNK = 64  # characters per prefix key for text prompts (about 16 tokens)
 CHARS_PER_TOKEN = 4  # a text prompt's length in tokens, guessed before tokenizing
 KV_FULL = 0.95  # KV usage above which a worker is treated as full
 KV_FULL_PENALTY = 4.0  # a full worker's predicted time is multiplied by this
+TIE_BAND = 1.1  # predicted times within 10 % of the best count as equal
 
 
 def prefix_keys(prompt: str | Sequence[int]) -> list[int]:
@@ -216,7 +217,13 @@ class PredictedTime(Policy):
             ):
                 return best.worker_id
             return self._fallback.choose(candidates, prompt_len, max_tokens)
-        return min(zip(times, candidates, strict=True), key=lambda tc: tc[0])[1].worker_id
+        # Predictions within TIE_BAND of the best are a tie (the fits are noisy): among those,
+        # the worker holding more of the prompt's prefix, then the less loaded, wins.
+        best = min(times)
+        close = [(t, c) for t, c in zip(times, candidates, strict=True) if t <= best * TIE_BAND]
+        return min(close, key=lambda tc: (-tc[1].matched_chunks, tc[1].num_inflight, tc[0]))[
+            1
+        ].worker_id
 
 
 POLICIES = {cls.name: cls for cls in (RoundRobin, PowerOfTwo, PredictedTime)}
