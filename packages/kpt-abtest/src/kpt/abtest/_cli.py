@@ -243,6 +243,7 @@ def build_experiment(config: dict[str, Any]):
 
 _DISTRIBUTED_KEYS = {
     "task", "workers", "options", "baseline", "alpha", "higher_is_better", "timeout", "endpoint",
+    "flush_every", "flush_interval_s",
 }  # fmt: skip
 
 
@@ -381,6 +382,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         worker_id=args.worker_id,
         options=options,
         flush_every=args.flush_every,
+        flush_interval_s=args.flush_interval or None,
     )
     return 0
 
@@ -481,6 +483,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worker-id", default=None, help="name in the aggregator's status")
     p.add_argument("--options", default="{}", help="JSON object of keyword arguments for the task")
     p.add_argument("--flush-every", type=int, default=1000, help="values per summary sent")
+    p.add_argument(
+        "--flush-interval", type=float, default=1.0,
+        help="also send what is pending every this many seconds (0: by count only)",
+    )  # fmt: skip
     p.set_defaults(func=_cmd_worker)
     return parser
 

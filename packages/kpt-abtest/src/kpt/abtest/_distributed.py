@@ -46,6 +46,9 @@ from kpt.abtest._summary import Summary
 
 PROTOCOL_NAME = "kpt-abtest/2"
 _SYNC_EVERY = 256  # casts a worker sends before waiting for the aggregator to catch up
+# A worker also flushes what it holds at least this often, so a slow stream (fewer than
+# flush_every values a minute) still shows up in `kpt-abtest monitor` while it runs.
+FLUSH_INTERVAL_S = 1.0
 
 
 def _wire():
@@ -239,17 +242,36 @@ def _overall(decisions: set[str]) -> str:
 
 
 class Reporter:
-    """Given to a worker's task: ``observe(arm, values)``; summaries are flushed in batches."""
+    """Given to a worker's task: ``observe(arm, values)``; summaries are flushed in batches.
+
+    An arm's summary is sent once it holds ``flush_every`` values, and everything pending is
+    sent when ``flush_interval_s`` seconds have passed since the last flush (None: count only).
+    """
 
     def __init__(
-        self, client: Any, worker_id: str, *, flush_every: int = 1000, sync_every: int = _SYNC_EVERY
+        self,
+        client: Any,
+        worker_id: str,
+        *,
+        flush_every: int = 1000,
+        flush_interval_s: float | None = FLUSH_INTERVAL_S,
+        sync_every: int = _SYNC_EVERY,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if int(flush_every) != flush_every or flush_every < 1:
             raise ValueError(f"flush_every must be a whole number >= 1, got {flush_every!r}")
+        if flush_interval_s is not None and not flush_interval_s > 0:
+            raise ValueError(
+                f"flush_interval_s must be > 0 seconds (or None for count-only flushes), "
+                f"got {flush_interval_s!r}"
+            )
         self.client = client
         self.worker_id = worker_id
         self.flush_every = int(flush_every)
+        self.flush_interval_s = flush_interval_s
         self.sync_every = sync_every
+        self._clock = clock
+        self._last_flush = clock()
         self._pending: dict[str, Summary] = {}
         self.sent = 0
 
@@ -258,12 +280,16 @@ class Reporter:
         summary.update(np.asarray(values, dtype=np.float64).reshape(-1))
         if summary.n >= self.flush_every:
             self._send(arm, self._pending.pop(arm))
+        interval = self.flush_interval_s
+        if interval is not None and self._clock() - self._last_flush >= interval:
+            self.flush()
 
     def send_summary(self, arm: str, summary: Summary) -> None:
         """Send a summary built elsewhere (it must cover values not sent before)."""
         self._send(arm, summary)
 
     def flush(self) -> None:
+        self._last_flush = self._clock()
         for arm in list(self._pending):
             self._send(arm, self._pending.pop(arm))
 
@@ -307,6 +333,7 @@ def run_worker(
     worker_id: str | None = None,
     options: Mapping[str, Any] | None = None,
     flush_every: int = 1000,
+    flush_interval_s: float | None = FLUSH_INTERVAL_S,
     timeout: float = 30.0,
 ) -> int:
     """Run ``task(shard, shards, reporter, **options)`` and stream its summaries; returns sent."""
@@ -315,7 +342,9 @@ def run_worker(
         raise ValueError(f"shard {shard} is outside 0..{shards - 1}")
     worker_id = worker_id or f"worker-{shard}-{os.getpid()}"
     with wire.Client(endpoint, timeout=timeout) as client:
-        reporter = Reporter(client, worker_id, flush_every=flush_every)
+        reporter = Reporter(
+            client, worker_id, flush_every=flush_every, flush_interval_s=flush_interval_s
+        )
         error = None
         try:
             resolve_task(task)(shard, shards, reporter, **dict(options or {}))
@@ -370,6 +399,7 @@ def launch_workers(
     options: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
     flush_every: int = 1000,
+    flush_interval_s: float | None = FLUSH_INTERVAL_S,
 ) -> WorkerPool:
     """Start ``n_workers`` processes, shard i of n each, streaming to ``endpoint``."""
     if int(n_workers) != n_workers or n_workers < 1:
@@ -383,6 +413,7 @@ def launch_workers(
                 sys.executable, "-m", "kpt.abtest", "worker", endpoint, "--task", task,
                 "--shard", str(shard), "--shards", str(n_workers), "--worker-id", f"w{shard}",
                 "--options", options_json, "--flush-every", str(flush_every),
+                "--flush-interval", str(flush_interval_s or 0),
             ]  # fmt: skip
             # stderr to a file, not a pipe: a chatty worker can never block on a full pipe
             log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by WorkerPool.stop()
@@ -406,18 +437,24 @@ def evaluate_distributed(
     env: Mapping[str, str] | None = None,
     endpoint: str = "tcp://127.0.0.1:0",
     on_start: Callable[[str], None] | None = None,
+    flush_every: int = 1000,
+    flush_interval_s: float | None = FLUSH_INTERVAL_S,
 ) -> dict[str, Any]:
     """Start an aggregator and ``n_workers`` processes, wait for all, return the final snapshot.
 
     ``on_start(endpoint)`` is called once the aggregator listens (e.g. to print it for
-    ``kpt-abtest monitor``).
+    ``kpt-abtest monitor``). Workers send a summary every ``flush_every`` values per arm and
+    at least every ``flush_interval_s`` seconds (None: by count only).
     """
     with Aggregator(
         endpoint, baseline=baseline, alpha=alpha, higher_is_better=higher_is_better
     ) as aggregator:
         if on_start is not None:
             on_start(aggregator.endpoint)
-        with launch_workers(aggregator.endpoint, task, n_workers, options=options, env=env) as pool:
+        with launch_workers(
+            aggregator.endpoint, task, n_workers, options=options, env=env,
+            flush_every=flush_every, flush_interval_s=flush_interval_s,
+        ) as pool:  # fmt: skip
             codes = pool.wait(timeout)
             failures = _failures(pool.processes, codes)
             if failures:

@@ -92,6 +92,26 @@ def _worker_warnings(workers: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _all_done(status: Mapping[str, Any]) -> bool:
+    workers = status.get("workers", {})
+    return bool(workers) and all(w.get("done") for w in workers.values())
+
+
+def ended_message(endpoint: str, last: Mapping[str, Any]) -> str:
+    """What the monitor says when an aggregator it was watching stops answering."""
+    workers = last.get("workers", {})
+    done = sum(1 for w in workers.values() if w.get("done"))
+    if _all_done(last):
+        return (
+            f"the evaluation at {endpoint} has finished: all {len(workers)} workers reported "
+            f"done and the aggregator closed; final decision: {last.get('decision')} (above)"
+        )
+    return (
+        f"the aggregator at {endpoint} stopped answering with {done} of {len(workers)} workers "
+        "done: the evaluation was stopped or its process exited; last status above"
+    )
+
+
 def fetch_status(endpoint: str, *, timeout: float = 5.0) -> dict[str, Any]:
     from kpt.abtest._distributed import _wire
 
@@ -117,15 +137,24 @@ def monitor(
     if not interval > 0:
         raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
     updates = 0
-    with wire.Client(endpoint, timeout=max(2.0, 3 * interval), retries=0) as client:
+    timeout = max(2.0, 3 * interval)
+    last: dict[str, Any] | None = None
+    with wire.Client(endpoint, timeout=timeout, retries=0) as client:
         while True:
             try:
                 status = dict(client.call("status", {}).header)
-            except wire.WireError as error:
-                raise RuntimeError(
-                    f"no aggregator answers at {endpoint}: {error}. Is the evaluation running, "
-                    "and is this the endpoint it printed?"
-                ) from None
+            except wire.WireError:
+                if last is None:
+                    raise RuntimeError(
+                        f"no aggregator answers at {endpoint} within {timeout:g} s. Is the "
+                        "evaluation running, and is this the endpoint it printed?"
+                    ) from None
+                # It answered before: the evaluation ended and its aggregator closed (the wire
+                # client cannot tell a closed server from a slow one, so say what happened).
+                out.write(ended_message(endpoint, last) + "\n")
+                out.flush()
+                return 0 if _all_done(last) else 1
+            last = status
             if as_json:
                 out.write(json.dumps(status) + "\n")
             else:
