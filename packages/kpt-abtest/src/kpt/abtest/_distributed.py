@@ -228,6 +228,9 @@ def _describe(summary: Summary) -> dict[str, Any]:
         "p50": p50,
         "p95": p95,
         "p99": p99,
+        # p50/p95/p99 come from a KLL sketch: approximate once it compacted (rank error bound)
+        "quantiles": "exact" if summary.sketch.exact else "approximate (KLL sketch)",
+        "quantile_rank_error": summary.quantile_rank_error,
         "min": summary.min,
         "max": summary.max,
     }

@@ -39,6 +39,8 @@ def render_status(status: Mapping[str, Any]) -> str:
         )
     if not status.get("arms"):
         lines.append("(no summaries yet)")
+    else:
+        lines.append(quantile_note(status["arms"]))
     comparisons = status.get("comparisons", {})
     if comparisons:
         lines += ["", f"vs baseline {status.get('baseline')} (* above); anytime-valid {level} CI:"]
@@ -61,6 +63,17 @@ def render_status(status: Mapping[str, Any]) -> str:
             "messages (invalid, or naming a worker from another connection)"
         )
     return "\n".join(lines)
+
+
+def quantile_note(arms: Mapping[str, Any]) -> str:
+    """Says whether the arms' p50/p95/p99 are exact or KLL approximations, with the bound."""
+    bound = max((a.get("quantile_rank_error") or 0.0) for a in arms.values())
+    if bound == 0.0:
+        return "p50/p95/p99: exact (every value kept so far)"
+    return (
+        f"p50/p95/p99: approximate, from KLL sketches: each is the true quantile at a level "
+        f"within +-{100 * bound:.3g} points (rank error bound, 99% confidence)"
+    )
 
 
 def _workers_line(workers: Mapping[str, Any]) -> str:

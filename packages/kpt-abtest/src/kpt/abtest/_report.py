@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from kpt.abtest._matrix import matrix_markdown
+from kpt.abtest._monitor import quantile_note
 
 
 def _as_dict(result: Any) -> dict[str, Any]:
@@ -219,6 +220,8 @@ def _distributed_markdown(data: Mapping[str, Any], *, title: str) -> str:
     for arm, a in data.get("arms", {}).items():
         cells = [a.get(k) for k in ("mean", "sd", "p50", "p95", "p99")]
         lines.append(f"| {arm} | {a.get('n')} | " + " | ".join(_fmt(c) for c in cells) + " |")
+    if data.get("arms"):
+        lines += ["", quantile_note(data["arms"]) + "."]
     if data.get("comparisons"):
         lines += [
             "",

@@ -37,6 +37,17 @@ class QuantileSketch:
         self._seed = seed
         self._rng = None  # made on first compaction: merging 1,000 fresh sketches stays cheap
 
+    @property
+    def exact(self) -> bool:
+        """True while nothing was compacted: every value is kept and quantiles are exact."""
+        return all(level.size == 0 for level in self.levels[1:])
+
+    @property
+    def rank_error(self) -> float:
+        """Normalized rank error of quantile() at 99% confidence: 0 while exact, else the KLL
+        bound for k (a reported p95 is the true quantile at some level in 0.95 +- this)."""
+        return 0.0 if self.exact else rank_error_bound(self.k)
+
     def _capacity(self, level: int) -> int:
         depth = len(self.levels) - 1 - level
         return max(_MIN_CAPACITY, int(np.ceil(self.k * _DECAY**depth)))

@@ -81,6 +81,11 @@ class Summary:
     def std(self) -> float:
         return float(np.sqrt(self.variance))
 
+    @property
+    def quantile_rank_error(self) -> float:
+        """Rank error of quantile() at 99% confidence (0 while the sketch holds every value)."""
+        return self.sketch.rank_error
+
     def quantile(self, q):
         return self.sketch.quantile(q)
 
