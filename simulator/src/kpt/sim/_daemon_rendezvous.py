@@ -258,7 +258,8 @@ class Rendezvous:
             if len(table) >= MAX_OUTCOMES_PER_CLIENT:
                 table.pop(next(iter(table)))  # the oldest unpolled outcome is forgotten
             end = None if ends is None else ends[part.device]
-            table[(meeting.group, meeting.seq)] = Outcome(part.device, end=end, error=error, timing=timing or {})
+            outcome = Outcome(part.device, end=end, error=error, timing=timing or {})
+            table[(meeting.group, meeting.seq)] = outcome
 
     def _expire(self, meeting: Meeting) -> None:
         if self.clock() <= meeting.deadline or not meeting.missing():
