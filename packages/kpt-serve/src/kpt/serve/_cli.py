@@ -12,28 +12,35 @@ import threading
 import time
 from pathlib import Path
 
+from kpt.serve._version import __version__
+
 _HOST = "127.0.0.1"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kpt-serve", description=__doc__)
-    from kpt.serve._version import __version__
-
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="one worker behind the OpenAI-compatible API")
-    serve.add_argument("model_dir")
+    serve.add_argument("model_dir", help="a Hugging Face model folder (config.json + safetensors)")
     serve.add_argument("--device", default="cpu", help="cpu, kpt_sim:0, cuda:1, ... (default cpu)")
     _http_args(serve)
     _engine_args(serve)
 
     fleet = commands.add_parser("fleet", help="API + router + one worker process per device")
-    fleet.add_argument("model_dir")
-    fleet.add_argument("--workers", default="cpu", help="comma-separated devices: cpu,kpt_sim:0")
-    fleet.add_argument("--policy", default="predicted", help="predicted | p2c | round_robin")
+    fleet.add_argument("model_dir", help="a Hugging Face model folder (config.json + safetensors)")
     fleet.add_argument(
-        "--autoscale-max", type=int, default=None, help="add workers up to this many"
+        "--workers", default="cpu", help="comma-separated devices, one worker each: cpu,kpt_sim:0"
+    )
+    fleet.add_argument(
+        "--policy", default="predicted", help="routing: predicted (default), p2c, round_robin"
+    )
+    fleet.add_argument(
+        "--autoscale-max",
+        type=int,
+        default=None,
+        help="autoscale between the listed workers and this many (default: no autoscaling)",
     )
     _http_args(fleet)
     _engine_args(fleet)
@@ -43,35 +50,43 @@ def main(argv: list[str] | None = None) -> int:
     _http_args(router)
 
     bench = commands.add_parser("bench", help="load test an OpenAI-compatible server")
-    bench.add_argument("--url", required=True)
-    bench.add_argument("--model", default=None)
-    bench.add_argument("--dataset", default="random", help="random, or a JSONL file of prompts")
+    bench.add_argument("--url", required=True, help="the server, e.g. http://127.0.0.1:8000")
+    bench.add_argument("--model", default=None, help="model to ask for (default: the first served)")
+    bench.add_argument(
+        "--dataset", default="random", help='random, or a JSONL file of {"prompt", "max_tokens"}'
+    )
     bench.add_argument(
         "--request-rate",
         type=float,
         default=float("inf"),
-        help="req/s, Poisson; inf: all at once (Offline)",
+        help="requests/s with Poisson arrivals; inf (default) sends all at once (Offline)",
     )
     bench.add_argument(
-        "--duration", type=float, default=None, help="seconds of arrivals (Server scenario)"
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds of arrivals, cycling the prompts (default: --num-prompts requests)",
     )
-    bench.add_argument("--num-prompts", type=int, default=100)
-    bench.add_argument("--input-len", type=int, default=32)
-    bench.add_argument("--output-len", type=int, default=32)
-    bench.add_argument("--max-concurrency", type=int, default=None)
-    bench.add_argument("--slo-ttft-ms", type=float, default=None)
-    bench.add_argument("--slo-tpot-ms", type=float, default=None)
-    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--num-prompts", type=int, default=100, help="requests to send (100)")
+    bench.add_argument("--input-len", type=int, default=32, help="random prompts' tokens (32)")
+    bench.add_argument("--output-len", type=int, default=32, help="tokens to generate (32)")
+    bench.add_argument(
+        "--max-concurrency", type=int, default=None, help="requests in flight at most (no limit)"
+    )
+    bench.add_argument("--slo-ttft-ms", type=float, default=None, help="goodput's TTFT target")
+    bench.add_argument("--slo-tpot-ms", type=float, default=None, help="goodput's TPOT target")
+    bench.add_argument("--seed", type=int, default=0, help="seed of prompts and arrivals (0)")
     bench.add_argument("--json", default=None, help="also write the results to this file")
 
-    worker = commands.add_parser("worker", help=argparse.SUPPRESS)
-    worker.add_argument("model_dir")
-    worker.add_argument("--device", default="cpu")
-    worker.add_argument("--router", required=True)
-    worker.add_argument("--worker-id", required=True)
-    worker.add_argument("--model-name", required=True)
-    worker.add_argument("--variant", default="default")
-    worker.add_argument("--heartbeat-s", type=float, default=None)
+    # Started by the fleet itself (LocalLauncher), not by hand: left out of the command list.
+    worker = commands.add_parser("worker")
+    worker.add_argument("model_dir", help="a Hugging Face model folder")
+    worker.add_argument("--device", default="cpu", help="the worker's device (default cpu)")
+    worker.add_argument("--router", required=True, help="the router's inbox endpoint")
+    worker.add_argument("--worker-id", required=True, help="the id the router knows it by")
+    worker.add_argument("--model-name", required=True, help="the model name clients ask for")
+    worker.add_argument("--variant", default="default", help="the variant it serves")
+    worker.add_argument("--heartbeat-s", type=float, default=None, help="seconds between stats")
     _engine_args(worker)
 
     args = parser.parse_args(argv)
@@ -87,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _http_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=_HOST, help="default 127.0.0.1 (loopback only)")
-    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    parser.add_argument("--port", type=int, default=8000, help="8000; 0 picks a free port")
     parser.add_argument(
         "--model-name", default=None, help="the name clients ask for (default: the folder's)"
     )
@@ -100,8 +115,12 @@ def _engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype", default=None, help="float32, bfloat16, ... (default: the checkpoint's)"
     )
-    parser.add_argument("--num-kv-blocks", type=int, default=None)
-    parser.add_argument("--max-num-seqs", type=int, default=None)
+    parser.add_argument(
+        "--num-kv-blocks", type=int, default=None, help="KV blocks (default: from free memory)"
+    )
+    parser.add_argument(
+        "--max-num-seqs", type=int, default=None, help="requests in a batch at most (256)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per worker")
 
 
