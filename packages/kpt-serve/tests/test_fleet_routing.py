@@ -172,3 +172,41 @@ def test_fleet_config_parses_and_names_mistakes(tmp_path):
         fleet.parse_fleet_config({"workers": [{"model": "a", "path": "p", "gpu": 1}]})
     with pytest.raises(ValueError, match="no \\[\\[workers\\]\\]"):
         fleet.parse_fleet_config({})
+
+
+def test_a_moved_request_resumes_from_its_prompt_and_streamed_tokens():
+    params = SamplingParams(max_tokens=10, min_tokens=4, temperature=0.0)
+    request = fleet.FleetRequest("r", "m", None, "some text", params, 0, None, print, [])
+    request.new_attempt("w0")
+    request.take_output({"new": [7], "prompt_ids": [1, 2, 3], "text": "a"}, "w0", 1.0)
+    request.take_output({"new": [8, 9], "text": "b"}, "w0", 2.0)
+    request.resume_from_streamed()
+    assert request.current_prompt == [1, 2, 3, 7, 8, 9]
+    assert request.current_params.max_tokens == 7 and request.current_params.min_tokens == 1
+    request.new_attempt("w1")
+    assert request.attempt_id == "r.1" and request.workers_tried == ["w0", "w1"]
+    # The second worker reports its own prompt (ours plus the streamed tokens): ignored.
+    request.take_output({"new": [4], "prompt_ids": [1, 2, 3, 7, 8, 9], "finished": True}, "w1", 3.0)
+    assert request.prompt_ids == [1, 2, 3] and request.token_ids == [7, 8, 9, 4]
+    assert request.finished and request.text == "ab"
+
+
+def test_openai_bodies_parse_with_openai_defaults_and_name_bad_fields():
+    from kpt.serve.fleet._openai import BadRequest, parse_options, parse_prompts
+
+    options = parse_options({"model": "m"})
+    assert options.params.max_tokens == 16 and options.params.temperature == 1.0
+    assert not options.stream and options.slo is None
+    slo = parse_options({"slo": {"ttft_ms": 200}, "temperature": 0, "stream": True})
+    assert slo.slo == fleet.Slo(ttft_ms=200) and slo.params.greedy and slo.stream
+    assert parse_prompts([[1, 2], "x"]) == [[1, 2], "x"] and parse_prompts([3, 4]) == [[3, 4]]
+    for body, words in (
+        ({"top_p": 0}, "top_p"),
+        ({"n": 2}, "n and best_of"),
+        ({"slo": {"ttft": 1}}, "slo must be"),
+        ({"priority": "high"}, "priority"),
+    ):
+        with pytest.raises(BadRequest, match=words):
+            parse_options(body)
+    with pytest.raises(BadRequest, match="neither text nor"):
+        parse_prompts([[1], {"a": 1}])
