@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -168,6 +169,10 @@ def resolve_callable(spec: str):
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise CliError(f"callable {spec!r} must look like 'package.module:function'")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        # As `python -m` does: a module in the current folder is found (a console script's
+        # sys.path starts at its own bin/ folder instead).
+        sys.path.insert(0, os.getcwd())
     try:
         target = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as error:

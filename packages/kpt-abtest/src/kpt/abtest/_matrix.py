@@ -3,9 +3,10 @@
 Every cell's step is timed in one interleaved run (cells forward, then backward: host drift
 cancels as in ABBA). Against a saved baseline each cell gets criterion's verdict: a change is
 "regressed" or "improved" only when it is significant AND its whole interval lies outside the
-noise band (+-noise, relative). Significance is Holm-adjusted over the cells, so a 60-cell
-matrix does not raise ~3 false alarms per run at alpha 0.05: the gate's false-alarm rate is
-at most alpha for the whole matrix.
+noise band (+-noise, relative); "within noise" when the interval lies inside the band, and
+"inconclusive" when it straddles the band's edge (rerun with more trials). Significance is
+Holm-adjusted over the cells, so a 60-cell matrix does not raise ~3 false alarms per run at
+alpha 0.05: the gate's false-alarm rate is at most alpha for the whole matrix.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from kpt.abtest._bench import MEASURED, SIMULATED, Timer, device_timer, simulate
 from kpt.abtest._compare import compare
 from kpt.abtest._multiple import holm
 
-VERDICTS = ("regressed", "improved", "within noise", "no change", "new", "missing",
-            "not comparable")  # fmt: skip
+VERDICTS = ("regressed", "improved", "inconclusive", "within noise", "no change detected", "new",
+            "missing", "not comparable")  # fmt: skip
 # Verdicts that fail a CI gate.
 FAILING = ("regressed",)
 
@@ -155,11 +156,14 @@ def benchmark_matrix(
 
 
 def _threshold(low: float, high: float, noise: float) -> str:
+    """criterion's rule for a significant change, plus a name for an interval too wide to say."""
     if low > noise:
         return "regressed"
     if high < -noise:
         return "improved"
-    return "within noise"
+    if -noise <= low and high <= noise:
+        return "within noise"
+    return "inconclusive"  # significant, but the interval reaches into the band: more trials
 
 
 def compare_to_baseline(
@@ -190,7 +194,7 @@ def compare_to_baseline(
             tested[key] = compare(old["samples"], cell["samples"], "mean", alpha=alpha)
     adjusted = holm([c.p_value for c in tested.values()]) if tested else []
     for (key, c), p in zip(tested.items(), adjusted, strict=True):
-        verdict = "no change" if p > alpha else _threshold(*c.relative_ci, noise)
+        verdict = "no change detected" if p > alpha else _threshold(*c.relative_ci, noise)
         verdicts[key] = CellVerdict(
             key, verdict, c.estimate_a, c.estimate_b, c.relative_effect,
             tuple(c.relative_ci), float(p), cells[key]["clock"],
