@@ -133,7 +133,7 @@ class _RecordingClient:
 
 def test_reporter_batches_values_into_summaries():
     client = _RecordingClient()
-    reporter = Reporter(client, "w", flush_every=100)
+    reporter = Reporter(client, "w", flush_every=100, flush_interval_s=None)  # count only
     for _ in range(5):
         reporter.observe("a", np.ones(30))
     assert len(client.casts) == 1  # 120 values crossed 100 once
