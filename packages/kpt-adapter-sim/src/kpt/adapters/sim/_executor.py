@@ -86,10 +86,10 @@ class TorchExecutor:
     # -- storage -----------------------------------------------------------------------------
     def allocate(self, nbytes: int) -> torch.Tensor:
         # Zeroed: reused host memory may hold another client's freed values (Executor contract).
-        # calloc (np.zeros) gets large blocks as fresh zero pages from the kernel, so zeroing
-        # costs next to nothing; torch.zeros memsets on OpenMP threads (ms per call here; see
-        # benchmarks/bench_zeroed_alloc.py).
-        return torch.from_numpy(np.zeros(int(nbytes), dtype=np.uint8))
+        # torch.zeros, not a calloc'd numpy array: out= ops (mse_loss.out, ...) resize their
+        # output's storage, which a numpy-backed storage refuses. Its cost against torch.empty:
+        # benchmarks/bench_zeroed_alloc.py.
+        return torch.zeros(int(nbytes), dtype=torch.uint8)
 
     def write(self, storage: torch.Tensor, offset: int, data: memoryview) -> None:
         if len(data) == 0:
