@@ -32,6 +32,7 @@ from kpt.sim._daemon_buffers import (
     field_int,
     parse_cost,
 )
+from kpt.sim._daemon_health import device_health
 from kpt.sim._daemon_host import HostMemory
 from kpt.sim._daemon_leases import Leases
 from kpt.sim._daemon_recorder import OpRecorder
@@ -588,24 +589,6 @@ class SimDaemon:
             for error in errors:
                 self._defer(state, error)
         return any(isinstance(error, LinkDownError) for error in errors)
-
-
-def device_health(sim: Simulator, index: int) -> dict[str, str]:
-    """{"state": ok | degraded | hung | lost, "reason": ...} from the faults injected so far."""
-    dev, now = sim.devices[index], sim.now()
-    if dev.lost_at != math.inf:
-        return {"state": "lost", "reason": f"device_lost at t={dev.lost_at * 1e6:.3f} us"}
-    if dev.hang_at != math.inf:
-        return {"state": "hung", "reason": f"hang at t={dev.hang_at * 1e6:.3f} us"}
-    slow = [(since, until, f) for since, until, f in dev.slowdowns if until > now]
-    if slow:
-        since, until, factor = max(slow, key=lambda entry: entry[2])
-        ends = "for good" if until == math.inf else f"until t={until * 1e6:.3f} us"
-        return {
-            "state": "degraded",
-            "reason": f"{factor:g}x slower from t={since * 1e6:.3f} us {ends}",
-        }
-    return {"state": "ok", "reason": ""}
 
 
 def _handler_error(exc: SimError) -> HandlerError:
