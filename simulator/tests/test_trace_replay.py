@@ -23,6 +23,21 @@ def test_chrome_trace_has_a_track_per_stream_and_link(tmp_path):
     assert {"device 0 test-asic", "device 1 test-asic", "links"} <= processes
 
 
+def test_a_full_trace_keeps_the_newest_events_and_counts_the_rest(tmp_path):
+    # A daemon lives for days: its trace is a bounded flight recorder, not an ever-growing list.
+    sim = Simulator("test-asic", trace_events=4)
+    for i in range(10):
+        sim.launch(0, OpCost("matmul", 1e6, 0), name=f"mm{i}")
+    path = tmp_path / "trace.json"
+    sim.dump_trace(path)
+    doc = json.loads(path.read_text())
+    kept = [e["name"] for e in doc["traceEvents"] if e["ph"] == "X"]
+    assert kept == ["mm6", "mm7", "mm8", "mm9"]
+    assert doc["otherData"]["dropped_events"] == 6
+    with pytest.raises(ValueError, match="at least one event"):
+        Simulator("test-asic", trace_events=0)
+
+
 def test_replay_predicts_the_sum_of_op_times():
     profile = load_profile("h100-sxm")
     ops = [

@@ -22,6 +22,7 @@ from kpt.sim._daemon_host import HostMemory
 from kpt.sim._daemon_process import READY_PREFIX, TOKEN_FILE
 from kpt.sim._derive import add_profile_command, run_profile_command
 from kpt.sim._errors import SimError
+from kpt.sim._trace import DEFAULT_TRACE_EVENTS
 from kpt.sim._version import __version__
 
 PARENT_POLL_S = 0.25  # how quickly a daemon notices its parent died
@@ -112,6 +113,11 @@ def _parser() -> argparse.ArgumentParser:
         "--record", default=None, metavar="OPS_JSON",
         help="record every timed op; write the op trace (for `kpt-sim replay`) on exit",
     )  # fmt: skip
+    serve.add_argument(
+        "--trace-events", type=_positive, default=DEFAULT_TRACE_EVENTS,
+        help="kernels and transfers the daemon keeps for dump_trace, the newest (default "
+        f"{DEFAULT_TRACE_EVENTS:,}, about 50 MB of host memory)",
+    )  # fmt: skip
     serve.add_argument("--parent-pid", type=int, default=None, help="exit when this pid dies")
     serve.add_argument(
         "--cleanup-dir", default=None, help="remove this folder on exit (start_daemon's tmp dir)"
@@ -164,7 +170,7 @@ def serve(args: argparse.Namespace) -> int:
     )
     sim = Simulator(
         args.profile, args.devices, topology=args.topology, nodes=args.nodes,
-        faults=args.faults, seed=args.seed,
+        faults=args.faults, seed=args.seed, trace_events=args.trace_events,
     )  # fmt: skip
     options = _options(args.executor_option)
     try:

@@ -56,7 +56,7 @@ from kpt.sim._streams import (
     StreamEngine,
 )
 from kpt.sim._topology import Topology
-from kpt.sim._trace import Trace
+from kpt.sim._trace import DEFAULT_TRACE_EVENTS, Trace
 from kpt.sim._uncertainty import Interval, step_interval
 
 DEFAULT_HANG_TIMEOUT = 10.0  # simulated seconds the host waits on work that never ends
@@ -69,6 +69,7 @@ class Simulator(FaultState):
     """A cluster of simulated chips.
 
     profile: a name, a path, a Profile, a spec "h100-sxm:2,mi300x:2" or one entry per device.
+    trace_events: trace events kept for dump_trace, the newest (older ones are counted).
     max_events: recorded events kept at once; an older event id is refused as expired.
     engine: the class whose simpy processes run the streams; a chip that schedules its work
     its own way subclasses StreamEngine (README, "Extending a chip").
@@ -84,6 +85,7 @@ class Simulator(FaultState):
         seed: int = 0,
         hang_timeout: float = DEFAULT_HANG_TIMEOUT,
         trace: bool = True,
+        trace_events: int = DEFAULT_TRACE_EVENTS,
         max_events: int = DEFAULT_MAX_EVENTS,
         engine: type[StreamEngine] = StreamEngine,
     ) -> None:
@@ -94,7 +96,7 @@ class Simulator(FaultState):
         self.links = self.topology.links
         self.seed = seed
         self.hang_timeout = hang_timeout
-        self.trace = Trace(enabled=trace)
+        self.trace = Trace(enabled=trace, capacity=trace_events)
         self._events = EventRing(max_events)
         self._configured_faults = load_faults(faults) if faults is not None else []
         self.reset()

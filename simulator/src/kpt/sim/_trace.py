@@ -3,26 +3,32 @@
 from __future__ import annotations
 
 import json
+from collections import deque
 from pathlib import Path
 
 LINKS_PID = 1_000_000  # the process row that holds one track per link
-MAX_EVENTS = 2_000_000  # beyond this, new events are counted but not kept
+# An event costs about 200 bytes of host memory: 262,144 of them about 50 MB. A daemon runs for
+# days, so the trace keeps the newest events (a flight recorder), never all of them.
+DEFAULT_TRACE_EVENTS = 1 << 18
 
 
 class Trace:
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, capacity: int = DEFAULT_TRACE_EVENTS) -> None:
+        if capacity < 1:
+            raise ValueError(f"a trace keeps at least one event, not {capacity!r}")
         self.enabled = enabled
+        self.capacity = capacity
         self.clear()
 
     def clear(self) -> None:
-        self.events: list[tuple] = []  # (pid, track, name, start_s, end_s)
-        self.dropped = 0
+        # (pid, track, name, start_s, end_s); the oldest fall off the end when it is full
+        self.events: deque[tuple] = deque(maxlen=self.capacity)
+        self.dropped = 0  # events that fell off: the dump says the trace starts late
 
     def add(self, device: int, track: str, name: str, start: float, end: float) -> None:
-        if len(self.events) < MAX_EVENTS:
-            self.events.append((device, track, name, start, end))
-        else:
+        if len(self.events) == self.capacity:
             self.dropped += 1
+        self.events.append((device, track, name, start, end))
 
     def add_link(self, link: str, name: str, start: float, end: float) -> None:
         self.add(LINKS_PID, link, name, start, end)
@@ -52,7 +58,10 @@ class Trace:
         return {
             "traceEvents": meta + out,
             "displayTimeUnit": "ns",
-            "otherData": {"generator": "kpt.sim", "dropped_events": self.dropped},
+            "otherData": {
+                "generator": "kpt.sim",
+                "dropped_events": self.dropped,  # the oldest; the trace holds the newest
+            },
         }
 
     def dump(self, path: str | Path, device_names: list[str] | None = None) -> None:
