@@ -7,6 +7,10 @@ step. Reuse is safe because all launches of one client run in order on the daemo
 A cache miss costs no round trip either while the device is far from full: the buffer is made
 with ``alloc_async`` (a client-chosen id, queued with the launches). Near the device's capacity
 allocation is synchronous, so an out-of-memory error is raised at the call that caused it.
+
+``tensor.untyped_storage()`` of a kpt_sim tensor is a ``SimUntypedStorage``: its size is the
+daemon buffer's, and ``resize_(0)`` / ``resize_(n)`` give the buffer back and take a new one for
+every view at once, which is how FSDP2 frees unsharded parameters between uses.
 """
 
 from __future__ import annotations
@@ -15,9 +19,18 @@ import threading
 from collections import defaultdict
 from typing import Any
 
+import torch
+
+from kpt.sim import TensorRef
+
 _SMALL = 1 << 20  # below 1 MiB: round up to 512 bytes
 _SMALL_ROUND = 512
 _LARGE_ROUND = 1 << 20  # at or above 1 MiB: round up to whole MiB
+FREED = None  # the buffer of a storage resized to zero bytes (daemon ids may be negative)
+# data_ptr() of a live storage: a made-up address, distinct per (device, buffer), never 0
+_ADDRESS_DEVICE_SHIFT = 48
+_ADDRESS_BUFFER_BITS = 32
+_ADDRESS_BUFFER_SHIFT = 12
 # Below this share of a device's memory (held by this client) misses use alloc_async; above
 # it, a synchronous alloc, so OOM surfaces at once and cached buffers can be given back first.
 ASYNC_ALLOC_SHARE = 0.5
@@ -44,11 +57,84 @@ class SimStorage:
 
     def __del__(self) -> None:
         allocator = self._allocator
-        if allocator is not None:
+        if allocator is not None and self.buffer is not FREED:
             try:
                 allocator.release(self.device, self.buffer, self.nbytes)
             except Exception:  # interpreter shutdown: nothing left to give back to
                 pass
+
+    @staticmethod
+    def untyped_storage_of(tensor: Any) -> SimUntypedStorage:
+        """``Tensor.untyped_storage`` for SimTensor (assigned in its class body)."""
+        return SimUntypedStorage.of(tensor._sim)
+
+    def resize(self, nbytes: int) -> None:
+        """Hold at least ``nbytes`` (0: give the buffer back). Every view of this storage sees
+        the new buffer; growing keeps the old bytes, as torch's resize_ does."""
+        nbytes = int(nbytes)
+        if nbytes < 0:
+            raise RuntimeError(f"kpt_sim: resize_({nbytes}): the size must be >= 0 bytes")
+        allocator = self._allocator
+        if allocator is None:
+            raise RuntimeError(
+                "kpt_sim: this storage has no allocator (a borrowed buffer) and cannot be resized"
+            )
+        if nbytes == 0:
+            if self.buffer is not FREED:
+                allocator.release(self.device, self.buffer, self.nbytes)
+                self.buffer, self.nbytes = FREED, 0
+            return
+        if self.buffer is not FREED and nbytes <= self.nbytes:
+            return  # the buffer already holds it (sizes are rounded up to a class)
+        grown = allocator.allocate(self.device, nbytes)
+        if self.buffer is not FREED:
+            allocator.copy_bytes(self.buffer, grown.buffer, self.nbytes)
+            allocator.release(self.device, self.buffer, self.nbytes)
+        # Take the new buffer over: `grown` must not give it back when it dies.
+        self.buffer, self.nbytes = grown.buffer, grown.nbytes
+        grown.buffer, grown.nbytes = FREED, 0
+
+
+class SimUntypedStorage(torch.UntypedStorage):
+    """What ``untyped_storage()`` of a kpt_sim tensor returns: the size of its daemon buffer and
+    ``resize_``. The bytes stay in the daemon: torch's own storage functions (data access,
+    copy_, set_) see an empty host storage, so they refuse rather than read wrong bytes."""
+
+    _sim: SimStorage
+
+    @classmethod
+    def of(cls, storage: SimStorage) -> SimUntypedStorage:
+        made = cls(0)
+        made._sim = storage
+        return made
+
+    @property
+    def device(self) -> torch.device:  # type: ignore[override]
+        return torch.device("kpt_sim", self._sim.device)
+
+    def nbytes(self) -> int:  # type: ignore[override]
+        return self._sim.nbytes
+
+    def size(self) -> int:  # type: ignore[override]
+        return self._sim.nbytes
+
+    def __len__(self) -> int:
+        return self._sim.nbytes
+
+    def data_ptr(self) -> int:  # type: ignore[override]
+        """0 once freed, else an address that names this buffer (compare, never dereference)."""
+        storage = self._sim
+        if storage.buffer is FREED:
+            return 0
+        buffer = storage.buffer % (1 << _ADDRESS_BUFFER_BITS)  # alias ids are negative
+        return (storage.device + 1) << _ADDRESS_DEVICE_SHIFT | buffer << _ADDRESS_BUFFER_SHIFT
+
+    def resize_(self, size: int) -> SimUntypedStorage:  # type: ignore[override]
+        self._sim.resize(size)
+        return self
+
+    def __repr__(self) -> str:
+        return f"SimUntypedStorage({self._sim.nbytes} bytes on {self.device})"
 
 
 class CachingAllocator:
@@ -125,6 +211,12 @@ class CachingAllocator:
             with self._lock:
                 self.counts[device]["num_alloc_retries"] += 1
             return self._client.alloc(device, size)
+
+    def copy_bytes(self, source: int, target: int, nbytes: int) -> None:
+        """Queue a copy of the first ``nbytes`` of buffer ``source`` into buffer ``target``."""
+        shape, stride = (nbytes,), (1,)
+        self._client.copy(TensorRef(source, 0, "uint8", shape, stride),
+                          TensorRef(target, 0, "uint8", shape, stride))  # fmt: skip
 
     def release(self, device: int, buffer: int, size: int) -> None:
         with self._lock:

@@ -30,6 +30,7 @@ class SimTensor(torch.Tensor):
     # subclasses) needs the same slots as a plain CPU Parameter. Swapping in place is what keeps
     # tied parameters (GPT's wte / lm_head) one Parameter on the device.
     _sim: SimStorage
+    untyped_storage = SimStorage.untyped_storage_of  # FSDP2 resizes storages: _storage.py
 
     @staticmethod
     def __new__(
