@@ -158,3 +158,27 @@ def test_bad_trial_results_are_explained():
     arms = {"a": lambda: {"x": 1.0}, "b": lambda: {"x": 1.0}}
     with pytest.raises(ValueError, match="metric 'ms' was not measured; trials returned: x"):
         Experiment(arms, metric="ms", warmup=0, max_trials=4, sequential=False).run()
+
+
+def test_summary_names_the_metric_it_tested():
+    counter = iter(range(10_000))
+    arms = {
+        "fp32": lambda: {"loss": 5 + next(counter) % 3, "sim_ms": 8.6},
+        "bf16": lambda: {"loss": 5 + next(counter) % 3, "sim_ms": 13.0},
+    }
+    result = Experiment(arms, metric="loss", max_trials=10, sequential=False).run()
+    assert "bf16 vs fp32 on metric 'loss' (a = fp32, b = bf16): mean of b" in result.summary()
+
+
+def test_progress_reports_every_trial_warmup_first_then_measured_counts():
+    seen = []
+    arms = {"a": lambda: 1.0, "b": lambda: 2.0}
+    result = Experiment(
+        arms, metric="x", warmup=1, max_trials=6, sequential=False, progress=seen.append
+    ).run()
+    assert [(t.arm, t.warmup, t.measured) for t in seen[:2]] == [("a", True, 0), ("b", True, 0)]
+    measured = [t for t in seen if not t.warmup]
+    assert [t.measured for t in measured] == list(range(1, len(result.order) + 1))
+    assert [t.arm for t in measured] == result.order
+    assert {t.budget for t in seen} == {12}
+    assert measured[0].values == {"x": 1.0}

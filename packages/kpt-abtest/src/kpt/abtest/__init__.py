@@ -10,7 +10,7 @@ from kpt.abtest._compare import compare
 from kpt.abtest._cuped import cuped
 from kpt.abtest._distributed import Aggregator, Reporter, evaluate_distributed, launch_workers
 from kpt.abtest._equivalence import MarginTest, equivalence, non_inferiority
-from kpt.abtest._experiment import Experiment, ExperimentResult
+from kpt.abtest._experiment import Experiment, ExperimentResult, TrialDone
 from kpt.abtest._matrix import (
     MatrixResult,
     RegressionReport,
@@ -47,6 +47,7 @@ __all__ = [
     "SRMResult",
     "SequentialTest",
     "Summary",
+    "TrialDone",
     "__version__",
     "assign",
     "benchmark_devices",

@@ -37,6 +37,17 @@ def block_order(schedule: str, n_arms: int, rng: np.random.Generator) -> list[in
 
 
 @dataclass(frozen=True)
+class TrialDone:
+    """Passed to ``Experiment(progress=...)`` after every trial, warm-up ones included."""
+
+    arm: str
+    warmup: bool
+    measured: int  # measured trials so far, all arms together
+    budget: int  # the most measured trials the run may take (it can stop earlier)
+    values: Mapping[str, float]  # what this trial returned
+
+
+@dataclass(frozen=True)
 class ExperimentResult:
     """What an experiment measured and concluded. ``summary()`` is the plain-language verdict."""
 
@@ -59,7 +70,10 @@ class ExperimentResult:
     def summary(self) -> str:
         lines = []
         for arm, comparison in self.comparisons.items():
-            lines.append(f"{arm} vs {self.baseline} (a = {self.baseline}, b = {arm}): ")
+            lines.append(
+                f"{arm} vs {self.baseline} on metric {self.metric!r} "
+                f"(a = {self.baseline}, b = {arm}): "
+            )
             if arm in self.anytime:
                 lines[-1] += anytime_sentence(self.anytime[arm], self.statistic)
                 lines.append(f"  Fixed-horizon ({INVALID_AFTER_STOPPING}): ")
@@ -174,6 +188,7 @@ class Experiment:
         alpha: float = 0.05,
         seed: int = 0,
         clock: Callable[[], float] = time.perf_counter,
+        progress: Callable[[TrialDone], None] | None = None,
     ) -> None:
         if len(arms) < 2:
             raise ValueError(f"an experiment needs at least two arms, got {list(arms)}")
@@ -205,6 +220,7 @@ class Experiment:
         self.alpha = alpha
         self.seed = seed
         self.clock = clock
+        self.progress = progress  # e.g. advances a progress bar; the run never waits on it
 
     # -- running -------------------------------------------------------------------------
     def _trial(self, name: str) -> dict[str, float]:
@@ -229,7 +245,7 @@ class Experiment:
         rng = np.random.default_rng(self.seed)
         for _ in range(self.warmup):
             for index in block_order("abba", len(names), rng)[: len(names)]:
-                self._trial(names[index])
+                self._report(names[index], True, 0, self._trial(names[index]))
         records: dict[str, list[dict[str, float]]] = {n: [] for n in names}
         order: list[str] = []
         challengers = [n for n in names if n != self.baseline]
@@ -243,6 +259,7 @@ class Experiment:
         def measure(name: str) -> None:
             records[name].append(self._trial(name))
             order.append(name)
+            self._report(name, False, len(order), records[name][-1])
 
         if self.schedule == "blocked":
             for name in names:
@@ -317,6 +334,11 @@ class Experiment:
             elapsed_s=float(elapsed),
             anytime=anytime,
         )
+
+    def _report(self, arm: str, warmup: bool, measured: int, values: dict[str, float]) -> None:
+        if self.progress is not None:
+            budget = self.max_trials * len(self.arms)
+            self.progress(TrialDone(arm, warmup, measured, budget, dict(values)))
 
     def _sequential_tests(self, challengers: list[str]) -> dict[str, Any]:
         # Bonferroni over challengers keeps the family-wise error at alpha for the stop rule.
