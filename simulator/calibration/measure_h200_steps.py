@@ -1,0 +1,309 @@
+"""One H200 run for issue 12's fidelity targets: whole steps, fused kernels, host time by source.
+
+Torch only (the GPU machine has nothing else). Writes into --out:
+
+- h200_whole_steps.json: the five whole steps of whole_steps.py (wall per step, synchronised,
+  median of 20 after 5 warm-ups; kernels per step, device-busy time and the busiest kernel
+  names from torch.profiler);
+- h200_fused_kernels.json: F.scaled_dot_product_attention forward and forward+backward (flash /
+  memory-efficient kernels), nn.LSTM / nn.GRU / nn.RNN layers (cuDNN), and optimizer steps
+  (AdamW fused / foreach / for-loop, SGD fused / foreach): CUDA-event device time (L2 flushed)
+  and host wall per call;
+- h200_host_programs.json: host time per launch source: eager op loops, autograd backward
+  over a chain of small ops, foreach / fused optimizer steps over many small tensors, Python
+  module calls.
+
+Usage (device machine): python3 measure_h200_steps.py --out "$OUT"
+Smoke test on a CPU:    python3 measure_h200_steps.py --out /tmp/x --smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from kernel_timing import KB, MB, Timer
+from measure_h100 import describe_device
+from torch import nn
+from whole_steps import WORKLOADS, build
+
+
+def sync(dev: str) -> None:
+    if dev.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def wall_per_call(fn, dev: str, reps: int, warmup: int = 5) -> dict:
+    """Synchronised wall seconds of fn(): median, min, p90 over reps."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(reps):
+        sync(dev)
+        t0 = time.perf_counter()
+        fn()
+        sync(dev)
+        samples.append(time.perf_counter() - t0)
+    samples.sort()
+    return {"median_s": statistics.median(samples), "min_s": samples[0],
+            "p90_s": samples[min(len(samples) - 1, int(0.9 * len(samples)))], "reps": reps}  # fmt: skip
+
+
+def kernel_profile(fn, dev: str) -> dict:
+    """Kernels of one call: count, summed device time, the busiest names."""
+    if not dev.startswith("cuda"):
+        return {}
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        sync(dev)
+    evs = [e for e in prof.events() if e.device_type.name == "CUDA"]
+    by_name: Counter[str] = Counter()
+    counts: Counter[str] = Counter()
+    for e in evs:
+        by_name[e.name[:90]] += e.time_range.elapsed_us()
+        counts[e.name[:90]] += 1
+    return {
+        "count": len(evs),
+        "device_seconds": sum(e.time_range.elapsed_us() for e in evs) / 1e6,
+        "top": [{"name": n, "us": round(us, 2), "count": counts[n]}
+                for n, us in by_name.most_common(25)],
+    }  # fmt: skip
+
+
+def measure_whole_steps(dev: str, smoke: bool) -> dict:
+    out = {}
+    for name in WORKLOADS:
+        try:
+            w = build(name, dev, smoke)
+            timing = wall_per_call(w.step, dev, 3 if smoke else 20)
+            out[name] = {"description": w.description, "params": w.params, **timing,
+                         "kernels": kernel_profile(w.step, dev)}  # fmt: skip
+        except Exception as exc:  # keep the other workloads
+            out[name] = {"error": repr(exc)[:400]}
+        print(name, {k: v for k, v in out[name].items() if k != "kernels"}, flush=True)
+        del w
+        if dev.startswith("cuda"):
+            torch.cuda.empty_cache()
+    return out
+
+
+SDPA_CONFIGS = [  # batch, heads, seq, head_dim, causal, dtype
+    (8, 32, 2048, 128, True, "bf16"), (8, 12, 256, 64, True, "bf16"),
+    (16, 12, 128, 64, False, "bf16"), (4, 16, 1024, 64, True, "bf16"),
+    (2, 16, 4096, 128, False, "bf16"), (8, 12, 128, 64, True, "bf16"),
+    (8, 12, 256, 64, True, "fp32"), (16, 12, 128, 64, False, "fp32"),
+    (4, 16, 1024, 64, True, "fp16"),
+]  # fmt: skip
+RNN_CONFIGS = [  # mode, seq, batch, input, hidden, layers
+    ("LSTM", 64, 32, 512, 512, 2), ("LSTM", 64, 32, 512, 512, 1), ("LSTM", 128, 64, 1024, 1024, 1),
+    ("LSTM", 32, 8, 256, 256, 1), ("GRU", 64, 32, 512, 512, 1), ("RNN_TANH", 64, 32, 512, 512, 1),
+]  # fmt: skip
+DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def measure_sdpa(t: Timer, dev: str, smoke: bool) -> list:
+    out = []
+    for b, h, s, d, causal, dt in [(1, 2, 16, 8, True, "fp32")] if smoke else SDPA_CONFIGS:
+        q, k, v = (torch.randn(b, h, s, d, device=dev, dtype=DTYPE[dt], requires_grad=True)
+                   for _ in range(3))  # fmt: skip
+        g = torch.randn(b, h, s, d, device=dev, dtype=DTYPE[dt])
+
+        def fwd():
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+        def fwd_bwd():
+            torch.autograd.grad(fwd(), (q, k, v), g)
+
+        rec = {"batch": b, "heads": h, "seq": s, "head_dim": d, "causal": causal, "dtype": dt,
+               "forward": t.time(fwd), "forward_backward": t.time(fwd_bwd),
+               "kernels_forward_backward": kernel_profile(fwd_bwd, dev)}  # fmt: skip
+        out.append(rec)
+    return out
+
+
+def measure_rnn(t: Timer, dev: str, smoke: bool) -> list:
+    out = []
+    configs = [("LSTM", 4, 2, 8, 8, 1)] if smoke else RNN_CONFIGS
+    for mode, seq, batch, inp, hid, layers in configs:
+        cls = {"LSTM": nn.LSTM, "GRU": nn.GRU, "RNN_TANH": nn.RNN}[mode]
+        rnn = cls(inp, hid, layers, batch_first=True).to(dev)
+        x = torch.randn(batch, seq, inp, device=dev, requires_grad=True)
+        g = torch.randn(batch, seq, hid, device=dev)
+
+        def fwd():
+            return rnn(x)[0]
+
+        def fwd_bwd():
+            torch.autograd.grad(fwd(), (x, *rnn.parameters()), g)
+
+        out.append({"mode": mode, "seq": seq, "batch": batch, "input": inp, "hidden": hid,
+                    "layers": layers, "forward": t.time(fwd), "forward_backward": t.time(fwd_bwd),
+                    "kernels_forward_backward": kernel_profile(fwd_bwd, dev)})  # fmt: skip
+    return out
+
+
+def _param_set(kind: str, dev: str, smoke: bool) -> list:
+    if smoke:
+        return [torch.randn(64, device=dev, requires_grad=True) for _ in range(4)]
+    if kind == "gpt2_small":  # GPT-2 small's parameter shapes (tied embedding)
+        shapes = [(50257, 768), (1024, 768)]
+        for _ in range(12):
+            shapes += [(768,), (768,), (2304, 768), (2304,), (768, 768), (768,), (768,), (768,),
+                       (3072, 768), (3072,), (768, 3072), (768,)]  # fmt: skip
+        shapes += [(768,), (768,)]
+    elif kind == "many_small":
+        shapes = [(256, 256)] * 200
+    else:  # "few_large"
+        shapes = [(4096, 4096)] * 8
+    return [torch.randn(s, device=dev, requires_grad=True) for s in shapes]
+
+
+OPTIMIZERS = {
+    "adamw_fused": lambda p: torch.optim.AdamW(p, lr=1e-4, fused=True),
+    "adamw_foreach": lambda p: torch.optim.AdamW(p, lr=1e-4, foreach=True),
+    "adamw_forloop": lambda p: torch.optim.AdamW(p, lr=1e-4, foreach=False),
+    "sgd_fused": lambda p: torch.optim.SGD(p, lr=1e-3, momentum=0.9, fused=True),
+    "sgd_foreach": lambda p: torch.optim.SGD(p, lr=1e-3, momentum=0.9, foreach=True),
+}
+
+
+def measure_optimizers(t: Timer, dev: str, smoke: bool) -> list:
+    out = []
+    for kind in ("gpt2_small", "many_small", "few_large"):
+        params = _param_set(kind, dev, smoke)
+        for p in params:
+            p.grad = torch.randn_like(p)
+        for name, make in OPTIMIZERS.items():
+            if name.endswith("fused") and not dev.startswith("cuda"):
+                continue
+            opt = make(params)
+            opt.step()  # state built
+            rec = {"param_set": kind, "optimizer": name, "tensors": len(params),
+                   "elements": sum(p.numel() for p in params),
+                   "device": t.time(opt.step, reps=10, flush=False),
+                   "wall": wall_per_call(opt.step, dev, 10, warmup=2),
+                   "kernels": kernel_profile(opt.step, dev)}  # fmt: skip
+            out.append(rec)
+            del opt
+        del params
+    return out
+
+
+def measure_host_programs(dev: str, smoke: bool) -> dict:
+    """Host seconds per launch by source (the GPU is never the bottleneck here)."""
+    n = 100 if smoke else 2000
+    out: dict = {"eager": [], "backward": [], "optimizer": [], "module": []}
+    x = torch.randn(1024, device=dev)
+    w = torch.randn(64, 64, device=dev)
+    m = torch.randn(8, 64, device=dev)
+    ln_w = torch.ones(64, device=dev)
+    eager = {"add": lambda: x + x, "mul_scalar": lambda: x * 1.5, "relu": lambda: torch.relu(x),
+             "linear": lambda: F.linear(m, w), "layer_norm": lambda: F.layer_norm(m, (64,), ln_w, ln_w),
+             "sum": lambda: x.sum()}  # fmt: skip
+    for name, fn in eager.items():
+        for _ in range(50):
+            fn()
+        sync(dev)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        host = (time.perf_counter() - t0) / n
+        sync(dev)
+        out["eager"].append({"op": name, "host_s_per_call": host, "calls": n})
+    for length in (50, 200):  # a chain of small differentiable ops; backward alone is timed
+        leaf = torch.randn(1024, device=dev, requires_grad=True)
+
+        def chain():
+            y = leaf
+            for i in range(length):
+                y = torch.tanh(y * 1.01) if i % 2 else y + 0.5
+            return y.sum()
+
+        fwd = wall_per_call(chain, dev, 3 if smoke else 20)
+
+        def backward():
+            chain().backward()
+
+        both = wall_per_call(backward, dev, 3 if smoke else 20)
+        out["backward"].append({"chain_ops": length, "forward": fwd, "forward_backward": both,
+                                "kernels_forward_backward": kernel_profile(backward, dev)})  # fmt: skip
+    for count in (8, 64, 256):
+        params = [torch.randn(256, device=dev, requires_grad=True) for _ in range(count)]
+        for p in params:
+            p.grad = torch.randn_like(p)
+        for name, make in OPTIMIZERS.items():
+            if name.endswith("fused") and not dev.startswith("cuda"):
+                continue
+            opt = make(params)
+            out["optimizer"].append({"optimizer": name, "tensors": count,
+                                     "wall": wall_per_call(opt.step, dev, 5 if smoke else 30),
+                                     "kernels": kernel_profile(opt.step, dev).get("count")})  # fmt: skip
+    for depth in (10, 50):
+        net = nn.Sequential(*[nn.Linear(64, 64) for _ in range(depth)]).to(dev)
+        with torch.no_grad():
+            mod = wall_per_call(lambda net=net: net(m), dev, 5 if smoke else 30)
+        weights = [(layer.weight, layer.bias) for layer in net]
+
+        def functional(weights=weights):
+            y = m
+            for wt, b in weights:
+                y = F.linear(y, wt, b)
+            return y
+
+        with torch.no_grad():
+            fun = wall_per_call(functional, dev, 5 if smoke else 30)
+        out["module"].append({"linear_layers": depth, "module_calls": mod, "functional": fun})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes; runs on CPU")
+    ap.add_argument("--budget-s", type=float, default=300.0, help="skip sections past this")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    started = time.perf_counter()
+    device = describe_device(dev)
+    docs = {"h200_whole_steps.json": {}, "h200_fused_kernels.json": {},
+            "h200_host_programs.json": {}}  # fmt: skip
+    for doc in docs.values():
+        doc.update(schema=1, device=device, torch=torch.__version__, sections={})
+    timer = Timer(dev, 4 * KB if args.smoke else 256 * MB)
+    sections = [  # (file, key, function)
+        ("h200_whole_steps.json", "steps", lambda: measure_whole_steps(dev, args.smoke)),
+        ("h200_host_programs.json", "programs", lambda: measure_host_programs(dev, args.smoke)),
+        ("h200_fused_kernels.json", "sdpa", lambda: measure_sdpa(timer, dev, args.smoke)),
+        ("h200_fused_kernels.json", "rnn", lambda: measure_rnn(timer, dev, args.smoke)),
+        ("h200_fused_kernels.json", "optimizers", lambda: measure_optimizers(timer, dev, args.smoke)),
+    ]  # fmt: skip
+    for file, key, fn in sections:
+        doc = docs[file]
+        if time.perf_counter() - started > args.budget_s:
+            doc["sections"][key] = "skipped: over budget"
+            continue
+        t0 = time.perf_counter()
+        try:
+            doc[key] = fn()
+            doc["sections"][key] = f"ok in {time.perf_counter() - t0:.1f} s"
+        except Exception as exc:  # keep what the other sections measured
+            doc["sections"][key] = f"failed: {exc!r}"[:500]
+        print(f"{key}: {doc['sections'][key]}", flush=True)
+        for name, d in docs.items():
+            (args.out / name).write_text(json.dumps(d, indent=1))
+        if dev.startswith("cuda"):
+            torch.cuda.empty_cache()
+    print(f"total {time.perf_counter() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
