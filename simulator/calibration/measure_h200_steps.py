@@ -51,8 +51,9 @@ def wall_per_call(fn, dev: str, reps: int, warmup: int = 5) -> dict:
         sync(dev)
         samples.append(time.perf_counter() - t0)
     samples.sort()
-    return {"median_s": statistics.median(samples), "min_s": samples[0],
-            "p90_s": samples[min(len(samples) - 1, int(0.9 * len(samples)))], "reps": reps}  # fmt: skip
+    p90 = samples[min(len(samples) - 1, int(0.9 * len(samples)))]
+    return {"median_s": statistics.median(samples), "min_s": samples[0], "p90_s": p90,
+            "reps": reps}  # fmt: skip
 
 
 def kernel_profile(fn, dev: str) -> dict:
@@ -116,10 +117,10 @@ def measure_sdpa(t: Timer, dev: str, smoke: bool) -> list:
                    for _ in range(3))  # fmt: skip
         g = torch.randn(b, h, s, d, device=dev, dtype=DTYPE[dt])
 
-        def fwd():
+        def fwd(q=q, k=k, v=v, causal=causal):
             return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
 
-        def fwd_bwd():
+        def fwd_bwd(q=q, k=k, v=v, g=g, fwd=fwd):
             torch.autograd.grad(fwd(), (q, k, v), g)
 
         rec = {"batch": b, "heads": h, "seq": s, "head_dim": d, "causal": causal, "dtype": dt,
@@ -138,10 +139,10 @@ def measure_rnn(t: Timer, dev: str, smoke: bool) -> list:
         x = torch.randn(batch, seq, inp, device=dev, requires_grad=True)
         g = torch.randn(batch, seq, hid, device=dev)
 
-        def fwd():
+        def fwd(rnn=rnn, x=x):
             return rnn(x)[0]
 
-        def fwd_bwd():
+        def fwd_bwd(rnn=rnn, x=x, g=g, fwd=fwd):
             torch.autograd.grad(fwd(), (x, *rnn.parameters()), g)
 
         out.append({"mode": mode, "seq": seq, "batch": batch, "input": inp, "hidden": hid,
@@ -206,7 +207,8 @@ def measure_host_programs(dev: str, smoke: bool) -> dict:
     m = torch.randn(8, 64, device=dev)
     ln_w = torch.ones(64, device=dev)
     eager = {"add": lambda: x + x, "mul_scalar": lambda: x * 1.5, "relu": lambda: torch.relu(x),
-             "linear": lambda: F.linear(m, w), "layer_norm": lambda: F.layer_norm(m, (64,), ln_w, ln_w),
+             "linear": lambda: F.linear(m, w),
+             "layer_norm": lambda: F.layer_norm(m, (64,), ln_w, ln_w),
              "sum": lambda: x.sum()}  # fmt: skip
     for name, fn in eager.items():
         for _ in range(50):
@@ -221,7 +223,7 @@ def measure_host_programs(dev: str, smoke: bool) -> dict:
     for length in (50, 200):  # a chain of small differentiable ops; backward alone is timed
         leaf = torch.randn(1024, device=dev, requires_grad=True)
 
-        def chain():
+        def chain(leaf=leaf, length=length):
             y = leaf
             for i in range(length):
                 y = torch.tanh(y * 1.01) if i % 2 else y + 0.5
@@ -229,12 +231,13 @@ def measure_host_programs(dev: str, smoke: bool) -> dict:
 
         fwd = wall_per_call(chain, dev, 3 if smoke else 20)
 
-        def backward():
+        def backward(chain=chain):
             chain().backward()
 
         both = wall_per_call(backward, dev, 3 if smoke else 20)
+        kernels = kernel_profile(backward, dev)
         out["backward"].append({"chain_ops": length, "forward": fwd, "forward_backward": both,
-                                "kernels_forward_backward": kernel_profile(backward, dev)})  # fmt: skip
+                                "kernels_forward_backward": kernels})  # fmt: skip
     for count in (8, 64, 256):
         params = [torch.randn(256, device=dev, requires_grad=True) for _ in range(count)]
         for p in params:
@@ -243,9 +246,10 @@ def measure_host_programs(dev: str, smoke: bool) -> dict:
             if name.endswith("fused") and not dev.startswith("cuda"):
                 continue
             opt = make(params)
-            out["optimizer"].append({"optimizer": name, "tensors": count,
-                                     "wall": wall_per_call(opt.step, dev, 5 if smoke else 30),
-                                     "kernels": kernel_profile(opt.step, dev).get("count")})  # fmt: skip
+            wall = wall_per_call(opt.step, dev, 5 if smoke else 30)
+            kernels = kernel_profile(opt.step, dev).get("count")
+            out["optimizer"].append({"optimizer": name, "tensors": count, "wall": wall,
+                                     "kernels": kernels})  # fmt: skip
     for depth in (10, 50):
         net = nn.Sequential(*[nn.Linear(64, 64) for _ in range(depth)]).to(dev)
         with torch.no_grad():
@@ -284,7 +288,8 @@ def main() -> None:
         ("h200_host_programs.json", "programs", lambda: measure_host_programs(dev, args.smoke)),
         ("h200_fused_kernels.json", "sdpa", lambda: measure_sdpa(timer, dev, args.smoke)),
         ("h200_fused_kernels.json", "rnn", lambda: measure_rnn(timer, dev, args.smoke)),
-        ("h200_fused_kernels.json", "optimizers", lambda: measure_optimizers(timer, dev, args.smoke)),
+        ("h200_fused_kernels.json", "optimizers",
+         lambda: measure_optimizers(timer, dev, args.smoke)),
     ]  # fmt: skip
     for file, key, fn in sections:
         doc = docs[file]

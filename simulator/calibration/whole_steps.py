@@ -165,7 +165,8 @@ def build(name: str, dev: str, smoke: bool = False) -> Workload:
                          lambda: (torch.randint(0, vocab, (batch, seq), device=dev),
                                   torch.randint(0, vocab, (batch, seq), device=dev)),
                          _lm_loss, opt, dev, True,
-                         f"BERT-base-like encoder, batch {batch}x{seq}, bf16 autocast, AdamW")  # fmt: skip
+                         f"BERT-base-like encoder, batch {batch}x{seq}, bf16 autocast, "
+                         "AdamW")  # fmt: skip
     if name == "lstm_lm":
         vocab, width, batch, seq = (64, 16, 2, 8) if smoke else (10000, 512, 32, 64)
         model = LSTMLanguageModel(vocab, width).to(dev)
@@ -174,7 +175,8 @@ def build(name: str, dev: str, smoke: bool = False) -> Workload:
                          lambda: (torch.randint(0, vocab, (batch, seq), device=dev),
                                   torch.randint(0, vocab, (batch, seq), device=dev)),
                          _lm_loss, opt, dev, False,
-                         f"2-layer LSTM LM {width} wide, batch {batch}x{seq}, fp32, AdamW")  # fmt: skip
+                         f"2-layer LSTM LM {width} wide, batch {batch}x{seq}, fp32, "
+                         "AdamW")  # fmt: skip
     raise ValueError(f"workload {name!r} unknown; use one of {', '.join(WORKLOADS)}")
 
 
