@@ -31,7 +31,17 @@ def main(argv: list[str] | None = None) -> int:
     fleet = commands.add_parser("fleet", help="API + router + one worker process per device")
     fleet.add_argument("model_dir", help="a Hugging Face model folder (config.json + safetensors)")
     fleet.add_argument(
-        "--workers", default="cpu", help="comma-separated devices, one worker each: cpu,kpt_sim:0"
+        "--workers",
+        default="cpu",
+        help="comma-separated devices, one worker each: cpu,kpt_sim:0; a kpt_sim worker may "
+        "name its chip profile: kpt_sim:0@h100-sxm,kpt_sim:0@mi300x",
+    )
+    fleet.add_argument(
+        "--step-clock",
+        default="wall",
+        choices=["wall", "device"],
+        help="route by step times on this host (wall, default) or on the engines' clocks "
+        "(device: simulated time on kpt_sim, a virtual-time fleet)",
     )
     fleet.add_argument(
         "--policy", default="predicted", help="routing: predicted (default), p2c, round_robin"
@@ -87,6 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--model-name", required=True, help="the model name clients ask for")
     worker.add_argument("--variant", default="default", help="the variant it serves")
     worker.add_argument("--heartbeat-s", type=float, default=None, help="seconds between stats")
+    worker.add_argument(
+        "--also-model", action="append", default=[], help="NAME=DIR: another model it may serve"
+    )
+    worker.add_argument(
+        "--memory-budget-mb", type=float, default=None, help="weights + KV pools of its models"
+    )
+    worker.add_argument(
+        "--step-clock", default="wall", choices=["wall", "device"], help="what step times use"
+    )
     _engine_args(worker)
 
     args = parser.parse_args(argv)
@@ -128,19 +147,25 @@ def _specs(args, devices: list[str]):
     from kpt.serve.fleet import WorkerSpec
 
     name = args.model_name or Path(args.model_dir).resolve().name
-    return [
-        WorkerSpec(
-            model=name,
-            model_dir=str(Path(args.model_dir).resolve()),
-            device=device.strip(),
-            dtype=args.dtype,
-            num_kv_blocks=args.num_kv_blocks,
-            max_num_seqs=args.max_num_seqs,
-            threads=args.threads,
+    specs = []
+    for entry in devices:
+        device, _, profile = entry.strip().partition("@")
+        if not device:
+            continue
+        specs.append(
+            WorkerSpec(
+                model=name,
+                model_dir=str(Path(args.model_dir).resolve()),
+                device=device,
+                dtype=args.dtype,
+                num_kv_blocks=args.num_kv_blocks,
+                max_num_seqs=args.max_num_seqs,
+                threads=args.threads,
+                profile=profile or None,
+                step_clock=getattr(args, "step_clock", "wall"),
+            )
         )
-        for device in devices
-        if device.strip()
-    ]
+    return specs
 
 
 def _serve(args) -> int:
@@ -218,7 +243,7 @@ def _worker(args) -> int:
     import torch
 
     from kpt.serve import Engine, EngineConfig
-    from kpt.serve.fleet import Worker
+    from kpt.serve.fleet import ModelSet, Worker
     from kpt.serve.fleet._messages import HEARTBEAT_S
 
     if args.threads:
@@ -227,19 +252,28 @@ def _worker(args) -> int:
         import kpt.hal as hal
 
         hal.devices()  # loads the adapters' plugins, so that torch knows "kpt_sim", ...
+    catalog = {args.model_name: args.model_dir}
+    for entry in args.also_model:
+        name, _, folder = entry.partition("=")
+        if not name or not folder:
+            print(f"kpt-serve worker: --also-model {entry!r}: use NAME=DIR", file=sys.stderr)
+            return 2
+        catalog[name] = folder
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    budget = None if args.memory_budget_mb is None else int(args.memory_budget_mb * 2**20)
+    models = ModelSet(
+        catalog, lambda name, folder: Engine(folder, args.device, config),
+        budget_bytes=budget, dtype=dtype or torch.float32, num_kv_blocks=args.num_kv_blocks,
+    )  # fmt: skip
     fields = {
-        "num_kv_blocks": args.num_kv_blocks,
+        "num_kv_blocks": models.kv_blocks or args.num_kv_blocks,
         "max_num_seqs": args.max_num_seqs,
-        "dtype": getattr(torch, args.dtype) if args.dtype else None,
+        "dtype": dtype,
     }
-    engine = Engine(
-        args.model_dir,
-        args.device,
-        EngineConfig(**{k: v for k, v in fields.items() if v is not None}),
-    )
+    config = EngineConfig(**{k: v for k, v in fields.items() if v is not None})
     worker = Worker(
-        engine, worker_id=args.worker_id, router_endpoint=args.router, model=args.model_name,
-        variant=args.variant, heartbeat_s=args.heartbeat_s or HEARTBEAT_S,
+        models, worker_id=args.worker_id, router_endpoint=args.router, variant=args.variant,
+        heartbeat_s=args.heartbeat_s or HEARTBEAT_S, step_clock=args.step_clock,
     )  # fmt: skip
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     worker.start()

@@ -10,6 +10,7 @@ from kpt.serve.fleet._autoscaler import Autoscaler, FleetLoad, ScalingPolicy, de
 from kpt.serve.fleet._config import FleetConfig, load_fleet_config, parse_fleet_config
 from kpt.serve.fleet._fleet import Fleet, WorkerStartError
 from kpt.serve.fleet._launcher import Launcher, LocalLauncher, WorkerProcess, WorkerSpec
+from kpt.serve.fleet._model_set import ModelBusy, ModelSet, footprint_bytes
 from kpt.serve.fleet._requests import Delta, FleetRequest, Slo
 from kpt.serve.fleet._router import NoWorkerError, Router
 from kpt.serve.fleet._scoring import (
@@ -33,6 +34,8 @@ __all__ = [
     "FleetRequest",
     "Launcher",
     "LocalLauncher",
+    "ModelBusy",
+    "ModelSet",
     "NoWorkerError",
     "PrefixIndex",
     "Router",
@@ -44,6 +47,7 @@ __all__ = [
     "WorkerSpec",
     "WorkerStartError",
     "decide",
+    "footprint_bytes",
     "load_fleet_config",
     "make_policy",
     "parse_fleet_config",

@@ -167,7 +167,12 @@ class FleetApi:
         body = envelope(kind, requests[0].request_id, model)
         body["choices"] = [completion_choice(i, r, with_ids, chat) for i, r in enumerate(requests)]
         body["usage"] = usage(requests)
-        body["kpt"] = {"workers": [r.workers_tried for r in requests]}
+        # Where each choice ran, with its TTFT/TPOT on that worker's clock (simulated time
+        # on a simulated chip); "workers" kept as before: the workers each choice tried.
+        body["kpt"] = {
+            "workers": [r.workers_tried for r in requests],
+            "choices": [r.served_by() for r in requests],
+        }
         return JSONResponse(body)
 
     def _submit(
@@ -218,7 +223,10 @@ class FleetApi:
             if with_ids:
                 choice["token_ids"] = delta.new_token_ids
             first = False
-            yield _event({**envelope(chunk_kind, request.request_id, model), "choices": [choice]})
+            chunk = {**envelope(chunk_kind, request.request_id, model), "choices": [choice]}
+            if delta.finished:
+                chunk["kpt"] = request.served_by()
+            yield _event(chunk)
         if options.include_usage and request.error is None:
             yield _event(
                 {

@@ -4,6 +4,9 @@ Arrivals are Poisson at `request_rate` (MLPerf LoadGen's Server scenario) or all
 an infinite rate (Offline). Each request streams, so TTFT is the first token's arrival, ITL the
 gaps between streamed deltas, TPOT (E2E - TTFT) / (output tokens - 1), all in wall-clock ms at
 the client. Goodput counts the requests per second that met every SLO given.
+
+Each response also says which chip served it and its TTFT/TPOT on that worker's clock (the
+`kpt` field; simulated time on a simulated chip): the report breaks those down per chip.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ class RequestRecord:
     ttft_ms: float = 0.0
     e2e_ms: float = 0.0
     itl_ms: list[float] = field(default_factory=list)
+    chip: str | None = None
+    device_ttft_ms: float | None = None
+    device_tpot_ms: float | None = None
 
     @property
     def tpot_ms(self) -> float | None:
@@ -150,6 +156,11 @@ async def _stream(http, base, model, prompt, max_tokens) -> RequestRecord:
                 if "error" in chunk:
                     record.error = str(chunk["error"])
                     return record
+                served = chunk.get("kpt")
+                if isinstance(served, dict):
+                    record.chip = served.get("chip")
+                    record.device_ttft_ms = served.get("device_ttft_ms")
+                    record.device_tpot_ms = served.get("device_tpot_ms")
                 if chunk.get("usage"):
                     record.prompt_tokens = chunk["usage"]["prompt_tokens"]
                 for choice in chunk.get("choices", []):
@@ -208,7 +219,23 @@ def summarize(records: list[RequestRecord], elapsed: float, config: BenchConfig)
         "tpot_ms": _stats([t for r in done if (t := r.tpot_ms) is not None]),
         "itl_ms": _stats([gap for r in done for gap in r.itl_ms]),
         "e2e_ms": _stats([r.e2e_ms for r in done]),
+        "per_chip": _per_chip(done),
     }
+
+
+def _per_chip(done: list[RequestRecord]) -> dict[str, dict[str, Any]]:
+    """Requests, and TTFT/TPOT on the serving worker's clock, per chip that served them."""
+    out: dict[str, dict[str, Any]] = {}
+    for chip in sorted({r.chip for r in done if r.chip}):
+        mine = [r for r in done if r.chip == chip]
+        out[chip] = {
+            "requests": len(mine),
+            "device_ttft_ms": _stats([r.device_ttft_ms for r in mine if r.device_ttft_ms]),
+            "device_tpot_ms": _stats([r.device_tpot_ms for r in mine if r.device_tpot_ms]),
+            "ttft_ms": _stats([r.ttft_ms for r in mine]),
+            "tpot_ms": _stats([t for r in mine if (t := r.tpot_ms) is not None]),
+        }
+    return out
 
 
 def format_report(result: dict[str, Any]) -> str:
@@ -231,6 +258,13 @@ def format_report(result: dict[str, Any]) -> str:
         lines.append(
             f"{title + ' (ms):':<34}mean {s['mean']:.1f}  median {s['median']:.1f}  "
             f"p90 {s['p90']:.1f}  p99 {s['p99']:.1f}"
+        )
+    for chip, per in result.get("per_chip", {}).items():
+        ttft, tpot = per["device_ttft_ms"], per["device_tpot_ms"]
+        lines.append(
+            f"{chip + ':':<34}{per['requests']} requests; on its clock TTFT median "
+            f"{ttft['median']:.2f} p99 {ttft['p99']:.2f} ms, TPOT median {tpot['median']:.3f} "
+            f"p99 {tpot['p99']:.3f} ms"
         )
     for error in result["errors"]:
         lines.append(f"error: {error}")

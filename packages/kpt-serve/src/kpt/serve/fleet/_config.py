@@ -8,6 +8,10 @@ path = "/models/tiny"           # a Hugging Face model folder
 device = "cpu"                  # or "kpt_sim:0", "cuda:1", ...
 variant = "fp32"                # optional; dtype = "float32", num_kv_blocks, max_num_seqs,
 count = 1                       # threads, env = {...} also optional
+profile = "mi300x"              # kpt_sim workers: the chip profile (KPT_SIM_PROFILE)
+step_clock = "device"           # route by the engine's clock (simulated time on kpt_sim)
+extra_models = { other = "/models/other" }   # more models on the same worker, loaded on
+memory_budget_mb = 512          # demand within this budget, least recently used evicted
 [autoscale]                     # optional: clones the first worker of `model`
 model = "tiny"
 min_workers = 1
@@ -65,9 +69,14 @@ def parse_fleet_config(raw: dict[str, Any], base: Path = Path(".")) -> FleetConf
                 f"[[workers]] entry {i}: unknown keys {sorted(unknown)}; known: path, count, "
                 f"{', '.join(sorted(_SPEC_FIELDS))}"
             )
-        spec = WorkerSpec(
-            model_dir=str(model_dir if model_dir.is_absolute() else base / model_dir), **entry
-        )
+        extra = entry.pop("extra_models", None) or {}
+        if not isinstance(extra, dict):
+            raise ValueError(
+                f"[[workers]] entry {i}: extra_models must be a table of name = folder, "
+                f"got {extra!r}"
+            )
+        extra = {str(name): str(_resolve(Path(folder), base)) for name, folder in extra.items()}
+        spec = WorkerSpec(model_dir=str(_resolve(model_dir, base)), extra_models=extra, **entry)
         workers.extend([spec] * int(count))
     scaling = raw.get("autoscale")
     policy = spec_to_scale = None
@@ -93,3 +102,7 @@ def parse_fleet_config(raw: dict[str, Any], base: Path = Path(".")) -> FleetConf
         autoscale=policy,
         autoscale_spec=spec_to_scale,
     )
+
+
+def _resolve(path: Path, base: Path) -> Path:
+    return path if path.is_absolute() else base / path

@@ -40,7 +40,7 @@ class Fleet:
         self.specs = list(specs)
         self.metrics = FleetMetrics()
         self.router = Router(policy=policy, heartbeat_s=heartbeat_s, metrics=self.metrics)
-        self.model_dirs = {spec.model: spec.model_dir for spec in self.specs}
+        self.model_dirs = {name: path for spec in self.specs for name, path in spec.models.items()}
         self._heartbeat_s = heartbeat_s
         self._launcher: LocalLauncher | None = None
         self._lock = threading.Lock()
@@ -71,7 +71,8 @@ class Fleet:
         process = self._launcher.start(spec)
         with self._lock:
             self._processes[process.worker_id] = process
-        self.router.expect(spec.model)
+        for model in spec.models:
+            self.router.expect(model)
         self.router.watch(process)
         return process
 

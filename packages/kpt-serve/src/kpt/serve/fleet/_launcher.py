@@ -30,6 +30,26 @@ class WorkerSpec:
     max_num_seqs: int | None = None
     threads: int | None = None  # torch CPU threads; None: torch's default
     env: dict[str, str] = field(default_factory=dict)
+    # More models the worker may serve (name -> folder), loaded on demand under
+    # memory_budget_mb (weights + KV pools; least recently used idle model evicted first).
+    extra_models: dict[str, str] = field(default_factory=dict)
+    memory_budget_mb: float | None = None
+    profile: str | None = None  # kpt_sim chip profile (KPT_SIM_PROFILE), e.g. "mi300x"
+    step_clock: str = "wall"  # "device": route by the engine's clock (simulated on kpt_sim)
+
+    def __post_init__(self) -> None:
+        if self.profile is not None and not self.device.startswith("kpt_sim"):
+            raise ValueError(
+                f"profile {self.profile!r} is a kpt_sim chip profile, but the worker's device is "
+                f"{self.device!r}; use device kpt_sim:0 or drop the profile"
+            )
+        if self.memory_budget_mb is not None and self.memory_budget_mb <= 0:
+            raise ValueError(f"memory_budget_mb must be > 0, got {self.memory_budget_mb}")
+
+    @property
+    def models(self) -> dict[str, str]:
+        """Every model it may serve, its own first."""
+        return {self.model: self.model_dir, **self.extra_models}
 
 
 @dataclass
@@ -80,12 +100,17 @@ class LocalLauncher:
             ("--max-num-seqs", spec.max_num_seqs),
             ("--threads", spec.threads),
             ("--heartbeat-s", self.heartbeat_s),
+            ("--memory-budget-mb", spec.memory_budget_mb),
+            ("--step-clock", spec.step_clock),
         ):
             if value is not None:
                 command += [flag, str(value)]
-        process = subprocess.Popen(
-            command, env={**os.environ, **spec.env}, stdin=subprocess.DEVNULL
-        )
+        for name, folder in spec.extra_models.items():
+            command += ["--also-model", f"{name}={folder}"]
+        env = {**os.environ, **spec.env}
+        if spec.profile is not None:
+            env["KPT_SIM_PROFILE"] = spec.profile
+        process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
         worker = WorkerProcess(worker_id, spec, process)
         with self._lock:
             self._workers[worker_id] = worker

@@ -1,12 +1,15 @@
 """What the router and its workers say to each other over kpt.wire (msgpack headers only).
 
 Router -> worker (the worker's kpt.wire Server):
-  ``fleet.submit``   casts: {rid, prompt (str | [int]), params {SamplingParams fields}, priority}
+  ``fleet.submit``   casts: {rid, model, prompt (str | [int]), params {SamplingParams fields},
+                     priority}
   ``fleet.abort``    casts: {rid}
   ``fleet.ping``     call:  {} -> the worker's latest stats
   ``fleet.shutdown`` cast:  {} (the worker stops at once; the router has moved its requests)
 Worker -> router (the router's inbox Server, through the worker's Client):
-  ``fleet.hello``    call:  {worker_id, endpoint, pid, model, variant, device{...}} -> {ok}
+  ``fleet.hello``    call:  {worker_id, endpoint, pid, model, variant, device{...},
+                     catalog {name: {max_model_len, vocab_size, has_tokenizer}},
+                     memory_budget, step_clock} -> {ok}
   ``fleet.outputs``  cast:  {worker_id, outputs: [{rid, new, text, finished, reason, ...}]}
   ``fleet.stats``    cast:  {worker_id, stats{...}} every heartbeat interval (liveness too)
 Unknown fields are ignored and missing ones take defaults, as everywhere on kpt.wire.
@@ -74,6 +77,10 @@ class WorkerStats:
     step_overhead_ms: float = 0.0  # fitted wall ms per step: overhead + per_token * tokens
     step_ms_per_token: float = 0.0
     steps_measured: int = 0
+    loaded_models: list[str] = field(default_factory=list)  # of its catalog, loaded now
+    model_loads: int = 0
+    model_evictions: int = 0
+    memory_used: int = 0  # bytes its loaded models hold (weights + KV pools)
 
     @classmethod
     def from_wire(cls, fields: Mapping[str, Any]) -> WorkerStats:

@@ -2,7 +2,9 @@
 
 Latencies are wall-clock seconds measured at the router (from the request's arrival to its
 first token, between tokens, to its end), labelled by model and by the worker that finished it.
-Worker gauges come from the workers' heartbeats.
+Worker gauges come from the workers' heartbeats. The `device_` histograms are the same
+latencies on each worker's own clock, labelled by chip: simulated time on a simulated chip,
+so a fleet of kpt_sim workers reports TTFT and TPOT per simulated chip.
 """
 
 from __future__ import annotations
@@ -158,14 +160,52 @@ class FleetMetrics:
             by_worker,
             registry=r,
         )
+        by_chip = ["model", "worker", "chip"]
+        self.device_ttft = Histogram(
+            "kpt_serve_device_time_to_first_token_seconds",
+            "Arrival to first token on the worker's clock (simulated on a simulated chip).",
+            by_chip,
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.device_tpot = Histogram(
+            "kpt_serve_device_time_per_output_token_seconds",
+            "Time per output token after the first on the worker's clock.",
+            by_chip,
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.models_loaded = Gauge(
+            "kpt_serve_models_loaded",
+            "Models loaded on the worker now.",
+            ["worker"],
+            registry=r,
+        )
+        self.model_loads = Gauge(
+            "kpt_serve_model_loads",
+            "Models the worker has loaded since it started (on demand).",
+            ["worker"],
+            registry=r,
+        )
+        self.model_evictions = Gauge(
+            "kpt_serve_model_evictions",
+            "Models the worker evicted to stay within its memory budget.",
+            ["worker"],
+            registry=r,
+        )
         self.parked = Gauge(
             "kpt_serve_num_requests_parked",
             "Requests waiting at the router for a worker.",
             registry=r,
         )
 
-    def observe_request(self, request: Any) -> None:
+    def observe_request(self, request: Any, worker: Any = None) -> None:
         labels = (request.model, request.worker_id or "none")
+        if worker is not None and request.device_ttft_ms is not None:
+            chip = (*labels, worker.device.model or worker.device.name)
+            self.device_ttft.labels(*chip).observe(request.device_ttft_ms / 1000.0)
+            if request.device_tpot_ms is not None:
+                self.device_tpot.labels(*chip).observe(request.device_tpot_ms / 1000.0)
         self.requests.labels(request.model, request.finish_reason or "unknown").inc()
         if request.ttft_s is not None:
             self.ttft.labels(*labels).observe(request.ttft_s)
@@ -186,6 +226,9 @@ class FleetMetrics:
         self.kv_usage.labels(*labels).set(stats.kv_usage)
         self.prefix_hit.labels(*labels).set(stats.prefix_hit_rate)
         self.tokens_per_s.labels(*labels).set(stats.tokens_per_s)
+        self.models_loaded.labels(worker.worker_id).set(len(stats.loaded_models))
+        self.model_loads.labels(worker.worker_id).set(stats.model_loads)
+        self.model_evictions.labels(worker.worker_id).set(stats.model_evictions)
 
     def observe_worker_gone(self, worker: Any, reason: str) -> None:
         kind = reason.split(" ")[0]  # "process", "silent", "no", "scaled": a small label set
@@ -199,6 +242,11 @@ class FleetMetrics:
         ):
             try:
                 gauge.remove(worker.model, worker.worker_id)
+            except KeyError:
+                pass
+        for gauge in (self.models_loaded, self.model_loads, self.model_evictions):
+            try:
+                gauge.remove(worker.worker_id)
             except KeyError:
                 pass
 

@@ -68,6 +68,12 @@ class FleetRequest:
     first_token_at: float | None = None
     finished_at: float | None = None
     token_times: list[float] = field(default_factory=list)  # arrival of each streamed delta
+    # The finishing worker's own clock (simulated ms on a simulated chip): its engine's TTFT
+    # and latency for the last attempt, over the tokens that attempt produced.
+    device_ttft_ms: float | None = None
+    device_latency_ms: float | None = None
+    attempt_first_token: int = 0  # len(token_ids) when the current attempt started
+    chip: str | None = None  # the finishing worker's device model, e.g. "H100 SXM5 80GB"
 
     def __post_init__(self) -> None:
         self.current_prompt = self.prompt
@@ -81,6 +87,7 @@ class FleetRequest:
         self.attempt += 1
         self.worker_id = worker_id
         self.workers_tried.append(worker_id)
+        self.attempt_first_token = len(self.token_ids)
 
     def resume_from_streamed(self) -> None:
         """Its worker died: the next attempt restarts from the prompt plus what was streamed."""
@@ -112,6 +119,10 @@ class FleetRequest:
             self.finished_at = now
             self.finish_reason = item.get("reason")
             self.error = item.get("error")
+            if item.get("ttft_ms") is not None:
+                self.device_ttft_ms = float(item["ttft_ms"])
+            if item.get("latency_ms") is not None:
+                self.device_latency_ms = float(item["latency_ms"])
         code = "invalid_request" if self.error else None
         return Delta(new, text, finished, self.finish_reason, self.error, worker_id, code)
 
@@ -143,6 +154,23 @@ class FleetRequest:
         if self.first_token_at is None or self.finished_at is None or len(self.token_ids) < 2:
             return None
         return 1000.0 * (self.finished_at - self.first_token_at) / (len(self.token_ids) - 1)
+
+    @property
+    def device_tpot_ms(self) -> float | None:
+        """Mean ms per output token after the first on the finishing worker's clock."""
+        tokens = len(self.token_ids) - self.attempt_first_token
+        if self.device_ttft_ms is None or self.device_latency_ms is None or tokens < 2:
+            return None
+        return (self.device_latency_ms - self.device_ttft_ms) / (tokens - 1)
+
+    def served_by(self) -> dict[str, Any]:
+        """Where it ran and how long it took there: the `kpt` field of API responses."""
+        return {
+            "workers": list(self.workers_tried),
+            "chip": self.chip,
+            "device_ttft_ms": self.device_ttft_ms,
+            "device_tpot_ms": self.device_tpot_ms,
+        }
 
     def inter_token_s(self) -> list[float]:
         times = self.token_times

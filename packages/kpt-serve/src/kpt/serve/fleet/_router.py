@@ -162,8 +162,9 @@ class Router:
         with self._lock:
             out: dict[str, dict[str, Any]] = {}
             for worker in self._workers.values():
-                entry = out.setdefault(worker.model, {"variants": set(), **worker.model_info})
-                entry["variants"].add(worker.variant)
+                for model, info in worker.catalog.items():
+                    entry = out.setdefault(model, {"variants": set(), **info})
+                    entry["variants"].add(worker.variant)
             for entry in out.values():
                 entry["variants"] = sorted(entry["variants"])
             return out
@@ -181,7 +182,7 @@ class Router:
             waiting = sum(
                 max(w.stats.num_waiting, len(w.inflight) - w.max_num_seqs)
                 for w in self._workers.values()
-                if model in (None, w.model)
+                if model is None or w.serves(model)
             )
             return parked + waiting
 
@@ -235,11 +236,13 @@ class Router:
         request.new_attempt(chosen)
         worker.inflight[request.attempt_id] = request
         worker.prefix.add(request.keys)
+        worker.note_loading(request.model)
         self._requests[request.attempt_id] = request
         worker.client.cast(
             SUBMIT,
             {
                 "rid": request.attempt_id,
+                "model": request.model,
                 "prompt": request.current_prompt,
                 "params": params_to_wire(request.current_params),
                 "priority": request.priority,
@@ -247,13 +250,14 @@ class Router:
         )
 
     def _candidates(self, request: FleetRequest) -> list[Candidate]:
-        pool = [
-            w for w in self._workers.values() if w.model == request.model and w.state == "ready"
-        ]
+        pool = [w for w in self._workers.values() if w.serves(request.model) and w.state == "ready"]
         if request.variant is not None:
             pool = [w for w in pool if w.variant == request.variant]
         elif request.slo is not None:
             pool = self._variant_for_slo(pool, request)
+        # Models load on demand: a worker that must load the model (and perhaps evict another)
+        # is picked only when none has it loaded.
+        pool = [w for w in pool if w.has_loaded(request.model)] or pool
         return [w.candidate(request.keys, TOKEN_CHUNK) for w in pool]
 
     def _variant_for_slo(self, pool: list[WorkerState], request: FleetRequest) -> list[WorkerState]:
@@ -306,7 +310,7 @@ class Router:
     def _on_outputs(self, msg: Message, client_id: bytes) -> None:
         worker_id = str(msg.header.get("worker_id", ""))
         now = time.monotonic()
-        finished: list[FleetRequest] = []
+        finished: list[tuple[FleetRequest, WorkerState]] = []
         with self._lock:
             worker = self._workers.get(worker_id)
             if worker is None:
@@ -323,13 +327,15 @@ class Router:
                     worker.inflight.pop(request.attempt_id, None)
                     if request.tpot_ms is not None:
                         worker.observe_tpot(request.tpot_ms)
-                    finished.append(request)
+                    worker.observe_device_times(request)
+                    request.chip = worker.device.model or worker.device.name
+                    finished.append((request, worker))
                 deliveries.append((request, delta))
         for request, delta in deliveries:
             request.deliver(delta)
-        for request in finished:
+        for request, worker in finished:
             if self.metrics is not None:
-                self.metrics.observe_request(request)
+                self.metrics.observe_request(request, worker)
             for callback in self.on_request_done:
                 callback(request)
 

@@ -1,9 +1,17 @@
-"""A worker: one Engine on one device, served over kpt.wire, its engine loop on its own thread.
+"""A worker: the engines of one device, served over kpt.wire, its engine loop on its own thread.
 
 The router casts requests to the worker's Server; the server thread only queues them, so it
-answers at once however long a step takes. The engine thread adds them, steps the engine and
+answers at once however long a step takes. The engine thread adds them, steps the engines and
 casts every step's token deltas to the router's inbox. A heartbeat thread casts the latest
 stats every HEARTBEAT_S: the router's liveness check, and its view of the worker's load.
+
+A worker serves one model, or several under a memory budget (ModelSet): a request for a model
+not loaded loads it on the engine thread, evicting idle models least recently used first; a
+request that cannot fit until a busy model drains waits in the worker.
+
+Step times feed the router's predictions. `step_clock="wall"` measures them on this host;
+"device" reads the engine's clock instead, which on a simulated chip is simulated time, so a
+fleet of kpt_sim workers is routed by the simulated chips' speeds (a virtual-time fleet).
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import threading
 import time
 from typing import Any
 
-from kpt.serve._engine import Engine
+from kpt.serve._engine import Engine, EngineStats
 from kpt.serve.fleet._messages import (
     ABORT,
     HEARTBEAT_S,
@@ -29,33 +37,42 @@ from kpt.serve.fleet._messages import (
     WorkerStats,
     params_from_wire,
 )
+from kpt.serve.fleet._model_set import ModelBusy, ModelSet, catalog_entry
 from kpt.serve.fleet._scoring import StepTimeModel
 from kpt.wire import Client, Message, Server
 
 log = logging.getLogger("kpt.serve.fleet.worker")
 
 _SPEED_SMOOTHING = 0.2  # weight of the newest step in the tokens/s moving average
+STEP_CLOCKS = ("wall", "device")
 
 
 class Worker:
-    """Serves `engine` to the router at `router_endpoint` until shutdown or its parent dies."""
+    """Serves `models` (its first is loaded at start) to the router at `router_endpoint` until
+    shutdown or its parent dies."""
 
     def __init__(
         self,
-        engine: Engine,
+        models: ModelSet,
         *,
         worker_id: str,
         router_endpoint: str,
-        model: str,
         variant: str = "default",
         endpoint: str = "tcp://127.0.0.1:0",
         heartbeat_s: float = HEARTBEAT_S,
+        step_clock: str = "wall",
     ) -> None:
-        self.engine = engine
+        if step_clock not in STEP_CLOCKS:
+            raise ValueError(f"step_clock {step_clock!r}: use one of {', '.join(STEP_CLOCKS)}")
+        self.models = models
+        self.model = next(iter(models.catalog))  # the primary model, loaded at start
+        # Its first engine describes the device and limits; no reference is kept, so that
+        # evicting that model frees its memory.
+        self._identity = _identity(models.ensure(self.model))
         self.worker_id = worker_id
-        self.model = model
         self.variant = variant
         self.heartbeat_s = heartbeat_s
+        self.step_clock = step_clock
         self._server = Server(endpoint, heartbeat_interval=heartbeat_s)
         self._server.register(SUBMIT, self._on_submit)
         self._server.register(ABORT, self._on_abort)
@@ -63,6 +80,9 @@ class Worker:
         self._server.register(SHUTDOWN, lambda msg, client: self.stop())
         self._router = Client(router_endpoint, heartbeat_interval=heartbeat_s, timeout=30.0)
         self._commands: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
+        self._blocked: collections.deque[dict[str, Any]] = collections.deque()  # ModelBusy
+        self._owner: dict[str, str] = {}  # rid -> model
+        self._clock_ms: dict[str, float] = {}  # model -> its engine's clock after its last step
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._stats = WorkerStats()
@@ -114,10 +134,11 @@ class Worker:
                 errors = self._apply_commands()
                 if errors:
                     self._send_outputs(errors)
-                if self.engine.has_unfinished:
-                    self._step()
-                else:
-                    self._refresh_stats(0.0, idle=True)
+                busy = [(n, e) for n, e in self.models.engines() if e.has_unfinished]
+                for name, engine in busy:
+                    self._step(name, engine)
+                if not busy:
+                    self._refresh_stats(0, 0.0, idle=True)
                     self._wake.wait(self.heartbeat_s)
                     self._wake.clear()
         except Exception:  # a broken engine must not look alive: the router fails over
@@ -126,34 +147,62 @@ class Worker:
 
     def _apply_commands(self) -> list[dict[str, Any]]:
         errors = []
+        retry, self._blocked = self._blocked, collections.deque()
+        for header in retry:  # requests waiting for room, oldest first
+            errors.extend(self._add(header))
         while self._commands:
             kind, header = self._commands.popleft()
             rid = str(header.get("rid", ""))
             if kind == ABORT:
-                self.engine.abort(rid)
-                self._texts.pop(rid, None)
+                self._abort(rid)
                 continue
-            try:
-                self.engine.add_request(
-                    header.get("prompt"),
-                    params_from_wire(header.get("params") or {}),
-                    request_id=rid,
-                    priority=int(header.get("priority", 0)),
-                )
-                self._texts[rid] = ""
-            except (ValueError, TypeError) as exc:  # the request's fault: tell its caller
-                errors.append({"rid": rid, "finished": True, "reason": "error", "error": str(exc)})
-            except Exception as exc:  # refuse it, but keep serving the others
-                log.exception("worker %s: adding request %s failed", self.worker_id, rid)
-                message = f"the worker could not add this request: {type(exc).__name__}: {exc}"
-                errors.append({"rid": rid, "finished": True, "reason": "error", "error": message})
+            errors.extend(self._add(header))
         return errors
 
-    def _step(self) -> None:
+    def _abort(self, rid: str) -> None:
+        self._blocked = collections.deque(h for h in self._blocked if h.get("rid") != rid)
+        engine = self.models.get(self._owner.pop(rid, self.model))
+        if engine is not None:
+            engine.abort(rid)
+        self._texts.pop(rid, None)
+
+    def _add(self, header: dict[str, Any]) -> list[dict[str, Any]]:
+        rid = str(header.get("rid", ""))
+        model = str(header.get("model") or self.model)
+        try:
+            engine = self.models.ensure(model)
+        except ModelBusy:
+            self._blocked.append(header)
+            return []
+        except KeyError as exc:
+            return [{"rid": rid, "finished": True, "reason": "error", "error": exc.args[0]}]
+        except Exception as exc:  # a model that fails to load refuses its request only
+            log.exception("worker %s: loading %s failed", self.worker_id, model)
+            message = f"the worker could not load model {model!r}: {type(exc).__name__}: {exc}"
+            return [{"rid": rid, "finished": True, "reason": "error", "error": message}]
+        try:
+            engine.add_request(
+                header.get("prompt"),
+                params_from_wire(header.get("params") or {}),
+                request_id=rid,
+                priority=int(header.get("priority", 0)),
+            )
+        except (ValueError, TypeError) as exc:  # the request's fault: tell its caller
+            return [{"rid": rid, "finished": True, "reason": "error", "error": str(exc)}]
+        except Exception as exc:  # refuse it, but keep serving the others
+            log.exception("worker %s: adding request %s failed", self.worker_id, rid)
+            message = f"the worker could not add this request: {type(exc).__name__}: {exc}"
+            return [{"rid": rid, "finished": True, "reason": "error", "error": message}]
+        self._texts[rid] = ""
+        self._owner[rid] = model
+        return []
+
+    def _step(self, name: str, engine: Engine) -> None:
         start = time.perf_counter()
-        outputs = self.engine.step()
+        outputs = engine.step()
         elapsed = time.perf_counter() - start
         self._last_step = time.monotonic()
+        self.models.touch(name)
         wire = []
         for out in outputs:
             sent = self._texts.get(out.request_id, "")
@@ -169,6 +218,7 @@ class Worker:
                 item["cached"] = out.num_cached_tokens
             if out.finished:
                 self._texts.pop(out.request_id, None)
+                self._owner.pop(out.request_id, None)
                 item["ttft_ms"] = out.ttft_ms
                 item["latency_ms"] = out.latency_ms
             else:
@@ -176,26 +226,33 @@ class Worker:
             wire.append(item)
         if wire:
             self._send_outputs(wire)
-        self._refresh_stats(elapsed, idle=False)
+        device_ms = None
+        if self.step_clock == "device":
+            now_ms = engine.stats().clock_ms
+            device_ms = now_ms - self._clock_ms.get(name, 0.0)
+            self._clock_ms[name] = now_ms
+        self._refresh_stats(elapsed, device_ms, idle=False)
 
     def _send_outputs(self, outputs: list[dict[str, Any]]) -> None:
         self._router.cast(OUTPUTS, {"worker_id": self.worker_id, "outputs": outputs})
 
-    def _refresh_stats(self, elapsed: float, idle: bool) -> None:
-        stats = self.engine.stats()
+    def _refresh_stats(self, elapsed: float, device_ms: float | None, idle: bool) -> None:
+        stats = _total([engine.stats() for _, engine in self.models.engines()])
         previous = self._stats
         speed = previous.tokens_per_s
-        if not idle and elapsed > 0:
-            done = (stats.generated_tokens + stats.prompt_tokens_computed) - (
-                previous.generated_tokens + previous.prompt_tokens_computed
-            )
-            self._steps.add(max(done, 0), 1000.0 * elapsed)
-            rate = max(done, 0) / elapsed
+        done = (stats.generated_tokens + stats.prompt_tokens_computed) - (
+            previous.generated_tokens + previous.prompt_tokens_computed
+        )
+        # An eviction drops the evicted engine's counts: a negative difference is no step.
+        if not idle and elapsed > 0 and done >= 0:
+            step_ms = device_ms if device_ms is not None else 1000.0 * elapsed
+            self._steps.add(done, step_ms)
+            rate = 1000.0 * done / step_ms if step_ms > 0 else 0.0
             speed = rate if speed == 0 else (1 - _SPEED_SMOOTHING) * speed + _SPEED_SMOOTHING * rate
         overhead, per_token = self._steps.fit()
         self._stats = WorkerStats(
             num_running=stats.num_running,
-            num_waiting=stats.num_waiting,
+            num_waiting=stats.num_waiting + len(self._blocked),
             kv_blocks_total=stats.kv_blocks_total,
             kv_blocks_used=stats.kv_blocks_used,
             kv_usage=stats.kv_usage,
@@ -208,6 +265,10 @@ class Worker:
             step_overhead_ms=overhead,
             step_ms_per_token=per_token,
             steps_measured=self._steps.steps,
+            loaded_models=self.models.loaded(),
+            model_loads=self.models.loads,
+            model_evictions=self.models.evictions,
+            memory_used=self.models.used_bytes(),
         )
 
     # --- the heartbeat thread ------------------------------------------------------------
@@ -218,36 +279,66 @@ class Worker:
                 "worker_id": self.worker_id,
                 "stats": self._stats.to_wire(),
                 "step_age_s": time.monotonic() - self._last_step
-                if self.engine.has_unfinished
+                if any(e.has_unfinished for _, e in self.models.engines())
                 else 0.0,
             }
             self._router.cast(STATS, header)
 
     def _hello(self) -> dict[str, Any]:
-        info = self.engine.device_info
-        caps = info.capabilities
-        device = DeviceSummary(
-            name=str(info.torch_device),
-            kind=info.kind,
-            vendor=caps.vendor,
-            model=caps.model,
-            memory_total=caps.memory_total,
-            peak_flops=float(caps.top_flops),
-            features=sorted(caps.features),
-        )
-        config = self.engine.model_config
         return {
+            **self._identity,
             "worker_id": self.worker_id,
             "endpoint": self._server.endpoint,
             "pid": os.getpid(),
             "model": self.model,
             "variant": self.variant,
-            "dtype": str(self.engine.dtype).replace("torch.", ""),
-            "device": device.to_wire(),
-            "max_model_len": self.engine.max_model_len,
-            "vocab_size": config.vocab_size,
-            "has_tokenizer": self.engine.tokenizer is not None,
-            "block_size": self.engine.config.block_size,
-            "max_num_seqs": self.engine.config.max_num_seqs,
-            "max_num_batched_tokens": self.engine.config.max_num_batched_tokens,
+            "catalog": {name: catalog_entry(path) for name, path in self.models.catalog.items()},
+            "memory_budget": self.models.budget_bytes,
+            "step_clock": self.step_clock,
         }
+
+
+def _identity(engine: Engine) -> dict[str, Any]:
+    """The hello fields that come from the worker's device and its first engine."""
+    info = engine.device_info
+    caps = info.capabilities
+    device = DeviceSummary(
+        name=str(info.torch_device),
+        kind=info.kind,
+        vendor=caps.vendor,
+        model=caps.model,
+        memory_total=caps.memory_total,
+        peak_flops=float(caps.top_flops),
+        features=sorted(caps.features),
+    )
+    return {
+        "dtype": str(engine.dtype).replace("torch.", ""),
+        "device": device.to_wire(),
+        "max_model_len": engine.max_model_len,
+        "vocab_size": engine.model_config.vocab_size,
+        "has_tokenizer": engine.tokenizer is not None,
+        "block_size": engine.config.block_size,
+        "max_num_seqs": engine.config.max_num_seqs,
+        "max_num_batched_tokens": engine.config.max_num_batched_tokens,
+    }
+
+
+def _total(stats: list[EngineStats]) -> EngineStats:
+    """The worker's load over its loaded engines (one, usually)."""
+    if len(stats) == 1:
+        return stats[0]
+    total = sum(s.kv_blocks_total for s in stats)
+    used = sum(s.kv_blocks_used for s in stats)
+    return EngineStats(
+        num_running=sum(s.num_running for s in stats),
+        num_waiting=sum(s.num_waiting for s in stats),
+        kv_blocks_total=total,
+        kv_blocks_used=used,
+        kv_usage=used / total if total else 0.0,
+        prefix_hit_rate=max((s.prefix_hit_rate for s in stats), default=0.0),
+        num_preemptions=sum(s.num_preemptions for s in stats),
+        num_steps=sum(s.num_steps for s in stats),
+        prompt_tokens_computed=sum(s.prompt_tokens_computed for s in stats),
+        generated_tokens=sum(s.generated_tokens for s in stats),
+        clock_ms=max((s.clock_ms for s in stats), default=0.0),
+    )
