@@ -61,6 +61,8 @@ def test_profiles_json_has_a_row_per_shipped_profile(capsys):
         (["--heartbeat", "abc"], "argument --heartbeat: 'abc' is not a number of seconds"),
         (["--endpoint", "unix://daemon.sock"], "use unix:///absolute/path.sock"),
         (["--endpoint", "localhost:5555"], "--endpoint: endpoint 'localhost:5555' is invalid"),
+        (["--max-connections", "0"], "argument --max-connections:"),
+        (["--trace-events", "-5"], "argument --trace-events:"),
     ],
 )
 def test_bad_serve_arguments_are_one_line_errors(args, message):

@@ -13,10 +13,9 @@ import weakref
 import numpy as np
 import pytest
 
-from kpt.wire import Limits, decode, encode
+from kpt.wire import Client, Limits, ListenerBounds, Server, decode, encode
 from kpt.wire._stream import StreamReader, preamble, table
 from kpt.wire._unix import UnixListener
-from kpt.wire._unix_bounds import ListenerBounds
 
 pytestmark = pytest.mark.timeout(60)
 MiB = 1 << 20
@@ -124,6 +123,35 @@ def _until(condition, timeout: float = 10) -> bool:
             return True
         time.sleep(0.01)
     return condition()
+
+
+def test_a_server_takes_its_listener_bounds(short_dir):
+    # The public way in: Server(bounds=...) on a unix:// endpoint, as kpt-sim's daemon uses it.
+    with pytest.raises(TypeError, match=r"kpt\.wire\.ListenerBounds"):
+        Server(f"unix://{short_dir}/x.sock", bounds={"max_connections": 1})
+    server = Server(f"unix://{short_dir}/s.sock", bounds=ListenerBounds(max_connections=1))
+    server.register("echo", lambda msg, client: msg.header)
+    server.start()
+    path = server.endpoint.removeprefix("unix://")
+    first = Peer(path, b"first")
+    try:
+        assert first.call(n=1) == {"n": 1}  # accepted and served: it holds the one slot
+        second = Peer(path, b"second")
+        assert second.hung_up(), "a connection over max_connections must be closed at once"
+        second.close()
+        first.close()
+        with Client(server.endpoint, timeout=10) as client:  # the slot is free again
+            assert _until(lambda: _answers(client))
+    finally:
+        first.close()
+        server.close()
+
+
+def _answers(client: Client) -> bool:
+    try:
+        return client.call("echo", {"n": 2}).header == {"n": 2}
+    except Exception:  # the listener may not have seen the first connection close yet
+        return False
 
 
 def test_bounds_are_checked_with_reasons():

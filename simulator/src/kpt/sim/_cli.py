@@ -24,6 +24,7 @@ from kpt.sim._derive import add_profile_command, run_profile_command
 from kpt.sim._errors import SimError
 from kpt.sim._trace import DEFAULT_TRACE_EVENTS
 from kpt.sim._version import __version__
+from kpt.wire import ListenerBounds
 
 PARENT_POLL_S = 0.25  # how quickly a daemon notices its parent died
 
@@ -118,6 +119,11 @@ def _parser() -> argparse.ArgumentParser:
         help="kernels and transfers the daemon keeps for dump_trace, the newest (default "
         f"{DEFAULT_TRACE_EVENTS:,}, about 50 MB of host memory)",
     )  # fmt: skip
+    serve.add_argument(
+        "--max-connections", type=_positive, default=ListenerBounds.max_connections,
+        help="unix:// endpoints: connections served at once; one more is closed at accept "
+        f"(default {ListenerBounds.max_connections})",
+    )  # fmt: skip
     serve.add_argument("--parent-pid", type=int, default=None, help="exit when this pid dies")
     serve.add_argument(
         "--cleanup-dir", default=None, help="remove this folder on exit (start_daemon's tmp dir)"
@@ -206,6 +212,7 @@ def serve(args: argparse.Namespace) -> int:
             # Over ZeroMQ (other hosts) heartbeats are answered while a handler computes, so a
             # remote client tells a busy daemon from a dead one.
             handler_thread=not endpoint.startswith("unix://"),
+            bounds=ListenerBounds(max_connections=args.max_connections),
             **_curve(args.curve_keys, args.curve_authorized),
         )  # fmt: skip
     except ValueError as exc:  # kpt.wire's checks of the endpoint: say it in one line

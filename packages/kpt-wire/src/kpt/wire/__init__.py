@@ -14,6 +14,7 @@ from kpt.wire._errors import (
 from kpt.wire._limits import Limits
 from kpt.wire._security import generate_keys
 from kpt.wire._server import Server
+from kpt.wire._unix import ListenerBounds
 from kpt.wire._version import __version__
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "Client",
     "HandlerError",
     "Limits",
+    "ListenerBounds",
     "Message",
     "PROTOCOL",
     "ProtocolError",

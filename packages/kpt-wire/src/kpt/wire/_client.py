@@ -11,7 +11,6 @@ socket and the pipe (cheaper per call); it looks at the queue again at least eve
 from __future__ import annotations
 
 import collections
-import heapq
 import itertools
 import os
 import threading
@@ -21,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from typing import Any
 
+from kpt.wire._calls import Call, InFlight
 from kpt.wire._channel import Channel, ChannelClosed, QueueFull, ZmqChannel
 from kpt.wire._codec import (
     ERROR_TYPE,
@@ -30,7 +30,7 @@ from kpt.wire._codec import (
     encode,
     read_request_id,
 )
-from kpt.wire._errors import CallTimeout, ProtocolError, RemoteError, TransportError
+from kpt.wire._errors import CallTimeout, ProtocolError, TransportError
 from kpt.wire._limits import Limits
 from kpt.wire._security import as_key
 from kpt.wire._sockets import poll_items, shared_context, wait
@@ -46,47 +46,6 @@ _BLOCK_SLICE = 0.01
 # Calls with less time than this left skip the fast path (its first wait is one whole slice),
 # and so does a client whose heartbeat interval is shorter (its heartbeats could be late).
 _FAST_PATH_MIN_WAIT = 2 * _BLOCK_SLICE
-
-
-class _Call:
-    """One request in flight; its reply or error lands here (and in ``future`` for call_async).
-
-    A plain slotted object, not a Future: the sync path checks ``done()`` several times per call
-    and a Future takes a lock each time.
-    """
-
-    __slots__ = ("deadline", "error", "future", "largest_frame", "reply", "request_id", "what")
-
-    def __init__(
-        self,
-        request_id: int,
-        deadline: float,
-        what: str,
-        future: Future | None,
-        largest_frame: int = 0,
-    ):
-        self.request_id = request_id
-        self.deadline = deadline
-        self.what = what
-        self.future = future
-        self.largest_frame = largest_frame  # bytes; 0 where the transport answers oversize
-        self.reply: Message | None = None
-        self.error: BaseException | None = None
-
-    def done(self) -> bool:
-        return self.reply is not None or self.error is not None
-
-    def resolve(self, reply: Message) -> None:
-        if not self.done():
-            self.reply = reply
-            if self.future is not None and not self.future.done():
-                self.future.set_result(reply)
-
-    def fail(self, error: BaseException) -> None:
-        if not self.done():
-            self.error = error
-            if self.future is not None and not self.future.done():
-                self.future.set_exception(error)
 
 
 class Client:
@@ -123,9 +82,6 @@ class Client:
         fast = self._interval > _FAST_PATH_MIN_WAIT
         self._fast_path_min_wait = _FAST_PATH_MIN_WAIT if fast else float("inf")
         self._limits = limits
-        # The server's max_message_bytes, from its heartbeat replies (ZeroMQ only: there a frame
-        # over it closes the connection unanswered, so the client must refuse it itself).
-        self._server_frame_limit: int | None = None
         if curve_server_key is not None:
             as_key(curve_server_key, "curve_server_key")
         if (curve_public_key is None) != (curve_secret_key is None):
@@ -142,8 +98,8 @@ class Client:
         self.client_id = b"kpt-" + os.urandom(12)  # kept across reconnects: servers see one client
         self._context = None if self._unix else shared_context()  # unix:// needs no I/O thread
         self._ids = itertools.count(1)
-        self._pending: dict[int, _Call] = {}
-        self._deadlines: list[tuple[float, int]] = []  # heap of call_async deadlines
+        self._in_flight = InFlight(endpoint)
+        self._pending = self._in_flight.calls  # the same dict: the fast path's one lookup
         self._outbox: collections.deque[list[Any]] = collections.deque()
         self._drive_lock = threading.Lock()  # whoever holds it owns the socket
         self._done = threading.Condition()  # notified when replies landed or the driver left
@@ -208,7 +164,7 @@ class Client:
         self._check_open()
         frames = encode(type, header, arrays, 0)
         if not self._unix:
-            self._refuse_oversized(type, max(map(len, frames)))
+            self._in_flight.refuse_oversized(type, max(map(len, frames)))
         self._outbox.append(frames)
         self._flush_if_free()
 
@@ -239,7 +195,7 @@ class Client:
 
     def _new_call(
         self, type: str, header: Any, arrays: Iterable[Any], timeout: float | None, future: Any
-    ) -> tuple[_Call, list[Any], float]:
+    ) -> tuple[Call, list[Any], float]:
         """A request's call, its frames and the time now; refuses reserved types and closed."""
         if self._closed:
             self._check_open()
@@ -250,37 +206,20 @@ class Client:
         largest = 0
         if not self._unix:
             largest = max(map(len, frames))
-            self._refuse_oversized(type, largest)
+            self._in_flight.refuse_oversized(type, largest)
         now = time.monotonic()
         deadline = now + (self.timeout if timeout is None else timeout)
-        return _Call(request_id, deadline, type, future, largest), frames, now
-
-    def _refuse_oversized(self, what: str, largest_frame: int) -> None:
-        limit = self._server_frame_limit
-        if limit is not None and largest_frame > limit:
-            raise self._oversized_error(what, largest_frame, limit)
-
-    def _oversized_error(self, what: str, largest_frame: int, limit: int) -> ProtocolError:
-        return ProtocolError(
-            f"{what!r}: a frame of {largest_frame} bytes is over the max_message_bytes of "
-            f"{limit} that {self.endpoint} declared (ZeroMQ closes the connection on such a "
-            "frame without an answer); send smaller arrays per message or raise the server's "
-            "Limits(max_message_bytes=...)",
-            code="limit",
-        )
+        return Call(request_id, deadline, type, future, largest), frames, now
 
     def _submit(
         self, type: str, header: Any, arrays: Iterable[Any], timeout: float | None, is_async: bool
-    ) -> _Call:
+    ) -> Call:
         call, frames, now = self._new_call(
             type, header, arrays, timeout, Future() if is_async else None
         )
-        request_id, deadline = call.request_id, call.deadline
         if not self._pending:
             self._busy_since = now
-        self._pending[request_id] = call
-        if is_async:
-            heapq.heappush(self._deadlines, (deadline, request_id))
+        self._in_flight.add(call, is_async)
         self._outbox.append(frames)
         return call
 
@@ -315,7 +254,7 @@ class Client:
                 self._outbox.append(frames)
         return self._wait(call)
 
-    def _exchange(self, call: _Call, frames: list[Any], now: float) -> None:
+    def _exchange(self, call: Call, frames: list[Any], now: float) -> None:
         """Send ``frames`` and wait once in recv for the reply (drive lock held, nothing else in
         flight). Whatever this leaves undone (a slow reply, an error) ``_wait`` finishes."""
         if not self._send(frames):
@@ -331,23 +270,23 @@ class Client:
         try:
             msg = decode(received, self._limits)
         except ProtocolError as exc:
-            landed = self._deliver_error(exc)
+            landed = self._in_flight.deliver_error(exc)
         else:
             if msg.request_id == call.request_id and msg.type != ERROR_TYPE:
                 del self._pending[call.request_id]
                 call.reply = msg  # the usual ending: no other call or waiter to tell
                 return
-            landed = self._deliver(msg)
+            landed = self._in_flight.deliver(msg, not self._unix)
         if landed:
             self._notify()
 
-    def _wait(self, call: _Call) -> Message:
+    def _wait(self, call: Call) -> Message:
         try:
             while not call.done():
                 self._check_open()
                 if time.monotonic() >= call.deadline:
                     call.fail(
-                        self._oversized_instead(call)
+                        self._in_flight.oversized_instead(call)
                         or CallTimeout(
                             f"no reply to {call.what!r} (request {call.request_id}) from "
                             f"{self.endpoint} within the timeout (server alive but slow); "
@@ -420,8 +359,8 @@ class Client:
             if self._outbox:
                 self._flush()
             now = time.monotonic()
-            if self._deadlines:
-                self._expire(now)
+            if self._in_flight.deadlines:
+                self._in_flight.expire(now)
             if now >= until or stop():
                 return
             if now - self._last_send >= self._interval:
@@ -514,59 +453,8 @@ class Client:
         try:
             msg = decode(frames, self._limits)
         except ProtocolError as exc:
-            return self._deliver_error(exc)
-        return self._deliver(msg)
-
-    def _deliver(self, msg: Message) -> bool:
-        call = self._pending.pop(msg.request_id, None)
-        if call is None:
-            if msg.type == HEARTBEAT_TYPE and not self._unix:
-                return self._learn_frame_limit(msg.header)
-            return False  # a late reply to a call that timed out
-        if msg.type == ERROR_TYPE:
-            call.fail(_remote_error(msg))
-        else:
-            call.resolve(msg)
-        return True
-
-    def _learn_frame_limit(self, header: dict[str, Any]) -> bool:
-        """Take the server's declared limit; fail calls already sent over it (ZeroMQ dropped
-        them with the connection). True if any call was failed."""
-        limit = header.get("max_message_bytes")
-        if limit.__class__ is not int or limit < 1:
-            return False  # an older server, or nonsense: keep what we knew
-        self._server_frame_limit = limit
-        failed = False
-        for request_id, call in list(self._pending.items()):
-            if call.largest_frame > limit:
-                del self._pending[request_id]
-                call.fail(self._oversized_error(call.what, call.largest_frame, limit))
-                failed = True
-        return failed
-
-    def _deliver_error(self, exc: ProtocolError) -> bool:
-        call = self._pending.pop(exc.request_id, None) if exc.request_id else None
-        if call is None:
-            return False
-        call.fail(exc)
-        return True
-
-    def _expire(self, now: float) -> None:
-        while self._deadlines and self._deadlines[0][0] <= now:
-            _, request_id = heapq.heappop(self._deadlines)
-            call = self._pending.pop(request_id, None)
-            if call is not None:
-                call.fail(
-                    self._oversized_instead(call)
-                    or CallTimeout(f"no reply to {call.what!r} from {self.endpoint} in time")
-                )
-
-    def _oversized_instead(self, call: _Call) -> ProtocolError | None:
-        """For a call with no reply: the real reason when it was too big for the server."""
-        limit = self._server_frame_limit
-        if limit is not None and call.largest_frame > limit:
-            return self._oversized_error(call.what, call.largest_frame, limit)
-        return None
+            return self._in_flight.deliver_error(exc)
+        return self._in_flight.deliver(msg, not self._unix)
 
     def _reconnect(self, reason: str) -> None:
         """Fail everything in flight and start a fresh socket, so stale requests never arrive."""
@@ -580,11 +468,7 @@ class Client:
 
     def _fail_all(self, error: TransportError) -> None:
         self._outbox.clear()
-        self._deadlines.clear()
-        for request_id in list(self._pending):
-            call = self._pending.pop(request_id, None)
-            if call is not None:
-                call.fail(self._oversized_instead(call) or error)  # the cause, where known
+        self._in_flight.fail_all(error)
         self._notify()
 
     # -- keeper thread -------------------------------------------------------------------------
@@ -599,18 +483,14 @@ class Client:
                 if self._closed:
                     return
                 now = time.monotonic()
-                if self._async_in_flight():  # drive until every call_async future is done
-                    self._drive(lambda: not self._async_in_flight(), now + self._interval / 2)
+                if self._in_flight.async_in_flight():  # drive until every call_async future is done
+                    self._drive(
+                        lambda: not self._in_flight.async_in_flight(), now + self._interval / 2
+                    )
                 else:
                     self._idle_tick(now)
             finally:
                 self._release()
-
-    def _async_in_flight(self) -> bool:
-        # Entries of finished futures linger in the heap; drop them from the top.
-        while self._deadlines and self._deadlines[0][1] not in self._pending:
-            heapq.heappop(self._deadlines)
-        return bool(self._deadlines)
 
     def _idle_tick(self, now: float) -> None:
         self._flush()
@@ -626,15 +506,3 @@ class Client:
 def _close_fds(*fds: int) -> None:
     for fd in fds:
         os.close(fd)
-
-
-def _remote_error(msg: Message) -> RemoteError:
-    header = msg.header
-    code = header.get("code")
-    message = header.get("message")
-    details = header.get("details")
-    return RemoteError(
-        code if isinstance(code, str) else "unknown",
-        message if isinstance(message, str) else repr(message),
-        details if isinstance(details, dict) else {},
-    )

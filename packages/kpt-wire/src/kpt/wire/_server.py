@@ -27,7 +27,7 @@ from kpt.wire._security import as_key, check_bind, secure_server
 from kpt.wire._sockets import BLOCK, recv_frames, send_frames
 from kpt.wire._stream import Oversized
 from kpt.wire._unix import SCHEME as UNIX_SCHEME
-from kpt.wire._unix import UnixListener, socket_path
+from kpt.wire._unix import ListenerBounds, UnixListener, socket_path
 
 log = logging.getLogger("kpt.wire.server")
 
@@ -49,11 +49,18 @@ class Server:
         curve_public_key: str | bytes | None = None,
         authorized_keys: Any = None,
         handler_thread: bool = False,
+        bounds: ListenerBounds = ListenerBounds(),  # noqa: B008
     ):
         """handler_thread: over ZeroMQ, run handlers on a thread of their own, so heartbeats are
         answered and clients heard while a handler computes (a busy server is not a dead one).
         Costs two thread hand-offs per message; unix:// ignores it (a unix:// client is alive
-        while its connection stands)."""
+        while its connection stands).
+
+        bounds: what a unix:// listener holds across all its connections (connections, bytes of
+        half-sent messages and unread replies, how long a message may take to arrive); ZeroMQ
+        endpoints bound per message with ``limits`` and leave the rest to libzmq."""
+        if not isinstance(bounds, ListenerBounds):
+            raise TypeError(f"bounds must be a kpt.wire.ListenerBounds, got {bounds!r}")
         if (curve_secret_key is None) != (curve_public_key is None):
             raise ValueError("pass both curve_secret_key and curve_public_key, or neither")
         if not heartbeat_interval > 0:
@@ -70,6 +77,7 @@ class Server:
             )
         self._bind_to = check_bind(endpoint, has_keys=curve_secret_key is not None)
         self._limits = limits
+        self._bounds = bounds
         self._interval = float(heartbeat_interval)
         self._on_client_gone = on_client_gone
         self._keys = (curve_secret_key, curve_public_key, authorized_keys)
@@ -178,7 +186,7 @@ class Server:
         self.close()
 
     def _start_unix(self) -> Server:
-        self._listener = UnixListener(self._bind_to, self._limits)
+        self._listener = UnixListener(self._bind_to, self._limits, self._bounds)
         self.endpoint = self._bind_to
         self._stopping = False
         self._thread = threading.Thread(
