@@ -2,10 +2,15 @@
 
 1. `kpt devices`: what kpt-hal finds on this machine, the simulated devices included.
 2. Train a small GPT-2-style model on `kpt_sim` on a two-profile simulated cluster
-   (h100-sxm and mi300x), reporting loss, simulated step time per profile, wall time, the
-   prediction against the step measured on a real H100, a Perfetto trace and a plot.
-3. Compare two configurations of that model (fp32 against bf16 autocast) on kpt_sim with a
-   kpt.abtest Experiment and print the verdict with its interval.
+   (h100-sxm and mi300x), reporting loss, wall time, the simulated step time on each device,
+   where that time goes (chip busy against host issuing), the prediction against the steps
+   measured on a real H100 and H200, a Perfetto trace with one lane per device, and a plot.
+3. Load the checkpoint saved on kpt_sim on the CPU: the same eval loss.
+4. Compare two configurations of that model (fp32 against bf16 autocast) on kpt_sim with a
+   kpt.abtest Experiment (metric: the per-batch training loss), with a progress bar, and print
+   the verdict with its interval.
+5. Explain the bf16 result from the simulator's own breakdown (chip time against host issuing)
+   and plot simulated chip-busy time beside the GPU-busy time measured on the real GPUs.
 
 Each step says plainly when the package it needs is not installed, and the others still run.
 """
@@ -14,10 +19,14 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+# The simulated cluster: what `kpt devices` lists and the training uses (as demo.PROFILES).
+CLUSTER = "h100-sxm:1,mi300x:1"
 
 
 def _banner(title: str) -> None:
@@ -33,6 +42,8 @@ def _have(module: str) -> bool:
 
 def list_devices() -> None:
     _banner("kpt devices")
+    if _have("kpt.adapters.sim"):  # the simulated cluster the training step uses
+        os.environ.setdefault("KPT_SIM_PROFILE", CLUSTER)
     if not _have("kpt.hal"):
         print("kpt-hal is not installed: skipping device discovery")
         return
@@ -64,14 +75,28 @@ def load_checkpoint_on_cpu(result: dict) -> None:
           f"{cpu_loss:.6f} (difference {abs(cpu_loss - result['eval_loss']):.2e})")  # fmt: skip
 
 
-def compare_configurations(steps: int) -> None:
+def compare_configurations(steps: int) -> dict | None:
+    """The A/B experiment; returns its arms (trained models) for the explanation step."""
     _banner("A/B: fp32 against bf16 autocast on kpt_sim")
     if not (_have("kpt.abtest") and _have("kpt.adapters.sim")):
         print("kpt-abtest or kpt-adapter-sim is not installed: skipping the experiment")
-        return
-    from kpt.adapters.sim import demo
+        return None
+    from kpt.adapters.sim import demo_precision
 
-    demo.compare_precisions(steps=steps)
+    arms = demo_precision.precision_arms("kpt_sim:0")
+    demo_precision.compare_precisions(steps=steps, arms=arms)
+    return arms
+
+
+def explain_precision_result(arms: dict | None, out: Path) -> None:
+    """Why bf16 autocast is slower or faster here, from the simulator's breakdown."""
+    _banner("why: the simulator's breakdown of an fp32 and a bf16 step")
+    if arms is None:
+        print("the A/B step did not run: nothing to explain")
+        return
+    from kpt.adapters.sim import demo_precision
+
+    demo_precision.explain_precisions(arms, out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     list_devices()
     train_on_simulator(args.out, args.steps)
-    compare_configurations(args.ab_steps)
+    arms = compare_configurations(args.ab_steps)
+    explain_precision_result(arms, args.out)
     _banner(f"done in {time.perf_counter() - started:.1f} s of wall time; outputs in {args.out}")
     return 0
 

@@ -1,12 +1,14 @@
 """``python -m kpt.adapters.sim.demo``: train a small GPT-2-style model on a two-chip simulator.
 
 Starts an embedded daemon with an h100-sxm and an mi300x, trains on the first for ``--steps``
-steps (loss curve, wall time), times a few steps on every profile (simulated step time: the
-simulator is deterministic, so a few steps give the figure), compares the h100-sxm prediction with
-the step measured on a real H100 (simulator/calibration/h100_reference_steps_r2.json: the
-machine whose host time h100-sxm's host_issue_us was fitted on), and writes a
-Perfetto trace and a plot into ``--out``. ``compare_precisions()`` runs fp32 against bf16
-autocast as a kpt.abtest Experiment.
+steps (loss curve, wall time), times a few steps on every device with kpt_sim events (the
+simulator is deterministic, so a few steps give the figure; each device gets its lane in the
+trace), replays device 0's recorded step on each profile and on h200 to show where the time goes
+(chip busy against host issuing, ``demo_breakdown``), compares the predictions with the steps
+measured on a real H100 and H200 (simulator/calibration/: h100_reference_steps_r2.json is the
+machine whose host time h100-sxm's host_issue_us was fitted on), and writes a checkpoint, a
+Perfetto trace (one lane per device) and a plot into ``--out``. The A/B step (fp32 against bf16
+autocast) is in ``demo_precision``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from kpt.adapters.sim.demo_breakdown import breakdown, measured_step, record_steps
+from kpt.adapters.sim.demo_plots import plot_training
 
 PROFILES = "h100-sxm:1,mi300x:1"
 # The model the H100 reference run timed (calibration/reference_steps.py, "demo_gpt");
@@ -125,24 +130,52 @@ def reference_steps(model: str = "demo_gpt") -> dict[str, dict]:
     return {}
 
 
-def _tqdm(iterable: Any, **options: Any) -> Any:
+def progress_bar(iterable: Any = None, **options: Any) -> Any:
     try:
         from tqdm import tqdm
     except ImportError:  # the progress bar is optional
-        return iterable
+        return _NoBar(iterable)
     return tqdm(iterable, **options)
+
+
+class _NoBar:
+    """What the demo uses of a tqdm bar, doing nothing (tqdm is not installed)."""
+
+    def __init__(self, iterable: Any) -> None:
+        self.iterable = iterable
+
+    def __iter__(self) -> Any:
+        return iter(self.iterable)
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def trace_lanes(path: str | Path) -> list[str]:
+    """The device lanes (Perfetto process tracks) of a Chrome trace the daemon wrote."""
+    events = json.loads(Path(path).read_text()).get("traceEvents", [])
+    return [
+        e["args"]["name"]
+        for e in sorted(events, key=lambda e: e.get("pid", 0))
+        if e.get("ph") == "M" and e.get("name") == "process_name"
+    ]
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300, help="training steps on device 0")
-    parser.add_argument("--timing-steps", type=int, default=5, help="timed steps per profile")
+    parser.add_argument("--timing-steps", type=int, default=5, help="timed steps per device")
     parser.add_argument("--out", default="kpt-sim-demo")
     args = parser.parse_args(argv)
     os.environ.setdefault("KPT_SIM_PROFILE", PROFILES)
     import kpt.adapters.sim  # noqa: F401
     from kpt.adapters.sim._runtime import runtime
-    from kpt.sim import replay
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -157,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
     losses: list[tuple[int, float]] = []
     pending: list[tuple[int, torch.Tensor]] = []
     wall = time.perf_counter()
-    for step in _tqdm(range(args.steps), desc=f"training on {devices[0].get('profile')}"):
+    for step in progress_bar(range(args.steps), desc=f"training on {devices[0].get('profile')}"):
         pending.append((step, trainer.step(*trainer.batch(generator))))
         if step % 10 == 0 or step == args.steps - 1:
             losses += [(s, loss.item()) for s, loss in pending]  # one wait per ten steps
@@ -167,50 +200,57 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"loss {losses[0][1]:.3f} -> {losses[-1][1]:.3f} over {args.steps} steps, "
               f"wall {wall_ms:.0f} ms/step on this host")  # fmt: skip
 
-    # 2. Simulated step time per profile. Times are deterministic, so a few steps suffice: they
-    # are timed with events on device 0, recorded as an op trace, and that trace is replayed on
-    # every profile of the cluster (one recorded step serves every chip, cheaper than training
-    # a second model on each).
+    # 2. Simulated step time on every device of the cluster, timed with kpt_sim events, so the
+    # trace has one lane per device. Times are deterministic, so a few steps suffice. Device 0's
+    # steps are also recorded as an op trace and replayed on each profile (and on h200, the
+    # other chip with a real measurement): the replay says where the step's time goes.
     batch = trainer.batch(torch.Generator().manual_seed(1))
-    trainer.timed_step(*batch)  # warm: every buffer comes from the cache
-    client = runtime().client
-    client.record_ops(True)
-    event_ms = [trainer.timed_step(*batch)[1] for _ in range(args.timing_steps)]
-    ops_path = client.dump_ops(out / "step_ops.json")
-    client.record_ops(False)
-    print(f"{devices[0].get('profile')} (device 0, events): simulated step "
-          f"{sorted(event_ms)[len(event_ms) // 2]:.3f} ms")  # fmt: skip
-    simulated: dict[str, float] = {}
-    chip_busy: dict[str, float] = {}
-    for name in dict.fromkeys(str(info.get("profile")) for info in devices):
-        summary = replay(ops_path, profile=name)
-        steps = max(args.timing_steps, 1)
-        simulated[name] = summary["predicted_s"] * 1e3 / steps
-        chip_busy[name] = sum(row["busy_s"] for row in summary["devices"]) * 1e3 / steps
-        # A small eager model is host-bound on any chip: the chip's own time tells them apart.
+    timing_steps = max(args.timing_steps, 1)
+    event_ms: dict[str, float] = {}
+    ops_path = out / "step_ops.json"
+    for info in devices:
+        index = int(info["index"])
+        timer = trainer if index == 0 else Trainer(torch.device("kpt_sim", index), DEMO_CONFIG)
+        inputs = tuple(x.to(timer.device) for x in batch)
+        timer.timed_step(*inputs)  # warm: every buffer comes from the cache
+        times: list[float] = []
+
+        def timed(timer: Trainer = timer, inputs: tuple = inputs, times: list = times) -> None:
+            times.append(timer.timed_step(*inputs)[1])
+
+        if index == 0:
+            record_steps(runtime().client, timed, timing_steps, ops_path)
+        else:
+            for _ in range(timing_steps):
+                timed()
+        label = f"kpt_sim:{index} {info.get('profile')}"
+        event_ms[label] = sorted(times)[len(times) // 2]
+        print(f"{label}: simulated step {event_ms[label]:.3f} ms (events on the device)")
+    profiles = list(dict.fromkeys(str(info.get("profile")) for info in devices))
+    replayed = {name: breakdown(ops_path, name, timing_steps) for name in [*profiles, "h200"]}
+    print(f"where the time goes (device 0's step replayed; {ops_path}):")
+    for name, row in replayed.items():
         print(
-            f"{name} (replayed): simulated step {simulated[name]:.3f} ms, "
-            f"chip busy {chip_busy[name]:.3f} ms of it"
+            f"  {name:>9}: step {row.step_ms:.3f} ms, chip busy {row.chip_busy_ms:.3f} ms "
+            f"({100 * row.chip_share:.0f}%), host issuing {row.launches:.0f} ops = "
+            f"{row.host_issue_ms:.3f} ms: {row.bound}"
         )
 
-    # 3. Prediction against the real H100.
-    reference = reference_steps("demo_gpt").get("fp32")
-    measured_bars: dict[str, float] = {}
-    if reference and "h100-sxm" in simulated:
-        measured = measured_bars["real H100 step"] = reference["step_ms_median"]
-        busy = (reference.get("kernels_per_step") or {}).get("device_seconds")
-        if busy:
-            measured_bars["real H100 GPU-busy"] = busy * 1e3
-        line = (f"h100-sxm predicted {simulated['h100-sxm']:.3f} ms vs real H100 step "
-                f"{measured:.3f} ms (ratio {simulated['h100-sxm'] / measured:.2f})")  # fmt: skip
-        if busy:
+    # 3. Prediction against the real GPUs (the calibration runs of this very model).
+    for name, row in replayed.items():
+        real = measured_step(name, "fp32")
+        if real is None:
+            continue
+        line = (f"{name} predicted {row.step_ms:.3f} ms vs real {real.gpu} step "
+                f"{real.step_ms:.3f} ms (ratio {row.step_ms / real.step_ms:.2f})")  # fmt: skip
+        if real.gpu_busy_ms:
             line += (
-                f"; chip busy {chip_busy['h100-sxm']:.3f} ms vs its GPU-busy time "
-                f"{busy * 1e3:.3f} ms (ratio {chip_busy['h100-sxm'] / (busy * 1e3):.2f})"
+                f"; chip busy {row.chip_busy_ms:.3f} ms vs its GPU-busy time "
+                f"{real.gpu_busy_ms:.3f} ms (ratio {row.chip_busy_ms / real.gpu_busy_ms:.2f})"
             )
         print(line)
-    else:
-        print("no H100 reference measurement found: skipping the comparison")
+    if not any(measured_step(name, "fp32") for name in replayed):
+        print("no real-GPU reference measurement found (run from the repository): skipping")
 
     # 4. A checkpoint written on kpt_sim, as on CUDA: torch.save of the state_dict. It loads with
     # torch.load's defaults anywhere (on the CPU too, without kpt: map_location="cpu").
@@ -221,11 +261,18 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"checkpoint {checkpoint} written on kpt_sim:0 (eval loss there {eval_loss:.6f})")
 
     trace = runtime().client.dump_trace(out / "trace.json")
-    print("Perfetto trace:", trace, "(open at https://ui.perfetto.dev)")
-    _plot(out / "loss.png", losses, simulated, measured_bars)
+    lanes = trace_lanes(trace)
+    print(f"Perfetto trace: {trace} (open at https://ui.perfetto.dev), one lane per device: "
+          + ", ".join(lanes))  # fmt: skip
+    steps = {label: (ms, replayed[label.split(" ", 1)[1]].chip_busy_ms)
+             for label, ms in event_ms.items()}  # fmt: skip
+    plot = plot_training(out / "loss.png", losses, steps)
+    if plot:
+        print("plot:", plot)
     print(f"demo wall time {time.perf_counter() - started:.1f} s")
-    return {"losses": losses, "simulated_ms": simulated, "wall_ms_per_step": wall_ms,
-            "checkpoint": str(checkpoint), "eval_loss": eval_loss}  # fmt: skip
+    return {"losses": losses, "simulated_ms": event_ms, "wall_ms_per_step": wall_ms,
+            "checkpoint": str(checkpoint), "eval_loss": eval_loss, "trace": trace,
+            "trace_lanes": lanes, "replayed": replayed}  # fmt: skip
 
 
 def evaluate(model: nn.Module, config: dict, device: Any) -> float:
@@ -244,70 +291,6 @@ def load_on_cpu(path: str | Path) -> nn.Module:
     model = GPT(*(config[k] for k in ("layers", "width", "heads", "vocab", "context")))
     model.load_state_dict(saved["model"])
     return model
-
-
-def _plot(path: Path, losses: list, simulated: dict, measured: dict) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot")
-        return
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    if losses:
-        left.plot(*zip(*losses))
-    left.set_xlabel("step")
-    left.set_ylabel("training loss")
-    right.bar(list(simulated), list(simulated.values()), label="simulated")
-    right.bar(list(measured), list(measured.values()), label="measured (calibration run)")
-    right.legend()
-    right.tick_params(axis="x", labelrotation=15)
-    right.set_ylabel("simulated step time (ms)")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    print("plot:", path)
-
-
-def compare_precisions(steps: int = 40, device: Any = "kpt_sim:0") -> Any:
-    """fp32 against bf16 autocast on kpt_sim, as a kpt.abtest Experiment; prints the verdict.
-
-    Simulated time is deterministic (no run-to-run variance), so the tested metric is the
-    per-batch training loss (it varies with the batch); the simulated step times are reported
-    beside it as exact figures.
-    """
-    import kpt.abtest as ab
-    import kpt.adapters.sim  # noqa: F401
-
-    arms = {name: Trainer(device, DEMO_CONFIG, precision=name) for name in ("fp32", "bf16")}
-    generators = {name: torch.Generator().manual_seed(2) for name in arms}
-    sim_ms: dict[str, list[float]] = {name: [] for name in arms}
-
-    def trial(name: str) -> dict:
-        trainer = arms[name]
-        loss, ms = trainer.timed_step(*trainer.batch(generators[name]))
-        sim_ms[name].append(ms)
-        return {"loss": loss.item(), "sim_ms": ms}
-
-    experiment = ab.Experiment(
-        {name: (lambda n=name: trial(n)) for name in arms},
-        metric="loss",
-        warmup=2,
-        max_trials=max(2, steps),
-        min_trials=min(10, steps),
-        sequential=False,
-    )
-    result = experiment.run()
-    print(result.summary())
-    fp32, bf16 = (sorted(sim_ms[n])[len(sim_ms[n]) // 2] for n in ("fp32", "bf16"))
-    print(f"simulated step (deterministic, no variance to test): fp32 {fp32:.3f} ms, "
-          f"bf16 autocast {bf16:.3f} ms ({(bf16 / fp32 - 1) * 100:+.1f}%)")  # fmt: skip
-    for name in arms:
-        losses = result.samples[name]["loss"]
-        print(f"{name}: final loss {losses[-1]:.3f} after {len(losses)} measured steps")
-    return result
 
 
 if __name__ == "__main__":
