@@ -2,8 +2,9 @@
 
 import pytest
 
-from kpt.adapters.sim import _discovery, _runtime
+from kpt.adapters.sim import _runtime
 from kpt.adapters.sim._adapter import SimAdapter
+from kpt.adapters.sim_hal import _discovery
 from kpt.sim import load_profile
 
 

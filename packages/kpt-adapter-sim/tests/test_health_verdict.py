@@ -4,7 +4,7 @@ integration_tests/test_health_faults.py."""
 
 import pytest
 
-from kpt.adapters.sim._health import judge
+from kpt.adapters.sim_hal._health import judge
 from kpt.hal import HealthState
 
 

@@ -17,4 +17,4 @@ def test_executor_and_adapter_entry_points():
     executors = {e.name: e.value for e in entry_points(group="kpt.sim.executors")}
     adapters = {e.name: e.value for e in entry_points(group="kpt.adapters")}
     assert executors["torch"] == "kpt.adapters.sim._executor:TorchExecutor"
-    assert adapters["sim"] == "kpt.adapters.sim._adapter:SimAdapter"
+    assert adapters["sim"] == "kpt.adapters.sim_hal:SimAdapter"

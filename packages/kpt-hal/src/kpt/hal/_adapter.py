@@ -52,6 +52,15 @@ class Adapter(abc.ABC):
     def triton_target(self) -> str | None:
         """Triton target: "cuda", "hip", "xpu", or None for the interpreter."""
 
+    def register_device(self) -> None:
+        """Make torch know ``device_type`` (a PrivateUse1 backend takes the slot here).
+
+        Called the first time a discovered device's ``torch_device`` is read, never during
+        discovery: listing and selecting devices must leave torch as it was. The default
+        does nothing (built-in device types need no registration).
+        """
+        return None
+
     def memory_info(self, index: int) -> tuple[int, int]:
         """(free, total) bytes right now, through torch.<device_type>.mem_get_info."""
         return self._torch_module().mem_get_info(index)

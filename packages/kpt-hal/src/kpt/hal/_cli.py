@@ -25,6 +25,10 @@ _STATUS_MARK = {"loaded": "ok", "no-hardware": "--", "rejected": "!!", "conflict
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, Value):
         return {"amount": obj.amount, "unit": obj.unit, "source": obj.source}
+    if isinstance(obj, Device):  # by name: reading torch_device would register its type
+        return {"adapter": obj.adapter, "index": obj.index, "torch_device": obj.name,
+                "capabilities": _jsonable(obj.capabilities), "device_type": obj.device_type,
+                "kind": obj.kind}  # fmt: skip
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, torch.device):

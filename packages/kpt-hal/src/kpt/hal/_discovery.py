@@ -89,7 +89,7 @@ class Registry:
         self._lock = threading.RLock()
         self._snapshot: _Snapshot | None = None
         self._discovering = False
-        self._health: dict[torch.device, HealthReport] = {}
+        self._health: dict[Device, HealthReport] = {}
 
     # ---- injection and refresh ----------------------------------------------------------
     def register(self, adapter: Adapter | type[Adapter], *, name: str | None = None) -> None:
@@ -135,25 +135,23 @@ class Registry:
 
     def device(self, spec: str | torch.device) -> Device:
         """The device for "cuda:1", torch.device("kpt_sim", 0), or "cpu"."""
-        wanted = torch.device(spec)
-        if wanted.index is None:
-            wanted = torch.device(wanted.type, 0)
+        device_type, index = _parse_device_spec(spec)
         for device in self.devices():
-            if device.torch_device == wanted:
+            if device.device_type == device_type and device.index == index:
                 return device
         known = ", ".join(d.name for d in self.devices())
-        raise KeyError(f"no device {str(wanted)!r}; discovered devices: {known}")
+        raise KeyError(f"no device '{device_type}:{index}'; discovered devices: {known}")
 
     def health(self, device: Device) -> HealthReport:
         """The last health report recorded for `device`."""
         (self._snapshot or self._discover())
-        return self._health.get(device.torch_device, _UNCHECKED)
+        return self._health.get(device, _UNCHECKED)
 
     def record_health(self, device: Device, report: HealthReport) -> HealthReport | None:
         """Store a new report; returns the previous one."""
         with self._lock:
-            previous = self._health.get(device.torch_device)
-            self._health[device.torch_device] = report
+            previous = self._health.get(device)
+            self._health[device] = report
             return previous
 
     def select(self, **needs: Any) -> Device:
@@ -260,20 +258,42 @@ class Registry:
         devices, problems = [], []
         for index in range(info.device_count):
             try:
-                # capabilities() first: an adapter of a new device type registers it there
-                # (PrivateUse1 is taken on first use, not at import), so torch knows the name.
+                # capabilities() first: an adapter of a new device type may register it there.
                 caps = adapter.capabilities(index)
-                torch_device = torch.device(adapter.device_type, index)
             except Exception as exc:
                 problems.append(f"device {index} refused: capabilities raised {exc!r}")
                 continue
-            device = Device(info.name, index, torch_device, caps)
+            device = Device(
+                info.name, index, _known_torch_device(adapter.device_type, index), caps,
+                register=adapter.register_device,
+            )  # fmt: skip
             devices.append(device)
-            self._health[torch_device] = _first_health(adapter, index)
+            self._health[device] = _first_health(adapter, index)
         if not devices:
             return replace(info, status="rejected", reason="; ".join(problems)), []
         reason = "; ".join([info.reason, *problems]) if problems else info.reason
         return replace(info, reason=reason, device_count=len(devices)), devices
+
+
+def _known_torch_device(device_type: str, index: int) -> torch.device | str:
+    """torch.device(device_type, index), or the type's name while torch does not know it
+    (a PrivateUse1 backend not registered yet: Device registers it on first use)."""
+    try:
+        return torch.device(device_type, index)
+    except RuntimeError:
+        return device_type
+
+
+def _parse_device_spec(spec: str | torch.device) -> tuple[str, int]:
+    """("kpt_sim", 1) for "kpt_sim:1" or torch.device("kpt_sim", 1); no index means 0.
+
+    Parsed by hand: torch.device() refuses a device type not registered yet."""
+    if isinstance(spec, torch.device):
+        return spec.type, spec.index or 0
+    device_type, _, index = str(spec).partition(":")
+    if not device_type or (index and not index.isdigit()):
+        raise ValueError(f"device {spec!r} is not 'type' or 'type:index' (e.g. 'cuda:1')")
+    return device_type, int(index or 0)
 
 
 def _first_health(adapter: Adapter, index: int) -> HealthReport:
@@ -312,6 +332,12 @@ def _load_and_probe(candidate: _Candidate) -> tuple[AdapterInfo, Adapter | None]
         return rejected(f"{candidate.target} sets no device_type (e.g. 'cuda', 'kpt_sim')")
     try:
         probe = adapter.probe()
+    except PrivateUse1TakenError as exc:  # the slot is held by a backend it would displace
+        return AdapterInfo(
+            candidate.name, candidate.dist, "conflict",
+            f"claims the PrivateUse1 slot, held by another backend ({exc}); set "
+            f"{ALLOW_LIST_ENV} to choose one", device_type, target=candidate.target,
+        ), None  # fmt: skip
     except Exception as exc:
         return rejected(f"probe raised {exc!r}")
     if probe.count <= 0:

@@ -8,8 +8,6 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 
-import torch
-
 from kpt.hal._discovery import Registry
 from kpt.hal._types import Device, HealthReport, HealthState
 
@@ -60,7 +58,7 @@ class HealthMonitor:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._seen: dict[torch.device, HealthReport] = {}  # what subscribers were last told
+        self._seen: dict[Device, HealthReport] = {}  # what subscribers were last told
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Call `subscriber` on every state change; returns a function that unsubscribes."""
@@ -83,8 +81,8 @@ class HealthMonitor:
         for device in self.registry.devices():
             report = self._check(device)
             previous = self.registry.record_health(device, report)
-            seen = self._seen.get(device.torch_device)
-            self._seen[device.torch_device] = report
+            seen = self._seen.get(device)
+            self._seen[device] = report
             # First sight: only a device that is already unwell is news.
             if seen is None and report.state != HealthState.HEALTHY:
                 changes.append((device, previous, report))

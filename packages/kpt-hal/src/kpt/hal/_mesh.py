@@ -37,7 +37,7 @@ class MeshPlan:
         """torch's DeviceMesh for this plan (torch.distributed must be initialized)."""
         from torch.distributed.device_mesh import init_device_mesh
 
-        types = {d.torch_device.type for d in self.devices}
+        types = {d.device_type for d in self.devices}
         if len(types) != 1:
             raise ValueError(
                 f"plan mixes device types {sorted(types)}; torch's DeviceMesh holds one type, "

@@ -16,8 +16,6 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-import torch
-
 from kpt.hal._discovery import Registry
 from kpt.hal._health import check_device
 from kpt.hal._types import Device, HealthReport, HealthState
@@ -50,7 +48,7 @@ class DeviceCollector:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self._lock = threading.Lock()  # scrapes run on the server's threads, maybe at once
-        self._busy_marks: dict[torch.device, tuple[float, float]] = {}  # (busy_s, clock_s)
+        self._busy_marks: dict[Device, tuple[float, float]] = {}  # (busy_s, clock_s)
 
     def describe(self) -> list:
         return []  # no fixed set: families depend on what the adapters report
@@ -114,10 +112,10 @@ class DeviceCollector:
         if "busy_s" not in readings or "clock_s" not in readings:
             return None
         busy, clock = readings["busy_s"], readings["clock_s"]
-        last_busy, last_clock = self._busy_marks.get(device.torch_device, (0.0, 0.0))
+        last_busy, last_clock = self._busy_marks.get(device, (0.0, 0.0))
         if clock < last_clock:  # the clock went back: a restarted daemon; start over
             last_busy, last_clock = 0.0, 0.0
-        self._busy_marks[device.torch_device] = (busy, clock)
+        self._busy_marks[device] = (busy, clock)
         if clock <= last_clock:
             return 0.0
         return 100.0 * min(1.0, max(0.0, (busy - last_busy) / (clock - last_clock)))

@@ -115,8 +115,8 @@ def refusals_for(device: Device, report: HealthReport, needs: dict[str, Any]) ->
         why.append(f"health {report.state.value}, healthy=True asked: {report.reason}")
     if "adapter" in needs and device.adapter != needs["adapter"]:
         why.append(f"adapter {device.adapter!r}, not {needs['adapter']!r}")
-    if "device_type" in needs and device.torch_device.type != needs["device_type"]:
-        why.append(f"device type {device.torch_device.type!r}, not {needs['device_type']!r}")
+    if "device_type" in needs and device.device_type != needs["device_type"]:
+        why.append(f"device type {device.device_type!r}, not {needs['device_type']!r}")
     if "vendor" in needs and caps.vendor.lower() != str(needs["vendor"]).lower():
         why.append(f"vendor {caps.vendor!r}, not {needs['vendor']!r}")
     if "min_memory" in needs and caps.memory_total < needs["min_memory"]:
@@ -133,7 +133,7 @@ def refusals_for(device: Device, report: HealthReport, needs: dict[str, Any]) ->
 
 def select_device(
     devices: Sequence[Device],
-    health: Mapping[torch.device, HealthReport],
+    health: Mapping[Device, HealthReport],
     needs: dict[str, Any],
     unchecked: HealthReport,
 ) -> Device:
@@ -157,7 +157,7 @@ def select_device(
     best, best_rank = None, None
     report_of = health.get
     for device in devices:
-        state = report_of(device.torch_device, unchecked).state
+        state = report_of(device, unchecked).state
         if state is failed or (healthy_only and state is not healthy):
             continue
         caps = device.capabilities
@@ -183,8 +183,6 @@ def select_device(
         if best_rank is None or rank > best_rank:
             best, best_rank = device, rank
     if best is None:
-        refusals = {
-            str(d): refusals_for(d, report_of(d.torch_device, unchecked), wanted) for d in devices
-        }
+        refusals = {str(d): refusals_for(d, report_of(d, unchecked), wanted) for d in devices}
         raise NoDeviceError(needs, refusals)
     return best

@@ -173,8 +173,9 @@ def _refuse_overlapping_views(pairs: list[tuple[torch.Tensor, torch.Tensor]]) ->
     spans = []
     for device_tensor, _ in pairs:
         try:
-            real = device_tensor.untyped_storage().data_ptr() != 0
             start = device_tensor.data_ptr()
+            # Both must be addresses: kpt_sim storages report a buffer handle, tensors 0.
+            real = device_tensor.untyped_storage().data_ptr() != 0 and start != 0
         except Exception:
             real = False
         if not real:  # Python-backend devices (the simulator) have no real addresses to compare

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
@@ -175,47 +175,100 @@ class AdapterInfo:
         return self.status == "loaded"
 
 
-@dataclass(frozen=True, eq=False)
 class Device:
     """One usable device: which adapter serves it, its torch.device, its capabilities.
 
-    Two Device records are equal when they name the same device (adapter and torch.device),
-    even if taken at different discoveries; usable as dict keys and in sets.
+    Two Device records are equal when they name the same device (adapter, type and index),
+    even if taken at different discoveries; usable as dict keys and in sets. A device type
+    torch does not know yet (a PrivateUse1 backend, registered on first use, not at
+    discovery) is given as its name, e.g. "kpt_sim", with ``register``: the first read of
+    ``torch_device`` calls it, so listing or selecting devices leaves torch as it was.
     """
+
+    __slots__ = (
+        "_hash",
+        "_register",
+        "_torch",
+        "adapter",
+        "capabilities",
+        "device_type",
+        "index",
+        "kind",
+        "name",
+    )  # fmt: skip
 
     adapter: str
     index: int
-    torch_device: torch.device
     capabilities: Capabilities
-    device_type: str = field(init=False, repr=False, compare=False)  # torch_device.type, cached
-    kind: DeviceKind = field(init=False, repr=False, compare=False)  # accelerator/simulated/host
+    device_type: str  # torch_device.type, known without making the torch.device
+    kind: DeviceKind  # accelerator / simulated / host
 
-    def __post_init__(self) -> None:
-        # torch.device.type costs a C call; select() reads it for every device.
-        object.__setattr__(self, "device_type", self.torch_device.type)
-        if self.capabilities.simulated:
+    def __init__(
+        self,
+        adapter: str,
+        index: int,
+        torch_device: torch.device | str,
+        capabilities: Capabilities,
+        *,
+        register: Callable[[], None] | None = None,
+    ) -> None:
+        if isinstance(torch_device, torch.device):
+            device_type, known = torch_device.type, torch_device
+        else:
+            device_type, known = str(torch_device), None
+        if capabilities.simulated:
             kind = "simulated"
-        elif self.device_type == "cpu":
+        elif device_type == "cpu":
             kind = "host"
         else:
             kind = "accelerator"
-        object.__setattr__(self, "kind", kind)
+        setattr_ = object.__setattr__
+        setattr_(self, "adapter", adapter)
+        setattr_(self, "index", index)
+        setattr_(self, "capabilities", capabilities)
+        setattr_(self, "device_type", device_type)
+        setattr_(self, "kind", kind)
+        setattr_(self, "name", f"{device_type}:{index}")
+        setattr_(self, "_torch", known)
+        setattr_(self, "_register", register)
+        setattr_(self, "_hash", hash((adapter, device_type, index)))
+
+    @property
+    def torch_device(self) -> torch.device:
+        """The torch.device; for a type torch does not know yet, registers it first."""
+        known = self._torch
+        if known is None:
+            if self._register is not None:
+                self._register()
+            known = torch.device(self.device_type, self.index)
+            object.__setattr__(self, "_torch", known)
+        return known
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Device is read-only: cannot set {name!r}")
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Device):
             return NotImplemented
-        return self.adapter == other.adapter and self.torch_device == other.torch_device
+        return (self.adapter, self.name) == (other.adapter, other.name)
 
     def __hash__(self) -> int:
-        return hash((self.adapter, self.torch_device))
+        return self._hash
 
-    @property
-    def name(self) -> str:
-        return str(self.torch_device)
+    def __reduce__(self) -> tuple:
+        # copy/pickle: slots cannot be set back through the read-only __setattr__.
+        return (Device, (self.adapter, self.index, self._torch or self.device_type,
+                         self.capabilities))  # fmt: skip
+
+    def __repr__(self) -> str:
+        return (
+            f"Device(adapter={self.adapter!r}, index={self.index}, "
+            f"torch_device={self.name!r}, capabilities={self.capabilities!r})"
+        )
 
     def __str__(self) -> str:
         caps = self.capabilities
-        return f"{self.torch_device} ({caps.vendor} {caps.model}, adapter {self.adapter})"
+        return f"{self.name} ({caps.vendor} {caps.model}, adapter {self.adapter})"
 
 
 class NoDeviceError(LookupError):

@@ -24,7 +24,7 @@ class HardwareAdapter:
 
     def is_available(self) -> bool:
         """True when a device other than the host CPU is usable."""
-        return any(d.torch_device.type != "cpu" for d in self._hal.devices())
+        return any(d.device_type != "cpu" for d in self._hal.devices())
 
     def device_count(self) -> int:
         return len(self._hal.devices())

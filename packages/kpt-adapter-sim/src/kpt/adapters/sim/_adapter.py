@@ -1,130 +1,20 @@
-"""The ``sim`` adapter for kpt.hal: the simulator's devices as kpt devices."""
+"""Charging a Triton kernel that ran on the host to kpt_sim's clock (``SimAdapter.on_host_kernel``).
+
+The kpt.hal adapter itself lives in kpt.adapters.sim_hal, which discovery imports without
+registering the device; ``SimAdapter`` stays importable from here.
+"""
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import re
-import warnings
-from typing import Any
-
 from kpt.adapters.sim._executor import HOST_KERNEL_OP_PREFIX, OpCost
-from kpt.adapters.sim._health import device_health
-from kpt.hal import (
-    Adapter,
-    Capabilities,
-    HealthReport,
-    HostKernelRun,
-    Interconnect,
-    Link,
-    Probe,
-    Value,
-)
+from kpt.adapters.sim._runtime import runtime
+from kpt.adapters.sim_hal import SimAdapter, peak_flops
+from kpt.hal import HostKernelRun
 
-_DTYPES = frozenset({"float32", "float16", "bfloat16", "float64", "int64", "int32", "int8",
-                     "uint8", "bool"})  # fmt: skip
-# Profile summaries name peaks "peak_<dtype>_<matrix|vector>_flops" with short dtype names.
-_PEAK_KEY = re.compile(r"peak_(?P<dtype>[a-z0-9]+)_(?:matrix|vector)_flops")
-_TORCH_DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32",
-                      "fp64": "float64", "tf32": "tensorfloat32", "fp8": "float8_e4m3fn",
-                      "int8": "int8"}  # fmt: skip
-
-
-class SimAdapter(Adapter):
-    """Devices of a kpt-sim daemon, through the kpt_sim PyTorch device."""
-
-    name = "sim"
-    device_type = "kpt_sim"
-    uses_privateuse1 = True
-
-    def probe(self) -> Probe:
-        # Never starts a daemon: a running one is asked (short timeout), else profile files.
-        if importlib.util.find_spec("kpt.sim") is None:
-            return Probe.none("kpt-sim is not installed", "the kpt-sim simulator")
-        import kpt.adapters.sim  # noqa: F401  (registers the device)
-        from kpt.adapters.sim import _discovery
-
-        where = _discovery.source()
-        try:
-            count = len(_discovery.device_infos())
-        except Exception as exc:  # unreachable daemon, bad profile or visible-devices setting
-            return Probe.none(str(exc), where)
-        return Probe.found(count, where) if count else Probe.none("no visible devices", where)
-
-    def _info(self, index: int) -> dict:
-        from kpt.adapters.sim._discovery import device_infos
-
-        devices = device_infos()
-        if not 0 <= index < len(devices):
-            raise ValueError(
-                f"kpt_sim device {index} does not exist: {len(devices)} visible device(s)"
-            )
-        return devices[index]
-
-    def capabilities(self, index: int) -> Capabilities:
-        from kpt.adapters.sim._discovery import device_infos, memory_info
-
-        info = self._info(index)
-        free, total = memory_info(index)
-        bandwidth = info.get("memory_bandwidth") or info.get("hbm_bandwidth")
-        return Capabilities(
-            vendor=str(info.get("vendor", "kpt")),
-            model=str(info.get("model", info.get("profile", "sim"))),
-            index=index,
-            memory_total=int(total),
-            memory_free=int(free),
-            peak_flops=peak_flops(info),
-            memory_bandwidth=Value(float(bandwidth), "B/s", "nominal") if bandwidth else None,
-            dtypes=_DTYPES,
-            interconnect=_interconnect(info, index, len(device_infos())),
-            driver_version=f"kpt-sim profile {info.get('profile', '?')}",
-            runtime_version="kpt-adapter-sim",
-            features=frozenset({"simulated", "events", "streams", "triton-interpreter"}),
-        )
-
-    def health(self, index: int) -> HealthReport:
-        # The daemon's own verdict (injected device_lost, hang, straggler), asked fresh.
-        return device_health(index)
-
-    def collectives_backend(self) -> str | None:
-        return "kpt"
-
-    def triton_target(self) -> str | None:
-        return None
-
-    def memory_info(self, index: int) -> tuple[int, int]:
-        from kpt.adapters.sim._discovery import memory_info
-
-        self._info(index)
-        return memory_info(index)
-
-    def synchronize(self, index: int) -> None:
-        import torch
-
-        torch.kpt_sim.synchronize(index)
-
-    def on_host_kernel(self, index: int, run: HostKernelRun) -> None:
-        """Charge a Triton kernel that ran on the host to the simulated device's clock.
-
-        Queued on the device's current stream after the results were copied back, as one
-        memory-bound launch that reads bytes_in and writes bytes_out (the interpreter gives no
-        FLOP count; Triton kernels that reach here are mostly elementwise or reductions).
-        Never raises: the kernel already ran; a failure to charge is a warning.
-        """
-        try:
-            charge_host_kernel(index, run)
-        except Exception as exc:
-            warnings.warn(
-                f"kpt_sim: could not charge Triton kernel {run.kernel!r} to kpt_sim:{index} "
-                f"({type(exc).__name__}: {exc}); its simulated time is missing",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+__all__ = ["SimAdapter", "charge_host_kernel", "peak_flops"]
 
 
 def charge_host_kernel(index: int, run: HostKernelRun) -> None:
-    from kpt.adapters.sim._runtime import runtime
-
     rt = runtime()
     index = rt.check_device(index)
     moved = float(run.bytes_in + run.bytes_out)
@@ -139,26 +29,3 @@ def charge_host_kernel(index: int, run: HostKernelRun) -> None:
         stream=rt.state[index].stream,
         cost=cost,
     )
-
-
-def peak_flops(info: dict[str, Any]) -> dict[str, Value]:
-    """Peak FLOP/s per torch dtype name from a simulator device summary (best unit wins)."""
-    peaks: dict[str, Value] = {}
-    for key, amount in info.items():
-        match = _PEAK_KEY.fullmatch(key)
-        if match is None or not isinstance(amount, int | float) or amount <= 0:
-            continue
-        dtype = _TORCH_DTYPE_NAMES.get(match["dtype"], match["dtype"])
-        if dtype not in peaks or peaks[dtype].amount < amount:
-            peaks[dtype] = Value(float(amount), "FLOP/s", "nominal")
-    return peaks
-
-
-def _interconnect(info: dict[str, Any], index: int, count: int) -> Interconnect:
-    bandwidth = info.get("chip_link_bandwidth")
-    links = ()
-    if isinstance(bandwidth, int | float) and bandwidth > 0 and count > 1:
-        links = (Link("sim", Value(float(bandwidth), "B/s", "nominal")),)
-    peers = frozenset(i for i in range(count) if i != index) if links else frozenset()
-    return Interconnect(node=f"kpt-sim:{os.environ.get('KPT_SIM_ENDPOINT') or 'embedded'}",
-                        links=links, peers=peers)  # fmt: skip

@@ -150,7 +150,7 @@ def _connected_device_count() -> int:
 def _device_count_guess() -> int:
     """This process's device count without connecting to a daemon (exact when embedded)."""
     from kpt.adapters.sim._runtime import embedded_device_count
-    from kpt.adapters.sim._visible import parse_visible
+    from kpt.adapters.sim_hal._visible import parse_visible
 
     try:
         if os.environ.get("KPT_SIM_ENDPOINT"):

@@ -17,8 +17,10 @@ from typing import Any
 
 from kpt.adapters.sim._storage import CachingAllocator
 from kpt.adapters.sim._visible import VisibleClient, parse_visible, visible_count
+from kpt.adapters.sim_hal._discovery import DEFAULT_PROFILE, embedded_daemon_devices
 
-DEFAULT_PROFILE = "h100-sxm"
+# Old name, kept for callers of this module.
+_embedded_daemon_devices = embedded_daemon_devices
 
 
 def _env_heartbeat() -> float | None:
@@ -46,20 +48,6 @@ def _env_numerics() -> bool:
     if value not in {"0", "1", "on", "off", "true", "false", ""}:
         raise ValueError(f"KPT_SIM_NUMERICS={value!r}: use 1 (values computed) or 0 (timing only)")
     return value not in {"0", "off", "false"}
-
-
-def _env_devices() -> int | None:
-    """KPT_SIM_DEVICES, or None to take the count from a mixed profile spec."""
-    value = os.environ.get("KPT_SIM_DEVICES")
-    if value is None:
-        return None if ":" in os.environ.get("KPT_SIM_PROFILE", "") else 1
-    try:
-        count = int(value)
-    except ValueError:
-        count = 0
-    if count < 1:
-        raise ValueError(f"KPT_SIM_DEVICES={value!r}: give a positive number of devices")
-    return count
 
 
 @dataclass
@@ -133,18 +121,7 @@ def is_started() -> bool:
 
 def embedded_device_count() -> int:
     """How many devices this process would see on an embedded daemon (without starting it)."""
-    return visible_count(_embedded_daemon_devices())
-
-
-def _embedded_daemon_devices() -> int:
-    devices = _env_devices()
-    if devices is not None:
-        return devices
-    total = 0
-    for part in os.environ.get("KPT_SIM_PROFILE", DEFAULT_PROFILE).split(","):
-        _, _, count = part.strip().partition(":")
-        total += int(count) if count.isdigit() else 1
-    return total
+    return visible_count(embedded_daemon_devices())
 
 
 # The embedded daemon computes with torch beside this process on the same cores. OpenMP's
@@ -174,7 +151,7 @@ def _connect() -> Runtime:
         with _daemon_environment():
             daemon = start_daemon(
                 profile=os.environ.get("KPT_SIM_PROFILE", DEFAULT_PROFILE),
-                devices=_embedded_daemon_devices(),
+                devices=embedded_daemon_devices(),
                 numerics=_env_numerics(),
                 executor="torch",
             )

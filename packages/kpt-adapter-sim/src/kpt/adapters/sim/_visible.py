@@ -9,45 +9,11 @@ several simulated devices, and the fallback where the native device guard cannot
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-ENV = "KPT_SIM_VISIBLE_DEVICES"
+from kpt.adapters.sim_hal._visible import ENV, check_visible, parse_visible, visible_count
 
-
-def parse_visible(value: str | None = None) -> list[int] | None:
-    """The daemon indices listed in KPT_SIM_VISIBLE_DEVICES (in order), or None when unset."""
-    value = os.environ.get(ENV) if value is None else value
-    if value is None or not value.strip():
-        return None
-    try:
-        indices = [int(part) for part in value.split(",")]
-    except ValueError:
-        indices = []
-    if not indices or any(i < 0 for i in indices) or len(set(indices)) != len(indices):
-        raise ValueError(
-            f"{ENV}={value!r}: give distinct daemon device indices separated by commas, "
-            "e.g. 1 or 0,2"
-        )
-    return indices
-
-
-def check_visible(visible: list[int], daemon_count: int) -> None:
-    missing = [i for i in visible if i >= daemon_count]
-    if missing:
-        raise ValueError(
-            f"{ENV}={os.environ.get(ENV)!r} names daemon device(s) {missing}, but the daemon has "
-            f"{daemon_count} device(s) (0..{daemon_count - 1}); list existing indices"
-        )
-
-
-def visible_count(total: int) -> int:
-    """How many devices this process sees out of ``total`` daemon devices."""
-    visible = parse_visible()
-    if visible is None:
-        return total
-    check_visible(visible, total)
-    return len(visible)
+__all__ = ["ENV", "VisibleClient", "check_visible", "parse_visible", "visible_count"]
 
 
 class VisibleClient:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from kpt.adapters.sim._errors import KptSimDeviceLostError
+from kpt.adapters.sim_hal import _discovery
+from kpt.adapters.sim_hal._errors import KptSimDeviceLostError
 from kpt.hal import HealthReport, HealthState
 
 # hung and lost are failures: select() never picks them; a straggler is degraded (ranked last).
@@ -65,10 +66,9 @@ def judge(verdict: Any, readings: dict[str, float]) -> HealthReport:
 
 def _ask(index: int) -> tuple[Any, dict]:
     """(the daemon's health field, its memory_stats) for local device ``index``."""
-    from kpt.adapters.sim import _discovery, _runtime
-
-    if _runtime.is_started():
-        client = _runtime.runtime().client
+    runtime = _discovery.connected_runtime()
+    if runtime is not None:
+        client = runtime.client
         raw = getattr(client, "_client", client)  # a VisibleClient caches devices(): go under it
         daemon_index = client.daemon_index(index) if hasattr(client, "daemon_index") else index
         return _entry(raw.devices(), daemon_index), raw.memory_stats(daemon_index)

@@ -9,12 +9,18 @@ KPT_SIM_VISIBLE_DEVICES applies to all three.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from typing import Any
 
-from kpt.adapters.sim._errors import KptSimDeviceLostError
-from kpt.adapters.sim._visible import check_visible, parse_visible
+from kpt.adapters.sim_hal._errors import KptSimDeviceLostError
+from kpt.adapters.sim_hal._visible import check_visible, parse_visible
+
+DEFAULT_PROFILE = "h100-sxm"
+# The client's runtime module: present in sys.modules once this process uses kpt_sim. Looked up,
+# never imported: importing kpt.adapters.sim registers the device, which discovery must not do.
+RUNTIME_MODULE = "kpt.adapters.sim._runtime"
 
 PROBE_TIMEOUT_S = 2.0
 # `kpt doctor` probes an adapter several times: a daemon that did not answer is not asked again
@@ -32,10 +38,16 @@ _asked: dict[str, list[dict]] = {}  # endpoint -> daemon devices (answers do not
 _failed: dict[str, tuple[float, DaemonUnreachable]] = {}  # endpoint -> (when, why)
 
 
-def source() -> str:
-    from kpt.adapters.sim import _runtime
+def connected_runtime() -> Any:
+    """This process's kpt_sim Runtime when it already uses the device, else None."""
+    module = sys.modules.get(RUNTIME_MODULE)
+    if module is None or not module.is_started():
+        return None
+    return module.runtime()
 
-    if _runtime.is_started():
+
+def source() -> str:
+    if connected_runtime() is not None:
         return "a connected kpt-sim daemon"
     endpoint = os.environ.get("KPT_SIM_ENDPOINT")
     if endpoint:
@@ -47,10 +59,9 @@ def device_infos() -> list[dict]:
     """This process's devices (local indices), like SimClient.devices(). Starts nothing.
 
     Raises DaemonUnreachable when KPT_SIM_ENDPOINT is set and its daemon does not answer."""
-    from kpt.adapters.sim import _runtime
-
-    if _runtime.is_started():
-        return _runtime.runtime().devices
+    runtime = connected_runtime()
+    if runtime is not None:
+        return runtime.devices
     endpoint = os.environ.get("KPT_SIM_ENDPOINT")
     daemon_devices = _ask_daemon(endpoint) if endpoint else _from_profiles()
     visible = parse_visible()
@@ -64,12 +75,11 @@ def device_infos() -> list[dict]:
 
 def memory_info(index: int) -> tuple[int, int]:
     """(free, total) bytes of local device ``index`` without starting a daemon."""
-    from kpt.adapters.sim import _runtime
-
     info = device_infos()[index]
     total = int(info.get("memory_total") or 0)
-    if _runtime.is_started():
-        stats = _runtime.runtime().client.memory_stats(index)
+    runtime = connected_runtime()
+    if runtime is not None:
+        stats = runtime.client.memory_stats(index)
         return int(stats["free"]), int(stats["total"])
     endpoint = os.environ.get("KPT_SIM_ENDPOINT")
     if endpoint:
@@ -131,7 +141,6 @@ def _call(endpoint: str, ask: Any) -> Any:
 
 def _from_profiles() -> list[dict]:
     """The devices an embedded daemon would have, from KPT_SIM_PROFILE / KPT_SIM_DEVICES."""
-    from kpt.adapters.sim._runtime import DEFAULT_PROFILE, _embedded_daemon_devices
     from kpt.sim import load_profile
 
     spec = os.environ.get("KPT_SIM_PROFILE", DEFAULT_PROFILE)
@@ -141,6 +150,32 @@ def _from_profiles() -> list[dict]:
             name, _, count = part.partition(":")
             names += [name] * (int(count) if count.isdigit() else 1)
     else:
-        names = [spec] * _embedded_daemon_devices()
+        names = [spec] * embedded_daemon_devices()
     summaries = {name: load_profile(name).summary() for name in set(names)}
     return [{"index": i, **summaries[name]} for i, name in enumerate(names)]
+
+
+def env_devices() -> int | None:
+    """KPT_SIM_DEVICES, or None to take the count from a mixed profile spec."""
+    value = os.environ.get("KPT_SIM_DEVICES")
+    if value is None:
+        return None if ":" in os.environ.get("KPT_SIM_PROFILE", "") else 1
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(f"KPT_SIM_DEVICES={value!r}: give a positive number of devices")
+    return count
+
+
+def embedded_daemon_devices() -> int:
+    """How many devices an embedded daemon gets: KPT_SIM_DEVICES, else the profile spec's."""
+    devices = env_devices()
+    if devices is not None:
+        return devices
+    total = 0
+    for part in os.environ.get("KPT_SIM_PROFILE", DEFAULT_PROFILE).split(","):
+        _, _, count = part.strip().partition(":")
+        total += int(count) if count.isdigit() else 1
+    return total
