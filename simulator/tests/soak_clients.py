@@ -23,6 +23,7 @@ import traceback
 from pathlib import Path
 
 import numpy as np
+from device_arrays import download, upload
 
 from kpt.sim import AccessDeniedError, SimClient, TensorRef
 from kpt.wire import Client, RemoteError, TransportError, WireError
@@ -45,15 +46,6 @@ HUGE = (1 << 62, 1 << 40, 2**64 - 1, -(1 << 62), 10**30, float("inf"), float("na
 
 
 # -- the roles ------------------------------------------------------------------------------------
-def upload(client: SimClient, device: int, array: np.ndarray) -> TensorRef:
-    buffer = client.alloc(device, array.nbytes)
-    client.write(buffer, 0, array)
-    return TensorRef.contiguous(buffer, array.dtype.name, array.shape)
-
-
-def download(client: SimClient, ref: TensorRef) -> np.ndarray:
-    nbytes = int(np.prod(ref.shape)) * np.dtype(ref.dtype).itemsize
-    return client.read(ref.buffer, ref.offset, nbytes).view(ref.dtype).reshape(ref.shape)
 
 
 def idle(endpoint: str, seconds: float, seed: int, messages: int) -> dict:

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from device_arrays import download, empty, upload
 
 from kpt.sim import (
     DeviceHangError,
@@ -53,22 +54,6 @@ def connected(profile="test-asic", devices=2, numerics=True):
             yield c, served
         finally:
             c.close()
-
-
-def upload(c: SimClient, device: int, array: np.ndarray) -> TensorRef:
-    buffer = c.alloc(device, array.nbytes)
-    c.write(buffer, 0, array)
-    return TensorRef.contiguous(buffer, str(array.dtype), array.shape)
-
-
-def download(c: SimClient, ref: TensorRef) -> np.ndarray:
-    nbytes = int(np.prod(ref.shape)) * np.dtype(ref.dtype).itemsize
-    return c.read(ref.buffer, ref.offset, nbytes).view(ref.dtype).reshape(ref.shape)
-
-
-def empty(c: SimClient, device: int, shape, dtype="float32") -> TensorRef:
-    buffer = c.alloc(device, int(np.prod(shape)) * np.dtype(dtype).itemsize)
-    return TensorRef.contiguous(buffer, dtype, shape)
 
 
 def test_hello_reports_mode_and_devices_list_profiles(client):

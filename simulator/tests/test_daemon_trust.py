@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from device_arrays import download, upload
 
 from kpt.sim import (
     AccessDeniedError,
@@ -28,7 +29,6 @@ from kpt.sim import (
     OutOfMemoryError,
     SimClient,
     Simulator,
-    TensorRef,
     start_daemon,
 )
 from kpt.sim._daemon import SimDaemon
@@ -40,17 +40,6 @@ from kpt.sim._numpy_executor import NumpyExecutor
 from kpt.wire import Client, RemoteError, Server
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def upload(c: SimClient, device: int, array: np.ndarray) -> TensorRef:
-    buffer = c.alloc(device, array.nbytes)
-    c.write(buffer, 0, array)
-    return TensorRef.contiguous(buffer, array.dtype.name, array.shape)
-
-
-def download(c: SimClient, ref: TensorRef) -> np.ndarray:
-    nbytes = int(np.prod(ref.shape)) * np.dtype(ref.dtype).itemsize
-    return c.read(ref.buffer, ref.offset, nbytes).view(ref.dtype).reshape(ref.shape)
 
 
 @pytest.fixture
