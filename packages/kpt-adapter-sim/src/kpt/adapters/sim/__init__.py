@@ -20,11 +20,15 @@ from kpt.adapters.sim._fallback import (
     fallback_report,
     reset_fallback_report,
 )
+from kpt.adapters.sim._module import synchronize as _synchronize
+from kpt.adapters.sim._profiler import install as _install_profiler_bridge
+from kpt.adapters.sim._runtime import runtime as _runtime_of
 from kpt.adapters.sim._runtime import shutdown
 from kpt.adapters.sim._tensor import DEVICE_TYPE, SimTensor
 from kpt.adapters.sim._version import __version__
 
 _register()
+_install_profiler_bridge(_runtime_of, _synchronize)  # torch.profiler shows kpt_sim kernels
 
 __all__ = [
     "DEVICE_TYPE",

@@ -33,6 +33,7 @@ class Launch:
     nbytes: float | None
     issued_us: float  # host microseconds since the trace began
     allocated: int  # bytes this process's tensors held on the device at issue
+    issued_unix_ns: int = 0  # host wall clock at issue (torch.profiler's clock)
 
 
 @dataclass
@@ -43,6 +44,7 @@ class TraceRecorder:
     launches: list[Launch] = field(default_factory=list)
     limit: int = 1_000_000
     dropped: int = 0
+    kind: str = "trace"  # "trace" (torch.kpt_sim.trace) or "profiler" (torch.profiler)
 
     def launched(self, device: int, op: str, tensors: list, cost: Any, allocated: int) -> None:
         if len(self.launches) >= self.limit:
@@ -52,7 +54,67 @@ class TraceRecorder:
         flops = float(cost[1]) if cost else None
         nbytes = float(cost[2]) if cost else None
         issued = (time.perf_counter() - self.started) * 1e6
-        self.launches.append(Launch(device, op, inputs, flops, nbytes, issued, allocated))
+        self.launches.append(
+            Launch(device, op, inputs, flops, nbytes, issued, allocated, time.time_ns())
+        )
+
+
+class Fanout:
+    """Several recorders open at once (a trace() inside a torch.profiler window)."""
+
+    def __init__(self, recorders: list[TraceRecorder]) -> None:
+        self.recorders = recorders
+
+    def launched(self, *args: Any) -> None:
+        for recorder in self.recorders:
+            recorder.launched(*args)
+
+
+def attached(runtime: Any) -> list[TraceRecorder]:
+    """The recorders the runtime's launches are logged to (Runtime.tracer holds them)."""
+    current = runtime.tracer
+    if current is None:
+        return []
+    return list(current.recorders) if isinstance(current, Fanout) else [current]
+
+
+def attach(runtime: Any, recorder: TraceRecorder) -> None:
+    recorders = [*attached(runtime), recorder]
+    runtime.tracer = recorders[0] if len(recorders) == 1 else Fanout(recorders)
+
+
+def detach(runtime: Any, recorder: TraceRecorder) -> None:
+    recorders = [r for r in attached(runtime) if r is not recorder]
+    runtime.tracer = (
+        None if not recorders else recorders[0] if len(recorders) == 1 else Fanout(recorders)
+    )
+
+
+def matched_launches(daemon_trace: dict, recorder: TraceRecorder, since_s: float
+                     ) -> list[tuple[Launch, dict]]:  # fmt: skip
+    """(launch, the daemon's event for it) pairs: per device, the daemon's events since
+    ``since_s`` (simulated) taken in order, each matched to the next launch of the same name."""
+    pending: dict[int, list[Launch]] = defaultdict(list)
+    for launch in recorder.launches:
+        pending[launch.device].append(launch)
+    position: dict[int, int] = defaultdict(int)
+    pairs = []
+    for event in daemon_trace.get("traceEvents", []):
+        if event.get("ph") != "X" or event.get("ts", 0.0) < since_s * 1e6:
+            continue
+        device = event.get("pid")
+        queue, at = pending.get(device, []), position[device]
+        if at < len(queue) and event.get("name") == queue[at].op:
+            position[device] = at + 1
+            pairs.append((queue[at], event))
+    return pairs
+
+
+def read_daemon_trace(runtime: Any) -> dict:
+    """The daemon's whole Chrome trace (needs the daemon owner's rights)."""
+    with tempfile.TemporaryDirectory(prefix="kpt-sim-trace-") as folder:
+        raw = Path(runtime.client.dump_trace(Path(folder) / "daemon.json"))
+        return json.loads(raw.read_text())
 
 
 def merge(daemon_trace: dict, recorder: TraceRecorder, since_s: float,
@@ -98,18 +160,17 @@ def merge(daemon_trace: dict, recorder: TraceRecorder, since_s: float,
 @contextlib.contextmanager
 def trace(runtime: Any, path: str | os.PathLike, synchronize: Any) -> Iterator[TraceRecorder]:
     """Log launches inside; on exit write the merged trace to ``path``."""
-    if runtime.tracer is not None:
+    if any(r.kind == "trace" for r in attached(runtime)):
         raise RuntimeError("torch.kpt_sim.trace() is already open in this process; nest none")
     synchronize()
     since = float(runtime.client.now())
-    recorder = runtime.tracer = TraceRecorder()
+    recorder = TraceRecorder()
+    attach(runtime, recorder)
     try:
         yield recorder
     finally:
-        runtime.tracer = None
+        detach(runtime, recorder)
     synchronize()
-    with tempfile.TemporaryDirectory(prefix="kpt-sim-trace-") as folder:
-        raw = Path(runtime.client.dump_trace(Path(folder) / "daemon.json"))
-        daemon_trace = json.loads(raw.read_text())
+    daemon_trace = read_daemon_trace(runtime)
     names = [str(d.get("profile") or d.get("model") or "") for d in runtime.devices]
     Path(path).write_text(json.dumps(merge(daemon_trace, recorder, since, names)))
