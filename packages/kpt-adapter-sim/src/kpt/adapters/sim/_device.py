@@ -96,12 +96,14 @@ def register() -> None:
     from kpt.adapters.sim import _module
     from kpt.adapters.sim._autograd_guard import enable as enable_multi_device_autograd
     from kpt.adapters.sim._autograd_guard import install_runtime_hooks
+    from kpt.adapters.sim._fused import register_foreach_support
     from kpt.adapters.sim._serialization import register as register_checkpoint_restore
     from kpt.hal import register_python_device
 
     register_python_device(DEVICE_TYPE, _module, install_hooks=install_runtime_hooks)
     enable_multi_device_autograd()  # before any backward sizes the engine's device queues
     register_checkpoint_restore()
+    register_foreach_support()  # optimizers pick foreach / fused kernels as on CUDA (_fused.py)
     library = torch.library.Library("aten", "IMPL")
     library.impl("empty_strided", _empty_strided, "PrivateUse1")
     library.impl("empty.memory_format", _empty_memory_format, "PrivateUse1")

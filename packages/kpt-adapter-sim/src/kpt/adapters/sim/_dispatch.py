@@ -19,6 +19,7 @@ from kpt.adapters.sim._autograd_guard import check_graph_device, needs_check
 from kpt.adapters.sim._decompositions import decomposition_for
 from kpt.adapters.sim._fallback import cpu_fallback, run_on_cpu
 from kpt.adapters.sim._foreach import is_foreach, run_chunked
+from kpt.adapters.sim._fused import fused_handlers
 from kpt.adapters.sim._plan import (
     PLAN_CACHE_LIMIT,
     Plan,
@@ -308,3 +309,4 @@ _SPECIAL = {
     aten.set_.source_Storage_storage_offset: adopt_host_storage,  # torch.load to kpt_sim
     aten.set_.source_Storage: adopt_host_storage,
 }
+_SPECIAL.update(fused_handlers(_new_plan, _run))  # fused attention, optimizers, foreach costs

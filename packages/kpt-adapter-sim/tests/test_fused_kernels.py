@@ -1,0 +1,178 @@
+"""Fused kernels on kpt_sim: SDPA through the PrivateUse1 hook, fused optimizers, foreach default.
+
+Each runs as the one fused launch a GPU runs (counted at the client), costed as that kernel,
+with values equal to the CPU reference.
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kpt.adapters.sim._fused import foreach_cost, fused_optimizer_cost
+from kpt.adapters.sim._runtime import runtime
+
+FLASH = "aten::_scaled_dot_product_flash_attention_for_cpu.default"
+FLASH_BACKWARD = "aten::_scaled_dot_product_flash_attention_for_cpu_backward.default"
+
+
+@contextmanager
+def launches():
+    """Yields a list of (op name, wire cost) for every launch inside the block."""
+    client = runtime().client
+    seen: list[tuple[str, list | None]] = []
+    original = client.launch
+
+    def launch(device, op, *rest, **options):
+        seen.append((op, options.get("cost")))
+        return original(device, op, *rest, **options)
+
+    client.launch = launch
+    try:
+        yield seen
+    finally:
+        client.launch = original
+
+
+def _qkv(dtype, requires_grad=True, seq=17):
+    return [torch.randn(2, 3, seq, 8, dtype=dtype, requires_grad=requires_grad) for _ in range(3)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("mask", [None, "causal", "float", "bool"])
+def test_sdpa_forward_backward_one_launch_each_and_bit_equal_to_cpu(sim, dtype, mask):
+    torch.manual_seed(0)
+    q, k, v = _qkv(dtype)
+    attn_mask = {"float": torch.randn(17, 17, dtype=dtype), "bool": torch.rand(17, 17) > 0.3}.get(
+        mask
+    )
+    causal = mask == "causal"
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal)
+    grad = torch.randn_like(out)
+    expected = torch.autograd.grad(out, (q, k, v), grad)
+    qs, ks, vs = (t.detach().to("kpt_sim").requires_grad_() for t in (q, k, v))
+    mask_s = None if attn_mask is None else attn_mask.to("kpt_sim")
+    with launches() as seen:
+        out_s = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask_s, is_causal=causal)
+        got = torch.autograd.grad(out_s, (qs, ks, vs), grad.to("kpt_sim"))
+    assert torch.equal(out_s.cpu(), out)
+    for a, b in zip(got, expected):
+        assert torch.equal(a.cpu(), b)
+    names = [op for op, _ in seen]
+    assert names.count(FLASH) == 1 and names.count(FLASH_BACKWARD) == 1
+    assert not any("bmm" in n or "softmax" in n for n in names), names
+    forward, backward = (cost for op, cost in seen if op in (FLASH, FLASH_BACKWARD))
+    assert forward[0] == backward[0] == "attention"
+    assert forward[4] == [6, 17, 17, 8]  # (batch*heads, seq_q, seq_k, head_dim)
+    assert forward[1] == 4 * 6 * 17 * 17 * 8
+    assert backward[1] == 2.5 * forward[1]
+
+
+def test_sdpa_inference_mode_and_autocast_take_the_fused_kernel(sim):
+    torch.manual_seed(1)
+    q, k, v = _qkv(torch.float32, requires_grad=False)
+    with torch.inference_mode():
+        expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        with launches() as seen:
+            got = F.scaled_dot_product_attention(*(t.to("kpt_sim") for t in (q, k, v)),
+                                                 is_causal=True)  # fmt: skip
+        assert torch.equal(got.cpu(), expected)
+    assert [op for op, _ in seen].count(FLASH) == 1
+    with torch.autocast("kpt_sim", dtype=torch.bfloat16), launches() as seen:
+        out = F.scaled_dot_product_attention(*(t.to("kpt_sim") for t in (q, k, v)))
+    assert out.dtype == torch.bfloat16
+    assert [cost[3] for op, cost in seen if op == FLASH] == ["bfloat16"]
+
+
+def test_sdpa_takes_the_math_path_where_the_cpu_does(sim):
+    """Dropout, or a mask that needs a gradient: the CPU runs math, and so does kpt_sim."""
+    torch.manual_seed(2)
+    q, k, v = _qkv(torch.float32)
+    mask = torch.randn(17, 17, requires_grad=True)
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    qs, ks, vs = (t.detach().to("kpt_sim").requires_grad_() for t in (q, k, v))
+    mask_s = mask.detach().to("kpt_sim").requires_grad_()
+    with launches() as seen:
+        got = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask_s)
+        got.sum().backward()
+    assert FLASH not in [op for op, _ in seen]
+    assert torch.allclose(got.detach().cpu(), expected, atol=1e-6)
+    assert mask_s.grad is not None
+
+
+def _model():
+    torch.manual_seed(3)
+    return nn.Sequential(nn.Linear(6, 40), nn.LayerNorm(40), nn.GELU(), nn.Linear(40, 3))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.1, fused=True),
+        lambda p: torch.optim.Adam(p, lr=1e-2, fused=True),
+        lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9, fused=True),
+        lambda p: torch.optim.SGD(p, lr=1e-2, fused=True),
+    ],
+    ids=["adamw", "adam", "sgd-momentum", "sgd"],
+)
+def test_fused_optimizers_run_on_the_device_equal_to_cpu(sim, make):
+    model = _model()
+    on_sim = copy.deepcopy(model).to("kpt_sim")
+    cpu_opt, sim_opt = make(model.parameters()), make(on_sim.parameters())
+    sim.reset_fallback_report()
+    for _step in range(3):
+        x = torch.randn(5, 6)
+        for module, opt, dev in ((model, cpu_opt, "cpu"), (on_sim, sim_opt, "kpt_sim")):
+            opt.zero_grad()
+            module(x.to(dev)).pow(2).mean().backward()
+            if dev == "kpt_sim":
+                with launches() as seen:
+                    opt.step()
+            else:
+                opt.step()
+        fused = [cost for op, cost in seen if op.startswith("aten::_fused_")]
+        assert len(fused) == 1, [op for op, _ in seen]  # six tensors: one chunk, one launch
+        assert fused[0][0] == "elementwise"
+    for a, b in zip(model.parameters(), on_sim.parameters()):
+        assert torch.equal(a.detach(), b.detach().cpu())
+    assert sim.fallback_report() == {}
+
+
+def test_fused_optimizer_chunks_like_multi_tensor_apply(sim):
+    params = [torch.nn.Parameter(torch.randn(3, device="kpt_sim")) for _ in range(70)]
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt = torch.optim.AdamW(params, fused=True)
+    with launches() as seen:
+        opt.step()
+    fused = [op for op, _ in seen if op.startswith("aten::_fused_adamw_")]
+    assert len(fused) == 3  # 30 tensors per launch over five lists, as CUDA's depth-5 chunks
+
+
+def test_optimizers_default_to_foreach_on_kpt_sim_as_on_cuda(sim):
+    from torch.optim.optimizer import _default_to_fused_or_foreach
+
+    p = torch.nn.Parameter(torch.randn(4, device="kpt_sim"))
+    assert _default_to_fused_or_foreach([p], differentiable=False) == (False, True)
+    assert _default_to_fused_or_foreach([p], False, use_fused=True) == (True, False)
+    p.grad = torch.ones_like(p)
+    opt = torch.optim.AdamW([p])
+    with launches() as seen:
+        opt.step()
+    assert any(op.startswith("aten::_foreach_") for op, _ in seen)
+
+
+def test_costs_count_reads_and_writes():
+    params = [torch.zeros(10), torch.zeros(30)]
+    lists = (params, params, params, params, [], [torch.zeros(())] * 2)
+    cost = fused_optimizer_cost(torch.ops.aten._fused_adamw_.default, lists, {}, [])
+    assert cost[:3] == ["elementwise", 12.0 * 40, 7.0 * 4 * 40]
+    add = foreach_cost(torch.ops.aten._foreach_add_.List, (params, params), {}, [])
+    assert add[:3] == ["elementwise", 40.0, 3.0 * 4 * 40]  # two lists read, one written
+    norm = foreach_cost(torch.ops.aten._foreach_norm.Scalar, (params,), {}, [])
+    assert norm[0] == "reduction"
