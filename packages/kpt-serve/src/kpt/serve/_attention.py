@@ -5,15 +5,20 @@ A sequence owns a list of blocks (its block table); token t of the sequence live
 table[t // block_size] at offset t % block_size. New K/V are written by slot
 (block * block_size + offset) with one index_copy_, and attention reads a sequence's blocks
 back by gathering its table. Sequences are attended in groups of similar query length (all
-decodes together, prefill chunks together) so that padding stays inside a group.
+decodes together, prefill chunks together) so that padding stays inside a group. Where Triton
+runs, one kernel reads the blocks in place instead (_triton_attention.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from kpt.serve._batch import StepBatch
+from kpt.serve._triton_attention import triton_paged_attention
 
 
 @dataclass
@@ -31,12 +36,64 @@ class AttentionGroup:
 
 
 @dataclass
+class PagedMetadata:
+    """What the Triton kernel reads (see _triton_attention.py); tensors on the device."""
+
+    query_start: torch.Tensor  # [S + 1]
+    seq_lens: torch.Tensor  # [S]
+    block_tables: torch.Tensor  # [S, W]
+    qblock_seq: torch.Tensor  # [P], -1 for padding
+    qblock_index: torch.Tensor  # [P]
+
+
+@dataclass
 class AttentionMetadata:
-    """Everything attention needs for one step, built once and shared by every layer."""
+    """Everything attention needs for one step, built once and shared by every layer.
+
+    `paged` is set when the Triton kernel runs (CUDA, or TRITON_INTERPRET on the CPU);
+    otherwise `groups` drive plain PyTorch SDPA.
+    """
 
     slot_mapping: torch.Tensor  # [T] long: cache slot of each new token
-    groups: list[AttentionGroup]
     num_tokens: int
+    groups: list[AttentionGroup] = field(default_factory=list)
+    paged: PagedMetadata | None = None
+
+
+def torch_groups(batch: StepBatch, block_size: int, to_device) -> list[AttentionGroup]:
+    """Decodes (one query) in one group, prompt chunks in another, padded to the longest;
+    built with array operations from the step's batch."""
+    groups = []
+    for members in (np.flatnonzero(batch.counts == 1), np.flatnonzero(batch.counts > 1)):
+        if len(members) == 0:
+            continue
+        counts = batch.counts[members]
+        seq_lens = batch.seq_lens[members]
+        max_q = int(counts.max())
+        max_blocks = int((-(-seq_lens // block_size)).max())
+        steps = np.arange(max_q)[None, :]
+        real = steps < counts[:, None]
+        rows = batch.query_start[members][:, None] + steps
+        q_pos = np.where(real, (seq_lens - counts)[:, None] + steps, 0)  # pads attend key 0
+        keys = np.arange(max_blocks * block_size)
+        mask = (keys[None, None, :] <= q_pos[:, :, None]) & (
+            keys[None, None, :] < seq_lens[:, None, None]
+        )
+        tables = batch.block_tables[members][:, :max_blocks]
+        if tables.shape[1] < max_blocks:
+            tables = np.pad(tables, ((0, 0), (0, max_blocks - tables.shape[1])))
+        groups.append(
+            AttentionGroup(
+                token_index=to_device(np.where(real, rows, 0).ravel()),
+                valid_rows=to_device(np.flatnonzero(real.ravel())),
+                out_index=to_device(rows[real]),
+                block_tables=to_device(tables),
+                mask=to_device(mask[:, None]),
+                batch=len(members),
+                max_q=max_q,
+            )
+        )
+    return groups
 
 
 def write_kv(
@@ -59,6 +116,19 @@ def paged_attention(
 
     The new tokens' K/V must already be written (write_kv). Returns [T, heads * head_dim].
     """
+    if meta.paged is not None:
+        p = meta.paged
+        return triton_paged_attention(
+            q,
+            k_cache,
+            v_cache,
+            p.block_tables,
+            p.seq_lens,
+            p.query_start,
+            p.qblock_seq,
+            p.qblock_index,
+            scale,
+        )
     num_tokens, heads, head_dim = q.shape
     kv_heads = k_cache.shape[2]
     out = q.new_empty(num_tokens, heads * head_dim)

@@ -12,8 +12,10 @@ from pathlib import Path
 import torch
 
 import kpt.hal as hal
+from kpt.serve._batch import SeqWork
 from kpt.serve._clock import DeviceClock
 from kpt.serve._config import ModelConfig, load_config
+from kpt.serve._draft import DraftProposer
 from kpt.serve._kv_cache import BlockPool, KVCacheManager
 from kpt.serve._loader import checkpoint_bytes, load_model
 from kpt.serve._models import KVCache
@@ -22,6 +24,8 @@ from kpt.serve._runner import ModelRunner
 from kpt.serve._sampling import Sampler, SamplingParams
 from kpt.serve._scheduler import Scheduler, SchedulerConfig
 from kpt.serve._tokenizer import Tokenizer
+from kpt.serve._triton_attention import supports as supports_head_dim
+from kpt.serve._triton_attention import triton_available
 
 # Share of free memory the KV pool takes after the weights are loaded. On the host CPU, and on
 # a simulated device whose bytes live in host memory, the pool is sized from host memory more
@@ -46,6 +50,24 @@ class EngineConfig:
     # for greedy requests and verified in the same step; 0 turns it off.
     speculative_tokens: int = 0
     speculative_ngram: int = 3  # how many final tokens to look up earlier in the sequence
+    # A draft model folder (same tokenizer and vocabulary, fewer layers): it proposes the
+    # speculative tokens instead of the n-gram lookup. Needs speculative_tokens > 0.
+    speculative_model: str | Path | None = None
+    # "auto": the Triton paged kernel on CUDA, PyTorch SDPA elsewhere; "torch" or "triton"
+    # force one ("triton" on the CPU needs TRITON_INTERPRET=1: it is how tests check it).
+    attention: str = "auto"
+    # None: CUDA graphs per bucket of (tokens, sequences) on CUDA with Triton attention.
+    # True elsewhere runs the same padded fixed buffers eagerly (what the CPU tests check).
+    cuda_graphs: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.attention not in ("auto", "torch", "triton"):
+            raise ValueError(f"attention={self.attention!r} must be 'auto', 'torch' or 'triton'")
+        if self.speculative_model is not None and self.speculative_tokens < 1:
+            raise ValueError(
+                f"speculative_model={str(self.speculative_model)!r} needs speculative_tokens "
+                ">= 1 (how many tokens the draft proposes per step)"
+            )
 
 
 @dataclass(frozen=True)
@@ -96,7 +118,12 @@ class Engine:
         cache = KVCache(
             self.model_config, num_blocks, self.config.block_size, self.dtype, self.device
         )
-        self.runner = ModelRunner(model, cache, self.config.block_size, self.device)
+        self.runner = self._make_runner(model, cache)
+        self.drafter = (
+            DraftProposer(self, self.config.speculative_model, num_blocks)
+            if self.config.speculative_model is not None
+            else None
+        )
         self.pool = BlockPool(num_blocks, self.config.block_size, self.config.prefix_caching)
         self.kv = KVCacheManager(self.pool)
         self.scheduler = Scheduler(
@@ -167,9 +194,20 @@ class Engine:
         batch = self.scheduler.schedule()
         if not batch.work:
             return []
-        tables = [self.kv.blocks(request.request_id) for request, _ in batch.work]
+        work = []
+        for request, count in batch.work:
+            start = request.num_computed_tokens
+            done = start + count == request.num_tokens + len(request.draft)
+            work.append(
+                SeqWork(
+                    request.token_slice(start, count),
+                    start,
+                    self.kv.blocks(request.request_id),
+                    1 + len(request.draft) if done else 0,
+                )
+            )
         self.clock.charge_host(time.perf_counter() - host_start)
-        logits, spans = self.runner.run(batch.work, tables)
+        logits, spans = self.runner.run(work)
         emitted = self._pick_tokens(batch.work, logits, spans)
         now = self.clock.now_ms()  # the sampled ids reached the host: the step is done
         host_start = time.perf_counter()
@@ -180,9 +218,7 @@ class Engine:
             tokens = emitted.get(w)
             if tokens is None:  # a prompt chunk with more to come
                 request.num_computed_tokens += count
-                self.kv.name_full_blocks(
-                    request.request_id, request.all_token_ids, request.num_computed_tokens
-                )
+                self._name_blocks(request)
                 continue
             # Drafts past the first rejected one were computed but are not kept: their KV
             # slots are simply written over later.
@@ -190,6 +226,9 @@ class Engine:
             self._spec_proposed += len(request.draft)
             self._spec_accepted += accepted
             request.num_computed_tokens += count - len(request.draft) + accepted
+            if request.draft_computed > request.num_computed_tokens:
+                # The draft model's KV is right only up to the last accepted token.
+                request.draft_computed = request.num_computed_tokens
             request.draft = []
             if request.first_token_ms is None:
                 request.first_token_ms = now
@@ -203,16 +242,15 @@ class Engine:
                     self._finish(request, reason, now)
                     break
             else:
-                self.kv.name_full_blocks(
-                    request.request_id, request.all_token_ids, request.num_computed_tokens
-                )
+                self._name_blocks(request)
             outputs.append(self._output(request, new))
         self._steps += 1
         self.clock.charge_host(time.perf_counter() - host_start)
         return outputs
 
     def _propose_drafts(self) -> None:
-        """n-gram (prompt lookup) drafts for greedy requests that are decoding."""
+        """Drafts for greedy requests that are decoding: from the draft model, or n-gram."""
+        candidates: list[tuple[Request, int]] = []
         for request in self.scheduler.running:
             if not request.params.greedy or request.num_computed_tokens != request.num_tokens - 1:
                 continue
@@ -222,37 +260,85 @@ class Engine:
                 self.config.speculative_tokens,
             )
             if room > 0:
-                request.draft = request.propose_ngram(self.config.speculative_ngram, room)
+                candidates.append((request, room))
+        if self.drafter is not None:
+            self.drafter.propose(candidates)
+            return
+        for request, room in candidates:
+            request.draft = request.propose_ngram(self.config.speculative_ngram, room)
 
     def _pick_tokens(self, work, logits, spans) -> dict[int, list[int]]:
-        """The tokens each sampled request emits: one, or its accepted drafts plus one."""
+        """The tokens each sampled request emits: one, or its accepted drafts plus one.
+
+        Greedy picks for every row come from one argmax and one read to the host (the step's
+        only sync); requests that sample read their probabilities once more.
+        """
         if not spans:
             return {}
-        last_rows = [first + rows - 1 for _, first, rows in spans]
-        drafted = any(rows > 1 for _, _, rows in spans)
-        final = (
-            logits.index_select(0, torch.tensor(last_rows).to(logits.device)) if drafted else logits
-        )
         requests = [work[w][0] for w, _, _ in spans]
-        sampled = self.sampler.sample(
-            final, [r.params for r in requests], [r.generator for r in requests]
-        )
-        greedy_rows = logits.argmax(dim=-1).cpu().tolist() if drafted else []
+        greedy_rows = logits.argmax(dim=-1).tolist()
+        sampled: dict[int, int] = {}
+        random = [i for i, r in enumerate(requests) if not r.params.greedy]
+        if random:
+            last_rows = [spans[i][1] + spans[i][2] - 1 for i in random]
+            final = logits.index_select(0, torch.tensor(last_rows).to(logits.device))
+            picks = self.sampler.sample(
+                final,
+                [requests[i].params for i in random],
+                [requests[i].generator for i in random],
+            )
+            sampled = dict(zip(random, picks, strict=True))
         emitted: dict[int, list[int]] = {}
-        for (w, first, rows), request, token in zip(spans, requests, sampled, strict=True):
+        for i, ((w, first, _), request) in enumerate(zip(spans, requests, strict=True)):
             tokens: list[int] = []
-            for i, proposed in enumerate(request.draft):
-                if greedy_rows[first + i] != proposed:
+            for d, proposed in enumerate(request.draft):
+                if greedy_rows[first + d] != proposed:
                     break
                 tokens.append(proposed)
-            # The row after the last accepted draft gives the next token (the final row's
-            # sample when every draft was accepted).
-            if len(tokens) == rows - 1:
-                tokens.append(token)
-            else:
-                tokens.append(greedy_rows[first + len(tokens)])
+            # The row after the last accepted draft gives the next token (a sampled request
+            # has no drafts: its one row is sampled).
+            tokens.append(sampled[i] if i in sampled else greedy_rows[first + len(tokens)])
             emitted[w] = tokens
         return emitted
+
+    def _name_blocks(self, request: Request) -> None:
+        """Name newly filled blocks for prefix caching (only when a block boundary passed)."""
+        if self.kv.has_unnamed_full_blocks(request.request_id, request.num_computed_tokens):
+            self.kv.name_full_blocks(
+                request.request_id, request.all_token_ids, request.num_computed_tokens
+            )
+
+    def _make_runner(self, model, cache, samples_per_seq: int | None = None) -> ModelRunner:
+        """The runner for `model` (the target, or the draft model) on this engine's device."""
+        attention = self.config.attention
+        head_dim = model.config.head_dim
+        if attention == "auto":
+            use_triton = (
+                self.device.type == "cuda" and triton_available() and supports_head_dim(head_dim)
+            )
+        else:
+            use_triton = attention == "triton"
+            if use_triton and not (triton_available() and supports_head_dim(head_dim)):
+                raise ValueError(
+                    f"attention='triton' needs the triton package and a power-of-two head size "
+                    f">= 16 (this model's is {head_dim}); use attention='torch'"
+                )
+        graphs = self.config.cuda_graphs
+        if graphs is None:
+            graphs = use_triton and self.device.type == "cuda"
+        bs = self.config.block_size
+        return ModelRunner(
+            model,
+            cache,
+            bs,
+            self.device,
+            use_triton=use_triton,
+            graphs=bool(graphs) and use_triton,
+            max_num_seqs=self.config.max_num_seqs,
+            max_num_batched_tokens=self.config.max_num_batched_tokens,
+            max_blocks_per_seq=-(-(self.max_model_len + self.config.speculative_tokens + 1) // bs),
+            samples_per_seq=samples_per_seq or 1 + self.config.speculative_tokens,
+        )
 
     def abort(self, request_id: str) -> RequestOutput | None:
         """Stop a request now and free its blocks; None when it is unknown or already done."""

@@ -153,6 +153,9 @@ class KVCacheManager:
         blocks.extend(self.pool.allocate(need))
         return True
 
+    def has_unnamed_full_blocks(self, request_id: str, computed: int) -> bool:
+        return computed // self.block_size > len(self._keys.get(request_id, ()))
+
     def name_full_blocks(self, request_id: str, token_ids: Sequence[int], computed: int) -> None:
         """Name the blocks that the first `computed` tokens filled, for later prefix hits."""
         keys = self._keys.setdefault(request_id, [])

@@ -29,7 +29,10 @@ class KVCache:
         dtype: torch.dtype,
         device: torch.device,
     ) -> None:
-        shape = (num_blocks, block_size, config.num_kv_heads, config.head_dim)
+        # One block past the pool's: the scratch block, where padded steps (CUDA graphs)
+        # write the KV of their pad tokens. No sequence's table names it, so nobody reads it.
+        shape = (num_blocks + 1, block_size, config.num_kv_heads, config.head_dim)
+        self.scratch_slot = num_blocks * block_size
         self.keys = [
             torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_layers)
         ]

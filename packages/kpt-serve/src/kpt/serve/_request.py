@@ -30,6 +30,7 @@ class Request:
     output_token_ids: list[int] = field(default_factory=list)
     num_computed_tokens: int = 0
     draft: list[int] = field(default_factory=list)  # proposed tokens to verify this step
+    draft_computed: int = 0  # tokens whose KV the draft model holds (draft-model speculation)
     status: RequestStatus = RequestStatus.WAITING
     finish_reason: str | None = None  # "length", "stop", "abort"
     num_preemptions: int = 0
@@ -45,6 +46,19 @@ class Request:
     @property
     def num_tokens(self) -> int:
         return len(self.prompt_token_ids) + len(self.output_token_ids)
+
+    def token_slice(self, start: int, count: int) -> list[int]:
+        """Tokens start .. start + count of prompt + output + draft, without joining the
+        lists when the slice lies inside one of them (a decode reads one output token)."""
+        prompt = len(self.prompt_token_ids)
+        if start >= prompt:
+            first = start - prompt
+            if first + count <= len(self.output_token_ids):
+                return self.output_token_ids[first : first + count]
+            return (self.output_token_ids + self.draft)[first : first + count]
+        if start + count <= prompt:
+            return self.prompt_token_ids[start : start + count]
+        return (self.all_token_ids + self.draft)[start : start + count]
 
     @property
     def sort_key(self) -> tuple[int, int]:

@@ -131,6 +131,7 @@ class Scheduler:
         self.running.remove(request)
         self.kv.free(request.request_id)
         request.num_computed_tokens = 0
+        request.draft_computed = 0
         request.draft.clear()
         request.num_preemptions += 1
         self.num_preemptions += 1
