@@ -2,9 +2,10 @@
 
 GradScaler's two ops get decompositions written here (the CUDA kernels' semantics in
 allow-listed ops: one unscale launch per chunk of gradients, a few launches to find a
-non-finite value, no host round trip). A few more come from ``torch._decomp``. Ops whose output
-shape depends on values (nonzero, boolean-mask indexing, unique, bincount) still run on the CPU:
-they need the values on the host, as they do on CUDA (a synchronizing copy).
+non-finite value, no host round trip), and embedding_bag's sum and mean modes. A few more come
+from ``torch._decomp``. Ops whose output size depends on values (nonzero, unique, bincount,
+masked_select; boolean-mask indexing in _dispatch) run on the device with one sync for the size
+(_value_sized.py), as CUDA does.
 """
 
 from __future__ import annotations
@@ -15,7 +16,11 @@ from typing import Any
 import torch
 from torch._decomp import decomposition_table
 
+from kpt.adapters.sim import _value_sized
+from kpt.adapters.sim._fallback import cpu_fallback
+
 aten = torch.ops.aten
+EMBEDDING_BAG_SUM, EMBEDDING_BAG_MEAN = 0, 1
 
 
 def amp_unscale_and_check(grads: list[torch.Tensor], found_inf: torch.Tensor,
@@ -53,7 +58,80 @@ def amp_update_scale(scale: torch.Tensor, growth_tracker: torch.Tensor, found_in
     return scale
 
 
+def embedding_bag(op: Any, weight: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor,
+                  scale_grad_by_freq: bool = False, mode: int = 0, sparse: bool = False,
+                  per_sample_weights: torch.Tensor | None = None,
+                  include_last_offset: bool = False, padding_idx: int = -1) -> tuple:  # fmt: skip
+    """_embedding_bag / _embedding_bag_forward_only in sum and mean modes: rows gathered, then
+    added into their bags in order (the CPU kernel's order); the three bookkeeping outputs as
+    the CPU gives them (the backward reads them). Max mode, per-sample weights and padding_idx
+    run on the CPU."""
+    args = (weight, indices, offsets, scale_grad_by_freq, mode, sparse, per_sample_weights,
+            include_last_offset, padding_idx)  # fmt: skip
+    if mode not in (EMBEDDING_BAG_SUM, EMBEDDING_BAG_MEAN) or per_sample_weights is not None \
+            or padding_idx >= 0 or indices.dim() != 1:  # fmt: skip
+        return cpu_fallback(op, args, {}, reason="max mode, per-sample weights or padding_idx")
+    bags = offsets.numel() - (1 if include_last_offset else 0)
+    device = weight.device
+    offset2bag = _bag_of_each_index(indices.numel(), offsets, bags)
+    rows = aten.index_select.default(weight, 0, indices)
+    sums = aten.zeros.default([bags, weight.shape[1]], dtype=weight.dtype, device=device)
+    sums = aten.index_add.default(sums, 0, offset2bag, rows)
+    if mode == EMBEDDING_BAG_SUM:
+        zeros = aten.zeros.default([bags], dtype=torch.long, device=device)
+        return sums, aten.zeros.default([0], dtype=torch.long, device=device), zeros, zeros
+    sizes = aten.zeros.default([bags], dtype=torch.long, device=device)
+    sizes = aten.index_add.default(sizes, 0, offset2bag, aten.ones_like.default(offset2bag))
+    divisor = aten.clamp.default(aten._to_copy.default(sizes, dtype=weight.dtype), 1)
+    means = aten.div.Tensor(sums, aten.unsqueeze.default(divisor, 1))
+    return means, offset2bag, sizes, aten.clone.default(sizes)
+
+
+def _bag_of_each_index(count: int, offsets: torch.Tensor, bags: int) -> torch.Tensor:
+    """1 at every later bag's start, summed along (a start at the end goes to a spare slot)."""
+    starts = aten.zeros.default([count + 1], dtype=torch.long, device=offsets.device)
+    later = aten.slice.Tensor(offsets, 0, 1, bags)
+    starts = aten.index_add.default(starts, 0, later, aten.ones_like.default(later))
+    return aten.cumsum.default(aten.slice.Tensor(starts, 0, 0, count), 0)
+
+
+def embedding_bag_backward(grad: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor,
+                           offset2bag: torch.Tensor, bag_size: torch.Tensor,
+                           maximum_indices: torch.Tensor, num_weights: int,
+                           scale_grad_by_freq: bool, mode: int, sparse: bool,
+                           per_sample_weights: torch.Tensor | None,
+                           padding_idx: int = -1) -> torch.Tensor:  # fmt: skip
+    """_embedding_bag_backward for what embedding_bag runs on the device (dense sum and mean):
+    each bag's gradient (divided by its size for mean) added into the rows it gathered."""
+    args = (grad, indices, offsets, offset2bag, bag_size, maximum_indices, num_weights,
+            scale_grad_by_freq, mode, sparse, per_sample_weights, padding_idx)  # fmt: skip
+    if mode not in (EMBEDDING_BAG_SUM, EMBEDDING_BAG_MEAN) or sparse or scale_grad_by_freq \
+            or per_sample_weights is not None or padding_idx >= 0:  # fmt: skip
+        op = aten._embedding_bag_backward.default
+        return cpu_fallback(op, args, {}, reason="sparse, max mode, scaled or weighted")
+    bags = grad.shape[0]
+    bag_of = _bag_of_each_index(indices.numel(), offsets, bags)
+    if mode == EMBEDDING_BAG_MEAN:
+        sizes = aten._to_copy.default(bag_size, dtype=grad.dtype)
+        grad = aten.div.Tensor(grad, aten.unsqueeze.default(aten.clamp.default(sizes, 1), 1))
+    rows = aten.index_select.default(grad, 0, bag_of)
+    weight_grad = aten.zeros.default([num_weights, grad.shape[1]], dtype=grad.dtype,
+                                     device=grad.device)  # fmt: skip
+    return aten.index_add.default(weight_grad, 0, indices, rows)
+
+
+def _bag(op: Any) -> Callable[..., tuple]:
+    return lambda *args, **kwargs: embedding_bag(op, *args, **kwargs)
+
+
 _WRITTEN_HERE: dict[Any, Callable[..., Any]] = {
+    aten.nonzero.default: _value_sized.nonzero,
+    aten.masked_select.default: _value_sized.masked_select,
+    aten._unique2.default: _value_sized.unique2,
+    aten.bincount.default: _value_sized.bincount,
+    aten._embedding_bag.default: _bag(aten._embedding_bag.default),
+    aten._embedding_bag_forward_only.default: _bag(aten._embedding_bag_forward_only.default),
+    aten._embedding_bag_backward.default: embedding_bag_backward,
     aten._amp_foreach_non_finite_check_and_unscale_.default: amp_unscale_and_check,
     aten._amp_update_scale_.default: amp_update_scale,
 }

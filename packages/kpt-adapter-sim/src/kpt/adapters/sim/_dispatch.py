@@ -33,6 +33,7 @@ from kpt.adapters.sim._runtime import runtime
 from kpt.adapters.sim._serialization import adopt_host_storage
 from kpt.adapters.sim._tensor import SimTensor, to_host
 from kpt.adapters.sim._transfer import copy_between, new_tensor, upload_into
+from kpt.adapters.sim._value_sized import has_mask, index_with_masks
 
 aten = torch.ops.aten
 # Like CUDA_LAUNCH_BLOCKING: wait for each op so an error points at the op that caused it.
@@ -294,6 +295,12 @@ def _record_stream(func: Any, args: tuple, kwargs: dict) -> Any:
     return None
 
 
+def _index(func: Any, args: tuple, kwargs: dict) -> Any:
+    if has_mask(args[1]):  # sized by the masks' values: one sync for the size, as on CUDA
+        return index_with_masks(*args)
+    return _planned(func, args, kwargs)
+
+
 def _fused_sdp_choice(func: Any, args: tuple, kwargs: dict) -> int:
     # The math backend decomposes into matmul/softmax, which every executor runs.
     return int(torch.nn.attention.SDPBackend.MATH.value)
@@ -306,6 +313,7 @@ _SPECIAL = {
     aten.lift_fresh.default: _lift_fresh,
     aten.record_stream.default: _record_stream,
     aten._fused_sdp_choice.default: _fused_sdp_choice,
+    aten.index.Tensor: _index,
     aten.set_.source_Storage_storage_offset: adopt_host_storage,  # torch.load to kpt_sim
     aten.set_.source_Storage: adopt_host_storage,
 }
