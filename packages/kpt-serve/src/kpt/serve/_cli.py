@@ -88,6 +88,20 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--seed", type=int, default=0, help="seed of prompts and arrivals (0)")
     bench.add_argument("--json", default=None, help="also write the results to this file")
 
+    quality = commands.add_parser(
+        "quality", help="variants' next-token accuracy against a reference (kpt.abtest)"
+    )
+    quality.add_argument("model_dir", help="a Hugging Face model folder")
+    quality.add_argument(
+        "--variants", default="float32,bfloat16", help="dtypes to compare (float32,bfloat16)"
+    )
+    quality.add_argument("--reference", default="float32", help="the variant measured against")
+    quality.add_argument("--device", default="cpu", help="cpu, kpt_sim:0, cuda:0, ... (cpu)")
+    quality.add_argument("--num-sequences", type=int, default=24, help="held-out sequences (24)")
+    quality.add_argument("--length", type=int, default=40, help="tokens per sequence (40)")
+    quality.add_argument("--margin", type=float, default=0.02, help="non-inferiority margin")
+    quality.add_argument("--json", default=None, help="also write the report to this file")
+
     # Started by the fleet itself (LocalLauncher), not by hand: left out of the command list.
     worker = commands.add_parser("worker")
     worker.add_argument("model_dir", help="a Hugging Face model folder")
@@ -115,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         "fleet": _fleet,
         "router": _router,
         "bench": _bench,
+        "quality": _quality,
         "worker": _worker,
     }[args.command](args)
 
@@ -236,6 +251,27 @@ def _bench(args) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0 if result["completed"] else 1
+
+
+def _quality(args) -> int:
+    if args.device != "cpu":
+        import kpt.hal as hal
+
+        hal.devices()  # loads the adapters' plugins, so that torch knows "kpt_sim", ...
+    from kpt.serve.fleet.quality import format_quality, variant_quality
+
+    names = [v.strip() for v in args.variants.split(",") if v.strip()]
+    report = variant_quality(
+        args.model_dir, {name: name for name in names}, reference=args.reference,
+        device=args.device, num_sequences=args.num_sequences, length=args.length,
+        margin=args.margin,
+    )  # fmt: skip
+    print(format_quality(report, args.reference))
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({k: v.to_dict() for k, v in report.items()}, indent=2, default=str)
+        )
+    return 0
 
 
 def _worker(args) -> int:
