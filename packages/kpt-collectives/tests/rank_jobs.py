@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 import kpt.collectives  # noqa: F401  (registers "kpt")
-from kpt.collectives import CollectiveTimeoutError, batch_weighted_hook, split_batch
+from kpt.collectives import batch_weighted_hook, split_batch
 
 TIMEOUTS = {"straggler": 4}
 N = 6  # elements per rank in the value tests
@@ -90,7 +90,8 @@ def every_collective(rank, world, save):
 
 
 def straggler(rank, world, save):
-    """Rank 1 never joins the all-reduce: rank 0 must get a typed error naming it, in time."""
+    """Rank 1 never joins the all-reduce: rank 0 must get an error in time (on kpt_sim a
+    CollectiveTimeoutError naming rank 1; on cpu gloo's own error, its Work being gloo's)."""
     dev = device(rank)
     t = rank_values(rank).to(dev)
     dist.all_reduce(t)  # together once: the group has agreed on its route
@@ -100,8 +101,8 @@ def straggler(rank, world, save):
     start = time.monotonic()
     try:
         dist.all_reduce(t)
-    except CollectiveTimeoutError as exc:
-        save("straggler_error", np.array([str(exc)]))
+    except Exception as exc:
+        save("straggler_error", np.array([f"{type(exc).__name__}: {exc}"]))
     save("straggler_seconds", np.array([time.monotonic() - start]))
 
 

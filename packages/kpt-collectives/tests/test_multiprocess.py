@@ -89,15 +89,16 @@ def test_ddp_on_cpu_ranks_equals_one_process_on_the_whole_batch(tmp_path):
 
 
 @pytest.mark.parametrize("on_sim", [True, False], ids=["kpt_sim", "cpu"])
-def test_a_rank_that_never_joins_is_named_in_a_typed_error_within_the_timeout(
-    daemon, tmp_path, on_sim
-):
+def test_a_rank_that_never_joins_fails_the_others_within_the_timeout(daemon, tmp_path, on_sim):
     check_ok(run_ranks("straggler", 2, tmp_path, daemon if on_sim else None, limit_s=60))
     seconds = float(load(tmp_path, "straggler_seconds")[0])
     assert seconds < rank_jobs.TIMEOUTS["straggler"] + 10
     message = str(load(tmp_path, "straggler_error")[0])
     if on_sim:
+        assert message.startswith("CollectiveTimeoutError")
         assert "ranks [1] never arrived" in message
+    else:  # gloo's Work, handed back as it is: gloo's words
+        assert "timed out" in message.lower() or "timeout" in message.lower(), message
 
 
 def test_fsdp2_fully_shard_on_cpu_ranks_equals_one_process_on_the_whole_batch(tmp_path):

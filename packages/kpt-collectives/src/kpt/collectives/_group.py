@@ -23,6 +23,7 @@ from kpt.collectives._work import finished
 
 BACKEND_NAME = "kpt"
 DEVICES = ["cpu", "cuda", "xpu", "kpt_sim"]
+_AVG = dist.ReduceOp.AVG
 
 
 class KptProcessGroup(dist.ProcessGroup):
@@ -65,6 +66,9 @@ class KptProcessGroup(dist.ProcessGroup):
     # -- all_reduce and friends -----------------------------------------------------------------
     def allreduce(self, tensors: list[torch.Tensor], opts: Any = None) -> dist.Work:
         op = dist.ReduceOp.SUM if opts is None else opts.reduceOp
+        if self.routes.kinds is not None and tensors[0].device.type == "cpu" and op != _AVG:
+            # gloo's own Work, untouched: no Python Work object, copy or thread per call
+            return self._host.gloo.allreduce(tensors, opts or dist.AllreduceOptions())
         return _last(self._all_reduce(t, op) for t in tensors)
 
     def allreduce_coalesced(self, tensors: list[torch.Tensor], opts: Any = None) -> dist.Work:

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 from kpt.collectives._errors import CollectiveError
-from kpt.collectives._work import LibraryWork, finished
+from kpt.collectives._work import finished, wait_library
 
 GLOO_STORE_PREFIX = "kpt-gloo/"
 
@@ -45,11 +45,11 @@ class HostRoute:
 
     def _done(self, work: Any, copies: list[tuple[torch.Tensor, torch.Tensor]],
               after: Callable[[], None] | None, result: Any) -> dist.Work:  # fmt: skip
-        """Wait, run `after` on the host copies, copy them back to the devices."""
-        work = LibraryWork(work, f"{self.name} collective")
+        """The library's own Work when nothing is left to do; else wait, run `after` on the
+        host copies and copy them back to the devices."""
         if not copies and after is None:
-            return work  # still asynchronous
-        work.wait()
+            return work  # the library's Work, still asynchronous, its errors its own
+        wait_library(work, f"{self.name} collective")
         with torch.no_grad():
             if after is not None:
                 after()
@@ -81,7 +81,7 @@ class HostRoute:
         average = op == dist.ReduceOp.AVG
         opts = dist.AllreduceOptions()
         opts.reduceOp = dist.ReduceOp.SUM if average else op
-        LibraryWork(self.gloo.allreduce([host_in], opts), "gloo reduce_scatter").wait()
+        wait_library(self.gloo.allreduce([host_in], opts), "gloo reduce_scatter")
         if average:
             _divide(host_in, self.world)
         mine = host_in.reshape(self.world, -1)[self.gloo.rank()].reshape(output.shape)
@@ -110,7 +110,7 @@ class HostRoute:
         return self._done(work, [] if host is tensor else [(tensor, host)], None, [tensor])
 
     def barrier(self) -> dist.Work:
-        return LibraryWork(self.gloo.barrier(dist.BarrierOptions()), f"{self.name} barrier")
+        return self.gloo.barrier(dist.BarrierOptions())
 
 
 class NativeRoute(HostRoute):
@@ -126,17 +126,15 @@ class NativeRoute(HostRoute):
     def all_reduce(self, tensor: torch.Tensor, op: Any) -> dist.Work:
         opts = dist.AllreduceOptions()
         opts.reduceOp = op
-        return LibraryWork(self.gloo.allreduce([tensor], opts), self.name)
+        return self.gloo.allreduce([tensor], opts)
 
     def all_gather(self, output: torch.Tensor, input: torch.Tensor) -> dist.Work:
-        return LibraryWork(
-            self.gloo._allgather_base(output, input, dist.AllgatherOptions()), self.name
-        )
+        return self.gloo._allgather_base(output, input, dist.AllgatherOptions())
 
     def reduce_scatter(self, output: torch.Tensor, input: torch.Tensor, op: Any) -> dist.Work:
         opts = dist.ReduceScatterOptions()
         opts.reduceOp = op
-        return LibraryWork(self.gloo._reduce_scatter_base(output, input, opts), self.name)
+        return self.gloo._reduce_scatter_base(output, input, opts)
 
 
 def make_native(kind: str, store: Any, rank: int, world: int,

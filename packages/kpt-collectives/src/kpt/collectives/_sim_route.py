@@ -27,6 +27,12 @@ except ImportError:  # pragma: no cover - reported when a kpt_sim tensor arrives
     daemon_access = None
     DeviceHangError = SimError = None  # type: ignore[assignment,misc]
 
+# The client stream number every collective of this process runs behind, as NCCL's own stream:
+# it waits for the rank's stream at the post, the collective waits for it, and the rank's
+# stream waits for it only at work.wait() (or at the end of backward). The daemon allows stream
+# numbers below 1024; torch.kpt_sim.Stream() numbers count up from 1.
+COMM_STREAM = 1023
+
 REDUCE_OPS = {
     dist.ReduceOp.SUM: "sum",
     dist.ReduceOp.AVG: "avg",
@@ -97,26 +103,31 @@ class SimRoute:
         stream = daemon_access.current_stream(index)
         client = daemon_access.client()
         try:
+            # queued with the launches: the collective starts after the work issued so far
+            client.wait_event(client.record_event(index, stream), index, COMM_STREAM)
             timing = client.collective_post(
                 group, seq, rank, world, kind,
                 None if input is None else daemon_access.tensor_ref(input),
                 None if output is None else daemon_access.tensor_ref(output),
-                op=op, root=root, stream=stream, timeout=self.timeout_s,
+                op=op, root=root, stream=COMM_STREAM, timeout=self.timeout_s,
             )  # fmt: skip
         except Exception as exc:
             raise classify(exc, what) from exc
         future: Future = Future()
         work = FutureWork(future, what)
+        work.join = StreamJoin(client, index, stream)
+        work.join_at_backward_end()
         if timing is not None:  # this rank's part was the last: it already ran
             work.timing = timing
             if finish is not None:
+                work.join()
                 with torch.no_grad():
                     finish()
             future.set_result(result)
             return work
         work.pending = Pending(
             what=what,
-            poll=lambda: client.collective_poll(group, seq, stream),
+            poll=lambda: client.collective_poll(group, seq, COMM_STREAM),
             future=future,
             result=result,
             deadline=time.monotonic() + self.timeout_s + DAEMON_GRACE_S,
@@ -142,6 +153,22 @@ class SimRoute:
             world=2,
             seq=next(counter),
         )
+
+
+class StreamJoin:
+    """Makes a rank's stream wait for everything on COMM_STREAM so far, once (two queued
+    messages, no round trip): what work.wait() does to the current stream with NCCL."""
+
+    def __init__(self, client: Any, device: int, stream: int) -> None:
+        self._client, self._device, self._stream = client, device, stream
+        self._done = False
+
+    def __call__(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        event = self._client.record_event(self._device, COMM_STREAM)
+        self._client.wait_event(event, self._device, self._stream)
 
 
 def classify(exc: Exception, what: str = "") -> Exception:

@@ -3,6 +3,11 @@
 A kpt_sim collective is posted at once; a completion thread (one per process group) asks the
 daemon about the oldest unfinished one, backing off between polls, and completes its Future.
 The thread never holds the server: every poll is one short call.
+
+As with NCCL, knowing that a collective finished does not make the rank's stream wait for it:
+``wait()`` does (its ``join``), or, for collectives posted during a backward pass (DDP's
+buckets, FSDP's reduce-scatters), the end of that backward pass, so the simulated collective
+overlaps the rest of backward as it would on a GPU.
 """
 
 from __future__ import annotations
@@ -45,12 +50,31 @@ class FutureWork(dist.Work):
         # duration, and the closed-form prediction of its algorithm); None elsewhere
         self.timing: dict | None = None
         self.pending: Pending | None = None  # set while the daemon may still be asked
+        # makes the rank's stream wait for the collective (idempotent); None: nothing to do
+        self.join: Callable[[], None] | None = None
 
     def wait(self, timeout: Any = None) -> bool:
         if self.pending is not None:  # poll here: no hand-off to the completion thread
             self.pending.settle()
         self._future.wait()  # raises the collective's error, if any
+        if self.join is not None:
+            self.join()
         return True
+
+    def join_at_backward_end(self) -> bool:
+        """Inside a backward pass: make the stream wait once backward has issued everything
+        (before DDP's finalize, whose callback is queued after the hooks). False outside."""
+        try:
+            torch.autograd.Variable._execution_engine.queue_callback(self._backward_end)
+        except RuntimeError:  # "only during backward pass": the caller joins at wait()
+            return False
+        return True
+
+    def _backward_end(self) -> None:
+        if self.pending is not None:
+            self.pending.settle()
+        if self.is_success() and self.join is not None:
+            self.join()  # a failure stays in the Future for whoever waits on it
 
     def is_completed(self) -> bool:
         return self._future.done()
@@ -71,28 +95,12 @@ class FutureWork(dist.Work):
         return f"FutureWork({self._what}, done={self._future.done()})"
 
 
-class LibraryWork(dist.Work):
-    """A library's Work (gloo, nccl) whose failures are raised as kpt.collectives errors."""
-
-    def __init__(self, inner: dist.Work, what: str) -> None:
-        super().__init__()
-        self._inner = inner
-        self._what = what
-
-    def wait(self, timeout: Any = None) -> bool:
-        try:
-            return self._inner.wait() if timeout is None else self._inner.wait(timeout)
-        except Exception as exc:
-            raise library_error(exc, self._what) from exc
-
-    def is_completed(self) -> bool:
-        return self._inner.is_completed()
-
-    def is_success(self) -> bool:
-        return self._inner.is_success()
-
-    def get_future(self) -> Future:
-        return self._inner.get_future()
+def wait_library(work: dist.Work, what: str) -> None:
+    """Wait for a library's Work inside a staged step, its failure raised as ours."""
+    try:
+        work.wait()
+    except Exception as exc:
+        raise library_error(exc, what) from exc
 
 
 def library_error(exc: Exception, what: str) -> CollectiveError:
@@ -138,7 +146,9 @@ class Pending:
                     )
                 if self.work is not None:
                     self.work.timing = timing
-                if self.finish is not None:
+                if self.finish is not None:  # copies on the rank's stream: after the collective
+                    if self.work is not None and self.work.join is not None:
+                        self.work.join()
                     with torch.no_grad():
                         self.finish()
             except Exception as exc:  # every failure reaches the rank, typed
