@@ -75,11 +75,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=30_000, help="hostile messages")
     parser.add_argument("--baseline-s", type=float, default=20.0, help="baseline phase length")
+    parser.add_argument(
+        "--trace-events", type=int, default=None,
+        help="the daemon's --trace-events (default: its own); a small one shows RSS level off",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.messages < 1:
         parser.error(f"--messages must be at least 1, got {args.messages}")
 
-    with start_daemon("test-asic", devices=2) as daemon, RssSampler(daemon.pid) as rss:
+    extra = () if args.trace_events is None else ("--trace-events", str(args.trace_events))
+    with (
+        start_daemon("test-asic", devices=2, extra_args=extra) as daemon,
+        RssSampler(daemon.pid) as rss,
+    ):
         rss.phase = "baseline"
         honest_roles = ("idle", "honest", "batcher")
         baseline = run_phase(daemon.endpoint, honest_roles, args.baseline_s, 0, seed=1)
@@ -144,6 +152,12 @@ def report(baseline: dict, soak: dict, rss: RssSampler, stats: list[dict]) -> No
     print(f"hostile breaches: {len(hostile.get('breaches', []))}, internal errors: "
           f"{len(hostile.get('internal', []))}; device memory allocated after all left: "
           f"{[s['allocated'] for s in stats]} bytes")  # fmt: skip
+    late = [(t, value / MiB) for t, phase, value in rss.samples if phase == "soak"]
+    late = late[len(late) // 2 :]
+    if len(late) > 2:
+        slope = statistics.linear_regression([t for t, _ in late], [m for _, m in late]).slope
+        print(f"daemon RSS slope over the second half of the hostile phase: {slope * 60:+.2f} "
+              "MiB/min")  # fmt: skip
     print("\ndaemon RSS over time (every ~5 s)")
     print(f"| {'t s':>6} | {'phase':<8} | {'RSS MiB':>8} |")
     print(f"|{'-' * 8}|{'-' * 10}|{'-' * 10}|")
