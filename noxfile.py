@@ -120,6 +120,7 @@ def _make_tests_session(package: Package) -> None:
             "--import-mode=importlib",
             "-p",
             "no:cacheprovider",
+            "--durations=8",  # the slowest tests, in every CI log: where the suite's time goes
             *session.posargs,
             # importlib mode puts no test folder on sys.path: name it, so a test can import the
             # helper modules beside it (subprocess entry points, shared model factories).
