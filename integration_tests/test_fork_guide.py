@@ -19,6 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "adapters.md"
+CONFORMANCE = ROOT / "packages" / "kpt-hal" / "benchmarks" / "run_conformance_gpu.py"
 MAX_HAND_EDITED_LINES = 50
 
 
@@ -140,3 +141,38 @@ def test_the_recipes_say_how_to_install_the_fork(marker):
     text = GUIDE.read_text()
     assert "uv pip install ./packages/kpt-adapter-acme" in text
     assert marker in text
+
+
+def _conformance(out: Path, *args: str, timeout: float = 840) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("KPT_ADAPTERS", "PYTHONPATH")}
+    return subprocess.run(
+        [sys.executable, str(CONFORMANCE), str(out), *args],
+        capture_output=True, text=True, timeout=timeout, env=env,
+    )  # fmt: skip
+
+
+@pytest.mark.timeout(900)
+def test_the_conformance_script_runs_a_fork_kept_anywhere_in_its_own_venv(tmp_path):
+    checkout = _checkout(tmp_path, "templates/kpt-adapter-NAME")
+    _run_shell(_block("ci:fork-new-chip"), checkout)
+    elsewhere = tmp_path / "vendor" / "acme-adapter"  # not under any packages/ folder
+    shutil.move(checkout / "packages" / "kpt-adapter-acme", elsewhere)
+
+    out = tmp_path / "out"
+    done = _conformance(out, "--adapter", "acme", "--adapter-path", str(elsewhere))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = (out / "summary.md").read_text()
+    assert "adapter `acme` — PASS" in summary
+    assert re.search(r"\b11 passed\b", summary), summary[:400]
+    assert (out / "venv" / "bin" / "python").exists()
+    # Installed into its own venv only: the interpreter that ran the script has no acme.
+    probe = "import importlib.util as u; print(u.find_spec('kpt.adapters.acme') is None)"
+    mine = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert mine.stdout.strip() == "True"
+
+
+def test_the_conformance_script_explains_a_missing_adapter_folder(tmp_path):
+    done = _conformance(tmp_path / "out", "--adapter", "acme", timeout=120)
+    assert done.returncode == 2
+    assert "has no pyproject.toml: pass --adapter-path" in done.stderr
+    assert not (tmp_path / "out" / "venv").exists()  # refused before creating anything

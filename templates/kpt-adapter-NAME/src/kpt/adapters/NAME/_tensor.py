@@ -21,11 +21,13 @@ class Allocation:
     """Device memory for one buffer; freed with the last tensor that refers to it."""
 
     def __init__(self, index: int, nbytes: int) -> None:
+        self.nbytes = 0  # nothing to give back if allocate() raises (out of memory)
         runtime().allocate(index, nbytes)
         self.index, self.nbytes = index, nbytes
 
     def __del__(self) -> None:
-        runtime().free(self.index, self.nbytes)
+        if self.nbytes:
+            runtime().free(self.index, self.nbytes)
 
 
 class NameTensor(torch.Tensor):
