@@ -248,12 +248,13 @@ def build_experiment(config: dict[str, Any]):
 
 _DISTRIBUTED_KEYS = {
     "task", "workers", "options", "baseline", "alpha", "higher_is_better", "timeout", "endpoint",
-    "flush_every", "flush_interval_s",
+    "flush_every", "flush_interval_s", "executor", "ray_address",
 }  # fmt: skip
 
 
 def run_distributed(config: dict[str, Any]) -> dict[str, Any]:
-    """Config ``{"task": "module:function", "workers": N, ...}``: evaluate over worker processes."""
+    """Config ``{"task": "module:function", "workers": N, ...}``: evaluate over worker processes,
+    or Ray tasks with ``"executor": "ray"`` (and ``"ray_address"`` for a cluster)."""
     from kpt.abtest._distributed import evaluate_distributed
 
     unknown = sorted(set(config) - _DISTRIBUTED_KEYS)

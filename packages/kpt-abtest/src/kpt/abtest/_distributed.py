@@ -17,28 +17,30 @@ Messages over kpt-wire (msgpack headers, never pickle), protocol ``kpt-abtest/2`
   their state: streaming, done, failed, or lost when its connection went silent first).
 
 kpt-wire is the optional extra ``distributed``; it is imported only when this module is used.
-Workers are started as ``python -m kpt.abtest worker ENDPOINT --task module:function``: the task
-is found by its import path, so nothing is pickled to start a process either.
+Workers run where an executor puts them (``_executors.py``): local processes started as
+``python -m kpt.abtest worker ENDPOINT --task module:function``, or Ray tasks (the ``ray``
+extra). Either way the task is found by its import path and gets plain values, so nothing is
+pickled to start a worker either.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 import math
 import os
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
+from kpt.abtest._executors import FLUSH_INTERVAL_S, WorkerExecutor, WorkerSpec, executor_for
+from kpt.abtest._executors import WorkerPool as WorkerPool  # where callers found them before
+from kpt.abtest._executors import launch_workers as launch_workers
 from kpt.abtest._ledger import MAX_WORKERS, Refused, SummaryLedger
 from kpt.abtest._result import decide
 from kpt.abtest._sequential import mixture_scale, normal_mixture_radius
@@ -46,9 +48,6 @@ from kpt.abtest._summary import Summary
 
 PROTOCOL_NAME = "kpt-abtest/2"
 _SYNC_EVERY = 256  # casts a worker sends before waiting for the aggregator to catch up
-# A worker also flushes what it holds at least this often, so a slow stream (fewer than
-# flush_every values a minute) still shows up in `kpt-abtest monitor` while it runs.
-FLUSH_INTERVAL_S = 1.0
 
 
 def _wire():
@@ -360,74 +359,6 @@ def run_worker(
         return reporter.sent
 
 
-class WorkerPool:
-    """Worker processes started with ``launch_workers``; always stopped on exit."""
-
-    def __init__(self, processes: list[subprocess.Popen]) -> None:
-        self.processes = processes
-
-    def wait(self, timeout: float) -> list[int]:
-        """Exit codes; processes still running at the deadline are killed (code -9)."""
-        deadline = time.monotonic() + timeout
-        for process in self.processes:
-            try:
-                process.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-        return [p.returncode for p in self.processes]
-
-    def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-        self.wait(5)
-        for process in self.processes:
-            log = getattr(process, "log", None)
-            if log is not None:
-                log.close()
-
-    def __enter__(self) -> WorkerPool:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-
-def launch_workers(
-    endpoint: str,
-    task: str,
-    n_workers: int,
-    *,
-    options: Mapping[str, Any] | None = None,
-    env: Mapping[str, str] | None = None,
-    flush_every: int = 1000,
-    flush_interval_s: float | None = FLUSH_INTERVAL_S,
-) -> WorkerPool:
-    """Start ``n_workers`` processes, shard i of n each, streaming to ``endpoint``."""
-    if int(n_workers) != n_workers or n_workers < 1:
-        raise ValueError(f"n_workers must be a whole number >= 1, got {n_workers!r}")
-    options_json = json.dumps(dict(options or {}))
-    environment = {**os.environ, **dict(env or {})}
-    processes = []
-    try:
-        for shard in range(n_workers):
-            argv = [
-                sys.executable, "-m", "kpt.abtest", "worker", endpoint, "--task", task,
-                "--shard", str(shard), "--shards", str(n_workers), "--worker-id", f"w{shard}",
-                "--options", options_json, "--flush-every", str(flush_every),
-                "--flush-interval", str(flush_interval_s or 0),
-            ]  # fmt: skip
-            # stderr to a file, not a pipe: a chatty worker can never block on a full pipe
-            log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by WorkerPool.stop()
-            processes.append(subprocess.Popen(argv, env=environment, stderr=log))
-            processes[-1].log = log
-    except BaseException:
-        WorkerPool(processes).stop()
-        raise
-    return WorkerPool(processes)
-
-
 def evaluate_distributed(
     task: str,
     n_workers: int,
@@ -442,40 +373,31 @@ def evaluate_distributed(
     on_start: Callable[[str], None] | None = None,
     flush_every: int = 1000,
     flush_interval_s: float | None = FLUSH_INTERVAL_S,
+    executor: str | WorkerExecutor = "processes",
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
-    """Start an aggregator and ``n_workers`` processes, wait for all, return the final snapshot.
+    """Start an aggregator and ``n_workers`` workers, wait for all, return the final snapshot.
 
-    ``on_start(endpoint)`` is called once the aggregator listens (e.g. to print it for
-    ``kpt-abtest monitor``). Workers send a summary every ``flush_every`` values per arm and
-    at least every ``flush_interval_s`` seconds (None: by count only).
+    ``executor``: "processes" (local worker processes), "ray" (Ray tasks: the ``ray`` extra;
+    uses the Ray instance this process has, else ``ray.init(address=ray_address)``), or an
+    object with ``run(spec, timeout)`` (kpt.abtest._executors). ``env`` is the workers' extra
+    environment (for Ray, the tasks' runtime_env). ``on_start(endpoint)`` is called once the
+    aggregator listens (e.g. to print it for ``kpt-abtest monitor``). Workers send a summary
+    every ``flush_every`` values per arm and at least every ``flush_interval_s`` seconds (None:
+    by count only).
     """
+    runner = executor_for(executor, env=env, ray_address=ray_address)
+    spec = WorkerSpec(
+        endpoint, task, n_workers, dict(options or {}), flush_every, flush_interval_s
+    )  # checks the options are plain values before anything starts
     with Aggregator(
         endpoint, baseline=baseline, alpha=alpha, higher_is_better=higher_is_better
     ) as aggregator:
         if on_start is not None:
             on_start(aggregator.endpoint)
-        with launch_workers(
-            aggregator.endpoint, task, n_workers, options=options, env=env,
-            flush_every=flush_every, flush_interval_s=flush_interval_s,
-        ) as pool:  # fmt: skip
-            codes = pool.wait(timeout)
-            failures = _failures(pool.processes, codes)
-            if failures:
-                raise RuntimeError("workers failed:\n" + "\n".join(failures))
+        failures = runner.run(replace(spec, endpoint=aggregator.endpoint), timeout)
+        if failures:
+            raise RuntimeError("workers failed:\n" + "\n".join(failures))
         if not aggregator.wait_done(n_workers, timeout=5.0):
             raise RuntimeError(f"only some of {n_workers} workers reported done")
         return aggregator.snapshot()
-
-
-def _failures(processes: Sequence[subprocess.Popen], codes: Sequence[int]) -> list[str]:
-    failures = []
-    for shard, (process, code) in enumerate(zip(processes, codes)):
-        if code != 0:
-            log = getattr(process, "log", None)
-            stderr = ""
-            if log is not None:
-                log.seek(0)
-                stderr = log.read().decode(errors="replace")[-800:]
-            reason = "killed at the timeout" if code == -9 else f"exit code {code}"
-            failures.append(f"worker {shard}: {reason}: {stderr.strip()}")
-    return failures
