@@ -98,12 +98,12 @@ def steady_decode(llm, batch, prompt_len, new, vocab, device):
     forward_ms: list[float] = []
     run = engine.runner.run
 
-    def timed_run(work, tables):
+    def timed_run(work):
         sync(device)
         t = time.perf_counter()
-        result = run(work, tables)
+        result = run(work)
         sync(device)
-        if all(n == 1 for _, n in work) and len(work) == batch:
+        if all(len(w.token_ids) == 1 for w in work) and len(work) == batch:
             forward_ms.append((time.perf_counter() - t) * 1e3)
         return result
 

@@ -129,6 +129,7 @@ class BucketedGraphs:
         self._copied = torch.cuda.Event() if pinned else None
         self.capture_seconds = 0.0
         self.replays = 0
+        self._last: _Entry | None = None
 
     @property
     def num_graphs(self) -> int:
@@ -145,6 +146,7 @@ class BucketedGraphs:
                 return None
             entry = self._entries[key] = self._make(*key)
         self._fill(entry.layout, batch)
+        self._last = entry
         self.replays += 1
         if entry.graph is not None:
             entry.graph.replay()
@@ -152,6 +154,22 @@ class BucketedGraphs:
         else:
             logits = self._call(entry)
         return logits[: len(batch.sample_rows)]
+
+    def time_last_replay(self, repeats: int = 20) -> float:
+        """Mean ms of replaying the last step's graph on its own (the bare forward, for the
+        benchmark). Replaying recomputes the same tokens into the same slots, so it changes
+        nothing; call it right after a step."""
+        entry = self._last
+        if entry is None or entry.graph is None:
+            raise RuntimeError("no captured graph has run yet: time after a CUDA-graph step")
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        entry.graph.replay()
+        start.record()
+        for _ in range(repeats):
+            entry.graph.replay()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / repeats
 
     # --- internals ---------------------------------------------------------------------
 
