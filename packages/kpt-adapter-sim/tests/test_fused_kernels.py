@@ -176,3 +176,33 @@ def test_costs_count_reads_and_writes():
     assert add[:3] == ["elementwise", 40.0, 3.0 * 4 * 40]  # two lists read, one written
     norm = foreach_cost(torch.ops.aten._foreach_norm.Scalar, (params,), {}, [])
     assert norm[0] == "reduction"
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_lstm_one_launch_per_layer_each_way_bit_equal_to_cpu(sim, batch_first, layers):
+    torch.manual_seed(4)
+    rnn = nn.LSTM(8, 6, layers, batch_first=batch_first)
+    on_sim = copy.deepcopy(rnn).to("kpt_sim")
+    x = torch.randn(3, 5, 8, requires_grad=True)
+    out, (h, c) = rnn(x)
+    grad = torch.randn_like(out)
+    expected = torch.autograd.grad(out, [x, *rnn.parameters()], grad)
+    xs = x.detach().to("kpt_sim").requires_grad_()
+    with launches() as seen:
+        out_s, (h_s, c_s) = on_sim(xs)
+        got = torch.autograd.grad(out_s, [xs, *on_sim.parameters()], grad.to("kpt_sim"))
+    assert torch.equal(out_s.cpu(), out) and torch.equal(h_s.cpu(), h) and torch.equal(c_s.cpu(), c)
+    for a, b in zip(got, expected):
+        assert torch.equal(a.cpu(), b)
+    costs = [cost for op, cost in seen if op.startswith("aten::mkldnn_rnn_layer")]
+    assert [c[0] for c in costs] == ["rnn"] * (2 * layers)
+    assert [c[4][-1] for c in costs] == [0] * layers + [1] * layers  # forwards, then backwards
+    assert len(seen) < 12 * layers  # not a dozen launches per time step
+
+
+def test_lstm_without_autograd_is_fused_too(sim):
+    rnn = nn.LSTM(4, 4).to("kpt_sim")
+    with torch.no_grad(), launches() as seen:
+        rnn(torch.randn(7, 2, 4, device="kpt_sim"))
+    assert [op for op, _ in seen].count("aten::mkldnn_rnn_layer.default") == 1

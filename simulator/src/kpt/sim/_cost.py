@@ -67,6 +67,9 @@ class OpCost(NamedTuple):
     - softmax, layernorm, norm, rmsnorm: (rows, cols), cols the normalized extent;
     - reduction: (outputs, reduced extent[, contiguous]); contiguous 0: the reduced dim is
       strided (an outer dim). Many outputs of a contiguous reduction need no second pass.
+    - rnn: one fused RNN layer (cuDNN's): (steps, batch, input, hidden, gates, backward 0/1);
+      costed from the matmul and elementwise classes (module rnn_timing), flops and bytes
+      are informational.
     """
 
     op_class: str
@@ -78,11 +81,13 @@ class OpCost(NamedTuple):
 
 # Shape lengths each class reads (module doc); a wrong length is an executor bug, refused.
 SHAPE_LENGTHS = {"matmul": (3,), "conv": (3, 4, 5), "attention": (4,), "reduction": (2, 3),
+                 "rnn": (6,),
                  **{c: (2,) for c in ROW_CLASSES}}  # fmt: skip
 SHAPE_FORMS = {"matmul": "(M, N, K)",
                "conv": "(N*Ho*Wo, Cout, Cin*kh*kw[, kh*kw[, channels_last 0 or 1]])",
                "attention": "(batch*heads, seq_q, seq_k, head_dim)",
                "reduction": "(outputs, reduced extent[, contiguous 0 or 1])",
+               "rnn": "(steps, batch, input, hidden, gates, backward 0 or 1)",
                **{c: "(rows, cols)" for c in ROW_CLASSES}}  # fmt: skip
 
 
@@ -300,6 +305,9 @@ def op_timing(
 ) -> OpTiming:
     """Roofline: launch + fixed + max(compute time, memory time) + overhead (module doc)."""
     op_class = CLASS_ALIASES.get(op_class, op_class)
+    if op_class == "rnn" and shape is not None:
+        check_shape(op_class, shape)
+        return rnn_timing(profile, dtype, shape)
     dtype = DTYPE_ALIASES.get(dtype) or normalize_dtype(dtype)
     r = _rates(profile, op_class, dtype)
     if shape is not None:
@@ -355,6 +363,44 @@ def op_timing(
     busy = compute if compute > memory else memory
     overhead = _overhead(op_class, flops, shape, r.eff) + transposes
     return OpTiming(r.fixed + busy + overhead, memory + transposes)
+
+
+# A fused RNN layer's GEMMs: fp32 runs on TF32 tensor cores (cuDNN's default, as convolutions).
+RNN_GEMM_DTYPES = {"fp32": "tf32"}
+# Elementwise kernels per step: the cell (forward); the cell's gradient and a memset (backward).
+RNN_STEP_KERNELS = (1, 2)
+RNN_CELL_FLOPS = 10  # per gate element: activations, products, sums
+
+
+def rnn_timing(profile: Profile, dtype: str, shape: tuple[int, ...]) -> OpTiming:
+    """One fused RNN layer as cuDNN runs it: all steps' input projections as one GEMM, then
+    per step a recurrent GEMM and the cell's elementwise kernel(s), in series (each step needs
+    the last one's hidden state). The backward does the data gradients step by step, then the
+    weight gradients of all steps as GEMMs. Every kernel after the first is queued behind the
+    one before, so it pays the back-to-back launch cost, not an idle device's latency.
+    """
+    steps, batch, inp, hidden, gates, backward = (int(d) for d in shape)
+    dtype = DTYPE_ALIASES.get(dtype) or normalize_dtype(dtype)
+    gemm = RNN_GEMM_DTYPES.get(dtype, dtype)
+    size = DTYPE_BYTES.get(dtype, 4)
+    width = gates * hidden
+
+    def matmul(m: int, n: int, k: int) -> OpTiming:
+        return op_timing(profile, "matmul", 2.0 * m * n * k, size * (m * k + k * n + m * n), gemm,
+                         (m, n, k))  # fmt: skip
+
+    cell = op_timing(profile, "elementwise", RNN_CELL_FLOPS * batch * width,
+                     size * 3 * batch * width, dtype)  # fmt: skip
+    # Forward: gates (batch, width) = h @ W_hh^T; backward: dh (batch, hidden) = dgates @ W_hh.
+    recurrent = matmul(batch, hidden, width) if backward else matmul(batch, width, hidden)
+    step_kernels = [recurrent] + [cell] * RNN_STEP_KERNELS[bool(backward)]
+    once = [matmul(steps * batch, width, inp)]  # the input projection (data gradient)
+    if backward:
+        once += [matmul(width, inp, steps * batch), matmul(width, hidden, steps * batch)]
+    kernels = once + step_kernels * max(steps, 0)
+    queued = profile.launch_latency_s * (len(kernels) - 1)
+    duration = sum(k.duration for k in kernels) - queued
+    return OpTiming(duration, sum(k.hbm_busy for k in kernels))
 
 
 def op_time(

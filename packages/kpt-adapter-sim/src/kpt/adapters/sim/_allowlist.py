@@ -178,6 +178,8 @@ ALLOWED_OPS: frozenset[str] = frozenset(
         "mean",
         "min",
         "minimum",
+        "mkldnn_rnn_layer",
+        "mkldnn_rnn_layer_backward",
         "mm",
         "mse_loss",
         "mse_loss_backward",

@@ -6,6 +6,7 @@
   ``aten::_fused_adamw_`` / ``_fused_adam_`` / ``_fused_sgd_`` on the device, one launch per
   chunk of the tensor lists as CUDA's multi_tensor_apply, each costed as one memory-bound
   kernel that reads and writes every list it updates;
+- LSTM: one ``mkldnn_rnn_layer`` launch per layer forward, one backward (``_fused_rnn.py``);
 - foreach: torch picks foreach kernels by default for kpt_sim parameters, as on CUDA
   (``register_foreach_support``), and each ``_foreach_*`` launch is costed as one
   multi-tensor elementwise kernel (its in-place writes counted), not as a reduction.
@@ -25,6 +26,7 @@ from kpt.adapters.sim._allowlist import ALLOWED_OPS
 from kpt.adapters.sim._fallback import cpu_fallback
 from kpt.adapters.sim._foreach import run_chunked
 from kpt.adapters.sim._fused_attention import FusedAttention
+from kpt.adapters.sim._fused_rnn import FusedLSTM
 from kpt.adapters.sim._plan import PLAN_CACHE_LIMIT, make_plan, op_info, signature
 from kpt.adapters.sim._tensor import SimTensor
 
@@ -46,7 +48,9 @@ class CostedLauncher:
         self._run = run  # _dispatch._run(plan, args, kwargs, tensors)
         self._plans: dict[Any, Any] = {}
 
-    def launch(self, cost: CostFn, func: Any, args: tuple, kwargs: dict) -> Any:
+    def launch(self, cost: CostFn, func: Any, args: tuple, kwargs: dict, adjust: Any = None) -> Any:
+        """Run ``func`` as one launch costed by ``cost``; ``adjust(plan, func, args, kwargs)``
+        may correct a new plan first (an output whose size meta cannot know)."""
         tensors: list[SimTensor] = []
         try:
             key = (func, signature(args, kwargs, tensors))
@@ -59,6 +63,8 @@ class CostedLauncher:
             else:  # in place, "-> ()": no outputs to shape on meta (_fused_sgd_ has no meta)
                 plan = make_plan(func, op_info(func), args, kwargs, tensors, [], launch=True)
             if type(plan) is not str and plan.launch:
+                if adjust is not None:
+                    plan = adjust(plan, func, args, kwargs)
                 plan = plan._replace(cost=cost(func, args, kwargs, tensors))
             if key is not None:
                 if len(self._plans) >= PLAN_CACHE_LIMIT:
@@ -128,6 +134,7 @@ def fused_handlers(new_plan: Any, run: Any) -> dict[Any, Any]:
     """op or packet -> handler, for the dispatcher's table of special ops."""
     launcher = CostedLauncher(new_plan, run)
     handlers: dict[Any, Any] = dict(FusedAttention(launcher).handlers())
+    handlers.update(FusedLSTM(launcher).handlers())
     fused = launcher.chunked(fused_optimizer_cost)
     for name in FUSED_OPTIMIZER_PASSES:
         handlers[getattr(aten, name)] = fused

@@ -1,0 +1,133 @@
+"""nn.LSTM on kpt_sim as one fused launch per layer forward and one backward, as cuDNN runs it.
+
+``aten::lstm.input`` is a composite: on a device without a registered fused RNN it runs cell by
+cell, a dozen launches per time step. On CUDA one aten op per layer reaches cuDNN; on the CPU
+(the reference) oneDNN runs ``aten::mkldnn_rnn_layer`` per layer, with
+``mkldnn_rnn_layer_backward`` as its autograd formula. kpt_sim registers ``lstm.input`` for
+AutogradPrivateUse1 (and handles it at the Python key, where calls without autograd arrive)
+with the CPU's own layer loop (``aten/src/ATen/native/mkldnn/RNN.cpp``, ``mkldnn_rnn``), so the
+daemon runs the CPU reference's kernels and values are equal to it bit for bit. Each layer is
+costed as the chip's fused RNN (op class ``rnn``: an input GEMM, then per step a recurrent GEMM
+and the cell's elementwise kernel, in series).
+
+Covered: float32 LSTMs without projections or packed sequences (what oneDNN runs on the CPU);
+anything else keeps torch's composite, cell by cell. GRU and vanilla RNN layers stay cell by
+cell: the CPU reference has no fused kernel for them whose values kpt_sim could match.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from kpt.adapters.sim._plan import out_spec
+
+aten = torch.ops.aten
+LSTM_MODE = 2  # ideep::rnn_kind::LSTM
+LSTM_GATES = 4
+WORKSPACE_CACHE_LIMIT = 1024
+
+
+class FusedLSTM:
+    """``aten::lstm.input`` on kpt_sim, one ``mkldnn_rnn_layer`` launch per layer."""
+
+    def __init__(self, launcher: Any) -> None:
+        self._launch = launcher.launch  # (cost, op, args, kwargs, adjust) -> the op's results
+        self._workspace: dict[tuple, int] = {}  # layer shapes -> oneDNN workspace bytes
+        self._library = torch.library.Library("aten", "IMPL")  # lives as long as this object
+        self._library.impl("lstm.input", self.lstm, "AutogradPrivateUse1")
+
+    def handlers(self) -> dict[Any, Any]:
+        return {
+            aten.lstm.input: lambda func, args, kwargs: self.lstm(*args, **kwargs),
+            aten.mkldnn_rnn_layer.default: self.layer,
+            aten.mkldnn_rnn_layer_backward.default: self.layer_backward,
+        }
+
+    def lstm(self, input, hx, params, has_biases, num_layers, dropout, train, bidirectional,
+             batch_first):  # fmt: skip
+        """torch's mkldnn_rnn layer loop (the CPU reference's), else torch's composite."""
+        if not _fusable(input, hx, params):
+            return aten.lstm.input.decompose(input, hx, params, has_biases, num_layers, dropout,
+                                             train, bidirectional, batch_first)  # fmt: skip
+        hidden = hx[0].shape[-1]
+        x = (input.transpose(0, 1) if batch_first else input).contiguous()
+        h0, c0 = hx[0].contiguous(), hx[1].contiguous()
+        directions = 2 if bidirectional else 1
+        stride = 4 if has_biases else 2
+        hy, cy = [], []
+        for layer in range(num_layers):
+            outputs = []
+            for direction in range(directions):
+                index = layer * directions + direction
+                w = params[index * stride : (index + 1) * stride]
+                b0 = w[2] if has_biases else torch.zeros_like(w[0])
+                b1 = w[3] if has_biases else torch.zeros_like(w[1])
+                out, h, c, _ = aten.mkldnn_rnn_layer.default(
+                    x, w[0], w[1], b0, b1, h0[index], c0[index], direction > 0, [], LSTM_MODE,
+                    hidden, num_layers, has_biases, bidirectional, batch_first, train)  # fmt: skip
+                outputs.append(out)
+                hy.append(h)
+                cy.append(c)
+            x = outputs[0] if directions == 1 else torch.cat(outputs, -1)
+            if dropout and train and layer < num_layers - 1:
+                x = torch.dropout(x, dropout, True)
+        output = x.transpose(0, 1) if batch_first else x
+        return output, torch.stack(hy, 0), torch.stack(cy, 0)
+
+    def layer(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        return self._launch(layer_cost, func, args, kwargs, self._size_workspace)
+
+    def layer_backward(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        return self._launch(layer_backward_cost, func, args, kwargs, None)
+
+    def _size_workspace(self, plan: Any, func: Any, args: tuple, kwargs: dict) -> Any:
+        """oneDNN sizes its workspace at run time (meta says 0 bytes): ask it once per shape."""
+        key = tuple((tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else a
+                    for a in args if not isinstance(a, list))  # fmt: skip
+        nbytes = self._workspace.get(key)
+        if nbytes is None:
+            zeros = [torch.zeros(a.shape, dtype=a.dtype) if isinstance(a, torch.Tensor) else a
+                     for a in args]  # fmt: skip
+            workspace = func(*zeros, **kwargs)[3]  # None when not training
+            nbytes = 0 if workspace is None else workspace.numel()
+            if len(self._workspace) >= WORKSPACE_CACHE_LIMIT:
+                self._workspace.clear()
+            self._workspace[key] = nbytes
+        results = list(plan.results)
+        results[3] = ("new", out_spec(((nbytes,), (1,), 0, torch.uint8)) if nbytes else None)
+        return plan._replace(results=results)
+
+
+def _fusable(input: Any, hx: Any, params: Any) -> bool:
+    return (input.dtype == torch.float32 and len(hx) == 2 and hx[0].shape[-1] == hx[1].shape[-1]
+            and input.dim() == 3 and all(p.dtype == torch.float32 for p in params)
+            and torch.backends.mkldnn.is_available())  # fmt: skip
+
+
+def _rnn_shape(x: torch.Tensor, w_ih: torch.Tensor, hidden: int, backward: int) -> list[int]:
+    """The simulator's rnn form: (steps, batch, input, hidden, gates, backward)."""
+    steps, batch = x.shape[0], x.shape[1]  # mkldnn_rnn_layer gets its input time-major
+    return [steps, batch, x.shape[2], hidden, w_ih.shape[0] // hidden, backward]
+
+
+def layer_cost(func: Any, args: tuple, kwargs: dict, tensors: list) -> list:
+    x, w_ih, w_hh = args[0], args[1], args[2]
+    hidden = int(args[10])
+    steps, batch, inp, _, gates, _ = shape = _rnn_shape(x, w_ih, hidden, 0)
+    flops = 2.0 * steps * batch * gates * hidden * (inp + hidden)
+    moved = 4.0 * (x.numel() + w_ih.numel() + w_hh.numel() + 3 * steps * batch * hidden
+                   + steps * batch * gates * hidden)  # fmt: skip
+    return ["rnn", flops, moved, "float32", shape]
+
+
+def layer_backward_cost(func: Any, args: tuple, kwargs: dict, tensors: list) -> list:
+    x, w_ih = args[0], args[1]
+    hidden = int(args[15])
+    steps, batch, inp, _, gates, _ = shape = _rnn_shape(x, w_ih, hidden, 1)
+    flops = 2.0 * 2.0 * steps * batch * gates * hidden * (inp + hidden)  # data and weight grads
+    moved = 4.0 * (2 * x.numel() + 2 * math.prod(w_ih.shape) + 2 * gates * hidden * hidden
+                   + 4 * steps * batch * gates * hidden)  # fmt: skip
+    return ["rnn", flops, moved, "float32", shape]

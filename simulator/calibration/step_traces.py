@@ -1,0 +1,38 @@
+"""kpt_sim op traces of whole steps and host programs: what the simulator replays.
+
+Runs a callable on the kpt_sim device (timing only: the daemon computes no values), warms it up,
+then records the ops of one call with the daemon's op recorder. The trace is what
+`kpt.sim.replay` runs on a profile; predict_h200_steps.py and host_model_fit.py use it.
+Needs kpt-adapter-sim (CPU only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("KPT_SIM_NUMERICS", "0")  # timing only: shapes and costs, no values
+os.environ.setdefault("KPT_SIM_PROFILE", "h200")
+
+
+def record(fn, path: Path, warmup: int = 2) -> dict:
+    """One call of fn() on kpt_sim, as an op trace (fn built its tensors on kpt_sim)."""
+    import torch
+
+    from kpt.adapters.sim._runtime import runtime
+
+    for _ in range(warmup):
+        fn()
+    torch.kpt_sim.synchronize()
+    client = runtime().client
+    client.record_ops(True)
+    fn()
+    torch.kpt_sim.synchronize()
+    written = client.dump_ops(str(path))
+    client.record_ops(False)
+    return json.loads(Path(written).read_text())
+
+
+def launches(trace: dict) -> list[dict]:
+    return [op for op in trace["ops"] if op.get("op") == "launch"]

@@ -1,0 +1,45 @@
+"""The fused RNN cost class: a layer as cuDNN runs it, built from the matmul and elementwise
+classes (an input GEMM, then per step a recurrent GEMM and the cell's kernels, in series)."""
+
+from __future__ import annotations
+
+import pytest
+
+from kpt.sim import InvalidRequestError
+from kpt.sim._cost import op_timing, rnn_timing
+from kpt.sim._profiles import load_profile
+
+
+@pytest.fixture(scope="module")
+def h200():
+    return load_profile("h200")
+
+
+def test_rnn_layer_is_its_kernels_in_series(h200):
+    steps, batch, hidden = 16, 8, 64
+    layer = op_timing(h200, "rnn", 0, 0, "float32", (steps, batch, hidden, hidden, 4, 0))
+    gemm = op_timing(h200, "matmul", 2.0 * batch * 4 * hidden * hidden,
+                     4 * (batch * hidden + hidden * 4 * hidden + batch * 4 * hidden), "tf32",
+                     (batch, 4 * hidden, hidden))  # fmt: skip
+    cell = op_timing(h200, "elementwise", 10 * batch * 4 * hidden, 4 * 3 * batch * 4 * hidden)
+    rows = steps * batch
+    first = op_timing(h200, "matmul", 2.0 * rows * 4 * hidden * hidden,
+                      4 * (rows * hidden + hidden * 4 * hidden + rows * 4 * hidden), "tf32",
+                      (rows, 4 * hidden, hidden))  # fmt: skip
+    kernels = 1 + 2 * steps
+    expected = first.duration + steps * (gemm.duration + cell.duration)
+    expected -= h200.launch_latency_s * (kernels - 1)
+    assert layer.duration == pytest.approx(expected, rel=1e-12)
+
+
+def test_rnn_time_grows_with_steps_and_backward_costs_more(h200):
+    def t(steps, backward):
+        return rnn_timing(h200, "fp32", (steps, 32, 512, 512, 4, backward)).duration
+
+    assert t(128, 0) == pytest.approx(2 * t(64, 0), rel=0.1)  # serial steps dominate
+    assert t(64, 1) > t(64, 0)
+
+
+def test_rnn_shape_is_checked(h200):
+    with pytest.raises(InvalidRequestError, match="steps, batch, input, hidden"):
+        op_timing(h200, "rnn", 0, 0, "fp32", (4, 2, 3))
