@@ -8,6 +8,7 @@ from kpt.sim._collectives import (
     tree_all_reduce_time,
 )
 from kpt.sim._cost import OpCost, efficiency, op_time, op_timing, shape_penalty, transfer_time
+from kpt.sim._daemon_buffers import MAX_DIMS, MAX_TENSOR_REFS
 from kpt.sim._daemon_process import DaemonHandle, start_daemon
 from kpt.sim._derive import Datasheet, derive_profile
 from kpt.sim._errors import (
@@ -20,11 +21,12 @@ from kpt.sim._errors import (
     OutOfMemoryError,
     SimError,
 )
-from kpt.sim._executors import Executor, View, executor_names, load_executor
+from kpt.sim._executors import DTYPE_SIZES, Executor, View, executor_names, load_executor
 from kpt.sim._faults import Fault, load_faults
 from kpt.sim._profiles import (
     Profile,
     load_profile,
+    parse_profile_spec,
     profile_from_dict,
     profile_table,
     profiles,
@@ -38,6 +40,7 @@ from kpt.sim._version import __version__
 __all__ = [
     "AccessDeniedError",
     "CollectiveResult",
+    "DTYPE_SIZES",
     "DaemonHandle",
     "Datasheet",
     "DeviceHangError",
@@ -47,6 +50,8 @@ __all__ = [
     "Interval",
     "InvalidRequestError",
     "LinkDownError",
+    "MAX_DIMS",
+    "MAX_TENSOR_REFS",
     "MemoryFaultError",
     "OpCost",
     "OutOfMemoryError",
@@ -68,6 +73,7 @@ __all__ = [
     "load_profile",
     "op_time",
     "op_timing",
+    "parse_profile_spec",
     "profile_from_dict",
     "profile_table",
     "profiles",

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from kpt.sim import _daemon_liveness as liveness
+from kpt.sim._cost import OpCost
 from kpt.sim._daemon_access import TOKEN_ENV, TOKEN_FIELD
 from kpt.sim._errors import ERRORS, DeviceHangError, DeviceLostError, OutOfMemoryError, SimError
 from kpt.sim._memory import ALIGNMENT
@@ -85,6 +86,8 @@ def _ref_to_wire(ref: Any) -> list:
 def _cost_to_wire(cost: Any) -> list | None:
     if cost is None or type(cost) is list:  # None, or already [op_class, flops, bytes, ...]
         return cost
+    if isinstance(cost, OpCost):
+        return cost.to_wire()
     shape = getattr(cost, "shape", None)
     return [
         str(cost.op_class),

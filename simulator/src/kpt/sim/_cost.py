@@ -12,7 +12,7 @@ the work, never to the start-up, so tiny or odd ops cost about a launch. Shape h
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from kpt.sim._errors import InvalidRequestError
 from kpt.sim._profiles import Efficiency, Profile
@@ -77,6 +77,30 @@ class OpCost(NamedTuple):
     bytes: float = 0.0
     dtype: str = "fp32"
     shape: tuple[int, ...] | None = None
+
+    def to_wire(self) -> list:
+        """The launch message's form: [op_class, flops, bytes, dtype, shape or None]."""
+        shape = None if self.shape is None else [int(s) for s in self.shape]
+        return [str(self.op_class), float(self.flops), float(self.bytes), str(self.dtype), shape]
+
+    @classmethod
+    def from_wire(cls, raw: Any, op: str = "?") -> OpCost:
+        """The checked inverse of to_wire, as a daemon accepts it ([op_class, flops, bytes,
+        dtype?, shape?]); InvalidRequestError says what was wrong."""
+        if not (type(raw) is list and 3 <= len(raw) <= 5 and type(raw[0]) is str):
+            raise InvalidRequestError(
+                f"op {op!r}: cost {raw!r:.80} must be [op_class, flops, bytes, dtype?, shape?]"
+            )
+        flops, nbytes = raw[1], raw[2]
+        for name, value in (("flops", flops), ("bytes", nbytes)):
+            if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+                raise InvalidRequestError(
+                    f"op {op!r}: cost {name} = {value!r} must be a finite number >= 0"
+                )
+        dtype = raw[3] if len(raw) > 3 and type(raw[3]) is str else "fp32"
+        shape = raw[4] if len(raw) > 4 else None
+        whole = type(shape) in (list, tuple) and all(type(d) is int for d in shape)
+        return cls(raw[0], float(flops), float(nbytes), dtype, tuple(shape) if whole else None)
 
 
 # Shape lengths each class reads (module doc); a wrong length is an executor bug, refused.

@@ -7,7 +7,6 @@ path of a training loop, which names the same tensors over and over, stays cheap
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +16,7 @@ from kpt.sim._executors import DTYPE_SIZES, View
 
 MAX_DIMS = 16
 MAX_REFS = 256  # tensors per op: above the 150 refs of CUDA's largest multi-tensor chunk
+MAX_TENSOR_REFS = MAX_REFS  # the public name (kpt.sim.MAX_TENSOR_REFS)
 REF_CACHE_SIZE = 1 << 16  # checked tensor refs remembered
 
 
@@ -72,16 +72,8 @@ def contiguous(view: View) -> bool:
 
 
 def parse_cost(raw: Any, op: str) -> OpCost:
-    """A wire OpCost [op_class, flops, bytes, dtype?, shape?]."""
-    if not (type(raw) is list and 3 <= len(raw) <= 5 and type(raw[0]) is str):
-        raise bad(f"op {op!r}: cost {raw!r:.80} must be [op_class, flops, bytes, dtype?, shape?]")
-    flops, nbytes = raw[1], raw[2]
-    for name, value in (("flops", flops), ("bytes", nbytes)):
-        if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
-            raise bad(f"op {op!r}: cost {name} = {value!r} must be a finite number >= 0")
-    dtype = raw[3] if len(raw) > 3 and type(raw[3]) is str else "fp32"
-    shape = tuple(raw[4]) if len(raw) > 4 and int_list(raw[4]) else None
-    return OpCost(raw[0], float(flops), float(nbytes), dtype, shape)
+    """A wire OpCost [op_class, flops, bytes, dtype?, shape?] (OpCost.from_wire)."""
+    return OpCost.from_wire(raw, op)
 
 
 class BufferTable:
