@@ -34,7 +34,10 @@ class Fleet:
         heartbeat_s: float = HEARTBEAT_S,
         autoscale: ScalingPolicy | None = None,
         autoscale_spec: WorkerSpec | None = None,
+        autoscale_interval_s: float | None = 1.0,
     ) -> None:
+        """autoscale_interval_s: how often the autoscaler looks; None runs no thread, and the
+        caller scales by calling `fleet.autoscaler.tick()` itself (tests, simulations)."""
         if not specs and autoscale is None:
             raise ValueError("a fleet needs at least one worker spec (or an autoscaler)")
         self.specs = list(specs)
@@ -53,6 +56,7 @@ class Fleet:
         if self._scale_spec is not None:
             self.model_dirs.setdefault(self._scale_spec.model, self._scale_spec.model_dir)
         self.autoscaler: Autoscaler | None = None
+        self._autoscale_interval_s = autoscale_interval_s
 
     def start(self) -> Fleet:
         self.router.start()
@@ -64,7 +68,11 @@ class Fleet:
         for spec in self.specs:
             self.add_worker(spec)
         if self._scaling is not None:
-            self.autoscaler = Autoscaler(self._scaling, self._load, self._scale).start()
+            self.autoscaler = Autoscaler(
+                self._scaling, self._load, self._scale, self._autoscale_interval_s or 1.0
+            )
+            if self._autoscale_interval_s is not None:
+                self.autoscaler.start()
         return self
 
     def add_worker(self, spec: WorkerSpec) -> WorkerProcess:
