@@ -78,12 +78,12 @@ def test_composite_ops_without_autograd_run_as_what_they_are_made_of(sim):
 
 
 def test_a_cost_the_client_cannot_estimate_is_counted_not_silent(sim, monkeypatch):
-    from kpt.adapters.sim._executor import TorchExecutor
+    from kpt.adapters.sim import _plan
 
-    def broken(self, op, inputs, outputs, attrs):
+    def broken(op, inputs, outputs, attrs):
         raise ValueError(f"no formula reads {op}")
 
-    monkeypatch.setattr(TorchExecutor, "estimate", broken)
+    monkeypatch.setattr(_plan, "launch_cost", broken)  # the client's cost function
     ks.reset_fallback_report()
     x = torch.arange(12.0, device="kpt_sim").view(3, 4)
     with pytest.warns(ks.SimFallbackWarning, match="cost not estimated"):

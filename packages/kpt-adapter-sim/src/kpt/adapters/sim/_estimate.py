@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from kpt.sim import OpCost
+from kpt.sim import DTYPE_SIZES, OpCost
 
 # packet -> positions of the two matrix operands in the aten call's arguments.
 MATMUL_OPERANDS = {
@@ -44,11 +44,7 @@ COPIES = frozenset({"copy_", "_to_copy", "clone", "copy"})
 # cuDNN runs fp32 convolutions on TF32 tensor cores by default (torch.backends.cudnn.allow_tf32),
 # as the H100 calibration measured them; fp32 GEMMs stay fp32 (torch's matmul default).
 CONV_DTYPES = {"float32": "tf32"}
-ITEMSIZES = {
-    "bool": 1, "uint8": 1, "int8": 1, "int16": 2, "int32": 4, "int64": 8, "float16": 2,
-    "bfloat16": 2, "float32": 4, "float64": 8, "complex64": 8, "complex128": 16,
-    "float8_e4m3fn": 1, "float8_e5m2": 1,
-}  # fmt: skip
+ITEMSIZES = DTYPE_SIZES  # kpt.sim's table (old name kept)
 
 
 def estimate_cost(

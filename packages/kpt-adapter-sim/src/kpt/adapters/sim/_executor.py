@@ -19,7 +19,7 @@ from torch.utils.flop_counter import flop_registry
 from kpt.adapters.sim._allowlist import is_allowed
 from kpt.adapters.sim._estimate import estimate_cost
 from kpt.adapters.sim._wirefmt import DTYPES_BY_NAME, decode_args
-from kpt.sim import OpCost
+from kpt.sim import DTYPE_SIZES, OpCost
 
 # Scalar seed mixing (a 64-bit LCG step) so that (seed, counter) pairs give distinct streams.
 _SEED_MULTIPLIER = 6364136223846793005
@@ -64,8 +64,8 @@ def rng_seed(seed: int, counter: int) -> int:
     return (seed * _SEED_MULTIPLIER + counter) & _SEED_MASK
 
 
-# Bytes per element by wire dtype name: torch.empty((), dtype).element_size() per view cost ~2 us.
-ITEMSIZE = {name: dtype.itemsize for name, dtype in DTYPES_BY_NAME.items()}
+# Bytes per element by wire dtype name (kpt.sim's table): element_size() per view cost ~2 us.
+ITEMSIZE = DTYPE_SIZES
 
 
 # Launches named "triton::<kernel>" only charge time: a Triton kernel that ran under the host
@@ -160,7 +160,13 @@ class TorchExecutor:
 
     def estimate(self, op: str, inputs: list, outputs: list, attrs: dict) -> OpCost:
         """Class, FLOPs, bytes, dtype and shape hint (kpt.sim.OpCost's forms) of one launch."""
-        return estimate_cost(op, inputs, outputs, attrs, _matmul_like_flops)
+        return launch_cost(op, inputs, outputs, attrs)
+
+
+def launch_cost(op: str, inputs: list, outputs: list, attrs: dict) -> OpCost:
+    """One launch's OpCost from its Views (kpt.sim.View) and encoded arguments: a pure function
+    of them, so the client works it out before launching and the daemon the same way."""
+    return estimate_cost(op, inputs, outputs, attrs, _matmul_like_flops)
 
 
 # Ops whose results can be far larger than their inputs: the size comes from their arguments.

@@ -13,8 +13,9 @@ from typing import Any
 
 from kpt.adapters.sim._plan import op_info
 from kpt.adapters.sim._tensor import SimTensor
+from kpt.sim import MAX_TENSOR_REFS
 
-MAX_REFS = 256  # tensors per launch the daemon accepts (kpt.sim's _daemon_buffers.MAX_REFS)
+MAX_REFS = MAX_TENSOR_REFS  # tensors per launch the daemon accepts
 # CUDA multi_tensor_apply's depth_to_max_tensors (ATen/native/cuda/MultiTensorApply.cuh).
 CUDA_MAX_TENSORS = (110, 64, 48, 36, 30)
 

@@ -15,9 +15,11 @@ from typing import Any, NamedTuple
 
 import torch
 
+from kpt.adapters.sim._executor import launch_cost
 from kpt.adapters.sim._fallback import count_estimate_failure
 from kpt.adapters.sim._tensor import SimTensor
 from kpt.adapters.sim._wirefmt import dtype_name, encode_args
+from kpt.sim import View
 
 _SEEDED = torch.Tag.nondeterministic_seeded
 _ALIAS_PATTERN = re.compile(r"Tensor\((\w+)(!?)\)")
@@ -296,32 +298,19 @@ def fetch(where: Any, args: tuple, kwargs: dict) -> Any:
     return args[where[1]] if where[0] == "arg" else kwargs[where[1]]
 
 
-class _View(NamedTuple):  # the executor's View shape, for costing on the client
-    storage: Any
-    offset: int
-    dtype: str
-    shape: tuple
-    strides: tuple
-
-
 def _estimate(op: str, tensors: list, results: list, args: tuple, kwargs: dict) -> list | None:
     """The op's cost, worked out once here with the executor's own formula (else the daemon)."""
     try:
-        from kpt.adapters.sim._executor import TorchExecutor
-
-        inputs = [_View(None, *input_tail(t)) for t in tensors]
+        inputs = [View(None, *input_tail(t)) for t in tensors]
         outputs = []
         for result in results:
             if result[0] == "new" and result[1] is not None:
                 for spec in result[1] if isinstance(result[1], list) else [result[1]]:
                     if spec is not None:
-                        outputs.append(_View(None, *spec.wire_tail))
+                        outputs.append(View(None, *spec.wire_tail))
         attrs = encode_attrs(args, kwargs, tensors)
-        cost = TorchExecutor.estimate(None, op, inputs, outputs, attrs)  # type: ignore[arg-type]
+        cost = launch_cost(op, inputs, outputs, attrs)
     except Exception as error:  # a formula that cannot read this call: counted, never silent
         count_estimate_failure(op, error)
         return None
-    shape = getattr(cost, "shape", None)
-    return [str(cost.op_class), float(cost.flops), float(cost.bytes),
-            str(getattr(cost, "dtype", "fp32")),
-            None if shape is None else [int(s) for s in shape]]  # fmt: skip
+    return cost.to_wire()

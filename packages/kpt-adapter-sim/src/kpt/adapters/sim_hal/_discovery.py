@@ -141,14 +141,11 @@ def _call(endpoint: str, ask: Any) -> Any:
 
 def _from_profiles() -> list[dict]:
     """The devices an embedded daemon would have, from KPT_SIM_PROFILE / KPT_SIM_DEVICES."""
-    from kpt.sim import load_profile
+    from kpt.sim import load_profile, parse_profile_spec
 
     spec = os.environ.get("KPT_SIM_PROFILE", DEFAULT_PROFILE)
     if "," in spec or ":" in spec:
-        names = []
-        for part in filter(None, (p.strip() for p in spec.split(","))):
-            name, _, count = part.partition(":")
-            names += [name] * (int(count) if count.isdigit() else 1)
+        names = parse_profile_spec(spec)
     else:
         names = [spec] * embedded_daemon_devices()
     summaries = {name: load_profile(name).summary() for name in set(names)}
@@ -174,8 +171,6 @@ def embedded_daemon_devices() -> int:
     devices = env_devices()
     if devices is not None:
         return devices
-    total = 0
-    for part in os.environ.get("KPT_SIM_PROFILE", DEFAULT_PROFILE).split(","):
-        _, _, count = part.strip().partition(":")
-        total += int(count) if count.isdigit() else 1
-    return total
+    from kpt.sim import parse_profile_spec
+
+    return len(parse_profile_spec(os.environ.get("KPT_SIM_PROFILE", DEFAULT_PROFILE)))
