@@ -224,7 +224,7 @@ def test_bench_runs_briefly_against_the_fleet(server, tmp_path):
         [
             sys.executable, "-m", "kpt.serve._cli", "bench", "--url", url, "--model", "plain",
             "--num-prompts", "8", "--request-rate", "40", "--input-len", "8", "--output-len", "4",
-            "--slo-ttft-ms", "60000", "--json", str(out),
+            "--slo-ttft-ms", "60000", "--json", str(out), "--gate-ttft-p99-ms", "60000",
         ],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -234,3 +234,19 @@ def test_bench_runs_briefly_against_the_fleet(server, tmp_path):
     assert result["output_throughput"] > 0 and result["goodput"] > 0
     assert 0 < result["ttft_ms"]["median"] <= result["e2e_ms"]["p99"]
     assert "TTFT (ms)" in done.stdout
+    assert result["scenario"] == "server" and result["valid"]
+    assert result["gates"]["ttft_p99_ms"]["passed"]
+    # MLPerf-style: a p99 gate the run cannot meet makes it invalid, and the exit code says so.
+    failed = subprocess.run(
+        [
+            sys.executable, "-m", "kpt.serve._cli", "bench", "--url", url, "--model", "plain",
+            "--num-prompts", "4", "--input-len", "8", "--output-len", "4",
+            "--gate-tpot-p99-ms", "0.000001", "--json", str(out),
+        ],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert failed.returncode == 1, failed.stderr
+    result = json.loads(out.read_text())
+    assert result["scenario"] == "offline" and not result["valid"]
+    assert result["completed"] == 4 and not result["gates"]["tpot_p99_ms"]["passed"]
+    assert "INVALID" in failed.stdout

@@ -86,6 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--slo-ttft-ms", type=float, default=None, help="goodput's TTFT target")
     bench.add_argument("--slo-tpot-ms", type=float, default=None, help="goodput's TPOT target")
     bench.add_argument("--seed", type=int, default=0, help="seed of prompts and arrivals (0)")
+    bench.add_argument(
+        "--gate-ttft-p99-ms",
+        type=float,
+        default=None,
+        help="MLPerf-style gate: exit 1 unless TTFT p99 is at most this (and nothing failed)",
+    )
+    bench.add_argument(
+        "--gate-tpot-p99-ms", type=float, default=None, help="the same gate on TPOT p99"
+    )
     bench.add_argument("--json", default=None, help="also write the results to this file")
 
     quality = commands.add_parser(
@@ -245,12 +254,13 @@ def _bench(args) -> int:
         duration_s=args.duration, num_prompts=args.num_prompts, input_len=args.input_len,
         output_len=args.output_len, max_concurrency=args.max_concurrency,
         slo_ttft_ms=args.slo_ttft_ms, slo_tpot_ms=args.slo_tpot_ms, seed=args.seed,
+        gate_ttft_p99_ms=args.gate_ttft_p99_ms, gate_tpot_p99_ms=args.gate_tpot_p99_ms,
     )  # fmt: skip
     result = run_bench(config)
     print(format_report(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
-    return 0 if result["completed"] else 1
+    return 0 if result["completed"] and result["valid"] else 1
 
 
 def _quality(args) -> int:

@@ -43,6 +43,10 @@ class BenchConfig:
     slo_tpot_ms: float | None = None
     seed: int = 0
     timeout_s: float = 600.0
+    # MLPerf-style gates: the run is valid only if these p99s (wall ms at the client) hold and
+    # no request failed, as LoadGen's Server scenario requires of its latency constraints.
+    gate_ttft_p99_ms: float | None = None
+    gate_tpot_p99_ms: float | None = None
 
 
 @dataclass
@@ -220,7 +224,23 @@ def summarize(records: list[RequestRecord], elapsed: float, config: BenchConfig)
         "itl_ms": _stats([gap for r in done for gap in r.itl_ms]),
         "e2e_ms": _stats([r.e2e_ms for r in done]),
         "per_chip": _per_chip(done),
+        **_gates(config, records, done),
     }
+
+
+def _gates(config: BenchConfig, records: list, done: list) -> dict[str, Any]:
+    """The scenario run (MLPerf LoadGen's names) and whether its latency gates held."""
+    scenario = "server" if math.isfinite(config.request_rate) else "offline"
+    gates = {}
+    for key, target, values in (
+        ("ttft_p99_ms", config.gate_ttft_p99_ms, [r.ttft_ms for r in done]),
+        ("tpot_p99_ms", config.gate_tpot_p99_ms, [t for r in done if (t := r.tpot_ms)]),
+    ):
+        if target is not None:
+            measured = _stats(values)["p99"] if values else float("inf")
+            gates[key] = {"target": target, "measured": measured, "passed": measured <= target}
+    valid = len(done) == len(records) and all(g["passed"] for g in gates.values())
+    return {"scenario": scenario, "gates": gates, "valid": valid}
 
 
 def _per_chip(done: list[RequestRecord]) -> dict[str, dict[str, Any]]:
@@ -259,6 +279,14 @@ def format_report(result: dict[str, Any]) -> str:
             f"{title + ' (ms):':<34}mean {s['mean']:.1f}  median {s['median']:.1f}  "
             f"p90 {s['p90']:.1f}  p99 {s['p99']:.1f}"
         )
+    for key, gate in result.get("gates", {}).items():
+        verdict = "PASS" if gate["passed"] else "FAIL"
+        lines.append(
+            f"{'Gate ' + key + ':':<34}{verdict}: {gate['measured']:.1f} against {gate['target']:g}"
+        )
+    if "valid" in result:
+        lines.append(f"{'Result (' + result['scenario'] + '):':<34}"
+                     + ("VALID" if result["valid"] else "INVALID"))  # fmt: skip
     for chip, per in result.get("per_chip", {}).items():
         ttft, tpot = per["device_ttft_ms"], per["device_tpot_ms"]
         lines.append(
