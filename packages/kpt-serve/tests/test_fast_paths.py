@@ -117,11 +117,14 @@ def test_triton_attention_and_padded_graph_buffers_equal_transformers(
         attention="triton",
         cuda_graphs=True,  # on the CPU: the padded fixed buffers, run eagerly
         max_num_batched_tokens=48,  # prompt chunks next to decodes
+        async_decode=model == "gpt2",  # chained steps feed ids into the fixed buffers
     )
     assert llm.engine.runner.graphs is not None
     outs = llm.generate(prompts, GREEDY)
     assert [o.token_ids for o in outs] == reference
     assert llm.engine.runner.graphs.replays > 0
+    if model == "gpt2":
+        assert llm.engine.chain.chained_steps > 0
     assert llm.engine.stats().kv_blocks_used == 0
 
 

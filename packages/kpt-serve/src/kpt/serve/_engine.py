@@ -13,6 +13,7 @@ import torch
 
 import kpt.hal as hal
 from kpt.serve._batch import SeqWork
+from kpt.serve._chain import DecodeChain
 from kpt.serve._clock import DeviceClock
 from kpt.serve._config import ModelConfig, load_config
 from kpt.serve._draft import DraftProposer
@@ -59,6 +60,10 @@ class EngineConfig:
     # None: CUDA graphs per bucket of (tokens, sequences) on CUDA with Triton attention.
     # True elsewhere runs the same padded fixed buffers eagerly (what the CPU tests check).
     cuda_graphs: bool | None = None
+    # None: on CUDA with graphs, decode steps in which every request decodes one greedy token
+    # are chained: the next launches before this one's tokens are read, so the host's work
+    # overlaps the device's (outputs come one step() later). True forces it anywhere.
+    async_decode: bool | None = None
 
     def __post_init__(self) -> None:
         if self.attention not in ("auto", "torch", "triton"):
@@ -124,6 +129,10 @@ class Engine:
             if self.config.speculative_model is not None
             else None
         )
+        chained = self.config.async_decode
+        if chained is None:
+            chained = self.runner.graphs is not None and self.device.type == "cuda"
+        self.chain = DecodeChain(self) if chained and not self.config.speculative_tokens else None
         self.pool = BlockPool(num_blocks, self.config.block_size, self.config.prefix_caching)
         self.kv = KVCacheManager(self.pool)
         self.scheduler = Scheduler(
@@ -189,10 +198,20 @@ class Engine:
         """Run one batch: schedule, compute, sample. Returns an output for every request that
         produced tokens or finished in this step (tokens stream as they come)."""
         host_start = time.perf_counter()
+        if self.chain is not None and self.chain.inflight is not None:
+            outputs = self.chain.advance()
+            self.clock.charge_host(self.chain.host_seconds)
+            return outputs
         if self.config.speculative_tokens:
             self._propose_drafts()
         batch = self.scheduler.schedule()
         if not batch.work:
+            return []
+        if self.chain is not None and self.chain.can_start(batch.work):
+            # Every request decodes one greedy token: launch without reading the tokens;
+            # the next step() launches the step after it, then reads these (DecodeChain).
+            self.chain.start([request for request, _ in batch.work])
+            self.clock.charge_host(time.perf_counter() - host_start)
             return []
         work = []
         for request, count in batch.work:
@@ -230,23 +249,27 @@ class Engine:
                 # The draft model's KV is right only up to the last accepted token.
                 request.draft_computed = request.num_computed_tokens
             request.draft = []
-            if request.first_token_ms is None:
-                request.first_token_ms = now
-            new: list[int] = []
-            for token in tokens:
-                request.output_token_ids.append(token)
-                new.append(token)
-                self._generated += 1
-                reason = request.check_stop(token, self.max_model_len)
-                if reason is not None:
-                    self._finish(request, reason, now)
-                    break
-            else:
-                self._name_blocks(request)
-            outputs.append(self._output(request, new))
+            outputs.append(self._emit(request, tokens, now))
         self._steps += 1
         self.clock.charge_host(time.perf_counter() - host_start)
         return outputs
+
+    def _emit(self, request: Request, tokens: list[int], now: float) -> RequestOutput:
+        """Append a request's new tokens (its KV already counted), stopping where it ends."""
+        if request.first_token_ms is None:
+            request.first_token_ms = now
+        new: list[int] = []
+        for token in tokens:
+            request.output_token_ids.append(token)
+            new.append(token)
+            self._generated += 1
+            reason = request.check_stop(token, self.max_model_len)
+            if reason is not None:
+                self._finish(request, reason, now)
+                break
+        else:
+            self._name_blocks(request)
+        return self._output(request, new)
 
     def _propose_drafts(self) -> None:
         """Drafts for greedy requests that are decoding: from the draft model, or n-gram."""
@@ -368,7 +391,9 @@ class Engine:
 
     @property
     def has_unfinished(self) -> bool:
-        return self.scheduler.has_work
+        return self.scheduler.has_work or (
+            self.chain is not None and self.chain.inflight is not None
+        )
 
     # --- helpers ---------------------------------------------------------------------------
 

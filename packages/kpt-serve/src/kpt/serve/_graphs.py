@@ -135,7 +135,7 @@ class BucketedGraphs:
     def num_graphs(self) -> int:
         return len(self._entries)
 
-    def run(self, batch: StepBatch) -> torch.Tensor | None:
+    def run(self, batch: StepBatch, input_ids: torch.Tensor | None = None) -> torch.Tensor | None:
         """Logits of the batch's sample rows, or None when no bucket holds the batch."""
         key = self._bucket(batch)
         if key is None:
@@ -146,6 +146,8 @@ class BucketedGraphs:
                 return None
             entry = self._entries[key] = self._make(*key)
         self._fill(entry.layout, batch)
+        if input_ids is not None:  # ids come first in the buffer
+            self._dev[: len(input_ids)].copy_(input_ids)
         self._last = entry
         self.replays += 1
         if entry.graph is not None:

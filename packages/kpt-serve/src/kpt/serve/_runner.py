@@ -69,13 +69,19 @@ class ModelRunner:
         Returns (logits [rows, vocab], spans): a span is (index into work, first row, rows).
         """
         batch = build_step(work, self.block_size)
-        if self.graphs is not None:
-            logits = self.graphs.run(batch)
-            if logits is not None:
-                return logits, batch.spans
-        return self._eager(batch), batch.spans
+        return self.run_batch(batch), batch.spans
 
-    def _eager(self, batch: StepBatch) -> torch.Tensor:
+    @torch.no_grad()
+    def run_batch(self, batch: StepBatch, input_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of batch.sample_rows. input_ids, a device tensor, replaces the batch's ids
+        (a chained decode feeds the previous step's sampled tokens without reading them)."""
+        if self.graphs is not None:
+            logits = self.graphs.run(batch, input_ids)
+            if logits is not None:
+                return logits
+        return self._eager(batch, input_ids)
+
+    def _eager(self, batch: StepBatch, input_ids: torch.Tensor | None) -> torch.Tensor:
         if self.use_triton:
             ids, positions, slots, rows, qstart, seq_lens, qb_seq, qb_index, tables = (
                 self._staging.upload(
@@ -106,6 +112,8 @@ class ModelRunner:
                 num_tokens=batch.num_tokens,
                 groups=torch_groups(batch, self.block_size, self._to_device),
             )
+        if input_ids is not None:
+            ids = input_ids
         return self._forward(ids, positions, meta, rows)
 
     def _forward(self, ids, positions, meta: AttentionMetadata, sample_rows) -> torch.Tensor:

@@ -1,0 +1,197 @@
+"""Chained decode steps: the next step is launched before this one's tokens are read.
+
+At steady decode the device finishes a CUDA-graph step in about a millisecond, about as long
+as the host takes to build the next step and to turn the last one's tokens into outputs. Done
+one after the other, the device idles half the time. Here the host launches step N+1 while
+step N runs, feeding N's sampled tokens to N+1 on the device (greedy picks never leave it),
+and only then reads N's tokens and builds N's outputs while N+1 runs. step() therefore returns
+the outputs of the step launched one call earlier.
+
+A chain continues while every request decodes one greedy token and nothing else asks for the
+scheduler: it stops when requests wait and enough seats are free to admit a batch of them
+(or one waits with a better priority than a running one), when a block cannot be had, or when
+no request is left. A request that ends by length is left out of the next step in advance;
+one that ends on an EOS or stop token is found one step late, and the token computed for it
+in the meantime is dropped (its KV lands in its own blocks, freed after that step in stream
+order, past every token it keeps, so no cached prefix is touched).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from kpt.serve._batch import SeqWork, StepBatch, build_step
+from kpt.serve._request import Request, RequestOutput, RequestStatus
+
+if TYPE_CHECKING:
+    from kpt.serve._engine import Engine
+
+# A chain gives way to the scheduler once this share of the seats is free and requests wait.
+ADMIT_SHARE = 8
+
+
+@dataclass
+class _Launched:
+    requests: list[Request]
+    batch: StepBatch
+    tokens: torch.Tensor  # [S] greedy picks, on the device
+    host: torch.Tensor  # [S] the same, copied asynchronously to (pinned) host memory
+    ready: torch.cuda.Event | None
+
+
+class DecodeChain:
+    """Owned by the Engine; holds at most one launched, unread decode step."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.block_size = engine.config.block_size
+        cuda = engine.device.type == "cuda"
+        size = engine.config.max_num_seqs
+        # Two host buffers: the step being read and the one launched after it.
+        self._host = [torch.empty(size, dtype=torch.long, pin_memory=cuda) for _ in range(2)]
+        self._flip = 0
+        self._cuda = cuda
+        self.inflight: _Launched | None = None
+        self.host_seconds = 0.0  # host time of the last advance(), for the device clock
+        self.chained_steps = 0
+
+    def can_start(self, work) -> bool:
+        for request, count in work:
+            if (
+                count != 1
+                or request.draft
+                or not request.params.greedy
+                or request.num_computed_tokens != request.num_tokens - 1
+            ):
+                return False
+        return True
+
+    def start(self, requests: list[Request]) -> None:
+        """Launch a scheduled all-decode step without reading its tokens."""
+        kv = self.engine.kv
+        for r in requests:  # the last prompt token, when the prefix cache held the rest
+            if r.num_computed_tokens < len(r.prompt_token_ids):
+                self.engine._prompt_tokens += 1
+        work = [
+            SeqWork(
+                r.output_token_ids[-1:] or r.prompt_token_ids[-1:],
+                r.num_tokens - 1,
+                kv.blocks(r.request_id),
+                1,
+            )
+            for r in requests
+        ]
+        self.inflight = self._launch(requests, build_step(work, self.block_size), None)
+
+    def advance(self) -> list[RequestOutput]:
+        """Launch the next step of the chain (if it goes on), then read the previous one."""
+        start = time.perf_counter()
+        previous = self.inflight
+        assert previous is not None
+        following = self._next(previous)
+        self.inflight = (
+            None if following is None else self._launch(following[0], following[1], following[2])
+        )
+        outputs = self._collect(previous)
+        self.host_seconds = time.perf_counter() - start
+        return outputs
+
+    # --- internals ---------------------------------------------------------------------
+
+    def _launch(self, requests, batch: StepBatch, input_ids) -> _Launched:
+        logits = self.engine.runner.run_batch(batch, input_ids)
+        tokens = logits.argmax(dim=-1)
+        self._flip ^= 1
+        host = self._host[self._flip][: len(requests)]
+        ready = None
+        if self._cuda:
+            host.copy_(tokens, non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record()
+        else:
+            host.copy_(tokens)
+        return _Launched(requests, batch, tokens, host, ready)
+
+    def _next(self, previous: _Launched):
+        """(requests, batch, device input ids) of the step after `previous`, or None."""
+        engine = self.engine
+        scheduler = engine.scheduler
+        if scheduler.waiting:
+            seats = engine.config.max_num_seqs
+            free = seats - len(scheduler.running)
+            urgent = scheduler.running and (
+                scheduler.waiting[0].sort_key[0] < scheduler.running[-1].sort_key[0]
+            )
+            if free >= max(1, seats // ADMIT_SHARE) or urgent:
+                return None
+        keep: list[int] = []
+        for i, r in enumerate(previous.requests):
+            if r.status is RequestStatus.FINISHED:
+                continue
+            # Ends by length once the previous step's token is read: no next token.
+            if (
+                len(r.output_token_ids) + 1 >= r.params.max_tokens
+                or r.num_tokens + 1 >= engine.max_model_len
+            ):
+                continue
+            keep.append(i)
+        if not keep:
+            return None
+        prev = previous.batch
+        rows = np.asarray(keep)
+        positions = prev.positions[rows] + 1
+        tables = prev.block_tables[rows]
+        bs = self.block_size
+        crossing = np.flatnonzero(positions % bs == 0)
+        if len(crossing):
+            width = int(positions.max()) // bs + 1
+            if width > tables.shape[1]:
+                tables = np.pad(tables, ((0, 0), (0, width - tables.shape[1])))
+            for j in crossing.tolist():
+                request = previous.requests[keep[j]]
+                if not engine.kv.grow(request.request_id, int(positions[j]) + 1):
+                    return None  # out of blocks: the scheduler decides who is preempted
+                tables[j, positions[j] // bs] = engine.kv.blocks(request.request_id)[
+                    positions[j] // bs
+                ]
+        n = len(keep)
+        batch = StepBatch(
+            input_ids=np.zeros(n, np.int64),  # replaced on the device by the previous picks
+            positions=positions,
+            slot_mapping=tables[np.arange(n), positions // bs] * bs + positions % bs,
+            sample_rows=np.arange(n),
+            query_start=np.arange(n + 1),
+            seq_lens=positions + 1,
+            counts=np.ones(n, np.int64),
+            block_tables=tables,
+            qblock_seq=np.arange(n),
+            qblock_index=np.zeros(n, np.int64),
+            spans=[],
+        )
+        ids = (
+            previous.tokens
+            if n == len(previous.requests)
+            else previous.tokens[torch.from_numpy(rows).to(previous.tokens.device)]
+        )
+        self.chained_steps += 1
+        return [previous.requests[i] for i in keep], batch, ids
+
+    def _collect(self, launched: _Launched) -> list[RequestOutput]:
+        engine = self.engine
+        if launched.ready is not None:
+            launched.ready.synchronize()
+        tokens = launched.host.tolist()
+        now = engine.clock.now_ms()
+        outputs = []
+        for request, token in zip(launched.requests, tokens, strict=True):
+            if request.status is RequestStatus.FINISHED:
+                continue  # aborted, or ended on a stop token one step ago
+            request.num_computed_tokens += 1
+            outputs.append(engine._emit(request, [token], now))
+        engine._steps += 1
+        return outputs
