@@ -42,6 +42,8 @@ class _Launched:
     tokens: torch.Tensor  # [S] greedy picks, on the device
     host: torch.Tensor  # [S] the same, copied asynchronously to (pinned) host memory
     ready: torch.cuda.Event | None
+    left: np.ndarray  # [S] tokens each request may produce from this step on (length limits)
+    finished_before: int  # Engine.num_finished when launched: unchanged means none ended
 
 
 class DecodeChain:
@@ -86,7 +88,16 @@ class DecodeChain:
             )
             for r in requests
         ]
-        self.inflight = self._launch(requests, build_step(work, self.block_size), None)
+        max_len = self.engine.max_model_len
+        left = np.fromiter(
+            (
+                min(r.params.max_tokens - len(r.output_token_ids), max_len - r.num_tokens)
+                for r in requests
+            ),
+            np.int64,
+            len(requests),
+        )
+        self.inflight = self._launch(requests, build_step(work, self.block_size), None, left)
 
     def advance(self) -> list[RequestOutput]:
         """Launch the next step of the chain (if it goes on), then read the previous one."""
@@ -94,16 +105,15 @@ class DecodeChain:
         previous = self.inflight
         assert previous is not None
         following = self._next(previous)
-        self.inflight = (
-            None if following is None else self._launch(following[0], following[1], following[2])
-        )
+        self.inflight = None if following is None else self._launch(*following)
         outputs = self._collect(previous)
         self.host_seconds = time.perf_counter() - start
         return outputs
 
     # --- internals ---------------------------------------------------------------------
 
-    def _launch(self, requests, batch: StepBatch, input_ids) -> _Launched:
+    def _launch(self, requests, batch: StepBatch, input_ids, left: np.ndarray) -> _Launched:
+        finished_before = self.engine.num_finished
         logits = self.engine.runner.run_batch(batch, input_ids)
         tokens = logits.argmax(dim=-1)
         self._flip ^= 1
@@ -115,7 +125,7 @@ class DecodeChain:
             ready.record()
         else:
             host.copy_(tokens)
-        return _Launched(requests, batch, tokens, host, ready)
+        return _Launched(requests, batch, tokens, host, ready, left, finished_before)
 
     def _next(self, previous: _Launched):
         """(requests, batch, device input ids) of the step after `previous`, or None."""
@@ -129,21 +139,21 @@ class DecodeChain:
             )
             if free >= max(1, seats // ADMIT_SHARE) or urgent:
                 return None
-        keep: list[int] = []
-        for i, r in enumerate(previous.requests):
-            if r.status is RequestStatus.FINISHED:
-                continue
-            # Ends by length once the previous step's token is read: no next token.
-            if (
-                len(r.output_token_ids) + 1 >= r.params.max_tokens
-                or r.num_tokens + 1 >= engine.max_model_len
-            ):
-                continue
-            keep.append(i)
+        # Tokens each request may still produce after the previous step's (0: it ends by
+        # length when that one is read, so it gets no next step).
+        left = previous.left - 1
+        alive = left > 0
+        if engine.num_finished != previous.finished_before:  # a stop token or an abort
+            alive &= np.fromiter(
+                (r.status is not RequestStatus.FINISHED for r in previous.requests),
+                bool,
+                len(previous.requests),
+            )
+        rows = np.flatnonzero(alive)
+        keep = rows.tolist()
         if not keep:
             return None
         prev = previous.batch
-        rows = np.asarray(keep)
         positions = prev.positions[rows] + 1
         tables = prev.block_tables[rows]
         bs = self.block_size
@@ -179,7 +189,7 @@ class DecodeChain:
             else previous.tokens[torch.from_numpy(rows).to(previous.tokens.device)]
         )
         self.chained_steps += 1
-        return [previous.requests[i] for i in keep], batch, ids
+        return [previous.requests[i] for i in keep], batch, ids, left[rows]
 
     def _collect(self, launched: _Launched) -> list[RequestOutput]:
         engine = self.engine

@@ -153,6 +153,7 @@ class Engine:
         self._seeds = random.Random(self.config.seed)
         self._steps = self._prompt_tokens = self._generated = 0
         self._spec_proposed = self._spec_accepted = 0
+        self.num_finished = 0  # requests ended (any reason): tells a decode chain to look
 
     # --- the interface -------------------------------------------------------------------
 
@@ -398,6 +399,7 @@ class Engine:
     # --- helpers ---------------------------------------------------------------------------
 
     def _finish(self, request: Request, reason: str, now: float) -> None:
+        self.num_finished += 1
         self.scheduler.remove(request)
         request.status = RequestStatus.FINISHED
         request.finish_reason = reason

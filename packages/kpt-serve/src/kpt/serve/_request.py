@@ -89,7 +89,7 @@ class Request:
         return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: built for every request at every step
 class RequestOutput:
     """A request's progress after a step: new tokens (streaming) and all tokens so far.
 
