@@ -26,12 +26,30 @@ def record(fn, path: Path, warmup: int = 2) -> dict:
         fn()
     torch.kpt_sim.synchronize()
     client = runtime().client
+    counts: list[int] = []  # tensor arguments per launch, in issue order
+    original = client.launch
+
+    def launch(device, op, in_refs, out_refs, *rest, **options):
+        counts.append(len(in_refs) + len(out_refs))
+        return original(device, op, in_refs, out_refs, *rest, **options)
+
     client.record_ops(True)
-    fn()
-    torch.kpt_sim.synchronize()
+    client.launch = launch
+    try:
+        fn()
+        torch.kpt_sim.synchronize()
+    finally:
+        client.launch = original
     written = client.dump_ops(str(path))
     client.record_ops(False)
-    return json.loads(Path(written).read_text())
+    trace = json.loads(Path(written).read_text())
+    # The daemon's recorder keeps no tensor counts: add them (the host model charges
+    # optimizer kernels per tensor), matching launches in issue order.
+    recorded = launches(trace)
+    if len(recorded) == len(counts):
+        for op, count in zip(recorded, counts):
+            op["tensors"] = count
+    return trace
 
 
 def launches(trace: dict) -> list[dict]:

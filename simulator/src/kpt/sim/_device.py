@@ -16,6 +16,7 @@ from collections import deque
 import simpy
 
 from kpt.sim._errors import DeviceLostError, SimError
+from kpt.sim._host_model import HostIssue
 from kpt.sim._memory import MemoryPool
 from kpt.sim._profiles import Profile
 
@@ -33,6 +34,8 @@ class Device:
         # Forecasts and the host: arithmetic at issue time.
         self.streams: dict[int, float] = {}  # stream id -> forecast end of its issued work
         self.host_free = 0.0  # when the host has issued everything so far to this device
+        # Host time per launch by source, when the profile has a [host] table (_host_model).
+        self.host = HostIssue(self.profile.host) if self.profile.host is not None else None
         self.ops = 0  # ops issued, for faults scheduled "after N ops"
         # Faults.
         self.lost_at = INF

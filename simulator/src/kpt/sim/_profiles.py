@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kpt.sim._errors import InvalidRequestError
+from kpt.sim._host_model import HostCosts
 
 DTYPES = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8")
 UNITS = ("matrix", "vector")
@@ -114,6 +115,8 @@ class Profile:
     source: str = ""
     # Host seconds to issue one op (eager framework + driver launch); 0: the host is free.
     host_issue_s: float = 0.0
+    # Host seconds per launch by source ([host] table, kpt.sim._host_model); None: host_issue_s.
+    host: HostCosts | None = None
     # The part of kernel_launch_s that is latency before an idle device starts a kernel; a
     # kernel queued behind earlier work hides it and costs kernel_launch_s minus this.
     launch_latency_s: float = 0.0
@@ -338,6 +341,8 @@ def _host_fields(data: dict[str, Any], get, where: str) -> dict[str, float]:
                 f"{where}: field 'host_link.pageable_bandwidth_gbps' = "
                 f"{link['pageable_bandwidth_gbps']!r} must be > 0 (or leave it out)"
             )
+    if "host" in data:
+        pageable["host"] = HostCosts.from_table(get("host", dict, None), where)
     return {"host_issue_s": host * US, "launch_latency_s": (launch - back_to_back) * US,
             **pageable}  # fmt: skip
 
@@ -347,7 +352,7 @@ PROFILE_FIELDS: dict[str, set[str] | None] = {
     "schema": None, "vendor": None, "model": None, "calibrated": None, "compute_units": None,
     "power_w": None, "cache_mib": None, "kernel_launch_us": None, "efficiency": None,
     "kernel_back_to_back_us": None, "host_issue_us": None, "derived_from": None,
-    "uncertainty": None,
+    "uncertainty": None, "host": None,
     "peak_tflops": set(UNITS),
     "hbm": {"capacity_gib", "bandwidth_gbps", "datasheet_bandwidth_gbps"},
     "host_link": {"bandwidth_gbps", "latency_us", "pageable_bandwidth_gbps",

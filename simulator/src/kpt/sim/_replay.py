@@ -3,7 +3,7 @@
 Format (JSON): {"format": "kpt-sim-ops", "version": 1, "profile": "h100-sxm", "devices": 2,
 "topology": "switch", "nodes": 1, "ops": [...]}; each op is an object with an "op" field:
 
-    launch      device, class, flops, bytes, [dtype, shape, stream, name, buffers]
+    launch      device, class, flops, bytes, [dtype, shape, stream, name, buffers, tensors]
     alloc       device, bytes, id          free   id
     h2d / d2h   device, bytes, [stream]
     copy        src, dst (devices), bytes, [stream]
@@ -144,7 +144,8 @@ def _run(sim: Simulator, ops: list) -> None:
                     op.get("dtype", "fp32"),
                     tuple(op["shape"]) if op.get("shape") else None,
                 )
-                launch(op["device"], cost, op.get("stream", 0), (), op.get("name"))
+                launch(op["device"], cost, op.get("stream", 0), (), op.get("name"),
+                       op.get("tensors"))  # fmt: skip
             elif kind == "alloc":
                 buffers[op["id"]] = sim.alloc(op["device"], op["bytes"])
             elif kind == "free":

@@ -222,8 +222,12 @@ class Simulator(FaultState):
         stream: int = 0,
         buffers: Sequence[int] = (),
         name: str | None = None,
+        tensors: int | None = None,
     ) -> float:
-        """Issue one op asynchronously; returns its forecast end (inf: never, device hung)."""
+        """Issue one op asynchronously; returns its forecast end (inf: never, device hung).
+
+        tensors: tensor arguments of the launch, for the host model's per-tensor cost of
+        optimizer kernels (default: one per buffer it touches)."""
         dev = self.devices[device] if 0 <= device < len(self.devices) else self._device(device)
         if dev.ops >= dev.next_trigger:
             self._fire_op_triggers(dev)
@@ -242,7 +246,10 @@ class Simulator(FaultState):
         # The host issues ops one after another: the kernel exists once the host issued it,
         # and an idle device starts it launch_latency_s later; queued work hides that latency.
         issued = self._now if self._now > dev.host_free else dev.host_free
-        issued += p.host_issue_s
+        if dev.host is None:
+            issued += p.host_issue_s
+        else:
+            issued += dev.host.launch_s(name or "", len(buffers) if tensors is None else tensors)
         dev.host_free = issued
         latency = p.launch_latency_s
         start = issued + latency
@@ -428,6 +435,8 @@ class Simulator(FaultState):
             )
         self._advance(max(d.host_free for d in targets))
         for d in targets:
+            if d.host is not None:
+                d.host.wait()
             if d.pending:
                 raise d.pending.pop(0)
         return self._now

@@ -1,0 +1,202 @@
+"""Fit the h200 profile's [host] table (kpt.sim._host_model) on the H200's host programs.
+
+The programs of h200_host_programs.json (measure_h200_steps.py; host-bound on the GPU: tiny
+tensors) are run again on kpt_sim, one call of each recorded as an op trace, and replayed on
+the h200 profile with candidate host figures: forward_us (per launch of eager Python code),
+backward_us (per launch of autograd's backward), optimizer_launch_us and optimizer_tensor_us
+(per foreach / fused optimizer launch, and per tensor it touches). The four are fitted by least
+squares on log(predicted / measured) over these programs only; the whole steps
+(predict_h200_steps.py) are the validation. Writes the [host] table into the h200 profile and
+a table into HOST_MODEL.md.
+
+Usage: python host_model_fit.py [--dry-run]   (needs kpt-adapter-sim and scipy; CPU only)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from step_traces import launches, record  # noqa: E402  (sets KPT_SIM_* before torch)
+from torch import nn  # noqa: E402
+
+PROFILE = HERE.parent / "src/kpt/sim/profiles/h200.toml"
+MEASURED = HERE / "h200_host_programs.json"
+OUT = HERE / "HOST_MODEL.md"
+FIT_JSON = HERE / "h200_host_fit.json"
+PARAMS = ("forward_us", "backward_us", "optimizer_launch_us", "optimizer_tensor_us")
+EAGER_CALLS = 100  # calls per eager-loop trace (the GPU measured 2,000; host time per call)
+OPTIMIZERS = {
+    "adamw_fused": lambda p: torch.optim.AdamW(p, lr=1e-4, fused=True),
+    "adamw_foreach": lambda p: torch.optim.AdamW(p, lr=1e-4, foreach=True),
+    "adamw_forloop": lambda p: torch.optim.AdamW(p, lr=1e-4, foreach=False),
+    "sgd_fused": lambda p: torch.optim.SGD(p, lr=1e-3, momentum=0.9, fused=True),
+    "sgd_foreach": lambda p: torch.optim.SGD(p, lr=1e-3, momentum=0.9, foreach=True),
+}
+
+
+def programs(measured: dict):
+    """(name, callable on kpt_sim, measured seconds) for every host program of the GPU run."""
+    dev = "kpt_sim"
+    x = torch.randn(1024, device=dev)
+    w = torch.randn(64, 64, device=dev)
+    m = torch.randn(8, 64, device=dev)
+    ln_w = torch.ones(64, device=dev)
+    eager = {"add": lambda: x + x, "mul_scalar": lambda: x * 1.5, "relu": lambda: torch.relu(x),
+             "linear": lambda: F.linear(m, w),
+             "layer_norm": lambda: F.layer_norm(m, (64,), ln_w, ln_w),
+             "sum": lambda: x.sum()}  # fmt: skip
+    for rec in measured["eager"]:
+        fn = eager[rec["op"]]
+
+        def loop(fn=fn):
+            for _ in range(EAGER_CALLS):
+                fn()
+
+        yield f"eager {rec['op']} x{EAGER_CALLS}", loop, EAGER_CALLS * rec["host_s_per_call"]
+    for rec in measured["backward"]:
+        length = rec["chain_ops"]
+        leaf = torch.randn(1024, device=dev, requires_grad=True)
+
+        def chain(leaf=leaf, length=length):
+            y = leaf
+            for i in range(length):
+                y = torch.tanh(y * 1.01) if i % 2 else y + 0.5
+            return y.sum()
+
+        yield f"chain {length} forward", chain, rec["forward"]["median_s"]
+        yield (f"chain {length} forward+backward", lambda c=chain: c().backward(),
+               rec["forward_backward"]["median_s"])  # fmt: skip
+    for rec in measured["optimizer"]:
+        params = [torch.randn(256, device=dev, requires_grad=True) for _ in range(rec["tensors"])]
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opt = OPTIMIZERS[rec["optimizer"]](params)
+        yield f"{rec['optimizer']} {rec['tensors']} tensors", opt.step, rec["wall"]["median_s"]
+    for rec in measured["module"]:
+        depth = rec["linear_layers"]
+        net = nn.Sequential(*[nn.Linear(64, 64) for _ in range(depth)]).to(dev)
+        weights = [(layer.weight, layer.bias) for layer in net]
+
+        def modules(net=net):
+            with torch.no_grad():
+                return net(m)
+
+        def functional(weights=weights):
+            with torch.no_grad():
+                y = m
+                for wt, b in weights:
+                    y = F.linear(y, wt, b)
+                return y
+
+        yield f"{depth} nn.Linear modules", modules, rec["module_calls"]["median_s"]
+        yield f"{depth} F.linear calls", functional, rec["functional"]["median_s"]
+
+
+def profile_with(host: dict, tmp: Path) -> str:
+    """The h200 profile with this [host] table (replacing any)."""
+    text = re.sub(r"(?ms)^\[host\]\n.*?(?=^\[|\Z)", "", PROFILE.read_text())
+    table = "[host]\n" + "".join(f"{k} = {v:.4f}\n" for k, v in host.items()) + "\n"
+    path = tmp / f"h200-host-{abs(hash(tuple(host.values())))}.toml"
+    path.write_text(_after_header(text, table))
+    return str(path)
+
+
+def _after_header(text: str, table: str) -> str:
+    """Tables must follow the top-level keys: put [host] before the first table."""
+    at = re.search(r"(?m)^\[", text).start()
+    return text[:at] + table + text[at:]
+
+
+def predicted_s(trace: dict, host: dict, tmp: Path) -> float:
+    from kpt.sim import replay
+
+    return replay(trace, profile=profile_with(host, tmp))["predicted_s"]
+
+
+def fit(items: list, tmp: Path, rounds: int = 3) -> dict:
+    """Least squares on relative error. While the host binds, each program's time is linear in
+    the four figures: replays around a point give the slopes (launches of each source, tensors),
+    non-negative least squares the figures; repeated from the answer (where a program turns
+    device-bound the slope flattens)."""
+    from scipy.optimize import nnls
+
+    point = {"forward_us": 10.0, "backward_us": 10.0, "optimizer_launch_us": 10.0,
+             "optimizer_tensor_us": 1.0}  # fmt: skip
+    for _ in range(rounds):
+        rows, targets = [], []
+        for _, trace, real in items:
+            base = predicted_s(trace, point, tmp)
+            slopes = []
+            for name in PARAMS:
+                step = 0.5 * point[name] + 0.5
+                moved = predicted_s(trace, {**point, name: point[name] + step}, tmp)
+                slopes.append((moved - base) / step)
+            offset = base - sum(s * point[n] for s, n in zip(slopes, PARAMS))
+            rows.append([s / real for s in slopes])
+            targets.append(1.0 - offset / real)
+        values, _ = nnls(rows, targets)
+        point = dict(zip(PARAMS, (round(float(v), 3) for v in values)))
+    return point
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dry-run", action="store_true", help="print, write nothing")
+    args = ap.parse_args()
+    import kpt.adapters.sim  # noqa: F401  (registers the kpt_sim device)
+
+    measured = json.loads(MEASURED.read_text())
+    machine = (
+        "the nvidia-h200 device machine (16-core x86-64 host), torch "
+        f"{measured['device']['torch']}, Python {measured['device']['python']}"
+    )
+    tmp = Path(tempfile.mkdtemp(prefix="kpt-host-fit-"))
+    items = []
+    for i, (name, fn, real) in enumerate(programs(measured["programs"])):
+        trace = record(fn, tmp / f"program-{i}.json")
+        items.append((name, trace, real))
+        print(f"{name}: {len(launches(trace))} launches, measured {real * 1e6:.1f} us", flush=True)
+    host = fit(items, tmp)
+    lines = ["# Host time per launch source (h200 profile, [host])", "",
+             "`host_model_fit.py`: the host programs of the H200 run (`h200_host_programs.json`) "
+             "run on kpt_sim, one call of each replayed on `h200`; the four figures are fitted "
+             "on these programs only (least squares on log(predicted / measured)). The whole "
+             "steps (`predict_h200_steps.py`, simulator/REPORT.md) validate them.", "",
+             "| source | us |", "|---|---|",
+             *(f"| {k} | {v:.2f} |" for k, v in host.items()), "",
+             "| program | kpt_sim launches | measured | predicted | ratio |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    rows = []
+    for name, trace, real in items:
+        pred = predicted_s(trace, host, tmp)
+        rows.append({"program": name, "launches": len(launches(trace)), "measured_s": real,
+                     "predicted_s": pred})  # fmt: skip
+        lines.append(f"| {name} | {len(launches(trace))} | {real * 1e6:.1f} us | "
+                     f"{pred * 1e6:.1f} us | {pred / real:.2f}x |")  # fmt: skip
+    errors = sorted(abs(r["predicted_s"] / r["measured_s"] - 1) for r in rows)
+    lines += ["", f"Fit programs: median |error| {errors[len(errors) // 2]:.1%}, "
+              f"max {errors[-1]:.1%} over {len(errors)}."]  # fmt: skip
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.dry_run:
+        return
+    OUT.write_text(text)
+    FIT_JSON.write_text(json.dumps({"host": host, "machine": machine, "programs": rows}, indent=1))
+    profile = re.sub(r"(?ms)^\[host\]\n.*?(?=^\[|\Z)", "", PROFILE.read_text())
+    figures = "".join(f"{k} = {v}\n" for k, v in host.items())
+    table = (f"[host]  # fitted by calibration/host_model_fit.py on the H200 host programs\n"
+             f'machine = "{machine}"\n{figures}\n')  # fmt: skip
+    PROFILE.write_text(_after_header(profile, table))
+
+
+if __name__ == "__main__":
+    main()

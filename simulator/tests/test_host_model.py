@@ -1,0 +1,49 @@
+"""Host time per launch source ([host] in a profile): forward, backward, optimizer phases."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from kpt.sim import InvalidRequestError, OpCost, Simulator, load_profile
+from kpt.sim._host_model import BACKWARD, FORWARD, OPTIMIZER, HostCosts, HostIssue, launch_source
+
+US = 1e-6
+COSTS = HostCosts(forward_s=10 * US, backward_s=20 * US, optimizer_launch_s=30 * US,
+                  optimizer_tensor_s=1 * US)  # fmt: skip
+
+
+def test_sources_follow_the_phases_of_a_training_step():
+    host = HostIssue(COSTS)
+    step = ["aten::mm.out", "aten::nll_loss_backward.grad_input", "aten::mm.out",
+            "aten::_foreach_add_.List", "aten::_fused_adamw_.default", "aten::mm.out"]  # fmt: skip
+    charged = [host.launch_s(name, 4) for name in step]
+    assert charged == pytest.approx([10 * US, 20 * US, 20 * US, 34 * US, 34 * US, 10 * US])
+    host.launch_s("aten::tanh_backward.grad_input", 2)
+    assert host.phase == BACKWARD
+    host.wait()
+    assert host.phase == FORWARD
+    assert launch_source("aten::_fused_sgd_.default") == OPTIMIZER
+
+
+def test_a_profile_with_a_host_table_charges_each_launch_its_source():
+    h200 = load_profile("h200")
+    profile = dataclasses.replace(h200, host=COSTS)
+    sim = Simulator(profile, trace=False)
+    tiny = OpCost("elementwise", 1.0, 4.0)
+    sim.launch(0, tiny, name="aten::add.out")
+    sim.launch(0, tiny, name="aten::add_backward.out")
+    sim.launch(0, tiny, name="aten::_foreach_mul_.Scalar", tensors=8)
+    # The host issued the three launches back to back: 10 + 20 + (30 + 8) us.
+    assert sim.devices[0].host_free == pytest.approx(68 * US)
+
+
+def test_the_shipped_h200_names_its_host_and_bad_tables_are_refused():
+    host = load_profile("h200").host
+    assert host is not None and "h200" in host.machine and host.backward_s > host.forward_s
+    with pytest.raises(InvalidRequestError, match="lacks"):
+        HostCosts.from_table({"forward_us": 1.0}, "x.toml")
+    with pytest.raises(InvalidRequestError, match="must be a number >= 0"):
+        HostCosts.from_table({"forward_us": -1, "backward_us": 1, "optimizer_launch_us": 1,
+                              "optimizer_tensor_us": 1}, "x.toml")  # fmt: skip
