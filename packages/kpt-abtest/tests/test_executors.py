@@ -40,3 +40,11 @@ def test_ray_executor_without_ray_says_which_extra_to_install(monkeypatch):
     monkeypatch.delitem(sys.modules, "kpt.abtest._ray_workers", raising=False)
     with pytest.raises(ImportError, match=r"pip install 'kpt-abtest\[ray\]'"):
         evaluate_distributed("m:f", 1, executor="ray")
+
+
+def test_curve_keys_ride_in_the_config_for_tasks_and_in_the_environment_for_processes():
+    keys = {"curve_server_key": "S" * 40, "curve_public_key": "P" * 40, "curve_secret_key": "X"}
+    spec = WorkerSpec("tcp://127.0.0.1:5555", "pkg.mod:task", 1, curve=keys)
+    config = spec.shard_config(0, "ray-w0")
+    assert {k: config[k] for k in keys} == keys
+    assert msgpack.unpackb(msgpack.packb(config)) == config

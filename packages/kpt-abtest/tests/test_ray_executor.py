@@ -33,10 +33,12 @@ def local_ray():
 
 @pytest.mark.timeout(RAY_TIMEOUT_S + 120)
 def test_ray_tasks_stream_summaries_that_merge_to_the_exact_moments(local_ray):
+    # curve=True, as a run across nodes needs: the tasks hold the worker key pair it made.
     options = {"n": 800, "effect": -0.5, "seed": 4}
     status = evaluate_distributed(
-        TASK, 2, options=options, env=WORKER_ENV, timeout=RAY_TIMEOUT_S, executor="ray"
-    )
+        TASK, 2, options=options, env=WORKER_ENV, timeout=RAY_TIMEOUT_S, executor="ray",
+        curve=True,
+    )  # fmt: skip
     a, b = _expected(800, -0.5, 4, 2)
     assert status["arms"]["a"]["n"] == a.size and status["arms"]["b"]["n"] == b.size
     assert status["arms"]["b"]["mean"] == pytest.approx(b.mean(), rel=1e-12)

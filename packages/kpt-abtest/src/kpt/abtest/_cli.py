@@ -248,7 +248,7 @@ def build_experiment(config: dict[str, Any]):
 
 _DISTRIBUTED_KEYS = {
     "task", "workers", "options", "baseline", "alpha", "higher_is_better", "timeout", "endpoint",
-    "flush_every", "flush_interval_s", "executor", "ray_address",
+    "flush_every", "flush_interval_s", "executor", "ray_address", "curve",
 }  # fmt: skip
 
 
@@ -373,6 +373,7 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
 
 def _cmd_worker(args: argparse.Namespace) -> int:
     from kpt.abtest._distributed import run_worker
+    from kpt.abtest._executors import curve_from_environment
 
     try:
         options = json.loads(args.options)
@@ -389,6 +390,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         options=options,
         flush_every=args.flush_every,
         flush_interval_s=args.flush_interval or None,
+        **curve_from_environment(),
     )
     return 0
 

@@ -78,6 +78,9 @@ class Aggregator:
         tuning_n: int = 10_000,
         heartbeat_interval: float = 1.0,
         max_workers: int = MAX_WORKERS,
+        curve_secret_key: str | bytes | None = None,
+        curve_public_key: str | bytes | None = None,
+        authorized_keys: Any = None,
     ) -> None:
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
@@ -90,9 +93,12 @@ class Aggregator:
         self._ledger = SummaryLedger(max_workers)  # everything workers changed, checked first
         self._started = time.monotonic()
         self._done = threading.Condition(self._lock)
+        # With CURVE keys it may bind an address other hosts reach (kpt-wire refuses without).
         self._server = wire.Server(
-            endpoint, heartbeat_interval=heartbeat_interval, on_client_gone=self._on_client_gone
-        )
+            endpoint, heartbeat_interval=heartbeat_interval, on_client_gone=self._on_client_gone,
+            curve_secret_key=curve_secret_key, curve_public_key=curve_public_key,
+            authorized_keys=authorized_keys,
+        )  # fmt: skip
         self._server.register("summary", self._on_summary)
         self._server.register("done", self._on_done)
         self._server.register("sync", self._on_sync)
@@ -337,13 +343,21 @@ def run_worker(
     flush_every: int = 1000,
     flush_interval_s: float | None = FLUSH_INTERVAL_S,
     timeout: float = 30.0,
+    curve_server_key: str | None = None,
+    curve_public_key: str | None = None,
+    curve_secret_key: str | None = None,
 ) -> int:
-    """Run ``task(shard, shards, reporter, **options)`` and stream its summaries; returns sent."""
+    """Run ``task(shard, shards, reporter, **options)`` and stream its summaries; returns sent.
+
+    The curve_* keys (Z85 text) are for an aggregator with CURVE keys (evaluate_distributed
+    with ``curve=True``)."""
     wire = _wire()
     if not 0 <= shard < shards:
         raise ValueError(f"shard {shard} is outside 0..{shards - 1}")
     worker_id = worker_id or f"worker-{shard}-{os.getpid()}"
-    with wire.Client(endpoint, timeout=timeout) as client:
+    keys = dict(curve_server_key=curve_server_key, curve_public_key=curve_public_key,
+                curve_secret_key=curve_secret_key)  # fmt: skip
+    with wire.Client(endpoint, timeout=timeout, **keys) as client:
         reporter = Reporter(
             client, worker_id, flush_every=flush_every, flush_interval_s=flush_interval_s
         )
@@ -375,6 +389,7 @@ def evaluate_distributed(
     flush_interval_s: float | None = FLUSH_INTERVAL_S,
     executor: str | WorkerExecutor = "processes",
     ray_address: str | None = None,
+    curve: bool = False,
 ) -> dict[str, Any]:
     """Start an aggregator and ``n_workers`` workers, wait for all, return the final snapshot.
 
@@ -385,14 +400,30 @@ def evaluate_distributed(
     aggregator listens (e.g. to print it for ``kpt-abtest monitor``). Workers send a summary
     every ``flush_every`` values per arm and at least every ``flush_interval_s`` seconds (None:
     by count only).
+
+    ``curve=True``: the aggregator takes a fresh CURVE key pair and accepts only workers holding
+    a second fresh pair, given to them with their config; with it ``endpoint`` may be an address
+    other hosts reach (``tcp://10.0.0.5:0``), as Ray tasks on other nodes need.
     """
     runner = executor_for(executor, env=env, ray_address=ray_address)
+    server_keys: dict[str, Any] = {}
+    worker_keys: dict[str, str] = {}
+    if curve:
+        wire = _wire()
+        server_public, server_secret = wire.generate_keys()
+        worker_public, worker_secret = wire.generate_keys()
+        server_keys = {"curve_secret_key": server_secret, "curve_public_key": server_public,
+                       "authorized_keys": [worker_public]}  # fmt: skip
+        worker_keys = {"curve_server_key": server_public.decode(),
+                       "curve_public_key": worker_public.decode(),
+                       "curve_secret_key": worker_secret.decode()}  # fmt: skip
     spec = WorkerSpec(
-        endpoint, task, n_workers, dict(options or {}), flush_every, flush_interval_s
+        endpoint, task, n_workers, dict(options or {}), flush_every, flush_interval_s, worker_keys
     )  # checks the options are plain values before anything starts
     with Aggregator(
-        endpoint, baseline=baseline, alpha=alpha, higher_is_better=higher_is_better
-    ) as aggregator:
+        endpoint, baseline=baseline, alpha=alpha, higher_is_better=higher_is_better,
+        **server_keys,
+    ) as aggregator:  # fmt: skip
         if on_start is not None:
             on_start(aggregator.endpoint)
         failures = runner.run(replace(spec, endpoint=aggregator.endpoint), timeout)

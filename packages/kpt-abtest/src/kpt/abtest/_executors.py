@@ -20,6 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 EXECUTORS = ("processes", "ray")
+# CURVE keys reach local worker processes through these variables, never their command line
+# (which every user of the machine can read).
+CURVE_ENVIRONMENT = {
+    "curve_server_key": "KPT_ABTEST_CURVE_SERVER_KEY",
+    "curve_public_key": "KPT_ABTEST_CURVE_PUBLIC_KEY",
+    "curve_secret_key": "KPT_ABTEST_CURVE_SECRET_KEY",
+}
 # A worker also flushes what it holds at least this often, so a slow stream (fewer than
 # flush_every values a minute) still shows up in `kpt-abtest monitor` while it runs.
 FLUSH_INTERVAL_S = 1.0
@@ -35,6 +42,8 @@ class WorkerSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
     flush_every: int = 1000
     flush_interval_s: float | None = FLUSH_INTERVAL_S
+    # run_worker's curve_server_key / curve_public_key / curve_secret_key (Z85 text), or empty
+    curve: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if int(self.shards) != self.shards or self.shards < 1:
@@ -58,6 +67,7 @@ class WorkerSpec:
             "options": dict(self.options),
             "flush_every": self.flush_every,
             "flush_interval_s": self.flush_interval_s,
+            **self.curve,
         }
 
 
@@ -74,12 +84,18 @@ class ProcessExecutor:
         self.env = dict(env or {})
 
     def run(self, spec: WorkerSpec, timeout: float) -> list[str]:
+        env = {**self.env, **{CURVE_ENVIRONMENT[k]: v for k, v in spec.curve.items()}}
         with launch_workers(
-            spec.endpoint, spec.task, spec.shards, options=spec.options, env=self.env,
+            spec.endpoint, spec.task, spec.shards, options=spec.options, env=env,
             flush_every=spec.flush_every, flush_interval_s=spec.flush_interval_s,
         ) as pool:  # fmt: skip
             codes = pool.wait(timeout)
             return _failures(pool.processes, codes)
+
+
+def curve_from_environment() -> dict[str, str]:
+    """The CURVE keys a local worker process was given (see CURVE_ENVIRONMENT)."""
+    return {k: os.environ[v] for k, v in CURVE_ENVIRONMENT.items() if os.environ.get(v)}
 
 
 def executor_for(
