@@ -7,7 +7,8 @@ from typing import Any
 import torch
 
 from kpt.adapters.sim._autocast import register as register_autocast_policy
-from kpt.adapters.sim._tensor import DEVICE_TYPE
+from kpt.adapters.sim._dispatch import dispatch
+from kpt.adapters.sim._tensor import DEVICE_TYPE, SimTensor
 
 _library: torch.library.Library | None = None
 _keep: list[torch.library.Library] = []  # registrations live as long as their Library object
@@ -83,8 +84,6 @@ def _lstm_cell(igates, hgates, cx, input_bias=None, hidden_bias=None):
 
 def _copy_from(self, dst, non_blocking=False):
     # Reached when torch copies with the Python key turned off (torch.tensor(data, device=...)).
-    from kpt.adapters.sim._dispatch import dispatch
-
     return dispatch(torch.ops.aten.copy_.default, (dst, self), {})
 
 
@@ -100,6 +99,7 @@ def register() -> None:
     from kpt.adapters.sim._serialization import register as register_checkpoint_restore
     from kpt.hal import register_python_device
 
+    SimTensor.dispatcher = dispatch
     register_python_device(DEVICE_TYPE, _module, install_hooks=install_runtime_hooks)
     enable_multi_device_autograd()  # before any backward sizes the engine's device queues
     register_checkpoint_restore()

@@ -8,12 +8,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from kpt.adapters.sim._errors import as_torch_error
+from kpt.adapters.sim._runtime import runtime
 from kpt.adapters.sim._storage import SimStorage
 from kpt.sim import SimError
 
 DEVICE_TYPE = "kpt_sim"
 _DEVICES: dict[int, torch.device] = {}  # index -> torch.device, built once (hot path)
-_dispatch: Any = None  # kpt.adapters.sim._dispatch.dispatch, bound on first use
 
 
 def sim_device(index: int) -> torch.device:
@@ -31,6 +32,9 @@ class SimTensor(torch.Tensor):
     # tied parameters (GPT's wte / lm_head) one Parameter on the device.
     _sim: SimStorage
     untyped_storage = SimStorage.untyped_storage_of  # FSDP2 resizes storages: _storage.py
+    # Every aten op on a SimTensor: kpt.adapters.sim._dispatch.dispatch, bound by
+    # _device.register(). Bound, not imported, so the tensor type stays a leaf module.
+    dispatcher: Any = None
 
     @staticmethod
     def __new__(
@@ -73,16 +77,9 @@ class SimTensor(torch.Tensor):
 
     @classmethod
     def __torch_dispatch__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        global _dispatch
-        if _dispatch is None:
-            from kpt.adapters.sim._dispatch import dispatch
-
-            _dispatch = dispatch
         try:
-            return _dispatch(func, args, kwargs or {})
+            return cls.dispatcher(func, args, kwargs or {})
         except SimError as error:  # what _errors.translated() does, without a context manager
-            from kpt.adapters.sim._errors import as_torch_error
-
             raise as_torch_error(error) from error
 
     def __repr__(self, *, tensor_contents: Any = None) -> str:
@@ -147,8 +144,6 @@ def byte_extent(tensor: torch.Tensor) -> tuple[int, int]:
 
 def read_storage(storage: SimStorage, start: int, stop: int) -> torch.Tensor:
     """Blocking read of bytes [start, stop) of a buffer into a fresh CPU uint8 tensor."""
-    from kpt.adapters.sim._runtime import runtime
-
     if stop <= start:
         return torch.empty(0, dtype=torch.uint8)
     data = runtime().client.read(storage.buffer, start, stop - start)
