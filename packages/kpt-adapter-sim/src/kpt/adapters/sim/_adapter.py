@@ -6,10 +6,11 @@ registering the device; ``SimAdapter`` stays importable from here.
 
 from __future__ import annotations
 
-from kpt.adapters.sim._executor import HOST_KERNEL_OP_PREFIX, OpCost
 from kpt.adapters.sim._runtime import runtime
+from kpt.adapters.sim_executor import HOST_KERNEL_OP_PREFIX
 from kpt.adapters.sim_hal import SimAdapter, peak_flops
 from kpt.hal import HostKernelRun
+from kpt.sim import OpCost
 
 __all__ = ["SimAdapter", "charge_host_kernel", "peak_flops"]
 

@@ -14,7 +14,6 @@ from typing import Any
 import torch
 from torch.utils._pytree import tree_map
 
-from kpt.adapters.sim._allowlist import is_allowed
 from kpt.adapters.sim._autograd_guard import check_graph_device, needs_check
 from kpt.adapters.sim._decompositions import decomposition_for
 from kpt.adapters.sim._fallback import cpu_fallback, run_on_cpu
@@ -34,6 +33,7 @@ from kpt.adapters.sim._serialization import adopt_host_storage
 from kpt.adapters.sim._tensor import SimTensor, to_host
 from kpt.adapters.sim._transfer import copy_between, new_tensor, upload_into
 from kpt.adapters.sim._value_sized import has_mask, index_with_masks
+from kpt.adapters.sim_executor import is_allowed
 
 aten = torch.ops.aten
 # Like CUDA_LAUNCH_BLOCKING: wait for each op so an error points at the op that caused it.

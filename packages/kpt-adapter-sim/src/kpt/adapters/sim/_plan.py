@@ -15,10 +15,9 @@ from typing import Any, NamedTuple
 
 import torch
 
-from kpt.adapters.sim._executor import launch_cost
 from kpt.adapters.sim._fallback import count_estimate_failure
 from kpt.adapters.sim._tensor import SimTensor
-from kpt.adapters.sim._wirefmt import dtype_name, encode_args
+from kpt.adapters.sim_executor import dtype_name, encode_args, launch_cost
 from kpt.sim import View
 
 _SEEDED = torch.Tag.nondeterministic_seeded

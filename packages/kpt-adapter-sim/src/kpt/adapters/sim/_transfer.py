@@ -8,7 +8,7 @@ import torch
 
 from kpt.adapters.sim._runtime import runtime
 from kpt.adapters.sim._tensor import SimTensor, byte_extent
-from kpt.adapters.sim._wirefmt import dtype_name
+from kpt.adapters.sim_executor import dtype_name
 
 try:
     from kpt.sim import TensorRef

@@ -13,7 +13,7 @@ import torch
 
 from kpt.adapters.sim._runtime import runtime
 from kpt.adapters.sim._tensor import DEVICE_TYPE, SimTensor
-from kpt.adapters.sim._wirefmt import dtype_name
+from kpt.adapters.sim_executor import dtype_name
 from kpt.sim import TensorRef
 
 

@@ -1,0 +1,216 @@
+"""What an aten op costs on the simulated chip: kpt.sim's OpCost with its class, dtype and shape.
+
+The shape hints follow OpCost's documented forms, so the cost model's refinements (GEMM tile
+and alignment terms, wave quantization, the attention score rate, the per-row cost of norms)
+apply on the kpt_sim device as they do in the calibration. Only the views' shapes and the
+launch's argument tree are read: no tensors are built on this per-op path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from kpt.sim import DTYPE_SIZES, OpCost
+
+# packet -> positions of the two matrix operands in the aten call's arguments.
+MATMUL_OPERANDS = {
+    "mm": (0, 1), "bmm": (0, 1), "matmul": (0, 1), "linear": (0, 1), "addmm": (1, 2),
+    "baddbmm": (1, 2), "addbmm": (1, 2), "addmv": (1, 2),
+}  # fmt: skip
+# packet -> (position of the input, position of `dim`); FLOPs per element as calibrated.
+SOFTMAX_DIM = {
+    "_softmax": (0, 1), "_log_softmax": (0, 1), "_safe_softmax": (0, 1),
+    "_masked_softmax": (0, 2), "_softmax_backward_data": (1, 2),
+    "_log_softmax_backward_data": (1, 2),
+}  # fmt: skip
+SOFTMAX_FLOPS_PER_ELEMENT = 5
+# packet -> (position of the input, position of normalized_shape).
+LAYER_NORM_SHAPE = {"native_layer_norm": (0, 1), "native_layer_norm_backward": (1, 2)}
+LAYER_NORM_FLOPS_PER_ELEMENT = 8
+# packet -> (position of query, FLOPs relative to the forward's 4*B*H*Sq*Sk*hd).
+ATTENTION = {
+    "_scaled_dot_product_attention_math": (0, 1.0),
+    "_scaled_dot_product_flash_attention_for_cpu": (0, 1.0),
+    "_scaled_dot_product_flash_attention_for_cpu_backward": (1, 2.5),  # five GEMMs, not two
+}
+REDUCTIONS = frozenset({
+    "sum", "mean", "amax", "amin", "aminmax", "max", "min", "prod", "argmax", "argmin",
+    "logsumexp", "linalg_vector_norm", "norm", "std", "var", "std_mean", "var_mean", "any",
+    "all", "count_nonzero",
+})  # fmt: skip
+COPIES = frozenset({"copy_", "_to_copy", "clone", "copy"})
+# cuDNN runs fp32 convolutions on TF32 tensor cores by default (torch.backends.cudnn.allow_tf32),
+# as the H100 calibration measured them; fp32 GEMMs stay fp32 (torch's matmul default).
+CONV_DTYPES = {"float32": "tf32"}
+ITEMSIZES = DTYPE_SIZES  # kpt.sim's table (old name kept)
+
+
+def estimate_cost(
+    op: str, inputs: list, outputs: list, attrs: dict, formula_flops: Callable[..., int]
+) -> OpCost:
+    """OpCost for one aten launch; formula_flops(op, inputs, outputs, attrs) -> torch's count."""
+    packet = op.removeprefix("aten::").split(".", 1)[0]
+    moved = float(sum(_nbytes(v) for v in inputs) + sum(_nbytes(v) for v in outputs))
+    args = _args(attrs, inputs)
+    shaped = _shaped(packet, args, inputs, outputs, moved)
+    if shaped is not None:
+        return shaped
+    dtype = _dtype(inputs, outputs)
+    flops = formula_flops(op, inputs, outputs, attrs)
+    if flops:
+        return OpCost("matmul", float(flops), moved, dtype)
+    elements = sum(_numel(v) for v in outputs) or sum(_numel(v) for v in inputs)
+    in_elements = sum(_numel(v) for v in inputs)
+    shape = None
+    if packet in COPIES:
+        op_class = "copy"
+    elif in_elements > 2 * max(elements, 1) or (
+        packet in REDUCTIONS and inputs and _numel(inputs[0]) > max(map(_numel, outputs), default=1)
+    ):
+        op_class = "reduction"  # flops = elements read, the cost model's convention
+        shape = _reduction_shape(args, inputs, outputs) if packet in REDUCTIONS else None
+    else:
+        op_class = "elementwise"
+    return OpCost(op_class, float(max(elements, in_elements)), moved, dtype, shape)
+
+
+def _shaped(packet: str, args: list, inputs: list, outputs: list, moved: float) -> OpCost | None:
+    base = packet.rstrip("_")  # addmm_ costs what addmm does
+    if base in MATMUL_OPERANDS:
+        return _matmul(base, args, moved)
+    if packet == "convolution":
+        return _convolution(args, outputs, moved)
+    if packet in ATTENTION:
+        position, scale = ATTENTION[packet]
+        return _attention(args, position, scale, moved)
+    if packet in SOFTMAX_DIM:
+        position, dim_at = SOFTMAX_DIM[packet]
+        x = _view_at(args, position)
+        dim = args[dim_at] if dim_at < len(args) else None
+        if x is None or not x.shape:
+            return None
+        cols = x.shape[dim] if isinstance(dim, int) and -len(x.shape) <= dim < len(x.shape) else 0
+        return _rows(x, "softmax", cols or x.shape[-1], SOFTMAX_FLOPS_PER_ELEMENT, moved)
+    if packet in LAYER_NORM_SHAPE:
+        position, shape_at = LAYER_NORM_SHAPE[packet]
+        x = _view_at(args, position)
+        normalized = args[shape_at] if shape_at < len(args) else None
+        if x is None or not isinstance(normalized, list) or not x.shape:
+            return None
+        cols = math.prod(int(n) for n in normalized)
+        return _rows(x, "layernorm", cols, LAYER_NORM_FLOPS_PER_ELEMENT, moved)
+    return None
+
+
+def _matmul(packet: str, args: list, moved: float) -> OpCost | None:
+    i, j = MATMUL_OPERANDS[packet]
+    a, b = _view_at(args, i), _view_at(args, j)
+    if a is None or b is None or not a.shape or not b.shape:
+        return None
+    m, k = (a.shape[-2], a.shape[-1]) if len(a.shape) > 1 else (1, a.shape[-1])
+    if packet == "linear":  # weight is (N, K), every leading dim of the input is a row
+        m, n = math.prod(a.shape[:-1]), b.shape[0]
+        batch = 1
+    else:
+        n = b.shape[-1] if len(b.shape) > 1 else 1
+        batch = math.prod(a.shape[:-2]) if len(a.shape) > 2 else 1
+    flops = 2.0 * batch * m * n * k
+    return OpCost("matmul", flops, moved, a.dtype, (m, n, k))
+
+
+def _convolution(args: list, outputs: list, moved: float) -> OpCost | None:
+    x, w = _view_at(args, 0), _view_at(args, 1)
+    out = outputs[0] if outputs else None
+    if x is None or w is None or out is None or len(x.shape) < 3 or len(w.shape) != len(x.shape):
+        return None
+    transposed = len(args) > 6 and bool(args[6])
+    groups = int(args[8]) if len(args) > 8 and isinstance(args[8], int) and args[8] > 0 else 1
+    window = math.prod(w.shape[2:])
+    cout, cin = out.shape[1] // groups, x.shape[1] // groups
+    if transposed:  # each input pixel times a (Cin, Cout*window) matrix, then col2im
+        rows = x.shape[0] * math.prod(x.shape[2:])
+        shape = (rows, cout * window, cin, 1)
+    else:  # the implicit GEMM: (N*Ho*Wo, Cout, Cin*kh*kw) per group, and the input's layout
+        rows = out.shape[0] * math.prod(out.shape[2:])
+        shape = (rows, cout, cin * window, window, int(_channels_last(x)))
+    flops = 2.0 * groups * rows * cout * cin * window
+    return OpCost("conv", flops, moved, CONV_DTYPES.get(x.dtype, x.dtype), shape)
+
+
+def _channels_last(x: Any) -> bool:
+    """Channels innermost (NHWC in memory): cuDNN's tensor-core kernels need no transposes."""
+    return x.shape[1] > 1 and x.strides[1] == 1
+
+
+def _reduction_shape(args: list, inputs: list, outputs: list) -> tuple[int, int, int] | None:
+    """(outputs, reduced extent, contiguous) for a reduction over ``dim`` (args[1]) of its first
+    input; contiguous 1 when the reduced elements of each output sit next to each other."""
+    x = _view_at(args, 0) or (inputs[0] if inputs else None)
+    if x is None or not x.shape or not outputs:
+        return None
+    count = max(_numel(outputs[0]), 1)
+    extent = _numel(x) // count
+    if extent <= 1:
+        return None
+    ndim = len(x.shape)
+    dim = args[1] if len(args) > 1 else None
+    dims = [dim] if isinstance(dim, int) else dim if isinstance(dim, list) else []
+    if not dims or not all(isinstance(d, int) and -ndim <= d < ndim for d in dims):
+        return (count, extent, 1)  # everything, or a dim we cannot read: one contiguous pass
+    reduced = {d % ndim for d in dims}
+    strides = x.strides
+    kept = [strides[d] for d in range(ndim) if d not in reduced and x.shape[d] > 1]
+    inner = [strides[d] for d in reduced if x.shape[d] > 1]
+    contiguous = not kept or not inner or max(inner) < min(kept)
+    return (count, extent, int(contiguous))
+
+
+def _attention(args: list, position: int, scale: float, moved: float) -> OpCost | None:
+    q, k = _view_at(args, position), _view_at(args, position + 1)
+    if q is None or k is None or len(q.shape) < 2 or len(k.shape) < 2:
+        return None
+    heads = math.prod(q.shape[:-2])
+    sq, hd, sk = q.shape[-2], q.shape[-1], k.shape[-2]
+    flops = scale * 4.0 * heads * sq * sk * hd  # unmasked even when causal, as calibrated
+    return OpCost("attention", flops, moved, q.dtype, (heads, sq, sk, hd))
+
+
+def _rows(x, op_class: str, cols: int, flops_per_element: int, moved: float) -> OpCost:
+    elements = math.prod(x.shape)
+    rows = elements // cols if cols else 0
+    return OpCost(op_class, float(flops_per_element * elements), moved, x.dtype, (rows, cols))
+
+
+def _args(attrs: dict, inputs: list) -> list:
+    """The call's positional arguments with tensor references replaced by their views."""
+    out = []
+    for value in attrs.get("args", []):
+        if isinstance(value, dict) and "__t" in value:
+            index = value["__t"]
+            value = inputs[index] if isinstance(index, int) and 0 <= index < len(inputs) else None
+        out.append(value)
+    return out
+
+
+def _view_at(args: list, position: int) -> Any:
+    value = args[position] if position < len(args) else None
+    return value if hasattr(value, "shape") and hasattr(value, "dtype") else None
+
+
+def _dtype(inputs: list, outputs: list) -> str:
+    """The dtype the op computes in: its first floating input's, else its first view's."""
+    views = [*inputs, *outputs]
+    for v in views:
+        if v.dtype.startswith(("float", "bfloat", "complex")):
+            return v.dtype
+    return views[0].dtype if views else "float32"
+
+
+def _numel(view: Any) -> int:
+    return math.prod(view.shape)
+
+
+def _nbytes(view: Any) -> int:
+    return _numel(view) * ITEMSIZES.get(view.dtype, 4)
