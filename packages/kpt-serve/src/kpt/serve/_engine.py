@@ -167,6 +167,11 @@ class Engine:
     ) -> str:
         """Queue a prompt (text needs the folder's tokenizer); returns its request id."""
         params = params or SamplingParams()
+        if params.stop and self.tokenizer is None:
+            raise ValueError(
+                f"stop strings {list(params.stop)!r} need the model folder's tokenizer.json to "
+                "read the output as text; use stop_token_ids instead"
+            )
         token_ids = self._prompt_ids(prompt)
         request_id = str(next(self._ids)) if request_id is None else request_id
         if request_id in self._requests:
@@ -265,6 +270,8 @@ class Engine:
             new.append(token)
             self._generated += 1
             reason = request.check_stop(token, self.max_model_len)
+            if reason is None and request.params.stop:
+                reason = self._check_stop_strings(request)
             if reason is not None:
                 self._finish(request, reason, now)
                 break
@@ -324,6 +331,16 @@ class Engine:
             tokens.append(sampled[i] if i in sampled else greedy_rows[first + len(tokens)])
             emitted[w] = tokens
         return emitted
+
+    def _check_stop_strings(self, request: Request) -> str | None:
+        if len(request.output_token_ids) < request.params.min_tokens:
+            return None
+        text = self.tokenizer.decode(request.output_token_ids)
+        found = [i for i in (text.find(s) for s in request.params.stop) if i >= 0]
+        if not found:
+            return None
+        request.text_end = min(found)
+        return "stop"
 
     def _name_blocks(self, request: Request) -> None:
         """Name newly filled blocks for prefix caching (only when a block boundary passed)."""
@@ -410,6 +427,8 @@ class Engine:
         finished = request.status is RequestStatus.FINISHED
         ids = list(request.output_token_ids)
         text = self.tokenizer.decode(ids) if self.tokenizer is not None else ""
+        if request.text_end is not None:
+            text = text[: request.text_end]
         ttft = (
             None if request.first_token_ms is None else request.first_token_ms - request.arrival_ms
         )

@@ -38,6 +38,7 @@ class Request:
     arrival_ms: float = 0.0
     first_token_ms: float | None = None
     finished_ms: float | None = None
+    text_end: int | None = None  # where a stop string began in the output's text
 
     @property
     def all_token_ids(self) -> list[int]:

@@ -14,8 +14,10 @@ class SamplingParams:
 
     temperature 0 is greedy decoding. top_k 0 or -1 keeps every token; top_p 1.0 keeps the whole
     distribution. seed makes one request's samples reproducible whatever else is in the batch.
-    Generation stops at max_tokens, at an EOS token (unless ignore_eos) or at any of
-    stop_token_ids (which is kept in the output, as EOS is).
+    Generation stops at max_tokens, at an EOS token (unless ignore_eos), at any of
+    stop_token_ids (which is kept in the output, as EOS is), or once the output's text contains
+    one of the `stop` strings (text is cut before it; the tokens are kept, as Hugging Face's
+    stop_strings does).
     """
 
     max_tokens: int = 16
@@ -26,6 +28,9 @@ class SamplingParams:
     stop_token_ids: Sequence[int] = field(default_factory=tuple)
     ignore_eos: bool = False
     min_tokens: int = 0
+    # Text that ends the request once the output's text contains it (needs the folder's
+    # tokenizer). The token that completed it is kept in token_ids; text stops before it.
+    stop: Sequence[str] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         problems = []
@@ -43,9 +48,13 @@ class SamplingParams:
             problems.append(f"min_tokens={self.min_tokens!r} must be in [0, max_tokens]")
         if any(not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
             problems.append(f"stop_token_ids={list(self.stop_token_ids)!r} must be token ids >= 0")
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+        if any(not isinstance(t, str) or not t for t in stop):
+            problems.append(f"stop={list(stop)!r} must be non-empty strings")
         if problems:
             raise ValueError("bad SamplingParams: " + "; ".join(problems))
         object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
+        object.__setattr__(self, "stop", stop)
 
     @property
     def greedy(self) -> bool:

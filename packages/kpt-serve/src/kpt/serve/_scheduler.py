@@ -7,7 +7,8 @@ with decodes). When the KV pool cannot hold a running request's next tokens, the
 request with the lowest priority (latest arrival among equals) is preempted: its blocks are
 freed and it goes back to the waiting queue, to be recomputed from its tokens so far (its
 full blocks usually come back from the prefix cache). Waiting requests are then admitted in
-priority order while budget, seats and blocks last.
+priority order while budget, seats and blocks last; one that finds no seat or no blocks
+preempts running requests of a worse priority (lowest first) to make room.
 """
 
 from __future__ import annotations
@@ -101,8 +102,14 @@ class Scheduler:
             break  # the request preempted itself: nothing below it can run either
         if batch.preempted:
             return batch  # the pool is full: admit nobody new this step
-        while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
+        while self.waiting and budget > 0:
             request = self.waiting[0]
+            if len(self.running) >= self.config.max_num_seqs:
+                freed = self._make_room(request, batch)
+                if freed is None:
+                    break
+                budget += freed
+                continue
             if request.num_computed_tokens == 0:
                 cached = self.kv.find_prefix(request.request_id, request.all_token_ids)
                 request.num_computed_tokens = cached
@@ -115,7 +122,11 @@ class Scheduler:
                 break
             if not self.kv.grow(request.request_id, request.num_computed_tokens + count):
                 self._undo_admission(request)
-                break
+                freed = self._make_room(request, batch)
+                if freed is None:
+                    break
+                budget += freed
+                continue
             self.waiting.pop(0)
             request.status = RequestStatus.RUNNING
             bisect.insort(self.running, request, key=lambda r: r.sort_key)
@@ -126,6 +137,16 @@ class Scheduler:
     def _undo_admission(self, request: Request) -> None:
         self.kv.free(request.request_id)
         request.num_computed_tokens = 0
+
+    def _make_room(self, request: Request, batch: ScheduledBatch) -> int | None:
+        """Preempt the last running request if its priority is worse than `request`'s (a
+        seat or blocks for a more urgent arrival); the step budget it gives back, or None."""
+        if not self.running or self.running[-1].priority <= request.priority:
+            return None
+        victim = self.running[-1]
+        freed = sum(n for r, n in batch.work if r is victim)
+        self._preempt(victim, batch)
+        return freed
 
     def _preempt(self, request: Request, batch: ScheduledBatch) -> None:
         self.running.remove(request)
