@@ -144,6 +144,8 @@ def engine_steady(llm, batch, prompt_len, new, vocab, seed):
                 forward_ms.append(engine.runner.graphs.time_last_replay())
         # The first step in which every request emits may still hold a prompt chunk.
         decoding = decoding or len(outs) == batch
+    if not steps:
+        raise RuntimeError(f"no step had all {batch} requests decoding; raise new tokens")
     rate = batch * len(steps) / sum(steps)
     return rate, statistics.median(steps) * 1e3, statistics.median(forward_ms or [float("nan")])
 
@@ -271,6 +273,8 @@ def main() -> None:
             llm, make_requests(400 if not args.quick else 100, (32, 512), (16, 256), vocab, seed=9)
         )
         warm = time.perf_counter() - t
+        chain = llm.engine.chain
+        steps0, chained0 = llm.engine.stats().num_steps, chain.chained_steps if chain else 0
         eng_s, eng_tokens = engine_offline(llm, requests)
         graphs = llm.engine.runner.graphs
         hf = transformers.AutoModelForCausalLM.from_pretrained(target, dtype=dtype).cuda().eval()
@@ -294,19 +298,24 @@ def main() -> None:
             f"\nwarm-up {warm:.1f} s ({graphs.num_graphs if graphs else 0} CUDA graphs captured in "
             f"{graphs.capture_seconds if graphs else 0:.1f} s); "
             f"KV pool {s.kv_blocks_total} blocks; "
-            f"preemptions {s.num_preemptions}; steps {s.num_steps}"
+            f"preemptions {s.num_preemptions}; steps {s.num_steps - steps0}, of which chained "
+            f"{(chain.chained_steps if chain else 0) - chained0}"
         )
 
     def decode():
         print("\n## (b, c) steady decode: 128-token prompts, 128 new tokens")
         print(
             "| batch | static-cache CUDA-graph decoder tok/s | engine tok/s | ratio | "
-            "engine step ms | bare forward ms (graph replay) | step / forward |"
+            "engine step ms | bare forward ms (graph replay) | step / forward | "
+            "engine without chained steps: tok/s, step ms |"
         )
-        print("|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|")
+        unchained = LLM(target, device="cuda", dtype=dtype, max_num_seqs=256, async_decode=False)
         for batch in batches:
-            engine_steady(llm, batch, 128, 16, vocab, seed=batch + 1)  # warm the buckets
+            engine_steady(llm, batch, 128, 48, vocab, seed=batch + 1)  # warm the buckets
             rate, step_ms, fwd_ms = engine_steady(llm, batch, 128, 128, vocab, seed=batch)
+            engine_steady(unchained, batch, 128, 48, vocab, seed=batch + 1)
+            sync_rate, sync_ms, _ = engine_steady(unchained, batch, 128, 128, vocab, seed=batch)
             prompts = torch.tensor(
                 [p for p, _ in make_requests(batch, (128, 128), (1, 1), vocab, seed=batch)],
                 device="cuda",
@@ -317,8 +326,9 @@ def main() -> None:
             del static
             print(
                 f"| {batch} | {base:,.0f} | {rate:,.0f} | {rate / base:.2f} | {step_ms:.2f} | "
-                f"{fwd_ms:.2f} | {step_ms / fwd_ms:.2f} |"
+                f"{fwd_ms:.2f} | {step_ms / fwd_ms:.2f} | {sync_rate:,.0f}, {sync_ms:.2f} |"
             )
+        del unchained
 
     def speculative():
         scaled = make_gpt2(tmp / "scaled", late_scale=args.late_scale, keep=args.draft_layers)
