@@ -8,7 +8,6 @@ output shape depends on values, run on the CPU instead (a one-time warning, coun
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
@@ -36,8 +35,6 @@ from kpt.adapters.sim._value_sized import has_mask, index_with_masks
 from kpt.adapters.sim_executor import is_allowed
 
 aten = torch.ops.aten
-# Like CUDA_LAUNCH_BLOCKING: wait for each op so an error points at the op that caused it.
-_LAUNCH_BLOCKING = os.environ.get("KPT_SIM_LAUNCH_BLOCKING", "0") == "1"
 _INPLACE_VIEW = torch.Tag.inplace_view
 _PYTHON_KEY = torch._C.DispatchKeySet(torch._C.DispatchKey.Python)
 # Ops that only make buffers: no values to compute.
@@ -169,7 +166,7 @@ def _run(plan: Plan, args: tuple, kwargs: dict, tensors: list) -> Any:
                          stream=rt.state[device].stream, cost=plan.cost)  # fmt: skip
         if rt.tracer is not None:
             rt.tracer.launched(device, plan.op, tensors, plan.cost, rt.allocator.allocated[device])
-        if _LAUNCH_BLOCKING:
+        if rt.settings.launch_blocking:  # like CUDA_LAUNCH_BLOCKING: errors point at their op
             rt.client.synchronize(device)
     if plan.info.single:
         return results[0]

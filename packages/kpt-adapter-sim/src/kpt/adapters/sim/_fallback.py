@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 import warnings
-from collections import Counter
 from typing import Any
 
 import torch
 from torch.utils._pytree import tree_flatten, tree_map
 
-from kpt.adapters.sim._runtime import runtime
+from kpt.adapters.sim._runtime import current_runtime, runtime
 from kpt.adapters.sim._tensor import SimTensor, read_storage
-
-_lock = threading.Lock()
-_counts: Counter[str] = Counter()
-_reasons: dict[str, str] = {}
-_estimates: Counter[str] = Counter()  # ops whose cost the client could not estimate
-_estimate_reasons: dict[str, str] = {}
 
 
 class SimFallbackWarning(UserWarning):
@@ -25,36 +17,30 @@ class SimFallbackWarning(UserWarning):
 
 
 def fallback_report() -> dict[str, dict[str, Any]]:
-    """{op name: {"count": calls that ran on the CPU, "reason": why}} since the process began."""
-    with _lock:
-        return {op: {"count": n, "reason": _reasons[op]} for op, n in sorted(_counts.items())}
+    """{op name: {"count": calls that ran on the CPU, "reason": why}} since this process
+    connected to the simulator (``shutdown()`` starts a new count)."""
+    rt = current_runtime()
+    return rt.fallbacks.fallbacks() if rt is not None else {}
 
 
 def reset_fallback_report() -> None:
-    with _lock:
-        _counts.clear()
-        _reasons.clear()
-        _estimates.clear()
-        _estimate_reasons.clear()
+    rt = current_runtime()
+    if rt is not None:
+        rt.fallbacks.clear()
 
 
 def estimate_failure_report() -> dict[str, dict[str, Any]]:
     """{op name: {"count": launches, "reason": why}} of ops whose cost the client could not
     estimate (the daemon estimated them instead, possibly by a generic formula)."""
-    with _lock:
-        return {op: {"count": n, "reason": _estimate_reasons[op]}
-                for op, n in sorted(_estimates.items())}  # fmt: skip
+    rt = current_runtime()
+    return rt.fallbacks.estimate_failures() if rt is not None else {}
 
 
 def count_estimate_failure(op: str, error: BaseException) -> None:
     """An op whose cost the client could not work out: counted in estimate_failure_report()
     and warned once, as a CPU fallback is; the daemon then estimates it."""
     reason = f"cost not estimated on the client ({type(error).__name__}: {error})"
-    with _lock:
-        first = op not in _estimates
-        _estimates[op] += 1
-        _estimate_reasons[op] = reason
-    if first:
+    if runtime().fallbacks.count_estimate_failure(op, reason):
         warnings.warn(
             f"kpt_sim: {op}: {reason}; the daemon estimates it instead, which may charge it by "
             "a generic formula. See kpt.adapters.sim.estimate_failure_report().",
@@ -65,11 +51,7 @@ def count_estimate_failure(op: str, error: BaseException) -> None:
 
 def cpu_fallback(func: Any, args: tuple, kwargs: dict, reason: str) -> Any:
     name = f"{func._schema.name}.{func._overloadname}"
-    with _lock:
-        first = name not in _counts
-        _counts[name] += 1
-        _reasons[name] = reason
-    if first:
+    if runtime().fallbacks.count_fallback(name, reason):
         warnings.warn(
             f"kpt_sim: {name} runs on the CPU ({reason}); values are right but its time is not "
             "simulated. See kpt.adapters.sim.fallback_report().",

@@ -1,4 +1,6 @@
-"""The process's connection to the simulator: one SimClient, its allocator, per-device state.
+"""The process's connection to the simulator: one Runtime owns the SimClient, the allocator,
+per-device state, the settings (every KPT_SIM_* variable, parsed once when it connects), the
+fallback ledger and the open trace recorders.
 
 The first use connects to ``KPT_SIM_ENDPOINT`` or starts an embedded daemon (``KPT_SIM_PROFILE``,
 ``KPT_SIM_DEVICES``, ``KPT_SIM_NUMERICS``) that stops when this process exits.
@@ -15,39 +17,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from kpt.adapters.sim._ledger import FallbackLedger
 from kpt.adapters.sim._storage import CachingAllocator
-from kpt.adapters.sim._visible import VisibleClient, parse_visible, visible_count
-from kpt.adapters.sim_hal._discovery import DEFAULT_PROFILE, embedded_daemon_devices
+from kpt.adapters.sim._visible import VisibleClient, visible_count
+from kpt.adapters.sim_hal._discovery import embedded_daemon_devices
+from kpt.adapters.sim_hal._settings import Settings
 
 # Old name, kept for callers of this module.
 _embedded_daemon_devices = embedded_daemon_devices
 
 
-def _env_heartbeat() -> float | None:
-    """KPT_SIM_HEARTBEAT_S, or None for SimClient's defaults (a long heartbeat plus a watch on
-    the daemon's pid when it runs on this host; a short heartbeat for a remote one)."""
-    value = os.environ.get("KPT_SIM_HEARTBEAT_S")
-    if value is None or not value.strip():
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = 0.0
-    if not seconds > 0:
-        raise ValueError(f"KPT_SIM_HEARTBEAT_S={value!r}: give a positive number of seconds")
-    return seconds
-
-
 _lock = threading.RLock()
 _runtime: Runtime | None = None
 pending_seed: list[int | None] = [None]
-
-
-def _env_numerics() -> bool:
-    value = os.environ.get("KPT_SIM_NUMERICS", "1").strip().lower()
-    if value not in {"0", "1", "on", "off", "true", "false", ""}:
-        raise ValueError(f"KPT_SIM_NUMERICS={value!r}: use 1 (values computed) or 0 (timing only)")
-    return value not in {"0", "off", "false"}
 
 
 @dataclass
@@ -68,6 +50,8 @@ class Runtime:
     current_device: int = 0
     state: dict[int, DeviceState] = field(default_factory=dict)
     tracer: Any = None  # a _tracing.TraceRecorder while torch.kpt_sim.trace() is open
+    settings: Settings = field(default_factory=Settings)
+    fallbacks: FallbackLedger = field(default_factory=FallbackLedger)
 
     def __post_init__(self) -> None:
         self.devices = self.client.devices()
@@ -119,6 +103,11 @@ def is_started() -> bool:
     return _runtime is not None
 
 
+def current_runtime() -> Runtime | None:
+    """The process's runtime if connected, without connecting."""
+    return _runtime
+
+
 def embedded_device_count() -> int:
     """How many devices this process would see on an embedded daemon (without starting it)."""
     return visible_count(embedded_daemon_devices())
@@ -145,29 +134,29 @@ def _daemon_environment() -> Iterator[None]:
 def _connect() -> Runtime:
     from kpt.sim import SimClient, start_daemon
 
-    endpoint = os.environ.get("KPT_SIM_ENDPOINT")
+    settings = Settings.from_environ()  # the one parse of this runtime's environment
+    endpoint = settings.endpoint
     daemon = None
     if not endpoint:
         with _daemon_environment():
             daemon = start_daemon(
-                profile=os.environ.get("KPT_SIM_PROFILE", DEFAULT_PROFILE),
-                devices=embedded_daemon_devices(),
-                numerics=_env_numerics(),
+                profile=settings.profile,
+                devices=settings.daemon_devices(),
+                numerics=settings.numerics,
                 executor="torch",
             )
         endpoint = daemon.endpoint
     try:
         # The embedded daemon is this process's own: it may inject faults and read traces.
         token = daemon.admin_token if daemon is not None else None
-        client = SimClient(endpoint, heartbeat_interval=_env_heartbeat(), admin_token=token)
-        visible = parse_visible()
-        if visible is not None:
+        client = SimClient(endpoint, heartbeat_interval=settings.heartbeat_s, admin_token=token)
+        if settings.visible is not None:
             try:
-                client = VisibleClient(client, visible)
+                client = VisibleClient(client, list(settings.visible))
             except BaseException:
                 client.close()
                 raise
-        return Runtime(client=client, daemon=daemon)
+        return Runtime(client=client, daemon=daemon, settings=settings)
     except BaseException:
         if daemon is not None:
             daemon.stop()

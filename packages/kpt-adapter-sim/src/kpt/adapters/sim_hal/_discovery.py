@@ -15,9 +15,9 @@ import time
 from typing import Any
 
 from kpt.adapters.sim_hal._errors import KptSimDeviceLostError
+from kpt.adapters.sim_hal._settings import Settings
 from kpt.adapters.sim_hal._visible import check_visible, parse_visible
 
-DEFAULT_PROFILE = "h100-sxm"
 # The client's runtime module: present in sys.modules once this process uses kpt_sim. Looked up,
 # never imported: importing kpt.adapters.sim registers the device, which discovery must not do.
 RUNTIME_MODULE = "kpt.adapters.sim._runtime"
@@ -49,7 +49,7 @@ def connected_runtime() -> Any:
 def source() -> str:
     if connected_runtime() is not None:
         return "a connected kpt-sim daemon"
-    endpoint = os.environ.get("KPT_SIM_ENDPOINT")
+    endpoint = Settings.from_environ().endpoint
     if endpoint:
         return f"the kpt-sim daemon at {endpoint}"
     return "an embedded kpt-sim daemon (started on use; capabilities from its profile files)"
@@ -62,7 +62,7 @@ def device_infos() -> list[dict]:
     runtime = connected_runtime()
     if runtime is not None:
         return runtime.devices
-    endpoint = os.environ.get("KPT_SIM_ENDPOINT")
+    endpoint = Settings.from_environ().endpoint
     daemon_devices = _ask_daemon(endpoint) if endpoint else _from_profiles()
     visible = parse_visible()
     if visible is None:
@@ -81,7 +81,7 @@ def memory_info(index: int) -> tuple[int, int]:
     if runtime is not None:
         stats = runtime.client.memory_stats(index)
         return int(stats["free"]), int(stats["total"])
-    endpoint = os.environ.get("KPT_SIM_ENDPOINT")
+    endpoint = Settings.from_environ().endpoint
     if endpoint:
         stats = _call(endpoint, lambda c: c.memory_stats(info.get("daemon_index", index)))
         return int(stats["free"]), int(stats["total"])
@@ -143,34 +143,21 @@ def _from_profiles() -> list[dict]:
     """The devices an embedded daemon would have, from KPT_SIM_PROFILE / KPT_SIM_DEVICES."""
     from kpt.sim import load_profile, parse_profile_spec
 
-    spec = os.environ.get("KPT_SIM_PROFILE", DEFAULT_PROFILE)
+    settings = Settings.from_environ()
+    spec = settings.profile
     if "," in spec or ":" in spec:
         names = parse_profile_spec(spec)
     else:
-        names = [spec] * embedded_daemon_devices()
+        names = [spec] * settings.daemon_devices()
     summaries = {name: load_profile(name).summary() for name in set(names)}
     return [{"index": i, **summaries[name]} for i, name in enumerate(names)]
 
 
 def env_devices() -> int | None:
     """KPT_SIM_DEVICES, or None to take the count from a mixed profile spec."""
-    value = os.environ.get("KPT_SIM_DEVICES")
-    if value is None:
-        return None if ":" in os.environ.get("KPT_SIM_PROFILE", "") else 1
-    try:
-        count = int(value)
-    except ValueError:
-        count = 0
-    if count < 1:
-        raise ValueError(f"KPT_SIM_DEVICES={value!r}: give a positive number of devices")
-    return count
+    return Settings.from_environ().devices
 
 
 def embedded_daemon_devices() -> int:
     """How many devices an embedded daemon gets: KPT_SIM_DEVICES, else the profile spec's."""
-    devices = env_devices()
-    if devices is not None:
-        return devices
-    from kpt.sim import parse_profile_spec
-
-    return len(parse_profile_spec(os.environ.get("KPT_SIM_PROFILE", DEFAULT_PROFILE)))
+    return Settings.from_environ().daemon_devices()

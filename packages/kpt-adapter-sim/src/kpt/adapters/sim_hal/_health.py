@@ -9,7 +9,6 @@ The daemon's ``devices`` answer carries, per device, ``health = {"state": "ok" |
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from kpt.adapters.sim_hal import _discovery
@@ -72,7 +71,7 @@ def _ask(index: int) -> tuple[Any, dict]:
         raw = getattr(client, "_client", client)  # a VisibleClient caches devices(): go under it
         daemon_index = client.daemon_index(index) if hasattr(client, "daemon_index") else index
         return _entry(raw.devices(), daemon_index), raw.memory_stats(daemon_index)
-    endpoint = os.environ.get("KPT_SIM_ENDPOINT")
+    endpoint = _discovery.Settings.from_environ().endpoint
     if endpoint:
         daemon_index = _discovery.device_infos()[index].get("daemon_index", index)
         devices, stats = _discovery._call(
