@@ -109,3 +109,35 @@ def build_step(work: Sequence[SeqWork], block_size: int) -> StepBatch:
         qblock_index=qblock_index,
         spans=spans,
     )
+
+
+def decode_step(positions: np.ndarray, block_tables: np.ndarray, block_size: int) -> StepBatch:
+    """A step of one token per sequence at `positions`, whose ids the caller feeds on the
+    device (chained decodes, draft proposals): the arrays without going through SeqWork."""
+    n = len(positions)
+    rows = np.arange(n)
+    return StepBatch(
+        input_ids=np.zeros(n, np.int64),
+        positions=positions,
+        slot_mapping=block_tables[rows, positions // block_size] * block_size
+        + positions % block_size,
+        sample_rows=rows,
+        query_start=np.arange(n + 1),
+        seq_lens=positions + 1,
+        counts=np.ones(n, np.int64),
+        block_tables=block_tables,
+        qblock_seq=rows,
+        qblock_index=np.zeros(n, np.int64),
+        spans=[],  # row i of the logits is sequence i
+    )
+
+
+def table_array(tables: Sequence[Sequence[int]]) -> np.ndarray:
+    """Block tables as one [S, W] array padded with block 0."""
+    lens = np.fromiter((len(t) for t in tables), np.int64, len(tables))
+    out = np.zeros((len(tables), max(int(lens.max(initial=0)), 1)), np.int64)
+    flat = np.fromiter(itertools.chain.from_iterable(tables), np.int64, int(lens.sum()))
+    row = np.repeat(np.arange(len(tables)), lens)
+    col = np.arange(len(flat)) - np.repeat(np.cumsum(lens) - lens, lens)
+    out[row, col] = flat
+    return out

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from kpt.serve._batch import SeqWork, StepBatch, build_step
+from kpt.serve._batch import SeqWork, StepBatch, build_step, decode_step
 from kpt.serve._request import Request, RequestOutput, RequestStatus
 
 if TYPE_CHECKING:
@@ -170,19 +170,7 @@ class DecodeChain:
                     positions[j] // bs
                 ]
         n = len(keep)
-        batch = StepBatch(
-            input_ids=np.zeros(n, np.int64),  # replaced on the device by the previous picks
-            positions=positions,
-            slot_mapping=tables[np.arange(n), positions // bs] * bs + positions % bs,
-            sample_rows=np.arange(n),
-            query_start=np.arange(n + 1),
-            seq_lens=positions + 1,
-            counts=np.ones(n, np.int64),
-            block_tables=tables,
-            qblock_seq=np.arange(n),
-            qblock_index=np.zeros(n, np.int64),
-            spans=[],
-        )
+        batch = decode_step(positions, tables, bs)
         ids = (
             previous.tokens
             if n == len(previous.requests)

@@ -16,7 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kpt.serve._batch import SeqWork
+import numpy as np
+import torch
+
+from kpt.serve._batch import SeqWork, decode_step, table_array
 from kpt.serve._config import load_config
 from kpt.serve._loader import load_model
 from kpt.serve._models import KVCache
@@ -84,24 +87,30 @@ class DraftProposer:
         self.calls += 1
         if not proposing:
             return
-        drafts = [[token] for token in logits.argmax(dim=-1).tolist()]
-        longest = max(room for _, room in proposing)
-        for i in range(1, longest):
-            # Requests that still have room feed their last proposal back in.
-            active = [j for j, (_, room) in enumerate(proposing) if room > i]
-            work = [
-                SeqWork(
-                    [drafts[j][-1]],
-                    proposing[j][0].num_tokens - 1 + i,
-                    kv.blocks(proposing[j][0].request_id),
-                    1,
-                )
-                for j in active
-            ]
-            logits, _ = self.runner.run(work)
+        # Each further proposal feeds the last one back in on the device; the proposals are
+        # read once at the end (one sync, not one per call).
+        picks = [(np.arange(len(proposing)), logits.argmax(dim=-1))]
+        rooms = np.fromiter((room for _, room in proposing), np.int64, len(proposing))
+        last = np.fromiter((r.num_tokens - 1 for r, _ in proposing), np.int64, len(proposing))
+        tables = table_array([kv.blocks(r.request_id) for r, _ in proposing])
+        for i in range(1, int(rooms.max())):
+            active = np.flatnonzero(rooms > i)  # requests with room for one more
+            previous_rows, previous = picks[-1]
+            ids = previous
+            if len(active) != len(previous_rows):
+                where = np.searchsorted(previous_rows, active)
+                ids = previous[torch.from_numpy(where).to(previous.device)]
+            batch = decode_step(last[active] + i, tables[active], self.engine.config.block_size)
+            logits = self.runner.run_batch(batch, ids)
             self.calls += 1
-            for j, token in zip(active, logits.argmax(dim=-1).tolist(), strict=True):
+            picks.append((active, logits.argmax(dim=-1)))
+        values = torch.cat([tokens for _, tokens in picks]).cpu().tolist()
+        drafts: list[list[int]] = [[] for _ in proposing]
+        offset = 0
+        for rows, _ in picks:
+            for j, token in zip(rows.tolist(), values[offset : offset + len(rows)], strict=True):
                 drafts[j].append(token)
+            offset += len(rows)
         for (request, room), draft in zip(proposing, drafts, strict=True):
             request.draft = draft[:room]
             # KV written through the position before the last proposal.

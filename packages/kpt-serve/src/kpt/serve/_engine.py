@@ -307,7 +307,7 @@ class Engine:
         if not spans:
             return {}
         requests = [work[w][0] for w, _, _ in spans]
-        greedy_rows = logits.argmax(dim=-1).tolist()
+        greedy_rows = logits.argmax(dim=-1).cpu().tolist()
         sampled: dict[int, int] = {}
         random = [i for i, r in enumerate(requests) if not r.params.greedy]
         if random:
