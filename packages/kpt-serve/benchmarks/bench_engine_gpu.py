@@ -248,7 +248,7 @@ def main() -> None:
     parser.add_argument("--hf-requests", type=int, default=256)
     parser.add_argument("--draft-layers", type=int, default=2)
     parser.add_argument("--late-scale", type=float, default=0.03)
-    parser.add_argument("--spec-tokens", type=int, default=4)
+    parser.add_argument("--spec-tokens", type=int, default=6)
     args = parser.parse_args()
     ensure_cuda_adapter()
     import transformers
