@@ -1,13 +1,15 @@
 """Fit the h200 profile's [host] table (kpt.sim._host_model) on the H200's host programs.
 
 The programs of h200_host_programs.json (measure_h200_steps.py; host-bound on the GPU: tiny
-tensors) are run again on kpt_sim, one call of each recorded as an op trace, and replayed on
-the h200 profile with candidate host figures: forward_us (per launch of eager Python code),
+tensors) and the LSTM layers of h200_fused_kernels.json are run again on kpt_sim, one call of
+each recorded as an op trace, and replayed on the h200 profile with candidate host figures:
+forward_us (per launch of eager Python code; GEMMs, norms and reductions get their own),
 backward_us (per launch of autograd's backward), optimizer_launch_us and optimizer_tensor_us
-(per foreach / fused optimizer launch, and per tensor it touches). The four are fitted by least
-squares on log(predicted / measured) over these programs only; the whole steps
+(per foreach / fused optimizer launch, and per tensor it touches), rnn_call_us and rnn_step_us
+(per call and per time step of a fused LSTM layer: cuDNN's host loop). They are fitted by
+least squares on log(predicted / measured) over these programs only; the whole steps
 (predict_h200_steps.py) are the validation. Writes the [host] table into the h200 profile and
-a table into HOST_MODEL.md.
+HOST_MODEL.md.
 
 Usage: python host_model_fit.py [--dry-run]   (needs kpt-adapter-sim and scipy; CPU only)
 """
@@ -30,9 +32,15 @@ from torch import nn  # noqa: E402
 
 PROFILE = HERE.parent / "src/kpt/sim/profiles/h200.toml"
 MEASURED = HERE / "h200_host_programs.json"
+FUSED = HERE / "h200_fused_kernels.json"
 OUT = HERE / "HOST_MODEL.md"
 FIT_JSON = HERE / "h200_host_fit.json"
-PARAMS = ("forward_us", "backward_us", "optimizer_launch_us", "optimizer_tensor_us")
+PARAMS = ("forward_us", "backward_us", "optimizer_launch_us", "optimizer_tensor_us",
+          "rnn_call_us", "rnn_step_us")  # fmt: skip
+# Eager launches of these classes get their own figure ([host.forward_class_us]); the eager
+# programs time one op of each (an F.linear's GEMM, a layer norm, a sum).
+CLASSES = ("matmul", "layernorm", "reduction")
+FIGURES = PARAMS + tuple(f"forward_class_us.{c}" for c in CLASSES)
 EAGER_CALLS = 100  # calls per eager-loop trace (the GPU measured 2,000; host time per call)
 OPTIMIZERS = {
     "adamw_fused": lambda p: torch.optim.AdamW(p, lr=1e-4, fused=True),
@@ -99,13 +107,43 @@ def programs(measured: dict):
 
         yield f"{depth} nn.Linear modules", modules, rec["module_calls"]["median_s"]
         yield f"{depth} F.linear calls", functional, rec["functional"]["median_s"]
+    yield from lstm_programs(json.loads(FUSED.read_text())["rnn"])
+
+
+def lstm_programs(records: list):
+    """nn.LSTM layers: a cuDNN RNN call is one aten op whose library issues every time step's
+    kernels from the host (CUDA events around one call: its wall on the GPU's timeline)."""
+    for rec in records:
+        if rec["mode"] != "LSTM":
+            continue
+        layer = nn.LSTM(rec["input"], rec["hidden"], rec["layers"], batch_first=True)
+        layer = layer.to("kpt_sim")
+        x = torch.randn(rec["batch"], rec["seq"], rec["input"], device="kpt_sim",
+                        requires_grad=True)  # fmt: skip
+        g = torch.randn(rec["batch"], rec["seq"], rec["hidden"], device="kpt_sim")
+        label = f"LSTM x{rec['layers']} seq {rec['seq']} {rec['input']}->{rec['hidden']}"
+        yield f"{label} forward", lambda layer=layer, x=x: layer(x), rec["forward"]["seconds"]
+        yield (f"{label} forward+backward",
+               lambda layer=layer, x=x, g=g: torch.autograd.grad(layer(x)[0], (x,), g),
+               rec["forward_backward"]["seconds"])  # fmt: skip
+
+
+def host_tables(host: dict, header: str = "[host]\n") -> str:
+    """TOML of a figures dict: [host] keys, then [host.forward_class_us]."""
+    plain = "".join(f"{k} = {v}\n" for k, v in host.items() if "." not in k)
+    classes = "".join(f"{k.split('.', 1)[1]} = {v}\n" for k, v in host.items() if "." in k)
+    return header + plain + ("\n[host.forward_class_us]\n" + classes if classes else "") + "\n"
+
+
+def strip_host(text: str) -> str:
+    return re.sub(r"(?ms)^\[host(\.[a-z_]+)?\][^\n]*\n.*?(?=^\[|\Z)", "", text)
 
 
 def profile_with(host: dict, tmp: Path) -> str:
     """The h200 profile with this [host] table (replacing any)."""
-    text = re.sub(r"(?ms)^\[host\]\n.*?(?=^\[|\Z)", "", PROFILE.read_text())
-    table = "[host]\n" + "".join(f"{k} = {v:.4f}\n" for k, v in host.items()) + "\n"
-    path = tmp / f"h200-host-{abs(hash(tuple(host.values())))}.toml"
+    text = strip_host(PROFILE.read_text())
+    table = host_tables({k: round(v, 4) for k, v in host.items()})
+    path = tmp / f"h200-host-{abs(hash(tuple(host.items())))}.toml"
     path.write_text(_after_header(text, table))
     return str(path)
 
@@ -129,22 +167,22 @@ def fit(items: list, tmp: Path, rounds: int = 3) -> dict:
     device-bound the slope flattens)."""
     from scipy.optimize import nnls
 
-    point = {"forward_us": 10.0, "backward_us": 10.0, "optimizer_launch_us": 10.0,
-             "optimizer_tensor_us": 1.0}  # fmt: skip
+    point = {**dict.fromkeys(FIGURES, 10.0), "optimizer_tensor_us": 1.0}
+    # A figure no program's time depends on (a library the programs never call) stays 0.
     for _ in range(rounds):
         rows, targets = [], []
         for _, trace, real in items:
             base = predicted_s(trace, point, tmp)
             slopes = []
-            for name in PARAMS:
+            for name in FIGURES:
                 step = 0.5 * point[name] + 0.5
                 moved = predicted_s(trace, {**point, name: point[name] + step}, tmp)
                 slopes.append((moved - base) / step)
-            offset = base - sum(s * point[n] for s, n in zip(slopes, PARAMS))
+            offset = base - sum(s * point[n] for s, n in zip(slopes, FIGURES))
             rows.append([s / real for s in slopes])
             targets.append(1.0 - offset / real)
         values, _ = nnls(rows, targets)
-        point = dict(zip(PARAMS, (round(float(v), 3) for v in values)))
+        point = dict(zip(FIGURES, (round(float(v), 3) for v in values)))
     return point
 
 
@@ -168,7 +206,7 @@ def main() -> None:
     host = fit(items, tmp)
     lines = ["# Host time per launch source (h200 profile, [host])", "",
              "`host_model_fit.py`: the host programs of the H200 run (`h200_host_programs.json`) "
-             "run on kpt_sim, one call of each replayed on `h200`; the four figures are fitted "
+             "run on kpt_sim, one call of each replayed on `h200`; the figures are fitted "
              "on these programs only (least squares on log(predicted / measured)). The whole "
              "steps (`predict_h200_steps.py`, simulator/REPORT.md) validate them.", "",
              "| source | us |", "|---|---|",
@@ -191,11 +229,9 @@ def main() -> None:
         return
     OUT.write_text(text)
     FIT_JSON.write_text(json.dumps({"host": host, "machine": machine, "programs": rows}, indent=1))
-    profile = re.sub(r"(?ms)^\[host\]\n.*?(?=^\[|\Z)", "", PROFILE.read_text())
-    figures = "".join(f"{k} = {v}\n" for k, v in host.items())
-    table = (f"[host]  # fitted by calibration/host_model_fit.py on the H200 host programs\n"
-             f'machine = "{machine}"\n{figures}\n')  # fmt: skip
-    PROFILE.write_text(_after_header(profile, table))
+    header = ("[host]  # fitted by calibration/host_model_fit.py on the H200 host programs\n"
+              f'machine = "{machine}"\n')  # fmt: skip
+    PROFILE.write_text(_after_header(strip_host(PROFILE.read_text()), host_tables(host, header)))
 
 
 if __name__ == "__main__":

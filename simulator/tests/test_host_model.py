@@ -47,3 +47,13 @@ def test_the_shipped_h200_names_its_host_and_bad_tables_are_refused():
     with pytest.raises(InvalidRequestError, match="must be a number >= 0"):
         HostCosts.from_table({"forward_us": -1, "backward_us": 1, "optimizer_launch_us": 1,
                               "optimizer_tensor_us": 1}, "x.toml")  # fmt: skip
+
+
+def test_a_fused_rnn_launch_pays_its_library_per_call_and_per_step():
+    costs = COSTS._replace(rnn_call_s=50 * US, rnn_step_s=2 * US)
+    host = HostIssue(costs)
+    # forward: the eager figure, plus 50 + 64 x 2 us of cuDNN's host loop
+    assert host.launch_s("aten::mkldnn_rnn_layer.default", 9, "rnn", (64, 32, 512, 512, 4, 0)) == (
+        pytest.approx((10 + 50 + 128) * US)
+    )
+    assert host.launch_s("aten::add.out", 2, "elementwise") == pytest.approx(10 * US)

@@ -13,6 +13,13 @@ for the host machine it names:
     backward_us = ...          # per launch issued by autograd's backward
     optimizer_launch_us = ...  # per foreach / fused optimizer launch
     optimizer_tensor_us = ...  # per tensor that launch touches
+    rnn_call_us = ...          # optional: per fused RNN launch (its library's set-up), and
+    rnn_step_us = ...          # per time step of it (cuDNN issues each step's kernels from
+                               # the host, inside the one aten op)
+
+    [host.forward_class_us]    # optional: eager launches of these op classes cost this instead
+    matmul = ...               # (a linear's weight transpose and bias, a norm's arguments:
+    layernorm = ...            #  the Python and dispatcher work around the kernel)
 
 The engine knows a launch by its op name only, so the source is inferred from the step's
 phases, as they follow each other on a GPU: a ``*_backward`` op starts the backward, a
@@ -31,6 +38,8 @@ FORWARD, BACKWARD, OPTIMIZER = "forward", "backward", "optimizer"
 OPTIMIZER_PREFIXES = ("_foreach_", "_fused_adam", "_fused_sgd")
 HOST_FIELDS = ("machine", "forward_us", "backward_us", "optimizer_launch_us",
                "optimizer_tensor_us")  # fmt: skip
+OPTIONAL_FIELDS = ("forward_class_us", "rnn_call_us", "rnn_step_us")
+RNN_CLASS = "rnn"
 
 
 class HostCosts(NamedTuple):
@@ -41,10 +50,25 @@ class HostCosts(NamedTuple):
     optimizer_launch_s: float
     optimizer_tensor_s: float
     machine: str = ""
+    forward_class_s: tuple[tuple[str, float], ...] = ()  # (op class, seconds) overrides
+    rnn_step_s: float = 0.0  # per time step of a fused RNN layer (its library's host loop)
+    rnn_call_s: float = 0.0  # per fused RNN launch (its library's set-up)
+
+    def forward_for(self, op_class: str) -> float:
+        for name, seconds in self.forward_class_s:
+            if name == op_class:
+                return seconds
+        return self.forward_s
 
     @classmethod
     def from_table(cls, table: dict, where: str) -> HostCosts:
-        unknown = sorted(set(table) - set(HOST_FIELDS))
+        classes = table.get("forward_class_us", {})
+        if not isinstance(classes, dict) or not all(_us(v) for v in classes.values()):
+            raise InvalidRequestError(
+                f"{where}: field 'host.forward_class_us' = {classes!r} must map op classes to "
+                "numbers >= 0 (us)"
+            )
+        unknown = sorted(set(table) - set(HOST_FIELDS) - set(OPTIONAL_FIELDS))
         missing = [f for f in HOST_FIELDS[1:] if f not in table]
         if unknown or missing:
             raise InvalidRequestError(
@@ -54,12 +78,26 @@ class HostCosts(NamedTuple):
         values = []
         for name in HOST_FIELDS[1:]:
             value = table[name]
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            if not _us(value):
                 raise InvalidRequestError(
                     f"{where}: field 'host.{name}' = {value!r} must be a number >= 0 (us)"
                 )
             values.append(float(value) * US)
-        return cls(*values, machine=str(table.get("machine", "")))
+        per_class = tuple(sorted((str(k), float(v) * US) for k, v in classes.items()))
+        rnn = {}
+        for name in ("rnn_step_us", "rnn_call_us"):
+            value = table.get(name, 0.0)
+            if not _us(value):
+                raise InvalidRequestError(
+                    f"{where}: field 'host.{name}' = {value!r} must be a number >= 0 (us)"
+                )
+            rnn[name.replace("_us", "_s")] = float(value) * US
+        return cls(*values, machine=str(table.get("machine", "")), forward_class_s=per_class,
+                   **rnn)  # fmt: skip
+
+
+def _us(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and value >= 0
 
 
 def launch_source(name: str) -> str | None:
@@ -79,9 +117,12 @@ class HostIssue:
         self.costs = costs
         self.phase = FORWARD
 
-    def launch_s(self, name: str, tensors: int) -> float:
+    def launch_s(self, name: str, tensors: int, op_class: str = "", shape=None) -> float:
         source = launch_source(name)
         costs = self.costs
+        library = 0.0
+        if op_class == RNN_CLASS and shape:
+            library = costs.rnn_call_s + costs.rnn_step_s * shape[0]
         if source == OPTIMIZER:
             self.phase = OPTIMIZER
             return costs.optimizer_launch_s + costs.optimizer_tensor_s * tensors
@@ -89,7 +130,8 @@ class HostIssue:
             self.phase = BACKWARD
         elif self.phase == OPTIMIZER:
             self.phase = FORWARD  # the optimizer is done: the next step's forward
-        return costs.backward_s if self.phase == BACKWARD else costs.forward_s
+        per_launch = costs.backward_s if self.phase == BACKWARD else costs.forward_for(op_class)
+        return per_launch + library
 
     def wait(self) -> None:
         """The host waited for the device: whatever comes next starts a new forward."""

@@ -249,7 +249,8 @@ class Simulator(FaultState):
         if dev.host is None:
             issued += p.host_issue_s
         else:
-            issued += dev.host.launch_s(name or "", len(buffers) if tensors is None else tensors)
+            count = len(buffers) if tensors is None else tensors
+            issued += dev.host.launch_s(name or "", count, timing[3], cost.shape)
         dev.host_free = issued
         latency = p.launch_latency_s
         start = issued + latency
