@@ -232,8 +232,8 @@ def main(argv: list[str] | None = None) -> dict:
     for name, row in replayed.items():
         print(
             f"  {name:>9}: step {row.step_ms:.3f} ms, chip busy {row.chip_busy_ms:.3f} ms "
-            f"({100 * row.chip_share:.0f}%), host issuing {row.launches:.0f} ops = "
-            f"{row.host_issue_ms:.3f} ms: {row.bound}"
+            f"({100 * row.chip_share:.0f}%), {row.launches:.0f} ops issued (one every "
+            f"{row.us_per_op:.1f} us): {row.bound}"
         )
 
     # 3. Prediction against the real GPUs (the calibration runs of this very model).

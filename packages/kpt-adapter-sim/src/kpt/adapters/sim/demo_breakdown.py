@@ -2,11 +2,11 @@
 
 A step is recorded as an op trace on the daemon (``SimClient.record_ops``/``dump_ops``) and
 replayed on a chip profile (``kpt.sim.replay``). The replay says how long the step takes, how
-long the chip was busy in it (per op class), and how many ops the host issued; the profile's
-``host_issue_us`` says what issuing one op costs the host. When issuing takes longer than the
-chip's work, the chip waits for the host: the step is launch-bound, and a change that saves chip
-time but adds ops (bf16 autocast's casts) makes it slower. Every sentence here is computed from
-those figures, so it says "chip-bound" when a larger model makes that true.
+long the chip was busy in it (per op class), and how many ops the host issued. When the chip is
+idle for most of the step, it is waiting for the host to issue the next op (the profile's host
+model: ``host_issue_us``, or its ``[host]`` table): the step is launch-bound, and a change that
+saves chip time but adds ops (bf16 autocast's casts) makes it slower. Every sentence here is
+computed from those figures, so it says "chip-bound" when a larger model makes that true.
 
 The measured figures beside them come from real GPUs (simulator/calibration/): the H100 run
 whose host h100-sxm's host time was fitted on, and the H200 validation run.
@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kpt.sim import load_profile, replay
+from kpt.sim import replay
 
 CALIBRATION = Path("simulator") / "calibration"
+# Below this share of the step busy, the chip mostly waits for the host to issue its next op.
+LAUNCH_BOUND_BELOW = 0.5
 # chip profile -> the real GPU's reference run of the demo models (calibration/reference_steps.py)
 MEASURED_RUNS = {
     "h100-sxm": ("H100", CALIBRATION / "h100_reference_steps_r2.json"),
@@ -40,19 +42,24 @@ class StepBreakdown:
     step_ms: float
     chip_busy_ms: float
     launches: float  # ops the host issued per step
-    host_issue_ms: float  # launches x the profile's host time per issue
     busy_by_class_ms: dict[str, float] = field(default_factory=dict)
     op_counts: dict[str, float] = field(default_factory=dict)  # launches per op name
-
-    @property
-    def bound(self) -> str:
-        """'launch-bound' when the host's issuing outlasts the chip's work, else 'chip-bound'."""
-        return "launch-bound" if self.host_issue_ms >= self.chip_busy_ms else "chip-bound"
 
     @property
     def chip_share(self) -> float:
         """Fraction of the step the chip is busy."""
         return self.chip_busy_ms / self.step_ms if self.step_ms > 0 else 0.0
+
+    @property
+    def bound(self) -> str:
+        """'launch-bound' when the chip idles most of the step (waiting on the host's issuing),
+        else 'chip-bound'."""
+        return "launch-bound" if self.chip_share < LAUNCH_BOUND_BELOW else "chip-bound"
+
+    @property
+    def us_per_op(self) -> float:
+        """Step time per issued op: the host's issue interval when the step is launch-bound."""
+        return self.step_ms / self.launches * 1e3 if self.launches else 0.0
 
 
 @dataclass(frozen=True)
@@ -86,13 +93,11 @@ def breakdown(ops_path: str | Path, profile: str, steps: int) -> StepBreakdown:
     doc = json.loads(Path(ops_path).read_text())
     names = Counter(op.get("name") or "?" for op in doc["ops"] if op.get("op") == "launch")
     busiest = max(summary["devices"], key=lambda row: row["busy_s"])
-    launches = busiest["ops"] / steps
     return StepBreakdown(
         profile=profile,
         step_ms=summary["predicted_s"] * 1e3 / steps,
         chip_busy_ms=busiest["busy_s"] * 1e3 / steps,
-        launches=launches,
-        host_issue_ms=launches * load_profile(profile).host_issue_s * 1e3,
+        launches=busiest["ops"] / steps,
         busy_by_class_ms={k: v * 1e3 / steps for k, v in busiest["busy_by_class"].items()},
         op_counts={name: count / steps for name, count in names.items()},
     )
@@ -135,21 +140,22 @@ def explain(base: StepBreakdown, other: StepBreakdown, names: tuple[str, str]) -
         f"{base.step_ms:.2f} ms for {a} ({change:+.0f}%, {direction}).",
         f"  chip busy: {other.chip_busy_ms:.3f} ms against {base.chip_busy_ms:.3f} ms "
         f"({_class_changes(base, other)})",
-        f"  host issuing: {other.launches:.0f} ops per step against {base.launches:.0f} "
-        f"({_op_changes(base, other)}), {other.host_issue_ms:.2f} ms against "
-        f"{base.host_issue_ms:.2f} ms at {_issue_us(other):.1f} us per op",
+        f"  ops issued: {other.launches:.0f} per step against {base.launches:.0f} "
+        f"({_op_changes(base, other)})",
     ]
     if base.bound == other.bound == "launch-bound":
         lines.append(
-            f"  Both steps are launch-bound: the host takes longer to issue the ops than the chip "
-            f"takes to run them (the chip is busy {100 * base.chip_share:.0f}% of the {a} step "
-            f"and {100 * other.chip_share:.0f}% of the {b} step), so the step time follows the "
-            f"number of ops, not the chip time {b} saves; {b} is {direction} by what its "
+            f"  Both steps are launch-bound: the chip is busy only {100 * base.chip_share:.0f}% "
+            f"of the {a} step and {100 * other.chip_share:.0f}% of the {b} step, and waits the "
+            f"rest for the host to issue the next op (one every {base.us_per_op:.1f} us and "
+            f"{other.us_per_op:.1f} us). So the step time follows the number of ops, not the "
+            f"chip time {b} saves; {b} is {direction} by what its "
             f"{'extra' if other.launches > base.launches else 'fewer'} ops cost the host."
         )
     elif base.bound == other.bound:
         lines.append(
-            f"  Both steps are chip-bound: the chip's work outlasts the host's issuing, so {b} is "
+            f"  Both steps are chip-bound: the chip is busy most of each step "
+            f"({100 * base.chip_share:.0f}% and {100 * other.chip_share:.0f}%), so {b} is "
             f"{direction} by the chip time it {'adds' if change > 0 else 'saves'}."
         )
     else:
@@ -174,10 +180,6 @@ def _op_changes(base: StepBreakdown, other: StepBreakdown) -> str:
 
 def _deltas(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
     return {name: b.get(name, 0.0) - a.get(name, 0.0) for name in set(a) | set(b)}
-
-
-def _issue_us(step: StepBreakdown) -> float:
-    return step.host_issue_ms / step.launches * 1e3 if step.launches else 0.0
 
 
 def measured_lines(profiles: Iterable[str], precisions: Iterable[str]) -> list[str]:
