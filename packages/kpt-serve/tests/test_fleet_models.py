@@ -181,3 +181,36 @@ def test_an_slo_picks_the_cheapest_variant_then_a_faster_one_under_load(variants
         finally:
             for thread in load:
                 thread.join(120)
+
+
+class _FakeEngine:
+    def __init__(self, name):
+        self.name, self.has_unfinished = name, False
+
+
+def test_model_set_evicts_the_least_recently_used_idle_model_and_waits_for_busy_ones(models):
+    each = max(fleet.footprint_bytes(path, torch.float32, KV_BLOCKS) for path in models.values())
+    catalog = {name: str(path) for name, path in models.items()}
+    made = []
+
+    def make(name, folder):
+        made.append(name)
+        return _FakeEngine(name)
+
+    with pytest.raises(ValueError, match="memory budget"):
+        fleet.ModelSet(catalog, make, budget_bytes=each // 2, num_kv_blocks=KV_BLOCKS)
+    pool = fleet.ModelSet(catalog, make, budget_bytes=int(2.5 * each), num_kv_blocks=KV_BLOCKS)
+    pool.ensure("a")
+    pool.ensure("b")
+    pool.touch("a")  # b is now the least recently used
+    assert pool.next_to_evict(excluding="c") == "b"
+    pool.ensure("c")
+    assert pool.loaded() == ["a", "c"] and pool.evictions == 1
+    pool.get("a").has_unfinished = pool.get("c").has_unfinished = True
+    with pytest.raises(fleet.ModelBusy, match="still serving"):
+        pool.ensure("b")  # neither may go while it has requests
+    pool.get("c").has_unfinished = False
+    assert pool.ensure("b").name == "b" and pool.loaded() == ["a", "b"]
+    assert made == ["a", "b", "c", "b"] and pool.used_bytes() <= pool.budget_bytes
+    with pytest.raises(KeyError, match="not served by this worker"):
+        pool.ensure("z")

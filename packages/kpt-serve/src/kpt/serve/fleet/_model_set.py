@@ -135,6 +135,11 @@ class ModelSet:
         log.info("loaded %s in %.2fs", name, time.perf_counter() - started)
         return engine
 
+    def next_to_evict(self, excluding: str) -> str | None:
+        """The loaded model that makes room next: the least recently used other than
+        `excluding` (the one waiting for room)."""
+        return next((name for name in self._loaded if name != excluding), None)
+
     def touch(self, name: str) -> None:
         if name in self._loaded:
             self._loaded.move_to_end(name)

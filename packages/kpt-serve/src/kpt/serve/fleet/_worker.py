@@ -89,6 +89,7 @@ class Worker:
         self._steps = StepTimeModel()
         self._texts: dict[str, str] = {}  # rid -> text sent so far (for text deltas)
         self._last_step = time.monotonic()
+        self._has_work = False
         self._threads: list[threading.Thread] = []
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -135,6 +136,8 @@ class Worker:
                 if errors:
                     self._send_outputs(errors)
                 busy = [(n, e) for n, e in self.models.engines() if e.has_unfinished]
+                # The heartbeat thread reads this flag, never the engines (owned by this thread).
+                self._has_work = bool(busy or self._blocked)
                 for name, engine in busy:
                     self._step(name, engine)
                 if not busy:
@@ -146,18 +149,31 @@ class Worker:
             self.stop()
 
     def _apply_commands(self) -> list[dict[str, Any]]:
+        """Add what arrived, in order. While a request waits for room, the model that will
+        make room for it (the least recently used other one) takes no new requests, so it
+        drains and is evicted: the waiting model is never starved by traffic that keeps the
+        others busy. Requests for the other loaded models go on being served."""
         errors = []
         retry, self._blocked = self._blocked, collections.deque()
         for header in retry:  # requests waiting for room, oldest first
-            errors.extend(self._add(header))
+            errors.extend(self._admit(header))
         while self._commands:
             kind, header = self._commands.popleft()
-            rid = str(header.get("rid", ""))
             if kind == ABORT:
-                self._abort(rid)
+                self._abort(str(header.get("rid", "")))
                 continue
-            errors.extend(self._add(header))
+            errors.extend(self._admit(header))
         return errors
+
+    def _admit(self, header: dict[str, Any]) -> list[dict[str, Any]]:
+        if self._blocked:
+            waiting = str(self._blocked[0].get("model") or self.model)
+            model = str(header.get("model") or self.model)
+            victim = self.models.next_to_evict(excluding=waiting)
+            if model in (waiting, victim) or self.models.get(model) is None:
+                self._blocked.append(header)  # behind the waiting request, in order
+                return []
+        return self._add(header)
 
     def _abort(self, rid: str) -> None:
         self._blocked = collections.deque(h for h in self._blocked if h.get("rid") != rid)
@@ -278,9 +294,7 @@ class Worker:
             header = {
                 "worker_id": self.worker_id,
                 "stats": self._stats.to_wire(),
-                "step_age_s": time.monotonic() - self._last_step
-                if any(e.has_unfinished for _, e in self.models.engines())
-                else 0.0,
+                "step_age_s": time.monotonic() - self._last_step if self._has_work else 0.0,
             }
             self._router.cast(STATS, header)
 
