@@ -30,7 +30,7 @@ KV_BLOCKS = 32
 
 
 def run(specs: list[WorkerSpec], args: argparse.Namespace) -> dict:
-    with Fleet(specs, heartbeat_s=0.5) as fleet:
+    with Fleet(specs) as fleet:
         fleet.wait_ready(timeout=300)
         http = BackgroundHttp(FleetApi(fleet.router, fleet.metrics, fleet.model_dirs).app)
         results: dict[str, dict] = {}

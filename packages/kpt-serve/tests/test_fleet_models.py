@@ -45,7 +45,7 @@ def shared(models, tmp_path_factory):
     config = tmp_path_factory.mktemp("multi-config") / "fleet.toml"
     config.write_text(
         f"""
-heartbeat_s = 0.5
+heartbeat_s = 1.0
 [[workers]]
 model = "a"
 path = "{models["a"]}"
@@ -125,7 +125,7 @@ def variants(models, tmp_path_factory):
     config = tmp_path_factory.mktemp("variant-config") / "fleet.toml"
     common = f'model = "m"\npath = "{models["a"]}"\nthreads = 1\nnum_kv_blocks = 64\n'
     config.write_text(
-        "heartbeat_s = 0.5\n"
+        "heartbeat_s = 1.0\n"
         f'[[workers]]\n{common}variant = "fp32"\ndtype = "float32"\n'
         f'[[workers]]\n{common}variant = "bf16"\ndtype = "bfloat16"\nmax_num_seqs = 1\n'
     )

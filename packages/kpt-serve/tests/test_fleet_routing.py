@@ -159,6 +159,10 @@ def test_fleet_config_parses_and_names_mistakes(tmp_path):
                     "device": "kpt_sim:0",
                     "dtype": "bfloat16",
                     "variant": "bf16",
+                    "profile": "mi300x",
+                    "step_clock": "device",
+                    "extra_models": {"b": "models/b"},
+                    "memory_budget_mb": 64,
                 },
             ],
             "autoscale": {"model": "a", "max_workers": 4},
@@ -168,6 +172,13 @@ def test_fleet_config_parses_and_names_mistakes(tmp_path):
     assert config.policy == "p2c" and len(config.workers) == 3
     assert config.workers[0].model_dir == str(tmp_path / "models/a")
     assert config.workers[2].dtype == "bfloat16" and config.autoscale.max_workers == 4
+    sim = config.workers[2]
+    assert (sim.profile, sim.step_clock, sim.memory_budget_mb) == ("mi300x", "device", 64)
+    assert sim.models == {"a": "/abs/a", "b": str(tmp_path / "models/b")}
+    with pytest.raises(ValueError, match="kpt_sim chip profile"):
+        fleet.parse_fleet_config({"workers": [{"model": "a", "path": "p", "profile": "h200"}]})
+    with pytest.raises(ValueError, match="extra_models must be a table"):
+        fleet.parse_fleet_config({"workers": [{"model": "a", "path": "p", "extra_models": 3}]})
     with pytest.raises(ValueError, match="unknown keys \\['gpu'\\]"):
         fleet.parse_fleet_config({"workers": [{"model": "a", "path": "p", "gpu": 1}]})
     with pytest.raises(ValueError, match="no \\[\\[workers\\]\\]"):
