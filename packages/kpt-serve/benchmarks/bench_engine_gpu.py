@@ -147,7 +147,14 @@ def engine_steady(llm, batch, prompt_len, new, vocab, seed):
     if not steps:
         raise RuntimeError(f"no step had all {batch} requests decoding; raise new tokens")
     rate = batch * len(steps) / sum(steps)
-    return rate, statistics.median(steps) * 1e3, statistics.median(forward_ms or [float("nan")])
+    median = statistics.median(steps)
+    slow = [t for t in steps if t > 3 * median]
+    if slow:  # the mean and the median tell different stories: say where the time went
+        print(
+            f"<!-- batch {batch}: {len(slow)} of {len(steps)} steps over 3x the median, "
+            f"{sum(slow) * 1e3:.0f} ms in all, longest {max(slow) * 1e3:.0f} ms -->"
+        )
+    return rate, median * 1e3, statistics.median(forward_ms or [float("nan")])
 
 
 class StaticCacheDecoder:
