@@ -117,6 +117,9 @@ def embedded_device_count() -> int:
 # default is to spin-wait after each parallel region: two processes spinning against each other
 # made a small training step ~20x slower on a 2-core host. Passive waiting yields the core.
 DAEMON_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
+# The daemon imports torch before it answers: tens of seconds on a loaded host (a CI machine
+# running several suites took over 60 s, kpt.sim's default). Still a bounded wait.
+DAEMON_STARTUP_TIMEOUT_S = 180.0
 
 
 @contextlib.contextmanager
@@ -144,6 +147,7 @@ def _connect() -> Runtime:
                 devices=settings.daemon_devices(),
                 numerics=settings.numerics,
                 executor="torch",
+                startup_timeout=DAEMON_STARTUP_TIMEOUT_S,
             )
         endpoint = daemon.endpoint
     try:
