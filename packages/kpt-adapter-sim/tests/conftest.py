@@ -36,7 +36,9 @@ def _private_daemon(**options):
     from kpt.sim import start_daemon
 
     ks.shutdown()
-    daemon = start_daemon(**{"executor": "torch", "devices": 1, **options})
+    daemon = start_daemon(
+        **{"executor": "torch", "devices": 1, "startup_timeout": 180.0, **options}
+    )
     previous = os.environ.get("KPT_SIM_ENDPOINT")
     os.environ["KPT_SIM_ENDPOINT"] = daemon.endpoint
     try:
