@@ -21,12 +21,10 @@ from kpt.serve._kv_cache import BlockPool, KVCacheManager
 from kpt.serve._loader import checkpoint_bytes, load_model
 from kpt.serve._models import KVCache
 from kpt.serve._request import Request, RequestOutput, RequestStatus
-from kpt.serve._runner import ModelRunner
+from kpt.serve._runner import ModelRunner, make_runner
 from kpt.serve._sampling import Sampler, SamplingParams
 from kpt.serve._scheduler import Scheduler, SchedulerConfig
 from kpt.serve._tokenizer import Tokenizer
-from kpt.serve._triton_attention import supports as supports_head_dim
-from kpt.serve._triton_attention import triton_available
 
 # Share of free memory the KV pool takes after the weights are loaded. On the host CPU, and on
 # a simulated device whose bytes live in host memory, the pool is sized from host memory more
@@ -351,34 +349,18 @@ class Engine:
 
     def _make_runner(self, model, cache, samples_per_seq: int | None = None) -> ModelRunner:
         """The runner for `model` (the target, or the draft model) on this engine's device."""
-        attention = self.config.attention
-        head_dim = model.config.head_dim
-        if attention == "auto":
-            use_triton = (
-                self.device.type == "cuda" and triton_available() and supports_head_dim(head_dim)
-            )
-        else:
-            use_triton = attention == "triton"
-            if use_triton and not (triton_available() and supports_head_dim(head_dim)):
-                raise ValueError(
-                    f"attention='triton' needs the triton package and a power-of-two head size "
-                    f">= 16 (this model's is {head_dim}); use attention='torch'"
-                )
-        graphs = self.config.cuda_graphs
-        if graphs is None:
-            graphs = use_triton and self.device.type == "cuda"
-        bs = self.config.block_size
-        return ModelRunner(
+        c = self.config
+        return make_runner(
             model,
             cache,
-            bs,
             self.device,
-            use_triton=use_triton,
-            graphs=bool(graphs) and use_triton,
-            max_num_seqs=self.config.max_num_seqs,
-            max_num_batched_tokens=self.config.max_num_batched_tokens,
-            max_blocks_per_seq=-(-(self.max_model_len + self.config.speculative_tokens + 1) // bs),
-            samples_per_seq=samples_per_seq or 1 + self.config.speculative_tokens,
+            attention=c.attention,
+            cuda_graphs=c.cuda_graphs,
+            block_size=c.block_size,
+            max_num_seqs=c.max_num_seqs,
+            max_num_batched_tokens=c.max_num_batched_tokens,
+            max_len=self.max_model_len + c.speculative_tokens + 1,
+            samples_per_seq=samples_per_seq or 1 + c.speculative_tokens,
         )
 
     def abort(self, request_id: str) -> RequestOutput | None:

@@ -20,6 +20,8 @@ from kpt.serve._attention import AttentionMetadata, PagedMetadata, torch_groups
 from kpt.serve._batch import SeqWork, StepBatch, build_step
 from kpt.serve._graphs import BucketedGraphs, HostStaging
 from kpt.serve._models import DecoderModel, KVCache
+from kpt.serve._triton_attention import supports as supports_head_dim
+from kpt.serve._triton_attention import triton_available
 
 
 class ModelRunner:
@@ -124,3 +126,43 @@ class ModelRunner:
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+
+
+def make_runner(
+    model: DecoderModel,
+    cache: KVCache,
+    device: torch.device,
+    *,
+    attention: str,
+    cuda_graphs: bool | None,
+    block_size: int,
+    max_num_seqs: int,
+    max_num_batched_tokens: int,
+    max_len: int,
+    samples_per_seq: int,
+) -> ModelRunner:
+    """A runner on the path EngineConfig asks for: Triton where it runs ("auto": on CUDA),
+    CUDA graphs on top of it (None: on CUDA)."""
+    head_dim = model.config.head_dim
+    if attention == "auto":
+        use_triton = device.type == "cuda" and triton_available() and supports_head_dim(head_dim)
+    else:
+        use_triton = attention == "triton"
+        if use_triton and not (triton_available() and supports_head_dim(head_dim)):
+            raise ValueError(
+                f"attention='triton' needs the triton package and a power-of-two head size "
+                f">= 16 (this model's is {head_dim}); use attention='torch'"
+            )
+    graphs = cuda_graphs if cuda_graphs is not None else device.type == "cuda"
+    return ModelRunner(
+        model,
+        cache,
+        block_size,
+        device,
+        use_triton=use_triton,
+        graphs=bool(graphs) and use_triton,
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens,
+        max_blocks_per_seq=-(-max_len // block_size),
+        samples_per_seq=samples_per_seq,
+    )
