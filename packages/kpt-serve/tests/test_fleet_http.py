@@ -140,6 +140,16 @@ def test_text_and_chat_on_a_model_with_a_tokenizer(server):
     assert same.json()["choices"][0]["text"] == message["content"]
 
 
+def test_stop_strings_end_a_request_and_cut_its_text(server):
+    body = {"model": "chatty", "prompt": "w3 w4 w5", "return_token_ids": True, **_greedy(8)}
+    full = server.post("/v1/completions", json=body).json()["choices"][0]
+    words = full["text"].split()
+    stop = words[2]
+    cut = server.post("/v1/completions", json={**body, "stop": stop}).json()["choices"][0]
+    assert cut["finish_reason"] == "stop" and stop not in cut["text"]
+    assert full["text"].startswith(cut["text"]) and len(cut["token_ids"]) < 8
+
+
 @pytest.mark.parametrize(
     ("body", "status", "words"),
     [
@@ -149,6 +159,7 @@ def test_text_and_chat_on_a_model_with_a_tokenizer(server):
         ({"model": "plain", "prompt": [3, 4], "max_tokens": 0}, 400, "max_tokens"),
         ({"model": "plain"}, 400, "prompt is missing"),
         ({"model": "plain", "prompt": [3], "stop": ["x"]}, 400, "stop_token_ids"),
+        ({"model": "plain", "prompt": [3], "stop": 7}, 400, "list of strings"),
         ({"model": "nope", "prompt": [3]}, 404, "plain"),
         ({"model": "plain", "prompt": [3] * 300}, 400, "shorten it"),
     ],

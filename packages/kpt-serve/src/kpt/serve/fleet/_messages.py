@@ -45,12 +45,14 @@ _PARAM_FIELDS = (
     "stop_token_ids",
     "ignore_eos",
     "min_tokens",
+    "stop",
 )
 
 
 def params_to_wire(params: SamplingParams) -> dict[str, Any]:
     out = {name: getattr(params, name) for name in _PARAM_FIELDS}
     out["stop_token_ids"] = list(params.stop_token_ids)
+    out["stop"] = list(params.stop)
     return out
 
 

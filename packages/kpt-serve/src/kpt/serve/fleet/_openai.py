@@ -60,10 +60,6 @@ def parse_options(body: dict[str, Any]) -> Options:
         raise BadRequest(
             "n and best_of other than 1 are not supported; send one request per sample"
         )
-    if body.get("stop"):
-        raise BadRequest(
-            f"stop strings ({body['stop']!r}) are not supported; use stop_token_ids (token ids)"
-        )
     if body.get("logprobs") not in (None, False, 0) or body.get("echo"):
         raise BadRequest("logprobs and echo are not supported")
     max_tokens = body.get("max_tokens", body.get("max_completion_tokens", DEFAULT_MAX_TOKENS))
@@ -76,7 +72,12 @@ def parse_options(body: dict[str, Any]) -> Options:
         "stop_token_ids": body.get("stop_token_ids") or (),
         "ignore_eos": bool(body.get("ignore_eos", False)),
         "min_tokens": body.get("min_tokens", 0),
+        "stop": body.get("stop") or (),
     }
+    if isinstance(fields["stop"], str):
+        fields["stop"] = (fields["stop"],)
+    if not isinstance(fields["stop"], list | tuple):
+        raise BadRequest(f"stop must be a string or a list of strings, got {fields['stop']!r}")
     for name in ("temperature", "top_p"):
         if isinstance(fields[name], int) and not isinstance(fields[name], bool):
             fields[name] = float(fields[name])
