@@ -35,7 +35,7 @@ class WorkerSpec:
     extra_models: dict[str, str] = field(default_factory=dict)
     memory_budget_mb: float | None = None
     profile: str | None = None  # kpt_sim chip profile (KPT_SIM_PROFILE), e.g. "mi300x"
-    step_clock: str = "wall"  # "device": route by the engine's clock (simulated on kpt_sim)
+    step_clock: str = "wall"  # "device": on a simulated chip, route by its simulated time
 
     def __post_init__(self) -> None:
         if self.profile is not None and not self.device.startswith("kpt_sim"):

@@ -82,7 +82,8 @@ class Worker:
         self._commands: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
         self._blocked: collections.deque[dict[str, Any]] = collections.deque()  # ModelBusy
         self._owner: dict[str, str] = {}  # rid -> model
-        self._clock_ms: dict[str, float] = {}  # model -> its engine's clock after its last step
+        # model -> (id of its engine, that engine's clock after its last step, ms)
+        self._clock_ms: dict[str, tuple[int, float]] = {}
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._stats = WorkerStats()
@@ -141,7 +142,7 @@ class Worker:
                 for name, engine in busy:
                     self._step(name, engine)
                 if not busy:
-                    self._refresh_stats(0, 0.0, idle=True)
+                    self._refresh_stats(None, idle=True)
                     self._wake.wait(self.heartbeat_s)
                     self._wake.clear()
         except Exception:  # a broken engine must not look alive: the router fails over
@@ -242,17 +243,26 @@ class Worker:
             wire.append(item)
         if wire:
             self._send_outputs(wire)
-        device_ms = None
-        if self.step_clock == "device":
-            now_ms = engine.stats().clock_ms
-            device_ms = now_ms - self._clock_ms.get(name, 0.0)
-            self._clock_ms[name] = now_ms
-        self._refresh_stats(elapsed, device_ms, idle=False)
+        self._refresh_stats(self._step_ms(name, engine, elapsed), idle=False)
+
+    def _step_ms(self, name: str, engine: Engine, elapsed: float) -> float | None:
+        """The step's time for the router's fit; None: no sample (a freshly loaded engine).
+
+        On a simulated chip with step_clock="device", the simulated time the step took (its
+        clock does not run while the engine idles); otherwise wall time on this host."""
+        if self.step_clock != "device" or not engine.device_info.capabilities.simulated:
+            return 1000.0 * elapsed
+        now_ms = engine.stats().clock_ms
+        last = self._clock_ms.get(name)
+        self._clock_ms[name] = (id(engine), now_ms)
+        if last is None or last[0] != id(engine) or now_ms < last[1]:
+            return None  # its first step: the clock's start lies before the model's load
+        return now_ms - last[1]
 
     def _send_outputs(self, outputs: list[dict[str, Any]]) -> None:
         self._router.cast(OUTPUTS, {"worker_id": self.worker_id, "outputs": outputs})
 
-    def _refresh_stats(self, elapsed: float, device_ms: float | None, idle: bool) -> None:
+    def _refresh_stats(self, step_ms: float | None, idle: bool) -> None:
         stats = _total([engine.stats() for _, engine in self.models.engines()])
         previous = self._stats
         speed = previous.tokens_per_s
@@ -260,8 +270,7 @@ class Worker:
             previous.generated_tokens + previous.prompt_tokens_computed
         )
         # An eviction drops the evicted engine's counts: a negative difference is no step.
-        if not idle and elapsed > 0 and done >= 0:
-            step_ms = device_ms if device_ms is not None else 1000.0 * elapsed
+        if not idle and step_ms is not None and step_ms > 0 and done >= 0:
             self._steps.add(done, step_ms)
             rate = 1000.0 * done / step_ms if step_ms > 0 else 0.0
             speed = rate if speed == 0 else (1 - _SPEED_SMOOTHING) * speed + _SPEED_SMOOTHING * rate
