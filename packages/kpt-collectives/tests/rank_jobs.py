@@ -17,7 +17,7 @@ import torch.distributed as dist
 import kpt.collectives  # noqa: F401  (registers "kpt")
 from kpt.collectives import batch_weighted_hook, split_batch
 
-TIMEOUTS = {"straggler": 4}
+TIMEOUTS = {"straggler": 4, "killed_mid_step": 4}
 N = 6  # elements per rank in the value tests
 OPS = {"sum": dist.ReduceOp.SUM, "avg": dist.ReduceOp.AVG, "max": dist.ReduceOp.MAX,
        "min": dist.ReduceOp.MIN, "prod": dist.ReduceOp.PRODUCT}  # fmt: skip
@@ -161,14 +161,12 @@ def ddp_split(rank, world, save):
 def fsdp2(rank, world, save):
     """FSDP2 (fully_shard) on each rank's equal share: the mean of the shard losses' gradients
     is the whole batch's gradient."""
-    from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
+    from kpt.collectives import init_device_mesh  # torch's refuses the name "kpt_sim"
+
     dev = device(rank)
-    # init_device_mesh refuses device names that are not alphabetic ("kpt_sim"): build it
-    mesh = (
-        DeviceMesh(dev, list(range(world))) if dev == "kpt_sim" else init_device_mesh(dev, (world,))
-    )
+    mesh = init_device_mesh(dev, (world,))
     model = make_model().to(dev)
     for layer in model:
         if isinstance(layer, torch.nn.Linear):
@@ -182,5 +180,34 @@ def fsdp2(rank, world, save):
         optimizer.zero_grad()
         torch.nn.functional.mse_loss(model(x), y).backward()
         optimizer.step()
-    flat = torch.cat([p.full_tensor().detach().cpu().reshape(-1) for p in model.parameters()])
-    save(f"weights_{rank}", flat)
+    full = []
+    for p in model.parameters():  # every rank's shard of dim 0 (the shapes here split evenly)
+        local = p.to_local().detach().contiguous()
+        gathered = torch.empty((world * local.shape[0], *local.shape[1:]), device=dev)
+        dist.all_gather_into_tensor(gathered, local)
+        full.append(gathered.cpu().reshape(-1))
+    save(f"weights_{rank}", torch.cat(full))
+
+
+def killed_mid_step(rank, world, save):
+    """A data-parallel step (backward, then one all-reduce per gradient); in its second step
+    rank 1 is killed (SIGKILL) between two gradient all-reduces. Rank 0 must get an error naming
+    rank 1 within the collective timeout, never a hang."""
+    import signal
+
+    dev = device(rank)
+    model = make_model().to(dev)
+    (x, y), start = batches()[0], time.monotonic()
+    x, y = x.to(dev), y.to(dev)
+    try:
+        for step in range(3):
+            start = time.monotonic()
+            model.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            for i, p in enumerate(model.parameters()):
+                if rank == 1 and step == 1 and i == 2:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                dist.all_reduce(p.grad)
+    except Exception as exc:
+        save("killed_error", np.array([f"{type(exc).__name__}: {exc}"]))
+    save("killed_seconds", np.array([time.monotonic() - start]))

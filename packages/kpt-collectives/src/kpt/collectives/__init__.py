@@ -9,6 +9,7 @@ import torch.distributed as _dist
 
 from kpt.collectives._errors import CollectiveError, CollectiveTimeoutError
 from kpt.collectives._group import BACKEND_NAME, DEVICES, KptProcessGroup
+from kpt.collectives._mesh import init_device_mesh
 from kpt.collectives._placement import batch_weighted_hook, split_batch
 from kpt.collectives._plan import Plan, Step, device_rates, format_plans, plans
 from kpt.collectives._version import __version__
@@ -27,6 +28,7 @@ __all__ = [
     "batch_weighted_hook",
     "device_rates",
     "format_plans",
+    "init_device_mesh",
     "plans",
     "split_batch",
 ]

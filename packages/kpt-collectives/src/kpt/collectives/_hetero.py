@@ -1,0 +1,195 @@
+"""A heterogeneous data-parallel job on simulated chips: each chip alone, then both with DDP.
+
+`run_job` starts one daemon (one device per chip) and one process per chip
+(``python -m kpt.collectives._hetero RANK WORLD FOLDER CONFIG_JSON``). Each rank first trains
+alone on the whole global batch (its single-chip throughput, in simulated time); the ranks share
+those throughputs through the backend, split the batch with `split_batch`, and train with DDP
+and the batch-weighted hook. Each rank reports its simulated step times and the daemon's timing
+of every gradient all-reduce (duration and the engine's closed form for its algorithm).
+
+The daemon runs timing-only by default (no values: the matmuls that make a step device-bound
+would take minutes on a CPU host). DDP reads device values in two places, which a timing-only
+daemon answers with zeros: its parameter-shape check at construction (skipped: ``init_sync=
+False``, every rank builds the same model from one seed) and the bucket-order broadcast before its
+second step (avoided: ``find_unused_parameters=True`` never rebuilds buckets, and with every
+parameter used it reads nothing back).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from kpt.collectives._placement import split_batch
+
+RESULT_PREFIX = "KPT-HETERO-RESULT "
+
+
+@dataclass
+class HeteroJob:
+    """What to train where: an MLP of `depth` square layers, one rank per chip."""
+
+    chips: tuple[str, ...] = ("h100-sxm", "mi300x")
+    width: int = 4096
+    depth: int = 4
+    global_batch: int = 8192
+    steps: int = 3
+    numerics: bool = False  # timing only (see the module's docstring)
+    limit_s: float = 600.0  # every rank process is killed past this
+
+    def profile(self) -> str:
+        return ",".join(f"{chip}:1" for chip in self.chips)
+
+
+@dataclass
+class RankReport:
+    """One rank's simulated figures (seconds)."""
+
+    chip: str
+    alone_step_s: float
+    batch: int = 0
+    pair_step_s: float = 0.0
+    all_reduces: list[dict] = field(default_factory=list)  # duration, predicted, nbytes
+
+
+def run_job(job: HeteroJob) -> list[RankReport]:
+    """Start a daemon and one process per chip; every process is waited for or killed."""
+    import kpt.sim  # the [sim] extra
+
+    daemon = kpt.sim.start_daemon(
+        profile=job.profile(), devices=len(job.chips), executor="torch", numerics=job.numerics
+    )
+    try:
+        with tempfile.TemporaryDirectory(prefix="kpt-hetero-") as folder:
+            outputs = _run_ranks(job, daemon.endpoint, folder)
+    finally:
+        daemon.stop()
+    line = next(x for x in outputs[0].splitlines() if x.startswith(RESULT_PREFIX))
+    return [RankReport(**r) for r in json.loads(line[len(RESULT_PREFIX) :])]
+
+
+def _run_ranks(job: HeteroJob, endpoint: str, folder: str) -> list[str]:
+    world = len(job.chips)
+    config = json.dumps(asdict(job))
+    procs: list[subprocess.Popen] = []
+    try:
+        for rank in range(world):
+            env = dict(os.environ, KPT_SIM_ENDPOINT=endpoint, KPT_SIM_VISIBLE_DEVICES=str(rank),
+                       OMP_NUM_THREADS="1")  # fmt: skip
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "kpt.collectives._hetero", str(rank), str(world), folder,
+                 config],
+                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            ))  # fmt: skip
+        deadline = time.monotonic() + job.limit_s
+        outputs = []
+        for p in procs:
+            try:
+                out, _ = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out, _ = p.communicate()
+                out += f"\n[killed after {job.limit_s:g} s]"
+            outputs.append(out)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for rank, (p, out) in enumerate(zip(procs, outputs)):
+        if p.returncode != 0:
+            raise RuntimeError(f"hetero rank {rank} failed (exit {p.returncode}):\n{out[-4000:]}")
+    return outputs
+
+
+# -- inside a rank process ---------------------------------------------------------------------
+def _make_model(job: HeteroJob) -> torch.nn.Module:
+    torch.manual_seed(0)
+    layers: list[torch.nn.Module] = []
+    for _ in range(job.depth):
+        layers += [torch.nn.Linear(job.width, job.width), torch.nn.ReLU()]
+    return torch.nn.Sequential(*layers).to("kpt_sim")
+
+
+def _timed_steps(job: HeteroJob, model: torch.nn.Module, batch: int) -> float:
+    """Simulated seconds per training step (one warm step first, then `job.steps`)."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(batch, job.width).to("kpt_sim")
+    y = torch.randn(batch, job.width).to("kpt_sim")
+
+    def step() -> None:
+        optimizer.zero_grad()
+        (model(x) - y).pow(2).mean().backward()
+        optimizer.step()
+
+    step()
+    start = torch.kpt_sim.Event(enable_timing=True)
+    end = torch.kpt_sim.Event(enable_timing=True)
+    start.record()
+    for _ in range(job.steps):
+        step()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3 / job.steps
+
+
+def _recording_hook(state, bucket):  # DDP checks these annotations: none, or its own
+    """batch_weighted_hook that keeps each all-reduce's Work (for the daemon's timing)."""
+    weight, works = state
+    buffer = bucket.buffer()
+    buffer.mul_(weight)
+    work = dist.all_reduce(buffer, op=dist.ReduceOp.SUM, async_op=True)
+    works.append(work)
+    return work.get_future().then(lambda fut: buffer)
+
+
+def _rank_main(rank: int, world: int, folder: str, config: dict) -> None:
+    import kpt.adapters.sim  # noqa: F401  (registers kpt_sim)
+
+    job = HeteroJob(**{**config, "chips": tuple(config["chips"])})
+    dist.init_process_group("kpt", init_method=f"file://{folder}/store", rank=rank,
+                            world_size=world, timeout=timedelta(seconds=job.limit_s))  # fmt: skip
+    report = RankReport(job.chips[rank], _timed_steps(job, _make_model(job), job.global_batch))
+    alone = torch.tensor([report.alone_step_s], dtype=torch.float64)
+    every = [torch.zeros(1, dtype=torch.float64) for _ in range(world)]
+    dist.all_gather(every, alone)  # cpu tensors: through the backend's host route
+    sizes = split_batch(job.global_batch, [job.global_batch / float(t) for t in every])
+    report.batch = sizes[rank]
+    works: list = []
+    ddp = torch.nn.parallel.DistributedDataParallel(
+        _make_model(job), init_sync=False, find_unused_parameters=True,
+        gradient_as_bucket_view=True,
+    )  # fmt: skip
+    ddp.register_comm_hook((sizes[rank] / job.global_batch, works), _recording_hook)
+    report.pair_step_s = _timed_steps(job, ddp, sizes[rank])
+    timed = works[-len(works) * job.steps // (job.steps + 1) :]  # the timed steps' buckets
+    report.all_reduces = [dict(w.timing) for w in timed if getattr(w, "timing", None)]
+    reports = _gather_reports(report, world)
+    dist.destroy_process_group()
+    if rank == 0:
+        print(RESULT_PREFIX + json.dumps([asdict(r) for r in reports]), flush=True)
+
+
+def _gather_reports(report: RankReport, world: int) -> list[RankReport]:
+    """Every rank's report on rank 0, as JSON bytes through the store (never pickled)."""
+    store = dist.distributed_c10d._get_default_store()
+    store.set(f"kpt-hetero-report/{dist.get_rank()}", json.dumps(asdict(report)))
+    if dist.get_rank() != 0:
+        dist.barrier()
+        return []
+    texts = [store.get(f"kpt-hetero-report/{r}").decode() for r in range(world)]
+    dist.barrier()
+    return [RankReport(**json.loads(t)) for t in texts]
+
+
+if __name__ == "__main__":
+    _rank_main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4]))
