@@ -171,7 +171,13 @@ class Server:
             waker = self._context.socket(zmq.DEALER)
             waker.linger = 0
             waker.connect(self._stop_endpoint)
-            waker.send(b"stop", zmq.NOBLOCK)  # any message: the thread checks _stopping first
+            try:
+                waker.send(b"stop", zmq.NOBLOCK)  # any message: the thread checks _stopping first
+            except zmq.Again:
+                # Not attached yet (a CURVE router's in-process peer does its handshake first;
+                # a loaded machine can be slow to): the thread looks at _stopping every half
+                # heartbeat interval anyway, so the wake-up only saves that wait.
+                pass
             thread.join(timeout)
             waker.close(0)
             if thread.is_alive():
