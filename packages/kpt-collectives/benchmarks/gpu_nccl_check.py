@@ -41,9 +41,10 @@ def shared_gpu_rank(rank: int, folder: str) -> None:
 
 def try_shared_gpu() -> dict:
     with tempfile.TemporaryDirectory() as folder:
-        procs = [subprocess.Popen([sys.executable, __file__, "--shared-rank", str(r),
-                                   "--folder", folder], stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True) for r in range(2)]  # fmt: skip
+        command = [sys.executable, __file__, "--folder", folder, "--shared-rank"]
+        procs = [subprocess.Popen([*command, str(r)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+                 for r in range(2)]  # fmt: skip
         outs = []
         for p in procs:
             try:
@@ -51,8 +52,8 @@ def try_shared_gpu() -> dict:
             except subprocess.TimeoutExpired:
                 p.kill()
                 outs.append(p.communicate()[0] + "\n[killed after 90 s]")
-    values = [json.loads(line[len("SHARED ") :])["value"]
-              for out in outs for line in out.splitlines() if line.startswith("SHARED ")]  # fmt: skip
+    lines = [line for out in outs for line in out.splitlines() if line.startswith("SHARED ")]
+    values = [json.loads(line[len("SHARED ") :])["value"] for line in lines]
     return {"exit_codes": [p.returncode for p in procs], "values": values,
             "passed": values == [3.0, 3.0], "tail": [o[-1500:] for o in outs]}  # fmt: skip
 
