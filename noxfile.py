@@ -323,6 +323,7 @@ nox.options.sessions = [
     "lint",
     *(f"tests-{p.short}" for p in PACKAGES.values()),
     "isolation",
+    "install",  # each README's install command in a fresh venv, as a user types it
     "integration",
 ]
 
