@@ -133,20 +133,29 @@ def main() -> None:
         return
     report: dict = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0),
                     "nccl": ".".join(map(str, torch.cuda.nccl.version()))}  # fmt: skip
-    report["world2_shared_gpu"] = try_shared_gpu()
+
+    def stage(name: str, run) -> None:  # each stage's outcome is written as soon as known
+        try:
+            report[name] = run()
+        except Exception as exc:
+            report[name] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=1)
+        print(name, json.dumps(report[name])[:3000], flush=True)
+
+    stage("world1_first", lambda: "see below")
     with tempfile.TemporaryDirectory() as folder:
         dist.init_process_group("nccl", init_method=f"file://{folder}/store", rank=0,
                                 world_size=1, device_id=torch.device("cuda:0"))  # fmt: skip
-        kpt_group = dist.new_group(backend="kpt")
-        report["world1_collectives"] = collectives(kpt_group)
-        report["world1_route"] = repr(kpt_group._get_backend(torch.device("cuda")))
-        report["world1_ddp"] = ddp_runs({"nccl": dist.group.WORLD, "kpt": kpt_group},
-                                        args.steps, 4096, 256)  # fmt: skip
-        dist.destroy_process_group()
-    text = json.dumps(report, indent=1)
-    with open(args.out, "w") as f:
-        f.write(text)
-    print(text)
+        try:
+            groups: dict = {"nccl": dist.group.WORLD}
+            stage("world1_new_group", lambda: repr(groups.setdefault(
+                "kpt", dist.new_group(backend="kpt"))))  # fmt: skip
+            stage("world1_collectives", lambda: collectives(groups["kpt"]))
+            stage("world1_ddp", lambda: ddp_runs(groups, args.steps, 4096, 256))
+        finally:
+            dist.destroy_process_group()
+    stage("world2_shared_gpu", try_shared_gpu)
 
 
 if __name__ == "__main__":

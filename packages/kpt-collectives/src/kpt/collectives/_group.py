@@ -56,6 +56,13 @@ class KptProcessGroup(dist.ProcessGroup):
     def group_desc(self) -> str:
         return self._group_desc
 
+    # torch asks a new group for its backend on the default group's device (init_process_group
+    # with device_id) to split it; a Python group is its own backend and does not split.
+    def _get_backend(self, device: Any) -> KptProcessGroup:
+        return self
+
+    supports_splitting = False
+
     def __repr__(self) -> str:
         return f"KptProcessGroup({self.group_id}, rank {self._rank} of {self._world}, " \
                f"{self.routes.describe()})"  # fmt: skip
