@@ -7,8 +7,8 @@ def test_public_names_are_pinned():
     assert sorted(kpt.collectives.__all__) == kpt.collectives.__all__
     assert kpt.collectives.__all__ == [
         "BACKEND_NAME", "CollectiveError", "CollectiveTimeoutError", "KptProcessGroup", "Plan",
-        "Step", "__version__", "batch_weighted_hook", "device_rates", "format_plans", "plans",
-        "split_batch",
+        "Step", "__version__", "batch_weighted_hook", "device_rates", "format_plans",
+        "init_device_mesh", "plans", "split_batch",
     ]  # fmt: skip
 
 
