@@ -139,7 +139,10 @@ def test_fused_optimizers_run_on_the_device_equal_to_cpu(sim, make):
         assert len(fused) == 1, [op for op, _ in seen]  # six tensors: one chunk, one launch
         assert fused[0][0] == "elementwise"
     for a, b in zip(model.parameters(), on_sim.parameters()):
-        assert torch.equal(a.detach(), b.detach().cpu())
+        # The CPU's fused kernels run vector lanes and a scalar tail split by thread count,
+        # so the reference itself moves in the last bit between processes with other
+        # thread counts (the daemon's): equal up to rounding, not bit for bit.
+        torch.testing.assert_close(b.detach().cpu(), a.detach(), rtol=1e-6, atol=1e-7)
     assert sim.fallback_report() == {}
 
 
@@ -201,8 +204,16 @@ def test_lstm_one_launch_per_layer_each_way_bit_equal_to_cpu(sim, batch_first, l
     assert len(seen) < 12 * layers  # not a dozen launches per time step
 
 
-def test_lstm_without_autograd_is_fused_too(sim):
-    rnn = nn.LSTM(4, 4).to("kpt_sim")
-    with torch.no_grad(), launches() as seen:
-        rnn(torch.randn(7, 2, 4, device="kpt_sim"))
+@pytest.mark.parametrize("training", [True, False])
+def test_lstm_without_autograd_is_fused_too(sim, training):
+    torch.manual_seed(5)
+    rnn = nn.LSTM(4, 4).train(training)
+    x = torch.randn(7, 2, 4)
+    with torch.no_grad():
+        expected = rnn(x)[0]
+        with launches() as seen:
+            got = copy.deepcopy(rnn).to("kpt_sim")(x.to("kpt_sim"))[0].cpu()  # waits: errors too
+    # Without grad the CPU runs oneDNN's inference kernel; the daemon runs with grad on (it
+    # must keep the workspace a backward needs), so its training kernel: equal up to rounding.
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
     assert [op for op, _ in seen].count("aten::mkldnn_rnn_layer.default") == 1

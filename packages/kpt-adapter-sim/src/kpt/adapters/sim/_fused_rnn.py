@@ -8,7 +8,9 @@ AutogradPrivateUse1 (and handles it at the Python key, where calls without autog
 with the CPU's own layer loop (``aten/src/ATen/native/mkldnn/RNN.cpp``, ``mkldnn_rnn``), so the
 daemon runs the CPU reference's kernels and values are equal to it bit for bit. Each layer is
 costed as the chip's fused RNN (op class ``rnn``: an input GEMM, then per step a recurrent GEMM
-and the cell's elementwise kernel, in series).
+and the cell's elementwise kernel, in series). Without grad the CPU runs oneDNN's inference
+kernel and the daemon (grad on: a backward needs the workspace) its training kernel, which
+round differently in the last bit.
 
 Covered: float32 LSTMs without projections or packed sequences (what oneDNN runs on the CPU);
 anything else keeps torch's composite, cell by cell. GRU and vanilla RNN layers stay cell by
@@ -91,7 +93,9 @@ class FusedLSTM:
         if nbytes is None:
             zeros = [torch.zeros(a.shape, dtype=a.dtype) if isinstance(a, torch.Tensor) else a
                      for a in args]  # fmt: skip
-            workspace = func(*zeros, **kwargs)[3]  # None when not training
+            # As the daemon runs it: grad mode on there (oneDNN keeps no workspace without it).
+            with torch.enable_grad():
+                workspace = func(*zeros, **kwargs)[3]  # None when not training
             nbytes = 0 if workspace is None else workspace.numel()
             if len(self._workspace) >= WORKSPACE_CACHE_LIMIT:
                 self._workspace.clear()
