@@ -22,9 +22,10 @@ def _save(model, path):
     return path
 
 
-def make_gpt2(path, *, layers=2, width=64, heads=4, positions=256, seed=0):
+def make_gpt2(path, *, layers=2, width=64, heads=4, positions=256, seed=0, activation="gelu_new"):
     torch.manual_seed(seed)
     config = transformers.GPT2Config(
+        activation_function=activation,
         vocab_size=VOCAB,
         n_positions=positions,
         n_embd=width,

@@ -29,6 +29,9 @@ class ModelConfig:
     tie_word_embeddings: bool = True
     eos_token_ids: tuple[int, ...] = ()
     torch_dtype: str = "float32"
+    # GPT-2's MLP activation as transformers names it: "gelu_new" (tanh approximation, GPT-2's
+    # own checkpoints) or "gelu" (exact, as torch's nn.GELU() trains).
+    activation: str = "gelu_new"
 
     @property
     def kv_bytes_per_token(self) -> int:
@@ -41,6 +44,24 @@ def _eos_ids(raw: dict) -> tuple[int, ...]:
     if eos is None:
         return ()
     return tuple(eos) if isinstance(eos, list) else (int(eos),)
+
+
+_GELU_APPROXIMATION = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
+
+
+def _gpt2_activation(raw: dict) -> str:
+    name = raw.get("activation_function", "gelu_new")
+    if name not in _GELU_APPROXIMATION:
+        raise ValueError(
+            f"config.json: activation_function {name!r} is not one kpt-serve runs for GPT-2; "
+            f"use one of {sorted(_GELU_APPROXIMATION)}"
+        )
+    return name
+
+
+def gelu_approximation(config: ModelConfig) -> str:
+    """torch's F.gelu ``approximate=`` for the model's activation."""
+    return _GELU_APPROXIMATION[config.activation]
 
 
 def load_config(model_dir: str | Path) -> ModelConfig:
@@ -72,6 +93,7 @@ def load_config(model_dir: str | Path) -> ModelConfig:
             tie_word_embeddings=raw.get("tie_word_embeddings", True),
             eos_token_ids=_eos_ids(raw),
             torch_dtype=str(raw.get("torch_dtype") or raw.get("dtype") or "float32"),
+            activation=_gpt2_activation(raw),
         )
     if family == "llama":
         # transformers 5 writes rope_parameters; 4.x wrote rope_scaling (null when plain).

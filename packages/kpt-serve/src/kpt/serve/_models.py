@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kpt.serve._attention import AttentionMetadata, paged_attention, write_kv
-from kpt.serve._config import ModelConfig
+from kpt.serve._config import ModelConfig, gelu_approximation
 
 
 class KVCache:
@@ -90,9 +90,10 @@ class _Gpt2Mlp(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(config.hidden_size, config.intermediate_size)
         self.c_proj = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.approximate = gelu_approximation(config)
 
     def forward(self, x):
-        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+        return self.c_proj(F.gelu(self.c_fc(x), approximate=self.approximate))
 
 
 class _Gpt2Block(nn.Module):
