@@ -18,16 +18,21 @@ def keys(tmp_path):
     return {"server": server, "client": client, "stranger": stranger, "dir": tmp_path}
 
 
-@pytest.fixture
-def curve_server(keys):
+def _curve_server(keys) -> Server:
+    """A CURVE server on loopback admitting the keys in the "clients" folder."""
     public, secret = keys["server"]
-    server = Server(
+    return Server(
         "tcp://127.0.0.1:0",
         heartbeat_interval=HEARTBEAT,
         curve_secret_key=secret,
         curve_public_key=public,
         authorized_keys=keys["dir"] / "clients",  # a folder of NAME.key files
     )
+
+
+@pytest.fixture
+def curve_server(keys):
+    server = _curve_server(keys)
     server.register("echo", lambda msg, cid: msg.header)
     with server:
         yield server
@@ -76,14 +81,7 @@ def test_a_server_stops_even_when_its_wake_up_cannot_be_sent(keys, monkeypatch):
         return real_send(self, data, *args, **kwargs)
 
     monkeypatch.setattr(zmq.Socket, "send", send)
-    public, secret = keys["server"]
-    server = Server(
-        "tcp://127.0.0.1:0",
-        heartbeat_interval=HEARTBEAT,
-        curve_secret_key=secret,
-        curve_public_key=public,
-        authorized_keys=keys["dir"] / "clients",
-    )
+    server = _curve_server(keys)
     server.start()
     thread = server._thread
     server.close()
