@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import timedelta
 
 import numpy as np
 import torch
@@ -89,18 +90,25 @@ def every_collective(rank, world, save):
     save(f"done_{rank}", np.array([1]))
 
 
+def timed_group(job: str, world: int):
+    """A group whose collectives time out after TIMEOUTS[job]. The default group keeps a long
+    timeout, so joining (process start and imports, slow on a loaded machine) never trips it."""
+    return dist.new_group(list(range(world)), timeout=timedelta(seconds=TIMEOUTS[job]))
+
+
 def straggler(rank, world, save):
     """Rank 1 never joins the all-reduce: rank 0 must get an error in time (on kpt_sim a
     CollectiveTimeoutError naming rank 1; on cpu gloo's own error, its Work being gloo's)."""
     dev = device(rank)
+    group = timed_group("straggler", world)
     t = rank_values(rank).to(dev)
-    dist.all_reduce(t)  # together once: the group has agreed on its route
+    dist.all_reduce(t, group=group)  # together once: the group has agreed on its route
     if rank == 1:
         time.sleep(TIMEOUTS["straggler"] + 8)
         return
     start = time.monotonic()
     try:
-        dist.all_reduce(t)
+        dist.all_reduce(t, group=group)
     except Exception as exc:
         save("straggler_error", np.array([f"{type(exc).__name__}: {exc}"]))
     save("straggler_seconds", np.array([time.monotonic() - start]))
@@ -196,6 +204,7 @@ def killed_mid_step(rank, world, save):
     import signal
 
     dev = device(rank)
+    group = timed_group("killed_mid_step", world)
     model = make_model().to(dev)
     (x, y), start = batches()[0], time.monotonic()
     x, y = x.to(dev), y.to(dev)
@@ -207,7 +216,7 @@ def killed_mid_step(rank, world, save):
             for i, p in enumerate(model.parameters()):
                 if rank == 1 and step == 1 and i == 2:
                     os.kill(os.getpid(), signal.SIGKILL)
-                dist.all_reduce(p.grad)
+                dist.all_reduce(p.grad, group=group)
     except Exception as exc:
         save("killed_error", np.array([f"{type(exc).__name__}: {exc}"]))
     save("killed_seconds", np.array([time.monotonic() - start]))

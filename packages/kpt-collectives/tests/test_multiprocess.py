@@ -88,9 +88,10 @@ def test_ddp_on_cpu_ranks_equals_one_process_on_the_whole_batch(tmp_path):
                                atol=1e-6)  # fmt: skip
 
 
+@pytest.mark.timeout(400)
 @pytest.mark.parametrize("on_sim", [True, False], ids=["kpt_sim", "cpu"])
 def test_a_rank_that_never_joins_fails_the_others_within_the_timeout(daemon, tmp_path, on_sim):
-    check_ok(run_ranks("straggler", 2, tmp_path, daemon if on_sim else None, limit_s=60))
+    check_ok(run_ranks("straggler", 2, tmp_path, daemon if on_sim else None, limit_s=300))
     seconds = float(load(tmp_path, "straggler_seconds")[0])
     assert seconds < rank_jobs.TIMEOUTS["straggler"] + 10
     message = str(load(tmp_path, "straggler_error")[0])
@@ -125,11 +126,12 @@ def test_fsdp2_fully_shard_on_kpt_sim_ranks_equals_one_process_on_the_whole_batc
                                atol=1e-6)  # fmt: skip
 
 
+@pytest.mark.timeout(400)
 @pytest.mark.parametrize("on_sim", [True, False], ids=["kpt_sim", "cpu"])
 def test_a_rank_killed_mid_step_fails_the_other_in_time_and_leaves_no_process(
     daemon, tmp_path, on_sim
 ):
-    results = run_ranks("killed_mid_step", 2, tmp_path, daemon if on_sim else None, limit_s=90)
+    results = run_ranks("killed_mid_step", 2, tmp_path, daemon if on_sim else None, limit_s=300)
     assert results[0].returncode == 0, results[0].stdout[-3000:]
     assert results[1].returncode == -9  # SIGKILL, in its second step
     seconds = float(load(tmp_path, "killed_seconds")[0])
