@@ -9,6 +9,7 @@ def test_public_names_are_pinned():
         "Client",
         "HandlerError",
         "Limits",
+        "ListenerBounds",
         "Message",
         "PROTOCOL",
         "ProtocolError",
