@@ -62,6 +62,18 @@ def test_a_straggler_slows_the_whole_ring():
     assert quiet.duration == pytest.approx(ring_all_reduce_time(2, 4e6, ALPHA, BETA, 100e9))
 
 
+def test_a_late_rank_is_in_the_duration_and_not_in_the_transfer_time():
+    """Rank 1 computes 300 us first: the collective's duration, from the first arrival, holds
+    that wait; its transfer time, from the last arrival, is the closed form alone."""
+    sim = Simulator("test-asic", devices=2)
+    sim.launch(1, kernel(300))
+    sim.wait_event(sim.record_event(1, 0), 1, stream=1)
+    result = sim.collective("all_reduce", 4_000_000, algorithm="ring", stream=1)
+    assert result.last_arrival - result.start == pytest.approx(300 * US)
+    assert result.transfer_time == pytest.approx(result.predicted, rel=1e-9)
+    assert result.duration == pytest.approx(result.predicted + 300 * US, rel=1e-9)
+
+
 def test_a_lost_rank_fails_the_ranks_waiting_on_it_by_name():
     sim = Simulator("test-asic", devices=3)
     sim.inject_fault("device_lost", device=2, at=50 * US)

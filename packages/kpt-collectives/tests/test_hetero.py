@@ -11,8 +11,9 @@ from kpt.collectives.demo import format_summary, summarize
 
 @pytest.mark.timeout(300)
 def test_each_ddp_all_reduce_takes_the_simulators_closed_form_time():
-    """Two identical chips in lockstep (no wait for a late rank inside the timing): every
-    gradient bucket's simulated all-reduce is within 5 % of the closed form of its plan."""
+    """Two identical chips: every gradient bucket's simulated all-reduce, from the last rank's
+    arrival, is within 5 % of the closed form of its plan. (From the first arrival it may hold a
+    wait: the daemon has one simulated clock, and a rank that synchronized moves it for both.)"""
     job = HeteroJob(chips=("h100-sxm", "h100-sxm"), width=512, depth=2, global_batch=64,
                     steps=1, limit_s=240)  # fmt: skip
     reports = run_job(job)
@@ -21,9 +22,9 @@ def test_each_ddp_all_reduce_takes_the_simulators_closed_form_time():
         assert report.all_reduces, "no bucket all-reduce was timed"
         for timing in report.all_reduces:
             assert timing["nbytes"] > 0
-            assert abs(timing["duration"] - timing["predicted"]) <= 0.05 * timing["predicted"], (
-                timing
-            )
+            predicted, took = timing["predicted"], timing["transfer_time"]
+            assert abs(took - predicted) <= 0.05 * predicted, timing
+            assert timing["duration"] >= took
 
 
 def test_the_summary_is_the_pairs_throughput_over_the_sum_of_single_chip_throughputs():

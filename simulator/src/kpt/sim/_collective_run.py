@@ -64,7 +64,8 @@ class CollectiveRun:
                 ends = yield from self._closed_form(steps, paths, devs, arrived, channels)
             n_steps = len(steps)
             n_transfers = sum(len(s[1]) for s in steps)
-        result._resolved(float(arrived.min()), float(np.max(ends)), n_steps, n_transfers)
+        result._resolved(float(arrived.min()), float(np.max(ends)), n_steps, n_transfers,
+                         float(arrived.max()))  # fmt: skip
         if sim.trace.enabled:
             name = f"{result.kind} ({result.algorithm})"
             for pos, d in enumerate(devs):

@@ -49,26 +49,33 @@ class CollectiveResult:
         self.predicted: float = predicted
         self.estimates: dict[str, float] = estimates
         self._wait = wait  # runs the simulation until this collective has finished
-        self._ran: tuple[float, float, int, int] | None = None
+        self._ran: tuple[float, float, int, int, float] | None = None
 
-    def _resolved(self, start: float, end: float, steps: int, transfers: int) -> None:
-        self._ran = (start, end, steps, transfers)
+    def _resolved(self, start: float, end: float, steps: int, transfers: int, last: float) -> None:
+        self._ran = (start, end, steps, transfers, last)
 
     def _get(self, i: int):
         if self._ran is None:
             self._wait(self)
         if self._ran is None:  # never finished: a rank hung
-            return (math.inf, math.inf, 0, 0)[i]
+            return (math.inf, math.inf, 0, 0, math.inf)[i]
         return self._ran[i]
 
     start = property(lambda self: self._get(0), doc="sim seconds: earliest rank's arrival")
     end = property(lambda self: self._get(1), doc="sim seconds: when the last rank finished")
     steps = property(lambda self: self._get(2))
     transfers = property(lambda self: self._get(3))
+    last_arrival = property(lambda self: self._get(4), doc="sim seconds: the last rank's arrival")
 
     @property
     def duration(self) -> float:
+        """From the first rank's arrival: a straggler's lateness is in it, as in a rank's view."""
         return self.end - self.start
+
+    @property
+    def transfer_time(self) -> float:
+        """From the last rank's arrival: the algorithm's own time, which `predicted` forecasts."""
+        return self.end - self.last_arrival
 
     def __repr__(self) -> str:
         ran = "pending" if self._ran is None else f"{self.start:.9g}-{self.end:.9g} s"

@@ -239,6 +239,7 @@ class Rendezvous:
             self._finish(meeting, error=bad(f"{meeting.name()}: {exc}"))
             return
         timing = {"algorithm": timed.algorithm, "start": timed.start, "duration": timed.duration,
+                  "last_arrival": timed.last_arrival, "transfer_time": timed.transfer_time,
                   "predicted": timed.predicted, "nbytes": nbytes}  # fmt: skip
         self._finish(meeting, ends=ends, timing=timing)
 
