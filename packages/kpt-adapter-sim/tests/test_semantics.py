@@ -120,3 +120,35 @@ def test_autocast_bf16(sim):
         c = a @ b
     assert c.dtype == torch.bfloat16
     torch.testing.assert_close(c.float().cpu(), a.cpu() @ b.cpu(), rtol=2e-2, atol=5e-2)
+
+
+def test_a_librarys_own_device_kernel_runs_on_kpt_sim_and_writes_where_it_says(sim):
+    """FSDP2's all_gather_copy_in writes into its output argument without its schema saying
+    so: run through its own PrivateUse1 kernel, the copy lands in the caller's tensor."""
+    import torch.distributed.fsdp._fully_shard._fsdp_collectives  # (defines the op)
+
+    inputs = [torch.arange(5.0) + 1, torch.arange(7.0) + 10]
+    output = torch.zeros(24, device="kpt_sim")
+    gathered_in, gathered_out = torch.ops.fsdp.all_gather_copy_in(
+        [t.to("kpt_sim") for t in inputs], output, [5, 7], 12, 1
+    )
+    expected = torch.cat([torch.zeros(12), *inputs])
+    assert torch.equal(output.cpu(), expected)
+    assert torch.equal(gathered_out.cpu(), expected)
+    assert torch.equal(gathered_in.cpu(), expected[12:])
+    assert gathered_in.storage_offset() == 12  # a view of the output, as on CUDA
+
+
+def test_views_under_inference_mode_alias_their_base(sim):
+    with torch.inference_mode():
+        base = torch.arange(16.0).reshape(4, 4).to("kpt_sim")
+        base[:, 1].add_(1)
+        base.narrow(0, 2, 1).mul_(2)
+        flat = base.reshape(16)
+        pieces = torch.split(base.t(), 2)
+    expected = torch.arange(16.0).reshape(4, 4)
+    expected[:, 1] += 1
+    expected[2] *= 2
+    assert torch.equal(base.cpu(), expected)
+    assert torch.equal(flat.cpu(), expected.reshape(16))
+    assert torch.equal(pieces[1].cpu(), expected.t()[2:])

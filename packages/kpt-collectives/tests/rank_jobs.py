@@ -197,6 +197,21 @@ def fsdp2(rank, world, save):
     save(f"weights_{rank}", torch.cat(full))
 
 
+def dtensor(rank, world, save):
+    """A DTensor sharded by rows: its local shard, `full_tensor()` and a redistribution to
+    replicated (functional collectives, whose results torch wraps in its own custom ops)."""
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+    from kpt.collectives import init_device_mesh
+
+    dev = device(rank)
+    mesh = init_device_mesh(dev, (world,))
+    sharded = distribute_tensor(torch.arange(24.0).reshape(6, 4).to(dev), mesh, [Shard(0)])
+    save(f"local_{rank}", sharded.to_local())
+    save(f"full_{rank}", sharded.full_tensor())
+    save(f"replicated_{rank}", (sharded * 2).redistribute(mesh, [Replicate()]).to_local())
+
+
 def killed_mid_step(rank, world, save):
     """A data-parallel step (backward, then one all-reduce per gradient); in its second step
     rank 1 is killed (SIGKILL) between two gradient all-reduces. Rank 0 must get an error naming

@@ -37,6 +37,8 @@ from kpt.adapters.sim_executor import is_allowed
 aten = torch.ops.aten
 _INPLACE_VIEW = torch.Tag.inplace_view
 _PYTHON_KEY = torch._C.DispatchKeySet(torch._C.DispatchKey.Python)
+_DEVICE_KEY = torch._C.DispatchKeySet(torch._C.DispatchKey.PrivateUse1)
+_OPERATOR_NAMESPACES = ("aten", "prims")  # the ops this module plans, decomposes or falls back
 # Ops that only make buffers: no values to compute.
 _ALLOCATING = {aten.empty.memory_format, aten.empty_strided, aten.empty_like, aten.new_empty,
                aten.new_empty_strided}  # fmt: skip
@@ -60,6 +62,8 @@ def _handler_for(func: Any) -> Any:
         return special
     if _INPLACE_VIEW in func.tags:
         return _restride_in_place
+    if func.namespace not in _OPERATOR_NAMESPACES and _has_device_kernel(func):
+        return _device_kernel
     if _is_composite(func) and not is_allowed(op_info(func).name):
         # Composite ops reach here only when autograd is off (inference_mode, or an op called
         # inside this dispatch): planned as they stand, `to` would become a bit-reinterpreting
@@ -78,6 +82,22 @@ def _handler_for(func: Any) -> Any:
     if is_foreach(func):  # tensor lists: one launch per chunk, as CUDA's multi_tensor_apply
         return _foreach
     return _planned
+
+
+def _has_device_kernel(func: Any) -> bool:
+    name = func.name()
+    return any(torch._C._dispatch_has_kernel_for_dispatch_key(name, key)
+               for key in ("PrivateUse1", "CompositeExplicitAutograd"))  # fmt: skip
+
+
+def _device_kernel(func: Any, args: tuple, kwargs: dict) -> Any:
+    """A library's own op with a kernel for PrivateUse1 or for every device (FSDP2's copy-in
+    ops, torch's functional collectives): written out of tensor ops and process-group calls,
+    which come back here and to the kpt_sim route of the backend. On the CPU instead, an op
+    that writes into an argument its schema does not mark as written (FSDP2's
+    all_gather_copy_in does) would write a copy and lose the values, and one that wraps its
+    input (functional collectives' results) would wrap a CPU copy."""
+    return func.redispatch(_DEVICE_KEY, *args, **kwargs)
 
 
 def _is_composite(func: Any) -> bool:
