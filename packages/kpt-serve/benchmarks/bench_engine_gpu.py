@@ -20,11 +20,14 @@ GPT-2-small-sized models (12 layers, 768 wide, vocabulary 50,257), random weight
 
   python benchmarks/bench_engine_gpu.py              # on a CUDA machine (a few minutes)
   python benchmarks/bench_engine_gpu.py --quick      # a smaller workload, to try the script
+  python benchmarks/bench_engine_gpu.py --sections decode --no-freeze-gc   # one section, the
+                                                     # collector's heap left unfrozen
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import random
 import statistics
 import tempfile
@@ -125,6 +128,33 @@ def engine_offline(llm, requests) -> tuple[float, int]:
     return time.perf_counter() - start, sum(len(o.token_ids) for o in outs)
 
 
+class CollectorPauses:
+    """Milliseconds the garbage collector held the interpreter, by generation, while on."""
+
+    def __init__(self) -> None:
+        self.ms = {0: 0.0, 1: 0.0, 2: 0.0}
+        self.count = {0: 0, 1: 0, 2: 0}
+        self._started = 0.0
+
+    def __enter__(self):
+        gc.callbacks.append(self._note)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        gc.callbacks.remove(self._note)
+
+    def _note(self, phase, info) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        generation = info["generation"]
+        self.ms[generation] += (time.perf_counter() - self._started) * 1e3
+        self.count[generation] += 1
+
+    def __str__(self) -> str:
+        return ", ".join(f"gen{g}: {self.count[g]} in {self.ms[g]:.0f} ms" for g in self.ms)
+
+
 def engine_steady(llm, batch, prompt_len, new, vocab, seed):
     """(decode tok/s, median step ms, bare forward ms) once all `batch` requests decode."""
     engine = llm.engine
@@ -134,26 +164,28 @@ def engine_steady(llm, batch, prompt_len, new, vocab, seed):
     steps: list[float] = []
     forward_ms: list[float] = []
     decoding = False
-    while engine.has_unfinished:
-        start = time.perf_counter()
-        outs = engine.step()
-        elapsed = time.perf_counter() - start
-        if decoding:
-            steps.append(elapsed)
-            if len(steps) in (20, 60) and engine.runner.graphs is not None:
-                forward_ms.append(engine.runner.graphs.time_last_replay())
-        # The first step in which every request emits may still hold a prompt chunk.
-        decoding = decoding or len(outs) == batch
+    with CollectorPauses() as pauses:
+        while engine.has_unfinished:
+            start = time.perf_counter()
+            outs = engine.step()
+            elapsed = time.perf_counter() - start
+            if decoding:
+                steps.append(elapsed)
+                if len(steps) in (20, 60) and engine.runner.graphs is not None:
+                    forward_ms.append(engine.runner.graphs.time_last_replay())
+            # The first step in which every request emits may still hold a prompt chunk.
+            decoding = decoding or len(outs) == batch
     if not steps:
         raise RuntimeError(f"no step had all {batch} requests decoding; raise new tokens")
     rate = batch * len(steps) / sum(steps)
     median = statistics.median(steps)
     slow = [t for t in steps if t > 3 * median]
-    if slow:  # the mean and the median tell different stories: say where the time went
-        print(
-            f"<!-- batch {batch}: {len(slow)} of {len(steps)} steps over 3x the median, "
-            f"{sum(slow) * 1e3:.0f} ms in all, longest {max(slow) * 1e3:.0f} ms -->"
-        )
+    print(  # the mean and the median can tell different stories: say where the time went
+        f"<!-- batch {batch}: {len(slow)} of {len(steps)} steps over 3x the median"
+        f"{f', {sum(slow) * 1e3:.0f} ms in all, longest {max(slow) * 1e3:.0f} ms' if slow else ''}"
+        f"; mean step {statistics.mean(steps) * 1e3:.2f} ms; garbage collector ({pauses}), "
+        f"heap frozen: {gc.get_freeze_count()} objects -->"
+    )
     return rate, median * 1e3, statistics.median(forward_ms or [float("nan")])
 
 
@@ -256,7 +288,14 @@ def main() -> None:
     parser.add_argument("--draft-layers", type=int, default=2)
     parser.add_argument("--late-scale", type=float, default=0.03)
     parser.add_argument("--spec-tokens", type=int, default=6)
+    parser.add_argument(
+        "--sections", default="decode,speculative,offline", help="sections to run, comma-separated"
+    )
+    parser.add_argument(
+        "--no-freeze-gc", action="store_true", help="engines leave the heap to the collector"
+    )
     args = parser.parse_args()
+    freeze = {"freeze_gc": False} if args.no_freeze_gc else {}
     ensure_cuda_adapter()
     import transformers
 
@@ -270,7 +309,7 @@ def main() -> None:
         f"{torch.cuda.get_device_name()}, torch {torch.__version__}, "
         f"transformers {transformers.__version__}"
     )
-    llm = LLM(target, device="cuda", dtype=dtype, max_num_seqs=256)
+    llm = LLM(target, device="cuda", dtype=dtype, max_num_seqs=256, **freeze)
     vocab = llm.engine.model_config.vocab_size
 
     def offline():
@@ -317,7 +356,9 @@ def main() -> None:
             "engine without chained steps: tok/s, step ms |"
         )
         print("|---|---|---|---|---|---|---|---|")
-        unchained = LLM(target, device="cuda", dtype=dtype, max_num_seqs=256, async_decode=False)
+        unchained = LLM(
+            target, device="cuda", dtype=dtype, max_num_seqs=256, async_decode=False, **freeze
+        )
         for batch in batches:
             engine_steady(llm, batch, 128, 48, vocab, seed=batch + 1)  # warm the buckets
             rate, step_ms, fwd_ms = engine_steady(llm, batch, 128, 128, vocab, seed=batch)
@@ -375,9 +416,10 @@ def main() -> None:
             f"{st.draft_acceptance_rate:.1%} | {same[0].token_ids == out[0].token_ids} |"
         )
 
-    section("decode", decode)
-    section("speculative", speculative)
-    section("offline", offline)
+    chosen = args.sections.split(",")
+    for name, fn in (("decode", decode), ("speculative", speculative), ("offline", offline)):
+        if name in chosen:
+            section(name, fn)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ order, past every token it keeps, so no cached prefix is touched).
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -50,7 +51,7 @@ class DecodeChain:
     """Owned by the Engine; holds at most one launched, unread decode step."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+        self.engine = weakref.proxy(engine)  # the engine owns this: no cycle (freeze_gc)
         self.block_size = engine.config.block_size
         cuda = engine.device.type == "cuda"
         size = engine.config.max_num_seqs

@@ -12,6 +12,7 @@ greedy decoding whatever the draft proposes: the target decides every token.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,7 +47,7 @@ class DraftProposer:
                 f"serves up to {engine.max_model_len}; pass max_model_len <= "
                 f"{config.max_position}"
             )
-        self.engine = engine
+        self.engine = weakref.proxy(engine)  # the engine owns this: no cycle (freeze_gc)
         self.config = config
         model = load_model(model_dir, config, engine.dtype, engine.device)
         cache = KVCache(config, num_blocks, engine.config.block_size, engine.dtype, engine.device)

@@ -11,6 +11,7 @@ Three ways to run a step, chosen once per engine:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -50,7 +51,7 @@ class ModelRunner:
         self._staging = HostStaging(self.device)
         self.graphs = (
             BucketedGraphs(
-                self._forward,
+                functools.partial(model_forward, model, cache),  # not a bound method: no cycle
                 self.device,
                 block_size=block_size,
                 scratch_slot=cache.scratch_slot,
@@ -119,13 +120,20 @@ class ModelRunner:
         return self._forward(ids, positions, meta, rows)
 
     def _forward(self, ids, positions, meta: AttentionMetadata, sample_rows) -> torch.Tensor:
-        hidden = self.model(ids, positions, meta, self.cache)
-        if sample_rows.shape[0] == 0:
-            return hidden.new_empty(0, self.model.config.vocab_size)
-        return self.model.logits(hidden.index_select(0, sample_rows))
+        return model_forward(self.model, self.cache, ids, positions, meta, sample_rows)
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+
+
+def model_forward(
+    model: DecoderModel, cache: KVCache, ids, positions, meta: AttentionMetadata, sample_rows
+) -> torch.Tensor:
+    """KV of the step's tokens into the cache; logits of the rows sampled."""
+    hidden = model(ids, positions, meta, cache)
+    if sample_rows.shape[0] == 0:
+        return hidden.new_empty(0, model.config.vocab_size)
+    return model.logits(hidden.index_select(0, sample_rows))
 
 
 def make_runner(

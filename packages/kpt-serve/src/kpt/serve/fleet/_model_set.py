@@ -161,5 +161,12 @@ class ModelSet:
         entry = self._loaded.pop(name)
         del entry
         self.evictions += 1
-        gc.collect()  # the engine's tensors go now, before the next model's are allocated
+        # The engine's tensors go now, before the next model's are allocated. Engines free
+        # by reference counting, but a heap frozen by freeze_gc would keep whatever cycle
+        # another library made through them: unfreeze for this one full collection.
+        frozen = gc.get_freeze_count() > 0
+        gc.unfreeze()
+        gc.collect()
+        if frozen:
+            gc.freeze()
         log.info("evicted %s", name)
