@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch._C._distributed_c10d import AllgatherOptions  # not re-exported by torch.distributed
 
 from kpt.collectives._errors import CollectiveError
 from kpt.collectives._work import finished, wait_library
@@ -129,7 +130,7 @@ class NativeRoute(HostRoute):
         return self.gloo.allreduce([tensor], opts)
 
     def all_gather(self, output: torch.Tensor, input: torch.Tensor) -> dist.Work:
-        return self.gloo._allgather_base(output, input, dist.AllgatherOptions())
+        return self.gloo._allgather_base(output, input, AllgatherOptions())
 
     def reduce_scatter(self, output: torch.Tensor, input: torch.Tensor, op: Any) -> dist.Work:
         opts = dist.ReduceScatterOptions()

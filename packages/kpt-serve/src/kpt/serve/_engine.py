@@ -270,13 +270,13 @@ class Engine:
 
     def _emit(self, request: Request, tokens: list[int], now: float) -> RequestOutput:
         """Append a request's new tokens (its KV already counted), stopping where it ends."""
+        # Runs for every request at every step: at steady decode, the host's main work.
         if request.first_token_ms is None:
             request.first_token_ms = now
-        new: list[int] = []
+        output = request.output_token_ids
+        before = len(output)
         for token in tokens:
-            request.output_token_ids.append(token)
-            new.append(token)
-            self._generated += 1
+            output.append(token)
             reason = request.check_stop(token, self.max_model_len)
             if reason is None and request.params.stop:
                 reason = self._check_stop_strings(request)
@@ -285,6 +285,8 @@ class Engine:
                 break
         else:
             self._name_blocks(request)
+        new = output[before:]
+        self._generated += len(new)
         return self._output(request, new)
 
     def _propose_drafts(self) -> None:
@@ -417,7 +419,7 @@ class Engine:
 
     def _output(self, request: Request, new: list[int]) -> RequestOutput:
         finished = request.status is RequestStatus.FINISHED
-        ids = list(request.output_token_ids)
+        ids = request.output_token_ids.copy()
         text = self.tokenizer.decode(ids) if self.tokenizer is not None else ""
         if request.text_end is not None:
             text = text[: request.text_end]

@@ -80,12 +80,13 @@ class Request:
     def check_stop(self, token: int, max_model_len: int) -> str | None:
         """Why the request ends after producing `token`, or None when it goes on."""
         produced = len(self.output_token_ids)
-        if produced >= self.params.min_tokens:
-            if not self.params.ignore_eos and token in self.eos_token_ids:
-                return "stop"
-            if token in self.params.stop_token_ids:
-                return "stop"
-        if produced >= self.params.max_tokens or self.num_tokens >= max_model_len:
+        params = self.params
+        if produced >= params.min_tokens and (
+            token in params.stop_token_ids
+            or (not params.ignore_eos and token in self.eos_token_ids)
+        ):
+            return "stop"
+        if produced >= params.max_tokens or len(self.prompt_token_ids) + produced >= max_model_len:
             return "length"
         return None
 
