@@ -203,6 +203,7 @@ class Engine:
             generator=generator,
             eos_token_ids=self.model_config.eos_token_ids,
             arrival_ms=self.clock.now_ms(),
+            text_stream=None if self.tokenizer is None else self.tokenizer.stream(),
         )
         self._requests[request_id] = request
         self.scheduler.add(request)
@@ -277,6 +278,8 @@ class Engine:
         before = len(output)
         for token in tokens:
             output.append(token)
+            if request.text_stream is not None:
+                request.text_stream.add(token)
             reason = request.check_stop(token, self.max_model_len)
             if reason is None and request.params.stop:
                 reason = self._check_stop_strings(request)
@@ -345,7 +348,7 @@ class Engine:
     def _check_stop_strings(self, request: Request) -> str | None:
         if len(request.output_token_ids) < request.params.min_tokens:
             return None
-        text = self.tokenizer.decode(request.output_token_ids)
+        text = request.text_stream.text
         found = [i for i in (text.find(s) for s in request.params.stop) if i >= 0]
         if not found:
             return None
@@ -420,7 +423,12 @@ class Engine:
     def _output(self, request: Request, new: list[int]) -> RequestOutput:
         finished = request.status is RequestStatus.FINISHED
         ids = request.output_token_ids.copy()
-        text = self.tokenizer.decode(ids) if self.tokenizer is not None else ""
+        if request.text_stream is None:
+            text = ""
+        elif finished:  # whole: a character still incomplete in the stream is decoded too
+            text = self.tokenizer.decode(ids)
+        else:
+            text = request.text_stream.text
         if request.text_end is not None:
             text = text[: request.text_end]
         ttft = (

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from kpt.serve._sampling import SamplingParams
+from kpt.serve._tokenizer import TextStream
 
 
 class RequestStatus(enum.StrEnum):
@@ -38,6 +39,7 @@ class Request:
     arrival_ms: float = 0.0
     first_token_ms: float | None = None
     finished_ms: float | None = None
+    text_stream: TextStream | None = None  # the output as text so far (a tokenizer.json)
     text_end: int | None = None  # where a stop string began in the output's text
 
     @property
