@@ -64,7 +64,7 @@ class EngineConfig:
     # overlaps the device's (outputs come one step() later). True forces it anywhere.
     async_decode: bool | None = None
     # None: on CUDA. Once started, the engine collects and freezes the process's heap
-    # (gc.freeze(), as vLLM does): the collector's full passes then skip the ~300,000 objects
+    # (gc.freeze(), as vLLM does): the collector's full passes then skip the ~450,000 objects
     # of torch and the other libraries, each of which stalled a millisecond decode step for
     # 100+ ms. The engine itself holds no reference cycle, so dropping it still frees it.
     freeze_gc: bool | None = None
