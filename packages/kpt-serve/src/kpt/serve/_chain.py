@@ -187,10 +187,11 @@ class DecodeChain:
         tokens = launched.host.tolist()
         now = engine.clock.now_ms()
         outputs = []
+        emit = engine._emit  # once, not through the weak proxy for every request
         for request, token in zip(launched.requests, tokens, strict=True):
             if request.status is RequestStatus.FINISHED:
                 continue  # aborted, or ended on a stop token one step ago
             request.num_computed_tokens += 1
-            outputs.append(engine._emit(request, [token], now))
+            outputs.append(emit(request, [token], now))
         engine._steps += 1
         return outputs
