@@ -18,7 +18,7 @@ import torch.distributed as dist
 import kpt.collectives  # noqa: F401  (registers "kpt")
 from kpt.collectives import batch_weighted_hook, split_batch
 
-TIMEOUTS = {"straggler": 4, "killed_mid_step": 4}
+TIMEOUTS = {"straggler": 4, "killed_mid_step": 4, "ddp_killed_in_backward": 4}
 N = 6  # elements per rank in the value tests
 OPS = {"sum": dist.ReduceOp.SUM, "avg": dist.ReduceOp.AVG, "max": dist.ReduceOp.MAX,
        "min": dist.ReduceOp.MIN, "prod": dist.ReduceOp.PRODUCT}  # fmt: skip
@@ -232,6 +232,38 @@ def killed_mid_step(rank, world, save):
                 if rank == 1 and step == 1 and i == 2:
                     os.kill(os.getpid(), signal.SIGKILL)
                 dist.all_reduce(p.grad, group=group)
+    except Exception as exc:
+        save("killed_error", np.array([f"{type(exc).__name__}: {exc}"]))
+    save("killed_seconds", np.array([time.monotonic() - start]))
+
+
+def ddp_killed_in_backward(rank, world, save):
+    """DDP's own all-reduces (tiny buckets): rank 1 is killed (SIGKILL) inside its second
+    backward pass, from a gradient hook. Rank 0's backward must raise an error naming rank 1
+    within the collective timeout (it used to crash in DDP's reducer)."""
+    import signal
+
+    dev = device(rank)
+    group = timed_group("ddp_killed_in_backward", world)
+    model = torch.nn.parallel.DistributedDataParallel(
+        make_model().to(dev), process_group=group, bucket_cap_mb=1e-5
+    )
+    step = 0
+
+    def die_in_second_backward(grad):
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return grad
+
+    if rank == 1:
+        next(iter(model.parameters())).register_hook(die_in_second_backward)
+    (x, y), start = batches()[0], time.monotonic()
+    x, y = x.to(dev), y.to(dev)
+    try:
+        for step in range(3):  # noqa: B007  (the hook reads it)
+            start = time.monotonic()
+            model.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
     except Exception as exc:
         save("killed_error", np.array([f"{type(exc).__name__}: {exc}"]))
     save("killed_seconds", np.array([time.monotonic() - start]))

@@ -142,3 +142,16 @@ def test_a_rank_killed_mid_step_fails_the_other_in_time_and_leaves_no_process(
     if on_sim:  # the daemon names the rank that never posted its part
         assert "ranks [1] never arrived" in message or "rank 1's process" in message, message
     # run_ranks waited for (or killed) both processes before returning: none is left
+
+
+@pytest.mark.timeout(400)
+def test_a_rank_killed_inside_ddps_backward_fails_the_other_with_an_error(daemon, tmp_path):
+    """DDP reads a Work's Future in C++: a failed collective must reach it as an error, not as
+    a value (the reducer crashed on one, SIGSEGV)."""
+    results = run_ranks("ddp_killed_in_backward", 2, tmp_path, daemon, limit_s=300)
+    assert results[0].returncode == 0, results[0].stdout[-3000:]
+    assert results[1].returncode == -9
+    message = str(load(tmp_path, "killed_error")[0])
+    assert "ranks [1] never arrived" in message or "rank 1's process" in message, message
+    seconds = float(load(tmp_path, "killed_seconds")[0])
+    assert seconds < rank_jobs.TIMEOUTS["ddp_killed_in_backward"] + 10

@@ -17,6 +17,7 @@ parameter used it reads nothing back).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -29,7 +30,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from kpt.collectives._placement import split_batch
+from kpt.collectives._placement import buffer_once_reduced, split_batch
 
 RESULT_PREFIX = "KPT-HETERO-RESULT "
 
@@ -149,7 +150,7 @@ def _recording_hook(state, bucket):  # DDP checks these annotations: none, or it
     buffer.mul_(weight)
     work = dist.all_reduce(buffer, op=dist.ReduceOp.SUM, async_op=True)
     works.append(work)
-    return work.get_future().then(lambda fut: buffer)
+    return work.get_future().then(functools.partial(buffer_once_reduced, buffer))
 
 
 def _rank_main(rank: int, world: int, folder: str, config: dict) -> None:

@@ -7,6 +7,7 @@ does exactly that inside DDP's all-reduce, so the update equals one device's on 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -64,4 +65,11 @@ def batch_weighted_hook(weight, bucket):  # DDP checks these annotations: none, 
     buffer.mul_(weight)
     group = dist.group.WORLD
     work = dist.all_reduce(buffer, op=dist.ReduceOp.SUM, group=group, async_op=True)
-    return work.get_future().then(lambda fut: buffer)
+    return work.get_future().then(functools.partial(buffer_once_reduced, buffer))
+
+
+def buffer_once_reduced(buffer: torch.Tensor, future) -> torch.Tensor:
+    """A comm hook's result: the bucket's buffer, or the all-reduce's failure (value() raises
+    it into the hook's Future, so DDP raises it instead of using an unreduced buffer)."""
+    future.value()
+    return buffer

@@ -45,6 +45,10 @@ class FutureWork(dist.Work):
     def __init__(self, future: Future, what: str) -> None:
         super().__init__()
         self._future = future
+        # torch's Python Future.set_exception stores the exception as a *successful* value
+        # (only Python's value() raises it); C++ readers (DDP's reducer) took it for a result
+        # and crashed. They get this child instead, failed natively when the collective fails.
+        self._native = future.then(_value)
         self._what = what
         # kpt_sim: the daemon's timing of the collective once done (simulated seconds: start,
         # duration, and the closed-form prediction of its algorithm); None elsewhere
@@ -89,10 +93,14 @@ class FutureWork(dist.Work):
         return True
 
     def get_future(self) -> Future:
-        return self._future
+        return self._native
 
     def __repr__(self) -> str:
         return f"FutureWork({self._what}, done={self._future.done()})"
+
+
+def _value(future: Future) -> Any:
+    return future.value()  # raises the collective's error, which fails the child Future
 
 
 def wait_library(work: dist.Work, what: str) -> None:
