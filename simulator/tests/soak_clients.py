@@ -33,7 +33,8 @@ ROLES = ("idle", "honest", "batcher", "hostile")
 KINDS = (
     "hello", "devices", "alloc", "free", "write", "read", "launch", "copy", "record_event",
     "wait_event", "event_time", "synchronize", "now", "memory_stats", "reset_peak", "collective",
-    "collective_post", "collective_poll", "alloc_async", "lease", "batch", "write_async", "ping",
+    "collective_post", "collective_poll", "collective_timing", "alloc_async", "lease", "batch",
+    "write_async", "ping",
     "nope", "reset-all", "x" * 40,
 )  # fmt: skip
 ADMIN = ("reset", "inject_fault", "record_ops", "dump_ops", "dump_trace")

@@ -121,12 +121,40 @@ def test_the_collective_takes_simulated_time_and_the_waiting_rank_stream_follows
     refs = [upload(c, r, np.ones(1 << 20, np.float32)) for r, c in enumerate(clients)]
     start = clients[0].synchronize()
     post_all(clients, 0, "all_reduce", refs, None)
-    timing = clients[0].collective_poll("g", 0)
+    done = clients[0].collective_poll("g", 0)
+    assert done["algorithm"] in ("ring", "tree", "hierarchical") and done["nbytes"] == 4 << 20
+    timing = clients[0].collective_timing("g", 0)
     # After the wait, rank 0's stream is past the collective: 4 MiB over the chip links.
     assert clients[0].synchronize(0) >= timing["end"] > start + 1e-6
     # The engine's simulated time agrees with its own closed form for the plan it chose.
-    assert timing["algorithm"] in ("ring", "tree", "hierarchical")
     assert timing["duration"] == pytest.approx(timing["predicted"], rel=0.05)
+    assert timing["transfer_time"] <= timing["duration"]
+
+
+def test_learning_a_collective_is_done_does_not_hold_back_the_next_launches(served):
+    """As with NCCL, the rank's host does not wait for the collective: work it issues after the
+    post (on its compute stream) overlaps it; only the stream that waits follows it."""
+    clients, _ = served
+    refs = [upload(c, r, np.ones(1 << 22, np.float32)) for r, c in enumerate(clients)]
+    start = clients[0].synchronize()
+    post_all(clients, 0, "all_reduce", refs, None, stream=1)
+    assert clients[0].collective_poll("g", 0, stream=1) is not None  # done: values are in
+    small = upload(clients[0], 0, np.ones(1 << 16, np.float32))  # an add of it: ~8 us
+    clients[0].launch(0, "add", [small, small], [small], stream=0)
+    compute_end = clients[0].event_time(clients[0].record_event(0, 0))
+    timing = clients[0].collective_timing("g", 0)
+    assert timing["end"] - start > 10e-6  # 16 MiB over the chip links: tens of microseconds
+    assert compute_end < timing["end"]  # the launch ran beside the collective, not after it
+
+
+def test_timing_is_only_for_the_clients_own_collectives_that_ran(served):
+    clients, _ = served
+    refs = [upload(c, r, data(r)) for r, c in enumerate(clients)]
+    post_all(clients, 0, "all_reduce", refs, None)
+    with pytest.raises(InvalidRequestError, match="no such collective"):
+        clients[0].collective_timing("g", 1)
+    with pytest.raises(InvalidRequestError, match="no such collective"):
+        clients[0].collective_timing("other", 0)
 
 
 def test_a_missing_rank_times_out_with_an_error_naming_it(served):

@@ -77,7 +77,10 @@ class Peer:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(path)
         if name is not None:
-            self.sock.sendall(preamble(name))
+            try:
+                self.sock.sendall(preamble(name))
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # refused at once (over a bound): hung_up() says so
         self.reader = StreamReader(Limits())
         self.replies: list = []
 

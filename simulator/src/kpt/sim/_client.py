@@ -487,7 +487,8 @@ class SimClient:
         input: Any = None, output: Any = None, **terms: Any,
     ) -> dict | None:  # fmt: skip
         """This rank's part of a collective whose ranks are separate clients. None while ranks
-        are missing; once it ran, its timing (end, start, duration, predicted, algorithm).
+        are missing; once it ran, its algorithm, predicted seconds and bytes (its simulated
+        times: collective_timing).
 
         terms: op, root (a rank), algorithm, stream, timeout (s). Queued work runs first.
         Messages and semantics: docs/collectives.md."""
@@ -498,10 +499,15 @@ class SimClient:
         return reply if reply.get("done") else None
 
     def collective_poll(self, group: str, seq: int, stream: int = 0) -> dict | None:
-        """None while a posted collective waits for ranks; its timing once it ran (raises its
-        error); the stream then waits for it."""
+        """None while a posted collective waits for ranks; once it ran (raises its error), its
+        algorithm, predicted seconds and bytes; the stream then waits for it."""
         reply = self._call("collective_poll", {"group": group, "seq": seq, "stream": stream})
         return reply.header if reply.header.get("done") else None
+
+    def collective_timing(self, group: str, seq: int) -> dict:
+        """Simulated start, last_arrival, end, duration and transfer_time of a collective of
+        this client's that ran (waits for it, as an event's elapsed time does)."""
+        return dict(self._call("collective_timing", {"group": group, "seq": seq}).header)
 
     # -- streams, events, time -----------------------------------------------------------------
     def record_event(self, device: int, stream: int = 0) -> int:

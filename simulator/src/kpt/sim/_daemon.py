@@ -119,6 +119,7 @@ class SimDaemon:
             "collective": self.collective,
             "collective_post": self.rendezvous.post,
             "collective_poll": self.rendezvous.poll,
+            "collective_timing": self.rendezvous.timing,
             "alloc_async": self.alloc_async,
             "lease": self.lease,
             "bye": self.bye,

@@ -11,17 +11,22 @@ disconnects fails the meetings it was part of at once.
 Simulated time follows CUDA + NCCL: the collective runs on its own stream; it starts when every
 rank's stream has reached the post (an event recorded at the post), and a rank's stream waits
 for the collective's end when that rank learns it is done (its ``work.wait()``), so work the rank
-queued in between overlaps with it. Messages and semantics: docs/collectives.md.
+queued in between overlaps with it. Learning that a collective is done is not a host wait: the
+simulation is not run to its end then (that would put every later launch of every client after
+it). Its simulated times are asked for apart (``collective_timing``), and that waits, as reading
+an event's elapsed time does. Messages and semantics: docs/collectives.md.
 """
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from kpt.sim import _daemon_collectives as collectives
+from kpt.sim._collectives import CollectiveResult
 from kpt.sim._daemon_buffers import BufferTable, bad, field_int
 from kpt.sim._errors import DeviceHangError, InvalidRequestError, SimError
 from kpt.sim._executors import Executor, View
@@ -31,6 +36,7 @@ MAX_WORLD = 4096
 MAX_GROUP_CHARS = 256
 MAX_MEETINGS = 1 << 14  # collectives waiting for parts, over all groups
 MAX_OUTCOMES_PER_CLIENT = 1 << 12  # finished collectives a client has not polled yet
+MAX_TIMINGS_PER_CLIENT = 1 << 12  # a client's newest collectives whose times it may ask for
 MAX_TIMEOUT_S = 24 * 3600.0
 # One engine stream (per device) runs every multi-client collective, as NCCL's own stream does.
 COLLECTIVE_STREAM_OWNER = b"\x00kpt-sim-rendezvous"
@@ -72,7 +78,7 @@ class Outcome:
 
     device: int = 0
     end: int | None = None  # engine event on the collective stream
-    timing: dict[str, Any] = field(default_factory=dict)  # the engine's CollectiveResult
+    timing: dict[str, Any] = field(default_factory=dict)  # algorithm, predicted, nbytes
     error: SimError | None = None
 
 
@@ -96,6 +102,7 @@ class Rendezvous:
         self.clock = clock
         self.meetings: dict[tuple[str, int], Meeting] = {}
         self.outcomes: dict[bytes, dict[tuple[str, int], Outcome]] = {}
+        self.results: dict[bytes, OrderedDict[tuple[str, int], CollectiveResult]] = {}
 
     # -- handlers (msg, state, client_id), registered by the daemon ------------------------------
     def post(self, msg: Any, state: Any, client_id: bytes) -> dict:
@@ -146,9 +153,25 @@ class Rendezvous:
                       "(or already collected its outcome)")  # fmt: skip
         return self._take(client_id, key, msg.header)
 
+    def timing(self, msg: Any, state: Any, client_id: bytes) -> dict:
+        """Simulated seconds of one of this client's collectives that ran: start and
+        last_arrival (the first and the last rank's arrival), end, duration (from the first),
+        transfer_time (from the last: what `predicted` forecasts). The host waits for it."""
+        key = (_group_field(msg.header), field_int(msg.header, "seq"))
+        result = self.results.get(client_id, {}).get(key)
+        if result is None:
+            raise bad(
+                f"collective #{key[1]} of group {key[0]!r}: this client has no such collective "
+                f"that ran (its newest {MAX_TIMINGS_PER_CLIENT} are kept)"
+            )
+        return {"start": result.start, "last_arrival": result.last_arrival, "end": result.end,
+                "duration": result.duration, "transfer_time": result.transfer_time,
+                "algorithm": result.algorithm, "predicted": result.predicted}  # fmt: skip
+
     def client_gone(self, client_id: bytes) -> None:
         """A rank's process is gone: the collectives it joined fail for the ranks still there."""
         self.outcomes.pop(client_id, None)
+        self.results.pop(client_id, None)
         for meeting in list(self.meetings.values()):
             gone = [p.rank for p in meeting.parts.values() if p.client == client_id]
             if gone:
@@ -238,10 +261,9 @@ class Rendezvous:
         except (ValueError, TypeError, ArithmeticError) as exc:  # numpy refusing the values
             self._finish(meeting, error=bad(f"{meeting.name()}: {exc}"))
             return
-        timing = {"algorithm": timed.algorithm, "start": timed.start, "duration": timed.duration,
-                  "last_arrival": timed.last_arrival, "transfer_time": timed.transfer_time,
-                  "predicted": timed.predicted, "nbytes": nbytes}  # fmt: skip
-        self._finish(meeting, ends=ends, timing=timing)
+        # Not its start or end: reading them would run the simulation to its end now.
+        timing = {"algorithm": timed.algorithm, "predicted": timed.predicted, "nbytes": nbytes}
+        self._finish(meeting, ends=ends, timing=timing, result=timed)
 
     def _finish(
         self,
@@ -250,11 +272,17 @@ class Rendezvous:
         ends: dict[int, int] | None = None,
         skip: bytes | None = None,
         timing: dict[str, Any] | None = None,
+        result: CollectiveResult | None = None,
     ) -> None:
         self.meetings.pop((meeting.group, meeting.seq), None)
         for part in meeting.parts.values():
             if part.client == skip:
                 continue
+            if result is not None:
+                kept = self.results.setdefault(part.client, OrderedDict())
+                kept[(meeting.group, meeting.seq)] = result
+                if len(kept) > MAX_TIMINGS_PER_CLIENT:
+                    kept.popitem(last=False)
             table = self.outcomes.setdefault(part.client, {})
             if len(table) >= MAX_OUTCOMES_PER_CLIENT:
                 table.pop(next(iter(table)))  # the oldest unpolled outcome is forgotten
@@ -284,8 +312,7 @@ class Rendezvous:
             raise outcome.error
         if outcome.end is not None:  # later work on this rank's stream follows the collective
             self.sim.wait_event(outcome.end, outcome.device, self.engine_stream(client_id, header))
-        end = 0.0 if outcome.end is None else self.sim.event_time(outcome.end)
-        return {"done": True, "end": end, **outcome.timing}
+        return {"done": True, **outcome.timing}
 
 
 def _group_field(header: dict) -> str:

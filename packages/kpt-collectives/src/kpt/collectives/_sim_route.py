@@ -116,6 +116,7 @@ class SimRoute:
         future: Future = Future()
         work = FutureWork(future, what)
         work.join = StreamJoin(client, index, stream)
+        work.measure = lambda: client.collective_timing(group, seq)
         work.join_at_backward_end()
         if timing is not None:  # this rank's part was the last: it already ran
             work.timing = timing

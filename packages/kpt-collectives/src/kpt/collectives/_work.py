@@ -50,9 +50,9 @@ class FutureWork(dist.Work):
         # and crashed. They get this child instead, failed natively when the collective fails.
         self._native = future.then(_value)
         self._what = what
-        # kpt_sim: the daemon's timing of the collective once done (simulated seconds: start,
-        # duration, and the closed-form prediction of its algorithm); None elsewhere
-        self.timing: dict | None = None
+        self._timing: dict | None = None
+        # kpt_sim: asks the daemon for the collective's simulated times (see `timing`)
+        self.measure: Callable[[], dict] | None = None
         self.pending: Pending | None = None  # set while the daemon may still be asked
         # makes the rank's stream wait for the collective (idempotent); None: nothing to do
         self.join: Callable[[], None] | None = None
@@ -64,6 +64,20 @@ class FutureWork(dist.Work):
         if self.join is not None:
             self.join()
         return True
+
+    @property
+    def timing(self) -> dict | None:
+        """kpt_sim, once done: the algorithm, its closed-form `predicted` seconds and `nbytes`;
+        on first read also the simulated start, last_arrival, end, duration and transfer_time,
+        asked of the daemon (that waits for the collective, as an event's elapsed time does:
+        knowing it is done never does, so later launches overlap it). None elsewhere."""
+        if self._timing is not None and "duration" not in self._timing and self.measure:
+            self._timing.update(self.measure())
+        return self._timing
+
+    @timing.setter
+    def timing(self, value: dict | None) -> None:
+        self._timing = value
 
     def join_at_backward_end(self) -> bool:
         """Inside a backward pass: make the stream wait once backward has issued everything

@@ -68,6 +68,9 @@ class InFlight:
         # The server's max_message_bytes, from its heartbeat replies (ZeroMQ only: there a frame
         # over it closes the connection unanswered, so the client must refuse it itself).
         self.frame_limit: int | None = None
+        # A call over that limit was sent: ZeroMQ closed the connection with it, and what is
+        # sent before the socket notices can be lost too. The client then starts a fresh one.
+        self.dropped = False
 
     def add(self, call: Call, is_async: bool) -> None:
         self.calls[call.request_id] = call
@@ -147,6 +150,7 @@ class InFlight:
                 del self.calls[request_id]
                 call.fail(self._oversized_error(call.what, call.largest_frame, limit))
                 failed = True
+        self.dropped = self.dropped or failed
         return failed
 
     def _oversized_error(self, what: str, largest_frame: int, limit: int) -> ProtocolError:

@@ -276,7 +276,7 @@ class Client:
                 del self._pending[call.request_id]
                 call.reply = msg  # the usual ending: no other call or waiter to tell
                 return
-            landed = self._in_flight.deliver(msg, not self._unix)
+            landed = self._deliver(msg)
         if landed:
             self._notify()
 
@@ -454,7 +454,15 @@ class Client:
             msg = decode(frames, self._limits)
         except ProtocolError as exc:
             return self._in_flight.deliver_error(exc)
-        return self._in_flight.deliver(msg, not self._unix)
+        return self._deliver(msg)
+
+    def _deliver(self, msg: Message) -> bool:
+        landed = self._in_flight.deliver(msg, not self._unix)
+        if self._in_flight.dropped:  # ZeroMQ closed the connection on an oversized call
+            self._in_flight.dropped = False
+            self._reconnect(f"{self.endpoint} closed the connection on a frame over its limit")
+            landed = True
+        return landed
 
     def _reconnect(self, reason: str) -> None:
         """Fail everything in flight and start a fresh socket, so stale requests never arrive."""

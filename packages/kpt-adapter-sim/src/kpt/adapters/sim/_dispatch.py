@@ -38,7 +38,10 @@ aten = torch.ops.aten
 _INPLACE_VIEW = torch.Tag.inplace_view
 _PYTHON_KEY = torch._C.DispatchKeySet(torch._C.DispatchKey.Python)
 _DEVICE_KEY = torch._C.DispatchKeySet(torch._C.DispatchKey.PrivateUse1)
-_OPERATOR_NAMESPACES = ("aten", "prims")  # the ops this module plans, decomposes or falls back
+# Ops this module plans, decomposes or falls back. c10d's own ops are among them: they run on
+# the group's backend for the tensor's device, and a group with none for kpt_sim (gloo) runs
+# them on CPU copies, as before; a kpt group is a Python group, called without them.
+_OPERATOR_NAMESPACES = ("aten", "prims", "c10d")
 # Ops that only make buffers: no values to compute.
 _ALLOCATING = {aten.empty.memory_format, aten.empty_strided, aten.empty_like, aten.new_empty,
                aten.new_empty_strided}  # fmt: skip
