@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from kpt.sim import _daemon_liveness as liveness
+from kpt.sim._client_rendezvous import RendezvousCalls, _ref_to_wire
 from kpt.sim._cost import OpCost
 from kpt.sim._daemon_access import TOKEN_ENV, TOKEN_FIELD
 from kpt.sim._errors import ERRORS, DeviceHangError, DeviceLostError, OutOfMemoryError, SimError
@@ -70,19 +71,6 @@ class TensorRef(NamedTuple):
         return cls(buffer, offset, dtype, tuple(int(s) for s in shape), tuple(reversed(strides)))
 
 
-def _ref_to_wire(ref: Any) -> list:
-    if type(ref) is list:  # already in wire form (a hot caller builds it itself); daemon checks
-        return ref
-    buffer, offset, dtype, shape, strides = ref
-    return [
-        int(buffer),
-        int(offset),
-        str(dtype),
-        [int(s) for s in shape],
-        [int(s) for s in strides],
-    ]
-
-
 def _cost_to_wire(cost: Any) -> list | None:
     if cost is None or type(cost) is list:  # None, or already [op_class, flops, bytes, ...]
         return cost
@@ -119,7 +107,7 @@ def typed_error(error: RemoteError) -> SimError:
     return typed
 
 
-class SimClient:
+class SimClient(RendezvousCalls):
     """A connection to a simulator daemon. Thread-safe; a dead daemon raises DeviceLostError."""
 
     def __init__(
@@ -481,33 +469,6 @@ class SimClient:
             "stream": stream,
         }
         self._queue("collective", header)
-
-    def collective_post(
-        self, group: str, seq: int, rank: int, world: int, kind: str,
-        input: Any = None, output: Any = None, **terms: Any,
-    ) -> dict | None:  # fmt: skip
-        """This rank's part of a collective whose ranks are separate clients. None while ranks
-        are missing; once it ran, its algorithm, predicted seconds and bytes (its simulated
-        times: collective_timing).
-
-        terms: op, root (a rank), algorithm, stream, timeout (s). Queued work runs first.
-        Messages and semantics: docs/collectives.md."""
-        header = {"group": group, "seq": seq, "rank": rank, "world": world, "kind": kind,
-                  "input": None if input is None else _ref_to_wire(input),
-                  "output": None if output is None else _ref_to_wire(output), **terms}  # fmt: skip
-        reply = self._call("collective_post", header).header
-        return reply if reply.get("done") else None
-
-    def collective_poll(self, group: str, seq: int, stream: int = 0) -> dict | None:
-        """None while a posted collective waits for ranks; once it ran (raises its error), its
-        algorithm, predicted seconds and bytes; the stream then waits for it."""
-        reply = self._call("collective_poll", {"group": group, "seq": seq, "stream": stream})
-        return reply.header if reply.header.get("done") else None
-
-    def collective_timing(self, group: str, seq: int) -> dict:
-        """Simulated start, last_arrival, end, duration and transfer_time of a collective of
-        this client's that ran (waits for it, as an event's elapsed time does)."""
-        return dict(self._call("collective_timing", {"group": group, "seq": seq}).header)
 
     # -- streams, events, time -----------------------------------------------------------------
     def record_event(self, device: int, stream: int = 0) -> int:

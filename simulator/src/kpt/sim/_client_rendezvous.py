@@ -1,0 +1,51 @@
+"""SimClient's calls for collectives whose ranks are separate clients (the daemon's rendezvous,
+kpt.sim._daemon_rendezvous; messages and semantics: docs/collectives.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _ref_to_wire(ref: Any) -> list:
+    if type(ref) is list:  # already in wire form (a hot caller builds it itself); daemon checks
+        return ref
+    buffer, offset, dtype, shape, strides = ref
+    return [
+        int(buffer),
+        int(offset),
+        str(dtype),
+        [int(s) for s in shape],
+        [int(s) for s in strides],
+    ]
+
+
+class RendezvousCalls:
+    """Mixed into SimClient (its `_call`): post a rank's part, poll the outcome, ask its
+    simulated times."""
+
+    def collective_post(
+        self, group: str, seq: int, rank: int, world: int, kind: str,
+        input: Any = None, output: Any = None, **terms: Any,
+    ) -> dict | None:  # fmt: skip
+        """This rank's part of a collective whose ranks are separate clients. None while ranks
+        are missing; once it ran, its algorithm, predicted seconds and bytes (its simulated
+        times: collective_timing).
+
+        terms: op, root (a rank), algorithm, stream, timeout (s). Queued work runs first.
+        Messages and semantics: docs/collectives.md."""
+        header = {"group": group, "seq": seq, "rank": rank, "world": world, "kind": kind,
+                  "input": None if input is None else _ref_to_wire(input),
+                  "output": None if output is None else _ref_to_wire(output), **terms}  # fmt: skip
+        reply = self._call("collective_post", header).header
+        return reply if reply.get("done") else None
+
+    def collective_poll(self, group: str, seq: int, stream: int = 0) -> dict | None:
+        """None while a posted collective waits for ranks; once it ran (raises its error), its
+        algorithm, predicted seconds and bytes; the stream then waits for it."""
+        reply = self._call("collective_poll", {"group": group, "seq": seq, "stream": stream})
+        return reply.header if reply.header.get("done") else None
+
+    def collective_timing(self, group: str, seq: int) -> dict:
+        """Simulated start, last_arrival, end, duration and transfer_time of a collective of
+        this client's that ran (waits for it, as an event's elapsed time does)."""
+        return dict(self._call("collective_timing", {"group": group, "seq": seq}).header)
