@@ -8,7 +8,9 @@
       static-cache decoder of our own: the same weights, a preallocated [B, heads, 256, dim]
       cache, the decode step captured in a CUDA graph (prefill eager);
   (c) the engine's step time at steady decode next to the bare forward of the same batch
-      (its captured graph replayed alone);
+      (its captured graph replayed alone), for each output kind: every step's whole output
+      (cumulative), only the new tokens (delta: what the fleet's workers stream), and the final
+      output only (what LLM.generate asks for);
   (d) speculative decoding at batch 1: TPOT of the engine with a draft model against the same
       engine without one. The draft is the target's first --draft-layers layers (same
       embeddings, final norm and head); in the target, the residual contributions of the layers
@@ -155,10 +157,10 @@ class CollectorPauses:
         return ", ".join(f"gen{g}: {self.count[g]} in {self.ms[g]:.0f} ms" for g in self.ms)
 
 
-def engine_steady(llm, batch, prompt_len, new, vocab, seed):
+def engine_steady(llm, batch, prompt_len, new, vocab, seed, kind="cumulative"):
     """(decode tok/s, median step ms, bare forward ms) once all `batch` requests decode."""
     engine = llm.engine
-    params = SamplingParams(max_tokens=new, temperature=0.0, ignore_eos=True)
+    params = SamplingParams(max_tokens=new, temperature=0.0, ignore_eos=True, output_kind=kind)
     for prompt, _ in make_requests(batch, (prompt_len,) * 2, (new,) * 2, vocab, seed=seed):
         engine.add_request(prompt, params)
     steps: list[float] = []
@@ -167,14 +169,17 @@ def engine_steady(llm, batch, prompt_len, new, vocab, seed):
     with CollectorPauses() as pauses:
         while engine.has_unfinished:
             start = time.perf_counter()
-            outs = engine.step()
+            engine.step()
             elapsed = time.perf_counter() - start
             if decoding:
                 steps.append(elapsed)
                 if len(steps) in (20, 60) and engine.runner.graphs is not None:
                     forward_ms.append(engine.runner.graphs.time_last_replay())
             # The first step in which every request emits may still hold a prompt chunk.
-            decoding = decoding or len(outs) == batch
+            running = engine.scheduler.running
+            decoding = decoding or (
+                len(running) == batch and all(r.output_token_ids for r in running)
+            )
     if not steps:
         raise RuntimeError(f"no step had all {batch} requests decoding; raise new tokens")
     rate = batch * len(steps) / sum(steps)
@@ -351,19 +356,21 @@ def main() -> None:
     def decode():
         print("\n## (b, c) steady decode: 128-token prompts, 128 new tokens")
         print(
-            "| batch | static-cache CUDA-graph decoder tok/s | engine tok/s | ratio | "
-            "engine step ms | bare forward ms (graph replay) | step / forward | "
-            "engine without chained steps: tok/s, step ms |"
+            "| batch | static-cache CUDA-graph decoder tok/s | engine: output kind | "
+            "engine tok/s | ratio | engine step ms | bare forward ms (graph replay) | "
+            "step / forward |"
         )
         print("|---|---|---|---|---|---|---|---|")
         unchained = LLM(
             target, device="cuda", dtype=dtype, max_num_seqs=256, async_decode=False, **freeze
         )
+        kinds = (
+            (llm, "cumulative"),
+            (llm, "delta"),
+            (llm, "final_only"),
+            (unchained, "cumulative"),  # steps not chained: each one's tokens read before the next
+        )
         for batch in batches:
-            engine_steady(llm, batch, 128, 48, vocab, seed=batch + 1)  # warm the buckets
-            rate, step_ms, fwd_ms = engine_steady(llm, batch, 128, 128, vocab, seed=batch)
-            engine_steady(unchained, batch, 128, 48, vocab, seed=batch + 1)
-            sync_rate, sync_ms, _ = engine_steady(unchained, batch, 128, 128, vocab, seed=batch)
             prompts = torch.tensor(
                 [p for p, _ in make_requests(batch, (128, 128), (1, 1), vocab, seed=batch)],
                 device="cuda",
@@ -372,10 +379,16 @@ def main() -> None:
             static.run(prompts, 128)
             base = static.run(prompts, 128)
             del static
-            print(
-                f"| {batch} | {base:,.0f} | {rate:,.0f} | {rate / base:.2f} | {step_ms:.2f} | "
-                f"{fwd_ms:.2f} | {step_ms / fwd_ms:.2f} | {sync_rate:,.0f}, {sync_ms:.2f} |"
-            )
+            for engine, kind in kinds:
+                engine_steady(engine, batch, 128, 48, vocab, seed=batch + 1, kind=kind)  # warm
+                rate, step_ms, fwd_ms = engine_steady(
+                    engine, batch, 128, 128, vocab, seed=batch, kind=kind
+                )
+                label = kind if engine is llm else f"{kind}, steps not chained"
+                print(
+                    f"| {batch} | {base:,.0f} | {label} | {rate:,.0f} | {rate / base:.2f} | "
+                    f"{step_ms:.2f} | {fwd_ms:.2f} | {step_ms / fwd_ms:.2f} |"
+                )
         del unchained
 
     def speculative():

@@ -3,6 +3,7 @@ request decodes (128-token prompts, then --new tokens each), the top functions b
 
     python benchmarks/profile_decode.py --device cuda --batch 256     # on a GPU machine
     python benchmarks/profile_decode.py --device cpu --batch 64 --tiny  # anywhere
+    ... --kind final_only    # the requests' output kind: cumulative (default), delta, final_only
 
 With chained decode steps (CUDA), a step's host work overlaps the forward of the next one, so
 host time above the forward's is what the step loses.
@@ -39,6 +40,10 @@ def main() -> None:
     parser.add_argument("--new", type=int, default=128, help="tokens each request generates")
     parser.add_argument("--tiny", action="store_true", help="a 1-layer, 32-wide model")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--kind", default="cumulative", choices=["cumulative", "delta", "final_only"],
+        help="the requests' output kind (SamplingParams.output_kind)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.device == "cuda":
         from bench_engine_gpu import ensure_cuda_adapter
@@ -48,13 +53,15 @@ def main() -> None:
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     llm = LLM(model, device=args.device, dtype=dtype, max_num_seqs=args.batch)
     engine = llm.engine
-    params = SamplingParams(max_tokens=args.new, temperature=0.0, ignore_eos=True)
+    params = SamplingParams(
+        max_tokens=args.new, temperature=0.0, ignore_eos=True, output_kind=args.kind
+    )
     rng = random.Random(0)
     for warm in (True, False):  # the first round captures the graphs of the buckets used
         for _ in range(args.batch):
             engine.add_request([rng.randrange(50_000) for _ in range(128)], params)
-        while len(engine.step()) < args.batch:
-            pass
+        while not all(r.output_token_ids for r in engine.scheduler.running):
+            engine.step()  # until every request decodes
         if warm:
             while engine.has_unfinished:
                 engine.step()

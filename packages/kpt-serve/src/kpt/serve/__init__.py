@@ -4,7 +4,7 @@ from kpt.serve._config import ModelConfig, load_config
 from kpt.serve._engine import Engine, EngineConfig, EngineStats
 from kpt.serve._llm import LLM
 from kpt.serve._request import RequestOutput
-from kpt.serve._sampling import SamplingParams
+from kpt.serve._sampling import OutputKind, SamplingParams
 from kpt.serve._version import __version__
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "EngineConfig",
     "EngineStats",
     "ModelConfig",
+    "OutputKind",
     "RequestOutput",
     "SamplingParams",
     "__version__",

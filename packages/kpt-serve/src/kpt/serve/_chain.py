@@ -192,6 +192,8 @@ class DecodeChain:
             if request.status is RequestStatus.FINISHED:
                 continue  # aborted, or ended on a stop token one step ago
             request.num_computed_tokens += 1
-            outputs.append(emit(request, [token], now))
+            output = emit(request, [token], now)
+            if output is not None:
+                outputs.append(output)
         engine._steps += 1
         return outputs

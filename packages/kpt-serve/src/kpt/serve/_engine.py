@@ -19,11 +19,11 @@ from kpt.serve._clock import DeviceClock
 from kpt.serve._config import ModelConfig, load_config
 from kpt.serve._draft import DraftProposer
 from kpt.serve._kv_cache import BlockPool, KVCacheManager
-from kpt.serve._loader import checkpoint_bytes, load_model
+from kpt.serve._loader import checkpoint_bytes, dummy_model, load_model, model_bytes
 from kpt.serve._models import KVCache
 from kpt.serve._request import Request, RequestOutput, RequestStatus
 from kpt.serve._runner import ModelRunner, make_runner
-from kpt.serve._sampling import Sampler, SamplingParams
+from kpt.serve._sampling import OutputKind, Sampler, SamplingParams
 from kpt.serve._scheduler import Scheduler, SchedulerConfig
 from kpt.serve._tokenizer import Tokenizer
 
@@ -68,8 +68,16 @@ class EngineConfig:
     # of torch and the other libraries, each of which stalled a millisecond decode step for
     # 100+ ms. The engine itself holds no reference cycle, so dropping it still frees it.
     freeze_gc: bool | None = None
+    # "safetensors": the folder's checkpoint. "dummy": random weights made on the device from
+    # config.json alone (as vLLM's load_format), for benchmarks and timing-only simulation.
+    load_format: str = "safetensors"
 
     def __post_init__(self) -> None:
+        if self.load_format not in ("safetensors", "dummy"):
+            raise ValueError(
+                f"load_format={self.load_format!r} must be 'safetensors' (the folder's "
+                "checkpoint) or 'dummy' (random weights from config.json)"
+            )
         if self.attention not in ("auto", "torch", "triton"):
             raise ValueError(f"attention={self.attention!r} must be 'auto', 'torch' or 'triton'")
         if self.speculative_model is not None and self.speculative_tokens < 1:
@@ -122,7 +130,10 @@ class Engine:
             self.model_config.max_position,
         )
         self._check_weights_fit(model_dir)
-        model = load_model(model_dir, self.model_config, self.dtype, self.device)
+        if self.config.load_format == "dummy":
+            model = dummy_model(self.model_config, self.dtype, self.device, self.config.seed)
+        else:
+            model = load_model(model_dir, self.model_config, self.dtype, self.device)
         num_blocks = self._num_kv_blocks()
         cache = KVCache(
             self.model_config, num_blocks, self.config.block_size, self.dtype, self.device
@@ -264,18 +275,22 @@ class Engine:
                 # The draft model's KV is right only up to the last accepted token.
                 request.draft_computed = request.num_computed_tokens
             request.draft = []
-            outputs.append(self._emit(request, tokens, now))
+            output = self._emit(request, tokens, now)
+            if output is not None:
+                outputs.append(output)
         self._steps += 1
         self.clock.charge_host(time.perf_counter() - host_start)
         return outputs
 
-    def _emit(self, request: Request, tokens: list[int], now: float) -> RequestOutput:
-        """Append a request's new tokens (its KV already counted), stopping where it ends."""
+    def _emit(self, request: Request, tokens: list[int], now: float) -> RequestOutput | None:
+        """Append a request's new tokens (its KV already counted), stopping where it ends.
+        Returns its output, or None when its output kind asks for none this step."""
         # Runs for every request at every step: at steady decode, the host's main work.
         if request.first_token_ms is None:
             request.first_token_ms = now
         output = request.output_token_ids
         before = len(output)
+        finished = False
         for token in tokens:
             output.append(token)
             if request.text_stream is not None:
@@ -285,12 +300,14 @@ class Engine:
                 reason = self._check_stop_strings(request)
             if reason is not None:
                 self._finish(request, reason, now)
+                finished = True
                 break
         else:
             self._name_blocks(request)
-        new = output[before:]
-        self._generated += len(new)
-        return self._output(request, new)
+        self._generated += len(output) - before
+        if not finished and request.params.output_kind is OutputKind.FINAL_ONLY:
+            return None
+        return self._output(request, output[before:])
 
     def _propose_drafts(self) -> None:
         """Drafts for greedy requests that are decoding: from the draft model, or n-gram."""
@@ -422,15 +439,18 @@ class Engine:
 
     def _output(self, request: Request, new: list[int]) -> RequestOutput:
         finished = request.status is RequestStatus.FINISHED
-        ids = request.output_token_ids.copy()
+        delta = request.params.output_kind is OutputKind.DELTA
+        ids = new if delta else request.output_token_ids.copy()
         if request.text_stream is None:
             text = ""
         elif finished:  # whole: a character still incomplete in the stream is decoded too
-            text = self.tokenizer.decode(ids)
+            text = self.tokenizer.decode(request.output_token_ids)
         else:
             text = request.text_stream.text
         if request.text_end is not None:
             text = text[: request.text_end]
+        if delta:
+            text, request.text_sent = text[request.text_sent :], len(text)
         ttft = (
             None if request.first_token_ms is None else request.first_token_ms - request.arrival_ms
         )
@@ -472,7 +492,10 @@ class Engine:
         return token_ids
 
     def _check_weights_fit(self, model_dir) -> None:
-        need = checkpoint_bytes(model_dir, self.dtype)
+        if self.config.load_format == "dummy":
+            need = model_bytes(self.model_config, self.dtype)
+        else:
+            need = checkpoint_bytes(model_dir, self.dtype)
         free, total = self._memory()
         if need > free:
             raise MemoryError(

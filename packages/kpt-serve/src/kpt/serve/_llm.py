@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import torch
 
 from kpt.serve._engine import Engine, EngineConfig
 from kpt.serve._request import RequestOutput
-from kpt.serve._sampling import SamplingParams
+from kpt.serve._sampling import OutputKind, SamplingParams
 
 Prompt = str | Sequence[int]
 
@@ -35,7 +36,8 @@ class LLM:
     ) -> list[RequestOutput]:
         """One finished output per prompt, in the order given."""
         finals: dict[str, RequestOutput] = {}
-        order = self._add(prompts, params, priorities)
+        # Only the final outputs are read: the engine builds no others (OutputKind.FINAL_ONLY).
+        order = self._add(prompts, params, priorities, kind=OutputKind.FINAL_ONLY)
         for output in self._drain(order):
             if output.finished:
                 finals[output.request_id] = output
@@ -51,7 +53,7 @@ class LLM:
         """Outputs as tokens are produced: each carries new_token_ids and the tokens so far."""
         yield from self._drain(self._add(prompts, params, priorities))
 
-    def _add(self, prompts, params, priorities) -> list[str]:
+    def _add(self, prompts, params, priorities, kind: OutputKind | None = None) -> list[str]:
         if isinstance(prompts, str) or (
             isinstance(prompts, Sequence) and prompts and isinstance(prompts[0], int)
         ):
@@ -60,6 +62,8 @@ class LLM:
         if params is None or isinstance(params, SamplingParams):
             params = [params or SamplingParams()] * len(prompts)
         params = list(params)
+        if kind is not None:
+            params = [dataclasses.replace(p, output_kind=kind) for p in params]
         priorities = list(priorities) if priorities is not None else [0] * len(prompts)
         if not len(params) == len(priorities) == len(prompts):
             raise ValueError(

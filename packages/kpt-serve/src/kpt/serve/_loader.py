@@ -40,6 +40,44 @@ def checkpoint_bytes(model_dir: str | Path, dtype: torch.dtype) -> int:
     return total
 
 
+def model_bytes(config: ModelConfig, dtype: torch.dtype) -> int:
+    """Bytes the family's weights take in `dtype`, from config.json alone (tied ones once)."""
+    with torch.device("meta"):
+        model = MODEL_CLASSES[config.family](config)
+    size = torch.empty((), dtype=dtype).element_size()
+    return sum(p.numel() for p in model.parameters()) * size
+
+
+def dummy_model(
+    config: ModelConfig, dtype: torch.dtype, device: torch.device, seed: int = 0
+) -> DecoderModel:
+    """The family's model with random weights made on the device, no checkpoint read (vLLM's
+    load_format "dummy"): for benchmarks of models whose weights are not at hand, and for
+    timing-only runs on a simulated chip, where the weights would not fit in host memory.
+
+    Matrices and embeddings draw from N(0, 0.02) as GPT-2 and Llama initialise, norms are 1 and
+    biases 0, so activations stay finite and every kernel does its real work.
+    """
+    with torch.device("meta"):
+        model = MODEL_CLASSES[config.family](config).to(dtype)
+    model = model.to_empty(device=device)
+    seeded = device.type in ("cpu", "cuda")  # elsewhere the device's default generator draws
+    generator = torch.Generator(device=device).manual_seed(seed) if seeded else None
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() >= 2:
+                param.normal_(0.0, 0.02, generator=generator)
+            elif name.endswith("bias"):
+                param.zero_()
+            else:  # LayerNorm / RMSNorm scales
+                param.fill_(1.0)
+    if config.tie_word_embeddings:
+        embedding = model.wte if config.family == "gpt2" else model.embed_tokens
+        model.lm_head.weight = embedding.weight
+    model.place_constants(device)
+    return model.eval()
+
+
 def load_model(
     model_dir: str | Path, config: ModelConfig, dtype: torch.dtype, device: torch.device
 ) -> DecoderModel:

@@ -41,6 +41,7 @@ class Request:
     finished_ms: float | None = None
     text_stream: TextStream | None = None  # the output as text so far (a tokenizer.json)
     text_end: int | None = None  # where a stop string began in the output's text
+    text_sent: int = 0  # characters of text already given out (OutputKind.DELTA)
 
     @property
     def all_token_ids(self) -> list[int]:
@@ -97,7 +98,8 @@ class Request:
 class RequestOutput:
     """A request's progress after a step: new tokens (streaming) and all tokens so far.
 
-    `text` is filled when the model folder has a tokenizer.
+    `text` is filled when the model folder has a tokenizer. With SamplingParams.output_kind
+    "delta", token_ids and text hold only what is new since the request's previous output.
     """
 
     request_id: str

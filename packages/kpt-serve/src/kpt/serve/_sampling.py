@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+
+
+class OutputKind(enum.StrEnum):
+    """Which outputs a request gets from Engine.step(), as vLLM's RequestOutputKind.
+
+    At steady decode, building every request's output at every step is most of the host's work
+    (`benchmarks/profile_decode.py`); a caller that needs less asks for less.
+    """
+
+    CUMULATIVE = "cumulative"  # every step: the new tokens, and all tokens and text so far
+    DELTA = "delta"  # every step: only what is new (token_ids and text are the new part)
+    FINAL_ONLY = "final_only"  # one output, once the request finishes (LLM.generate's kind)
 
 
 @dataclass(frozen=True)
@@ -31,6 +44,7 @@ class SamplingParams:
     # Text that ends the request once the output's text contains it (needs the folder's
     # tokenizer). The token that completed it is kept in token_ids; text stops before it.
     stop: Sequence[str] = field(default_factory=tuple)
+    output_kind: OutputKind | str = OutputKind.CUMULATIVE
 
     def __post_init__(self) -> None:
         problems = []
@@ -51,8 +65,12 @@ class SamplingParams:
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
         if any(not isinstance(t, str) or not t for t in stop):
             problems.append(f"stop={list(stop)!r} must be non-empty strings")
+        kinds = [k.value for k in OutputKind]
+        if self.output_kind not in kinds:
+            problems.append(f"output_kind={self.output_kind!r} must be one of {kinds}")
         if problems:
             raise ValueError("bad SamplingParams: " + "; ".join(problems))
+        object.__setattr__(self, "output_kind", OutputKind(self.output_kind))
         object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
         object.__setattr__(self, "stop", stop)
 

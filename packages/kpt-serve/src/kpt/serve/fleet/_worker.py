@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 from kpt.serve._engine import Engine, EngineStats
@@ -88,7 +89,7 @@ class Worker:
         self._stopped = threading.Event()
         self._stats = WorkerStats()
         self._steps = StepTimeModel()
-        self._texts: dict[str, str] = {}  # rid -> text sent so far (for text deltas)
+        self._started: set[str] = set()  # requests that have sent their first output
         self._last_step = time.monotonic()
         self._has_work = False
         self._threads: list[threading.Thread] = []
@@ -181,7 +182,7 @@ class Worker:
         engine = self.models.get(self._owner.pop(rid, self.model))
         if engine is not None:
             engine.abort(rid)
-        self._texts.pop(rid, None)
+        self._started.discard(rid)
 
     def _add(self, header: dict[str, Any]) -> list[dict[str, Any]]:
         rid = str(header.get("rid", ""))
@@ -200,7 +201,8 @@ class Worker:
         try:
             engine.add_request(
                 header.get("prompt"),
-                params_from_wire(header.get("params") or {}),
+                # Outputs as deltas: the engine copies no growing token list or text per step.
+                replace(params_from_wire(header.get("params") or {}), output_kind="delta"),
                 request_id=rid,
                 priority=int(header.get("priority", 0)),
             )
@@ -210,7 +212,6 @@ class Worker:
             log.exception("worker %s: adding request %s failed", self.worker_id, rid)
             message = f"the worker could not add this request: {type(exc).__name__}: {exc}"
             return [{"rid": rid, "finished": True, "reason": "error", "error": message}]
-        self._texts[rid] = ""
         self._owner[rid] = model
         return []
 
@@ -222,24 +223,23 @@ class Worker:
         self.models.touch(name)
         wire = []
         for out in outputs:
-            sent = self._texts.get(out.request_id, "")
+            rid = out.request_id
             item = {
-                "rid": out.request_id,
-                "new": list(out.new_token_ids),
-                "text": out.text[len(sent) :] if out.text.startswith(sent) else out.text,
+                "rid": rid,
+                "new": out.new_token_ids,
+                "text": out.text,  # the new part (OutputKind.DELTA)
                 "finished": out.finished,
                 "reason": out.finish_reason,
             }
-            if len(out.token_ids) == len(out.new_token_ids):  # its first output
-                item["prompt_ids"] = list(out.prompt_token_ids)
+            if rid not in self._started:  # its first output
+                self._started.add(rid)
+                item["prompt_ids"] = out.prompt_token_ids
                 item["cached"] = out.num_cached_tokens
             if out.finished:
-                self._texts.pop(out.request_id, None)
-                self._owner.pop(out.request_id, None)
+                self._started.discard(rid)
+                self._owner.pop(rid, None)
                 item["ttft_ms"] = out.ttft_ms
                 item["latency_ms"] = out.latency_ms
-            else:
-                self._texts[out.request_id] = out.text
             wire.append(item)
         if wire:
             self._send_outputs(wire)
