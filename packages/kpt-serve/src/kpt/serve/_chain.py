@@ -69,6 +69,7 @@ class DecodeChain:
                 count != 1
                 or request.draft
                 or not request.params.greedy
+                or request.params.logprobs is not None  # picks never leave the device
                 or request.num_computed_tokens != request.num_tokens - 1
             ):
                 return False

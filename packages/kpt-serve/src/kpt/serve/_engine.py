@@ -20,6 +20,7 @@ from kpt.serve._config import ModelConfig, load_config
 from kpt.serve._draft import DraftProposer
 from kpt.serve._kv_cache import BlockPool, KVCacheManager
 from kpt.serve._loader import checkpoint_bytes, dummy_model, load_model, model_bytes
+from kpt.serve._logprobs import token_logprobs
 from kpt.serve._models import KVCache
 from kpt.serve._request import Request, RequestOutput, RequestStatus
 from kpt.serve._runner import ModelRunner, make_runner
@@ -216,6 +217,8 @@ class Engine:
             arrival_ms=self.clock.now_ms(),
             text_stream=None if self.tokenizer is None else self.tokenizer.stream(),
         )
+        if params.prompt_logprobs is not None:
+            request.prompt_logprobs.append(None)  # the first prompt token has no context
         self._requests[request_id] = request
         self.scheduler.add(request)
         return request_id
@@ -243,17 +246,21 @@ class Engine:
         for request, count in batch.work:
             start = request.num_computed_tokens
             done = start + count == request.num_tokens + len(request.draft)
+            samples = 1 + len(request.draft) if done else 0
+            if request.needs_prompt_logprobs:
+                samples = count  # each row's logits score the next prompt token
             work.append(
                 SeqWork(
                     request.token_slice(start, count),
                     start,
                     self.kv.blocks(request.request_id),
-                    1 + len(request.draft) if done else 0,
+                    samples,
                 )
             )
         self.clock.charge_host(time.perf_counter() - host_start)
         logits, spans = self.runner.run(work)
         emitted = self._pick_tokens(batch.work, logits, spans)
+        scores = self._logprobs(batch.work, logits, spans, emitted)
         now = self.clock.now_ms()  # the sampled ids reached the host: the step is done
         host_start = time.perf_counter()
         outputs: list[RequestOutput] = []
@@ -275,14 +282,16 @@ class Engine:
                 # The draft model's KV is right only up to the last accepted token.
                 request.draft_computed = request.num_computed_tokens
             request.draft = []
-            output = self._emit(request, tokens, now)
+            output = self._emit(request, tokens, now, scores.get(w))
             if output is not None:
                 outputs.append(output)
         self._steps += 1
         self.clock.charge_host(time.perf_counter() - host_start)
         return outputs
 
-    def _emit(self, request: Request, tokens: list[int], now: float) -> RequestOutput | None:
+    def _emit(
+        self, request: Request, tokens: list[int], now: float, logprobs: list | None = None
+    ) -> RequestOutput | None:
         """Append a request's new tokens (its KV already counted), stopping where it ends.
         Returns its output, or None when its output kind asks for none this step."""
         # Runs for every request at every step: at steady decode, the host's main work.
@@ -304,6 +313,8 @@ class Engine:
                 break
         else:
             self._name_blocks(request)
+        if logprobs is not None:
+            request.logprobs += logprobs[: len(output) - before]
         self._generated += len(output) - before
         if not finished and request.params.output_kind is OutputKind.FINAL_ONLY:
             return None
@@ -332,25 +343,32 @@ class Engine:
         """The tokens each sampled request emits: one, or its accepted drafts plus one.
 
         Greedy picks for every row come from one argmax and one read to the host (the step's
-        only sync); requests that sample read their probabilities once more.
+        only sync); requests that sample read their probabilities once more. A span's sampling
+        rows are its last 1 + drafts; rows before them only score prompt tokens, and a prompt
+        chunk with more to come samples nothing.
         """
-        if not spans:
+        emitting = [
+            (i, first + rows - 1 - len(request.draft))
+            for i, (w, first, rows) in enumerate(spans)
+            if _emits(request := work[w][0], work[w][1])
+        ]
+        if not emitting:
             return {}
-        requests = [work[w][0] for w, _, _ in spans]
+        requests = [work[spans[i][0]][0] for i, _ in emitting]
         greedy_rows = logits.argmax(dim=-1).cpu().tolist()
         sampled: dict[int, int] = {}
-        random = [i for i, r in enumerate(requests) if not r.params.greedy]
+        random = [j for j, r in enumerate(requests) if not r.params.greedy]
         if random:
-            last_rows = [spans[i][1] + spans[i][2] - 1 for i in random]
+            last_rows = [emitting[j][1] + len(requests[j].draft) for j in random]
             final = logits.index_select(0, torch.tensor(last_rows).to(logits.device))
             picks = self.sampler.sample(
                 final,
-                [requests[i].params for i in random],
-                [requests[i].generator for i in random],
+                [requests[j].params for j in random],
+                [requests[j].generator for j in random],
             )
             sampled = dict(zip(random, picks, strict=True))
         emitted: dict[int, list[int]] = {}
-        for i, ((w, first, _), request) in enumerate(zip(spans, requests, strict=True)):
+        for j, ((i, first), request) in enumerate(zip(emitting, requests, strict=True)):
             tokens: list[int] = []
             for d, proposed in enumerate(request.draft):
                 if greedy_rows[first + d] != proposed:
@@ -358,9 +376,47 @@ class Engine:
                 tokens.append(proposed)
             # The row after the last accepted draft gives the next token (a sampled request
             # has no drafts: its one row is sampled).
-            tokens.append(sampled[i] if i in sampled else greedy_rows[first + len(tokens)])
-            emitted[w] = tokens
+            tokens.append(sampled[j] if j in sampled else greedy_rows[first + len(tokens)])
+            emitted[spans[i][0]] = tokens
         return emitted
+
+    def _logprobs(self, work, logits, spans, emitted) -> dict[int, list[dict[int, float]]]:
+        """Records prompt log-probabilities on the requests that ask; returns, by work index,
+        those of the tokens each request emitted (the caller keeps the ones it appends)."""
+        rows: list[int] = []
+        chosen: list[int] = []
+        top: list[int] = []
+        owners: list[tuple[int, Request, bool]] = []  # (work index, request, is a prompt row)
+        for w, first, count in spans:
+            request = work[w][0]
+            params = request.params
+            if request.needs_prompt_logprobs:
+                prompt = request.prompt_token_ids
+                start = request.num_computed_tokens
+                for r in range(count):
+                    target = start + r + 1  # the prompt token this row's logits score
+                    if len(request.prompt_logprobs) <= target < len(prompt):
+                        rows.append(first + r)
+                        chosen.append(prompt[target])
+                        top.append(params.prompt_logprobs)
+                        owners.append((w, request, True))
+            tokens = emitted.get(w)
+            if tokens is not None and params.logprobs is not None:
+                base = first + count - 1 - len(request.draft)
+                for d, token in enumerate(tokens):
+                    rows.append(base + d)
+                    chosen.append(token)
+                    top.append(params.logprobs)
+                    owners.append((w, request, False))
+        scores: dict[int, list[dict[int, float]]] = {}
+        for (w, request, prompt_row), entry in zip(
+            owners, token_logprobs(logits, rows, chosen, top), strict=True
+        ):
+            if prompt_row:
+                request.prompt_logprobs.append(entry)
+            else:
+                scores.setdefault(w, []).append(entry)
+        return scores
 
     def _check_stop_strings(self, request: Request) -> str | None:
         if len(request.output_token_ids) < request.params.min_tokens:
@@ -451,6 +507,18 @@ class Engine:
             text = text[: request.text_end]
         if delta:
             text, request.text_sent = text[request.text_sent :], len(text)
+        params = request.params
+        logprobs = prompt_logprobs = None
+        if params.logprobs is not None:
+            logprobs = (
+                request.logprobs[len(request.logprobs) - len(new) :]
+                if delta
+                else list(request.logprobs)
+            )
+        if params.prompt_logprobs is not None and (
+            not delta or len(request.output_token_ids) == len(new)  # a delta's first output
+        ):
+            prompt_logprobs = list(request.prompt_logprobs)
         ttft = (
             None if request.first_token_ms is None else request.first_token_ms - request.arrival_ms
         )
@@ -466,6 +534,8 @@ class Engine:
             num_cached_tokens=request.num_cached_tokens,
             ttft_ms=ttft,
             latency_ms=latency,
+            logprobs=logprobs,
+            prompt_logprobs=prompt_logprobs,
         )
 
     def _prompt_ids(self, prompt: str | Sequence[int]) -> list[int]:
@@ -530,6 +600,12 @@ class Engine:
                 "free memory or set EngineConfig(num_kv_blocks=...)"
             )
         return blocks
+
+
+def _emits(request: Request, count: int) -> bool:
+    """Whether a scheduled chunk of `count` tokens reaches the end of what the request has
+    (then its last row samples the next token)."""
+    return request.num_computed_tokens + count == request.num_tokens + len(request.draft)
 
 
 def _default_dtype(config: ModelConfig, device: torch.device) -> torch.dtype:

@@ -42,6 +42,8 @@ class Request:
     text_stream: TextStream | None = None  # the output as text so far (a tokenizer.json)
     text_end: int | None = None  # where a stop string began in the output's text
     text_sent: int = 0  # characters of text already given out (OutputKind.DELTA)
+    logprobs: list[dict[int, float]] = field(default_factory=list)  # one per output token
+    prompt_logprobs: list[dict[int, float] | None] = field(default_factory=list)
 
     @property
     def all_token_ids(self) -> list[int]:
@@ -63,6 +65,14 @@ class Request:
         if start + count <= prompt:
             return self.prompt_token_ids[start : start + count]
         return (self.all_token_ids + self.draft)[start : start + count]
+
+    @property
+    def needs_prompt_logprobs(self) -> bool:
+        """Asked for prompt log-probabilities and not all computed yet (the first prompt token
+        has none: its entry is None)."""
+        return self.params.prompt_logprobs is not None and len(self.prompt_logprobs) < len(
+            self.prompt_token_ids
+        )
 
     @property
     def sort_key(self) -> tuple[int, int]:
@@ -112,3 +122,8 @@ class RequestOutput:
     num_cached_tokens: int = 0
     ttft_ms: float | None = None  # device-clock ms from arrival to first token
     latency_ms: float | None = None  # device-clock ms from arrival to finish
+    # With SamplingParams.logprobs: {token: log-probability} per token of token_ids, the
+    # token's own first, then the most likely ones. With prompt_logprobs: the same per prompt
+    # token (None for the first), in every output but a delta one's later outputs.
+    logprobs: list[dict[int, float]] | None = None
+    prompt_logprobs: list[dict[int, float] | None] | None = None

@@ -45,6 +45,12 @@ class SamplingParams:
     # tokenizer). The token that completed it is kept in token_ids; text stops before it.
     stop: Sequence[str] = field(default_factory=tuple)
     output_kind: OutputKind | str = OutputKind.CUMULATIVE
+    # Log-probabilities (log-softmax of the model's raw logits, as vLLM returns by default):
+    # for each generated token, its own and those of the `logprobs` most likely tokens; for
+    # each prompt token after the first, its own and the `prompt_logprobs` most likely.
+    # None: none. A request with prompt_logprobs computes its whole prompt (no prefix cache).
+    logprobs: int | None = None
+    prompt_logprobs: int | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -65,6 +71,12 @@ class SamplingParams:
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
         if any(not isinstance(t, str) or not t for t in stop):
             problems.append(f"stop={list(stop)!r} must be non-empty strings")
+        for name in ("logprobs", "prompt_logprobs"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 20
+            ):
+                problems.append(f"{name}={value!r} must be None or an int in [0, 20]")
         kinds = [k.value for k in OutputKind]
         if self.output_kind not in kinds:
             problems.append(f"output_kind={self.output_kind!r} must be one of {kinds}")

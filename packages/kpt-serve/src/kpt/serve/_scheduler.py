@@ -110,7 +110,8 @@ class Scheduler:
                     break
                 budget += freed
                 continue
-            if request.num_computed_tokens == 0:
+            # Prompt log-probabilities need every prompt token's logits: no cached prefix.
+            if request.num_computed_tokens == 0 and not request.needs_prompt_logprobs:
                 cached = self.kv.find_prefix(request.request_id, request.all_token_ids)
                 request.num_computed_tokens = cached
                 if not request.output_token_ids:

@@ -1,15 +1,15 @@
 """How much quality a model variant gives up against its reference, with a confidence interval.
 
-The score is next-token accuracy on held-out text: for every position of every held-out
-sequence, the variant's greedy next token given the text so far, against the text's own next
-token. Each sequence is one unit: its accuracy, and its agreement with the reference's
-predictions. kpt.abtest compares the variant's per-sequence accuracies with the reference's
-(paired, the same sequences) and tests non-inferiority within a margin.
+Two scores on held-out text, from one pass over each sequence: next-token accuracy (for every
+position, the variant's most likely next token given the text so far, against the text's own
+next token) and perplexity (the exponential of the mean negative log-likelihood of the text's
+tokens). Each sequence is one unit: its accuracy, its mean negative log-likelihood, and its
+agreement with the reference's predictions. kpt.abtest compares the variant's per-sequence
+figures with the reference's (paired, the same sequences) and tests non-inferiority of the
+accuracy within a margin.
 
-It runs through the public engine interface (LLM.generate with max_tokens=1 per prefix; the
-prefix cache makes the prefixes of one sequence cheap), so it works on any device and dtype
-the engine does. Perplexity would need the engine to return log-probabilities, which it does
-not yet; accuracy is what its interface measures exactly.
+It runs through the public engine interface (LLM.generate with prompt_logprobs=1 and one
+generated token per sequence), so it works on any device and dtype the engine does.
 
 Without held-out sequences given, they are sampled from the reference itself (temperature 1,
 seeded): text the reference finds likely, so a variant that keeps the reference's
@@ -18,6 +18,7 @@ predictions keeps its accuracy. Needs kpt-abtest (pip install kpt-abtest).
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -29,7 +30,9 @@ import torch
 import kpt.abtest as ab
 from kpt.serve import LLM, SamplingParams
 
-GREEDY_NEXT = SamplingParams(max_tokens=1, temperature=0.0, ignore_eos=True)
+# The held-out sequence as the prompt: each prompt token's log-probability and the most
+# likely token at its position.
+SCORE = SamplingParams(max_tokens=1, temperature=0.0, ignore_eos=True, prompt_logprobs=1)
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,9 @@ class VariantQuality:
     dtype: str
     accuracy: float  # mean per-sequence next-token accuracy on the held-out text
     agreement: float  # mean share of positions where it predicts what the reference does
+    perplexity: float  # exp of the mean negative log-likelihood per scored token
     vs_reference: dict[str, Any]  # kpt.abtest Comparison (accuracy, variant - reference)
+    nll_vs_reference: dict[str, Any]  # the same for the per-sequence mean NLL (lower: better)
     non_inferior: bool  # accuracy worse than the reference's by less than `margin`, shown
     non_inferiority: dict[str, Any]  # kpt.abtest MarginTest fields
 
@@ -60,16 +65,32 @@ def held_out_from(
     return [s + list(o.token_ids) for s, o in zip(starts, outs, strict=True)]
 
 
-def next_token_predictions(llm: LLM, sequences: Sequence[Sequence[int]], context: int) -> list:
-    """For each sequence, the greedy next token after each prefix of `context` tokens or more."""
-    prompts = [list(s[:k]) for s in sequences for k in range(context, len(s))]
-    flat = [o.token_ids[0] for o in llm.generate(prompts, GREEDY_NEXT)]
-    out, i = [], 0
-    for s in sequences:
-        n = max(len(s) - context, 0)
-        out.append(flat[i : i + n])
-        i += n
-    return out
+@dataclass(frozen=True)
+class Scores:
+    """Per held-out sequence: predicted next tokens and mean negative log-likelihood."""
+
+    predictions: list[list[int]]
+    nll: list[float]
+    tokens: list[int]  # scored tokens per sequence
+
+    @property
+    def perplexity(self) -> float:
+        total = sum(n * t for n, t in zip(self.nll, self.tokens, strict=True))
+        return math.exp(total / sum(self.tokens))
+
+
+def score_sequences(llm: LLM, sequences: Sequence[Sequence[int]], context: int) -> Scores:
+    """For each sequence, every token after the first `context`: the model's most likely token
+    at its position (given the text before it) and the token's own log-probability."""
+    outs = llm.generate([list(s) for s in sequences], SCORE)
+    predictions, nll, tokens = [], [], []
+    for sequence, out in zip(sequences, outs, strict=True):
+        entries = out.prompt_logprobs[context:]
+        predictions.append([max(e, key=e.__getitem__) for e in entries])
+        own = [e[t] for e, t in zip(entries, sequence[context:], strict=True)]
+        nll.append(-sum(own) / max(len(own), 1))
+        tokens.append(len(own))
+    return Scores(predictions, nll, tokens)
 
 
 def variant_quality(
@@ -105,19 +126,24 @@ def variant_quality(
         vocab = reference_llm.engine.model_config.vocab_size
         sequences = held_out_from(reference_llm, num_sequences, length, vocab, seed)
     truth = [list(s[context:]) for s in sequences]
-    predictions = {reference: next_token_predictions(reference_llm, sequences, context)}
+    scores = {reference: score_sequences(reference_llm, sequences, context)}
     del reference_llm
     for name, dtype in dtypes.items():
         if name != reference:
             llm = LLM(model_dir, device=device, dtype=dtype, **options)
-            predictions[name] = next_token_predictions(llm, sequences, context)
+            scores[name] = score_sequences(llm, sequences, context)
             del llm
+    predictions = {name: s.predictions for name, s in scores.items()}
     accuracy = {name: _share(p, truth) for name, p in predictions.items()}
     report = {}
     for name, dtype in dtypes.items():
         comparison = ab.compare(
             accuracy[reference], accuracy[name], "mean", alpha=alpha, paired=True,
             higher_is_better=True,
+        )  # fmt: skip
+        nll = ab.compare(
+            scores[reference].nll, scores[name].nll, "mean", alpha=alpha, paired=True,
+            higher_is_better=False,
         )  # fmt: skip
         test = ab.non_inferiority(
             accuracy[reference], accuracy[name], margin, alpha=alpha, higher_is_better=True
@@ -128,7 +154,9 @@ def variant_quality(
             accuracy=sum(accuracy[name]) / len(accuracy[name]),
             agreement=sum(_share(predictions[name], predictions[reference]))
             / len(predictions[name]),
+            perplexity=scores[name].perplexity,
             vs_reference=comparison.to_dict(),
+            nll_vs_reference=nll.to_dict(),
             non_inferior=bool(test.passed),
             non_inferiority=_plain(test),
         )
@@ -158,12 +186,16 @@ def _plain(test: Any) -> dict[str, Any]:
 
 
 def format_quality(report: Mapping[str, VariantQuality], reference: str) -> str:
-    lines = [f"{'variant':<12}{'dtype':<10}{'accuracy':>9}{'agree':>8}  vs {reference}"]
+    lines = [
+        f"{'variant':<12}{'dtype':<10}{'accuracy':>9}{'agree':>8}{'perplexity':>12}  "
+        f"accuracy vs {reference}"
+    ]
     for q in report.values():
         lo, hi = q.vs_reference["ci"]
         verdict = "non-inferior" if q.non_inferior else "not shown non-inferior"
         lines.append(
-            f"{q.variant:<12}{q.dtype:<10}{q.accuracy:>9.4f}{q.agreement:>8.3f}  "
+            f"{q.variant:<12}{q.dtype:<10}{q.accuracy:>9.4f}{q.agreement:>8.3f}"
+            f"{q.perplexity:>12.3f}  "
             f"{q.vs_reference['effect']:+.4f} [{lo:+.4f}, {hi:+.4f}] {verdict}"
         )
     return "\n".join(lines)
