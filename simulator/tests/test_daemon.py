@@ -402,3 +402,33 @@ def test_a_daemon_slower_than_the_call_timeout_is_a_hang_not_a_loss(daemon):
             c.launch(0, "softmax", [x], [x])
         with pytest.raises(DeviceHangError, match="'synchronize' got no answer"):
             c.synchronize()
+
+
+def test_graph_replay_and_host_work_change_host_time_only():
+    """On a profile with a host model, a replayed graph's launches cost the host once; host
+    work moves the next issue; values are computed the same; bad fields are named."""
+    with connected(profile="h100-sxm", devices=1) as (c, _):
+        x = empty(c, 0, (4,))
+
+        def timed(graph: bool, work_s: float = 0.0) -> float:
+            c.synchronize()
+            start = c.record_event(0)
+            c.graph_replay(0, graph)
+            for i in range(20):
+                c.launch(0, "fill", [], [x], {"value": float(i)})
+            c.graph_replay(0, False)
+            c.host_work(0, work_s)
+            c.launch(0, "fill", [], [x], {"value": 7.0})
+            end = c.record_event(0)
+            return c.event_time(end) - c.event_time(start)
+
+        eager, graph, worked = timed(False), timed(True), timed(True, 1e-3)
+        assert graph < eager / 2  # 20 host launches became one
+        assert worked == pytest.approx(graph + 1e-3, rel=0.02)
+        np.testing.assert_array_equal(download(c, x), np.full(4, 7.0, np.float32))
+        c.host_work(0, -1.0)
+        with pytest.raises(InvalidRequestError, match="field 'seconds'"):
+            c.synchronize()
+        c.graph_replay(0, True)
+        c.launch(0, "fill", [], [x], {"value": 1.0})
+        c.synchronize()  # the daemon serves on, in graph mode

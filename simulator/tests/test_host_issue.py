@@ -151,3 +151,26 @@ def test_fitted_host_issue_predicts_the_other_models_steps():
     )
     assert len(errors) >= 5
     assert errors[len(errors) // 2] < 0.25 and errors[-1] < 0.6, errors
+
+
+def test_a_replayed_graph_pays_the_host_once_and_runs_back_to_back():
+    p = asic(host_issue_us=5.0)
+    n = 10
+    eager, graph = Simulator(p), Simulator(p)
+    eager_end = [eager.launch(0, TINY) for _ in range(n)][-1]
+    graph_end = [graph.launch(0, TINY, graph_node=i > 0) for i in range(n)][-1]
+    assert eager_end == pytest.approx(n * 5 * US + op_time(p, *TINY))
+    # One launch issued by the host, then the graph's nodes one after the other on the device.
+    assert graph_end == pytest.approx(5 * US + n * op_time(p, *TINY))
+    assert graph.synchronize() == pytest.approx(graph_end)
+
+
+def test_host_work_delays_the_next_issue_but_not_the_work_already_queued():
+    p = asic(host_issue_us=5.0)
+    sim = Simulator(p)
+    big_end = sim.launch(0, BIG)
+    sim.host_work(0, 50 * US)  # shorter than BIG: the device never waits for the host
+    assert sim.launch(0, TINY) == pytest.approx(big_end + op_time(p, *TINY))
+    idle = Simulator(p)
+    idle.host_work(0, 50 * US)  # nothing queued: the device waits for the host's work
+    assert idle.launch(0, TINY) == pytest.approx(55 * US + op_time(p, *TINY))

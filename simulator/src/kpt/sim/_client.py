@@ -440,6 +440,17 @@ class SimClient(RendezvousCalls):
             if len(self._batch) >= BATCH_OPS:
                 self._send_batch()
 
+    def graph_replay(self, device: int, on: bool) -> None:
+        """Between on=True and on=False, this client's launches on `device` are one replayed
+        graph (a CUDA graph): the first pays the host one launch, the others nothing, and they
+        run back to back. Values are computed as ever; only their host time changes."""
+        self._queue("graph_replay", {"device": device, "on": bool(on)})
+
+    def host_work(self, device: int, seconds: float) -> None:
+        """The host spent `seconds` on its own work (Python the simulator cannot see) before
+        what it issues next to `device`; work already queued there goes on meanwhile."""
+        self._queue("host_work", {"device": device, "seconds": float(seconds)})
+
     def copy(self, src: Any, dst: Any, stream: int = 0) -> None:
         """Device -> device copy (across links when the devices differ); returns immediately."""
         self._queue("copy", {"src": _ref_to_wire(src), "dst": _ref_to_wire(dst), "stream": stream})

@@ -14,7 +14,7 @@ import os
 import socket
 import tempfile
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +48,15 @@ log = logging.getLogger("kpt.sim.daemon")
 MAX_STREAMS = 1024  # per client and device: stream ids are small integers
 MAX_BUFFERS_PER_CLIENT = 1 << 20
 MAX_EVENTS_PER_CLIENT = 1 << 16  # the oldest are forgotten first
-CAST_TYPES = ("launch", "copy", "record_event", "wait_event", "collective", "alloc_async")
+CAST_TYPES = ("launch", "copy", "record_event", "wait_event", "collective", "alloc_async",
+              "graph_replay", "host_work")  # fmt: skip
+MAX_HOST_WORK_S = 3600.0  # one host_work cast: an hour of host time is more than any step
 MAX_BATCH = 4096  # casts in one "batch" message
 MAX_INLINE_READ = 1 << 16  # a read asking for "inline" bytes gets them in the header up to this
 MAX_READ = 1 << 30  # bytes one read may return: larger reads go in chunks (bounds a reply's copy)
 MAX_LEASE = 1 << 62  # bytes one lease request may name (any more is a malformed request)
 NOT_FAULT_FIELDS = (TOKEN_FIELD, "prelude")
+GRAPH_HEAD, GRAPH_NODE = "head", "node"  # ClientState.graph: where a replayed graph stands
 
 
 @dataclass
@@ -62,6 +65,8 @@ class ClientState:
     events: OrderedDict[int, tuple[int, int]]  # client's event id -> (engine event, device)
     pending: list[SimError]  # errors of casts, raised by the next blocking call
     dropped: int = 0  # pending errors beyond the first few, counted only
+    # device -> the replay's next launch: GRAPH_HEAD (pays the one host launch) or GRAPH_NODE
+    graph: dict[int, str] = field(default_factory=dict)
 
 
 class SimDaemon:
@@ -105,6 +110,8 @@ class SimDaemon:
             "write": self.write,
             "read": self.read,
             "launch": self.launch,
+            "graph_replay": self.graph_replay,
+            "host_work": self.host_work,
             "copy": self.copy,
             "record_event": self.record_event,
             "wait_event": self.wait_event,
@@ -394,7 +401,13 @@ class SimDaemon:
         try:
             cost = self._cost(header.get("cost"), op, in_views, out_views, attrs)
             touched = [b.id for _, b in (*inputs, *outputs)]
-            self._claim(state, device, self.sim.launch, device, cost, stream, touched, op)
+            where = state.graph.get(device)
+            node = where == GRAPH_NODE
+            if where == GRAPH_HEAD:
+                state.graph[device] = GRAPH_NODE  # the replay's launch: the rest are its nodes
+            self._claim(
+                state, device, self.sim.launch, device, cost, stream, touched, op, None, node
+            )
             if self.recorder is not None:
                 self.recorder.launch(device, cost, stream, op)
             if self.numerics:
@@ -404,6 +417,30 @@ class SimDaemon:
                 raise
             detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             raise bad(f"op {op!r} on device {device}: {detail}") from None
+
+    def graph_replay(self, header: dict, state: ClientState, client_id: bytes) -> None:
+        """{device, on}: the client's launches on `device` from here until `on` is false are
+        one replayed graph (a CUDA graph): the first pays the host one launch, the rest none."""
+        device = self._device(header)
+        on = header.get("on")
+        if type(on) is not bool:
+            raise bad(f"graph_replay: field 'on' = {on!r:.40} must be true or false")
+        if on:
+            state.graph[device] = GRAPH_HEAD
+        else:
+            state.graph.pop(device, None)
+
+    def host_work(self, header: dict, state: ClientState, client_id: bytes) -> None:
+        """{device, seconds}: the client's host spent this long on its own work before what it
+        issues next to `device` (work queued there goes on meanwhile)."""
+        device = self._device(header)
+        seconds = header.get("seconds")
+        if type(seconds) not in (int, float) or not 0 <= seconds <= MAX_HOST_WORK_S:
+            raise bad(
+                f"host_work: field 'seconds' = {seconds!r:.40} must be a number in "
+                f"[0, {MAX_HOST_WORK_S:g}]"
+            )
+        self.sim.host_work(device, float(seconds))
 
     def copy(self, header: dict, state: ClientState, client_id: bytes) -> None:
         stream = self._stream(client_id, header)

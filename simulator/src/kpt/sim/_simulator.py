@@ -223,11 +223,14 @@ class Simulator(FaultState):
         buffers: Sequence[int] = (),
         name: str | None = None,
         tensors: int | None = None,
+        graph_node: bool = False,
     ) -> float:
         """Issue one op asynchronously; returns its forecast end (inf: never, device hung).
 
         tensors: tensor arguments of the launch, for the host model's per-tensor cost of
-        optimizer kernels (default: one per buffer it touches)."""
+        optimizer kernels (default: one per buffer it touches). graph_node: the op is a node
+        of a graph being replayed (a CUDA graph): the replay's one launch paid the host, so
+        this op costs the host nothing and runs back to back with the ones before it."""
         dev = self.devices[device] if 0 <= device < len(self.devices) else self._device(device)
         if dev.ops >= dev.next_trigger:
             self._fire_op_triggers(dev)
@@ -246,7 +249,9 @@ class Simulator(FaultState):
         # The host issues ops one after another: the kernel exists once the host issued it,
         # and an idle device starts it launch_latency_s later; queued work hides that latency.
         issued = self._now if self._now > dev.host_free else dev.host_free
-        if dev.host is None:
+        if graph_node:
+            pass
+        elif dev.host is None:
             issued += p.host_issue_s
         else:
             count = len(buffers) if tensors is None else tensors
@@ -264,6 +269,13 @@ class Simulator(FaultState):
         dev.streams[stream] = end
         self._submit(dev, stream, op)
         return end
+
+    def host_work(self, device: int, seconds: float) -> None:
+        """The host spends `seconds` on its own work (Python the simulator does not see run:
+        scheduling, sampling) before it issues more to `device`; work already queued on the
+        device goes on meanwhile, as on a real GPU."""
+        dev = self._device(device)
+        dev.host_free = max(self._now, dev.host_free) + seconds
 
     def _submit(self, dev: Device, stream: int, op: Op) -> None:
         self._engine.submit(dev, stream, op)
