@@ -22,6 +22,7 @@ def test_public_names_are_pinned():
         "decode",
         "encode",
         "generate_keys",
+        "is_local",
     ]
 
 

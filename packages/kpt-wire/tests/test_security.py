@@ -5,7 +5,7 @@ import sys
 import pytest
 import zmq
 
-from kpt.wire import Client, Server, TransportError, generate_keys
+from kpt.wire import Client, Server, TransportError, generate_keys, is_local
 
 HEARTBEAT = 0.2
 
@@ -16,6 +16,13 @@ def keys(tmp_path):
     client = generate_keys(tmp_path / "clients", "client")
     stranger = generate_keys()
     return {"server": server, "client": client, "stranger": stranger, "dir": tmp_path}
+
+
+def test_is_local_tells_loopback_and_ipc_from_addresses_that_face_the_network():
+    # Public because launchers decide with it where a peer must run to reach a loopback bind.
+    local = ["tcp://127.0.0.1:5555", "tcp://localhost:0", "tcp://[::1]:7", "ipc:///tmp/x.sock"]
+    assert all(is_local(endpoint) for endpoint in local)
+    assert not any(is_local(e) for e in ["tcp://10.0.0.5:5555", "tcp://*:0", "tcp://eth0:1"])
 
 
 def _curve_server(keys) -> Server:

@@ -12,7 +12,7 @@ from kpt.wire._errors import (
     WireError,
 )
 from kpt.wire._limits import Limits
-from kpt.wire._security import generate_keys
+from kpt.wire._security import generate_keys, is_local
 from kpt.wire._server import Server
 from kpt.wire._unix import ListenerBounds
 from kpt.wire._version import __version__
@@ -36,4 +36,5 @@ __all__ = [
     "decode",
     "encode",
     "generate_keys",
+    "is_local",
 ]
