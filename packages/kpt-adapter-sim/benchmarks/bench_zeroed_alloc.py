@@ -16,7 +16,7 @@ import time
 import numpy as np
 import torch
 
-from kpt.adapters.sim._executor import TorchExecutor
+from kpt.adapters.sim_executor import TorchExecutor
 
 SIZES = (4 << 10, 256 << 10, 4 << 20, 64 << 20, 256 << 20)
 ROUNDS = 15

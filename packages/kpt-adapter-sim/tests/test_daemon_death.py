@@ -43,7 +43,7 @@ def test_synchronize_and_new_work_after_death_raise_device_lost(sim, private_dae
 
 
 def test_health_reports_a_dead_daemon_as_failed(sim, private_daemon):
-    from kpt.adapters.sim._adapter import SimAdapter
+    from kpt.adapters.sim_hal import SimAdapter
 
     with private_daemon() as daemon:
         adapter = SimAdapter()

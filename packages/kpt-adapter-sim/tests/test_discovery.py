@@ -3,8 +3,7 @@
 import pytest
 
 from kpt.adapters.sim import _runtime
-from kpt.adapters.sim._adapter import SimAdapter
-from kpt.adapters.sim_hal import _discovery
+from kpt.adapters.sim_hal import SimAdapter, _discovery
 from kpt.sim import load_profile
 
 
@@ -73,4 +72,20 @@ def test_an_unreachable_endpoint_is_no_hardware_with_the_reason(sim, tmp_path, m
     assert probe.count == 0
     assert "KPT_SIM_ENDPOINT" in probe.reason and endpoint in probe.reason
     with pytest.raises(_discovery.DaemonUnreachable):
-        _discovery.device_infos()
+        _discovery.device_infos(_discovery.DiscoveryCache())
+
+
+def test_each_adapter_keeps_its_own_discovery_answers(sim, tmp_path):
+    endpoint = f"ipc://{tmp_path}/nobody.sock"  # no socket file: refused without a wait
+    first, second = SimAdapter(), SimAdapter()
+    assert isinstance(first._discovery, _discovery.DiscoveryCache)
+    assert first._discovery is not second._discovery
+    cache = _discovery.DiscoveryCache()
+    with pytest.raises(_discovery.DaemonUnreachable) as refused:
+        cache.daemon_devices(endpoint)
+    with pytest.raises(_discovery.DaemonUnreachable) as again:
+        cache.daemon_devices(endpoint)
+    assert again.value is refused.value  # remembered for FAILURE_MEMORY_S, not asked again
+    with pytest.raises(_discovery.DaemonUnreachable) as elsewhere:
+        _discovery.DiscoveryCache().daemon_devices(endpoint)
+    assert elsewhere.value is not refused.value  # another adapter asks for itself

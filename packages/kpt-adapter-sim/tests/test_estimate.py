@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from kpt.adapters.sim._executor import TorchExecutor
+from kpt.adapters.sim_executor import TorchExecutor
 from kpt.sim import View, load_profile, op_time
 
 H100 = load_profile("h100-sxm")

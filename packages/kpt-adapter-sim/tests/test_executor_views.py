@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from kpt.adapters.sim._executor import TorchExecutor
+from kpt.adapters.sim_executor import TorchExecutor
 
 
 def _view(storage, dtype, shape, strides, offset=0):

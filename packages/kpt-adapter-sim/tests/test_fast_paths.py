@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from kpt.adapters.sim import _dispatch
+from kpt.adapters.sim._runtime import runtime
 
 
 def test_a_cached_plan_still_tells_same_tensor_from_equal_tensor(sim):
@@ -29,10 +29,11 @@ def test_float_arguments_are_sent_per_call_not_cached(sim):
 def test_plans_are_reused_across_calls(sim):
     x = torch.randn(5, 7, device="kpt_sim")
     (x * x).sum()
-    before = len(_dispatch._PLANS)
+    plans = runtime().plans.plans  # the Runtime's PlanCache
+    before = len(plans)
     for _ in range(20):
         (x * x).sum()
-    assert len(_dispatch._PLANS) == before
+    assert len(plans) == before
 
 
 def test_an_upload_is_a_copy_even_when_sent_without_waiting(sim):
@@ -62,5 +63,5 @@ def test_ops_with_an_out_overload_compute_into_their_buffer(sim):
     reference = a_host.clone().requires_grad_()
     torch.nn.functional.gelu(reference).sum().backward()
     torch.testing.assert_close(x.grad.cpu(), reference.grad)
-    launched = {p.op for p in _dispatch._PLANS.values() if not isinstance(p, str)}
+    launched = {p.op for p in runtime().plans.plans.values() if not isinstance(p, str)}
     assert {"aten::mm.out", "aten::add.out", "aten::gelu_backward.grad_input"} <= launched

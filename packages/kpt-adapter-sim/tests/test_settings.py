@@ -3,7 +3,7 @@
 import pytest
 
 from kpt.adapters.sim import _runtime
-from kpt.adapters.sim_hal._settings import Settings
+from kpt.adapters.sim_hal._settings import NativeSettings, Settings
 
 
 def test_settings_from_an_environment():
@@ -43,3 +43,35 @@ def test_the_runtime_holds_its_settings_and_its_fallback_ledger(sim):
     sim.reset_fallback_report()
     torch.special.erfcx(torch.ones(2, device="kpt_sim"))
     assert runtime.fallbacks.fallbacks() == sim.fallback_report() != {}
+
+
+def test_the_native_librarys_settings_from_an_environment():
+    native = Settings.from_environ({
+        "KPT_SIM_NATIVE_GUARD": " 0 ", "KPT_SIM_EXTENSIONS_DIR": "/cache/kpt", "CXX": "clang++",
+        "TORCH_EXTENSIONS_DIR": "/torch-ext",
+    }).native  # fmt: skip
+    assert native == NativeSettings(enabled=False, extensions_dir="/cache/kpt", compiler="clang++")
+    assert NativeSettings.from_environ({}) == NativeSettings() == Settings().native
+    assert NativeSettings().enabled and NativeSettings().compiler == "c++"
+    # KPT_SIM_EXTENSIONS_DIR, else TORCH_EXTENSIONS_DIR/kpt_sim, else XDG_CACHE_HOME/kpt/extensions
+    fallbacks = {"TORCH_EXTENSIONS_DIR": "/torch-ext", "XDG_CACHE_HOME": "/xdg"}
+    assert NativeSettings.from_environ(fallbacks).extensions_dir == "/torch-ext/kpt_sim"
+    assert NativeSettings.from_environ({"XDG_CACHE_HOME": "/xdg"}).extensions_dir == (
+        "/xdg/kpt/extensions"
+    )
+    assert NativeSettings.from_environ({"KPT_SIM_NATIVE_GUARD": "1"}).enabled
+
+
+def test_the_native_settings_never_refuse_what_the_connection_would():
+    # Read when the device registers (at import): a bad KPT_SIM_DEVICES is refused at the first
+    # use, as before, not at import.
+    assert NativeSettings.from_environ({"KPT_SIM_DEVICES": "zero"}) == NativeSettings()
+
+
+def test_the_native_guard_builds_where_the_settings_say(tmp_path):
+    from kpt.adapters.sim import _native_guard
+
+    settings = NativeSettings(extensions_dir=str(tmp_path))
+    assert _native_guard.cache_dir(settings) == tmp_path
+    assert _native_guard.library_path(settings=settings).parent == tmp_path
+    assert _native_guard.cache_dir(NativeSettings()).parts[-3:] == (".cache", "kpt", "extensions")

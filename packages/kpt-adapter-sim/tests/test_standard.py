@@ -4,7 +4,7 @@ Every test runs here: the simulator is the device, so CI needs no hardware. The 
 runs its kernel under the host interpreter and charges its time on the simulated chip.
 """
 
-from kpt.adapters.sim._adapter import SimAdapter
+from kpt.adapters.sim_hal import SimAdapter
 from kpt.hal.testing import AdapterConformance
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from kpt.adapters.sim._adapter import SimAdapter
+from kpt.adapters.sim_hal import SimAdapter
 from kpt.hal import HostKernelRun
 
 
@@ -38,7 +38,7 @@ def test_host_kernel_on_a_missing_device_warns_instead_of_raising(sim):
 
 
 def test_host_kernel_op_refuses_tensors_in_the_executor():
-    from kpt.adapters.sim._executor import TorchExecutor
+    from kpt.adapters.sim_executor import TorchExecutor
 
     with pytest.raises(ValueError, match="only charges time"):
         TorchExecutor(threads=1).run("triton::k", [object()], [], {})

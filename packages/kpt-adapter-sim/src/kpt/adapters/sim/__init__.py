@@ -5,15 +5,6 @@ simulator daemon, ops run asynchronously there, and ``torch.kpt_sim`` reports si
 """
 
 from kpt.adapters.sim._device import register as _register
-from kpt.adapters.sim._errors import (
-    KptSimDeviceLostError,
-    KptSimError,
-    KptSimHangError,
-    KptSimInvalidRequestError,
-    KptSimLinkDownError,
-    KptSimMemoryFaultError,
-    KptSimOutOfMemoryError,
-)
 from kpt.adapters.sim._fallback import (
     SimFallbackWarning,
     estimate_failure_report,
@@ -26,8 +17,18 @@ from kpt.adapters.sim._runtime import runtime as _runtime_of
 from kpt.adapters.sim._runtime import shutdown
 from kpt.adapters.sim._tensor import DEVICE_TYPE, SimTensor
 from kpt.adapters.sim._version import __version__
+from kpt.adapters.sim_hal._errors import (
+    KptSimDeviceLostError,
+    KptSimError,
+    KptSimHangError,
+    KptSimInvalidRequestError,
+    KptSimLinkDownError,
+    KptSimMemoryFaultError,
+    KptSimOutOfMemoryError,
+)
 
-_register()
+# kpt_sim's registrations in torch last as long as this object: the package is their one holder.
+_registration = _register()
 _install_profiler_bridge(_runtime_of, _synchronize)  # torch.profiler shows kpt_sim kernels
 
 __all__ = [

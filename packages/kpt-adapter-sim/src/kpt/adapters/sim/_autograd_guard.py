@@ -16,13 +16,13 @@ engine's queues were sized before kpt_sim said how many devices it has.
 from __future__ import annotations
 
 import ctypes
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from kpt.adapters.sim import _native_guard, _native_runtime
+from kpt.adapters.sim_hal._settings import NativeSettings, Settings
 
 _grad_enabled = torch.is_grad_enabled
 _multithreading_enabled = torch._C._is_multithreading_enabled
@@ -52,11 +52,12 @@ def install_runtime_hooks() -> bool:
     """Load the native library (compiled once, then cached) and register its PrivateUse1 hooks
     and device allocator (pinned memory, torch.accelerator); False, with the reason kept, when
     it cannot (torch then gets kpt.hal's Python hooks). Called while registering the device."""
-    if os.environ.get("KPT_SIM_NATIVE_GUARD", "1").strip() == "0":
+    settings = NativeSettings.from_environ()
+    if not settings.enabled:
         _state.unavailable = "KPT_SIM_NATIVE_GUARD=0 turned the native library off"
         return False
     try:
-        library = _native_guard.load()
+        library = _native_guard.load(settings=settings)
         _state.runtime_hooks = _native_runtime.install(library)
     except (
         _native_guard.NativeGuardUnavailable,
@@ -150,11 +151,11 @@ def _connected_device_count() -> int:
 def _device_count_guess() -> int:
     """This process's device count without connecting to a daemon (exact when embedded)."""
     from kpt.adapters.sim._runtime import embedded_device_count
-    from kpt.adapters.sim_hal._visible import parse_visible
 
     try:
-        if os.environ.get("KPT_SIM_ENDPOINT"):
-            visible = parse_visible()
+        settings = Settings.from_environ()
+        if settings.endpoint:
+            visible = settings.visible
             count = len(visible) if visible else _SHARED_DAEMON_GUESS
         else:
             count = embedded_device_count()

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from kpt.adapters.sim._autocast import register as register_autocast_policy
-from kpt.adapters.sim._dispatch import dispatch
+from kpt.adapters.sim._dispatch import dispatch, register_kernels
 from kpt.adapters.sim._tensor import DEVICE_TYPE, SimTensor
 
-_library: torch.library.Library | None = None
-_keep: list[torch.library.Library] = []  # registrations live as long as their Library object
+
+@dataclass(frozen=True)
+class Registration:
+    """What register() put into torch. A torch.library registration lasts as long as its
+    Library object: ``kpt.adapters.sim`` keeps this one for the life of the process."""
+
+    kernels: torch.library.Library  # aten kernels for PrivateUse1, autograd and autocast
+    autocast_fallthrough: torch.library.Library  # every other op passes AutocastPrivateUse1
 
 
 def _device_index(device: Any) -> int:
@@ -87,11 +94,14 @@ def _copy_from(self, dst, non_blocking=False):
     return dispatch(torch.ops.aten.copy_.default, (dst, self), {})
 
 
-def register() -> None:
-    """Make torch.device('kpt_sim') usable; idempotent."""
-    global _library
-    if _library is not None:
-        return
+def register() -> Registration:
+    """Make torch.device('kpt_sim') usable; once per process (``import kpt.adapters.sim`` does
+    it and keeps the Registration)."""
+    if SimTensor.dispatcher is not None:
+        raise RuntimeError(
+            "kpt_sim is already registered in this process (kpt.adapters.sim keeps its "
+            "Registration): import kpt.adapters.sim instead of calling register() again"
+        )
     from kpt.adapters.sim import _module
     from kpt.adapters.sim._autograd_guard import enable as enable_multi_device_autograd
     from kpt.adapters.sim._autograd_guard import install_runtime_hooks
@@ -99,7 +109,6 @@ def register() -> None:
     from kpt.adapters.sim._serialization import register as register_checkpoint_restore
     from kpt.hal import register_python_device
 
-    SimTensor.dispatcher = dispatch
     register_python_device(DEVICE_TYPE, _module, install_hooks=install_runtime_hooks)
     enable_multi_device_autograd()  # before any backward sizes the engine's device queues
     register_checkpoint_restore()
@@ -124,8 +133,9 @@ def register() -> None:
     library.impl("_copy_from", _copy_from, "PrivateUse1")
     library.impl("_thnn_fused_gru_cell", _gru_cell, "AutogradPrivateUse1")
     library.impl("_thnn_fused_lstm_cell", _lstm_cell, "AutogradPrivateUse1")
+    register_kernels(library)  # fused attention and LSTM (_fused.py)
     register_autocast_policy(library)
     fallthrough = torch.library.Library("_", "IMPL")
     fallthrough.fallback(torch.library.fallthrough_kernel, "AutocastPrivateUse1")
-    _library = library
-    _keep.append(fallthrough)
+    SimTensor.dispatcher = dispatch  # last: set only once everything above is registered
+    return Registration(library, fallthrough)

@@ -4,6 +4,7 @@ For each op the client (1) runs it on meta tensors to learn output shapes, dtype
 without waiting, (2) gives fresh outputs new buffers and makes view outputs share their source's
 buffer, (3) sends one asynchronous launch naming the op. Ops the executor cannot run, or whose
 output shape depends on values, run on the CPU instead (a one-time warning, counted).
+How each op is handled and its plans are kept in the Runtime's PlanCache (``rt.plans``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from kpt.adapters.sim._autograd_guard import check_graph_device, needs_check
 from kpt.adapters.sim._decompositions import decomposition_for
 from kpt.adapters.sim._fallback import cpu_fallback, run_on_cpu
 from kpt.adapters.sim._foreach import is_foreach, run_chunked
-from kpt.adapters.sim._fused import fused_handlers
+from kpt.adapters.sim._fused import FusedKernels
 from kpt.adapters.sim._plan import (
     PLAN_CACHE_LIMIT,
     Plan,
@@ -27,7 +28,8 @@ from kpt.adapters.sim._plan import (
     op_info,
     signature,
 )
-from kpt.adapters.sim._runtime import runtime
+from kpt.adapters.sim._plan_cache import PlanCache, remember
+from kpt.adapters.sim._runtime import Runtime, runtime
 from kpt.adapters.sim._serialization import adopt_host_storage
 from kpt.adapters.sim._tensor import SimTensor, to_host
 from kpt.adapters.sim._transfer import copy_between, new_tensor, upload_into
@@ -45,20 +47,20 @@ _OPERATOR_NAMESPACES = ("aten", "prims", "c10d")
 # Ops that only make buffers: no values to compute.
 _ALLOCATING = {aten.empty.memory_format, aten.empty_strided, aten.empty_like, aten.new_empty,
                aten.new_empty_strided}  # fmt: skip
-_HANDLERS: dict[Any, Any] = {}  # op -> how its calls are handled (decided once per op)
 # Ops that return Python values (blocking by nature, like CUDA): not counted as fallbacks.
 _HOST_RESULT = {aten._local_scalar_dense, aten.equal, aten.is_nonzero, aten.is_same_size,
                 aten._fused_sdp_choice}  # fmt: skip
 
 
 def dispatch(func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
-    handler = _HANDLERS.get(func)
+    cache = runtime().plans
+    handler = cache.handlers.get(func)
     if handler is None:
-        handler = _HANDLERS[func] = _handler_for(func)
+        handler = cache.handlers[func] = _handler_for(func, cache)
     return handler(func, args, kwargs)
 
 
-def _handler_for(func: Any) -> Any:
+def _handler_for(func: Any, cache: PlanCache) -> Any:
     """How every call of ``func`` is handled: decided once per op."""
     special = _SPECIAL.get(func) or _SPECIAL.get(func._overloadpacket)
     if special is not None:
@@ -67,14 +69,14 @@ def _handler_for(func: Any) -> Any:
         return _restride_in_place
     if func.namespace not in _OPERATOR_NAMESPACES and _has_device_kernel(func):
         return _device_kernel
-    if _is_composite(func) and not is_allowed(op_info(func).name):
+    if _is_composite(func) and not is_allowed(op_info(func, cache).name):
         # Composite ops reach here only when autograd is off (inference_mode, or an op called
         # inside this dispatch): planned as they stand, `to` would become a bit-reinterpreting
         # view and reshape a view that needs a copy. Run what they are made of instead.
         return _decomposed
     if func._overloadpacket in _HOST_RESULT:
         return run_on_cpu
-    info = op_info(func)
+    info = op_info(func, cache)
     if func in _ALLOCATING or func._overloadpacket in _ALLOCATING:
         return _planned  # fresh outputs, no launch: plans know (launch=False)
     if info.launches and not is_allowed(info.name):
@@ -112,37 +114,34 @@ def _decomposed(func: Any, args: tuple, kwargs: dict) -> Any:
 
 
 def _foreach(func: Any, args: tuple, kwargs: dict) -> Any:
-    return run_chunked(_planned, func, args, kwargs)
+    return run_chunked(_planned, func, args, kwargs, op_info(func, runtime().plans))
 
 
 def _not_allowed(func: Any, args: tuple, kwargs: dict) -> Any:
     return cpu_fallback(func, args, kwargs, reason="not in the torch executor's allow-list")
 
 
-_PLANS: dict[Any, Any] = {}
-
-
 def _planned(func: Any, args: tuple, kwargs: dict) -> Any:
     """The hot path: look the call's plan up (or make it), then carry it out."""
+    rt = runtime()
+    cache = rt.plans
     tensors: list[SimTensor] = []
     try:
-        key = (func, signature(args, kwargs, tensors, op_info(func).exact_floats))
-        plan = _PLANS.get(key)
+        key = (func, signature(args, kwargs, tensors, op_info(func, cache).exact_floats))
+        plan = cache.plans.get(key)
     except TypeError:  # an unhashable argument: plan this call alone
         key = plan = None
     if plan is None:
-        plan = _new_plan(func, args, kwargs, tensors)
+        plan = _new_plan(func, args, kwargs, tensors, cache)
         if key is not None:
-            if len(_PLANS) >= PLAN_CACHE_LIMIT:
-                _PLANS.clear()
-            _PLANS[key] = plan
+            remember(cache.plans, key, plan, PLAN_CACHE_LIMIT)
     if type(plan) is str:  # the reason this call runs on the CPU
         return cpu_fallback(func, args, kwargs, reason=plan)
-    return _run(plan, args, kwargs, tensors)
+    return _run(plan, args, kwargs, tensors, rt)
 
 
-def _new_plan(func: Any, args: tuple, kwargs: dict, tensors: list) -> Plan | str:
-    info = op_info(func)
+def _new_plan(func: Any, args: tuple, kwargs: dict, tensors: list, cache: PlanCache) -> Plan | str:
+    info = op_info(func, cache)
     try:
         specs = output_specs(func, args, kwargs)
     except (NotImplementedError, torch._subclasses.fake_tensor.DataDependentOutputException):
@@ -150,17 +149,17 @@ def _new_plan(func: Any, args: tuple, kwargs: dict, tensors: list) -> Plan | str
     if not info.tensor_returns:
         return "returns a non-tensor value"
     allocating = func in _ALLOCATING or func._overloadpacket in _ALLOCATING
-    return make_plan(func, info, args, kwargs, tensors, specs, launch=not allocating)
+    return make_plan(func, info, args, kwargs, tensors, specs, launch=not allocating, cache=cache)
 
 
-def _run(plan: Plan, args: tuple, kwargs: dict, tensors: list) -> Any:
+def _run(plan: Plan, args: tuple, kwargs: dict, tensors: list, rt: Runtime) -> Any:
     if tensors:
         device = tensors[0]._sim.device
         for t in tensors:
             if t._sim.device != device:
                 _mixed_devices(plan.info.name, tensors)
     else:
-        device = runtime().current_device
+        device = rt.current_device
     if needs_check(device):  # false for every device once it is known to have an engine queue
         check_graph_device(device, tensors, plan.info.name)
     results: list[Any] = []
@@ -168,14 +167,13 @@ def _run(plan: Plan, args: tuple, kwargs: dict, tensors: list) -> Any:
     for recipe in plan.results:
         kind = recipe[0]
         if kind == "new":
-            results.append(_fresh(recipe[1], device, out_refs))
+            results.append(_fresh(recipe[1], device, out_refs, rt))
         elif kind == "same":
             results.append(fetch(recipe[1], args, kwargs))
         else:
             source = fetch(recipe[1], args, kwargs)
             results.append(_build(recipe[2], lambda sp, s=source: _view_from_spec(s, sp)))
     if plan.launch:
-        rt = runtime()
         attrs = plan.attrs
         if attrs is None:
             attrs = encode_attrs(args, kwargs, tensors, plan.out_index, plan.out_name)
@@ -196,12 +194,12 @@ def _run(plan: Plan, args: tuple, kwargs: dict, tensors: list) -> Any:
     return tuple(results) if results else None  # "-> ()" ops return None
 
 
-def _fresh(spec: Any, device: int, out_refs: list) -> Any:
+def _fresh(spec: Any, device: int, out_refs: list, rt: Runtime) -> Any:
     if spec is None:
         return None
     if isinstance(spec, list):
-        return [_fresh(s, device, out_refs) for s in spec]
-    storage = runtime().allocator.allocate(device, spec.nbytes)
+        return [_fresh(s, device, out_refs, rt) for s in spec]
+    storage = rt.allocator.allocate(device, spec.nbytes)
     out_refs.append([storage.buffer, *spec.wire_tail])
     return SimTensor(storage, spec.shape, spec.stride, spec.offset, spec.dtype)
 
@@ -337,4 +335,10 @@ _SPECIAL = {
     aten.set_.source_Storage_storage_offset: adopt_host_storage,  # torch.load to kpt_sim
     aten.set_.source_Storage: adopt_host_storage,
 }
-_SPECIAL.update(fused_handlers(_new_plan, _run))  # fused attention, optimizers, foreach costs
+_FUSED = FusedKernels(_new_plan, _run)
+_SPECIAL.update(_FUSED.handlers())  # fused attention, optimizers, foreach costs
+
+
+def register_kernels(library: torch.library.Library) -> None:
+    """Register the fused kernels' autograd entries (attention, LSTM) into kpt_sim's library."""
+    _FUSED.register(library)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kpt.adapters.sim._plan import op_info
+from kpt.adapters.sim._plan import OpInfo
 from kpt.adapters.sim._tensor import SimTensor
 from kpt.sim import MAX_TENSOR_REFS
 
@@ -24,22 +24,22 @@ def is_foreach(func: Any) -> bool:
     return func._overloadpacket.__name__.startswith("_foreach_")
 
 
-def chunk_length(func: Any, args: tuple, kwargs: dict) -> tuple[int, int]:
-    """(list length, entries per launch) of one foreach call."""
+def chunk_length(func: Any, args: tuple, kwargs: dict, info: OpInfo) -> tuple[int, int]:
+    """(list length, entries per launch) of one foreach call (``info``: the op's OpInfo)."""
     lists = [v for v in (*args, *kwargs.values()) if _is_tensor_list(v)]
     if not lists:
         return 0, 0
     length = len(lists[0])
     singles = sum(isinstance(v, SimTensor) for v in (*args, *kwargs.values()))
-    fresh_lists = sum(alias is None for alias in op_info(func).aliases)
+    fresh_lists = sum(alias is None for alias in info.aliases)
     depth = len(lists) + fresh_lists
     cuda = CUDA_MAX_TENSORS[min(depth, len(CUDA_MAX_TENSORS)) - 1]
     return length, max(1, min(cuda, (MAX_REFS - singles) // depth))
 
 
-def run_chunked(planned: Any, func: Any, args: tuple, kwargs: dict) -> Any:
+def run_chunked(planned: Any, func: Any, args: tuple, kwargs: dict, info: OpInfo) -> Any:
     """Run ``planned`` on consecutive slices of every per-entry list; join the results."""
-    length, per_launch = chunk_length(func, args, kwargs)
+    length, per_launch = chunk_length(func, args, kwargs, info)
     if length <= per_launch:
         return planned(func, args, kwargs)
     results = []

@@ -11,24 +11,29 @@
   (``register_foreach_support``), and each ``_foreach_*`` launch is costed as one
   multi-tensor elementwise kernel (its in-place writes counted), not as a reduction.
 
-``fused_handlers(new_plan, run)`` gives the dispatcher its handlers; the plans made here are the
-dispatcher's own (``_dispatch._new_plan``) with the cost replaced, kept per call signature.
+``FusedKernels(new_plan, run)`` gives the dispatcher its handlers and registers the autograd
+kernels of attention and LSTM (into the library ``_device.register()`` keeps); the plans made
+here are the dispatcher's own (``_dispatch._new_plan``) with the cost replaced, kept per call
+signature in the Runtime's PlanCache (``fused_plans``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
 
-from kpt.adapters.sim._allowlist import ALLOWED_OPS
 from kpt.adapters.sim._fallback import cpu_fallback
 from kpt.adapters.sim._foreach import run_chunked
 from kpt.adapters.sim._fused_attention import FusedAttention
 from kpt.adapters.sim._fused_rnn import FusedLSTM
 from kpt.adapters.sim._plan import PLAN_CACHE_LIMIT, make_plan, op_info, signature
+from kpt.adapters.sim._plan_cache import remember
+from kpt.adapters.sim._runtime import runtime
 from kpt.adapters.sim._tensor import SimTensor
+from kpt.adapters.sim_executor import ALLOWED_OPS
 
 aten = torch.ops.aten
 # Fused optimizer -> how many of its per-parameter lists it reads and writes per element.
@@ -44,41 +49,42 @@ class CostedLauncher:
     """Launches an op through the dispatcher's plans, with a cost worked out here."""
 
     def __init__(self, new_plan: Any, run: Any) -> None:
-        self._new_plan = new_plan  # _dispatch._new_plan(func, args, kwargs, tensors)
-        self._run = run  # _dispatch._run(plan, args, kwargs, tensors)
-        self._plans: dict[Any, Any] = {}
+        self._new_plan = new_plan  # _dispatch._new_plan(func, args, kwargs, tensors, cache)
+        self._run = run  # _dispatch._run(plan, args, kwargs, tensors, rt)
 
     def launch(self, cost: CostFn, func: Any, args: tuple, kwargs: dict, adjust: Any = None) -> Any:
         """Run ``func`` as one launch costed by ``cost``; ``adjust(plan, func, args, kwargs)``
         may correct a new plan first (an output whose size meta cannot know)."""
+        rt = runtime()
+        cache = rt.plans
         tensors: list[SimTensor] = []
         try:
             key = (func, signature(args, kwargs, tensors))
-            plan = self._plans.get(key)
+            plan = cache.fused_plans.get(key)
         except TypeError:  # an unhashable argument: plan this call alone
             key = plan = None
         if plan is None:
             if func._schema.returns:
-                plan = self._new_plan(func, args, kwargs, tensors)
+                plan = self._new_plan(func, args, kwargs, tensors, cache)
             else:  # in place, "-> ()": no outputs to shape on meta (_fused_sgd_ has no meta)
-                plan = make_plan(func, op_info(func), args, kwargs, tensors, [], launch=True)
+                info = op_info(func, cache)
+                plan = make_plan(func, info, args, kwargs, tensors, [], launch=True, cache=cache)
             if type(plan) is not str and plan.launch:
                 if adjust is not None:
                     plan = adjust(plan, func, args, kwargs)
                 plan = plan._replace(cost=cost(func, args, kwargs, tensors))
             if key is not None:
-                if len(self._plans) >= PLAN_CACHE_LIMIT:
-                    self._plans.clear()
-                self._plans[key] = plan
+                remember(cache.fused_plans, key, plan, PLAN_CACHE_LIMIT)
         if type(plan) is str:  # the reason this call runs on the CPU
             return cpu_fallback(func, args, kwargs, reason=plan)
-        return self._run(plan, args, kwargs, tensors)
+        return self._run(plan, args, kwargs, tensors, rt)
 
     def chunked(self, cost: CostFn) -> Any:
         """A handler running tensor-list ops one launch per chunk, each costed by ``cost``."""
 
         def handler(func: Any, args: tuple, kwargs: dict) -> Any:
-            return run_chunked(lambda f, a, k: self.launch(cost, f, a, k), func, args, kwargs)
+            info = op_info(func, runtime().plans)
+            return run_chunked(partial(self.launch, cost), func, args, kwargs, info)
 
         return handler
 
@@ -130,19 +136,32 @@ def foreach_cost(func: Any, args: tuple, kwargs: dict, tensors: list) -> list:
     return ["elementwise", float(elements), float(read + written), dtype, None]
 
 
-def fused_handlers(new_plan: Any, run: Any) -> dict[Any, Any]:
-    """op or packet -> handler, for the dispatcher's table of special ops."""
-    launcher = CostedLauncher(new_plan, run)
-    handlers: dict[Any, Any] = dict(FusedAttention(launcher).handlers())
-    handlers.update(FusedLSTM(launcher).handlers())
-    fused = launcher.chunked(fused_optimizer_cost)
-    for name in FUSED_OPTIMIZER_PASSES:
-        handlers[getattr(aten, name)] = fused
-    each = launcher.chunked(foreach_cost)
-    for name in sorted(ALLOWED_OPS):
-        if name.startswith("_foreach_"):
-            handlers[getattr(aten, name)] = each
-    return handlers
+class FusedKernels:
+    """The fused kernels: handlers for the dispatcher, autograd kernels for torch."""
+
+    def __init__(self, new_plan: Any, run: Any) -> None:
+        self._launcher = CostedLauncher(new_plan, run)
+        self._attention = FusedAttention(self._launcher)
+        self._lstm = FusedLSTM(self._launcher)
+
+    def handlers(self) -> dict[Any, Any]:
+        """op or packet -> handler, for the dispatcher's table of special ops."""
+        handlers: dict[Any, Any] = dict(self._attention.handlers())
+        handlers.update(self._lstm.handlers())
+        fused = self._launcher.chunked(fused_optimizer_cost)
+        for name in FUSED_OPTIMIZER_PASSES:
+            handlers[getattr(aten, name)] = fused
+        each = self._launcher.chunked(foreach_cost)
+        for name in sorted(ALLOWED_OPS):
+            if name.startswith("_foreach_"):
+                handlers[getattr(aten, name)] = each
+        return handlers
+
+    def register(self, library: torch.library.Library) -> None:
+        """The composites torch would run cell by cell or on its math path, registered for
+        AutogradPrivateUse1 in ``library`` (they last as long as it does)."""
+        self._attention.register(library)
+        self._lstm.register(library)
 
 
 def register_foreach_support() -> None:

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from kpt.adapters.sim._plan_cache import remember
+from kpt.adapters.sim._runtime import runtime
 from kpt.adapters.sim._tensor import SimTensor
 
 aten = torch.ops.aten
@@ -55,14 +57,15 @@ class FusedAttention:
     key, where calls without autograd arrive) with the composite's own logic: ask for the
     choice, convert a boolean mask to an additive one, then call
     ``_scaled_dot_product_fused_attention_overrideable`` (whose autograd formula calls
-    ``..._overrideable_backward``) or ``_scaled_dot_product_attention_math``.
+    ``..._overrideable_backward``) or ``_scaled_dot_product_attention_math``. The choices
+    made are kept per layout in the Runtime's PlanCache (``attention_choices``).
     """
 
     def __init__(self, launcher: Any) -> None:
         self._launch = launcher.launch  # (cost function, op, args, kwargs) -> the op's results
-        self._choices: dict[tuple, int] = {}
-        self._library = torch.library.Library("aten", "IMPL")  # lives as long as this object
-        self._library.impl("scaled_dot_product_attention", self.attention, "AutogradPrivateUse1")
+
+    def register(self, library: torch.library.Library) -> None:
+        library.impl("scaled_dot_product_attention", self.attention, "AutogradPrivateUse1")
 
     def handlers(self) -> dict[Any, Any]:
         return {
@@ -102,15 +105,14 @@ class FusedAttention:
             return _MATH  # the overrideable op takes no grouped-query heads
         key_ = (tuple(_layout(t) for t in tensors), dropout_p, is_causal, scale is None,
                 enable_gqa, torch.is_grad_enabled())  # fmt: skip
-        found = self._choices.get(key_)
+        choices = runtime().plans.attention_choices
+        found = choices.get(key_)
         if found is None:
             twins = [_cpu_twin(t) for t in tensors]
             cpu = aten._fused_sdp_choice.default(*twins, dropout_p, is_causal, scale=scale,
                                                  enable_gqa=enable_gqa)  # fmt: skip
             found = _FUSED if cpu == _CPU_FLASH else _MATH
-            if len(self._choices) >= CHOICE_CACHE_LIMIT:
-                self._choices.clear()
-            self._choices[key_] = found
+            remember(choices, key_, found, CHOICE_CACHE_LIMIT)
         return found
 
     def forward(self, func: Any, args: tuple, kwargs: dict) -> tuple:

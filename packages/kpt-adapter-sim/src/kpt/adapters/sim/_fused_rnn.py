@@ -25,6 +25,8 @@ from typing import Any
 import torch
 
 from kpt.adapters.sim._plan import out_spec
+from kpt.adapters.sim._plan_cache import remember
+from kpt.adapters.sim._runtime import runtime
 
 aten = torch.ops.aten
 LSTM_MODE = 2  # ideep::rnn_kind::LSTM
@@ -33,13 +35,14 @@ WORKSPACE_CACHE_LIMIT = 1024
 
 
 class FusedLSTM:
-    """``aten::lstm.input`` on kpt_sim, one ``mkldnn_rnn_layer`` launch per layer."""
+    """``aten::lstm.input`` on kpt_sim, one ``mkldnn_rnn_layer`` launch per layer; oneDNN's
+    workspace sizes are kept per layer shape in the Runtime's PlanCache (``lstm_workspaces``)."""
 
     def __init__(self, launcher: Any) -> None:
         self._launch = launcher.launch  # (cost, op, args, kwargs, adjust) -> the op's results
-        self._workspace: dict[tuple, int] = {}  # layer shapes -> oneDNN workspace bytes
-        self._library = torch.library.Library("aten", "IMPL")  # lives as long as this object
-        self._library.impl("lstm.input", self.lstm, "AutogradPrivateUse1")
+
+    def register(self, library: torch.library.Library) -> None:
+        library.impl("lstm.input", self.lstm, "AutogradPrivateUse1")
 
     def handlers(self) -> dict[Any, Any]:
         return {
@@ -89,7 +92,8 @@ class FusedLSTM:
         """oneDNN sizes its workspace at run time (meta says 0 bytes): ask it once per shape."""
         key = tuple((tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else a
                     for a in args if not isinstance(a, list))  # fmt: skip
-        nbytes = self._workspace.get(key)
+        workspaces = runtime().plans.lstm_workspaces
+        nbytes = workspaces.get(key)
         if nbytes is None:
             zeros = [torch.zeros(a.shape, dtype=a.dtype) if isinstance(a, torch.Tensor) else a
                      for a in args]  # fmt: skip
@@ -97,9 +101,7 @@ class FusedLSTM:
             with torch.enable_grad():
                 workspace = func(*zeros, **kwargs)[3]  # None when not training
             nbytes = 0 if workspace is None else workspace.numel()
-            if len(self._workspace) >= WORKSPACE_CACHE_LIMIT:
-                self._workspace.clear()
-            self._workspace[key] = nbytes
+            remember(workspaces, key, nbytes, WORKSPACE_CACHE_LIMIT)
         results = list(plan.results)
         results[3] = ("new", out_spec(((nbytes,), (1,), 0, torch.uint8)) if nbytes else None)
         return plan._replace(results=results)

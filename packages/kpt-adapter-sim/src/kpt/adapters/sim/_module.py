@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,10 +12,9 @@ import torch
 from kpt.adapters.sim import _memory_report, _runtime, _tracing
 from kpt.adapters.sim._properties import DeviceProperties, device_properties
 from kpt.adapters.sim._runtime import runtime
+from kpt.adapters.sim_hal._errors import as_torch_error
+from kpt.adapters.sim_hal._settings import Settings
 from kpt.sim import SimError
-
-_stream_ids = itertools.count(1)
-_stream_lock = threading.Lock()
 
 
 def _index(device: Any = None) -> int:
@@ -35,8 +32,7 @@ class Stream:
     def __init__(self, device: Any = None, priority: int = 0) -> None:
         self.device_index = _index(device)
         self.priority = priority
-        with _stream_lock:
-            self.stream_id = next(_stream_ids)
+        self.stream_id = runtime().streams.new()
 
     @property
     def device(self) -> torch.device:
@@ -163,7 +159,7 @@ def init() -> None:
 
 
 def device_count() -> int:
-    if _runtime.is_started() or os.environ.get("KPT_SIM_ENDPOINT"):
+    if _runtime.is_started() or Settings.from_environ().endpoint:
         return len(runtime().devices)
     return _runtime.embedded_device_count()
 
@@ -230,8 +226,6 @@ def synchronize(device: Any = None) -> None:
     try:  # what _errors.translated() does, without a context manager on this hot call
         runtime().client.synchronize(index)
     except SimError as error:
-        from kpt.adapters.sim._errors import as_torch_error
-
         raise as_torch_error(error) from error
 
 
@@ -296,7 +290,7 @@ def manual_seed(seed: int) -> None:
 
 def manual_seed_all(seed: int) -> None:
     if not _runtime.is_started():
-        _runtime.pending_seed[0] = int(seed)
+        _runtime.seed_before_start(int(seed))
         return
     for state in runtime().state.values():
         state.seed, state.counter = int(seed), 0

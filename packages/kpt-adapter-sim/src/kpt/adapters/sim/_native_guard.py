@@ -5,7 +5,8 @@ allocator torch's pinned memory and torch.accelerator.memory need (privateuse1_r
 The library is plain C symbols over c10 and the autograd engine's headers, compiled with the
 system C++ compiler and loaded with ctypes: no Python headers, no pybind11, no ninja. It is built
 once per (source, torch build) into a cache directory shared by processes (a file lock keeps
-concurrent builders apart; the result is renamed into place whole).
+concurrent builders apart; the result is renamed into place whole). Where it is cached and
+which compiler builds it come from ``NativeSettings`` (``KPT_SIM_EXTENSIONS_DIR``, ``CXX``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from kpt.adapters.sim_hal._settings import NativeSettings
+
 _SOURCES = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.cpp")))
 _SOURCE = _SOURCES[0] if _SOURCES else Path(__file__).with_name("csrc") / "device_count_guard.cpp"
 _BUILD_TIMEOUT_S = 600
@@ -34,28 +37,26 @@ class NativeGuardUnavailable(RuntimeError):
     """The native guard could not be built or loaded; the message says why."""
 
 
-def cache_dir() -> Path:
+def cache_dir(settings: NativeSettings | None = None) -> Path:
     """KPT_SIM_EXTENSIONS_DIR, else TORCH_EXTENSIONS_DIR/kpt_sim, else ~/.cache/kpt/extensions."""
-    if os.environ.get("KPT_SIM_EXTENSIONS_DIR"):
-        return Path(os.environ["KPT_SIM_EXTENSIONS_DIR"])
-    if os.environ.get("TORCH_EXTENSIONS_DIR"):
-        return Path(os.environ["TORCH_EXTENSIONS_DIR"]) / "kpt_sim"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "kpt" / "extensions"
+    settings = settings or NativeSettings.from_environ()
+    if settings.extensions_dir:
+        return Path(settings.extensions_dir)
+    return Path.home() / ".cache" / "kpt" / "extensions"
 
 
-def library_path(directory: Path | None = None) -> Path:
+def library_path(directory: Path | None = None, settings: NativeSettings | None = None) -> Path:
     """Where the library for this source and this torch build lives (built or not)."""
     key = hashlib.sha256(b"".join(source.read_bytes() for source in _SOURCES or (_SOURCE,)))
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
     key.update(f"{torch.__version__} {torch.version.git_version} {abi} {sys.platform}".encode())
-    return (directory or cache_dir()) / f"kpt_sim_device_count_guard_{key.hexdigest()[:16]}.so"
+    name = f"kpt_sim_device_count_guard_{key.hexdigest()[:16]}.so"
+    return (directory or cache_dir(settings)) / name
 
 
-def _compile_command(output: Path) -> list[str]:
+def _compile_command(output: Path, compiler: str) -> list[str]:
     from torch.utils.cpp_extension import include_paths
 
-    compiler = os.environ.get("CXX", "c++")
     if shutil.which(compiler) is None:
         raise NativeGuardUnavailable(
             f"no C++ compiler: {compiler!r} is not on PATH (install g++ or clang++, or set CXX)"
@@ -70,15 +71,17 @@ def _compile_command(output: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def build(output: Path) -> float:
-    """Compile the library to ``output`` (atomically); return the seconds it took."""
+def build(output: Path, compiler: str | None = None) -> float:
+    """Compile the library to ``output`` (atomically) with ``compiler`` (default: CXX, else
+    c++); return the seconds it took."""
+    compiler = compiler if compiler is not None else NativeSettings.from_environ().compiler
     output.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=output.parent) as scratch:
         partial = Path(scratch) / output.name
         try:
             done = subprocess.run(
-                _compile_command(partial), capture_output=True, text=True,
+                _compile_command(partial, compiler), capture_output=True, text=True,
                 timeout=_BUILD_TIMEOUT_S,
             )  # fmt: skip
         except (OSError, subprocess.TimeoutExpired) as error:
@@ -92,22 +95,24 @@ def build(output: Path) -> float:
     return time.perf_counter() - started
 
 
-def _build_once(path: Path) -> None:
+def _build_once(path: Path, compiler: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same file
         if not path.exists():
             _log.info("kpt_sim: compiling the native device guard into %s (once)", path)
-            seconds = build(path)
+            seconds = build(path, compiler)
             _log.info("kpt_sim: native device guard compiled in %.1f s", seconds)
 
 
-def load(directory: Path | None = None) -> ctypes.CDLL:
-    """The loaded library, built first when the cache has none for this torch build."""
-    path = library_path(directory)
+def load(directory: Path | None = None, settings: NativeSettings | None = None) -> ctypes.CDLL:
+    """The loaded library, built first when the cache has none for this torch build (in
+    ``directory``, default the settings' cache directory)."""
+    settings = settings or NativeSettings.from_environ()
+    path = library_path(directory, settings)
     if not path.exists():
         try:
-            _build_once(path)
+            _build_once(path, settings.compiler)
         except OSError as error:
             raise NativeGuardUnavailable(
                 f"cannot build into {path.parent}: {error}; point KPT_SIM_EXTENSIONS_DIR at a "

@@ -5,7 +5,8 @@ call that does not depend on the tensors' identities is computed once and kept i
 shapes from meta, which outputs are fresh and which alias an argument, the wire form of every
 tensor reference but its buffer id, the encoded arguments (when they hold no per-call floats), and
 the op's cost. Dispatching a planned call is then a dict lookup, allocations from the caching
-allocator, and one queued launch.
+allocator, and one queued launch. The tables (plans, op infos, out= overloads) are the Runtime's
+``PlanCache``, passed in by the caller.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, NamedTuple
 import torch
 
 from kpt.adapters.sim._fallback import count_estimate_failure
+from kpt.adapters.sim._plan_cache import PlanCache
 from kpt.adapters.sim._tensor import SimTensor
 from kpt.adapters.sim_executor import dtype_name, encode_args, launch_cost
 from kpt.sim import View
@@ -38,29 +40,30 @@ class OpInfo(NamedTuple):
     exact_floats: bool  # float arguments may change output shapes: key plans by their values
 
 
-_INFO: dict[Any, OpInfo] = {}
-
-
-def op_info(func: Any) -> OpInfo:
-    info = _INFO.get(func)
+def op_info(func: Any, cache: PlanCache) -> OpInfo:
+    """What ``func``'s schema says, worked out once per op (kept in ``cache``)."""
+    info = cache.op_infos.get(func)
     if info is None:
-        schema = func._schema
-        writes = any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments)
-        returns = schema.returns
-        info = _INFO[func] = OpInfo(
-            name=f"{schema.name}.{func._overloadname}",
-            single=len(returns) == 1,
-            aliases=_return_aliases(schema),
-            writes=writes,
-            seeded=_SEEDED in func.tags,
-            launches=writes or any(r.alias_info is None for r in returns),
-            tensor_returns=all(
-                str(r.type).startswith(("Tensor", "Optional[Tensor]", "List[Tensor]"))
-                for r in returns
-            ),
-            exact_floats=_floats_change_shapes(func),
-        )
+        info = cache.op_infos[func] = _read_schema(func)
     return info
+
+
+def _read_schema(func: Any) -> OpInfo:
+    schema = func._schema
+    writes = any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments)
+    returns = schema.returns
+    return OpInfo(
+        name=f"{schema.name}.{func._overloadname}",
+        single=len(returns) == 1,
+        aliases=_return_aliases(schema),
+        writes=writes,
+        seeded=_SEEDED in func.tags,
+        launches=writes or any(r.alias_info is None for r in returns),
+        tensor_returns=all(
+            str(r.type).startswith(("Tensor", "Optional[Tensor]", "List[Tensor]")) for r in returns
+        ),
+        exact_floats=_floats_change_shapes(func),
+    )
 
 
 # Ops whose Scalar arguments set the output's length.
@@ -181,19 +184,16 @@ class Plan(NamedTuple):
 
 
 # -- out= variants: the daemon computes straight into the output's buffer -----------------------
-_OUT_VARIANTS: dict[Any, Any] = {}
-
-
-def out_variant(func: Any, info: OpInfo) -> tuple[str, str] | None:
+def out_variant(func: Any, info: OpInfo, cache: PlanCache) -> tuple[str, str] | None:
     """(name, output keyword) of ``func``'s out= overload: the same arguments plus one written
     keyword-only tensor (``out``, or ``grad_input`` for backward ops); None if it has none.
 
     Launched instead of the functional op, the executor writes the result into the buffer the
     client allocated, rather than computing into a temporary and copying it there (a quarter of
-    the daemon's time in a training step).
+    the daemon's time in a training step). Looked up once per op (kept in ``cache``).
     """
-    if func in _OUT_VARIANTS:
-        return _OUT_VARIANTS[func]
+    if func in cache.out_variants:
+        return cache.out_variants[func]
     found = None
     if info.single and info.aliases == [None] and not info.writes and not info.seeded:
         wanted = [(a.name, str(a.type)) for a in func._schema.arguments]
@@ -206,7 +206,7 @@ def out_variant(func: Any, info: OpInfo) -> tuple[str, str] | None:
                     and rest == wanted and len(schema.returns) == 1):  # fmt: skip
                 found = (f"{schema.name}.{name}", writes[0].name)
                 break
-    _OUT_VARIANTS[func] = found
+    cache.out_variants[func] = found
     return found
 
 
@@ -231,7 +231,15 @@ def input_tail(t: SimTensor) -> list:
 
 
 def make_plan(
-    func: Any, info: OpInfo, args: tuple, kwargs: dict, tensors: list, specs: list, launch: bool
+    func: Any,
+    info: OpInfo,
+    args: tuple,
+    kwargs: dict,
+    tensors: list,
+    specs: list,
+    *,
+    launch: bool,
+    cache: PlanCache,
 ) -> Plan:
     named = None
     results: list = []
@@ -249,7 +257,7 @@ def make_plan(
     attrs = cost = out_index = None
     op, out_name = info.name, "out"
     if launch:
-        variant = out_variant(func, info) if fresh == 1 and results[0][0] == "new" else None
+        variant = out_variant(func, info, cache) if fresh == 1 and results[0][0] == "new" else None
         if variant is not None and not isinstance(results[0][1], list):
             (op, out_name), out_index = variant, len(tensors)
         if not _per_call_values((args, kwargs)):

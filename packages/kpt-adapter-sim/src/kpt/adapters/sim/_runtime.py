@@ -1,6 +1,6 @@
 """The process's connection to the simulator: one Runtime owns the SimClient, the allocator,
 per-device state, the settings (every KPT_SIM_* variable, parsed once when it connects), the
-fallback ledger and the open trace recorders.
+fallback ledger, the open trace recorders, the plan cache and the stream numbers.
 
 The first use connects to ``KPT_SIM_ENDPOINT`` or starts an embedded daemon (``KPT_SIM_PROFILE``,
 ``KPT_SIM_DEVICES``, ``KPT_SIM_NUMERICS``) that stops when this process exits.
@@ -11,25 +11,19 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from kpt.adapters.sim._ledger import FallbackLedger
+from kpt.adapters.sim._plan_cache import PlanCache
 from kpt.adapters.sim._storage import CachingAllocator
 from kpt.adapters.sim._visible import VisibleClient, visible_count
 from kpt.adapters.sim_hal._discovery import embedded_daemon_devices
 from kpt.adapters.sim_hal._settings import Settings
-
-# Old name, kept for callers of this module.
-_embedded_daemon_devices = embedded_daemon_devices
-
-
-_lock = threading.RLock()
-_runtime: Runtime | None = None
-pending_seed: list[int | None] = [None]
 
 
 @dataclass
@@ -39,6 +33,19 @@ class DeviceState:
     stream: int = 0
     # (busy seconds, clock) at the last utilization() call: its window starts there
     utilization_mark: tuple[float, float] = (0.0, 0.0)
+
+
+class StreamIds:
+    """Numbers for new streams (``torch.kpt_sim.Stream()``); 0 is every device's default stream.
+    Per connection: the daemon keeps each client's stream numbers apart."""
+
+    def __init__(self) -> None:
+        self._next = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def new(self) -> int:
+        with self._lock:
+            return next(self._next)
 
 
 @dataclass
@@ -52,6 +59,9 @@ class Runtime:
     tracer: Any = None  # a _tracing.TraceRecorder while torch.kpt_sim.trace() is open
     settings: Settings = field(default_factory=Settings)
     fallbacks: FallbackLedger = field(default_factory=FallbackLedger)
+    plans: PlanCache = field(default_factory=PlanCache)
+    streams: StreamIds = field(default_factory=StreamIds)
+    seed: int | None = None  # torch.manual_seed() before the first use: every device's seed
 
     def __post_init__(self) -> None:
         self.devices = self.client.devices()
@@ -59,9 +69,9 @@ class Runtime:
         self.allocator = CachingAllocator(self.client, capacity)
         self.numerics = bool(getattr(self.client, "numerics", True))
         self.state = {i: DeviceState() for i in range(len(self.devices))}
-        if pending_seed[0] is not None:  # torch.manual_seed() ran before the first use
+        if self.seed is not None:
             for state in self.state.values():
-                state.seed = pending_seed[0]
+                state.seed = self.seed
 
     def check_device(self, index: int | None) -> int:
         index = self.current_device if index is None else int(index)
@@ -87,25 +97,62 @@ class Runtime:
                 self.daemon.stop()
 
 
+class RuntimeSlot:
+    """Where the process's Runtime lives: the client package's one piece of process state.
+
+    Holds the Runtime once connected (the first use connects, once, under the lock), and the
+    seed ``torch.manual_seed`` gave before that (the Runtime starts every device from it).
+    ``connect(seed)`` makes a Runtime: the real connection, or a test's stand-in.
+    """
+
+    def __init__(self, connect: Callable[[int | None], Runtime] | None = None) -> None:
+        self.runtime: Runtime | None = None
+        self.pending_seed: int | None = None
+        self._connect = connect or _connect
+        self._lock = threading.RLock()
+
+    def get(self) -> Runtime:
+        """The Runtime, connecting or starting the daemon on first use."""
+        current = self.runtime
+        if current is not None:
+            return current
+        with self._lock:
+            if self.runtime is None:
+                self.runtime = self._connect(self.pending_seed)
+                atexit.register(self.shutdown)
+            return self.runtime
+
+    def shutdown(self) -> None:
+        """Disconnect (and stop the embedded daemon); the next use starts afresh."""
+        with self._lock:
+            current, self.runtime = self.runtime, None
+        if current is not None:
+            current.close()
+
+
 def runtime() -> Runtime:
     """The process's runtime, connecting or starting the daemon on first use."""
-    global _runtime
-    if _runtime is not None:
-        return _runtime
-    with _lock:
-        if _runtime is None:
-            _runtime = _connect()
-            atexit.register(shutdown)
-    return _runtime
+    current = _slot.runtime
+    return current if current is not None else _slot.get()
 
 
 def is_started() -> bool:
-    return _runtime is not None
+    return _slot.runtime is not None
 
 
 def current_runtime() -> Runtime | None:
     """The process's runtime if connected, without connecting."""
-    return _runtime
+    return _slot.runtime
+
+
+def seed_before_start(seed: int) -> None:
+    """torch.manual_seed() before the first use: the Runtime seeds every device with it."""
+    _slot.pending_seed = seed
+
+
+def shutdown() -> None:
+    """Disconnect (and stop the embedded daemon); the next use starts afresh."""
+    _slot.shutdown()
 
 
 def embedded_device_count() -> int:
@@ -134,7 +181,7 @@ def _daemon_environment() -> Iterator[None]:
             os.environ.pop(key, None)
 
 
-def _connect() -> Runtime:
+def _connect(seed: int | None) -> Runtime:
     from kpt.sim import SimClient, start_daemon
 
     settings = Settings.from_environ()  # the one parse of this runtime's environment
@@ -160,17 +207,11 @@ def _connect() -> Runtime:
             except BaseException:
                 client.close()
                 raise
-        return Runtime(client=client, daemon=daemon, settings=settings)
+        return Runtime(client=client, daemon=daemon, settings=settings, seed=seed)
     except BaseException:
         if daemon is not None:
             daemon.stop()
         raise
 
 
-def shutdown() -> None:
-    """Disconnect (and stop the embedded daemon); the next use starts afresh."""
-    global _runtime
-    with _lock:
-        current, _runtime = _runtime, None
-    if current is not None:
-        current.close()
+_slot = RuntimeSlot()  # the process's one Runtime holder

@@ -8,19 +8,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from kpt.adapters.sim._errors import as_torch_error
 from kpt.adapters.sim._runtime import runtime
 from kpt.adapters.sim._storage import SimStorage
+from kpt.adapters.sim_hal._errors import as_torch_error
 from kpt.sim import SimError
 
 DEVICE_TYPE = "kpt_sim"
-_DEVICES: dict[int, torch.device] = {}  # index -> torch.device, built once (hot path)
 
 
 def sim_device(index: int) -> torch.device:
-    device = _DEVICES.get(index)
+    """torch.device("kpt_sim", index), built once per index (in the Runtime's PlanCache)."""
+    devices = runtime().plans.devices
+    device = devices.get(index)
     if device is None:
-        device = _DEVICES[index] = torch.device(DEVICE_TYPE, index)
+        device = devices[index] = torch.device(DEVICE_TYPE, index)
     return device
 
 
@@ -52,7 +53,7 @@ class SimTensor(torch.Tensor):
             strides=stride,
             storage_offset=offset,
             dtype=dtype,
-            device=_DEVICES.get(storage.device) or sim_device(storage.device),
+            device=sim_device(storage.device),
             requires_grad=requires_grad,
         )
         tensor._sim = storage

@@ -9,6 +9,7 @@ import torch
 from kpt.adapters.sim._runtime import runtime
 from kpt.adapters.sim._tensor import SimTensor, byte_extent
 from kpt.adapters.sim_executor import dtype_name
+from kpt.adapters.sim_hal._errors import translated
 
 try:
     from kpt.sim import TensorRef
@@ -37,8 +38,6 @@ def new_tensor(device: int, like: Any) -> Any:
     """A fresh kpt_sim tensor with the shape, strides and dtype of a meta (or any) tensor."""
     if not isinstance(like, torch.Tensor):
         return like
-    from kpt.adapters.sim._errors import translated
-
     _, stop = byte_extent(like)
     with translated():
         storage = runtime().allocator.allocate(device, max(stop, 1))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
 import re
 import warnings
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 
 from kpt.adapters.sim_hal import _discovery
 from kpt.adapters.sim_hal._health import device_health
+from kpt.adapters.sim_hal._settings import Settings
 from kpt.hal import (
     Adapter,
     Capabilities,
@@ -52,6 +52,11 @@ class SimAdapter(Adapter):
     device_type = DEVICE_TYPE
     uses_privateuse1 = True
 
+    def __init__(self) -> None:
+        # What a daemon at KPT_SIM_ENDPOINT answered this adapter (kpt.hal makes a new adapter
+        # at each discovery, so a refresh asks again).
+        self._discovery = _discovery.DiscoveryCache()
+
     def probe(self) -> Probe:
         # Never starts a daemon: a running one is asked (short timeout), else profile files.
         # Never registers the device either (that is register_device's job, on first use).
@@ -65,7 +70,7 @@ class SimAdapter(Adapter):
             )
         where = _discovery.source()
         try:
-            count = len(_discovery.device_infos())
+            count = len(_discovery.device_infos(self._discovery))
         except Exception as exc:  # unreachable daemon, bad profile or visible-devices setting
             return Probe.none(str(exc), where)
         return Probe.found(count, where) if count else Probe.none("no visible devices", where)
@@ -75,7 +80,7 @@ class SimAdapter(Adapter):
         importlib.import_module(CLIENT_PACKAGE)
 
     def _info(self, index: int) -> dict:
-        devices = _discovery.device_infos()
+        devices = _discovery.device_infos(self._discovery)
         if not 0 <= index < len(devices):
             raise ValueError(
                 f"kpt_sim device {index} does not exist: {len(devices)} visible device(s)"
@@ -84,7 +89,8 @@ class SimAdapter(Adapter):
 
     def capabilities(self, index: int) -> Capabilities:
         info = self._info(index)
-        free, total = _discovery.memory_info(index)
+        free, total = _discovery.memory_info(index, self._discovery)
+        count = len(_discovery.device_infos(self._discovery))
         bandwidth = info.get("memory_bandwidth") or info.get("hbm_bandwidth")
         return Capabilities(
             vendor=str(info.get("vendor", "kpt")),
@@ -95,7 +101,7 @@ class SimAdapter(Adapter):
             peak_flops=peak_flops(info),
             memory_bandwidth=Value(float(bandwidth), "B/s", "nominal") if bandwidth else None,
             dtypes=_DTYPES,
-            interconnect=_interconnect(info, index, len(_discovery.device_infos())),
+            interconnect=_interconnect(info, index, count, Settings.from_environ().endpoint),
             driver_version=f"kpt-sim profile {info.get('profile', '?')}",
             runtime_version="kpt-adapter-sim",
             features=frozenset({"simulated", "events", "streams", "triton-interpreter"}),
@@ -103,7 +109,7 @@ class SimAdapter(Adapter):
 
     def health(self, index: int) -> HealthReport:
         # The daemon's own verdict (injected device_lost, hang, straggler), asked fresh.
-        return device_health(index)
+        return device_health(index, self._discovery)
 
     def collectives_backend(self) -> str | None:
         return "kpt"
@@ -113,7 +119,7 @@ class SimAdapter(Adapter):
 
     def memory_info(self, index: int) -> tuple[int, int]:
         self._info(index)
-        return _discovery.memory_info(index)
+        return _discovery.memory_info(index, self._discovery)
 
     def synchronize(self, index: int) -> None:
         self.register_device()
@@ -152,11 +158,14 @@ def peak_flops(info: dict[str, Any]) -> dict[str, Value]:
     return peaks
 
 
-def _interconnect(info: dict[str, Any], index: int, count: int) -> Interconnect:
+def _interconnect(
+    info: dict[str, Any], index: int, count: int, endpoint: str | None
+) -> Interconnect:
+    """``endpoint``: KPT_SIM_ENDPOINT, which names the node (None: an embedded daemon)."""
     bandwidth = info.get("chip_link_bandwidth")
     links = ()
     if isinstance(bandwidth, int | float) and bandwidth > 0 and count > 1:
         links = (Link("sim", Value(float(bandwidth), "B/s", "nominal")),)
     peers = frozenset(i for i in range(count) if i != index) if links else frozenset()
-    return Interconnect(node=f"kpt-sim:{os.environ.get('KPT_SIM_ENDPOINT') or 'embedded'}",
+    return Interconnect(node=f"kpt-sim:{endpoint or 'embedded'}",
                         links=links, peers=peers)  # fmt: skip

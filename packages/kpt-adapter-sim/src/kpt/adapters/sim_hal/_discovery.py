@@ -1,9 +1,10 @@
 """What kpt_sim devices exist, without starting a daemon or allocating memory.
 
 Three sources, in order: the connected runtime (this process already uses kpt_sim); the daemon
-at KPT_SIM_ENDPOINT, asked once with a short timeout; or, for the embedded daemon that would be
-started on first use, the chip profile files (kpt.sim.load_profile) named by KPT_SIM_PROFILE.
-KPT_SIM_VISIBLE_DEVICES applies to all three.
+at KPT_SIM_ENDPOINT, asked once per adapter with a short timeout (its answer kept in the
+adapter's DiscoveryCache); or, for the embedded daemon that would be started on first use, the
+chip profile files (kpt.sim.load_profile) named by KPT_SIM_PROFILE. KPT_SIM_VISIBLE_DEVICES
+applies to all three.
 """
 
 from __future__ import annotations
@@ -33,9 +34,34 @@ class DaemonUnreachable(KptSimDeviceLostError):
     devices are as good as lost, hence a KptSimDeviceLostError."""
 
 
-_lock = threading.Lock()
-_asked: dict[str, list[dict]] = {}  # endpoint -> daemon devices (answers do not change)
-_failed: dict[str, tuple[float, DaemonUnreachable]] = {}  # endpoint -> (when, why)
+class DiscoveryCache:
+    """What daemons answered one SimAdapter: each endpoint's device list (answers do not change),
+    and for FAILURE_MEMORY_S that one did not answer (each ask costs the whole timeout)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._asked: dict[str, list[dict]] = {}  # endpoint -> daemon devices
+        self._failed: dict[str, tuple[float, DaemonUnreachable]] = {}  # endpoint -> (when, why)
+
+    def daemon_devices(self, endpoint: str) -> list[dict]:
+        """The devices of the daemon at ``endpoint`` (daemon indices), asked once."""
+        with self._lock:
+            known = self._asked.get(endpoint)
+            failed = self._failed.get(endpoint)
+        if known is not None:
+            return known
+        if failed is not None and time.monotonic() - failed[0] < FAILURE_MEMORY_S:
+            raise failed[1]
+        try:
+            known = _call(endpoint, lambda c: c.devices())
+        except DaemonUnreachable as exc:
+            with self._lock:
+                self._failed[endpoint] = (time.monotonic(), exc)
+            raise
+        with self._lock:
+            self._asked[endpoint] = known
+            self._failed.pop(endpoint, None)
+        return known
 
 
 def connected_runtime() -> Any:
@@ -55,7 +81,7 @@ def source() -> str:
     return "an embedded kpt-sim daemon (started on use; capabilities from its profile files)"
 
 
-def device_infos() -> list[dict]:
+def device_infos(cache: DiscoveryCache) -> list[dict]:
     """This process's devices (local indices), like SimClient.devices(). Starts nothing.
 
     Raises DaemonUnreachable when KPT_SIM_ENDPOINT is set and its daemon does not answer."""
@@ -63,7 +89,7 @@ def device_infos() -> list[dict]:
     if runtime is not None:
         return runtime.devices
     endpoint = Settings.from_environ().endpoint
-    daemon_devices = _ask_daemon(endpoint) if endpoint else _from_profiles()
+    daemon_devices = cache.daemon_devices(endpoint) if endpoint else _from_profiles()
     visible = parse_visible()
     if visible is None:
         return [dict(d) for d in daemon_devices]
@@ -73,9 +99,9 @@ def device_infos() -> list[dict]:
     ]
 
 
-def memory_info(index: int) -> tuple[int, int]:
+def memory_info(index: int, cache: DiscoveryCache) -> tuple[int, int]:
     """(free, total) bytes of local device ``index`` without starting a daemon."""
-    info = device_infos()[index]
+    info = device_infos(cache)[index]
     total = int(info.get("memory_total") or 0)
     runtime = connected_runtime()
     if runtime is not None:
@@ -86,26 +112,6 @@ def memory_info(index: int) -> tuple[int, int]:
         stats = _call(endpoint, lambda c: c.memory_stats(info.get("daemon_index", index)))
         return int(stats["free"]), int(stats["total"])
     return total, total  # an embedded daemon not started yet holds nothing
-
-
-def _ask_daemon(endpoint: str) -> list[dict]:
-    with _lock:
-        known = _asked.get(endpoint)
-        failed = _failed.get(endpoint)
-    if known is not None:
-        return known
-    if failed is not None and time.monotonic() - failed[0] < FAILURE_MEMORY_S:
-        raise failed[1]
-    try:
-        known = _call(endpoint, lambda c: c.devices())
-    except DaemonUnreachable as exc:
-        with _lock:
-            _failed[endpoint] = (time.monotonic(), exc)
-        raise
-    with _lock:
-        _asked[endpoint] = known
-        _failed.pop(endpoint, None)
-    return known
 
 
 def _call(endpoint: str, ask: Any) -> Any:

@@ -24,10 +24,11 @@ DAEMON_STATES = {
 }
 
 
-def device_health(index: int) -> HealthReport:
-    """Local device ``index``'s health: the daemon's verdict plus memory and busy readings."""
+def device_health(index: int, cache: _discovery.DiscoveryCache) -> HealthReport:
+    """Local device ``index``'s health: the daemon's verdict plus memory and busy readings
+    (``cache``: the adapter's discovery answers, for the device's daemon index)."""
     try:
-        verdict, stats = _ask(index)
+        verdict, stats = _ask(index, cache)
     except Exception as exc:  # a dead daemon is a failed device, with the reason
         kind = type(exc).__name__
         if isinstance(exc, KptSimDeviceLostError):
@@ -63,7 +64,7 @@ def judge(verdict: Any, readings: dict[str, float]) -> HealthReport:
     return HealthReport(DAEMON_STATES[state], text, readings)
 
 
-def _ask(index: int) -> tuple[Any, dict]:
+def _ask(index: int, cache: _discovery.DiscoveryCache) -> tuple[Any, dict]:
     """(the daemon's health field, its memory_stats) for local device ``index``."""
     runtime = _discovery.connected_runtime()
     if runtime is not None:
@@ -73,13 +74,13 @@ def _ask(index: int) -> tuple[Any, dict]:
         return _entry(raw.devices(), daemon_index), raw.memory_stats(daemon_index)
     endpoint = _discovery.Settings.from_environ().endpoint
     if endpoint:
-        daemon_index = _discovery.device_infos()[index].get("daemon_index", index)
+        daemon_index = _discovery.device_infos(cache)[index].get("daemon_index", index)
         devices, stats = _discovery._call(
             endpoint, lambda c: (c.devices(), c.memory_stats(daemon_index))
         )
         return _entry(devices, daemon_index), stats
     # The embedded daemon starts on first use: nothing can have hit a device not started yet.
-    free, total = _discovery.memory_info(index)
+    free, total = _discovery.memory_info(index, cache)
     return {"state": "ok", "reason": "embedded daemon not started yet"}, {
         "free": free,
         "total": total,

@@ -2,7 +2,10 @@
 
 The client's Runtime parses them once, when it connects (``Runtime.settings``); discovery parses
 them afresh at each query (a daemon started, or a variable set, after the last query is seen).
-Errors name the variable, its value and what to give instead.
+The native library's settings (``NativeSettings``: ``KPT_SIM_NATIVE_GUARD``,
+``KPT_SIM_EXTENSIONS_DIR`` and the compiler, ``CXX``) are read when the device is registered,
+before any connection, and never refuse a value. Errors name the variable, its value and what
+to give instead.
 """
 
 from __future__ import annotations
@@ -15,6 +18,28 @@ from kpt.adapters.sim_hal._visible import ENV as VISIBLE_ENV
 from kpt.adapters.sim_hal._visible import parse_visible
 
 DEFAULT_PROFILE = "h100-sxm"
+DEFAULT_COMPILER = "c++"
+
+
+@dataclass(frozen=True)
+class NativeSettings:
+    """How kpt_sim's native library (csrc/*.cpp: the device guard, the PrivateUse1 hooks) is
+    built and found; read at device registration, so nothing here raises."""
+
+    enabled: bool = True  # KPT_SIM_NATIVE_GUARD=0: no native library (Python hooks instead)
+    # Where builds are cached: KPT_SIM_EXTENSIONS_DIR, else $TORCH_EXTENSIONS_DIR/kpt_sim, else
+    # $XDG_CACHE_HOME/kpt/extensions; None: ~/.cache/kpt/extensions
+    extensions_dir: str | None = None
+    compiler: str = DEFAULT_COMPILER  # CXX: the C++ compiler that builds it
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> NativeSettings:
+        env = os.environ if environ is None else environ
+        return cls(
+            enabled=env.get("KPT_SIM_NATIVE_GUARD", "1").strip() != "0",
+            extensions_dir=_extensions_dir(env),
+            compiler=env.get("CXX", DEFAULT_COMPILER),
+        )
 
 
 @dataclass(frozen=True)
@@ -26,6 +51,7 @@ class Settings:
     visible: tuple[int, ...] | None = None  # KPT_SIM_VISIBLE_DEVICES: daemon indices seen
     heartbeat_s: float | None = None  # KPT_SIM_HEARTBEAT_S; None: SimClient's defaults
     launch_blocking: bool = False  # KPT_SIM_LAUNCH_BLOCKING=1: wait after every op
+    native: NativeSettings = NativeSettings()  # KPT_SIM_NATIVE_GUARD, KPT_SIM_EXTENSIONS_DIR, CXX
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -40,6 +66,7 @@ class Settings:
             visible=None if visible is None else tuple(visible),
             heartbeat_s=_heartbeat(env.get("KPT_SIM_HEARTBEAT_S")),
             launch_blocking=env.get("KPT_SIM_LAUNCH_BLOCKING", "0") == "1",
+            native=NativeSettings.from_environ(env),
         )
 
     def daemon_devices(self) -> int:
@@ -49,6 +76,16 @@ class Settings:
         from kpt.sim import parse_profile_spec
 
         return len(parse_profile_spec(self.profile))
+
+
+def _extensions_dir(env: Mapping[str, str]) -> str | None:
+    if env.get("KPT_SIM_EXTENSIONS_DIR"):
+        return env["KPT_SIM_EXTENSIONS_DIR"]
+    if env.get("TORCH_EXTENSIONS_DIR"):
+        return os.path.join(env["TORCH_EXTENSIONS_DIR"], "kpt_sim")
+    if env.get("XDG_CACHE_HOME"):
+        return os.path.join(env["XDG_CACHE_HOME"], "kpt", "extensions")
+    return None
 
 
 def _devices(value: str | None, profile: str) -> int | None:
