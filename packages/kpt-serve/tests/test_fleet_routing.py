@@ -151,6 +151,9 @@ def test_fleet_config_parses_and_names_mistakes(tmp_path):
     config = fleet.parse_fleet_config(
         {
             "policy": "p2c",
+            "launcher": "ray",
+            "ray_address": "auto",
+            "ray_placement_timeout_s": 30,
             "workers": [
                 {"model": "a", "path": "models/a", "device": "cpu", "count": 2, "variant": "fp32"},
                 {
@@ -170,6 +173,9 @@ def test_fleet_config_parses_and_names_mistakes(tmp_path):
         base=tmp_path,
     )
     assert config.policy == "p2c" and len(config.workers) == 3
+    ray_keys = (config.launcher, config.ray_address, config.ray_placement_timeout_s)
+    assert ray_keys == ("ray", "auto", 30.0)
+    assert fleet.parse_fleet_config({"workers": [{"model": "a", "path": "p"}]}).launcher == "local"
     assert config.workers[0].model_dir == str(tmp_path / "models/a")
     assert config.workers[2].dtype == "bfloat16" and config.autoscale.max_workers == 4
     sim = config.workers[2]
@@ -181,6 +187,8 @@ def test_fleet_config_parses_and_names_mistakes(tmp_path):
         fleet.parse_fleet_config({"workers": [{"model": "a", "path": "p", "extra_models": 3}]})
     with pytest.raises(ValueError, match="unknown keys \\['gpu'\\]"):
         fleet.parse_fleet_config({"workers": [{"model": "a", "path": "p", "gpu": 1}]})
+    with pytest.raises(ValueError, match="launcher 'k8s': use one of local, ray"):
+        fleet.parse_fleet_config({"launcher": "k8s", "workers": [{"model": "a", "path": "p"}]})
     with pytest.raises(ValueError, match="no \\[\\[workers\\]\\]"):
         fleet.parse_fleet_config({})
 

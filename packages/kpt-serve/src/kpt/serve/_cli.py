@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -52,11 +53,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="autoscale between the listed workers and this many (default: no autoscaling)",
     )
+    _launcher_args(fleet, default="local")
     _http_args(fleet)
     _engine_args(fleet)
 
     router = commands.add_parser("router", help="API + router + the workers of a fleet.toml")
     router.add_argument("--config", required=True, help="fleet.toml (see docs/serve-fleet.md)")
+    _launcher_args(router, default=None)
     _http_args(router)
 
     bench = commands.add_parser("bench", help="load test an OpenAI-compatible server")
@@ -111,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     quality.add_argument("--margin", type=float, default=0.02, help="non-inferiority margin")
     quality.add_argument("--json", default=None, help="also write the report to this file")
 
-    # Started by the fleet itself (LocalLauncher), not by hand: left out of the command list.
+    # Started by the fleet itself (a launcher), not by hand: left out of the command list.
     worker = commands.add_parser("worker")
     worker.add_argument("model_dir", help="a Hugging Face model folder")
     worker.add_argument("--device", default="cpu", help="the worker's device (default cpu)")
@@ -154,6 +157,21 @@ def _http_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _launcher_args(parser: argparse.ArgumentParser, default: str | None) -> None:
+    parser.add_argument(
+        "--launcher",
+        default=default,
+        choices=["local", "ray"],
+        help="start workers as child processes (local) or as Ray actors placed by their "
+        "devices (ray: the `ray` extra)" + ("" if default else "; default: the config's"),
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        help="the Ray cluster to join, e.g. auto (default: RAY_ADDRESS, else a new local Ray)",
+    )
+
+
 def _engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype", default=None, help="float32, bfloat16, ... (default: the checkpoint's)"
@@ -192,6 +210,23 @@ def _specs(args, devices: list[str]):
     return specs
 
 
+def _launcher(name: str, address: str | None, placement_timeout_s: float | None = None):
+    """The Fleet's launcher factory for `--launcher NAME`."""
+    from kpt.serve.fleet import LocalLauncher
+
+    if name == "local":
+        return LocalLauncher
+    try:
+        from kpt.serve.fleet import RayLauncher
+    except ImportError as exc:  # Ray is the optional `ray` extra: the message names it
+        raise SystemExit(f"kpt-serve: {exc}") from None
+
+    options = {"address": address}
+    if placement_timeout_s is not None:
+        options["placement_timeout_s"] = placement_timeout_s
+    return functools.partial(RayLauncher, **options)
+
+
 def _serve(args) -> int:
     return _run_fleet(args, _specs(args, [args.device]), "predicted", None)
 
@@ -203,13 +238,19 @@ def _fleet(args) -> int:
     scaling = None
     if args.autoscale_max is not None:
         scaling = ScalingPolicy(min_workers=len(specs), max_workers=args.autoscale_max)
-    return _run_fleet(args, specs, args.policy, scaling)
+    launcher = _launcher(args.launcher, args.ray_address)
+    return _run_fleet(args, specs, args.policy, scaling, launcher=launcher)
 
 
 def _router(args) -> int:
     from kpt.serve.fleet import load_fleet_config
 
     config = load_fleet_config(args.config)
+    launcher = _launcher(
+        args.launcher or config.launcher,
+        args.ray_address or config.ray_address,
+        config.ray_placement_timeout_s,
+    )
     return _run_fleet(
         args,
         config.workers,
@@ -217,20 +258,25 @@ def _router(args) -> int:
         config.autoscale,
         config.autoscale_spec,
         config.heartbeat_s,
+        launcher=launcher,
     )
 
 
-def _run_fleet(args, specs, policy, scaling, scale_spec=None, heartbeat_s=None) -> int:
+def _run_fleet(
+    args, specs, policy, scaling, scale_spec=None, heartbeat_s=None, launcher=None
+) -> int:
     from kpt.serve.fleet import Fleet, WorkerStartError
     from kpt.serve.fleet._api import FleetApi, serve_http
 
     options = {} if heartbeat_s is None else {"heartbeat_s": heartbeat_s}
+    if launcher is not None:
+        options["launcher"] = launcher
     fleet = Fleet(specs, policy=policy, autoscale=scaling, autoscale_spec=scale_spec, **options)
     # Until uvicorn installs its own handlers, SIGTERM must still run the finally below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    fleet.start()
     try:
         try:
+            fleet.start()  # a Ray launcher places each worker here, or says why it cannot
             fleet.wait_ready(timeout=args.ready_timeout)
         except (WorkerStartError, TimeoutError) as exc:
             print(f"kpt-serve: {exc}", file=sys.stderr)

@@ -3,13 +3,22 @@
 Worker processes (one Engine on one device each, over kpt.wire), a router that places requests
 by predicted completion time with prefix affinity and fails over when a worker dies, an HTTP
 API with Prometheus metrics, an autoscaler and a load generator (`kpt-serve bench`).
-The HTTP parts need the `http` extra: pip install 'kpt-serve[http]'.
+The HTTP parts need the `http` extra: pip install 'kpt-serve[http]'. Workers start as child
+processes (LocalLauncher) or as Ray actors (RayLauncher, the `ray` extra: imported, and Ray
+with it, only when asked for).
 """
 
 from kpt.serve.fleet._autoscaler import Autoscaler, FleetLoad, ScalingPolicy, decide
 from kpt.serve.fleet._config import FleetConfig, load_fleet_config, parse_fleet_config
-from kpt.serve.fleet._fleet import Fleet, WorkerStartError
-from kpt.serve.fleet._launcher import Launcher, LocalLauncher, WorkerProcess, WorkerSpec
+from kpt.serve.fleet._fleet import Fleet
+from kpt.serve.fleet._launcher import (
+    Launcher,
+    LocalLauncher,
+    WorkerHandle,
+    WorkerProcess,
+    WorkerSpec,
+    WorkerStartError,
+)
 from kpt.serve.fleet._model_set import ModelBusy, ModelSet, footprint_bytes
 from kpt.serve.fleet._requests import Delta, FleetRequest, Slo
 from kpt.serve.fleet._router import NoWorkerError, Router
@@ -38,11 +47,13 @@ __all__ = [
     "ModelSet",
     "NoWorkerError",
     "PrefixIndex",
+    "RayLauncher",
     "Router",
     "ScalingPolicy",
     "Slo",
     "StepTimeModel",
     "Worker",
+    "WorkerHandle",
     "WorkerProcess",
     "WorkerSpec",
     "WorkerStartError",
@@ -55,3 +66,12 @@ __all__ = [
     "predicted_ttft_ms",
     "prefix_keys",
 ]
+
+
+def __getattr__(name: str):
+    # RayLauncher imports Ray, which is optional and slow to import: only when asked for.
+    if name == "RayLauncher":
+        from kpt.serve.fleet._ray_launcher import RayLauncher
+
+        return RayLauncher
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,6 +2,9 @@
 
 policy = "predicted"            # or "p2c", "round_robin"
 heartbeat_s = 1.0
+launcher = "ray"                # optional: "local" (default, child processes) or "ray" (actors)
+ray_address = "auto"            # the Ray to join (default: RAY_ADDRESS, else a new local one)
+ray_placement_timeout_s = 300   # how long a worker may wait for a node that offers its resources
 [[workers]]
 model = "tiny"                  # the name clients ask for
 path = "/models/tiny"           # a Hugging Face model folder
@@ -33,6 +36,7 @@ from kpt.serve.fleet._messages import HEARTBEAT_S
 
 _SPEC_FIELDS = {f.name for f in dataclasses.fields(WorkerSpec)} - {"model_dir"}
 _SCALING_FIELDS = {f.name for f in dataclasses.fields(ScalingPolicy)}
+LAUNCHERS = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,9 @@ class FleetConfig:
     heartbeat_s: float = HEARTBEAT_S
     autoscale: ScalingPolicy | None = None
     autoscale_spec: WorkerSpec | None = None
+    launcher: str = "local"  # one of LAUNCHERS
+    ray_address: str | None = None
+    ray_placement_timeout_s: float | None = None  # None: RayLauncher's default
 
 
 def load_fleet_config(path: str | Path) -> FleetConfig:
@@ -95,12 +102,19 @@ def parse_fleet_config(raw: dict[str, Any], base: Path = Path(".")) -> FleetConf
         policy = ScalingPolicy(**scaling)
     if not workers:
         raise ValueError("the fleet config lists no [[workers]]; add at least one")
+    launcher = str(raw.get("launcher", "local"))
+    if launcher not in LAUNCHERS:
+        raise ValueError(f"launcher {launcher!r}: use one of {', '.join(LAUNCHERS)}")
+    timeout = raw.get("ray_placement_timeout_s")
     return FleetConfig(
         workers=workers,
         policy=str(raw.get("policy", "predicted")),
         heartbeat_s=float(raw.get("heartbeat_s", HEARTBEAT_S)),
         autoscale=policy,
         autoscale_spec=spec_to_scale,
+        launcher=launcher,
+        ray_address=raw.get("ray_address"),
+        ray_placement_timeout_s=None if timeout is None else float(timeout),
     )
 
 

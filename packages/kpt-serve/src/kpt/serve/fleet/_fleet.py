@@ -1,4 +1,5 @@
-"""A fleet on this host: router, metrics, one worker process per spec, optional autoscaler."""
+"""A fleet: router, metrics, one worker process per spec (through a launcher), optional
+autoscaler."""
 
 from __future__ import annotations
 
@@ -10,17 +11,20 @@ from collections import deque
 from collections.abc import Sequence
 
 from kpt.serve.fleet._autoscaler import Autoscaler, FleetLoad, ScalingPolicy
-from kpt.serve.fleet._launcher import LocalLauncher, WorkerProcess, WorkerSpec
+from kpt.serve.fleet._launcher import (
+    Launcher,
+    LauncherFactory,
+    LocalLauncher,
+    WorkerHandle,
+    WorkerSpec,
+    WorkerStartError,
+)
 from kpt.serve.fleet._messages import HEARTBEAT_S
 from kpt.serve.fleet._metrics import FleetMetrics
 from kpt.serve.fleet._router import Router
 from kpt.serve.fleet._workers import WorkerState
 
 _TTFT_WINDOW = 64  # recent requests whose TTFT the autoscaler looks at
-
-
-class WorkerStartError(RuntimeError):
-    """A worker process exited before it registered with the router."""
 
 
 class Fleet:
@@ -35,9 +39,12 @@ class Fleet:
         autoscale: ScalingPolicy | None = None,
         autoscale_spec: WorkerSpec | None = None,
         autoscale_interval_s: float | None = 1.0,
+        launcher: LauncherFactory = LocalLauncher,
     ) -> None:
         """autoscale_interval_s: how often the autoscaler looks; None runs no thread, and the
-        caller scales by calling `fleet.autoscaler.tick()` itself (tests, simulations)."""
+        caller scales by calling `fleet.autoscaler.tick()` itself (tests, simulations).
+        launcher: makes the launcher from the router's inbox endpoint and heartbeat_s, once the
+        router listens: LocalLauncher (child processes), or functools.partial(RayLauncher, ...)."""
         if not specs and autoscale is None:
             raise ValueError("a fleet needs at least one worker spec (or an autoscaler)")
         self.specs = list(specs)
@@ -45,9 +52,10 @@ class Fleet:
         self.router = Router(policy=policy, heartbeat_s=heartbeat_s, metrics=self.metrics)
         self.model_dirs = {name: path for spec in self.specs for name, path in spec.models.items()}
         self._heartbeat_s = heartbeat_s
-        self._launcher: LocalLauncher | None = None
+        self._make_launcher = launcher
+        self._launcher: Launcher | None = None
         self._lock = threading.Lock()
-        self._processes: dict[str, WorkerProcess] = {}
+        self._processes: dict[str, WorkerHandle] = {}
         self._recent_ttft: deque[float] = deque(maxlen=_TTFT_WINDOW)
         self._scaling = autoscale
         self._scale_spec = autoscale_spec or (self.specs[0] if self.specs else None)
@@ -62,7 +70,7 @@ class Fleet:
         self.router.start()
         self.router.on_worker_gone.append(self._reap)
         self.router.on_request_done.append(self._note_ttft)
-        self._launcher = LocalLauncher(self.router.inbox_endpoint, self._heartbeat_s)
+        self._launcher = self._make_launcher(self.router.inbox_endpoint, self._heartbeat_s)
         for model in self.model_dirs:
             self.router.expect(model)
         for spec in self.specs:
@@ -75,7 +83,7 @@ class Fleet:
                 self.autoscaler.start()
         return self
 
-    def add_worker(self, spec: WorkerSpec) -> WorkerProcess:
+    def add_worker(self, spec: WorkerSpec) -> WorkerHandle:
         process = self._launcher.start(spec)
         with self._lock:
             self._processes[process.worker_id] = process
@@ -92,7 +100,7 @@ class Fleet:
         if process is not None:
             self._launcher.stop(process)
 
-    def processes(self) -> list[WorkerProcess]:
+    def processes(self) -> list[WorkerHandle]:
         with self._lock:
             return list(self._processes.values())
 
@@ -104,10 +112,14 @@ class Fleet:
             processes = self.processes()
             for process in processes:
                 if process.worker_id not in ready and not process.alive():
+                    code = process.returncode
+                    how = f"exited with code {code}"
+                    if code is None:  # no code to tell: a Ray actor or its node died
+                        how = "was lost (its host or Ray actor died)"
                     raise WorkerStartError(
                         f"worker {process.worker_id} ({process.spec.model} on "
-                        f"{process.spec.device}) exited with code {process.process.returncode} "
-                        "before it registered; its stderr above says why"
+                        f"{process.spec.device}) {how} before it registered; its stderr above "
+                        "says why"
                     )
             if len(ready) >= (len(processes) if count is None else count):
                 return

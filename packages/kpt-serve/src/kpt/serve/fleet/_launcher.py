@@ -3,6 +3,8 @@
 A worker process runs `python -m kpt.serve._cli worker ...`, loads its engine, binds its own
 kpt.wire Server and says hello to the router's inbox; from then on the router talks to it.
 A worker exits by itself when the process that launched it is gone, so none outlives its fleet.
+Every launcher runs that same command (`worker_arguments`, `worker_env`): the local one as a
+child of this process, the Ray one (`_ray_launcher.py`) as a child of a Ray actor.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -52,6 +55,25 @@ class WorkerSpec:
         return {self.model: self.model_dir, **self.extra_models}
 
 
+class WorkerStartError(RuntimeError):
+    """A worker could not be started: no place for it, or it exited before it registered."""
+
+
+class WorkerHandle(Protocol):
+    """A started worker as its launcher hands it out; the router and the fleet watch it."""
+
+    worker_id: str
+    spec: WorkerSpec
+
+    @property
+    def pid(self) -> int: ...  # the worker process's pid, on the host that runs it
+
+    @property
+    def returncode(self) -> int | None: ...  # None while it runs, or when no code is known
+
+    def alive(self) -> bool: ...
+
+
 @dataclass
 class WorkerProcess:
     worker_id: str
@@ -62,6 +84,10 @@ class WorkerProcess:
     def pid(self) -> int:
         return self.process.pid
 
+    @property
+    def returncode(self) -> int | None:
+        return self.process.poll()
+
     def alive(self) -> bool:
         return self.process.poll() is None
 
@@ -69,11 +95,49 @@ class WorkerProcess:
 class Launcher(Protocol):
     """Starts and stops worker processes; the router and the autoscaler call it."""
 
-    def start(self, spec: WorkerSpec) -> WorkerProcess: ...
+    def start(self, spec: WorkerSpec) -> WorkerHandle: ...
 
-    def stop(self, worker: WorkerProcess, timeout: float = 5.0) -> None: ...
+    def stop(self, worker: WorkerHandle, timeout: float = 5.0) -> None: ...
 
     def close(self) -> None: ...
+
+
+# What a Fleet is given: (router inbox endpoint, heartbeat_s) -> a Launcher. The class
+# LocalLauncher is one; functools.partial(RayLauncher, address=...) another.
+LauncherFactory = Callable[[str, float], Launcher]
+
+
+def worker_arguments(
+    spec: WorkerSpec, worker_id: str, router_endpoint: str, heartbeat_s: float | None = None
+) -> list[str]:
+    """The worker's command line after the interpreter: `-m kpt.serve._cli worker ...`."""
+    arguments = [
+        "-m", "kpt.serve._cli", "worker", spec.model_dir,
+        "--device", spec.device, "--router", router_endpoint,
+        "--worker-id", worker_id, "--model-name", spec.model, "--variant", spec.variant,
+    ]  # fmt: skip
+    for flag, value in (
+        ("--dtype", spec.dtype),
+        ("--num-kv-blocks", spec.num_kv_blocks),
+        ("--max-num-seqs", spec.max_num_seqs),
+        ("--threads", spec.threads),
+        ("--heartbeat-s", heartbeat_s),
+        ("--memory-budget-mb", spec.memory_budget_mb),
+        ("--step-clock", spec.step_clock),
+    ):
+        if value is not None:
+            arguments += [flag, str(value)]
+    for name, folder in spec.extra_models.items():
+        arguments += ["--also-model", f"{name}={folder}"]
+    return arguments
+
+
+def worker_env(spec: WorkerSpec) -> dict[str, str]:
+    """What the worker's environment adds to its launcher's: the spec's env and chip profile."""
+    env = dict(spec.env)
+    if spec.profile is not None:
+        env["KPT_SIM_PROFILE"] = spec.profile
+    return env
 
 
 class LocalLauncher:
@@ -89,28 +153,12 @@ class LocalLauncher:
     def start(self, spec: WorkerSpec) -> WorkerProcess:
         with self._lock:
             worker_id = f"w{next(self._ids)}-{spec.device.replace(':', '')}"
-        command = [
-            sys.executable, "-m", "kpt.serve._cli", "worker", spec.model_dir,
-            "--device", spec.device, "--router", self.router_endpoint,
-            "--worker-id", worker_id, "--model-name", spec.model, "--variant", spec.variant,
-        ]  # fmt: skip
-        for flag, value in (
-            ("--dtype", spec.dtype),
-            ("--num-kv-blocks", spec.num_kv_blocks),
-            ("--max-num-seqs", spec.max_num_seqs),
-            ("--threads", spec.threads),
-            ("--heartbeat-s", self.heartbeat_s),
-            ("--memory-budget-mb", spec.memory_budget_mb),
-            ("--step-clock", spec.step_clock),
-        ):
-            if value is not None:
-                command += [flag, str(value)]
-        for name, folder in spec.extra_models.items():
-            command += ["--also-model", f"{name}={folder}"]
-        env = {**os.environ, **spec.env}
-        if spec.profile is not None:
-            env["KPT_SIM_PROFILE"] = spec.profile
-        process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+        arguments = worker_arguments(spec, worker_id, self.router_endpoint, self.heartbeat_s)
+        process = subprocess.Popen(
+            [sys.executable, *arguments],
+            env={**os.environ, **worker_env(spec)},
+            stdin=subprocess.DEVNULL,
+        )
         worker = WorkerProcess(worker_id, spec, process)
         with self._lock:
             self._workers[worker_id] = worker

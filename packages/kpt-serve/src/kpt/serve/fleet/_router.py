@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from kpt.serve._sampling import SamplingParams
-from kpt.serve.fleet._launcher import WorkerProcess
+from kpt.serve.fleet._launcher import WorkerHandle
 from kpt.serve.fleet._messages import (
     ABORT,
     HEARTBEAT_S,
@@ -67,7 +67,7 @@ class Router:
         self._server.register(STATS, self._on_stats)
         self._lock = threading.RLock()
         self._workers: dict[str, WorkerState] = {}
-        self._processes: dict[str, WorkerProcess] = {}
+        self._processes: dict[str, WorkerHandle] = {}
         self._requests: dict[str, FleetRequest] = {}  # attempt id -> request
         self._parked: list[FleetRequest] = []
         self._expected_models: set[str] = set()
@@ -110,7 +110,7 @@ class Router:
         with self._lock:
             self._expected_models.add(model)
 
-    def watch(self, process: WorkerProcess) -> None:
+    def watch(self, process: WorkerHandle) -> None:
         """Declare the worker dead as soon as this process exits, without waiting heartbeats."""
         with self._lock:
             self._processes[process.worker_id] = process
