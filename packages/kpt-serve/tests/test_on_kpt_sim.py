@@ -25,3 +25,21 @@ def test_greedy_tokens_equal_transformers_on_kpt_sim(make, tmp_path):
     assert all(0 < o.ttft_ms < o.latency_ms for o in outs)
     assert stats.clock_ms > 0
     assert not {op for op in sim.fallback_report() if "index" in op or "attention" in op}
+
+
+def test_forwards_are_timed_as_graph_replays_unless_cuda_graphs_is_false(tmp_path):
+    import torch
+
+    model_dir = make_gpt2(tmp_path / "model", layers=1, width=32)
+    prompts = random_prompts(3, 3, 12, seed=2)
+    params = SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True)
+    replayed = LLM(model_dir, device="kpt_sim", num_kv_blocks=16)
+    eager = LLM(model_dir, device="kpt_sim", num_kv_blocks=16, cuda_graphs=False)
+    # As CUDA would run it: one host launch per forward (torch.kpt_sim.graph_replay); the
+    # engine's own host time goes to the simulated host (torch.kpt_sim.host_work), where it
+    # overlaps queued chip work, instead of being added after the chip's time.
+    assert replayed.engine.runner.replay_timing is torch.kpt_sim.graph_replay
+    assert eager.engine.runner.replay_timing is None
+    outs = [llm.generate(prompts, params) for llm in (replayed, eager)]
+    assert [o.token_ids for o in outs[0]] == [o.token_ids for o in outs[1]]
+    assert replayed.engine.clock._host_ms == 0.0 and replayed.engine.stats().clock_ms > 0

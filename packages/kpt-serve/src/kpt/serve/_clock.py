@@ -2,9 +2,11 @@
 
 A real accelerator's timing events measure wall time on the device, which already includes
 the host's scheduling gaps. A simulated device's events measure simulated chip time only, so
-the clock adds the host time the engine itself spent (scheduling, sampling, bookkeeping),
+the engine tells it the host time it spent itself (scheduling, sampling, bookkeeping),
 measured on this host: TTFT and TPOT on a simulated chip then come from the real scheduler
-running against the simulated device.
+running against the simulated device. Where the device module takes host work
+(torch.kpt_sim.host_work), the simulated host is busy that long and work already queued on
+the chip goes on meanwhile; elsewhere the clock adds it after the chip's time.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class DeviceClock:
                     f"simulated device {device} has no torch.{device.type}.Event, so its "
                     "clock cannot be read; is its adapter imported?"
                 )
+            self._host_work = getattr(module, "host_work", None)
             self._start = self._event_type(enable_timing=True)
             self._start.record()
 
@@ -47,5 +50,9 @@ class DeviceClock:
 
     def charge_host(self, seconds: float) -> None:
         """Count host time the device's own timeline does not see (simulated devices only)."""
-        if self.simulated:
+        if not self.simulated:
+            return
+        if self._host_work is not None:
+            self._host_work(seconds, self.device)
+        else:
             self._host_ms += seconds * 1e3

@@ -57,8 +57,10 @@ class EngineConfig:
     # "auto": the Triton paged kernel on CUDA, PyTorch SDPA elsewhere; "torch" or "triton"
     # force one ("triton" on the CPU needs TRITON_INTERPRET=1: it is how tests check it).
     attention: str = "auto"
-    # None: CUDA graphs per bucket of (tokens, sequences) on CUDA with Triton attention.
-    # True elsewhere runs the same padded fixed buffers eagerly (what the CPU tests check).
+    # None: CUDA graphs per bucket of (tokens, sequences) on CUDA with Triton attention, and
+    # on a simulated chip (kpt_sim) each forward timed as the graph replay CUDA would run.
+    # True elsewhere runs the same padded fixed buffers eagerly (what the CPU tests check);
+    # False: eager launches everywhere (on kpt_sim, timed as eager launches).
     cuda_graphs: bool | None = None
     # None: on CUDA with graphs, decode steps in which every request decodes one greedy token
     # are chained: the next launches before this one's tokens are read, so the host's work

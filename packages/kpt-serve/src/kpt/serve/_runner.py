@@ -7,12 +7,16 @@ Three ways to run a step, chosen once per engine:
 - CUDA graphs (on CUDA with Triton): each step is padded to a bucket of (tokens, sequences)
   and replays a graph captured for that bucket (_graphs.py); steps larger than every bucket
   run eagerly.
+On a simulated chip whose device module times graph replays (torch.kpt_sim.graph_replay), each
+forward runs eagerly, values computed as ever, and is timed as the one replay CUDA would run:
+the simulated host pays one launch for it, not one per kernel.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -42,8 +46,10 @@ class ModelRunner:
         max_num_batched_tokens: int = 2048,
         max_blocks_per_seq: int = 64,
         samples_per_seq: int = 1,
+        replay_timing: Callable[[torch.device], contextlib.AbstractContextManager] | None = None,
     ) -> None:
         self.model = model
+        self.replay_timing = replay_timing  # times each forward as one graph replay
         self.cache = cache
         self.block_size = block_size
         self.device = torch.device(device)
@@ -78,6 +84,12 @@ class ModelRunner:
     def run_batch(self, batch: StepBatch, input_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of batch.sample_rows. input_ids, a device tensor, replaces the batch's ids
         (a chained decode feeds the previous step's sampled tokens without reading them)."""
+        if self.replay_timing is not None:
+            with self.replay_timing(self.device):
+                return self._run_batch(batch, input_ids)
+        return self._run_batch(batch, input_ids)
+
+    def _run_batch(self, batch: StepBatch, input_ids: torch.Tensor | None) -> torch.Tensor:
         if self.graphs is not None:
             logits = self.graphs.run(batch, input_ids)
             if logits is not None:
@@ -150,7 +162,8 @@ def make_runner(
     samples_per_seq: int,
 ) -> ModelRunner:
     """A runner on the path EngineConfig asks for: Triton where it runs ("auto": on CUDA),
-    CUDA graphs on top of it (None: on CUDA)."""
+    CUDA graphs on top of it (None: on CUDA); on a simulated chip that times graph replays,
+    forwards timed as replays unless cuda_graphs is False."""
     head_dim = model.config.head_dim
     if attention == "auto":
         use_triton = device.type == "cuda" and triton_available() and supports_head_dim(head_dim)
@@ -173,4 +186,12 @@ def make_runner(
         max_num_batched_tokens=max_num_batched_tokens,
         max_blocks_per_seq=-(-max_len // block_size),
         samples_per_seq=samples_per_seq,
+        replay_timing=_replay_timing(device) if cuda_graphs is not False else None,
     )
+
+
+def _replay_timing(device: torch.device):
+    """The device module's graph_replay() where a simulated chip offers it (torch.kpt_sim)."""
+    if device.type == "cuda":
+        return None  # the real thing: BucketedGraphs
+    return getattr(getattr(torch, device.type, None), "graph_replay", None)

@@ -54,6 +54,12 @@ class VisibleClient:
     def launch(self, device: int, *args: Any, **kwargs: Any) -> None:
         self._client.launch(self._to_daemon[device], *args, **kwargs)
 
+    def graph_replay(self, device: int, on: bool) -> None:
+        self._client.graph_replay(self._to_daemon[device], on)
+
+    def host_work(self, device: int, seconds: float) -> None:
+        self._client.host_work(self._to_daemon[device], seconds)
+
     def record_event(self, device: int, stream: int = 0) -> int:
         return self._client.record_event(self._to_daemon[device], stream)
 
