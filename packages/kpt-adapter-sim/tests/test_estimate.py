@@ -157,3 +157,27 @@ def test_reductions_say_whether_the_reduced_dim_is_strided(executor):
                                 {"args": [t(0), [1]]})  # fmt: skip
     assert strided.shape == (4096, 512, 0)
     assert all(math.isfinite(seconds(c)) for c in (rows, columns, everything, strided))
+
+
+def test_a_gather_costs_the_rows_it_reads_not_its_whole_source(executor):
+    ids, rows = view("int64", 4), view("bfloat16", 4, 4096)
+
+    def lookup(vocab: int):
+        table = view("bfloat16", vocab, 4096)
+        return executor.estimate(
+            "aten::embedding.default", [table, ids], [rows], {"args": [t(0), t(1)]}
+        )
+
+    small, huge = lookup(1000), lookup(128_256)
+    assert small == huge  # one row per token, whatever the vocabulary
+    assert small.op_class == "copy" and small.bytes == 2 * 4 * 4096 * 2 + 4 * 8
+    source = view("float32", 50_000, 256)
+    picked = executor.estimate(
+        "aten::index_select.default", [source, ids], [view("float32", 4, 256)],
+        {"args": [t(0), 0, t(1)]},
+    )  # fmt: skip
+    assert picked.bytes == 2 * 4 * 256 * 4 + 4 * 8
+    assert seconds(picked) < 2 * seconds(executor.estimate(
+        "aten::add.Tensor", [view("float32", 4, 256)] * 2, [view("float32", 4, 256)],
+        {"args": [t(0), t(1)]},
+    ))  # fmt: skip

@@ -9,6 +9,10 @@ device; on kpt_sim, the chip's simulated time plus the host time the engine spen
         python benchmarks/bench_sim_vs_gpu.py --device kpt_sim --out sim.json    # anywhere
     python benchmarks/bench_sim_vs_gpu.py --compare gpu.json sim.json            # the table
 
+On kpt_sim the engine times each forward as the CUDA graph replay the GPU runs, and gives its
+own host time to the simulated host; --eager-timing times every launch as an eager one (the
+engine with cuda_graphs=False), for comparison.
+
 KPT_SIM_NUMERICS=0 runs the simulated chip timing-only: 16 GB of weights cost no host memory.
 Greedy tokens then differ between the two runs (random weights, no values), so every request
 ignores EOS and produces exactly its max_tokens: the work is the same.
@@ -79,7 +83,7 @@ def run_scenario(llm: LLM, requests: int, prompt: int, output: int, seed: int) -
     }
 
 
-def measure(device: str) -> dict:
+def measure(device: str, eager_timing: bool = False) -> dict:
     folder = Path(tempfile.mkdtemp()) / "llama-8b"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(LLAMA_8B))
@@ -97,18 +101,22 @@ def measure(device: str) -> dict:
         max_num_seqs=64,
         num_kv_blocks=4096,  # 65,536 tokens: every scenario fits without preemption
         max_model_len=2048,
+        **({"cuda_graphs": False} if eager_timing else {}),
     )
-    run_scenario(llm, 4, 128, 8, seed=99)  # warm-up (on CUDA: captures the decode graphs)
     results = {}
     for name, requests, prompt, output in SCENARIOS:
+        # Once to warm up (on CUDA the first use of a batch shape captures its graph and
+        # compiles its kernels), then measured, on prompts the prefix cache has not seen.
+        run_scenario(llm, requests, prompt, output, seed=100 + len(results))
         results[name] = run_scenario(llm, requests, prompt, output, seed=len(results))
         print(f"{name}: {results[name]}", file=sys.stderr, flush=True)
-    info = llm.engine.device_info
+    module = getattr(torch, llm.engine.device.type)
     return {
         "device": device,
-        "name": info.name,
+        "name": module.get_device_name(),
         "torch": torch.__version__,
         "model": "Llama-3-8B shape, random weights, bf16",
+        "eager_timing": eager_timing,
         "scenarios": results,
     }
 
@@ -133,11 +141,14 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", help="write the figures here as JSON")
     parser.add_argument("--compare", nargs=2, metavar=("REAL", "SIM"))
+    parser.add_argument(
+        "--eager-timing", action="store_true", help="launches timed eagerly (cuda_graphs=False)"
+    )
     args = parser.parse_args()
     if args.compare:
         compare(*args.compare)
         return
-    result = measure(args.device)
+    result = measure(args.device, args.eager_timing)
     text = json.dumps(result, indent=2)
     if args.out:
         Path(args.out).write_text(text)

@@ -18,7 +18,6 @@ order, past every token it keeps, so no cached prefix is touched).
 
 from __future__ import annotations
 
-import time
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -90,26 +89,21 @@ class DecodeChain:
             )
             for r in requests
         ]
-        max_len = self.engine.max_model_len
         left = np.fromiter(
-            (
-                min(r.params.max_tokens - len(r.output_token_ids), max_len - r.num_tokens)
-                for r in requests
-            ),
-            np.int64,
-            len(requests),
+            (r.max_output - len(r.output_token_ids) for r in requests), np.int64, len(requests)
         )
         self.inflight = self._launch(requests, build_step(work, self.block_size), None, left)
 
     def advance(self) -> list[RequestOutput]:
         """Launch the next step of the chain (if it goes on), then read the previous one."""
-        start = time.perf_counter()
+        clock = self.engine.clock
+        start = clock.host_time()
         previous = self.inflight
         assert previous is not None
         following = self._next(previous)
         self.inflight = None if following is None else self._launch(*following)
         outputs = self._collect(previous)
-        self.host_seconds = time.perf_counter() - start
+        self.host_seconds = clock.host_time() - start
         return outputs
 
     # --- internals ---------------------------------------------------------------------

@@ -48,6 +48,12 @@ class DeviceClock:
         end.synchronize()
         return self._start.elapsed_time(end) + self._host_ms
 
+    def host_time(self) -> float:
+        """Seconds, for timing the engine's own host work to charge: this thread's CPU time on
+        a simulated device, so that a loaded simulation host (a shared CI machine) charges what
+        the work cost, not how long it waited for a core; wall time elsewhere."""
+        return time.thread_time() if self.simulated else time.perf_counter()
+
     def charge_host(self, seconds: float) -> None:
         """Count host time the device's own timeline does not see (simulated devices only)."""
         if not self.simulated:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import itertools
 import random
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,7 +214,10 @@ class Engine:
             priority=priority,
             arrival=next(self._arrivals),
             generator=generator,
-            eos_token_ids=self.model_config.eos_token_ids,
+            stop_ids=frozenset(params.stop_token_ids).union(
+                () if params.ignore_eos else self.model_config.eos_token_ids
+            ),
+            max_output=min(params.max_tokens, self.max_model_len - len(token_ids)),
             arrival_ms=self.clock.now_ms(),
             text_stream=None if self.tokenizer is None else self.tokenizer.stream(),
         )
@@ -228,7 +230,7 @@ class Engine:
     def step(self) -> list[RequestOutput]:
         """Run one batch: schedule, compute, sample. Returns an output for every request that
         produced tokens or finished in this step (tokens stream as they come)."""
-        host_start = time.perf_counter()
+        host_start = self.clock.host_time()
         if self.chain is not None and self.chain.inflight is not None:
             outputs = self.chain.advance()
             self.clock.charge_host(self.chain.host_seconds)
@@ -242,7 +244,7 @@ class Engine:
             # Every request decodes one greedy token: launch without reading the tokens;
             # the next step() launches the step after it, then reads these (DecodeChain).
             self.chain.start([request for request, _ in batch.work])
-            self.clock.charge_host(time.perf_counter() - host_start)
+            self.clock.charge_host(self.clock.host_time() - host_start)
             return []
         work = []
         for request, count in batch.work:
@@ -259,12 +261,12 @@ class Engine:
                     samples,
                 )
             )
-        self.clock.charge_host(time.perf_counter() - host_start)
+        self.clock.charge_host(self.clock.host_time() - host_start)
         logits, spans = self.runner.run(work)
         emitted = self._pick_tokens(batch.work, logits, spans)
         scores = self._logprobs(batch.work, logits, spans, emitted)
         now = self.clock.now_ms()  # the sampled ids reached the host: the step is done
-        host_start = time.perf_counter()
+        host_start = self.clock.host_time()
         outputs: list[RequestOutput] = []
         for w, (request, count) in enumerate(batch.work):
             prompt_left = len(request.prompt_token_ids) - request.num_computed_tokens
@@ -288,7 +290,7 @@ class Engine:
             if output is not None:
                 outputs.append(output)
         self._steps += 1
-        self.clock.charge_host(time.perf_counter() - host_start)
+        self.clock.charge_host(self.clock.host_time() - host_start)
         return outputs
 
     def _emit(
@@ -306,7 +308,7 @@ class Engine:
             output.append(token)
             if request.text_stream is not None:
                 request.text_stream.add(token)
-            reason = request.check_stop(token, self.max_model_len)
+            reason = request.check_stop(token)
             if reason is None and request.params.stop:
                 reason = self._check_stop_strings(request)
             if reason is not None:
@@ -329,8 +331,7 @@ class Engine:
             if not request.params.greedy or request.num_computed_tokens != request.num_tokens - 1:
                 continue
             room = min(
-                request.params.max_tokens - len(request.output_token_ids) - 1,
-                self.max_model_len - request.num_tokens - 1,
+                request.max_output - len(request.output_token_ids) - 1,
                 self.config.speculative_tokens,
             )
             if room > 0:

@@ -27,7 +27,10 @@ class Request:
     priority: int  # lower runs first, as in vLLM
     arrival: int  # order of arrival, breaks priority ties
     generator: torch.Generator | None
-    eos_token_ids: tuple[int, ...] = ()
+    # Tokens that end it (stop_token_ids, and EOS unless ignore_eos) and how many it may
+    # produce (max_tokens, or less where max_model_len comes first): checked every token.
+    stop_ids: frozenset[int] = frozenset()
+    max_output: int = 0
     output_token_ids: list[int] = field(default_factory=list)
     num_computed_tokens: int = 0
     draft: list[int] = field(default_factory=list)  # proposed tokens to verify this step
@@ -90,16 +93,12 @@ class Request:
                 return tokens[start + ngram : start + ngram + count]
         return []
 
-    def check_stop(self, token: int, max_model_len: int) -> str | None:
+    def check_stop(self, token: int) -> str | None:
         """Why the request ends after producing `token`, or None when it goes on."""
         produced = len(self.output_token_ids)
-        params = self.params
-        if produced >= params.min_tokens and (
-            token in params.stop_token_ids
-            or (not params.ignore_eos and token in self.eos_token_ids)
-        ):
+        if token in self.stop_ids and produced >= self.params.min_tokens:
             return "stop"
-        if produced >= params.max_tokens or len(self.prompt_token_ids) + produced >= max_model_len:
+        if produced >= self.max_output:
             return "length"
         return None
 

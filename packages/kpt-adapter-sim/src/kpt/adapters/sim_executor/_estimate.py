@@ -41,6 +41,9 @@ REDUCTIONS = frozenset({
     "all", "count_nonzero",
 })  # fmt: skip
 COPIES = frozenset({"copy_", "_to_copy", "clone", "copy"})
+# Gathers read the rows they select, not their whole source (an embedding lookup of one token
+# reads one row of a 1 GB table): the first tensor is the source, the others are indices.
+GATHERS = frozenset({"embedding", "index_select", "index", "gather", "take"})
 # cuDNN runs fp32 convolutions on TF32 tensor cores by default (torch.backends.cudnn.allow_tf32),
 # as the H100 calibration measured them; fp32 GEMMs stay fp32 (torch's matmul default).
 CONV_DTYPES = {"float32": "tf32"}
@@ -85,6 +88,11 @@ def _shaped(packet: str, args: list, inputs: list, outputs: list, moved: float) 
     if packet in ATTENTION:
         position, scale = ATTENTION[packet]
         return _attention(args, position, scale, moved)
+    if packet in GATHERS and inputs and outputs:
+        written = sum(_nbytes(v) for v in outputs)
+        indices = sum(_nbytes(v) for v in inputs[1:])
+        elements = sum(_numel(v) for v in outputs)
+        return OpCost("copy", float(elements), 2.0 * written + indices, _dtype(inputs, outputs))
     if packet in SOFTMAX_DIM:
         position, dim_at = SOFTMAX_DIM[packet]
         x = _view_at(args, position)
