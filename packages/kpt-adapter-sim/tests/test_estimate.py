@@ -181,3 +181,17 @@ def test_a_gather_costs_the_rows_it_reads_not_its_whole_source(executor):
         "aten::add.Tensor", [view("float32", 4, 256)] * 2, [view("float32", 4, 256)],
         {"args": [t(0), t(1)]},
     ))  # fmt: skip
+
+
+def test_a_scatter_costs_the_rows_it_writes_not_its_whole_destination(executor):
+    slots, new = view("int64", 64), view("bfloat16", 64, 8, 128)
+
+    def write(cache_rows: int):
+        cache = view("bfloat16", cache_rows, 8, 128)
+        return executor.estimate(
+            "aten::index_copy_.default", [cache, slots, new], [cache],
+            {"args": [t(0), 0, t(1), t(2)]},
+        )  # fmt: skip
+
+    small, huge = write(1024), write(1 << 20)  # a KV cache of 2 GiB per layer
+    assert small == huge and small.bytes == 2 * 64 * 8 * 128 * 2 + 64 * 8

@@ -44,6 +44,10 @@ COPIES = frozenset({"copy_", "_to_copy", "clone", "copy"})
 # Gathers read the rows they select, not their whole source (an embedding lookup of one token
 # reads one row of a 1 GB table): the first tensor is the source, the others are indices.
 GATHERS = frozenset({"embedding", "index_select", "index", "gather", "take"})
+# Scatters write the rows they are given, not their whole destination (a KV-cache write of one
+# token per sequence touches those slots): the last tensor is the values, the middle ones the
+# indices.
+SCATTERS = frozenset({"index_copy", "index_put", "scatter", "index_add"})
 # cuDNN runs fp32 convolutions on TF32 tensor cores by default (torch.backends.cudnn.allow_tf32),
 # as the H100 calibration measured them; fp32 GEMMs stay fp32 (torch's matmul default).
 CONV_DTYPES = {"float32": "tf32"}
@@ -93,6 +97,12 @@ def _shaped(packet: str, args: list, inputs: list, outputs: list, moved: float) 
         indices = sum(_nbytes(v) for v in inputs[1:])
         elements = sum(_numel(v) for v in outputs)
         return OpCost("copy", float(elements), 2.0 * written + indices, _dtype(inputs, outputs))
+    if base in SCATTERS and len(inputs) >= 2:
+        values = inputs[-1] if len(inputs) > 2 else inputs[1]
+        indices = sum(_nbytes(v) for v in inputs[1:-1]) if len(inputs) > 2 else 0
+        return OpCost(
+            "copy", float(_numel(values)), 2.0 * _nbytes(values) + indices, _dtype(inputs, outputs)
+        )
     if packet in SOFTMAX_DIM:
         position, dim_at = SOFTMAX_DIM[packet]
         x = _view_at(args, position)
