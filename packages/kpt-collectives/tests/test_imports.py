@@ -8,7 +8,7 @@ def test_public_names_are_pinned():
     assert kpt.collectives.__all__ == [
         "BACKEND_NAME", "CollectiveError", "CollectiveTimeoutError", "KptProcessGroup", "Plan",
         "Step", "__version__", "batch_weighted_hook", "device_rates", "format_plans",
-        "init_device_mesh", "plans", "split_batch",
+        "init_device_mesh", "load_latest_checkpoint", "plans", "save_checkpoint", "split_batch",
     ]  # fmt: skip
 
 

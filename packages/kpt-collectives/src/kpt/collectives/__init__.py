@@ -7,6 +7,7 @@ with nccl, on xpu with xccl, and stages mixed groups through the host.
 
 import torch.distributed as _dist
 
+from kpt.collectives._checkpoint import load_latest_checkpoint, save_checkpoint
 from kpt.collectives._errors import CollectiveError, CollectiveTimeoutError
 from kpt.collectives._group import BACKEND_NAME, DEVICES, KptProcessGroup
 from kpt.collectives._mesh import init_device_mesh
@@ -29,6 +30,8 @@ __all__ = [
     "device_rates",
     "format_plans",
     "init_device_mesh",
+    "load_latest_checkpoint",
     "plans",
+    "save_checkpoint",
     "split_batch",
 ]

@@ -8,6 +8,7 @@ all_to_all of lists) run as their flat forms on a staging tensor and copy out wh
 from __future__ import annotations
 
 import datetime
+import os
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +32,7 @@ class KptProcessGroup(dist.ProcessGroup):
 
     def __init__(self, store: Any, rank: int, world: int, timeout: datetime.timedelta) -> None:
         super().__init__(rank, world)
+        store = _this_attempts_keys(store)
         self._rank, self._world = rank, world
         self._group_name = self._group_desc = ""
         self.group_id = _group_id(store, rank)
@@ -223,6 +225,16 @@ class KptProcessGroup(dist.ProcessGroup):
 
     def barrier(self, opts: Any = None) -> dist.Work:
         return self._host.barrier()
+
+
+def _this_attempts_keys(store: Any) -> Any:
+    """The group's store, its keys apart from an earlier attempt's under torchrun restarts.
+
+    torchrun (torch 2.13) keeps one TCPStore for every attempt of a job: a restarted rank would
+    read the keys of the attempt before (the dead ranks' gloo addresses, the old group id) and
+    never connect. TORCHELASTIC_RESTART_COUNT names the attempt."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    return store if attempt is None else dist.PrefixStore(f"kpt-attempt-{attempt}/", store)
 
 
 def _group_id(store: Any, rank: int) -> str:
