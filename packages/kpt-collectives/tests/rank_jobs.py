@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-import kpt.collectives  # noqa: F401  (registers "kpt")
+import kpt.collectives
 from kpt.collectives import batch_weighted_hook, split_batch
 
 TIMEOUTS = {"straggler": 4, "killed_mid_step": 4, "ddp_killed_in_backward": 4}
@@ -267,3 +267,32 @@ def ddp_killed_in_backward(rank, world, save):
     except Exception as exc:
         save("killed_error", np.array([f"{type(exc).__name__}: {exc}"]))
     save("killed_seconds", np.array([time.monotonic() - start]))
+
+
+# -- uneven shards: sizes in proportion to speed ----------------------------------------------
+ROW = 3  # elements per row: shards are rows along dim 0
+
+
+def uneven_sizes(world: int) -> list[int]:
+    """2 ranks: shard_sizes(11, h100-sxm and mi300x peaks) = [5, 6]; 3 ranks: one empty shard."""
+    return kpt.collectives.shard_sizes(11, throughputs(2)) if world == 2 else [4, 0, 7]
+
+
+def uneven_shards(rank, world, save):
+    dev = device(rank)
+    sizes = uneven_sizes(world)
+    total = sum(sizes)
+    shard = rank_values(rank, sizes[rank] * ROW).reshape(sizes[rank], ROW).to(dev)
+    gathered = torch.full((total, ROW), -1.0, device=dev)
+    kpt.collectives.all_gather_uneven(gathered, shard, sizes)
+    save(f"uneven_gather_{rank}", gathered)
+    full = rank_values(rank, total * ROW).reshape(total, ROW).to(dev)
+    for name in ("sum", "max", "avg"):
+        out = torch.full((sizes[rank], ROW), -1.0, device=dev)
+        kpt.collectives.reduce_scatter_uneven(out, full, sizes, op=OPS[name])
+        save(f"uneven_scatter_{name}_{rank}", out)
+    try:  # the list forms refuse uneven sizes, pointing at the helpers
+        dist.all_gather([torch.empty(s * ROW, device=dev) for s in sizes], shard.reshape(-1))
+    except Exception as exc:
+        save(f"uneven_list_error_{rank}", np.array([f"{type(exc).__name__}: {exc}"]))
+    dist.barrier()

@@ -7,8 +7,9 @@ def test_public_names_are_pinned():
     assert sorted(kpt.collectives.__all__) == kpt.collectives.__all__
     assert kpt.collectives.__all__ == [
         "BACKEND_NAME", "CollectiveError", "CollectiveTimeoutError", "KptProcessGroup", "Plan",
-        "Step", "__version__", "batch_weighted_hook", "device_rates", "format_plans",
-        "init_device_mesh", "load_latest_checkpoint", "plans", "save_checkpoint", "split_batch",
+        "Step", "__version__", "all_gather_uneven", "batch_weighted_hook", "device_rates",
+        "format_plans", "init_device_mesh", "load_latest_checkpoint", "plans",
+        "reduce_scatter_uneven", "save_checkpoint", "shard_sizes", "split_batch",
     ]  # fmt: skip
 
 

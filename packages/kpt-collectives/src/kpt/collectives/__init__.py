@@ -13,6 +13,7 @@ from kpt.collectives._group import BACKEND_NAME, DEVICES, KptProcessGroup
 from kpt.collectives._mesh import init_device_mesh
 from kpt.collectives._placement import batch_weighted_hook, split_batch
 from kpt.collectives._plan import Plan, Step, device_rates, format_plans, plans
+from kpt.collectives._uneven import all_gather_uneven, reduce_scatter_uneven, shard_sizes
 from kpt.collectives._version import __version__
 
 if BACKEND_NAME not in _dist.Backend.backend_list:
@@ -26,12 +27,15 @@ __all__ = [
     "Plan",
     "Step",
     "__version__",
+    "all_gather_uneven",
     "batch_weighted_hook",
     "device_rates",
     "format_plans",
     "init_device_mesh",
     "load_latest_checkpoint",
     "plans",
+    "reduce_scatter_uneven",
     "save_checkpoint",
+    "shard_sizes",
     "split_batch",
 ]

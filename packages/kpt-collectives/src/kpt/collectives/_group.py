@@ -114,6 +114,7 @@ class KptProcessGroup(dist.ProcessGroup):
     def allgather(self, outputs: list[list[torch.Tensor]], inputs: list[torch.Tensor],
                   opts: Any = None) -> dist.Work:  # fmt: skip
         (into,), (input,) = outputs, inputs
+        _refuse_uneven("all_gather", [t.numel() for t in into], "all_gather_uneven")
         flat = input.new_empty((self._world, *input.shape))
         work = self.all_gather_single(flat, input)
         return _then(work, lambda: _copy_each(into, flat.unbind(0)), outputs)
@@ -145,6 +146,7 @@ class KptProcessGroup(dist.ProcessGroup):
     def reduce_scatter(self, outputs: list[torch.Tensor], inputs: list[list[torch.Tensor]],
                        opts: Any = None) -> dist.Work:  # fmt: skip
         (output,), (parts,) = outputs, inputs
+        _refuse_uneven("reduce_scatter", [p.numel() for p in parts], "reduce_scatter_uneven")
         flat = torch.stack([p.reshape(output.shape) for p in parts])
         return self.reduce_scatter_single(output, flat, opts)
 
@@ -271,6 +273,16 @@ def _last(works: Any) -> dist.Work:
     for work in works[:-1]:
         work.wait()
     return works[-1] if works else finished([])
+
+
+def _refuse_uneven(kind: str, sizes: list[int], instead: str) -> None:
+    """The flat collectives under the list forms move equal parts (the daemon's and gloo's)."""
+    if len(set(sizes)) > 1:
+        raise CollectiveError(
+            f"{kind} with a list of tensors of sizes {sizes}: the kpt backend needs equal sizes "
+            f"in the list form; for uneven shards use kpt.collectives.{instead} (pads to the "
+            "largest, then trims)"
+        )
 
 
 def _uneven(splits: list[int] | None) -> bool:

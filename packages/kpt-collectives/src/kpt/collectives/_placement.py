@@ -22,18 +22,23 @@ def split_batch(global_batch: int, ranks: Sequence[Any]) -> list[int]:
     ranks: throughputs (samples/s, any common unit), or objects with a ``throughput`` attribute
     or key. Largest remainders get the leftover samples; every rank gets at least one sample
     when there are enough."""
-    speeds = [_throughput(r, i) for i, r in enumerate(ranks)]
+    return proportional_split(global_batch, ranks, "split_batch", "global_batch")
+
+
+def proportional_split(total: int, ranks: Sequence[Any], caller: str, what: str) -> list[int]:
+    """`total` split in proportion to the ranks' throughputs (split_batch, shard_sizes)."""
+    speeds = [_throughput(r, i, caller) for i, r in enumerate(ranks)]
     if not speeds:
-        raise ValueError("split_batch: give at least one rank")
-    if type(global_batch) is not int or global_batch < 0:
-        raise ValueError(f"split_batch: global_batch = {global_batch!r} must be an int >= 0")
-    total = sum(speeds)
-    exact = [global_batch * s / total for s in speeds]
+        raise ValueError(f"{caller}: give at least one rank")
+    if type(total) is not int or total < 0:
+        raise ValueError(f"{caller}: {what} = {total!r} must be an int >= 0")
+    whole = sum(speeds)
+    exact = [total * s / whole for s in speeds]
     sizes = [math.floor(x) for x in exact]
     by_remainder = sorted(range(len(speeds)), key=lambda i: (sizes[i] - exact[i], -speeds[i]))
-    for i in by_remainder[: global_batch - sum(sizes)]:
+    for i in by_remainder[: total - sum(sizes)]:
         sizes[i] += 1
-    if global_batch >= len(sizes):  # a rank with no samples would still wait in every collective
+    if total >= len(sizes):  # a rank with nothing would still wait in every collective
         for i in range(len(sizes)):
             if sizes[i] == 0:
                 donor = max(range(len(sizes)), key=lambda j: sizes[j])
@@ -42,7 +47,7 @@ def split_batch(global_batch: int, ranks: Sequence[Any]) -> list[int]:
     return sizes
 
 
-def _throughput(rank: Any, index: int) -> float:
+def _throughput(rank: Any, index: int, caller: str) -> float:
     value = rank
     if isinstance(rank, dict):
         value = rank.get("throughput")
@@ -50,8 +55,8 @@ def _throughput(rank: Any, index: int) -> float:
         value = getattr(rank, "throughput", None)
     if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
         raise ValueError(
-            f"split_batch: rank {index} has throughput {value!r}; give a positive number "
-            "(samples/s) per rank"
+            f"{caller}: rank {index} has throughput {value!r}; give a positive number "
+            "(samples/s, or any common unit) per rank"
         )
     return float(value)
 
