@@ -157,7 +157,7 @@ def shutdown() -> None:
 
 def embedded_device_count() -> int:
     """How many devices this process would see on an embedded daemon (without starting it)."""
-    return visible_count(embedded_daemon_devices())
+    return visible_count(embedded_daemon_devices(), Settings.from_environ().visible)
 
 
 # The embedded daemon computes with torch beside this process on the same cores. OpenMP's

@@ -17,7 +17,7 @@ from typing import Any
 
 from kpt.adapters.sim_hal._errors import KptSimDeviceLostError
 from kpt.adapters.sim_hal._settings import Settings
-from kpt.adapters.sim_hal._visible import check_visible, parse_visible
+from kpt.adapters.sim_hal._visible import check_visible
 
 # The client's runtime module: present in sys.modules once this process uses kpt_sim. Looked up,
 # never imported: importing kpt.adapters.sim registers the device, which discovery must not do.
@@ -88,9 +88,10 @@ def device_infos(cache: DiscoveryCache) -> list[dict]:
     runtime = connected_runtime()
     if runtime is not None:
         return runtime.devices
-    endpoint = Settings.from_environ().endpoint
+    settings = Settings.from_environ()
+    endpoint = settings.endpoint
     daemon_devices = cache.daemon_devices(endpoint) if endpoint else _from_profiles()
-    visible = parse_visible()
+    visible = settings.visible
     if visible is None:
         return [dict(d) for d in daemon_devices]
     check_visible(visible, len(daemon_devices))

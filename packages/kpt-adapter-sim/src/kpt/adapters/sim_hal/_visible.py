@@ -6,14 +6,13 @@ Like CUDA_VISIBLE_DEVICES. Discovery applies it to what it finds; the client
 
 from __future__ import annotations
 
-import os
+from collections.abc import Sequence
 
-ENV = "KPT_SIM_VISIBLE_DEVICES"
+ENV = "KPT_SIM_VISIBLE_DEVICES"  # read by Settings, like every KPT_SIM_* variable
 
 
-def parse_visible(value: str | None = None) -> list[int] | None:
-    """The daemon indices listed in KPT_SIM_VISIBLE_DEVICES (in order), or None when unset."""
-    value = os.environ.get(ENV) if value is None else value
+def parse_visible(value: str | None) -> list[int] | None:
+    """The daemon indices a KPT_SIM_VISIBLE_DEVICES value lists (in order); None: unset."""
     if value is None or not value.strip():
         return None
     try:
@@ -28,18 +27,18 @@ def parse_visible(value: str | None = None) -> list[int] | None:
     return indices
 
 
-def check_visible(visible: list[int], daemon_count: int) -> None:
+def check_visible(visible: Sequence[int], daemon_count: int) -> None:
     missing = [i for i in visible if i >= daemon_count]
     if missing:
+        listed = ",".join(map(str, visible))
         raise ValueError(
-            f"{ENV}={os.environ.get(ENV)!r} names daemon device(s) {missing}, but the daemon has "
+            f"{ENV}={listed!r} names daemon device(s) {missing}, but the daemon has "
             f"{daemon_count} device(s) (0..{daemon_count - 1}); list existing indices"
         )
 
 
-def visible_count(total: int) -> int:
+def visible_count(total: int, visible: Sequence[int] | None) -> int:
     """How many devices this process sees out of ``total`` daemon devices."""
-    visible = parse_visible()
     if visible is None:
         return total
     check_visible(visible, total)
