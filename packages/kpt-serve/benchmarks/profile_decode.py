@@ -60,7 +60,9 @@ def main() -> None:
     for warm in (True, False):  # the first round captures the graphs of the buckets used
         for _ in range(args.batch):
             engine.add_request([rng.randrange(50_000) for _ in range(128)], params)
-        while not all(r.output_token_ids for r in engine.scheduler.running):
+        while engine.scheduler.waiting or not all(
+            r.output_token_ids for r in engine.scheduler.running
+        ):
             engine.step()  # until every request decodes
         if warm:
             while engine.has_unfinished:
