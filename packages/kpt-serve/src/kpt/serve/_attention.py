@@ -131,18 +131,22 @@ def paged_attention(
         )
     num_tokens, heads, head_dim = q.shape
     kv_heads = k_cache.shape[2]
+    per_kv = heads // kv_heads  # query heads each KV head serves (grouped-query attention)
     out = q.new_empty(num_tokens, heads * head_dim)
     for group in meta.groups:
         b, max_q = group.batch, group.max_q
-        qg = q.index_select(0, group.token_index).view(b, max_q, heads, head_dim).transpose(1, 2)
+        # The query heads that share a KV head become rows of one attention over that head
+        # ([b, kv_heads, max_q * per_kv, head_dim], row = position * per_kv + head), so the
+        # keys and values are read as they are, not copied per_kv times over.
+        qg = q.index_select(0, group.token_index).view(b, max_q, kv_heads, per_kv, head_dim)
+        qg = qg.permute(0, 2, 1, 3, 4).reshape(b, kv_heads, max_q * per_kv, head_dim)
         kg = k_cache[group.block_tables].view(b, -1, kv_heads, head_dim).transpose(1, 2)
         vg = v_cache[group.block_tables].view(b, -1, kv_heads, head_dim).transpose(1, 2)
-        if kv_heads != heads:  # grouped-query attention: each KV head serves heads/kv_heads
-            kg = kg.repeat_interleave(heads // kv_heads, dim=1)
-            vg = vg.repeat_interleave(heads // kv_heads, dim=1)
+        mask = group.mask if per_kv == 1 else group.mask.repeat_interleave(per_kv, dim=2)
         og = F.scaled_dot_product_attention(
-            qg, kg.to(qg.dtype), vg.to(qg.dtype), attn_mask=group.mask, scale=scale
+            qg, kg.to(qg.dtype), vg.to(qg.dtype), attn_mask=mask, scale=scale
         )
-        og = og.transpose(1, 2).reshape(b * max_q, heads * head_dim)
+        og = og.view(b, kv_heads, max_q, per_kv, head_dim).permute(0, 2, 1, 3, 4)
+        og = og.reshape(b * max_q, heads * head_dim)
         out.index_copy_(0, group.out_index, og.index_select(0, group.valid_rows))
     return out
