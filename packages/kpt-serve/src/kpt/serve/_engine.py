@@ -19,7 +19,7 @@ from kpt.serve._config import ModelConfig, load_config
 from kpt.serve._draft import DraftProposer
 from kpt.serve._kv_cache import BlockPool, KVCacheManager
 from kpt.serve._loader import checkpoint_bytes, dummy_model, load_model, model_bytes
-from kpt.serve._logprobs import token_logprobs
+from kpt.serve._logprobs import step_logprobs
 from kpt.serve._models import KVCache
 from kpt.serve._request import Request, RequestOutput, RequestStatus
 from kpt.serve._runner import ModelRunner, make_runner
@@ -264,7 +264,7 @@ class Engine:
         self.clock.charge_host(self.clock.host_time() - host_start)
         logits, spans = self.runner.run(work)
         emitted = self._pick_tokens(batch.work, logits, spans)
-        scores = self._logprobs(batch.work, logits, spans, emitted)
+        scores = step_logprobs(batch.work, logits, spans, emitted)
         now = self.clock.now_ms()  # the sampled ids reached the host: the step is done
         host_start = self.clock.host_time()
         outputs: list[RequestOutput] = []
@@ -382,44 +382,6 @@ class Engine:
             tokens.append(sampled[j] if j in sampled else greedy_rows[first + len(tokens)])
             emitted[spans[i][0]] = tokens
         return emitted
-
-    def _logprobs(self, work, logits, spans, emitted) -> dict[int, list[dict[int, float]]]:
-        """Records prompt log-probabilities on the requests that ask; returns, by work index,
-        those of the tokens each request emitted (the caller keeps the ones it appends)."""
-        rows: list[int] = []
-        chosen: list[int] = []
-        top: list[int] = []
-        owners: list[tuple[int, Request, bool]] = []  # (work index, request, is a prompt row)
-        for w, first, count in spans:
-            request = work[w][0]
-            params = request.params
-            if request.needs_prompt_logprobs:
-                prompt = request.prompt_token_ids
-                start = request.num_computed_tokens
-                for r in range(count):
-                    target = start + r + 1  # the prompt token this row's logits score
-                    if len(request.prompt_logprobs) <= target < len(prompt):
-                        rows.append(first + r)
-                        chosen.append(prompt[target])
-                        top.append(params.prompt_logprobs)
-                        owners.append((w, request, True))
-            tokens = emitted.get(w)
-            if tokens is not None and params.logprobs is not None:
-                base = first + count - 1 - len(request.draft)
-                for d, token in enumerate(tokens):
-                    rows.append(base + d)
-                    chosen.append(token)
-                    top.append(params.logprobs)
-                    owners.append((w, request, False))
-        scores: dict[int, list[dict[int, float]]] = {}
-        for (w, request, prompt_row), entry in zip(
-            owners, token_logprobs(logits, rows, chosen, top), strict=True
-        ):
-            if prompt_row:
-                request.prompt_logprobs.append(entry)
-            else:
-                scores.setdefault(w, []).append(entry)
-        return scores
 
     def _check_stop_strings(self, request: Request) -> str | None:
         if len(request.output_token_ids) < request.params.min_tokens:
