@@ -9,6 +9,7 @@ def test_public_names_are_pinned():
         "EngineConfig",
         "EngineStats",
         "ModelConfig",
+        "OutputKind",
         "RequestOutput",
         "SamplingParams",
         "__version__",
