@@ -34,6 +34,7 @@ from kpt.sim._daemon_buffers import (
 )
 from kpt.sim._daemon_health import device_health
 from kpt.sim._daemon_host import HostMemory
+from kpt.sim._daemon_issue import IssueCalls
 from kpt.sim._daemon_leases import Leases
 from kpt.sim._daemon_recorder import OpRecorder
 from kpt.sim._daemon_rendezvous import Rendezvous
@@ -50,13 +51,11 @@ MAX_BUFFERS_PER_CLIENT = 1 << 20
 MAX_EVENTS_PER_CLIENT = 1 << 16  # the oldest are forgotten first
 CAST_TYPES = ("launch", "copy", "record_event", "wait_event", "collective", "alloc_async",
               "graph_replay", "host_work")  # fmt: skip
-MAX_HOST_WORK_S = 3600.0  # one host_work cast: an hour of host time is more than any step
 MAX_BATCH = 4096  # casts in one "batch" message
 MAX_INLINE_READ = 1 << 16  # a read asking for "inline" bytes gets them in the header up to this
 MAX_READ = 1 << 30  # bytes one read may return: larger reads go in chunks (bounds a reply's copy)
 MAX_LEASE = 1 << 62  # bytes one lease request may name (any more is a malformed request)
 NOT_FAULT_FIELDS = (TOKEN_FIELD, "prelude")
-GRAPH_HEAD, GRAPH_NODE = "head", "node"  # ClientState.graph: where a replayed graph stands
 
 
 @dataclass
@@ -69,7 +68,7 @@ class ClientState:
     graph: dict[int, str] = field(default_factory=dict)
 
 
-class SimDaemon:
+class SimDaemon(IssueCalls):
     """Owns buffers' values, clients and their pending errors; the engine owns time and memory."""
 
     def __init__(
@@ -401,10 +400,7 @@ class SimDaemon:
         try:
             cost = self._cost(header.get("cost"), op, in_views, out_views, attrs)
             touched = [b.id for _, b in (*inputs, *outputs)]
-            where = state.graph.get(device)
-            node = where == GRAPH_NODE
-            if where == GRAPH_HEAD:
-                state.graph[device] = GRAPH_NODE  # the replay's launch: the rest are its nodes
+            node = self.launches_as_graph_node(state, device)
             self._claim(
                 state, device, self.sim.launch, device, cost, stream, touched, op, None, node
             )
@@ -417,30 +413,6 @@ class SimDaemon:
                 raise
             detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             raise bad(f"op {op!r} on device {device}: {detail}") from None
-
-    def graph_replay(self, header: dict, state: ClientState, client_id: bytes) -> None:
-        """{device, on}: the client's launches on `device` from here until `on` is false are
-        one replayed graph (a CUDA graph): the first pays the host one launch, the rest none."""
-        device = self._device(header)
-        on = header.get("on")
-        if type(on) is not bool:
-            raise bad(f"graph_replay: field 'on' = {on!r:.40} must be true or false")
-        if on:
-            state.graph[device] = GRAPH_HEAD
-        else:
-            state.graph.pop(device, None)
-
-    def host_work(self, header: dict, state: ClientState, client_id: bytes) -> None:
-        """{device, seconds}: the client's host spent this long on its own work before what it
-        issues next to `device` (work queued there goes on meanwhile)."""
-        device = self._device(header)
-        seconds = header.get("seconds")
-        if type(seconds) not in (int, float) or not 0 <= seconds <= MAX_HOST_WORK_S:
-            raise bad(
-                f"host_work: field 'seconds' = {seconds!r:.40} must be a number in "
-                f"[0, {MAX_HOST_WORK_S:g}]"
-            )
-        self.sim.host_work(device, float(seconds))
 
     def copy(self, header: dict, state: ClientState, client_id: bytes) -> None:
         stream = self._stream(client_id, header)
