@@ -1,10 +1,13 @@
 """The unix:// listener's bounds (issue 10, defect 6): connections, half-sent messages, bytes held
 across connections, what a closed connection leaves behind, and a full descriptor table."""
 
+import fcntl
 import gc
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import textwrap
 import threading
 import time
@@ -249,6 +252,35 @@ def test_a_sender_held_up_by_a_long_handler_is_not_blamed(serve):
     assert server.gone == []
     busy.close()
     big.close()
+
+
+def test_a_read_into_a_large_message_takes_no_more_than_its_limit():
+    # The listener passes what is left of its partial-byte bound; one read must not jump far
+    # past it however much the socket holds (else ten paused senders overshoot ten-fold).
+    left, right = socket.socketpair()
+    left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * MiB)
+    right.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * MiB)
+    message = _message(2 * MiB, n=0)
+    sender = threading.Thread(target=left.sendall, args=(message,), daemon=True)
+    sender.start()
+    try:
+        reader = StreamReader(Limits())
+        assert reader.read(right) == []  # the first chunk: the table, the header, body begun
+        first = reader.held_bytes
+        assert _until(lambda: _queued(right) > 4 * 64 * 1024)  # much more waits in the socket
+        assert reader.read(right, limit=0) == []
+        assert reader.held_bytes - first <= 64 * 1024  # one chunk at most
+        while not (done := reader.read(right)):
+            pass  # without a limit, reads take what the socket holds, and the message completes
+        assert reader.held_bytes == 0 and len(done) == 1
+    finally:
+        sender.join(10)
+        left.close()
+        right.close()
+
+
+def _queued(sock: socket.socket) -> int:
+    return struct.unpack("i", fcntl.ioctl(sock, termios.FIONREAD, b"\0" * 4))[0]
 
 
 def test_bytes_of_half_sent_messages_are_bounded_across_connections(serve):

@@ -98,10 +98,17 @@ class StreamReader:
         self._filled = self._skip = self._head_want = 0
         self._head = bytearray()
 
-    def read(self, sock: socket.socket) -> list[Any]:
-        """Messages completed by one read (maybe none); EOFError when the peer closed."""
+    def read(self, sock: socket.socket, limit: int | None = None) -> list[Any]:
+        """Messages completed by one read (maybe none); EOFError when the peer closed.
+
+        ``limit`` caps the bytes one read takes into a large message's buffer (never below one
+        chunk), so a reader that holds bytes within a budget overshoots it by one chunk at most.
+        """
         if self._body is not None:
-            received = sock.recv_into(self._body_view[self._filled :])
+            view = self._body_view[self._filled :]
+            if limit is not None:
+                view = view[: max(limit, _READ_CHUNK)]
+            received = sock.recv_into(view)
             if not received:
                 raise EOFError
             self._filled += received

@@ -282,7 +282,7 @@ class UnixListener:
             if connection.client is None:
                 self._greet(connection)
                 return
-            messages = reader.read(connection.sock)
+            messages = reader.read(connection.sock, self._holdings.read_limit())
         except (BlockingIOError, InterruptedError):
             return
         except (EOFError, OSError, StreamError):

@@ -150,6 +150,11 @@ class Holdings:
         connection.since = None
         self.partial.discard(connection)
 
+    def read_limit(self) -> int:
+        """What one read may take into a message: what is left of the partial-byte bound (the
+        reader takes at least one chunk), so no read jumps far past the bound."""
+        return self._bounds.max_partial_bytes - self.partial_bytes
+
     def after_read(self, connection: Holding, completed: bool, clock: float) -> list[Holding]:
         """Account a read; returns the connections whose watching changes (paused or resumed)."""
         reader = connection.reader
