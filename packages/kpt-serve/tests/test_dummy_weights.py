@@ -11,6 +11,7 @@ from conftest import make_gpt2, make_llama
 from kpt.serve import LLM, SamplingParams
 from kpt.serve._config import load_config
 from kpt.serve._loader import checkpoint_bytes, model_bytes
+from kpt.serve.fleet._model_set import footprint_bytes
 
 GREEDY = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True)
 
@@ -29,6 +30,16 @@ def test_sizes_from_the_config_equal_the_checkpoint(config_only):
     folder, saved = config_only
     for dtype in (torch.float32, torch.bfloat16):
         assert model_bytes(load_config(folder), dtype) == checkpoint_bytes(saved, dtype)
+
+
+def test_a_fleet_worker_sizes_a_folder_without_weights_from_its_config(config_only):
+    # A worker's ModelSet reserves room for each model before loading it: for a folder served
+    # with load_format "dummy" the weights' size comes from config.json (the same bytes).
+    folder, saved = config_only
+    for blocks in (0, 8):
+        assert footprint_bytes(folder, torch.bfloat16, blocks) == footprint_bytes(
+            saved, torch.bfloat16, blocks
+        )
 
 
 def test_a_folder_without_weights_serves_dummy_ones_reproducibly(config_only):

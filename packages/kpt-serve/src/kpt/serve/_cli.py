@@ -1,8 +1,10 @@
-"""kpt-serve: serve | fleet | router | bench (and `worker`, which the fleet itself starts)."""
+"""kpt-serve: serve | fleet | router | bench | simulate | quality (and `worker`, started by
+the fleet itself)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import logging
@@ -66,39 +68,35 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--url", required=True, help="the server, e.g. http://127.0.0.1:8000")
     bench.add_argument("--model", default=None, help="model to ask for (default: the first served)")
     bench.add_argument(
-        "--dataset", default="random", help='random, or a JSONL file of {"prompt", "max_tokens"}'
-    )
-    bench.add_argument(
-        "--request-rate",
-        type=float,
-        default=float("inf"),
-        help="requests/s with Poisson arrivals; inf (default) sends all at once (Offline)",
-    )
-    bench.add_argument(
-        "--duration",
-        type=float,
-        default=None,
-        help="seconds of arrivals, cycling the prompts (default: --num-prompts requests)",
-    )
-    bench.add_argument("--num-prompts", type=int, default=100, help="requests to send (100)")
-    bench.add_argument("--input-len", type=int, default=32, help="random prompts' tokens (32)")
-    bench.add_argument("--output-len", type=int, default=32, help="tokens to generate (32)")
-    bench.add_argument(
         "--max-concurrency", type=int, default=None, help="requests in flight at most (no limit)"
     )
-    bench.add_argument("--slo-ttft-ms", type=float, default=None, help="goodput's TTFT target")
-    bench.add_argument("--slo-tpot-ms", type=float, default=None, help="goodput's TPOT target")
-    bench.add_argument("--seed", type=int, default=0, help="seed of prompts and arrivals (0)")
-    bench.add_argument(
-        "--gate-ttft-p99-ms",
-        type=float,
-        default=None,
-        help="MLPerf-style gate: exit 1 unless TTFT p99 is at most this (and nothing failed)",
+    _load_args(bench, "seconds")
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="a bench scenario on a fleet of simulated chips, in virtual time (router + workers)",
     )
-    bench.add_argument(
-        "--gate-tpot-p99-ms", type=float, default=None, help="the same gate on TPOT p99"
+    simulate.add_argument("model_dir", help="a Hugging Face model folder (config.json + ...)")
+    simulate.add_argument(
+        "--workers",
+        default="kpt_sim:0@h100-sxm,kpt_sim:0@mi300x",
+        help="comma-separated kpt_sim workers with their chip profiles "
+        "(default kpt_sim:0@h100-sxm,kpt_sim:0@mi300x)",
     )
-    bench.add_argument("--json", default=None, help="also write the results to this file")
+    simulate.add_argument(
+        "--policy", default="predicted", help="routing: predicted (default), p2c, round_robin"
+    )
+    simulate.add_argument(
+        "--timing-only",
+        action="store_true",
+        help="the chips compute no values (KPT_SIM_NUMERICS=0): models far larger than this "
+        "host's memory, tokens meaningless",
+    )
+    simulate.add_argument(
+        "--ready-timeout", type=float, default=300.0, help="seconds to wait for workers to load"
+    )
+    _load_args(simulate, "virtual seconds")
+    _engine_args(simulate)
 
     quality = commands.add_parser(
         "quality", help="variants' next-token accuracy against a reference (kpt.abtest)"
@@ -130,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         "--memory-budget-mb", type=float, default=None, help="weights + KV pools of its models"
     )
     worker.add_argument(
-        "--step-clock", default="wall", choices=["wall", "device"], help="what step times use"
+        "--step-clock",
+        default="wall",
+        choices=["wall", "device", "virtual"],
+        help="what step times use",
     )
     _engine_args(worker)
 
@@ -141,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "fleet": _fleet,
         "router": _router,
         "bench": _bench,
+        "simulate": _simulate,
         "quality": _quality,
         "worker": _worker,
     }[args.command](args)
@@ -172,6 +174,41 @@ def _launcher_args(parser: argparse.ArgumentParser, default: str | None) -> None
     )
 
 
+def _load_args(parser: argparse.ArgumentParser, seconds: str) -> None:
+    """The scenario: what `bench` sends and `simulate` sends in virtual time."""
+    parser.add_argument(
+        "--dataset", default="random", help='random, or a JSONL file of {"prompt", "max_tokens"}'
+    )
+    parser.add_argument(
+        "--request-rate",
+        type=float,
+        default=float("inf"),
+        help="requests/s with Poisson arrivals; inf (default) sends all at once (Offline)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help=f"{seconds} of arrivals, cycling the prompts (default: --num-prompts requests)",
+    )
+    parser.add_argument("--num-prompts", type=int, default=100, help="requests to send (100)")
+    parser.add_argument("--input-len", type=int, default=32, help="random prompts' tokens (32)")
+    parser.add_argument("--output-len", type=int, default=32, help="tokens to generate (32)")
+    parser.add_argument("--slo-ttft-ms", type=float, default=None, help="goodput's TTFT target")
+    parser.add_argument("--slo-tpot-ms", type=float, default=None, help="goodput's TPOT target")
+    parser.add_argument("--seed", type=int, default=0, help="seed of prompts and arrivals (0)")
+    parser.add_argument(
+        "--gate-ttft-p99-ms",
+        type=float,
+        default=None,
+        help="MLPerf-style gate: exit 1 unless TTFT p99 is at most this (and nothing failed)",
+    )
+    parser.add_argument(
+        "--gate-tpot-p99-ms", type=float, default=None, help="the same gate on TPOT p99"
+    )
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+
+
 def _engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype", default=None, help="float32, bfloat16, ... (default: the checkpoint's)"
@@ -183,12 +220,18 @@ def _engine_args(parser: argparse.ArgumentParser) -> None:
         "--max-num-seqs", type=int, default=None, help="requests in a batch at most (256)"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per worker")
+    parser.add_argument(
+        "--load-format",
+        default=None,
+        choices=["safetensors", "dummy"],
+        help="dummy: random weights of the config's shapes, no checkpoint read (timing runs)",
+    )
 
 
 def _specs(args, devices: list[str]):
     from kpt.serve.fleet import WorkerSpec
 
-    name = args.model_name or Path(args.model_dir).resolve().name
+    name = getattr(args, "model_name", None) or Path(args.model_dir).resolve().name
     specs = []
     for entry in devices:
         device, _, profile = entry.strip().partition("@")
@@ -205,6 +248,7 @@ def _specs(args, devices: list[str]):
                 threads=args.threads,
                 profile=profile or None,
                 step_clock=getattr(args, "step_clock", "wall"),
+                load_format=args.load_format,
             )
         )
     return specs
@@ -293,19 +337,55 @@ def _run_fleet(
 
 
 def _bench(args) -> int:
-    from kpt.serve.fleet._bench import BenchConfig, format_report, run_bench
+    from kpt.serve.fleet._bench import run_bench
 
-    config = BenchConfig(
-        url=args.url, model=args.model, dataset=args.dataset, request_rate=args.request_rate,
-        duration_s=args.duration, num_prompts=args.num_prompts, input_len=args.input_len,
-        output_len=args.output_len, max_concurrency=args.max_concurrency,
+    config = _bench_config(args, url=args.url, model=args.model)
+    return _report(run_bench(config), args.json)
+
+
+def _simulate(args) -> int:
+    from kpt.serve.fleet import Fleet, WorkerStartError
+    from kpt.serve.fleet._virtual_bench import run_virtual
+
+    timing_only = {"KPT_SIM_NUMERICS": "0"} if args.timing_only else {}
+    specs = [
+        dataclasses.replace(spec, step_clock="virtual", env={**spec.env, **timing_only})
+        for spec in _specs(args, args.workers.split(","))
+    ]
+    if not specs or any(not spec.device.startswith("kpt_sim") for spec in specs):
+        print("kpt-serve simulate: --workers must all be kpt_sim devices", file=sys.stderr)
+        return 2
+    with Fleet(specs, policy=args.policy) as fleet:
+        try:
+            fleet.wait_ready(timeout=args.ready_timeout)
+        except (WorkerStartError, TimeoutError) as exc:
+            print(f"kpt-serve: {exc}", file=sys.stderr)
+            return 1
+        config = _bench_config(args, url="", model=specs[0].model, max_concurrency=None)
+        result = run_virtual(fleet.router, config)
+    print(f"{'Wall time (s):':<34}{result['wall_s']:.1f}  (the times below are virtual)")
+    return _report(result, args.json)
+
+
+def _bench_config(args, **fields):
+    from kpt.serve.fleet._bench import BenchConfig
+
+    return BenchConfig(
+        dataset=args.dataset, request_rate=args.request_rate, duration_s=args.duration,
+        num_prompts=args.num_prompts, input_len=args.input_len, output_len=args.output_len,
         slo_ttft_ms=args.slo_ttft_ms, slo_tpot_ms=args.slo_tpot_ms, seed=args.seed,
         gate_ttft_p99_ms=args.gate_ttft_p99_ms, gate_tpot_p99_ms=args.gate_tpot_p99_ms,
+        max_concurrency=fields.pop("max_concurrency", args.__dict__.get("max_concurrency")),
+        **fields,
     )  # fmt: skip
-    result = run_bench(config)
+
+
+def _report(result, json_path) -> int:
+    from kpt.serve.fleet._bench import format_report
+
     print(format_report(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=2))
     return 0 if result["completed"] and result["valid"] else 1
 
 
@@ -361,6 +441,7 @@ def _worker(args) -> int:
         "num_kv_blocks": models.kv_blocks or args.num_kv_blocks,
         "max_num_seqs": args.max_num_seqs,
         "dtype": dtype,
+        "load_format": args.load_format,
     }
     config = EngineConfig(**{k: v for k, v in fields.items() if v is not None})
     worker = Worker(

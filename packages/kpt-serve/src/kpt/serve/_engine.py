@@ -185,8 +185,12 @@ class Engine:
         *,
         request_id: str | None = None,
         priority: int = 0,
+        arrival_ms: float | None = None,
     ) -> str:
-        """Queue a prompt (text needs the folder's tokenizer); returns its request id."""
+        """Queue a prompt (text needs the folder's tokenizer); returns its request id.
+
+        arrival_ms: when it arrived on the engine's clock (default: now); TTFT and latency
+        count from it. A virtual-time fleet passes the arrival it simulated."""
         params = params or SamplingParams()
         if params.stop and self.tokenizer is None:
             raise ValueError(
@@ -218,7 +222,7 @@ class Engine:
                 () if params.ignore_eos else self.model_config.eos_token_ids
             ),
             max_output=min(params.max_tokens, self.max_model_len - len(token_ids)),
-            arrival_ms=self.clock.now_ms(),
+            arrival_ms=self.clock.now_ms() if arrival_ms is None else arrival_ms,
             text_stream=None if self.tokenizer is None else self.tokenizer.stream(),
         )
         if params.prompt_logprobs is not None:

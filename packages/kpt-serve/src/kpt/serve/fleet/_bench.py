@@ -80,7 +80,7 @@ async def _run(config: BenchConfig) -> dict[str, Any]:
     )
     async with httpx.AsyncClient(timeout=config.timeout_s, limits=limits) as http:
         model, info = await _model(http, base, config.model)
-        prompts = _prompts(config, info)
+        prompts = prompts_for(config, info)
         rng = random.Random(config.seed)
         gate = asyncio.Semaphore(config.max_concurrency) if config.max_concurrency else None
         tasks: list[asyncio.Task] = []
@@ -112,7 +112,7 @@ async def _model(http: httpx.AsyncClient, base: str, model: str | None) -> tuple
     return model, models.get(model.partition(":")[0], {})
 
 
-def _prompts(config: BenchConfig, info: dict) -> list[tuple[str | list[int], int]]:
+def prompts_for(config: BenchConfig, info: dict) -> list[tuple[str | list[int], int]]:
     if config.dataset != "random":
         out = []
         for line in Path(config.dataset).read_text().splitlines():

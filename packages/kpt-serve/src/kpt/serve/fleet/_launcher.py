@@ -39,6 +39,7 @@ class WorkerSpec:
     memory_budget_mb: float | None = None
     profile: str | None = None  # kpt_sim chip profile (KPT_SIM_PROFILE), e.g. "mi300x"
     step_clock: str = "wall"  # "device": on a simulated chip, route by its simulated time
+    load_format: str | None = None  # "dummy": random weights of the config's shapes
 
     def __post_init__(self) -> None:
         if self.profile is not None and not self.device.startswith("kpt_sim"):
@@ -124,6 +125,7 @@ def worker_arguments(
         ("--heartbeat-s", heartbeat_s),
         ("--memory-budget-mb", spec.memory_budget_mb),
         ("--step-clock", spec.step_clock),
+        ("--load-format", spec.load_format),
     ):
         if value is not None:
             arguments += [flag, str(value)]

@@ -6,11 +6,15 @@ Router -> worker (the worker's kpt.wire Server):
   ``fleet.abort``    casts: {rid}
   ``fleet.ping``     call:  {} -> the worker's latest stats
   ``fleet.shutdown`` cast:  {} (the worker stops at once; the router has moved its requests)
+  ``fleet.horizon``  cast:  {until_ms (None: no more arrivals)} to step_clock="virtual" workers
 Worker -> router (the router's inbox Server, through the worker's Client):
   ``fleet.hello``    call:  {worker_id, endpoint, pid, model, variant, device{...},
                      catalog {name: {max_model_len, vocab_size, has_tokenizer}},
                      memory_budget, step_clock} -> {ok}
-  ``fleet.outputs``  cast:  {worker_id, outputs: [{rid, new, text, finished, reason, ...}]}
+  ``fleet.outputs``  cast:  {worker_id, outputs: [{rid, new, text, finished, reason, ...}],
+                     clock_ms (virtual time: the chip's clock after the step)}
+  ``fleet.clock``    cast:  {worker_id, clock_ms, stats{...}} a virtual-time worker reached
+                     the horizon
   ``fleet.stats``    cast:  {worker_id, stats{...}} every heartbeat interval (liveness too)
 Unknown fields are ignored and missing ones take defaults, as everywhere on kpt.wire.
 """
@@ -30,6 +34,8 @@ SHUTDOWN = "fleet.shutdown"
 HELLO = "fleet.hello"
 OUTPUTS = "fleet.outputs"
 STATS = "fleet.stats"
+HORIZON = "fleet.horizon"
+CLOCK = "fleet.clock"
 
 # A worker sends its stats this often; the router declares it dead after MISSED_HEARTBEATS
 # intervals of silence (Paranoid Pirate: any traffic from it counts as liveness).

@@ -20,7 +20,7 @@ import torch
 
 from kpt.serve._config import load_config
 from kpt.serve._engine import Engine
-from kpt.serve._loader import checkpoint_bytes
+from kpt.serve._loader import checkpoint_bytes, model_bytes
 
 log = logging.getLogger("kpt.serve.fleet.models")
 
@@ -38,7 +38,11 @@ def footprint_bytes(
     config = load_config(model_dir)
     element = torch.empty((), dtype=dtype).element_size()
     kv = config.kv_bytes_per_token * block_size * element * num_kv_blocks
-    return checkpoint_bytes(model_dir, dtype) + kv
+    try:
+        weights = checkpoint_bytes(model_dir, dtype)
+    except FileNotFoundError:  # config.json alone, served with load_format "dummy"
+        weights = model_bytes(config, dtype)
+    return weights + kv
 
 
 def catalog_entry(model_dir: str | Path) -> dict:

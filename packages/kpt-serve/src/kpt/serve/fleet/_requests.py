@@ -65,6 +65,9 @@ class FleetRequest:
     error: str | None = None
     parked_since: float | None = None
     submitted_at: float = field(default_factory=time.monotonic)
+    # On the fleet's virtual clock, s (a virtual-time run): then submitted_at, token_times,
+    # first_token_at and finished_at are virtual seconds too.
+    arrival_ms: float | None = None
     first_token_at: float | None = None
     finished_at: float | None = None
     token_times: list[float] = field(default_factory=list)  # arrival of each streamed delta

@@ -21,6 +21,7 @@ from kpt.serve._sampling import SamplingParams
 from kpt.serve.fleet._launcher import WorkerHandle
 from kpt.serve.fleet._messages import (
     ABORT,
+    CLOCK,
     HEARTBEAT_S,
     HELLO,
     MISSED_HEARTBEATS,
@@ -31,6 +32,7 @@ from kpt.serve.fleet._messages import (
 )
 from kpt.serve.fleet._requests import Delta, FleetRequest, Slo
 from kpt.serve.fleet._scoring import TOKEN_CHUNK, Candidate, make_policy, prefix_keys, prompt_tokens
+from kpt.serve.fleet._virtual_time import FleetClock
 from kpt.serve.fleet._workers import WorkerState
 from kpt.wire import Client, HandlerError, Message, Server
 
@@ -65,6 +67,7 @@ class Router:
         self._server.register(HELLO, self._on_hello)
         self._server.register(OUTPUTS, self._on_outputs)
         self._server.register(STATS, self._on_stats)
+        self._server.register(CLOCK, self._on_clock)
         self._lock = threading.RLock()
         self._workers: dict[str, WorkerState] = {}
         self._processes: dict[str, WorkerHandle] = {}
@@ -77,6 +80,7 @@ class Router:
         self.num_failovers = 0
         self.on_worker_gone: list[Callable[[WorkerState, str], None]] = []
         self.on_request_done: list[Callable[[FleetRequest], None]] = []
+        self.clock = FleetClock(self.workers)  # virtual time, for step_clock="virtual" workers
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -126,7 +130,10 @@ class Router:
         *,
         priority: int = 0,
         slo: Slo | None = None,
+        arrival_ms: float | None = None,
     ) -> FleetRequest:
+        """arrival_ms: its arrival on the fleet's virtual clock (a virtual-time run, see
+        _virtual_time.py); then every time the request records is virtual."""
         name, _, variant = model.partition(":")
         with self._lock:
             if name not in self.models() and name not in self._expected_models:
@@ -143,6 +150,9 @@ class Router:
                 on_delta=on_delta,
                 keys=prefix_keys(prompt),
             )
+            if arrival_ms is not None:
+                request.arrival_ms = arrival_ms
+                request.submitted_at = arrival_ms / 1000.0
             self._place(request)
         return request
 
@@ -246,6 +256,7 @@ class Router:
                 "prompt": request.current_prompt,
                 "params": params_to_wire(request.current_params),
                 "priority": request.priority,
+                "arrival_ms": request.arrival_ms,
             },
         )
 
@@ -296,6 +307,8 @@ class Router:
             parked, self._parked = self._parked, []
             for request in parked:
                 self._place(request)
+            if worker.step_clock == "virtual":
+                self.clock.tell(worker)
         if old is not None:
             old.client.close()
         log.info(
@@ -310,6 +323,9 @@ class Router:
     def _on_outputs(self, msg: Message, client_id: bytes) -> None:
         worker_id = str(msg.header.get("worker_id", ""))
         now = time.monotonic()
+        # A virtual-time worker stamps its outputs with its chip's clock: requests record that.
+        clock_ms = msg.header.get("clock_ms")
+        stamp = now if clock_ms is None else float(clock_ms) / 1000.0
         finished: list[tuple[FleetRequest, WorkerState]] = []
         with self._lock:
             worker = self._workers.get(worker_id)
@@ -321,7 +337,7 @@ class Router:
                 request = self._requests.get(str(item.get("rid")))
                 if request is None or request.worker_id != worker_id:
                     continue
-                delta = request.take_output(item, worker_id, now)
+                delta = request.take_output(item, worker_id, stamp)
                 if delta.finished:
                     self._requests.pop(request.attempt_id, None)
                     worker.inflight.pop(request.attempt_id, None)
@@ -347,6 +363,16 @@ class Router:
             worker.update_stats(msg.header, time.monotonic())
         if self.metrics is not None:
             self.metrics.observe_worker(worker)
+
+    def _on_clock(self, msg: Message, client_id: bytes) -> None:
+        """A virtual-time worker reached its horizon; its stats are those of that moment."""
+        worker_id = str(msg.header.get("worker_id", ""))
+        with self._lock:
+            worker = self._workers.get(worker_id)
+            if worker is None:
+                return
+            worker.update_stats(msg.header, time.monotonic())
+        self.clock.note(worker_id, float(msg.header.get("clock_ms", 0.0)))
 
     # --- the monitor thread --------------------------------------------------------------
 

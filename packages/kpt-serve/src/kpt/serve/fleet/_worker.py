@@ -11,7 +11,9 @@ request that cannot fit until a busy model drains waits in the worker.
 
 Step times feed the router's predictions. `step_clock="wall"` measures them on this host;
 "device" reads the engine's clock instead, which on a simulated chip is simulated time, so a
-fleet of kpt_sim workers is routed by the simulated chips' speeds (a virtual-time fleet).
+fleet of kpt_sim workers is routed by the simulated chips' speeds. "virtual" does that and puts
+the worker on the fleet's virtual timeline (_virtual_time.py): it steps only up to the horizon
+the router gives it, and stamps its outputs with its chip's clock.
 """
 
 from __future__ import annotations
@@ -24,11 +26,14 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from kpt.serve._clock import DeviceClock
 from kpt.serve._engine import Engine, EngineStats
 from kpt.serve.fleet._messages import (
     ABORT,
+    CLOCK,
     HEARTBEAT_S,
     HELLO,
+    HORIZON,
     OUTPUTS,
     PING,
     SHUTDOWN,
@@ -40,12 +45,13 @@ from kpt.serve.fleet._messages import (
 )
 from kpt.serve.fleet._model_set import ModelBusy, ModelSet, catalog_entry
 from kpt.serve.fleet._scoring import StepTimeModel
+from kpt.serve.fleet._virtual_time import Horizon
 from kpt.wire import Client, Message, Server
 
 log = logging.getLogger("kpt.serve.fleet.worker")
 
 _SPEED_SMOOTHING = 0.2  # weight of the newest step in the tokens/s moving average
-STEP_CLOCKS = ("wall", "device")
+STEP_CLOCKS = ("wall", "device", "virtual")
 
 
 class Worker:
@@ -69,7 +75,10 @@ class Worker:
         self.model = next(iter(models.catalog))  # the primary model, loaded at start
         # Its first engine describes the device and limits; no reference is kept, so that
         # evicting that model frees its memory.
-        self._identity = _identity(models.ensure(self.model))
+        first = models.ensure(self.model)
+        self._identity = _identity(first)
+        self._horizon = _horizon(first) if step_clock == "virtual" else None
+        del first
         self.worker_id = worker_id
         self.variant = variant
         self.heartbeat_s = heartbeat_s
@@ -77,6 +86,7 @@ class Worker:
         self._server = Server(endpoint, heartbeat_interval=heartbeat_s)
         self._server.register(SUBMIT, self._on_submit)
         self._server.register(ABORT, self._on_abort)
+        self._server.register(HORIZON, self._on_horizon)
         self._server.register(PING, lambda msg, client: self._stats.to_wire())
         self._server.register(SHUTDOWN, lambda msg, client: self.stop())
         self._router = Client(router_endpoint, heartbeat_interval=heartbeat_s, timeout=30.0)
@@ -129,6 +139,10 @@ class Worker:
         self._commands.append((ABORT, dict(msg.header)))
         self._wake.set()
 
+    def _on_horizon(self, msg: Message, client: bytes) -> None:
+        self._commands.append((HORIZON, dict(msg.header)))
+        self._wake.set()
+
     # --- the engine thread ---------------------------------------------------------------
 
     def _engine_loop(self) -> None:
@@ -138,12 +152,17 @@ class Worker:
                 if errors:
                     self._send_outputs(errors)
                 busy = [(n, e) for n, e in self.models.engines() if e.has_unfinished]
+                # In virtual time, work waits while the chip's clock is at the horizon.
+                runnable = busy if self._horizon is None or self._horizon.open() else []
                 # The heartbeat thread reads this flag, never the engines (owned by this thread).
-                self._has_work = bool(busy or self._blocked)
-                for name, engine in busy:
+                self._has_work = bool(runnable or self._blocked)
+                for name, engine in runnable:
                     self._step(name, engine)
-                if not busy:
-                    self._refresh_stats(None, idle=True)
+                if not runnable:
+                    if not busy:
+                        self._refresh_stats(None, idle=True)
+                    if self._horizon is not None:
+                        self._at_horizon(idle=not busy)
                     self._wake.wait(self.heartbeat_s)
                     self._wake.clear()
         except Exception:  # a broken engine must not look alive: the router fails over
@@ -163,6 +182,10 @@ class Worker:
             kind, header = self._commands.popleft()
             if kind == ABORT:
                 self._abort(str(header.get("rid", "")))
+                continue
+            if kind == HORIZON:
+                if self._horizon is not None:
+                    self._horizon.extend(header.get("until_ms"))
                 continue
             errors.extend(self._admit(header))
         return errors
@@ -198,6 +221,11 @@ class Worker:
             log.exception("worker %s: loading %s failed", self.worker_id, model)
             message = f"the worker could not load model {model!r}: {type(exc).__name__}: {exc}"
             return [{"rid": rid, "finished": True, "reason": "error", "error": message}]
+        arrival_ms = header.get("arrival_ms")
+        if arrival_ms is not None and self._horizon is not None:
+            arrival_ms = self._horizon.engine_arrival_ms(engine.clock, float(arrival_ms))
+        else:
+            arrival_ms = None  # now, on the engine's clock
         try:
             engine.add_request(
                 header.get("prompt"),
@@ -205,6 +233,7 @@ class Worker:
                 replace(params_from_wire(header.get("params") or {}), output_kind="delta"),
                 request_id=rid,
                 priority=int(header.get("priority", 0)),
+                arrival_ms=arrival_ms,
             )
         except (ValueError, TypeError) as exc:  # the request's fault: tell its caller
             return [{"rid": rid, "finished": True, "reason": "error", "error": str(exc)}]
@@ -250,7 +279,7 @@ class Worker:
 
         On a simulated chip with step_clock="device", the simulated time the step took (its
         clock does not run while the engine idles); otherwise wall time on this host."""
-        if self.step_clock != "device" or not engine.device_info.capabilities.simulated:
+        if self.step_clock == "wall" or not engine.device_info.capabilities.simulated:
             return 1000.0 * elapsed
         now_ms = engine.stats().clock_ms
         last = self._clock_ms.get(name)
@@ -260,7 +289,19 @@ class Worker:
         return now_ms - last[1]
 
     def _send_outputs(self, outputs: list[dict[str, Any]]) -> None:
-        self._router.cast(OUTPUTS, {"worker_id": self.worker_id, "outputs": outputs})
+        header: dict[str, Any] = {"worker_id": self.worker_id, "outputs": outputs}
+        if self._horizon is not None:
+            header["clock_ms"] = self._horizon.clock.now_ms()
+        self._router.cast(OUTPUTS, header)
+
+    def _at_horizon(self, idle: bool) -> None:
+        """Virtual time: an idle chip's clock moves to the horizon; once there, say so."""
+        if idle:
+            self._horizon.idle()
+        clock_ms = self._horizon.reached()
+        if clock_ms is not None:
+            header = {"worker_id": self.worker_id, "clock_ms": clock_ms}
+            self._router.cast(CLOCK, {**header, "stats": self._stats.to_wire()})
 
     def _refresh_stats(self, step_ms: float | None, idle: bool) -> None:
         stats = _total([engine.stats() for _, engine in self.models.engines()])
@@ -319,6 +360,16 @@ class Worker:
             "memory_budget": self.models.budget_bytes,
             "step_clock": self.step_clock,
         }
+
+
+def _horizon(engine: Engine) -> Horizon:
+    """The virtual-time side of a worker whose engine runs on a simulated chip."""
+    if not engine.device_info.capabilities.simulated:
+        raise ValueError(
+            f"step_clock='virtual' needs a simulated device (kpt_sim); {engine.device} is a real "
+            "one, whose clock is the wall: use step_clock 'wall' or 'device'"
+        )
+    return Horizon(DeviceClock(engine.device, simulated=True))
 
 
 def _identity(engine: Engine) -> dict[str, Any]:
