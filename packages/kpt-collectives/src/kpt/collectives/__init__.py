@@ -13,6 +13,7 @@ from kpt.collectives._group import BACKEND_NAME, DEVICES, KptProcessGroup
 from kpt.collectives._mesh import init_device_mesh
 from kpt.collectives._placement import batch_weighted_hook, split_batch
 from kpt.collectives._plan import Plan, Step, device_rates, format_plans, plans
+from kpt.collectives._tune import DdpChoice, LinkCost, tune_ddp
 from kpt.collectives._uneven import all_gather_uneven, reduce_scatter_uneven, shard_sizes
 from kpt.collectives._version import __version__
 
@@ -23,7 +24,9 @@ __all__ = [
     "BACKEND_NAME",
     "CollectiveError",
     "CollectiveTimeoutError",
+    "DdpChoice",
     "KptProcessGroup",
+    "LinkCost",
     "Plan",
     "Step",
     "__version__",
@@ -38,4 +41,5 @@ __all__ = [
     "save_checkpoint",
     "shard_sizes",
     "split_batch",
+    "tune_ddp",
 ]

@@ -65,6 +65,8 @@ __all__ = [
     "predicted_ms",
     "predicted_ttft_ms",
     "prefix_keys",
+    "run_virtual",
+    "submit_virtual",
 ]
 
 
@@ -74,4 +76,8 @@ def __getattr__(name: str):
         from kpt.serve.fleet._ray_launcher import RayLauncher
 
         return RayLauncher
+    if name in ("run_virtual", "submit_virtual"):  # they need the http extra (httpx)
+        from kpt.serve.fleet import _virtual_bench
+
+        return getattr(_virtual_bench, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
