@@ -1,4 +1,5 @@
-"""Helpers for the fleet tests: start `kpt-serve` as a real process, stop it leaving nothing."""
+"""Helpers for the fleet tests: start `kpt-serve` as a real process, stop it leaving nothing;
+the specs of a fleet of simulated chips."""
 
 from __future__ import annotations
 
@@ -101,3 +102,14 @@ def _alive(pid):
             return stat.read().split(") ")[1][0] != "Z"
     except OSError:
         return False
+
+
+def sim_worker_specs(model_dir, profiles, step_clock: str, **fields) -> list:
+    """One kpt_sim worker per chip profile serving model "m", one torch thread each."""
+    from kpt.serve.fleet import WorkerSpec  # the http extra: only the fleet tests import it
+
+    return [
+        WorkerSpec(model="m", model_dir=str(model_dir), device="kpt_sim:0", profile=profile,
+                   step_clock=step_clock, threads=1, **fields)
+        for profile in profiles
+    ]  # fmt: skip

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import hf_greedy, random_prompts
+from fleet_helpers import sim_worker_specs
 
 from kpt.serve import LLM, SamplingParams
 
@@ -29,18 +30,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sim_fleet(model_dir):
-    specs = [
-        fleet_module.WorkerSpec(
-            model="m",
-            model_dir=str(model_dir),
-            device="kpt_sim:0",
-            profile=profile,
-            step_clock="device",
-            threads=1,
-            num_kv_blocks=32,
-        )
-        for profile in PROFILES
-    ]
+    specs = sim_worker_specs(model_dir, PROFILES, "device", num_kv_blocks=32)
     with fleet_module.Fleet(specs) as fleet:
         fleet.wait_ready(timeout=240)
         http = BackgroundHttp(FleetApi(fleet.router, fleet.metrics, fleet.model_dirs).app)

@@ -15,6 +15,7 @@ import sys
 
 import pytest
 from conftest import random_prompts
+from fleet_helpers import sim_worker_specs
 
 from kpt.serve import LLM, SamplingParams
 
@@ -40,19 +41,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def virtual_fleet(model_dir):
-    specs = [
-        fleet_module.WorkerSpec(
-            model="m",
-            model_dir=str(model_dir),
-            device="kpt_sim:0",
-            profile=profile,
-            step_clock="virtual",
-            threads=1,
-            num_kv_blocks=64,
-            max_num_seqs=2,
-        )
-        for profile in PROFILES
-    ]
+    specs = sim_worker_specs(model_dir, PROFILES, "virtual", num_kv_blocks=64, max_num_seqs=2)
     with fleet_module.Fleet(specs) as fleet:
         fleet.wait_ready(timeout=240)
         yield fleet

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import socket
 import tempfile
@@ -32,13 +31,14 @@ from kpt.sim._daemon_buffers import (
     field_int,
     parse_cost,
 )
+from kpt.sim._daemon_events import EventCalls
 from kpt.sim._daemon_health import device_health
 from kpt.sim._daemon_host import HostMemory
 from kpt.sim._daemon_issue import IssueCalls
 from kpt.sim._daemon_leases import Leases
 from kpt.sim._daemon_recorder import OpRecorder
 from kpt.sim._daemon_rendezvous import Rendezvous
-from kpt.sim._errors import DeviceHangError, LinkDownError, OutOfMemoryError, SimError
+from kpt.sim._errors import LinkDownError, OutOfMemoryError, SimError
 from kpt.sim._executors import Executor, View
 from kpt.sim._simulator import Simulator
 from kpt.sim._version import __version__
@@ -48,7 +48,6 @@ log = logging.getLogger("kpt.sim.daemon")
 
 MAX_STREAMS = 1024  # per client and device: stream ids are small integers
 MAX_BUFFERS_PER_CLIENT = 1 << 20
-MAX_EVENTS_PER_CLIENT = 1 << 16  # the oldest are forgotten first
 CAST_TYPES = ("launch", "copy", "record_event", "wait_event", "collective", "alloc_async",
               "graph_replay", "host_work")  # fmt: skip
 MAX_BATCH = 4096  # casts in one "batch" message
@@ -68,7 +67,7 @@ class ClientState:
     graph: dict[int, str] = field(default_factory=dict)
 
 
-class SimDaemon(IssueCalls):
+class SimDaemon(EventCalls, IssueCalls):
     """Owns buffers' values, clients and their pending errors; the engine owns time and memory."""
 
     def __init__(
@@ -474,33 +473,6 @@ class SimDaemon(IssueCalls):
             rank = devices.index(root) if root is not None else 0
             collectives.compute(self.executor, kind, in_views, out_views, op, rank)
 
-    def record_event(self, header: dict, state: ClientState, client_id: bytes) -> None:
-        event = field_int(header, "event", low=1)
-        device = self._device(header)
-        stream = self._stream(client_id, header)
-        token = self.sim.record_event(device, stream)
-        self._record("record", device=device, event=token, stream=stream)
-        state.events[event] = (token, device)
-        state.events.move_to_end(event)
-        while len(state.events) > MAX_EVENTS_PER_CLIENT:
-            state.events.popitem(last=False)
-
-    def wait_event(self, header: dict, state: ClientState, client_id: bytes) -> None:
-        token, _ = self._event(state, header)
-        device = self._device(header)
-        stream = self._stream(client_id, header)
-        self.sim.wait_event(token, device, stream)
-        self._record("wait", device=device, event=token, stream=stream)
-
-    def event_time(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
-        token, device = self._event(state, msg.header)
-        time = self.sim.event_time(token)
-        if not math.isfinite(time):
-            self.sim.synchronize(device)  # raises the hang (or the error that caused it)
-            raise DeviceHangError(f"event on device {device} never completes: the device hung")
-        self._raise_pending(state)
-        return {"time": time}
-
     def synchronize(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
         device = None if msg.header.get("device") is None else self._device(msg.header)
         self._record("sync", **({} if device is None else {"device": device}))
@@ -572,13 +544,6 @@ class SimDaemon(IssueCalls):
         if raw is None:
             return self.executor.estimate(op, inputs, outputs, attrs)
         return parse_cost(raw, op)
-
-    def _event(self, state: ClientState, header: dict) -> tuple[int, int]:
-        event = field_int(header, "event", low=1)
-        token = state.events.get(event)
-        if token is None:
-            raise bad(f"event {event} was never recorded by this client (or is long forgotten)")
-        return token
 
     def _release(self, buffer: Buffer) -> None:
         self.sim.free(buffer.id)

@@ -46,9 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         help="route by step times on this host (wall, default) or on the engines' clocks "
         "(device: simulated time on kpt_sim, a virtual-time fleet)",
     )
-    fleet.add_argument(
-        "--policy", default="predicted", help="routing: predicted (default), p2c, round_robin"
-    )
+    _policy_arg(fleet)
     fleet.add_argument(
         "--autoscale-max",
         type=int,
@@ -83,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated kpt_sim workers with their chip profiles "
         "(default kpt_sim:0@h100-sxm,kpt_sim:0@mi300x)",
     )
-    simulate.add_argument(
-        "--policy", default="predicted", help="routing: predicted (default), p2c, round_robin"
-    )
+    _policy_arg(simulate)
     simulate.add_argument(
         "--timing-only",
         action="store_true",
@@ -171,6 +167,12 @@ def _launcher_args(parser: argparse.ArgumentParser, default: str | None) -> None
         "--ray-address",
         default=None,
         help="the Ray cluster to join, e.g. auto (default: RAY_ADDRESS, else a new local Ray)",
+    )
+
+
+def _policy_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--policy", default="predicted", help="routing: predicted (default), p2c, round_robin"
     )
 
 
