@@ -54,10 +54,23 @@ def step_times(model: torch.nn.Module, args: argparse.Namespace) -> list[float]:
         (model(x) - y).square().mean().backward()
         optimizer.step()
         end.record()
-        end.synchronize()
+        _in_lockstep(end.synchronize)
         if index >= WARM_STEPS:
             times.append(start.elapsed_time(end) / 1e3)
     return times
+
+
+def _in_lockstep(wait) -> None:
+    """Wait for the device with every rank's step issued and no rank's next step begun.
+
+    The daemon's simulation has one present for all clients: a rank's wait runs it forward, and
+    no later launch, by any rank, issues before it (kpt-sim README, "Weak spots"). A rank
+    still issuing its step while the other waits would be timed by the order the two reach
+    the daemon, which a loaded machine reshuffles. Host barriers (gloo: no simulated time)
+    around the wait make the order irrelevant."""
+    dist.barrier()
+    wait()
+    dist.barrier()
 
 
 def backward_seconds(args: argparse.Namespace) -> float:
@@ -69,7 +82,7 @@ def backward_seconds(args: argparse.Namespace) -> float:
     start.record()
     loss.backward()
     end.record()
-    end.synchronize()
+    _in_lockstep(end.synchronize)
     return start.elapsed_time(end) / 1e3
 
 
