@@ -39,3 +39,20 @@ def test_cached_aliases_go_with_their_buffer():
     del storage
     gc.collect()
     assert executor._typed_views == {}
+
+
+def test_an_out_op_that_resizes_its_output_on_the_way_runs_on_a_buffer_that_was_read():
+    # mse_loss.out's CPU kernel resizes its 0-d output to the inputs' shape before reducing;
+    # a read of the buffer (a client's .item()) must leave its storage resizable.
+    executor = TorchExecutor(threads=1)
+    a, b = torch.randn(32, 64), torch.randn(32, 64)
+    storages = [executor.allocate(a.numel() * 4) for _ in range(2)]
+    out = executor.allocate(512)
+    for storage, value in zip(storages, (a, b)):
+        executor.write(storage, 0, memoryview(value.numpy()).cast("B"))
+    executor.read(out, 0, 4)
+    views = [_view(s, "float32", [32, 64], [64, 1]) for s in storages]
+    executor.run("aten::mse_loss.out", [*views, _view(out, "float32", [], [])], [],
+                 {"args": [{"__t": 0}, {"__t": 1}, 1], "kwargs": {"out": {"__t": 2}}})  # fmt: skip
+    loss = executor.view(_view(out, "float32", [], [])).item()
+    assert loss == pytest.approx(torch.nn.functional.mse_loss(a, b).item(), rel=1e-6)

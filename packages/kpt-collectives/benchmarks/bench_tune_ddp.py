@@ -49,9 +49,7 @@ def step_times(model: torch.nn.Module, args: argparse.Namespace) -> list[float]:
         end = torch.kpt_sim.Event(enable_timing=True)
         start.record()
         optimizer.zero_grad()
-        # (model(x) - y)^2 by hand: F.mse_loss on a DDP output fails on kpt_sim (noted in
-        # docs/collectives.md), the same loss otherwise.
-        (model(x) - y).square().mean().backward()
+        torch.nn.functional.mse_loss(model(x), y).backward()
         optimizer.step()
         end.record()
         _in_lockstep(end.synchronize)

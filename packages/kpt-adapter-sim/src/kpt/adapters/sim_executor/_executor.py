@@ -98,7 +98,10 @@ class TorchExecutor:
         storage[offset : offset + source.numel()].copy_(source)
 
     def read(self, storage: torch.Tensor, offset: int, nbytes: int) -> np.ndarray:
-        return storage[offset : offset + nbytes].numpy().copy()
+        # clone() first: numpy() marks the storage it exposes as not resizable, and out= ops
+        # whose CPU kernels resize their output on the way (mse_loss.out) would then fail on
+        # every buffer a client had read (the same one copy as numpy().copy()).
+        return storage[offset : offset + nbytes].clone().numpy()
 
     # -- compute -----------------------------------------------------------------------------
     def view(self, view: Any) -> torch.Tensor:
