@@ -1,0 +1,132 @@
+"""Where a chained decode step's device time goes beyond the bare forward: torch.profiler over
+steady decode of the GPT-2-small-sized model (bench_engine_gpu's), on CUDA.
+
+For each batch it prints, per decode step: the wall period, the device's busy time (the union
+of every kernel's and copy's interval), its idle time, and the device work by kernel name, so
+that what the engine adds to the graph replay (sampling, copies, gaps) is seen apart.
+
+    python benchmarks/profile_decode_gaps.py --batches 128,256 [--kind final_only]
+
+First it times the host's cudaGraphLaunch for one graph replayed back to back against two
+copies replayed in turn, each graph a few hundred small kernels, while the device is busy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from bench_engine_gpu import ensure_cuda_adapter, make_gpt2, make_requests
+from torch.profiler import ProfilerActivity, profile
+
+from kpt.serve import LLM, SamplingParams
+
+
+def busy_union(intervals: list[tuple[float, float]]) -> float:
+    """Microseconds covered by at least one interval."""
+    total, end = 0.0, float("-inf")
+    for start, stop in sorted(intervals):
+        if start > end:
+            total += stop - start
+            end = stop
+        elif stop > end:
+            total += stop - end
+            end = stop
+    return total
+
+
+def launch_test(kernels: int = 300, replays: int = 50) -> None:
+    """Host microseconds per replay: the same graph back to back, then two copies in turn."""
+    x = torch.zeros(1 << 16, device="cuda")
+    side = torch.cuda.Stream()
+    graphs = []
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                for _ in range(kernels):
+                    x.add_(1.0)
+            graphs.append(graph)
+    torch.cuda.synchronize()
+    for name, order in (("one graph", [0] * replays), ("two in turn", [0, 1] * (replays // 2))):
+        host = []
+        start = time.perf_counter()
+        for index in order:
+            t = time.perf_counter()
+            graphs[index].replay()
+            host.append(time.perf_counter() - t)
+        launched = time.perf_counter() - start
+        torch.cuda.synchronize()
+        total = time.perf_counter() - start
+        print(
+            f"launch test, {name}: host {statistics.median(host) * 1e6:.1f} us a replay "
+            f"(median), all launched in {launched * 1e3:.1f} ms, done in {total * 1e3:.1f} ms"
+        )
+
+
+def profile_batch(llm: LLM, batch: int, kind: str, steps: int) -> None:
+    engine = llm.engine
+    vocab = engine.model_config.vocab_size
+    params = SamplingParams(max_tokens=128, temperature=0.0, ignore_eos=True, output_kind=kind)
+    for prompt, _ in make_requests(batch, (128, 128), (1, 1), vocab, seed=batch):
+        engine.add_request(prompt, params)
+    while not (
+        len(engine.scheduler.running) == batch
+        and all(len(r.output_token_ids) > 8 for r in engine.scheduler.running)
+    ):
+        engine.step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            engine.step()
+        torch.cuda.synchronize()
+    while engine.has_unfinished:
+        engine.step()
+    events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    if not events:
+        print(f"batch {batch}: the profiler saw no device events")
+        return
+    spans = [(e.time_range.start, e.time_range.end) for e in events]
+    first, last = min(s for s, _ in spans), max(t for _, t in spans)
+    busy = busy_union(spans)
+    by_name: dict[str, float] = collections.defaultdict(float)
+    for e in events:
+        by_name[e.name[:70]] += e.time_range.end - e.time_range.start
+    period = (last - first) / steps
+    print(f"\n## batch {batch}, {kind}: {steps} steps profiled")
+    print(f"device span a step {period:.1f} us; busy {busy / steps:.1f} us; "
+          f"idle {(last - first - busy) / steps:.1f} us")  # fmt: skip
+    print("| device work | us a step | share of the span |")
+    print("|---|---|---|")
+    for name, us in sorted(by_name.items(), key=lambda kv: -kv[1])[:25]:
+        print(f"| {name} | {us / steps:.1f} | {us / (last - first):.1%} |")
+    host = collections.defaultdict(float)
+    for e in prof.events():
+        if e.device_type == torch.autograd.DeviceType.CPU and e.name.startswith(("aten::", "cuda")):
+            host[e.name] += e.cpu_time_total
+    top = sorted(host.items(), key=lambda kv: -kv[1])[:12]
+    print("host calls (us a step, inclusive): " + ", ".join(f"{n} {t / steps:.0f}" for n, t in top))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", default="128,256")
+    parser.add_argument("--kind", default="final_only")
+    parser.add_argument("--steps", type=int, default=40)
+    args = parser.parse_args()
+    ensure_cuda_adapter()
+    launch_test()
+    folder = make_gpt2(Path(tempfile.mkdtemp()) / "gpt2")
+    llm = LLM(folder, device="cuda", dtype=torch.bfloat16, max_num_seqs=256)
+    for batch in (int(b) for b in args.batches.split(",")):
+        profile_batch(llm, batch, args.kind, 8)  # warm: captures the graphs
+        profile_batch(llm, batch, args.kind, args.steps)
+
+
+if __name__ == "__main__":
+    main()
