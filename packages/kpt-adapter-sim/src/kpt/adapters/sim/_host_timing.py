@@ -15,13 +15,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from kpt.adapters.sim._runtime import runtime
-
-
-def _local_index(device: Any) -> int:
-    from kpt.adapters.sim._module import _index  # the one parser of device arguments
-
-    return _index(device)
+from kpt.adapters.sim._runtime import device_index, runtime
 
 
 @contextlib.contextmanager
@@ -29,7 +23,7 @@ def graph_replay(device: Any = None) -> Iterator[None]:
     """``with torch.kpt_sim.graph_replay():`` the launches inside on `device` (default: the
     current one) are timed as one replayed CUDA graph: the host pays one launch, the kernels
     run back to back. Nothing else changes: values, memory and streams are as without it."""
-    index = _local_index(device)
+    index = device_index(device)
     client = runtime().client
     client.graph_replay(index, True)
     try:
@@ -42,4 +36,4 @@ def host_work(seconds: float, device: Any = None) -> None:
     """The host spent `seconds` on its own work before what it issues next to `device`."""
     if not seconds >= 0:
         raise ValueError(f"host_work: seconds={seconds!r} must be >= 0")
-    runtime().client.host_work(_local_index(device), float(seconds))
+    runtime().client.host_work(device_index(device), float(seconds))

@@ -12,19 +12,11 @@ import torch
 from kpt.adapters.sim import _memory_report, _runtime, _tracing
 from kpt.adapters.sim._host_timing import graph_replay, host_work  # noqa: F401 (torch.kpt_sim.*)
 from kpt.adapters.sim._properties import DeviceProperties, device_properties
+from kpt.adapters.sim._runtime import device_index as _index
 from kpt.adapters.sim._runtime import runtime
 from kpt.adapters.sim_hal._errors import as_torch_error
 from kpt.adapters.sim_hal._settings import Settings
 from kpt.sim import SimError
-
-
-def _index(device: Any = None) -> int:
-    if isinstance(device, int) or device is None:
-        return runtime().check_device(device)
-    device = torch.device(device)
-    if device.type != "kpt_sim":
-        raise ValueError(f"expected a kpt_sim device, got {device}")
-    return runtime().check_device(device.index)
 
 
 class Stream:

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from kpt.adapters.sim._ledger import FallbackLedger
 from kpt.adapters.sim._plan_cache import PlanCache
 from kpt.adapters.sim._storage import CachingAllocator
@@ -134,6 +136,18 @@ def runtime() -> Runtime:
     """The process's runtime, connecting or starting the daemon on first use."""
     current = _slot.runtime
     return current if current is not None else _slot.get()
+
+
+def device_index(device: Any = None) -> int:
+    """The index of a kpt_sim device argument (an int, None for the current device, a
+    torch.device or its string), checked against this process's devices: the one parser of
+    device arguments, for torch.kpt_sim and the host-timing calls alike."""
+    if isinstance(device, int) or device is None:
+        return runtime().check_device(device)
+    device = torch.device(device)
+    if device.type != "kpt_sim":
+        raise ValueError(f"expected a kpt_sim device, got {device}")
+    return runtime().check_device(device.index)
 
 
 def is_started() -> bool:
