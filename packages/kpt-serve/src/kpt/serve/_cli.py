@@ -54,12 +54,14 @@ def main(argv: list[str] | None = None) -> int:
         help="autoscale between the listed workers and this many (default: no autoscaling)",
     )
     _launcher_args(fleet, default="local")
+    _network_args(fleet)
     _http_args(fleet)
     _engine_args(fleet)
 
     router = commands.add_parser("router", help="API + router + the workers of a fleet.toml")
     router.add_argument("--config", required=True, help="fleet.toml (see docs/serve-fleet.md)")
     _launcher_args(router, default=None)
+    _network_args(router)
     _http_args(router)
 
     bench = commands.add_parser("bench", help="load test an OpenAI-compatible server")
@@ -117,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--model-name", required=True, help="the model name clients ask for")
     worker.add_argument("--variant", default="default", help="the variant it serves")
     worker.add_argument("--heartbeat-s", type=float, default=None, help="seconds between stats")
+    _network_args(worker)  # the fleet's key pair comes in its environment (FleetKeys.from_env)
     worker.add_argument(
         "--also-model", action="append", default=[], help="NAME=DIR: another model it may serve"
     )
@@ -273,6 +276,30 @@ def _launcher(name: str, address: str | None, placement_timeout_s: float | None 
     return functools.partial(RayLauncher, **options)
 
 
+def _network_args(parser) -> None:
+    parser.add_argument(
+        "--bind-host",
+        default="127.0.0.1",
+        help="where the router and workers listen (default loopback); 0.0.0.0 or an address "
+        "for workers on other hosts: the fleet then makes a CURVE key pair and admits only "
+        "its own processes",
+    )
+    parser.add_argument(
+        "--advertise-host",
+        default=None,
+        help="the name other hosts reach a wildcard bind by (default: this host's name)",
+    )
+
+
+def _network(args):
+    """A FleetNetwork for a bind beyond loopback, else None (the default loopback fleet)."""
+    from kpt.serve.fleet._network import FleetNetwork, is_loopback
+
+    if is_loopback(args.bind_host):
+        return None
+    return FleetNetwork.on(args.bind_host, args.advertise_host)
+
+
 def _serve(args) -> int:
     return _run_fleet(args, _specs(args, [args.device]), "predicted", None)
 
@@ -317,6 +344,9 @@ def _run_fleet(
     options = {} if heartbeat_s is None else {"heartbeat_s": heartbeat_s}
     if launcher is not None:
         options["launcher"] = launcher
+    network = _network(args) if hasattr(args, "bind_host") else None
+    if network is not None:
+        options["network"] = network
     fleet = Fleet(specs, policy=policy, autoscale=scaling, autoscale_spec=scale_spec, **options)
     # Until uvicorn installs its own handlers, SIGTERM must still run the finally below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -419,6 +449,7 @@ def _worker(args) -> int:
     from kpt.serve import Engine, EngineConfig
     from kpt.serve.fleet import ModelSet, Worker
     from kpt.serve.fleet._messages import HEARTBEAT_S
+    from kpt.serve.fleet._network import FleetKeys, FleetNetwork
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -449,6 +480,8 @@ def _worker(args) -> int:
     worker = Worker(
         models, worker_id=args.worker_id, router_endpoint=args.router, variant=args.variant,
         heartbeat_s=args.heartbeat_s or HEARTBEAT_S, step_clock=args.step_clock,
+        endpoint=FleetNetwork(args.bind_host).endpoint(), keys=FleetKeys.from_env(),
+        advertise_host=args.advertise_host,
     )  # fmt: skip
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     worker.start()

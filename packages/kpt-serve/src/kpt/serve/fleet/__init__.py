@@ -20,6 +20,7 @@ from kpt.serve.fleet._launcher import (
     WorkerStartError,
 )
 from kpt.serve.fleet._model_set import ModelBusy, ModelSet, footprint_bytes
+from kpt.serve.fleet._network import FleetKeys, FleetNetwork
 from kpt.serve.fleet._requests import Delta, FleetRequest, Slo
 from kpt.serve.fleet._router import NoWorkerError, Router
 from kpt.serve.fleet._scoring import (
@@ -39,7 +40,9 @@ __all__ = [
     "Delta",
     "Fleet",
     "FleetConfig",
+    "FleetKeys",
     "FleetLoad",
+    "FleetNetwork",
     "FleetRequest",
     "Launcher",
     "LocalLauncher",

@@ -21,6 +21,7 @@ from kpt.serve.fleet._launcher import (
 )
 from kpt.serve.fleet._messages import HEARTBEAT_S
 from kpt.serve.fleet._metrics import FleetMetrics
+from kpt.serve.fleet._network import FleetNetwork, advertised
 from kpt.serve.fleet._router import Router
 from kpt.serve.fleet._workers import WorkerState
 
@@ -40,16 +41,25 @@ class Fleet:
         autoscale_spec: WorkerSpec | None = None,
         autoscale_interval_s: float | None = 1.0,
         launcher: LauncherFactory = LocalLauncher,
+        network: FleetNetwork | None = None,
     ) -> None:
         """autoscale_interval_s: how often the autoscaler looks; None runs no thread, and the
         caller scales by calling `fleet.autoscaler.tick()` itself (tests, simulations).
         launcher: makes the launcher from the router's inbox endpoint and heartbeat_s, once the
-        router listens: LocalLauncher (child processes), or functools.partial(RayLauncher, ...)."""
+        router listens: LocalLauncher (child processes), or functools.partial(RayLauncher, ...).
+        network: where the router and workers listen (FleetNetwork.on("0.0.0.0") for a fleet
+        across hosts: a routable bind and the fleet's key pair); None: loopback."""
         if not specs and autoscale is None:
             raise ValueError("a fleet needs at least one worker spec (or an autoscaler)")
         self.specs = list(specs)
         self.metrics = FleetMetrics()
-        self.router = Router(policy=policy, heartbeat_s=heartbeat_s, metrics=self.metrics)
+        self.network = network
+        self.router = Router(
+            policy=policy,
+            heartbeat_s=heartbeat_s,
+            metrics=self.metrics,
+            **({"inbox": network.endpoint(), "keys": network.keys} if network else {}),
+        )
         self.model_dirs = {name: path for spec in self.specs for name, path in spec.models.items()}
         self._heartbeat_s = heartbeat_s
         self._make_launcher = launcher
@@ -70,7 +80,11 @@ class Fleet:
         self.router.start()
         self.router.on_worker_gone.append(self._reap)
         self.router.on_request_done.append(self._note_ttft)
-        self._launcher = self._make_launcher(self.router.inbox_endpoint, self._heartbeat_s)
+        if self.network is None:
+            self._launcher = self._make_launcher(self.router.inbox_endpoint, self._heartbeat_s)
+        else:
+            inbox = advertised(self.router.inbox_endpoint, self.network.advertise_host)
+            self._launcher = self._make_launcher(inbox, self._heartbeat_s, network=self.network)
         for model in self.model_dirs:
             self.router.expect(model)
         for spec in self.specs:

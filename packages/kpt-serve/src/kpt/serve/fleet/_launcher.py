@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from kpt.serve.fleet._network import FleetNetwork
+
 
 @dataclass(frozen=True)
 class WorkerSpec:
@@ -109,7 +111,11 @@ LauncherFactory = Callable[[str, float], Launcher]
 
 
 def worker_arguments(
-    spec: WorkerSpec, worker_id: str, router_endpoint: str, heartbeat_s: float | None = None
+    spec: WorkerSpec,
+    worker_id: str,
+    router_endpoint: str,
+    heartbeat_s: float | None = None,
+    network: FleetNetwork | None = None,
 ) -> list[str]:
     """The worker's command line after the interpreter: `-m kpt.serve._cli worker ...`."""
     arguments = [
@@ -131,23 +137,35 @@ def worker_arguments(
             arguments += [flag, str(value)]
     for name, folder in spec.extra_models.items():
         arguments += ["--also-model", f"{name}={folder}"]
+    if network is not None:
+        arguments += network.worker_arguments()
     return arguments
 
 
-def worker_env(spec: WorkerSpec) -> dict[str, str]:
-    """What the worker's environment adds to its launcher's: the spec's env and chip profile."""
+def worker_env(spec: WorkerSpec, network: FleetNetwork | None = None) -> dict[str, str]:
+    """What the worker's environment adds to its launcher's: the spec's env and chip profile,
+    and the fleet's key pair when it has one (never on the command line)."""
     env = dict(spec.env)
     if spec.profile is not None:
         env["KPT_SIM_PROFILE"] = spec.profile
+    if network is not None:
+        env.update(network.worker_env())
     return env
 
 
 class LocalLauncher:
     """Worker processes on this host, children of this process."""
 
-    def __init__(self, router_endpoint: str, heartbeat_s: float | None = None) -> None:
+    def __init__(
+        self,
+        router_endpoint: str,
+        heartbeat_s: float | None = None,
+        *,
+        network: FleetNetwork | None = None,
+    ) -> None:
         self.router_endpoint = router_endpoint
         self.heartbeat_s = heartbeat_s
+        self.network = network
         self._ids = itertools.count()
         self._workers: dict[str, WorkerProcess] = {}
         self._lock = threading.Lock()
@@ -155,10 +173,12 @@ class LocalLauncher:
     def start(self, spec: WorkerSpec) -> WorkerProcess:
         with self._lock:
             worker_id = f"w{next(self._ids)}-{spec.device.replace(':', '')}"
-        arguments = worker_arguments(spec, worker_id, self.router_endpoint, self.heartbeat_s)
+        arguments = worker_arguments(
+            spec, worker_id, self.router_endpoint, self.heartbeat_s, self.network
+        )
         process = subprocess.Popen(
             [sys.executable, *arguments],
-            env={**os.environ, **worker_env(spec)},
+            env={**os.environ, **worker_env(spec, self.network)},
             stdin=subprocess.DEVNULL,
         )
         worker = WorkerProcess(worker_id, spec, process)

@@ -18,9 +18,11 @@ actor is made, which Ray packs with msgpack), the actor class by reference (the 
 ``kpt.serve.fleet._ray_launcher`` from its own kpt-serve, and with it torch, though the engine
 runs in the child), and small return values (a pid, a node id, an exit code).
 
-The router binds loopback, so its workers must run on its node: while the router's endpoint is
-local (``kpt.wire.is_local``) every actor is pinned there, and a resource that node lacks fails
-at once. Otherwise an actor waits for a node (one Ray's autoscaler may add) for at most
+A router on loopback (a Fleet's default) is reached from its own node only: while the router's
+endpoint is local (``kpt.wire.is_local``) every actor is pinned there, and a resource that node
+lacks fails at once. A Fleet given a routable ``FleetNetwork`` binds with the fleet's key pair,
+which each worker gets in its environment (through the actor's arguments), and its actors may go
+to any node. Otherwise an actor waits for a node (one Ray's autoscaler may add) for at most
 ``placement_timeout_s``, then fails naming the resources it asked for.
 """
 
@@ -43,6 +45,7 @@ except ImportError as exc:  # the optional extra
     raise ImportError(f"RayLauncher needs Ray ({exc}): pip install 'kpt-serve[ray]'") from exc
 
 from kpt.serve.fleet._launcher import WorkerSpec, WorkerStartError, worker_arguments, worker_env
+from kpt.serve.fleet._network import FleetNetwork
 from kpt.wire import is_local
 
 RESOURCE_KPT_SIM = "kpt_sim"  # a simulated chip of the node's default profile
@@ -160,11 +163,13 @@ class RayLauncher:
         address: str | None = None,
         placement_timeout_s: float = 120.0,
         init_options: dict[str, Any] | None = None,
+        network: FleetNetwork | None = None,
     ) -> None:
         if placement_timeout_s <= 0:
             raise ValueError(f"placement_timeout_s must be > 0, got {placement_timeout_s}")
         self.router_endpoint = router_endpoint
         self.heartbeat_s = heartbeat_s
+        self.network = network
         self.placement_timeout_s = placement_timeout_s
         self._started_ray = not ray.is_initialized()
         if self._started_ray:
@@ -189,9 +194,9 @@ class RayLauncher:
         with self._lock:
             worker_id = f"w{next(self._ids)}-{spec.device.replace(':', '')}"
         arguments = worker_arguments(
-            actor_spec(spec), worker_id, self.router_endpoint, self.heartbeat_s
+            actor_spec(spec), worker_id, self.router_endpoint, self.heartbeat_s, self.network
         )
-        env = worker_env(spec)
+        env = worker_env(spec, self.network)
         json.dumps([arguments, env])  # plain values only: Ray packs them without pickle
         if self.pinned_node is not None:
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(

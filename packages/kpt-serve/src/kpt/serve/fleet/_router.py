@@ -30,6 +30,7 @@ from kpt.serve.fleet._messages import (
     SUBMIT,
     params_to_wire,
 )
+from kpt.serve.fleet._network import FleetKeys, client_options, server_options
 from kpt.serve.fleet._requests import Delta, FleetRequest, Slo
 from kpt.serve.fleet._scoring import TOKEN_CHUNK, Candidate, make_policy, prefix_keys, prompt_tokens
 from kpt.serve.fleet._virtual_time import FleetClock
@@ -57,13 +58,17 @@ class Router:
         park_timeout_s: float = 120.0,
         hang_timeout_s: float = 120.0,
         metrics: Any = None,
+        keys: FleetKeys | None = None,
     ) -> None:
+        """keys: the fleet's CURVE pair, needed to bind `inbox` beyond loopback; the router
+        then admits only workers that hold it and presents it to theirs."""
         self.policy = make_policy(policy)
         self.heartbeat_s = heartbeat_s
         self.park_timeout_s = park_timeout_s
         self.hang_timeout_s = hang_timeout_s
         self.metrics = metrics  # FleetMetrics, or None
-        self._server = Server(inbox, heartbeat_interval=heartbeat_s)
+        self._keys = keys
+        self._server = Server(inbox, heartbeat_interval=heartbeat_s, **server_options(keys))
         self._server.register(HELLO, self._on_hello)
         self._server.register(OUTPUTS, self._on_outputs)
         self._server.register(STATS, self._on_stats)
@@ -299,7 +304,12 @@ class Router:
                 "bad_hello", f"hello needs worker_id and endpoint, got {dict(header)!r}"
             )
         worker = WorkerState.from_hello(
-            header, Client(header["endpoint"], heartbeat_interval=self.heartbeat_s)
+            header,
+            Client(
+                header["endpoint"],
+                heartbeat_interval=self.heartbeat_s,
+                **client_options(self._keys),
+            ),
         )
         with self._lock:
             old = self._workers.get(worker_id)

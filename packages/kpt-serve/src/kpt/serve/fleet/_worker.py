@@ -44,6 +44,7 @@ from kpt.serve.fleet._messages import (
     params_from_wire,
 )
 from kpt.serve.fleet._model_set import ModelBusy, ModelSet, catalog_entry
+from kpt.serve.fleet._network import FleetKeys, advertised, client_options, server_options
 from kpt.serve.fleet._scoring import StepTimeModel
 from kpt.serve.fleet._virtual_time import Horizon
 from kpt.wire import Client, Message, Server
@@ -68,7 +69,12 @@ class Worker:
         endpoint: str = "tcp://127.0.0.1:0",
         heartbeat_s: float = HEARTBEAT_S,
         step_clock: str = "wall",
+        keys: FleetKeys | None = None,
+        advertise_host: str | None = None,
     ) -> None:
+        """keys: the fleet's CURVE pair (FleetKeys.from_env() in a launched worker), needed
+        to bind `endpoint` beyond loopback; advertise_host: the name the router reaches a
+        wildcard bind (0.0.0.0) by, default this host's."""
         if step_clock not in STEP_CLOCKS:
             raise ValueError(f"step_clock {step_clock!r}: use one of {', '.join(STEP_CLOCKS)}")
         self.models = models
@@ -83,13 +89,16 @@ class Worker:
         self.variant = variant
         self.heartbeat_s = heartbeat_s
         self.step_clock = step_clock
-        self._server = Server(endpoint, heartbeat_interval=heartbeat_s)
+        self._server = Server(endpoint, heartbeat_interval=heartbeat_s, **server_options(keys))
+        self._advertise_host = advertise_host
         self._server.register(SUBMIT, self._on_submit)
         self._server.register(ABORT, self._on_abort)
         self._server.register(HORIZON, self._on_horizon)
         self._server.register(PING, lambda msg, client: self._stats.to_wire())
         self._server.register(SHUTDOWN, lambda msg, client: self.stop())
-        self._router = Client(router_endpoint, heartbeat_interval=heartbeat_s, timeout=30.0)
+        self._router = Client(
+            router_endpoint, heartbeat_interval=heartbeat_s, timeout=30.0, **client_options(keys)
+        )
         self._commands: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
         self._blocked: collections.deque[dict[str, Any]] = collections.deque()  # ModelBusy
         self._owner: dict[str, str] = {}  # rid -> model
@@ -352,7 +361,7 @@ class Worker:
         return {
             **self._identity,
             "worker_id": self.worker_id,
-            "endpoint": self._server.endpoint,
+            "endpoint": advertised(self._server.endpoint, self._advertise_host),
             "pid": os.getpid(),
             "model": self.model,
             "variant": self.variant,
