@@ -105,3 +105,21 @@ def test_a_keyed_fleet_serves_its_own_and_refuses_clients_without_its_keys(tmp_p
     finally:
         fleet.close()
     assert_gone(pids)
+
+
+def test_fleet_toml_and_the_flags_choose_the_network_the_flag_first():
+    from argparse import Namespace
+
+    from kpt.serve._cli import _network
+
+    config = fleet_module.parse_fleet_config(
+        {"bind_host": "0.0.0.0", "advertise_host": "head", "workers": [{"model": "a", "path": "p"}]}
+    )
+    assert (config.bind_host, config.advertise_host) == ("0.0.0.0", "head")
+    network = _network(Namespace(bind_host=None, advertise_host=None), config)
+    assert network.bind_host == "0.0.0.0" and network.advertise_host == "head"
+    assert network.keys is not None
+    assert _network(Namespace(bind_host="127.0.0.1", advertise_host=None), config) is None
+    assert _network(Namespace(bind_host=None, advertise_host=None)) is None
+    with pytest.raises(ValueError, match="bind_host"):
+        fleet_module.parse_fleet_config({"bind_host": 7, "workers": [{"model": "a", "path": "p"}]})

@@ -279,7 +279,7 @@ def _launcher(name: str, address: str | None, placement_timeout_s: float | None 
 def _network_args(parser) -> None:
     parser.add_argument(
         "--bind-host",
-        default="127.0.0.1",
+        default=None,
         help="where the router and workers listen (default loopback); 0.0.0.0 or an address "
         "for workers on other hosts: the fleet then makes a CURVE key pair and admits only "
         "its own processes",
@@ -291,13 +291,15 @@ def _network_args(parser) -> None:
     )
 
 
-def _network(args):
-    """A FleetNetwork for a bind beyond loopback, else None (the default loopback fleet)."""
+def _network(args, config=None):
+    """A FleetNetwork for a bind beyond loopback (the flag, else fleet.toml's), else None."""
     from kpt.serve.fleet._network import FleetNetwork, is_loopback
 
-    if is_loopback(args.bind_host):
+    bind_host = args.bind_host or (config.bind_host if config else None)
+    if bind_host is None or is_loopback(bind_host):
         return None
-    return FleetNetwork.on(args.bind_host, args.advertise_host)
+    advertise_host = args.advertise_host or (config.advertise_host if config else None)
+    return FleetNetwork.on(bind_host, advertise_host)
 
 
 def _serve(args) -> int:
@@ -332,11 +334,12 @@ def _router(args) -> int:
         config.autoscale_spec,
         config.heartbeat_s,
         launcher=launcher,
+        network=_network(args, config),
     )
 
 
 def _run_fleet(
-    args, specs, policy, scaling, scale_spec=None, heartbeat_s=None, launcher=None
+    args, specs, policy, scaling, scale_spec=None, heartbeat_s=None, launcher=None, network=None
 ) -> int:
     from kpt.serve.fleet import Fleet, WorkerStartError
     from kpt.serve.fleet._api import FleetApi, serve_http
@@ -344,7 +347,8 @@ def _run_fleet(
     options = {} if heartbeat_s is None else {"heartbeat_s": heartbeat_s}
     if launcher is not None:
         options["launcher"] = launcher
-    network = _network(args) if hasattr(args, "bind_host") else None
+    if network is None and hasattr(args, "bind_host"):
+        network = _network(args)
     if network is not None:
         options["network"] = network
     fleet = Fleet(specs, policy=policy, autoscale=scaling, autoscale_spec=scale_spec, **options)
@@ -480,7 +484,7 @@ def _worker(args) -> int:
     worker = Worker(
         models, worker_id=args.worker_id, router_endpoint=args.router, variant=args.variant,
         heartbeat_s=args.heartbeat_s or HEARTBEAT_S, step_clock=args.step_clock,
-        endpoint=FleetNetwork(args.bind_host).endpoint(), keys=FleetKeys.from_env(),
+        endpoint=FleetNetwork(args.bind_host or "127.0.0.1").endpoint(), keys=FleetKeys.from_env(),
         advertise_host=args.advertise_host,
     )  # fmt: skip
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())

@@ -5,6 +5,8 @@ heartbeat_s = 1.0
 launcher = "ray"                # optional: "local" (default, child processes) or "ray" (actors)
 ray_address = "auto"            # the Ray to join (default: RAY_ADDRESS, else a new local one)
 ray_placement_timeout_s = 300   # how long a worker may wait for a node that offers its resources
+bind_host = "0.0.0.0"           # optional: listen beyond loopback (the fleet makes CURVE keys)
+advertise_host = "head.example" # optional: the name other hosts reach a wildcard bind by
 [[workers]]
 model = "tiny"                  # the name clients ask for
 path = "/models/tiny"           # a Hugging Face model folder
@@ -49,6 +51,8 @@ class FleetConfig:
     launcher: str = "local"  # one of LAUNCHERS
     ray_address: str | None = None
     ray_placement_timeout_s: float | None = None  # None: RayLauncher's default
+    bind_host: str | None = None  # None: loopback
+    advertise_host: str | None = None
 
 
 def load_fleet_config(path: str | Path) -> FleetConfig:
@@ -115,7 +119,16 @@ def parse_fleet_config(raw: dict[str, Any], base: Path = Path(".")) -> FleetConf
         launcher=launcher,
         ray_address=raw.get("ray_address"),
         ray_placement_timeout_s=None if timeout is None else float(timeout),
+        bind_host=_optional_str(raw, "bind_host"),
+        advertise_host=_optional_str(raw, "advertise_host"),
     )
+
+
+def _optional_str(raw: dict[str, Any], key: str) -> str | None:
+    value = raw.get(key)
+    if value is not None and not (isinstance(value, str) and value):
+        raise ValueError(f"{key} = {value!r}: a host name or address (a non-empty string)")
+    return value
 
 
 def _resolve(path: Path, base: Path) -> Path:
