@@ -20,6 +20,7 @@ from kpt.collectives import batch_weighted_hook, split_batch
 
 TIMEOUTS = {"straggler": 4, "killed_mid_step": 4, "ddp_killed_in_backward": 4}
 N = 6  # elements per rank in the value tests
+HIERARCHICAL_N = 1001  # odd: the shards of a two-rank vendor group need padding
 OPS = {"sum": dist.ReduceOp.SUM, "avg": dist.ReduceOp.AVG, "max": dist.ReduceOp.MAX,
        "min": dist.ReduceOp.MIN, "prod": dist.ReduceOp.PRODUCT}  # fmt: skip
 
@@ -296,3 +297,14 @@ def uneven_shards(rank, world, save):
     except Exception as exc:
         save(f"uneven_list_error_{rank}", np.array([f"{type(exc).__name__}: {exc}"]))
     dist.barrier()
+
+
+def hierarchical_all_reduce(rank, world, save):
+    """A mixed group's all_reduce of an odd-sized tensor under every op; the plan that ran."""
+    dev = device(rank)
+    for name, op in OPS.items():
+        t = rank_values(rank, HIERARCHICAL_N).to(dev)
+        dist.all_reduce(t, op=op)
+        save(f"hierarchical_{name}_{rank}", t)
+    backend = dist.distributed_c10d._get_default_group()._get_backend(torch.device(dev))
+    save(f"hierarchical_ran_{rank}", np.array([backend.routes._hierarchy is not None]))

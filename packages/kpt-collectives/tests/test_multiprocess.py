@@ -66,6 +66,19 @@ def test_a_mixed_group_kpt_sim_and_cpu_is_staged_through_the_host(daemon, tmp_pa
     check_every_collective(tmp_path, 2)
 
 
+def test_a_mixed_group_all_reduces_by_the_hierarchical_plan_exactly(daemon, tmp_path):
+    # Ranks 0 and 1 on the daemon's h100-sxm and mi300x, 2 and 3 on the CPU: two groups of two,
+    # for which the cost model ranks the hierarchical plan first at this size.
+    check_ok(run_ranks("hierarchical_all_reduce", 4, tmp_path, daemon, KPT_TEST_CPU_RANKS="2,3"))
+    n = rank_jobs.HIERARCHICAL_N
+    mine = np.stack([rank_values(r, n).numpy() for r in range(4)])
+    for name, fn in OPS.items():
+        for rank in range(4):
+            got = load(tmp_path, f"hierarchical_{name}_{rank}")
+            np.testing.assert_allclose(got, fn(mine, axis=0), rtol=1e-6, err_msg=f"{name} {rank}")
+    assert all(load(tmp_path, f"hierarchical_ran_{rank}").item() for rank in range(4))
+
+
 def reference_weights() -> np.ndarray:
     model = rank_jobs.train_single()
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy()

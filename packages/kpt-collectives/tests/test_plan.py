@@ -36,12 +36,12 @@ def test_unknown_devices_are_named_with_the_known_ones():
         plans(["h100"], 1024)
 
 
-def test_plan_command_prints_the_cheapest_first_and_marks_the_one_that_runs(capsys):
+def test_plan_command_prints_the_cheapest_first_and_marks_it_as_the_one_that_runs(capsys):
     assert main(["plan", "--devices", "h100-sxm,h100-sxm,mi300x,mi300x", "--bytes", "256MiB"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[1].startswith("       hierarchical") and "estimate only" in lines[1]
-    assert any(line.startswith("runs   flat") for line in lines)
+    assert lines[1].startswith("runs   hierarchical")
+    assert sum(line.startswith("runs ") for line in lines) == 1  # only the cheapest runs
     assert out == format_plans(["h100-sxm", "h100-sxm", "mi300x", "mi300x"], 256 << 20) + "\n"
 
 
@@ -49,3 +49,24 @@ def test_sizes_parse_with_units():
     assert parse_bytes("4096") == 4096
     assert parse_bytes("64KiB") == 64 << 10
     assert parse_bytes("2g") == 2 << 30
+
+
+def test_the_backend_groups_ranks_by_route_and_asks_the_cost_model_with_those_groups():
+    from kpt.collectives._hierarchy import (
+        hierarchical_applies,
+        prefers_hierarchical,
+        vendor_groups,
+    )
+
+    kinds = ["kpt_sim@a", "cpu", "kpt_sim@a", "cpu"]
+    assert vendor_groups(kinds) == [[0, 2], [1, 3]]
+    assert hierarchical_applies(kinds)
+    assert not hierarchical_applies(["kpt_sim@a", "kpt_sim@a", "cpu"])  # unequal groups
+    assert not hierarchical_applies(["kpt_sim@a", "cpu"])  # groups of one
+    # h100-sxm and mi300x on one daemon are one route's group, though two vendors
+    names = ["h100-sxm", "cpu", "mi300x", "cpu"]
+    assert [p.name for p in plans(names, 4096)] == ["flat"]  # by vendor: no equal groups
+    by_route = plans(names, 4096, vendor_groups(kinds))
+    assert prefers_hierarchical(kinds, names, 4096) == (by_route[0].name == "hierarchical")
+    assert by_route[0].name == "hierarchical"
+    assert prefers_hierarchical(kinds, ["h100-sxm", "cpu", None, "cpu"], 256 << 20)  # unknown

@@ -75,7 +75,8 @@ class KptProcessGroup(dist.ProcessGroup):
     # -- all_reduce and friends -----------------------------------------------------------------
     def allreduce(self, tensors: list[torch.Tensor], opts: Any = None) -> dist.Work:
         op = dist.ReduceOp.SUM if opts is None else opts.reduceOp
-        if self.routes.kinds is not None and tensors[0].device.type == "cpu" and op != _AVG:
+        if (self.routes.kinds is not None and tensors[0].device.type == "cpu" and op != _AVG
+                and not self.routes.may_split):  # fmt: skip
             # gloo's own Work, untouched: no Python Work object, copy or thread per call
             return self._host.gloo.allreduce(tensors, opts or dist.AllreduceOptions())
         return _last(self._all_reduce(t, op) for t in tensors)
@@ -84,6 +85,9 @@ class KptProcessGroup(dist.ProcessGroup):
         return self.allreduce(tensors, opts)
 
     def _all_reduce(self, tensor: torch.Tensor, op: Any) -> dist.Work:
+        hierarchy = self.routes.hierarchy(tensor)
+        if hierarchy is not None:
+            return hierarchy.all_reduce(tensor, op)
         route = self.routes.route(tensor)
         if not isinstance(route, SimRoute):
             return route.all_reduce(tensor, op)

@@ -65,7 +65,6 @@ class Step:
 class Plan:
     name: str
     steps: tuple[Step, ...]
-    runs: bool = True  # False: estimated only; the backend does not execute it yet
 
     @property
     def seconds(self) -> float:
@@ -79,13 +78,20 @@ def _ring(n: int, nbytes: float, bandwidth: float, latency: float, passes: int =
     return passes * (n - 1) * (latency + nbytes / n / bandwidth)
 
 
-def plans(devices: Sequence[str], nbytes: int) -> list[Plan]:
-    """Every candidate plan for an all-reduce of `nbytes` per rank, cheapest first."""
+def plans(
+    devices: Sequence[str], nbytes: int, groups: Sequence[Sequence[int]] | None = None
+) -> list[Plan]:
+    """Every candidate plan for an all-reduce of `nbytes` per rank, cheapest first.
+
+    groups: the ranks (indices into devices) that share a route, when not the vendors (the
+    backend groups by route: every kpt_sim rank of one daemon is one group, whatever chips)."""
     rates = [device_rates(d) for d in devices]
     n = len(rates)
-    groups: dict[str, list[DeviceRates]] = {}
+    by_vendor: dict[str, list[DeviceRates]] = {}
     for r in rates:
-        groups.setdefault(r.vendor, []).append(r)
+        by_vendor.setdefault(r.vendor, []).append(r)
+    members = (list(by_vendor.values()) if groups is None
+               else [[rates[i] for i in g] for g in groups])  # fmt: skip
     host_bw = min(r.host_bandwidth for r in rates)
     host_lat = max(r.host_latency for r in rates)
     net_bw = min(r.network_bandwidth for r in rates)
@@ -97,27 +103,27 @@ def plans(devices: Sequence[str], nbytes: int) -> list[Plan]:
         Step(f"host -> device: {nbytes} B per rank", copy),
     ))  # fmt: skip
     candidates = [flat]
-    sizes = {len(g) for g in groups.values()}
-    if len(groups) > 1 and len(sizes) == 1 and sizes != {1}:
+    sizes = {len(g) for g in members}
+    if len(members) > 1 and len(sizes) == 1 and sizes != {1}:
         g = sizes.pop()
         intra = max(
             _ring(
                 g, nbytes, min(r.link_bandwidth for r in grp), max(r.link_latency for r in grp), 1
             )
-            for grp in groups.values()
+            for grp in members
         )
         shard = nbytes / g
         shard_copy = host_lat + shard / host_bw
         candidates.append(Plan("hierarchical", (
-            Step(f"reduce-scatter inside each of {len(groups)} vendor groups ({g} ranks)", intra),
+            Step(f"reduce-scatter inside each of {len(members)} vendor groups ({g} ranks)", intra),
             Step(f"device -> host: {shard:.0f} B shard per rank", shard_copy),
-            Step(f"gloo all-reduce of each shard across {len(groups)} groups",
-                 _ring(len(groups), shard, net_bw, net_lat)),
+            Step(f"gloo all-reduce of each shard across {len(members)} groups",
+                 _ring(len(members), shard, net_bw, net_lat)),
             Step(f"host -> device: {shard:.0f} B shard per rank", shard_copy),
             Step("all-gather inside each vendor group", intra),
-        ), runs=False))  # fmt: skip
-    elif len(groups) == 1 and n > 1:
-        (grp,) = groups.values()
+        )))  # fmt: skip
+    elif len(members) == 1 and n > 1:
+        (grp,) = members
         native = _ring(n, nbytes, min(r.link_bandwidth for r in grp),
                        max(r.link_latency for r in grp))  # fmt: skip
         candidates.append(Plan("native", (Step(f"{grp[0].vendor} ring all-reduce", native),)))
@@ -125,15 +131,13 @@ def plans(devices: Sequence[str], nbytes: int) -> list[Plan]:
 
 
 def format_plans(devices: Sequence[str], nbytes: int) -> str:
-    """The plan table `kpt-collectives plan` prints: cheapest first; `runs` marks the plan the
-    backend executes (the cheapest it implements)."""
+    """The plan table `kpt-collectives plan` prints, cheapest first; the backend runs the first
+    (a mixed group's all_reduce: flat or hierarchical, _hierarchy.py)."""
     ranked = plans(devices, nbytes)
-    chosen = next(p for p in ranked if p.runs)
     lines = [f"all_reduce of {nbytes} bytes over {len(devices)} ranks: {', '.join(devices)}"]
     for plan in ranked:
-        mark = "runs  " if plan is chosen else "      "
-        note = "" if plan.runs else "  (estimate only: not executed yet)"
-        lines.append(f"{mark} {plan.name:<13} {plan.seconds * 1e3:10.3f} ms{note}")
+        mark = "runs  " if plan is ranked[0] else "      "
+        lines.append(f"{mark} {plan.name:<13} {plan.seconds * 1e3:10.3f} ms")
         for step in plan.steps:
             lines.append(f"         {step.seconds * 1e3:10.3f} ms  {step.what}")
     return "\n".join(lines)
