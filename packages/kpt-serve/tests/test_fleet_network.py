@@ -97,7 +97,7 @@ def test_a_keyed_fleet_serves_its_own_and_refuses_clients_without_its_keys(tmp_p
                     client.close()
             assert "x" not in {w.worker_id for w in fleet.router.workers()}, name
         # A member of the fleet is answered, on the same endpoints.
-        member = Client(worker.endpoint, timeout=10.0, **network.keys.client_options())
+        member = Client(worker.endpoint, timeout=60.0, **network.keys.client_options())
         try:
             assert member.call(PING).header is not None
         finally:
