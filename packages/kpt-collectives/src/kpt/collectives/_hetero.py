@@ -139,7 +139,12 @@ def _timed_steps(job: HeteroJob, model: torch.nn.Module, batch: int) -> float:
     for _ in range(job.steps):
         step()
     end.record()
+    # Every rank's steps are issued before any rank waits: the daemon's simulation has one
+    # present, and a rank's wait runs it forward for every client, so a rank still issuing
+    # would be timed by the order the ranks reach the daemon (kpt-sim README, "Weak spots").
+    dist.barrier()  # gloo on the host: no simulated time
     end.synchronize()
+    dist.barrier()
     return start.elapsed_time(end) / 1e3 / job.steps
 
 
