@@ -13,7 +13,7 @@ from conftest import make_gpt2
 from fleet_helpers import assert_gone
 
 from kpt.serve import LLM, SamplingParams
-from kpt.wire import CallTimeout, Client, generate_keys
+from kpt.wire import Client, TransportError, generate_keys
 
 fleet_module = pytest.importorskip("kpt.serve.fleet")
 from kpt.serve.fleet._launcher import worker_arguments, worker_env  # noqa: E402
@@ -91,7 +91,9 @@ def test_a_keyed_fleet_serves_its_own_and_refuses_clients_without_its_keys(tmp_p
             ):
                 client = Client(endpoint, timeout=2.0, retries=0, **options)
                 try:
-                    with pytest.raises(CallTimeout):
+                    # ZeroMQ drops the handshake: the call times out, or finds the send queue
+                    # full (no connection was ever made); either way, no answer.
+                    with pytest.raises(TransportError):
                         client.call(kind, header)
                 finally:
                     client.close()
