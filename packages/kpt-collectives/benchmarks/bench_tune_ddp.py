@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from kpt.collectives._hetero import wait_in_lockstep
+
 RESULT_PREFIX = "KPT-TUNE-RESULT "
 NETWORKS = {"fast": None, "slow": [{"kind": "link_degraded", "link": [0, 1], "factor": 0.001}]}
 WARM_STEPS = 3  # PowerSGD starts compressing at its iteration 2
@@ -52,23 +54,10 @@ def step_times(model: torch.nn.Module, args: argparse.Namespace) -> list[float]:
         torch.nn.functional.mse_loss(model(x), y).backward()
         optimizer.step()
         end.record()
-        _in_lockstep(end.synchronize)
+        wait_in_lockstep(end)
         if index >= WARM_STEPS:
             times.append(start.elapsed_time(end) / 1e3)
     return times
-
-
-def _in_lockstep(wait) -> None:
-    """Wait for the device with every rank's step issued and no rank's next step begun.
-
-    The daemon's simulation has one present for all clients: a rank's wait runs it forward, and
-    no later launch, by any rank, issues before it (kpt-sim README, "Weak spots"). A rank
-    still issuing its step while the other waits would be timed by the order the two reach
-    the daemon, which a loaded machine reshuffles. Host barriers (gloo: no simulated time)
-    around the wait make the order irrelevant."""
-    dist.barrier()
-    wait()
-    dist.barrier()
 
 
 def backward_seconds(args: argparse.Namespace) -> float:
@@ -80,7 +69,7 @@ def backward_seconds(args: argparse.Namespace) -> float:
     start.record()
     loss.backward()
     end.record()
-    _in_lockstep(end.synchronize)
+    wait_in_lockstep(end)
     return start.elapsed_time(end) / 1e3
 
 

@@ -85,10 +85,10 @@ class KptProcessGroup(dist.ProcessGroup):
         return self.allreduce(tensors, opts)
 
     def _all_reduce(self, tensor: torch.Tensor, op: Any) -> dist.Work:
+        route = self.routes.route(tensor)
         hierarchy = self.routes.hierarchy(tensor)
         if hierarchy is not None:
             return hierarchy.all_reduce(tensor, op)
-        route = self.routes.route(tensor)
         if not isinstance(route, SimRoute):
             return route.all_reduce(tensor, op)
         flat, back = _contiguous(tensor)

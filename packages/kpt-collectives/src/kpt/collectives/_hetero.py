@@ -26,6 +26,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -139,13 +140,21 @@ def _timed_steps(job: HeteroJob, model: torch.nn.Module, batch: int) -> float:
     for _ in range(job.steps):
         step()
     end.record()
-    # Every rank's steps are issued before any rank waits: the daemon's simulation has one
-    # present, and a rank's wait runs it forward for every client, so a rank still issuing
-    # would be timed by the order the ranks reach the daemon (kpt-sim README, "Weak spots").
-    dist.barrier()  # gloo on the host: no simulated time
-    end.synchronize()
-    dist.barrier()
+    wait_in_lockstep(end)
     return start.elapsed_time(end) / 1e3 / job.steps
+
+
+def wait_in_lockstep(event: Any) -> None:
+    """Wait for `event` with every rank's work issued and no rank's next work begun.
+
+    The daemon's simulation has one present for all clients: a rank's wait runs it forward,
+    and no later launch, by any rank, issues before it (kpt-sim README, "Weak spots"). A rank
+    still issuing while another waits would be timed by the order the ranks reach the daemon,
+    which a loaded machine reshuffles. Host barriers (gloo: no simulated time) around the wait
+    make the order irrelevant."""
+    dist.barrier()
+    event.synchronize()
+    dist.barrier()
 
 
 def _recording_hook(state, bucket):  # DDP checks these annotations: none, or its own

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from kpt.collectives._host_route import HostRoute, make_gloo, make_native
+from kpt.collectives._host_route import HostRoute, divide, make_gloo, make_native
 from kpt.collectives._plan import plans
 from kpt.collectives._sim_route import SimRoute, reduce_name
 from kpt.collectives._work import finished, wait_library
@@ -98,10 +98,7 @@ class HierarchicalAllReduce:
             shard.copy_(host)
             self._all_gather(padded, shard)
             if op == _AVG:
-                if padded.is_floating_point() or padded.is_complex():
-                    padded.div_(self.world)
-                else:
-                    padded.floor_divide_(self.world)
+                divide(padded, self.world)
             tensor.copy_(padded[:n].view_as(tensor))
         return finished([tensor])
 

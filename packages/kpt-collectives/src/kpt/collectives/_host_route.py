@@ -65,7 +65,7 @@ class HostRoute:
         average = op == dist.ReduceOp.AVG
         opts.reduceOp = dist.ReduceOp.SUM if average else op
         work = self.gloo.allreduce([host], opts)
-        after = (lambda: _divide(host, self.world)) if average else None
+        after = (lambda: divide(host, self.world)) if average else None
         copies = [] if host is tensor else [(tensor, host)]
         return self._done(work, copies, after, [tensor])
 
@@ -84,7 +84,7 @@ class HostRoute:
         opts.reduceOp = dist.ReduceOp.SUM if average else op
         wait_library(self.gloo.allreduce([host_in], opts), "gloo reduce_scatter")
         if average:
-            _divide(host_in, self.world)
+            divide(host_in, self.world)
         mine = host_in.reshape(self.world, -1)[self.gloo.rank()].reshape(output.shape)
         with torch.no_grad():
             output.copy_(mine)
@@ -154,7 +154,8 @@ def make_native(kind: str, store: Any, rank: int, world: int,
     )
 
 
-def _divide(tensor: torch.Tensor, world: int) -> None:
+def divide(tensor: torch.Tensor, world: int) -> None:
+    """AVG from SUM: libraries without AVG (gloo) sum, then this divides."""
     if tensor.is_floating_point() or tensor.is_complex():
         tensor.div_(world)
     else:

@@ -53,6 +53,8 @@ class RouteBook:
         self.host = host
         self.kinds: list[str] | None = None  # every rank's declared kind, once agreed
         self.profiles: list[str | None] = []  # every rank's chip profile (None: unknown)
+        # A mixed group whose all_reduce may take the hierarchical plan (set on agreement).
+        self.may_split = False
         self._hierarchy: HierarchicalAllReduce | None = None
         self._prefers: dict[int, bool] = {}  # bytes per rank -> hierarchical ranked first
         self._epoch = 0
@@ -62,16 +64,10 @@ class RouteBook:
     def mixed(self) -> bool:
         return self.kinds is not None and len(set(self.kinds)) > 1
 
-    @property
-    def may_split(self) -> bool:
-        """A mixed group whose all_reduce may take the hierarchical plan."""
-        return self.mixed and hierarchical_applies(self.kinds)
-
     def hierarchy(self, tensor: torch.Tensor) -> HierarchicalAllReduce | None:
         """The hierarchical plan for an all_reduce of `tensor` when it applies and the cost
         model ranks it first (the same answer on every rank: agreed kinds and profiles, and
-        the same size everywhere), else None."""
-        self.route(tensor)  # agrees on kinds first, if the group has not yet
+        the same size everywhere), else None. Ask after route(), which agrees on kinds."""
         if not self.may_split:
             return None
         nbytes = tensor.numel() * tensor.element_size()
@@ -126,6 +122,7 @@ class RouteBook:
             ]
             self.kinds = [k for k, _ in declared]
             self.profiles = [p or None for _, p in declared]
+            self.may_split = self.mixed and hierarchical_applies(self.kinds)
         except Exception as exc:  # the store's timeout: name who never declared
             missing = [r for r in range(self.world)
                        if not self.store.check([f"kpt-kinds/{epoch}/{r}"])]  # fmt: skip

@@ -293,10 +293,10 @@ def _network_args(parser) -> None:
 
 def _network(args, config=None):
     """A FleetNetwork for a bind beyond loopback (the flag, else fleet.toml's), else None."""
-    from kpt.serve.fleet._network import FleetNetwork, is_loopback
+    from kpt.serve.fleet._network import FleetNetwork
 
     bind_host = args.bind_host or (config.bind_host if config else None)
-    if bind_host is None or is_loopback(bind_host):
+    if bind_host is None or FleetNetwork(bind_host).is_loopback:
         return None
     advertise_host = args.advertise_host or (config.advertise_host if config else None)
     return FleetNetwork.on(bind_host, advertise_host)
@@ -314,7 +314,7 @@ def _fleet(args) -> int:
     if args.autoscale_max is not None:
         scaling = ScalingPolicy(min_workers=len(specs), max_workers=args.autoscale_max)
     launcher = _launcher(args.launcher, args.ray_address)
-    return _run_fleet(args, specs, args.policy, scaling, launcher=launcher)
+    return _run_fleet(args, specs, args.policy, scaling, launcher=launcher, network=_network(args))
 
 
 def _router(args) -> int:
@@ -347,8 +347,6 @@ def _run_fleet(
     options = {} if heartbeat_s is None else {"heartbeat_s": heartbeat_s}
     if launcher is not None:
         options["launcher"] = launcher
-    if network is None and hasattr(args, "bind_host"):
-        network = _network(args)
     if network is not None:
         options["network"] = network
     fleet = Fleet(specs, policy=policy, autoscale=scaling, autoscale_spec=scale_spec, **options)

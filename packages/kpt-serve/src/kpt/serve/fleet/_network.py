@@ -12,14 +12,13 @@ the host can read it; an environment is readable by the same user and root only)
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kpt.wire import generate_keys
+from kpt.wire import generate_keys, is_local
 
 PUBLIC_ENV = "KPT_SERVE_FLEET_PUBLIC_KEY"
 SECRET_ENV = "KPT_SERVE_FLEET_SECRET_KEY"
@@ -80,13 +79,15 @@ class FleetNetwork:
     keys: FleetKeys | None = None
 
     @classmethod
-    def on(cls, bind_host: str, advertise_host: str | None = None,
-           secure: bool | None = None) -> FleetNetwork:  # fmt: skip
-        """Keys are made unless the bind is loopback (secure=None), or as `secure` says; a
-        routable bind without keys is refused by kpt.wire when the router binds."""
-        if secure is None:
-            secure = not is_loopback(bind_host)
-        return cls(bind_host, advertise_host, FleetKeys.generate() if secure else None)
+    def on(cls, bind_host: str, advertise_host: str | None = None) -> FleetNetwork:
+        """A key pair is made unless the bind is loopback (kpt.wire binds nothing else
+        without one)."""
+        keys = None if cls(bind_host).is_loopback else FleetKeys.generate()
+        return cls(bind_host, advertise_host, keys)
+
+    @property
+    def is_loopback(self) -> bool:
+        return is_local(self.endpoint())
 
     def endpoint(self) -> str:
         """What to bind: an ephemeral TCP port on bind_host."""
@@ -109,13 +110,6 @@ def server_options(keys: FleetKeys | None) -> dict[str, Any]:
 
 def client_options(keys: FleetKeys | None) -> dict[str, Any]:
     return keys.client_options() if keys is not None else {}
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def advertised(endpoint: str, host: str | None = None) -> str:
