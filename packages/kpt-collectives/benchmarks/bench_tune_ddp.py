@@ -97,6 +97,7 @@ def rank_main(rank: int, args: argparse.Namespace) -> None:
             "default_step_ms": medians["default"] * 1e3,
             "tuned_step_ms": medians["tuned"] * 1e3,
             "table": choice.table(),
+            "candidates": [list(c) for c in choice.candidates],  # (MB, compression, seconds)
         }
         print(RESULT_PREFIX + json.dumps(result), flush=True)
 
