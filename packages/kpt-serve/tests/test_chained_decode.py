@@ -60,3 +60,16 @@ def test_abort_and_streaming_while_a_step_is_in_flight(gpt2_dir):
     assert sorted(finals) == sorted(ids[1:])
     assert all(seen[i] == finals[i] and len(finals[i]) == 12 for i in ids[1:])
     assert engine.stats().kv_blocks_used == 0
+
+
+def test_blocks_filled_by_chained_steps_are_named_for_prefix_hits(gpt2_dir):
+    # Chained steps append most tokens inline and name a block only when one fills: every
+    # block the decode filled must still be found by a later request that shares it.
+    llm = LLM(gpt2_dir, device="cpu", num_kv_blocks=64, async_decode=True)
+    prompt = random_prompts(1, 20, 20, seed=64)[0]
+    first = llm.generate(prompt, SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True))
+    assert llm.engine.chain.chained_steps > 0
+    # 20 prompt tokens + 39 computed outputs: three full blocks of 16, two filled in decode.
+    follow_up = prompt + first[0].token_ids[:44]
+    second = llm.generate(follow_up, SamplingParams(max_tokens=2, temperature=0.0))
+    assert second[0].num_cached_tokens == 48

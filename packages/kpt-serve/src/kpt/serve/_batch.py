@@ -9,6 +9,7 @@ captured graph's fixed buffers, padded to its bucket).
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -114,22 +115,31 @@ def build_step(work: Sequence[SeqWork], block_size: int) -> StepBatch:
 def decode_step(positions: np.ndarray, block_tables: np.ndarray, block_size: int) -> StepBatch:
     """A step of one token per sequence at `positions`, whose ids the caller feeds on the
     device (chained decodes, draft proposals): the arrays without going through SeqWork."""
-    n = len(positions)
-    rows = np.arange(n)
+    rows, bounds, zeros, ones = _decode_constants(len(positions))
     return StepBatch(
-        input_ids=np.zeros(n, np.int64),
+        input_ids=zeros,
         positions=positions,
         slot_mapping=block_tables[rows, positions // block_size] * block_size
         + positions % block_size,
         sample_rows=rows,
-        query_start=np.arange(n + 1),
+        query_start=bounds,
         seq_lens=positions + 1,
-        counts=np.ones(n, np.int64),
+        counts=ones,
         block_tables=block_tables,
         qblock_seq=rows,
-        qblock_index=np.zeros(n, np.int64),
+        qblock_index=zeros,
         spans=[],  # row i of the logits is sequence i
     )
+
+
+@functools.lru_cache(maxsize=16)
+def _decode_constants(n: int) -> tuple[np.ndarray, ...]:
+    """The arrays of a decode step that depend only on its size, made once (read-only: a
+    step shares them): rows 0..n-1, query bounds 0..n, zeros, ones."""
+    arrays = (np.arange(n), np.arange(n + 1), np.zeros(n, np.int64), np.ones(n, np.int64))
+    for array in arrays:
+        array.setflags(write=False)
+    return arrays
 
 
 def table_array(tables: Sequence[Sequence[int]]) -> np.ndarray:

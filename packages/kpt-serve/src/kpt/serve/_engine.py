@@ -211,6 +211,7 @@ class Engine:
             )
         seed = params.seed if params.seed is not None else self._seeds.getrandbits(63)
         generator = None if params.greedy else torch.Generator().manual_seed(seed)
+        quiet = params.output_kind is OutputKind.FINAL_ONLY and not params.stop
         request = Request(
             request_id=request_id,
             prompt_token_ids=token_ids,
@@ -222,8 +223,11 @@ class Engine:
                 () if params.ignore_eos else self.model_config.eos_token_ids
             ),
             max_output=min(params.max_tokens, self.max_model_len - len(token_ids)),
+            quiet=quiet,
             arrival_ms=self.clock.now_ms() if arrival_ms is None else arrival_ms,
-            text_stream=None if self.tokenizer is None else self.tokenizer.stream(),
+            # Text as it grows, for stop strings and streamed outputs; a final output's text
+            # is decoded whole.
+            text_stream=None if self.tokenizer is None or quiet else self.tokenizer.stream(),
         )
         if params.prompt_logprobs is not None:
             request.prompt_logprobs.append(None)  # the first prompt token has no context
@@ -466,9 +470,10 @@ class Engine:
         finished = request.status is RequestStatus.FINISHED
         delta = request.params.output_kind is OutputKind.DELTA
         ids = new if delta else request.output_token_ids.copy()
-        if request.text_stream is None:
+        if self.tokenizer is None:
             text = ""
-        elif finished:  # whole: a character still incomplete in the stream is decoded too
+        elif finished or request.text_stream is None:
+            # whole: a character still incomplete in the stream is decoded too
             text = self.tokenizer.decode(request.output_token_ids)
         else:
             text = request.text_stream.text

@@ -44,7 +44,8 @@ class HostStaging:
 
     def upload(self, arrays: Sequence[np.ndarray]) -> list[torch.Tensor]:
         if not self._cuda:
-            return [torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in arrays]
+            # A copy: a step may share read-only arrays (decode_step's constants).
+            return [torch.from_numpy(np.array(a, order="C")).to(self.device) for a in arrays]
         total = sum(a.size for a in arrays)
         if self._host is None or self._host.numel() < total:
             size = 1 << max(total, 1024).bit_length()

@@ -31,6 +31,9 @@ class Request:
     # produce (max_tokens, or less where max_model_len comes first): checked every token.
     stop_ids: frozenset[int] = frozenset()
     max_output: int = 0
+    # Gives out only its final output and has no stop strings: a chained decode step appends
+    # its token inline unless it ends the request or fills a block (DecodeChain._collect).
+    quiet: bool = False
     output_token_ids: list[int] = field(default_factory=list)
     num_computed_tokens: int = 0
     draft: list[int] = field(default_factory=list)  # proposed tokens to verify this step

@@ -135,7 +135,8 @@ class ModelRunner:
         return model_forward(self.model, self.cache, ids, positions, meta, sample_rows)
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+        # A copy: a step may share read-only arrays (decode_step's constants).
+        return torch.from_numpy(np.array(array, order="C")).to(self.device)
 
 
 def model_forward(
