@@ -31,7 +31,7 @@ def t(i: int) -> dict:
 
 @pytest.fixture(scope="module")
 def executor() -> TorchExecutor:
-    return TorchExecutor(threads=1)
+    return TorchExecutor()
 
 
 def seconds(cost) -> float:

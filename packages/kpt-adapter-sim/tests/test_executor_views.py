@@ -15,7 +15,7 @@ def _view(storage, dtype, shape, strides, offset=0):
 
 
 def test_views_of_one_buffer_share_its_bytes_across_dtypes():
-    executor = TorchExecutor(threads=1)
+    executor = TorchExecutor()
     storage = executor.allocate(30).zero_()  # not a multiple of 8: float64 leaves a tail
     executor.view(_view(storage, "float32", [2, 3], [1, 2], offset=4)).fill_(1.5)
     as_int = executor.view(_view(storage, "int32", [7], [1]))
@@ -25,13 +25,13 @@ def test_views_of_one_buffer_share_its_bytes_across_dtypes():
 
 
 def test_misaligned_offsets_are_refused():
-    executor = TorchExecutor(threads=1)
+    executor = TorchExecutor()
     with pytest.raises(ValueError, match="not a multiple"):
         executor.view(_view(executor.allocate(16), "float32", [1], [1], offset=2))
 
 
 def test_cached_aliases_go_with_their_buffer():
-    executor = TorchExecutor(threads=1)
+    executor = TorchExecutor()
     storage = executor.allocate(1 << 20)
     executor.view(_view(storage, "float32", [4], [1]))
     executor.view(_view(storage, "float16", [4], [1]))
@@ -44,7 +44,7 @@ def test_cached_aliases_go_with_their_buffer():
 def test_an_out_op_that_resizes_its_output_on_the_way_runs_on_a_buffer_that_was_read():
     # mse_loss.out's CPU kernel resizes its 0-d output to the inputs' shape before reducing;
     # a read of the buffer (a client's .item()) must leave its storage resizable.
-    executor = TorchExecutor(threads=1)
+    executor = TorchExecutor()
     a, b = torch.randn(32, 64), torch.randn(32, 64)
     storages = [executor.allocate(a.numel() * 4) for _ in range(2)]
     out = executor.allocate(512)

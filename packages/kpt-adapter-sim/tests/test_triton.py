@@ -41,7 +41,7 @@ def test_host_kernel_op_refuses_tensors_in_the_executor():
     from kpt.adapters.sim_executor import TorchExecutor
 
     with pytest.raises(ValueError, match="only charges time"):
-        TorchExecutor(threads=1).run("triton::k", [object()], [], {})
+        TorchExecutor().run("triton::k", [object()], [], {})
 
 
 def _charges(tmp_path, name: str, kernel: str) -> list[dict]:

@@ -81,7 +81,12 @@ class TorchExecutor:
     def __init__(self, **options: Any) -> None:
         self.options = options
         self._typed_views: dict[int, dict[str, torch.Tensor]] = {}  # id(storage) -> dtype -> alias
-        torch.set_num_threads(max(1, int(options.get("threads", torch.get_num_threads()))))
+        # torch's thread count is the process's: set it only when asked (the daemon's
+        # --executor-option threads=N). An executor made inside another process (a test, an
+        # estimate) must not change how that process computes: fp32 kernels such as CPU flash
+        # attention round differently with a different thread count.
+        if "threads" in options:
+            torch.set_num_threads(max(1, int(options["threads"])))
 
     # -- storage -----------------------------------------------------------------------------
     def allocate(self, nbytes: int) -> torch.Tensor:

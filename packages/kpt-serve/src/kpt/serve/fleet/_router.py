@@ -357,11 +357,12 @@ class Router:
                     request.chip = worker.device.model or worker.device.name
                     finished.append((request, worker))
                 deliveries.append((request, delta))
+        if self.metrics is not None:  # before delivery: a client holding its reply sees it counted
+            for request, worker in finished:
+                self.metrics.observe_request(request, worker)
         for request, delta in deliveries:
             request.deliver(delta)
-        for request, worker in finished:
-            if self.metrics is not None:
-                self.metrics.observe_request(request, worker)
+        for request, _ in finished:
             for callback in self.on_request_done:
                 callback(request)
 
