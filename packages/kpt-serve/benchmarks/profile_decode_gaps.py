@@ -2,8 +2,9 @@
 steady decode of the GPT-2-small-sized model (bench_engine_gpu's), on CUDA.
 
 For each batch it prints, per decode step: the wall period, the device's busy time (the union
-of every kernel's and copy's interval), its idle time, and the device work by kernel name, so
-that what the engine adds to the graph replay (sampling, copies, gaps) is seen apart.
+of every kernel's and copy's interval), its idle time, the device work by kernel name and the
+idle time by the pair of operations around it, so that what the engine adds to the graph
+replay (sampling, copies, gaps) is seen apart.
 
     python benchmarks/profile_decode_gaps.py --batches 128,256 [--kind final_only]
 
@@ -67,6 +68,40 @@ def launch_test(kernels: int = 300, replays: int = 50) -> None:
             f"launch test, {name}: host {statistics.median(host) * 1e6:.1f} us a replay "
             f"(median), all launched in {launched * 1e3:.1f} ms, done in {total * 1e3:.1f} ms"
         )
+    # What a copy just before a replay costs the device (an engine step uploads its inputs).
+    pinned = torch.zeros(4096, dtype=torch.long, pin_memory=True)
+    staged = torch.zeros(4096, dtype=torch.long, device="cuda")
+    for name, copy in (
+        ("replay alone", None),
+        ("host-to-device copy, then replay", lambda: staged.copy_(pinned, non_blocking=True)),
+        ("device-to-device copy, then replay", lambda: staged[:256].copy_(staged[1024:1280])),
+    ):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(replays):
+            if copy is not None:
+                copy()
+            graphs[0].replay()
+        end.record()
+        end.synchronize()
+        print(f"device time, {name}: {start.elapsed_time(end) * 1e3 / replays:.1f} us a replay")
+
+
+def print_gaps(events, steps: int, top: int = 10) -> None:
+    """The device's idle time by the pair of operations it falls between: which hand-offs
+    (kernel to copy, copy to graph...) the step pays for."""
+    gaps: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    ordered = sorted(events, key=lambda e: e.time_range.start)
+    end, before = ordered[0].time_range.end, ordered[0].name
+    for e in ordered[1:]:
+        if e.time_range.start > end:
+            gaps[(before[:40], e.name[:40])].append(e.time_range.start - end)
+        if e.time_range.end >= end:
+            end, before = e.time_range.end, e.name
+    print("| idle between | and | us a step | gaps a step |")
+    print("|---|---|---|---|")
+    for (a, b), spans in sorted(gaps.items(), key=lambda kv: -sum(kv[1]))[:top]:
+        print(f"| {a} | {b} | {sum(spans) / steps:.1f} | {len(spans) / steps:.1f} |")
 
 
 def profile_batch(llm: LLM, batch: int, kind: str, steps: int) -> None:
@@ -105,6 +140,7 @@ def profile_batch(llm: LLM, batch: int, kind: str, steps: int) -> None:
     print("|---|---|---|")
     for name, us in sorted(by_name.items(), key=lambda kv: -kv[1])[:25]:
         print(f"| {name} | {us / steps:.1f} | {us / (last - first):.1%} |")
+    print_gaps(events, steps)
     host = collections.defaultdict(float)
     for e in prof.events():
         if e.device_type == torch.autograd.DeviceType.CPU and e.name.startswith(("aten::", "cuda")):
