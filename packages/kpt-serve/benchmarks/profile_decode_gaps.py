@@ -9,7 +9,8 @@ replay (sampling, copies, gaps) is seen apart.
     python benchmarks/profile_decode_gaps.py --batches 128,256 [--kind final_only]
 
 First it times the host's cudaGraphLaunch for one graph replayed back to back against two
-copies replayed in turn, each graph a few hundred small kernels, while the device is busy.
+copies replayed in turn, each graph a few hundred small kernels, while the device is busy; then
+the device time a replay takes with each piece of an engine step's own work queued before it.
 """
 
 from __future__ import annotations
@@ -68,23 +69,79 @@ def launch_test(kernels: int = 300, replays: int = 50) -> None:
             f"launch test, {name}: host {statistics.median(host) * 1e6:.1f} us a replay "
             f"(median), all launched in {launched * 1e3:.1f} ms, done in {total * 1e3:.1f} ms"
         )
-    # What a copy just before a replay costs the device (an engine step uploads its inputs).
+    handoff_test(graphs[0], replays)
+
+
+def handoff_test(graph: torch.cuda.CUDAGraph, replays: int) -> None:
+    """Device time per replay with the work an engine step queues between replays: which
+    hand-off (kernel to copy engine and back) costs the device, one piece at a time."""
     pinned = torch.zeros(4096, dtype=torch.long, pin_memory=True)
+    picks_host = torch.zeros(256, dtype=torch.long, pin_memory=True)
     staged = torch.zeros(4096, dtype=torch.long, device="cuda")
-    for name, copy in (
-        ("replay alone", None),
-        ("host-to-device copy, then replay", lambda: staged.copy_(pinned, non_blocking=True)),
-        ("device-to-device copy, then replay", lambda: staged[:256].copy_(staged[1024:1280])),
-    ):
+    logits = torch.randn(256, 50257, dtype=torch.bfloat16, device="cuda")
+    side = torch.cuda.Stream()
+    state: dict[str, torch.Tensor] = {}
+
+    def argmax():
+        state["picks"] = logits.argmax(dim=-1)
+
+    def readback():
+        picks_host.copy_(state["picks"], non_blocking=True)
+
+    def readback_on_side():
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            picks_host.copy_(state["picks"], non_blocking=True)
+
+    def upload():
+        staged.copy_(pinned, non_blocking=True)
+
+    def feed():  # a device-to-device copy: the copy engine
+        staged[:256].copy_(staged[1024:1280])
+
+    def feed_by_kernel():  # the same bytes moved by an elementwise kernel
+        torch.mul(staged[1024:1280], 1, out=staged[:256])
+
+    variants = {
+        "nothing": [],
+        "argmax": [argmax],
+        "argmax, read back": [argmax, readback],
+        "upload": [upload],
+        "device-to-device copy": [feed],
+        "argmax, read back, upload, device-to-device copy (the engine's step)": [
+            argmax,
+            readback,
+            upload,
+            feed,
+        ],
+        "argmax, read back, upload, copy by kernel": [argmax, readback, upload, feed_by_kernel],
+        "argmax, read back on a side stream, upload, copy by kernel": [
+            argmax,
+            readback_on_side,
+            upload,
+            feed_by_kernel,
+        ],
+        "argmax, read back on a side stream, copy by kernel (upload elsewhere)": [
+            argmax,
+            readback_on_side,
+            feed_by_kernel,
+        ],
+    }
+    print("| queued between replays | device us a replay |")
+    print("|---|---|")
+    for name, pieces in variants.items():
+        for piece in pieces:  # warm
+            piece()
+        torch.cuda.synchronize()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         for _ in range(replays):
-            if copy is not None:
-                copy()
-            graphs[0].replay()
+            for piece in pieces:
+                piece()
+            graph.replay()
         end.record()
         end.synchronize()
-        print(f"device time, {name}: {start.elapsed_time(end) * 1e3 / replays:.1f} us a replay")
+        print(f"| {name} | {start.elapsed_time(end) * 1e3 / replays:.1f} |")
 
 
 def print_gaps(events, steps: int, top: int = 10) -> None:
@@ -154,9 +211,12 @@ def main() -> None:
     parser.add_argument("--batches", default="128,256")
     parser.add_argument("--kind", default="final_only")
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--launch-only", action="store_true", help="the launch tests alone")
     args = parser.parse_args()
     ensure_cuda_adapter()
     launch_test()
+    if args.launch_only:
+        return
     folder = make_gpt2(Path(tempfile.mkdtemp()) / "gpt2")
     llm = LLM(folder, device="cuda", dtype=torch.bfloat16, max_num_seqs=256)
     for batch in (int(b) for b in args.batches.split(",")):
