@@ -161,6 +161,46 @@ def print_gaps(events, steps: int, top: int = 10) -> None:
         print(f"| {a} | {b} | {sum(spans) / steps:.1f} | {len(spans) / steps:.1f} |")
 
 
+def host_parts(llm: LLM, batch: int, kind: str) -> None:
+    """Host microseconds of a chained step by part (building the next step, launching it,
+    waiting for the device, reading the last one), medians over steady decode, no profiler:
+    a host that waits most of the step is not what bounds it."""
+    chain = llm.engine.chain
+    parts: dict[str, list[float]] = {"build": [], "launch": [], "wait": [], "read": []}
+    methods = {"build": "_next", "launch": "_launch", "read": "_collect"}
+    originals = {name: getattr(chain, method) for name, method in methods.items()}
+
+    def timed(name):
+        def call(*args):
+            start = time.perf_counter()
+            if name == "read" and args[0].ready is not None:
+                args[0].ready.synchronize()
+                parts["wait"].append(time.perf_counter() - start)
+                start = time.perf_counter()
+            result = originals[name](*args)
+            parts[name].append(time.perf_counter() - start)
+            return result
+
+        return call
+
+    for name, method in methods.items():
+        setattr(chain, method, timed(name))
+    try:
+        engine = llm.engine
+        params = SamplingParams(max_tokens=128, temperature=0.0, ignore_eos=True, output_kind=kind)
+        vocab = engine.model_config.vocab_size
+        for prompt, _ in make_requests(batch, (128, 128), (1, 1), vocab, seed=batch):
+            engine.add_request(prompt, params)
+        while engine.has_unfinished:
+            engine.step()
+    finally:
+        for method in methods.values():
+            delattr(chain, method)  # the class's methods again
+    print(f"\nhost a chained step at batch {batch}, us (median): " + ", ".join(
+        f"{name} {statistics.median(v) * 1e6:.0f}" for name, v in parts.items() if v
+    ))  # fmt: skip
+
+
 def profile_batch(llm: LLM, batch: int, kind: str, steps: int) -> None:
     engine = llm.engine
     vocab = engine.model_config.vocab_size
@@ -221,6 +261,7 @@ def main() -> None:
     llm = LLM(folder, device="cuda", dtype=torch.bfloat16, max_num_seqs=256)
     for batch in (int(b) for b in args.batches.split(",")):
         profile_batch(llm, batch, args.kind, 8)  # warm: captures the graphs
+        host_parts(llm, batch, args.kind)
         profile_batch(llm, batch, args.kind, args.steps)
 
 

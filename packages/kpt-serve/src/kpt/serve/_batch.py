@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 # Queries of one sequence handled by one program of the Triton attention kernel.
 QUERY_BLOCK = 16
@@ -140,6 +141,14 @@ def _decode_constants(n: int) -> tuple[np.ndarray, ...]:
     for array in arrays:
         array.setflags(write=False)
     return arrays
+
+
+def host_tensor(array: np.ndarray) -> torch.Tensor:
+    """A CPU tensor over `array` for uploading; read-only arrays (a decode step's shared
+    constants) are copied first, since torch may not share them."""
+    if not array.flags.writeable:
+        array = array.copy()
+    return torch.from_numpy(np.ascontiguousarray(array))
 
 
 def table_array(tables: Sequence[Sequence[int]]) -> np.ndarray:

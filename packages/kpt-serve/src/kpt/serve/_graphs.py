@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from kpt.serve._attention import AttentionMetadata, PagedMetadata
-from kpt.serve._batch import QUERY_BLOCK, StepBatch
+from kpt.serve._batch import QUERY_BLOCK, StepBatch, host_tensor
 
 # Shapes are padded up to the next of these; finer than powers of two where sizes are large
 # so that padding wastes at most half (tokens) or a quarter (sequences) of a step.
@@ -44,8 +44,7 @@ class HostStaging:
 
     def upload(self, arrays: Sequence[np.ndarray]) -> list[torch.Tensor]:
         if not self._cuda:
-            # A copy: a step may share read-only arrays (decode_step's constants).
-            return [torch.from_numpy(np.array(a, order="C")).to(self.device) for a in arrays]
+            return [host_tensor(a).to(self.device) for a in arrays]
         total = sum(a.size for a in arrays)
         if self._host is None or self._host.numel() < total:
             size = 1 << max(total, 1024).bit_length()

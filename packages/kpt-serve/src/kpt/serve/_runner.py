@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from kpt.serve._attention import AttentionMetadata, PagedMetadata, torch_groups
-from kpt.serve._batch import SeqWork, StepBatch, build_step
+from kpt.serve._batch import SeqWork, StepBatch, build_step, host_tensor
 from kpt.serve._graphs import BucketedGraphs, HostStaging
 from kpt.serve._models import DecoderModel, KVCache
 from kpt.serve._triton_attention import supports as supports_head_dim
@@ -135,8 +135,7 @@ class ModelRunner:
         return model_forward(self.model, self.cache, ids, positions, meta, sample_rows)
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
-        # A copy: a step may share read-only arrays (decode_step's constants).
-        return torch.from_numpy(np.array(array, order="C")).to(self.device)
+        return host_tensor(array).to(self.device)
 
 
 def model_forward(
