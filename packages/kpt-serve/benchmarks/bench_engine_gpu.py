@@ -8,9 +8,10 @@
       static-cache decoder of our own: the same weights, a preallocated [B, heads, 256, dim]
       cache, the decode step captured in a CUDA graph (prefill eager);
   (c) the engine's step time at steady decode next to the bare forward of the same batch
-      (its captured graph replayed alone), for each output kind: every step's whole output
-      (cumulative), only the new tokens (delta: what the fleet's workers stream), and the final
-      output only (what LLM.generate asks for);
+      (its captured graph replayed alone, timed at four points of the decode and compared with
+      the steps around each, since the forward grows with the context), for each output kind:
+      every step's whole output (cumulative), only the new tokens (delta: what the fleet's
+      workers stream), and the final output only (what LLM.generate asks for);
   (d) speculative decoding at batch 1: TPOT of the engine with a draft model against the same
       engine without one. The draft is the target's first --draft-layers layers (same
       embeddings, final norm and head); in the target, the residual contributions of the layers
@@ -157,24 +158,41 @@ class CollectorPauses:
         return ", ".join(f"gen{g}: {self.count[g]} in {self.ms[g]:.0f} ms" for g in self.ms)
 
 
+# Where in the decode the bare forward is timed, as shares of its steps. The forward grows with
+# the context (attention reads every cached token), so each timing is compared with the steps
+# around it, not with the median of the whole decode.
+FORWARD_AT = (0.125, 0.375, 0.625, 0.875)
+PAIR_WINDOW = 8  # steps each side of a timing that it is compared with
+
+
 def engine_steady(llm, batch, prompt_len, new, vocab, seed, kind="cumulative"):
-    """(decode tok/s, median step ms, bare forward ms) once all `batch` requests decode."""
+    """(decode tok/s, median step ms, bare forward ms, step / forward) once all `batch`
+    requests decode. step / forward is the median, over the FORWARD_AT points, of the median
+    step near a point against the forward timed there (the same batch and context)."""
     engine = llm.engine
+    graphs = engine.runner.graphs
     params = SamplingParams(max_tokens=new, temperature=0.0, ignore_eos=True, output_kind=kind)
     for prompt, _ in make_requests(batch, (prompt_len,) * 2, (new,) * 2, vocab, seed=seed):
         engine.add_request(prompt, params)
-    steps: list[float] = []
-    forward_ms: list[float] = []
-    decoding = False
+    points = {max(int(new * share), 1) for share in FORWARD_AT}
+    steps: dict[int, float] = {}  # decode step index -> seconds
+    forward_ms: dict[int, float] = {}
+    index, skip, decoding = 0, False, False
     with CollectorPauses() as pauses:
         while engine.has_unfinished:
             start = time.perf_counter()
             engine.step()
             elapsed = time.perf_counter() - start
             if decoding:
-                steps.append(elapsed)
-                if len(steps) in (20, 60) and engine.runner.graphs is not None:
-                    forward_ms.append(engine.runner.graphs.time_last_replay())
+                index += 1
+                # The step after a timing reads a step the device ran during the timing
+                # (untimed), so it is left out, its tokens with it.
+                if not skip:
+                    steps[index] = elapsed
+                skip = False
+                if index in points and graphs is not None and engine.has_unfinished:
+                    forward_ms[index] = graphs.time_last_replay()
+                    skip = True
             # The first step in which every request emits may still hold a prompt chunk.
             running = engine.scheduler.running
             decoding = decoding or (
@@ -182,16 +200,24 @@ def engine_steady(llm, batch, prompt_len, new, vocab, seed, kind="cumulative"):
             )
     if not steps:
         raise RuntimeError(f"no step had all {batch} requests decoding; raise new tokens")
-    rate = batch * len(steps) / sum(steps)
-    median = statistics.median(steps)
-    slow = [t for t in steps if t > 3 * median]
+    rate = batch * len(steps) / sum(steps.values())
+    median = statistics.median(steps.values())
+    ratios, pairs = [], []
+    for point, fwd in sorted(forward_ms.items()):
+        near = [t for i, t in steps.items() if abs(i - point) <= PAIR_WINDOW]
+        ratios.append(statistics.median(near) * 1e3 / fwd)
+        pairs.append(f"{point}: {fwd:.3f} ({ratios[-1]:.3f})")
+    slow = [t for t in steps.values() if t > 3 * median]
     print(  # the mean and the median can tell different stories: say where the time went
-        f"<!-- batch {batch}: {len(slow)} of {len(steps)} steps over 3x the median"
+        f"<!-- batch {batch}, {kind}: {len(slow)} of {len(steps)} steps over 3x the median"
         f"{f', {sum(slow) * 1e3:.0f} ms in all, longest {max(slow) * 1e3:.0f} ms' if slow else ''}"
-        f"; mean step {statistics.mean(steps) * 1e3:.2f} ms; garbage collector ({pauses}), "
+        f"; mean step {statistics.mean(steps.values()) * 1e3:.2f} ms; bare forward ms at step "
+        f"(step / forward there): {', '.join(pairs)}; garbage collector ({pauses}), "
         f"heap frozen: {gc.get_freeze_count()} objects -->"
     )
-    return rate, median * 1e3, statistics.median(forward_ms or [float("nan")])
+    nan = float("nan")
+    fwd = statistics.median(forward_ms.values()) if forward_ms else nan
+    return rate, median * 1e3, fwd, statistics.median(ratios) if ratios else nan
 
 
 class StaticCacheDecoder:
@@ -358,7 +384,7 @@ def main() -> None:
         print(
             "| batch | static-cache CUDA-graph decoder tok/s | engine: output kind | "
             "engine tok/s | ratio | engine step ms | bare forward ms (graph replay) | "
-            "step / forward |"
+            "step / forward (same context) |"
         )
         print("|---|---|---|---|---|---|---|---|")
         unchained = LLM(
@@ -381,13 +407,13 @@ def main() -> None:
             del static
             for engine, kind in kinds:
                 engine_steady(engine, batch, 128, 48, vocab, seed=batch + 1, kind=kind)  # warm
-                rate, step_ms, fwd_ms = engine_steady(
+                rate, step_ms, fwd_ms, ratio = engine_steady(
                     engine, batch, 128, 128, vocab, seed=batch, kind=kind
                 )
                 label = kind if engine is llm else f"{kind}, steps not chained"
                 print(
                     f"| {batch} | {base:,.0f} | {label} | {rate:,.0f} | {rate / base:.2f} | "
-                    f"{step_ms:.2f} | {fwd_ms:.2f} | {step_ms / fwd_ms:.2f} |"
+                    f"{step_ms:.2f} | {fwd_ms:.2f} | {ratio:.2f} |"
                 )
         del unchained
 
