@@ -6,7 +6,8 @@ each recorded as an op trace, and replayed on the h200 profile with candidate ho
 forward_us (per launch of eager Python code; GEMMs, norms and reductions get their own),
 backward_us (per launch of autograd's backward), optimizer_launch_us and optimizer_tensor_us
 (per foreach / fused optimizer launch, and per tensor it touches), rnn_call_us and rnn_step_us
-(per call and per time step of a fused LSTM layer: cuDNN's host loop). They are fitted by
+(per call and per time step of a fused LSTM layer: cuDNN's host loop), host_op_us (per op
+that launches nothing: a view, an allocation). They are fitted by
 least squares on log(predicted / measured) over these programs only; the whole steps
 (predict_h200_steps.py) are the validation. Writes the [host] table into the h200 profile and
 HOST_MODEL.md.
@@ -27,6 +28,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from host_programs import eager_ops, no_launch_programs  # noqa: E402
 from step_traces import launches, record  # noqa: E402  (sets KPT_SIM_* before torch)
 from torch import nn  # noqa: E402
 
@@ -36,10 +38,10 @@ FUSED = HERE / "h200_fused_kernels.json"
 OUT = HERE / "HOST_MODEL.md"
 FIT_JSON = HERE / "h200_host_fit.json"
 PARAMS = ("forward_us", "backward_us", "optimizer_launch_us", "optimizer_tensor_us",
-          "rnn_call_us", "rnn_step_us")  # fmt: skip
+          "rnn_call_us", "rnn_step_us", "host_op_us")  # fmt: skip
 # Eager launches of these classes get their own figure ([host.forward_class_us]); the eager
-# programs time one op of each (an F.linear's GEMM, a layer norm, a sum).
-CLASSES = ("matmul", "layernorm", "reduction")
+# programs time one op of each (an F.linear's GEMM, a layer norm, a sum, a convolution).
+CLASSES = ("matmul", "layernorm", "reduction", "conv")
 FIGURES = PARAMS + tuple(f"forward_class_us.{c}" for c in CLASSES)
 EAGER_CALLS = 100  # calls per eager-loop trace (the GPU measured 2,000; host time per call)
 OPTIMIZERS = {
@@ -54,14 +56,8 @@ OPTIMIZERS = {
 def programs(measured: dict):
     """(name, callable on kpt_sim, measured seconds) for every host program of the GPU run."""
     dev = "kpt_sim"
-    x = torch.randn(1024, device=dev)
-    w = torch.randn(64, 64, device=dev)
     m = torch.randn(8, 64, device=dev)
-    ln_w = torch.ones(64, device=dev)
-    eager = {"add": lambda: x + x, "mul_scalar": lambda: x * 1.5, "relu": lambda: torch.relu(x),
-             "linear": lambda: F.linear(m, w),
-             "layer_norm": lambda: F.layer_norm(m, (64,), ln_w, ln_w),
-             "sum": lambda: x.sum()}  # fmt: skip
+    eager = eager_ops(dev)
     for rec in measured["eager"]:
         fn = eager[rec["op"]]
 
@@ -70,6 +66,9 @@ def programs(measured: dict):
                 fn()
 
         yield f"eager {rec['op']} x{EAGER_CALLS}", loop, EAGER_CALLS * rec["host_s_per_call"]
+    no_launch = no_launch_programs(dev)
+    for rec in measured.get("no_launch", []):
+        yield rec["program"], no_launch[rec["program"]], rec["wall"]["median_s"]
     for rec in measured["backward"]:
         length = rec["chain_ops"]
         leaf = torch.randn(1024, device=dev, requires_grad=True)
@@ -160,35 +159,44 @@ def predicted_s(trace: dict, host: dict, tmp: Path) -> float:
     return replay(trace, profile=profile_with(host, tmp))["predicted_s"]
 
 
-def fit(items: list, tmp: Path, rounds: int = 3) -> dict:
+def fit(items: list, tmp: Path, rounds: int = 3, figures: tuple = FIGURES) -> dict:
     """Least squares on relative error. While the host binds, each program's time is linear in
     the four figures: replays around a point give the slopes (launches of each source, tensors),
     non-negative least squares the figures; repeated from the answer (where a program turns
     device-bound the slope flattens)."""
     from scipy.optimize import nnls
 
-    point = {**dict.fromkeys(FIGURES, 10.0), "optimizer_tensor_us": 1.0}
+    point = dict.fromkeys(figures, 10.0)
+    if "optimizer_tensor_us" in point:
+        point["optimizer_tensor_us"] = 1.0
     # A figure no program's time depends on (a library the programs never call) stays 0.
     for _ in range(rounds):
         rows, targets = [], []
         for _, trace, real in items:
             base = predicted_s(trace, point, tmp)
             slopes = []
-            for name in FIGURES:
+            for name in figures:
                 step = 0.5 * point[name] + 0.5
                 moved = predicted_s(trace, {**point, name: point[name] + step}, tmp)
                 slopes.append((moved - base) / step)
-            offset = base - sum(s * point[n] for s, n in zip(slopes, FIGURES))
+            offset = base - sum(s * point[n] for s, n in zip(slopes, figures))
             rows.append([s / real for s in slopes])
             targets.append(1.0 - offset / real)
         values, _ = nnls(rows, targets)
-        point = dict(zip(FIGURES, (round(float(v), 3) for v in values)))
+        point = dict(zip(figures, (round(float(v), 3) for v in values)))
     return point
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dry-run", action="store_true", help="print, write nothing")
+    ap.add_argument(
+        "--drop",
+        action="append",
+        default=[],
+        choices=FIGURES,
+        help="leave this figure out of the model (an ablation); repeatable",
+    )
     args = ap.parse_args()
     import kpt.adapters.sim  # noqa: F401  (registers the kpt_sim device)
 
@@ -203,7 +211,7 @@ def main() -> None:
         trace = record(fn, tmp / f"program-{i}.json")
         items.append((name, trace, real))
         print(f"{name}: {len(launches(trace))} launches, measured {real * 1e6:.1f} us", flush=True)
-    host = fit(items, tmp)
+    host = fit(items, tmp, figures=tuple(f for f in FIGURES if f not in args.drop))
     lines = ["# Host time per launch source (h200 profile, [host])", "",
              "`host_model_fit.py`: the host programs of the H200 run (`h200_host_programs.json`) "
              "run on kpt_sim, one call of each replayed on `h200`; the figures are fitted "

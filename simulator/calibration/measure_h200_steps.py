@@ -9,9 +9,9 @@ Torch only (the GPU machine has nothing else). Writes into --out:
   memory-efficient kernels), nn.LSTM / nn.GRU / nn.RNN layers (cuDNN), and optimizer steps
   (AdamW fused / foreach / for-loop, SGD fused / foreach): CUDA-event device time (L2 flushed)
   and host wall per call;
-- h200_host_programs.json: host time per launch source: eager op loops, autograd backward
-  over a chain of small ops, foreach / fused optimizer steps over many small tensors, Python
-  module calls.
+- h200_host_programs.json: host time per launch source: eager op loops, ops that launch
+  nothing (views, allocations) before one launch, autograd backward over a chain of small ops,
+  foreach / fused optimizer steps over many small tensors, Python module calls.
 
 Usage (device machine): python3 measure_h200_steps.py --out "$OUT"
 Smoke test on a CPU:    python3 measure_h200_steps.py --out /tmp/x --smoke
@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from host_programs import eager_ops, no_launch_programs
 from kernel_timing import KB, MB, Timer
 from measure_h100 import describe_device
 from torch import nn
@@ -201,16 +202,9 @@ def measure_optimizers(t: Timer, dev: str, smoke: bool) -> list:
 def measure_host_programs(dev: str, smoke: bool) -> dict:
     """Host seconds per launch by source (the GPU is never the bottleneck here)."""
     n = 100 if smoke else 2000
-    out: dict = {"eager": [], "backward": [], "optimizer": [], "module": []}
-    x = torch.randn(1024, device=dev)
-    w = torch.randn(64, 64, device=dev)
+    out: dict = {"eager": [], "no_launch": [], "backward": [], "optimizer": [], "module": []}
     m = torch.randn(8, 64, device=dev)
-    ln_w = torch.ones(64, device=dev)
-    eager = {"add": lambda: x + x, "mul_scalar": lambda: x * 1.5, "relu": lambda: torch.relu(x),
-             "linear": lambda: F.linear(m, w),
-             "layer_norm": lambda: F.layer_norm(m, (64,), ln_w, ln_w),
-             "sum": lambda: x.sum()}  # fmt: skip
-    for name, fn in eager.items():
+    for name, fn in eager_ops(dev).items():
         for _ in range(50):
             fn()
         sync(dev)
@@ -220,6 +214,9 @@ def measure_host_programs(dev: str, smoke: bool) -> dict:
         host = (time.perf_counter() - t0) / n
         sync(dev)
         out["eager"].append({"op": name, "host_s_per_call": host, "calls": n})
+    for name, fn in no_launch_programs(dev).items():
+        wall = wall_per_call(fn, dev, 5 if smoke else 50)
+        out["no_launch"].append({"program": name, "wall": wall})
     for length in (50, 200):  # a chain of small differentiable ops; backward alone is timed
         leaf = torch.randn(1024, device=dev, requires_grad=True)
 

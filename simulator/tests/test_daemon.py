@@ -101,6 +101,16 @@ def test_launch_errors_wait_for_the_next_synchronize_then_clear(client):
     np.testing.assert_array_equal(download(client, x), np.full(4, 2.0, np.float32))
 
 
+def test_a_launch_counts_the_ops_before_it_that_launched_nothing(client):
+    x = upload(client, 0, np.ones(4, np.float32))
+    client.launch(0, "add", [x, x], [x], host_ops=12)  # views and allocations the host made
+    client.synchronize()
+    client.launch(0, "add", [x, x], [x], host_ops=-1)
+    with pytest.raises(InvalidRequestError, match="'host_ops' = -1"):
+        client.synchronize()
+    np.testing.assert_array_equal(download(client, x), np.full(4, 2.0, np.float32))
+
+
 def test_async_error_surfaces_at_a_blocking_read(client):
     x = upload(client, 0, np.ones((2, 3), np.float32))
     bad = TensorRef(x.buffer, 0, "float32", (2, 3), (3, 1))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+from pathlib import Path
 
 import pytest
 
+import kpt.sim
 from kpt.sim import InvalidRequestError, OpCost, Simulator, load_profile
 from kpt.sim._host_model import BACKWARD, FORWARD, OPTIMIZER, HostCosts, HostIssue, launch_source
 
@@ -57,3 +60,37 @@ def test_a_fused_rnn_launch_pays_its_library_per_call_and_per_step():
         pytest.approx((10 + 50 + 128) * US)
     )
     assert host.launch_s("aten::add.out", 2, "elementwise") == pytest.approx(10 * US)
+
+
+def test_ops_that_launch_nothing_are_charged_before_the_next_launch():
+    costs = COSTS._replace(host_op_s=3 * US)
+    host = HostIssue(costs)
+    # 4 views dispatched before an eager add: 10 + 4 x 3 us; before an optimizer launch too
+    assert host.launch_s("aten::add.out", 2, "elementwise", None, 4) == pytest.approx(22 * US)
+    assert host.launch_s("aten::_foreach_add_.List", 2, "", None, 1) == pytest.approx(35 * US)
+    assert HostIssue(COSTS).launch_s("aten::add.out", 2, "", None, 4) == pytest.approx(10 * US)
+    table = {"forward_us": 1, "backward_us": 1, "optimizer_launch_us": 1,
+             "optimizer_tensor_us": 1}  # fmt: skip
+    assert HostCosts.from_table({**table, "host_op_us": 2.5}, "x.toml").host_op_s == 2.5 * US
+    with pytest.raises(InvalidRequestError, match="host_op_us"):
+        HostCosts.from_table({**table, "host_op_us": "fast"}, "x.toml")
+
+
+def test_a_trace_replays_each_launch_with_its_host_ops(tmp_path):
+    """A recorded launch's host_ops are charged on replay, by a profile's host_op_us; a bad
+    count is refused by name."""
+    from kpt.sim import replay
+
+    profile = tmp_path / "host-ops.toml"
+    base = (Path(kpt.sim.__file__).parent / "profiles/h200.toml").read_text()
+    base = re.sub(r"(?m)^host_op_us = .*\n", "", base)  # the shipped figure, if any
+    profile.write_text(base.replace("[host]", "[host]\nhost_op_us = 5.0", 1))
+    launch = {"op": "launch", "device": 0, "class": "elementwise", "flops": 1.0, "bytes": 4.0,
+              "name": "aten::add.out"}  # fmt: skip
+    trace = {"format": "kpt-sim-ops", "version": 1, "profile": "h200", "devices": 1,
+             "ops": [dict(launch, host_ops=100), {"op": "sync"}]}  # fmt: skip
+    plain = dict(trace, ops=[launch, {"op": "sync"}])
+    gained = replay(trace, profile=str(profile))["predicted_s"]
+    assert gained - replay(plain, profile=str(profile))["predicted_s"] == pytest.approx(500 * US)
+    with pytest.raises(InvalidRequestError, match="host_ops"):
+        replay(dict(trace, ops=[dict(launch, host_ops=-1)]), profile=str(profile))

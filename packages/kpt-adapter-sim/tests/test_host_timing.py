@@ -61,3 +61,32 @@ def test_host_work_overlaps_work_already_queued(sim):
 def test_bad_host_work_is_refused(sim):
     with pytest.raises(ValueError, match="seconds=-1"):
         torch.kpt_sim.host_work(-1)
+
+
+def test_ops_that_launch_nothing_are_counted_into_the_next_launch(sim, tmp_path):
+    """Views and allocations cost the host dispatch time but send the daemon nothing: the next
+    launch says how many there were (the profile's host_op_us charges them), as the op trace
+    shows."""
+    import json
+
+    from kpt.adapters.sim._runtime import runtime
+
+    x = torch.arange(8.0, device="kpt_sim")
+    x.mul_(1)  # the last launch before the test's: takes in the ops that made x
+    torch.kpt_sim.synchronize()
+    client = runtime().client
+    client.record_ops(True)
+    try:
+        plain = x + 1
+        torch.empty(3, device="kpt_sim")  # an allocation launches nothing either
+        viewed = x.view(2, 4).transpose(0, 1).unsqueeze(0) + 1
+        torch.kpt_sim.synchronize()
+        written = client.dump_ops(str(tmp_path / "ops.json"))
+        with open(written) as f:
+            trace = json.load(f)
+    finally:
+        client.record_ops(False)
+    launches = [op for op in trace["ops"] if op["op"] == "launch"]
+    assert [op.get("host_ops", 0) for op in launches[-2:]] == [0, 4]
+    assert torch.equal(viewed.cpu(), torch.arange(8.0).view(2, 4).T.unsqueeze(0) + 1)
+    assert torch.equal(plain.cpu(), torch.arange(8.0) + 1)

@@ -420,11 +420,14 @@ class SimClient(RendezvousCalls):
         attrs: dict | None = None,
         stream: int = 0,
         cost: Any = None,
+        host_ops: int = 0,
     ) -> None:
         """Queue `op` (a name the daemon's executor knows) on a stream; returns immediately.
 
         inputs/outputs: TensorRefs, or refs already in wire form ([buffer, offset, dtype, shape,
         strides] lists); cost: an OpCost, its wire list, or None for the executor to estimate.
+        host_ops: ops the caller dispatched since its last launch that launched nothing (views,
+        allocations), for the profile's host time per such op.
         """
         header = {
             "device": device,
@@ -435,6 +438,8 @@ class SimClient(RendezvousCalls):
             "stream": stream,
             "cost": _cost_to_wire(cost),
         }
+        if host_ops:
+            header["host_ops"] = host_ops
         with self._batch_lock:
             self._batch.append(["launch", header])
             if len(self._batch) >= BATCH_OPS:

@@ -40,6 +40,7 @@ from kpt.sim._daemon_recorder import OpRecorder
 from kpt.sim._daemon_rendezvous import Rendezvous
 from kpt.sim._errors import LinkDownError, OutOfMemoryError, SimError
 from kpt.sim._executors import Executor, View
+from kpt.sim._host_model import MAX_HOST_OPS
 from kpt.sim._simulator import Simulator
 from kpt.sim._version import __version__
 from kpt.wire import HandlerError, Message
@@ -396,15 +397,26 @@ class SimDaemon(EventCalls, IssueCalls):
         inputs = self.buffers.refs(header.get("inputs", []), "inputs", device, client_id)
         outputs = self.buffers.refs(header.get("outputs", []), "outputs", device, client_id)
         in_views, out_views = [v for v, _ in inputs], [v for v, _ in outputs]
+        host_ops = field_int(header, "host_ops", default=0, high=MAX_HOST_OPS)
         try:
             cost = self._cost(header.get("cost"), op, in_views, out_views, attrs)
             touched = [b.id for _, b in (*inputs, *outputs)]
             node = self.launches_as_graph_node(state, device)
             self._claim(
-                state, device, self.sim.launch, device, cost, stream, touched, op, None, node
+                state,
+                device,
+                self.sim.launch,
+                device,
+                cost,
+                stream,
+                touched,
+                op,
+                None,
+                node,
+                host_ops,
             )
             if self.recorder is not None:
-                self.recorder.launch(device, cost, stream, op)
+                self.recorder.launch(device, cost, stream, op, host_ops)
             if self.numerics:
                 self.executor.run(op, in_views, out_views, attrs)
         except (ValueError, KeyError, TypeError, IndexError, ArithmeticError) as exc:

@@ -39,11 +39,13 @@ class OpRecorder:
             self._buffers.discard(buffer)
             self.add({"op": "free", "id": buffer})
 
-    def launch(self, device: int, cost: OpCost, stream: int, name: str) -> None:
+    def launch(self, device: int, cost: OpCost, stream: int, name: str, host_ops: int = 0) -> None:
         op = {"op": "launch", "device": device, "class": cost.op_class, "flops": cost.flops,
               "bytes": cost.bytes, "dtype": cost.dtype, "stream": stream, "name": name}  # fmt: skip
         if cost.shape is not None:
             op["shape"] = list(cost.shape)
+        if host_ops:
+            op["host_ops"] = host_ops
         self.add(op)
 
     def collective(

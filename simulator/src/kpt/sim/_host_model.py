@@ -16,6 +16,8 @@ for the host machine it names:
     rnn_call_us = ...          # optional: per fused RNN launch (its library's set-up), and
     rnn_step_us = ...          # per time step of it (cuDNN issues each step's kernels from
                                # the host, inside the one aten op)
+    host_op_us = ...           # optional: per op that launches nothing (a view, a transpose,
+                               # an allocation), charged before the next launch
 
     [host.forward_class_us]    # optional: eager launches of these op classes cost this instead
     matmul = ...               # (a linear's weight transpose and bias, a norm's arguments:
@@ -38,7 +40,8 @@ FORWARD, BACKWARD, OPTIMIZER = "forward", "backward", "optimizer"
 OPTIMIZER_PREFIXES = ("_foreach_", "_fused_adam", "_fused_sgd")
 HOST_FIELDS = ("machine", "forward_us", "backward_us", "optimizer_launch_us",
                "optimizer_tensor_us")  # fmt: skip
-OPTIONAL_FIELDS = ("forward_class_us", "rnn_call_us", "rnn_step_us")
+OPTIONAL_FIELDS = ("forward_class_us", "rnn_call_us", "rnn_step_us", "host_op_us")
+MAX_HOST_OPS = 1 << 24  # ops without a launch that one launch message may account for
 RNN_CLASS = "rnn"
 
 
@@ -53,6 +56,7 @@ class HostCosts(NamedTuple):
     forward_class_s: tuple[tuple[str, float], ...] = ()  # (op class, seconds) overrides
     rnn_step_s: float = 0.0  # per time step of a fused RNN layer (its library's host loop)
     rnn_call_s: float = 0.0  # per fused RNN launch (its library's set-up)
+    host_op_s: float = 0.0  # per op that launches nothing (views, allocations): dispatch alone
 
     def forward_for(self, op_class: str) -> float:
         for name, seconds in self.forward_class_s:
@@ -84,16 +88,16 @@ class HostCosts(NamedTuple):
                 )
             values.append(float(value) * US)
         per_class = tuple(sorted((str(k), float(v) * US) for k, v in classes.items()))
-        rnn = {}
-        for name in ("rnn_step_us", "rnn_call_us"):
+        optional = {}
+        for name in ("rnn_step_us", "rnn_call_us", "host_op_us"):
             value = table.get(name, 0.0)
             if not _us(value):
                 raise InvalidRequestError(
                     f"{where}: field 'host.{name}' = {value!r} must be a number >= 0 (us)"
                 )
-            rnn[name.replace("_us", "_s")] = float(value) * US
+            optional[name.replace("_us", "_s")] = float(value) * US
         return cls(*values, machine=str(table.get("machine", "")), forward_class_s=per_class,
-                   **rnn)  # fmt: skip
+                   **optional)  # fmt: skip
 
 
 def _us(value: object) -> bool:
@@ -117,21 +121,25 @@ class HostIssue:
         self.costs = costs
         self.phase = FORWARD
 
-    def launch_s(self, name: str, tensors: int, op_class: str = "", shape=None) -> float:
+    def launch_s(
+        self, name: str, tensors: int, op_class: str = "", shape=None, host_ops: int = 0
+    ) -> float:
+        """Host seconds of one launch, with the `host_ops` ops that launched nothing since the
+        previous one (the client counts them: the engine never sees them otherwise)."""
         source = launch_source(name)
         costs = self.costs
-        library = 0.0
+        extra = costs.host_op_s * host_ops
         if op_class == RNN_CLASS and shape:
-            library = costs.rnn_call_s + costs.rnn_step_s * shape[0]
+            extra += costs.rnn_call_s + costs.rnn_step_s * shape[0]
         if source == OPTIMIZER:
             self.phase = OPTIMIZER
-            return costs.optimizer_launch_s + costs.optimizer_tensor_s * tensors
+            return costs.optimizer_launch_s + costs.optimizer_tensor_s * tensors + extra
         if source == BACKWARD:
             self.phase = BACKWARD
         elif self.phase == OPTIMIZER:
             self.phase = FORWARD  # the optimizer is done: the next step's forward
         per_launch = costs.backward_s if self.phase == BACKWARD else costs.forward_for(op_class)
-        return per_launch + library
+        return per_launch + extra
 
     def wait(self) -> None:
         """The host waited for the device: whatever comes next starts a new forward."""

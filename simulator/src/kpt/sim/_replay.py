@@ -22,6 +22,7 @@ from typing import Any
 
 from kpt.sim._cost import OpCost
 from kpt.sim._errors import InvalidRequestError
+from kpt.sim._host_model import MAX_HOST_OPS
 from kpt.sim._simulator import Simulator
 
 FORMAT = "kpt-sim-ops"
@@ -144,8 +145,13 @@ def _run(sim: Simulator, ops: list) -> None:
                     op.get("dtype", "fp32"),
                     tuple(op["shape"]) if op.get("shape") else None,
                 )
+                host_ops = op.get("host_ops", 0)
+                if type(host_ops) is not int or not 0 <= host_ops < MAX_HOST_OPS:
+                    raise InvalidRequestError(
+                        f"'host_ops' = {host_ops!r:.40} must be an integer in [0, {MAX_HOST_OPS})"
+                    )
                 launch(op["device"], cost, op.get("stream", 0), (), op.get("name"),
-                       op.get("tensors"))  # fmt: skip
+                       op.get("tensors"), host_ops=host_ops)  # fmt: skip
             elif kind == "alloc":
                 buffers[op["id"]] = sim.alloc(op["device"], op["bytes"])
             elif kind == "free":

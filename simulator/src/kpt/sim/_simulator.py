@@ -224,13 +224,16 @@ class Simulator(FaultState):
         name: str | None = None,
         tensors: int | None = None,
         graph_node: bool = False,
+        host_ops: int = 0,
     ) -> float:
         """Issue one op asynchronously; returns its forecast end (inf: never, device hung).
 
         tensors: tensor arguments of the launch, for the host model's per-tensor cost of
         optimizer kernels (default: one per buffer it touches). graph_node: the op is a node
         of a graph being replayed (a CUDA graph): the replay's one launch paid the host, so
-        this op costs the host nothing and runs back to back with the ones before it."""
+        this op costs the host nothing and runs back to back with the ones before it.
+        host_ops: ops the client dispatched since its last launch that launched nothing (views,
+        allocations); a profile's [host] table charges each (host_op_us) before this launch."""
         dev = self.devices[device] if 0 <= device < len(self.devices) else self._device(device)
         if dev.ops >= dev.next_trigger:
             self._fire_op_triggers(dev)
@@ -255,7 +258,7 @@ class Simulator(FaultState):
             issued += p.host_issue_s
         else:
             count = len(buffers) if tensors is None else tensors
-            issued += dev.host.launch_s(name or "", count, timing[3], cost.shape)
+            issued += dev.host.launch_s(name or "", count, timing[3], cost.shape, host_ops)
         dev.host_free = issued
         latency = p.launch_latency_s
         start = issued + latency

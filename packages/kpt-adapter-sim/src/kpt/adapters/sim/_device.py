@@ -30,21 +30,26 @@ def _device_index(device: Any) -> int:
 
 
 def _empty_strided(size, stride, *, dtype=None, layout=None, device=None, pin_memory=None):
-    from kpt.adapters.sim._transfer import new_tensor
-
     dtype = dtype or torch.get_default_dtype()
-    meta = torch.empty_strided(size, stride, dtype=dtype, device="meta")
-    return new_tensor(_device_index(device), meta)
+    return _allocated(device, torch.empty_strided(size, stride, dtype=dtype, device="meta"))
 
 
 def _empty_memory_format(
     size, *, dtype=None, layout=None, device=None, pin_memory=None, memory_format=None
 ):
-    from kpt.adapters.sim._transfer import new_tensor
-
     dtype = dtype or torch.get_default_dtype()
     meta = torch.empty(size, dtype=dtype, device="meta", memory_format=memory_format)
-    return new_tensor(_device_index(device), meta)
+    return _allocated(device, meta)
+
+
+def _allocated(device: Any, meta: torch.Tensor) -> torch.Tensor:
+    """A new tensor like `meta`: an op that launches nothing, told with the next launch."""
+    from kpt.adapters.sim._runtime import runtime
+    from kpt.adapters.sim._transfer import new_tensor
+
+    index = _device_index(device)
+    runtime().state[index].host_ops += 1
+    return new_tensor(index, meta)
 
 
 def _host_factory(op: Any) -> Any:

@@ -183,12 +183,16 @@ def _run(plan: Plan, args: tuple, kwargs: dict, tensors: list, rt: Runtime) -> A
         if plan.out_index is not None:  # out= variant: the output is written as an argument
             in_refs += out_refs
             out_refs = []
-        rt.client.launch(device, plan.op, in_refs, out_refs, attrs,
-                         stream=rt.state[device].stream, cost=plan.cost)  # fmt: skip
+        state = rt.state[device]
+        rt.client.launch(device, plan.op, in_refs, out_refs, attrs, stream=state.stream,
+                         cost=plan.cost, host_ops=state.host_ops)  # fmt: skip
+        state.host_ops = 0
         if rt.tracer is not None:
             rt.tracer.launched(device, plan.op, tensors, plan.cost, rt.allocator.allocated[device])
         if rt.settings.launch_blocking:  # like CUDA_LAUNCH_BLOCKING: errors point at their op
             rt.client.synchronize(device)
+    else:  # a view or an allocation: host time only, told with the next launch
+        rt.state[device].host_ops += 1
     if plan.info.single:
         return results[0]
     return tuple(results) if results else None  # "-> ()" ops return None

@@ -33,6 +33,9 @@ class DeviceState:
     seed: int = 0
     counter: int = 0  # random ops launched since the last seed: the second half of each op's key
     stream: int = 0
+    # Ops dispatched since the last launch that launched nothing (views, allocations): the
+    # next launch tells the daemon, whose host model charges each (a profile's host_op_us).
+    host_ops: int = 0
     # (busy seconds, clock) at the last utilization() call: its window starts there
     utilization_mark: tuple[float, float] = (0.0, 0.0)
 

@@ -1,0 +1,54 @@
+"""The host-bound programs both sides run: on the GPU (measure_h200_steps.py) to measure host
+time, and on kpt_sim (host_model_fit.py) to record the launches the host model charges.
+
+Tiny tensors, so the host, not the device, sets each program's time. Torch only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+NO_LAUNCH_OPS = 100  # ops that launch nothing, per program, before its one launch
+
+
+def eager_ops(dev: str) -> dict[str, Callable[[], object]]:
+    """One launch each: host time per eager call of an op class."""
+    x = torch.randn(1024, device=dev)
+    w = torch.randn(64, 64, device=dev)
+    m = torch.randn(8, 64, device=dev)
+    ln_w = torch.ones(64, device=dev)
+    image = torch.randn(2, 8, 8, 8, device=dev)
+    kernel = torch.randn(8, 8, 3, 3, device=dev)
+    return {"add": lambda: x + x, "mul_scalar": lambda: x * 1.5, "relu": lambda: torch.relu(x),
+            "linear": lambda: F.linear(m, w),
+            "layer_norm": lambda: F.layer_norm(m, (64,), ln_w, ln_w),
+            "sum": lambda: x.sum(),
+            "conv2d": lambda: F.conv2d(image, kernel, padding=1)}  # fmt: skip
+
+
+def no_launch_programs(dev: str) -> dict[str, Callable[[], object]]:
+    """NO_LAUNCH_OPS views (or allocations), then one add: host time of ops without a kernel."""
+    m = torch.randn(8, 64, device=dev)
+    x = torch.randn(1024, device=dev)
+
+    def views():
+        for _ in range(NO_LAUNCH_OPS):
+            m.view(64, 8)
+        return x + x
+
+    def transposes():
+        for _ in range(NO_LAUNCH_OPS):
+            m.transpose(0, 1)
+        return x + x
+
+    def allocations():
+        for _ in range(NO_LAUNCH_OPS):
+            torch.empty(1024, device=dev)
+        return x + x
+
+    return {f"view x{NO_LAUNCH_OPS}, add": views,
+            f"transpose x{NO_LAUNCH_OPS}, add": transposes,
+            f"empty x{NO_LAUNCH_OPS}, add": allocations}  # fmt: skip
