@@ -70,8 +70,6 @@ NOTES = [
     "times on lent H200s (table above), ran 1.3-2.2x apart in wall time while their device "
     "time stayed within 1 %. A host figure fitted in one run cannot meet a 10 % wall target in "
     "every run; the device-busy column is the part a profile can promise.",
-    "- The inference forward ran under torch.no_grad on kpt_sim (same ops): inference_mode "
-    "cannot yet take views of kpt_sim tensors created outside it.",
     "",
 ]
 
@@ -97,9 +95,7 @@ def whole_steps(tmp: Path) -> list[dict]:
     flat.write_text(strip_host(PROFILE.read_text()))
     rows = []
     for name in WORKLOADS:
-        # inference_mode cannot take views of kpt_sim tensors made outside it yet (an adapter
-        # bug): the inference forward runs under no_grad, which issues the same ops.
-        w = build(name, "kpt_sim", no_grad=torch.no_grad)
+        w = build(name, "kpt_sim")  # the inference forward under inference_mode, as on the GPU
         trace = record(w.step, tmp / f"{name}.json")
         wall, _ = replay_s(trace, "h200")
         flat_wall, _ = replay_s(trace, str(flat))

@@ -121,11 +121,8 @@ def _training(name, model, make_inputs, loss_fn, opt, dev, bf16, description) ->
     return Workload(name, step, params, description)
 
 
-def build(name: str, dev: str, smoke: bool = False, no_grad=torch.inference_mode) -> Workload:
-    """One workload on device `dev`; smoke shrinks it to run in seconds on a CPU.
-
-    no_grad: the context of the inference forward (torch.no_grad where inference_mode fails).
-    """
+def build(name: str, dev: str, smoke: bool = False) -> Workload:
+    """One workload on device `dev`; smoke shrinks it to run in seconds on a CPU."""
     torch.manual_seed(0)
     if name == "cnn_bn":
         batch, widths = (4, (8, 8, 16, 16)) if smoke else (128, (64, 128, 256, 512))
@@ -148,7 +145,7 @@ def build(name: str, dev: str, smoke: bool = False, no_grad=torch.inference_mode
             model = model.to(torch.bfloat16).eval()
 
             def infer():
-                with no_grad():
+                with torch.inference_mode():
                     return model(idx)
 
             return Workload(name, infer, params, f"GPT-2 small bf16 forward, batch {batch}x{seq}")

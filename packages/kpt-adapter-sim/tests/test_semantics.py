@@ -139,6 +139,27 @@ def test_a_librarys_own_device_kernel_runs_on_kpt_sim_and_writes_where_it_says(s
     assert gathered_in.storage_offset() == 12  # a view of the output, as on CUDA
 
 
+def test_inference_mode_takes_views_of_tensors_made_outside_it(sim):
+    """As on CPU and CUDA: inside inference_mode a view of a normal tensor is a normal tensor
+    (autograd shares its base's version counter), of an inference tensor an inference one."""
+    results = {}
+    for device in ("cpu", "kpt_sim"):
+        torch.manual_seed(0)
+        weight = torch.randn(4, 4).to(device)
+        layer = torch.nn.Linear(4, 4).to(device)
+        x = torch.randn(2, 4).to(device)
+        with torch.inference_mode():
+            flat, transposed = weight.view(16), weight.t()
+            made_inside = torch.ones(4, 4, device=device).t()
+            out = layer(x @ transposed)
+        assert not flat.is_inference() and not transposed.is_inference()
+        assert made_inside.is_inference()
+        weight.add_(1)  # a normal in-place op after: the views see it
+        results[device] = [flat.cpu(), out.cpu()]
+    for on_cpu, on_sim in zip(results["cpu"], results["kpt_sim"], strict=True):
+        torch.testing.assert_close(on_sim, on_cpu)
+
+
 def test_views_under_inference_mode_alias_their_base(sim):
     with torch.inference_mode():
         base = torch.arange(16.0).reshape(4, 4).to("kpt_sim")

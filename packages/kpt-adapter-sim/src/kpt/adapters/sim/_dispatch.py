@@ -247,6 +247,11 @@ def _view_from_spec(source: Any, spec: tuple) -> SimTensor:
     if not isinstance(source, SimTensor):  # a list argument: views of its first tensor
         source = next(s for s in source if isinstance(s, SimTensor))
     shape, stride, offset, dtype = spec
+    if torch.is_inference_mode_enabled() and not source.is_inference():
+        # A view of a normal tensor is a normal tensor, also under inference_mode (autograd
+        # then shares the base's version counter with it, which an inference tensor has not).
+        with torch.inference_mode(False):
+            return SimTensor(source._sim, shape, stride, offset, dtype)
     return SimTensor(source._sim, shape, stride, offset, dtype)
 
 
