@@ -71,7 +71,9 @@ class ModelRunner:
             else None
         )
 
-    @torch.no_grad()  # not inference_mode: wrapper-subclass devices (kpt_sim) refuse its views
+    # no_grad, not inference_mode: what a step returns stays a normal tensor, which its caller
+    # may update in place outside inference_mode (an inference tensor refuses that).
+    @torch.no_grad()
     def run(self, work: Sequence[SeqWork]) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
         """Compute the KV of every sequence's new tokens; logits for the rows it asks for.
 
