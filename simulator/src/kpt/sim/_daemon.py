@@ -402,19 +402,8 @@ class SimDaemon(EventCalls, IssueCalls):
             cost = self._cost(header.get("cost"), op, in_views, out_views, attrs)
             touched = [b.id for _, b in (*inputs, *outputs)]
             node = self.launches_as_graph_node(state, device)
-            self._claim(
-                state,
-                device,
-                self.sim.launch,
-                device,
-                cost,
-                stream,
-                touched,
-                op,
-                None,
-                node,
-                host_ops,
-            )
+            issue = (device, cost, stream, touched, op, None, node, host_ops)  # Simulator.launch
+            self._claim(state, device, self.sim.launch, *issue)
             if self.recorder is not None:
                 self.recorder.launch(device, cost, stream, op, host_ops)
             if self.numerics:
