@@ -28,7 +28,9 @@ for _ in range(3):
     torch.nn.functional.mse_loss(ddp(x[half].to("kpt_sim")), y[half].to("kpt_sim")).backward()
     opt.step()
 weights = [p.detach().cpu().reshape(-1).tolist() for p in model.parameters()]
-print("WEIGHTS " + json.dumps({"rank": rank, "backend": dist.get_backend(), "weights": weights}))
+result = {"rank": rank, "backend": dist.get_backend(), "weights": weights}
+with open(os.path.join(os.environ["RESULT_DIR"], f"rank{rank}.json"), "w") as f:
+    json.dump(result, f)
 dist.destroy_process_group()
 """
 
@@ -51,11 +53,12 @@ def test_ddp_under_torchrun_on_one_daemon_matches_one_process(daemon, tmp_path):
     script.write_text(RANK_SCRIPT)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc-per-node", "2", str(script)]  # fmt: skip
-    env = dict(os.environ, KPT_SIM_ENDPOINT=daemon, OMP_NUM_THREADS="1")
+    # Each rank writes its own file: the ranks share torchrun's stdout, and two prints of more
+    # than a pipe's atomic write (4 KiB) can interleave there.
+    env = dict(os.environ, KPT_SIM_ENDPOINT=daemon, OMP_NUM_THREADS="1", RESULT_DIR=str(tmp_path))
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    results = [json.loads(line.split("WEIGHTS ", 1)[1])
-               for line in done.stdout.splitlines() if "WEIGHTS " in line]  # fmt: skip
+    results = [json.loads(path.read_text()) for path in sorted(tmp_path.glob("rank*.json"))]
     assert sorted(r["rank"] for r in results) == [0, 1]
     assert {r["backend"] for r in results} == {"kpt"}
     expected = reference()
