@@ -29,11 +29,25 @@ def test_each_ddp_all_reduce_takes_the_simulators_closed_form_time():
 
 def test_the_summary_is_the_pairs_throughput_over_the_sum_of_single_chip_throughputs():
     job = HeteroJob(global_batch=300)
-    reports = [RankReport("h100-sxm", alone_step_s=0.3, batch=100, pair_step_s=0.1),
-               RankReport("mi300x", alone_step_s=0.15, batch=200, pair_step_s=0.125)]  # fmt: skip
+    reports = [RankReport("h100-sxm", alone_step_s=0.3, batch=100, pair_step_s=0.1,
+                          alone_share_step_s=0.08),
+               RankReport("mi300x", alone_step_s=0.15, batch=200, pair_step_s=0.125,
+                          alone_share_step_s=0.1)]  # fmt: skip
     result = summarize(job, reports)
-    # singles: 1000 + 2000 samples/s; the pair: 300 samples per 0.125 s = 2400
+    # singles on the global batch: 1000 + 2000 samples/s; the pair: 300 samples per 0.125 s
     assert result["pair_samples_per_s"] == pytest.approx(2400)
     assert result["efficiency"] == pytest.approx(0.8)
+    # singles on their shares: 100 / 0.08 + 200 / 0.1 = 1250 + 2000 samples/s
+    assert result["efficiency_same_batch"] == pytest.approx(2400 / 3250)
     assert [c["batch"] for c in result["chips"]] == [100, 200]
-    assert "efficiency (pair / sum of singles): 0.800" in format_summary(job, result)
+    text = format_summary(job, result)
+    assert "efficiency (pair / sum of singles): 0.800 on the global batch" in text
+    assert "efficiency at the same per-chip batch (weak scaling): 0.738" in text
+
+
+def test_without_timed_shares_the_same_batch_efficiency_is_absent():
+    job = HeteroJob(global_batch=300)
+    reports = [RankReport("h100-sxm", 0.3, 100, 0.1), RankReport("mi300x", 0.15, 200, 0.125)]
+    result = summarize(job, reports)
+    assert result["efficiency_same_batch"] is None
+    assert "weak scaling" not in format_summary(job, result)

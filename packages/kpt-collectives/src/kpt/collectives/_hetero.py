@@ -3,9 +3,10 @@
 `run_job` starts one daemon (one device per chip) and one process per chip
 (``python -m kpt.collectives._hetero RANK WORLD FOLDER CONFIG_JSON``). Each rank first trains
 alone on the whole global batch (its single-chip throughput, in simulated time); the ranks share
-those throughputs through the backend, split the batch with `split_batch`, and train with DDP
-and the batch-weighted hook. Each rank reports its simulated step times and the daemon's timing
-of every gradient all-reduce (duration and the engine's closed form for its algorithm).
+those throughputs through the backend and split the batch with `split_batch`. Each rank then
+trains alone on its share (the single-chip throughput at the batch it gets in the pair), and
+both train with DDP and the batch-weighted hook. Each rank reports its simulated step times and
+the daemon's timing of every gradient all-reduce (duration and its algorithm's closed form).
 
 The daemon runs timing-only by default (no values: the matmuls that make a step device-bound
 would take minutes on a CPU host). DDP reads device values in two places, which a timing-only
@@ -57,9 +58,10 @@ class RankReport:
     """One rank's simulated figures (seconds)."""
 
     chip: str
-    alone_step_s: float
-    batch: int = 0
+    alone_step_s: float  # alone on the global batch
+    batch: int = 0  # its share in the pair
     pair_step_s: float = 0.0
+    alone_share_step_s: float = 0.0  # alone on its share of the batch
     all_reduces: list[dict] = field(default_factory=list)  # duration, predicted, nbytes
 
 
@@ -179,6 +181,7 @@ def _rank_main(rank: int, world: int, folder: str, config: dict) -> None:
     dist.all_gather(every, alone)  # cpu tensors: through the backend's host route
     sizes = split_batch(job.global_batch, [job.global_batch / float(t) for t in every])
     report.batch = sizes[rank]
+    report.alone_share_step_s = _timed_steps(job, _make_model(job), sizes[rank])
     works: list = []
     ddp = torch.nn.parallel.DistributedDataParallel(
         _make_model(job), init_sync=False, find_unused_parameters=True,
