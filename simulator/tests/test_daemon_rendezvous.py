@@ -50,10 +50,10 @@ def data(rank, size=6):
     return np.arange(size, dtype=np.float32) * (rank + 1) - rank
 
 
-def post_all(clients, seq, kind, inputs, outputs, **terms):
+def post_all(clients, seq, kind, inputs, outputs, first_rank=0, **terms):
     """Every rank posts in order; only the last post completes the collective."""
     done = []
-    for rank, c in enumerate(clients):
+    for rank, c in enumerate(clients, first_rank):
         done.append(c.collective_post("g", seq, rank, RANKS, kind, inputs[rank],
                                       outputs[rank] if outputs else None, **terms))  # fmt: skip
     return [d is not None for d in done]
@@ -147,6 +147,38 @@ def test_learning_a_collective_is_done_does_not_hold_back_the_next_launches(serv
     assert compute_end < timing["end"]  # the launch ran beside the collective, not after it
 
 
+def test_the_posting_stream_waits_for_the_collective_from_the_post_on(served):
+    """As NCCL's stream does: work queued on the posting stream after the post, before the other
+    ranks arrive, runs after the collective's end (before, the stream waited only once the rank
+    learned the collective was done)."""
+    clients, _ = served
+    refs = [upload(c, r, np.ones(1 << 22, np.float32)) for r, c in enumerate(clients)]
+    clients[0].collective_post("g", 0, 0, RANKS, "all_reduce", refs[0], stream=1)
+    after_post = clients[0].record_event(0, 1)  # queued now, while ranks 1 and 2 are missing
+    for rank in (1, 2):
+        clients[rank].collective_post("g", 0, rank, RANKS, "all_reduce", refs[rank], stream=1)
+    assert clients[0].collective_poll("g", 0) is not None
+    timing = clients[0].collective_timing("g", 0)
+    assert clients[0].event_time(after_post) >= timing["end"] > 0
+
+
+def test_a_host_wait_for_a_device_whose_collective_waits_for_ranks_is_refused_by_name(served):
+    """It could never end (the posting stream waits for ranks that have not come): the daemon
+    says which collective, instead of advancing its clock by a hang timeout."""
+    clients, _ = served
+    refs = [upload(c, r, data(r)) for r, c in enumerate(clients)]
+    clients[0].collective_post("g", 0, 0, RANKS, "all_reduce", refs[0])
+    with pytest.raises(InvalidRequestError, match=r"all_reduce #0 of group 'g'.*ranks \[1, 2\]"):
+        clients[0].synchronize()
+    with pytest.raises(InvalidRequestError, match="read on device 0"):
+        values(clients[0], refs[0])
+    clients[1].synchronize(1)  # the other devices are not held
+    post_all(clients[1:], 0, "all_reduce", [None, *refs[1:]], None, first_rank=1)
+    assert clients[0].collective_poll("g", 0) is not None
+    clients[0].synchronize()
+    np.testing.assert_array_equal(values(clients[0], refs[0]), sum(data(r) for r in range(RANKS)))
+
+
 def test_timing_is_only_for_the_clients_own_collectives_that_ran(served):
     clients, _ = served
     refs = [upload(c, r, data(r)) for r, c in enumerate(clients)]
@@ -203,7 +235,7 @@ def test_a_buffer_freed_before_the_collective_runs_is_refused_not_written(served
     refs = [upload(c, r, data(r)) for r, c in enumerate(clients)]
     clients[0].collective_post("g", 0, 0, RANKS, "all_reduce", refs[0])
     clients[0].free(refs[0].buffer)
-    clients[0].synchronize()
+    clients[0].memory_stats(0)  # sends the queued free (a synchronize now is refused: below)
     clients[1].collective_post("g", 0, 1, RANKS, "all_reduce", refs[1])
     with pytest.raises(InvalidRequestError, match="freed"):
         clients[2].collective_post("g", 0, 2, RANKS, "all_reduce", refs[2])

@@ -110,6 +110,7 @@ def straggler(rank, world, save):
     start = time.monotonic()
     try:
         dist.all_reduce(t, group=group)
+        t.cpu()  # as NCCL's, the Work is complete at once: the failure comes with the result
     except Exception as exc:
         save("straggler_error", np.array([f"{type(exc).__name__}: {exc}"]))
     save("straggler_seconds", np.array([time.monotonic() - start]))
@@ -167,6 +168,30 @@ def ddp_split(rank, world, save):
     save(f"sizes_{rank}", np.array(sizes))
 
 
+def ddp_powersgd(rank, world, save):
+    """torch's PowerSGD hook (rank-1 factors, error feedback, warm start; plain all-reduces for
+    the first 2 steps), each rank on an equal share: the hook posts its next all-reduces from
+    the callbacks of the previous ones. Saves the weights after the plain steps and at the end."""
+    from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as powersgd
+
+    dev = device(rank)
+    model = make_model().to(dev)
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    state = powersgd.PowerSGDState(process_group=None, matrix_approximation_rank=1,
+                                   start_powerSGD_iter=2, min_compression_rate=1)  # fmt: skip
+    ddp.register_comm_hook(state, powersgd.powerSGD_hook)
+    optimizer = torch.optim.SGD(ddp.parameters(), lr=LR)
+    share = GLOBAL_BATCH // world
+    for step, (x, y) in enumerate(batches() * 2):
+        mine = slice(rank * share, (rank + 1) * share)
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(ddp(x[mine].to(dev)), y[mine].to(dev)).backward()
+        optimizer.step()
+        if step in (1, 5):
+            flat = torch.cat([p.detach().cpu().reshape(-1) for p in model.parameters()])
+            save(f"{'plain' if step == 1 else 'weights'}_{rank}", flat)
+
+
 def fsdp2(rank, world, save):
     """FSDP2 (fully_shard) on each rank's equal share: the mean of the shard losses' gradients
     is the whole batch's gradient."""
@@ -214,14 +239,16 @@ def dtensor(rank, world, save):
 
 
 def killed_mid_step(rank, world, save):
-    """A data-parallel step (backward, then one all-reduce per gradient); in its second step
-    rank 1 is killed (SIGKILL) between two gradient all-reduces. Rank 0 must get an error naming
-    rank 1 within the collective timeout, never a hang."""
+    """A data-parallel step (backward, one all-reduce per gradient, the optimizer step); in its
+    second step rank 1 is killed (SIGKILL) between two gradient all-reduces. Rank 0 must get an
+    error naming rank 1 within the collective timeout, never a hang (on kpt_sim, as with NCCL,
+    from the first use of an all-reduced gradient: the Work completes at the post)."""
     import signal
 
     dev = device(rank)
     group = timed_group("killed_mid_step", world)
     model = make_model().to(dev)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     (x, y), start = batches()[0], time.monotonic()
     x, y = x.to(dev), y.to(dev)
     try:
@@ -233,6 +260,7 @@ def killed_mid_step(rank, world, save):
                 if rank == 1 and step == 1 and i == 2:
                     os.kill(os.getpid(), signal.SIGKILL)
                 dist.all_reduce(p.grad, group=group)
+            optimizer.step()
     except Exception as exc:
         save("killed_error", np.array([f"{type(exc).__name__}: {exc}"]))
     save("killed_seconds", np.array([time.monotonic() - start]))
@@ -240,8 +268,8 @@ def killed_mid_step(rank, world, save):
 
 def ddp_killed_in_backward(rank, world, save):
     """DDP's own all-reduces (tiny buckets): rank 1 is killed (SIGKILL) inside its second
-    backward pass, from a gradient hook. Rank 0's backward must raise an error naming rank 1
-    within the collective timeout (it used to crash in DDP's reducer)."""
+    backward pass, from a gradient hook. Rank 0's step must raise an error naming rank 1 within
+    the collective timeout (it used to crash in DDP's reducer)."""
     import signal
 
     dev = device(rank)
@@ -258,6 +286,7 @@ def ddp_killed_in_backward(rank, world, save):
 
     if rank == 1:
         next(iter(model.parameters())).register_hook(die_in_second_backward)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     (x, y), start = batches()[0], time.monotonic()
     x, y = x.to(dev), y.to(dev)
     try:
@@ -265,6 +294,7 @@ def ddp_killed_in_backward(rank, world, save):
             start = time.monotonic()
             model.zero_grad()
             torch.nn.functional.mse_loss(model(x), y).backward()
+            optimizer.step()
     except Exception as exc:
         save("killed_error", np.array([f"{type(exc).__name__}: {exc}"]))
     save("killed_seconds", np.array([time.monotonic() - start]))

@@ -375,6 +375,7 @@ class SimDaemon(EventCalls, IssueCalls):
         if nbytes > MAX_READ:
             raise bad(f"read of {nbytes} bytes: at most {MAX_READ} per read; read in chunks")
         stream = self._stream(client_id, msg.header)
+        self.rendezvous.refuse_host_wait([buffer.device], "read")
         self._record("d2h", device=buffer.device, bytes=nbytes, stream=stream)  # + its sync
         self._claim(state, buffer.device, self.sim.read, buffer.id, offset, nbytes, stream)
         self._raise_pending(state)
@@ -476,6 +477,8 @@ class SimDaemon(EventCalls, IssueCalls):
 
     def synchronize(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
         device = None if msg.header.get("device") is None else self._device(msg.header)
+        every = range(len(self.sim.devices)) if device is None else [device]
+        self.rendezvous.refuse_host_wait(every, "synchronize")
         self._record("sync", **({} if device is None else {"device": device}))
         now = self.sim.synchronize(device)
         self._raise_pending(state)

@@ -9,19 +9,22 @@ every rank that did arrive gets an error naming the missing ones. A rank whose c
 disconnects fails the meetings it was part of at once.
 
 Simulated time follows CUDA + NCCL: the collective runs on its own stream; it starts when every
-rank's stream has reached the post (an event recorded at the post), and a rank's stream waits
-for the collective's end when that rank learns it is done (its ``work.wait()``), so work the rank
-queued in between overlaps with it. Learning that a collective is done is not a host wait: the
-simulation is not run to its end then (that would put every later launch of every client after
-it). Its simulated times are asked for apart (``collective_timing``), and that waits, as reading
-an event's elapsed time does. Messages and semantics: docs/collectives.md.
+rank's stream has reached the post (an event recorded at the post), and the stream the post
+names (the rank's own "NCCL stream") waits from the post on for the collective's end, an event
+whose place is known only once the last rank is in. So a rank may go on at once, as with NCCL:
+its other streams run beside the collective until they wait for that stream. The rank's client
+keeps its host from reading or touching the collective's buffers before the outcome
+(kpt.sim._client_holds). Learning that a collective is done is not a host wait: the simulation
+is not run to its end then (that would put every later launch of every client after it). Its
+simulated times are asked for apart (``collective_timing``), and that waits, as reading an
+event's elapsed time does. Messages and semantics: docs/collectives.md.
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +34,7 @@ from kpt.sim._daemon_buffers import BufferTable, bad, field_int
 from kpt.sim._errors import DeviceHangError, InvalidRequestError, SimError
 from kpt.sim._executors import Executor, View
 from kpt.sim._simulator import Simulator
+from kpt.sim._streams import Marker
 
 MAX_WORLD = 4096
 MAX_GROUP_CHARS = 256
@@ -53,6 +57,7 @@ class Part:
     ready: int  # engine event: the rank's stream reached the post
     input: Any  # wire ref or None (a send_recv receiver posts only its output)
     output: Any
+    end: Marker  # the collective's end on this rank's device; the posting stream waits for it
 
 
 @dataclass
@@ -74,10 +79,8 @@ class Meeting:
 
 @dataclass
 class Outcome:
-    """What one rank gets back: the collective's end event on its device, or an error."""
+    """What one rank gets back: the collective's timing figures, or an error."""
 
-    device: int = 0
-    end: int | None = None  # engine event on the collective stream
     timing: dict[str, Any] = field(default_factory=dict)  # algorithm, predicted, nbytes
     error: SimError | None = None
 
@@ -103,6 +106,7 @@ class Rendezvous:
         self.meetings: dict[tuple[str, int], Meeting] = {}
         self.outcomes: dict[bytes, dict[tuple[str, int], Outcome]] = {}
         self.results: dict[bytes, OrderedDict[tuple[str, int], CollectiveResult]] = {}
+        self.posted_on: Counter[int] = Counter()  # device -> parts waiting for their meeting
 
     # -- handlers (msg, state, client_id), registered by the daemon ------------------------------
     def post(self, msg: Any, state: Any, client_id: bytes) -> dict:
@@ -130,15 +134,16 @@ class Rendezvous:
                 )
             if rank in meeting.parts:
                 raise bad(f"rank {rank} posted twice to {meeting.name()}; each rank posts once")
-            meeting.parts[rank] = self._part(header, terms, rank, client_id)
+            meeting.parts[rank] = part = self._part(header, terms, rank, client_id)
+            self.posted_on[part.device] += 1
         except SimError as error:  # a refused part fails the collective for every rank
             self._finish(meeting, error=_for_all(error, rank, meeting))
             raise
         if not meeting.missing():
             self._run(meeting)
-            return self._take(client_id, key, header)
+            return self._take(client_id, key)
         self._expire(meeting)
-        return self._take(client_id, key, header) if key not in self.meetings else {"done": False}
+        return self._take(client_id, key) if key not in self.meetings else {"done": False}
 
     def poll(self, msg: Any, state: Any, client_id: bytes) -> dict:
         """{"done": False} while waiting; {"done": True} once it ran; raises its error."""
@@ -151,7 +156,7 @@ class Rendezvous:
                 return {"done": False}
             raise bad(f"collective #{key[1]} of group {key[0]!r}: this client posted no part "
                       "(or already collected its outcome)")  # fmt: skip
-        return self._take(client_id, key, msg.header)
+        return self._take(client_id, key)
 
     def timing(self, msg: Any, state: Any, client_id: bytes) -> dict:
         """Simulated seconds of one of this client's collectives that ran: start and
@@ -167,6 +172,19 @@ class Rendezvous:
         return {"start": result.start, "last_arrival": result.last_arrival, "end": result.end,
                 "duration": result.duration, "transfer_time": result.transfer_time,
                 "algorithm": result.algorithm, "predicted": result.predicted}  # fmt: skip
+
+    def refuse_host_wait(self, devices: Iterable[int], what: str) -> None:
+        """Raise if a part posted on one of `devices` waits for ranks: the stream that posted it
+        waits for the collective, so a host wait for that device would never end."""
+        if not any(self.posted_on.get(d) for d in devices):
+            return
+        device, meeting = next((p.device, m) for m in self.meetings.values()
+                               for p in m.parts.values() if p.device in devices)  # fmt: skip
+        raise bad(
+            f"{what} on device {device}: {meeting.name()} was posted there and waits for ranks "
+            f"{meeting.missing()}; the posting stream waits for it, so this would never end. "
+            "Wait until the collective is done (collective_poll) first"
+        )
 
     def client_gone(self, client_id: bytes) -> None:
         """A rank's process is gone: the collectives it joined fail for the ranks still there."""
@@ -213,7 +231,9 @@ class Rendezvous:
         device = devices.pop()
         stream = self.engine_stream(client_id, header)
         ready = self.sim.record_event(device, stream)
-        return Part(client_id, rank, device, ready, input_ref, output_ref)
+        end = self.sim.future_event()
+        self.sim.wait_for(end, device, stream)
+        return Part(client_id, rank, device, ready, input_ref, output_ref, end)
 
     def _views(self, meeting: Meeting) -> tuple[list[View], list[View], list[int]]:
         """Every rank's views, checked again in its own client's context (a buffer freed since
@@ -254,7 +274,8 @@ class Rendezvous:
                                 stream=stream, **options)  # fmt: skip
             if self.executor is not None:
                 collectives.compute(self.executor, kind, inputs, outputs, terms["op"], root or 0)
-            ends = {d: self.sim.record_event(d, stream) for d in devices}
+            for part in meeting.parts.values():
+                self.sim.record_into(part.end, part.device, stream)
         except SimError as error:
             self._finish(meeting, error=error)
             return
@@ -263,19 +284,21 @@ class Rendezvous:
             return
         # Not its start or end: reading them would run the simulation to its end now.
         timing = {"algorithm": timed.algorithm, "predicted": timed.predicted, "nbytes": nbytes}
-        self._finish(meeting, ends=ends, timing=timing, result=timed)
+        self._finish(meeting, timing=timing, result=timed)
 
     def _finish(
         self,
         meeting: Meeting,
         error: SimError | None = None,
-        ends: dict[int, int] | None = None,
         skip: bytes | None = None,
         timing: dict[str, Any] | None = None,
         result: CollectiveResult | None = None,
     ) -> None:
         self.meetings.pop((meeting.group, meeting.seq), None)
         for part in meeting.parts.values():
+            self.posted_on[part.device] -= 1
+            if error is not None:  # it will not run: the streams that wait for it go on
+                self.sim.complete_now(part.end)
             if part.client == skip:
                 continue
             if result is not None:
@@ -286,9 +309,7 @@ class Rendezvous:
             table = self.outcomes.setdefault(part.client, {})
             if len(table) >= MAX_OUTCOMES_PER_CLIENT:
                 table.pop(next(iter(table)))  # the oldest unpolled outcome is forgotten
-            end = None if ends is None else ends[part.device]
-            outcome = Outcome(part.device, end=end, error=error, timing=timing or {})
-            table[(meeting.group, meeting.seq)] = outcome
+            table[(meeting.group, meeting.seq)] = Outcome(timing or {}, error)
 
     def _expire(self, meeting: Meeting) -> None:
         if self.clock() <= meeting.deadline or not meeting.missing():
@@ -303,15 +324,13 @@ class Rendezvous:
             ),
         )
 
-    def _take(self, client_id: bytes, key: tuple[str, int], header: dict) -> dict:
+    def _take(self, client_id: bytes, key: tuple[str, int]) -> dict:
         table = self.outcomes.get(client_id, {})
         outcome = table.pop(key)
         if not table:
             self.outcomes.pop(client_id, None)
         if outcome.error is not None:
             raise outcome.error
-        if outcome.end is not None:  # later work on this rank's stream follows the collective
-            self.sim.wait_event(outcome.end, outcome.device, self.engine_stream(client_id, header))
         return {"done": True, **outcome.timing}
 
 

@@ -402,21 +402,42 @@ class Simulator(FaultState):
     # --- events and waiting ---------------------------------------------------------------
     def record_event(self, device: int, stream: int = 0) -> int:
         """An event that completes when the work issued to the stream so far has ended."""
-        dev = self._device(device)
-        # Recorded once the host has issued everything before it, as on a real GPU: the time
-        # between two events includes the gaps where the device waited for the host.
-        marker = Marker(max(self._now, dev.host_free, dev.streams.get(stream, 0.0)))
-        self._submit(dev, stream, Op(MARKER, max(self._now, dev.host_free), marker))
+        marker = Marker(0.0)
+        self.record_into(marker, device, stream)
         return self._events.add(marker)
 
     def wait_event(self, event: int, device: int, stream: int = 0) -> None:
         """Later work on (device, stream) starts after the event: a cross-stream/device wait."""
-        marker = self._events.get(event)
+        self.wait_for(self._events.get(event), device, stream)
+
+    # An event whose place is not known yet (a collective waiting for its last rank): streams
+    # may wait for it now; it is recorded into a stream later, or completed at once if what it
+    # stood for failed. The holder keeps the marker itself: it has no id that could expire.
+    def future_event(self) -> Marker:
+        return Marker(0.0)
+
+    def record_into(self, marker: Marker, device: int, stream: int = 0) -> None:
+        """`marker` completes when the work issued to the stream so far has ended."""
+        dev = self._device(device)
+        # Recorded once the host has issued everything before it, as on a real GPU: the time
+        # between two events includes the gaps where the device waited for the host.
+        marker.forecast = max(self._now, dev.host_free, dev.streams.get(stream, 0.0))
+        self._submit(dev, stream, Op(MARKER, max(self._now, dev.host_free), marker))
+
+    def wait_for(self, marker: Marker, device: int, stream: int = 0) -> None:
         dev = self._device(device)
         if marker.forecast > dev.streams.get(stream, 0.0):
             dev.streams[stream] = marker.forecast
         if marker.time is None:
             self._submit(dev, stream, Op(WAIT, 0.0, marker))
+
+    def complete_now(self, marker: Marker) -> None:
+        """A future event whose work will never run: what waits on it goes on from now."""
+        if marker.time is None:
+            marker.time = self.env.now
+            for waiter in marker.waiters:
+                waiter.succeed()
+            marker.waiters = []
 
     def event_time(self, event: int) -> float:
         """Sim seconds at which the event completes (inf if it never will). The host waits

@@ -230,6 +230,7 @@ class KptProcessGroup(dist.ProcessGroup):
         return route.p2p(tensor, src, tag, sending=False)
 
     def barrier(self, opts: Any = None) -> dist.Work:
+        self.routes.settle()  # as NCCL's barrier synchronizes the device first
         return self._host.barrier()
 
 

@@ -106,6 +106,12 @@ class RouteBook:
                     f"{split if self.may_split else ''}")  # fmt: skip
         return f"{self.kinds[0]} on every rank: native"
 
+    def settle(self) -> None:
+        """Wait until this process's kpt_sim collectives ran (what a barrier's device
+        synchronize does with NCCL); raises the first failure."""
+        if isinstance(self._device_route, SimRoute):
+            self._device_route.settle()
+
     def close(self) -> None:
         if isinstance(self._device_route, SimRoute):
             self._device_route.close()

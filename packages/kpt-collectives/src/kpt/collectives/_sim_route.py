@@ -8,7 +8,9 @@ trace. Needs every rank on ONE daemon (KPT_SIM_ENDPOINT) with its own device.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +20,7 @@ import torch.distributed as dist
 from torch.futures import Future
 
 from kpt.collectives._errors import CollectiveError, CollectiveTimeoutError
-from kpt.collectives._work import DAEMON_GRACE_S, Completer, FutureWork, Pending
+from kpt.collectives._work import DAEMON_GRACE_S, Completer, FutureWork, Pending, Posted
 
 try:  # the [sim] extra
     from kpt.adapters.sim import daemon_access
@@ -27,11 +29,22 @@ except ImportError:  # pragma: no cover - reported when a kpt_sim tensor arrives
     daemon_access = None
     DeviceHangError = SimError = None  # type: ignore[assignment,misc]
 
-# The client stream number every collective of this process runs behind, as NCCL's own stream:
-# it waits for the rank's stream at the post, the collective waits for it, and the rank's
-# stream waits for it only at work.wait() (or at the end of backward). The daemon allows stream
-# numbers below 1024; torch.kpt_sim.Stream() numbers count up from 1.
-COMM_STREAM = 1023
+# The client streams collectives run behind, as NCCL's own streams: one per process group, and
+# per point-to-point peer of a group (ProcessGroupNCCL gives each pair its own communicator and
+# stream; on one stream, a ring of isend/irecv would wait on itself). Each waits for the
+# rank's stream at the post and, from the post on, for the collective; the rank's stream waits
+# for it only at work.wait() (or at the end of backward). Handed out downward from 1023 (the
+# daemon allows stream numbers below 1024; torch.kpt_sim.Stream() numbers count up from 1);
+# past COMM_STREAMS of them, numbers are shared.
+COMM_STREAMS = 512
+_next_comm_stream = itertools.count()
+_comm_stream_lock = threading.Lock()
+
+
+def comm_stream() -> int:
+    with _comm_stream_lock:
+        return 1023 - next(_next_comm_stream) % COMM_STREAMS
+
 
 REDUCE_OPS = {
     dist.ReduceOp.SUM: "sum",
@@ -73,10 +86,16 @@ class SimRoute:
         self.timeout_s = timeout_s
         self._seq = itertools.count()
         self._p2p: dict[tuple[int, int, int], itertools.count] = {}
+        self._stream = comm_stream()
+        self._peer_streams: dict[tuple[int, bool], int] = {}
         self._completer = Completer(group_id)
 
     def close(self) -> None:
         self._completer.stop()
+
+    def settle(self) -> None:
+        """Wait until every collective this process posted ran; raises the first failure."""
+        daemon_access.client().holds.all()
 
     # -- collectives: tensors are contiguous kpt_sim tensors of this rank --------------------
     def run(
@@ -92,30 +111,30 @@ class SimRoute:
         rank: int | None = None,
         world: int | None = None,
         seq: int | None = None,
+        comm: int | None = None,
     ) -> dist.Work:
         group = group or self.group_id
         rank = self.rank if rank is None else rank
         world = self.world if world is None else world
         seq = next(self._seq) if seq is None else seq
+        comm = self._stream if comm is None else comm
         what = f"{kind} #{seq} of group {group!r} (rank {rank} of {world})"
         tensor = input if input is not None else output
         index = tensor.device.index or 0
         stream = daemon_access.current_stream(index)
         client = daemon_access.client()
+        refs = [None if t is None else daemon_access.tensor_ref(t) for t in (input, output)]
         try:
             # queued with the launches: the collective starts after the work issued so far
-            client.wait_event(client.record_event(index, stream), index, COMM_STREAM)
-            timing = client.collective_post(
-                group, seq, rank, world, kind,
-                None if input is None else daemon_access.tensor_ref(input),
-                None if output is None else daemon_access.tensor_ref(output),
-                op=op, root=root, stream=COMM_STREAM, timeout=self.timeout_s,
-            )  # fmt: skip
+            client.wait_event(client.record_event(index, stream), index, comm)
+            timing = client.collective_post(group, seq, rank, world, kind, *refs, op=op,
+                                            root=root, stream=comm,
+                                            timeout=self.timeout_s)  # fmt: skip
         except Exception as exc:
             raise classify(exc, what) from exc
         future: Future = Future()
         work = FutureWork(future, what)
-        work.join = StreamJoin(client, index, stream)
+        work.join = StreamJoin(client, index, stream, comm)
         work.measure = lambda: client.collective_timing(group, seq)
         work.join_at_backward_end()
         if timing is not None:  # this rank's part was the last: it already ran
@@ -126,12 +145,24 @@ class SimRoute:
                     finish()
             future.set_result(result)
             return work
+        poll = lambda: client.collective_poll(group, seq, comm)  # noqa: E731
+        deadline = time.monotonic() + self.timeout_s + DAEMON_GRACE_S
+        if finish is None:  # complete now, as NCCL's Work does; the client holds the buffers
+            posted = Posted(what, poll, deadline, lambda exc: classify(exc, what), work,
+                            keep=(input, output))  # fmt: skip
+            hold = client.holds.add([r.buffer for r in refs if r is not None],
+                                    posted.settle_hold, group)  # fmt: skip
+            posted.release = functools.partial(client.holds.release, hold)
+            work.pending = posted
+            future.set_result(result)
+            self._completer.submit(posted)
+            return work
         work.pending = Pending(
             what=what,
-            poll=lambda: client.collective_poll(group, seq, COMM_STREAM),
+            poll=poll,
             future=future,
             result=result,
-            deadline=time.monotonic() + self.timeout_s + DAEMON_GRACE_S,
+            deadline=deadline,
             classify=lambda exc: classify(exc, what),
             finish=finish,
             keep=(input, output),
@@ -153,22 +184,33 @@ class SimRoute:
             rank=0 if sending else 1,
             world=2,
             seq=next(counter),
+            comm=self._peer_stream(peer, sending),
         )
+
+    def _peer_stream(self, peer: int, sending: bool) -> int:
+        # Sends and receives to one peer on separate streams: rank 0's send waits for rank 1's
+        # receive, which would otherwise queue behind rank 1's own send to rank 0 (a pair
+        # exchanging both ways would wait on itself; NCCL's eager sends of small messages
+        # never do).
+        key = (peer, sending)
+        if key not in self._peer_streams:
+            self._peer_streams[key] = comm_stream()
+        return self._peer_streams[key]
 
 
 class StreamJoin:
-    """Makes a rank's stream wait for everything on COMM_STREAM so far, once (two queued
-    messages, no round trip): what work.wait() does to the current stream with NCCL."""
+    """Makes a rank's stream wait for everything on its collective's stream so far, once (two
+    queued messages, no round trip): what work.wait() does to the current stream with NCCL."""
 
-    def __init__(self, client: Any, device: int, stream: int) -> None:
-        self._client, self._device, self._stream = client, device, stream
+    def __init__(self, client: Any, device: int, stream: int, comm: int) -> None:
+        self._client, self._device, self._stream, self._comm = client, device, stream, comm
         self._done = False
 
     def __call__(self) -> None:
         if self._done:
             return
         self._done = True
-        event = self._client.record_event(self._device, COMM_STREAM)
+        event = self._client.record_event(self._device, self._comm)
         self._client.wait_event(event, self._device, self._stream)
 
 

@@ -29,8 +29,9 @@ from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook
 BUCKET_CAPS_MB = (1.0, 5.0, 25.0, 100.0)  # 25: DDP's default
 COMPRESSIONS = ("none", "bf16", "powersgd")
 # PowerSGD's hook issues its next all-reduces from the completion callbacks of the previous
-# ones; over the kpt backend those can reach the ranks in different orders (a known defect:
-# docs/collectives.md), so it is a candidate only when asked for.
+# ones and waits on them there: fine where a Work completes at the post (kpt_sim, nccl), a
+# deadlock on gloo's own Work ("Resource deadlock avoided"); so it is a candidate only when
+# asked for.
 DEFAULT_COMPRESSIONS = ("none", "bf16")
 POWERSGD_RANK = 4
 POWERSGD_START_ITER = 2  # plain all-reduce before (torch's minimum with error feedback)

@@ -1,13 +1,17 @@
 """Work objects: what every collective returns, finished now or when the daemon says so.
 
-A kpt_sim collective is posted at once; a completion thread (one per process group) asks the
-daemon about the oldest unfinished one, backing off between polls, and completes its Future.
-The thread never holds the server: every poll is one short call.
+A kpt_sim collective is posted at once and, as NCCL's is at the enqueue, complete at once
+(`Posted`): the daemon runs it when the last rank posts, and until it says so the client holds
+the collective's buffers (kpt.sim._client_holds), so work that touches them, and any host wait,
+waits for it first. A completion thread (one per process group) asks the daemon about the
+oldest unsettled one, backing off between polls; the thread never holds the server: every poll
+is one short call. Collectives that copy out of staging tensors afterwards (`Pending`) complete
+their Future only when the daemon says they ran.
 
-As with NCCL, knowing that a collective finished does not make the rank's stream wait for it:
-``wait()`` does (its ``join``), or, for collectives posted during a backward pass (DDP's
-buckets, FSDP's reduce-scatters), the end of that backward pass, so the simulated collective
-overlaps the rest of backward as it would on a GPU.
+As with NCCL, a collective does not make the rank's stream wait for it: ``wait()`` does (its
+``join``), or, for collectives posted during a backward pass (DDP's buckets, FSDP's
+reduce-scatters), the end of that backward pass, so the simulated collective overlaps the rest
+of backward as it would on a GPU.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ FIRST_POLL_S = 20e-6  # peers usually post within a round trip: look again soon
 MAX_POLL_S = 5e-4  # slower polling costs latency; faster costs the daemon's CPU
 HANDOFF_S = 1e-3  # the completion thread leaves a Future this long to a waiting caller
 DAEMON_GRACE_S = 10.0  # beyond the collective's own timeout: the daemon itself is stuck
+MAX_IN_FLIGHT = 1024  # unsettled collectives per group: the next post settles the oldest first
 
 
 def finished(result: Any = None) -> dist.Work:
@@ -53,13 +58,13 @@ class FutureWork(dist.Work):
         self._timing: dict | None = None
         # kpt_sim: asks the daemon for the collective's simulated times (see `timing`)
         self.measure: Callable[[], dict] | None = None
-        self.pending: Pending | None = None  # set while the daemon may still be asked
+        self.pending: Pending | Posted | None = None  # set while the daemon may still be asked
         # makes the rank's stream wait for the collective (idempotent); None: nothing to do
         self.join: Callable[[], None] | None = None
 
     def wait(self, timeout: Any = None) -> bool:
-        if self.pending is not None:  # poll here: no hand-off to the completion thread
-            self.pending.settle()
+        if self.pending is not None:
+            self.pending.on_wait()
         self._future.wait()  # raises the collective's error, if any
         if self.join is not None:
             self.join()
@@ -71,6 +76,8 @@ class FutureWork(dist.Work):
         on first read also the simulated start, last_arrival, end, duration and transfer_time,
         asked of the daemon (that waits for the collective, as an event's elapsed time does:
         knowing it is done never does, so later launches overlap it). None elsewhere."""
+        if self.pending is not None:
+            self.pending.settle()
         if self._timing is not None and "duration" not in self._timing and self.measure:
             self._timing.update(self.measure())
         return self._timing
@@ -89,10 +96,12 @@ class FutureWork(dist.Work):
         return True
 
     def _backward_end(self) -> None:
-        if self.pending is not None:
+        # Never raises (an exception in an autograd callback aborts the process): a failure
+        # stays for whoever waits on the Work or touches its buffers.
+        if isinstance(self.pending, Pending):
             self.pending.settle()
         if self.is_success() and self.join is not None:
-            self.join()  # a failure stays in the Future for whoever waits on it
+            self.join()
 
     def is_completed(self) -> bool:
         return self._future.done()
@@ -183,10 +192,77 @@ class Pending:
 
     def settle(self, stopped: Callable[[], bool] = lambda: False) -> None:
         """Poll with backoff until resolved (or `stopped`)."""
-        pause = FIRST_POLL_S
-        while not self.step() and not stopped():
-            time.sleep(pause)
-            pause = min(pause * 2, MAX_POLL_S)
+        _poll_until(self.step, stopped)
+
+    on_wait = settle  # wait() polls here: no hand-off to the completion thread
+
+
+@dataclass
+class Posted:
+    """A kpt_sim collective whose Work completed at the post, as NCCL's does at the enqueue.
+
+    The daemon runs it when the last rank posts; until it says so, the client holds its buffers
+    (`release` drops the hold). Work that touches them, or a host wait, settles it first and
+    gets its failure; so does `wait()` once the failure is known (NCCL's watchdog, too, reports
+    a failed collective at a later call)."""
+
+    what: str
+    poll: Callable[[], dict | None]  # the daemon's timing once done; raises its error
+    deadline: float
+    classify: Callable[[Exception], Exception]
+    work: FutureWork  # gets the timing
+    keep: tuple = field(default_factory=tuple)  # tensors that must outlive the collective
+    release: Callable[[], None] = lambda: None
+    error: Exception | None = None
+    done: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    posted: float = field(default_factory=time.monotonic)
+
+    @property
+    def future(self) -> Future:
+        return self.work._future  # resolved at the post
+
+    def step(self) -> bool:
+        """Poll once (unless settled); True once the daemon's outcome is known."""
+        with self.lock:
+            if self.done:
+                return True
+            try:
+                timing = self.poll()
+                if timing is None:
+                    if time.monotonic() <= self.deadline:
+                        return False
+                    raise CollectiveTimeoutError(
+                        f"{self.what}: the simulator daemon gave no outcome within the "
+                        "collective's timeout; it is stuck or overloaded"
+                    )
+                self.work.timing = timing
+                self.release()
+            except Exception as exc:  # kept for whoever touches the buffers or waits next
+                self.error = self.classify(exc)
+            self.done, self.keep = True, ()
+            return True
+
+    def settle(self, stopped: Callable[[], bool] = lambda: False) -> None:
+        """Poll with backoff until the outcome is known (or `stopped`)."""
+        _poll_until(self.step, stopped)
+
+    def settle_hold(self) -> None:
+        """What the client's hold runs: wait for the outcome, raise the failure."""
+        self.settle()
+        if self.error is not None:
+            raise self.error
+
+    def on_wait(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+def _poll_until(step: Callable[[], bool], stopped: Callable[[], bool]) -> None:
+    pause = FIRST_POLL_S
+    while not step() and not stopped():
+        time.sleep(pause)
+        pause = min(pause * 2, MAX_POLL_S)
 
 
 class Completer:
@@ -194,12 +270,21 @@ class Completer:
 
     def __init__(self, name: str) -> None:
         self._name = name
-        self._queue: collections.deque[Pending] = collections.deque()
+        self._queue: collections.deque[Pending | Posted] = collections.deque()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopped = False
 
-    def submit(self, pending: Pending) -> None:
+    def submit(self, pending: Pending | Posted) -> None:
+        while True:  # back-pressure: the daemon keeps 4,096 unpolled outcomes per client
+            with self._cond:
+                oldest = self._queue[0] if len(self._queue) >= MAX_IN_FLIGHT else None
+            if oldest is None:
+                break
+            oldest.settle(lambda: self._stopped)
+            with self._cond:
+                if self._queue and self._queue[0] is oldest:
+                    self._queue.popleft()
         with self._cond:
             if self._stopped:
                 raise CollectiveError(f"{pending.what}: the process group was shut down")
@@ -237,7 +322,7 @@ class Completer:
                 if self._queue and self._queue[0] is pending:
                     self._queue.popleft()
 
-    def _complete(self, pending: Pending) -> None:
+    def _complete(self, pending: Pending | Posted) -> None:
         # A caller that waits polls on its own thread; this thread steps in for Futures nobody
         # waits on (DDP's reducer), after a grace period, so the two do not poll side by side.
         time.sleep(max(0.0, pending.posted + HANDOFF_S - time.monotonic()))
