@@ -138,7 +138,7 @@ def test_learning_a_collective_is_done_does_not_hold_back_the_next_launches(serv
     refs = [upload(c, r, np.ones(1 << 22, np.float32)) for r, c in enumerate(clients)]
     start = clients[0].synchronize()
     post_all(clients, 0, "all_reduce", refs, None, stream=1)
-    assert clients[0].collective_poll("g", 0, stream=1) is not None  # done: values are in
+    assert clients[0].collective_poll("g", 0) is not None  # done: values are in
     small = upload(clients[0], 0, np.ones(1 << 16, np.float32))  # an add of it: ~8 us
     clients[0].launch(0, "add", [small, small], [small], stream=0)
     compute_end = clients[0].event_time(clients[0].record_event(0, 0))
@@ -201,6 +201,16 @@ def test_a_missing_rank_times_out_with_an_error_naming_it(served):
     with pytest.raises(DeviceHangError, match=r"ranks \[2\] never arrived"):
         clients[1].collective_poll("g", 0)
     np.testing.assert_array_equal(values(clients[0], refs[0]), data(0))  # untouched
+
+
+def test_a_host_wait_after_the_timeout_fails_the_collective_and_goes_on(served):
+    clients, clock = served
+    refs = [upload(c, r, data(r)) for r, c in enumerate(clients)]
+    clients[0].collective_post("g", 0, 0, RANKS, "all_reduce", refs[0], timeout=5.0)
+    clock.now = 5.5
+    clients[0].synchronize(0)  # not refused: the collective is over, failed
+    with pytest.raises(DeviceHangError, match=r"ranks \[1, 2\] never arrived"):
+        clients[0].collective_poll("g", 0)
 
 
 def test_a_rank_that_disconnects_fails_the_collective_for_the_others(served):

@@ -42,10 +42,11 @@ class RendezvousCalls:
         reply = self._call("collective_post", header).header
         return reply if reply.get("done") else None
 
-    def collective_poll(self, group: str, seq: int, stream: int = 0) -> dict | None:
+    def collective_poll(self, group: str, seq: int) -> dict | None:
         """None while a posted collective waits for ranks; once it ran (raises its error), its
-        algorithm, predicted seconds and bytes; the stream then waits for it."""
-        reply = self._call("collective_poll", {"group": group, "seq": seq, "stream": stream})
+        algorithm, predicted seconds and bytes. (The posting stream waits for it from the post
+        on; learning it ran moves no stream.)"""
+        reply = self._call("collective_poll", {"group": group, "seq": seq})
         return reply.header if reply.header.get("done") else None
 
     def collective_timing(self, group: str, seq: int) -> dict:

@@ -178,8 +178,13 @@ class Rendezvous:
         waits for the collective, so a host wait for that device would never end."""
         if not any(self.posted_on.get(d) for d in devices):
             return
-        device, meeting = next((p.device, m) for m in self.meetings.values()
-                               for p in m.parts.values() if p.device in devices)  # fmt: skip
+        waiting = [(p.device, m) for m in self.meetings.values()
+                   for p in m.parts.values() if p.device in devices]  # fmt: skip
+        for _, meeting in waiting:
+            self._expire(meeting)  # one past its deadline fails now: its streams go on
+        if not any(self.posted_on.get(d) for d in devices):
+            return
+        device, meeting = next((d, m) for d, m in waiting if (m.group, m.seq) in self.meetings)
         raise bad(
             f"{what} on device {device}: {meeting.name()} was posted there and waits for ranks "
             f"{meeting.missing()}; the posting stream waits for it, so this would never end. "

@@ -145,7 +145,7 @@ class SimRoute:
                     finish()
             future.set_result(result)
             return work
-        poll = lambda: client.collective_poll(group, seq, comm)  # noqa: E731
+        poll = functools.partial(client.collective_poll, group, seq)
         deadline = time.monotonic() + self.timeout_s + DAEMON_GRACE_S
         if finish is None:  # complete now, as NCCL's Work does; the client holds the buffers
             posted = Posted(what, poll, deadline, lambda exc: classify(exc, what), work,

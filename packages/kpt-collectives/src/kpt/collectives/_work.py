@@ -167,14 +167,9 @@ class Pending:
             if self.future.done():
                 return True
             try:
-                timing = self.poll()
+                timing = _outcome(self.poll, self.deadline, self.what)
                 if timing is None:
-                    if time.monotonic() <= self.deadline:
-                        return False
-                    raise CollectiveTimeoutError(
-                        f"{self.what}: the simulator daemon gave no outcome within the "
-                        "collective's timeout; it is stuck or overloaded"
-                    )
+                    return False
                 if self.work is not None:
                     self.work.timing = timing
                 if self.finish is not None:  # copies on the rank's stream: after the collective
@@ -228,14 +223,9 @@ class Posted:
             if self.done:
                 return True
             try:
-                timing = self.poll()
+                timing = _outcome(self.poll, self.deadline, self.what)
                 if timing is None:
-                    if time.monotonic() <= self.deadline:
-                        return False
-                    raise CollectiveTimeoutError(
-                        f"{self.what}: the simulator daemon gave no outcome within the "
-                        "collective's timeout; it is stuck or overloaded"
-                    )
+                    return False
                 self.work.timing = timing
                 self.release()
             except Exception as exc:  # kept for whoever touches the buffers or waits next
@@ -256,6 +246,18 @@ class Posted:
     def on_wait(self) -> None:
         if self.error is not None:
             raise self.error
+
+
+def _outcome(poll: Callable[[], dict | None], deadline: float, what: str) -> dict | None:
+    """One poll: the daemon's timing, None while ranks may still come; past the deadline, the
+    daemon itself is stuck."""
+    timing = poll()
+    if timing is None and time.monotonic() > deadline:
+        raise CollectiveTimeoutError(
+            f"{what}: the simulator daemon gave no outcome within the collective's timeout; it "
+            "is stuck or overloaded"
+        )
+    return timing
 
 
 def _poll_until(step: Callable[[], bool], stopped: Callable[[], bool]) -> None:
