@@ -152,7 +152,7 @@ def test_the_posting_stream_waits_for_the_collective_from_the_post_on(served):
     ranks arrive, runs after the collective's end (before, the stream waited only once the rank
     learned the collective was done)."""
     clients, _ = served
-    refs = [upload(c, r, np.ones(1 << 22, np.float32)) for r, c in enumerate(clients)]
+    refs = [upload(c, r, np.ones(1 << 16, np.float32)) for r, c in enumerate(clients)]
     clients[0].collective_post("g", 0, 0, RANKS, "all_reduce", refs[0], stream=1)
     after_post = clients[0].record_event(0, 1)  # queued now, while ranks 1 and 2 are missing
     for rank in (1, 2):

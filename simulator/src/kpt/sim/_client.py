@@ -362,8 +362,7 @@ class SimClient(RendezvousCalls):
 
         Work queued before it that uses the buffer still runs; memory_stats and alloc see the
         memory back (calls send queued work first)."""
-        if self.holds:
-            self.holds.touching([buffer])
+        self.holds.touching([buffer])
         self._queue("free", {"buffer": buffer})
 
     def memory_stats(self, device: int) -> dict:
@@ -377,8 +376,7 @@ class SimClient(RendezvousCalls):
     def write(self, buffer: int, offset: int, data: Any, stream: int = 0) -> None:
         """Host -> device copy of raw bytes (modelled on the host link); returns once stored."""
         payload = _as_bytes(data)
-        if self.holds:
-            self.holds.touching([buffer])
+        self.holds.touching([buffer])
         for start in range(0, max(payload.size, 1), CHUNK_BYTES):
             piece = payload[start : start + CHUNK_BYTES]
             header = {"buffer": buffer, "offset": offset + start, "stream": stream}
@@ -388,8 +386,7 @@ class SimClient(RendezvousCalls):
         """Like write, without waiting: the bytes are copied now and sent in order with the
         queued launches; a bad buffer or offset is raised by the next synchronize/read."""
         payload = _as_bytes(data)
-        if self.holds:
-            self.holds.touching([buffer])
+        self.holds.touching([buffer])
         with self._batch_lock:
             self._send_batch()  # what was queued before it runs before it
             for start in range(0, max(payload.size, 1), CHUNK_BYTES):
@@ -408,8 +405,7 @@ class SimClient(RendezvousCalls):
                 size = min(CHUNK_BYTES, nbytes - start)
                 out[start : start + size] = self.read(buffer, offset + start, size, stream)
             return out
-        if self.holds:  # the host waits for the device: nothing may wait for a collective
-            self.holds.all()
+        self.holds.all()
         header = {"buffer": buffer, "offset": offset, "nbytes": nbytes, "stream": stream}
         if nbytes <= INLINE_READ_BYTES:
             header["inline"] = True
@@ -451,7 +447,7 @@ class SimClient(RendezvousCalls):
         }
         if host_ops:
             header["host_ops"] = host_ops
-        if self.holds:
+        if self.holds:  # the hot path: no list built when nothing is held
             self.holds.touching([ref[0] for ref in header["inputs"] + header["outputs"]])
         with self._batch_lock:
             self._batch.append(["launch", header])
@@ -472,8 +468,7 @@ class SimClient(RendezvousCalls):
     def copy(self, src: Any, dst: Any, stream: int = 0) -> None:
         """Device -> device copy (across links when the devices differ); returns immediately."""
         src, dst = _ref_to_wire(src), _ref_to_wire(dst)
-        if self.holds:
-            self.holds.touching([src[0], dst[0]])
+        self.holds.touching([src[0], dst[0]])
         self._queue("copy", {"src": src, "dst": dst, "stream": stream})
 
     def collective(
@@ -500,8 +495,7 @@ class SimClient(RendezvousCalls):
             "algorithm": algorithm,
             "stream": stream,
         }
-        if self.holds:
-            self.holds.touching([ref[0] for ref in header["inputs"] + header["outputs"]])
+        self.holds.touching([ref[0] for ref in header["inputs"] + header["outputs"]])
         self._queue("collective", header)
 
     # -- streams, events, time -----------------------------------------------------------------
@@ -518,14 +512,12 @@ class SimClient(RendezvousCalls):
 
     def event_time(self, event: int) -> float:
         """Simulated seconds at which `event` completed (waits for it)."""
-        if self.holds:
-            self.holds.all()
+        self.holds.all()
         return float(self._call("event_time", {"event": event}).header["time"])
 
     def synchronize(self, device: int | None = None) -> float:
         """Wait for queued work (one device or all); raise the first pending error; sim time."""
-        if self.holds:
-            self.holds.all()
+        self.holds.all()
         return float(self._call("synchronize", {"device": device}).header["now"])
 
     def now(self) -> float:

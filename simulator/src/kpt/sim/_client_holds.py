@@ -53,6 +53,8 @@ class Holds:
 
     def touching(self, buffers: Iterable[int], group: str | None = None) -> None:
         """Settle the holds on any of `buffers`, oldest first, except those of `group`."""
+        if not self:  # the common case, on every launch: nothing held
+            return
         wanted = set(buffers)
         with self._lock:
             found = [
@@ -62,6 +64,8 @@ class Holds:
 
     def all(self) -> None:
         """Settle every hold (before the host waits for the device)."""
+        if not self:
+            return
         with self._lock:
             found = list(self._holds)
         self._settle(found)

@@ -36,9 +36,9 @@ class RendezvousCalls:
         header = {"group": group, "seq": seq, "rank": rank, "world": world, "kind": kind,
                   "input": None if input is None else _ref_to_wire(input),
                   "output": None if output is None else _ref_to_wire(output), **terms}  # fmt: skip
-        if self.holds:  # another group's collective on these buffers must have run first
-            refs = [r for r in (header["input"], header["output"]) if r is not None]
-            self.holds.touching([r[0] for r in refs], group)
+        # another group's collective on these buffers must have run first
+        refs = [r for r in (header["input"], header["output"]) if r is not None]
+        self.holds.touching([r[0] for r in refs], group)
         reply = self._call("collective_post", header).header
         return reply if reply.get("done") else None
 
