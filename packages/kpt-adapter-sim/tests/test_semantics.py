@@ -173,3 +173,24 @@ def test_views_under_inference_mode_alias_their_base(sim):
     assert torch.equal(base.cpu(), expected)
     assert torch.equal(flat.cpu(), expected.reshape(16))
     assert torch.equal(pieces[1].cpu(), expected.t()[2:])
+
+
+def test_a_copy_onto_the_same_elements_costs_nothing_and_others_still_copy(sim):
+    """CUDA's copy_ returns at once when source and target are the same elements (DDP with a
+    comm hook copies each bucket's result onto its own gradient view); a real copy still runs."""
+    host = torch.randn(1024, 1024)
+    x = host.to("kpt_sim")
+
+    def simulated_ms(copy) -> float:
+        start = torch.kpt_sim.Event(enable_timing=True)
+        end = torch.kpt_sim.Event(enable_timing=True)
+        start.record()
+        copy()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+
+    assert simulated_ms(lambda: x.copy_(x.view(1024, 1024))) == 0
+    assert simulated_ms(lambda: x.view(-1).copy_(x.view(-1))) == 0
+    assert simulated_ms(lambda: x[:512].copy_(x[512:])) > 0  # same storage, other elements
+    torch.testing.assert_close(x.cpu(), torch.cat([host[512:], host[512:]]))
