@@ -58,6 +58,19 @@ def test_all_reduce_max_into_separate_outputs(client):
         np.testing.assert_array_equal(values(client, inputs[r]), data[r])
 
 
+def test_premul_sum_scales_each_input_by_its_factor(client):
+    data = rank_data()
+    inputs = [upload(client, r, data[r]) for r in range(RANKS)]
+    outputs = [empty(client, r, (8,)) for r in range(RANKS)]
+    factors = [0.125, 0.375, 0.25, 0.25]
+    client.collective("all_reduce", inputs, outputs, op="premul_sum", factors=factors)
+    for ref in outputs:
+        np.testing.assert_allclose(values(client, ref), sum(f * d for f, d in zip(factors, data)))
+    client.collective("all_reduce", inputs, outputs, op="premul_sum", factors=factors[:2])
+    with pytest.raises(InvalidRequestError, match="premul_sum: give 4 finite factor"):
+        client.synchronize()
+
+
 def test_broadcast_copies_the_root_to_every_rank(client):
     data = rank_data()
     tensors = [upload(client, r, data[r]) for r in range(RANKS)]

@@ -82,6 +82,27 @@ def test_all_reduce_ops_into_outputs(served, op):
         np.testing.assert_array_equal(values(c, ins[r]), data(r))
 
 
+def test_premul_sum_scales_each_ranks_input_by_its_own_factor(served):
+    """NCCL's PreMulSum: sum over ranks of factor[r] * input[r], the scaling inside the
+    collective (a batch-weighted gradient sync without a multiply kernel of its own)."""
+    clients, _ = served
+    factors = [0.5, 0.25, 2.0]
+    ins = [upload(c, r, data(r)) for r, c in enumerate(clients)]
+    for r, c in enumerate(clients):
+        c.collective_post("g", 0, r, RANKS, "all_reduce", ins[r], op="premul_sum",
+                          factor=factors[r])  # fmt: skip
+    expected = sum(f * data(r) for r, f in enumerate(factors))
+    for r, c in enumerate(clients):
+        np.testing.assert_allclose(values(c, ins[r]), expected, rtol=1e-6)
+    ins = [upload(c, r, data(r)) for r, c in enumerate(clients)]
+    scattered = [empty(c, r, (2,)) for r, c in enumerate(clients)]
+    for r, c in enumerate(clients):
+        c.collective_post("g", 1, r, RANKS, "reduce_scatter", ins[r], scattered[r],
+                          op="premul_sum", factor=factors[r])  # fmt: skip
+    for r, c in enumerate(clients):
+        np.testing.assert_allclose(values(c, scattered[r]), expected[2 * r : 2 * r + 2], rtol=1e-6)
+
+
 def test_all_gather_reduce_scatter_all_to_all_and_broadcast(served):
     clients, _ = served
     ins = [upload(c, r, data(r)) for r, c in enumerate(clients)]
@@ -270,6 +291,12 @@ def test_ranks_sharing_a_device_are_told_to_pick_their_own(served):
         ({"group": "g", "seq": 0, "rank": 0, "world": 2, "kind": "all_reduce", "op": "xor"}, "op"),
         ({"group": "g", "seq": 0, "rank": 0, "world": 2, "kind": "all_reduce", "timeout": 1e9},
          "timeout"),
+        ({"group": "g", "seq": 0, "rank": 0, "world": 2, "kind": "all_reduce", "op": "premul_sum"},
+         "factor"),
+        ({"group": "g", "seq": 0, "rank": 0, "world": 2, "kind": "all_reduce", "op": "premul_sum",
+          "factor": float("nan")}, "factor"),
+        ({"group": "g", "seq": 0, "rank": 0, "world": 2, "kind": "all_reduce", "factor": 2.0},
+         "premul_sum"),
     ],
 )  # fmt: skip
 def test_bad_posts_are_refused_with_the_field_named(served, header, message):

@@ -15,7 +15,6 @@ import argparse
 import os
 import tempfile
 
-import torch
 import torch.distributed as dist
 
 import kpt.sim
@@ -43,7 +42,7 @@ def main() -> None:
 def measure(batch: int, steps: int) -> list[tuple[str, float]]:
     import kpt.adapters.sim  # registers kpt_sim
     import kpt.collectives  # noqa: F401  (registers "kpt")
-    from kpt.collectives._hetero import HeteroJob, _make_model, _timed_steps
+    from kpt.collectives._hetero import HeteroJob, _make_model, _timed_steps, wrap_ddp
     from kpt.collectives._placement import batch_weighted_hook
 
     folder = tempfile.mkdtemp(prefix="kpt-ddp-one-chip-")
@@ -51,10 +50,7 @@ def measure(batch: int, steps: int) -> list[tuple[str, float]]:
     job = HeteroJob(steps=steps)
     rows = [("alone", _timed_steps(job, _make_model(job), batch) * 1e3)]
     for name, hook in (("DDP as in the demo (weighted hook)", True), ("DDP, no hook", False)):
-        ddp = torch.nn.parallel.DistributedDataParallel(
-            _make_model(job), init_sync=False, find_unused_parameters=True,
-            gradient_as_bucket_view=True,
-        )  # fmt: skip
+        ddp = wrap_ddp(_make_model(job))
         if hook:
             ddp.register_comm_hook(1.0, batch_weighted_hook)
         rows.append((name, _timed_steps(job, ddp, batch) * 1e3))

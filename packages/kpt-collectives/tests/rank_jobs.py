@@ -39,6 +39,10 @@ def rank_values(rank: int, n: int = N) -> torch.Tensor:
     return torch.arange(n, dtype=torch.float32) * (rank + 1) - rank
 
 
+def premul_factor(rank: int) -> float:
+    return (rank + 1) / 4  # exact in float32
+
+
 def every_collective(rank, world, save):
     dev = device(rank)
     mine = rank_values(rank).to(dev)
@@ -46,6 +50,10 @@ def every_collective(rank, world, save):
         t = mine.clone()
         dist.all_reduce(t, op=op)
         save(f"all_reduce_{name}_{rank}", t)
+    # PREMUL_SUM (NCCL's per-rank scaled sum, as batch_weighted_hook uses it)
+    t = mine.clone()
+    dist.all_reduce(t, op=dist._make_nccl_premul_sum(premul_factor(rank)))
+    save(f"all_reduce_premul_sum_{rank}", t)
     outs = [torch.empty(N, device=dev) for _ in range(world)]
     dist.all_gather(outs, mine)
     save(f"all_gather_{rank}", torch.stack([o.cpu() for o in outs]))
@@ -56,6 +64,9 @@ def every_collective(rank, world, save):
     out = torch.empty(N, device=dev)
     dist.reduce_scatter_tensor(out, big)
     save(f"reduce_scatter_tensor_{rank}", out)
+    out = torch.empty(N, device=dev)
+    dist.reduce_scatter_tensor(out, big, op=dist._make_nccl_premul_sum(premul_factor(rank)))
+    save(f"reduce_scatter_premul_sum_{rank}", out)
     out = torch.empty(N, device=dev)
     dist.reduce_scatter(out, list(big.chunk(world)), op=dist.ReduceOp.MAX)
     save(f"reduce_scatter_max_{rank}", out)

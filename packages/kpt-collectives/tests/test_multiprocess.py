@@ -28,6 +28,10 @@ def expected_values(world: int) -> dict[str, list[np.ndarray]]:
     top = np.max(np.stack(big), axis=0)
     out["reduce_scatter_tensor"] = [total[r * N : (r + 1) * N] for r in range(world)]
     out["reduce_scatter_max"] = [top[r * N : (r + 1) * N] for r in range(world)]
+    scaled = sum(rank_jobs.premul_factor(r) * big[r] for r in range(world))
+    out["reduce_scatter_premul_sum"] = [scaled[r * N : (r + 1) * N] for r in range(world)]
+    out["all_reduce_premul_sum"] = [sum(rank_jobs.premul_factor(r) * mine[r]
+                                        for r in range(world))] * world  # fmt: skip
     out["broadcast"] = [mine[world - 1]] * world
     swapped = [np.concatenate([big[j][r * N : (r + 1) * N] for j in range(world)])
                for r in range(world)]  # fmt: skip

@@ -480,11 +480,13 @@ class SimClient(RendezvousCalls):
         root: int | None = None,
         algorithm: str | None = None,
         stream: int = 0,
+        factors: Sequence[float] | None = None,
     ) -> None:
         """all_reduce, all_gather, reduce_scatter, broadcast, all_to_all or send_recv over the
         devices holding `inputs` (one contiguous tensor per rank); returns immediately.
 
         all_reduce/broadcast work in place when `outputs` is empty; `root` is a device index.
+        op premul_sum scales input r by factors[r] before the sum, inside the collective.
         """
         header = {
             "kind": kind,
@@ -494,6 +496,7 @@ class SimClient(RendezvousCalls):
             "root": root,
             "algorithm": algorithm,
             "stream": stream,
+            "factors": None if factors is None else [float(f) for f in factors],
         }
         self.holds.touching([ref[0] for ref in header["inputs"] + header["outputs"]])
         self._queue("collective", header)

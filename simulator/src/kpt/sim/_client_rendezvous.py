@@ -31,7 +31,9 @@ class RendezvousCalls:
         are missing; once it ran, its algorithm, predicted seconds and bytes (its simulated
         times: collective_timing).
 
-        terms: op, root (a rank), algorithm, stream, timeout (s). Queued work runs first.
+        terms: op, factor (op premul_sum: this rank's input is scaled by it, as NCCL's
+        ncclRedOpCreatePreMulSum), root (a rank), algorithm, stream, timeout (s). Queued work
+        runs first.
         Messages and semantics: docs/collectives.md."""
         header = {"group": group, "seq": seq, "rank": rank, "world": world, "kind": kind,
                   "input": None if input is None else _ref_to_wire(input),

@@ -455,6 +455,7 @@ class SimDaemon(EventCalls, IssueCalls):
         op, algorithm = header.get("op", "sum"), header.get("algorithm")
         if type(op) is not str or (algorithm is not None and type(algorithm) is not str):
             raise bad(f"collective {kind}: 'op' and 'algorithm' must be names")
+        factors = collectives.scale_factors(op, header.get("factors"), len(devices))
         collectives.check_shapes(kind, in_views, out_views, root)
         nbytes = collectives.timed_bytes(kind, in_views, out_views)
         if kind == "send_recv":
@@ -473,7 +474,7 @@ class SimDaemon(EventCalls, IssueCalls):
             self.recorder.collective(kind, nbytes, stream, devices, algorithm, options)
         if self.numerics and not failed:
             rank = devices.index(root) if root is not None else 0
-            collectives.compute(self.executor, kind, in_views, out_views, op, rank)
+            collectives.compute(self.executor, kind, in_views, out_views, op, rank, factors)
 
     def synchronize(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
         device = None if msg.header.get("device") is None else self._device(msg.header)

@@ -6,6 +6,7 @@ contiguous. One tensor per rank, each on a different device; rank order is list 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -19,9 +20,28 @@ REDUCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "max": lambda stacked: stacked.max(axis=0),
     "min": lambda stacked: stacked.min(axis=0),
     "prod": lambda stacked: stacked.prod(axis=0),
+    # NCCL's ncclRedOpCreatePreMulSum: each rank scales its own input by its own factor inside
+    # the reduction (no kernel of its own); `compute` applies the factors before this sum.
+    "premul_sum": lambda stacked: stacked.sum(axis=0),
 }
 # What the engine's nbytes means per kind: the buffer each rank holds (all_gather: the output).
 TIMED_BY_OUTPUT = ("all_gather",)
+
+
+def scale_factors(op: str, value: object, count: int) -> list[float] | None:
+    """premul_sum's factors, one per rank posted (`count`); None for every other op."""
+    if op != "premul_sum":
+        if value is not None:
+            raise bad(f"factors are for op premul_sum, not {op!r:.40}")
+        return None
+    ok = (
+        type(value) is list
+        and len(value) == count
+        and all(type(f) in (int, float) and math.isfinite(f) for f in value)
+    )
+    if not ok:
+        raise bad(f"premul_sum: give {count} finite factor(s), one per rank; got {value!r:.60}")
+    return [float(f) for f in value]
 
 
 def _np_dtype(name: str) -> np.dtype:
@@ -68,19 +88,30 @@ def timed_bytes(kind: str, inputs: list[View], outputs: list[View]) -> int:
 
 
 def compute(
-    executor: Executor, kind: str, inputs: list[View], outputs: list[View], op: str, root: int
+    executor: Executor,
+    kind: str,
+    inputs: list[View],
+    outputs: list[View],
+    op: str,
+    root: int,
+    factors: list[float] | None = None,
 ) -> None:
-    """Combine the ranks' bytes as the collective would and write every output."""
+    """Combine the ranks' bytes as the collective would and write every output. `factors`: one
+    per rank, for op premul_sum (`scale_factors`)."""
     dtype = _np_dtype(inputs[0].dtype)
     ranks = [executor.read(v.storage, v.offset, v.nbytes).view(dtype) for v in inputs]
+    wide = np.dtype(np.float32) if dtype.kind == "V" or dtype.itemsize < 4 else dtype
+    if op == "premul_sum":
+        factors = scale_factors(op, factors, len(ranks))
+        wide = wide if wide.kind == "f" else np.dtype(np.float64)  # ints scale in floats
+        ranks = [r.astype(wide) * wide.type(f) for r, f in zip(ranks, factors)]
     targets = outputs or inputs  # all_reduce and broadcast may work in place
     n = len(inputs)
     if kind == "all_reduce":
         reduce = REDUCTIONS.get(op)
         if reduce is None:
             raise bad(f"reduction {op!r} unknown; use one of {', '.join(REDUCTIONS)}")
-        wide = np.float32 if dtype.kind == "V" or dtype.itemsize < 4 else None
-        stacked = np.stack([r.astype(wide) if wide else r for r in ranks])
+        stacked = np.stack([r.astype(wide, copy=False) for r in ranks])
         results = [reduce(stacked).astype(dtype)] * n
     elif kind == "broadcast":
         results = [ranks[root]] * n

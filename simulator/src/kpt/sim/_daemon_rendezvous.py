@@ -58,6 +58,7 @@ class Part:
     input: Any  # wire ref or None (a send_recv receiver posts only its output)
     output: Any
     end: Marker  # the collective's end on this rank's device; the posting stream waits for it
+    factor: float | None = None  # op premul_sum: this rank's input is scaled by it
 
 
 @dataclass
@@ -218,6 +219,7 @@ class Rendezvous:
 
     def _part(self, header: dict, terms: dict, rank: int, client_id: bytes) -> Part:
         kind = terms["kind"]
+        factor = _factor_field(header, terms["op"])
         input_ref, output_ref = header.get("input"), header.get("output")
         receiver = kind == "send_recv" and rank == 1
         if (input_ref is None) != receiver:
@@ -238,7 +240,7 @@ class Rendezvous:
         ready = self.sim.record_event(device, stream)
         end = self.sim.future_event()
         self.sim.wait_for(end, device, stream)
-        return Part(client_id, rank, device, ready, input_ref, output_ref, end)
+        return Part(client_id, rank, device, ready, input_ref, output_ref, end, factor)
 
     def _views(self, meeting: Meeting) -> tuple[list[View], list[View], list[int]]:
         """Every rank's views, checked again in its own client's context (a buffer freed since
@@ -278,7 +280,9 @@ class Rendezvous:
             timed = self.sim.collective(kind, nbytes, timed_devices, algorithm=terms["algorithm"],
                                 stream=stream, **options)  # fmt: skip
             if self.executor is not None:
-                collectives.compute(self.executor, kind, inputs, outputs, terms["op"], root or 0)
+                factors = [meeting.parts[r].factor for r in range(terms["world"])]
+                collectives.compute(self.executor, kind, inputs, outputs, terms["op"], root or 0,
+                                    factors if terms["op"] == "premul_sum" else None)  # fmt: skip
             for part in meeting.parts.values():
                 self.sim.record_into(part.end, part.device, stream)
         except SimError as error:
@@ -365,6 +369,13 @@ def _terms(header: dict) -> dict[str, Any]:
     if kind == "broadcast" and root is None:
         raise bad("broadcast: give the root rank")
     return {"kind": kind, "world": world, "op": op, "root": root, "algorithm": algorithm}
+
+
+def _factor_field(header: dict, op: str) -> float | None:
+    """This rank's premul_sum factor (NCCL's: each rank scales its own input)."""
+    value = header.get("factor")
+    factors = collectives.scale_factors(op, None if value is None else [value], 1)
+    return factors[0] if factors else None
 
 
 def _describe(terms: dict) -> str:

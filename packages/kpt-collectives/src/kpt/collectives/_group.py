@@ -19,12 +19,13 @@ import torch.distributed as dist
 from kpt.collectives._errors import CollectiveError
 from kpt.collectives._host_route import HostRoute, make_gloo
 from kpt.collectives._routes import RouteBook
-from kpt.collectives._sim_route import SimRoute, reduce_name
+from kpt.collectives._sim_route import SimRoute, premul_factor, reduce_name
 from kpt.collectives._work import finished
 
 BACKEND_NAME = "kpt"
 DEVICES = ["cpu", "cuda", "xpu", "kpt_sim"]
 _AVG = dist.ReduceOp.AVG
+_PREMUL_SUM = dist.ReduceOp.PREMUL_SUM
 
 
 class KptProcessGroup(dist.ProcessGroup):
@@ -76,7 +77,7 @@ class KptProcessGroup(dist.ProcessGroup):
     def allreduce(self, tensors: list[torch.Tensor], opts: Any = None) -> dist.Work:
         op = dist.ReduceOp.SUM if opts is None else opts.reduceOp
         if (self.routes.kinds is not None and tensors[0].device.type == "cpu" and op != _AVG
-                and not self.routes.may_split):  # fmt: skip
+                and op != _PREMUL_SUM and not self.routes.may_split):  # fmt: skip
             # gloo's own Work, untouched: no Python Work object, copy or thread per call
             return self._host.gloo.allreduce(tensors, opts or dist.AllreduceOptions())
         return _last(self._all_reduce(t, op) for t in tensors)
@@ -87,12 +88,18 @@ class KptProcessGroup(dist.ProcessGroup):
     def _all_reduce(self, tensor: torch.Tensor, op: Any) -> dist.Work:
         route = self.routes.route(tensor)
         hierarchy = self.routes.hierarchy(tensor)
+        if hierarchy is None and isinstance(route, SimRoute):
+            flat, back = _contiguous(tensor)
+            return route.run("all_reduce", flat, None, [tensor], op=reduce_name(op),
+                             factor=premul_factor(op), finish=back)  # fmt: skip
+        factor = premul_factor(op)
+        if factor is not None:  # gloo and the staged routes have no PREMUL_SUM: scale, then SUM
+            with torch.no_grad():
+                tensor.mul_(factor)
+            op = dist.ReduceOp.SUM
         if hierarchy is not None:
             return hierarchy.all_reduce(tensor, op)
-        if not isinstance(route, SimRoute):
-            return route.all_reduce(tensor, op)
-        flat, back = _contiguous(tensor)
-        return route.run("all_reduce", flat, None, [tensor], op=reduce_name(op), finish=back)
+        return route.all_reduce(tensor, op)
 
     def reduce(self, tensors: list[torch.Tensor], opts: Any) -> dist.Work:
         (tensor,) = tensors
@@ -139,11 +146,14 @@ class KptProcessGroup(dist.ProcessGroup):
         op = dist.ReduceOp.SUM if opts is None else opts.reduceOp
         route = self.routes.route(input)
         if not isinstance(route, SimRoute):
+            factor = premul_factor(op)
+            if factor is not None:  # no PREMUL_SUM there: a scaled copy of the input, then SUM
+                input, op = input * factor, dist.ReduceOp.SUM
             return route.reduce_scatter(output, input, op)
         flat_out, back = _contiguous(output)
         flat_in, _ = _contiguous(input)
         return route.run("reduce_scatter", flat_in, flat_out, [output], op=reduce_name(op),
-                         finish=back)  # fmt: skip
+                         factor=premul_factor(op), finish=back)  # fmt: skip
 
     _reduce_scatter_base = reduce_scatter_single
 

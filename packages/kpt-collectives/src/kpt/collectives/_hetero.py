@@ -4,8 +4,9 @@
 (``python -m kpt.collectives._hetero RANK WORLD FOLDER CONFIG_JSON``). Each rank first trains
 alone on the whole global batch (its single-chip throughput, in simulated time); the ranks share
 those throughputs through the backend and split the batch with `split_batch`. Each rank then
-trains alone on its share (the single-chip throughput at the batch it gets in the pair), and
-both train with DDP and the batch-weighted hook. Each rank reports its simulated step times and
+trains alone on its share; as a chip's throughput depends on its batch, the ranks split once
+more by the throughputs at those shares (and time the new shares alone). Both then train with
+DDP and the batch-weighted hook. Each rank reports its simulated step times and
 the daemon's timing of every gradient all-reduce (duration and its algorithm's closed form).
 
 The daemon runs timing-only by default (no values: the matmuls that make a step device-bound
@@ -32,7 +33,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from kpt.collectives._placement import buffer_once_reduced, split_batch
+from kpt.collectives._placement import buffer_once_reduced, split_batch, weighted_all_reduce
 
 RESULT_PREFIX = "KPT-HETERO-RESULT "
 
@@ -124,6 +125,18 @@ def _make_model(job: HeteroJob) -> torch.nn.Module:
     return torch.nn.Sequential(*layers).to("kpt_sim")
 
 
+def wrap_ddp(model: torch.nn.Module) -> torch.nn.parallel.DistributedDataParallel:
+    """DDP as a timing-only daemon allows (module docstring): no parameter check at start,
+    find_unused_parameters so that buckets are never rebuilt."""
+    ddp = torch.nn.parallel.DistributedDataParallel(
+        model, init_sync=False, find_unused_parameters=True, gradient_as_bucket_view=True
+    )
+    # find_unused_parameters makes DDP clone the model's outputs each step (its _DDPSink), which
+    # DDP without it does not; the loss is not changed in place, so the clone is not needed.
+    ddp._set_ddp_sink_clone(False)
+    return ddp
+
+
 def _timed_steps(job: HeteroJob, model: torch.nn.Module, batch: int) -> float:
     """Simulated seconds per training step (one warm step first, then `job.steps`)."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -163,8 +176,7 @@ def _recording_hook(state, bucket):  # DDP checks these annotations: none, or it
     """batch_weighted_hook that keeps each all-reduce's Work (for the daemon's timing)."""
     weight, works = state
     buffer = bucket.buffer()
-    buffer.mul_(weight)
-    work = dist.all_reduce(buffer, op=dist.ReduceOp.SUM, async_op=True)
+    work = weighted_all_reduce(buffer, weight)
     works.append(work)
     return work.get_future().then(functools.partial(buffer_once_reduced, buffer))
 
@@ -176,17 +188,15 @@ def _rank_main(rank: int, world: int, folder: str, config: dict) -> None:
     dist.init_process_group("kpt", init_method=f"file://{folder}/store", rank=rank,
                             world_size=world, timeout=timedelta(seconds=job.limit_s))  # fmt: skip
     report = RankReport(job.chips[rank], _timed_steps(job, _make_model(job), job.global_batch))
-    alone = torch.tensor([report.alone_step_s], dtype=torch.float64)
-    every = [torch.zeros(1, dtype=torch.float64) for _ in range(world)]
-    dist.all_gather(every, alone)  # cpu tensors: through the backend's host route
-    sizes = split_batch(job.global_batch, [job.global_batch / float(t) for t in every])
-    report.batch = sizes[rank]
-    report.alone_share_step_s = _timed_steps(job, _make_model(job), sizes[rank])
+    sizes = split_batch(job.global_batch, _every_rank(job.global_batch / report.alone_step_s))
+    # A chip's samples/s depend on its batch: split again by the rates at these shares.
+    share_s = _timed_steps(job, _make_model(job), sizes[rank])
+    resized = split_batch(job.global_batch, _every_rank(sizes[rank] / share_s))
+    if resized != sizes:
+        sizes, share_s = resized, _timed_steps(job, _make_model(job), resized[rank])
+    report.batch, report.alone_share_step_s = sizes[rank], share_s
     works: list = []
-    ddp = torch.nn.parallel.DistributedDataParallel(
-        _make_model(job), init_sync=False, find_unused_parameters=True,
-        gradient_as_bucket_view=True,
-    )  # fmt: skip
+    ddp = wrap_ddp(_make_model(job))
     ddp.register_comm_hook((sizes[rank] / job.global_batch, works), _recording_hook)
     report.pair_step_s = _timed_steps(job, ddp, sizes[rank])
     timed = works[-len(works) * job.steps // (job.steps + 1) :]  # the timed steps' buckets
@@ -195,6 +205,13 @@ def _rank_main(rank: int, world: int, folder: str, config: dict) -> None:
     dist.destroy_process_group()
     if rank == 0:
         print(RESULT_PREFIX + json.dumps([asdict(r) for r in reports]), flush=True)
+
+
+def _every_rank(value: float) -> list[float]:
+    """Every rank's `value`, in rank order (cpu tensors: through the backend's host route)."""
+    every = [torch.zeros(1, dtype=torch.float64) for _ in range(dist.get_world_size())]
+    dist.all_gather(every, torch.tensor([value], dtype=torch.float64))
+    return [float(t) for t in every]
 
 
 def _gather_reports(report: RankReport, world: int) -> list[RankReport]:

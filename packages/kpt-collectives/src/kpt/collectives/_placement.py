@@ -67,10 +67,26 @@ def batch_weighted_hook(weight, bucket):  # DDP checks these annotations: none, 
     Register with ``model.register_comm_hook(local_batch / global_batch, batch_weighted_hook)``;
     each rank's loss is the mean over its own batch."""
     buffer: torch.Tensor = bucket.buffer()
-    buffer.mul_(weight)
-    group = dist.group.WORLD
-    work = dist.all_reduce(buffer, op=dist.ReduceOp.SUM, group=group, async_op=True)
+    work = weighted_all_reduce(buffer, weight)
     return work.get_future().then(functools.partial(buffer_once_reduced, buffer))
+
+
+# Backends that scale inside the reduction (NCCL's ncclRedOpCreatePreMulSum; kpt's backend on
+# every route): no multiply kernel of its own over each gradient bucket.
+PREMUL_BACKENDS = ("kpt", "nccl")
+
+
+def weighted_all_reduce(tensor: torch.Tensor, weight: float, group: Any = None) -> dist.Work:
+    """Start the all-reduce of the sum over ranks of `weight` * `tensor` (each rank its own
+    weight), in place. Where the group's backend has PREMUL_SUM (torch's
+    _make_nccl_premul_sum, as FSDP uses it) the scaling is part of the reduction; elsewhere the
+    tensor is scaled first."""
+    if dist.get_backend(group) in PREMUL_BACKENDS:
+        op = dist._make_nccl_premul_sum(weight)
+    else:
+        tensor.mul_(weight)
+        op = dist.ReduceOp.SUM
+    return dist.all_reduce(tensor, op=op, group=group, async_op=True)
 
 
 def buffer_once_reduced(buffer: torch.Tensor, future) -> torch.Tensor:

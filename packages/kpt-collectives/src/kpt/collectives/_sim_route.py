@@ -52,6 +52,7 @@ REDUCE_OPS = {
     dist.ReduceOp.MAX: "max",
     dist.ReduceOp.MIN: "min",
     dist.ReduceOp.PRODUCT: "prod",
+    dist.ReduceOp.PREMUL_SUM: "premul_sum",  # the factor travels apart: premul_factor(op)
 }
 
 
@@ -72,9 +73,21 @@ def reduce_name(op: Any) -> str:
     name = REDUCE_OPS.get(getattr(op, "op", op))  # a ReduceOp object, or its RedOpType
     if name is None:
         raise CollectiveError(
-            f"reduce op {op} is not supported on kpt_sim; use SUM, AVG, MAX, MIN or PRODUCT"
+            f"reduce op {op} is not supported on kpt_sim; use SUM, AVG, MAX, MIN, PRODUCT or "
+            "PREMUL_SUM"
         )
     return name
+
+
+def premul_factor(op: Any) -> float | None:
+    """The scale of a PREMUL_SUM op (torch.distributed._make_nccl_premul_sum(factor)): each rank
+    multiplies its own input by its own factor inside the reduction; None for other ops."""
+    if getattr(op, "op", op) != dist.ReduceOp.PREMUL_SUM:
+        return None
+    factor = op.factor
+    if isinstance(factor, torch.Tensor):  # a factor given as a one-element tensor
+        factor = factor.item()
+    return float(factor)
 
 
 class SimRoute:
@@ -105,6 +118,7 @@ class SimRoute:
         output: torch.Tensor | None,
         result: Any,
         op: str = "sum",
+        factor: float | None = None,
         root: int | None = None,
         finish: Callable[[], None] | None = None,
         group: str | None = None,
@@ -128,7 +142,7 @@ class SimRoute:
             # queued with the launches: the collective starts after the work issued so far
             client.wait_event(client.record_event(index, stream), index, comm)
             timing = client.collective_post(group, seq, rank, world, kind, *refs, op=op,
-                                            root=root, stream=comm,
+                                            factor=factor, root=root, stream=comm,
                                             timeout=self.timeout_s)  # fmt: skip
         except Exception as exc:
             raise classify(exc, what) from exc
