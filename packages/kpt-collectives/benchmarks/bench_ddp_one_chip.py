@@ -3,8 +3,8 @@
 The demo's pair (bench_hetero.py) loses a few percent against each chip trained alone on its
 share of the batch. This measures the part that is DDP's own per-step device and host work, with
 a world of one (the all-reduce has no peer to wait for or link to cross): the demo's MLP alone,
-then under DDP as the demo wraps it (find_unused_parameters, the batch-weighted hook), then
-without the hook's bucket multiply. Simulated step times, one daemon, in one run.
+then under DDP as the demo wraps it (`_hetero.wrap_ddp`, the batch-weighted hook), then with
+DDP's default hook. Simulated step times, one daemon, in one run.
 
     python benchmarks/bench_ddp_one_chip.py [--chip mi300x] [--batch 5761] [--steps 3]
 """
@@ -49,7 +49,7 @@ def measure(batch: int, steps: int) -> list[tuple[str, float]]:
     dist.init_process_group("kpt", init_method=f"file://{folder}/store", rank=0, world_size=1)
     job = HeteroJob(steps=steps)
     rows = [("alone", _timed_steps(job, _make_model(job), batch) * 1e3)]
-    for name, hook in (("DDP as in the demo (weighted hook)", True), ("DDP, no hook", False)):
+    for name, hook in (("DDP as in the demo (weighted hook)", True), ("DDP, its default hook", False)):
         ddp = wrap_ddp(_make_model(job))
         if hook:
             ddp.register_comm_hook(1.0, batch_weighted_hook)
