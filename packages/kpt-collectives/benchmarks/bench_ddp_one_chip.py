@@ -49,7 +49,10 @@ def measure(batch: int, steps: int) -> list[tuple[str, float]]:
     dist.init_process_group("kpt", init_method=f"file://{folder}/store", rank=0, world_size=1)
     job = HeteroJob(steps=steps)
     rows = [("alone", _timed_steps(job, _make_model(job), batch) * 1e3)]
-    for name, hook in (("DDP as in the demo (weighted hook)", True), ("DDP, its default hook", False)):
+    for name, hook in (
+        ("DDP as in the demo (weighted hook)", True),
+        ("DDP, its default hook", False),
+    ):
         ddp = wrap_ddp(_make_model(job))
         if hook:
             ddp.register_comm_hook(1.0, batch_weighted_hook)
