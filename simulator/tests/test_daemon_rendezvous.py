@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -107,6 +109,36 @@ def test_premul_sum_scales_each_ranks_input_by_its_own_factor(served):
                           op="premul_sum", factor=factors[r])  # fmt: skip
     for r, c in enumerate(clients):
         np.testing.assert_allclose(values(c, scattered[r]), expected[2 * r : 2 * r + 2], rtol=1e-6)
+
+
+def polled(client, group, seq, limit_s=30.0):
+    """The outcome of a collective posted by casts, which other clients' casts may still be
+    on their way to (the daemon serves clients in the order their messages arrive)."""
+    deadline = time.monotonic() + limit_s
+    while (outcome := client.collective_poll(group, seq)) is None:
+        assert time.monotonic() < deadline, f"collective #{seq} of {group!r} never ran"
+        time.sleep(0.005)
+    return outcome
+
+
+def test_a_cast_post_needs_no_answer_and_its_outcome_or_refusal_comes_from_the_poll(served):
+    clients, _ = served
+    refs = [upload(c, r, data(r)) for r, c in enumerate(clients)]
+    for r, c in enumerate(clients):
+        assert c.collective_cast("g", 0, r, RANKS, "all_reduce", refs[r]) is None
+    for r, c in enumerate(clients):
+        assert polled(c, "g", 0)["done"]
+        np.testing.assert_array_equal(values(c, refs[r]), sum(data(k) for k in range(RANKS)))
+    # a refused part (rank 1 calls another op): the poll raises for it and for rank 0 before it
+    for r, c in enumerate(clients[:2]):
+        c.collective_cast("g", 1, r, RANKS, "all_reduce", refs[r], op="max" if r else "sum")
+    for c in clients[:2]:
+        with pytest.raises(InvalidRequestError, match="same collectives in the same order"):
+            polled(c, "g", 1)
+    # a post whose number cannot be read is refused at the client's next call
+    clients[2].collective_cast("g", -1, 2, RANKS, "all_reduce", refs[2])
+    with pytest.raises(InvalidRequestError, match="seq"):
+        clients[2].synchronize()
 
 
 def test_all_gather_reduce_scatter_all_to_all_and_broadcast(served):

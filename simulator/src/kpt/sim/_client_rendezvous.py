@@ -20,7 +20,7 @@ def _ref_to_wire(ref: Any) -> list:
 
 
 class RendezvousCalls:
-    """Mixed into SimClient (its `_call`): post a rank's part, poll the outcome, ask its
+    """Mixed into SimClient (its `_call`, `_queue`): post a rank's part, poll the outcome, ask its
     simulated times."""
 
     def collective_post(
@@ -35,14 +35,29 @@ class RendezvousCalls:
         ncclRedOpCreatePreMulSum), root (a rank), algorithm, stream, timeout (s). Queued work
         runs first.
         Messages and semantics: docs/collectives.md."""
+        header = self._post_header(group, seq, rank, world, kind, input, output, terms)
+        reply = self._call("collective_post", header).header
+        return reply if reply.get("done") else None
+
+    def collective_cast(
+        self, group: str, seq: int, rank: int, world: int, kind: str,
+        input: Any = None, output: Any = None, **terms: Any,
+    ) -> None:  # fmt: skip
+        """collective_post without waiting for the daemon's answer: sent at once, behind the
+        work queued before it. Its refusal, like its failure, comes from collective_poll; the
+        host cost is one message, as an NCCL call's is one enqueue."""
+        header = self._post_header(group, seq, rank, world, kind, input, output, terms)
+        self._queue("collective_cast", header)
+        self.flush()
+
+    def _post_header(self, group, seq, rank, world, kind, input, output, terms) -> dict:
         header = {"group": group, "seq": seq, "rank": rank, "world": world, "kind": kind,
                   "input": None if input is None else _ref_to_wire(input),
                   "output": None if output is None else _ref_to_wire(output), **terms}  # fmt: skip
         # another group's collective on these buffers must have run first
         refs = [r for r in (header["input"], header["output"]) if r is not None]
         self.holds.touching([r[0] for r in refs], group)
-        reply = self._call("collective_post", header).header
-        return reply if reply.get("done") else None
+        return header
 
     def collective_poll(self, group: str, seq: int) -> dict | None:
         """None while a posted collective waits for ranks; once it ran (raises its error), its

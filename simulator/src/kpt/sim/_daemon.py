@@ -50,7 +50,7 @@ log = logging.getLogger("kpt.sim.daemon")
 MAX_STREAMS = 1024  # per client and device: stream ids are small integers
 MAX_BUFFERS_PER_CLIENT = 1 << 20
 CAST_TYPES = ("launch", "copy", "record_event", "wait_event", "collective", "alloc_async",
-              "graph_replay", "host_work")  # fmt: skip
+              "graph_replay", "host_work", "collective_cast")  # fmt: skip
 MAX_BATCH = 4096  # casts in one "batch" message
 MAX_INLINE_READ = 1 << 16  # a read asking for "inline" bytes gets them in the header up to this
 MAX_READ = 1 << 30  # bytes one read may return: larger reads go in chunks (bounds a reply's copy)
@@ -124,6 +124,7 @@ class SimDaemon(EventCalls, IssueCalls):
             "dump_trace": self.dump_trace,
             "collective": self.collective,
             "collective_post": self.rendezvous.post,
+            "collective_cast": self.rendezvous.post_cast,
             "collective_poll": self.rendezvous.poll,
             "collective_timing": self.rendezvous.timing,
             "alloc_async": self.alloc_async,

@@ -113,7 +113,23 @@ class Rendezvous:
     def post(self, msg: Any, state: Any, client_id: bytes) -> dict:
         """This rank's part; {"done": True} when it completed the collective (then raises its
         error, if it failed), {"done": False} while other ranks are still missing."""
-        header = msg.header
+        key, done = self._post(msg.header, client_id)
+        return self._take(client_id, key) if done else {"done": False}
+
+    def post_cast(self, header: dict, state: Any, client_id: bytes) -> None:
+        """The same part, sent without waiting for an answer (a cast): a refusal becomes the
+        collective's outcome for this client, which collective_poll raises. Only a post whose
+        group and number cannot be read is refused as a cast is (at the client's next call)."""
+        try:
+            self._post(header, client_id)
+        except SimError as error:
+            key = _key(header)
+            if key is None or key in self.outcomes.get(client_id, {}):
+                raise
+            self._record(client_id, key, Outcome({}, error))
+
+    def _post(self, header: dict, client_id: bytes) -> tuple[tuple[str, int], bool]:
+        """Add this rank's part; (its key, whether the collective already has an outcome)."""
         group, seq = _group_field(header), field_int(header, "seq")
         terms = _terms(header)
         rank = field_int(header, "rank", high=terms["world"])
@@ -142,9 +158,9 @@ class Rendezvous:
             raise
         if not meeting.missing():
             self._run(meeting)
-            return self._take(client_id, key)
+            return key, True
         self._expire(meeting)
-        return self._take(client_id, key) if key not in self.meetings else {"done": False}
+        return key, key not in self.meetings
 
     def poll(self, msg: Any, state: Any, client_id: bytes) -> dict:
         """{"done": False} while waiting; {"done": True} once it ran; raises its error."""
@@ -315,10 +331,13 @@ class Rendezvous:
                 kept[(meeting.group, meeting.seq)] = result
                 if len(kept) > MAX_TIMINGS_PER_CLIENT:
                     kept.popitem(last=False)
-            table = self.outcomes.setdefault(part.client, {})
-            if len(table) >= MAX_OUTCOMES_PER_CLIENT:
-                table.pop(next(iter(table)))  # the oldest unpolled outcome is forgotten
-            table[(meeting.group, meeting.seq)] = Outcome(timing or {}, error)
+            self._record(part.client, (meeting.group, meeting.seq), Outcome(timing or {}, error))
+
+    def _record(self, client_id: bytes, key: tuple[str, int], outcome: Outcome) -> None:
+        table = self.outcomes.setdefault(client_id, {})
+        if len(table) >= MAX_OUTCOMES_PER_CLIENT:
+            table.pop(next(iter(table)))  # the oldest unpolled outcome is forgotten
+        table[key] = outcome
 
     def _expire(self, meeting: Meeting) -> None:
         if self.clock() <= meeting.deadline or not meeting.missing():
@@ -341,6 +360,14 @@ class Rendezvous:
         if outcome.error is not None:
             raise outcome.error
         return {"done": True, **outcome.timing}
+
+
+def _key(header: dict) -> tuple[str, int] | None:
+    """A post's (group, seq), or None if either cannot be read."""
+    try:
+        return _group_field(header), field_int(header, "seq")
+    except SimError:
+        return None
 
 
 def _group_field(header: dict) -> str:

@@ -141,9 +141,9 @@ class SimRoute:
         try:
             # queued with the launches: the collective starts after the work issued so far
             client.wait_event(client.record_event(index, stream), index, comm)
-            timing = client.collective_post(group, seq, rank, world, kind, *refs, op=op,
-                                            factor=factor, root=root, stream=comm,
-                                            timeout=self.timeout_s)  # fmt: skip
+            # a cast: the host does not wait for the daemon; a refusal comes from the poll
+            client.collective_cast(group, seq, rank, world, kind, *refs, op=op, factor=factor,
+                                   root=root, stream=comm, timeout=self.timeout_s)  # fmt: skip
         except Exception as exc:
             raise classify(exc, what) from exc
         future: Future = Future()
@@ -151,14 +151,6 @@ class SimRoute:
         work.join = StreamJoin(client, index, stream, comm)
         work.measure = lambda: client.collective_timing(group, seq)
         work.join_at_backward_end()
-        if timing is not None:  # this rank's part was the last: it already ran
-            work.timing = timing
-            if finish is not None:
-                work.join()
-                with torch.no_grad():
-                    finish()
-            future.set_result(result)
-            return work
         poll = functools.partial(client.collective_poll, group, seq)
         deadline = time.monotonic() + self.timeout_s + DAEMON_GRACE_S
         if finish is None:  # complete now, as NCCL's Work does; the client holds the buffers
