@@ -36,6 +36,14 @@ def test_touching_settles_the_holds_on_those_buffers_oldest_first_and_releases_t
     assert log == ["a", "c", "b"] and not holds
 
 
+def test_a_hold_on_several_of_the_buffers_touched_is_settled_once():
+    holds, log = Holds(), []
+    holds.add([1, 2], Op("a", log).settle, "g")
+    holds.add([2], Op("b", log).settle, "h")
+    holds.touching([2, 1], group="other")
+    assert log == ["a", "b"] and not holds
+
+
 def test_a_post_of_the_same_group_does_not_settle_its_holds():
     holds, log = Holds(), []
     holds.add([1], Op("a", log).settle, "g")

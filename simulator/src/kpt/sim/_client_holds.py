@@ -17,17 +17,21 @@ on (the values are lost with the collective anyway).
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Iterable
 
 
 class Hold:
-    __slots__ = ("buffers", "group", "settle")
+    __slots__ = ("buffers", "group", "order", "settle")
 
-    def __init__(self, buffers: frozenset[int], settle: Callable[[], None], group: str) -> None:
+    def __init__(
+        self, buffers: frozenset[int], settle: Callable[[], None], group: str, order: int
+    ) -> None:
         self.buffers = buffers
         self.settle = settle  # blocks until the operation is done; raises its failure
         self.group = group  # operations of one group are ordered by the daemon itself
+        self.order = order  # settled oldest first
 
 
 class Holds:
@@ -36,31 +40,48 @@ class Holds:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._holds: dict[Hold, None] = {}  # in the order they were added
+        # buffer -> group -> holds: a lookup costs the buffers named and the groups on them
+        self._by_buffer: dict[int, dict[str, dict[Hold, None]]] = {}
+        self._added = itertools.count()
         self._deferred: BaseException | None = None  # found on a C++ thread, not raised yet
 
     def __bool__(self) -> bool:
         return bool(self._holds) or self._deferred is not None
 
     def add(self, buffers: Iterable[int], settle: Callable[[], None], group: str) -> Hold:
-        hold = Hold(frozenset(int(b) for b in buffers), settle, group)
+        hold = Hold(frozenset(int(b) for b in buffers), settle, group, next(self._added))
         with self._lock:
             self._holds[hold] = None
+            for buffer in hold.buffers:
+                self._by_buffer.setdefault(buffer, {}).setdefault(group, {})[hold] = None
         return hold
 
     def release(self, hold: Hold) -> None:
         with self._lock:
-            self._holds.pop(hold, None)
+            if hold not in self._holds:
+                return  # released already
+            del self._holds[hold]
+            for buffer in hold.buffers:
+                groups = self._by_buffer[buffer]
+                del groups[hold.group][hold]
+                if not groups[hold.group]:
+                    del groups[hold.group]
+                    if not groups:
+                        del self._by_buffer[buffer]
 
     def touching(self, buffers: Iterable[int], group: str | None = None) -> None:
         """Settle the holds on any of `buffers`, oldest first, except those of `group`."""
         if not self:  # the common case, on every launch: nothing held
             return
-        wanted = set(buffers)
         with self._lock:
             found = [
-                h for h in self._holds if h.group != group and not h.buffers.isdisjoint(wanted)
-            ]
-        self._settle(found)
+                h
+                for b in buffers
+                for g, holds in self._by_buffer.get(b, {}).items()
+                if g != group
+                for h in holds
+            ]  # fmt: skip
+        self._settle(sorted(set(found), key=lambda h: h.order))
 
     def all(self) -> None:
         """Settle every hold (before the host waits for the device)."""

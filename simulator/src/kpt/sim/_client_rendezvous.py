@@ -20,7 +20,7 @@ def _ref_to_wire(ref: Any) -> list:
 
 
 class RendezvousCalls:
-    """Mixed into SimClient (its `_call`, `_queue`): post a rank's part, poll the outcome, ask its
+    """Mixed into SimClient (its `_call`, `_send`, `_queue`): post a rank's part, poll the outcome, ask its
     simulated times."""
 
     def collective_post(
@@ -63,7 +63,11 @@ class RendezvousCalls:
         """None while a posted collective waits for ranks; once it ran (raises its error), its
         algorithm, predicted seconds and bytes. (The posting stream waits for it from the post
         on; learning it ran moves no stream.)"""
-        reply = self._call("collective_poll", {"group": group, "seq": seq})
+        # Sent past the queued casts, not with them: a poll needs none of them (the part it
+        # asks about went at its post), and a call carrying them holds the queue until it is
+        # answered, which would stall the thread issuing work (kpt.collectives polls from its
+        # own thread).
+        reply = self._send("collective_poll", {"group": group, "seq": seq}, (), False)
         return reply.header if reply.header.get("done") else None
 
     def collective_timing(self, group: str, seq: int) -> dict:

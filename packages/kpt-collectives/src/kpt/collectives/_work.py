@@ -89,6 +89,8 @@ class FutureWork(dist.Work):
     def join_at_backward_end(self) -> bool:
         """Inside a backward pass: make the stream wait once backward has issued everything
         (before DDP's finalize, whose callback is queued after the hooks). False outside."""
+        if torch._C._current_graph_task_id() == -1:  # outside backward (a raise costs more)
+            return False
         try:
             torch.autograd.Variable._execution_engine.queue_callback(self._backward_end)
         except RuntimeError:  # "only during backward pass": the caller joins at wait()
