@@ -20,8 +20,8 @@ def _ref_to_wire(ref: Any) -> list:
 
 
 class RendezvousCalls:
-    """Mixed into SimClient (its `_call`, `_send`, `_queue`): post a rank's part, poll the outcome, ask its
-    simulated times."""
+    """Mixed into SimClient (its `_call`, `_send`, `_queue`): post a rank's part, poll the
+    outcome, ask its simulated times."""
 
     def collective_post(
         self, group: str, seq: int, rank: int, world: int, kind: str,
