@@ -141,6 +141,26 @@ def test_a_cast_post_needs_no_answer_and_its_outcome_or_refusal_comes_from_the_p
         clients[2].synchronize()
 
 
+def test_one_poll_fetches_every_outcome_and_later_polls_need_no_message(served):
+    clients, _ = served
+    refs = [upload(c, r, data(r)) for r, c in enumerate(clients)]
+    for seq in range(3):  # #1: rank 1 posts another op; the others ran
+        for r, c in enumerate(clients[:2] if seq == 1 else clients):
+            c.collective_cast("g", seq, r, RANKS, "all_reduce", refs[r],
+                              op="max" if seq == 1 and r == 1 else "sum")  # fmt: skip
+    assert polled(clients[0], "g", 2)["done"]
+    assert set(clients[0]._outcomes.known) == {("g", 0), ("g", 1)}  # handed over with #2
+    sent = []
+    clients[0]._send = lambda *a: sent.append(a)  # a poll that sends anything fails the test
+    assert clients[0].collective_poll("g", 0)["done"]
+    with pytest.raises(InvalidRequestError, match="same collectives in the same order"):
+        clients[0].collective_poll("g", 1)
+    assert sent == [] and not clients[0]._outcomes.known
+    del clients[0]._send
+    with pytest.raises(InvalidRequestError, match="posted no part"):
+        clients[0].collective_poll("g", 0)  # collected already
+
+
 def test_all_gather_reduce_scatter_all_to_all_and_broadcast(served):
     clients, _ = served
     ins = [upload(c, r, data(r)) for r, c in enumerate(clients)]

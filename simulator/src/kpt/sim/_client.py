@@ -22,7 +22,7 @@ import numpy as np
 
 from kpt.sim import _daemon_liveness as liveness
 from kpt.sim._client_holds import Holds
-from kpt.sim._client_rendezvous import RendezvousCalls, _ref_to_wire
+from kpt.sim._client_rendezvous import Outcomes, RendezvousCalls, _ref_to_wire
 from kpt.sim._cost import OpCost
 from kpt.sim._daemon_access import TOKEN_ENV, TOKEN_FIELD
 from kpt.sim._errors import ERRORS, DeviceHangError, DeviceLostError, OutOfMemoryError, SimError
@@ -165,8 +165,8 @@ class SimClient(RendezvousCalls):
         # Keeps queued casts in program order. Re-entrant: a tensor finalizer run by the GC in
         # the middle of a call on this thread may free() (queue) without deadlocking.
         self._batch_lock = threading.RLock()
-        # buffers a posted collective will still write (kpt.sim._client_holds)
-        self.holds = Holds()
+        self.holds = Holds()  # buffers a posted collective will still write
+        self._outcomes = Outcomes()  # collectives' outcomes fetched ahead of their polls
         self._lease_lock = threading.Lock()
         self._leased: dict[int, int] = {}  # device -> bytes of the lease not yet allocated
         hello = self._hello()

@@ -3,7 +3,10 @@ kpt.sim._daemon_rendezvous; messages and semantics: docs/collectives.md)."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
+
+from kpt.sim._errors import ERRORS, SimError
 
 
 def _ref_to_wire(ref: Any) -> list:
@@ -17,6 +20,19 @@ def _ref_to_wire(ref: Any) -> list:
         [int(s) for s in shape],
         [int(s) for s in strides],
     ]
+
+
+class Outcomes:
+    """Collectives' outcomes the daemon handed over before they were polled: (group, seq) ->
+    (timing, error as [code, message] or None)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.known: dict[tuple[str, int], tuple[dict, list | None]] = {}
+
+    def add(self, outcomes: list) -> None:
+        for group, seq, timing, error in outcomes:
+            self.known[(group, seq)] = (timing, error)
 
 
 class RendezvousCalls:
@@ -62,13 +78,25 @@ class RendezvousCalls:
     def collective_poll(self, group: str, seq: int) -> dict | None:
         """None while a posted collective waits for ranks; once it ran (raises its error), its
         algorithm, predicted seconds and bytes. (The posting stream waits for it from the post
-        on; learning it ran moves no stream.)"""
-        # Sent past the queued casts, not with them: a poll needs none of them (the part it
-        # asks about went at its post), and a call carrying them holds the queue until it is
-        # answered, which would stall the thread issuing work (kpt.collectives polls from its
-        # own thread).
-        reply = self._send("collective_poll", {"group": group, "seq": seq}, (), False)
-        return reply.header if reply.header.get("done") else None
+        on; learning it ran moves no stream.) One round trip fetches the outcomes of all this
+        client's collectives that have one; later polls for those need none."""
+        key = (group, seq)
+        with self._outcomes.lock:  # one fetch at a time: each outcome is handed over once
+            if key not in self._outcomes.known:
+                # Sent past the queued casts, not with them: a poll needs none of them (the
+                # part it asks about went at its post), and a call carrying them holds the
+                # queue until it is answered, which would stall the thread issuing work
+                # (kpt.collectives polls from its own thread).
+                reply = self._send("collective_poll", {"group": group, "seq": seq}, (), False)
+                self._outcomes.add(reply.header["outcomes"])
+            outcome = self._outcomes.known.pop(key, None)
+        if outcome is None:
+            return None
+        timing, error = outcome
+        if error is not None:
+            code, message = error
+            raise ERRORS.get(code, SimError)(message)
+        return {"done": True, **timing}
 
     def collective_timing(self, group: str, seq: int) -> dict:
         """Simulated start, last_arrival, end, duration and transfer_time of a collective of

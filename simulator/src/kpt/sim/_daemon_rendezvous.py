@@ -163,17 +163,22 @@ class Rendezvous:
         return key, key not in self.meetings
 
     def poll(self, msg: Any, state: Any, client_id: bytes) -> dict:
-        """{"done": False} while waiting; {"done": True} once it ran; raises its error."""
+        """Every outcome this client has not collected, its asked-for collective's and the
+        others' alike, each handed over once: {"outcomes": [[group, seq, timing, error], ...]},
+        error [code, message] or None. The asked-for one may still wait for ranks (then it is
+        not among them); a collective this client never posted a part of is refused."""
         key = (_group_field(msg.header), field_int(msg.header, "seq"))
         meeting = self.meetings.get(key)
         if meeting is not None:
             self._expire(meeting)
-        if key not in self.outcomes.get(client_id, {}):
-            if key in self.meetings:
-                return {"done": False}
+        table = self.outcomes.pop(client_id, {})
+        if key not in table and key not in self.meetings:
+            if table:
+                self.outcomes[client_id] = table
             raise bad(f"collective #{key[1]} of group {key[0]!r}: this client posted no part "
                       "(or already collected its outcome)")  # fmt: skip
-        return self._take(client_id, key)
+        return {"outcomes": [[group, seq, outcome.timing, _wire_error(outcome.error)]
+                             for (group, seq), outcome in table.items()]}  # fmt: skip
 
     def timing(self, msg: Any, state: Any, client_id: bytes) -> dict:
         """Simulated seconds of one of this client's collectives that ran: start and
@@ -360,6 +365,10 @@ class Rendezvous:
         if outcome.error is not None:
             raise outcome.error
         return {"done": True, **outcome.timing}
+
+
+def _wire_error(error: SimError | None) -> list | None:
+    return None if error is None else [type(error).__name__, str(error)]
 
 
 def _key(header: dict) -> tuple[str, int] | None:
