@@ -101,7 +101,7 @@ def compute(
     dtype = _np_dtype(inputs[0].dtype)
     ranks = [executor.read(v.storage, v.offset, v.nbytes).view(dtype) for v in inputs]
     wide = np.dtype(np.float32) if dtype.kind == "V" or dtype.itemsize < 4 else dtype
-    if op == "premul_sum":
+    if op == "premul_sum" and kind in ("all_reduce", "reduce_scatter"):  # the reductions
         factors = scale_factors(op, factors, len(ranks))
         wide = wide if wide.kind == "f" else np.dtype(np.float64)  # ints scale in floats
         ranks = [r.astype(wide) * wide.type(f) for r, f in zip(ranks, factors)]
