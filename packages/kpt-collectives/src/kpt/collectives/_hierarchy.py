@@ -81,6 +81,7 @@ class HierarchicalAllReduce:
     def close(self) -> None:
         if isinstance(self.intra, SimRoute):
             self.intra.close()
+        self.cross = None  # its threads end now (HostRoute.close says why)
 
     def all_reduce(self, tensor: torch.Tensor, op: Any) -> dist.Work:
         reduce_op = dist.ReduceOp.SUM if op == _AVG else op

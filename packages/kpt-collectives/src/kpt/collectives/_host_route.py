@@ -38,6 +38,16 @@ class HostRoute:
         self.gloo = gloo
         self.world = world
 
+    def close(self) -> None:
+        """Drop the library's group now, at destroy_process_group. ProcessGroupGloo's
+        destructor joins its worker threads; run later, at interpreter exit, a thread still
+        holding a Work's tensors aborts the process ("terminate called without an active
+        exception", pytorch/pytorch#179291), which a 2-rank FSDP2 test on cpu ranks hit under
+        load."""
+        library, self.gloo = self.gloo, None
+        if hasattr(library, "shutdown"):  # None once closed
+            library.shutdown()  # nccl: its communicators end (gloo: nothing to do)
+
     @staticmethod
     def host(tensor: torch.Tensor) -> torch.Tensor:
         if tensor.device.type == "cpu":

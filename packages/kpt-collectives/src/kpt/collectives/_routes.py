@@ -22,7 +22,7 @@ from kpt.collectives._hierarchy import (
     hierarchical_applies,
     prefers_hierarchical,
 )
-from kpt.collectives._host_route import HostRoute, make_native
+from kpt.collectives._host_route import HostRoute, NativeRoute, make_native
 from kpt.collectives._sim_route import SimRoute, sim_kind
 
 
@@ -113,10 +113,11 @@ class RouteBook:
             self._device_route.settle()
 
     def close(self) -> None:
-        if isinstance(self._device_route, SimRoute):
+        if isinstance(self._device_route, (SimRoute, NativeRoute)):
             self._device_route.close()
         if self._hierarchy is not None:
             self._hierarchy.close()
+        self.host.close()
 
     def _agree(self, kind: str, profile: str) -> None:
         epoch, self._epoch = self._epoch, self._epoch + 1
