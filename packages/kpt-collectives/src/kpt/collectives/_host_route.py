@@ -42,8 +42,8 @@ class HostRoute:
         """Drop the library's group now, at destroy_process_group. ProcessGroupGloo's
         destructor joins its worker threads; run later, at interpreter exit, a thread still
         holding a Work's tensors aborts the process ("terminate called without an active
-        exception", pytorch/pytorch#179291), which a 2-rank FSDP2 test on cpu ranks hit under
-        load."""
+        exception", pytorch/pytorch#179291): the likely cause of the aborts a 2-rank FSDP2 test
+        on cpu ranks hit, twice, under load."""
         library, self.gloo = self.gloo, None
         if hasattr(library, "shutdown"):  # None once closed
             library.shutdown()  # nccl: its communicators end (gloo: nothing to do)
