@@ -97,12 +97,11 @@ def compute(
     factors: list[float] | None = None,
 ) -> None:
     """Combine the ranks' bytes as the collective would and write every output. `factors`: one
-    per rank, for op premul_sum (`scale_factors`)."""
+    per rank for op premul_sum, as `scale_factors` checked them when they were posted."""
     dtype = _np_dtype(inputs[0].dtype)
     ranks = [executor.read(v.storage, v.offset, v.nbytes).view(dtype) for v in inputs]
     wide = np.dtype(np.float32) if dtype.kind == "V" or dtype.itemsize < 4 else dtype
-    if op == "premul_sum" and kind in ("all_reduce", "reduce_scatter"):  # the reductions
-        factors = scale_factors(op, factors, len(ranks))
+    if factors is not None and kind in ("all_reduce", "reduce_scatter"):  # the reductions
         wide = wide if wide.kind == "f" else np.dtype(np.float64)  # ints scale in floats
         ranks = [r.astype(wide) * wide.type(f) for r, f in zip(ranks, factors)]
     targets = outputs or inputs  # all_reduce and broadcast may work in place

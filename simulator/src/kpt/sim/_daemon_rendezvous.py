@@ -301,9 +301,11 @@ class Rendezvous:
             timed = self.sim.collective(kind, nbytes, timed_devices, algorithm=terms["algorithm"],
                                 stream=stream, **options)  # fmt: skip
             if self.executor is not None:
-                factors = [meeting.parts[r].factor for r in range(terms["world"])]
+                factors = None
+                if terms["op"] == "premul_sum":
+                    factors = [meeting.parts[r].factor for r in range(terms["world"])]
                 collectives.compute(self.executor, kind, inputs, outputs, terms["op"], root or 0,
-                                    factors if terms["op"] == "premul_sum" else None)  # fmt: skip
+                                    factors)  # fmt: skip
             for part in meeting.parts.values():
                 self.sim.record_into(part.end, part.device, stream)
         except SimError as error:

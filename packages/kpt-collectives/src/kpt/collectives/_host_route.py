@@ -45,7 +45,7 @@ class HostRoute:
         exception", pytorch/pytorch#179291): the likely cause of the aborts a 2-rank FSDP2 test
         on cpu ranks hit, twice, under load."""
         library, self.gloo = self.gloo, None
-        if hasattr(library, "shutdown"):  # None once closed
+        if library is not None:
             library.shutdown()  # nccl: its communicators end (gloo: nothing to do)
 
     @staticmethod
