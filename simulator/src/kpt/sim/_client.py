@@ -23,7 +23,7 @@ import numpy as np
 from kpt.sim import _daemon_liveness as liveness
 from kpt.sim._client_holds import Holds
 from kpt.sim._client_rendezvous import Outcomes, RendezvousCalls, _ref_to_wire
-from kpt.sim._cost import OpCost
+from kpt.sim._cost import cost_to_wire
 from kpt.sim._daemon_access import TOKEN_ENV, TOKEN_FIELD
 from kpt.sim._errors import ERRORS, DeviceHangError, DeviceLostError, OutOfMemoryError, SimError
 from kpt.sim._memory import ALIGNMENT
@@ -70,21 +70,6 @@ class TensorRef(NamedTuple):
             strides.append(step)
             step *= max(int(size), 1)
         return cls(buffer, offset, dtype, tuple(int(s) for s in shape), tuple(reversed(strides)))
-
-
-def _cost_to_wire(cost: Any) -> list | None:
-    if cost is None or type(cost) is list:  # None, or already [op_class, flops, bytes, ...]
-        return cost
-    if isinstance(cost, OpCost):
-        return cost.to_wire()
-    shape = getattr(cost, "shape", None)
-    return [
-        str(cost.op_class),
-        float(cost.flops),
-        float(cost.bytes),
-        str(getattr(cost, "dtype", "fp32")),
-        None if shape is None else [int(s) for s in shape],
-    ]
 
 
 def _as_bytes(data: Any) -> np.ndarray:
@@ -443,7 +428,7 @@ class SimClient(RendezvousCalls):
             "outputs": [_ref_to_wire(r) for r in outputs],
             "attrs": attrs or {},
             "stream": stream,
-            "cost": _cost_to_wire(cost),
+            "cost": cost_to_wire(cost),
         }
         if host_ops:
             header["host_ops"] = host_ops
@@ -459,6 +444,12 @@ class SimClient(RendezvousCalls):
         graph (a CUDA graph): the first pays the host one launch, the others nothing, and they
         run back to back. Values are computed as ever; only their host time changes."""
         self._queue("graph_replay", {"device": device, "on": bool(on)})
+
+    def graph(self, action: str, graph: int, device: int | None = None) -> None:
+        """A captured graph (as a CUDA graph): "begin" captures this client's launches on
+        `device` into graph `graph` (an id of the caller's) until "end"; "launch" replays them
+        with one message; "free" forgets it. Errors are raised by the next blocking call."""
+        self._queue(f"graph_{action}", {"graph": graph, "device": device})
 
     def host_work(self, device: int, seconds: float) -> None:
         """The host spent `seconds` on its own work (Python the simulator cannot see) before

@@ -103,6 +103,22 @@ class OpCost(NamedTuple):
         return cls(raw[0], float(flops), float(nbytes), dtype, tuple(shape) if whole else None)
 
 
+def cost_to_wire(cost: Any) -> list | None:
+    """An OpCost, its wire list, or any object with its fields, as the wire list (None stays)."""
+    if cost is None or type(cost) is list:  # None, or already [op_class, flops, bytes, ...]
+        return cost
+    if isinstance(cost, OpCost):
+        return cost.to_wire()
+    shape = getattr(cost, "shape", None)
+    return [
+        str(cost.op_class),
+        float(cost.flops),
+        float(cost.bytes),
+        str(getattr(cost, "dtype", "fp32")),
+        None if shape is None else [int(s) for s in shape],
+    ]
+
+
 # Shape lengths each class reads (module doc); a wrong length is an executor bug, refused.
 SHAPE_LENGTHS = {"matmul": (3,), "conv": (3, 4, 5), "attention": (4,), "reduction": (2, 3),
                  "rnn": (6,),

@@ -32,6 +32,7 @@ from kpt.sim._daemon_buffers import (
     parse_cost,
 )
 from kpt.sim._daemon_events import EventCalls
+from kpt.sim._daemon_graphs import GraphCalls
 from kpt.sim._daemon_health import device_health
 from kpt.sim._daemon_host import HostMemory
 from kpt.sim._daemon_issue import IssueCalls
@@ -50,7 +51,8 @@ log = logging.getLogger("kpt.sim.daemon")
 MAX_STREAMS = 1024  # per client and device: stream ids are small integers
 MAX_BUFFERS_PER_CLIENT = 1 << 20
 CAST_TYPES = ("launch", "copy", "record_event", "wait_event", "collective", "alloc_async",
-              "graph_replay", "host_work", "collective_cast")  # fmt: skip
+              "graph_replay", "host_work", "collective_cast", "graph_begin", "graph_end",
+              "graph_launch", "graph_free")  # fmt: skip
 MAX_BATCH = 4096  # casts in one "batch" message
 MAX_INLINE_READ = 1 << 16  # a read asking for "inline" bytes gets them in the header up to this
 MAX_READ = 1 << 30  # bytes one read may return: larger reads go in chunks (bounds a reply's copy)
@@ -66,9 +68,11 @@ class ClientState:
     dropped: int = 0  # pending errors beyond the first few, counted only
     # device -> the replay's next launch: GRAPH_HEAD (pays the one host launch) or GRAPH_NODE
     graph: dict[int, str] = field(default_factory=dict)
+    capturing: dict[int, tuple] = field(default_factory=dict)  # device -> (graph id, Graph)
+    graphs: dict[int, Any] = field(default_factory=dict)  # captured graphs by the client's id
 
 
-class SimDaemon(EventCalls, IssueCalls):
+class SimDaemon(EventCalls, IssueCalls, GraphCalls):
     """Owns buffers' values, clients and their pending errors; the engine owns time and memory."""
 
     def __init__(
@@ -111,6 +115,10 @@ class SimDaemon(EventCalls, IssueCalls):
             "launch": self.launch,
             "graph_replay": self.graph_replay,
             "host_work": self.host_work,
+            "graph_begin": self.graph_begin,
+            "graph_end": self.graph_end,
+            "graph_launch": self.graph_launch,
+            "graph_free": self.graph_free,
             "copy": self.copy,
             "record_event": self.record_event,
             "wait_event": self.wait_event,
@@ -352,6 +360,7 @@ class SimDaemon(EventCalls, IssueCalls):
         if len(msg.arrays) != 1:
             raise bad(f"write carries {len(msg.arrays)} array frames; send exactly 1 (the bytes)")
         data = memoryview(np.ascontiguousarray(msg.arrays[0]).view(np.uint8).reshape(-1))
+        self.refuse_while_capturing(state, (buffer.device,), "write")
         stream = self._stream(client_id, msg.header)
         self._claim(state, buffer.device, self.sim.write, buffer.id, offset, data.nbytes, stream)
         self._record("h2d", device=buffer.device, bytes=data.nbytes, stream=stream)
@@ -376,6 +385,7 @@ class SimDaemon(EventCalls, IssueCalls):
         if nbytes > MAX_READ:
             raise bad(f"read of {nbytes} bytes: at most {MAX_READ} per read; read in chunks")
         stream = self._stream(client_id, msg.header)
+        self.refuse_while_capturing(state, (buffer.device,), "read")
         self.rendezvous.refuse_host_wait([buffer.device], "read")
         self._record("d2h", device=buffer.device, bytes=nbytes, stream=stream)  # + its sync
         self._claim(state, buffer.device, self.sim.read, buffer.id, offset, nbytes, stream)
@@ -402,6 +412,8 @@ class SimDaemon(EventCalls, IssueCalls):
         host_ops = field_int(header, "host_ops", default=0, high=MAX_HOST_OPS)
         try:
             cost = self._cost(header.get("cost"), op, in_views, out_views, attrs)
+            if self.capture(state, device, stream, cost, op, inputs, outputs, attrs):
+                return
             touched = [b.id for _, b in (*inputs, *outputs)]
             node = self.launches_as_graph_node(state, device)
             issue = (device, cost, stream, touched, op, None, node, host_ops)  # Simulator.launch
@@ -426,6 +438,7 @@ class SimDaemon(EventCalls, IssueCalls):
                 "dtype and shape must match"
             )
         devices = (src_buffer.device, dst_buffer.device)
+        self.refuse_while_capturing(state, devices, "copy")
         failed = self._claim(
             state, devices, self.sim.transfer, *devices, src.nbytes, stream,
             (src_buffer.id, dst_buffer.id),
@@ -465,6 +478,7 @@ class SimDaemon(EventCalls, IssueCalls):
         else:
             options = {"root": root}
         involved = tuple(sorted({*devices, *(b.device for _, b in outputs)}))
+        self.refuse_while_capturing(state, involved, f"collective {kind}")
         failed = self._claim(
             state, involved, lambda: self.sim.collective(
                 kind, nbytes, None if kind == "send_recv" else devices,
@@ -480,6 +494,7 @@ class SimDaemon(EventCalls, IssueCalls):
     def synchronize(self, msg: Message, state: ClientState, client_id: bytes) -> dict:
         device = None if msg.header.get("device") is None else self._device(msg.header)
         every = range(len(self.sim.devices)) if device is None else [device]
+        self.refuse_while_capturing(state, every, "synchronize")
         self.rendezvous.refuse_host_wait(every, "synchronize")
         self._record("sync", **({} if device is None else {"device": device}))
         now = self.sim.synchronize(device)

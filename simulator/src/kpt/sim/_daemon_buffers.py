@@ -95,6 +95,10 @@ class BufferTable:
     def values(self):
         return self._by_id.values()
 
+    def live(self, buffer_id: int) -> Buffer | None:
+        """The buffer with this (engine) id, or None once freed."""
+        return self._by_id.get(buffer_id)
+
     def add(self, buffer: Buffer) -> None:
         if buffer.alias is not None:
             key = (buffer.owner, buffer.alias)

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from kpt.adapters.sim import _memory_report, _runtime, _tracing
+from kpt.adapters.sim._graphs import Graph, graph, graph_pool_handle  # noqa: F401 (torch.kpt_sim.*)
 from kpt.adapters.sim._host_timing import graph_replay, host_work  # noqa: F401 (torch.kpt_sim.*)
 from kpt.adapters.sim._properties import DeviceProperties, device_properties
 from kpt.adapters.sim._runtime import device_index as _index

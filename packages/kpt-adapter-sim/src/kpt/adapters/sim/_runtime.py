@@ -38,6 +38,7 @@ class DeviceState:
     host_ops: int = 0
     # (busy seconds, clock) at the last utilization() call: its window starts there
     utilization_mark: tuple[float, float] = (0.0, 0.0)
+    capture: Any = None  # the torch.kpt_sim.Graph capturing on this device
 
 
 class StreamIds:

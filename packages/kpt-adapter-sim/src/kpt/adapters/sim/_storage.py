@@ -158,12 +158,15 @@ class CachingAllocator:
             device: int(total * ASYNC_ALLOC_SHARE) for device, total in (capacity or {}).items()
         }
         self.closed = False
+        # device -> the graph pool a capture on it allocates from (see _graphs.GraphPool)
+        self.capturing: dict[int, Any] = {}
 
     def allocate(self, device: int, nbytes: int) -> SimStorage:
         """A buffer of at least nbytes on ``device`` (this process's index). A refusal raises the
         daemon's OutOfMemoryError here, at the allocation, with ``device`` set to ``device``."""
         try:
-            storage = self._allocate(device, nbytes)
+            pool = self.capturing.get(device) if self.capturing else None
+            storage = self._allocate(device, nbytes, pool)
         except MemoryError as error:
             with self._lock:
                 self.counts[device]["num_ooms"] += 1
@@ -176,10 +179,10 @@ class CachingAllocator:
                 self.reserved_peak[device] = self.reserved[device]
         return storage
 
-    def _allocate(self, device: int, nbytes: int) -> SimStorage:
+    def _allocate(self, device: int, nbytes: int, pool: Any = None) -> SimStorage:
         size = size_class(nbytes)
         with self._lock:
-            cached = self._free.get((device, size))
+            cached = (self._free if pool is None else pool.free).get((device, size))
             buffer = cached.pop() if cached else None
             if buffer is None and self.reserved[device] + size <= self._async_limit.get(device, 0):
                 try:
@@ -199,7 +202,7 @@ class CachingAllocator:
                 raise
             with self._lock:
                 self.reserved[device] += size
-        return SimStorage(device, buffer, size, self)
+        return SimStorage(device, buffer, size, self if pool is None else pool)
 
     def _alloc_or_flush(self, device: int, size: int) -> int:
         try:
@@ -218,11 +221,20 @@ class CachingAllocator:
         self._client.copy(TensorRef(source, 0, "uint8", shape, stride),
                           TensorRef(target, 0, "uint8", shape, stride))  # fmt: skip
 
-    def release(self, device: int, buffer: int, size: int) -> None:
+    def release(self, device: int, buffer: int, size: int, free: Any = None) -> None:
+        """A dead storage's buffer goes back to `free` (a graph pool's list; default: the
+        cache), to be handed out again."""
         with self._lock:
             self.allocated[device] -= size
             if not self.closed:
-                self._free[(device, size)].append(buffer)
+                (self._free if free is None else free)[(device, size)].append(buffer)
+
+    def adopt(self, free: dict[tuple[int, int], list[int]]) -> None:
+        """Take a closed graph pool's free buffers into the cache."""
+        with self._lock:
+            for key, buffers in free.items():
+                self._free[key].extend(buffers)
+            free.clear()
 
     def empty_cache(self, device: int | None = None) -> int:
         """Return cached buffers to the daemon; the number of bytes given back."""

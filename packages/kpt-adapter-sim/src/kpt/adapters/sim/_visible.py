@@ -57,6 +57,9 @@ class VisibleClient:
     def graph_replay(self, device: int, on: bool) -> None:
         self._client.graph_replay(self._to_daemon[device], on)
 
+    def graph(self, action: str, graph: int, device: int | None = None) -> None:
+        self._client.graph(action, graph, None if device is None else self._to_daemon[device])
+
     def host_work(self, device: int, seconds: float) -> None:
         self._client.host_work(self._to_daemon[device], seconds)
 
