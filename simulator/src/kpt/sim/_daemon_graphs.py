@@ -44,6 +44,7 @@ class Graph:
     device: int
     nodes: list[Node] = field(default_factory=list)
     buffers: dict[int, Any] = field(default_factory=dict)  # id -> the Buffer captured on
+    replays: int = 0
 
 
 class GraphCalls:
@@ -84,13 +85,14 @@ class GraphCalls:
                     "freed; keep a graph's buffers (its memory pool) while the graph lives"
                 )
         device, sim, numerics, recorder = graph.device, self.sim, self.numerics, self.recorder
+        graph.replays += 1
         for i, node in enumerate(graph.nodes):
             issue = (device, node.cost, node.stream, node.touched, node.op, None, i > 0, 0)
             self._claim(state, device, sim.launch, *issue)
             if recorder is not None:
                 recorder.launch(device, node.cost, node.stream, node.op, 0)
             if numerics:
-                self.executor.run(node.op, node.in_views, node.out_views, node.attrs)
+                self.executor.run(node.op, node.in_views, node.out_views, _fresh_draws(node, graph))
 
     def graph_free(self, header: dict, state: Any, client_id: bytes) -> None:
         """{graph}: forget the graph (its buffers are the client's to free)."""
@@ -134,3 +136,14 @@ class GraphCalls:
         if graph is None:
             raise bad(f"graph {graph_id} does not exist (never captured, or freed)")
         return graph
+
+
+def _fresh_draws(node: Node, graph: Graph) -> dict:
+    """A random op's attrs for this replay: each replay draws new numbers (as a CUDA graph's
+    philox offset advances per replay), the same ones for the same replay count."""
+    rng = node.attrs.get("rng")
+    if type(rng) not in (list, tuple) or len(rng) != 2:
+        return node.attrs
+    # An odd step (the golden ratio's): the low 32 bits that seed a CPU generator change too.
+    step = (graph.replays * 0x9E3779B97F4A7C15) & ((1 << 63) - 1)
+    return {**node.attrs, "rng": [rng[0], (rng[1] + step) & ((1 << 63) - 1)]}

@@ -8,8 +8,9 @@ Three ways to run a step, chosen once per engine:
   and replays a graph captured for that bucket (_graphs.py); steps larger than every bucket
   run eagerly.
 On a simulated chip whose device module times graph replays (torch.kpt_sim.graph_replay), each
-forward runs eagerly, values computed as ever, and is timed as the one replay CUDA would run:
-the simulated host pays one launch for it, not one per kernel.
+forward is timed as the one replay CUDA would run: the simulated host pays one launch for it,
+not one per kernel. Decode steps replay graphs captured per shape (torch.kpt_sim.Graph,
+_sim_graphs.py), so their Python runs once per shape; other steps run eagerly.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from kpt.serve._attention import AttentionMetadata, PagedMetadata, torch_groups
 from kpt.serve._batch import SeqWork, StepBatch, build_step, host_tensor
 from kpt.serve._graphs import BucketedGraphs, HostStaging
 from kpt.serve._models import DecoderModel, KVCache
+from kpt.serve._sim_graphs import DecodeGraphs
 from kpt.serve._triton_attention import supports as supports_head_dim
 from kpt.serve._triton_attention import triton_available
 
@@ -70,6 +72,11 @@ class ModelRunner:
             if graphs and use_triton
             else None
         )
+        self.decode_graphs = (
+            DecodeGraphs(functools.partial(model_forward, model, cache), self.device, block_size)
+            if replay_timing is not None and not use_triton and DecodeGraphs.offered(self.device)
+            else None
+        )
 
     # no_grad, not inference_mode: what a step returns stays a normal tensor, which its caller
     # may update in place outside inference_mode (an inference tensor refuses that).
@@ -86,6 +93,10 @@ class ModelRunner:
     def run_batch(self, batch: StepBatch, input_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of batch.sample_rows. input_ids, a device tensor, replaces the batch's ids
         (a chained decode feeds the previous step's sampled tokens without reading them)."""
+        if self.decode_graphs is not None and input_ids is None:
+            logits = self.decode_graphs.run(batch)
+            if logits is not None:
+                return logits
         if self.replay_timing is not None:
             with self.replay_timing(self.device):
                 return self._run_batch(batch, input_ids)

@@ -178,11 +178,6 @@ def _run(plan: Plan, args: tuple, kwargs: dict, tensors: list, rt: Runtime) -> A
         if attrs is None:
             attrs = encode_attrs(args, kwargs, tensors, plan.out_index, plan.out_name)
         if plan.info.seeded:
-            if rt.state[device].capture is not None:
-                raise RuntimeError(
-                    f"kpt_sim: {plan.info.name} draws random numbers, which a graph capture "
-                    "cannot hold (every replay would draw the same ones); run it outside the graph"
-                )
             attrs = {**attrs, "rng": rt.next_rng(device)}
         in_refs = [[t._sim.buffer, *tail] for t, tail in zip(tensors, plan.input_tails)]
         if plan.out_index is not None:  # out= variant: the output is written as an argument

@@ -15,7 +15,7 @@ pool, since their replays never overlap. The pool's buffers return to the cache 
 graph is reset.
 
 Refused during a capture, as CUDA refuses them: reading values to the host, host-to-device
-copies, synchronizing, and ops that draw random numbers (each replay would draw the same ones).
+copies and synchronizing. Random ops draw new numbers at each replay, as under CUDA graphs.
 """
 
 from __future__ import annotations
