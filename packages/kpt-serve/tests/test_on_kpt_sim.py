@@ -43,3 +43,20 @@ def test_forwards_are_timed_as_graph_replays_unless_cuda_graphs_is_false(tmp_pat
     outs = [llm.generate(prompts, params) for llm in (replayed, eager)]
     assert [o.token_ids for o in outs[0]] == [o.token_ids for o in outs[1]]
     assert replayed.engine.clock._host_ms == 0.0 and replayed.engine.stats().clock_ms > 0
+
+
+def test_steps_replay_graphs_captured_per_shape_with_the_eager_tokens(tmp_path):
+    model_dir = make_llama(tmp_path / "model", layers=2, width=32)
+    prompts = random_prompts(4, 9, 9, seed=5)  # one prompt length: its shape comes again
+    params = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True)
+    graphed = LLM(model_dir, device="kpt_sim", num_kv_blocks=32)
+    eager = LLM(model_dir, device="kpt_sim", num_kv_blocks=32)
+    eager.engine.runner.step_graphs = None  # still timed as replays, dispatched op by op
+    for round_ in range(2):
+        outs = [llm.generate(prompts, params) for llm in (graphed, eager)]
+        assert [o.token_ids for o in outs[0]] == [o.token_ids for o in outs[1]]
+    graphs = graphed.engine.runner.step_graphs
+    # Round one captured its decode shapes (and ran its prompt step eagerly, a first sight);
+    # round two captured the prompt step's shape and replayed every decode shape.
+    assert graphs.captures >= 2 and graphs.replays > graphs.captures
+    assert graphed.engine.stats().kv_blocks_used == 0

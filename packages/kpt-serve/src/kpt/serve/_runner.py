@@ -9,8 +9,8 @@ Three ways to run a step, chosen once per engine:
   run eagerly.
 On a simulated chip whose device module times graph replays (torch.kpt_sim.graph_replay), each
 forward is timed as the one replay CUDA would run: the simulated host pays one launch for it,
-not one per kernel. Decode steps replay graphs captured per shape (torch.kpt_sim.Graph,
-_sim_graphs.py), so their Python runs once per shape; other steps run eagerly.
+not one per kernel. Steps replay graphs captured per shape (torch.kpt_sim.Graph, _sim_graphs.py),
+so their Python runs once per shape, not once per step.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from kpt.serve._attention import AttentionMetadata, PagedMetadata, torch_groups
 from kpt.serve._batch import SeqWork, StepBatch, build_step, host_tensor
 from kpt.serve._graphs import BucketedGraphs, HostStaging
 from kpt.serve._models import DecoderModel, KVCache
-from kpt.serve._sim_graphs import DecodeGraphs
+from kpt.serve._sim_graphs import StepGraphs
 from kpt.serve._triton_attention import supports as supports_head_dim
 from kpt.serve._triton_attention import triton_available
 
@@ -72,9 +72,9 @@ class ModelRunner:
             if graphs and use_triton
             else None
         )
-        self.decode_graphs = (
-            DecodeGraphs(functools.partial(model_forward, model, cache), self.device, block_size)
-            if replay_timing is not None and not use_triton and DecodeGraphs.offered(self.device)
+        self.step_graphs = (
+            StepGraphs(functools.partial(model_forward, model, cache), self.device, block_size)
+            if replay_timing is not None and not use_triton and StepGraphs.offered(self.device)
             else None
         )
 
@@ -93,8 +93,8 @@ class ModelRunner:
     def run_batch(self, batch: StepBatch, input_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of batch.sample_rows. input_ids, a device tensor, replaces the batch's ids
         (a chained decode feeds the previous step's sampled tokens without reading them)."""
-        if self.decode_graphs is not None and input_ids is None:
-            logits = self.decode_graphs.run(batch)
+        if self.step_graphs is not None and input_ids is None:
+            logits = self.step_graphs.run(batch)
             if logits is not None:
                 return logits
         if self.replay_timing is not None:

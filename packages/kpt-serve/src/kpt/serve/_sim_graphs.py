@@ -1,17 +1,19 @@
-"""Decode steps as captured graphs on a simulated chip (torch.kpt_sim.Graph).
+"""Steps as captured graphs on a simulated chip (torch.kpt_sim.Graph).
 
 The CUDA path replays one graph per padded bucket because its Triton kernel reads each
-sequence's length on the device. The PyTorch attention path (the one kpt_sim runs) pads a
-step's decodes to the longest context in blocks, so its kernels are fixed by (sequences,
-context blocks): one graph per such pair serves every decode step of that shape. A graph is
-captured at the first step of its shape; later steps copy their inputs into the captured
-tensors and replay it, one message to the simulator whatever the model's size, so that a
-fleet of 8B-sized models runs in virtual time at the speed of its scheduling, not of Python
-dispatching every kernel. The simulated host pays one launch per replay, as a CUDA graph
-replay does, and the kernels and their costs are those of the eager step.
+sequence's length on the device. The PyTorch attention path (the one kpt_sim runs) pads each
+group of a step (the decodes; the prompt chunks) to its longest query and context, so a
+step's kernels are fixed by its tokens, sampled rows and, per group, (sequences, longest
+query, context width): one graph per such shape serves every step of that shape. Later steps
+copy their inputs into the captured tensors and replay it, one message to the simulator
+whatever the model's size, so a fleet of 8B-sized models runs in virtual time at the speed of
+its scheduling, not of Python dispatching every kernel. The simulated host pays one launch
+per replay, as a CUDA graph replay does; the kernels and their costs are the eager step's,
+and so are the values (the simulator runs the captured kernels again on the new inputs).
 
-Steps with prompt tokens run eagerly (their shapes rarely repeat). A replay computes the same
-values as the eager step: the daemon runs the captured kernels again on the new inputs.
+Decode-only steps are captured the first time their shape comes (it will come again, one
+step per token); steps with prompt tokens the second time, so a one-off prompt length costs
+no capture.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from kpt.serve._attention import AttentionGroup, AttentionMetadata, torch_groups
 from kpt.serve._batch import StepBatch, host_tensor
 
 MAX_GRAPHS = 64  # captured shapes kept (least recently used beyond); each holds its logits
+MAX_SEEN = 4096  # shapes remembered as seen once (forgotten all at once beyond)
 
 
 @dataclass
@@ -36,8 +39,8 @@ class _Captured:
     logits: torch.Tensor
 
 
-class DecodeGraphs:
-    """Runs decode-only steps through graphs captured per (sequences, context blocks)."""
+class StepGraphs:
+    """Runs steps through graphs captured per shape (see the module doc)."""
 
     def __init__(self, forward: Callable[..., torch.Tensor], device: torch.device,
                  block_size: int, max_graphs: int = MAX_GRAPHS) -> None:  # fmt: skip
@@ -48,7 +51,8 @@ class DecodeGraphs:
         self.device = device
         self.block_size = block_size
         self.max_graphs = max_graphs
-        self._entries: OrderedDict[tuple[int, int], _Captured] = OrderedDict()
+        self._entries: OrderedDict[tuple, _Captured] = OrderedDict()
+        self._seen: set[tuple] = set()
         self.captures = 0
         self.replays = 0
 
@@ -58,16 +62,23 @@ class DecodeGraphs:
         return device.type != "cuda" and hasattr(getattr(torch, device.type, None), "Graph")
 
     def run(self, batch: StepBatch) -> torch.Tensor | None:
-        """Logits of a decode-only step (every sequence one new token, each sampled), or None
-        for a step this cannot replay."""
-        seqs = batch.num_seqs
-        if seqs == 0 or batch.num_tokens != seqs or len(batch.sample_rows) != seqs:
+        """Logits of the step's sampled rows, or None: run this step eagerly."""
+        if batch.num_seqs == 0:
             return None
-        arrays = self._arrays(batch)
-        key = (seqs, arrays[-1].shape[-1])  # the mask's width: context blocks * block size
+        groups = torch_groups(batch, self.block_size, lambda array: array)
+        shape = tuple((g.batch, g.max_q, g.mask.shape[-1]) for g in groups)
+        key = (batch.num_tokens, len(batch.sample_rows), shape)
+        arrays = [batch.input_ids, batch.positions, batch.slot_mapping, batch.sample_rows]
+        for g in groups:
+            arrays += [g.token_index, g.valid_rows, g.out_index, g.block_tables, g.mask]
         entry = self._entries.get(key)
         if entry is None:
-            entry = self._captured(arrays)
+            if batch.num_tokens != batch.num_seqs and key not in self._seen:
+                if len(self._seen) >= MAX_SEEN:
+                    self._seen.clear()
+                self._seen.add(key)
+                return None
+            entry = self._captured(arrays, [(g.batch, g.max_q) for g in groups])
             if len(self._entries) >= self.max_graphs:
                 self._entries.popitem(last=False)[1].graph.reset()
             self._entries[key] = entry
@@ -79,20 +90,14 @@ class DecodeGraphs:
         self.replays += 1
         return entry.logits
 
-    def _arrays(self, batch: StepBatch) -> list[np.ndarray]:
-        """The step's inputs as host arrays: ids, positions, slots, sampled rows, then the
-        decode group's token index, valid rows, output index, block tables and mask."""
-        (group,) = torch_groups(batch, self.block_size, lambda array: array)
-        return [batch.input_ids, batch.positions, batch.slot_mapping, batch.sample_rows,
-                group.token_index, group.valid_rows, group.out_index, group.block_tables,
-                group.mask]  # fmt: skip
-
-    def _captured(self, arrays: list[np.ndarray]) -> _Captured:
+    def _captured(self, arrays: list[np.ndarray], sizes: list[tuple[int, int]]) -> _Captured:
         inputs = [host_tensor(array).to(self.device) for array in arrays]
-        ids, positions, slots, rows, token_index, valid_rows, out_index, tables, mask = inputs
-        group = AttentionGroup(token_index, valid_rows, out_index, tables, mask,
-                               batch=tables.shape[0], max_q=1)  # fmt: skip
-        meta = AttentionMetadata(slot_mapping=slots, num_tokens=len(arrays[0]), groups=[group])
+        ids, positions, slots, rows = inputs[:4]
+        groups = [
+            AttentionGroup(*inputs[4 + 5 * i : 9 + 5 * i], batch=batch, max_q=max_q)
+            for i, (batch, max_q) in enumerate(sizes)
+        ]
+        meta = AttentionMetadata(slot_mapping=slots, num_tokens=len(arrays[0]), groups=groups)
         graph = self._graph_type()
         with self._capture(graph, pool=self._pool):
             logits = self.forward(ids, positions, meta, rows)

@@ -26,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-from kpt.adapters.sim._runtime import device_index, runtime
+from kpt.adapters.sim._runtime import current_runtime, device_index, runtime
 
 _graph_ids = itertools.count(1)  # the daemon keeps graphs per client: ids of this process
 
@@ -37,25 +37,29 @@ class GraphPool:
     def __init__(self) -> None:
         self.free: dict[tuple[int, int], list[int]] = defaultdict(list)  # (device, size) -> ids
         self._graphs = 0  # graphs captured into this pool and not reset
+        self._allocator: Any = None  # the connection's allocator the buffers come from
 
     # SimStorage's allocator interface, for storages whose buffers belong to this pool
     def allocate(self, device: int, nbytes: int) -> Any:
-        return runtime().allocator.allocate(device, nbytes)
+        return self._allocator.allocate(device, nbytes)
 
     def release(self, device: int, buffer: int, size: int) -> None:
-        runtime().allocator.release(device, buffer, size, self.free if self._graphs else None)
+        self._allocator.release(device, buffer, size, self.free if self._graphs else None)
 
     def copy_bytes(self, source: int, target: int, nbytes: int) -> None:
-        runtime().allocator.copy_bytes(source, target, nbytes)
+        self._allocator.copy_bytes(source, target, nbytes)
 
-    def retain(self) -> None:
+    def retain(self, allocator: Any) -> None:
+        if self._allocator is not None and allocator is not self._allocator:
+            raise RuntimeError("kpt_sim graph pool: made under an earlier daemon connection")
+        self._allocator = allocator
         self._graphs += 1
 
     def drop(self) -> None:
         """A graph of this pool was reset; the last one gives the free buffers to the cache."""
         self._graphs -= 1
         if self._graphs == 0:
-            runtime().allocator.adopt(self.free)
+            self._allocator.adopt(self.free)
 
 
 def graph_pool_handle() -> GraphPool:
@@ -68,6 +72,7 @@ class Graph:
 
     def __init__(self) -> None:
         self._id: int | None = None
+        self._runtime: Any = None  # the connection the daemon keeps the graph for
         self._device: int | None = None
         self._pool: GraphPool | None = None
         self._captured = False
@@ -80,9 +85,9 @@ class Graph:
         device = device_index(None)
         if rt.state[device].capture is not None:
             raise RuntimeError(f"kpt_sim graph: device {device} is already capturing a graph")
-        self._id, self._device = next(_graph_ids), device
         self._pool = pool if pool is not None else GraphPool()
-        self._pool.retain()
+        self._pool.retain(rt.allocator)
+        self._id, self._device, self._runtime = next(_graph_ids), device, rt
         rt.client.graph("begin", self._id, device=device)
         rt.state[device].capture = self
         rt.allocator.capturing[device] = self._pool
@@ -90,9 +95,8 @@ class Graph:
     def capture_end(self) -> None:
         """End the capture; errors of the captured region (work refused during a capture) are
         raised here."""
-        rt = runtime()
-        device = self._device
-        if device is None or rt.state[device].capture is not self:
+        rt, device = self._runtime, self._device
+        if rt is None or rt.state[device].capture is not self:
             raise RuntimeError("kpt_sim graph: capture_end() without capture_begin()")
         rt.state[device].capture = None
         rt.allocator.capturing.pop(device, None)
@@ -108,21 +112,22 @@ class Graph:
         """Run the captured kernels again (asynchronously, like every launch)."""
         if not self._captured:
             raise RuntimeError("kpt_sim graph: replay() before a capture ended")
-        runtime().client.graph("launch", self._id)
+        self._runtime.client.graph("launch", self._id)
 
     def reset(self) -> None:
         """Forget the capture; its pool's memory is freed once no graph uses it."""
         if self._id is None:
             return
-        graph_id, pool = self._id, self._pool
-        self._id, self._pool, self._captured = None, None, False
-        rt = runtime()
+        graph_id, pool, rt = self._id, self._pool, self._runtime
+        self._id, self._pool, self._runtime, self._captured = None, None, None, False
+        pool.drop()
+        if rt is not current_runtime():  # disconnected: the daemon forgot the graph with it
+            return
         if rt.state[self._device].capture is self:  # reset inside a failed capture
             rt.state[self._device].capture = None
             rt.allocator.capturing.pop(self._device, None)
             rt.client.graph("end", graph_id, device=self._device)
         rt.client.graph("free", graph_id)
-        pool.drop()
 
     def pool(self) -> GraphPool | None:
         """The pool this graph allocates from (share it: ``capture_begin(pool=g.pool())``)."""
