@@ -84,15 +84,18 @@ class GraphCalls:
                     f"graph_launch: buffer {buffer_id}, which the graph was captured on, was "
                     "freed; keep a graph's buffers (its memory pool) while the graph lives"
                 )
-        device, sim, numerics, recorder = graph.device, self.sim, self.numerics, self.recorder
         graph.replays += 1
+        self._claim(state, graph.device, self._issue, graph)
+
+    def _issue(self, graph: Graph) -> None:
+        device, launch, recorder = graph.device, self.sim.launch, self.recorder
+        run = self.executor.run if self.numerics else None
         for i, node in enumerate(graph.nodes):
-            issue = (device, node.cost, node.stream, node.touched, node.op, None, i > 0, 0)
-            self._claim(state, device, sim.launch, *issue)
+            launch(device, node.cost, node.stream, node.touched, node.op, None, i > 0, 0)
             if recorder is not None:
                 recorder.launch(device, node.cost, node.stream, node.op, 0)
-            if numerics:
-                self.executor.run(node.op, node.in_views, node.out_views, _fresh_draws(node, graph))
+            if run is not None:
+                run(node.op, node.in_views, node.out_views, _fresh_draws(node, graph))
 
     def graph_free(self, header: dict, state: Any, client_id: bytes) -> None:
         """{graph}: forget the graph (its buffers are the client's to free)."""
