@@ -60,3 +60,38 @@ def test_steps_replay_graphs_captured_per_shape_with_the_eager_tokens(tmp_path):
     # round two captured the prompt step's shape and replayed every decode shape.
     assert graphs.captures >= 2 and graphs.replays > graphs.captures
     assert graphed.engine.stats().kv_blocks_used == 0
+
+
+class _ForgetfulEvent:
+    """A simulated device's event, from a simulator that keeps only the newest few events
+    (the daemon keeps 65,536 per client): timing a forgotten one raises."""
+
+    clock, recorded = 0.0, []
+
+    def __init__(self, enable_timing: bool = False) -> None:
+        self.time = None
+
+    def record(self) -> None:
+        cls = type(self)
+        cls.clock += 1.5  # every step takes 1.5 ms of device time
+        self.time = cls.clock
+        cls.recorded = [*cls.recorded[-3:], self]
+
+    def synchronize(self) -> None:
+        pass
+
+    def elapsed_time(self, end) -> float:
+        if self not in type(self).recorded:
+            raise RuntimeError("event was never recorded by this client (or is long forgotten)")
+        return end.time - self.time
+
+
+def test_the_clock_outlives_the_simulators_event_memory(monkeypatch):
+    import torch
+
+    from kpt.serve._clock import DeviceClock
+
+    monkeypatch.setattr(torch.kpt_sim, "Event", _ForgetfulEvent)
+    clock = DeviceClock(torch.device("kpt_sim", 0), simulated=True)
+    readings = [clock.now_ms() for _ in range(10)]
+    assert readings == [1.5 * (i + 1) for i in range(10)]

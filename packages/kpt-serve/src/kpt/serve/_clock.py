@@ -23,6 +23,7 @@ class DeviceClock:
         self.device = device
         self.simulated = simulated
         self._host_ms = 0.0
+        self._device_ms = 0.0  # device time up to the event in self._start
         self._wall_start = time.perf_counter()
         self._start = None
         # Only a simulated device needs its events: on a real one the engine has waited for
@@ -46,7 +47,11 @@ class DeviceClock:
         end = self._event_type(enable_timing=True)
         end.record()
         end.synchronize()
-        return self._start.elapsed_time(end) + self._host_ms
+        self._device_ms += self._start.elapsed_time(end)
+        # Measure from the newest event: a simulator keeps a bounded number of events per
+        # client, and a long-running server's first one would be forgotten.
+        self._start = end
+        return self._device_ms + self._host_ms
 
     def host_time(self) -> float:
         """Seconds, for timing the engine's own host work to charge: this thread's CPU time on
