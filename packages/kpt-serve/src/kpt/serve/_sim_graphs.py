@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from kpt.serve._attention import AttentionGroup, AttentionMetadata, torch_groups
-from kpt.serve._batch import StepBatch, host_tensor
+from kpt.serve._batch import StepBatch
 
 MAX_GRAPHS = 64  # captured shapes kept (least recently used beyond); each holds its logits
 MAX_SEEN = 4096  # shapes remembered as seen once (forgotten all at once beyond)
@@ -35,7 +35,7 @@ MAX_SEEN = 4096  # shapes remembered as seen once (forgotten all at once beyond)
 @dataclass
 class _Captured:
     graph: object
-    inputs: list[torch.Tensor]  # the captured step's input tensors, refilled before a replay
+    inputs: _Staged  # the captured step's input tensors, refilled before a replay
     logits: torch.Tensor
 
 
@@ -84,17 +84,16 @@ class StepGraphs:
             self._entries[key] = entry
         else:
             self._entries.move_to_end(key)
-            for target, array in zip(entry.inputs, arrays, strict=True):
-                target.copy_(host_tensor(array))
+            entry.inputs.refill(arrays)
         entry.graph.replay()
         self.replays += 1
         return entry.logits
 
     def _captured(self, arrays: list[np.ndarray], sizes: list[tuple[int, int]]) -> _Captured:
-        inputs = [host_tensor(array).to(self.device) for array in arrays]
-        ids, positions, slots, rows = inputs[:4]
+        staged = _Staged(arrays, self.device)
+        ids, positions, slots, rows = staged.inputs[:4]
         groups = [
-            AttentionGroup(*inputs[4 + 5 * i : 9 + 5 * i], batch=batch, max_q=max_q)
+            AttentionGroup(*staged.inputs[4 + 5 * i : 9 + 5 * i], batch=batch, max_q=max_q)
             for i, (batch, max_q) in enumerate(sizes)
         ]
         meta = AttentionMetadata(slot_mapping=slots, num_tokens=len(arrays[0]), groups=groups)
@@ -102,4 +101,30 @@ class StepGraphs:
         with self._capture(graph, pool=self._pool):
             logits = self.forward(ids, positions, meta, rows)
         self.captures += 1
-        return _Captured(graph, inputs, logits)
+        return _Captured(graph, staged, logits)
+
+
+class _Staged:
+    """A step's inputs on the device, as views of two tensors (the integers, the masks), so
+    that a replay's new inputs travel in two host-to-device copies, not one per array."""
+
+    def __init__(self, arrays: list[np.ndarray], device: torch.device) -> None:
+        self._masks = [a.dtype == np.bool_ for a in arrays]
+        host = self._pack(arrays)
+        self._device = [torch.from_numpy(h).to(device) for h in host]
+        self.inputs, offsets = [], [0, 0]
+        for array, mask in zip(arrays, self._masks, strict=True):
+            flat, start = self._device[mask], offsets[mask]
+            self.inputs.append(flat[start : start + array.size].view(array.shape))
+            offsets[mask] += array.size
+
+    def _pack(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        pick = [[a.ravel() for a, m in zip(arrays, self._masks, strict=True) if m == kind]
+                for kind in (False, True)]  # fmt: skip
+        return [np.concatenate(parts or [np.empty(0)]).astype(dtype)
+                for parts, dtype in zip(pick, (np.int64, np.bool_), strict=True)]  # fmt: skip
+
+    def refill(self, arrays: list[np.ndarray]) -> None:
+        for target, host in zip(self._device, self._pack(arrays), strict=True):
+            if host.size:
+                target.copy_(torch.from_numpy(host))
