@@ -14,14 +14,15 @@ MAX_EVENTS_PER_CLIENT = 1 << 16  # the oldest are forgotten first
 
 
 class EventCalls:
-    """The event handlers; need ``self.sim``, ``_device``, ``_stream``, ``_record`` and
-    ``_raise_pending`` of SimDaemon."""
+    """The event handlers; need ``self.sim``, ``_device``, ``_stream``, ``_record``,
+    ``_raise_pending`` and ``refuse_while_capturing`` of SimDaemon."""
 
     sim: Any
 
     def record_event(self, header: dict, state: Any, client_id: bytes) -> None:
         event = field_int(header, "event", low=1)
         device = self._device(header)
+        self.refuse_while_capturing(state, (device,), "record_event")
         stream = self._stream(client_id, header)
         token = self.sim.record_event(device, stream)
         self._record("record", device=device, event=token, stream=stream)
@@ -33,6 +34,7 @@ class EventCalls:
     def wait_event(self, header: dict, state: Any, client_id: bytes) -> None:
         token, _ = self._event(state, header)
         device = self._device(header)
+        self.refuse_while_capturing(state, (device,), "wait_event")
         stream = self._stream(client_id, header)
         self.sim.wait_event(token, device, stream)
         self._record("wait", device=device, event=token, stream=stream)

@@ -122,7 +122,7 @@ class GraphCalls:
 
     @staticmethod
     def refuse_while_capturing(state: Any, devices, what: str) -> None:
-        """Work that cannot be a graph node (copies, host reads and writes, waits) is refused
+        """Work that cannot be a graph node (copies, host reads and writes, events) is refused
         on a device the client is capturing on, as CUDA refuses it during stream capture."""
         if not state.capturing:
             return
