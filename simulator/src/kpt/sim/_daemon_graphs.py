@@ -122,8 +122,10 @@ class GraphCalls:
 
     @staticmethod
     def refuse_while_capturing(state: Any, devices, what: str) -> None:
-        """Work that cannot be a graph node (copies, host reads and writes, events) is refused
-        on a device the client is capturing on, as CUDA refuses it during stream capture."""
+        """Work that is not a graph node here is refused on a device the client is capturing
+        on: host reads, writes and waits, as CUDA refuses them during stream capture; copies,
+        collectives and events, which a CUDA graph can hold but these graphs do not (they would
+        run or be timed at capture, not at each replay)."""
         if not state.capturing:
             return
         for device in devices:

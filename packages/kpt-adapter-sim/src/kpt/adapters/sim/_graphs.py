@@ -15,7 +15,9 @@ pool, since their replays never overlap. The pool's buffers return to the cache 
 graph is reset.
 
 Refused during a capture, as CUDA refuses them: reading values to the host, host-to-device
-copies and synchronizing. Random ops draw new numbers at each replay, as under CUDA graphs.
+copies and synchronizing; also, unlike CUDA, device-to-device copies between devices,
+collectives and events (these graphs hold kernel launches only). Random ops draw new numbers
+at each replay, as under CUDA graphs.
 """
 
 from __future__ import annotations
