@@ -52,7 +52,7 @@ def test_steps_replay_graphs_captured_per_shape_with_the_eager_tokens(tmp_path):
     graphed = LLM(model_dir, device="kpt_sim", num_kv_blocks=32)
     eager = LLM(model_dir, device="kpt_sim", num_kv_blocks=32)
     eager.engine.runner.step_graphs = None  # still timed as replays, dispatched op by op
-    for round_ in range(2):
+    for _ in range(2):
         outs = [llm.generate(prompts, params) for llm in (graphed, eager)]
         assert [o.token_ids for o in outs[0]] == [o.token_ids for o in outs[1]]
     graphs = graphed.engine.runner.step_graphs
