@@ -34,6 +34,49 @@ def test_prefix_index_matches_leading_keys_and_forgets_least_recent():
     assert index.match([1]) == 0 and len(index) == 3
 
 
+def test_the_engines_cached_blocks_are_named_by_the_routers_keys():
+    from kpt.serve._kv_cache import BlockPool, KVCacheManager
+
+    pool = BlockPool(num_blocks=8, block_size=16)
+    kv = KVCacheManager(pool)
+    prompt = list(range(100, 150))  # three whole 16-token blocks and two tokens
+    kv.find_prefix("r", prompt)
+    assert kv.grow("r", len(prompt))
+    kv.name_full_blocks("r", prompt, len(prompt))
+    keys = fleet.prefix_keys(prompt)
+    assert pool.cached_prefixes(8) == keys[::-1]  # most recently named first
+    assert pool.cached_prefixes(2) == keys[:0:-1]
+
+
+def test_a_worker_reports_the_prefixes_its_engines_cache(tmp_path):
+    from types import SimpleNamespace
+
+    from conftest import make_gpt2
+
+    from kpt.serve import LLM
+    from kpt.serve.fleet._worker import Worker
+
+    llm = LLM(make_gpt2(tmp_path / "m", layers=1, width=32), device="cpu", num_kv_blocks=16)
+    prompt = list(range(3, 43))  # two whole blocks
+    llm.generate([prompt], SamplingParams(max_tokens=1, temperature=0.0))
+    worker = SimpleNamespace(models=SimpleNamespace(engines=lambda: [("m", llm.engine)]))
+    assert Worker._cached_prefixes(worker) == fleet.prefix_keys(prompt)[::-1]
+
+
+def test_a_workers_reports_confirm_keys_and_forget_evicted_ones():
+    index = PrefixIndex()
+    token_keys, text_keys = [1, 2, 3], [50, 51]
+    index.add(token_keys)
+    index.add(text_keys, checkable=False)
+    index.report([])  # sent just now: the worker may not have computed the prompt yet
+    assert index.match(token_keys) == 3
+    index.report([1, 2])  # two reports later, block 3 is not held: evicted or never cached
+    assert index.match(token_keys) == 2
+    index.report([9])  # the worker evicted 1 and 2, and cached a prefix it was never sent
+    assert index.match(token_keys) == 0 and index.match([9]) == 1
+    assert index.match(text_keys) == 2  # text keys are the router's own: only LRU drops them
+
+
 def test_predicted_time_counts_batch_prefix_speed_seats_and_kv():
     predict = fleet.predicted_ms
     # Prompt step 1 + 0.01 * 100 tokens, then 19 decode steps of 1 + 0.01 * 1 ms.

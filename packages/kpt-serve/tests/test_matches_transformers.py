@@ -89,3 +89,13 @@ def test_the_same_prompt_twice_reuses_everything_but_its_last_token(gpt2_dir):
     assert a.token_ids == b.token_ids == hf_greedy(gpt2_dir, [prompt], 12)[0]
     # At least one token is recomputed for logits, so the third block is not reused.
     assert b.num_cached_tokens == 32
+
+
+def test_a_request_that_ends_at_its_first_token_still_caches_its_prompt(gpt2_dir):
+    prompt = random_prompts(1, 40, 40, seed=6)[0]  # two full blocks and 8 tokens
+    llm = LLM(gpt2_dir, device="cpu", num_kv_blocks=64)
+    one = SamplingParams(max_tokens=1, temperature=0.0)
+    llm.generate([prompt], one)  # its only step computes the prompt and finishes it
+    again = llm.generate([prompt + [5]], GREEDY)[0]
+    assert again.num_cached_tokens == 32
+    assert again.token_ids == hf_greedy(gpt2_dir, [prompt + [5]], 12)[0]

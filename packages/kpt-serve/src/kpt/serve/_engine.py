@@ -309,6 +309,8 @@ class Engine:
         # Runs for every request at every step: at steady decode, the host's main work.
         if request.first_token_ms is None:
             request.first_token_ms = now
+        # Blocks its computed tokens filled can serve later prompts, even if it ends now.
+        self._name_blocks(request)
         output = request.output_token_ids
         before = len(output)
         finished = False
@@ -323,8 +325,6 @@ class Engine:
                 self._finish(request, reason, now)
                 finished = True
                 break
-        else:
-            self._name_blocks(request)
         if logprobs is not None:
             request.logprobs += logprobs[: len(output) - before]
         self._generated += len(output) - before

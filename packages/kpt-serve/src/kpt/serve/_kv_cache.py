@@ -97,6 +97,12 @@ class BlockPool:
             self._block_of[key] = block
             self._key_of[block] = key
 
+    def cached_prefixes(self, limit: int) -> list[int]:
+        """Chain hashes of up to `limit` cached blocks, the most recently named first (what a
+        worker tells the router; its prefix keys are the same hashes)."""
+        keys = list(self._block_of)  # one C call: safe beside the engine thread
+        return [hash(key) for key in reversed(keys[-limit:])]
+
     def stats(self) -> KVStats:
         cached = sum(1 for b in self._free if b in self._key_of)
         return KVStats(

@@ -15,7 +15,8 @@ Worker -> router (the router's inbox Server, through the worker's Client):
                      clock_ms (virtual time: the chip's clock after the step)}
   ``fleet.clock``    cast:  {worker_id, clock_ms, stats{...}} a virtual-time worker reached
                      the horizon
-  ``fleet.stats``    cast:  {worker_id, stats{...}} every heartbeat interval (liveness too)
+  ``fleet.stats``    cast:  {worker_id, stats{...}, step_age_s, prefixes[...]} every heartbeat
+                            interval (liveness too); prefixes: its cached prefix blocks' hashes
 Unknown fields are ignored and missing ones take defaults, as everywhere on kpt.wire.
 """
 

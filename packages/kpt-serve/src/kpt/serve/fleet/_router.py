@@ -250,7 +250,7 @@ class Router:
         worker = self._workers[chosen]
         request.new_attempt(chosen)
         worker.inflight[request.attempt_id] = request
-        worker.prefix.add(request.keys)
+        worker.prefix.add(request.keys, checkable=not isinstance(request.prompt, str))
         worker.note_loading(request.model)
         self._requests[request.attempt_id] = request
         worker.client.cast(

@@ -8,10 +8,11 @@ with the worker's other requests. A worker short of KV blocks is penalised: the 
 wait for blocks or preempt others. Until a worker has measured its steps, the router falls
 back to power-of-two-choices on queued work.
 
-Prefix affinity is tracked by the router itself, as SGLang's cache-aware router does: for each
+Prefix affinity is tracked by the router, as SGLang's cache-aware router does: for each
 worker, an LRU set of the prompt prefixes it was sent (token prompts as chained hashes of
-16-token blocks, text prompts as 64-character chunks). The worker's own prefix cache may have
-evicted some; the worker's reported hit rate tells how often the guess holds.
+16-token blocks, text prompts as 64-character chunks), corrected by what the worker reports
+its prefix cache holds (the same chained hashes, with each heartbeat): evicted token prefixes
+are forgotten.
 """
 
 from __future__ import annotations
@@ -53,16 +54,43 @@ def prompt_tokens(prompt: str | Sequence[int]) -> int:
 
 
 class PrefixIndex:
-    """The prefixes one worker was sent, least recently used forgotten first."""
+    """The prefixes one worker likely holds, least recently used forgotten first.
+
+    The router adds a request's keys when it sends the request (a guess: the worker will cache
+    them once it computes the prompt). A worker whose KV blocks are named as the router's keys
+    are (token prompts, 16-token blocks) reports what its prefix cache holds with each
+    heartbeat (`report`): reported keys are known until a report leaves them out
+    (evicted), and a guess no report holds two reports after it was sent is dropped.
+    Text-prompt keys are the router's own (the worker hashes tokens): only the LRU forgets
+    them.
+    """
 
     def __init__(self, capacity: int = 8192) -> None:
         self.capacity = capacity
-        self._keys: OrderedDict[int, None] = OrderedDict()
+        # key -> the report count when it was sent (less one once reported); None: unchecked
+        self._keys: OrderedDict[int, int | None] = OrderedDict()
+        self._reports = 0
 
-    def add(self, keys: Sequence[int]) -> None:
+    def add(self, keys: Sequence[int], checkable: bool = True) -> None:
+        stamp = self._reports if checkable else None
         for key in keys:
-            self._keys[key] = None
+            self._keys[key] = stamp
             self._keys.move_to_end(key)
+        self._trim()
+
+    def report(self, held: Sequence[int]) -> None:
+        """The worker's prefix cache holds these keys (most recently cached first)."""
+        self._reports += 1
+        held_set = set(held)
+        for key, stamp in list(self._keys.items()):
+            if stamp is not None and self._reports - stamp >= 2 and key not in held_set:
+                del self._keys[key]
+        for key in reversed(held):  # held now: dropped by the next report that lacks it
+            self._keys[key] = self._reports - 1
+            self._keys.move_to_end(key)
+        self._trim()
+
+    def _trim(self) -> None:
         while len(self._keys) > self.capacity:
             self._keys.popitem(last=False)
 

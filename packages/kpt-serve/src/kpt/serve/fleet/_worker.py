@@ -45,12 +45,14 @@ from kpt.serve.fleet._messages import (
 )
 from kpt.serve.fleet._model_set import ModelBusy, ModelSet, catalog_entry
 from kpt.serve.fleet._network import FleetKeys, advertised, client_options, server_options
-from kpt.serve.fleet._scoring import StepTimeModel
+from kpt.serve.fleet._scoring import TOKEN_CHUNK, StepTimeModel
 from kpt.serve.fleet._virtual_time import Horizon
 from kpt.wire import Client, Message, Server
 
 log = logging.getLogger("kpt.serve.fleet.worker")
 
+# Cached prefixes a heartbeat reports (about 40 KB of msgpack at most): the most recent.
+MAX_REPORTED_PREFIXES = 4096
 _SPEED_SMOOTHING = 0.2  # weight of the newest step in the tokens/s moving average
 STEP_CLOCKS = ("wall", "device", "virtual")
 
@@ -354,8 +356,18 @@ class Worker:
                 "worker_id": self.worker_id,
                 "stats": self._stats.to_wire(),
                 "step_age_s": time.monotonic() - self._last_step if self._has_work else 0.0,
+                "prefixes": self._cached_prefixes(),
             }
             self._router.cast(STATS, header)
+
+    def _cached_prefixes(self) -> list[int]:
+        """Chain hashes of the blocks its engines' prefix caches hold, when they are named as
+        the router names token prompts' chunks (16-token blocks); else none."""
+        held: list[int] = []
+        for _, engine in self.models.engines():
+            if engine.config.block_size == TOKEN_CHUNK:
+                held += engine.pool.cached_prefixes(MAX_REPORTED_PREFIXES - len(held))
+        return held
 
     def _hello(self) -> dict[str, Any]:
         return {

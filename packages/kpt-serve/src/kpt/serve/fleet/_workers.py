@@ -109,6 +109,9 @@ class WorkerState:
 
     def update_stats(self, header: dict[str, Any], now: float) -> None:
         self.stats = WorkerStats.from_wire(header.get("stats") or {})
+        held = header.get("prefixes")
+        if type(held) is list and all(type(key) is int for key in held):
+            self.prefix.report(held)
         self.stats.loaded_models = [str(m) for m in self.stats.loaded_models]
         self.step_age_s = float(header.get("step_age_s") or 0.0)
         self.last_heard = now
