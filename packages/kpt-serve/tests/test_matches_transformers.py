@@ -96,6 +96,6 @@ def test_a_request_that_ends_at_its_first_token_still_caches_its_prompt(gpt2_dir
     llm = LLM(gpt2_dir, device="cpu", num_kv_blocks=64)
     one = SamplingParams(max_tokens=1, temperature=0.0)
     llm.generate([prompt], one)  # its only step computes the prompt and finishes it
-    again = llm.generate([prompt + [5]], GREEDY)[0]
+    again = llm.generate([[*prompt, 5]], GREEDY)[0]
     assert again.num_cached_tokens == 32
-    assert again.token_ids == hf_greedy(gpt2_dir, [prompt + [5]], 12)[0]
+    assert again.token_ids == hf_greedy(gpt2_dir, [[*prompt, 5]], 12)[0]
