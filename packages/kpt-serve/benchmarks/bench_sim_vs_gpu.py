@@ -83,7 +83,12 @@ def run_scenario(llm: LLM, requests: int, prompt: int, output: int, seed: int) -
     }
 
 
-def measure(device: str, eager_timing: bool = False) -> dict:
+def measure(
+    device: str,
+    eager_timing: bool = False,
+    quantization: str | None = None,
+    scenarios: tuple = SCENARIOS,
+) -> dict:
     folder = Path(tempfile.mkdtemp()) / "llama-8b"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(LLAMA_8B))
@@ -101,10 +106,11 @@ def measure(device: str, eager_timing: bool = False) -> dict:
         max_num_seqs=64,
         num_kv_blocks=4096,  # 65,536 tokens: every scenario fits without preemption
         max_model_len=2048,
+        quantization=quantization,
         **({"cuda_graphs": False} if eager_timing else {}),
     )
     results = {}
-    for name, requests, prompt, output in SCENARIOS:
+    for name, requests, prompt, output in scenarios:
         # Once to warm up (on CUDA the first use of a batch shape captures its graph and
         # compiles its kernels), then measured, on prompts the prefix cache has not seen.
         run_scenario(llm, requests, prompt, output, seed=100 + len(results))
@@ -116,6 +122,7 @@ def measure(device: str, eager_timing: bool = False) -> dict:
         "name": module.get_device_name(),
         "torch": torch.__version__,
         "model": "Llama-3-8B shape, random weights, bf16",
+        "quantization": quantization,
         "eager_timing": eager_timing,
         "scenarios": results,
     }

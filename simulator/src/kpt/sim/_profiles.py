@@ -142,6 +142,8 @@ class Profile:
 
     def summary(self) -> dict[str, Any]:
         """A flat dict for `devices()` answers and `kpt-sim profiles`."""
+        # Only chips with float8 tensor cores name a float8 peak (kpt.hal reads it as "fp8").
+        fp8 = self.peak_flops["matrix"].get("fp8")
         return {
             "profile": self.name,
             "vendor": self.vendor,
@@ -151,6 +153,7 @@ class Profile:
             "memory_total": self.hbm_bytes,
             "hbm_bandwidth": self.hbm_bandwidth,
             "peak_bf16_matrix_flops": self.peak_flops["matrix"]["bf16"],
+            **({"peak_fp8_matrix_flops": fp8} if fp8 else {}),
             "peak_fp32_vector_flops": self.peak_flops["vector"]["fp32"],
             "chip_link_bandwidth": self.chip_link_count * self.chip_link_bandwidth,
             "host_link_bandwidth": self.host_link_bandwidth,

@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+from kpt.serve._config import QUANTIZATIONS
 from kpt.serve._version import __version__
 
 _HOST = "127.0.0.1"
@@ -101,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     quality.add_argument("model_dir", help="a Hugging Face model folder")
     quality.add_argument(
-        "--variants", default="float32,bfloat16", help="dtypes to compare (float32,bfloat16)"
+        "--variants",
+        default="float32,bfloat16",
+        help="forms to compare: dtypes, quantizations or both (float32,bfloat16,bfloat16/int8)",
     )
     quality.add_argument("--reference", default="float32", help="the variant measured against")
     quality.add_argument("--device", default="cpu", help="cpu, kpt_sim:0, cuda:0, ... (cpu)")
@@ -226,6 +229,12 @@ def _engine_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per worker")
     parser.add_argument(
+        "--quantization",
+        default=None,
+        choices=list(QUANTIZATIONS),
+        help="int8: int8 weight-only; fp8: float8 weights and activations (where offered)",
+    )
+    parser.add_argument(
         "--load-format",
         default=None,
         choices=["safetensors", "dummy"],
@@ -248,6 +257,7 @@ def _specs(args, devices: list[str]):
                 model_dir=str(Path(args.model_dir).resolve()),
                 device=device,
                 dtype=args.dtype,
+                quantization=args.quantization,
                 num_kv_blocks=args.num_kv_blocks,
                 max_num_seqs=args.max_num_seqs,
                 threads=args.threads,
@@ -471,12 +481,14 @@ def _worker(args) -> int:
     models = ModelSet(
         catalog, lambda name, folder: Engine(folder, args.device, config),
         budget_bytes=budget, dtype=dtype or torch.float32, num_kv_blocks=args.num_kv_blocks,
+        quantization=args.quantization,
     )  # fmt: skip
     fields = {
         "num_kv_blocks": models.kv_blocks or args.num_kv_blocks,
         "max_num_seqs": args.max_num_seqs,
         "dtype": dtype,
         "load_format": args.load_format,
+        "quantization": args.quantization,
     }
     config = EngineConfig(**{k: v for k, v in fields.items() if v is not None})
     worker = Worker(

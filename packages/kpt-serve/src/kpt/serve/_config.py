@@ -6,6 +6,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+# Forms a model's linear weights may be served in besides the engine's dtype (_quantize.py).
+QUANTIZATIONS = ("int8", "fp8")
+
 SUPPORTED_FAMILIES = ("gpt2", "llama")
 
 

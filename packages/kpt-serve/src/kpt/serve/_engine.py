@@ -18,20 +18,16 @@ from kpt.serve._clock import DeviceClock
 from kpt.serve._config import ModelConfig, load_config
 from kpt.serve._draft import DraftProposer
 from kpt.serve._kv_cache import BlockPool, KVCacheManager
-from kpt.serve._loader import checkpoint_bytes, dummy_model, load_model, model_bytes
+from kpt.serve._loader import dummy_model, load_model
 from kpt.serve._logprobs import step_logprobs
 from kpt.serve._models import KVCache
+from kpt.serve._quantize import check_quantization, fp8_dtype
 from kpt.serve._request import Request, RequestOutput, RequestStatus
 from kpt.serve._runner import ModelRunner, make_runner
 from kpt.serve._sampling import OutputKind, Sampler, SamplingParams
 from kpt.serve._scheduler import Scheduler, SchedulerConfig
+from kpt.serve._sizing import check_weights_fit, kv_blocks_for
 from kpt.serve._tokenizer import Tokenizer
-
-# Share of free memory the KV pool takes after the weights are loaded. On the host CPU, and on
-# a simulated device whose bytes live in host memory, the pool is sized from host memory more
-# modestly: the machine is shared with everything else running on it.
-ACCELERATOR_KV_FRACTION = 0.9
-HOST_KV_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -73,6 +69,10 @@ class EngineConfig:
     # "safetensors": the folder's checkpoint. "dummy": random weights made on the device from
     # config.json alone (as vLLM's load_format), for benchmarks and timing-only simulation.
     load_format: str = "safetensors"
+    # None: weights in `dtype`. "int8": int8 weight-only (one scale per output channel).
+    # "fp8": float8 weights and per-row float8 activations (devices that advertise fp8).
+    # Embeddings, norms and the LM head stay in `dtype` (see _quantize.py).
+    quantization: str | None = None
 
     def __post_init__(self) -> None:
         if self.load_format not in ("safetensors", "dummy"):
@@ -131,12 +131,16 @@ class Engine:
             self.config.max_model_len or self.model_config.max_position,
             self.model_config.max_position,
         )
-        self._check_weights_fit(model_dir)
+        quantization = self.config.quantization
+        check_quantization(quantization, self.dtype, self.device_info.capabilities.features)
+        check_weights_fit(self, model_dir)
         if self.config.load_format == "dummy":
-            model = dummy_model(self.model_config, self.dtype, self.device, self.config.seed)
+            model = dummy_model(
+                self.model_config, self.dtype, self.device, self.config.seed, quantization
+            )
         else:
-            model = load_model(model_dir, self.model_config, self.dtype, self.device)
-        num_blocks = self._num_kv_blocks()
+            model = load_model(model_dir, self.model_config, self.dtype, self.device, quantization)
+        num_blocks = kv_blocks_for(self)
         cache = KVCache(
             self.model_config, num_blocks, self.config.block_size, self.dtype, self.device
         )
@@ -451,6 +455,15 @@ class Engine:
         )
 
     @property
+    def weight_format(self) -> str:
+        """How the linear layers' weights are stored: "int8", "float8_e4m3fn", or the dtype."""
+        if self.config.quantization == "int8":
+            return "int8"
+        if self.config.quantization == "fp8":
+            return str(fp8_dtype(self.device)).replace("torch.", "")
+        return str(self.dtype).replace("torch.", "")
+
+    @property
     def has_unfinished(self) -> bool:
         return self.scheduler.has_work or (
             self.chain is not None and self.chain.inflight is not None
@@ -535,46 +548,6 @@ class Engine:
             )
         return token_ids
 
-    def _check_weights_fit(self, model_dir) -> None:
-        if self.config.load_format == "dummy":
-            need = model_bytes(self.model_config, self.dtype)
-        else:
-            need = checkpoint_bytes(model_dir, self.dtype)
-        free, total = self._memory()
-        if need > free:
-            raise MemoryError(
-                f"the weights of {model_dir} take {_size(need)} in {self.dtype} but "
-                f"{self.device} has {_size(free)} free of {_size(total)}; "
-                "pick a device with more memory or a smaller dtype"
-            )
-
-    def _memory(self) -> tuple[int, int]:
-        adapter = hal.registry().adapter(self.device_info.adapter)
-        return adapter.memory_info(self.device_info.index)
-
-    def _num_kv_blocks(self) -> int:
-        bs = self.config.block_size
-        per_block = KVCache.bytes_per_block(self.model_config, bs, self.dtype)
-        if self.config.num_kv_blocks is not None:
-            blocks = self.config.num_kv_blocks
-        else:
-            free, _ = self._memory()
-            if self.device_info.kind in ("host", "simulated"):
-                host_free, _ = hal.registry().adapter("cpu").memory_info(0)
-                fraction = self.config.kv_memory_fraction or HOST_KV_FRACTION
-                free = min(free, host_free)
-            else:
-                fraction = self.config.kv_memory_fraction or ACCELERATOR_KV_FRACTION
-            # No more than every seat filled to the longest sequence could use.
-            most = self.config.max_num_seqs * -(-self.max_model_len // bs)
-            blocks = min(int(free * fraction) // per_block, most)
-        if blocks < 1:
-            raise MemoryError(
-                f"no room for a KV block ({per_block} bytes each) on {self.device}; "
-                "free memory or set EngineConfig(num_kv_blocks=...)"
-            )
-        return blocks
-
 
 def _emits(request: Request, count: int) -> bool:
     """Whether a scheduled chunk of `count` tokens reaches the end of what the request has
@@ -588,11 +561,3 @@ def _default_dtype(config: ModelConfig, device: torch.device) -> torch.dtype:
     if not isinstance(dtype, torch.dtype) or device.type == "cpu":
         return torch.float32  # CPU matmuls in half precision are slow and lossy
     return dtype
-
-
-def _size(count: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count:.1f} {unit}" if unit != "B" else f"{count} B"
-        count /= 1024
-    return f"{count} B"

@@ -9,6 +9,7 @@ from safetensors import safe_open
 
 from kpt.serve._config import ModelConfig
 from kpt.serve._models import MODEL_CLASSES, DecoderModel
+from kpt.serve._quantize import quantize_linears, quantized_weight_bytes
 
 # Checkpoint prefixes of the families' LM-head wrappers (GPT2LMHeadModel, LlamaForCausalLM).
 _PREFIXES = ("transformer.", "model.")
@@ -40,16 +41,20 @@ def checkpoint_bytes(model_dir: str | Path, dtype: torch.dtype) -> int:
     return total
 
 
-def model_bytes(config: ModelConfig, dtype: torch.dtype) -> int:
-    """Bytes the family's weights take in `dtype`, from config.json alone (tied ones once)."""
+def model_bytes(config: ModelConfig, dtype: torch.dtype, quantization: str | None = None) -> int:
+    """Bytes the family's weights take in `dtype`, from config.json alone (tied ones once),
+    with the linear layers' weights quantized by `quantization` (None: not)."""
     with torch.device("meta"):
         model = MODEL_CLASSES[config.family](config)
-    size = torch.empty((), dtype=dtype).element_size()
-    return sum(p.numel() for p in model.parameters()) * size
+    return quantized_weight_bytes(model, dtype, quantization)
 
 
 def dummy_model(
-    config: ModelConfig, dtype: torch.dtype, device: torch.device, seed: int = 0
+    config: ModelConfig,
+    dtype: torch.dtype,
+    device: torch.device,
+    seed: int = 0,
+    quantization: str | None = None,
 ) -> DecoderModel:
     """The family's model with random weights made on the device, no checkpoint read (vLLM's
     load_format "dummy"): for benchmarks of models whose weights are not at hand, and for
@@ -74,18 +79,26 @@ def dummy_model(
     if config.tie_word_embeddings:
         embedding = model.wte if config.family == "gpt2" else model.embed_tokens
         model.lm_head.weight = embedding.weight
+    quantize_linears(model, quantization, dtype, device)  # each full weight freed in turn
     model.place_constants(device)
     return model.eval()
 
 
 def load_model(
-    model_dir: str | Path, config: ModelConfig, dtype: torch.dtype, device: torch.device
+    model_dir: str | Path,
+    config: ModelConfig,
+    dtype: torch.dtype,
+    device: torch.device,
+    quantization: str | None = None,
 ) -> DecoderModel:
-    """Build the family's model without initialising it, then assign the checkpoint's tensors."""
+    """Build the family's model without initialising it, then assign the checkpoint's tensors.
+    Linear weights to quantize are quantized one by one as they are read, so the device never
+    holds more than one of them in full precision."""
     with torch.device("meta"):
         model = MODEL_CLASSES[config.family](config)
     transposed = getattr(model, "transposed_weights", ())
-    expected = dict(model.named_parameters(remove_duplicate=False))
+    quantized = quantize_linears(model, quantization, dtype, device)
+    expected = {**dict(model.named_parameters(remove_duplicate=False)), **quantized}
     state: dict[str, torch.Tensor] = {}
     for path in checkpoint_files(model_dir):
         with safe_open(path, framework="pt", device="cpu") as f:
@@ -100,10 +113,14 @@ def load_model(
                 tensor = f.get_tensor(raw_name)
                 if name.endswith(transposed) and tensor.dim() == 2:
                     tensor = tensor.t()
+                if name in quantized:
+                    quantized[name].load_weight(tensor.to(dtype))
+                    continue
                 state[name] = tensor.to(dtype).contiguous().to(device)
     if config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
     missing = [n for n in dict(model.named_parameters()) if n not in state]
+    missing += [n for n, layer in quantized.items() if layer.weight.is_meta]
     if missing:
         raise ValueError(
             f"{model_dir}: the checkpoint lacks {len(missing)} weights the {config.family} "

@@ -18,7 +18,10 @@ from kpt.sim import DTYPE_SIZES, OpCost
 MATMUL_OPERANDS = {
     "mm": (0, 1), "bmm": (0, 1), "matmul": (0, 1), "linear": (0, 1), "addmm": (1, 2),
     "baddbmm": (1, 2), "addbmm": (1, 2), "addmv": (1, 2),
+    "_weight_int8pack_mm": (0, 1), "_scaled_mm": (0, 1),
 }  # fmt: skip
+# Quantized GEMMs whose weight is stored (N, K), as linear's is.
+_WEIGHT_ROWS = frozenset({"linear", "_weight_int8pack_mm"})
 # packet -> (position of the input, position of `dim`); FLOPs per element as calibrated.
 SOFTMAX_DIM = {
     "_softmax": (0, 1), "_log_softmax": (0, 1), "_safe_softmax": (0, 1),
@@ -128,7 +131,7 @@ def _matmul(packet: str, args: list, moved: float) -> OpCost | None:
     if a is None or b is None or not a.shape or not b.shape:
         return None
     m, k = (a.shape[-2], a.shape[-1]) if len(a.shape) > 1 else (1, a.shape[-1])
-    if packet == "linear":  # weight is (N, K), every leading dim of the input is a row
+    if packet in _WEIGHT_ROWS:  # weight is (N, K), every leading dim of the input is a row
         m, n = math.prod(a.shape[:-1]), b.shape[0]
         batch = 1
     else:

@@ -64,6 +64,27 @@ def rng_seed(seed: int, counter: int) -> int:
     return (seed * _SEED_MULTIPLIER + counter) & _SEED_MASK
 
 
+def _weight_int8pack_mm(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor):
+    return torch.mm(x, weight.to(x.dtype).t()) * scales
+
+
+def _scaled_mm(a, b, scale_a, scale_b, bias=None, scale_result=None, out_dtype=None,
+               use_fast_accum=False):  # fmt: skip
+    out = torch.mm(a.float() * scale_a, b.float() * scale_b)
+    if bias is not None:
+        out = out + bias
+    return out.to(out_dtype or a.dtype)
+
+
+# Quantized GEMMs computed from their definitions: the CPU's own kernels are narrower than the
+# ops' contracts (torch 2.13's _weight_int8pack_mm crashes the process when K is not a
+# multiple of 16), and a client's launch must never take the daemon down.
+REFERENCE_KERNELS = {
+    torch.ops.aten._weight_int8pack_mm.default: _weight_int8pack_mm,
+    torch.ops.aten._scaled_mm.default: _scaled_mm,
+}
+
+
 # Bytes per element by wire dtype name (kpt.sim's table): element_size() per view cost ~2 us.
 ITEMSIZE = DTYPE_SIZES
 
@@ -152,7 +173,7 @@ class TorchExecutor:
         if not tensors or _packet(op) in SIZED_BY_ARGUMENTS:
             _check_results_fit(op, overload, args, kwargs, outputs)
         try:
-            result = overload(*args, **kwargs)
+            result = REFERENCE_KERNELS.get(overload, overload)(*args, **kwargs)
         except (RuntimeError, TypeError, IndexError) as exc:
             shapes = [list(v.shape) for v in inputs]
             raise ValueError(f"{op} on inputs of shapes {shapes} failed: {exc}") from exc

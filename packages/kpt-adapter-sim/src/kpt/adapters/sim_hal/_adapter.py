@@ -38,6 +38,7 @@ FREE_PRIVATEUSE1_NAME = "privateuseone"
 
 _DTYPES = frozenset({"float32", "float16", "bfloat16", "float64", "int64", "int32", "int8",
                      "uint8", "bool"})  # fmt: skip
+_FP8_DTYPES = frozenset({"float8_e4m3fn", "float8_e5m2"})
 # Profile summaries name peaks "peak_<dtype>_<matrix|vector>_flops" with short dtype names.
 _PEAK_KEY = re.compile(r"peak_(?P<dtype>[a-z0-9]+)_(?:matrix|vector)_flops")
 _TORCH_DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32",
@@ -92,19 +93,22 @@ class SimAdapter(Adapter):
         free, total = _discovery.memory_info(index, self._discovery)
         count = len(_discovery.device_infos(self._discovery))
         bandwidth = info.get("memory_bandwidth") or info.get("hbm_bandwidth")
+        peaks = peak_flops(info)
+        # A profile with float8 tensor-core rates runs float8 GEMMs (torch._scaled_mm).
+        fp8 = frozenset({"fp8"}) if "float8_e4m3fn" in peaks else frozenset()
         return Capabilities(
             vendor=str(info.get("vendor", "kpt")),
             model=str(info.get("model", info.get("profile", "sim"))),
             index=index,
             memory_total=int(total),
             memory_free=int(free),
-            peak_flops=peak_flops(info),
+            peak_flops=peaks,
             memory_bandwidth=Value(float(bandwidth), "B/s", "nominal") if bandwidth else None,
-            dtypes=_DTYPES,
+            dtypes=_DTYPES | (_FP8_DTYPES if fp8 else frozenset()),
             interconnect=_interconnect(info, index, count, Settings.from_environ().endpoint),
             driver_version=f"kpt-sim profile {info.get('profile', '?')}",
             runtime_version="kpt-adapter-sim",
-            features=frozenset({"simulated", "events", "streams", "triton-interpreter"}),
+            features=frozenset({"simulated", "events", "streams", "triton-interpreter"}) | fp8,
         )
 
     def health(self, index: int) -> HealthReport:

@@ -31,6 +31,7 @@ class WorkerSpec:
     device: str = "cpu"
     variant: str = "default"  # e.g. "fp32", "bf16": one model served in several forms
     dtype: str | None = None  # torch dtype name for the engine; None: the checkpoint's
+    quantization: str | None = None  # "int8" or "fp8" weights (EngineConfig.quantization)
     num_kv_blocks: int | None = None
     max_num_seqs: int | None = None
     threads: int | None = None  # torch CPU threads; None: torch's default
@@ -125,6 +126,7 @@ def worker_arguments(
     ]  # fmt: skip
     for flag, value in (
         ("--dtype", spec.dtype),
+        ("--quantization", spec.quantization),
         ("--num-kv-blocks", spec.num_kv_blocks),
         ("--max-num-seqs", spec.max_num_seqs),
         ("--threads", spec.threads),

@@ -32,12 +32,19 @@ class ModelBusy(RuntimeError):
 
 
 def footprint_bytes(
-    model_dir: str | Path, dtype: torch.dtype, num_kv_blocks: int, block_size: int = 16
+    model_dir: str | Path,
+    dtype: torch.dtype,
+    num_kv_blocks: int,
+    block_size: int = 16,
+    quantization: str | None = None,
 ) -> int:
-    """Weights in `dtype` plus a KV pool of `num_kv_blocks` blocks, read from the folder."""
+    """Weights in `dtype` (linear ones quantized by `quantization`) plus a KV pool of
+    `num_kv_blocks` blocks, read from the folder."""
     config = load_config(model_dir)
     element = torch.empty((), dtype=dtype).element_size()
     kv = config.kv_bytes_per_token * block_size * element * num_kv_blocks
+    if quantization is not None:
+        return model_bytes(config, dtype, quantization) + kv
     try:
         weights = checkpoint_bytes(model_dir, dtype)
     except FileNotFoundError:  # config.json alone, served with load_format "dummy"
@@ -73,6 +80,7 @@ class ModelSet:
         budget_bytes: int | None = None,
         dtype: torch.dtype = torch.float32,
         num_kv_blocks: int | None = None,
+        quantization: str | None = None,
     ) -> None:
         if not catalog:
             raise ValueError("a worker needs at least one model (catalog is empty)")
@@ -80,6 +88,7 @@ class ModelSet:
         self.budget_bytes = budget_bytes
         self._make_engine = make_engine
         self._dtype = dtype
+        self._quantization = quantization
         self._kv_blocks = num_kv_blocks or DEFAULT_BUDGET_KV_BLOCKS
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()  # least recent first
         self.loads = 0
@@ -96,7 +105,9 @@ class ModelSet:
                     )
 
     def estimate(self, name: str) -> int:
-        return footprint_bytes(self.catalog[name], self._dtype, self._kv_blocks)
+        return footprint_bytes(
+            self.catalog[name], self._dtype, self._kv_blocks, quantization=self._quantization
+        )
 
     @property
     def kv_blocks(self) -> int | None:

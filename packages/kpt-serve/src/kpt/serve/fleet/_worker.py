@@ -408,6 +408,7 @@ def _identity(engine: Engine) -> dict[str, Any]:
     )
     return {
         "dtype": str(engine.dtype).replace("torch.", ""),
+        "weights": engine.weight_format,
         "device": device.to_wire(),
         "max_model_len": engine.max_model_len,
         "vocab_size": engine.model_config.vocab_size,

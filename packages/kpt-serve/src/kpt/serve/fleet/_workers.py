@@ -17,7 +17,10 @@ _CLOCK_WINDOW = 256  # finished requests whose device-clock TTFT/TPOT a worker k
 MIN_MEASURED_STEPS = 4  # fitted step times from fewer steps are not trusted for routing
 # Relative cost of serving a token in each dtype: the SLO chooser prefers the cheapest
 # variant that meets the targets. Bytes per weight, as memory traffic dominates decoding.
-DTYPE_COST = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "float8_e4m3fn": 1.0, "int8": 1.0}
+DTYPE_COST = {
+    "float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "float8_e4m3fn": 1.0,
+    "float8_e4m3fnuz": 1.0, "int8": 1.0,
+}  # fmt: skip
 
 
 @dataclass(eq=False)
@@ -31,6 +34,7 @@ class WorkerState:
     device: DeviceSummary
     client: Client
     model_info: dict[str, Any]
+    weights: str = ""  # the linear weights' storage ("int8", "float8_e4m3fn"; else = dtype)
     state: str = "ready"  # "ready" | "draining"
     stats: WorkerStats = field(default_factory=WorkerStats)
     last_heard: float = field(default_factory=time.monotonic)
@@ -65,6 +69,7 @@ class WorkerState:
             model=str(header.get("model", "")),
             variant=str(header.get("variant", "default")),
             dtype=dtype,
+            weights=str(header.get("weights") or dtype),
             device=DeviceSummary.from_wire(header.get("device") or {}),
             client=client,
             max_num_seqs=int(header.get("max_num_seqs") or 256),
@@ -105,7 +110,7 @@ class WorkerState:
 
     @property
     def cost(self) -> float:
-        return DTYPE_COST.get(self.dtype, 4.0)
+        return DTYPE_COST.get(self.weights or self.dtype, 4.0)
 
     def update_stats(self, header: dict[str, Any], now: float) -> None:
         self.stats = WorkerStats.from_wire(header.get("stats") or {})
@@ -153,6 +158,7 @@ class WorkerState:
             "model": self.model,
             "variant": self.variant,
             "dtype": self.dtype,
+            "weights": self.weights or self.dtype,
             "device": self.device.name,
             "device_kind": self.device.kind,
             "device_model": self.device.model,

@@ -29,6 +29,7 @@ import torch
 
 import kpt.abtest as ab
 from kpt.serve import LLM, SamplingParams
+from kpt.serve._config import QUANTIZATIONS
 
 # The held-out sequence as the prompt: each prompt token's log-probability and the most
 # likely token at its position.
@@ -38,7 +39,8 @@ SCORE = SamplingParams(max_tokens=1, temperature=0.0, ignore_eos=True, prompt_lo
 @dataclass(frozen=True)
 class VariantQuality:
     variant: str
-    dtype: str
+    dtype: str  # the activations' ("None": the model's own on the device)
+    quantization: str | None  # of the linear layers' weights ("int8", "fp8"), None: none
     accuracy: float  # mean per-sequence next-token accuracy on the held-out text
     agreement: float  # mean share of positions where it predicts what the reference does
     perplexity: float  # exp of the mean negative log-likelihood per scored token
@@ -120,23 +122,23 @@ def variant_quality(
             "give longer sequences or a smaller context"
         )
     options = {"num_kv_blocks": 256, **(engine_options or {})}
-    dtypes = {name: _dtype(value) for name, value in variants.items()}
-    reference_llm = LLM(model_dir, device=device, dtype=dtypes[reference], **options)
+    forms = {name: variant_form(value) for name, value in variants.items()}
+    reference_llm = LLM(model_dir, device=device, **forms[reference], **options)
     if sequences is None:
         vocab = reference_llm.engine.model_config.vocab_size
         sequences = held_out_from(reference_llm, num_sequences, length, vocab, seed)
     truth = [list(s[context:]) for s in sequences]
     scores = {reference: score_sequences(reference_llm, sequences, context)}
     del reference_llm
-    for name, dtype in dtypes.items():
+    for name, form in forms.items():
         if name != reference:
-            llm = LLM(model_dir, device=device, dtype=dtype, **options)
+            llm = LLM(model_dir, device=device, **form, **options)
             scores[name] = score_sequences(llm, sequences, context)
             del llm
     predictions = {name: s.predictions for name, s in scores.items()}
     accuracy = {name: _share(p, truth) for name, p in predictions.items()}
     report = {}
-    for name, dtype in dtypes.items():
+    for name, form in forms.items():
         comparison = ab.compare(
             accuracy[reference], accuracy[name], "mean", alpha=alpha, paired=True,
             higher_is_better=True,
@@ -150,7 +152,8 @@ def variant_quality(
         )
         report[name] = VariantQuality(
             variant=name,
-            dtype=str(dtype).replace("torch.", ""),
+            dtype=str(form["dtype"]).replace("torch.", ""),
+            quantization=form["quantization"],
             accuracy=sum(accuracy[name]) / len(accuracy[name]),
             agreement=sum(_share(predictions[name], predictions[reference]))
             / len(predictions[name]),
@@ -170,13 +173,25 @@ def _share(predicted: list[list[int]], truth: list[list[int]]) -> list[float]:
     ]
 
 
-def _dtype(value: str | torch.dtype) -> torch.dtype:
+def variant_form(value: str | torch.dtype) -> dict[str, Any]:
+    """A variant's engine options from its form: a torch dtype ("bfloat16"), a quantization
+    ("int8", "fp8": the model's dtype on the device), or both ("bfloat16/int8")."""
     if isinstance(value, torch.dtype):
-        return value
-    dtype = getattr(torch, str(value), None)
-    if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"variant dtype {value!r} is not a torch dtype; e.g. float32, bfloat16")
-    return dtype
+        return {"dtype": value, "quantization": None}
+    dtype_name, _, quantization = str(value).rpartition("/")
+    if not dtype_name and quantization not in QUANTIZATIONS:
+        dtype_name, quantization = quantization, ""
+    if quantization and quantization not in QUANTIZATIONS:
+        raise ValueError(
+            f"variant {value!r}: {quantization!r} is not a quantization "
+            f"({', '.join(QUANTIZATIONS)}); e.g. bfloat16/int8"
+        )
+    dtype = getattr(torch, dtype_name, None) if dtype_name else None
+    if dtype_name and not isinstance(dtype, torch.dtype):
+        raise ValueError(
+            f"variant {value!r}: {dtype_name!r} is not a torch dtype; e.g. float32, bfloat16"
+        )
+    return {"dtype": dtype, "quantization": quantization or None}
 
 
 def _plain(test: Any) -> dict[str, Any]:
@@ -187,14 +202,15 @@ def _plain(test: Any) -> dict[str, Any]:
 
 def format_quality(report: Mapping[str, VariantQuality], reference: str) -> str:
     lines = [
-        f"{'variant':<12}{'dtype':<10}{'accuracy':>9}{'agree':>8}{'perplexity':>12}  "
+        f"{'variant':<15}{'form':<15}{'accuracy':>9}{'agree':>8}{'perplexity':>12}  "
         f"accuracy vs {reference}"
     ]
     for q in report.values():
         lo, hi = q.vs_reference["ci"]
         verdict = "non-inferior" if q.non_inferior else "not shown non-inferior"
+        form = q.dtype + (f"/{q.quantization}" if q.quantization else "")
         lines.append(
-            f"{q.variant:<12}{q.dtype:<10}{q.accuracy:>9.4f}{q.agreement:>8.3f}"
+            f"{q.variant:<15}{form:<15}{q.accuracy:>9.4f}{q.agreement:>8.3f}"
             f"{q.perplexity:>12.3f}  "
             f"{q.vs_reference['effect']:+.4f} [{lo:+.4f}, {hi:+.4f}] {verdict}"
         )
