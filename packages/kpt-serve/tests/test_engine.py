@@ -172,11 +172,16 @@ def test_a_request_larger_than_the_pool_is_refused(gpt2_dir):
 
 
 def test_weights_that_do_not_fit_name_the_sizes(gpt2_dir, monkeypatch):
-    monkeypatch.setattr(Engine, "_memory", lambda self: (1024, 4096))
+    from kpt.serve import _sizing
+
+    monkeypatch.setattr(_sizing, "device_memory", lambda engine: (1024, 4096))
     with pytest.raises(
         MemoryError, match=r"take 479.0 KiB in torch.float32 but cpu:0 has 1.0 KiB free of 4.0 KiB"
     ):
         Engine(gpt2_dir, "cpu")
+    # Quantized, the same weights are counted at their stored size.
+    with pytest.raises(MemoryError, match=r"take 1[0-9]{2}\.[0-9] KiB in torch.float32 with int8"):
+        Engine(gpt2_dir, "cpu", EngineConfig(quantization="int8"))
 
 
 def test_stats_report_kv_usage_and_the_device_clock(gpt2_dir):
