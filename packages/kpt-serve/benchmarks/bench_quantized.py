@@ -89,7 +89,8 @@ def kernels() -> None:
 def _layer_times(x: torch.Tensor, weights: list[torch.Tensor]) -> None:
     import itertools
 
-    from kpt.serve._triton_int8 import int8_linear
+    from kpt.serve._quantize import ActivationQuantizer
+    from kpt.serve._triton_quant import int8_linear
 
     (rows, k), n, device = x.shape, weights[0].shape[0], x.device
     int8 = [torch.randint(-127, 128, (n, k), device=device, dtype=torch.int8) for _ in weights]
@@ -105,6 +106,9 @@ def _layer_times(x: torch.Tensor, weights: list[torch.Tensor]) -> None:
         "fp8 tensorwise gemm": _graph_us(lambda i: torch._scaled_mm(
             xq, fp8[i].t(), scale_a=one, scale_b=one, out_dtype=bf16)),
         "int8 default tiles": _graph_us(lambda i: int8_linear(x, int8[i], scale)),
+        "fp8 quantize x3": _graph_us(lambda i: ActivationQuantizer()(x, x, fp8[0].dtype)),
+        "fp8 quantize fused": _graph_us(
+            lambda i: ActivationQuantizer(fused=True)(x, x, fp8[0].dtype)),
     }  # fmt: skip
     block_m = max(16, min(64, 1 << (rows - 1).bit_length()))
     tuned = []

@@ -5,7 +5,7 @@ the engine's dtype (the head's logits feed sampling, and on tied models it is th
 
 - "int8": weights as int8 with one scale per output channel (symmetric, round to nearest),
   activations in the engine's dtype. Decoding reads half the weight bytes of bf16. On CUDA a
-  Triton kernel widens the int8 tiles in registers (_triton_int8); on kpt_sim the layer is one
+  Triton kernel widens the int8 tiles in registers (_triton_quant); on kpt_sim the layer is one
   aten::_weight_int8pack_mm launch, costed as a GEMM that reads int8 weights; elsewhere the
   weights are widened first (the reference the others are tested against).
 - "fp8": weights as float8 (e4m3) with one scale per tensor, activations scaled into float8
@@ -82,7 +82,7 @@ class QuantizedLinear(nn.Module):
         self.bias = linear.bias
         self._kernel = _int8_kernel(device) if method == "int8" else "scaled_mm"
         # fp8: shared by every layer of the model (quantize_linears sets it).
-        self.activations = ActivationQuantizer()
+        self.activations = ActivationQuantizer(fused=device.type == "cuda" and _has_triton())
 
     @torch.no_grad()
     def load_weight(self, weight: torch.Tensor) -> None:
@@ -115,7 +115,7 @@ class QuantizedLinear(nn.Module):
         elif self._kernel == "pack_mm":
             out = torch.ops.aten._weight_int8pack_mm(rows, self.weight, self.weight_scale)
         elif self._kernel == "triton" and rows.shape[0] <= _triton_rows():
-            from kpt.serve._triton_int8 import int8_linear
+            from kpt.serve._triton_quant import int8_linear
 
             out = int8_linear(rows, self.weight, self.weight_scale)
         else:  # widen, then one GEMM: the reference, and a prompt's compute-bound GEMM on CUDA
@@ -128,19 +128,29 @@ class QuantizedLinear(nn.Module):
         return f"{self.in_features}, {self.out_features}, {self.method}, kernel={self._kernel}"
 
 
+def _has_triton() -> bool:
+    from kpt.serve._triton_attention import triton_available
+
+    return triton_available()
+
+
 def _int8_kernel(device: torch.device) -> str:
     if device.type == "cuda":
-        from kpt.serve._triton_attention import triton_available
-
-        return "triton" if triton_available() else "widen"
+        return "triton" if _has_triton() else "widen"
     # kpt_sim computes _weight_int8pack_mm as the widening reference does and charges it as a
     # GEMM over int8 weights. The CPU's own kernel is not used: in torch 2.13 it crashes the
     # process for inner sizes that are not multiples of 16.
     return "pack_mm" if device.type == "kpt_sim" else "widen"
 
 
+def _fused_elements() -> int:
+    from kpt.serve._triton_quant import QUANTIZE_MAX
+
+    return QUANTIZE_MAX
+
+
 def _triton_rows() -> int:
-    from kpt.serve._triton_int8 import MAX_ROWS
+    from kpt.serve._triton_quant import MAX_ROWS
 
     return MAX_ROWS
 
@@ -157,14 +167,16 @@ class ActivationQuantizer:
     another.
 
     Three launches, not a chain of elementwise ops: the maximum (one reduction, in float32), a
-    floor for all-zero input, and one addcdiv that scales and writes float8. The scale's
-    constant is folded into the weights' scales at load time (_fp8_reach).
+    floor for all-zero input, and one addcdiv that scales and writes float8; on CUDA a
+    decode-sized input takes one Triton launch instead (`fused`). The scale's constant is folded
+    into the weights' scales at load time (_fp8_reach).
 
     The kept activation is held, so no other tensor can take its memory; its version counter
     tells an in-place change. Captured into a CUDA graph, the sharing is captured too.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, fused: bool = False) -> None:
+        self.fused = fused  # decode-sized inputs in one Triton launch (CUDA)
         self._last: tuple | None = None  # (activation, its version, float8 values, maximum)
 
     def __call__(
@@ -176,11 +188,16 @@ class ActivationQuantizer:
         last = self._last
         if last and last[0] is source and last[1] == version and last[2].dtype == dtype:
             return last[2], last[3]
-        top = torch.linalg.vector_norm(rows, math.inf, dtype=torch.float32)
-        top.clamp_(min=1e-12)
-        quantized = torch.empty(rows.shape, dtype=dtype, device=rows.device)
-        zero = torch.zeros((), dtype=torch.float32, device=rows.device)
-        torch.addcdiv(zero, rows, top, value=_fp8_reach(dtype), out=quantized)
+        if self.fused and rows.numel() <= _fused_elements():
+            from kpt.serve._triton_quant import fp8_quantize
+
+            quantized, top = fp8_quantize(rows, dtype, _fp8_reach(dtype))
+        else:
+            top = torch.linalg.vector_norm(rows, math.inf, dtype=torch.float32)
+            top.clamp_(min=1e-12)
+            quantized = torch.empty(rows.shape, dtype=dtype, device=rows.device)
+            zero = torch.zeros((), dtype=torch.float32, device=rows.device)
+            torch.addcdiv(zero, rows, top, value=_fp8_reach(dtype), out=quantized)
         self._last = None if version is None else (source, version, quantized, top)
         return quantized, top
 
@@ -194,7 +211,7 @@ def quantize_linears(
     if method is None:
         return {}
     replaced: dict[str, QuantizedLinear] = {}
-    activations = ActivationQuantizer()
+    activations = ActivationQuantizer(fused=device.type == "cuda" and _has_triton())
     for parent_name, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
             if type(child) is not nn.Linear or name in _SKIPPED:
