@@ -374,3 +374,17 @@ def test_shape_hints_of_the_wrong_form_are_refused_by_name():
         op_time(p, "matmul", float("nan"), 192, "fp32")
     # Classes that read no shape accept any hint of non-negative integers.
     assert op_time(p, "elementwise", 16, 64, "fp32", (2, 2, 2, 2)) > 0
+
+
+def test_an_int8_weight_gemm_has_its_own_efficiency_else_matmuls():
+    """kpt-serve's Triton int8 GEMM, fitted on an H200: cheaper than bf16 weights, dearer than
+    cuBLAS would be over the same bytes. A profile without the table costs it as a matmul."""
+    n = k = 4096
+    int8 = ("matmul_int8w", 2.0 * n * k, n * k + 4.0 * k, "bf16", (1, n, k))
+    same_bytes = ("matmul", *int8[1:])
+    bf16 = ("matmul", 2.0 * n * k, 2.0 * n * k + 4.0 * k, "bf16", (1, n, k))
+    h200, mi300x = load_profile("h200"), load_profile("mi300x")
+    assert op_time(h200, *same_bytes) < op_time(h200, *int8) < op_time(h200, *bf16)
+    assert op_time(mi300x, *int8) == op_time(mi300x, *same_bytes)
+    with pytest.raises(InvalidRequestError, match=r"\(M, N, K\)"):
+        op_time(h200, "matmul_int8w", 1.0, 1.0, "bf16", (1, n))

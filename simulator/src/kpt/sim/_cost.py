@@ -17,8 +17,11 @@ from typing import Any, NamedTuple
 from kpt.sim._errors import InvalidRequestError
 from kpt.sim._profiles import Efficiency, Profile
 
+# GEMMs read as (M, N, K): cuBLAS's, and a weight-only int8 GEMM (int8 weights widened in
+# registers, its own efficiency where a profile has one, else matmul's).
+GEMM_CLASSES = frozenset({"matmul", "matmul_int8w"})
 # Op classes that run on the matrix units; every other class runs on the vector units.
-MATRIX_CLASSES = frozenset({"matmul", "conv", "attention"})
+MATRIX_CLASSES = GEMM_CLASSES | {"conv", "attention"}
 # Names people use for the same class.
 CLASS_ALIASES = {
     "bmm": "matmul",
@@ -60,7 +63,8 @@ class OpCost(NamedTuple):
     dtype: a kpt name (fp32, tf32, bf16, fp16, fp8, int8, fp64) or a torch/numpy one
     ("float32", "torch.bfloat16"). shape, by class (other classes ignore it):
 
-    - matmul (bmm, linear, addmm): (M, N, K); a batch is flops / (2*M*N*K);
+    - matmul (bmm, linear, addmm), matmul_int8w (int8 weights, activations in dtype): (M, N,
+      K); a batch is flops / (2*M*N*K);
     - conv: the implicit GEMM (N*Ho*Wo, Cout, Cin*kh*kw[, kh*kw[, channels_last]]), per
       group; channels_last 1 (NHWC) or 0 (NCHW, transposed for the tensor cores);
     - attention: (batch*heads, seq_q, seq_k, head_dim), flops = 4*B*H*Sq*Sk*hd;
@@ -120,10 +124,11 @@ def cost_to_wire(cost: Any) -> list | None:
 
 
 # Shape lengths each class reads (module doc); a wrong length is an executor bug, refused.
-SHAPE_LENGTHS = {"matmul": (3,), "conv": (3, 4, 5), "attention": (4,), "reduction": (2, 3),
+SHAPE_LENGTHS = {"matmul": (3,), "matmul_int8w": (3,), "conv": (3, 4, 5), "attention": (4,),
+                 "reduction": (2, 3),
                  "rnn": (6,),
                  **{c: (2,) for c in ROW_CLASSES}}  # fmt: skip
-SHAPE_FORMS = {"matmul": "(M, N, K)",
+SHAPE_FORMS = {"matmul": "(M, N, K)", "matmul_int8w": "(M, N, K)",
                "conv": "(N*Ho*Wo, Cout, Cin*kh*kw[, kh*kw[, channels_last 0 or 1]])",
                "attention": "(batch*heads, seq_q, seq_k, head_dim)",
                "reduction": "(outputs, reduced extent[, contiguous 0 or 1])",
@@ -247,7 +252,7 @@ def _executed_flops(op_class: str, dtype: str, flops: float, shape, r: _Rates) -
     """FLOPs the units spend, padding included: tiles, idle blocks of a partial wave, channels."""
     eff = r.eff
     useful = 1.0
-    if op_class in ("matmul", "conv"):
+    if op_class in GEMM_CLASSES or op_class == "conv":
         if eff.tile > 1:
             useful *= shape_penalty(shape[:3], eff.tile)
         if not (eff.misaligned_flops and misaligned(dtype, shape)) and r.wave_tile:
@@ -308,7 +313,7 @@ def _compute_time(
         if op_class == "conv" and eff.grouped_flops and conv_groups(flops, shape) > 1.5:
             # Depthwise / grouped: a direct kernel on the vector path, no GEMM tiles to pad.
             return flops / eff.grouped_flops + r.ramp_s
-        if op_class in ("matmul", "conv") and len(shape) >= 3:
+        if (op_class in GEMM_CLASSES or op_class == "conv") and len(shape) >= 3:
             if eff.misaligned_flops and misaligned(dtype, shape):
                 peak = min(peak, eff.misaligned_flops)  # a fallback kernel, its own tiles
             flops = _executed_flops(op_class, dtype, flops, shape, r)

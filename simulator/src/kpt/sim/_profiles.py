@@ -26,7 +26,9 @@ US = 1e-6
 
 # Op classes that take their efficiency from a broader class when a profile has no table of
 # their own (then from "default").
-CLASS_PARENTS = {"softmax": "norm", "layernorm": "norm", "rmsnorm": "norm"}
+CLASS_PARENTS = {
+    "softmax": "norm", "layernorm": "norm", "rmsnorm": "norm", "matmul_int8w": "matmul",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)

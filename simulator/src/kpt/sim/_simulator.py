@@ -26,7 +26,14 @@ from typing import Any
 import simpy
 
 from kpt.sim._collectives import run_collective
-from kpt.sim._cost import MATRIX_CLASSES, ROW_CLASSES, OpCost, normalize_class, op_timing
+from kpt.sim._cost import (
+    GEMM_CLASSES,
+    MATRIX_CLASSES,
+    ROW_CLASSES,
+    OpCost,
+    normalize_class,
+    op_timing,
+)
 from kpt.sim._device import INF, Device
 from kpt.sim._errors import (
     DeviceHangError,
@@ -560,7 +567,7 @@ def compute_units(profile: Profile, cost: OpCost) -> int:
     op_class, shape = normalize_class(cost.op_class), cost.shape
     if not shape and op_class in MATRIX_CLASSES:
         return units  # costed at the whole chip's rate: it fills every unit
-    if shape and op_class in ("matmul", "conv") and len(shape) >= 3:
+    if shape and (op_class in GEMM_CLASSES or op_class == "conv") and len(shape) >= 3:
         m, n, k = shape[:3]
         batch = cost.flops / (2.0 * m * n * k) if m and n and k else 1.0
         blocks = math.ceil(m / TILE) * math.ceil(n / TILE) * max(1.0, batch)

@@ -5,9 +5,10 @@ the engine's dtype (the head's logits feed sampling, and on tied models it is th
 
 - "int8": weights as int8 with one scale per output channel (symmetric, round to nearest),
   activations in the engine's dtype. Decoding reads half the weight bytes of bf16. On CUDA a
-  Triton kernel widens the int8 tiles in registers (_triton_quant); on kpt_sim the layer is one
-  aten::_weight_int8pack_mm launch, costed as a GEMM that reads int8 weights; elsewhere the
-  weights are widened first (the reference the others are tested against).
+  decode batch (up to 64 rows) takes a Triton kernel that widens the int8 tiles in registers
+  (_triton_quant); on kpt_sim it takes one aten::_weight_int8pack_mm launch, costed by the
+  profile's class for that kernel (matmul_int8w). Prompts, and every batch elsewhere, widen the
+  weights and then run one GEMM (the reference the others are tested against).
 - "fp8": weights as float8 (e4m3) with one scale per tensor, activations scaled into float8
   at run time by their own maximum, then one torch._scaled_mm with tensor-wise scales, as
   vLLM's dynamic fp8 does. On an H200 its cuBLASLt GEMM took about half the time of the
@@ -112,12 +113,13 @@ class QuantizedLinear(nn.Module):
                 quantized, self.weight.t(), scale_a=top, scale_b=self.weight_scale,
                 out_dtype=x.dtype,
             )  # fmt: skip
-        elif self._kernel == "pack_mm":
-            out = torch.ops.aten._weight_int8pack_mm(rows, self.weight, self.weight_scale)
         elif self._kernel == "triton" and rows.shape[0] <= _triton_rows():
             from kpt.serve._triton_quant import int8_linear
 
             out = int8_linear(rows, self.weight, self.weight_scale)
+        elif self._kernel == "pack_mm" and rows.shape[0] <= _triton_rows():
+            # kpt_sim takes CUDA's path: decode batches one fused launch, prompts widened.
+            out = torch.ops.aten._weight_int8pack_mm(rows, self.weight, self.weight_scale)
         else:  # widen, then one GEMM: the reference, and a prompt's compute-bound GEMM on CUDA
             out = F.linear(rows, self.weight.to(rows.dtype)) * self.weight_scale
         if self.bias is not None:
