@@ -82,19 +82,21 @@ def test_activation_quantizer_shares_one_activation_and_sees_in_place_changes():
     assert torch.allclose(restored, x.float(), rtol=1 / 16, atol=top.item() * 2**-9)
 
 
-def test_int8_engine_serves_from_a_checkpoint_with_its_layers_quantized(tmp_path):
-    model_dir = make_llama(tmp_path / "llama", layers=2, width=64)
+@pytest.mark.parametrize(("make", "per_block"), [(make_llama, 7), (make_gpt2, 4)])
+def test_int8_engine_serves_from_a_checkpoint_with_its_layers_quantized(make, per_block, tmp_path):
+    model_dir = make(tmp_path / "model", layers=2, width=64)
     full = LLM(model_dir, device="cpu", num_kv_blocks=32)
     quantized = LLM(model_dir, device="cpu", num_kv_blocks=32, quantization="int8")
     layers = {n: m for n, m in quantized.engine.runner.model.named_modules()
               if isinstance(m, QuantizedLinear)}  # fmt: skip
-    assert len(layers) == 2 * 7  # q, k, v, o, gate, up, down per block; the LM head stays
+    assert len(layers) == 2 * per_block  # every linear layer of the blocks; the LM head stays
     assert isinstance(quantized.engine.runner.model.lm_head, nn.Linear)
     reference = dict(full.engine.runner.model.named_parameters())
     for name, layer in layers.items():
         w = reference[f"{name}.weight"]
         scale = w.abs().amax(dim=1) / 127
         assert torch.equal(layer.weight, (w / scale[:, None]).round().to(torch.int8))
+        assert layer.weight.is_contiguous()  # GPT-2's Conv1D weights arrive transposed
     assert quantized.engine.weight_format == "int8"
     params = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True)
     outs = quantized.generate(random_prompts(3, 4, 10, seed=3), params)

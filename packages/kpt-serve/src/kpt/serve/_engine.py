@@ -70,7 +70,7 @@ class EngineConfig:
     # config.json alone (as vLLM's load_format), for benchmarks and timing-only simulation.
     load_format: str = "safetensors"
     # None: weights in `dtype`. "int8": int8 weight-only (one scale per output channel).
-    # "fp8": float8 weights and per-row float8 activations (devices that advertise fp8).
+    # "fp8": float8 weights and activations, one scale per tensor (devices that offer fp8).
     # Embeddings, norms and the LM head stay in `dtype` (see _quantize.py).
     quantization: str | None = None
 

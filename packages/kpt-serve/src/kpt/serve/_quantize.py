@@ -48,7 +48,7 @@ def check_quantization(method: str | None, dtype: torch.dtype, features: frozens
         )
     if method == "fp8" and dtype != torch.bfloat16:
         raise ValueError(
-            f"quantization='fp8' computes in bfloat16 (row-wise scaled GEMMs), not {dtype}; "
+            f"quantization='fp8' scales its GEMMs into bfloat16, not {dtype}; "
             "set dtype=torch.bfloat16"
         )
 
@@ -102,7 +102,9 @@ class QuantizedLinear(nn.Module):
             scale = weight.abs().amax().clamp(min=1e-12) / top
             quantized = (weight / scale).clamp_(-top, top)
             scale = scale / _fp8_reach(self.weight.dtype)  # activations' scale: their maximum
-        self.weight = quantized.to(self.weight.dtype)
+        # Row-major whatever the source's layout (GPT-2's Conv1D weights arrive transposed):
+        # the kernels read each output channel's K weights in a row.
+        self.weight = quantized.to(self.weight.dtype).contiguous()
         self.weight_scale = scale.to(self.weight_scale.dtype).reshape(self.weight_scale.shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,9 +141,9 @@ def _has_triton() -> bool:
 def _int8_kernel(device: torch.device) -> str:
     if device.type == "cuda":
         return "triton" if _has_triton() else "widen"
-    # kpt_sim computes _weight_int8pack_mm as the widening reference does and charges it as a
-    # GEMM over int8 weights. The CPU's own kernel is not used: in torch 2.13 it crashes the
-    # process for inner sizes that are not multiples of 16.
+    # kpt_sim computes _weight_int8pack_mm as the widening reference does and costs it by the
+    # profile's matmul_int8w class. The CPU's own kernel is not used: in torch 2.13 it crashes
+    # the process for inner sizes that are not multiples of 16.
     return "pack_mm" if device.type == "kpt_sim" else "widen"
 
 
@@ -158,8 +160,8 @@ def _triton_rows() -> int:
 
 
 def _fp8_reach(dtype: torch.dtype) -> float:
-    """What a row's largest magnitude maps to: a hair under the format's maximum, so that
-    rounding never leaves the range (and no clamp kernel is needed)."""
+    """What an activation's largest magnitude maps to: a hair under the format's maximum, so
+    that rounding never leaves the range (and no clamp kernel is needed)."""
     return torch.finfo(dtype).max / (1 + 2**-7)
 
 
@@ -229,7 +231,8 @@ def quantize_linears(
 
 def quantized_weight_bytes(model: nn.Module, dtype: torch.dtype, method: str | None) -> int:
     """Bytes of the weights once quantized by `method` (linear weights one byte each, plus
-    their scales), for a model on the meta device built in any dtype."""
+    their scales: one per output channel in `dtype` for int8, one float32 for fp8), for a
+    model on the meta device built in any dtype."""
     size = torch.empty((), dtype=dtype).element_size()
     total = 0
     seen: set[int] = set()  # tied weights (the LM head and the embedding) count once
@@ -245,7 +248,7 @@ def quantized_weight_bytes(model: nn.Module, dtype: torch.dtype, method: str | N
                 and name.rpartition(".")[2] not in _SKIPPED
             )
             if quantized:
-                total += param.numel() + param.shape[0] * (size if method == "int8" else 4)
+                total += param.numel() + (param.shape[0] * size if method == "int8" else 4)
             else:
                 total += param.numel() * size
     return total

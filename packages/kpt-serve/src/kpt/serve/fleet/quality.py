@@ -39,7 +39,7 @@ SCORE = SamplingParams(max_tokens=1, temperature=0.0, ignore_eos=True, prompt_lo
 @dataclass(frozen=True)
 class VariantQuality:
     variant: str
-    dtype: str  # the activations' ("None": the model's own on the device)
+    dtype: str  # the activations' (a form naming none: the model's own on the device)
     quantization: str | None  # of the linear layers' weights ("int8", "fp8"), None: none
     accuracy: float  # mean per-sequence next-token accuracy on the held-out text
     agreement: float  # mean share of positions where it predicts what the reference does
@@ -124,6 +124,7 @@ def variant_quality(
     options = {"num_kv_blocks": 256, **(engine_options or {})}
     forms = {name: variant_form(value) for name, value in variants.items()}
     reference_llm = LLM(model_dir, device=device, **forms[reference], **options)
+    dtypes = {reference: reference_llm.engine.dtype}  # what each form computes in here
     if sequences is None:
         vocab = reference_llm.engine.model_config.vocab_size
         sequences = held_out_from(reference_llm, num_sequences, length, vocab, seed)
@@ -133,6 +134,7 @@ def variant_quality(
     for name, form in forms.items():
         if name != reference:
             llm = LLM(model_dir, device=device, **form, **options)
+            dtypes[name] = llm.engine.dtype
             scores[name] = score_sequences(llm, sequences, context)
             del llm
     predictions = {name: s.predictions for name, s in scores.items()}
@@ -152,7 +154,7 @@ def variant_quality(
         )
         report[name] = VariantQuality(
             variant=name,
-            dtype=str(form["dtype"]).replace("torch.", ""),
+            dtype=str(dtypes[name]).replace("torch.", ""),
             quantization=form["quantization"],
             accuracy=sum(accuracy[name]) / len(accuracy[name]),
             agreement=sum(_share(predictions[name], predictions[reference]))
