@@ -185,10 +185,11 @@ def test_quantized_layers_on_cuda_equal_the_reference(method, rows):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("rows", [1, 3])
+@pytest.mark.parametrize("rows", [1, 3, 16, 300])
 def test_fused_fp8_quantization_equals_pytorchs(rows):
-    """The one-launch Triton quantization (decode sizes) against PyTorch's three launches.
-    (Triton's CPU interpreter converts to float8 wrongly, so this runs on a GPU only.)"""
+    """Triton's quantization (one program up to four rows here, the chip-wide kernels above)
+    against PyTorch's three launches. (Triton's CPU interpreter converts to float8 wrongly, so
+    this runs on a GPU only.)"""
     if torch.cuda.get_device_capability() < (8, 9):
         pytest.skip("float8 needs compute capability 8.9")
     x = torch.randn(rows, 4096, device="cuda", dtype=torch.bfloat16) * 3

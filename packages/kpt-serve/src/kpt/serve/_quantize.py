@@ -147,12 +147,6 @@ def _int8_kernel(device: torch.device) -> str:
     return "pack_mm" if device.type == "kpt_sim" else "widen"
 
 
-def _fused_elements() -> int:
-    from kpt.serve._triton_quant import QUANTIZE_MAX
-
-    return QUANTIZE_MAX
-
-
 def _triton_rows() -> int:
     from kpt.serve._triton_quant import MAX_ROWS
 
@@ -171,8 +165,8 @@ class ActivationQuantizer:
     another.
 
     Three launches, not a chain of elementwise ops: the maximum (one reduction, in float32), a
-    floor for all-zero input, and one addcdiv that scales and writes float8; on CUDA a
-    decode-sized input takes one Triton launch instead (`fused`). The scale's constant is folded
+    floor for all-zero input, and one addcdiv that scales and writes float8; on CUDA Triton's
+    (`fused`: one launch for a decode row). The scale's constant is folded
     into the weights' scales at load time (_fp8_reach).
 
     The kept activation is held, so no other tensor can take its memory; its version counter
@@ -180,7 +174,7 @@ class ActivationQuantizer:
     """
 
     def __init__(self, fused: bool = False) -> None:
-        self.fused = fused  # decode-sized inputs in one Triton launch (CUDA)
+        self.fused = fused  # Triton's kernels (CUDA)
         self._last: tuple | None = None  # (activation, its version, float8 values, maximum)
 
     def __call__(
@@ -192,7 +186,7 @@ class ActivationQuantizer:
         last = self._last
         if last and last[0] is source and last[1] == version and last[2].dtype == dtype:
             return last[2], last[3]
-        if self.fused and rows.numel() <= _fused_elements():
+        if self.fused and rows.numel():
             from kpt.serve._triton_quant import fp8_quantize
 
             quantized, top = fp8_quantize(rows, dtype, _fp8_reach(dtype))

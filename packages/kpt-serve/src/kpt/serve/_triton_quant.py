@@ -9,9 +9,10 @@ tiles: the int8 tile is widened to the activations' dtype just before tl.dot, so
 cores see an ordinary bf16 GEMM tile. Only small batches (decode) come here: a prompt's GEMM is
 bound by compute, and there widening once and calling cuBLAS is as fast (QuantizedLinear).
 
-fp8_quantize: one decode row scaled into float8 by its largest magnitude in one launch (one
-program, two passes; at most QUANTIZE_MAX elements), where PyTorch takes three (a reduction, a
-floor, the scaling write). It rounds to nearest even, as PyTorch's conversion does.
+fp8_quantize: an activation scaled into float8 by its largest magnitude: one decode row in one
+launch (one program, two passes), larger inputs in three spread over the chip, where PyTorch
+takes three of its own (a reduction, a floor, the scaling write). It rounds to nearest even,
+as PyTorch's conversion does.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ import torch
 
 # Rows int8_linear takes: decode batches; larger ones go to cuBLAS.
 MAX_ROWS = 64
-# Elements fp8_quantize takes: one program is fast for one decode row (1.9 us for 4,096 and
+# Elements fp8_quantize takes in one program: fast for one decode row (1.9 us for 4,096 and
 # 3.6 us for 14,336 elements on an H200, against 9-10 us for PyTorch's three launches) but
-# slow for sixteen (12-55 us): larger inputs take PyTorch's launches.
+# slow for sixteen (12-55 us): larger inputs spread over the chip in blocks of GRID_BLOCK.
 QUANTIZE_MAX = 16384
-QUANTIZE_BLOCK = 2048  # elements one pass of fp8_quantize handles at a time
+QUANTIZE_BLOCK = 2048  # elements one pass of the one-program kernel handles at a time
+GRID_BLOCK = 4096
 # Shared memory the int8 kernel's pipelined tiles may take (an H100 has 227 KiB per block).
 STAGE_BYTES = 160 * 1024
 
@@ -144,13 +146,45 @@ def _quantize_kernel() -> Any:
     return triton.jit(fp8_quantize_kernel)
 
 
+@functools.cache
+def _grid_quantize_kernels() -> tuple[Any, Any]:
+    import triton
+    import triton.language as tl
+
+    def fp8_amax_kernel(x_ptr, top_ptr, numel, BLOCK: tl.constexpr):
+        offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        x = tl.load(x_ptr + offsets, mask=offsets < numel, other=0.0)
+        tl.atomic_max(top_ptr, tl.max(tl.abs(x.to(tl.float32)), axis=0))
+
+    def fp8_scale_kernel(x_ptr, out_ptr, top_ptr, numel, reach, BLOCK: tl.constexpr):
+        offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        mask = offsets < numel
+        factor = reach / tl.maximum(tl.load(top_ptr), 1e-12)
+        x = tl.load(x_ptr + offsets, mask=mask, other=0.0)
+        scaled = x.to(tl.float32) * factor
+        narrow = scaled.to(out_ptr.dtype.element_ty, fp_downcast_rounding="rtne")
+        tl.store(out_ptr + offsets, narrow, mask=mask)
+
+    return triton.jit(fp8_amax_kernel), triton.jit(fp8_scale_kernel)
+
+
 def fp8_quantize(
     rows: torch.Tensor, dtype: torch.dtype, reach: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rows * reach / max|rows| as `dtype`, max|rows| as a float32 scalar), in one launch;
-    the maximum is floored at 1e-12, as the PyTorch path floors it."""
+    """(rows * reach / max|rows| as `dtype`, max|rows| as a float32 scalar). Up to
+    QUANTIZE_MAX elements in one launch (the maximum floored at 1e-12, as the PyTorch path
+    floors it); more in three over the whole chip: a zeroed maximum, every block's maximum
+    folded in with an atomic max, then the scaling."""
     rows = rows.contiguous()
+    numel = rows.numel()
     out = torch.empty(rows.shape, dtype=dtype, device=rows.device)
-    top = torch.empty((), dtype=torch.float32, device=rows.device)
-    _quantize_kernel()[(1,)](rows, out, top, rows.numel(), reach, BLOCK=QUANTIZE_BLOCK)
+    if numel <= QUANTIZE_MAX:
+        top = torch.empty((), dtype=torch.float32, device=rows.device)
+        _quantize_kernel()[(1,)](rows, out, top, numel, reach, BLOCK=QUANTIZE_BLOCK)
+        return out, top
+    top = torch.zeros((), dtype=torch.float32, device=rows.device)
+    amax, scale = _grid_quantize_kernels()
+    grid = (-(-numel // GRID_BLOCK),)
+    amax[grid](rows, top, numel, BLOCK=GRID_BLOCK)
+    scale[grid](rows, out, top, numel, reach, BLOCK=GRID_BLOCK)
     return out, top
