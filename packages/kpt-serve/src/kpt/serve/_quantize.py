@@ -142,8 +142,8 @@ def _int8_kernel(device: torch.device) -> str:
     if device.type == "cuda":
         return "triton" if _has_triton() else "widen"
     # kpt_sim computes _weight_int8pack_mm as the widening reference does and costs it by the
-    # profile's matmul_int8w class. The CPU's own kernel is not used: in torch 2.13 it crashes
-    # the process for inner sizes that are not multiples of 16.
+    # profile's matmul_int8w class. The CPU's own kernel is not used: in torch 2.13 it crashed
+    # the process for an inner size of 60 and gave wrong values for 8, 24 and 200.
     return "pack_mm" if device.type == "kpt_sim" else "widen"
 
 

@@ -77,8 +77,8 @@ def _scaled_mm(a, b, scale_a, scale_b, bias=None, scale_result=None, out_dtype=N
 
 
 # Quantized GEMMs computed from their definitions: the CPU's own kernels are narrower than the
-# ops' contracts (torch 2.13's _weight_int8pack_mm crashes the process when K is not a
-# multiple of 16), and a client's launch must never take the daemon down.
+# ops' contracts (torch 2.13's _weight_int8pack_mm crashed the process for K = 60 and gave
+# wrong values for K = 8, 24 and 200), and a client's launch must never take the daemon down.
 REFERENCE_KERNELS = {
     torch.ops.aten._weight_int8pack_mm.default: _weight_int8pack_mm,
     torch.ops.aten._scaled_mm.default: _scaled_mm,
