@@ -83,12 +83,7 @@ def run_scenario(llm: LLM, requests: int, prompt: int, output: int, seed: int) -
     }
 
 
-def measure(
-    device: str,
-    eager_timing: bool = False,
-    quantization: str | None = None,
-    scenarios: tuple = SCENARIOS,
-) -> dict:
+def measure(device: str, eager_timing: bool = False, quantization: str | None = None) -> dict:
     folder = Path(tempfile.mkdtemp()) / "llama-8b"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(LLAMA_8B))
@@ -110,7 +105,7 @@ def measure(
         **({"cuda_graphs": False} if eager_timing else {}),
     )
     results = {}
-    for name, requests, prompt, output in scenarios:
+    for name, requests, prompt, output in SCENARIOS:
         # Once to warm up (on CUDA the first use of a batch shape captures its graph and
         # compiles its kernels), then measured, on prompts the prefix cache has not seen.
         run_scenario(llm, requests, prompt, output, seed=100 + len(results))

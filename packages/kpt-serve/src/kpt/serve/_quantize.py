@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from kpt.serve._config import QUANTIZATIONS
+from kpt.serve._triton_attention import triton_available
+from kpt.serve._triton_quant import MAX_ROWS, fp8_quantize, int8_linear
 
 INT8_MAX = 127.0
 _SKIPPED = ("lm_head",)
@@ -65,7 +67,12 @@ class QuantizedLinear(nn.Module):
     channel, or float8 with one scale."""
 
     def __init__(
-        self, linear: nn.Linear, method: str, dtype: torch.dtype, device: torch.device
+        self,
+        linear: nn.Linear,
+        method: str,
+        dtype: torch.dtype,
+        device: torch.device,
+        activations: ActivationQuantizer | None = None,
     ) -> None:
         super().__init__()
         self.method = method
@@ -82,8 +89,8 @@ class QuantizedLinear(nn.Module):
         self.register_buffer("weight_scale", torch.empty(shape, dtype=scale_dtype, device="meta"))
         self.bias = linear.bias
         self._kernel = _int8_kernel(device) if method == "int8" else "scaled_mm"
-        # fp8: shared by every layer of the model (quantize_linears sets it).
-        self.activations = ActivationQuantizer(fused=device.type == "cuda" and _has_triton())
+        # fp8: one per model, shared by its layers (quantize_linears passes it).
+        self.activations = activations or ActivationQuantizer.for_device(device)
 
     @torch.no_grad()
     def load_weight(self, weight: torch.Tensor) -> None:
@@ -115,11 +122,9 @@ class QuantizedLinear(nn.Module):
                 quantized, self.weight.t(), scale_a=top, scale_b=self.weight_scale,
                 out_dtype=x.dtype,
             )  # fmt: skip
-        elif self._kernel == "triton" and rows.shape[0] <= _triton_rows():
-            from kpt.serve._triton_quant import int8_linear
-
+        elif self._kernel == "triton" and rows.shape[0] <= MAX_ROWS:
             out = int8_linear(rows, self.weight, self.weight_scale)
-        elif self._kernel == "pack_mm" and rows.shape[0] <= _triton_rows():
+        elif self._kernel == "pack_mm" and rows.shape[0] <= MAX_ROWS:
             # kpt_sim takes CUDA's path: decode batches one fused launch, prompts widened.
             out = torch.ops.aten._weight_int8pack_mm(rows, self.weight, self.weight_scale)
         else:  # widen, then one GEMM: the reference, and a prompt's compute-bound GEMM on CUDA
@@ -132,25 +137,13 @@ class QuantizedLinear(nn.Module):
         return f"{self.in_features}, {self.out_features}, {self.method}, kernel={self._kernel}"
 
 
-def _has_triton() -> bool:
-    from kpt.serve._triton_attention import triton_available
-
-    return triton_available()
-
-
 def _int8_kernel(device: torch.device) -> str:
     if device.type == "cuda":
-        return "triton" if _has_triton() else "widen"
+        return "triton" if triton_available() else "widen"
     # kpt_sim computes _weight_int8pack_mm as the widening reference does and costs it by the
     # profile's matmul_int8w class. The CPU's own kernel is not used: in torch 2.13 it crashed
     # the process for an inner size of 60 and gave wrong values for 8, 24 and 200.
     return "pack_mm" if device.type == "kpt_sim" else "widen"
-
-
-def _triton_rows() -> int:
-    from kpt.serve._triton_quant import MAX_ROWS
-
-    return MAX_ROWS
 
 
 def _fp8_reach(dtype: torch.dtype) -> float:
@@ -164,10 +157,10 @@ class ActivationQuantizer:
     next layer that reads the same activation: q, k and v projections share one, gate and up
     another.
 
-    Three launches, not a chain of elementwise ops: the maximum (one reduction, in float32), a
-    floor for all-zero input, and one addcdiv that scales and writes float8; on CUDA Triton's
-    (`fused`: one launch for a decode row). The scale's constant is folded
-    into the weights' scales at load time (_fp8_reach).
+    In PyTorch four launches, not a chain of elementwise ops: the maximum (one reduction, in
+    float32), a floor for all-zero input, the zero addcdiv adds to, and one addcdiv that scales
+    and writes float8; on CUDA Triton's (`fused`: one launch for a decode row). The scale's
+    constant is folded into the weights' scales at load time (_fp8_reach).
 
     The kept activation is held, so no other tensor can take its memory; its version counter
     tells an in-place change. Captured into a CUDA graph, the sharing is captured too.
@@ -176,6 +169,11 @@ class ActivationQuantizer:
     def __init__(self, fused: bool = False) -> None:
         self.fused = fused  # Triton's kernels (CUDA)
         self._last: tuple | None = None  # (activation, its version, float8 values, maximum)
+
+    @classmethod
+    def for_device(cls, device: torch.device) -> ActivationQuantizer:
+        """Triton's kernels on CUDA, PyTorch's launches elsewhere."""
+        return cls(fused=device.type == "cuda" and triton_available())
 
     def __call__(
         self, rows: torch.Tensor, source: torch.Tensor, dtype: torch.dtype
@@ -187,8 +185,6 @@ class ActivationQuantizer:
         if last and last[0] is source and last[1] == version and last[2].dtype == dtype:
             return last[2], last[3]
         if self.fused and rows.numel():
-            from kpt.serve._triton_quant import fp8_quantize
-
             quantized, top = fp8_quantize(rows, dtype, _fp8_reach(dtype))
         else:
             top = torch.linalg.vector_norm(rows, math.inf, dtype=torch.float32)
@@ -209,13 +205,12 @@ def quantize_linears(
     if method is None:
         return {}
     replaced: dict[str, QuantizedLinear] = {}
-    activations = ActivationQuantizer(fused=device.type == "cuda" and _has_triton())
+    activations = ActivationQuantizer.for_device(device)
     for parent_name, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
             if type(child) is not nn.Linear or name in _SKIPPED:
                 continue
-            quantized = QuantizedLinear(child, method, dtype, device)
-            quantized.activations = activations
+            quantized = QuantizedLinear(child, method, dtype, device, activations)
             if child.weight.device.type != "meta":
                 quantized.load_weight(child.weight)
             setattr(parent, name, quantized)  # the full-precision weight is dropped here

@@ -11,7 +11,7 @@ bound by compute, and there widening once and calling cuBLAS is as fast (Quantiz
 
 fp8_quantize: an activation scaled into float8 by its largest magnitude: one decode row in one
 launch (one program, two passes), larger inputs in three spread over the chip, where PyTorch
-takes three of its own (a reduction, a floor, the scaling write). It rounds to nearest even,
+takes four of its own (a reduction, a floor, a zero, the scaling write). It rounds to nearest even,
 as PyTorch's conversion does.
 """
 
@@ -25,7 +25,7 @@ import torch
 # Rows int8_linear takes: decode batches; larger ones go to cuBLAS.
 MAX_ROWS = 64
 # Elements fp8_quantize takes in one program: fast for one decode row (1.9 us for 4,096 and
-# 3.6 us for 14,336 elements on an H200, against 9-10 us for PyTorch's three launches) but
+# 3.6 us for 14,336 elements on an H200, against 9-10 us for PyTorch's four launches) but
 # slow for sixteen (12-55 us): larger inputs spread over the chip in blocks of GRID_BLOCK.
 QUANTIZE_MAX = 16384
 QUANTIZE_BLOCK = 2048  # elements one pass of the one-program kernel handles at a time
