@@ -100,10 +100,11 @@ def model_inputs(rec: dict) -> dict | None:
                  int(nhwc == "channels_last")]  # fmt: skip
     elif cls == "attention":
         (b, h, sq, hd), (_, _, sk, _) = rec["shapes"][:2]
-        shape = [b * h, sq, sk, hd]
-        # flops: the full product 4*B*H*Sq*Sk*hd, causal or not: torch's flash kernel on the
-        # H100 gains far less than 2x from the mask (causal hd 128 runs at ~610 TFLOP/s of
-        # the full product), so the unmasked count predicts it better than the executed one.
+        # flops: the full product 4*B*H*Sq*Sk*hd (the measurement recorded half of it for a
+        # causal kernel); the engine charges the key tiles a causal mask leaves (causal_share),
+        # as kpt_sim's fused attention asks it to.
+        flops = 4.0 * b * h * sq * sk * hd
+        shape = [b * h, sq, sk, hd, int(rec["causal"])]
         base["causal"] = rec["causal"]
     elif cls in ("softmax", "layernorm", "rmsnorm"):
         shape = list(rec["shapes"][0])  # rows, cols
@@ -226,6 +227,9 @@ SECOND_ROUND_GRID = (
 GRID = [g for g in GRID_ALL if any(key in g[0] for key in SECOND_ROUND_GRID)]
 
 
+FITTED_PREFIX = ""  # every term; --only CLASS fits that class's alone
+
+
 def parameter_space() -> list[tuple[str, str, float, float]]:
     space = [("kernel_launch_us", "log", 0.1, 30.0)]
     space += [(f"peak_tflops.matrix.{d}", "log", 10.0, 4000.0)
@@ -239,7 +243,15 @@ def parameter_space() -> list[tuple[str, str, float, float]]:
                   (f"efficiency.{cls}.memory_x_half", "log", 1.0, 1e10)]  # fmt: skip
     space += [("host_link.bandwidth_gbps", "log", 1.0, 500.0),
               ("host_link.latency_us", "log", 0.1, 100.0)]  # fmt: skip
-    return space
+    return [p for p in space if p[0].startswith(FITTED_PREFIX)]
+
+
+def restrict_to(op_class: str) -> None:
+    """Fit only one class's efficiency terms (a model change in that class needs no joint refit
+    of the others, which would move every class's figures)."""
+    global FITTED_PREFIX
+    FITTED_PREFIX = f"efficiency.{op_class}."
+    GRID[:] = [g for g in GRID_ALL if g[0].startswith(FITTED_PREFIX)]
 
 
 def get_path(data: dict, path: str) -> float:
@@ -276,7 +288,8 @@ def fit(base: dict, items: list[dict]) -> dict:
             if best is None or cost < best[0]:
                 best = (cost, data)
     data = best[1]
-    normalize_hbm(data)
+    if not FITTED_PREFIX:  # one class's refit leaves the bandwidth and memory curves alone
+        normalize_hbm(data)
     return data
 
 
@@ -481,9 +494,9 @@ NOTES = """## How the fit works
 - Inputs per kernel: the engine's class, dtype, analytic FLOPs and HBM bytes (each operand
   read once, output written once), and a shape: (M, N, K) for matmuls; the implicit GEMM's
   (N*Ho*Wo, Cout/g, Cin/g*kh*kw, kh*kw, channels_last) per group for convolutions; (B*H, Sq,
-  Sk, hd) for attention (FLOPs of the full product, causal or not); (rows, cols) for softmax,
-  layer norm and RMS norm; (outputs, extent, contiguous) for reductions. fp32 convolutions are
-  fitted as tf32 (cuDNN's default).
+  Sk, hd, causal) for attention (FLOPs of the full product; the engine skips the key tiles a
+  causal mask leaves); (rows, cols) for softmax, layer norm and RMS norm; (outputs, extent,
+  contiguous) for reductions. fp32 convolutions are fitted as tf32 (cuDNN's default).
 - Fitted by least squares (soft-L1 on log(predicted / measured), f_scale 0.1): launch, matrix
   peaks (bf16 anchors the scale), compute and memory curves per class, host link (pinned and
   pageable, alpha-beta) and the refinements named in the profile. A grid, one coordinate at a
@@ -491,6 +504,8 @@ NOTES = """## How the fit works
   alignment, attention tile, the reduction threshold, the wide-row thresholds); the others
   keep the first round's choice. HBM bandwidth and memory_e_max are degenerate: the best class
   is normalised to e_max 1.0 (~3.0 TB/s).
+- A change to one class's model refits that class alone (`python fit.py --only attention`
+  after the causal tiles: every other value stays, so no other class's figures move).
 - The "r1" columns: the profile this round started from (`h100-sxm-r1.toml`), evaluated with
   today's cost model on the same held-out kernels.
 
@@ -568,14 +583,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dry-run", action="store_true", help="fit and report; write nothing")
     ap.add_argument("--full-grid", action="store_true", help="re-grid every integer term")
+    ap.add_argument(
+        "--only",
+        metavar="CLASS",
+        help="refit one engine class's efficiency terms; every other value stays",
+    )
     args = ap.parse_args()
     if args.full_grid:
         GRID[:] = GRID_ALL
+    if args.only:
+        restrict_to(args.only)
     meas = json.loads((HERE / "h100_measurements.json").read_text())
     items = load_items(meas)
     fit_items, val_items = split(items)
     base = tomllib.loads(PROFILE_PATH.read_text())
-    fitted = fit(base, [i for i in fit_items if i["class"] not in UNMODELLED])
+    fitted = fit(
+        base,
+        [
+            i
+            for i in fit_items
+            if i["class"] not in UNMODELLED
+            and (not args.only or i.get("engine_class") == args.only)
+        ],
+    )
     fitted["calibrated"] = True
     before = tomllib.loads(BEFORE_PATH.read_text())
     text = report(before, fitted, fit_items, val_items, meas)

@@ -52,10 +52,15 @@ NOTES = [
     "cell); a GPT-2 inference forward 3.9x off (one host figure per launch). Now SDPA and "
     "nn.LSTM are one launch each way (kpt-adapter-sim `_fused*.py`), fused and foreach "
     "optimizers run as such, and host time is charged per launch source.",
-    "- The fused-attention class is h100-sxm's, derived for h200, with the backward at 2.5x the "
-    "forward's FLOPs (FlashAttention-2's count, not fitted). The H200's cuDNN kernels gain ~2x "
-    "from a causal mask, which the class (calibrated on the full product) does not give: the "
-    "long causal case is +91%. fp32 runs the memory-efficient kernel, slower than modelled.",
+    "- The fused-attention class is h100-sxm's, derived for h200. A causal kernel is charged "
+    "the (query tile, key tile) blocks the mask leaves, as flash attention skips the rest (17 "
+    "of 32 at 2048 tokens): the long causal case went from +91% to +1% (the class was refitted "
+    "on the H100 kernels alone, `fit.py --only attention`). The backward costs 3.1 forwards, "
+    "the H100's compute-bound forward+backward runs' median (kpt.sim ATTENTION_BACKWARD_WORK; "
+    "it was FlashAttention-2's FLOP count, 2.5). fp32 runs the memory-efficient kernel, about "
+    "2x slower than the class's fp32 rate (-32% to -49%). The smallest forwards (5-7 us of "
+    "kernel) are dearer by the class's start-up, fitted on H100 event timings of the same "
+    "shapes (8.8 us there).",
     "- The LSTM class is built from the matmul and elementwise classes (nothing fitted); cuDNN's "
     "backward recurrent GEMMs ran ~2.5x slower than their forward twins, hence -26% to -37%.",
     "- Multi-tensor optimizer kernels over many 256x256 tensors ran at ~1.5 TB/s, a third of "

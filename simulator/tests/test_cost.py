@@ -5,7 +5,7 @@ import pytest
 
 import kpt.sim
 from kpt.sim import InvalidRequestError, efficiency, load_profile, op_time, shape_penalty
-from kpt.sim._cost import warp_per_row
+from kpt.sim._cost import causal_share, warp_per_row
 
 US = 1e-6
 
@@ -113,6 +113,22 @@ def test_attention_pays_one_exponential_per_score():
     # the same FLOPs with twice the head dim have half the scores: faster per FLOP
     wide = op_time(p, "attention", flops, 0, "bf16", (bh, s, s // 2, 2 * hd))
     assert wide == pytest.approx(US + flops / 1e12 + scores / 2 / 1e9)
+
+
+def test_a_causal_mask_skips_the_key_tiles_above_the_diagonal():
+    p = _asic_with(attention={"score_gps": 1.0, "wave_tile": {"bf16": [128, 128]}})
+    bh, hd = 8, 64
+
+    def work(sq, sk, causal):  # seconds past the launch, FLOPs of the full product
+        flops = 4.0 * bh * sq * sk * hd
+        return op_time(p, "attention", flops, 0, "bf16", (bh, sq, sk, hd, causal)) - US
+
+    # 16 query tiles of 2048: (1 + 2 + ... + 16) of 16 x 16 key tiles computed
+    assert work(2048, 2048, 1) == pytest.approx(work(2048, 2048, 0) * 136 / 256)
+    assert work(128, 128, 1) == pytest.approx(work(128, 128, 0))  # one tile: nothing skipped
+    # SDPA's mask is top-left: 4 query tiles against 32 key tiles read only the first 4
+    assert work(512, 4096, 1) == pytest.approx(work(512, 4096, 0) * 10 / 128)
+    assert causal_share(2048, 2048, 128, 64) == pytest.approx(136 / 256)
 
 
 def test_layernorm_rows_cost_and_softmax_falls_back_to_norm():

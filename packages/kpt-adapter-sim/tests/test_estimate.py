@@ -100,8 +100,11 @@ def test_attention_gives_heads_seq_q_seq_k_head_dim(executor):
     outs = [view("bfloat16", 2, 8, 256, 64), view("float32", 2, 8, 256)]
     cost = executor.estimate("aten::_scaled_dot_product_flash_attention_for_cpu.default",
                              [q, k, v], outs, {"args": [t(0), t(1), t(2), 0.0, True]})  # fmt: skip
-    assert (cost.op_class, cost.shape) == ("attention", (16, 256, 512, 64))
-    assert cost.flops == 4 * 16 * 256 * 512 * 64
+    assert (cost.op_class, cost.shape) == ("attention", (16, 256, 512, 64, 1))
+    assert cost.flops == 4 * 16 * 256 * 512 * 64  # the full product: the engine reads causal
+    full = executor.estimate("aten::_scaled_dot_product_flash_attention_for_cpu.default",
+                             [q, k, v], outs, {"args": [t(0), t(1), t(2), 0.0, False]})  # fmt: skip
+    assert full.shape == (16, 256, 512, 64, 0) and full.flops == cost.flops
 
 
 def test_softmax_and_layer_norm_give_rows_and_cols(executor):

@@ -16,6 +16,7 @@ from torch import nn
 
 from kpt.adapters.sim._fused import foreach_cost, fused_optimizer_cost
 from kpt.adapters.sim._runtime import runtime
+from kpt.sim import ATTENTION_BACKWARD_WORK
 
 FLASH = "aten::_scaled_dot_product_flash_attention_for_cpu.default"
 FLASH_BACKWARD = "aten::_scaled_dot_product_flash_attention_for_cpu_backward.default"
@@ -68,9 +69,10 @@ def test_sdpa_forward_backward_one_launch_each_and_bit_equal_to_cpu(sim, dtype, 
     assert not any("bmm" in n or "softmax" in n for n in names), names
     forward, backward = (cost for op, cost in seen if op in (FLASH, FLASH_BACKWARD))
     assert forward[0] == backward[0] == "attention"
-    assert forward[4] == [6, 17, 17, 8]  # (batch*heads, seq_q, seq_k, head_dim)
-    assert forward[1] == 4 * 6 * 17 * 17 * 8
-    assert backward[1] == 2.5 * forward[1]
+    # (batch*heads, seq_q, seq_k, head_dim, causal): the engine skips masked key tiles
+    assert forward[4] == backward[4] == [6, 17, 17, 8, int(causal)]
+    assert forward[1] == 4 * 6 * 17 * 17 * 8  # the full product, causal or not
+    assert backward[1] == ATTENTION_BACKWARD_WORK * forward[1]
 
 
 def test_sdpa_inference_mode_and_autocast_take_the_fused_kernel(sim):

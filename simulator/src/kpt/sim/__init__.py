@@ -7,7 +7,15 @@ from kpt.sim._collectives import (
     ring_all_reduce_time,
     tree_all_reduce_time,
 )
-from kpt.sim._cost import OpCost, efficiency, op_time, op_timing, shape_penalty, transfer_time
+from kpt.sim._cost import (
+    ATTENTION_BACKWARD_WORK,
+    OpCost,
+    efficiency,
+    op_time,
+    op_timing,
+    shape_penalty,
+    transfer_time,
+)
 from kpt.sim._daemon_buffers import MAX_DIMS, MAX_TENSOR_REFS
 from kpt.sim._daemon_process import DaemonHandle, start_daemon
 from kpt.sim._derive import Datasheet, derive_profile
@@ -38,6 +46,7 @@ from kpt.sim._uncertainty import Interval, interval
 from kpt.sim._version import __version__
 
 __all__ = [
+    "ATTENTION_BACKWARD_WORK",
     "AccessDeniedError",
     "CollectiveResult",
     "DTYPE_SIZES",

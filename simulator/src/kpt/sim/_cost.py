@@ -11,6 +11,7 @@ the work, never to the start-up, so tiny or odd ops cost about a launch. Shape h
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -54,6 +55,15 @@ DTYPE_BYTES = {"fp64": 8, "fp32": 4, **TENSOR_CORE_BYTES}
 ALIGN_BYTES = 16
 WARP_LANES = 32
 WARP_ROW_ELEMENTS = 2048  # torch's persistent (warp-per-row) softmax takes rows up to this
+# A flash-attention backward's time as a multiple of its forward's at the same shape, as the
+# FLOPs an attention cost names (4*B*H*Sq*Sk*hd times this). It recomputes the scores and runs
+# five GEMMs to the forward's two (2.5x the FLOPs, FlashAttention-2 section 3.2) at a lower
+# efficiency: the H100's compute-bound forward+backward runs took 3.6-4.8x their forward
+# (calibration/h100_measurements*.json, median 4.1), so the backward is 3.1 forwards.
+ATTENTION_BACKWARD_WORK = 3.1
+# Flash attention's (query, key) tile where a profile names none for the dtype (fp32 runs the
+# memory-efficient kernel, which skips masked tiles the same way).
+FLASH_TILE = (128, 128)
 ROW_CLASSES = frozenset({"norm", "softmax", "layernorm", "rmsnorm"})
 
 
@@ -67,7 +77,8 @@ class OpCost(NamedTuple):
       K); a batch is flops / (2*M*N*K);
     - conv: the implicit GEMM (N*Ho*Wo, Cout, Cin*kh*kw[, kh*kw[, channels_last]]), per
       group; channels_last 1 (NHWC) or 0 (NCHW, transposed for the tensor cores);
-    - attention: (batch*heads, seq_q, seq_k, head_dim), flops = 4*B*H*Sq*Sk*hd;
+    - attention: (batch*heads, seq_q, seq_k, head_dim[, causal]), flops = 4*B*H*Sq*Sk*hd, the
+      full product; causal 1 charges only the key tiles a top-left causal mask leaves;
     - softmax, layernorm, norm, rmsnorm: (rows, cols), cols the normalized extent;
     - reduction: (outputs, reduced extent[, contiguous]); contiguous 0: the reduced dim is
       strided (an outer dim). Many outputs of a contiguous reduction need no second pass.
@@ -124,13 +135,13 @@ def cost_to_wire(cost: Any) -> list | None:
 
 
 # Shape lengths each class reads (module doc); a wrong length is an executor bug, refused.
-SHAPE_LENGTHS = {"matmul": (3,), "matmul_int8w": (3,), "conv": (3, 4, 5), "attention": (4,),
+SHAPE_LENGTHS = {"matmul": (3,), "matmul_int8w": (3,), "conv": (3, 4, 5), "attention": (4, 5),
                  "reduction": (2, 3),
                  "rnn": (6,),
                  **{c: (2,) for c in ROW_CLASSES}}  # fmt: skip
 SHAPE_FORMS = {"matmul": "(M, N, K)", "matmul_int8w": "(M, N, K)",
                "conv": "(N*Ho*Wo, Cout, Cin*kh*kw[, kh*kw[, channels_last 0 or 1]])",
-               "attention": "(batch*heads, seq_q, seq_k, head_dim)",
+               "attention": "(batch*heads, seq_q, seq_k, head_dim[, causal 0 or 1])",
                "reduction": "(outputs, reduced extent[, contiguous 0 or 1])",
                "rnn": "(steps, batch, input, hidden, gates, backward 0 or 1)",
                **{c: "(rows, cols)" for c in ROW_CLASSES}}  # fmt: skip
@@ -270,6 +281,23 @@ def _executed_flops(op_class: str, dtype: str, flops: float, shape, r: _Rates) -
     return flops / useful if useful > 0 else flops
 
 
+@functools.lru_cache(maxsize=4096)
+def causal_share(seq_q: int, seq_k: int, tile_q: int, tile_k: int) -> float:
+    """The share of a flash kernel's (query tile, key tile) blocks that a causal mask leaves.
+
+    Flash attention skips a key tile wholly above the diagonal and computes every other one in
+    full, masked or not. SDPA's is_causal aligns the mask top-left: query i sees keys 0..i, so
+    when seq_k > seq_q the last keys are never read. 16 query tiles of 2048: 17/32 (0.53);
+    one tile (seq 128): 1.0, the mask saves nothing.
+    """
+    q_tiles, k_tiles = math.ceil(seq_q / tile_q), math.ceil(seq_k / tile_k)
+    if not (q_tiles and k_tiles):
+        return 1.0
+    done = sum(min(k_tiles, math.ceil(min(seq_q, (t + 1) * tile_q) / tile_k))
+               for t in range(q_tiles))  # fmt: skip
+    return done / (q_tiles * k_tiles)
+
+
 def strided(shape: tuple[int, ...] | None) -> bool:
     """A reduction over a strided (outer) dim: shape (outputs, extent, 0)."""
     return bool(shape) and len(shape) == 3 and shape[2] == 0
@@ -317,7 +345,9 @@ def _compute_time(
             if eff.misaligned_flops and misaligned(dtype, shape):
                 peak = min(peak, eff.misaligned_flops)  # a fallback kernel, its own tiles
             flops = _executed_flops(op_class, dtype, flops, shape, r)
-        elif op_class == "attention" and len(shape) == 4:
+        elif op_class == "attention" and len(shape) >= 4:
+            if len(shape) == 5 and shape[4]:
+                flops *= causal_share(shape[1], shape[2], *(r.wave_tile or FLASH_TILE))
             if eff.score_rate and shape[3] > 0:
                 # Two GEMMs do 4 * head_dim FLOPs per score; each score also needs an exp.
                 extra = flops / (4 * shape[3]) / eff.score_rate

@@ -22,11 +22,9 @@ import torch
 from kpt.adapters.sim._plan_cache import remember
 from kpt.adapters.sim._runtime import runtime
 from kpt.adapters.sim._tensor import SimTensor
+from kpt.sim import ATTENTION_BACKWARD_WORK
 
 aten = torch.ops.aten
-# The flash-attention backward recomputes the scores and runs five GEMMs to the forward's two:
-# its work is this multiple of the forward's 4*B*H*Sq*Sk*hd (FlashAttention-2, section 3.2).
-BACKWARD_WORK = 2.5
 _MATH = int(torch.nn.attention.SDPBackend.MATH.value)
 _FUSED = int(torch.nn.attention.SDPBackend.OVERRIDEABLE.value)
 _CPU_FLASH = int(torch.nn.attention.SDPBackend.FLASH_ATTENTION.value)
@@ -170,16 +168,17 @@ def _nbytes(*tensors: Any) -> float:
                      if isinstance(t, torch.Tensor)))  # fmt: skip
 
 
-def _shape(q: torch.Tensor, k: torch.Tensor) -> list[int]:
-    """OpCost's attention form: (batch*heads, seq_q, seq_k, head_dim)."""
-    return [math.prod(q.shape[:-2]), q.shape[-2], k.shape[-2], q.shape[-1]]
+def _shape(q: torch.Tensor, k: torch.Tensor, causal: bool) -> list[int]:
+    """OpCost's attention form: (batch*heads, seq_q, seq_k, head_dim, causal)."""
+    return [math.prod(q.shape[:-2]), q.shape[-2], k.shape[-2], q.shape[-1], int(causal)]
 
 
 def forward_cost(func: Any, args: tuple, kwargs: dict, tensors: list) -> list:
-    """The flash kernel's FLOPs (the full product, causal or not, as the class is calibrated)
-    and bytes: q, k, v (and a mask) read once, the output and row log-sum-exps written."""
-    q, k, v = args[:3]
-    bh, sq, sk, hd = shape = _shape(q, k)
+    """The flash kernel's FLOPs (the full product; the engine charges the tiles a causal mask
+    leaves) and bytes: q, k, v (and a mask) read once, the output and row log-sum-exps
+    written."""
+    q, k, v, _dropout, causal = args[:5]
+    bh, sq, sk, hd, _ = shape = _shape(q, k, causal)
     moved = _nbytes(q, k, v, kwargs.get("attn_mask")) + _nbytes(q) * v.shape[-1] / hd
     moved += 4.0 * bh * sq  # fp32 log-sum-exp per row
     return ["attention", 4.0 * bh * sq * sk * hd, moved, str(q.dtype).removeprefix("torch."),
@@ -187,10 +186,10 @@ def forward_cost(func: Any, args: tuple, kwargs: dict, tensors: list) -> list:
 
 
 def backward_cost(func: Any, args: tuple, kwargs: dict, tensors: list) -> list:
-    """BACKWARD_WORK times the forward's FLOPs; reads q, k, v, out, grad_out and the
+    """ATTENTION_BACKWARD_WORK times the forward's FLOPs; reads q, k, v, out, grad_out and the
     log-sum-exps, writes grad_q, grad_k, grad_v."""
-    grad_out, q, k, v, out, lse = args[:6]
-    bh, sq, sk, hd = shape = _shape(q, k)
+    grad_out, q, k, v, out, lse, _dropout, causal = args[:8]
+    bh, sq, sk, hd, _ = shape = _shape(q, k, causal)
     moved = _nbytes(grad_out, q, k, v, out, lse, kwargs.get("attn_mask")) + _nbytes(q, k, v)
-    return ["attention", BACKWARD_WORK * 4.0 * bh * sq * sk * hd, moved,
+    return ["attention", ATTENTION_BACKWARD_WORK * 4.0 * bh * sq * sk * hd, moved,
             str(q.dtype).removeprefix("torch."), shape]  # fmt: skip

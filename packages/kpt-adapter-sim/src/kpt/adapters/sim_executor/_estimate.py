@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from kpt.sim import DTYPE_SIZES, OpCost
+from kpt.sim import ATTENTION_BACKWARD_WORK, DTYPE_SIZES, OpCost
 
 # packet -> positions of the two matrix operands in the aten call's arguments.
 MATMUL_OPERANDS = {
@@ -32,11 +32,12 @@ SOFTMAX_FLOPS_PER_ELEMENT = 5
 # packet -> (position of the input, position of normalized_shape).
 LAYER_NORM_SHAPE = {"native_layer_norm": (0, 1), "native_layer_norm_backward": (1, 2)}
 LAYER_NORM_FLOPS_PER_ELEMENT = 8
-# packet -> (position of query, FLOPs relative to the forward's 4*B*H*Sq*Sk*hd).
+# packet -> (position of query, FLOPs relative to the forward's 4*B*H*Sq*Sk*hd, position of
+# is_causal for a flash kernel, which skips masked tiles; the math path computes them all).
 ATTENTION = {
-    "_scaled_dot_product_attention_math": (0, 1.0),
-    "_scaled_dot_product_flash_attention_for_cpu": (0, 1.0),
-    "_scaled_dot_product_flash_attention_for_cpu_backward": (1, 2.5),  # five GEMMs, not two
+    "_scaled_dot_product_attention_math": (0, 1.0, None),
+    "_scaled_dot_product_flash_attention_for_cpu": (0, 1.0, 4),
+    "_scaled_dot_product_flash_attention_for_cpu_backward": (1, ATTENTION_BACKWARD_WORK, 7),
 }
 REDUCTIONS = frozenset({
     "sum", "mean", "amax", "amin", "aminmax", "max", "min", "prod", "argmax", "argmin",
@@ -93,8 +94,9 @@ def _shaped(packet: str, args: list, inputs: list, outputs: list, moved: float) 
     if packet == "convolution":
         return _convolution(args, outputs, moved)
     if packet in ATTENTION:
-        position, scale = ATTENTION[packet]
-        return _attention(args, position, scale, moved)
+        position, scale, causal_at = ATTENTION[packet]
+        causal = causal_at is not None and len(args) > causal_at and args[causal_at] is True
+        return _attention(args, position, scale, causal, moved)
     if packet in GATHERS and inputs and outputs:
         written = sum(_nbytes(v) for v in outputs)
         indices = sum(_nbytes(v) for v in inputs[1:])
@@ -190,14 +192,15 @@ def _reduction_shape(args: list, inputs: list, outputs: list) -> tuple[int, int,
     return (count, extent, int(contiguous))
 
 
-def _attention(args: list, position: int, scale: float, moved: float) -> OpCost | None:
+def _attention(args: list, position: int, scale: float, causal: bool,
+               moved: float) -> OpCost | None:  # fmt: skip
     q, k = _view_at(args, position), _view_at(args, position + 1)
     if q is None or k is None or len(q.shape) < 2 or len(k.shape) < 2:
         return None
     heads = math.prod(q.shape[:-2])
     sq, hd, sk = q.shape[-2], q.shape[-1], k.shape[-2]
-    flops = scale * 4.0 * heads * sq * sk * hd  # unmasked even when causal, as calibrated
-    return OpCost("attention", flops, moved, q.dtype, (heads, sq, sk, hd))
+    flops = scale * 4.0 * heads * sq * sk * hd  # the full product; the engine reads causal
+    return OpCost("attention", flops, moved, q.dtype, (heads, sq, sk, hd, int(causal)))
 
 
 def _rows(x, op_class: str, cols: int, flops_per_element: int, moved: float) -> OpCost:
