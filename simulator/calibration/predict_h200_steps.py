@@ -63,9 +63,12 @@ NOTES = [
     "shapes (8.8 us there).",
     "- The LSTM class is built from the matmul and elementwise classes (nothing fitted); cuDNN's "
     "backward recurrent GEMMs ran ~2.5x slower than their forward twins, hence -26% to -37%.",
-    "- Multi-tensor optimizer kernels over many 256x256 tensors ran at ~1.5 TB/s, a third of "
-    "the streaming rate the elementwise class gives them (-50%); over 4096x4096 tensors -6% to "
-    "-16%.",
+    "- Multi-tensor kernels (foreach, fused optimizers) run a block per 65536-element chunk, so "
+    "an optimizer over many small tensors launches a few dozen blocks: the class "
+    "`multi_tensor` streams at blocks x one block's rate (47 GB/s) up to 0.84 of elementwise's "
+    "bandwidth, both fitted on a sweep of single foreach launches (`fit_multi_tensor.py`), not "
+    "on these steps; fused Adam(W) chunks at CUDA's depth 4 (its steps are passed beside the "
+    "lists). The many-small-tensor steps went from -47% to -59% to -20% to +13%.",
     "- Host time the engine cannot see: the client now counts the ops that launch nothing "
     "(views, allocations) and the next launch tells the daemon, which charges `host_op_us` "
     "each (fitted on the view, transpose and allocation programs). Module calls and cuDNN's own "

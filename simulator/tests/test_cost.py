@@ -131,6 +131,24 @@ def test_a_causal_mask_skips_the_key_tiles_above_the_diagonal():
     assert causal_share(2048, 2048, 128, 64) == pytest.approx(136 / 256)
 
 
+def test_a_multi_tensor_launch_of_few_blocks_streams_at_their_rate():
+    p = _asic_with(multi_tensor={"block_stream_gbps": 10.0})  # HBM: 100 GB/s
+
+    def streaming(nbytes, blocks, dtype="fp32"):  # seconds past the launch
+        return op_time(p, "multi_tensor", 0, nbytes, dtype, (blocks,)) - US
+
+    assert streaming(1e6, 2) == pytest.approx(1e6 / 20e9)  # two blocks of 10 GB/s
+    assert streaming(1e6, 64) == pytest.approx(1e6 / 100e9)  # HBM binds
+    assert streaming(1e6, 2, "bf16") == pytest.approx(1e6 / 10e9)  # same elements/s
+    # a profile without the table: elementwise's efficiency, no block term
+    plain = _asic_with()
+    assert op_time(plain, "multi_tensor", 0, 1e6, "fp32", (2,)) == op_time(
+        plain, "elementwise", 0, 1e6, "fp32"
+    )
+    with pytest.raises(InvalidRequestError, match="thread blocks"):
+        op_time(p, "multi_tensor", 0, 1e6, "fp32", (2, 3))
+
+
 def test_layernorm_rows_cost_and_softmax_falls_back_to_norm():
     p = _asic_with(layernorm={"row_gps": 0.001}, norm={"memory_e_max": 0.5})
     nbytes = 1e6

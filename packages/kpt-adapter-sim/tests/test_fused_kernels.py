@@ -139,7 +139,7 @@ def test_fused_optimizers_run_on_the_device_equal_to_cpu(sim, make):
                 opt.step()
         fused = [cost for op, cost in seen if op.startswith("aten::_fused_")]
         assert len(fused) == 1, [op for op, _ in seen]  # six tensors: one chunk, one launch
-        assert fused[0][0] == "elementwise"
+        assert fused[0][0] == "multi_tensor"
     for a, b in zip(model.parameters(), on_sim.parameters()):
         # The CPU's fused kernels run vector lanes and a scalar tail split by thread count,
         # so the reference itself moves in the last bit between processes with other
@@ -156,7 +156,8 @@ def test_fused_optimizer_chunks_like_multi_tensor_apply(sim):
     with launches() as seen:
         opt.step()
     fused = [op for op, _ in seen if op.startswith("aten::_fused_adamw_")]
-    assert len(fused) == 3  # 30 tensors per launch over five lists, as CUDA's depth-5 chunks
+    # 36 tensors per launch, as CUDA's depth-4 chunks: four lists, the steps passed beside
+    assert len(fused) == 2
 
 
 def test_optimizers_default_to_foreach_on_kpt_sim_as_on_cuda(sim):
@@ -172,13 +173,17 @@ def test_optimizers_default_to_foreach_on_kpt_sim_as_on_cuda(sim):
     assert any(op.startswith("aten::_foreach_") for op, _ in seen)
 
 
-def test_costs_count_reads_and_writes():
+def test_costs_count_reads_writes_and_thread_blocks():
     params = [torch.zeros(10), torch.zeros(30)]
     lists = (params, params, params, params, [], [torch.zeros(())] * 2)
     cost = fused_optimizer_cost(torch.ops.aten._fused_adamw_.default, lists, {}, [])
-    assert cost[:3] == ["elementwise", 12.0 * 40, 7.0 * 4 * 40]
+    assert cost[:3] == ["multi_tensor", 12.0 * 40, 7.0 * 4 * 40]
     add = foreach_cost(torch.ops.aten._foreach_add_.List, (params, params), {}, [])
-    assert add[:3] == ["elementwise", 40.0, 3.0 * 4 * 40]  # two lists read, one written
+    assert add[:3] == ["multi_tensor", 40.0, 3.0 * 4 * 40]  # two lists read, one written
+    # a block per 65536-element chunk of each tensor, as CUDA's multi_tensor_apply
+    assert cost[4] == add[4] == [2]
+    wide = [torch.zeros(65536), torch.zeros(65537), torch.zeros(3 * 65536)]
+    assert foreach_cost(torch.ops.aten._foreach_mul_.Scalar, (wide, 2.0), {}, [])[4] == [6]
     norm = foreach_cost(torch.ops.aten._foreach_norm.Scalar, (params,), {}, [])
     assert norm[0] == "reduction"
 

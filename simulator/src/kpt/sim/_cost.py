@@ -82,6 +82,8 @@ class OpCost(NamedTuple):
     - softmax, layernorm, norm, rmsnorm: (rows, cols), cols the normalized extent;
     - reduction: (outputs, reduced extent[, contiguous]); contiguous 0: the reduced dim is
       strided (an outer dim). Many outputs of a contiguous reduction need no second pass.
+    - multi_tensor (a foreach or fused-optimizer kernel; elementwise's efficiency where a
+      profile has no table): (thread blocks,), one per 65536-element chunk of each tensor;
     - rnn: one fused RNN layer (cuDNN's): (steps, batch, input, hidden, gates, backward 0/1);
       costed from the matmul and elementwise classes (module rnn_timing), flops and bytes
       are informational.
@@ -137,13 +139,14 @@ def cost_to_wire(cost: Any) -> list | None:
 # Shape lengths each class reads (module doc); a wrong length is an executor bug, refused.
 SHAPE_LENGTHS = {"matmul": (3,), "matmul_int8w": (3,), "conv": (3, 4, 5), "attention": (4, 5),
                  "reduction": (2, 3),
-                 "rnn": (6,),
+                 "rnn": (6,), "multi_tensor": (1,),
                  **{c: (2,) for c in ROW_CLASSES}}  # fmt: skip
 SHAPE_FORMS = {"matmul": "(M, N, K)", "matmul_int8w": "(M, N, K)",
                "conv": "(N*Ho*Wo, Cout, Cin*kh*kw[, kh*kw[, channels_last 0 or 1]])",
                "attention": "(batch*heads, seq_q, seq_k, head_dim[, causal 0 or 1])",
                "reduction": "(outputs, reduced extent[, contiguous 0 or 1])",
                "rnn": "(steps, batch, input, hidden, gates, backward 0 or 1)",
+               "multi_tensor": "(thread blocks,)",
                **{c: "(rows, cols)" for c in ROW_CLASSES}}  # fmt: skip
 
 
@@ -425,6 +428,11 @@ def op_timing(
                     # 1024-thread blocks, one per row: an SM's throughput binds, not the rows'.
                     streams = min(streams, r.units)
             bandwidth = min(bandwidth, streams * per_row)
+        if op_class == "multi_tensor" and eff.block_stream_rate and shape:
+            # A block per chunk: a launch of a few dozen blocks (an optimizer over many small
+            # tensors) streams at blocks x one block's rate, far below HBM bandwidth.
+            per_block = eff.block_stream_rate * DTYPE_BYTES.get(dtype, 4) / 4
+            bandwidth = min(bandwidth, max(shape[0], 1) * per_block)
         if op_class == "reduction" and eff.column_stream_rate and strided(shape):
             # A strided (outer) dim: one thread's column per output, so few outputs are slow.
             bandwidth = min(bandwidth, max(shape[0], 1) * eff.column_stream_rate)

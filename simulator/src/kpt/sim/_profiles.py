@@ -28,6 +28,7 @@ US = 1e-6
 # their own (then from "default").
 CLASS_PARENTS = {
     "softmax": "norm", "layernorm": "norm", "rmsnorm": "norm", "matmul_int8w": "matmul",
+    "multi_tensor": "elementwise",
 }  # fmt: skip
 
 
@@ -88,6 +89,10 @@ class Efficiency:
     warp_row_rate: float = 0.0
     # Reductions over a contiguous dim narrower than a warp (32 lanes): outputs per second.
     narrow_extent_rate: float = 0.0
+    # Multi-tensor (foreach, fused optimizer) kernels: bytes/s one thread block streams (of
+    # fp32 elements; 16-bit ones stream the same elements/s); a launch of fewer blocks than
+    # the chip holds cannot reach HBM bandwidth.
+    block_stream_rate: float = 0.0
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: cost tables are cached per profile
@@ -422,6 +427,7 @@ OPTIONAL_EFFICIENCY = {
     "column_stream_gbps": ("column_stream_rate", GIGA, False),
     "warp_row_gbps": ("warp_row_rate", GIGA, False),
     "narrow_extent_gps": ("narrow_extent_rate", GIGA, False),
+    "block_stream_gbps": ("block_stream_rate", GIGA, False),
 }
 EFFICIENCY_KEYS = {"compute_e_max", "compute_x_half", "memory_e_max", "memory_x_half",
                    "fixed_us", "wave_tile", *OPTIONAL_EFFICIENCY}  # fmt: skip

@@ -561,8 +561,9 @@ def compute_units(profile: Profile, cost: OpCost) -> int:
     """Compute units (SMs) a kernel occupies: its thread blocks, at most all of them.
 
     Blocks: GEMM-like output tiles of TILE x TILE; flash attention's (head, TILE queries);
-    a block per row of row-wise ops and per output of reductions; else BLOCK_BYTES each. Two
-    kernels share the chip only when their blocks fit in it together."""
+    a block per row of row-wise ops, per output of reductions and per chunk of multi-tensor
+    kernels; else BLOCK_BYTES each. Two kernels share the chip only when their blocks fit in
+    it together."""
     units = profile.compute_units
     op_class, shape = normalize_class(cost.op_class), cost.shape
     if not shape and op_class in MATRIX_CLASSES:
@@ -573,7 +574,7 @@ def compute_units(profile: Profile, cost: OpCost) -> int:
         blocks = math.ceil(m / TILE) * math.ceil(n / TILE) * max(1.0, batch)
     elif shape and op_class == "attention":
         blocks = shape[0] * math.ceil(shape[1] / TILE)
-    elif shape and (op_class in ROW_CLASSES or op_class == "reduction"):
+    elif shape and (op_class in ROW_CLASSES or op_class in ("reduction", "multi_tensor")):
         blocks = shape[0]
     else:
         blocks = math.ceil(cost.bytes / BLOCK_BYTES)

@@ -18,6 +18,15 @@ from kpt.sim import MAX_TENSOR_REFS
 MAX_REFS = MAX_TENSOR_REFS  # tensors per launch the daemon accepts
 # CUDA multi_tensor_apply's depth_to_max_tensors (ATen/native/cuda/MultiTensorApply.cuh).
 CUDA_MAX_TENSORS = (110, 64, 48, 36, 30)
+# Fused Adam(W) pass their step counts beside the tensor lists, which alone set the depth
+# (multi_tensor_apply_for_fused_optimizer<4>: params, grads, exp_avgs, exp_avg_sqs).
+STEPS_ARGUMENT = {"_fused_adamw_": 5, "_fused_adam_": 5}
+CHUNK_ELEMENTS = 65536  # and its kChunkSize: one thread block per chunk of each tensor
+
+
+def thread_blocks(tensors: list) -> int:
+    """The blocks one multi_tensor_apply launch over these tensors runs: one per chunk."""
+    return sum(-(-t.numel() // CHUNK_ELEMENTS) for t in tensors)
 
 
 def is_foreach(func: Any) -> bool:
@@ -32,8 +41,10 @@ def chunk_length(func: Any, args: tuple, kwargs: dict, info: OpInfo) -> tuple[in
     length = len(lists[0])
     singles = sum(isinstance(v, SimTensor) for v in (*args, *kwargs.values()))
     fresh_lists = sum(alias is None for alias in info.aliases)
-    depth = len(lists) + fresh_lists
-    cuda = CUDA_MAX_TENSORS[min(depth, len(CUDA_MAX_TENSORS)) - 1]
+    depth = len(lists) + fresh_lists  # every list's tensors are refs of the daemon's launch
+    steps_at = STEPS_ARGUMENT.get(func._overloadpacket.__name__)
+    beside = int(steps_at is not None and len(args) > steps_at and _is_tensor_list(args[steps_at]))
+    cuda = CUDA_MAX_TENSORS[min(depth - beside, len(CUDA_MAX_TENSORS)) - 1]
     return length, max(1, min(cuda, (MAX_REFS - singles) // depth))
 
 

@@ -4,12 +4,12 @@
   (``_fused_attention.py``): one flash-attention launch forward, one backward;
 - optimizers: ``torch.optim.AdamW(fused=True)``, ``Adam(fused=True)``, ``SGD(fused=True)`` run
   ``aten::_fused_adamw_`` / ``_fused_adam_`` / ``_fused_sgd_`` on the device, one launch per
-  chunk of the tensor lists as CUDA's multi_tensor_apply, each costed as one memory-bound
-  kernel that reads and writes every list it updates;
+  chunk of the tensor lists as CUDA's multi_tensor_apply, each costed as one multi-tensor
+  kernel (a block per 65536-element chunk) that reads and writes every list it updates;
 - LSTM: one ``mkldnn_rnn_layer`` launch per layer forward, one backward (``_fused_rnn.py``);
 - foreach: torch picks foreach kernels by default for kpt_sim parameters, as on CUDA
   (``register_foreach_support``), and each ``_foreach_*`` launch is costed as one
-  multi-tensor elementwise kernel (its in-place writes counted), not as a reduction.
+  multi-tensor kernel (its in-place writes counted), not as a reduction.
 
 ``FusedKernels(new_plan, run)`` gives the dispatcher its handlers and registers the autograd
 kernels of attention and LSTM (into the library ``_device.register()`` keeps); the plans made
@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from kpt.adapters.sim._fallback import cpu_fallback
-from kpt.adapters.sim._foreach import run_chunked
+from kpt.adapters.sim._foreach import run_chunked, thread_blocks
 from kpt.adapters.sim._fused_attention import FusedAttention
 from kpt.adapters.sim._fused_rnn import FusedLSTM
 from kpt.adapters.sim._plan import PLAN_CACHE_LIMIT, make_plan, op_info, signature
@@ -111,8 +111,8 @@ def fused_optimizer_cost(func: Any, args: tuple, kwargs: dict, tensors: list) ->
     if packet == "_fused_sgd_" and not args[2]:  # no momentum buffers: read p, g; write p
         passes = 3
     dtype = _dtype_name(params[0].dtype) if params else "float32"
-    return ["elementwise", float(FLOPS_PER_ELEMENT.get(packet, 4) * elements),
-            float(passes * itemsize * elements), dtype, None]  # fmt: skip
+    return ["multi_tensor", float(FLOPS_PER_ELEMENT.get(packet, 4) * elements),
+            float(passes * itemsize * elements), dtype, [thread_blocks(params)]]  # fmt: skip
 
 
 def foreach_cost(func: Any, args: tuple, kwargs: dict, tensors: list) -> list:
@@ -133,7 +133,7 @@ def foreach_cost(func: Any, args: tuple, kwargs: dict, tensors: list) -> list:
     written = elements * itemsize  # the result list (fresh or the first list, in place)
     if packet in ("_foreach_zero_", "_foreach_copy_"):
         read = 0 if packet == "_foreach_zero_" else read - elements * itemsize
-    return ["elementwise", float(elements), float(read + written), dtype, None]
+    return ["multi_tensor", float(elements), float(read + written), dtype, [thread_blocks(first)]]
 
 
 class FusedKernels:
