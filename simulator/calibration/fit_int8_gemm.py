@@ -2,11 +2,13 @@
 
 Reads the first run in packages/kpt-serve/benchmarks/h200_quantized_kernels.txt (from
 `python benchmarks/bench_quantized.py --kernels`: Llama-8B's four layer shapes at 1, 16 and
-64 rows, each call timed inside a CUDA graph, so a kernel costs its time less the launch
-latency a queued kernel hides). Prints each layer's time on the shipped h200 profile against
-the measurement, and with --fit the least-squares fit (on log(predicted / measured)) of the
-class's five numbers, starting from the matmul class, to paste into the profiles (h100-sxm's
-memory_x_half is the fit's times 3350 / 4800, which `kpt-sim profile derive` scales back).
+256 rows, each call timed inside a CUDA graph, so a kernel costs its time less the launch
+latency a queued kernel hides): for each layer, the time of the tiles the engine runs
+(`kpt.serve._triton_quant.tiles_for`), for the batches it runs them (up to MAX_ROWS). Prints
+each layer's time on the shipped h200 profile against the measurement, and with --fit the
+least-squares fit (on log(predicted / measured)) of the class's five numbers, starting from
+the matmul class, to paste into the profiles (h100-sxm's memory_x_half is the fit's times
+3350 / 4800, which `kpt-sim profile derive` scales back).
 
     python simulator/calibration/fit_int8_gemm.py [--fit]
 """
@@ -21,18 +23,31 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import least_squares
 
+from kpt.serve._triton_quant import MAX_ROWS, tiles_for
 from kpt.sim import load_profile
 from kpt.sim._cost import _RATES, op_timing
 
 KERNELS = (Path(__file__).resolve().parents[2]
            / "packages/kpt-serve/benchmarks/h200_quantized_kernels.txt")  # fmt: skip
-LINE = re.compile(r"(\d+) x (\d+), rows (\d+): .*?int8 default tiles ([\d.]+) us")
+# A layer's line, then the engine's tiles on the next.
+ENGINE = re.compile(r"^(\d+) x (\d+), rows (\d+):.*?int8 engine tiles ([\d.]+) us.*\n"
+                    r"    engine tiles: \(([\d, ]+)\)", re.M)  # fmt: skip
 
 
 def measured() -> list[tuple[int, int, int, float]]:
-    """(N, K, rows, microseconds) of the sweep's run (the file's first section)."""
+    """(N, K, rows, microseconds of the engine's tiles) of the file's first run, for the
+    batches the kernel takes (up to MAX_ROWS)."""
     first = KERNELS.read_text().split("\n# ", 1)[0]
-    return [(int(n), int(k), int(r), float(us)) for n, k, r, us in LINE.findall(first)]
+    layers = []
+    for n, k, rows, us, tiles in ENGINE.findall(first):
+        n, k, rows = int(n), int(k), int(rows)
+        if rows > MAX_ROWS:
+            continue
+        if tuple(int(t) for t in tiles.split(",")) != tiles_for(rows, n, k):
+            raise SystemExit(f"{n} x {k}, rows {rows}: timed with tiles ({tiles}), the engine "
+                             f"now runs {tiles_for(rows, n, k)}; sweep again")  # fmt: skip
+        layers.append((n, k, rows, float(us)))
+    return layers
 
 
 def predicted_us(profile, n: int, k: int, rows: int) -> float:

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from bench_sim_vs_gpu import measure
 
 VARIANTS = (None, "int8", "fp8")
@@ -75,15 +76,15 @@ def compare(real_path: str, sim_path: str) -> None:
             print(f"| {variant} | {scenario} | {tpot:.3f} | {rate:.3f} |")
 
 
-def kernels() -> None:
+def kernels(batches: tuple[int, ...]) -> None:
     """One linear layer per Llama-8B shape and batch, each call timed inside a CUDA graph
     (no host launch cost), four weight copies in turn so that L2 holds none: the Triton int8
-    kernel over a grid of tiles (best three), fp8 with row-wise and tensor-wise scales, and
-    bf16 (cuBLAS)."""
+    kernel over a grid of tiles (best three), int8 widened for cuBLAS (the path of batches
+    over the kernel's MAX_ROWS), fp8 with row-wise and tensor-wise scales, and bf16 (cuBLAS)."""
     device = torch.device("cuda")
     for n, k in LAYERS:
         weights = [torch.randn(n, k, device=device, dtype=torch.bfloat16) for _ in range(4)]
-        for rows in (1, 16, 64):
+        for rows in batches:
             _layer_times(torch.randn(rows, k, device=device, dtype=torch.bfloat16), weights)
 
 
@@ -91,7 +92,7 @@ def _layer_times(x: torch.Tensor, weights: list[torch.Tensor]) -> None:
     import itertools
 
     from kpt.serve._quantize import ActivationQuantizer
-    from kpt.serve._triton_quant import int8_linear
+    from kpt.serve._triton_quant import int8_linear, int8_widen, tiles_for
 
     (rows, k), n, device = x.shape, weights[0].shape[0], x.device
     int8 = [torch.randint(-127, 128, (n, k), device=device, dtype=torch.int8) for _ in weights]
@@ -106,15 +107,29 @@ def _layer_times(x: torch.Tensor, weights: list[torch.Tensor]) -> None:
             xq, fp8[i].t(), scale_a=x_scale, scale_b=row_scale, out_dtype=bf16)),
         "fp8 tensorwise gemm": _graph_us(lambda i: torch._scaled_mm(
             xq, fp8[i].t(), scale_a=one, scale_b=one, out_dtype=bf16)),
-        "int8 default tiles": _graph_us(lambda i: int8_linear(x, int8[i], scale)),
+        "int8 engine tiles": _graph_us(lambda i: int8_linear(x, int8[i], scale)),
+        "int8 widened by torch": _graph_us(lambda i: F.linear(x, int8[i].to(bf16)) * scale),
+        "int8 widened by triton": _graph_us(
+            lambda i: F.linear(x, int8_widen(int8[i], scale, bf16))),
         "fp8 quantize x3": _graph_us(lambda i: ActivationQuantizer()(x, x, fp8[0].dtype)),
         "fp8 quantize fused": _graph_us(
             lambda i: ActivationQuantizer(fused=True)(x, x, fp8[0].dtype)),
     }  # fmt: skip
-    block_m = max(16, min(64, 1 << (rows - 1).bit_length()))
+    if rows <= 64:  # (BLOCK_N, BLOCK_K, num_stages, SPLIT_K); four warps (eight never won)
+        block_m = max(16, 1 << (rows - 1).bit_length())
+        grid = [
+            (block_m, n_tile, k_tile, 4, stages, split)
+            for n_tile, k_tile, stages, split in itertools.product(
+                (16, 32, 64), (128, 256, 512), (3, 4), (1, 2, 4)
+            )
+        ]
+    else:  # prompt-sized: compute-bound tiles
+        grid = [
+            (*tile, 1)
+            for tile in itertools.product((64, 128), (64, 128), (64, 128), (4, 8), (3, 4))
+        ]
     tuned = []
-    for tile in itertools.product((16, 32, 64), (128, 256, 512), (4, 8), (3, 4)):
-        tiles = (block_m, *tile)
+    for tiles in grid:
         try:
             us = _graph_us(lambda i, t=tiles: int8_linear(x, int8[i], scale, t))
         except Exception as exc:  # a tile that needs more shared memory than there is
@@ -124,6 +139,7 @@ def _layer_times(x: torch.Tensor, weights: list[torch.Tensor]) -> None:
     tuned.sort()
     print(f"{n} x {k}, rows {rows}: " + ", ".join(
         f"{name} {us:.1f} us" for name, us in times.items()), flush=True)  # fmt: skip
+    print(f"    engine tiles: {tiles_for(rows, n, k)}")
     for us, tiles in tuned[:3]:
         print(f"    int8 {tiles}: {us:.1f} us ({us / times['bf16']:.3f} of bf16)")
 
@@ -157,12 +173,13 @@ def main() -> None:
     parser.add_argument("--out", help="write the figures here as JSON")
     parser.add_argument("--compare", nargs=2, metavar=("REAL", "SIM"))
     parser.add_argument("--kernels", action="store_true", help="one layer per shape (CUDA)")
+    parser.add_argument("--rows", default="1,16,64", help="--kernels: batch sizes, commas")
     args = parser.parse_args()
     if args.compare:
         compare(*args.compare)
         return
     if args.kernels:
-        kernels()
+        kernels(tuple(int(r) for r in args.rows.split(",")))
         return
     if args.device.startswith("cuda"):
         from bench_engine_gpu import ensure_cuda_adapter

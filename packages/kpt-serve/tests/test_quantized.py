@@ -11,7 +11,7 @@ from torch import nn
 from kpt.serve import LLM, SamplingParams
 from kpt.serve._config import load_config
 from kpt.serve._loader import model_bytes
-from kpt.serve._quantize import ActivationQuantizer, QuantizedLinear
+from kpt.serve._quantize import ActivationQuantizer, QuantizedLinear, _fp8_reach
 
 CPU = torch.device("cpu")
 
@@ -60,6 +60,38 @@ def test_triton_quant_kernel_equals_the_reference(rows, n, k):
     # On a GPU the kernel itself, in float32 (TF32 dots: a looser bound); else the interpreter.
     device, tolerance = ("cuda", 2e-2) if torch.cuda.is_available() else ("cpu", 1e-4)
     got = int8_linear(x.to(device), weight.to(device), scale.to(device)).cpu()
+    assert torch.allclose(got, expected, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize(("n", "k"), [(3, 5000), (40, 100)])
+def test_triton_widen_scales_every_weight_in_one_pass(n, k):
+    """More weights than one program's block, and a row that crosses two blocks."""
+    pytest.importorskip("triton")
+    from kpt.serve._triton_quant import int8_widen
+
+    weight = torch.randint(-127, 128, (n, k), dtype=torch.int8)
+    scale = torch.rand(n) / 127
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    got = int8_widen(weight.to(device), scale.to(device), torch.float32).cpu()
+    assert torch.allclose(got, weight.float() * scale[:, None], rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("split", [2, 3, 8])
+@pytest.mark.parametrize(("rows", "n", "k"), [(1, 40, 100), (17, 16, 256), (5, 2100, 48)])
+def test_triton_quant_kernel_split_over_k_equals_the_reference(split, rows, n, k):
+    """K split over programs whose partial sums a second launch adds: shares of whole K
+    tiles, the last one short (K=100 in tiles of 32) or fewer shares than asked (K=48)."""
+    pytest.importorskip("triton")
+    from kpt.serve._triton_quant import int8_linear
+
+    torch.manual_seed(split + rows + n + k)
+    x = torch.randn(rows, k)
+    weight = torch.randint(-127, 128, (n, k), dtype=torch.int8)
+    scale = torch.rand(n) / 127
+    expected = (x @ weight.float().t()) * scale
+    device, tolerance = ("cuda", 2e-2) if torch.cuda.is_available() else ("cpu", 1e-4)
+    tiles = (16, 16, 32, 4, 2, split)
+    got = int8_linear(x.to(device), weight.to(device), scale.to(device), tiles).cpu()
     assert torch.allclose(got, expected, rtol=tolerance, atol=tolerance)
 
 
@@ -157,11 +189,12 @@ def test_int8_quality_against_float32_is_measured_with_an_interval(tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("rows", [1, 16, 64, 300])
+@pytest.mark.parametrize("rows", [1, 16, 64, 300, 600])
 @pytest.mark.parametrize("method", ["int8", "fp8"])
 def test_quantized_layers_on_cuda_equal_the_reference(method, rows):
-    """Triton's int8 kernel (decode batches), the widened GEMM (prompts), and fp8's
-    row-scaled torch._scaled_mm, each against the dequantized weights on the CPU."""
+    """Triton's int8 kernel (up to MAX_ROWS: decodes, prompt chunks), the widened GEMM
+    (longer prompts), and fp8's row-scaled torch._scaled_mm, each against the dequantized
+    weights on the CPU."""
     if method == "fp8" and torch.cuda.get_device_capability() < (8, 9):
         pytest.skip("float8 GEMMs need compute capability 8.9")
     device = torch.device("cuda")
@@ -196,7 +229,11 @@ def test_fused_fp8_quantization_equals_pytorchs(rows):
     fused, fused_top = ActivationQuantizer(fused=True)(x, x, torch.float8_e4m3fn)
     plain, plain_top = ActivationQuantizer(fused=False)(x, x, torch.float8_e4m3fn)
     assert torch.equal(fused_top, plain_top)
-    # The scaling multiplies where PyTorch divides: a value close to halfway between two float8
-    # steps may round the other way (2.2-2.4 % of them on an H200), never further.
+    # PyTorch's addcdiv rounds to bfloat16 before the float8 copy rounds again: 2.2-7.4 % of
+    # values one float8 step off the kernel's, never further.
     assert torch.allclose(fused.float(), plain.float(), rtol=1 / 8, atol=2**-9)
-    assert (fused.float() != plain.float()).float().mean() < 0.05
+    # The kernel rounds once: against float64 scaling rounded once, only values within a few
+    # float32 ulps of a halfway point may differ.
+    reach = _fp8_reach(torch.float8_e4m3fn)
+    once = (x.double() * (reach / fused_top.double())).to(torch.float8_e4m3fn)
+    assert (fused.float() != once.float()).float().mean() < 0.005

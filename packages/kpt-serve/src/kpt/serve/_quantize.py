@@ -5,10 +5,12 @@ the engine's dtype (the head's logits feed sampling, and on tied models it is th
 
 - "int8": weights as int8 with one scale per output channel (symmetric, round to nearest),
   activations in the engine's dtype. Decoding reads half the weight bytes of bf16. On CUDA a
-  decode batch (up to 64 rows) takes a Triton kernel that widens the int8 tiles in registers
-  (_triton_quant); on kpt_sim it takes one aten::_weight_int8pack_mm launch, costed by the
-  profile's class for that kernel (matmul_int8w). Prompts, and every batch elsewhere, widen the
-  weights and then run one GEMM (the reference the others are tested against).
+  batch of up to MAX_ROWS (256) rows, decodes and prompt chunks, takes a Triton kernel that
+  widens the int8 tiles in registers (_triton_quant); on kpt_sim it takes one
+  aten::_weight_int8pack_mm launch, costed by the profile's class for that kernel
+  (matmul_int8w). Longer prompts widen the weights with their scales in one Triton pass, then
+  run cuBLAS; every batch elsewhere widens, runs one GEMM and scales its output (the reference
+  the others are tested against).
 - "fp8": weights as float8 (e4m3) with one scale per tensor, activations scaled into float8
   at run time by their own maximum, then one torch._scaled_mm with tensor-wise scales, as
   vLLM's dynamic fp8 does. On an H200 its cuBLASLt GEMM took about half the time of the
@@ -28,7 +30,7 @@ from torch import nn
 
 from kpt.serve._config import QUANTIZATIONS
 from kpt.serve._triton_attention import triton_available
-from kpt.serve._triton_quant import MAX_ROWS, fp8_quantize, int8_linear
+from kpt.serve._triton_quant import MAX_ROWS, fp8_quantize, int8_linear, int8_widen
 
 INT8_MAX = 127.0
 _SKIPPED = ("lm_head",)
@@ -124,8 +126,10 @@ class QuantizedLinear(nn.Module):
             )  # fmt: skip
         elif self._kernel == "triton" and rows.shape[0] <= MAX_ROWS:
             out = int8_linear(rows, self.weight, self.weight_scale)
+        elif self._kernel == "triton":  # a longer prompt: compute-bound, cuBLAS's
+            out = F.linear(rows, int8_widen(self.weight, self.weight_scale, rows.dtype))
         elif self._kernel == "pack_mm" and rows.shape[0] <= MAX_ROWS:
-            # kpt_sim takes CUDA's path: decode batches one fused launch, prompts widened.
+            # kpt_sim takes CUDA's path: up to MAX_ROWS one fused launch, longer ones widened.
             out = torch.ops.aten._weight_int8pack_mm(rows, self.weight, self.weight_scale)
         else:  # widen, then one GEMM: the reference, and a prompt's compute-bound GEMM on CUDA
             out = F.linear(rows, self.weight.to(rows.dtype)) * self.weight_scale
