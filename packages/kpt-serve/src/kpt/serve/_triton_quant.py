@@ -122,12 +122,12 @@ def _sum_kernel() -> Any:
 
 def tiles_for(m: int, n: int, k: int, x_bytes: int = 2) -> Tiles:
     """The best of sweeps on an H200 (benchmarks/bench_quantized.py --kernels) for Llama-8B's
-    layers in bf16, by rows. Decode batches: 256-wide K tiles, three or four stages deep, keep
-    enough weight bytes in flight; wide N tiles where a dimension is large. A layer of at most
-    64 output tiles (the key and value projections, 1024 wide; the down projection, K =
-    14336), or of 64 tiles of 64 rows, splits K in four so that its programs fill the chip.
-    Prompt chunks (over 128 rows) take 128-row tiles. K tiles narrow until the stages fit in
-    shared memory (float32 activations take twice)."""
+    layers in bf16, by rows. Up to 16 rows: 256-wide K tiles, three or four stages deep, keep
+    enough weight bytes in flight; wide N tiles where a dimension is large; a layer of at most
+    64 output tiles (the 1024-wide key and value projections; the down projection, K = 14336)
+    splits K in four so that its programs fill the chip. Up to 128 rows every layer but the
+    widest splits K so. Prompt chunks over 128 rows take 128-row tiles. K tiles narrow until
+    the stages fit in shared memory (float32 activations take twice)."""
     if m <= 16:
         block_n = 64 if max(n, k) >= 8192 else 32
         split = 4 if -(-n // block_n) <= 64 else 1
@@ -172,7 +172,8 @@ def int8_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor,
     block_m, block_n, block_k, warps, stages, split = tiles or tiles_for(m, n, k, x.element_size())
     span = -(-k // (split * block_k)) * block_k  # each share a whole number of K tiles
     split = -(-k // span)
-    part = torch.empty((split, m, n) if split > 1 else (1,), dtype=torch.float32, device=x.device)
+    # the partial sums' buffer; unsplit, the kernel never touches it (out stands in)
+    part = torch.empty((split, m, n), dtype=torch.float32, device=x.device) if split > 1 else out
     grid = (-(-m // block_m), -(-n // block_n), split)
     _kernel()[grid](
         x, weight, scale, out, part, m, n, k, x.stride(0), weight.stride(0), out.stride(0), span,
