@@ -5,7 +5,7 @@ Llama-3-8B's shape (random weights), served as bf16, int8 weight-only and fp8.
     KPT_SIM_PROFILE=h200 KPT_SIM_NUMERICS=0 \\
         python benchmarks/bench_quantized.py --device kpt_sim --out sim.json
     python benchmarks/bench_quantized.py --compare gpu.json sim.json       # sim against real
-    python benchmarks/bench_quantized.py --kernels                         # one layer, CUDA
+    python benchmarks/bench_quantized.py --kernels [--rows 1,16,64]        # one layer, CUDA
 
 Each variant's figures are printed as a ratio to bf16 measured in the same run. fp8 runs where
 the device advertises it (kpt.hal feature "fp8"). --kernels times one linear layer of each
