@@ -16,16 +16,16 @@ the matmul class, to paste into the profiles (h100-sxm's memory_x_half is the fi
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import re
 from pathlib import Path
 
 import numpy as np
+from class_fit import with_efficiency
 from scipy.optimize import least_squares
 
 from kpt.serve._triton_quant import MAX_ROWS, tiles_for
 from kpt.sim import load_profile
-from kpt.sim._cost import _RATES, op_timing
+from kpt.sim._cost import op_timing
 
 KERNELS = (Path(__file__).resolve().parents[2]
            / "packages/kpt-serve/benchmarks/h200_quantized_kernels.txt")  # fmt: skip
@@ -61,13 +61,11 @@ def with_class(profile, x):
     """The profile with matmul_int8w set to x = (memory e_max, memory x_half MB, compute e_max,
     compute x_half GFLOP, fixed us)."""
     memory_e, memory_half, compute_e, compute_half, fixed = x
-    table = dataclasses.replace(
-        profile.efficiency_for("matmul_int8w"), memory_e_max=memory_e,
-        memory_x_half=memory_half * 1e6, compute_e_max=compute_e,
-        compute_x_half=compute_half * 1e9, fixed_s={"bf16": fixed * 1e-6, "fp16": fixed * 1e-6},
+    return with_efficiency(
+        profile, "matmul_int8w", memory_e_max=memory_e, memory_x_half=memory_half * 1e6,
+        compute_e_max=compute_e, compute_x_half=compute_half * 1e9,
+        fixed_s={"bf16": fixed * 1e-6, "fp16": fixed * 1e-6},
     )  # fmt: skip
-    _RATES.clear()  # rates are cached per profile and class
-    return dataclasses.replace(profile, efficiency={**profile.efficiency, "matmul_int8w": table})
 
 
 def main() -> None:

@@ -15,15 +15,15 @@ the class are another program (predict_h200_steps.py, "Optimizer steps").
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
+from class_fit import with_efficiency
 from scipy.optimize import least_squares
 
 from kpt.sim import load_profile
-from kpt.sim._cost import _RATES, op_timing
+from kpt.sim._cost import op_timing
 
 SWEEP = Path(__file__).resolve().parent / "h200_multi_tensor.json"
 
@@ -36,11 +36,8 @@ def predicted_us(profile, row: dict) -> float:
 
 
 def with_class(profile, memory_e_max: float, block_stream_gbps: float):
-    table = dataclasses.replace(profile.efficiency_for("multi_tensor"),
-                                memory_e_max=memory_e_max,
-                                block_stream_rate=block_stream_gbps * 1e9)  # fmt: skip
-    _RATES.clear()  # rates are cached per profile and class
-    return dataclasses.replace(profile, efficiency={**profile.efficiency, "multi_tensor": table})
+    return with_efficiency(profile, "multi_tensor", memory_e_max=memory_e_max,
+                           block_stream_rate=block_stream_gbps * 1e9)  # fmt: skip
 
 
 def main() -> None:
