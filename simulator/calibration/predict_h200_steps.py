@@ -68,7 +68,7 @@ NOTES = [
     "`multi_tensor` streams at blocks x one block's rate (47 GB/s) up to 0.84 of elementwise's "
     "bandwidth, both fitted on a sweep of single foreach launches (`fit_multi_tensor.py`), not "
     "on these steps; fused Adam(W) chunks at CUDA's depth 4 (its steps are passed beside the "
-    "lists). The many-small-tensor steps went from -47% to -59% to -20% to +13%.",
+    "lists). The many-small-tensor steps were 47-59% under; now between -21% and +13%.",
     "- Host time the engine cannot see: the client now counts the ops that launch nothing "
     "(views, allocations) and the next launch tells the daemon, which charges `host_op_us` "
     "each (fitted on the view, transpose and allocation programs). Module calls and cuDNN's own "
