@@ -27,7 +27,7 @@ LOW_Q, HIGH_Q = 0.10, 0.90
 
 
 def ratios_by_class(profile, items: list[dict]) -> dict[str, list[float]]:
-    from fit import predict  # this folder's fit.py: the cost model's inputs per kernel
+    from fit_dataset import predict  # this folder's: the cost model's inputs per kernel
 
     out: dict[str, list[float]] = {}
     for item in items:

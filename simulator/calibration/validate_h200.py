@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from fit import model_inputs, predict
+from fit_dataset import model_inputs, predict
 
 from kpt.sim import load_profile, replay
 from kpt.sim._uncertainty import band
