@@ -241,6 +241,27 @@ def test_the_posting_stream_waits_for_the_collective_from_the_post_on(served):
     assert clients[0].event_time(after_post) >= timing["end"] > 0
 
 
+def test_a_post_after_a_stream_starts_once_the_work_issued_there_has_ended(served):
+    """`after`: the rank's own stream. Its work so far comes first, as record_event + wait_event
+    onto the collective's stream would say in two more messages; without it the collective's
+    stream does not wait for that work."""
+    clients, _ = served
+    refs = [upload(c, r, np.ones(1 << 10, np.float32)) for r, c in enumerate(clients)]
+    big = upload(clients[0], 0, np.ones(1 << 22, np.float32))  # an add of it: tens of us
+    arrivals, kernel_ends = [], []
+    for seq, after in enumerate((None, 0)):
+        clients[0].launch(0, "add", [big, big], [big], stream=0)
+        kernel = clients[0].record_event(0, 0)
+        post_all(clients, seq, "all_reduce", refs, None, stream=1, after=after)
+        assert clients[0].collective_poll("g", seq) is not None
+        arrivals.append(clients[0].collective_timing("g", seq)["last_arrival"])
+        kernel_ends.append(clients[0].event_time(kernel))
+    assert arrivals[0] < kernel_ends[0]  # no `after`: beside the kernel
+    assert arrivals[1] >= kernel_ends[1]  # after stream 0: once its kernel has ended
+    with pytest.raises(InvalidRequestError, match="after"):
+        clients[0].collective_post("g", 2, 0, RANKS, "all_reduce", refs[0], after="0")
+
+
 def test_a_host_wait_for_a_device_whose_collective_waits_for_ranks_is_refused_by_name(served):
     """It could never end (the posting stream waits for ranks that have not come): the daemon
     says which collective, instead of advancing its clock by a hang timeout."""

@@ -258,6 +258,12 @@ class Rendezvous:
                       "a rank's tensors must share its device")  # fmt: skip
         device = devices.pop()
         stream = self.engine_stream(client_id, header)
+        if header.get("after") is not None:
+            # The rank's own stream: the collective starts after the work issued there so far
+            # (what record_event + wait_event would say, without their two messages).
+            issued = self.sim.future_event()
+            self.sim.record_into(issued, device, self.engine_stream(client_id, _after(header)))
+            self.sim.wait_for(issued, device, stream)
         ready = self.sim.record_event(device, stream)
         end = self.sim.future_event()
         self.sim.wait_for(end, device, stream)
@@ -407,6 +413,14 @@ def _terms(header: dict) -> dict[str, Any]:
     if kind == "broadcast" and root is None:
         raise bad("broadcast: give the root rank")
     return {"kind": kind, "world": world, "op": op, "root": root, "algorithm": algorithm}
+
+
+def _after(header: dict) -> dict:
+    """The header of the stream named by the post's `after` field (checked as a stream is)."""
+    after = header["after"]
+    if type(after) is not int:
+        raise bad(f"collective_post: 'after' = {after!r:.40} must be a stream number or absent")
+    return {"stream": after}
 
 
 def _factor_field(header: dict, op: str) -> float | None:

@@ -139,11 +139,12 @@ class SimRoute:
         client = daemon_access.client()
         refs = [None if t is None else daemon_access.tensor_ref(t) for t in (input, output)]
         try:
-            # queued with the launches: the collective starts after the work issued so far
-            client.wait_event(client.record_event(index, stream), index, comm)
-            # a cast: the host does not wait for the daemon; a refusal comes from the poll
+            # A cast, queued with the launches: the host does not wait for the daemon, and a
+            # refusal comes from the poll. The collective runs on `comm` after the work issued
+            # to `stream` so far (`after`: one message, not an event recorded and waited on).
             client.collective_cast(group, seq, rank, world, kind, *refs, op=op, factor=factor,
-                                   root=root, stream=comm, timeout=self.timeout_s)  # fmt: skip
+                                   root=root, stream=comm, after=stream,
+                                   timeout=self.timeout_s)  # fmt: skip
         except Exception as exc:
             raise classify(exc, what) from exc
         future: Future = Future()
