@@ -54,13 +54,16 @@ NOTES = [
     "optimizers run as such, and host time is charged per launch source.",
     "- The fused-attention class is h100-sxm's, derived for h200. A causal kernel is charged "
     "the (query tile, key tile) blocks the mask leaves, as flash attention skips the rest (17 "
-    "of 32 at 2048 tokens): the long causal case went from +91% to +1% (the class was refitted "
-    "on the H100 kernels alone, `fit.py --only attention`). The backward costs 3.1 forwards, "
-    "the H100's compute-bound forward+backward runs' median (kpt.sim ATTENTION_BACKWARD_WORK; "
-    "it was FlashAttention-2's FLOP count, 2.5). fp32 runs the memory-efficient kernel, about "
-    "2x slower than the class's fp32 rate (-32% to -49%). The smallest forwards (5-7 us of "
-    "kernel) are dearer by the class's start-up, fitted on H100 event timings of the same "
-    "shapes (8.8 us there).",
+    "of 32 at 2048 tokens), but no less than each wave's longest block (a full row): the long "
+    "causal case went from +91% to +1% (the class was refitted on the H100 kernels alone, "
+    "`fit.py --only attention`). The backward costs 3.1 forwards, the H100's compute-bound "
+    "forward+backward runs' median (kpt.sim ATTENTION_BACKWARD_WORK; it was FlashAttention-2's "
+    "FLOP count, 2.5). fp32 runs CUTLASS's memory-efficient kernel, which the H100 runs never "
+    "timed: its own table (`[efficiency.attention.fp32]`: products, softmax, start-up, and the "
+    "backward's multiples of each) is fitted on an H200 sweep of 96 other fp32 shapes "
+    "(`fit_fused_sweep.py`, median 11.5% forwards, 14.8% backwards); its rows here were -32% "
+    "to -49%. The smallest forwards (5-7 us of kernel) are dearer by the class's start-up, "
+    "fitted on H100 event timings of the same shapes (8.8 us there).",
     "- The LSTM class is built from the matmul and elementwise classes (nothing fitted); cuDNN's "
     "backward recurrent GEMMs ran ~2.5x slower than their forward twins, hence -26% to -37%.",
     "- Multi-tensor kernels (foreach, fused optimizers) run a block per 65536-element chunk, so "

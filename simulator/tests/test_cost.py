@@ -131,6 +131,54 @@ def test_a_causal_mask_skips_the_key_tiles_above_the_diagonal():
     assert causal_share(2048, 2048, 128, 64) == pytest.approx(136 / 256)
 
 
+def test_a_causal_kernel_with_fewer_blocks_than_sms_saves_nothing():
+    """The last query tile reads every key tile: each wave lasts at least that block's row."""
+    data = tomllib.loads((resources.files("kpt.sim") / "profiles" / "test-asic.toml").read_text())
+    data["compute_units"] = 8
+    data["efficiency"]["attention"] = {"compute_e_max": 1.0, "compute_x_half": 0,
+                                       "memory_e_max": 1.0, "memory_x_half": 0,
+                                       "wave_tile": {"bf16": [128, 128]}}  # fmt: skip
+    p = kpt.sim.profile_from_dict("asic-8-units", data)
+    sq, sk, hd = 512, 4096, 64  # 4 query tiles: a causal mask leaves 10 of 128 key tiles
+
+    def work(bh, causal):
+        flops = 4.0 * bh * sq * sk * hd
+        return op_time(p, "attention", flops, 0, "bf16", (bh, sq, sk, hd, causal)) - US
+
+    assert work(1, 1) == pytest.approx(work(1, 0))  # 4 blocks on 8 SMs: one wave
+    assert work(4, 1) == pytest.approx(work(4, 0) / 2)  # 2 waves: no less than a row each
+    assert work(64, 1) == pytest.approx(work(64, 0) * 10 / 128)  # 32 waves: the mask's share
+
+
+def test_a_profile_may_give_an_attention_backward_its_own_work():
+    def backward(**fields):
+        p = _asic_with(attention={"score_gps": 1.0, **fields})
+        bh, s, hd = 8, 256, 64
+        forward = 4.0 * bh * s * s * hd
+        shape = (bh, s, s, hd, 0, 1)  # a backward, named ATTENTION_BACKWARD_WORK forwards
+        t = op_time(p, "attention", kpt.sim.ATTENTION_BACKWARD_WORK * forward, 0, "bf16", shape)
+        return t - US, forward / 1e12, bh * s * s / 1e9  # products' and softmax's seconds
+
+    t, products, softmax = backward()
+    assert t == pytest.approx(kpt.sim.ATTENTION_BACKWARD_WORK * (products + softmax))
+    t, products, softmax = backward(backward_work=2.0, backward_score_work=0.5)
+    assert t == pytest.approx(2.0 * products + 0.5 * softmax)
+    t, products, softmax = backward(backward_work=2.0)  # the softmax takes the products' work
+    assert t == pytest.approx(2.0 * (products + softmax))
+
+
+def test_a_dtype_table_overrides_its_class_for_that_dtype_alone():
+    p = _asic_with(attention={"score_gps": 1.0, "fp32": {"class_tflops": 0.25}})
+    flops = 4.0 * 8 * 256 * 256 * 64
+    shape = (8, 256, 256, 64)
+    softmax = 8 * 256 * 256 / 1e9  # the class's score rate, read by the fp32 table too
+    assert op_time(p, "attention", flops, 0, "fp32", shape) == pytest.approx(
+        US + flops / 0.25e12 + softmax
+    )
+    bf16 = op_time(p, "attention", flops, 0, "bf16", shape)
+    assert bf16 == pytest.approx(US + flops / 1e12 + softmax)  # the matrix peak, untouched
+
+
 def test_a_multi_tensor_launch_of_few_blocks_streams_at_their_rate():
     p = _asic_with(multi_tensor={"block_stream_gbps": 10.0})  # HBM: 100 GB/s
 

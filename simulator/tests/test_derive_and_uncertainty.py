@@ -53,6 +53,10 @@ def test_the_cli_derives_a_loadable_profile(tmp_path, capsys):
     h100 = load_profile("h100-sxm")
     assert chip.model == "My Chip" and "efficiencies from h100-sxm" in capsys.readouterr().out
     assert chip.peak_flops["matrix"]["bf16"] == pytest.approx(2 * h100.peak_flops["matrix"]["bf16"])
+    # a dtype's own table scales as its class does (fp32 attention's memory-efficient kernel)
+    fp32, base = (p.efficiency_for("attention").for_dtype("fp32") for p in (chip, h100))
+    assert fp32.class_flops == pytest.approx(2 * base.class_flops) and base.class_flops > 0
+    assert fp32.memory_x_half == pytest.approx(base.memory_x_half * 6000 / 3350, rel=1e-5)
     assert Simulator(str(out)).launch(0, OpCost("matmul", 1e9, 0)) > 0
 
 

@@ -106,6 +106,9 @@ def test_mixed_cluster_spec():
         ({"row_stream_gbps": "fast"}, r"row_stream_gbps.*'fast'"),
         ({"warp_row_gbps": "fast"}, r"warp_row_gbps.*'fast'"),
         ({"narrow_extent_gps": -2}, r"narrow_extent_gps.*-2"),
+        ({"fp32": {"tile_size": 8}}, r"matmul\.fp32 has unknown field\(s\) \['tile_size'\]"),
+        ({"fp32": {"class_tflops": -1}}, r"matmul\.fp32\.class_tflops.*-1"),
+        ({"fp32": {"bf16": {"tile": 8}}}, r"matmul\.fp32 holds a dtype table"),
     ],
 )
 def test_bad_refinement_fields_are_named(extra, message):

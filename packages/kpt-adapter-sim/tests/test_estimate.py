@@ -12,7 +12,7 @@ import math
 import pytest
 
 from kpt.adapters.sim_executor import TorchExecutor
-from kpt.sim import View, load_profile, op_time
+from kpt.sim import ATTENTION_BACKWARD_WORK, View, load_profile, op_time
 
 H100 = load_profile("h100-sxm")
 
@@ -105,6 +105,17 @@ def test_attention_gives_heads_seq_q_seq_k_head_dim(executor):
     full = executor.estimate("aten::_scaled_dot_product_flash_attention_for_cpu.default",
                              [q, k, v], outs, {"args": [t(0), t(1), t(2), 0.0, False]})  # fmt: skip
     assert full.shape == (16, 256, 512, 64, 0) and full.flops == cost.flops
+    grads = [view("bfloat16", 2, 8, 256, 64), view("bfloat16", 2, 8, 512, 64),
+             view("bfloat16", 2, 8, 512, 64)]  # fmt: skip
+    backward = executor.estimate(
+        "aten::_scaled_dot_product_flash_attention_for_cpu_backward.default",
+        [outs[0], q, k, v, outs[0], outs[1]],
+        grads,
+        {"args": [t(0), t(1), t(2), t(3), t(4), t(5), 0.0, True]},
+    )
+    # a backward names ATTENTION_BACKWARD_WORK forwards and says it is one (backward_work)
+    assert backward.shape == (16, 256, 512, 64, 1, 1)
+    assert backward.flops == ATTENTION_BACKWARD_WORK * cost.flops
 
 
 def test_softmax_and_layer_norm_give_rows_and_cols(executor):

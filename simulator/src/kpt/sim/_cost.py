@@ -77,8 +77,10 @@ class OpCost(NamedTuple):
       K); a batch is flops / (2*M*N*K);
     - conv: the implicit GEMM (N*Ho*Wo, Cout, Cin*kh*kw[, kh*kw[, channels_last]]), per
       group; channels_last 1 (NHWC) or 0 (NCHW, transposed for the tensor cores);
-    - attention: (batch*heads, seq_q, seq_k, head_dim[, causal]), flops = 4*B*H*Sq*Sk*hd, the
-      full product; causal 1 charges only the key tiles a top-left causal mask leaves;
+    - attention: (batch*heads, seq_q, seq_k, head_dim[, causal[, backward]]), flops =
+      4*B*H*Sq*Sk*hd, the full product (a backward: ATTENTION_BACKWARD_WORK times that);
+      causal 1 charges only the key tiles a top-left causal mask leaves; backward 1 takes the
+      profile's backward_work for the dtype where it names one;
     - softmax, layernorm, norm, rmsnorm: (rows, cols), cols the normalized extent;
     - reduction: (outputs, reduced extent[, contiguous]); contiguous 0: the reduced dim is
       strided (an outer dim). Many outputs of a contiguous reduction need no second pass.
@@ -137,13 +139,14 @@ def cost_to_wire(cost: Any) -> list | None:
 
 
 # Shape lengths each class reads (module doc); a wrong length is an executor bug, refused.
-SHAPE_LENGTHS = {"matmul": (3,), "matmul_int8w": (3,), "conv": (3, 4, 5), "attention": (4, 5),
+SHAPE_LENGTHS = {"matmul": (3,), "matmul_int8w": (3,), "conv": (3, 4, 5), "attention": (4, 5, 6),
                  "reduction": (2, 3),
                  "rnn": (6,), "multi_tensor": (1,),
                  **{c: (2,) for c in ROW_CLASSES}}  # fmt: skip
 SHAPE_FORMS = {"matmul": "(M, N, K)", "matmul_int8w": "(M, N, K)",
                "conv": "(N*Ho*Wo, Cout, Cin*kh*kw[, kh*kw[, channels_last 0 or 1]])",
-               "attention": "(batch*heads, seq_q, seq_k, head_dim[, causal 0 or 1])",
+               "attention": "(batch*heads, seq_q, seq_k, head_dim[, causal 0 or 1[, backward 0 "
+                            "or 1]])",
                "reduction": "(outputs, reduced extent[, contiguous 0 or 1])",
                "rnn": "(steps, batch, input, hidden, gates, backward 0 or 1)",
                "multi_tensor": "(thread blocks,)",
@@ -239,7 +242,7 @@ def _rates(profile: Profile, op_class: str, dtype: str) -> _Rates:
     found = table.get(key)
     if found is None:
         unit = "matrix" if op_class in MATRIX_CLASSES else "vector"
-        eff = profile.efficiency_for(op_class)
+        eff = profile.efficiency_for(op_class).for_dtype(dtype)
         fixed = profile.kernel_launch_s + eff.fixed_s.get(dtype, 0.0)
         fastest = max(profile.peak_flops[unit].values())
         ramp = eff.compute_x_half / (fastest * eff.compute_e_max) if fastest > 0 else 0.0
@@ -279,9 +282,44 @@ def _executed_flops(op_class: str, dtype: str, flops: float, shape, r: _Rates) -
             useful *= shape_penalty(shape[1:3], eff.tile)
         if r.wave_tile:
             # Flash attention: one block per (batch*head, tile of queries), in waves over SMs.
-            blocks = shape[0] * math.ceil(shape[1] / r.wave_tile[0]) / r.units
-            useful *= blocks / math.ceil(blocks) if blocks > 0 else 1.0
+            waves = shape[0] * math.ceil(shape[1] / r.wave_tile[0]) / r.units
+            useful *= waves / math.ceil(waves) if waves > 0 else 1.0
     return flops / useful if useful > 0 else flops
+
+
+def _attention_work(
+    dtype: str, flops: float, shape: tuple[int, ...], r: _Rates
+) -> tuple[float, float]:
+    """(FLOPs the units execute, seconds of softmax) of an attention kernel.
+
+    Two GEMMs do 4 * head_dim FLOPs per score, and each score also needs an exponential
+    (score_rate). A backward (shape[5]) is named ATTENTION_BACKWARD_WORK forwards; a profile
+    may give its kernels their own multiples of a forward's products (backward_work) and
+    softmax (backward_score_work: recomputed scores and their gradients)."""
+    eff = r.eff
+    scores = flops / (4 * shape[3]) if shape[3] > 0 else 0.0
+    if len(shape) == 6 and shape[5] and eff.backward_work:
+        forwards = 1 / ATTENTION_BACKWARD_WORK
+        flops *= forwards * eff.backward_work
+        scores *= forwards * (eff.backward_score_work or eff.backward_work)
+    share = 1.0
+    if len(shape) >= 5 and shape[4]:
+        share = max(causal_share(shape[1], shape[2], *(r.wave_tile or FLASH_TILE)),
+                    _longest_block(shape, r))  # fmt: skip
+    softmax = scores * share / eff.score_rate if eff.score_rate else 0.0
+    return _executed_flops("attention", dtype, flops, shape, r) * share, softmax
+
+
+def _longest_block(shape: tuple[int, ...], r: _Rates) -> float:
+    """The least share of the full product a causal attention kernel runs: one wave's time.
+
+    Its blocks differ, the last query tile reading every key tile. It runs its share of the
+    tiles, but no less than each wave's longest block, a full row: with fewer blocks than
+    SMs that block sets the time and the mask saves nothing. 0 where the profile names no
+    tile (the share alone)."""
+    if not r.wave_tile:
+        return 0.0
+    return 1 / max(1, math.ceil(shape[0] * math.ceil(shape[1] / r.wave_tile[0]) / r.units))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -349,12 +387,7 @@ def _compute_time(
                 peak = min(peak, eff.misaligned_flops)  # a fallback kernel, its own tiles
             flops = _executed_flops(op_class, dtype, flops, shape, r)
         elif op_class == "attention" and len(shape) >= 4:
-            if len(shape) == 5 and shape[4]:
-                flops *= causal_share(shape[1], shape[2], *(r.wave_tile or FLASH_TILE))
-            if eff.score_rate and shape[3] > 0:
-                # Two GEMMs do 4 * head_dim FLOPs per score; each score also needs an exp.
-                extra = flops / (4 * shape[3]) / eff.score_rate
-            flops = _executed_flops(op_class, dtype, flops, shape, r)
+            flops, extra = _attention_work(dtype, flops, shape, r)
     return flops / (peak * eff.compute_e_max) + r.ramp_s + extra
 
 

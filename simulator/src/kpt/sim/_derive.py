@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from kpt.sim._errors import InvalidRequestError
-from kpt.sim._profiles import load_profile, profile_from_dict
+from kpt.sim._profiles import DTYPES, load_profile, profile_from_dict
 
 TFLOPS_KEYS = ("misaligned_tflops", "grouped_tflops", "class_tflops")
 HEADER = re.compile(r"^\s*\[([^\[\]]+)\]\s*(#.*)?$")
@@ -121,9 +121,14 @@ def derive_profile(base: str, sheet: Datasheet) -> str:
     for op_class, table in data["efficiency"].items():
         section = f"efficiency.{op_class}"
         out.set(section, "memory_x_half", _number(table["memory_x_half"] * ratio))
-        for key in TFLOPS_KEYS:
-            if key in table:
-                out.set(section, key, _number(table[key] * sheet.compute_scale))
+        # a dtype's own table ([efficiency.<class>.<dtype>]) scales as its class's does
+        own = {d: table[d] for d in DTYPES if isinstance(table.get(d), dict)}
+        for where, fields in [(section, table)] + [(f"{section}.{d}", t) for d, t in own.items()]:
+            if where != section and "memory_x_half" in fields:
+                out.set(where, "memory_x_half", _number(fields["memory_x_half"] * ratio))
+            for key in TFLOPS_KEYS:
+                if key in fields:
+                    out.set(where, key, _number(fields[key] * sheet.compute_scale))
     note = (
         f"# Derived with `kpt-sim profile derive --from {base_name}`: HBM x{ratio:.4g} "
         f"(datasheet {sheet.hbm_bandwidth_gbps:g} / {base_sheet:g} GB/s), compute "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -93,6 +94,19 @@ class Efficiency:
     # fp32 elements; 16-bit ones stream the same elements/s); a launch of fewer blocks than
     # the chip holds cannot reach HBM bandwidth.
     block_stream_rate: float = 0.0
+    # Attention: a backward's products in forwards' of the same shape (0: the FLOPs the
+    # adapters name for it, kpt.sim._cost.ATTENTION_BACKWARD_WORK forwards).
+    backward_work: float = 0.0
+    # Attention: a backward's softmax work (recomputed scores and their gradients) in
+    # forwards' (0: backward_work's).
+    backward_score_work: float = 0.0
+    # Per dtype, the class's table with that dtype's own fields ([efficiency.<class>.<dtype>]):
+    # a dtype whose kernels are another family (fp32 attention runs the memory-efficient
+    # kernel, not flash attention) has its own rates.
+    by_dtype: dict[str, Efficiency] = field(default_factory=dict, hash=False)
+
+    def for_dtype(self, dtype: str) -> Efficiency:
+        return self.by_dtype.get(dtype, self)
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: cost tables are cached per profile
@@ -428,6 +442,8 @@ OPTIONAL_EFFICIENCY = {
     "warp_row_gbps": ("warp_row_rate", GIGA, False),
     "narrow_extent_gps": ("narrow_extent_rate", GIGA, False),
     "block_stream_gbps": ("block_stream_rate", GIGA, False),
+    "backward_work": ("backward_work", 1, False),
+    "backward_score_work": ("backward_score_work", 1, False),
 }
 EFFICIENCY_KEYS = {"compute_e_max", "compute_x_half", "memory_e_max", "memory_x_half",
                    "fixed_us", "wave_tile", *OPTIONAL_EFFICIENCY}  # fmt: skip
@@ -437,10 +453,12 @@ def _efficiency(p: str, table: Any, get, where: str) -> Efficiency:
     """One [efficiency.<class>] table; optional refinements default to off."""
     if not isinstance(table, dict):
         raise InvalidRequestError(f"{where}: field {p!r} = {table!r} must be a table")
-    unknown = sorted(set(table) - EFFICIENCY_KEYS)
+    dtype_tables = {d: table[d] for d in DTYPES if isinstance(table.get(d), dict)}
+    unknown = sorted(set(table) - EFFICIENCY_KEYS - set(dtype_tables))
     if unknown:
         raise InvalidRequestError(
-            f"{where}: {p} has unknown field(s) {unknown}; known: {sorted(EFFICIENCY_KEYS)}"
+            f"{where}: {p} has unknown field(s) {unknown}; known: {sorted(EFFICIENCY_KEYS)} "
+            f"and per-dtype tables ({', '.join(DTYPES)})"
         )
     extra: dict[str, Any] = {}
     for key, (name, scale, integer) in OPTIONAL_EFFICIENCY.items():
@@ -481,4 +499,26 @@ def _efficiency(p: str, table: Any, get, where: str) -> Efficiency:
             f"{where}: {p}.one_block_below = {table['one_block_below']!r} needs "
             f"{p}.one_block_gps > 0 (the rate of the one-block regime)"
         )
+    if dtype_tables:
+        for d, own in dtype_tables.items():
+            if any(isinstance(own.get(x), dict) for x in DTYPES):
+                raise InvalidRequestError(f"{where}: {p}.{d} holds a dtype table; one level only")
+        shared = {k: v for k, v in table.items() if k not in dtype_tables}
+        by_dtype = {
+            d: _efficiency(f"{p}.{d}", {**shared, **own}, _falling_back(get, p, d, own), where)
+            for d, own in dtype_tables.items()
+        }
+        eff = dataclasses.replace(eff, by_dtype=by_dtype)
     return eff
+
+
+def _falling_back(get, p: str, dtype: str, own: dict):
+    """`get` for the dtype table `p.dtype`: its own fields, the class's (`p`) for the rest."""
+    head = f"{p}.{dtype}."
+
+    def lookup(path: str, *args: Any, **kwargs: Any) -> Any:
+        if path.startswith(head) and path[len(head) :].split(".")[0] not in own:
+            path = f"{p}.{path[len(head) :]}"
+        return get(path, *args, **kwargs)
+
+    return lookup

@@ -189,7 +189,8 @@ def backward_cost(func: Any, args: tuple, kwargs: dict, tensors: list) -> list:
     """ATTENTION_BACKWARD_WORK times the forward's FLOPs; reads q, k, v, out, grad_out and the
     log-sum-exps, writes grad_q, grad_k, grad_v."""
     grad_out, q, k, v, out, lse, _dropout, causal = args[:8]
-    bh, sq, sk, hd, _ = shape = _shape(q, k, causal)
+    shape = [*_shape(q, k, causal), 1]  # a backward: the profile may name its own work
+    bh, sq, sk, hd, _, _ = shape
     moved = _nbytes(grad_out, q, k, v, out, lse, kwargs.get("attn_mask")) + _nbytes(q, k, v)
     return ["attention", ATTENTION_BACKWARD_WORK * 4.0 * bh * sq * sk * hd, moved,
             str(q.dtype).removeprefix("torch."), shape]  # fmt: skip

@@ -200,7 +200,10 @@ def _attention(args: list, position: int, scale: float, causal: bool,
     heads = math.prod(q.shape[:-2])
     sq, hd, sk = q.shape[-2], q.shape[-1], k.shape[-2]
     flops = scale * 4.0 * heads * sq * sk * hd  # the full product; the engine reads causal
-    return OpCost("attention", flops, moved, q.dtype, (heads, sq, sk, hd, int(causal)))
+    shape = (heads, sq, sk, hd, int(causal))
+    if position == 1:  # a backward (its arguments start with grad_out): it may cost its own
+        shape += (1,)
+    return OpCost("attention", flops, moved, q.dtype, shape)
 
 
 def _rows(x, op_class: str, cols: int, flops_per_element: int, moved: float) -> OpCost:

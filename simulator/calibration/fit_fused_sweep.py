@@ -1,0 +1,155 @@
+"""Fit fp32 attention, the memory-efficient kernel, to its H200 sweep.
+
+fp32 F.scaled_dot_product_attention runs CUTLASS's memory-efficient kernel on CUDA, not flash
+attention; the H100 calibration never timed it, so the attention class (fitted on bf16 and
+fp16 flash kernels) priced it at about twice its speed. Reads h200_fused_sweep.json
+(`measure_fused_sweep.py`: 96 fp32 shapes, none of them REPORT.md's), runs each through the
+public torch API on kpt_sim (timing only) to get the adapter's own op costs, and prints each
+kernel's time on the shipped h200 profile against the profiler's. With --fit, least squares on
+log(predicted / measured) of the fp32 table's numbers, to write into h100-sxm's
+[efficiency.attention.fp32] (`derive_h200.py` then gives h200 the same):
+
+- forwards: class_tflops (its compute rate), score_gps (its softmax rate per score) and
+  compute_x_half (its start-up);
+- backwards, with those fixed: backward_work and backward_score_work (the backward's
+  products and softmax, each in forwards').
+
+    python simulator/calibration/fit_fused_sweep.py [--fit]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("KPT_SIM_NUMERICS", "0")  # costs only: the values are not needed
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import least_squares
+from step_traces import record
+
+from kpt.sim import load_profile
+from kpt.sim._cost import _RATES, op_timing
+
+HERE = Path(__file__).resolve().parent
+SWEEP = HERE / "h200_fused_sweep.json"
+FORWARD_KERNELS = ("fprop", "cutlassF")
+BACKWARD_KERNELS = ("bprop", "cutlassB", "dot_do_o", "convert_dq")
+DTYPE = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def with_fp32_attention(profile, **fields):
+    """`profile` with attention's fp32 table given `fields` (Efficiency's names, SI units)."""
+    eff = profile.efficiency_for("attention")
+    own = dataclasses.replace(eff.for_dtype("fp32"), by_dtype={}, **fields)
+    _RATES.clear()  # rates are cached per profile and class
+    table = dataclasses.replace(eff, by_dtype={**eff.by_dtype, "fp32": own})
+    return dataclasses.replace(profile, efficiency={**profile.efficiency, "attention": table})
+
+
+def kernel_us(part: dict, names: tuple[str, ...]) -> float:
+    return sum(k["us"] for name, k in part["kernels"].items() if any(n in name for n in names))
+
+
+def sweep_rows(dtype: str) -> list[dict]:
+    """The sweep's configurations of `dtype`, each with its measured forward and backward
+    kernel time and the two attention launches kpt_sim issues for it."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in json.loads(SWEEP.read_text())["sdpa"]:
+            if r["dtype"] != dtype:
+                continue
+            shape = (r["batch"], r["heads"], r["seq"], r["head_dim"])
+            q, k, v = (torch.randn(shape, dtype=DTYPE[dtype], device="kpt_sim",
+                                   requires_grad=True) for _ in range(3))  # fmt: skip
+            g = torch.randn(shape, dtype=DTYPE[dtype], device="kpt_sim")
+
+            def fwd_bwd(q=q, k=k, v=v, g=g, causal=r["causal"]):
+                out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+                torch.autograd.grad(out, (q, k, v), g)
+
+            ops = [o for o in record(fwd_bwd, Path(tmp) / "sdpa.json")["ops"]
+                   if o.get("class") == "attention"]  # fmt: skip
+            rows.append(
+                {
+                    "label": f"b{shape[0]} h{shape[1]} s{shape[2]} d{shape[3]}"
+                    + (" causal" if r["causal"] else ""),
+                    "forward": ops[0],
+                    "backward": ops[1],
+                    "forward_us": kernel_us(r["forward"], FORWARD_KERNELS),
+                    "backward_us": kernel_us(r["forward_backward"], BACKWARD_KERNELS),
+                }
+            )
+    return rows
+
+
+def predicted_us(profile, op: dict) -> float:
+    """One kernel's device time, less the latency an idle GPU's launch adds (the profiler's
+    kernel time does not hold it)."""
+    timing = op_timing(profile, op["class"], op["flops"], op["bytes"], op["dtype"],
+                       tuple(op["shape"]))  # fmt: skip
+    return (timing.duration - profile.launch_latency_s) * 1e6
+
+
+def log_errors(profile, rows: list[dict], part: str) -> list[float]:
+    return [np.log(predicted_us(profile, r[part]) / r[f"{part}_us"]) for r in rows]
+
+
+def fit(profile, rows: list[dict]):
+    def forward(x):
+        tflops, score_gps, x_half = x
+        fitted = with_fp32_attention(profile, class_flops=tflops * 1e12,
+                                     score_rate=score_gps * 1e9, compute_x_half=x_half)  # fmt: skip
+        return log_errors(fitted, rows, "forward")
+
+    # The two rates trade against each other (a valley with local minima): start from a few
+    # splits of the time between the products and the softmax, keep the best.
+    starts = [[tflops, gps, 1e10] for tflops in (30.0, 60.0, 120.0)
+              for gps in (100.0, 300.0, 3000.0)]  # fmt: skip
+    bounds = ([1.0, 10.0, 0.0], [500.0, 1e5, 1e12])
+    x = min((least_squares(forward, s, bounds=bounds) for s in starts), key=lambda f: f.cost).x
+    fields = {"class_flops": x[0] * 1e12, "score_rate": x[1] * 1e9, "compute_x_half": x[2]}
+
+    def backward(b):
+        fitted = with_fp32_attention(profile, **fields, backward_work=b[0],
+                                     backward_score_work=b[1])  # fmt: skip
+        return log_errors(fitted, rows, "backward")
+
+    work = least_squares(backward, [3.1, 3.1], bounds=([0.1, 0.1], [20.0, 20.0])).x
+    print(f"[efficiency.attention.fp32]: class_tflops = {x[0]:.4g}, score_gps = {x[1]:.4g}, "
+          f"compute_x_half = {x[2]:.4g}, backward_work = {work[0]:.4g}, "
+          f"backward_score_work = {work[1]:.4g}")  # fmt: skip
+    return with_fp32_attention(profile, **fields, backward_work=work[0],
+                               backward_score_work=work[1])  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fit", action="store_true", help="fit the fp32 table's numbers again")
+    args = parser.parse_args()
+    import kpt.adapters.sim  # noqa: F401  (registers kpt_sim)
+
+    profile, rows = load_profile("h200"), sweep_rows("fp32")
+    if args.fit:
+        profile = fit(profile, rows)
+    print("| fp32 attention | measured us | predicted us | error |")
+    print("|---|---|---|---|")
+    for part in ("forward", "backward"):
+        errors = np.expm1(log_errors(profile, rows, part))
+        for r, e in zip(rows, errors):
+            print(f"| {part} {r['label']} | {r[f'{part}_us']:.1f} | "
+                  f"{predicted_us(profile, r[part]):.1f} | {e:+.1%} |")  # fmt: skip
+        print(
+            f"{part}: {len(rows)} kernels, median |error| {np.median(np.abs(errors)):.1%}, "
+            f"p90 {np.percentile(np.abs(errors), 90):.1%}, worst {np.max(np.abs(errors)):.1%}"
+        )
+
+
+if __name__ == "__main__":
+    main()

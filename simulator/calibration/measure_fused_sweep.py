@@ -1,0 +1,153 @@
+"""Fused attention and LSTM layers on a GPU, swept over shapes, to fit what REPORT.md lacks.
+
+REPORT.md validates kpt_sim's fused kernels on a few shapes (measure_h200_steps.py). Two of
+its misses need data of their own to fit on, at shapes the report does not use:
+
+- fp32 F.scaled_dot_product_attention runs the memory-efficient kernel (CUTLASS "cutlassF" /
+  "cutlassB"), not flash attention: a grid of batch, heads, sequence, head size and
+  causality, forward and forward+backward; small bf16 shapes beside them (the start-up of a
+  few-microsecond forward);
+- nn.LSTM layers (cuDNN): a grid of sequence, batch and width, the training forward alone and
+  forward+backward, each kernel by name, so the backward's kernels can be told apart.
+
+Each configuration is profiled over REPS calls (torch.profiler, CUDA kernels only): per call,
+the kernels' summed device time and, by name, each kernel's time and count. L2 is flushed
+before each call. Torch only.
+
+Usage (device machine): python3 measure_fused_sweep.py --out "$OUT"
+Smoke test on a CPU:    python3 measure_fused_sweep.py --out /tmp/x --smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from measure_h100 import describe_device
+from torch import nn
+
+REPS = 5
+DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# REPORT.md's own shapes (measure_h200_steps.py), left out here: they validate the fit.
+REPORT_SDPA = {(8, 12, 256, 64, True, "fp32"), (16, 12, 128, 64, False, "fp32"),
+               (8, 12, 256, 64, True, "bf16"), (16, 12, 128, 64, False, "bf16"),
+               (8, 12, 128, 64, True, "bf16")}  # fmt: skip
+REPORT_LSTM = {(64, 32, 512, 512), (128, 64, 1024, 1024), (32, 8, 256, 256)}
+
+
+def sdpa_configs(smoke: bool) -> list[tuple]:
+    """(batch, heads, seq, head_dim, causal, dtype)."""
+    if smoke:
+        return [(1, 2, 16, 8, True, "fp32")]
+    fp32 = itertools.product((1, 4, 16), (8, 16), (128, 512, 1024, 2048), (64, 128), (False, True))
+    small = itertools.product((2, 8, 32), (12,), (64, 128, 256), (64, 128), (False, True))
+    configs = [(*c, "fp32") for c in fp32] + [(*c, "bf16") for c in small]
+    return [c for c in configs if c not in REPORT_SDPA]
+
+
+def lstm_configs(smoke: bool) -> list[tuple]:
+    """(seq, batch, input, hidden), one layer."""
+    if smoke:
+        return [(4, 2, 8, 8)]
+    grid = itertools.product((16, 64), (4, 16, 64), (256, 512, 1024))
+    return [(s, b, h, h) for s, b, h in grid if (s, b, h, h) not in REPORT_LSTM]
+
+
+def profile_calls(fn, flush: torch.Tensor, cuda: bool) -> dict:
+    """Per call (median of REPS): summed kernel time, and each kernel name's time and count."""
+    for _ in range(2):
+        fn()
+    if not cuda:
+        fn()
+        return {}
+    from torch.profiler import ProfilerActivity, profile
+
+    calls = []
+    for _ in range(REPS):
+        flush.zero_()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize()
+        kernels: dict[str, list[float]] = defaultdict(list)
+        for e in prof.events():
+            if e.device_type.name == "CUDA":
+                kernels[e.name[:100]].append(e.time_range.elapsed_us())
+        calls.append(kernels)
+    total = statistics.median(sum(sum(v) for v in k.values()) for k in calls)
+    names = {n for k in calls for n in k}
+    by_name = {n: {"us": statistics.median(sum(k.get(n, [0.0])) for k in calls),
+                   "count": max(len(k.get(n, [])) for k in calls)} for n in names}  # fmt: skip
+    return {"device_us": total, "kernels": by_name}
+
+
+def measure_sdpa(smoke: bool, dev: str, flush: torch.Tensor) -> list[dict]:
+    rows = []
+    for b, h, s, d, causal, dt in sdpa_configs(smoke):
+        q, k, v = (torch.randn(b, h, s, d, device=dev, dtype=DTYPE[dt], requires_grad=True)
+                   for _ in range(3))  # fmt: skip
+        g = torch.randn(b, h, s, d, device=dev, dtype=DTYPE[dt])
+
+        def fwd(q=q, k=k, v=v, causal=causal):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+        def fwd_bwd(q=q, k=k, v=v, g=g, fwd=fwd):
+            torch.autograd.grad(fwd(), (q, k, v), g)
+
+        cuda = dev.startswith("cuda")
+        rows.append({"batch": b, "heads": h, "seq": s, "head_dim": d, "causal": causal,
+                     "dtype": dt, "forward": profile_calls(fwd, flush, cuda),
+                     "forward_backward": profile_calls(fwd_bwd, flush, cuda)})  # fmt: skip
+        print({k: v for k, v in rows[-1].items() if k not in ("forward", "forward_backward")},
+              rows[-1]["forward"].get("device_us"), rows[-1]["forward_backward"].get("device_us"),
+              flush=True)  # fmt: skip
+    return rows
+
+
+def measure_lstm(smoke: bool, dev: str, flush: torch.Tensor) -> list[dict]:
+    rows = []
+    for seq, batch, inp, hidden in lstm_configs(smoke):
+        layer = nn.LSTM(inp, hidden, 1, batch_first=True).to(dev)
+        x = torch.randn(batch, seq, inp, device=dev, requires_grad=True)
+        g = torch.randn(batch, seq, hidden, device=dev)
+
+        def fwd(layer=layer, x=x):
+            return layer(x)[0]
+
+        def fwd_bwd(layer=layer, x=x, g=g, fwd=fwd):
+            torch.autograd.grad(fwd(), (x, *layer.parameters()), g)
+
+        cuda = dev.startswith("cuda")
+        rows.append({"seq": seq, "batch": batch, "input": inp, "hidden": hidden,
+                     "forward": profile_calls(fwd, flush, cuda),
+                     "forward_backward": profile_calls(fwd_bwd, flush, cuda)})  # fmt: skip
+        print((seq, batch, inp, hidden), rows[-1]["forward"].get("device_us"),
+              rows[-1]["forward_backward"].get("device_us"), flush=True)  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--smoke", action="store_true", help="one tiny configuration; runs on CPU")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    flush = torch.empty(64 << 20, dtype=torch.float32, device=dev)  # 256 MB > L2
+    started = time.perf_counter()
+    doc = {"schema": 1, "device": describe_device(dev), "torch": torch.__version__,
+           "reps": REPS, "sdpa": measure_sdpa(args.smoke, dev, flush),
+           "lstm": measure_lstm(args.smoke, dev, flush)}  # fmt: skip
+    (args.out / "h200_fused_sweep.json").write_text(json.dumps(doc, indent=1))
+    print(f"total {time.perf_counter() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
