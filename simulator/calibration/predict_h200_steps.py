@@ -64,8 +64,11 @@ NOTES = [
     "(`fit_fused_sweep.py`, median 11.5% forwards, 14.8% backwards); its rows here were -32% "
     "to -49%. The smallest forwards (5-7 us of kernel) are dearer by the class's start-up, "
     "fitted on H100 event timings of the same shapes (8.8 us there).",
-    "- The LSTM class is built from the matmul and elementwise classes (nothing fitted); cuDNN's "
-    "backward recurrent GEMMs ran ~2.5x slower than their forward twins, hence -26% to -37%.",
+    "- The LSTM class is built from the matmul and elementwise classes (nothing fitted). cuDNN's "
+    "per-step GEMM (cutlass_80_tensorop_s1688gemm_64x64) computes whole 64-row tiles: a batch "
+    "under 64 costs a full tile (kpt.sim RNN_TILE_ROWS, read off the kernel's name; 18 other "
+    "LSTM layers of `h200_fused_sweep.json` went from median 15.6% to 5.9%). These four rows "
+    "were -7% to -37%.",
     "- Multi-tensor kernels (foreach, fused optimizers) run a block per 65536-element chunk, so "
     "an optimizer over many small tensors launches a few dozen blocks: the class "
     "`multi_tensor` streams at blocks x one block's rate (47 GB/s) up to 0.84 of elementwise's "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from kpt.sim import InvalidRequestError
-from kpt.sim._cost import op_timing, rnn_timing
+from kpt.sim._cost import RNN_TILE_ROWS, op_timing, rnn_timing
 from kpt.sim._profiles import load_profile
 
 
@@ -18,9 +18,10 @@ def h200():
 def test_rnn_layer_is_its_kernels_in_series(h200):
     steps, batch, hidden = 16, 8, 64
     layer = op_timing(h200, "rnn", 0, 0, "float32", (steps, batch, hidden, hidden, 4, 0))
-    gemm = op_timing(h200, "matmul", 2.0 * batch * 4 * hidden * hidden,
-                     4 * (batch * hidden + hidden * 4 * hidden + batch * 4 * hidden), "tf32",
-                     (batch, 4 * hidden, hidden))  # fmt: skip
+    tile = RNN_TILE_ROWS  # the per-step GEMM computes a whole tile of rows: 8 cost 64
+    gemm = op_timing(h200, "matmul", 2.0 * tile * 4 * hidden * hidden,
+                     4 * (tile * hidden + hidden * 4 * hidden + tile * 4 * hidden), "tf32",
+                     (tile, 4 * hidden, hidden))  # fmt: skip
     cell = op_timing(h200, "elementwise", 10 * batch * 4 * hidden, 4 * 3 * batch * 4 * hidden)
     rows = steps * batch
     first = op_timing(h200, "matmul", 2.0 * rows * 4 * hidden * hidden,
@@ -38,6 +39,15 @@ def test_rnn_time_grows_with_steps_and_backward_costs_more(h200):
 
     assert t(128, 0) == pytest.approx(2 * t(64, 0), rel=0.1)  # serial steps dominate
     assert t(64, 1) > t(64, 0)
+
+
+def test_a_batch_under_one_tile_of_rows_costs_the_whole_tile(h200):
+    def t(batch):
+        return rnn_timing(h200, "fp32", (64, batch, 512, 512, 4, 1)).duration
+
+    # each step's GEMM pads its rows to the tile; only the once-per-layer GEMMs shrink
+    assert t(4) == pytest.approx(t(RNN_TILE_ROWS), rel=0.15) and t(4) <= t(RNN_TILE_ROWS)
+    assert t(4 * RNN_TILE_ROWS) > 1.5 * t(RNN_TILE_ROWS)
 
 
 def test_rnn_shape_is_checked(h200):
