@@ -29,12 +29,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from measure_h100 import describe_device
-from torch import nn
+from measure_h200_steps import rnn_calls, sdpa_calls
 
 REPS = 5
-DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # REPORT.md's own shapes (measure_h200_steps.py), left out here: they validate the fit.
 REPORT_SDPA = {(8, 12, 256, 64, True, "fp32"), (16, 12, 128, 64, False, "fp32"),
                (8, 12, 256, 64, True, "bf16"), (16, 12, 128, 64, False, "bf16"),
@@ -91,16 +89,7 @@ def profile_calls(fn, flush: torch.Tensor, cuda: bool) -> dict:
 def measure_sdpa(smoke: bool, dev: str, flush: torch.Tensor) -> list[dict]:
     rows = []
     for b, h, s, d, causal, dt in sdpa_configs(smoke):
-        q, k, v = (torch.randn(b, h, s, d, device=dev, dtype=DTYPE[dt], requires_grad=True)
-                   for _ in range(3))  # fmt: skip
-        g = torch.randn(b, h, s, d, device=dev, dtype=DTYPE[dt])
-
-        def fwd(q=q, k=k, v=v, causal=causal):
-            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-
-        def fwd_bwd(q=q, k=k, v=v, g=g, fwd=fwd):
-            torch.autograd.grad(fwd(), (q, k, v), g)
-
+        fwd, fwd_bwd = sdpa_calls(b, h, s, d, causal, dt, dev)
         cuda = dev.startswith("cuda")
         rows.append({"batch": b, "heads": h, "seq": s, "head_dim": d, "causal": causal,
                      "dtype": dt, "forward": profile_calls(fwd, flush, cuda),
@@ -114,16 +103,7 @@ def measure_sdpa(smoke: bool, dev: str, flush: torch.Tensor) -> list[dict]:
 def measure_lstm(smoke: bool, dev: str, flush: torch.Tensor) -> list[dict]:
     rows = []
     for seq, batch, inp, hidden in lstm_configs(smoke):
-        layer = nn.LSTM(inp, hidden, 1, batch_first=True).to(dev)
-        x = torch.randn(batch, seq, inp, device=dev, requires_grad=True)
-        g = torch.randn(batch, seq, hidden, device=dev)
-
-        def fwd(layer=layer, x=x):
-            return layer(x)[0]
-
-        def fwd_bwd(layer=layer, x=x, g=g, fwd=fwd):
-            torch.autograd.grad(fwd(), (x, *layer.parameters()), g)
-
+        fwd, fwd_bwd = rnn_calls("LSTM", seq, batch, inp, hidden, 1, dev)
         cuda = dev.startswith("cuda")
         rows.append({"seq": seq, "batch": batch, "input": inp, "hidden": hidden,
                      "forward": profile_calls(fwd, flush, cuda),

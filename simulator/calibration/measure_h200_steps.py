@@ -111,19 +111,41 @@ RNN_CONFIGS = [  # mode, seq, batch, input, hidden, layers
 DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
+def sdpa_calls(b: int, h: int, s: int, d: int, causal: bool, dt: str, dev: str):
+    """(forward, forward+backward) of F.scaled_dot_product_attention on random inputs."""
+    q, k, v = (torch.randn(b, h, s, d, device=dev, dtype=DTYPE[dt], requires_grad=True)
+               for _ in range(3))  # fmt: skip
+    g = torch.randn(b, h, s, d, device=dev, dtype=DTYPE[dt])
+
+    def fwd():
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+    def fwd_bwd():
+        torch.autograd.grad(fwd(), (q, k, v), g)
+
+    return fwd, fwd_bwd
+
+
+def rnn_calls(mode: str, seq: int, batch: int, inp: int, hid: int, layers: int, dev: str):
+    """(forward, forward+backward) of a cuDNN RNN layer stack on random inputs."""
+    cls = {"LSTM": nn.LSTM, "GRU": nn.GRU, "RNN_TANH": nn.RNN}[mode]
+    rnn = cls(inp, hid, layers, batch_first=True).to(dev)
+    x = torch.randn(batch, seq, inp, device=dev, requires_grad=True)
+    g = torch.randn(batch, seq, hid, device=dev)
+
+    def fwd():
+        return rnn(x)[0]
+
+    def fwd_bwd():
+        torch.autograd.grad(fwd(), (x, *rnn.parameters()), g)
+
+    return fwd, fwd_bwd
+
+
 def measure_sdpa(t: Timer, dev: str, smoke: bool) -> list:
     out = []
     for b, h, s, d, causal, dt in [(1, 2, 16, 8, True, "fp32")] if smoke else SDPA_CONFIGS:
-        q, k, v = (torch.randn(b, h, s, d, device=dev, dtype=DTYPE[dt], requires_grad=True)
-                   for _ in range(3))  # fmt: skip
-        g = torch.randn(b, h, s, d, device=dev, dtype=DTYPE[dt])
-
-        def fwd(q=q, k=k, v=v, causal=causal):
-            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-
-        def fwd_bwd(q=q, k=k, v=v, g=g, fwd=fwd):
-            torch.autograd.grad(fwd(), (q, k, v), g)
-
+        fwd, fwd_bwd = sdpa_calls(b, h, s, d, causal, dt, dev)
         rec = {"batch": b, "heads": h, "seq": s, "head_dim": d, "causal": causal, "dtype": dt,
                "forward": t.time(fwd), "forward_backward": t.time(fwd_bwd),
                "kernels_forward_backward": kernel_profile(fwd_bwd, dev)}  # fmt: skip
@@ -135,17 +157,7 @@ def measure_rnn(t: Timer, dev: str, smoke: bool) -> list:
     out = []
     configs = [("LSTM", 4, 2, 8, 8, 1)] if smoke else RNN_CONFIGS
     for mode, seq, batch, inp, hid, layers in configs:
-        cls = {"LSTM": nn.LSTM, "GRU": nn.GRU, "RNN_TANH": nn.RNN}[mode]
-        rnn = cls(inp, hid, layers, batch_first=True).to(dev)
-        x = torch.randn(batch, seq, inp, device=dev, requires_grad=True)
-        g = torch.randn(batch, seq, hid, device=dev)
-
-        def fwd(rnn=rnn, x=x):
-            return rnn(x)[0]
-
-        def fwd_bwd(rnn=rnn, x=x, g=g, fwd=fwd):
-            torch.autograd.grad(fwd(), (x, *rnn.parameters()), g)
-
+        fwd, fwd_bwd = rnn_calls(mode, seq, batch, inp, hid, layers, dev)
         out.append({"mode": mode, "seq": seq, "batch": batch, "input": inp, "hidden": hid,
                     "layers": layers, "forward": t.time(fwd), "forward_backward": t.time(fwd_bwd),
                     "kernels_forward_backward": kernel_profile(fwd_bwd, dev)})  # fmt: skip
