@@ -1,4 +1,4 @@
-"""Fit fp32 attention, the memory-efficient kernel, to its H200 sweep.
+"""Fit fp32 attention, the memory-efficient kernel, to its H200 sweep; report the rest of it.
 
 fp32 F.scaled_dot_product_attention runs CUTLASS's memory-efficient kernel on CUDA, not flash
 attention; the H100 calibration never timed it, so the attention class (fitted on bf16 and
@@ -13,6 +13,9 @@ log(predicted / measured) of the fp32 table's numbers, to write into h100-sxm's
   compute_x_half (its start-up);
 - backwards, with those fixed: backward_work and backward_score_work (the backward's
   products and softmax, each in forwards').
+
+Then, on the same profile, nothing fitted on them: the sweep's small bf16 attention kernels
+(flash attention's class, calibrated on the H100) and its LSTM layers (the `rnn` class).
 
     python simulator/calibration/fit_fused_sweep.py [--fit]
 """
@@ -29,19 +32,17 @@ from pathlib import Path
 os.environ.setdefault("KPT_SIM_NUMERICS", "0")  # costs only: the values are not needed
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from measure_h200_steps import sdpa_calls
 from scipy.optimize import least_squares
 from step_traces import record
 
 from kpt.sim import load_profile
-from kpt.sim._cost import _RATES, op_timing
+from kpt.sim._cost import _RATES, op_timing, rnn_timing
 
 HERE = Path(__file__).resolve().parent
 SWEEP = HERE / "h200_fused_sweep.json"
 FORWARD_KERNELS = ("fprop", "cutlassF")
 BACKWARD_KERNELS = ("bprop", "cutlassB", "dot_do_o", "convert_dq")
-DTYPE = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def with_fp32_attention(profile, **fields):
@@ -66,14 +67,7 @@ def sweep_rows(dtype: str) -> list[dict]:
             if r["dtype"] != dtype:
                 continue
             shape = (r["batch"], r["heads"], r["seq"], r["head_dim"])
-            q, k, v = (torch.randn(shape, dtype=DTYPE[dtype], device="kpt_sim",
-                                   requires_grad=True) for _ in range(3))  # fmt: skip
-            g = torch.randn(shape, dtype=DTYPE[dtype], device="kpt_sim")
-
-            def fwd_bwd(q=q, k=k, v=v, g=g, causal=r["causal"]):
-                out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-                torch.autograd.grad(out, (q, k, v), g)
-
+            _, fwd_bwd = sdpa_calls(*shape, r["causal"], dtype, "kpt_sim")
             ops = [o for o in record(fwd_bwd, Path(tmp) / "sdpa.json")["ops"]
                    if o.get("class") == "attention"]  # fmt: skip
             rows.append(
@@ -87,6 +81,24 @@ def sweep_rows(dtype: str) -> list[dict]:
                 }
             )
     return rows
+
+
+def lstm_errors(profile) -> list[tuple[str, float, float]]:
+    """The sweep's LSTM layers: (label, measured, predicted forward+backward us), the `rnn`
+    class's cost of one layer each way (nothing fitted on them)."""
+    rows = []
+    for r in json.loads(SWEEP.read_text())["lstm"]:
+        shape = (r["seq"], r["batch"], r["input"], r["hidden"], 4)
+        predicted = sum(rnn_timing(profile, "fp32", (*shape, b)).duration for b in (0, 1))
+        rows.append((f"seq {r['seq']} batch {r['batch']} {r['input']}->{r['hidden']}",
+                     r["forward_backward"]["device_us"], predicted * 1e6))  # fmt: skip
+    return rows
+
+
+def summary(name: str, errors) -> str:
+    errors = np.abs(errors)
+    return (f"{name}: {len(errors)} kernels, median |error| {np.median(errors):.1%}, "
+            f"p90 {np.percentile(errors, 90):.1%}, worst {np.max(errors):.1%}")  # fmt: skip
 
 
 def predicted_us(profile, op: dict) -> float:
@@ -145,10 +157,19 @@ def main() -> None:
         for r, e in zip(rows, errors):
             print(f"| {part} {r['label']} | {r[f'{part}_us']:.1f} | "
                   f"{predicted_us(profile, r[part]):.1f} | {e:+.1%} |")  # fmt: skip
+        print(summary(f"fp32 {part}", errors))
+    small = sweep_rows("bf16")  # flash attention's class, as calibrated on the H100
+    for part in ("forward", "backward"):
+        errors = np.expm1(log_errors(profile, small, part))
         print(
-            f"{part}: {len(rows)} kernels, median |error| {np.median(np.abs(errors)):.1%}, "
-            f"p90 {np.percentile(np.abs(errors), 90):.1%}, worst {np.max(np.abs(errors)):.1%}"
+            summary(f"bf16 {part} (not fitted on)", errors) + f", median {np.median(errors):+.1%}"
         )
+    print("| LSTM layer, forward+backward | measured us | predicted us | error |")
+    print("|---|---|---|---|")
+    lstm = lstm_errors(profile)
+    for label, measured, predicted in lstm:
+        print(f"| {label} | {measured:.1f} | {predicted:.1f} | {predicted / measured - 1:+.1%} |")
+    print(summary("LSTM layers (not fitted on)", [p / m - 1 for _, m, p in lstm]))
 
 
 if __name__ == "__main__":

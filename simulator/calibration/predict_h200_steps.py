@@ -27,10 +27,9 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from host_model_fit import FIGURES, OPTIMIZERS, PROFILE, profile_with, strip_host  # noqa: E402
+from measure_h200_steps import rnn_calls, sdpa_calls  # noqa: E402
 from step_traces import launches, record  # noqa: E402
-from torch import nn  # noqa: E402
 from whole_steps import WORKLOADS, build  # noqa: E402
 
 REPORT = HERE.parent / "REPORT.md"
@@ -43,7 +42,6 @@ RUNS = (
     ("r4", "_r4", "the same machine as r3, a minute later"),
 )
 NO_HOST = dict.fromkeys(FIGURES, 0.0)
-DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 NOTES = [
     "## Notes",
     "",
@@ -67,7 +65,7 @@ NOTES = [
     "- The LSTM class is built from the matmul and elementwise classes (nothing fitted). cuDNN's "
     "per-step GEMM (cutlass_80_tensorop_s1688gemm_64x64) computes whole 64-row tiles: a batch "
     "under 64 costs a full tile (kpt.sim RNN_TILE_ROWS, read off the kernel's name; 18 other "
-    "LSTM layers of `h200_fused_sweep.json` went from median 15.6% to 5.9%). These four rows "
+    "LSTM layers of `h200_fused_sweep.json`: median 5.9%, `fit_fused_sweep.py`). These four rows "
     "were -7% to -37%.",
     "- Multi-tensor kernels (foreach, fused optimizers) run a block per 65536-element chunk, so "
     "an optimizer over many small tensors launches a few dozen blocks: the class "
@@ -133,16 +131,7 @@ def sdpa(tmp: Path) -> list[dict]:
     rows = []
     for rec in json.loads((HERE / "h200_fused_kernels.json").read_text())["sdpa"]:
         shape = (rec["batch"], rec["heads"], rec["seq"], rec["head_dim"])
-        q, k, v = (torch.randn(shape, dtype=DTYPE[rec["dtype"]], device="kpt_sim",
-                               requires_grad=True) for _ in range(3))  # fmt: skip
-        g = torch.randn(shape, dtype=DTYPE[rec["dtype"]], device="kpt_sim")
-
-        def fwd(q=q, k=k, v=v, causal=rec["causal"]):
-            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-
-        def fwd_bwd(q=q, k=k, v=v, g=g, fwd=fwd):
-            torch.autograd.grad(fwd(), (q, k, v), g)
-
+        fwd, fwd_bwd = sdpa_calls(*shape, rec["causal"], rec["dtype"], "kpt_sim")
         label = f"b{shape[0]} h{shape[1]} s{shape[2]} d{shape[3]} {rec['dtype']}" + (
             " causal" if rec["causal"] else "")  # fmt: skip
         profiled = rec["kernels_forward_backward"]
@@ -165,14 +154,8 @@ def rnn(tmp: Path) -> list[dict]:
     for rec in json.loads((HERE / "h200_fused_kernels.json").read_text())["rnn"]:
         if rec["mode"] != "LSTM":
             continue  # GRU / RNN layers run cell by cell on kpt_sim (not fused yet)
-        layer = nn.LSTM(rec["input"], rec["hidden"], rec["layers"], batch_first=True).to("kpt_sim")
-        x = torch.randn(rec["batch"], rec["seq"], rec["input"], device="kpt_sim",
-                        requires_grad=True)  # fmt: skip
-        g = torch.randn(rec["batch"], rec["seq"], rec["hidden"], device="kpt_sim")
-
-        def fwd_bwd(layer=layer, x=x, g=g):
-            torch.autograd.grad(layer(x)[0], (x, *layer.parameters()), g)
-
+        _, fwd_bwd = rnn_calls("LSTM", rec["seq"], rec["batch"], rec["input"], rec["hidden"],
+                               rec["layers"], "kpt_sim")  # fmt: skip
         _, busy = replay_s(record(fwd_bwd, tmp / "rnn.json"), profile_with(NO_HOST, tmp))
         label = (f"LSTM x{rec['layers']} seq {rec['seq']} batch {rec['batch']} "
                  f"{rec['input']}->{rec['hidden']} forward+backward")  # fmt: skip

@@ -281,8 +281,7 @@ def _executed_flops(op_class: str, dtype: str, flops: float, shape, r: _Rates) -
         if eff.tile > 1:
             useful *= shape_penalty(shape[1:3], eff.tile)
         if r.wave_tile:
-            # Flash attention: one block per (batch*head, tile of queries), in waves over SMs.
-            waves = shape[0] * math.ceil(shape[1] / r.wave_tile[0]) / r.units
+            waves = _attention_waves(shape, r)
             useful *= waves / math.ceil(waves) if waves > 0 else 1.0
     return flops / useful if useful > 0 else flops
 
@@ -319,7 +318,12 @@ def _longest_block(shape: tuple[int, ...], r: _Rates) -> float:
     tile (the share alone)."""
     if not r.wave_tile:
         return 0.0
-    return 1 / max(1, math.ceil(shape[0] * math.ceil(shape[1] / r.wave_tile[0]) / r.units))
+    return 1 / max(1, math.ceil(_attention_waves(shape, r)))
+
+
+def _attention_waves(shape: tuple[int, ...], r: _Rates) -> float:
+    """Flash attention: one block per (batch*head, tile of queries), in waves over the SMs."""
+    return shape[0] * math.ceil(shape[1] / r.wave_tile[0]) / r.units
 
 
 @functools.lru_cache(maxsize=4096)
@@ -488,7 +492,7 @@ RNN_STEP_KERNELS = (1, 2)
 RNN_CELL_FLOPS = 10  # per gate element: activations, products, sums
 # cuDNN's per-step GEMM (cutlass_80_tensorop_s1688gemm_64x64 on an H200) computes whole
 # 64-row tiles: a batch under 64 costs one full tile. Read off the kernel's name, not fitted
-# (calibration/h200_fused_sweep.json's LSTM layers: median |error| 15.6% -> 5.9%).
+# (calibration/h200_fused_sweep.json's 18 LSTM layers: median |error| 5.9%, fit_fused_sweep.py).
 RNN_TILE_ROWS = 64
 
 
