@@ -73,6 +73,14 @@ NOTES = [
     "bandwidth, both fitted on a sweep of single foreach launches (`fit_multi_tensor.py`), not "
     "on these steps; fused Adam(W) chunks at CUDA's depth 4 (its steps are passed beside the "
     "lists). The many-small-tensor steps were 47-59% under; now between -21% and +13%.",
+    "- Vocabulary heads (GPT-2's 50257, BERT's 30522 tokens) have rows no 16-byte load "
+    "reads, so cuBLAS runs align-1/2 kernels: the profile's `misaligned_tflops`, fitted on the "
+    "H100's align-1 GEMMs. The weight gradient's rows are the transposed output gradient's, "
+    "which only strides show (the executor now passes them as the matmul shape's fourth "
+    "entry): GPT-2's ran 1109 us here and was priced as an aligned GEMM, 203 us; now 1269 us. "
+    "BERT's three head GEMMs ran align-2 kernels at 1.7x align-1's rate (405-425 us), and "
+    "are priced at the align-1 rate (773 us each): no H100 run timed align-2. GPT-2 inference's "
+    "head (K = 768) took 843 us, priced 637.5 us: the align-1 rate was fitted at K = 4097.",
     "- Host time the engine cannot see: the client now counts the ops that launch nothing "
     "(views, allocations) and the next launch tells the daemon, which charges `host_op_us` "
     "each (fitted on the view, transpose and allocation programs). Module calls and cuDNN's own "

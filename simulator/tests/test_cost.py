@@ -91,6 +91,11 @@ def test_misaligned_tensor_core_rows_fall_to_the_slow_rate():
     assert op_time(p, "matmul", flops, 0, "bf16", (63, 64, 64)) == aligned  # M is free
     # fp32 GEMMs do not use tensor cores: no alignment rule
     assert op_time(p, "matmul", flops, 0, "fp32", (64, 50257, 64)) == aligned
+    # The fourth entry adds what only strides show (a transposed operand's leading dimension)
+    assert op_time(p, "matmul", flops, 0, "bf16", (64, 64, 64, 0)) == odd
+    assert op_time(p, "matmul", flops, 0, "bf16", (64, 64, 64, 1)) == aligned
+    assert op_time(p, "matmul", flops, 0, "bf16", (64, 50257, 64, 1)) == odd  # rows still count
+    assert op_time(p, "matmul", flops, 0, "fp32", (64, 64, 64, 0)) == aligned
 
 
 def test_conv_pads_input_channels_to_the_alignment():
@@ -446,7 +451,7 @@ def test_growing_a_dimension_never_makes_an_op_much_cheaper(name, op_class):
 
 def test_shape_hints_of_the_wrong_form_are_refused_by_name():
     p = load_profile("h100-sxm")
-    with pytest.raises(InvalidRequestError, match=r"\(M, N, K\)"):
+    with pytest.raises(InvalidRequestError, match=r"\(M, N, K\[, rows 16-byte aligned"):
         op_time(p, "matmul", 128, 192, "fp32", (4, 4))
     with pytest.raises(InvalidRequestError, match="rows, cols"):
         op_time(p, "softmax", 128, 192, "fp32", (4, 4, 4))

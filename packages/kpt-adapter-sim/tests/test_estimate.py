@@ -41,7 +41,7 @@ def seconds(cost) -> float:
 def test_matmul_family_gives_m_n_k_and_dtype(executor):
     a, b, out = view("bfloat16", 512, 768), view("bfloat16", 768, 4096), view("bfloat16", 512, 4096)
     mm = executor.estimate("aten::mm.default", [a, b], [out], {"args": [t(0), t(1)]})
-    assert (mm.op_class, mm.dtype, mm.shape) == ("matmul", "bfloat16", (512, 4096, 768))
+    assert (mm.op_class, mm.dtype, mm.shape) == ("matmul", "bfloat16", (512, 4096, 768, 1))
     assert mm.flops == 2 * 512 * 4096 * 768
 
     bias = view("float32", 4096)
@@ -52,11 +52,11 @@ def test_matmul_family_gives_m_n_k_and_dtype(executor):
     )
     addmm = executor.estimate("aten::addmm.default", [bias, a32, b32], [o32],
                               {"args": [t(0), t(1), t(2)]})  # fmt: skip
-    assert (addmm.dtype, addmm.shape) == ("float32", (512, 4096, 768))
+    assert (addmm.dtype, addmm.shape) == ("float32", (512, 4096, 768, 1))
 
     x, y, z = view("float16", 8, 64, 32), view("float16", 8, 32, 128), view("float16", 8, 64, 128)
     bmm = executor.estimate("aten::bmm.default", [x, y], [z], {"args": [t(0), t(1)]})
-    assert bmm.shape == (64, 128, 32) and bmm.flops == 2 * 8 * 64 * 128 * 32
+    assert bmm.shape == (64, 128, 32, 1) and bmm.flops == 2 * 8 * 64 * 128 * 32
 
 
 def test_a_misaligned_vocabulary_gemm_is_slow_on_the_sim_device(executor):
@@ -67,6 +67,33 @@ def test_a_misaligned_vocabulary_gemm_is_slow_on_the_sim_device(executor):
         return executor.estimate("aten::mm.default", [a, b], [out], {"args": [t(0), t(1)]})
 
     assert seconds(cost(50257)) > 3 * seconds(cost(50256))
+
+
+def test_a_weight_gradient_reading_vocabulary_rows_is_slow_too(executor):
+    """dW = dY^T @ X of a 50257-wide head: N and K (768, tokens) are aligned, but dY^T's
+    leading dimension is dY's 50257-element row, so cuBLAS runs its align-1 kernel (1109 us on
+    an H200 for 2048 tokens, against ~200 us for an aligned GEMM of that size)."""
+
+    def weight_grad(vocab):
+        tokens = 2048
+        grad_t = View(None, 0, "bfloat16", (vocab, tokens), (1, vocab))  # dY [tokens, vocab].t()
+        x, out = view("bfloat16", tokens, 768), view("bfloat16", vocab, 768)
+        return executor.estimate("aten::mm.default", [grad_t, x], [out], {"args": [t(0), t(1)]})
+
+    odd, even = weight_grad(50257), weight_grad(50256)
+    assert odd.shape == (50257, 768, 2048, 0) and even.shape == (50256, 768, 2048, 1)
+    assert seconds(odd) > 3 * seconds(even)
+
+
+def test_a_gemm_operand_starting_off_16_bytes_is_misaligned(executor):
+    """A view into the middle of a buffer: cuBLAS checks the start as well as the rows."""
+
+    def cost(offset_elements):
+        a = View(None, 2 * offset_elements, "bfloat16", (512, 768), (768, 1))
+        b, out = view("bfloat16", 768, 4096), view("bfloat16", 512, 4096)
+        return executor.estimate("aten::mm.default", [a, b], [out], {"args": [t(0), t(1)]})
+
+    assert cost(1).shape[3] == 0 and cost(8).shape[3] == 1
 
 
 def test_fp32_and_bf16_matmuls_run_at_their_own_rates(executor):

@@ -139,11 +139,11 @@ def cost_to_wire(cost: Any) -> list | None:
 
 
 # Shape lengths each class reads (module doc); a wrong length is an executor bug, refused.
-SHAPE_LENGTHS = {"matmul": (3,), "matmul_int8w": (3,), "conv": (3, 4, 5), "attention": (4, 5, 6),
+SHAPE_LENGTHS = {"matmul": (3, 4), "matmul_int8w": (3,), "conv": (3, 4, 5), "attention": (4, 5, 6),
                  "reduction": (2, 3),
                  "rnn": (6,), "multi_tensor": (1,),
                  **{c: (2,) for c in ROW_CLASSES}}  # fmt: skip
-SHAPE_FORMS = {"matmul": "(M, N, K)", "matmul_int8w": "(M, N, K)",
+SHAPE_FORMS = {"matmul": "(M, N, K[, rows 16-byte aligned 0 or 1])", "matmul_int8w": "(M, N, K)",
                "conv": "(N*Ho*Wo, Cout, Cin*kh*kw[, kh*kw[, channels_last 0 or 1]])",
                "attention": "(batch*heads, seq_q, seq_k, head_dim[, causal 0 or 1[, backward 0 "
                             "or 1]])",
@@ -205,15 +205,22 @@ def shape_penalty(shape: tuple[int, ...] | None, tile: int) -> float:
     return useful
 
 
-def misaligned(dtype: str, shape: tuple[int, ...] | None) -> bool:
-    """A tensor-core GEMM whose N or K row is not a multiple of 16 bytes (no vector loads).
+def misaligned(dtype: str, shape: tuple[int, ...] | None, op_class: str = "matmul") -> bool:
+    """A tensor-core GEMM with a row not a multiple of 16 bytes (no vector loads): cuBLAS runs
+    an align-1/2 kernel.
 
-    For a convolution (shape[3] = kh*kw) the row is a pixel's Cin channels (channels last).
+    The triple shows contiguous operands' rows, N and K wide. A matmul's fourth entry, where
+    given, adds what only the operands' strides show (0: a leading dimension or a start is not
+    aligned): a transposed operand's row is its leading dimension (a weight gradient
+    dW = dY^T X reads dY's rows, the vocabulary's width). For a convolution (shape[3] = kh*kw)
+    the row is a pixel's Cin channels (channels last).
     """
     size = TENSOR_CORE_BYTES.get(dtype)
     if size is None or not shape or len(shape) < 3:
         return False
-    k = shape[2] // shape[3] if len(shape) > 3 and shape[3] > 0 else shape[2]
+    if op_class != "conv" and len(shape) > 3 and not shape[3]:
+        return True
+    k = shape[2] // shape[3] if op_class == "conv" and len(shape) > 3 and shape[3] > 0 else shape[2]
     return (shape[1] * size) % ALIGN_BYTES != 0 or (k * size) % ALIGN_BYTES != 0
 
 
@@ -272,7 +279,7 @@ def _executed_flops(op_class: str, dtype: str, flops: float, shape, r: _Rates) -
     if op_class in GEMM_CLASSES or op_class == "conv":
         if eff.tile > 1:
             useful *= shape_penalty(shape[:3], eff.tile)
-        if not (eff.misaligned_flops and misaligned(dtype, shape)) and r.wave_tile:
+        if not (eff.misaligned_flops and misaligned(dtype, shape, op_class)) and r.wave_tile:
             useful *= wave_efficiency(shape, flops, r.wave_tile, r.units)
         if op_class == "conv" and eff.channel_align > 1 and len(shape) > 3 and shape[3] > 0:
             channels = shape[2] / shape[3]  # K = Cin * kh*kw
@@ -387,7 +394,7 @@ def _compute_time(
             # Depthwise / grouped: a direct kernel on the vector path, no GEMM tiles to pad.
             return flops / eff.grouped_flops + r.ramp_s
         if (op_class in GEMM_CLASSES or op_class == "conv") and len(shape) >= 3:
-            if eff.misaligned_flops and misaligned(dtype, shape):
+            if eff.misaligned_flops and misaligned(dtype, shape, op_class):
                 peak = min(peak, eff.misaligned_flops)  # a fallback kernel, its own tiles
             flops = _executed_flops(op_class, dtype, flops, shape, r)
         elif op_class == "attention" and len(shape) >= 4:

@@ -56,6 +56,9 @@ SCATTERS = frozenset({"index_copy", "index_put", "scatter", "index_add"})
 # as the H100 calibration measured them; fp32 GEMMs stay fp32 (torch's matmul default).
 CONV_DTYPES = {"float32": "tf32"}
 ITEMSIZES = DTYPE_SIZES  # kpt.sim's table (old name kept)
+# cuBLAS's tensor-core kernels load 16 bytes at a time: a row or a start off that runs its
+# align-1/2 kernels, which the cost model prices apart (kpt.sim's misaligned_tflops).
+GEMM_ALIGN_BYTES = 16
 
 
 def estimate_cost(
@@ -90,7 +93,7 @@ def estimate_cost(
 def _shaped(packet: str, args: list, inputs: list, outputs: list, moved: float) -> OpCost | None:
     base = packet.rstrip("_")  # addmm_ costs what addmm does
     if base in MATMUL_OPERANDS:
-        return _matmul(base, args, moved)
+        return _matmul(base, args, outputs, moved)
     if packet == "convolution":
         return _convolution(args, outputs, moved)
     if packet in ATTENTION:
@@ -127,7 +130,7 @@ def _shaped(packet: str, args: list, inputs: list, outputs: list, moved: float) 
     return None
 
 
-def _matmul(packet: str, args: list, moved: float) -> OpCost | None:
+def _matmul(packet: str, args: list, outputs: list, moved: float) -> OpCost | None:
     i, j = MATMUL_OPERANDS[packet]
     a, b = _view_at(args, i), _view_at(args, j)
     if a is None or b is None or not a.shape or not b.shape:
@@ -141,8 +144,24 @@ def _matmul(packet: str, args: list, moved: float) -> OpCost | None:
         batch = math.prod(a.shape[:-2]) if len(a.shape) > 2 else 1
     flops = 2.0 * batch * m * n * k
     # Weight-only int8: the profile's own class for it (kpt-serve's Triton kernel on CUDA).
-    op_class = "matmul_int8w" if packet == "_weight_int8pack_mm" else "matmul"
-    return OpCost(op_class, flops, moved, a.dtype, (m, n, k))
+    if packet == "_weight_int8pack_mm":
+        return OpCost("matmul_int8w", flops, moved, a.dtype, (m, n, k))
+    aligned = all(_rows_aligned(v) for v in (a, b, *outputs[:1]))
+    return OpCost("matmul", flops, moved, a.dtype, (m, n, k, int(aligned)))
+
+
+def _rows_aligned(view: Any) -> bool:
+    """Whether cuBLAS can read `view` with 16-byte vector loads: its start, and its leading
+    dimension, which for a transposed view is the stride of its last dim (a weight gradient
+    reads the output gradient transposed: rows of the vocabulary's width)."""
+    if getattr(view, "offset", 0) % GEMM_ALIGN_BYTES:
+        return False
+    strides = getattr(view, "strides", None)
+    if len(view.shape) < 2 or not strides or 1 in view.shape[-2:]:
+        return True  # a vector: no leading dimension
+    row, col = strides[-2], strides[-1]
+    lead = row if col == 1 else col if row == 1 else None  # None: torch copies it first
+    return lead is None or lead * ITEMSIZES.get(view.dtype, 4) % GEMM_ALIGN_BYTES == 0
 
 
 def _convolution(args: list, outputs: list, moved: float) -> OpCost | None:
