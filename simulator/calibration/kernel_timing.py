@@ -20,6 +20,13 @@ DTYPES = {
 }
 
 
+# The GPU spins this long after the flush, before the start event: the host's issue of the
+# timed call (torch's dispatch, cuDNN's plan lookup) then happens while the GPU is busy, not
+# inside the timed window. Without it, the H200 run's small kernels (their host issue longer
+# than the 53 us flush) measured 15-25 us for ~5 us of kernel, their reps spread 2-4x.
+HOLD_S = 300e-6
+
+
 class Timer:
     """Times a callable on the device: warm-up, optional L2 flush before each rep, median."""
 
@@ -28,6 +35,18 @@ class Timer:
         self.cuda = device.startswith("cuda")
         # Writing a buffer larger than L2 (50 MB on H100) evicts the operands of the last rep.
         self.flush_buf = torch.empty(flush_bytes // 4, dtype=torch.float32, device=device)
+        self.hold_cycles = self._hold_cycles() if self.cuda else 0
+
+    def _hold_cycles(self) -> int:
+        """GPU clock cycles of torch.cuda._sleep that last HOLD_S (measured once)."""
+        cycles = 1_000_000
+        torch.cuda._sleep(1000)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        torch.cuda._sleep(cycles)
+        end.record()
+        end.synchronize()
+        return int(cycles * HOLD_S / (start.elapsed_time(end) / 1e3))
 
     def flush(self) -> None:
         self.flush_buf.zero_()
@@ -42,16 +61,19 @@ class Timer:
         self.sync()
         one = time.perf_counter() - t0
         reps = max(5, min(reps, int(0.3 / max(one, 1e-6))))
-        samples = []
+        samples, issue = [], []
         for _ in range(reps):
             if flush:
                 self.flush()
             if self.cuda:
                 start = torch.cuda.Event(enable_timing=True)
                 end = torch.cuda.Event(enable_timing=True)
+                torch.cuda._sleep(self.hold_cycles)
+                t0 = time.perf_counter()
                 start.record()
                 fn()
                 end.record()
+                issue.append(time.perf_counter() - t0)
                 end.synchronize()
                 samples.append(start.elapsed_time(end) / 1e3)
             else:
@@ -59,13 +81,17 @@ class Timer:
                 fn()
                 samples.append(time.perf_counter() - t0)
         samples.sort()
-        return {
+        out = {
             "seconds": statistics.median(samples),
             "seconds_min": samples[0],
             "seconds_p90": samples[min(len(samples) - 1, int(0.9 * len(samples)))],
             "reps": reps,
             "l2_flushed": flush,
         }
+        if issue:  # reps whose host issue outlasted the hold may still include host time
+            out["host_issue_s"] = statistics.median(issue)
+            out["reps_past_hold"] = sum(s > HOLD_S for s in issue)
+        return out
 
     def sync(self) -> None:
         if self.cuda:
