@@ -15,7 +15,8 @@ rate. Each configuration is one F.linear or matmul, named by the form that reads
 N runs over align-1 (odd), align-2 (2 mod 4) and align-4 (4 mod 8) widths; M and K over
 decode-to-training sizes. GPT-2's and BERT's own head shapes (REPORT.md's steps) are left out:
 they validate what is fitted on this. Each GEMM's time is the median over REPS calls of the
-profiler's kernel time, L2 flushed before each, with the kernels' names (align1/2/4).
+profiler's kernel time, L2 flushed before each, with each kernel by name (align1/2/4):
+measure_fused_sweep.profile_calls.
 
 Usage (device machine): python3 measure_misaligned_gemm.py --out "$OUT"   (285 GEMMs, minutes)
 Smoke test on a CPU:    python3 measure_misaligned_gemm.py --out /tmp/x --smoke
@@ -26,14 +27,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import statistics
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from measure_fused_sweep import REPS, profile_calls
 from measure_h100 import describe_device
 
-REPS = 5
 WIDTHS = {"align1": (50257, 32001, 8193), "align2": (30522, 32002, 8194),
           "align4": (32004, 8196)}  # fmt: skip
 # REPORT.md's steps: (tokens, vocabulary, width) of GPT-2 (training, inference) and BERT.
@@ -65,35 +65,13 @@ def gemm(form: str, m: int, n: int, k: int, dev: str):
     return lambda: g.t() @ x
 
 
-def kernel_us(fn, flush: torch.Tensor) -> tuple[float, list[str]]:
-    """The median over REPS calls of the kernels' summed time, and their names."""
-    from torch.profiler import ProfilerActivity, profile
-
-    for _ in range(2):
-        fn()
-    times, names = [], set()
-    for _ in range(REPS):
-        flush.zero_()
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            fn()
-            torch.cuda.synchronize()
-        kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
-        times.append(sum(e.time_range.elapsed_us() for e in kernels))
-        names.update(e.name[:100] for e in kernels)
-    return statistics.median(times), sorted(names)
-
-
 def measure(smoke: bool, dev: str) -> list[dict]:
     flush = torch.empty(64 << 20, dtype=torch.float32, device=dev)  # 256 MB > L2
     rows = []
     for form, align, m, n, k in configs(smoke):
         fn = gemm(form, m, n, k, dev)
-        row = {"form": form, "align": align, "m": m, "n": n, "k": k, "flops": 2.0 * m * n * k}
-        if dev.startswith("cuda"):
-            row["kernel_us"], row["kernels"] = kernel_us(fn, flush)
-        else:
-            fn()
+        row = {"form": form, "align": align, "m": m, "n": n, "k": k, "flops": 2.0 * m * n * k,
+               **profile_calls(fn, flush, dev.startswith("cuda"))}  # fmt: skip
         rows.append(row)
         print(row, flush=True)
     return rows

@@ -74,7 +74,9 @@ class OpCost(NamedTuple):
     ("float32", "torch.bfloat16"). shape, by class (other classes ignore it):
 
     - matmul (bmm, linear, addmm), matmul_int8w (int8 weights, activations in dtype): (M, N,
-      K); a batch is flops / (2*M*N*K);
+      K); a batch is flops / (2*M*N*K); a matmul's optional fourth entry, aligned 0 or 1,
+      says whether every operand's start and leading dimension is 16-byte aligned (0: cuBLAS's
+      align-1/2 kernels, as for an N or K row that is not);
     - conv: the implicit GEMM (N*Ho*Wo, Cout, Cin*kh*kw[, kh*kw[, channels_last]]), per
       group; channels_last 1 (NHWC) or 0 (NCHW, transposed for the tensor cores);
     - attention: (batch*heads, seq_q, seq_k, head_dim[, causal[, backward]]), flops =
