@@ -80,7 +80,9 @@ NOTES = [
     "entry): GPT-2's ran 1109 us here and was priced as an aligned GEMM, 203 us; now 1269 us. "
     "BERT's three head GEMMs ran align-2 kernels at 1.7x align-1's rate (405-425 us), and "
     "are priced at the align-1 rate (773 us each): no H100 run timed align-2. GPT-2 inference's "
-    "head (K = 768) took 843 us, priced 637.5 us: the align-1 rate was fitted at K = 4097.",
+    "head (K = 768) took 843 us, priced 637.5 us: the rate is one figure over the H100's "
+    "align-1 GEMMs (105-133 TFLOP/s), whose K = 768 form ran 14.5% slower than it there too; "
+    "`measure_misaligned_gemm.py` is the sweep that would fit them by form and K.",
     "- Host time the engine cannot see: the client now counts the ops that launch nothing "
     "(views, allocations) and the next launch tells the daemon, which charges `host_op_us` "
     "each (fitted on the view, transpose and allocation programs). Module calls and cuDNN's own "
