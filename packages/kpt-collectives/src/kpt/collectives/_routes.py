@@ -59,6 +59,9 @@ class RouteBook:
         self._prefers: dict[int, bool] = {}  # bytes per rank -> hierarchical ranked first
         self._epoch = 0
         self._device_route: Any = None
+        # (device type, route) once a device route is agreed: the hot path's answer without
+        # working the kind out again (a kpt_sim kind names the daemon's endpoint).
+        self._settled: tuple[str, Any] | None = None
 
     @property
     def mixed(self) -> bool:
@@ -82,6 +85,9 @@ class RouteBook:
 
     def route(self, tensor: torch.Tensor) -> Any:
         """SimRoute, NativeRoute or HostRoute for a collective on `tensor` (this rank's)."""
+        settled = self._settled
+        if settled is not None and tensor.device.type == settled[0]:
+            return settled[1]
         kind = device_kind(tensor)
         if self.kinds is None or (kind != "cpu" and set(self.kinds) == {"cpu"}):
             self._agree(kind, device_profile(tensor))
@@ -95,6 +101,7 @@ class RouteBook:
             )
         if self._device_route is None:
             self._device_route = self._make_device_route(kind)
+        self._settled = (tensor.device.type, self._device_route)
         return self._device_route
 
     def describe(self) -> str:

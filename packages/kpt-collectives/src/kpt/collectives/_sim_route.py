@@ -157,9 +157,9 @@ class SimRoute:
         if finish is None:  # complete now, as NCCL's Work does; the client holds the buffers
             posted = Posted(what, poll, deadline, lambda exc: classify(exc, what), work,
                             keep=(input, output))  # fmt: skip
-            hold = client.holds.add([r.buffer for r in refs if r is not None],
-                                    posted.settle_hold, group)  # fmt: skip
-            posted.release = functools.partial(client.holds.release, hold)
+            holds = client.holds
+            hold = holds.add([r.buffer for r in refs if r is not None], posted.settle_hold, group)
+            posted.release = functools.partial(holds.release, hold)
             work.pending = posted
             future.set_result(result)
             self._completer.submit(posted)

@@ -50,10 +50,7 @@ class FutureWork(dist.Work):
     def __init__(self, future: Future, what: str) -> None:
         super().__init__()
         self._future = future
-        # torch's Python Future.set_exception stores the exception as a *successful* value
-        # (only Python's value() raises it); C++ readers (DDP's reducer) took it for a result
-        # and crashed. They get this child instead, failed natively when the collective fails.
-        self._native = future.then(_value)
+        self._native: Future | None = None  # made by get_future() (see there)
         self._what = what
         self._timing: dict | None = None
         # kpt_sim: asks the daemon for the collective's simulated times (see `timing`)
@@ -118,6 +115,12 @@ class FutureWork(dist.Work):
         return True
 
     def get_future(self) -> Future:
+        # torch's Python Future.set_exception stores the exception as a *successful* value
+        # (only Python's value() raises it); C++ readers (DDP's reducer) took it for a result
+        # and crashed. They get this child instead, failed natively when the collective fails.
+        # Made on first ask, not per collective: a synchronous all_reduce never asks.
+        if self._native is None:
+            self._native = self._future.then(_value)
         return self._native
 
     def __repr__(self) -> str:
@@ -282,22 +285,26 @@ class Completer:
     def submit(self, pending: Pending | Posted) -> None:
         while True:  # back-pressure: the daemon keeps 4,096 unpolled outcomes per client
             with self._cond:
-                oldest = self._queue[0] if len(self._queue) >= MAX_IN_FLIGHT else None
-            if oldest is None:
-                break
+                if len(self._queue) < MAX_IN_FLIGHT:  # the usual case: one lock, no wait
+                    self._enqueue(pending)
+                    return
+                oldest = self._queue[0]
             oldest.settle(lambda: self._stopped)
             with self._cond:
                 if self._queue and self._queue[0] is oldest:
                     self._queue.popleft()
-        with self._cond:
-            if self._stopped:
-                raise CollectiveError(f"{pending.what}: the process group was shut down")
-            self._queue.append(pending)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name=f"kpt-collectives {self._name}", daemon=True
-                )
-                self._thread.start()
+
+    def _enqueue(self, pending: Pending | Posted) -> None:
+        """With the lock held."""
+        if self._stopped:
+            raise CollectiveError(f"{pending.what}: the process group was shut down")
+        self._queue.append(pending)
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"kpt-collectives {self._name}", daemon=True
+            )
+            self._thread.start()
+        if len(self._queue) == 1:  # the thread waits only on an empty queue
             self._cond.notify()
 
     def stop(self) -> None:

@@ -222,12 +222,13 @@ class StreamWriter:
 
     def send(self, frames: Sequence[Any]) -> bool:
         """Send or queue one message; True when nothing is left queued."""
-        buffers = [memoryview(table(frames)), *(memoryview(f).cast("B") for f in frames)]
+        buffers = [memoryview(table(frames))]
+        buffers += [memoryview(f).cast("B") for f in frames]
         if self._queue:
             self._enqueue(buffers)
             return self.flush()
         sent = _sendmsg(self._sock, buffers)
-        total = sum(b.nbytes for b in buffers)
+        total = sum([b.nbytes for b in buffers])  # a list: no generator resumed per frame
         if sent == total:
             return True
         self._enqueue(_advance(buffers, sent))
