@@ -20,16 +20,12 @@ Smoke test on a CPU:    python3 measure_fused_sweep.py --out /tmp/x --smoke
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 import statistics
-import time
 from collections import defaultdict
-from pathlib import Path
 
 import torch
-from measure_h100 import describe_device
+from measure_h100 import sweep_main
 from measure_h200_steps import rnn_calls, sdpa_calls
 
 REPS = 5
@@ -114,19 +110,12 @@ def measure_lstm(smoke: bool, dev: str, flush: torch.Tensor) -> list[dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--smoke", action="store_true", help="one tiny configuration; runs on CPU")
-    args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    flush = torch.empty(64 << 20, dtype=torch.float32, device=dev)  # 256 MB > L2
-    started = time.perf_counter()
-    doc = {"schema": 1, "device": describe_device(dev), "torch": torch.__version__,
-           "reps": REPS, "sdpa": measure_sdpa(args.smoke, dev, flush),
-           "lstm": measure_lstm(args.smoke, dev, flush)}  # fmt: skip
-    (args.out / "h200_fused_sweep.json").write_text(json.dumps(doc, indent=1))
-    print(f"total {time.perf_counter() - started:.1f} s")
+    def sweep(smoke: bool, dev: str) -> dict:
+        flush = torch.empty(64 << 20, dtype=torch.float32, device=dev)  # 256 MB > L2
+        return {"reps": REPS, "sdpa": measure_sdpa(smoke, dev, flush),
+                "lstm": measure_lstm(smoke, dev, flush)}  # fmt: skip
+
+    sweep_main(__doc__, "h200_fused_sweep.json", sweep)
 
 
 if __name__ == "__main__":

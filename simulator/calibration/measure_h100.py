@@ -45,6 +45,23 @@ from kernels_sweep import (
 from reference_steps import REFERENCE_MODELS, time_training_step
 
 
+def sweep_main(doc: str, filename: str, sweep) -> None:
+    """The command line of the one-purpose sweeps (measure_fused_sweep.py and the like):
+    --out FOLDER and --smoke (tiny configurations, on a CPU); writes FOLDER/filename, the
+    device's description then the fields sweep(smoke, device) returns."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--smoke", action="store_true", help="tiny configurations; runs on a CPU")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    started = time.perf_counter()
+    fields = {"schema": 1, "device": describe_device(dev), "torch": torch.__version__,
+              **sweep(args.smoke, dev)}  # fmt: skip
+    (args.out / filename).write_text(json.dumps(fields, indent=1))
+    print(f"total {time.perf_counter() - started:.1f} s")
+
+
 def describe_device(dev: str) -> dict:
     info = {"torch": torch.__version__, "python": platform.python_version(), "device": dev}
     if dev.startswith("cuda"):

@@ -24,15 +24,12 @@ Smoke test on a CPU:    python3 measure_misaligned_gemm.py --out /tmp/x --smoke
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from measure_fused_sweep import REPS, profile_calls
-from measure_h100 import describe_device
+from measure_h100 import sweep_main
 
 WIDTHS = {"align1": (50257, 32001, 8193), "align2": (30522, 32002, 8194),
           "align4": (32004, 8196)}  # fmt: skip
@@ -78,15 +75,11 @@ def measure(smoke: bool, dev: str) -> list[dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--smoke", action="store_true", help="two tiny configurations; runs on CPU")
-    args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    doc = {"schema": 1, "device": describe_device(dev), "torch": torch.__version__,
-           "reps": REPS, "gemms": measure(args.smoke, dev)}  # fmt: skip
-    (args.out / "h200_misaligned_gemm.json").write_text(json.dumps(doc, indent=1))
+    sweep_main(
+        __doc__,
+        "h200_misaligned_gemm.json",
+        lambda smoke, dev: {"reps": REPS, "gemms": measure(smoke, dev)},
+    )
 
 
 if __name__ == "__main__":

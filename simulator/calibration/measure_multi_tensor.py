@@ -16,13 +16,10 @@ Smoke test on a CPU:    python3 measure_multi_tensor.py --out /tmp/x --smoke
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
-from pathlib import Path
 
 import torch
-from measure_h100 import describe_device
+from measure_h100 import sweep_main
 
 CHUNK = 65536  # elements per block (ATen/native/cuda/MultiTensorApply.cuh, kChunkSize)
 # op -> (lists read, lists written): 2*4 bytes (fp32) per element per list moved.
@@ -98,15 +95,11 @@ def measure(smoke: bool, dev: str) -> list[dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--smoke", action="store_true", help="one tiny configuration; runs on CPU")
-    args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    doc = {"schema": 1, "device": describe_device(dev), "torch": torch.__version__,
-           "chunk_elements": CHUNK, "kernels": measure(args.smoke, dev)}  # fmt: skip
-    (args.out / "h200_multi_tensor.json").write_text(json.dumps(doc, indent=1))
+    sweep_main(
+        __doc__,
+        "h200_multi_tensor.json",
+        lambda smoke, dev: {"chunk_elements": CHUNK, "kernels": measure(smoke, dev)},
+    )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -73,16 +74,13 @@ NOTES = [
     "bandwidth, both fitted on a sweep of single foreach launches (`fit_multi_tensor.py`), not "
     "on these steps; fused Adam(W) chunks at CUDA's depth 4 (its steps are passed beside the "
     "lists). The many-small-tensor steps were 47-59% under; now between -21% and +13%.",
-    "- Vocabulary heads (GPT-2's 50257, BERT's 30522 tokens) have rows no 16-byte load "
-    "reads, so cuBLAS runs align-1/2 kernels: the profile's `misaligned_tflops`, fitted on the "
-    "H100's align-1 GEMMs. The weight gradient's rows are the transposed output gradient's, "
-    "which only strides show (the executor now passes them as the matmul shape's fourth "
-    "entry): GPT-2's ran 1109 us here and was priced as an aligned GEMM, 203 us; now 1269 us. "
-    "BERT's three head GEMMs ran align-2 kernels at 1.7x align-1's rate (405-425 us), and "
-    "are priced at the align-1 rate (773 us each): no H100 run timed align-2. GPT-2 inference's "
-    "head (K = 768) took 843 us, priced 637.5 us: the rate is one figure over the H100's "
-    "align-1 GEMMs (105-133 TFLOP/s), whose K = 768 form ran 14.5% slower than it there too; "
-    "`measure_misaligned_gemm.py` is the sweep that would fit them by form and K.",
+    "- Vocabulary heads (GPT-2's 50257, BERT's 30522 tokens; the table above) have rows no "
+    "16-byte load reads, so cuBLAS runs align-1/2 kernels, priced at the profile's one "
+    "`misaligned_tflops`, fitted on the H100's align-1 GEMMs. The weight gradient (`nt`) reads "
+    "the output gradient transposed, which only strides show: the executor passes them as the "
+    "matmul shape's fourth entry (it was priced as an aligned GEMM before). No H100 run timed "
+    "align-2 kernels, nor the align-1 rate by K; `measure_misaligned_gemm.py` is the sweep "
+    "that would fit both.",
     "- Host time the engine cannot see: the client now counts the ops that launch nothing "
     "(views, allocations) and the next launch tells the daemon, which charges `host_op_us` "
     "each (fitted on the view, transpose and allocation programs). Module calls and cuDNN's own "
@@ -94,6 +92,37 @@ NOTES = [
     "every run; the device-busy column is the part a profile can promise.",
     "",
 ]
+
+
+# The vocabulary heads of the whole steps: (tokens, vocabulary, width), and each cuBLAS kernel
+# form's GEMM as kpt_sim's executor shapes it, (M, N, K, aligned): the forward (`tn`), the
+# input gradient (`nn`), the weight gradient (`nt`, the output gradient read transposed).
+HEADS = {"gpt2_bf16": (2048, 50257, 768), "bert_base": (2048, 30522, 768),
+         "gpt2_infer": (1024, 50257, 768)}  # fmt: skip
+HEAD_FORMS = {"tn": lambda t, v, d: (t, v, d, 1), "nn": lambda t, v, d: (t, d, v, 1),
+              "nt": lambda t, v, d: (v, d, t, 0)}  # fmt: skip
+
+
+def vocab_heads() -> list[dict]:
+    """Each head GEMM's kernel on the H200 (h200_whole_steps.json, by its cuBLAS name) against
+    what the h200 profile prices that GEMM at (kpt.sim.op_time, launch included)."""
+    from kpt.sim import load_profile, op_time
+
+    profile, steps, rows = load_profile("h200"), measured_steps(""), []
+    for workload, (tokens, vocab, width) in HEADS.items():
+        for kernel in steps[workload]["kernels"]["top"]:
+            found = re.search(r"_(tn|nn|nt)_(align\d)", kernel["name"])
+            if found is None or kernel["count"] != 1:
+                continue
+            form, align = found.groups()
+            m, n, k, _ = shape = HEAD_FORMS[form](tokens, vocab, width)
+            flops = 2.0 * m * n * k
+            moved = 2.0 * (m * k + k * n + m * n)
+            predicted = op_time(profile, "matmul", flops, moved, "bf16", shape)
+            rows.append({"kernel": f"{workload} {form} {align} ({m} x {n} x {k})",
+                         "measured_s": kernel["us"] * 1e-6, "tflops": flops / kernel["us"] / 1e6,
+                         "predicted_s": predicted})  # fmt: skip
+    return rows
 
 
 def replay_s(trace: dict, profile: str) -> tuple[float, float]:
@@ -259,12 +288,15 @@ def report(steps: list[dict], kernels: dict[str, list[dict]]) -> str:
     titles = {"sdpa": "Fused attention (F.scaled_dot_product_attention; measured: the "
                       "profiler's forward kernel, and its kernel sum for forward+backward)",
               "rnn": "Fused LSTM layers (cuDNN; measured: the profiler's kernel sum)",
-              "optimizers": "Optimizer steps (measured: the profiler's kernel sum)"}  # fmt: skip
+              "optimizers": "Optimizer steps (measured: the profiler's kernel sum)",
+              "heads": "Vocabulary-head GEMMs of the whole steps (measured: the step's kernel "
+                       "by its cuBLAS name; TFLOP/s as measured)"}  # fmt: skip
     for key, rows in kernels.items():
         lines += [f"## {titles[key]}", "", "| kernel | measured | predicted | error |",
                   "|---|---|---|---|"]  # fmt: skip
         for r in rows:
-            lines.append(f"| {r['kernel']} | {r['measured_s'] * 1e6:.1f} us | "
+            rate = f" ({r['tflops']:.0f} TFLOP/s)" if "tflops" in r else ""
+            lines.append(f"| {r['kernel']} | {r['measured_s'] * 1e6:.1f} us{rate} | "
                          f"{r['predicted_s'] * 1e6:.1f} us | "
                          f"{r['predicted_s'] / r['measured_s'] - 1:+.1%} |")  # fmt: skip
         lines += ["", f"{_error_line(rows)}.", ""]
@@ -280,7 +312,8 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="kpt-h200-steps-"))
     steps = whole_steps(tmp)
-    kernels = {"sdpa": sdpa(tmp), "rnn": rnn(tmp), "optimizers": optimizers(tmp)}
+    kernels = {"sdpa": sdpa(tmp), "rnn": rnn(tmp), "optimizers": optimizers(tmp),
+               "heads": vocab_heads()}  # fmt: skip
     text = report(steps, kernels)
     print(text)
     if not args.dry_run:

@@ -120,11 +120,10 @@ def derive_profile(base: str, sheet: Datasheet) -> str:
             out.set(f"peak_tflops.{unit}", dtype, _number(value * sheet.compute_scale))
     for op_class, table in data["efficiency"].items():
         section = f"efficiency.{op_class}"
-        out.set(section, "memory_x_half", _number(table["memory_x_half"] * ratio))
         # a dtype's own table ([efficiency.<class>.<dtype>]) scales as its class's does
         own = {d: table[d] for d in DTYPES if isinstance(table.get(d), dict)}
         for where, fields in [(section, table)] + [(f"{section}.{d}", t) for d, t in own.items()]:
-            if where != section and "memory_x_half" in fields:
+            if "memory_x_half" in fields:  # the class's always: a required field
                 out.set(where, "memory_x_half", _number(fields["memory_x_half"] * ratio))
             for key in TFLOPS_KEYS:
                 if key in fields:
