@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from torch.futures import Future
 
 from kpt.collectives import _work
 from kpt.collectives._errors import CollectiveTimeoutError
@@ -28,9 +27,7 @@ class Daemon:
 
 
 def posted(daemon: Daemon, released: list, deadline_s: float = 30.0) -> Posted:
-    future: Future = Future()
-    future.set_result(["t"])  # complete at the post, as NCCL's Work
-    work = FutureWork(future, "all_reduce #0")
+    work = FutureWork(None, "all_reduce #0", ["t"])  # complete at the post, as NCCL's Work
     p = Posted("all_reduce #0", daemon.poll, time.monotonic() + deadline_s,
                lambda exc: CollectiveTimeoutError(f"all_reduce #0: {exc}"), work,
                release=lambda: released.append(True))  # fmt: skip
@@ -47,6 +44,14 @@ def test_the_work_is_complete_at_once_and_the_outcome_releases_the_hold():
     p.settle_hold()
     assert daemon.polls == 4 and released == [True]
     assert p.work.timing["algorithm"] == "ring"
+
+
+def test_a_work_complete_at_the_post_makes_its_future_only_when_asked():
+    p = posted(Daemon(), [])
+    assert p.work._future is None and p.work.is_success()
+    future = p.work.get_future()
+    assert future is p.work.get_future() and future.value() == ["t"]
+    assert p.future.done() and p.future.value() == ["t"]
 
 
 def test_a_failure_is_raised_by_the_hold_and_then_by_wait():

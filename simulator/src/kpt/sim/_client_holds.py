@@ -49,7 +49,7 @@ class Holds:
         return bool(self._holds) or self._deferred is not None
 
     def add(self, buffers: Iterable[int], settle: Callable[[], None], group: str) -> Hold:
-        hold = Hold(frozenset(int(b) for b in buffers), settle, group, next(self._added))
+        hold = Hold(frozenset(map(int, buffers)), settle, group, next(self._added))
         with self._lock:
             self._holds[hold] = None
             for buffer in hold.buffers:
@@ -71,7 +71,7 @@ class Holds:
 
     def touching(self, buffers: Iterable[int], group: str | None = None) -> None:
         """Settle the holds on any of `buffers`, oldest first, except those of `group`."""
-        if not self:  # the common case, on every launch: nothing held
+        if not self._holds and self._deferred is None:  # the common case: nothing held
             return
         with self._lock:
             found = [
@@ -81,7 +81,10 @@ class Holds:
                 if g != group
                 for h in holds
             ]  # fmt: skip
-        self._settle(sorted(set(found), key=lambda h: h.order))
+        # Nothing of another group's on them (a group posting behind its own collectives):
+        # nothing to settle, and no failure kept to raise.
+        if found or self._deferred is not None:
+            self._settle(sorted(set(found), key=lambda h: h.order))
 
     def all(self) -> None:
         """Settle every hold (before the host waits for the device)."""

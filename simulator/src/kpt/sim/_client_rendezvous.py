@@ -63,17 +63,15 @@ class RendezvousCalls:
         work queued before it. Its refusal, like its failure, comes from collective_poll; the
         host cost is one message, as an NCCL call's is one enqueue."""
         header = self._post_header(group, seq, rank, world, kind, input, output, terms)
-        self._queue("collective_cast", header)
-        self.flush()
+        self._queue("collective_cast", header, send=True)
 
     def _post_header(self, group, seq, rank, world, kind, input, output, terms) -> dict:
-        header = {"group": group, "seq": seq, "rank": rank, "world": world, "kind": kind,
-                  "input": None if input is None else _ref_to_wire(input),
-                  "output": None if output is None else _ref_to_wire(output), **terms}  # fmt: skip
+        input = None if input is None else _ref_to_wire(input)
+        output = None if output is None else _ref_to_wire(output)
         # another group's collective on these buffers must have run first
-        refs = [r for r in (header["input"], header["output"]) if r is not None]
-        self.holds.touching([r[0] for r in refs], group)
-        return header
+        self.holds.touching([r[0] for r in (input, output) if r is not None], group)
+        return {"group": group, "seq": seq, "rank": rank, "world": world, "kind": kind,
+                "input": input, "output": output, **terms}  # fmt: skip
 
     def collective_poll(self, group: str, seq: int) -> dict | None:
         """None while a posted collective waits for ranks; once it ran (raises its error), its

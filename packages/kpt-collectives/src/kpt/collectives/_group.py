@@ -19,7 +19,7 @@ import torch.distributed as dist
 from kpt.collectives._errors import CollectiveError
 from kpt.collectives._host_route import HostRoute, make_gloo
 from kpt.collectives._routes import RouteBook
-from kpt.collectives._sim_route import SimRoute, premul_factor, reduce_name
+from kpt.collectives._sim_route import SimRoute, premul_factor, sim_reduce_op
 from kpt.collectives._work import finished
 
 BACKEND_NAME = "kpt"
@@ -80,6 +80,8 @@ class KptProcessGroup(dist.ProcessGroup):
                 and op != _PREMUL_SUM and not self.routes.may_split):  # fmt: skip
             # gloo's own Work, untouched: no Python Work object, copy or thread per call
             return self._host.gloo.allreduce(tensors, opts or dist.AllreduceOptions())
+        if len(tensors) == 1:  # dist.all_reduce's call: no generator, no list of Works
+            return self._all_reduce(tensors[0], op)
         return _last(self._all_reduce(t, op) for t in tensors)
 
     def allreduce_coalesced(self, tensors: list[torch.Tensor], opts: Any = None) -> dist.Work:
@@ -90,8 +92,9 @@ class KptProcessGroup(dist.ProcessGroup):
         hierarchy = self.routes.hierarchy(tensor)
         if hierarchy is None and isinstance(route, SimRoute):
             flat, back = _contiguous(tensor)
-            return route.run("all_reduce", flat, None, [tensor], op=reduce_name(op),
-                             factor=premul_factor(op), finish=back)  # fmt: skip
+            name, factor = sim_reduce_op(op)
+            return route.run("all_reduce", flat, None, [tensor], op=name, factor=factor,
+                             finish=back)  # fmt: skip
         factor = premul_factor(op)
         if factor is not None:  # gloo and the staged routes have no PREMUL_SUM: scale, then SUM
             with torch.no_grad():
@@ -152,8 +155,9 @@ class KptProcessGroup(dist.ProcessGroup):
             return route.reduce_scatter(output, input, op)
         flat_out, back = _contiguous(output)
         flat_in, _ = _contiguous(input)
-        return route.run("reduce_scatter", flat_in, flat_out, [output], op=reduce_name(op),
-                         factor=premul_factor(op), finish=back)  # fmt: skip
+        name, factor = sim_reduce_op(op)
+        return route.run("reduce_scatter", flat_in, flat_out, [output], op=name, factor=factor,
+                         finish=back)  # fmt: skip
 
     _reduce_scatter_base = reduce_scatter_single
 

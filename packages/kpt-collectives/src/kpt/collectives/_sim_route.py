@@ -72,11 +72,23 @@ def sim_kind() -> str:
 def reduce_name(op: Any) -> str:
     name = REDUCE_OPS.get(getattr(op, "op", op))  # a ReduceOp object, or its RedOpType
     if name is None:
-        raise CollectiveError(
-            f"reduce op {op} is not supported on kpt_sim; use SUM, AVG, MAX, MIN, PRODUCT or "
-            "PREMUL_SUM"
-        )
+        raise _unsupported(op)
     return name
+
+
+def sim_reduce_op(op: Any) -> tuple[str, float | None]:
+    """What a post sends as `op` and `factor`: reduce_name(op) and premul_factor(op), with one
+    lookup of the op."""
+    name = REDUCE_OPS.get(getattr(op, "op", op))
+    if name is None:
+        raise _unsupported(op)
+    return name, (premul_factor(op) if name == "premul_sum" else None)
+
+
+def _unsupported(op: Any) -> CollectiveError:
+    return CollectiveError(
+        f"reduce op {op} is not supported on kpt_sim; use SUM, AVG, MAX, MIN, PRODUCT or PREMUL_SUM"
+    )
 
 
 def premul_factor(op: Any) -> float | None:
@@ -137,7 +149,7 @@ class SimRoute:
         index = tensor.device.index or 0
         stream = daemon_access.current_stream(index)
         client = daemon_access.client()
-        refs = [None if t is None else daemon_access.tensor_ref(t) for t in (input, output)]
+        refs = [None if t is None else daemon_access.wire_ref(t) for t in (input, output)]
         try:
             # A cast, queued with the launches: the host does not wait for the daemon, and a
             # refusal comes from the poll. The collective runs on `comm` after the work issued
@@ -147,34 +159,36 @@ class SimRoute:
                                    timeout=self.timeout_s)  # fmt: skip
         except Exception as exc:
             raise classify(exc, what) from exc
-        future: Future = Future()
-        work = FutureWork(future, what)
+        now = time.monotonic()
+        deadline = now + self.timeout_s + DAEMON_GRACE_S
+        poll = functools.partial(client.collective_poll, group, seq)
+        keep = (input, output)
+        if finish is None:  # complete now, as NCCL's Work does; the client holds the buffers
+            work = FutureWork(None, what, result)
+            posted = Posted(what, poll, deadline, lambda exc: classify(exc, what), work,
+                            keep=keep, posted=now)  # fmt: skip
+            holds = client.holds
+            hold = holds.add([r[0] for r in refs if r is not None], posted.settle_hold, group)
+            posted.release = functools.partial(holds.release, hold)
+            work.pending = posted
+        else:
+            future: Future = Future()
+            work = FutureWork(future, what)
+            work.pending = Pending(
+                what=what,
+                poll=poll,
+                future=future,
+                result=result,
+                deadline=deadline,
+                classify=lambda exc: classify(exc, what),
+                finish=finish,
+                keep=keep,
+                work=work,
+                posted=now,
+            )
         work.join = StreamJoin(client, index, stream, comm)
         work.measure = lambda: client.collective_timing(group, seq)
         work.join_at_backward_end()
-        poll = functools.partial(client.collective_poll, group, seq)
-        deadline = time.monotonic() + self.timeout_s + DAEMON_GRACE_S
-        if finish is None:  # complete now, as NCCL's Work does; the client holds the buffers
-            posted = Posted(what, poll, deadline, lambda exc: classify(exc, what), work,
-                            keep=(input, output))  # fmt: skip
-            holds = client.holds
-            hold = holds.add([r.buffer for r in refs if r is not None], posted.settle_hold, group)
-            posted.release = functools.partial(holds.release, hold)
-            work.pending = posted
-            future.set_result(result)
-            self._completer.submit(posted)
-            return work
-        work.pending = Pending(
-            what=what,
-            poll=poll,
-            future=future,
-            result=result,
-            deadline=deadline,
-            classify=lambda exc: classify(exc, what),
-            finish=finish,
-            keep=(input, output),
-            work=work,
-        )
         self._completer.submit(work.pending)
         return work
 

@@ -45,11 +45,16 @@ def finished(result: Any = None) -> dist.Work:
 
 class FutureWork(dist.Work):
     """A kpt_sim collective: wait() polls the daemon itself; the group's completion thread
-    completes get_future() for those who never wait (DDP's reducer)."""
+    completes get_future() for those who never wait (DDP's reducer).
 
-    def __init__(self, future: Future, what: str) -> None:
+    `future` is resolved when the collective is done; None for a Work complete at its post
+    (`Posted`), whose Future, resolved with `result`, is made only when asked for (a
+    synchronous all_reduce never asks)."""
+
+    def __init__(self, future: Future | None, what: str, result: Any = None) -> None:
         super().__init__()
         self._future = future
+        self._result = result
         self._native: Future | None = None  # made by get_future() (see there)
         self._what = what
         self._timing: dict | None = None
@@ -62,7 +67,8 @@ class FutureWork(dist.Work):
     def wait(self, timeout: Any = None) -> bool:
         if self.pending is not None:
             self.pending.on_wait()
-        self._future.wait()  # raises the collective's error, if any
+        if self._future is not None:
+            self._future.wait()  # raises the collective's error, if any
         if self.join is not None:
             self.join()
         return True
@@ -103,9 +109,11 @@ class FutureWork(dist.Work):
             self.join()
 
     def is_completed(self) -> bool:
-        return self._future.done()
+        return self._future is None or self._future.done()
 
     def is_success(self) -> bool:
+        if self._future is None:
+            return True
         if not self._future.done():
             return False
         try:
@@ -120,11 +128,19 @@ class FutureWork(dist.Work):
         # and crashed. They get this child instead, failed natively when the collective fails.
         # Made on first ask, not per collective: a synchronous all_reduce never asks.
         if self._native is None:
-            self._native = self._future.then(_value)
+            self._native = self.resolved_future().then(_value)
         return self._native
 
+    def resolved_future(self) -> Future:
+        """The Python Future: the one given, or (complete at the post) one resolved now."""
+        if self._future is None:
+            future: Future = Future()
+            future.set_result(self._result)
+            self._future = future
+        return self._future
+
     def __repr__(self) -> str:
-        return f"FutureWork({self._what}, done={self._future.done()})"
+        return f"FutureWork({self._what}, done={self.is_completed()})"
 
 
 def _value(future: Future) -> Any:
@@ -220,7 +236,7 @@ class Posted:
 
     @property
     def future(self) -> Future:
-        return self.work._future  # resolved at the post
+        return self.work.resolved_future()  # resolved at the post
 
     def step(self) -> bool:
         """Poll once (unless settled); True once the daemon's outcome is known."""
@@ -278,19 +294,22 @@ class Completer:
     def __init__(self, name: str) -> None:
         self._name = name
         self._queue: collections.deque[Pending | Posted] = collections.deque()
-        self._cond = threading.Condition()
+        # A plain lock under the condition: a post takes it with one C call (a Condition's
+        # own `with` runs two Python methods).
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._stopped = False
 
     def submit(self, pending: Pending | Posted) -> None:
         while True:  # back-pressure: the daemon keeps 4,096 unpolled outcomes per client
-            with self._cond:
+            with self._lock:
                 if len(self._queue) < MAX_IN_FLIGHT:  # the usual case: one lock, no wait
                     self._enqueue(pending)
                     return
                 oldest = self._queue[0]
             oldest.settle(lambda: self._stopped)
-            with self._cond:
+            with self._lock:
                 if self._queue and self._queue[0] is oldest:
                     self._queue.popleft()
 

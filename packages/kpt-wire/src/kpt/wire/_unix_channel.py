@@ -45,6 +45,9 @@ class UnixChannel:
         self._send_timeout = send_timeout
         self._sock: socket.socket | None = None
         self._reader: StreamReader | None = None
+        # One per connection, kept: each send() drains it before returning (or drops the
+        # connection), so it is empty between sends.
+        self._writer: StreamWriter | None = None
         self._poller = select.poll()
         self._ready: collections.deque[list[Any]] = collections.deque()
         self._spinner = Spinner()
@@ -59,8 +62,9 @@ class UnixChannel:
         return self._sock.fileno() if self._sock is not None else -1
 
     def send(self, frames: list[Any]) -> None:
-        sock = self._sock if self._sock is not None else self._connect()
-        writer = StreamWriter(sock, copy=False)  # drained before send() returns
+        if self._sock is None:
+            self._connect()
+        writer = self._writer
         try:
             if writer.send(frames):
                 return
@@ -112,6 +116,7 @@ class UnixChannel:
             ) from None
         sock.setblocking(False)
         self._sock, self._reader = sock, StreamReader(self._limits)
+        self._writer = StreamWriter(sock, copy=False)  # drained before send() returns
         self._poller = select.poll()
         self._poller.register(sock.fileno(), _POLLIN)
         return sock
@@ -146,5 +151,5 @@ class UnixChannel:
     def _drop(self) -> None:
         if self._sock is not None:
             self._sock.close()
-        self._sock, self._reader = None, None
+        self._sock, self._reader, self._writer = None, None, None
         self._ready.clear()

@@ -29,6 +29,12 @@ class VisibleClient:
             info = dict(all_devices[daemon_index])
             info["daemon_index"], info["index"] = daemon_index, local
             self._devices.append(info)
+        # Named on every collective's post (kpt.collectives) and its polls, and naming no
+        # device: the client's own, found here at once rather than through a failed lookup
+        # and __getattr__.
+        self.holds = client.holds
+        self.collective_cast = client.collective_cast
+        self.collective_poll = client.collective_poll
 
     def __getattr__(self, name: str) -> Any:  # write, read, copy, free, event_time, now...
         return getattr(self._client, name)

@@ -38,16 +38,14 @@ def daemon_device(index: int) -> int:
 
 def current_stream(index: int) -> int:
     """The stream number this process's work on kpt_sim device ``index`` is queued on."""
-    return runtime().state[runtime().check_device(index)].stream
+    current = runtime()
+    return current.state[current.check_device(index)].stream
 
 
 def tensor_ref(tensor: torch.Tensor) -> TensorRef:
     """(buffer, byte offset, dtype, shape, strides) of a kpt_sim tensor in daemon memory."""
     if not isinstance(tensor, SimTensor):
-        raise TypeError(
-            f"expected a {DEVICE_TYPE} tensor, got one on {tensor.device}; move it with "
-            f".to('{DEVICE_TYPE}') first"
-        )
+        raise _not_sim(tensor)
     return TensorRef(
         tensor._sim.buffer,
         tensor.storage_offset() * tensor.element_size(),
@@ -57,4 +55,26 @@ def tensor_ref(tensor: torch.Tensor) -> TensorRef:
     )
 
 
-__all__ = ["client", "current_stream", "daemon_device", "endpoint", "tensor_ref"]
+def wire_ref(tensor: torch.Tensor) -> list:
+    """tensor_ref in the form SimClient sends and takes as is ([buffer, offset, dtype, shape,
+    strides], lists): for a caller that names tensors on every step (a collective's post),
+    nothing to convert on the way."""
+    if not isinstance(tensor, SimTensor):
+        raise _not_sim(tensor)
+    return [
+        tensor._sim.buffer,
+        tensor.storage_offset() * tensor.element_size(),
+        dtype_name(tensor.dtype),
+        list(tensor.shape),
+        list(tensor.stride()),
+    ]
+
+
+def _not_sim(tensor: torch.Tensor) -> TypeError:
+    return TypeError(
+        f"expected a {DEVICE_TYPE} tensor, got one on {tensor.device}; move it with "
+        f".to('{DEVICE_TYPE}') first"
+    )
+
+
+__all__ = ["client", "current_stream", "daemon_device", "endpoint", "tensor_ref", "wire_ref"]
