@@ -458,6 +458,11 @@ def main() -> None:
     ap.add_argument("--dry-run", action="store_true", help="fit and report; write nothing")
     ap.add_argument("--full-grid", action="store_true", help="re-grid every integer term")
     ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="report the shipped profile (terms fitted elsewhere changed it); fit nothing",
+    )
+    ap.add_argument(
         "--only",
         metavar="CLASS",
         help="refit one engine class's efficiency terms; every other value stays",
@@ -471,6 +476,12 @@ def main() -> None:
     items = load_items(meas)
     fit_items, val_items = split(items)
     base = tomllib.loads(PROFILE_PATH.read_text())
+    if args.report_only:
+        before = tomllib.loads(BEFORE_PATH.read_text())
+        text = report(before, base, fit_items, val_items, meas)
+        (HERE / "REPORT.md").write_text(text + kept_sections(HERE / "REPORT.md"))
+        print(text)
+        return
     fitted = fit(
         base,
         [

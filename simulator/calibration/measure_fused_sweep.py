@@ -82,6 +82,18 @@ def profile_calls(fn, flush: torch.Tensor, cuda: bool) -> dict:
     return {"device_us": total, "kernels": by_name}
 
 
+def profile_cases(cases, dev: str) -> list[dict]:
+    """Each (fields, make) case's fields with profile_calls(make()) added (L2 flushed before
+    every call), printed as it goes: the body of the one-op sweeps (GEMMs and the like)."""
+    flush = torch.empty(64 << 20, dtype=torch.float32, device=dev)  # 256 MB > L2
+    rows = []
+    for fields, make in cases:
+        row = {**fields, **profile_calls(make(), flush, dev.startswith("cuda"))}
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
 def measure_sdpa(smoke: bool, dev: str, flush: torch.Tensor) -> list[dict]:
     rows = []
     for b, h, s, d, causal, dt in sdpa_configs(smoke):

@@ -24,11 +24,12 @@ Smoke test on a CPU:    python3 measure_misaligned_gemm.py --out /tmp/x --smoke
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import torch
 import torch.nn.functional as F
-from measure_fused_sweep import REPS, profile_calls
+from measure_fused_sweep import REPS, profile_cases
 from measure_h100 import sweep_main
 
 WIDTHS = {"align1": (50257, 32001, 8193), "align2": (30522, 32002, 8194),
@@ -63,15 +64,12 @@ def gemm(form: str, m: int, n: int, k: int, dev: str):
 
 
 def measure(smoke: bool, dev: str) -> list[dict]:
-    flush = torch.empty(64 << 20, dtype=torch.float32, device=dev)  # 256 MB > L2
-    rows = []
-    for form, align, m, n, k in configs(smoke):
-        fn = gemm(form, m, n, k, dev)
-        row = {"form": form, "align": align, "m": m, "n": n, "k": k, "flops": 2.0 * m * n * k,
-               **profile_calls(fn, flush, dev.startswith("cuda"))}  # fmt: skip
-        rows.append(row)
-        print(row, flush=True)
-    return rows
+    return profile_cases(
+        (({"form": form, "align": align, "m": m, "n": n, "k": k, "flops": 2.0 * m * n * k},
+          functools.partial(gemm, form, m, n, k, dev))
+         for form, align, m, n, k in configs(smoke)),
+        dev,
+    )  # fmt: skip
 
 
 def main() -> None:

@@ -99,16 +99,16 @@ NOTES = [
 # input gradient (`nn`), the weight gradient (`nt`, the output gradient read transposed).
 HEADS = {"gpt2_bf16": (2048, 50257, 768), "bert_base": (2048, 30522, 768),
          "gpt2_infer": (1024, 50257, 768)}  # fmt: skip
-HEAD_FORMS = {"tn": lambda t, v, d: (t, v, d, 1), "nn": lambda t, v, d: (t, d, v, 1),
-              "nt": lambda t, v, d: (v, d, t, 0)}  # fmt: skip
+HEAD_FORMS = {"tn": lambda t, v, d: (t, v, d, 16), "nn": lambda t, v, d: (t, d, v, 16),
+              "nt": lambda t, v, d: (v, d, t, 2 * (v & -v))}  # fmt: skip
 
 
-def vocab_heads() -> list[dict]:
+def vocab_heads(profile=None) -> list[dict]:
     """Each head GEMM's kernel on the H200 (h200_whole_steps.json, by its cuBLAS name) against
-    what the h200 profile prices that GEMM at (kpt.sim.op_time, launch included)."""
+    what a profile (h200's by default) prices that GEMM at (kpt.sim.op_time, launch included)."""
     from kpt.sim import load_profile, op_time
 
-    profile, steps, rows = load_profile("h200"), measured_steps(""), []
+    profile, steps, rows = profile or load_profile("h200"), measured_steps(""), []
     for workload, (tokens, vocab, width) in HEADS.items():
         for kernel in steps[workload]["kernels"]["top"]:
             found = re.search(r"_(tn|nn|nt)_(align\d)", kernel["name"])

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 from host_steps import HOST_STEP_RUNS, build, make_optimizer
+from report_sections import write_section
 from scipy.optimize import minimize_scalar
 
 HERE = Path(__file__).parent
@@ -139,9 +140,7 @@ def main() -> None:
                       for k, t in traces.items()]}, indent=1))  # fmt: skip
         PROFILE.write_text(re.sub(r"(?m)^host_issue_us = \S+", f"host_issue_us = {fitted:.2f}",
                                   PROFILE.read_text()))  # fmt: skip
-        doc = OUT.read_text()
-        at = doc.find(HEADING)
-        OUT.write_text((doc[:at] if at >= 0 else doc + "\n") + text)
+        write_section(OUT, HEADING, text)
 
 
 if __name__ == "__main__":

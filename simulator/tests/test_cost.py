@@ -91,11 +91,59 @@ def test_misaligned_tensor_core_rows_fall_to_the_slow_rate():
     assert op_time(p, "matmul", flops, 0, "bf16", (63, 64, 64)) == aligned  # M is free
     # fp32 GEMMs do not use tensor cores: no alignment rule
     assert op_time(p, "matmul", flops, 0, "fp32", (64, 50257, 64)) == aligned
-    # The fourth entry adds what only strides show (a transposed operand's leading dimension)
-    assert op_time(p, "matmul", flops, 0, "bf16", (64, 64, 64, 0)) == odd
-    assert op_time(p, "matmul", flops, 0, "bf16", (64, 64, 64, 1)) == aligned
-    assert op_time(p, "matmul", flops, 0, "bf16", (64, 50257, 64, 1)) == odd  # rows still count
-    assert op_time(p, "matmul", flops, 0, "fp32", (64, 64, 64, 0)) == aligned
+    # The fourth entry adds what only strides show (a transposed operand's leading dimension),
+    # as the bytes every operand's rows are aligned to
+    assert op_time(p, "matmul", flops, 0, "bf16", (64, 64, 64, 2)) == odd
+    assert op_time(p, "matmul", flops, 0, "bf16", (64, 64, 64, 16)) == aligned
+    assert op_time(p, "matmul", flops, 0, "bf16", (64, 50257, 64, 16)) == odd  # rows still count
+    assert op_time(p, "matmul", flops, 0, "fp32", (64, 64, 64, 2)) == aligned
+
+
+def test_the_fallback_kernels_rate_by_alignment_and_the_odd_rows_owner():
+    p = _asic_with(matmul={"misaligned_tflops": 0.25, "misaligned_output_tflops": 0.125,
+                           "align2_tflops": 0.5, "tile": 1})  # fmt: skip
+    flops = 2 * 128 * 128 * 128 * 1e3
+
+    def rate(shape):
+        return flops / (op_time(p, "matmul", flops, 0, "bf16", shape) - US) / 1e12
+
+    assert rate((128, 128, 128)) == pytest.approx(1.0)
+    assert rate((128, 128, 129)) == pytest.approx(0.25)  # an input's row: align-1
+    assert rate((128, 129, 128)) == pytest.approx(0.125)  # the output's row: align-1, slower
+    assert rate((128, 130, 128)) == pytest.approx(0.5)  # 2 mod 4 elements: align-2
+    assert rate((128, 132, 132)) == pytest.approx(0.5)  # 4 mod 8: align-4, the same kernels
+    assert rate((128, 128, 128, 4)) == pytest.approx(0.5)  # strides: 4 bytes, 2 elements
+    assert rate((128, 128, 128, 2)) == pytest.approx(0.25)  # 2 bytes: one element
+    assert rate((128, 130, 129)) == pytest.approx(0.25)  # the least aligned row decides
+
+
+def test_the_fallback_kernels_pad_rows_to_their_own_tile():
+    p = _asic_with(matmul={"misaligned_tflops": 0.25, "misaligned_tile": 128, "tile": 1})
+    flops = 2 * 8 * 50257 * 64
+    few_rows = op_time(p, "matmul", flops, 0, "bf16", (8, 50257, 64))
+    padded = 2 * 128 * (393 * 128) * 64  # M and N to 128-row tiles, as cuBLAS's align-1 GEMMs
+    assert few_rows == pytest.approx(US + padded / 0.25e12)
+    aligned = op_time(p, "matmul", flops, 0, "bf16", (8, 50256, 64))
+    assert aligned == pytest.approx(US + flops / 1e12)  # the class's own tile (1 here)
+
+
+def test_a_skinny_gemm_streams_on_its_own_curve_where_that_is_faster():
+    # The class streams at half of HBM's 100 GB/s; the skinny regime at all of it after a
+    # start-up of 1 MB's worth.
+    p = _asic_with(matmul={"memory_e_max": 0.5, "skinny_rows": 16, "skinny_memory_e_max": 1.0,
+                           "skinny_memory_x_half": 1e6})  # fmt: skip
+    weight = 2 * 4096 * 4096
+    gemv = op_time(p, "matmul", 2 * 4096 * 4096, weight, "bf16", (1, 4096, 4096))
+    assert gemv == pytest.approx(US + (1e6 + weight) / 100e9)
+    transposed = op_time(p, "matmul", 2 * 4096 * 4096, weight, "bf16", (4096, 16, 4096))
+    assert transposed == pytest.approx(US + (1e6 + weight) / 100e9)  # few columns count too
+    wide = op_time(p, "matmul", 2 * 17 * 4096 * 4096, weight, "bf16", (17, 4096, 4096))
+    assert wide == pytest.approx(US + weight / 50e9)  # past the threshold: the class's curve
+    # A small product starts faster on the class's curve: cuBLAS's heuristics keep that one.
+    small = op_time(p, "matmul", 2 * 64 * 64, 2 * 64 * 64, "bf16", (1, 64, 64))
+    assert small == pytest.approx(US + 2 * 64 * 64 / 50e9)
+    with pytest.raises(InvalidRequestError, match="skinny_memory_e_max"):
+        _asic_with(matmul={"skinny_rows": 16})
 
 
 def test_conv_pads_input_channels_to_the_alignment():
@@ -451,7 +499,7 @@ def test_growing_a_dimension_never_makes_an_op_much_cheaper(name, op_class):
 
 def test_shape_hints_of_the_wrong_form_are_refused_by_name():
     p = load_profile("h100-sxm")
-    with pytest.raises(InvalidRequestError, match=r"\(M, N, K\[, rows 16-byte aligned"):
+    with pytest.raises(InvalidRequestError, match=r"\(M, N, K\[, row alignment in bytes"):
         op_time(p, "matmul", 128, 192, "fp32", (4, 4))
     with pytest.raises(InvalidRequestError, match="rows, cols"):
         op_time(p, "softmax", 128, 192, "fp32", (4, 4, 4))

@@ -42,6 +42,9 @@ def test_derive_scales_memory_by_the_datasheets_and_keeps_compute():
         assert b.memory_x_half / h200.hbm_bandwidth == pytest.approx(
             a.memory_x_half / h100.hbm_bandwidth, rel=1e-5
         )
+    a, b = h100.efficiency_for("matmul"), h200.efficiency_for("matmul")  # the skinny curve's too
+    assert b.skinny_memory_x_half == pytest.approx(a.skinny_memory_x_half * ratio, rel=1e-5)
+    assert a.skinny_memory_x_half > 0 and b.skinny_rows == a.skinny_rows > 0
 
 
 def test_the_cli_derives_a_loadable_profile(tmp_path, capsys):

@@ -74,9 +74,10 @@ class OpCost(NamedTuple):
     ("float32", "torch.bfloat16"). shape, by class (other classes ignore it):
 
     - matmul (bmm, linear, addmm), matmul_int8w (int8 weights, activations in dtype): (M, N,
-      K); a batch is flops / (2*M*N*K); a matmul's optional fourth entry, aligned 0 or 1,
-      says whether every operand's start and leading dimension is 16-byte aligned (0: cuBLAS's
-      align-1/2 kernels, as for an N or K row that is not);
+      K); a batch is flops / (2*M*N*K); a matmul's optional fourth entry is the alignment in
+      bytes (a power of two; 16 or more: aligned) that both inputs' starts and leading
+      dimensions share, which only strides show (under 16: cuBLAS's align-1/2/4 kernels, as for
+      an N or K row that is not a multiple of 16 bytes);
     - conv: the implicit GEMM (N*Ho*Wo, Cout, Cin*kh*kw[, kh*kw[, channels_last]]), per
       group; channels_last 1 (NHWC) or 0 (NCHW, transposed for the tensor cores);
     - attention: (batch*heads, seq_q, seq_k, head_dim[, causal[, backward]]), flops =
@@ -145,7 +146,7 @@ SHAPE_LENGTHS = {"matmul": (3, 4), "matmul_int8w": (3,), "conv": (3, 4, 5), "att
                  "reduction": (2, 3),
                  "rnn": (6,), "multi_tensor": (1,),
                  **{c: (2,) for c in ROW_CLASSES}}  # fmt: skip
-SHAPE_FORMS = {"matmul": "(M, N, K[, rows 16-byte aligned 0 or 1])", "matmul_int8w": "(M, N, K)",
+SHAPE_FORMS = {"matmul": "(M, N, K[, row alignment in bytes])", "matmul_int8w": "(M, N, K)",
                "conv": "(N*Ho*Wo, Cout, Cin*kh*kw[, kh*kw[, channels_last 0 or 1]])",
                "attention": "(batch*heads, seq_q, seq_k, head_dim[, causal 0 or 1[, backward 0 "
                             "or 1]])",
@@ -209,21 +210,48 @@ def shape_penalty(shape: tuple[int, ...] | None, tile: int) -> float:
 
 def misaligned(dtype: str, shape: tuple[int, ...] | None, op_class: str = "matmul") -> bool:
     """A tensor-core GEMM with a row not a multiple of 16 bytes (no vector loads): cuBLAS runs
-    an align-1/2 kernel.
+    an align-1/2/4 kernel."""
+    align = row_alignment(dtype, shape, op_class)
+    return align is not None and align[0] * TENSOR_CORE_BYTES[dtype] < ALIGN_BYTES
+
+
+def row_alignment(
+    dtype: str, shape: tuple[int, ...] | None, op_class: str = "matmul"
+) -> tuple[int, bool] | None:
+    """(elements, output's) of a tensor-core GEMM's least aligned row: the largest power of two
+    of elements (up to 16 bytes' worth) that it is a multiple of, and whether that row is the
+    output's alone (N; the H100 ran 4097^3, both rows odd, at the inputs' rate); None for other
+    dtypes and shapes.
 
     The triple shows contiguous operands' rows, N and K wide. A matmul's fourth entry, where
-    given, adds what only the operands' strides show (0: a leading dimension or a start is not
-    aligned): a transposed operand's row is its leading dimension (a weight gradient
-    dW = dY^T X reads dY's rows, the vocabulary's width). For a convolution (shape[3] = kh*kw)
-    the row is a pixel's Cin channels (channels last).
+    given, adds what only the operands' strides show, in bytes: a transposed operand's row is
+    its leading dimension (a weight gradient dW = dY^T X reads dY's rows, the vocabulary's
+    width), and an operand may start off 16 bytes. For a convolution (shape[3] = kh*kw) the
+    row is a pixel's Cin channels (channels last).
     """
     size = TENSOR_CORE_BYTES.get(dtype)
     if size is None or not shape or len(shape) < 3:
-        return False
-    if op_class != "conv" and len(shape) > 3 and not shape[3]:
-        return True
-    k = shape[2] // shape[3] if op_class == "conv" and len(shape) > 3 and shape[3] > 0 else shape[2]
-    return (shape[1] * size) % ALIGN_BYTES != 0 or (k * size) % ALIGN_BYTES != 0
+        return None
+    full = max(ALIGN_BYTES // size, 1)
+    conv_window = op_class == "conv" and len(shape) > 3 and shape[3] > 0
+    k = shape[2] // shape[3] if conv_window else shape[2]
+    n_align, k_align = _power_of_two_dividing(shape[1], full), _power_of_two_dividing(k, full)
+    strided = full
+    if op_class != "conv" and len(shape) > 3:
+        strided = max(_power_of_two_dividing(shape[3] or 1, ALIGN_BYTES) // size, 1)
+    inputs = min(k_align, strided)
+    return (n_align, True) if n_align < inputs else (inputs, False)
+
+
+def _power_of_two_dividing(n: int, cap: int) -> int:
+    """The largest power of two up to cap that divides n (cap for 0)."""
+    return min(n & -n, cap) if n > 0 else cap
+
+
+def skinny(shape: tuple[int, ...] | None, rows: int) -> bool:
+    """A GEMM of at most `rows` rows or columns (M or N of its (M, N, K)): a gemv or split-K
+    kernel streams the other operand."""
+    return bool(shape) and len(shape) >= 3 and min(shape[0], shape[1]) <= rows
 
 
 def wave_efficiency(shape: tuple[int, ...], flops: float, tile: tuple[int, int], units: int):
@@ -279,9 +307,14 @@ def _executed_flops(op_class: str, dtype: str, flops: float, shape, r: _Rates) -
     eff = r.eff
     useful = 1.0
     if op_class in GEMM_CLASSES or op_class == "conv":
+        fallback = eff.misaligned_flops and misaligned(dtype, shape, op_class)
         if eff.tile > 1:
             useful *= shape_penalty(shape[:3], eff.tile)
-        if not (eff.misaligned_flops and misaligned(dtype, shape, op_class)) and r.wave_tile:
+        if fallback and eff.misaligned_tile > eff.tile:
+            # The fallback kernels' output tiles are larger: M and N pad to them instead.
+            tiles = shape_penalty(shape[:2], eff.misaligned_tile)
+            useful *= tiles / shape_penalty(shape[:2], max(eff.tile, 1))
+        if not fallback and r.wave_tile:
             useful *= wave_efficiency(shape, flops, r.wave_tile, r.units)
         if op_class == "conv" and eff.channel_align > 1 and len(shape) > 3 and shape[3] > 0:
             channels = shape[2] / shape[3]  # K = Cin * kh*kw
@@ -397,11 +430,23 @@ def _compute_time(
             return flops / eff.grouped_flops + r.ramp_s
         if (op_class in GEMM_CLASSES or op_class == "conv") and len(shape) >= 3:
             if eff.misaligned_flops and misaligned(dtype, shape, op_class):
-                peak = min(peak, eff.misaligned_flops)  # a fallback kernel, its own tiles
+                peak = min(peak, misaligned_rate(eff, dtype, shape, op_class))
             flops = _executed_flops(op_class, dtype, flops, shape, r)
         elif op_class == "attention" and len(shape) >= 4:
             flops, extra = _attention_work(dtype, flops, shape, r)
     return flops / (peak * eff.compute_e_max) + r.ramp_s + extra
+
+
+def misaligned_rate(eff: Efficiency, dtype: str, shape: tuple[int, ...], op_class: str) -> float:
+    """FLOP/s of the fallback kernel cuBLAS runs for rows under 16 bytes: align-2/4 kernels
+    (SM80's) where rows are a multiple of 2 elements, else align-1 kernels (SM75's), slower
+    still when the odd row is the output's (a vocabulary head's forward)."""
+    elements, output = row_alignment(dtype, shape, op_class)
+    if elements >= 2 and eff.align2_flops:
+        return eff.align2_flops
+    if output and eff.misaligned_output_flops:
+        return eff.misaligned_output_flops
+    return eff.misaligned_flops
 
 
 def _overhead(op_class: str, flops: float, shape: tuple[int, ...] | None, eff: Efficiency) -> float:
@@ -483,6 +528,13 @@ def op_timing(
             # A strided (outer) dim: one thread's column per output, so few outputs are slow.
             bandwidth = min(bandwidth, max(shape[0], 1) * eff.column_stream_rate)
         memory += moved / bandwidth
+        if (eff.skinny_rows and op_class in GEMM_CLASSES and skinny(shape, eff.skinny_rows)
+                and not misaligned(dtype, shape, op_class)):  # fmt: skip
+            # cuBLAS's heuristics take a gemv or split-K kernel where it streams faster; the
+            # faster of the two curves also keeps a GEMM that grows past the threshold from
+            # getting cheaper. Misaligned rows run the fallback kernels at any M.
+            streaming = r.hbm_bandwidth * eff.skinny_memory_e_max
+            memory = min(memory, (eff.skinny_memory_x_half + moved) / streaming)
         if op_class == "conv" and eff.nchw_passes and nchw_window(shape):
             # NCHW with a window: transpose kernels before and after the GEMM, in series.
             transposes = eff.nchw_passes * nbytes / bandwidth

@@ -20,7 +20,8 @@ from pathlib import Path
 from kpt.sim._errors import InvalidRequestError
 from kpt.sim._profiles import DTYPES, load_profile, profile_from_dict
 
-TFLOPS_KEYS = ("misaligned_tflops", "grouped_tflops", "class_tflops")
+TFLOPS_KEYS = ("misaligned_tflops", "misaligned_output_tflops", "align2_tflops", "grouped_tflops",
+               "class_tflops")  # fmt: skip
 HEADER = re.compile(r"^\s*\[([^\[\]]+)\]\s*(#.*)?$")
 
 
@@ -123,8 +124,9 @@ def derive_profile(base: str, sheet: Datasheet) -> str:
         # a dtype's own table ([efficiency.<class>.<dtype>]) scales as its class's does
         own = {d: table[d] for d in DTYPES if isinstance(table.get(d), dict)}
         for where, fields in [(section, table)] + [(f"{section}.{d}", t) for d, t in own.items()]:
-            if "memory_x_half" in fields:  # the class's always: a required field
-                out.set(where, "memory_x_half", _number(fields["memory_x_half"] * ratio))
+            for key in ("memory_x_half", "skinny_memory_x_half"):  # bytes of start-up
+                if key in fields:
+                    out.set(where, key, _number(fields[key] * ratio))
             for key in TFLOPS_KEYS:
                 if key in fields:
                     out.set(where, key, _number(fields[key] * sheet.compute_scale))

@@ -48,8 +48,21 @@ class Efficiency:
     tile: int = 1
     # Per-dtype fixed seconds on top of the kernel launch (e.g. fp32 GEMM set-up).
     fixed_s: dict[str, float] = field(default_factory=dict, hash=False)
-    # Matrix rate (FLOP/s) a tensor-core op falls to when a row is not 16-byte aligned.
+    # Matrix rate (FLOP/s) a tensor-core op falls to when a row is not 16-byte aligned: rows of
+    # an odd number of elements (cuBLAS's align-1 kernels); the same when the odd row is the
+    # output's (0: misaligned_flops); rows of 2 or more elements' alignment (align-2/4
+    # kernels; 0: misaligned_flops); and the output tile (rows and columns) those kernels pad
+    # M and N to (0: the class's tile).
     misaligned_flops: float = 0.0
+    misaligned_output_flops: float = 0.0
+    align2_flops: float = 0.0
+    misaligned_tile: int = 0
+    # GEMMs with at most skinny_rows rows or columns (a serving engine's decode-time products):
+    # cuBLAS runs gemv and split-K kernels that stream the weight on their own memory curve,
+    # skinny_memory_e_max and skinny_memory_x_half (bytes); 0: the class's curve.
+    skinny_rows: int = 0
+    skinny_memory_e_max: float = 0.0
+    skinny_memory_x_half: float = 0.0
     # Row-wise ops: memory efficiency factor when a row is not 16-byte aligned (scalar loads).
     misaligned_memory_factor: float = 1.0
     # Wave quantization: per dtype, the (rows, cols) output tile of one thread block; a GEMM
@@ -425,7 +438,13 @@ def parse_profile_spec(spec: str) -> list[str]:
 OPTIONAL_EFFICIENCY = {
     "tile": ("tile", 1, True),
     "misaligned_tflops": ("misaligned_flops", TERA, False),
+    "misaligned_output_tflops": ("misaligned_output_flops", TERA, False),
+    "align2_tflops": ("align2_flops", TERA, False),
+    "misaligned_tile": ("misaligned_tile", 1, True),
     "misaligned_memory_factor": ("misaligned_memory_factor", 1, False),
+    "skinny_rows": ("skinny_rows", 1, True),
+    "skinny_memory_e_max": ("skinny_memory_e_max", 1, False),
+    "skinny_memory_x_half": ("skinny_memory_x_half", 1, False),
     "channel_align": ("channel_align", 1, True),
     "score_gps": ("score_rate", GIGA, False),
     "row_gps": ("row_rate", GIGA, False),
@@ -494,6 +513,11 @@ def _efficiency(p: str, table: Any, get, where: str) -> Efficiency:
         value = getattr(eff, fld)
         if not 0 < value <= 1:
             raise InvalidRequestError(f"{where}: field '{p}.{fld}' = {value!r} must be in (0, 1]")
+    if eff.skinny_rows and not 0 < eff.skinny_memory_e_max <= 1:
+        raise InvalidRequestError(
+            f"{where}: {p}.skinny_rows = {eff.skinny_rows} needs {p}.skinny_memory_e_max in "
+            "(0, 1] (the memory curve of the skinny regime)"
+        )
     if eff.one_block_below and not eff.one_block_rate:
         raise InvalidRequestError(
             f"{where}: {p}.one_block_below = {table['one_block_below']!r} needs "

@@ -44,15 +44,8 @@ def current_stream(index: int) -> int:
 
 def tensor_ref(tensor: torch.Tensor) -> TensorRef:
     """(buffer, byte offset, dtype, shape, strides) of a kpt_sim tensor in daemon memory."""
-    if not isinstance(tensor, SimTensor):
-        raise _not_sim(tensor)
-    return TensorRef(
-        tensor._sim.buffer,
-        tensor.storage_offset() * tensor.element_size(),
-        dtype_name(tensor.dtype),
-        tuple(tensor.shape),
-        tuple(tensor.stride()),
-    )
+    buffer, offset, dtype, shape, strides = wire_ref(tensor)
+    return TensorRef(buffer, offset, dtype, tuple(shape), tuple(strides))
 
 
 def wire_ref(tensor: torch.Tensor) -> list:
@@ -60,7 +53,10 @@ def wire_ref(tensor: torch.Tensor) -> list:
     strides], lists): for a caller that names tensors on every step (a collective's post),
     nothing to convert on the way."""
     if not isinstance(tensor, SimTensor):
-        raise _not_sim(tensor)
+        raise TypeError(
+            f"expected a {DEVICE_TYPE} tensor, got one on {tensor.device}; move it with "
+            f".to('{DEVICE_TYPE}') first"
+        )
     return [
         tensor._sim.buffer,
         tensor.storage_offset() * tensor.element_size(),
@@ -68,13 +64,6 @@ def wire_ref(tensor: torch.Tensor) -> list:
         list(tensor.shape),
         list(tensor.stride()),
     ]
-
-
-def _not_sim(tensor: torch.Tensor) -> TypeError:
-    return TypeError(
-        f"expected a {DEVICE_TYPE} tensor, got one on {tensor.device}; move it with "
-        f".to('{DEVICE_TYPE}') first"
-    )
 
 
 __all__ = ["client", "current_stream", "daemon_device", "endpoint", "tensor_ref", "wire_ref"]

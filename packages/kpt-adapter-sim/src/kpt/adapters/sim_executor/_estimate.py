@@ -146,22 +146,30 @@ def _matmul(packet: str, args: list, outputs: list, moved: float) -> OpCost | No
     # Weight-only int8: the profile's own class for it (kpt-serve's Triton kernel on CUDA).
     if packet == "_weight_int8pack_mm":
         return OpCost("matmul_int8w", flops, moved, a.dtype, (m, n, k))
-    aligned = all(_rows_aligned(v) for v in (a, b, *outputs[:1]))
-    return OpCost("matmul", flops, moved, a.dtype, (m, n, k, int(aligned)))
+    align = min(_row_alignment(a), _row_alignment(b))  # the output's row is N (the triple's)
+    return OpCost("matmul", flops, moved, a.dtype, (m, n, k, align))
 
 
-def _rows_aligned(view: Any) -> bool:
-    """Whether cuBLAS can read `view` with 16-byte vector loads: its start, and its leading
-    dimension, which for a transposed view is the stride of its last dim (a weight gradient
-    reads the output gradient transposed: rows of the vocabulary's width)."""
-    if getattr(view, "offset", 0) % GEMM_ALIGN_BYTES:
-        return False
+def _row_alignment(view: Any) -> int:
+    """The bytes (a power of two, up to 16) that `view`'s start and leading dimension are
+    multiples of: cuBLAS loads 16-byte vectors only from rows aligned to them, and picks its
+    align-1/2/4 kernels by the rest. For a transposed view the leading dimension is the stride
+    of its last dim (a weight gradient reads the output gradient transposed: rows of the
+    vocabulary's width)."""
+    align = _power_of_two_dividing(getattr(view, "offset", 0))
     strides = getattr(view, "strides", None)
     if len(view.shape) < 2 or not strides or 1 in view.shape[-2:]:
-        return True  # a vector: no leading dimension
+        return align  # a vector: no leading dimension
     row, col = strides[-2], strides[-1]
     lead = row if col == 1 else col if row == 1 else None  # None: torch copies it first
-    return lead is None or lead * ITEMSIZES.get(view.dtype, 4) % GEMM_ALIGN_BYTES == 0
+    if lead is None:
+        return align
+    return min(align, _power_of_two_dividing(lead * ITEMSIZES.get(view.dtype, 4)))
+
+
+def _power_of_two_dividing(nbytes: int) -> int:
+    """The largest power of two up to GEMM_ALIGN_BYTES that divides nbytes (0 divides all)."""
+    return min(nbytes & -nbytes, GEMM_ALIGN_BYTES) if nbytes > 0 else GEMM_ALIGN_BYTES
 
 
 def _convolution(args: list, outputs: list, moved: float) -> OpCost | None:
