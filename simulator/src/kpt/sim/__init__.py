@@ -9,7 +9,6 @@ from kpt.sim._collectives import (
 )
 from kpt.sim._cost import (
     ATTENTION_BACKWARD_WORK,
-    OpCost,
     efficiency,
     op_time,
     op_timing,
@@ -31,6 +30,7 @@ from kpt.sim._errors import (
 )
 from kpt.sim._executors import DTYPE_SIZES, Executor, View, executor_names, load_executor
 from kpt.sim._faults import Fault, load_faults
+from kpt.sim._op_cost import OpCost
 from kpt.sim._profiles import (
     Profile,
     load_profile,

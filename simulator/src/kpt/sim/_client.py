@@ -23,10 +23,10 @@ import numpy as np
 from kpt.sim import _daemon_liveness as liveness
 from kpt.sim._client_holds import Holds
 from kpt.sim._client_rendezvous import Outcomes, RendezvousCalls, _ref_to_wire
-from kpt.sim._cost import cost_to_wire
 from kpt.sim._daemon_access import TOKEN_ENV, TOKEN_FIELD
 from kpt.sim._errors import ERRORS, DeviceHangError, DeviceLostError, OutOfMemoryError, SimError
 from kpt.sim._memory import ALIGNMENT
+from kpt.sim._op_cost import cost_to_wire
 from kpt.wire import CallTimeout, Client, RemoteError, TransportError, WireError
 
 #: Protocol of the daemon's message catalogue (not the wire's envelope version).

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kpt.sim._cost import OpCost
 from kpt.sim._errors import InvalidRequestError
 from kpt.sim._executors import DTYPE_SIZES, View
+from kpt.sim._op_cost import OpCost
 
 MAX_DIMS = 16
 MAX_REFS = 256  # tensors per op: above the 150 refs of CUDA's largest multi-tensor chunk

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from kpt.sim._cost import OpCost
+from kpt.sim._op_cost import OpCost
 from kpt.sim._replay import FORMAT
 
 MAX_RECORDED_OPS = 2_000_000  # about 0.5 GB of host memory; later ops are counted only

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from kpt.sim._cost import OpCost
 from kpt.sim._executors import DTYPE_SIZES, View
+from kpt.sim._op_cost import OpCost
 
 Arrays = list[np.ndarray]
 

@@ -20,9 +20,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from kpt.sim._cost import OpCost
 from kpt.sim._errors import InvalidRequestError
 from kpt.sim._host_model import MAX_HOST_OPS
+from kpt.sim._op_cost import OpCost
 from kpt.sim._simulator import Simulator
 
 FORMAT = "kpt-sim-ops"

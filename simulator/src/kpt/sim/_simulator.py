@@ -26,14 +26,7 @@ from typing import Any
 import simpy
 
 from kpt.sim._collectives import run_collective
-from kpt.sim._cost import (
-    GEMM_CLASSES,
-    MATRIX_CLASSES,
-    ROW_CLASSES,
-    OpCost,
-    normalize_class,
-    op_timing,
-)
+from kpt.sim._cost import op_timing
 from kpt.sim._device import INF, Device
 from kpt.sim._errors import (
     DeviceHangError,
@@ -47,6 +40,7 @@ from kpt.sim._fault_state import FaultState
 from kpt.sim._faults import Fault, load_faults
 from kpt.sim._fluid import Fabric
 from kpt.sim._memory import Buffer
+from kpt.sim._op_cost import GEMM_CLASSES, MATRIX_CLASSES, ROW_CLASSES, OpCost, normalize_class
 from kpt.sim._profiles import Profile, load_profile, parse_profile_spec
 from kpt.sim._streams import (
     COPY,

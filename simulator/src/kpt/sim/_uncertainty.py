@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from kpt.sim._cost import OpCost, normalize_class, op_timing
+from kpt.sim._cost import op_timing
+from kpt.sim._op_cost import OpCost, normalize_class
 from kpt.sim._profiles import Profile, load_profile
 
 NO_BAND = (1.0, 1.0)  # an uncalibrated profile: no residuals, so no stated uncertainty
