@@ -7,6 +7,7 @@ import kpt.sim
 from kpt.sim import InvalidRequestError, efficiency, load_profile, op_time, shape_penalty
 from kpt.sim._cost import causal_share, conv_groups, warp_per_row
 from kpt.sim._op_cost import normalize_class
+from kpt.sim._reduce_plan import plan
 
 US = 1e-6
 
@@ -262,25 +263,41 @@ def test_layernorm_rows_cost_and_softmax_falls_back_to_norm():
     )
 
 
-def test_reductions_have_two_regimes():
-    p = _asic_with(
-        reduction={"one_block_below": 1000, "one_block_gps": 0.001, "second_pass_us": 3.0}
+def test_reductions_wait_for_their_rounds_of_loads():
+    """One block reduces 65536 elements: 512 threads, 128 values each, loaded as 4-element
+    vectors (fp32) in 32 rounds, or 8-element ones (16-bit sums) in 16."""
+    p = _asic_with(reduction={"load_round_us": 1.0, "block_us": 0.5})
+    nbytes = 65536 * 4.0
+    fp32 = op_time(p, "reduction", 65536, nbytes, "fp32", (1, 65536))
+    assert fp32 == pytest.approx(US + (32 + 0.5) * US)  # latency-bound: HBM takes 2.6 us
+    assert op_time(p, "reduction", 65536, nbytes) == fp32  # no shape: the full reduction
+    assert op_time(p, "reduction", 65536, nbytes / 2, "bf16", (1, 65536)) == pytest.approx(
+        US + (16 + 0.5) * US
     )
-    small = op_time(p, "reduction", 500, 2000)  # one block: 500 elements at 1e6 per second
-    assert small == pytest.approx(US + 2000 / 100e9 + 500e-6)
-    large = op_time(p, "reduction", 2000, 8000)  # a grid and a second pass
-    assert large == pytest.approx(US + 8000 / 100e9 + 3 * US)
-    assert large < small  # the step the H100 shows between 64K and 128K elements
+    without = _asic_with(reduction={})  # no launch terms: the roofline alone
+    assert op_time(without, "reduction", 65536, nbytes, "fp32", (1, 65536)) == pytest.approx(
+        US + nbytes / 100e9
+    )
 
 
-def test_partial_reductions_pay_no_second_pass():
-    p = _asic_with(
-        reduction={"one_block_below": 1000, "one_block_gps": 0.001, "second_pass_us": 3.0}
+def test_an_extent_split_across_blocks_pays_a_grid_wide_pass():
+    p = _asic_with(reduction={"load_round_us": 1.0, "second_pass_us": 3.0, "tail_load_us": 0.5})
+    shape = (256, 32768, 0)  # a sum over dim 0 of [32768, 256]: few outputs, a long extent
+    launch = plan(*shape[:2], False, 4, units=1)  # test-asic has one unit
+    assert launch.blocks_per_output > 1
+    latency = launch.waves(1) * launch.load_rounds * US
+    grid_pass = 3 * US + launch.tail_loads * 0.5 * US
+    nbytes = 256 * 32768 * 4.0
+    assert op_time(p, "reduction", 256 * 32768, nbytes, "fp32", shape) == pytest.approx(
+        US + max(latency, nbytes / 100e9) + grid_pass
     )
-    full = op_time(p, "reduction", 4000, 16000, "fp32", (1, 4000))
-    assert full == op_time(p, "reduction", 4000, 16000)  # one output: the full reduction
-    rows = op_time(p, "reduction", 4000, 16000, "fp32", (1000, 4))  # one output per row
-    assert rows == pytest.approx(US + 16000 / 100e9)
+    # The same elements over the contiguous dim: a block per 16 outputs, no grid-wide pass.
+    rows = plan(32768, 256, True, 4, units=1)
+    assert rows.blocks_per_output == 1
+    latency = rows.waves(1) * rows.load_rounds * US
+    assert op_time(p, "reduction", 256 * 32768, nbytes, "fp32", (32768, 256, 1)) == (
+        pytest.approx(US + max(latency, nbytes / 100e9))
+    )
 
 
 def test_few_rows_cannot_reach_hbm_bandwidth():
@@ -344,16 +361,6 @@ def test_wide_rows_are_read_once_per_pass_and_compute_in_one_precision():
     assert op_time(q, "softmax", 1e9, 0, "bf16") == op_time(q, "softmax", 1e9, 0, "fp32")
 
 
-def test_strided_reductions_stream_one_column_per_output():
-    p = _asic_with(reduction={"second_pass_us": 3.0, "column_stream_gbps": 1.0,
-                              "one_block_below": 10, "one_block_gps": 1.0})  # fmt: skip
-    nbytes = 1e6
-    rows = op_time(p, "reduction", 2.5e5, nbytes, "fp32", (10, 25000, 1))
-    assert rows == pytest.approx(US + nbytes / 100e9)  # contiguous: one block per output
-    cols = op_time(p, "reduction", 2.5e5, nbytes, "fp32", (10, 25000, 0))
-    assert cols == pytest.approx(US + nbytes / 10e9 + 3 * US)  # 10 columns at 1 GB/s each
-
-
 def test_softmax_rows_run_one_warp_each_or_one_block_per_unit():
     p = _asic_with(softmax={"row_stream_gbps": 10.0, "warp_row_gbps": 1.0})
     nbytes = 1e6
@@ -370,14 +377,13 @@ def test_softmax_rows_run_one_warp_each_or_one_block_per_unit():
     )
 
 
-def test_reductions_narrower_than_a_warp_pay_per_output():
-    p = _asic_with(reduction={"narrow_extent_gps": 0.001})  # 1e6 outputs per second
-    nbytes = 1e3
-    narrow = op_time(p, "reduction", 16e3, nbytes, "fp32", (1000, 16, 1))
-    assert narrow == pytest.approx(US + 1000 / 1e6)
-    # A full warp of lanes per output, or a strided dim: the roofline as before.
-    assert op_time(p, "reduction", 32e3, nbytes, "fp32", (1000, 32, 1)) < 2 * US
-    assert op_time(p, "reduction", 16e3, nbytes, "fp32", (1000, 16, 0)) < 2 * US
+def test_short_softmax_rows_compute_at_their_own_rate():
+    p = _asic_with(softmax={"class_tflops": 0.25, "short_row_tflops": 0.5})
+    flops = 1e9
+    short = op_time(p, "softmax", flops, 0, "bf16", (1000, 1024))  # 32 elements per lane
+    assert short == pytest.approx(US + flops / 0.5e12)
+    wide = op_time(p, "softmax", flops, 0, "bf16", (500, 2048))  # 64 per lane: the class rate
+    assert wide == pytest.approx(US + flops / 0.25e12)
 
 
 def test_other_profiles_keep_their_predictions_for_refined_classes():

@@ -27,13 +27,16 @@ from kpt.sim._op_cost import (
     normalize_dtype,
 )
 from kpt.sim._profiles import Efficiency, Profile
+from kpt.sim._reduce_plan import plan
 
 # Tensor-core dtypes and their element sizes: their GEMM kernels need 16-byte aligned rows.
 TENSOR_CORE_BYTES = {"tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
 DTYPE_BYTES = {"fp64": 8, "fp32": 4, **TENSOR_CORE_BYTES}
 ALIGN_BYTES = 16
-WARP_LANES = 32
 WARP_ROW_ELEMENTS = 2048  # torch's persistent (warp-per-row) softmax takes rows up to this
+# ... holding up to 32 elements per lane at this width; wider rows hold 64 and run slower
+# (the H100's bf16 rows of 1536-2048 elements: 0.42 G elements/us, of 384-1000: 0.52-0.55).
+SHORT_ROW_ELEMENTS = 1024
 # A flash-attention backward's time as a multiple of its forward's at the same shape, as the
 # FLOPs an attention cost names (4*B*H*Sq*Sk*hd times this). It recomputes the scores and runs
 # five GEMMs to the forward's two (2.5x the FLOPs, FlashAttention-2 section 3.2) at a lower
@@ -256,12 +259,6 @@ def warp_per_row(shape: tuple[int, ...], dtype: str) -> bool:
     return shape[-1] <= WARP_ROW_ELEMENTS and shape[-1] * DTYPE_BYTES.get(dtype, 4) <= 8192
 
 
-def narrow_extent(op_class: str, shape: tuple[int, ...] | None) -> bool:
-    """A reduction with many outputs over a contiguous dim narrower than a warp (32 lanes)."""
-    return (op_class == "reduction" and bool(shape) and not strided(shape) and shape[0] > 1
-            and 0 < shape[1] < WARP_LANES)  # fmt: skip
-
-
 def nchw_window(shape: tuple[int, ...] | None) -> bool:
     """A convolution in NCHW (layout flag 0) with a window larger than 1x1."""
     return bool(shape) and len(shape) == 5 and shape[4] == 0 and shape[3] > 1
@@ -301,6 +298,8 @@ def _compute_time(
             flops = _executed_flops(op_class, dtype, flops, shape, r, fallback)
         elif op_class == "attention" and len(shape) >= 4:
             flops, extra = _attention_work(dtype, flops, shape, r)
+        elif eff.short_row_flops and op_class in ROW_CLASSES and shape[-1] <= SHORT_ROW_ELEMENTS:
+            peak = eff.short_row_flops
     return flops / (peak * eff.compute_e_max) + r.ramp_s + extra
 
 
@@ -322,19 +321,31 @@ def fallback_rate(
     return eff.misaligned_flops
 
 
-def _overhead(op_class: str, flops: float, shape: tuple[int, ...] | None, eff: Efficiency) -> float:
-    """Time outside the roofline: per-row cost of norms, the reduction regimes."""
+def _overhead(op_class: str, shape: tuple[int, ...] | None, eff: Efficiency) -> float:
+    """Time outside the roofline: the per-row cost of norms."""
     if eff.row_rate and shape and op_class in ROW_CLASSES:
         return shape[0] / eff.row_rate
-    if eff.one_block_below and op_class == "reduction":
-        if strided(shape) and shape[0] > 1:
-            return eff.second_pass_s  # a strided dim: the extent is split across blocks
-        if shape and shape[0] > 1:
-            return 0.0  # one block or warp per output: no grid-wide pass
-        if flops < eff.one_block_below:  # flops = elements for reductions
-            return flops / eff.one_block_rate
-        return eff.second_pass_s
     return 0.0
+
+
+def reduction_times(
+    flops: float, shape: tuple[int, ...] | None, dtype: str, r: _Rates
+) -> tuple[float, float]:
+    """(latency-bound time, grid-wide pass) of a reduction as torch launches it
+    (kpt.sim._reduce_plan): each wave of blocks waits for its threads' rounds of loads, one
+    after another, and a block's own start and finish; an extent split across blocks adds a
+    pass whose last block reads the partial results in sequence. (0, 0): the profile has no
+    such terms."""
+    eff = r.eff
+    if not eff.load_round_s:
+        return 0.0, 0.0
+    outputs, extent, contiguous = (shape[0], shape[1], not strided(shape)) if shape and len(
+        shape) >= 2 else (1, int(flops), True)  # fmt: skip
+    launch = plan(outputs, extent, contiguous, DTYPE_BYTES.get(dtype, 4), r.units)
+    latency = launch.waves(r.units) * (launch.load_rounds * eff.load_round_s + eff.block_s)
+    if launch.blocks_per_output == 1:
+        return latency, 0.0
+    return latency, eff.second_pass_s + launch.tail_loads * eff.tail_load_s
 
 
 def op_timing(
@@ -398,9 +409,6 @@ def op_timing(
             # tensors) streams at blocks x one block's rate, far below HBM bandwidth.
             per_block = eff.block_stream_rate * DTYPE_BYTES.get(dtype, 4) / 4
             bandwidth = min(bandwidth, max(shape[0], 1) * per_block)
-        if op_class == "reduction" and eff.column_stream_rate and strided(shape):
-            # A strided (outer) dim: one thread's column per output, so few outputs are slow.
-            bandwidth = min(bandwidth, max(shape[0], 1) * eff.column_stream_rate)
         memory += moved / bandwidth
         if (eff.skinny_rows and op_class in GEMM_CLASSES and skinny(shape, eff.skinny_rows)
                 and not fallback):  # fmt: skip
@@ -412,11 +420,12 @@ def op_timing(
         if op_class == "conv" and eff.nchw_passes and nchw_window(shape):
             # NCHW with a window: transpose kernels before and after the GEMM, in series.
             transposes = eff.nchw_passes * nbytes / bandwidth
-    if (eff_r := r.eff).narrow_extent_rate and narrow_extent(op_class, shape):
-        # Fewer elements than a warp's lanes per output: idle lanes, one output per warp.
-        compute = max(compute, shape[0] / eff_r.narrow_extent_rate)
     busy = compute if compute > memory else memory
-    overhead = _overhead(op_class, flops, shape, r.eff) + transposes
+    overhead = _overhead(op_class, shape, r.eff) + transposes
+    if op_class == "reduction":
+        latency, grid_pass = reduction_times(flops, shape, dtype, r)
+        busy = max(busy, latency)
+        overhead += grid_pass
     return OpTiming(r.fixed + busy + overhead, memory + transposes)
 
 

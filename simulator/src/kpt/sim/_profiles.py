@@ -74,11 +74,14 @@ class Efficiency:
     score_rate: float = 0.0
     # Row-wise ops (norms): rows per second, a per-row cost added to the roofline.
     row_rate: float = 0.0
-    # Reductions: below this many elements one block reduces everything at one_block_rate
-    # (elements/s); at or above it a grid-wide second pass costs second_pass_s.
-    one_block_below: float = 0.0
-    one_block_rate: float = 0.0
+    # Reductions, launched as torch's reduction kernel splits them (kpt.sim._reduce_plan):
+    # seconds a thread waits for one round of its loads (memory latency under load), a
+    # block's own start and finish, a grid-wide pass's fixed cost and each partial result
+    # its last block reads in sequence. load_round_s 0: a roofline only.
+    load_round_s: float = 0.0
+    block_s: float = 0.0
     second_pass_s: float = 0.0
+    tail_load_s: float = 0.0
     # Row-wise ops: bytes/s one row's block streams (of fp32 rows; 16-bit rows stream the same
     # elements/s, half the bytes); rows fewer than the SMs cannot reach HBM bandwidth.
     row_stream_rate: float = 0.0
@@ -94,15 +97,13 @@ class Efficiency:
     # FLOP/s of this class's kernels whatever the storage dtype (softmax and norms compute in
     # fp32 for bf16 inputs too); 0: the unit's peak for the dtype.
     class_flops: float = 0.0
-    # Reductions over a strided (outer) dim: bytes/s one output's column streams; few outputs
-    # cannot fill the GPU and the extent is split across blocks (second_pass_s).
-    column_stream_rate: float = 0.0
+    # Row-wise ops: FLOP/s of rows of at most 1024 elements (kpt.sim._cost.SHORT_ROW_ELEMENTS:
+    # softmax's warp kernel at <= 32 elements per lane); 0: class_flops for every row.
+    short_row_flops: float = 0.0
     # Softmax: bytes/s one row streams in the warp-per-row kernel (rows of <= 2048 elements and
     # <= 8 KiB, torch's persistent softmax); set, wider rows run one 1024-thread block per row
     # and at most one row per SM streams at row_stream_rate (the SM's throughput binds).
     warp_row_rate: float = 0.0
-    # Reductions over a contiguous dim narrower than a warp (32 lanes): outputs per second.
-    narrow_extent_rate: float = 0.0
     # Multi-tensor (foreach, fused optimizer) kernels: bytes/s one thread block streams (of
     # fp32 elements; 16-bit ones stream the same elements/s); a launch of fewer blocks than
     # the chip holds cannot reach HBM bandwidth.
@@ -448,18 +449,18 @@ OPTIONAL_EFFICIENCY = {
     "channel_align": ("channel_align", 1, True),
     "score_gps": ("score_rate", GIGA, False),
     "row_gps": ("row_rate", GIGA, False),
-    "one_block_below": ("one_block_below", 1, False),
-    "one_block_gps": ("one_block_rate", GIGA, False),
+    "load_round_us": ("load_round_s", US, False),
+    "block_us": ("block_s", US, False),
     "second_pass_us": ("second_pass_s", US, False),
+    "tail_load_us": ("tail_load_s", US, False),
     "row_stream_gbps": ("row_stream_rate", GIGA, False),
     "grouped_tflops": ("grouped_flops", TERA, False),
     "nchw_passes": ("nchw_passes", 1, False),
     "wide_row_bytes": ("wide_row_bytes", 1, False),
     "wide_row_factor": ("wide_row_factor", 1, False),
     "class_tflops": ("class_flops", TERA, False),
-    "column_stream_gbps": ("column_stream_rate", GIGA, False),
+    "short_row_tflops": ("short_row_flops", TERA, False),
     "warp_row_gbps": ("warp_row_rate", GIGA, False),
-    "narrow_extent_gps": ("narrow_extent_rate", GIGA, False),
     "block_stream_gbps": ("block_stream_rate", GIGA, False),
     "backward_work": ("backward_work", 1, False),
     "backward_score_work": ("backward_score_work", 1, False),
@@ -517,11 +518,6 @@ def _efficiency(p: str, table: Any, get, where: str) -> Efficiency:
         raise InvalidRequestError(
             f"{where}: {p}.skinny_rows = {eff.skinny_rows} needs {p}.skinny_memory_e_max in "
             "(0, 1] (the memory curve of the skinny regime)"
-        )
-    if eff.one_block_below and not eff.one_block_rate:
-        raise InvalidRequestError(
-            f"{where}: {p}.one_block_below = {table['one_block_below']!r} needs "
-            f"{p}.one_block_gps > 0 (the rate of the one-block regime)"
         )
     if dtype_tables:
         for d, own in dtype_tables.items():
