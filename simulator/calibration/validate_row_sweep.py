@@ -35,7 +35,10 @@ from kpt.sim._cost import SHORT_ROW_ELEMENTS, WARP_ROW_ELEMENTS
 
 HERE = Path(__file__).parent
 PROFILE_PATH = HERE.parent / "src/kpt/sim/profiles/h100-sxm.toml"
-SWEEPS = {"h100-sxm": "h100_row_sweep.json"}  # profile: the sweep run on its chip
+SWEEPS = {
+    "h100-sxm": "h100_row_sweep.json",
+    "h200": "h200_row_sweep.json",
+}  # profile: its chip's run
 HEADING = "## Row sweep (reductions and softmax at shapes the catalogue never ran)"
 BYTES = {"fp32": 4, "bf16": 2}
 SOFTMAX_FLOPS = 5  # per element, the catalogue's count (measure_h100.py)
