@@ -8,7 +8,9 @@ layers of packages/kpt-serve/benchmarks/h200_quantized_kernels.txt (Llama-8B's f
 shapes at 1 to 512 rows, each call timed inside a CUDA graph by another script, weights
 rotated so that L2 holds none). Prints both against the shipped h200 profile and the fit;
 h100-sxm's skinny_memory_x_half is the fit's times 3350 / 4800, which `kpt-sim profile derive`
-scales back.
+scales back. Then, misaligned rows at <= 4 rows (GPT-2's 50257-wide head in decode), which
+cuBLAS runs as gemv and small-N kernels: misaligned_gemv_factor, the share of the skinny
+curve's bandwidth their scalar loads reach, fitted on the sweep's three such GEMMs.
 
     python simulator/calibration/fit_skinny_gemm.py [--fit]
 """
@@ -26,7 +28,7 @@ from scipy.optimize import least_squares
 from validate_gemm_sweeps import kernel_s
 
 from kpt.sim import load_profile
-from kpt.sim._cost import misaligned
+from kpt.sim._cost import GEMV_ROWS, misaligned
 
 HERE = Path(__file__).parent
 SWEEP = HERE / "h200_skinny_gemm.json"
@@ -40,6 +42,24 @@ def sweep() -> list[dict]:
     which the misaligned rates price)."""
     rows = json.loads(SWEEP.read_text())["gemms"]
     return [r for r in rows if not misaligned("bf16", (r["m"], r["n"], r["k"]))]
+
+
+def misaligned_gemv() -> list[dict]:
+    """The sweep's misaligned GEMMs of at most GEMV_ROWS rows (GPT-2's head in decode): cuBLAS
+    runs gemv and small-N kernels for them, not the align-1 tiles."""
+    rows = json.loads(SWEEP.read_text())["gemms"]
+    return [r for r in rows if misaligned("bf16", (r["m"], r["n"], r["k"]))
+            and min(r["m"], r["n"]) <= GEMV_ROWS]  # fmt: skip
+
+
+def fit_gemv_factor(profile, data: list[dict]) -> float:
+    """misaligned_gemv_factor by least squares on log(predicted / measured)."""
+
+    def residuals(x):
+        fitted = with_efficiency(profile, "matmul", misaligned_gemv_factor=float(x[0]))
+        return [np.log(predicted_us(fitted, r) / r["device_us"]) for r in data]
+
+    return float(least_squares(residuals, [0.5], bounds=([0.05], [1.0])).x[0])
 
 
 def held_out() -> list[dict]:
@@ -104,6 +124,15 @@ def main() -> None:
         fitted = with_regime(off, rows, e_max, x_half)
         print(line("sweep, fitted", errors(fitted, data)))
         print(line("held out, fitted", errors(fitted, other)))
+    gemv = misaligned_gemv()
+    print(line("misaligned gemv (GPT-2's head, 1-4 rows), shipped h200", errors(profile, gemv)))
+    if args.fit:
+        tiles = with_efficiency(profile, "matmul", misaligned_gemv_factor=0.0)
+        print(line("misaligned gemv, priced as align-1 tiles", errors(tiles, gemv)))
+        factor = fit_gemv_factor(profile, gemv)
+        print(f"misaligned_gemv_factor = {factor:.4g}")
+        fitted = with_efficiency(profile, "matmul", misaligned_gemv_factor=factor)
+        print(line("misaligned gemv, fitted", errors(fitted, gemv)))
 
 
 if __name__ == "__main__":

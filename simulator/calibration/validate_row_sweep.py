@@ -87,6 +87,8 @@ def errors(profile, items: list[dict]) -> np.ndarray:
 
 def section() -> str:
     lines = [
+        HEADING,
+        "",
         "Produced by `cd simulator/calibration && python validate_row_sweep.py` from "
         "`measure_row_sweep.py`'s runs (profiler kernel time, L2 flushed, median of 5), "
         "predicted less the launch latency an idle GPU adds (as the GEMM sweeps). "

@@ -129,6 +129,23 @@ def test_the_fallback_kernels_pad_rows_to_their_own_tile():
     assert aligned == pytest.approx(US + flops / 1e12)  # the class's own tile (1 here)
 
 
+def test_misaligned_rows_at_a_few_rows_run_gemv_kernels():
+    """GPT-2's 50257-wide head in decode: cuBLAS runs gemv at 1-4 rows (any alignment), at
+    misaligned_gemv_factor of the skinny curve; from 8 rows the align-1 tiles."""
+    p = _asic_with(matmul={"misaligned_tflops": 0.001, "misaligned_tile": 128, "tile": 1,
+                           "skinny_rows": 16, "skinny_memory_e_max": 1.0,
+                           "skinny_memory_x_half": 1e6, "misaligned_gemv_factor": 0.5})  # fmt: skip
+    weight = 2.0 * 50257 * 768
+    for rows in (1, 4):
+        gemv = op_time(p, "matmul", 2 * rows * 50257 * 768, weight, "bf16", (rows, 50257, 768))
+        assert gemv == pytest.approx(US + (1e6 + weight) / (0.5 * 100e9))
+    tiles = op_time(p, "matmul", 2 * 8 * 50257 * 768, weight, "bf16", (8, 50257, 768))
+    assert tiles == pytest.approx(US + 2 * 128 * (393 * 128) * 768 / 0.001e12)
+    aligned = op_time(p, "matmul", 2 * 50256 * 768, weight, "bf16", (1, 50256, 768))
+    # Aligned rows take the faster curve: here the class's, which has no start-up.
+    assert aligned == pytest.approx(US + weight / 100e9)
+
+
 def test_a_skinny_gemm_streams_on_its_own_curve_where_that_is_faster():
     # The class streams at half of HBM's 100 GB/s; the skinny regime at all of it after a
     # start-up of 1 MB's worth.

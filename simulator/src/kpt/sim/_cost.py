@@ -37,6 +37,10 @@ WARP_ROW_ELEMENTS = 2048  # torch's persistent (warp-per-row) softmax takes rows
 # ... holding up to 32 elements per lane at this width; wider rows hold 64 and run slower
 # (the H100's bf16 rows of 1536-2048 elements: 0.42 G elements/us, of 384-1000: 0.52-0.55).
 SHORT_ROW_ELEMENTS = 1024
+# cuBLAS runs a GEMM of at most this many rows or columns as a gemv or small-N kernel
+# (gemv2T_kernel, gemmSN_TN_kernel on an H200) whatever its rows' alignment; from 8 rows a
+# misaligned one takes the align-1 tile kernels (calibration/h200_skinny_gemm.json, GPT-2's head).
+GEMV_ROWS = 4
 # A flash-attention backward's time as a multiple of its forward's at the same shape, as the
 # FLOPs an attention cost names (4*B*H*Sq*Sk*hd times this). It recomputes the scores and runs
 # five GEMMs to the forward's two (2.5x the FLOPs, FlashAttention-2 section 3.2) at a lower
@@ -313,6 +317,8 @@ def fallback_rate(
         return 0.0
     if not misaligned(dtype, shape, op_class):
         return 0.0
+    if eff.misaligned_gemv_factor and skinny(shape, GEMV_ROWS):
+        return 0.0  # a gemv or small-N kernel, which takes rows of any alignment
     elements, output = row_alignment(dtype, shape, op_class)
     if elements >= 2 and eff.align2_flops:
         return eff.align2_flops
@@ -414,9 +420,14 @@ def op_timing(
                 and not fallback):  # fmt: skip
             # cuBLAS's heuristics take a gemv or split-K kernel where it streams faster; the
             # faster of the two curves also keeps a GEMM that grows past the threshold from
-            # getting cheaper. Misaligned rows run the fallback kernels at any M.
+            # getting cheaper. Misaligned rows run the fallback kernels from GEMV_ROWS up, and
+            # below it gemv kernels whose scalar loads reach a share of the curve.
             streaming = r.hbm_bandwidth * eff.skinny_memory_e_max
-            memory = min(memory, (eff.skinny_memory_x_half + moved) / streaming)
+            gemv = (eff.skinny_memory_x_half + moved) / streaming
+            if eff.misaligned_gemv_factor and misaligned(dtype, shape, op_class):
+                memory = gemv / eff.misaligned_gemv_factor
+            else:
+                memory = min(memory, gemv)
         if op_class == "conv" and eff.nchw_passes and nchw_window(shape):
             # NCHW with a window: transpose kernels before and after the GEMM, in series.
             transposes = eff.nchw_passes * nbytes / bandwidth

@@ -63,6 +63,9 @@ class Efficiency:
     skinny_rows: int = 0
     skinny_memory_e_max: float = 0.0
     skinny_memory_x_half: float = 0.0
+    # Misaligned rows at most kpt.sim._cost.GEMV_ROWS rows: cuBLAS's gemv kernels stream them
+    # on the skinny curve at this fraction of its bandwidth (0: the fallback kernels' rates).
+    misaligned_gemv_factor: float = 0.0
     # Row-wise ops: memory efficiency factor when a row is not 16-byte aligned (scalar loads).
     misaligned_memory_factor: float = 1.0
     # Wave quantization: per dtype, the (rows, cols) output tile of one thread block; a GEMM
@@ -446,6 +449,7 @@ OPTIONAL_EFFICIENCY = {
     "skinny_rows": ("skinny_rows", 1, True),
     "skinny_memory_e_max": ("skinny_memory_e_max", 1, False),
     "skinny_memory_x_half": ("skinny_memory_x_half", 1, False),
+    "misaligned_gemv_factor": ("misaligned_gemv_factor", 1, False),
     "channel_align": ("channel_align", 1, True),
     "score_gps": ("score_rate", GIGA, False),
     "row_gps": ("row_rate", GIGA, False),
