@@ -17,3 +17,10 @@ def write_section(report: Path, heading: str, text: str) -> None:
     end = doc.find("\n## ", at + len(heading))
     rest = doc[end + 1 :] if end >= 0 else ""
     report.write_text(doc[:at] + text.rstrip() + "\n" + ("\n" + rest if rest else ""))
+
+
+def publish(report: Path, heading: str, text: str, dry_run: bool) -> None:
+    """Print a section; unless `dry_run`, write it into `report` (write_section)."""
+    print(text)
+    if not dry_run:
+        write_section(report, heading, text)

@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from report_sections import write_section
+from report_sections import publish
 
 from kpt.sim import load_profile, op_timing
 from kpt.sim._cost import misaligned
@@ -161,10 +161,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dry-run", action="store_true")
     args = ap.parse_args()
-    text = section()
-    print(text)
-    if not args.dry_run:
-        write_section(HERE / "REPORT.md", HEADING, text)
+    publish(HERE / "REPORT.md", HEADING, section(), args.dry_run)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from fit_dataset import predict
-from report_sections import write_section
+from report_sections import publish
 from scipy.optimize import minimize_scalar
 
 from kpt.sim import load_profile, profile_from_dict
@@ -177,10 +177,7 @@ def main() -> None:
     if args.fit and not args.dry_run:
         for path, value in fit_sweep_terms().items():
             print(f"h100-sxm {path} = {value} (run derive_h200.py next)")
-    text = section()
-    print(text)
-    if not args.dry_run:
-        write_section(HERE / "REPORT.md", HEADING, text)
+    publish(HERE / "REPORT.md", HEADING, section(), args.dry_run)
 
 
 if __name__ == "__main__":
