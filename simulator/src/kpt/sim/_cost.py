@@ -345,8 +345,10 @@ def reduction_times(
     eff = r.eff
     if not eff.load_round_s:
         return 0.0, 0.0
-    outputs, extent, contiguous = (shape[0], shape[1], not strided(shape)) if shape and len(
-        shape) >= 2 else (1, int(flops), True)  # fmt: skip
+    if shape and len(shape) >= 2:
+        outputs, extent, contiguous = shape[0], shape[1], not strided(shape)
+    else:  # no shape: the full reduction of `flops` elements
+        outputs, extent, contiguous = 1, int(flops), True
     launch = plan(outputs, extent, contiguous, DTYPE_BYTES.get(dtype, 4), r.units)
     latency = launch.waves(r.units) * (launch.load_rounds * eff.load_round_s + eff.block_s)
     if launch.blocks_per_output == 1:

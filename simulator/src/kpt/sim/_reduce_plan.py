@@ -17,6 +17,7 @@ they are strided (a sum over dim 0, each thread walking a column).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -58,6 +59,7 @@ def _output_vector(outputs: int) -> int:
     return vec
 
 
+@functools.lru_cache(maxsize=4096)  # the daemon prices the same shapes step after step
 def plan(outputs: int, extent: int, contiguous: bool, dtype_bytes: int, units: int) -> ReducePlan:
     """The launch torch makes for `outputs` reductions of `extent` elements each on a chip of
     `units` SMs. Sums and means of 16-bit inputs load 8-element vectors, everything else 4
