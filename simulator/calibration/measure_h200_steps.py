@@ -11,7 +11,8 @@ Torch only (the GPU machine has nothing else). Writes into --out:
   and host wall per call;
 - h200_host_programs.json: host time per launch source: eager op loops, ops that launch
   nothing (views, allocations) before one launch, autograd backward over a chain of small ops,
-  foreach / fused optimizer steps over many small tensors, Python module calls.
+  foreach / fused optimizer steps over many small tensors, Python module calls, and the demo's
+  small GPT training step in fp32 and bf16 autocast (model-shaped code).
 
 Usage (device machine): python3 measure_h200_steps.py --out "$OUT"
 Smoke test on a CPU:    python3 measure_h200_steps.py --out /tmp/x --smoke
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from host_programs import eager_ops, no_launch_programs
 from kernel_timing import KB, MB, Timer
 from measure_h100 import describe_device
+from reference_steps import REFERENCE_MODELS, training_step
 from torch import nn
 from whole_steps import WORKLOADS, build
 
@@ -109,6 +111,10 @@ RNN_CONFIGS = [  # mode, seq, batch, input, hidden, layers
     ("LSTM", 32, 8, 256, 256, 1), ("GRU", 64, 32, 512, 512, 1), ("RNN_TANH", 64, 32, 512, 512, 1),
 ]  # fmt: skip
 DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# The host programs' model-shaped step: the demo's small GPT (4 x 256, AdamW), host-bound on
+# a GPU and none of the whole steps' models.
+MODEL_PROGRAM = "demo_gpt"
+MODEL_PRECISIONS = ("fp32", "bf16_autocast")
 
 
 def sdpa_calls(b: int, h: int, s: int, d: int, causal: bool, dt: str, dev: str):
@@ -274,6 +280,11 @@ def measure_host_programs(dev: str, smoke: bool) -> dict:
         with torch.no_grad():
             fun = wall_per_call(functional, dev, 5 if smoke else 30)
         out["module"].append({"linear_layers": depth, "module_calls": mod, "functional": fun})
+    out["model"] = []
+    for precision in MODEL_PRECISIONS:  # model-shaped code: the host as a training step sees it
+        _, step = training_step(dev, REFERENCE_MODELS[MODEL_PROGRAM], precision)
+        wall = wall_per_call(step, dev, 3 if smoke else 30)
+        out["model"].append({"model": MODEL_PROGRAM, "precision": precision, "wall": wall})
     return out
 
 

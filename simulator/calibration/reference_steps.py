@@ -54,17 +54,18 @@ class GPT(nn.Module):
         return self.ln_f(x) @ self.tok.weight.t()
 
 
-def time_training_step(dev: str, cfg: dict, precision: str, steps: int) -> dict:
+def training_step(dev: str, cfg: dict, precision: str):
+    """(model, step): one AdamW training step of the GPT `cfg` on random tokens."""
     torch.manual_seed(0)
     model = GPT(cfg["layers"], cfg["width"], cfg["heads"], cfg["vocab"], cfg["context"]).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     idx = torch.randint(0, cfg["vocab"], (cfg["batch"], cfg["context"]), device=dev)
     tgt = torch.randint(0, cfg["vocab"], (cfg["batch"], cfg["context"]), device=dev)
-    cuda = dev.startswith("cuda")
+    autocast_device = torch.device(dev).type  # kpt_sim autocasts as cuda does
 
     def step():
         with torch.autocast(
-            "cuda" if cuda else "cpu", dtype=torch.bfloat16, enabled=precision == "bf16_autocast"
+            autocast_device, dtype=torch.bfloat16, enabled=precision == "bf16_autocast"
         ):
             logits = model(idx)
             loss = F.cross_entropy(logits.float().view(-1, cfg["vocab"]), tgt.view(-1))
@@ -73,6 +74,12 @@ def time_training_step(dev: str, cfg: dict, precision: str, steps: int) -> dict:
         opt.step()
         return loss
 
+    return model, step
+
+
+def time_training_step(dev: str, cfg: dict, precision: str, steps: int) -> dict:
+    model, step = training_step(dev, cfg, precision)
+    cuda = dev.startswith("cuda")
     for _ in range(5):
         step()
     samples = []
