@@ -5,8 +5,9 @@ tensors) and the LSTM layers of h200_fused_kernels.json are run again on kpt_sim
 each recorded as an op trace, and replayed on the h200 profile with candidate host figures:
 forward_us (per launch of eager Python code; GEMMs, norms and reductions get their own),
 backward_us (per launch of autograd's backward), optimizer_launch_us and optimizer_tensor_us
-(per foreach / fused optimizer launch, and per tensor it touches), rnn_call_us and rnn_step_us
-(per call and per time step of a fused LSTM layer: cuDNN's host loop), host_op_us (per op
+(per foreach / fused optimizer launch, and per tensor it touches), rnn_call_us, rnn_step_us and
+rnn_backward_step_us (per call and per time step of a fused LSTM layer, forward and backward:
+cuDNN's host loop), host_op_us (per op
 that launches nothing: a view, an allocation). They are fitted by
 least squares on log(predicted / measured) over these programs only; the whole steps
 (predict_h200_steps.py) are the validation. Writes the [host] table into the h200 profile and
@@ -41,7 +42,7 @@ FIT_RUNS = ("", "_r6")
 OUT = HERE / "HOST_MODEL.md"
 FIT_JSON = HERE / "h200_host_fit.json"
 PARAMS = ("forward_us", "backward_us", "optimizer_launch_us", "optimizer_tensor_us",
-          "rnn_call_us", "rnn_step_us", "host_op_us")  # fmt: skip
+          "rnn_call_us", "rnn_step_us", "rnn_backward_step_us", "host_op_us")  # fmt: skip
 # Eager launches of these classes get their own figure ([host.forward_class_us]); the eager
 # programs time one op of each (an F.linear's GEMM, a layer norm, a sum, a convolution).
 CLASSES = ("matmul", "layernorm", "reduction", "conv")

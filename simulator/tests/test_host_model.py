@@ -60,6 +60,16 @@ def test_a_fused_rnn_launch_pays_its_library_per_call_and_per_step():
         pytest.approx((10 + 50 + 128) * US)
     )
     assert host.launch_s("aten::add.out", 2, "elementwise") == pytest.approx(10 * US)
+    # its backward: the backward figure and, without a figure of its own, the same loop
+    backward = (64, 32, 512, 512, 4, 1)
+    assert host.launch_s("aten::_cudnn_rnn_backward", 9, "rnn", backward) == pytest.approx(
+        (20 + 50 + 128) * US
+    )
+    # with one: cuDNN's backward issues its data and weight gradients each step
+    host = HostIssue(costs._replace(rnn_backward_step_s=5 * US))
+    assert host.launch_s("aten::_cudnn_rnn_backward", 9, "rnn", backward) == pytest.approx(
+        (20 + 50 + 320) * US
+    )
 
 
 def test_ops_that_launch_nothing_are_charged_before_the_next_launch():

@@ -16,6 +16,8 @@ for the host machine it names:
     rnn_call_us = ...          # optional: per fused RNN launch (its library's set-up), and
     rnn_step_us = ...          # per time step of it (cuDNN issues each step's kernels from
                                # the host, inside the one aten op)
+    rnn_backward_step_us = ... # optional: per time step of a backward RNN launch (its data and
+                               # weight gradients: more kernels a step); absent, rnn_step_us
     host_op_us = ...           # optional: per op that launches nothing (a view, a transpose,
                                # an allocation), charged before the next launch
 
@@ -40,7 +42,8 @@ FORWARD, BACKWARD, OPTIMIZER = "forward", "backward", "optimizer"
 OPTIMIZER_PREFIXES = ("_foreach_", "_fused_adam", "_fused_sgd")
 HOST_FIELDS = ("machine", "forward_us", "backward_us", "optimizer_launch_us",
                "optimizer_tensor_us")  # fmt: skip
-OPTIONAL_FIELDS = ("forward_class_us", "rnn_call_us", "rnn_step_us", "host_op_us")
+OPTIONAL_FIELDS = ("forward_class_us", "rnn_call_us", "rnn_step_us", "rnn_backward_step_us",
+                   "host_op_us")  # fmt: skip
 MAX_HOST_OPS = 1 << 24  # ops without a launch that one launch message may account for
 RNN_CLASS = "rnn"
 
@@ -57,6 +60,14 @@ class HostCosts(NamedTuple):
     rnn_step_s: float = 0.0  # per time step of a fused RNN layer (its library's host loop)
     rnn_call_s: float = 0.0  # per fused RNN launch (its library's set-up)
     host_op_s: float = 0.0  # per op that launches nothing (views, allocations): dispatch alone
+    rnn_backward_step_s: float = 0.0  # per time step of a backward RNN launch; 0: rnn_step_s
+
+    def rnn_s(self, shape: tuple) -> float:
+        """A fused RNN launch's library host loop: its set-up and each time step's launches
+        (shape: kpt.sim's rnn shape, (steps, ..., backward))."""
+        backward = len(shape) > 5 and shape[5] and self.rnn_backward_step_s
+        per_step = self.rnn_backward_step_s if backward else self.rnn_step_s
+        return self.rnn_call_s + per_step * shape[0]
 
     def forward_for(self, op_class: str) -> float:
         for name, seconds in self.forward_class_s:
@@ -89,7 +100,7 @@ class HostCosts(NamedTuple):
             values.append(float(value) * US)
         per_class = tuple(sorted((str(k), float(v) * US) for k, v in classes.items()))
         optional = {}
-        for name in ("rnn_step_us", "rnn_call_us", "host_op_us"):
+        for name in ("rnn_step_us", "rnn_call_us", "host_op_us", "rnn_backward_step_us"):
             value = table.get(name, 0.0)
             if not _us(value):
                 raise InvalidRequestError(
@@ -130,7 +141,7 @@ class HostIssue:
         costs = self.costs
         extra = costs.host_op_s * host_ops
         if op_class == RNN_CLASS and shape:
-            extra += costs.rnn_call_s + costs.rnn_step_s * shape[0]
+            extra += costs.rnn_s(shape)
         if source == OPTIMIZER:
             self.phase = OPTIMIZER
             return costs.optimizer_launch_s + costs.optimizer_tensor_s * tensors + extra
