@@ -1,17 +1,18 @@
 """Fit the h200 profile's [host] table (kpt.sim._host_model) on the H200's host programs.
 
-The programs of h200_host_programs.json (measure_h200_steps.py; host-bound on the GPU: tiny
-tensors) and the LSTM layers of h200_fused_kernels.json are run again on kpt_sim, one call of
-each recorded as an op trace, and replayed on the h200 profile with candidate host figures:
-forward_us (per launch of eager Python code; GEMMs, norms and reductions get their own),
-backward_us (per launch of autograd's backward), optimizer_launch_us and optimizer_tensor_us
-(per foreach / fused optimizer launch, and per tensor it touches), rnn_call_us, rnn_step_us and
-rnn_backward_step_us (per call and per time step of a fused LSTM layer, forward and backward:
-cuDNN's host loop), host_op_us (per op
-that launches nothing: a view, an allocation). They are fitted by
-least squares on log(predicted / measured) over these programs only; the whole steps
-(predict_h200_steps.py) are the validation. Writes the [host] table into the h200 profile and
-HOST_MODEL.md.
+The hot-loop programs of the FIT_RUNS (measure_h200_steps.py's h200_host_programs*.json;
+host-bound on the GPU: tiny tensors) and the LSTM layers of their h200_fused_kernels*.json are
+run again on kpt_sim, one call of each recorded as an op trace, and replayed on the h200
+profile with candidate host figures: forward_us (per launch of eager Python code; GEMMs, norms
+and reductions get their own), backward_us (per launch of autograd's backward),
+optimizer_launch_us and optimizer_tensor_us (per foreach / fused optimizer launch, and per
+tensor it touches), rnn_call_us, rnn_step_us and rnn_backward_step_us (per call and per time
+step of a fused LSTM layer, forward and backward: cuDNN's host loop), host_op_us (per op that
+launches nothing: a view, an allocation). They are fitted by least squares on
+log(predicted / measured) over these loops; then one factor on all of them, fitted on the
+runs' model-shaped steps (the demo's small GPT): a launch in a model's code costs the host
+more than in a loop. The whole steps (predict_h200_steps.py) are the validation. Writes the
+[host] table into the h200 profile and HOST_MODEL.md.
 
 Usage: python host_model_fit.py [--dry-run]   (needs kpt-adapter-sim and scipy; CPU only)
 """
