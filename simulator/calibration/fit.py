@@ -286,11 +286,11 @@ def _table(title, prof_after, prof_before, fit_items, val_items, key) -> list[st
     if key is report_class:  # and every kernel together (host copies are links, not kernels)
         kernels = [i for i in (*fit_items, *val_items) if i["kind"] == "op"]
         fit_ids = {id(i) for i in fit_items}
-        every = {"all kernels": [i for i in kernels if id(i) not in fit_ids]}
-        v = errors_by_class(prof_after, every["all kernels"], lambda i: "all kernels")
-        f = errors_by_class(prof_after, [i for i in kernels if id(i) in fit_ids],
-                            lambda i: "all kernels")  # fmt: skip
-        b = errors_by_class(prof_before, every["all kernels"], lambda i: "all kernels")
+        held_out = [i for i in kernels if id(i) not in fit_ids]
+        fitted = [i for i in kernels if id(i) in fit_ids]
+        v = errors_by_class(prof_after, held_out, lambda i: "all kernels")
+        f = errors_by_class(prof_after, fitted, lambda i: "all kernels")
+        b = errors_by_class(prof_before, held_out, lambda i: "all kernels")
         a, g, r = v["all kernels"], f["all kernels"], b["all kernels"]
         meets = a["median"] <= TARGET_MEDIAN and a["p90"] <= TARGET_P90
         lines.append(

@@ -88,19 +88,15 @@ NOTES = [
     "each (fitted on the view, transpose and allocation programs). Module calls and cuDNN's own "
     "host set-up for convolutions and batch norm (the CNN's GPU runs 229 kernels for 100 "
     "kpt_sim launches) are still unseen.",
-    "- Model-shaped code costs the host more per launch than a hot loop: fitted on the loops "
-    "alone, the table under-predicted every step of r2-r6 by 11-53 % (median 25-34 % per run, "
-    "each run's table fitted on its own programs), and r1 alone by 10 %. One factor on every "
-    "figure, fitted on the demo GPT's steps of r5 and r6 (1.48), brings r5 and r6 to a median "
-    "of 10.4 % and 10.9 %, and r2 to 9.1 % (worst 18.4 %: the issue's target). cuDNN's RNN "
-    "backward issues its data and weight gradients every time step: its own host figure per "
-    "step (rnn_backward_step_us, 38 us in the loops against the forward's 5) took the LSTM LM "
-    "from 30-51 % under to -21..+29 %.",
+    "- Model-shaped code costs the host more per launch than a hot loop: the [host] table is "
+    "the loops' figures times one factor fitted on the demo GPT's steps of r5 and r6 (1.48, "
+    "calibration/HOST_MODEL.md). cuDNN's RNN backward issues its data and weight gradients "
+    "every time step, so a backward RNN launch has its own host figure per step "
+    "(rnn_backward_step_us: 38 us in the loops against the forward's 5).",
     "- The host is not a fixed quantity on these machines: the same five steps, measured six "
     "times on lent H200s (table above), ran 1.3-2.2x apart in wall time while their device "
-    "time stayed within 1 %; r5 and r6, back to back on one machine, asked for model factors "
-    "of 1.25 and 1.74 fitted each on its own. A host table fitted in one run cannot meet a "
-    "10 % wall target in every run; the device-busy column is the part a profile can promise.",
+    "time stayed within 1 %. A host table fitted in one run cannot meet a 10 % wall target in "
+    "every run; the device-busy column is the part a profile can promise.",
     "",
 ]
 

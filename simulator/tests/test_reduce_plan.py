@@ -38,10 +38,3 @@ def test_waves_count_what_the_chip_holds_at_once():
     narrow = plan(4194304, 16, True, 4, H100_SMS)  # 512 threads: 4 blocks per SM
     assert narrow.waves(H100_SMS) == pytest.approx(131072 / (4 * H100_SMS))
     assert plan(1, 1024, True, 4, H100_SMS).waves(H100_SMS) == 1.0  # never under one
-
-
-def test_every_value_is_loaded_once():
-    """Threads x values per thread covers each output's extent, whatever the split."""
-    for outputs, extent, contiguous in [(1, 10**6, True), (7, 99991, False), (3000, 100, True)]:
-        p = plan(outputs, extent, contiguous, 4, H100_SMS)
-        assert p.blocks >= 1 and p.load_rounds >= 1 and p.block_threads <= 512

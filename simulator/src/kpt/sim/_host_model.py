@@ -100,7 +100,7 @@ class HostCosts(NamedTuple):
             values.append(float(value) * US)
         per_class = tuple(sorted((str(k), float(v) * US) for k, v in classes.items()))
         optional = {}
-        for name in ("rnn_step_us", "rnn_call_us", "host_op_us", "rnn_backward_step_us"):
+        for name in OPTIONAL_FIELDS[1:]:  # the per-second figures; forward_class_us is above
             value = table.get(name, 0.0)
             if not _us(value):
                 raise InvalidRequestError(
