@@ -62,6 +62,11 @@ REFINEMENTS = [
     ("efficiency.rmsnorm.row_gps", "log", 0.01, 100.0),
     ("efficiency.rmsnorm.misaligned_memory_factor", "lin", 0.05, 1.0),
     ("efficiency.conv.grouped_tflops", "log", 0.1, 100.0),
+    ("efficiency.conv.grouped_output_gps", "log", 1.0, 1e5),
+    ("efficiency.conv.nchw_grouped_tflops", "log", 0.1, 100.0),
+    ("efficiency.conv.nchw_grouped_output_gps", "log", 1.0, 1e5),
+    ("efficiency.conv.bf16.grouped_tflops", "log", 0.1, 100.0),
+    ("efficiency.conv.bf16.grouped_output_gps", "log", 1.0, 1e5),
     ("efficiency.conv.misaligned_tflops", "log", 1.0, 1000.0),
     ("efficiency.conv.nchw_passes", "log", 0.01, 50.0),
     ("efficiency.softmax.class_tflops", "log", 0.1, 100.0),
@@ -80,6 +85,12 @@ REFINEMENTS = [
     ("host_link.pageable_bandwidth_gbps", "log", 1.0, 500.0),
     ("host_link.pageable_latency_us", "log", 0.1, 1000.0),
 ]
+# Terms no measurement binds, set to a fitted one's value: fp16 convs run cuDNN's
+# half-precision kernels as bf16 ones do (the catalogue times bf16 only).
+TIED = {
+    "efficiency.conv.fp16.grouped_tflops": "efficiency.conv.bf16.grouped_tflops",
+    "efficiency.conv.fp16.grouped_output_gps": "efficiency.conv.bf16.grouped_output_gps",
+}
 # Integer or threshold parameters: a grid, one coordinate at a time.
 GRID_ALL = [
     ("efficiency.matmul.tile", (8, 16, 32, 64, 128, 256)),
@@ -102,6 +113,7 @@ GRID = [g for g in GRID_ALL if any(key in g[0] for key in SECOND_ROUND_GRID)]
 
 
 FITTED_PREFIX = ""  # every term; --only CLASS fits that class's alone
+FITTED_TERMS = ""  # --terms WORD: of those, only the terms whose path holds WORD
 
 
 def parameter_space() -> list[tuple[str, str, float, float]]:
@@ -117,7 +129,7 @@ def parameter_space() -> list[tuple[str, str, float, float]]:
                   (f"efficiency.{cls}.memory_x_half", "log", 1.0, 1e10)]  # fmt: skip
     space += [("host_link.bandwidth_gbps", "log", 1.0, 500.0),
               ("host_link.latency_us", "log", 0.1, 100.0)]  # fmt: skip
-    return [p for p in space if p[0].startswith(FITTED_PREFIX)]
+    return [p for p in space if p[0].startswith(FITTED_PREFIX) and FITTED_TERMS in p[0]]
 
 
 def restrict_to(op_class: str) -> None:
@@ -126,6 +138,14 @@ def restrict_to(op_class: str) -> None:
     global FITTED_PREFIX
     FITTED_PREFIX = f"efficiency.{op_class}."
     GRID[:] = [g for g in GRID_ALL if g[0].startswith(FITTED_PREFIX)]
+
+
+def restrict_terms(word: str) -> None:
+    """Fit only the terms whose path holds `word` (a new term of a class whose other terms
+    stay as fitted: `--only conv --terms grouped`)."""
+    global FITTED_TERMS
+    FITTED_TERMS = word
+    GRID[:] = [g for g in GRID if word in g[0]]
 
 
 def get_path(data: dict, path: str) -> float:
@@ -162,6 +182,8 @@ def fit(base: dict, items: list[dict]) -> dict:
             if best is None or cost < best[0]:
                 best = (cost, data)
     data = best[1]
+    for path, source in TIED.items():
+        set_path(data, path, get_path(data, source))
     if not FITTED_PREFIX:  # one class's refit leaves the bandwidth and memory curves alone
         normalize_hbm(data)
     return data
@@ -448,11 +470,25 @@ NOTES = """## How the fit works
   kernels (class_tflops); fp32 warp rows stream at their own per-row rate
   ([efficiency.softmax.fp32] warp_row_gbps), faster per element than bf16's.
 
+## What the fifth round changed (fitted values in the profile)
+
+- **Depthwise convolutions by layout** (`fit.py --only conv --terms grouped`: those terms
+  alone, every other conv value stays): channels-last ones run cuDNN's direct kernel, NCHW ones
+  PyTorch's own (conv_depthwise2d), which is as slow in bf16 as in fp32 (441 against 421 us for
+  32x128x56x56 with a 7x7 window) and 2-5x slower than cuDNN's bf16 one (94.5 us). Each is a
+  rate per FLOP plus one per output element (a 3x3 window costs per output almost what a 7x7
+  does): grouped_tflops and grouped_output_gps (per dtype: [efficiency.conv.bf16]; fp16
+  takes bf16's, `TIED`), nchw_grouped_tflops and nchw_grouped_output_gps. An NCHW depthwise
+  conv pays no transposes (no GEMM) and no GEMM start-up. The single rate before priced all 16
+  of them within -49..+93 % on this chip and -52..+94 % on the H200; now -14..+11 % and
+  -14..+19 % (the H200's by validate_h200.py, nothing fitted on it).
+
 ## Where the model is still weak
 
 1. **Convolutions** miss p90: cuDNN picks algorithms per shape (an fp32 1x1 over 8x256x56x56
    in NCHW takes 219 us, 10x its NHWC twin; a 3-channel 32x32 fp32 conv in NHWC 181 us),
-   which no smooth term captures.
+   which no smooth term captures; and small GEMM convolutions pay the class's compute
+   start-up (compute_x_half, ~15 us), where the H200 ran 1x1 bf16 ones in 10-12 us.
 2. **Reductions**: the launch model prices sums and means; amax and max over bf16 run
    1.3-2x slower than sums in the same layout (the shape carries no op), and full
    reductions of 1-4K elements are ~1 us dearer than measured.
@@ -498,11 +534,18 @@ def main() -> None:
         metavar="CLASS",
         help="refit one engine class's efficiency terms; every other value stays",
     )
+    ap.add_argument(
+        "--terms",
+        metavar="WORD",
+        help="with --only: refit only the terms whose path holds WORD; the class's others stay",
+    )
     args = ap.parse_args()
     if args.full_grid:
         GRID[:] = GRID_ALL
     if args.only:
         restrict_to(args.only)
+    if args.terms:
+        restrict_terms(args.terms)
     meas = json.loads((HERE / "h100_measurements.json").read_text())
     items = load_items(meas)
     fit_items, val_items = split(items)
@@ -535,7 +578,7 @@ def main() -> None:
         indent=1))  # fmt: skip
     paths = ["calibrated", "hbm.bandwidth_gbps"] + [p for p, *_ in parameter_space()]
     paths += [f"efficiency.{c}.memory_e_max" for c in fitted["efficiency"]]
-    paths += [p for p, _ in GRID_ALL]
+    paths += [p for p, _ in GRID_ALL] + list(TIED)
     write_toml_values(PROFILE_PATH, fitted, sorted(set(paths)))
     (HERE / "REPORT.md").write_text(text + kept_sections(HERE / "REPORT.md"))
 

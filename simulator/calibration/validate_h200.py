@@ -22,7 +22,7 @@ import numpy as np
 from fit_dataset import model_inputs, predict
 from report_sections import write_section
 
-from kpt.sim import load_profile, replay
+from kpt.sim import load_profile
 from kpt.sim._uncertainty import band
 
 HERE = Path(__file__).parent
@@ -116,35 +116,6 @@ def _inside(profile, item: dict) -> bool:
     return predicted * low <= item["measured_s"] <= predicted * high
 
 
-def steps_table() -> list[str]:
-    """Whole fp32 AdamW (foreach) training steps: kpt_sim's own op traces of the same models
-    (h100_host_fit.json, recorded for the host fit) replayed on h200, against the H200's
-    measured step walls (h200_reference_steps.json), host time included."""
-    measured = json.loads((HERE / "h200_reference_steps.json").read_text())["models"]
-    traces = json.loads((HERE / "h100_host_fit.json").read_text())["steps"]
-    lines = [
-        "Whole training steps, fp32, AdamW (foreach), host time included: kpt_sim's recorded "
-        "op traces of the same models (`h100_host_fit.json`) replayed on `h200` against the "
-        "H200's step walls. The host figure (`host_issue_us`) is the H100 fit's, from a "
-        "slower host (issue 12 part 3 refits the host model; not done here). The interval covers "
-        "the kernels' residuals only, not host time.",
-        "",
-        "| model | H200 measured ms | h200 predicted ms | interval ms | error |",
-        "|---|---|---|---|---|",
-    ]
-    for step in traces:
-        model = step["model"]
-        if step["optimizer"] != "adamw_foreach" or model not in measured:
-            continue
-        run = next(r for r in measured[model]["runs"] if r["precision"] == "fp32")
-        result = replay(step["trace"], profile="h200")
-        real, predicted = run["step_ms_median"], result["predicted_s"] * 1e3
-        low, high = (x * 1e3 for x in result["interval_s"])
-        lines.append(f"| {model} | {real:.2f} | {predicted:.2f} | {low:.2f}-{high:.2f} | "
-                     f"{predicted / real - 1:+.1%} |")  # fmt: skip
-    return lines
-
-
 def section(meas: dict) -> str:
     h200, h100 = load_profile("h200"), load_profile("h100-sxm")
     rows = items(meas)
@@ -169,12 +140,14 @@ def section(meas: dict) -> str:
         *steady_note(rows, h200),
         "",
         f"Small ops: host time per eager call {np.median(host) * 1e6:.1f} us median "
-        f"({host[0] * 1e6:.1f}-{host[-1] * 1e6:.1f}); the profile's host_issue_us is "
-        f"{h200.host_issue_s * 1e6:.1f} (fitted inside H100 training steps: issue 12 part 3). "
+        f"({host[0] * 1e6:.1f}-{host[-1] * 1e6:.1f}); the profile's [host] table charges "
+        f"{h200.host.forward_s * 1e6:.1f} us per forward launch (fitted on model-shaped programs "
+        "by host_model_fit.py). "
         f"Tiny kernel back to back (CUDA graph) {launch.get('device_seconds_per_kernel_graph', 0) * 1e6:.2f} us "  # noqa: E501
         f"against the profile's {(h200.kernel_launch_s - h200.launch_latency_s) * 1e6:.2f}.",
         "",
-        *steps_table(),
+        "Whole steps on the H200, host time included: simulator/REPORT.md (`python "
+        "predict_h200_steps.py`).",
         "",
         "Reproduce: `cd simulator/calibration && python validate_h200.py` (the raw file is "
         "`h200_measurements.json`; the run's log `h200_measure_log.txt`).",

@@ -337,6 +337,27 @@ def test_depthwise_convs_run_a_direct_kernel_without_tiles():
     assert padded > 100 * t
 
 
+def test_depthwise_kernels_differ_by_layout_and_pay_per_output():
+    # cuDNN's channels-last kernel (bf16 its own, faster), PyTorch's NCHW kernel for both
+    # dtypes; NCHW with a window would pay transposes to NHWC if it ran a GEMM: it does not.
+    p = _asic_with(conv={"grouped_tflops": 0.1, "grouped_output_gps": 10.0,
+                         "nchw_grouped_tflops": 0.05, "nchw_grouped_output_gps": 2.0,
+                         "nchw_passes": 3.0, "bf16": {"grouped_tflops": 0.4}})  # fmt: skip
+    groups, m, window = 96, 1000, 9
+    flops = 2.0 * m * window * groups
+    outputs = m * groups
+    nbytes = 1e3  # memory never binds here
+
+    def conv(dtype, layout):
+        return op_time(p, "conv", flops, nbytes, dtype, (m, 1, window, window, layout))
+
+    assert conv("fp32", 1) == pytest.approx(US + flops / 0.1e12 + outputs / 10e9)
+    assert conv("bf16", 1) == pytest.approx(US + flops / 0.4e12 + outputs / 10e9)
+    nchw = US + flops / 0.05e12 + outputs / 2e9
+    assert conv("fp32", 0) == pytest.approx(nchw)
+    assert conv("bf16", 0) == pytest.approx(nchw)
+
+
 def test_attention_blocks_quantize_into_waves():
     data = tomllib.loads((resources.files("kpt.sim") / "profiles" / "test-asic.toml").read_text())
     data["compute_units"] = units = 8

@@ -268,6 +268,23 @@ def nchw_window(shape: tuple[int, ...] | None) -> bool:
     return bool(shape) and len(shape) == 5 and shape[4] == 0 and shape[3] > 1
 
 
+def grouped(flops: float, shape: tuple[int, ...]) -> bool:
+    """A grouped (depthwise) convolution: more than one group."""
+    return conv_groups(flops, shape) > 1.5
+
+
+def grouped_time(flops: float, shape: tuple[int, ...], eff: Efficiency) -> float:
+    """Seconds of a grouped (depthwise) convolution's direct kernel: no GEMM tiles to pad and
+    no GEMM start-up, a rate per FLOP plus a cost per output element. Channels-last ones run
+    cuDNN's kernel (grouped_*, per dtype); NCHW ones PyTorch's own (nchw_grouped_*, which is
+    as slow in bf16 as in fp32: a thread per output walks its window)."""
+    outputs = flops / (2.0 * shape[2]) if shape[2] else 0.0  # N * groups * H * W
+    rate, per_output = eff.grouped_flops, eff.grouped_output_rate
+    if eff.nchw_grouped_flops and len(shape) == 5 and shape[4] == 0:
+        rate, per_output = eff.nchw_grouped_flops, eff.nchw_grouped_output_rate
+    return flops / rate + (outputs / per_output if per_output else 0.0)
+
+
 def conv_groups(flops: float, shape: tuple[int, ...]) -> float:
     """Groups of a convolution whose shape is per group: flops / (2 * M * N * K)."""
     m, n, k = shape[:3]
@@ -293,9 +310,8 @@ def _compute_time(
     peak = r.peak
     extra = 0.0
     if shape:
-        if op_class == "conv" and eff.grouped_flops and conv_groups(flops, shape) > 1.5:
-            # Depthwise / grouped: a direct kernel on the vector path, no GEMM tiles to pad.
-            return flops / eff.grouped_flops + r.ramp_s
+        if op_class == "conv" and eff.grouped_flops and grouped(flops, shape):
+            return grouped_time(flops, shape, eff)
         if (op_class in GEMM_CLASSES or op_class == "conv") and len(shape) >= 3:
             if fallback:
                 peak = min(peak, fallback)
@@ -430,8 +446,10 @@ def op_timing(
                 memory = gemv / eff.misaligned_gemv_factor
             else:
                 memory = min(memory, gemv)
-        if op_class == "conv" and eff.nchw_passes and nchw_window(shape):
-            # NCHW with a window: transpose kernels before and after the GEMM, in series.
+        if (op_class == "conv" and eff.nchw_passes and nchw_window(shape)
+                and not (eff.grouped_flops and grouped(flops, shape))):  # fmt: skip
+            # NCHW with a window: transpose kernels before and after the GEMM, in series (a
+            # grouped one runs PyTorch's NCHW kernel: no GEMM, no transposes).
             transposes = eff.nchw_passes * nbytes / bandwidth
     busy = compute if compute > memory else memory
     overhead = _overhead(op_class, shape, r.eff) + transposes

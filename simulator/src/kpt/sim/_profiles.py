@@ -88,8 +88,13 @@ class Efficiency:
     # Row-wise ops: bytes/s one row's block streams (of fp32 rows; 16-bit rows stream the same
     # elements/s, half the bytes); rows fewer than the SMs cannot reach HBM bandwidth.
     row_stream_rate: float = 0.0
-    # Grouped (depthwise) convolutions: FLOP/s of the direct kernel they run (no GEMM tiles).
+    # Grouped (depthwise) convolutions: FLOP/s of the direct kernel they run (no GEMM tiles)
+    # and output elements/s (0: no per-output cost); cuDNN's channels-last kernel, and
+    # PyTorch's own for NCHW (nchw_*; 0: the channels-last figures for both layouts).
     grouped_flops: float = 0.0
+    grouped_output_rate: float = 0.0
+    nchw_grouped_flops: float = 0.0
+    nchw_grouped_output_rate: float = 0.0
     # Convolutions in NCHW (shape's layout flag 0) with a window larger than 1x1: extra passes
     # over the op's bytes (cuDNN's tensor-core kernels transpose to NHWC and back).
     nchw_passes: float = 0.0
@@ -459,6 +464,9 @@ OPTIONAL_EFFICIENCY = {
     "tail_load_us": ("tail_load_s", US, False),
     "row_stream_gbps": ("row_stream_rate", GIGA, False),
     "grouped_tflops": ("grouped_flops", TERA, False),
+    "grouped_output_gps": ("grouped_output_rate", GIGA, False),
+    "nchw_grouped_tflops": ("nchw_grouped_flops", TERA, False),
+    "nchw_grouped_output_gps": ("nchw_grouped_output_rate", GIGA, False),
     "nchw_passes": ("nchw_passes", 1, False),
     "wide_row_bytes": ("wide_row_bytes", 1, False),
     "wide_row_factor": ("wide_row_factor", 1, False),
