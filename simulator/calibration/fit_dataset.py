@@ -19,6 +19,7 @@ from kpt.sim import op_time, transfer_time
 HERE = Path(__file__).parent
 VALIDATION_SHARE = 0.3
 TARGET_MEDIAN, TARGET_P90 = 0.10, 0.25
+STEADY = 1.3  # a timing is steady when its median is within this of its fastest rep
 # The engine's class for each measured class.
 ENGINE_CLASS = {"matmul": "matmul", "conv": "conv", "attention": "attention",
                 "elementwise": "elementwise", "reduction": "reduction", "softmax": "softmax",
@@ -39,6 +40,14 @@ def misaligned(dtype: str, n: int, k: int) -> bool:
     return size is not None and ((n * size) % 16 != 0 or (k * size) % 16 != 0)
 
 
+def steady(rec: dict) -> bool:
+    """A timing whose median is within STEADY of its fastest rep: the fit leaves the others
+    out (a noisy machine, or an algorithm choice that changed between reps), the reports keep
+    them."""
+    fastest = rec.get("seconds_min")
+    return not fastest or rec["seconds"] <= STEADY * fastest
+
+
 def model_inputs(rec: dict) -> dict | None:
     """One measurement as the cost model's inputs, or None when the model does not cover it."""
     if "seconds" not in rec:
@@ -47,7 +56,8 @@ def model_inputs(rec: dict) -> dict | None:
     if rec.get("sweep"):  # the second round varies what the shapes alone do not name
         label += "".join(f" {k}={rec[k]}" for k in ("causal", "layout", "groups", "dim")
                          if k in rec)  # fmt: skip
-    base = {"measured_s": rec["seconds"], "label": label, "bytes": rec["bytes"]}
+    base = {"measured_s": rec["seconds"], "label": label, "bytes": rec["bytes"],
+            "steady": steady(rec)}  # fmt: skip
     cls = rec["op_class"]
     if cls in ("copy_h2d", "copy_d2h"):
         # The engine has one host link; pageable copies add a host staging copy it lacks.
@@ -92,12 +102,13 @@ def model_inputs(rec: dict) -> dict | None:
         shape = list(rec["shapes"][0])  # rows, cols
     elif cls == "reduction":
         dims = rec["shapes"][0]
+        summing = int(rec["op"] in ("sum", "mean"))  # max: 0 (kpt.sim's reduction shape)
         if rec.get("dim", "all") == "all" or len(dims) == 1:
-            shape = [1, math.prod(dims)]  # one output: the full reduction
+            shape = [1, math.prod(dims), 1, summing]  # one output: the full reduction
         elif rec["dim"] == -1:
-            shape = [dims[0], dims[1], 1]  # (outputs, reduced extent, contiguous)
+            shape = [dims[0], dims[1], 1, summing]  # (outputs, reduced extent, contiguous, ..)
         else:
-            shape = [dims[1], dims[0], 0]  # the outer dim: strided
+            shape = [dims[1], dims[0], 0, summing]  # the outer dim: strided
     kind = "op_unmodelled" if cls in UNMODELLED else "op"
     base["report_class"] = cls if cls == "matmul_misaligned" else ENGINE_CLASS[cls]
     return {**base, "kind": kind, "class": cls, "engine_class": ENGINE_CLASS[cls],

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from fit_dataset import model_inputs, predict
+from fit_dataset import STEADY, model_inputs, predict
 from report_sections import write_section
 
 from kpt.sim import load_profile
@@ -27,7 +27,6 @@ from kpt.sim._uncertainty import band
 
 HERE = Path(__file__).parent
 HEADING = "## H200 validation (derived profile, not refitted)"
-STEADY = 1.3
 BEFORE_HOLD = HERE / "h200_measurements_nohold.json"
 
 
@@ -40,17 +39,8 @@ def items(meas: dict) -> list[dict]:
         if rec.get("small_op"):
             item["report_class"] = f"small ops ({item['report_class']})"
             item["host_s"] = rec["host_seconds_per_call"]
-        item["steady"] = steady(rec)
         out.append(item)
     return out
-
-
-def steady(rec: dict) -> bool:
-    """A timing whose median is within STEADY of its fastest rep. The H100 run's were, but for
-    1 of 516; in this H200 run 6.7 % were not: host time inside the timed window (see the
-    note under the table)."""
-    fastest = rec.get("seconds_min")
-    return not fastest or rec["seconds"] <= STEADY * fastest
 
 
 def table(rows: list[dict], h200, h100) -> list[str]:

@@ -44,15 +44,17 @@ BYTES = {"fp32": 4, "bf16": 2}
 SOFTMAX_FLOPS = 5  # per element, the catalogue's count (measure_h100.py)
 
 
-def reduction_shape(shape: list[int], dims: list[int] | None) -> list[int]:
-    """(outputs, extent, contiguous) of a reduction over `dims` of a contiguous tensor."""
+def reduction_shape(shape: list[int], dims: list[int] | None, op: str) -> list[int]:
+    """(outputs, extent, contiguous, summing) of a reduction `op` over `dims` of a contiguous
+    tensor."""
     numel = math.prod(shape)
+    summing = int(op in ("sum", "mean"))
     if dims is None:
-        return [1, numel]
+        return [1, numel, 1, summing]
     extent = math.prod(shape[d] for d in dims)
     kept = [d for d in range(len(shape)) if d not in dims and shape[d] > 1]
     contiguous = not kept or min(dims) > max(kept)  # every reduced dim inside every kept one
-    return [numel // extent, extent, int(contiguous)]
+    return [numel // extent, extent, int(contiguous), summing]
 
 
 def model_inputs(case: dict) -> dict:
@@ -64,7 +66,7 @@ def model_inputs(case: dict) -> dict:
     if case["kind"] == "softmax":
         shape, flops, nbytes = case["shape"], SOFTMAX_FLOPS * numel, 2 * size * numel
     else:
-        shape = reduction_shape(case["shape"], case["dims"])
+        shape = reduction_shape(case["shape"], case["dims"], case["op"])
         flops, nbytes = numel, size * (numel + shape[0])
     return {"label": label, "kind": "op", "engine_class": case["kind"], "class": case["kind"],
             "dtype": case["dtype"], "flops": float(flops), "bytes": float(nbytes),

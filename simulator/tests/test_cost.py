@@ -297,6 +297,25 @@ def test_reductions_wait_for_their_rounds_of_loads():
     )
 
 
+def test_reductions_that_do_not_sum_16_bit_inputs_take_longer_rounds():
+    # amax, max, var... over bf16 accumulate in bf16 (summing flag 0): each round of loads
+    # costs compare_round_factor times a sum's; fp32 inputs and sums are unchanged.
+    p = _asic_with(reduction={"load_round_us": 1.0, "block_us": 0.5, "compare_round_factor": 2})
+    nbytes = 65536 * 2.0
+    summed = op_time(p, "reduction", 65536, nbytes, "bf16", (1, 65536, 1, 1))
+    assert summed == op_time(p, "reduction", 65536, nbytes, "bf16", (1, 65536))
+    assert summed == pytest.approx(US + (16 + 0.5) * US)
+    assert op_time(p, "reduction", 65536, nbytes, "bf16", (1, 65536, 1, 0)) == pytest.approx(
+        US + (2 * 16 + 0.5) * US
+    )
+    fp32 = op_time(p, "reduction", 65536, 2 * nbytes, "fp32", (1, 65536, 1, 1))
+    assert op_time(p, "reduction", 65536, 2 * nbytes, "fp32", (1, 65536, 1, 0)) == fp32
+    columns = (256, 32768, 0)  # the flag leaves a strided reduction strided
+    assert op_time(p, "reduction", 2**23, 2**24, "bf16", (*columns, 1)) == op_time(
+        p, "reduction", 2**23, 2**24, "bf16", columns
+    )
+
+
 def test_an_extent_split_across_blocks_pays_a_grid_wide_pass():
     p = _asic_with(reduction={"load_round_us": 1.0, "second_pass_us": 3.0, "tail_load_us": 0.5})
     shape = (256, 32768, 0)  # a sum over dim 0 of [32768, 256]: few outputs, a long extent

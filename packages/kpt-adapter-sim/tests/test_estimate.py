@@ -173,7 +173,7 @@ def test_reductions_and_elementwise_ops_carry_their_dtype(executor):
     total = executor.estimate("aten::sum.dim_IntList", [x], [view("bfloat16", 1024)],
                               {"args": [t(0), [1]]})  # fmt: skip
     assert (total.op_class, total.dtype, total.flops) == ("reduction", "bfloat16", 1024 * 64)
-    assert total.shape == (1024, 64, 1)  # the innermost dim: each output's elements adjacent
+    assert total.shape == (1024, 64, 1, 1)  # the innermost dim: each output's elements adjacent
     y = view("bfloat16", 1024, 64)
     pairwise = executor.estimate("aten::max.other", [x, y], [view("bfloat16", 1024, 64)],
                                  {"args": [t(0), t(1)]})  # fmt: skip
@@ -191,15 +191,30 @@ def test_reductions_say_whether_the_reduced_dim_is_strided(executor):
     columns = executor.estimate("aten::sum.dim_IntList", [x], [view("float32", 512)],
                                 {"args": [t(0), [0]]})  # fmt: skip
     everything = executor.estimate("aten::sum.default", [x], [view("float32")], {"args": [t(0)]})
-    assert rows.shape == (4096, 512, 1)
-    assert columns.shape == (512, 4096, 0)  # each output strides down a column
-    assert everything.shape == (1, 4096 * 512, 1)
+    assert rows.shape == (4096, 512, 1, 1)
+    assert columns.shape == (512, 4096, 0, 1)  # each output strides down a column
+    assert everything.shape == (1, 4096 * 512, 1, 1)
     # A transposed input makes the "rows" reduction the strided one.
     xt = View(None, 0, "float32", (4096, 512), (1, 4096))
     strided = executor.estimate("aten::sum.dim_IntList", [xt], [view("float32", 4096)],
                                 {"args": [t(0), [1]]})  # fmt: skip
-    assert strided.shape == (4096, 512, 0)
+    assert strided.shape == (4096, 512, 0, 1)
     assert all(math.isfinite(seconds(c)) for c in (rows, columns, everything, strided))
+
+
+def test_reductions_say_whether_they_sum(executor):
+    # torch's 16-bit kernels for amax and max accumulate in bf16, sums and means in fp32: the
+    # cost model charges the former's rounds more (its shape's 4th element, summing).
+    x = view("bfloat16", 8, 65536)  # few outputs, long rows: the rounds of loads bind
+
+    def reduce(op: str):
+        return executor.estimate(op, [x], [view("bfloat16", 8)], {"args": [t(0), [1]]})
+
+    summed, averaged, largest = (reduce(op) for op in (
+        "aten::sum.dim_IntList", "aten::mean.dim", "aten::amax.default"))  # fmt: skip
+    assert summed.shape == averaged.shape == (8, 65536, 1, 1)
+    assert largest.shape == (8, 65536, 1, 0)
+    assert seconds(largest) > 1.3 * seconds(summed)
 
 
 def test_a_gather_costs_the_rows_it_reads_not_its_whole_source(executor):

@@ -254,8 +254,13 @@ def causal_share(seq_q: int, seq_k: int, tile_q: int, tile_k: int) -> float:
 
 
 def strided(shape: tuple[int, ...] | None) -> bool:
-    """A reduction over a strided (outer) dim: shape (outputs, extent, 0)."""
-    return bool(shape) and len(shape) == 3 and shape[2] == 0
+    """A reduction over a strided (outer) dim: shape (outputs, extent, 0[, summing])."""
+    return bool(shape) and len(shape) >= 3 and shape[2] == 0
+
+
+def summing(shape: tuple[int, ...] | None) -> bool:
+    """A reduction that sums (sum, mean): shape's 4th element 1 or absent."""
+    return not shape or len(shape) < 4 or shape[3] == 1
 
 
 def warp_per_row(shape: tuple[int, ...], dtype: str) -> bool:
@@ -365,8 +370,14 @@ def reduction_times(
         outputs, extent, contiguous = shape[0], shape[1], not strided(shape)
     else:  # no shape: the full reduction of `flops` elements
         outputs, extent, contiguous = 1, int(flops), True
-    launch = plan(outputs, extent, contiguous, DTYPE_BYTES.get(dtype, 4), r.units)
-    latency = launch.waves(r.units) * (launch.load_rounds * eff.load_round_s + eff.block_s)
+    size = DTYPE_BYTES.get(dtype, 4)
+    launch = plan(outputs, extent, contiguous, size, r.units)
+    round_s = eff.load_round_s
+    if size <= 2 and not summing(shape):
+        # amax, max, var... of 16-bit inputs accumulate in that type: every value converts to
+        # fp32 and back inside the chain each round waits on (a sum accumulates in fp32).
+        round_s *= eff.compare_round_factor
+    latency = launch.waves(r.units) * (launch.load_rounds * round_s + eff.block_s)
     if launch.blocks_per_output == 1:
         return latency, 0.0
     return latency, eff.second_pass_s + launch.tail_loads * eff.tail_load_s

@@ -61,8 +61,11 @@ class OpCost(NamedTuple):
       causal 1 charges only the key tiles a top-left causal mask leaves; backward 1 takes the
       profile's backward_work for the dtype where it names one;
     - softmax, layernorm, norm, rmsnorm: (rows, cols), cols the normalized extent;
-    - reduction: (outputs, reduced extent[, contiguous]); contiguous 0: the reduced dim is
-      strided (an outer dim). Many outputs of a contiguous reduction need no second pass.
+    - reduction: (outputs, reduced extent[, contiguous[, summing]]); contiguous 0: the
+      reduced dim is strided (an outer dim). Many outputs of a contiguous reduction need no
+      second pass. summing 0: not a sum or mean (amax, max, var, ...): over 16-bit inputs
+      torch's kernel accumulates in the 16-bit type and its rounds of loads take the
+      profile's compare_round_factor times a sum's (absent: 1, a sum).
     - multi_tensor (a foreach or fused-optimizer kernel; elementwise's efficiency where a
       profile has no table): (thread blocks,), one per 65536-element chunk of each tensor;
     - rnn: one fused RNN layer (cuDNN's): (steps, batch, input, hidden, gates, backward 0/1);
@@ -119,14 +122,14 @@ def cost_to_wire(cost: Any) -> list | None:
 
 # Shape lengths each class reads (module doc); a wrong length is an executor bug, refused.
 SHAPE_LENGTHS = {"matmul": (3, 4), "matmul_int8w": (3,), "conv": (3, 4, 5), "attention": (4, 5, 6),
-                 "reduction": (2, 3),
+                 "reduction": (2, 3, 4),
                  "rnn": (6,), "multi_tensor": (1,),
                  **{c: (2,) for c in ROW_CLASSES}}  # fmt: skip
 SHAPE_FORMS = {"matmul": "(M, N, K[, row alignment in bytes])", "matmul_int8w": "(M, N, K)",
                "conv": "(N*Ho*Wo, Cout, Cin*kh*kw[, kh*kw[, channels_last 0 or 1]])",
                "attention": "(batch*heads, seq_q, seq_k, head_dim[, causal 0 or 1[, backward 0 "
                             "or 1]])",
-               "reduction": "(outputs, reduced extent[, contiguous 0 or 1])",
+               "reduction": "(outputs, reduced extent[, contiguous 0 or 1[, summing 0 or 1]])",
                "rnn": "(steps, batch, input, hidden, gates, backward 0 or 1)",
                "multi_tensor": "(thread blocks,)",
                **{c: "(rows, cols)" for c in ROW_CLASSES}}  # fmt: skip

@@ -85,6 +85,9 @@ class Efficiency:
     block_s: float = 0.0
     second_pass_s: float = 0.0
     tail_load_s: float = 0.0
+    # Reductions that do not sum (shape's summing flag 0: amax, max, var...) over 16-bit
+    # inputs: their rounds of loads take this many times a sum's.
+    compare_round_factor: float = 1.0
     # Row-wise ops: bytes/s one row's block streams (of fp32 rows; 16-bit rows stream the same
     # elements/s, half the bytes); rows fewer than the SMs cannot reach HBM bandwidth.
     row_stream_rate: float = 0.0
@@ -462,6 +465,7 @@ OPTIONAL_EFFICIENCY = {
     "block_us": ("block_s", US, False),
     "second_pass_us": ("second_pass_s", US, False),
     "tail_load_us": ("tail_load_s", US, False),
+    "compare_round_factor": ("compare_round_factor", 1, False),
     "row_stream_gbps": ("row_stream_rate", GIGA, False),
     "grouped_tflops": ("grouped_flops", TERA, False),
     "grouped_output_gps": ("grouped_output_rate", GIGA, False),

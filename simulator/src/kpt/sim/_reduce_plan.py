@@ -63,7 +63,8 @@ def _output_vector(outputs: int) -> int:
 def plan(outputs: int, extent: int, contiguous: bool, dtype_bytes: int, units: int) -> ReducePlan:
     """The launch torch makes for `outputs` reductions of `extent` elements each on a chip of
     `units` SMs. Sums and means of 16-bit inputs load 8-element vectors, everything else 4
-    (max over bf16 is the exception this dtype rule prices as a sum)."""
+    (amax over bf16 is priced as loading like a sum, its rounds slower: the cost model's
+    compare_round_factor)."""
     outputs, extent = max(int(outputs), 1), max(int(extent), 1)
     input_vector = max(VECTOR_BYTES // dtype_bytes, UNROLL) if dtype_bytes <= 2 else UNROLL
     vectorized = contiguous and extent >= VECTOR_MIN_EXTENT

@@ -44,6 +44,7 @@ REDUCTIONS = frozenset({
     "logsumexp", "linalg_vector_norm", "norm", "std", "var", "std_mean", "var_mean", "any",
     "all", "count_nonzero",
 })  # fmt: skip
+SUMMING = frozenset({"sum", "mean"})  # accumulate in fp32 whatever the input's dtype
 COPIES = frozenset({"copy_", "_to_copy", "clone", "copy"})
 # Gathers read the rows they select, not their whole source (an embedding lookup of one token
 # reads one row of a 1 GB table): the first tensor is the source, the others are indices.
@@ -84,7 +85,7 @@ def estimate_cost(
         packet in REDUCTIONS and inputs and _numel(inputs[0]) > max(map(_numel, outputs), default=1)
     ):
         op_class = "reduction"  # flops = elements read, the cost model's convention
-        shape = _reduction_shape(args, inputs, outputs) if packet in REDUCTIONS else None
+        shape = _reduction_shape(packet, args, inputs, outputs) if packet in REDUCTIONS else None
     else:
         op_class = "elementwise"
     return OpCost(op_class, float(max(elements, in_elements)), moved, dtype, shape)
@@ -196,9 +197,14 @@ def _channels_last(x: Any) -> bool:
     return x.shape[1] > 1 and x.strides[1] == 1
 
 
-def _reduction_shape(args: list, inputs: list, outputs: list) -> tuple[int, int, int] | None:
-    """(outputs, reduced extent, contiguous) for a reduction over ``dim`` (args[1]) of its first
-    input; contiguous 1 when the reduced elements of each output sit next to each other."""
+def _reduction_shape(
+    packet: str, args: list, inputs: list, outputs: list
+) -> tuple[int, int, int, int] | None:
+    """(outputs, reduced extent, contiguous, summing) for a reduction over ``dim`` (args[1]) of
+    its first input; contiguous 1 when the reduced elements of each output sit next to each
+    other, summing 1 for a sum or mean (torch's 16-bit kernels for the others accumulate in
+    the 16-bit type, which the cost model charges)."""
+    summing = int(packet in SUMMING)
     x = _view_at(args, 0) or (inputs[0] if inputs else None)
     if x is None or not x.shape or not outputs:
         return None
@@ -210,13 +216,13 @@ def _reduction_shape(args: list, inputs: list, outputs: list) -> tuple[int, int,
     dim = args[1] if len(args) > 1 else None
     dims = [dim] if isinstance(dim, int) else dim if isinstance(dim, list) else []
     if not dims or not all(isinstance(d, int) and -ndim <= d < ndim for d in dims):
-        return (count, extent, 1)  # everything, or a dim we cannot read: one contiguous pass
+        return (count, extent, 1, summing)  # everything, or a dim unread: one contiguous pass
     reduced = {d % ndim for d in dims}
     strides = x.strides
     kept = [strides[d] for d in range(ndim) if d not in reduced and x.shape[d] > 1]
     inner = [strides[d] for d in reduced if x.shape[d] > 1]
     contiguous = not kept or not inner or max(inner) < min(kept)
-    return (count, extent, int(contiguous))
+    return (count, extent, int(contiguous), summing)
 
 
 def _attention(args: list, position: int, scale: float, causal: bool,
