@@ -197,6 +197,17 @@ def test_wait_event_orders_streams(client):
     assert client.event_time(after) >= client.event_time(done) > 0
 
 
+def test_wait_stream_orders_streams_in_one_message(client):
+    x = empty(client, 0, (4,))
+    slow = OpCost("matmul", 4e9, 0.0, "fp32")
+    client.launch(0, "fill", [], [x], {"value": 1.0}, stream=1, cost=slow)
+    done = client.record_event(0, stream=1)
+    client.wait_stream(0, stream=2, on=1)
+    after = client.record_event(0, stream=2)
+    alone = client.record_event(0, stream=3)  # a stream that waited for nothing
+    assert client.event_time(after) >= client.event_time(done) > client.event_time(alone)
+
+
 def test_timing_only_mode_allocates_80_gb_without_host_memory():
     with connected("h100-sxm", 1, numerics=False) as (c, served):
         assert c.numerics is False

@@ -25,6 +25,7 @@ def _workload(c: SimClient) -> float:
     c.copy(x, y, stream=1)
     c.wait_event(done, 1, stream=2)
     c.launch(1, "relu", [y], [y], stream=2)
+    c.wait_stream(1, stream=0, on=2)
     c.collective("all_reduce", [x, y])
     c.read(b, 0, 4096)
     c.free(a)
@@ -42,7 +43,8 @@ def test_a_recorded_session_replays_to_the_same_predicted_time(tmp_path):
     doc = json.loads(Path(path).read_text())
     assert doc["profile"] == "test-asic:2" and doc["devices"] == 2
     kinds = {op["op"] for op in doc["ops"]}
-    assert {"alloc", "h2d", "launch", "record", "copy", "wait", "collective", "d2h"} <= kinds
+    assert {"alloc", "h2d", "launch", "record", "copy", "wait", "wait_stream", "collective",
+            "d2h"} <= kinds  # fmt: skip
     assert replay(doc)["predicted_s"] == pytest.approx(end, rel=1e-12)
     # The same session on other chips: the point of recording it.
     other = replay(doc, profile="h100-sxm:2")

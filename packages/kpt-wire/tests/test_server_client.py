@@ -289,6 +289,26 @@ def test_a_second_thread_is_served_while_a_lone_caller_waits_in_recv(echo_server
     assert results["slow"] == {"slow": True}
 
 
+def test_a_cast_while_another_thread_waits_in_recv_costs_no_poke(echo_server, client):
+    # A caller waiting in recv never reads the wake pipe: poking it would be a wasted syscall
+    # on every cast (kpt.collectives posts while its completion thread polls). The cast goes
+    # out from the caller's loop or when it lets go of the socket.
+    got = threading.Event()
+    echo_server.register("slow", lambda msg, cid: time.sleep(0.3) or {"slow": True})
+    echo_server.register("note", lambda msg, cid: got.set())
+    pokes = []
+    client._poke = lambda: pokes.append(1)
+    caller = threading.Thread(target=client.call, args=("slow",))
+    caller.start()
+    deadline = time.monotonic() + 5
+    while not client._drive_lock.locked() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    client.cast("note")
+    caller.join(5)
+    assert got.wait(5)
+    assert not pokes
+
+
 def test_timeouts_shorter_than_the_receive_slice_are_kept(echo_server, client):
     echo_server.register("slow", lambda msg, cid: time.sleep(0.5) or {})
     started = time.perf_counter()

@@ -505,6 +505,11 @@ class SimClient(RendezvousCalls):
         """Later work on (device, stream) starts only after `event` completes."""
         self._queue("wait_event", {"event": event, "device": device, "stream": stream})
 
+    def wait_stream(self, device: int, stream: int, on: int) -> None:
+        """Later work on (device, stream) starts only after the work queued on (device, on) so
+        far: record_event on `on` and wait_event onto `stream` in one queued op."""
+        self._queue("wait_stream", {"device": device, "stream": stream, "on": on})
+
     def event_time(self, event: int) -> float:
         """Simulated seconds at which `event` completed (waits for it)."""
         self.holds.all()

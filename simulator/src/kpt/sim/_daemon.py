@@ -50,7 +50,8 @@ log = logging.getLogger("kpt.sim.daemon")
 
 MAX_STREAMS = 1024  # per client and device: stream ids are small integers
 MAX_BUFFERS_PER_CLIENT = 1 << 20
-CAST_TYPES = ("launch", "copy", "record_event", "wait_event", "collective", "alloc_async",
+CAST_TYPES = ("launch", "copy", "record_event", "wait_event", "wait_stream", "collective",
+              "alloc_async",
               "graph_replay", "host_work", "collective_cast", "graph_begin", "graph_end",
               "graph_launch", "graph_free")  # fmt: skip
 MAX_BATCH = 4096  # casts in one "batch" message
@@ -122,6 +123,7 @@ class SimDaemon(EventCalls, IssueCalls, GraphCalls):
             "copy": self.copy,
             "record_event": self.record_event,
             "wait_event": self.wait_event,
+            "wait_stream": self.wait_stream,
             "event_time": self.event_time,
             "synchronize": self.synchronize,
             "now": self.now,

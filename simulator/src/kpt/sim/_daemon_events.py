@@ -39,6 +39,16 @@ class EventCalls:
         self.sim.wait_event(token, device, stream)
         self._record("wait", device=device, event=token, stream=stream)
 
+    def wait_stream(self, header: dict, state: Any, client_id: bytes) -> None:
+        """`stream` waits for the work issued to this client's stream `on` so far (what
+        record_event on `on` and wait_event onto `stream` say, in one message)."""
+        device = self._device(header)
+        self.refuse_while_capturing(state, (device,), "wait_stream")
+        stream = self._stream(client_id, header)
+        on = self._stream(client_id, {"stream": header.get("on")})
+        self.sim.wait_stream(device, stream, on)
+        self._record("wait_stream", device=device, stream=stream, on=on)
+
     def event_time(self, msg: Message, state: Any, client_id: bytes) -> dict:
         token, device = self._event(state, msg.header)
         time = self.sim.event_time(token)

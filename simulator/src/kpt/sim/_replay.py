@@ -8,6 +8,7 @@ Format (JSON): {"format": "kpt-sim-ops", "version": 1, "profile": "h100-sxm", "d
     h2d / d2h   device, bytes, [stream]
     copy        src, dst (devices), bytes, [stream]
     record      device, event (a name), [stream]      wait   event, device, [stream]
+    wait_stream device, on (a stream), [stream]: stream waits for what `on` was issued so far
     collective  kind, bytes, [devices, algorithm, root, src, dst, stream]
     sync        [device]
 """
@@ -172,6 +173,8 @@ def _run(sim: Simulator, ops: list) -> None:
                         f"event {op.get('event')!r} is waited on before any 'record' of it"
                     )
                 sim.wait_event(events[op["event"]], op["device"], op.get("stream", 0))
+            elif kind == "wait_stream":
+                sim.wait_stream(op["device"], op.get("stream", 0), op["on"])
             elif kind == "collective":
                 options = {
                     k: op[k] for k in ("algorithm", "root", "src", "dst", "stream") if k in op

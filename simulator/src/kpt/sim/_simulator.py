@@ -411,6 +411,13 @@ class Simulator(FaultState):
         """Later work on (device, stream) starts after the event: a cross-stream/device wait."""
         self.wait_for(self._events.get(event), device, stream)
 
+    def wait_stream(self, device: int, stream: int, on: int) -> None:
+        """Later work on (device, stream) starts after the work issued to (device, on) so far:
+        an event recorded on `on` and waited on, with no id to keep."""
+        marker = self.future_event()
+        self.record_into(marker, device, on)
+        self.wait_for(marker, device, stream)
+
     # An event whose place is not known yet (a collective waiting for its last rank): streams
     # may wait for it now; it is recorded into a stream later, or completed at once if what it
     # stood for failed. The holder keeps the marker itself: it has no id that could expire.

@@ -220,8 +220,8 @@ class SimRoute:
 
 
 class StreamJoin:
-    """Makes a rank's stream wait for everything on its collective's stream so far, once (two
-    queued messages, no round trip): what work.wait() does to the current stream with NCCL."""
+    """Makes a rank's stream wait for everything on its collective's stream so far, once (one
+    queued op, no round trip): what work.wait() does to the current stream with NCCL."""
 
     def __init__(self, client: Any, device: int, stream: int, comm: int) -> None:
         self._client, self._device, self._stream, self._comm = client, device, stream, comm
@@ -231,8 +231,7 @@ class StreamJoin:
         if self._done:
             return
         self._done = True
-        event = self._client.record_event(self._device, self._comm)
-        self._client.wait_event(event, self._device, self._stream)
+        self._client.wait_stream(self._device, self._stream, self._comm)
 
 
 def classify(exc: Exception, what: str = "") -> Exception:

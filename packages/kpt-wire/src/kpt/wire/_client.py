@@ -104,6 +104,10 @@ class Client:
         self._drive_lock = threading.Lock()  # whoever holds it owns the socket
         self._done = threading.Condition()  # notified when replies landed or the driver left
         self._waiting = 0  # threads blocked on _done: notify only when someone listens
+        # A poke (a byte down the wake pipe) wakes the driver only while it sleeps in poll() on
+        # the pipe (_polling); a driver in recv or between calls sends queued work when it
+        # lets go of the socket (_release), so a poke then would be a wasted syscall.
+        self._polling = False
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
@@ -245,9 +249,7 @@ class Client:
                 try:
                     self._exchange(call, frames, now)
                 finally:
-                    self._drive_lock.release()
-                    if self._waiting:
-                        self._notify()
+                    self._release()
                 if call.reply is not None:
                     return call.reply
             else:
@@ -300,7 +302,7 @@ class Client:
                     finally:
                         self._release()
                 else:
-                    self._poke()  # the driver sends what we queued
+                    self._poke_if_polling()  # the driver sends what we queued
                     with self._done:
                         if not call.done() and self._drive_lock.locked():
                             self._waiting += 1
@@ -318,8 +320,19 @@ class Client:
                 self._done.notify_all()
 
     def _release(self) -> None:
-        self._drive_lock.release()
-        self._notify()  # a waiter may take over driving
+        """Let go of the socket, then send what other threads queued meanwhile (they poke only
+        a driver asleep in poll()). A message queued after the outbox check finds the lock free
+        and goes at once, or held by a thread that checks again on its own release."""
+        while True:
+            self._drive_lock.release()
+            self._notify()  # a waiter may take over driving
+            if not self._outbox or not self._drive_lock.acquire(blocking=False):
+                return
+            try:
+                self._flush()
+            except BaseException:
+                self._drive_lock.release()
+                raise
 
     def _flush_if_free(self) -> None:
         if self._drive_lock.acquire(blocking=False):
@@ -328,6 +341,10 @@ class Client:
             finally:
                 self._release()
         else:
+            self._poke_if_polling()
+
+    def _poke_if_polling(self) -> None:
+        if self._polling:
             self._poke()
 
     def _poke(self) -> None:
@@ -383,7 +400,15 @@ class Client:
             items = poll_items(self._wake_read, channel.poll_item)
             if channel.poll_item == -1:  # a unix:// channel between connections
                 items.pop()
-            for ready in wait(items, max(0.0, wait_s) * 1000 + 1):
+            self._polling = True  # from here a thread that queues pokes; before, we look
+            if self._outbox:
+                self._polling = False
+                continue
+            try:
+                ready_items = wait(items, max(0.0, wait_s) * 1000 + 1)
+            finally:
+                self._polling = False
+            for ready in ready_items:
                 if ready is not self._wake_read:
                     self._receive()
                 else:

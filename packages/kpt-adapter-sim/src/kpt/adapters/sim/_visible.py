@@ -75,6 +75,9 @@ class VisibleClient:
     def wait_event(self, event: int, device: int, stream: int = 0) -> None:
         self._client.wait_event(event, self._to_daemon[device], stream)
 
+    def wait_stream(self, device: int, stream: int, on: int) -> None:
+        self._client.wait_stream(self._to_daemon[device], stream, on)
+
     def synchronize(self, device: int | None = None) -> float:
         # "All devices" means this process's devices: other processes' work is not waited for.
         targets = self._to_daemon if device is None else [self._to_daemon[device]]
