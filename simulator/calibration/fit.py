@@ -81,7 +81,8 @@ REFINEMENTS = [
     ("efficiency.reduction.load_round_us", "log", 0.01, 10.0),
     ("efficiency.reduction.block_us", "log", 0.01, 10.0),
     ("efficiency.reduction.tail_load_us", "log", 0.001, 10.0),
-    # fifth round: depthwise convs by layout, reductions that do not sum over 16-bit inputs
+    # fifth round: reductions that do not sum over 16-bit inputs (its depthwise-by-layout
+    # terms sit with grouped_tflops above)
     ("efficiency.reduction.compare_round_factor", "lin", 1.0, 4.0),
     ("efficiency.softmax.short_row_tflops", "log", 0.1, 100.0),
     ("host_link.pageable_bandwidth_gbps", "log", 1.0, 500.0),
@@ -484,9 +485,9 @@ NOTES = """## How the fit works
   per output, not 9/49): grouped_tflops and grouped_output_gps (per dtype:
   [efficiency.conv.bf16]; fp16 takes bf16's, `TIED`), nchw_grouped_tflops and
   nchw_grouped_output_gps. An NCHW depthwise conv pays no transposes (no GEMM) and no GEMM
-  start-up. The single rate before priced all 16
-  of them within -49..+93 % on this chip and -52..+94 % on the H200; now -14..+11 % and
-  -14..+19 % (the H200's by validate_h200.py, nothing fitted on it).
+  start-up. The single rate before priced all 16 of them within -49..+93 % on this chip and
+  -52..+94 % on the H200; now -14..+11 % and -14..+19 % (the H200's by validate_h200.py,
+  nothing fitted on it).
 - **Reductions that do not sum** (`fit.py --only reduction`): torch accumulates amax and max
   over bf16 in bf16, converting every value inside the chain each round of loads waits on,
   while a sum accumulates in fp32; the same layout ran 1.1-2x slower than a sum in both sweeps

@@ -206,6 +206,9 @@ def test_wait_stream_orders_streams_in_one_message(client):
     after = client.record_event(0, stream=2)
     alone = client.record_event(0, stream=3)  # a stream that waited for nothing
     assert client.event_time(after) >= client.event_time(done) > client.event_time(alone)
+    client._queue("wait_stream", {"device": 0, "stream": 2})  # no `on`: refused by name
+    with pytest.raises(InvalidRequestError, match="'on'"):
+        client.synchronize()
 
 
 def test_timing_only_mode_allocates_80_gb_without_host_memory():

@@ -51,9 +51,8 @@ log = logging.getLogger("kpt.sim.daemon")
 MAX_STREAMS = 1024  # per client and device: stream ids are small integers
 MAX_BUFFERS_PER_CLIENT = 1 << 20
 CAST_TYPES = ("launch", "copy", "record_event", "wait_event", "wait_stream", "collective",
-              "alloc_async",
-              "graph_replay", "host_work", "collective_cast", "graph_begin", "graph_end",
-              "graph_launch", "graph_free")  # fmt: skip
+              "alloc_async", "graph_replay", "host_work", "collective_cast", "graph_begin",
+              "graph_end", "graph_launch", "graph_free")  # fmt: skip
 MAX_BATCH = 4096  # casts in one "batch" message
 MAX_INLINE_READ = 1 << 16  # a read asking for "inline" bytes gets them in the header up to this
 MAX_READ = 1 << 30  # bytes one read may return: larger reads go in chunks (bounds a reply's copy)
@@ -249,9 +248,11 @@ class SimDaemon(EventCalls, IssueCalls, GraphCalls):
         for key in [k for k in self.streams if k[0] == client_id]:
             self._spare_streams.append(self.streams.pop(key))  # engine streams are reused
 
-    def _stream(self, client_id: bytes, header: dict) -> int:
-        """The engine stream behind a client's stream number (streams are private per client)."""
-        key = (client_id, field_int(header, "stream", high=MAX_STREAMS, default=0))
+    def _stream(self, client_id: bytes, header: dict, name: str = "stream") -> int:
+        """The engine stream behind a client's stream number (streams are private per client):
+        header[name], 0 when a "stream" field is absent; another name is required."""
+        default = 0 if name == "stream" else ...
+        key = (client_id, field_int(header, name, high=MAX_STREAMS, default=default))
         found = self.streams.get(key)
         if found is None:
             if self._spare_streams:
