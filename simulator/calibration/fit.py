@@ -485,15 +485,15 @@ NOTES = """## How the fit works
   per output, not 9/49): grouped_tflops and grouped_output_gps (per dtype:
   [efficiency.conv.bf16]; fp16 takes bf16's, `TIED`), nchw_grouped_tflops and
   nchw_grouped_output_gps. An NCHW depthwise conv pays no transposes (no GEMM) and no GEMM
-  start-up. The single rate before priced all 16 of them within -49..+93 % on this chip and
-  -52..+94 % on the H200; now -14..+11 % and -14..+19 % (the H200's by validate_h200.py,
-  nothing fitted on it).
+  start-up. The conv class, held out: the table above (it was 15.7 % / 35.9 %; on the H200,
+  validate_h200.py, 17.0 % / 45.7 % before and nothing fitted on it since).
 - **Reductions that do not sum** (`fit.py --only reduction`): torch accumulates amax and max
   over bf16 in bf16, converting every value inside the chain each round of loads waits on,
-  while a sum accumulates in fp32; the same layout ran 1.1-2x slower than a sum in both sweeps
-  (fp32: 1.0-1.1x). The reduction shape says whether the op sums (its 4th element, from the
-  adapter), and such a round costs compare_round_factor times a sum's. The sweeps' amax,
-  held out: p90 40.2 -> 29.5 % (H100), 40.9 -> 31.6 % (H200).
+  while a sum accumulates in fp32: in h100_row_sweep.json an amax over dim 0 of a bf16
+  [50, 50000] took 17.8 us against the sum's 9.6 (in fp32, 10.6 against 10.4). The reduction
+  shape says whether the op sums (its 4th element, from the adapter), and such a round costs
+  compare_round_factor times a sum's. The sweeps' amax, held out: p90 40.2 -> 29.5 % (H100),
+  40.9 -> 31.6 % (H200).
 
 ## Where the model is still weak
 

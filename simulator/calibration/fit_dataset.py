@@ -20,6 +20,7 @@ HERE = Path(__file__).parent
 VALIDATION_SHARE = 0.3
 TARGET_MEDIAN, TARGET_P90 = 0.10, 0.25
 STEADY = 1.3  # a timing is steady when its median is within this of its fastest rep
+SUMMING = ("sum", "mean")  # reductions whose shape says summing 1 (kpt-adapter-sim's SUMMING)
 # The engine's class for each measured class.
 ENGINE_CLASS = {"matmul": "matmul", "conv": "conv", "attention": "attention",
                 "elementwise": "elementwise", "reduction": "reduction", "softmax": "softmax",
@@ -102,7 +103,7 @@ def model_inputs(rec: dict) -> dict | None:
         shape = list(rec["shapes"][0])  # rows, cols
     elif cls == "reduction":
         dims = rec["shapes"][0]
-        summing = int(rec["op"] in ("sum", "mean"))  # max: 0 (kpt.sim's reduction shape)
+        summing = int(rec["op"] in SUMMING)  # max: 0 (kpt.sim's reduction shape)
         if rec.get("dim", "all") == "all" or len(dims) == 1:
             shape = [1, math.prod(dims), 1, summing]  # one output: the full reduction
         elif rec["dim"] == -1:

@@ -97,14 +97,14 @@ NOTES = [
     "times on lent H200s (table above), ran 1.3-2.2x apart in wall time while their device "
     "time stayed within 1 %. A host table fitted in one run cannot meet a 10 % wall target in "
     "every run; the device-busy column is the part a profile can promise.",
-    "- The CNN's device busy (+10.7 %) is two errors that cancel. kpt-adapter-sim prices "
-    "`convolution_backward` as a shapeless fp32 GEMM (no tensor cores): 2.85 ms of the "
-    "predicted step, where the H200 ran its data and weight gradients on TF32 kernels in about "
-    "1.1 ms. Meanwhile cuDNN's NCHW batch-norm kernels (one block per channel: 1.08 ms in the "
-    "profiler's top kernels) are priced as elementwise and reduction ops (0.41 ms), and its "
-    "NCHW/NHWC transposes (0.72 ms) only partly. Pricing the backward as its forward's "
-    "implicit GEMM (branch conv-backward-as-gemm, not on main) gives -39.5 %: it waits for "
-    "measured batch-norm kernels.",
+    "- The CNN's device busy (+10.7 %) is two errors that cancel (`python step_breakdown.py "
+    "cnn_bn`, against the profiler's top 25 kernels). kpt-adapter-sim prices "
+    "`convolution_backward` as a shapeless fp32 GEMM (no tensor cores): 2.87 ms, where the H200 "
+    "ran the data and weight gradients on TF32 kernels in 1.08 ms. cuDNN's NCHW batch norm "
+    "takes 1.08 ms there and is priced as elementwise and reduction ops (0.41 ms), and its "
+    "NCHW / NHWC transposes (0.72 ms) are charged only inside the convolutions. Pricing the "
+    "backward as its forward's implicit GEMM alone would leave the step far under: it waits "
+    "for measured batch-norm kernels.",
     "",
 ]
 

@@ -26,7 +26,7 @@ import tomllib
 from pathlib import Path
 
 import numpy as np
-from fit_dataset import predict
+from fit_dataset import SUMMING, predict
 from report_sections import publish
 from scipy.optimize import minimize_scalar
 
@@ -48,7 +48,7 @@ def reduction_shape(shape: list[int], dims: list[int] | None, op: str) -> list[i
     """(outputs, extent, contiguous, summing) of a reduction `op` over `dims` of a contiguous
     tensor."""
     numel = math.prod(shape)
-    summing = int(op in ("sum", "mean"))
+    summing = int(op in SUMMING)
     if dims is None:
         return [1, numel, 1, summing]
     extent = math.prod(shape[d] for d in dims)

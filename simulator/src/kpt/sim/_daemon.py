@@ -248,10 +248,11 @@ class SimDaemon(EventCalls, IssueCalls, GraphCalls):
         for key in [k for k in self.streams if k[0] == client_id]:
             self._spare_streams.append(self.streams.pop(key))  # engine streams are reused
 
-    def _stream(self, client_id: bytes, header: dict, name: str = "stream") -> int:
-        """The engine stream behind a client's stream number (streams are private per client):
-        header[name], 0 when a "stream" field is absent; another name is required."""
-        default = 0 if name == "stream" else ...
+    def _stream(
+        self, client_id: bytes, header: dict, name: str = "stream", default: Any = 0
+    ) -> int:
+        """The engine stream behind the client's stream number header[name] (streams are
+        private per client); `default` where the field is absent (... : required)."""
         key = (client_id, field_int(header, name, high=MAX_STREAMS, default=default))
         found = self.streams.get(key)
         if found is None:

@@ -45,7 +45,7 @@ class EventCalls:
         device = self._device(header)
         self.refuse_while_capturing(state, (device,), "wait_stream")
         stream = self._stream(client_id, header)
-        on = self._stream(client_id, header, "on")
+        on = self._stream(client_id, header, "on", default=...)
         self.sim.wait_stream(device, stream, on)
         self._record("wait_stream", device=device, stream=stream, on=on)
 

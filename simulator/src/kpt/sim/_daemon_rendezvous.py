@@ -94,11 +94,11 @@ class Rendezvous:
         sim: Simulator,
         buffers: BufferTable,
         executor: Executor | None,
-        engine_stream: Callable[[bytes, dict], int],
+        engine_stream: Callable[..., int],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """executor: None in timing-only mode; engine_stream(client, header): the engine stream
-        behind the client's stream number (the daemon's mapping)."""
+        """executor: None in timing-only mode; engine_stream(client, header[, field]): the
+        engine stream behind the client's stream number (the daemon's mapping)."""
         self.sim = sim
         self.buffers = buffers
         self.executor = executor
@@ -259,11 +259,8 @@ class Rendezvous:
         device = devices.pop()
         stream = self.engine_stream(client_id, header)
         if header.get("after") is not None:
-            # The rank's own stream: the collective starts after the work issued there so far
-            # (what record_event + wait_event would say, without their two messages).
-            issued = self.sim.future_event()
-            self.sim.record_into(issued, device, self.engine_stream(client_id, _after(header)))
-            self.sim.wait_for(issued, device, stream)
+            # The rank's own stream: the collective starts after the work issued there so far.
+            self.sim.wait_stream(device, stream, self.engine_stream(client_id, header, "after"))
         ready = self.sim.record_event(device, stream)
         end = self.sim.future_event()
         self.sim.wait_for(end, device, stream)
@@ -413,14 +410,6 @@ def _terms(header: dict) -> dict[str, Any]:
     if kind == "broadcast" and root is None:
         raise bad("broadcast: give the root rank")
     return {"kind": kind, "world": world, "op": op, "root": root, "algorithm": algorithm}
-
-
-def _after(header: dict) -> dict:
-    """The header of the stream named by the post's `after` field (checked as a stream is)."""
-    after = header["after"]
-    if type(after) is not int:
-        raise bad(f"collective_post: 'after' = {after!r:.40} must be a stream number or absent")
-    return {"stream": after}
 
 
 def _factor_field(header: dict, op: str) -> float | None:
