@@ -495,6 +495,22 @@ NOTES = """## How the fit works
   compare_round_factor times a sum's. The sweeps' amax, held out: p90 40.2 -> 29.5 % (H100),
   40.9 -> 31.6 % (H200).
 
+## What the sixth round changed (fitted values in the profile)
+
+- **Softmax's block kernels** (kpt.sim._cost.block_softmax_kernel): rows too wide for the warp
+  kernel run one of three kernels, as SoftMax.cu's host_softmax picks them (the kernel names in
+  h100_row_sweep.json and h200_row_sweep.json say which ran): the row in registers while it
+  needs fewer than 10 per thread of 1024 (up to 9216 elements; cunn_SoftMaxForwardReg), else in
+  shared memory where it fits 48 KiB in whole 16-byte vectors (cunn_SoftMaxForwardSmem), else
+  read from HBM for each pass (cunn_SoftMaxForward). The register kernel computes slower than
+  the class rate, in fp32 as in bf16 (bf16 8192 x 8192 took 266 us, fp32 291): its own
+  register_row_tflops, fitted on the H100 row sweep's register rows (`validate_row_sweep.py
+  --fit`). wide_row_factor now applies to the third kernel's rows only (a bf16 row of 16384
+  sits in shared memory and is read once), refitted alone (`fit.py --only softmax --terms
+  wide_row_factor`). Softmax, held out (median / p90): the catalogue's H100 kernels 6.9 / 27.0
+  -> 6.9 / 25.0 %, the H200's 9.7 / 28.3 -> 9.3 / 22.2 %; the row sweeps 9.6 / 26.9 -> 7.2 /
+  16.5 % (H100, the register rows fitted on it) and 10.2 / 28.9 -> 8.9 / 20.2 % (H200).
+
 ## Where the model is still weak
 
 1. **Convolutions** miss p90: cuDNN picks algorithms per shape (an fp32 1x1 over 8x256x56x56
@@ -504,10 +520,11 @@ NOTES = """## How the fit works
 2. **Reductions**: amax over bf16 still misses by up to 47 % (one factor on every round
    prices a chain whose cost depends on the launch), and full reductions of 1-4K elements are
    ~1 us dearer than measured.
-3. **Softmax / RMS norm**: bf16 block kernels over 4K-8K columns run at ~2/3 the rate of those
-   over 16K, and rows too wide for shared memory re-read HBM only when the rows exceed L2;
-   the second run's machine was noisy on some of them (a bf16 512 x 50257 softmax took
-   407 us there, 63 us on the first).
+3. **Softmax / RMS norm**: rows too wide for shared memory re-read HBM only when the rows
+   exceed L2 (fp32 rows of 32000-131072 are 13-33 % under, bf16 rows of 50257 27-51 % over);
+   bf16 warp rows of 512-1024 are 20-35 % over; the second run's machine was noisy on some
+   of them (a bf16 512 x 50257 softmax took 407 us there, 63 us on the first). RMS norm's
+   wide rows still use one width threshold.
 4. **The engine needs two hints the adapter does not send yet**: a convolution's layout (the
    5th shape element; without it no transpose is charged) and whether a reduction's dim is
    contiguous (the 3rd; without it, contiguous), and whether host memory is pinned (without

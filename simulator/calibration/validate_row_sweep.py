@@ -31,7 +31,12 @@ from report_sections import publish
 from scipy.optimize import minimize_scalar
 
 from kpt.sim import load_profile, profile_from_dict
-from kpt.sim._cost import SHORT_ROW_ELEMENTS, WARP_ROW_ELEMENTS
+from kpt.sim._cost import (
+    SHORT_ROW_ELEMENTS,
+    WARP_ROW_ELEMENTS,
+    block_softmax_kernel,
+    warp_per_row,
+)
 
 HERE = Path(__file__).parent
 PROFILE_PATH = HERE.parent / "src/kpt/sim/profiles/h100-sxm.toml"
@@ -136,6 +141,9 @@ SWEEP_TERMS = (
      lambda i: i["dtype"] == "fp32" and i["shape"][-1] <= WARP_ROW_ELEMENTS),
     (("efficiency", "softmax"), "short_row_tflops",
      lambda i: i["shape"][-1] <= SHORT_ROW_ELEMENTS),
+    (("efficiency", "softmax"), "register_row_tflops",
+     lambda i: not warp_per_row(i["shape"], i["dtype"])
+     and block_softmax_kernel(i["shape"], i["dtype"]) == "registers"),
 )  # fmt: skip
 
 

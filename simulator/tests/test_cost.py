@@ -5,7 +5,7 @@ import pytest
 
 import kpt.sim
 from kpt.sim import InvalidRequestError, efficiency, load_profile, op_time, shape_penalty
-from kpt.sim._cost import causal_share, conv_groups, warp_per_row
+from kpt.sim._cost import block_softmax_kernel, causal_share, conv_groups, warp_per_row
 from kpt.sim._op_cost import normalize_class
 from kpt.sim._reduce_plan import plan
 
@@ -441,6 +441,24 @@ def test_short_softmax_rows_compute_at_their_own_rate():
     assert short == pytest.approx(US + flops / 0.5e12)
     wide = op_time(p, "softmax", flops, 0, "bf16", (500, 2048))  # 64 per lane: the class rate
     assert wide == pytest.approx(US + flops / 0.25e12)
+
+
+def test_block_softmax_rows_run_the_kernel_torch_picks():
+    """Rows too wide for a warp: in registers below 10 per thread of 1024 (their own rate), in
+    shared memory where they fit 48 KiB in whole 16-byte vectors (read once), else from HBM
+    once per pass (wide_row_factor), whatever wide_row_bytes says."""
+    assert [block_softmax_kernel((8, cols), "fp32") for cols in (9216, 9220, 12000, 12292)] == [
+        "registers", "shared", "shared", "global"]  # fmt: skip
+    assert block_softmax_kernel((8, 24000), "bf16") == "shared"
+    assert block_softmax_kernel((8, 10001), "bf16") == "global"  # not whole 16-byte vectors
+    p = _asic_with(softmax={"class_tflops": 0.25, "register_row_tflops": 0.125,
+                            "wide_row_bytes": 4096, "wide_row_factor": 2.0})  # fmt: skip
+    flops, nbytes = 1e9, 1e6
+    assert op_time(p, "softmax", flops, 0, "fp32", (100, 4096)) == pytest.approx(US + 8e-3)
+    assert op_time(p, "softmax", flops, 0, "fp32", (100, 12000)) == pytest.approx(US + 4e-3)
+    # 48 KB rows in shared memory are read once; 64 KB ones once per pass
+    assert op_time(p, "softmax", 0, nbytes, "fp32", (20, 12000)) == pytest.approx(US + 1e-5)
+    assert op_time(p, "softmax", 0, nbytes, "fp32", (20, 16384)) == pytest.approx(US + 2e-5)
 
 
 def test_other_profiles_keep_their_predictions_for_refined_classes():

@@ -37,6 +37,14 @@ WARP_ROW_ELEMENTS = 2048  # torch's persistent (warp-per-row) softmax takes rows
 # ... holding up to 32 elements per lane at this width; wider rows hold 64 and run slower
 # (the H100's bf16 rows of 1536-2048 elements: 0.42 G elements/us, of 384-1000: 0.52-0.55).
 SHORT_ROW_ELEMENTS = 1024
+# Rows too wide for the warp kernel run one block of up to 1024 threads each (SoftMax.cu's
+# host_softmax), in one of three kernels: the row in registers while it needs fewer than 10
+# per thread (cunn_SoftMaxForwardReg), else in shared memory where it fits the 48 KiB a block
+# gets without opting in, less the reduction's 32 floats, and its rows are whole 16-byte
+# vectors (cunn_SoftMaxForwardSmem), else read from HBM again for each pass.
+BLOCK_ROW_THREADS = 1024
+REGISTER_ROW_LIMIT = 10
+ROW_SHARED_BYTES = 48 * 1024 - 32 * 4
 # cuBLAS runs a GEMM of at most this many rows or columns as a gemv or small-N kernel
 # (gemv2T_kernel, gemmSN_TN_kernel on an H200) whatever its rows' alignment; from 8 rows a
 # misaligned one takes the align-1 tile kernels (calibration/h200_skinny_gemm.json, GPT-2's head).
@@ -268,6 +276,24 @@ def warp_per_row(shape: tuple[int, ...], dtype: str) -> bool:
     return shape[-1] <= WARP_ROW_ELEMENTS and shape[-1] * DTYPE_BYTES.get(dtype, 4) <= 8192
 
 
+def block_softmax_kernel(shape: tuple[int, ...], dtype: str) -> str:
+    """Which kernel torch's softmax runs on rows wider than the warp kernel takes: "registers",
+    "shared" or "global" (the row read from HBM for each pass)."""
+    cols, size = shape[-1], DTYPE_BYTES.get(dtype, 4)
+    if -(-cols // BLOCK_ROW_THREADS) < REGISTER_ROW_LIMIT:
+        return "registers"
+    if cols * size < ROW_SHARED_BYTES and cols % (ALIGN_BYTES // size) == 0:
+        return "shared"
+    return "global"
+
+
+def _block_softmax(op_class: str, shape: tuple[int, ...], dtype: str) -> str | None:
+    """block_softmax_kernel of a softmax row too wide for the warp kernel; None otherwise."""
+    if op_class != "softmax" or not shape or warp_per_row(shape, dtype):
+        return None
+    return block_softmax_kernel(shape, dtype)
+
+
 def nchw_window(shape: tuple[int, ...] | None) -> bool:
     """A convolution in NCHW (layout flag 0) with a window larger than 1x1."""
     return bool(shape) and len(shape) == 5 and shape[4] == 0 and shape[3] > 1
@@ -325,6 +351,8 @@ def _compute_time(
             flops, extra = _attention_work(dtype, flops, shape, r)
         elif eff.short_row_flops and op_class in ROW_CLASSES and shape[-1] <= SHORT_ROW_ELEMENTS:
             peak = eff.short_row_flops
+        elif eff.register_row_flops and _block_softmax(op_class, shape, dtype) == "registers":
+            peak = eff.register_row_flops
     return flops / (peak * eff.compute_e_max) + r.ramp_s + extra
 
 
@@ -421,8 +449,11 @@ def op_timing(
         if op_class in ROW_CLASSES and shape:
             if eff.misaligned_memory_factor < 1 and row_bytes % ALIGN_BYTES:
                 moved = nbytes / eff.misaligned_memory_factor
-            if eff.wide_row_bytes and row_bytes > eff.wide_row_bytes:
-                moved *= eff.wide_row_factor  # the row is read again for each pass
+            if eff.register_row_flops and op_class == "softmax":
+                if _block_softmax(op_class, shape, dtype) == "global":
+                    moved *= eff.wide_row_factor  # the row is read again for each pass
+            elif eff.wide_row_bytes and row_bytes > eff.wide_row_bytes:
+                moved *= eff.wide_row_factor
         # eff(x) = e_max * x / (x + x_half): x_half bytes' worth of start-up time.
         bandwidth = r.hbm_bandwidth * eff.memory_e_max
         memory = eff.memory_x_half / bandwidth

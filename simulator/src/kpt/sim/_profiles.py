@@ -111,6 +111,10 @@ class Efficiency:
     # Row-wise ops: FLOP/s of rows of at most 1024 elements (kpt.sim._cost.SHORT_ROW_ELEMENTS:
     # softmax's warp kernel at <= 32 elements per lane); 0: class_flops for every row.
     short_row_flops: float = 0.0
+    # Softmax: FLOP/s of rows torch's block kernel keeps in registers (kpt.sim._cost.
+    # block_softmax_kernel "registers"); set, wide_row_factor applies to the rows its third
+    # kernel reads from HBM again for each pass, not by wide_row_bytes; 0: class_flops.
+    register_row_flops: float = 0.0
     # Softmax: bytes/s one row streams in the warp-per-row kernel (rows of <= 2048 elements and
     # <= 8 KiB, torch's persistent softmax); set, wider rows run one 1024-thread block per row
     # and at most one row per SM streams at row_stream_rate (the SM's throughput binds).
@@ -476,6 +480,7 @@ OPTIONAL_EFFICIENCY = {
     "wide_row_factor": ("wide_row_factor", 1, False),
     "class_tflops": ("class_flops", TERA, False),
     "short_row_tflops": ("short_row_flops", TERA, False),
+    "register_row_tflops": ("register_row_flops", TERA, False),
     "warp_row_gbps": ("warp_row_rate", GIGA, False),
     "block_stream_gbps": ("block_stream_rate", GIGA, False),
     "backward_work": ("backward_work", 1, False),
