@@ -22,11 +22,13 @@ def eager_ops(dev: str) -> dict[str, Callable[[], object]]:
     ln_w = torch.ones(64, device=dev)
     image = torch.randn(2, 8, 8, 8, device=dev)
     kernel = torch.randn(8, 8, 3, 3, device=dev)
+    stats = torch.zeros(8, device=dev), torch.ones(8, device=dev)
     return {"add": lambda: x + x, "mul_scalar": lambda: x * 1.5, "relu": lambda: torch.relu(x),
             "linear": lambda: F.linear(m, w),
             "layer_norm": lambda: F.layer_norm(m, (64,), ln_w, ln_w),
             "sum": lambda: x.sum(),
-            "conv2d": lambda: F.conv2d(image, kernel, padding=1)}  # fmt: skip
+            "conv2d": lambda: F.conv2d(image, kernel, padding=1),
+            "batch_norm": lambda: F.batch_norm(image, *stats, training=True)}  # fmt: skip
 
 
 def no_launch_programs(dev: str) -> dict[str, Callable[[], object]]:

@@ -47,8 +47,9 @@ from reference_steps import REFERENCE_MODELS, time_training_step
 
 def sweep_main(doc: str, filename: str, sweep) -> None:
     """The command line of the one-purpose sweeps (measure_fused_sweep.py and the like):
-    --out FOLDER and --smoke (tiny configurations, on a CPU); writes FOLDER/filename, the
-    device's description then the fields sweep(smoke, device) returns."""
+    --out FOLDER and --smoke (tiny configurations, on a CPU); writes FOLDER/filename ("{chip}"
+    in it names the GPU: h100, h200), the device's description then the fields
+    sweep(smoke, device) returns."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--smoke", action="store_true", help="tiny configurations; runs on a CPU")
@@ -58,8 +59,16 @@ def sweep_main(doc: str, filename: str, sweep) -> None:
     started = time.perf_counter()
     fields = {"schema": 1, "device": describe_device(dev), "torch": torch.__version__,
               **sweep(args.smoke, dev)}  # fmt: skip
-    (args.out / filename).write_text(json.dumps(fields, indent=1))
+    (args.out / filename.format(chip=chip())).write_text(json.dumps(fields, indent=1))
     print(f"total {time.perf_counter() - started:.1f} s")
+
+
+def chip() -> str:
+    """The GPU as calibration files name it: h100, h200; gpu for another, cpu for none."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    name = torch.cuda.get_device_name(0).lower()
+    return next((c for c in ("h100", "h200") if c in name), "gpu")
 
 
 def describe_device(dev: str) -> dict:

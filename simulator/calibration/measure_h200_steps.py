@@ -4,7 +4,8 @@ Torch only (the GPU machine has nothing else). Writes into --out:
 
 - h200_whole_steps.json: the five whole steps of whole_steps.py (wall per step, synchronised,
   median of 20 after 5 warm-ups; kernels per step, device-busy time and the busiest kernel
-  names from torch.profiler);
+  names from torch.profiler; the host's speed right before and after, as the eager op loops'
+  host time per call);
 - h200_fused_kernels.json: F.scaled_dot_product_attention forward and forward+backward (flash /
   memory-efficient kernels), nn.LSTM / nn.GRU / nn.RNN layers (cuDNN), and optimizer steps
   (AdamW fused / foreach / for-loop, SGD fused / foreach): CUDA-event device time (L2 flushed)
@@ -82,14 +83,22 @@ def kernel_profile(fn, dev: str) -> dict:
     }  # fmt: skip
 
 
+PROBE_CALLS = 300  # per eager op, in each host probe beside a whole step
+
+
 def measure_whole_steps(dev: str, smoke: bool) -> dict:
     out = {}
     for name in WORKLOADS:
         try:
             w = build(name, dev, smoke)
+            # The host's speed right before and after the step is timed: it moves between
+            # lent machines and within a run (simulator/REPORT.md), and the eager loops are
+            # what the [host] table was fitted on.
+            before = eager_host(dev, PROBE_CALLS)
             timing = wall_per_call(w.step, dev, 3 if smoke else 20)
+            probe = {"before": before, "after": eager_host(dev, PROBE_CALLS)}
             out[name] = {"description": w.description, "params": w.params, **timing,
-                         "kernels": kernel_profile(w.step, dev)}  # fmt: skip
+                         "kernels": kernel_profile(w.step, dev), "host_probe": probe}  # fmt: skip
         except Exception as exc:  # keep the other workloads
             out[name] = {"error": repr(exc)[:400]}
         print(name, {k: v for k, v in out[name].items() if k != "kernels"}, flush=True)
@@ -217,21 +226,28 @@ def measure_optimizers(t: Timer, dev: str, smoke: bool) -> list:
     return out
 
 
-def measure_host_programs(dev: str, smoke: bool) -> dict:
-    """Host seconds per launch by source (the GPU is never the bottleneck here)."""
-    n = 100 if smoke else 2000
-    out: dict = {"eager": [], "no_launch": [], "backward": [], "optimizer": [], "module": []}
-    m = torch.randn(8, 64, device=dev)
+def eager_host(dev: str, calls: int) -> list[dict]:
+    """Host seconds per call of each eager op in a hot loop (host_programs.eager_ops)."""
+    out = []
     for name, fn in eager_ops(dev).items():
         for _ in range(50):
             fn()
         sync(dev)
         t0 = time.perf_counter()
-        for _ in range(n):
+        for _ in range(calls):
             fn()
-        host = (time.perf_counter() - t0) / n
+        host = (time.perf_counter() - t0) / calls
         sync(dev)
-        out["eager"].append({"op": name, "host_s_per_call": host, "calls": n})
+        out.append({"op": name, "host_s_per_call": host, "calls": calls})
+    return out
+
+
+def measure_host_programs(dev: str, smoke: bool) -> dict:
+    """Host seconds per launch by source (the GPU is never the bottleneck here)."""
+    n = 100 if smoke else 2000
+    out: dict = {"eager": [], "no_launch": [], "backward": [], "optimizer": [], "module": []}
+    m = torch.randn(8, 64, device=dev)
+    out["eager"] = eager_host(dev, n)
     for name, fn in no_launch_programs(dev).items():
         wall = wall_per_call(fn, dev, 5 if smoke else 50)
         out["no_launch"].append({"program": name, "wall": wall})

@@ -70,16 +70,9 @@ def measure(smoke: bool, dev: str) -> list[dict]:
     return profile_cases(((c, functools.partial(call, c, dev)) for c in cases), dev)
 
 
-def output_name() -> str:
-    name = torch.cuda.get_device_name(0).lower() if torch.cuda.is_available() else "cpu"
-    chip = next((c for c in ("h100", "h200") if c in name), "cpu" if name == "cpu" else "gpu")
-    return f"{chip}_row_sweep.json"
-
-
 def main() -> None:
-    sweep_main(
-        __doc__, output_name(), lambda smoke, dev: {"reps": REPS, "cases": measure(smoke, dev)}
-    )
+    sweep_main(__doc__, "{chip}_row_sweep.json",
+               lambda smoke, dev: {"reps": REPS, "cases": measure(smoke, dev)})  # fmt: skip
 
 
 if __name__ == "__main__":
