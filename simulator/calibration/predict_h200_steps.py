@@ -5,7 +5,9 @@ one call's ops are recorded and replayed on the shipped `h200` profile (derived 
 calibration and the H200 datasheet; its [host] table fitted on separate host programs by
 host_model_fit.py), and compared with h200_whole_steps.json / h200_fused_kernels.json
 (measure_h200_steps.py, one run on a real H200), and the whole steps also with every other
-run's (RUNS: the host's speed moves between runs). Nothing here is fitted.
+run's (RUNS: the host's speed moves between runs), at the profile's host and at each run's own
+(the profile derived at the run's host speed, `kpt-sim profile derive --host-scale`, measured
+by the eager op loops the [host] table was fitted on). Nothing here is fitted.
 
 - whole steps: synchronised wall per step, host time included (the target: median |error|
   <= 10 %, worst <= 25 %), and device-busy time against the profiler's kernel sum;
@@ -152,6 +154,49 @@ def measured_steps(suffix: str) -> dict:
     return json.loads((HERE / f"h200_whole_steps{suffix}.json").read_text())["steps"]
 
 
+# The runs the [host] table is fitted on: a run's host speed is its eager loops' host time per
+# call over theirs (geometric mean of the two).
+FITTED_RUNS = ("", "_r6")
+
+
+def eager_per_call(records: list[dict]) -> dict[str, float]:
+    return {rec["op"]: rec["host_s_per_call"] for rec in records}
+
+
+def host_speed(records: list[dict]) -> float:
+    """How much longer this host took per launch than the fitted runs' host: the median over
+    the eager op loops (host_programs.eager_ops) of their host time per call over the fitted
+    runs'."""
+    fitted = [eager_per_call(_programs(suffix)["eager"]) for suffix in FITTED_RUNS]
+    mine = eager_per_call(records)
+    return statistics.median(mine[op] / statistics.geometric_mean([f[op] for f in fitted])
+                             for op in mine if all(op in f for f in fitted))  # fmt: skip
+
+
+def _programs(suffix: str) -> dict:
+    return json.loads((HERE / f"h200_host_programs{suffix}.json").read_text())["programs"]
+
+
+def step_host_speed(step: dict, suffix: str) -> tuple[float, str]:
+    """(host speed, where it was measured) for one run's whole step: its own probe (the eager
+    loops right before and after it) where the run has one, else the run's host programs
+    (timed after all five steps)."""
+    probe = step.get("host_probe")
+    if probe:
+        return host_speed(probe["before"] + probe["after"]), "probe"
+    return host_speed(_programs(suffix)["eager"]), "programs"
+
+
+def host_scaled(speed: float, tmp: Path) -> str:
+    """The h200 profile for a host `speed` times slower (kpt-sim profile derive --host-scale)."""
+    from kpt.sim import load_profile
+    from kpt.sim._derive import Datasheet, write_derived
+
+    sheet = Datasheet(hbm_bandwidth_gbps=load_profile("h200").hbm_datasheet_bandwidth / 1e9,
+                      host_scale=speed)  # fmt: skip
+    return str(write_derived("h200", sheet, tmp / f"h200-host-x{speed:.4f}.toml"))
+
+
 def whole_steps(tmp: Path) -> list[dict]:
     runs = {label: measured_steps(suffix) for label, suffix, _ in RUNS}
     measured = next(runs[label] for label, suffix, _ in RUNS if not suffix)  # the fitted run
@@ -165,6 +210,12 @@ def whole_steps(tmp: Path) -> list[dict]:
         trace = record(w.step, tmp / f"{name}.json")
         wall, _ = replay_s(trace, "h200")
         flat_wall, _ = replay_s(trace, str(flat))
+        at_speed = {}
+        for label, suffix, _ in RUNS:
+            speed, where = step_host_speed(runs[label][name], suffix)
+            predicted, _ = replay_s(trace, host_scaled(speed, tmp))
+            at_speed[label] = {"host_speed": speed, "measured_by": where,
+                               "predicted_s": predicted}  # fmt: skip
         _, busy = replay_s(trace, profile_with(NO_HOST, tmp))
         real = measured[name]
         rows.append({"workload": name, "description": w.description,
@@ -174,7 +225,8 @@ def whole_steps(tmp: Path) -> list[dict]:
                      "measured_busy_s": real["kernels"]["device_seconds"],
                      "predicted_busy_s": busy,
                      "runs": {label: {"wall_s": run[name]["median_s"],
-                                      "busy_s": run[name]["kernels"]["device_seconds"]}
+                                      "busy_s": run[name]["kernels"]["device_seconds"],
+                                      **at_speed[label]}
                               for label, run in runs.items()}})  # fmt: skip
         print(rows[-1], flush=True)
         del w
@@ -265,6 +317,40 @@ def across_runs(steps: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
+def at_host_speed(steps: list[dict]) -> list[str]:
+    """The same steps predicted for each run's host: the profile derived at its host speed."""
+    labels = [label for label, _, _ in RUNS]
+    speeds = []
+    for label in labels:
+        found = {f"{r['runs'][label]['host_speed']:.2f}" for r in steps}
+        where = {r["runs"][label]["measured_by"] for r in steps}
+        speeds.append("/".join(sorted(found)) + (" (probes)" if "probe" in where else ""))
+    lines = [
+        "## Whole steps in every H200 run, at that run's host speed", "",
+        "The `[host]` table holds the host time per launch of the machine it was fitted on "
+        "(r5 and r6). The lent machines' hosts are not that one: each run's eager op loops "
+        "(`host_programs.eager_ops`, timed after the five steps; from r7 on right before and "
+        "after each step, `host_probe`) give its host time per launch over the fitted runs' "
+        "(the host speed, median over the loops), and each step is predicted on the h200 "
+        "profile derived for that host (`kpt-sim profile derive --from h200 --hbm-bandwidth "
+        "4800 --host-scale SPEED`). Nothing is fitted on the steps.", "",
+        "| workload | " + " | ".join(labels) + " |",
+        "|---|" + "---|" * len(labels),
+        "| host speed | " + " | ".join(speeds) + " |",
+    ]  # fmt: skip
+    for r in steps:
+        cells = [f"{run['predicted_s'] * 1e3:.2f} / {run['wall_s'] * 1e3:.2f} "
+                 f"({run['predicted_s'] / run['wall_s'] - 1:+.0%})"
+                 for run in r["runs"].values()]  # fmt: skip
+        lines.append(f"| {r['workload']} (predicted / measured ms) | " + " | ".join(cells) + " |")
+    lines.append("")
+    for label in labels:
+        rows = [{"measured_s": r["runs"][label]["wall_s"],
+                 "predicted_s": r["runs"][label]["predicted_s"]} for r in steps]  # fmt: skip
+        lines.append(f"- {label}: wall {_error_line(rows)}")
+    return [*lines, ""]
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.3f} ms"
 
@@ -302,6 +388,7 @@ def report(steps: list[dict], kernels: dict[str, list[dict]]) -> str:
               f"{_error_line(steps, 'measured_s', 'flat_host_s')}. Device busy: "
               f"{_error_line(steps, 'measured_busy_s', 'predicted_busy_s')}.", ""]  # fmt: skip
     lines += across_runs(steps)
+    lines += at_host_speed(steps)
     titles = {"sdpa": "Fused attention (F.scaled_dot_product_attention; measured: the "
                       "profiler's forward kernel, and its kernel sum for forward+backward)",
               "rnn": "Fused LSTM layers (cuDNN; measured: the profiler's kernel sum)",

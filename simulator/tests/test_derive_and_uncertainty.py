@@ -63,6 +63,24 @@ def test_the_cli_derives_a_loadable_profile(tmp_path, capsys):
     assert Simulator(str(out)).launch(0, OpCost("matmul", 1e9, 0)) > 0
 
 
+def test_a_slower_host_scales_every_host_figure_and_nothing_else(tmp_path):
+    out = tmp_path / "slow-host.toml"
+    argv = ["profile", "derive", "--from", "h200", "--hbm-bandwidth", "4800",
+            "--host-scale", "1.5", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    slow, h200 = load_profile(str(out)), load_profile("h200")
+    assert slow.host_issue_s == pytest.approx(1.5 * h200.host_issue_s)
+    assert slow.host is not None and h200.host is not None
+    assert slow.host.forward_s == pytest.approx(1.5 * h200.host.forward_s)
+    classes = dict(h200.host.forward_class_s)
+    assert {k: v / 1.5 for k, v in slow.host.forward_class_s} == pytest.approx(classes)
+    assert classes
+    gemm = ("matmul", 2 * 4096**3, 3 * 4096**2 * 2, "bf16", (4096, 4096, 4096))
+    assert op_time(slow, *gemm) == pytest.approx(op_time(h200, *gemm), rel=1e-6)
+    with pytest.raises(InvalidRequestError, match="host scale"):
+        derive_profile("h200", Datasheet(4800, host_scale=0))
+
+
 def test_derive_errors_say_what_to_pass(tmp_path, capsys):
     base = tmp_path / "base.toml"
     text = (resources.files("kpt.sim") / "profiles/test-asic.toml").read_text()

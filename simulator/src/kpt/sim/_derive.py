@@ -38,6 +38,9 @@ class Datasheet:
     vendor: str | None = None
     model: str | None = None
     base_hbm_datasheet_gbps: float | None = None  # when the base profile does not say
+    # the new host's time per launch over the base's: every host figure scales by it (the
+    # same GPU on a slower host, or the base's host figures for another machine)
+    host_scale: float = 1.0
 
 
 def _base_text(base: str) -> tuple[str, str]:
@@ -94,10 +97,10 @@ def derive_profile(base: str, sheet: Datasheet) -> str:
             f"profile {base_name!r} has no hbm.datasheet_bandwidth_gbps: pass "
             "--base-hbm-datasheet GBPS (the base chip's datasheet HBM bandwidth)"
         )
-    if not sheet.hbm_bandwidth_gbps > 0 or not sheet.compute_scale > 0:
+    if not sheet.hbm_bandwidth_gbps > 0 or not sheet.compute_scale > 0 or not sheet.host_scale > 0:
         raise InvalidRequestError(
-            f"hbm bandwidth {sheet.hbm_bandwidth_gbps!r} GB/s and compute scale "
-            f"{sheet.compute_scale!r} must be > 0"
+            f"hbm bandwidth {sheet.hbm_bandwidth_gbps!r} GB/s, compute scale "
+            f"{sheet.compute_scale!r} and host scale {sheet.host_scale!r} must be > 0"
         )
     ratio = sheet.hbm_bandwidth_gbps / base_sheet
     out = _TomlLines(text)
@@ -130,14 +133,30 @@ def derive_profile(base: str, sheet: Datasheet) -> str:
             for key in TFLOPS_KEYS:
                 if key in fields:
                     out.set(where, key, _number(fields[key] * sheet.compute_scale))
+    if sheet.host_scale != 1.0:
+        _scale_host(out, data, sheet.host_scale)
+    host = f", host x{sheet.host_scale:g}" if sheet.host_scale != 1.0 else ""
     note = (
         f"# Derived with `kpt-sim profile derive --from {base_name}`: HBM x{ratio:.4g} "
         f"(datasheet {sheet.hbm_bandwidth_gbps:g} / {base_sheet:g} GB/s), compute "
-        f"x{sheet.compute_scale:g}; every efficiency is {base_name}'s calibration.\n"
+        f"x{sheet.compute_scale:g}{host}; every efficiency is {base_name}'s calibration.\n"
     )
     derived = note + out.text()
     profile_from_dict("derived", tomllib.loads(derived), "kpt-sim profile derive")
     return derived
+
+
+def _scale_host(out: _TomlLines, data: dict, scale: float) -> None:
+    """Every host figure times `scale`: the one per launch and the [host] table's."""
+    if "host_issue_us" in data:
+        out.set("", "host_issue_us", _number(data["host_issue_us"] * scale))
+    host = data.get("host", {})
+    for key, value in host.items():
+        if isinstance(value, dict):
+            for name, figure in value.items():
+                out.set(f"host.{key}", name, _number(figure * scale))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out.set("host", key, _number(value * scale))
 
 
 def write_derived(base: str, sheet: Datasheet, path: str | Path) -> Path:
@@ -175,6 +194,11 @@ def add_profile_command(commands) -> None:
         "--base-hbm-datasheet", type=float, default=None, metavar="GBPS",
         help="the base chip's datasheet HBM bandwidth, if its profile lacks it",
     )  # fmt: skip
+    derive.add_argument(
+        "--host-scale", type=float, default=1.0,
+        help="your host's time per launch over the base's (1.3: 30%% slower): scales every "
+             "host figure; time an eager op loop on both machines to find it",
+    )  # fmt: skip
     derive.add_argument("--vendor", default=None, help="vendor name (default: the base's)")
     derive.add_argument("--model", default=None, help="model name (default: the base's)")
     derive.add_argument("--out", required=True, help="the new profile, NAME.toml")
@@ -191,6 +215,7 @@ def run_profile_command(args) -> int:
         vendor=args.vendor,
         model=args.model,
         base_hbm_datasheet_gbps=args.base_hbm_datasheet,
+        host_scale=args.host_scale,
     )
     path = write_derived(args.base, sheet, args.out)
     derived = load_profile(str(path))
