@@ -4,8 +4,12 @@ One process, a one-rank group on its own daemon: each all_reduce completes at it
 the loop times the client's work alone (torch.distributed's wrapper, the backend, the Work
 and its Future, the message), not waiting for peers. Printed: the posting thread's CPU per
 all_reduce (time.thread_time, median of REPEATS runs of 1,000 posts, a synchronize after each
-250 so the daemon keeps up), the Python function calls per post (cProfile's count: the same on
-every machine, a regression check that noise cannot hide), and an empty synchronize's round
+250 so the daemon keeps up), and its mean over all of them, which keeps what the garbage
+collector's full passes cost (they walk every object of the process, torch's included: a
+run that holds one is several times slower, and the median hides it), with the number of full
+passes; the Python function calls per post (cProfile's count) and the objects the collector
+tracks that one unsettled post keeps alive (what those passes are triggered by), both the same
+on every machine, regression checks that noise cannot hide; and an empty synchronize's round
 trip, measured in the same run.
 
     python benchmarks/bench_sim_post_cost.py
@@ -14,6 +18,7 @@ trip, measured in the same run.
 from __future__ import annotations
 
 import cProfile
+import gc
 import os
 import pstats
 import statistics
@@ -50,6 +55,13 @@ def main() -> None:
                 torch.kpt_sim.synchronize()
                 trips.append(time.perf_counter() - start)
             per_post = []
+            full_passes = []
+
+            def count_full_passes(phase: str, info: dict) -> None:
+                if phase == "start" and info["generation"] == 2:
+                    full_passes.append(1)
+
+            gc.callbacks.append(count_full_passes)
             for _ in range(REPEATS):
                 cpu = 0.0
                 for _ in range(4):
@@ -59,6 +71,7 @@ def main() -> None:
                     cpu += time.thread_time() - start
                     torch.kpt_sim.synchronize()
                 per_post.append(cpu / (4 * BLOCK))
+            gc.callbacks.remove(count_full_passes)
             profiler = cProfile.Profile()
             profiler.enable()
             for _ in range(BLOCK):
@@ -66,16 +79,43 @@ def main() -> None:
             profiler.disable()
             torch.kpt_sim.synchronize()
             calls = sum(row[1] for row in pstats.Stats(profiler).stats.values()) / BLOCK
+            kept = tracked_per_unsettled_post(dist, x)
             dist.destroy_process_group()
     finally:
         daemon.stop()
     post, trip = statistics.median(per_post), statistics.median(trips)
     print(f"| measure | value |\n|---|---|\n"
           f"| posting thread's CPU per all_reduce | {post * 1e6:.1f} us |\n"
+          f"| the same, mean of all {REPEATS * 4 * BLOCK} posts | "
+          f"{statistics.mean(per_post) * 1e6:.1f} us ({len(full_passes)} full collector "
+          f"passes) |\n"
           f"| Python calls per all_reduce | {calls:.0f} |\n"
+          f"| tracked objects an unsettled all_reduce keeps | {kept:.1f} |\n"
           f"| daemon round trip (empty synchronize) | {trip * 1e6:.1f} us |\n"
           f"| post / round trip | {post / trip:.2f} |")  # fmt: skip
     print(f"runs (us): {[round(p * 1e6, 1) for p in per_post]}")
+
+
+def tracked_per_unsettled_post(dist, x, posts: int = 200) -> float:
+    """Objects the garbage collector tracks, per all_reduce the daemon has not answered yet
+    (the completion thread held off): what lives on between the collector's passes."""
+    import kpt.collectives._work as work
+
+    handoff, work.HANDOFF_S = work.HANDOFF_S, 3600.0
+    gc.collect()
+    gc.disable()
+    try:
+        before = len(gc.get_objects())
+        for _ in range(posts):
+            dist.all_reduce(x)
+        gc.collect()  # cyclic garbage does not count; only what is still alive
+        return (len(gc.get_objects()) - before) / posts
+    finally:
+        gc.enable()
+        work.HANDOFF_S = handoff
+        import torch
+
+        torch.kpt_sim.synchronize()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -12,12 +13,17 @@ from kpt.collectives._work import Completer, FutureWork, Posted
 
 
 class Daemon:
-    """Answers polls: None (ranks missing) `waits` times, then the timing or an error."""
+    """The client a Posted collective asks: polls answer None (ranks missing) `waits` times,
+    then the timing or an error; its holds record what is released."""
 
     def __init__(self, waits: int = 0, error: Exception | None = None) -> None:
         self.waits, self.error, self.polls = waits, error, 0
+        self.released: list = []
+        self.holds = self  # release(hold)
+        self.joined: list = []
 
-    def poll(self) -> dict | None:
+    def collective_poll(self, group: str, seq: int) -> dict | None:
+        assert (group, seq) == ("g", 0)
         self.polls += 1
         if self.polls <= self.waits:
             return None
@@ -25,49 +31,65 @@ class Daemon:
             raise self.error
         return {"algorithm": "ring", "predicted": 1e-6, "nbytes": 4}
 
+    def collective_timing(self, group: str, seq: int) -> dict:
+        return {"start": 0.0, "duration": 1e-6}
 
-def posted(daemon: Daemon, released: list, deadline_s: float = 30.0) -> Posted:
+    def release(self, hold: object) -> None:
+        self.released.append(hold)
+
+    def wait_stream(self, device: int, stream: int, on: int) -> None:
+        self.joined.append((device, stream, on))
+
+
+def classify(exc: Exception, what: str) -> Exception:
+    return CollectiveTimeoutError(f"{what}: {exc}")
+
+
+def posted(daemon: Daemon, deadline_s: float = 30.0) -> Posted:
     work = FutureWork(None, "all_reduce #0", ["t"])  # complete at the post, as NCCL's Work
-    p = Posted("all_reduce #0", daemon.poll, time.monotonic() + deadline_s,
-               lambda exc: CollectiveTimeoutError(f"all_reduce #0: {exc}"), work,
-               release=lambda: released.append(True))  # fmt: skip
-    work.pending = p
+    p = Posted(daemon, "g", 0, "all_reduce #0", time.monotonic() + deadline_s, classify,
+               threading.Lock(), work, (), (0, 0, 1023))  # fmt: skip
+    p.hold = "hold"
+    work.pending, work.join, work.measure = p, p.join, p.measure
     return p
 
 
 def test_the_work_is_complete_at_once_and_the_outcome_releases_the_hold():
-    daemon, released = Daemon(waits=3), []
-    p = posted(daemon, released)
-    assert p.work.is_completed() and p.work.get_future().done()
-    assert p.work.wait()  # no poll: a stream join, as NCCL's wait()
-    assert daemon.polls == 0
-    p.settle_hold()
-    assert daemon.polls == 4 and released == [True]
-    assert p.work.timing["algorithm"] == "ring"
+    daemon = Daemon(waits=3)
+    p = posted(daemon)
+    work = p.work
+    assert work.is_completed() and work.get_future().done()
+    assert work.wait() and work.wait()  # no poll: a stream join, as NCCL's wait(), once
+    assert daemon.polls == 0 and daemon.joined == [(0, 0, 1023)]
+    p()  # what the client's hold runs
+    assert daemon.polls == 4 and daemon.released == ["hold"]
+    assert work.timing["algorithm"] == "ring" and work.timing["duration"] == 1e-6
+    assert p.work is None and p.tensors == ()  # settled: the Work is freed by its owners alone
 
 
 def test_a_work_complete_at_the_post_makes_its_future_only_when_asked():
-    p = posted(Daemon(), [])
-    assert p.work._future is None and p.work.is_success()
-    future = p.work.get_future()
-    assert future is p.work.get_future() and future.value() == ["t"]
-    assert p.future.done() and p.future.value() == ["t"]
+    work = posted(Daemon()).work
+    assert work._future is None and work.is_success()
+    future = work.get_future()
+    assert future is work.get_future() and future.value() == ["t"]
+    assert work.resolved_future().done() and work.resolved_future().value() == ["t"]
 
 
 def test_a_failure_is_raised_by_the_hold_and_then_by_wait():
-    daemon, released = Daemon(error=RuntimeError("ranks [1] never arrived")), []
-    p = posted(daemon, released)
-    with pytest.raises(CollectiveTimeoutError, match=r"ranks \[1\] never arrived"):
-        p.settle_hold()
+    daemon = Daemon(error=RuntimeError("ranks [1] never arrived"))
+    p = posted(daemon)
+    work = p.work
+    with pytest.raises(CollectiveTimeoutError, match=r"all_reduce #0: ranks \[1\] never arrived"):
+        p()
     with pytest.raises(CollectiveTimeoutError):
-        p.work.wait()
-    assert released == []  # the hold is dropped by whoever got the failure
+        work.wait()
+    assert daemon.released == []  # the hold is dropped by whoever got the failure
 
 
 def test_a_daemon_that_never_answers_is_a_timeout_not_a_hang():
-    p = posted(Daemon(waits=10**9), [], deadline_s=0.05)
+    p = posted(Daemon(waits=10**9), deadline_s=0.05)
     with pytest.raises(CollectiveTimeoutError, match="no outcome within"):
-        p.settle_hold()
+        p()
 
 
 def test_a_group_with_too_many_unsettled_collectives_settles_the_oldest_before_posting(
@@ -80,7 +102,7 @@ def test_a_group_with_too_many_unsettled_collectives_settles_the_oldest_before_p
     daemons = [Daemon(waits=2) for _ in range(3)]
     try:
         for d in daemons:
-            completer.submit(posted(d, []))
+            completer.submit(posted(d))
         assert daemons[0].polls == 3  # settled by the third submit
         assert daemons[1].polls == daemons[2].polls == 0
     finally:

@@ -26,7 +26,7 @@ class Hold:
     __slots__ = ("buffers", "group", "order", "settle")
 
     def __init__(
-        self, buffers: frozenset[int], settle: Callable[[], None], group: str, order: int
+        self, buffers: tuple[int, ...], settle: Callable[[], None], group: str, order: int
     ) -> None:
         self.buffers = buffers
         self.settle = settle  # blocks until the operation is done; raises its failure
@@ -49,7 +49,9 @@ class Holds:
         return bool(self._holds) or self._deferred is not None
 
     def add(self, buffers: Iterable[int], settle: Callable[[], None], group: str) -> Hold:
-        hold = Hold(frozenset(map(int, buffers)), settle, group, next(self._added))
+        # A tuple of distinct ints, not a set: the collector stops tracking it, and a program
+        # keeps thousands of holds alive at once.
+        hold = Hold(tuple(set(map(int, buffers))), settle, group, next(self._added))
         with self._lock:
             self._holds[hold] = None
             for buffer in hold.buffers:

@@ -114,6 +114,7 @@ class SimRoute:
         self._stream = comm_stream()
         self._peer_streams: dict[tuple[int, bool], int] = {}
         self._completer = Completer(group_id)
+        self._lock = threading.Lock()  # one Posted collective polls at a time (no lock each)
 
     def close(self) -> None:
         self._completer.stop()
@@ -161,33 +162,29 @@ class SimRoute:
             raise classify(exc, what) from exc
         now = time.monotonic()
         deadline = now + self.timeout_s + DAEMON_GRACE_S
-        poll = functools.partial(client.collective_poll, group, seq)
-        keep = (input, output)
         if finish is None:  # complete now, as NCCL's Work does; the client holds the buffers
             work = FutureWork(None, what, result)
-            posted = Posted(what, poll, deadline, lambda exc: classify(exc, what), work,
-                            keep=keep, posted=now)  # fmt: skip
-            holds = client.holds
-            hold = holds.add([r[0] for r in refs if r is not None], posted.settle_hold, group)
-            posted.release = functools.partial(holds.release, hold)
-            work.pending = posted
+            posted = Posted(client, group, seq, what, deadline, classify, self._lock, work,
+                            (input, output), (index, stream, comm))  # fmt: skip
+            posted.hold = client.holds.add([r[0] for r in refs if r is not None], posted, group)
+            work.pending, work.join, work.measure = posted, posted.join, posted.measure
         else:
             future: Future = Future()
             work = FutureWork(future, what)
             work.pending = Pending(
                 what=what,
-                poll=poll,
+                poll=functools.partial(client.collective_poll, group, seq),
                 future=future,
                 result=result,
                 deadline=deadline,
                 classify=lambda exc: classify(exc, what),
                 finish=finish,
-                keep=keep,
+                keep=(input, output),
                 work=work,
                 posted=now,
             )
-        work.join = StreamJoin(client, index, stream, comm)
-        work.measure = lambda: client.collective_timing(group, seq)
+            work.join = StreamJoin(client, index, stream, comm)
+            work.measure = lambda: client.collective_timing(group, seq)
         work.join_at_backward_end()
         self._completer.submit(work.pending)
         return work

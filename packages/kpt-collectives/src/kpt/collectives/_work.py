@@ -213,30 +213,53 @@ class Pending:
     on_wait = settle  # wait() polls here: no hand-off to the completion thread
 
 
-@dataclass
 class Posted:
     """A kpt_sim collective whose Work completed at the post, as NCCL's does at the enqueue.
 
     The daemon runs it when the last rank posts; until it says so, the client holds its buffers
-    (`release` drops the hold). Work that touches them, or a host wait, settles it first and
-    gets its failure; so does `wait()` once the failure is known (NCCL's watchdog, too, reports
-    a failed collective at a later call)."""
+    (`hold`, dropped once the outcome is known). Work that touches them, or a host wait, settles
+    it first and gets its failure; so does `wait()` once the failure is known (NCCL's watchdog,
+    too, reports a failed collective at a later call).
 
-    what: str
-    poll: Callable[[], dict | None]  # the daemon's timing once done; raises its error
-    deadline: float
-    classify: Callable[[Exception], Exception]
-    work: FutureWork  # gets the timing
-    keep: tuple = field(default_factory=tuple)  # tensors that must outlive the collective
-    release: Callable[[], None] = lambda: None
-    error: Exception | None = None
-    done: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    posted: float = field(default_factory=time.monotonic)
+    One object per post, its state in slots and its callbacks methods (no closures, partials or
+    lock of its own): a program posts thousands, each alive until the daemon answers, and every
+    object that outlives a garbage-collector pass moves on to the older generations, whose full
+    passes walk every object of the process (torch's included). Once settled it drops the Work,
+    so the two are freed without the collector."""
 
-    @property
-    def future(self) -> Future:
-        return self.work.resolved_future()  # resolved at the post
+    __slots__ = ("classify", "client", "deadline", "done", "error", "group", "hold", "join_on",
+                 "lock", "posted", "seq", "tensors", "what", "work")  # fmt: skip
+
+    def __init__(
+        self, client: Any, group: str, seq: int, what: str, deadline: float,
+        classify: Callable[[Exception, str], Exception], lock: threading.Lock,
+        work: FutureWork, tensors: tuple, join_on: tuple[int, int, int] | None = None,
+    ) -> None:  # fmt: skip
+        self.client, self.group, self.seq, self.what = client, group, seq, what
+        self.deadline, self.classify, self.lock = deadline, classify, lock
+        self.work: FutureWork | None = work  # gets the timing; None once settled
+        self.tensors = tensors  # must outlive the collective
+        self.hold: Any = None  # the client's hold on the buffers, set by the poster
+        self.join_on = join_on  # (device, stream, the collective's stream); None once joined
+        self.error: Exception | None = None
+        self.done = False
+        self.posted = time.monotonic()
+
+    def poll(self) -> dict | None:
+        """The daemon's timing once done, None before; raises its error."""
+        return self.client.collective_poll(self.group, self.seq)
+
+    def measure(self) -> dict:
+        """The collective's simulated times (waits for it, as an event's elapsed time does)."""
+        return self.client.collective_timing(self.group, self.seq)
+
+    def join(self) -> None:
+        """Make the rank's stream wait for everything on the collective's stream so far, once:
+        one queued op, no round trip (what work.wait() does to the current stream with NCCL)."""
+        if self.join_on is not None:
+            device, stream, comm = self.join_on
+            self.join_on = None
+            self.client.wait_stream(device, stream, comm)
 
     def step(self) -> bool:
         """Poll once (unless settled); True once the daemon's outcome is known."""
@@ -247,18 +270,20 @@ class Posted:
                 timing = _outcome(self.poll, self.deadline, self.what)
                 if timing is None:
                     return False
-                self.work.timing = timing
-                self.release()
+                if self.work is not None:
+                    self.work.timing = timing
+                if self.hold is not None:
+                    self.client.holds.release(self.hold)
             except Exception as exc:  # kept for whoever touches the buffers or waits next
-                self.error = self.classify(exc)
-            self.done, self.keep = True, ()
+                self.error = self.classify(exc, self.what)
+            self.done, self.tensors, self.work = True, (), None
             return True
 
     def settle(self, stopped: Callable[[], bool] = lambda: False) -> None:
         """Poll with backoff until the outcome is known (or `stopped`)."""
         _poll_until(self.step, stopped)
 
-    def settle_hold(self) -> None:
+    def __call__(self) -> None:
         """What the client's hold runs: wait for the outcome, raise the failure."""
         self.settle()
         if self.error is not None:
@@ -331,8 +356,8 @@ class Completer:
             self._stopped = True
             self._cond.notify()
             left, self._queue = list(self._queue), collections.deque()
-        for pending in left:
-            if not pending.future.done():
+        for pending in left:  # a Posted one's Work completed at its post
+            if isinstance(pending, Pending) and not pending.future.done():
                 pending.future.set_exception(
                     CollectiveError(f"{pending.what}: the process group was shut down")
                 )
