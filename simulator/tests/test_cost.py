@@ -2,14 +2,13 @@ import tomllib
 from importlib import resources
 
 import pytest
+from refined_asic import US, asic_with
 
 import kpt.sim
 from kpt.sim import InvalidRequestError, efficiency, load_profile, op_time, shape_penalty
-from kpt.sim._cost import block_softmax_kernel, causal_share, conv_groups, warp_per_row
+from kpt.sim._cost import causal_share, conv_groups, warp_per_row
 from kpt.sim._op_cost import normalize_class
 from kpt.sim._reduce_plan import plan
-
-US = 1e-6
 
 
 def test_test_asic_roofline_is_exact():
@@ -66,24 +65,14 @@ def test_bad_cost_inputs():
         op_time(p, "matmul", -1, 0)
 
 
-def _asic_with(**tables) -> "kpt.sim.Profile":
-    """test-asic (every efficiency 1, matrix 1 TFLOP/s, vector 0.5, HBM 100 GB/s, launch 1 us)
-    with extra [efficiency.<class>] tables, so each refinement can be computed by hand."""
-    data = tomllib.loads((resources.files("kpt.sim") / "profiles" / "test-asic.toml").read_text())
-    exact = {"compute_e_max": 1.0, "compute_x_half": 0, "memory_e_max": 1.0, "memory_x_half": 0}
-    for name, extra in tables.items():
-        data["efficiency"][name] = {**exact, **extra}
-    return kpt.sim.profile_from_dict("asic-refined", data)
-
-
 def test_per_dtype_fixed_cost_adds_to_the_launch():
-    p = _asic_with(matmul={"fixed_us": {"fp32": 5.0}})
+    p = asic_with(matmul={"fixed_us": {"fp32": 5.0}})
     assert op_time(p, "matmul", 1e6, 0, "fp32") == pytest.approx((1 + 5 + 1) * US)
     assert op_time(p, "matmul", 1e6, 0, "bf16") == pytest.approx((1 + 1) * US)
 
 
 def test_misaligned_tensor_core_rows_fall_to_the_slow_rate():
-    p = _asic_with(matmul={"misaligned_tflops": 0.25})
+    p = asic_with(matmul={"misaligned_tflops": 0.25})
     flops = 2 * 64 * 64 * 64 * 1e3
     aligned = op_time(p, "matmul", flops, 0, "bf16", (64, 64, 64))
     assert aligned == pytest.approx(US + flops / 1e12)
@@ -102,7 +91,7 @@ def test_misaligned_tensor_core_rows_fall_to_the_slow_rate():
 
 
 def test_the_fallback_kernels_rate_by_alignment_and_the_odd_rows_owner():
-    p = _asic_with(matmul={"misaligned_tflops": 0.25, "misaligned_output_tflops": 0.125,
+    p = asic_with(matmul={"misaligned_tflops": 0.25, "misaligned_output_tflops": 0.125,
                            "align2_tflops": 0.5, "tile": 1})  # fmt: skip
     flops = 2 * 128 * 128 * 128 * 1e3
 
@@ -120,7 +109,7 @@ def test_the_fallback_kernels_rate_by_alignment_and_the_odd_rows_owner():
 
 
 def test_the_fallback_kernels_pad_rows_to_their_own_tile():
-    p = _asic_with(matmul={"misaligned_tflops": 0.25, "misaligned_tile": 128, "tile": 1})
+    p = asic_with(matmul={"misaligned_tflops": 0.25, "misaligned_tile": 128, "tile": 1})
     flops = 2 * 8 * 50257 * 64
     few_rows = op_time(p, "matmul", flops, 0, "bf16", (8, 50257, 64))
     padded = 2 * 128 * (393 * 128) * 64  # M and N to 128-row tiles, as cuBLAS's align-1 GEMMs
@@ -132,7 +121,7 @@ def test_the_fallback_kernels_pad_rows_to_their_own_tile():
 def test_misaligned_rows_at_a_few_rows_run_gemv_kernels():
     """GPT-2's 50257-wide head in decode: cuBLAS runs gemv at 1-4 rows (any alignment), at
     misaligned_gemv_factor of the skinny curve; from 8 rows the align-1 tiles."""
-    p = _asic_with(matmul={"misaligned_tflops": 0.001, "misaligned_tile": 128, "tile": 1,
+    p = asic_with(matmul={"misaligned_tflops": 0.001, "misaligned_tile": 128, "tile": 1,
                            "skinny_rows": 16, "skinny_memory_e_max": 1.0,
                            "skinny_memory_x_half": 1e6, "misaligned_gemv_factor": 0.5})  # fmt: skip
     weight = 2.0 * 50257 * 768
@@ -149,7 +138,7 @@ def test_misaligned_rows_at_a_few_rows_run_gemv_kernels():
 def test_a_skinny_gemm_streams_on_its_own_curve_where_that_is_faster():
     # The class streams at half of HBM's 100 GB/s; the skinny regime at all of it after a
     # start-up of 1 MB's worth.
-    p = _asic_with(matmul={"memory_e_max": 0.5, "skinny_rows": 16, "skinny_memory_e_max": 1.0,
+    p = asic_with(matmul={"memory_e_max": 0.5, "skinny_rows": 16, "skinny_memory_e_max": 1.0,
                            "skinny_memory_x_half": 1e6})  # fmt: skip
     weight = 2 * 4096 * 4096
     gemv = op_time(p, "matmul", 2 * 4096 * 4096, weight, "bf16", (1, 4096, 4096))
@@ -162,11 +151,11 @@ def test_a_skinny_gemm_streams_on_its_own_curve_where_that_is_faster():
     small = op_time(p, "matmul", 2 * 64 * 64, 2 * 64 * 64, "bf16", (1, 64, 64))
     assert small == pytest.approx(US + 2 * 64 * 64 / 50e9)
     with pytest.raises(InvalidRequestError, match="skinny_memory_e_max"):
-        _asic_with(matmul={"skinny_rows": 16})
+        asic_with(matmul={"skinny_rows": 16})
 
 
 def test_conv_pads_input_channels_to_the_alignment():
-    p = _asic_with(conv={"channel_align": 8})
+    p = asic_with(conv={"channel_align": 8})
     flops = 1e9
     stem = op_time(p, "conv", flops, 0, "bf16", (1024, 64, 3 * 49, 49))  # Cin 3 -> 8
     assert stem == pytest.approx(US + flops * 8 / 3 / 1e12)
@@ -176,7 +165,7 @@ def test_conv_pads_input_channels_to_the_alignment():
 
 
 def test_attention_pays_one_exponential_per_score():
-    p = _asic_with(attention={"score_gps": 1.0})
+    p = asic_with(attention={"score_gps": 1.0})
     bh, s, hd = 8, 256, 64
     scores = bh * s * s
     flops = 4 * hd * scores
@@ -188,7 +177,7 @@ def test_attention_pays_one_exponential_per_score():
 
 
 def test_a_causal_mask_skips_the_key_tiles_above_the_diagonal():
-    p = _asic_with(attention={"score_gps": 1.0, "wave_tile": {"bf16": [128, 128]}})
+    p = asic_with(attention={"score_gps": 1.0, "wave_tile": {"bf16": [128, 128]}})
     bh, hd = 8, 64
 
     def work(sq, sk, causal):  # seconds past the launch, FLOPs of the full product
@@ -224,7 +213,7 @@ def test_a_causal_kernel_with_fewer_blocks_than_sms_saves_nothing():
 
 def test_a_profile_may_give_an_attention_backward_its_own_work():
     def backward(**fields):
-        p = _asic_with(attention={"score_gps": 1.0, **fields})
+        p = asic_with(attention={"score_gps": 1.0, **fields})
         bh, s, hd = 8, 256, 64
         forward = 4.0 * bh * s * s * hd
         shape = (bh, s, s, hd, 0, 1)  # a backward, named ATTENTION_BACKWARD_WORK forwards
@@ -240,7 +229,7 @@ def test_a_profile_may_give_an_attention_backward_its_own_work():
 
 
 def test_a_dtype_table_overrides_its_class_for_that_dtype_alone():
-    p = _asic_with(attention={"score_gps": 1.0, "fp32": {"class_tflops": 0.25}})
+    p = asic_with(attention={"score_gps": 1.0, "fp32": {"class_tflops": 0.25}})
     flops = 4.0 * 8 * 256 * 256 * 64
     shape = (8, 256, 256, 64)
     softmax = 8 * 256 * 256 / 1e9  # the class's score rate, read by the fp32 table too
@@ -252,7 +241,7 @@ def test_a_dtype_table_overrides_its_class_for_that_dtype_alone():
 
 
 def test_a_multi_tensor_launch_of_few_blocks_streams_at_their_rate():
-    p = _asic_with(multi_tensor={"block_stream_gbps": 10.0})  # HBM: 100 GB/s
+    p = asic_with(multi_tensor={"block_stream_gbps": 10.0})  # HBM: 100 GB/s
 
     def streaming(nbytes, blocks, dtype="fp32"):  # seconds past the launch
         return op_time(p, "multi_tensor", 0, nbytes, dtype, (blocks,)) - US
@@ -261,7 +250,7 @@ def test_a_multi_tensor_launch_of_few_blocks_streams_at_their_rate():
     assert streaming(1e6, 64) == pytest.approx(1e6 / 100e9)  # HBM binds
     assert streaming(1e6, 2, "bf16") == pytest.approx(1e6 / 10e9)  # same elements/s
     # a profile without the table: elementwise's efficiency, no block term
-    plain = _asic_with()
+    plain = asic_with()
     assert op_time(plain, "multi_tensor", 0, 1e6, "fp32", (2,)) == op_time(
         plain, "elementwise", 0, 1e6, "fp32"
     )
@@ -269,21 +258,10 @@ def test_a_multi_tensor_launch_of_few_blocks_streams_at_their_rate():
         op_time(p, "multi_tensor", 0, 1e6, "fp32", (2, 3))
 
 
-def test_layernorm_rows_cost_and_softmax_falls_back_to_norm():
-    p = _asic_with(layernorm={"row_gps": 0.001}, norm={"memory_e_max": 0.5})
-    nbytes = 1e6
-    t = op_time(p, "layer_norm", 0, nbytes, "fp32", (1000, 250))
-    assert t == pytest.approx(US + nbytes / 100e9 + 1000 / 1e6)
-    # softmax has no table of its own: it uses norm's (half the bandwidth), not default's
-    assert op_time(p, "softmax", 0, nbytes, "fp32", (1000, 250)) == pytest.approx(
-        US + nbytes / 50e9
-    )
-
-
 def test_reductions_wait_for_their_rounds_of_loads():
     """One block reduces 65536 elements: 512 threads, 128 values each, loaded as 4-element
     vectors (fp32) in 32 rounds, or 8-element ones (16-bit sums) in 16."""
-    p = _asic_with(reduction={"load_round_us": 1.0, "block_us": 0.5})
+    p = asic_with(reduction={"load_round_us": 1.0, "block_us": 0.5})
     nbytes = 65536 * 4.0
     fp32 = op_time(p, "reduction", 65536, nbytes, "fp32", (1, 65536))
     assert fp32 == pytest.approx(US + (32 + 0.5) * US)  # latency-bound: HBM takes 2.6 us
@@ -291,7 +269,7 @@ def test_reductions_wait_for_their_rounds_of_loads():
     assert op_time(p, "reduction", 65536, nbytes / 2, "bf16", (1, 65536)) == pytest.approx(
         US + (16 + 0.5) * US
     )
-    without = _asic_with(reduction={})  # no launch terms: the roofline alone
+    without = asic_with(reduction={})  # no launch terms: the roofline alone
     assert op_time(without, "reduction", 65536, nbytes, "fp32", (1, 65536)) == pytest.approx(
         US + nbytes / 100e9
     )
@@ -300,7 +278,7 @@ def test_reductions_wait_for_their_rounds_of_loads():
 def test_reductions_that_do_not_sum_16_bit_inputs_take_longer_rounds():
     # amax, max, var... over bf16 accumulate in bf16 (summing flag 0): each round of loads
     # costs compare_round_factor times a sum's; fp32 inputs and sums are unchanged.
-    p = _asic_with(reduction={"load_round_us": 1.0, "block_us": 0.5, "compare_round_factor": 2})
+    p = asic_with(reduction={"load_round_us": 1.0, "block_us": 0.5, "compare_round_factor": 2})
     nbytes = 65536 * 2.0
     summed = op_time(p, "reduction", 65536, nbytes, "bf16", (1, 65536, 1, 1))
     assert summed == op_time(p, "reduction", 65536, nbytes, "bf16", (1, 65536))
@@ -317,7 +295,7 @@ def test_reductions_that_do_not_sum_16_bit_inputs_take_longer_rounds():
 
 
 def test_an_extent_split_across_blocks_pays_a_grid_wide_pass():
-    p = _asic_with(reduction={"load_round_us": 1.0, "second_pass_us": 3.0, "tail_load_us": 0.5})
+    p = asic_with(reduction={"load_round_us": 1.0, "second_pass_us": 3.0, "tail_load_us": 0.5})
     shape = (256, 32768, 0)  # a sum over dim 0 of [32768, 256]: few outputs, a long extent
     launch = plan(*shape[:2], False, 4, units=1)  # test-asic has one unit
     assert launch.blocks_per_output > 1
@@ -336,30 +314,21 @@ def test_an_extent_split_across_blocks_pays_a_grid_wide_pass():
     )
 
 
-def test_few_rows_cannot_reach_hbm_bandwidth():
-    p = _asic_with(softmax={"row_stream_gbps": 1.0})  # 1 GB/s per row's block
-    nbytes = 1e6
-    few = op_time(p, "softmax", 0, nbytes, "fp32", (10, 25000))  # 10 rows: 10 GB/s
-    assert few == pytest.approx(US + nbytes / 10e9)
-    many = op_time(p, "softmax", 0, nbytes, "fp32", (1000, 250))  # capped by HBM, 100 GB/s
-    assert many == pytest.approx(US + nbytes / 100e9)
-
-
 def test_depthwise_convs_run_a_direct_kernel_without_tiles():
-    p = _asic_with(conv={"tile": 128, "grouped_tflops": 0.1})
+    p = asic_with(conv={"tile": 128, "grouped_tflops": 0.1})
     groups, m = 96, 1000
     flops = 2.0 * m * 1 * 9 * groups  # per group: N = 1 output channel, K = 9
     t = op_time(p, "conv", flops, 0, "bf16", (m, 1, 9, 9))
     assert t == pytest.approx(US + flops / 0.1e12)
     # without the rate the GEMM tiles pad N = 1 and K = 9 to 128 each
-    padded = op_time(_asic_with(conv={"tile": 128}), "conv", flops, 0, "bf16", (m, 1, 9, 9))
+    padded = op_time(asic_with(conv={"tile": 128}), "conv", flops, 0, "bf16", (m, 1, 9, 9))
     assert padded > 100 * t
 
 
 def test_depthwise_kernels_differ_by_layout_and_pay_per_output():
     # cuDNN's channels-last kernel (bf16 its own, faster), PyTorch's NCHW kernel for both
     # dtypes; NCHW with a window would pay transposes to NHWC if it ran a GEMM: it does not.
-    p = _asic_with(conv={"grouped_tflops": 0.1, "grouped_output_gps": 10.0,
+    p = asic_with(conv={"grouped_tflops": 0.1, "grouped_output_gps": 10.0,
                          "nchw_grouped_tflops": 0.05, "nchw_grouped_output_gps": 2.0,
                          "nchw_passes": 3.0, "bf16": {"grouped_tflops": 0.4}})  # fmt: skip
     groups, m, window = 96, 1000, 9
@@ -396,7 +365,7 @@ def test_attention_blocks_quantize_into_waves():
 
 
 def test_nchw_convs_with_a_window_pay_transposes():
-    p = _asic_with(conv={"nchw_passes": 2.0})
+    p = asic_with(conv={"nchw_passes": 2.0})
     flops, nbytes = 1e9, 1e6
     nhwc = op_time(p, "conv", flops, nbytes, "bf16", (1024, 64, 64 * 9, 9, 1))
     nchw = op_time(p, "conv", flops, nbytes, "bf16", (1024, 64, 64 * 9, 9, 0))
@@ -404,61 +373,6 @@ def test_nchw_convs_with_a_window_pay_transposes():
     assert nchw == pytest.approx(nhwc + 2 * nbytes / 100e9)
     pointwise = op_time(p, "conv", flops, nbytes, "bf16", (1024, 64, 64, 1, 0))
     assert pointwise == op_time(p, "conv", flops, nbytes, "bf16", (1024, 64, 64, 1, 1))
-
-
-def test_wide_rows_are_read_once_per_pass_and_compute_in_one_precision():
-    p = _asic_with(softmax={"wide_row_bytes": 4096, "wide_row_factor": 2.0})
-    nbytes = 1e6
-    narrow = op_time(p, "softmax", 0, nbytes, "fp32", (250, 1000))  # 4000-byte rows
-    wide = op_time(p, "softmax", 0, nbytes, "fp32", (25, 10000))  # 40000-byte rows
-    assert narrow == pytest.approx(US + nbytes / 100e9)
-    assert wide == pytest.approx(US + 2 * nbytes / 100e9)
-    q = _asic_with(softmax={"class_tflops": 0.25})  # the vector unit: 0.5 TFLOP/s per dtype
-    assert op_time(q, "softmax", 1e9, 0, "bf16", (1000, 1000)) == pytest.approx(US + 1e9 / 0.25e12)
-    assert op_time(q, "softmax", 1e9, 0, "bf16") == op_time(q, "softmax", 1e9, 0, "fp32")
-
-
-def test_softmax_rows_run_one_warp_each_or_one_block_per_unit():
-    p = _asic_with(softmax={"row_stream_gbps": 10.0, "warp_row_gbps": 1.0})
-    nbytes = 1e6
-    warp = op_time(p, "softmax", 0, nbytes, "fp32", (5, 2048))  # 8 KiB rows: a warp each
-    assert warp == pytest.approx(US + nbytes / 5e9)
-    bf16 = op_time(p, "softmax", 0, nbytes, "bf16", (5, 2048))  # the same elements/s
-    assert bf16 == pytest.approx(US + nbytes / 2.5e9)
-    # Wider rows: one block per row, and test-asic's one unit streams one row at a time.
-    block = op_time(p, "softmax", 0, nbytes, "fp32", (5, 4096))
-    assert block == pytest.approx(US + nbytes / 10e9)
-    without = _asic_with(softmax={"row_stream_gbps": 10.0})  # the old model: every row streams
-    assert op_time(without, "softmax", 0, nbytes, "fp32", (5, 4096)) == pytest.approx(
-        US + nbytes / 50e9
-    )
-
-
-def test_short_softmax_rows_compute_at_their_own_rate():
-    p = _asic_with(softmax={"class_tflops": 0.25, "short_row_tflops": 0.5})
-    flops = 1e9
-    short = op_time(p, "softmax", flops, 0, "bf16", (1000, 1024))  # 32 elements per lane
-    assert short == pytest.approx(US + flops / 0.5e12)
-    wide = op_time(p, "softmax", flops, 0, "bf16", (500, 2048))  # 64 per lane: the class rate
-    assert wide == pytest.approx(US + flops / 0.25e12)
-
-
-def test_block_softmax_rows_run_the_kernel_torch_picks():
-    """Rows too wide for a warp: in registers below 10 per thread of 1024 (their own rate), in
-    shared memory where they fit 48 KiB in whole 16-byte vectors (read once), else from HBM
-    once per pass (wide_row_factor), whatever wide_row_bytes says."""
-    assert [block_softmax_kernel((8, cols), "fp32") for cols in (9216, 9220, 12000, 12292)] == [
-        "registers", "shared", "shared", "global"]  # fmt: skip
-    assert block_softmax_kernel((8, 24000), "bf16") == "shared"
-    assert block_softmax_kernel((8, 10001), "bf16") == "global"  # not whole 16-byte vectors
-    p = _asic_with(softmax={"class_tflops": 0.25, "register_row_tflops": 0.125,
-                            "wide_row_bytes": 4096, "wide_row_factor": 2.0})  # fmt: skip
-    flops, nbytes = 1e9, 1e6
-    assert op_time(p, "softmax", flops, 0, "fp32", (100, 4096)) == pytest.approx(US + 8e-3)
-    assert op_time(p, "softmax", flops, 0, "fp32", (100, 12000)) == pytest.approx(US + 4e-3)
-    # 48 KB rows in shared memory are read once; 64 KB ones once per pass
-    assert op_time(p, "softmax", 0, nbytes, "fp32", (20, 12000)) == pytest.approx(US + 1e-5)
-    assert op_time(p, "softmax", 0, nbytes, "fp32", (20, 16384)) == pytest.approx(US + 2e-5)
 
 
 def test_other_profiles_keep_their_predictions_for_refined_classes():
