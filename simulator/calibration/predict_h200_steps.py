@@ -20,6 +20,7 @@ Usage: python predict_h200_steps.py [--dry-run]   (needs kpt-adapter-sim; CPU on
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import statistics
@@ -173,6 +174,7 @@ def host_speed(records: list[dict]) -> float:
                              for op in mine if all(op in f for f in fitted))  # fmt: skip
 
 
+@functools.cache
 def _programs(suffix: str) -> dict:
     return json.loads((HERE / f"h200_host_programs{suffix}.json").read_text())["programs"]
 
@@ -187,6 +189,7 @@ def step_host_speed(step: dict, suffix: str) -> tuple[float, str]:
     return host_speed(_programs(suffix)["eager"]), "programs"
 
 
+@functools.cache
 def host_scaled(speed: float, tmp: Path) -> str:
     """The h200 profile for a host `speed` times slower (kpt-sim profile derive --host-scale)."""
     from kpt.sim import load_profile

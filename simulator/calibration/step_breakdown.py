@@ -18,10 +18,10 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
-from step_traces import launches, record  # noqa: E402
+from step_traces import launch_seconds, launches, record  # noqa: E402
 from whole_steps import WORKLOADS, build  # noqa: E402
 
-from kpt.sim import OpCost, load_profile, op_time  # noqa: E402
+from kpt.sim import load_profile  # noqa: E402
 
 # family: (pattern over a kpt_sim launch's aten name, pattern over a CUDA kernel's name); None:
 # the family has no launch of its own on that side (cuDNN's transposes run inside kpt_sim's
@@ -49,11 +49,8 @@ def predicted(workload: str) -> dict[str, float]:
         trace = record(step.step, Path(tmp) / f"{workload}.json")
     profile, seconds = load_profile("h200"), {}
     for op in launches(trace):
-        shape = tuple(op["shape"]) if op.get("shape") else None
-        cost = OpCost(op["class"], op.get("flops", 0.0), op.get("bytes", 0.0),
-                      op.get("dtype", "fp32"), shape)  # fmt: skip
         label = family(op.get("name", ""), 0)
-        seconds[label] = seconds.get(label, 0.0) + op_time(profile, *cost)
+        seconds[label] = seconds.get(label, 0.0) + launch_seconds(op, profile)
     return seconds
 
 

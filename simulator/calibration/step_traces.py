@@ -54,3 +54,13 @@ def record(fn, path: Path, warmup: int = 2) -> dict:
 
 def launches(trace: dict) -> list[dict]:
     return [op for op in trace["ops"] if op.get("op") == "launch"]
+
+
+def launch_seconds(op: dict, profile) -> float:
+    """One recorded launch's device seconds on a profile, priced alone (no host, no overlap)."""
+    from kpt.sim import OpCost, op_time
+
+    shape = tuple(op["shape"]) if op.get("shape") else None
+    cost = OpCost(op["class"], op.get("flops", 0.0), op.get("bytes", 0.0),
+                  op.get("dtype", "fp32"), shape)  # fmt: skip
+    return op_time(profile, *cost)

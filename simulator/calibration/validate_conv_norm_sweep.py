@@ -21,9 +21,9 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
 from measure_conv_norm_sweep import conv_calls, norm_calls  # noqa: E402
-from step_traces import launches, record  # noqa: E402
+from step_traces import launch_seconds, launches, record  # noqa: E402
 
-from kpt.sim import OpCost, load_profile, op_time  # noqa: E402
+from kpt.sim import load_profile  # noqa: E402
 
 SWEEPS = {"h100-sxm": "h100_conv_norm_sweep.json", "h200": "h200_conv_norm_sweep.json"}
 PARTS = ("forward", "forward_backward")
@@ -31,13 +31,7 @@ PARTS = ("forward", "forward_backward")
 
 def priced_us(fn, profile, tmp: Path) -> float:
     """Device microseconds of one call of fn on kpt_sim, each launch priced alone."""
-    total = 0.0
-    for op in launches(record(fn, tmp / "case.json")):
-        shape = tuple(op["shape"]) if op.get("shape") else None
-        cost = OpCost(op["class"], op.get("flops", 0.0), op.get("bytes", 0.0),
-                      op.get("dtype", "fp32"), shape)  # fmt: skip
-        total += op_time(profile, *cost)
-    return total * 1e6
+    return 1e6 * sum(launch_seconds(op, profile) for op in launches(record(fn, tmp / "case.json")))
 
 
 def cases(sweep: dict):
