@@ -37,7 +37,8 @@ from scipy.optimize import least_squares
 from step_traces import record
 
 from kpt.sim import load_profile
-from kpt.sim._cost import _RATES, op_timing, rnn_timing
+from kpt.sim._cost import _RATES, op_timing
+from kpt.sim._cost_composite import rnn_timing
 
 HERE = Path(__file__).resolve().parent
 SWEEP = HERE / "h200_fused_sweep.json"

@@ -20,9 +20,11 @@ Usage: python host_model_fit.py [--dry-run]   (needs kpt-adapter-sim and scipy; 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import re
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -40,13 +42,17 @@ PROFILE = HERE.parent / "src/kpt/sim/profiles/h200.toml"
 # The runs the table is fitted on (file suffixes of measure_h200_steps.py's output), back to
 # back on one machine: the host drifts between runs minutes apart, so both count.
 FIT_RUNS = ("", "_r6")
+# Later runs whose eager loops time ops the fit runs' did not (batch_norm, from r7 on): those
+# loops join the fit at the fit runs' host, each divided by its run's host speed.
+LATER_LOOP_RUNS = ("_r7", "_r8")
 OUT = HERE / "HOST_MODEL.md"
 FIT_JSON = HERE / "h200_host_fit.json"
 PARAMS = ("forward_us", "backward_us", "optimizer_launch_us", "optimizer_tensor_us",
           "rnn_call_us", "rnn_step_us", "rnn_backward_step_us", "host_op_us")  # fmt: skip
 # Eager launches of these classes get their own figure ([host.forward_class_us]); the eager
-# programs time one op of each (an F.linear's GEMM, a layer norm, a sum, a convolution).
-CLASSES = ("matmul", "layernorm", "reduction", "conv")
+# programs time one op of each (an F.linear's GEMM, a layer norm, a sum, a convolution, a
+# training-mode batch norm: cuDNN's is the dearest call of them).
+CLASSES = ("matmul", "layernorm", "reduction", "conv", "batchnorm")
 FIGURES = PARAMS + tuple(f"forward_class_us.{c}" for c in CLASSES)
 EAGER_CALLS = 100  # calls per eager-loop trace (the GPU measured 2,000; host time per call)
 OPTIMIZERS = {
@@ -62,13 +68,43 @@ def measured_programs(suffix: str) -> dict:
     return json.loads((HERE / f"h200_host_programs{suffix}.json").read_text())
 
 
-def programs(measured: dict, suffix: str = ""):
-    """(name, callable on kpt_sim, measured seconds) for every host-loop program of the GPU
-    run (`suffix`: its files)."""
-    dev = "kpt_sim"
-    m = torch.randn(8, 64, device=dev)
-    eager = eager_ops(dev)
-    for rec in measured["eager"]:
+@functools.cache
+def run_programs(suffix: str) -> dict:
+    """One run's host programs (measure_h200_steps.py's h200_host_programs{suffix}.json)."""
+    return measured_programs(suffix)["programs"]
+
+
+def eager_per_call(records: list[dict]) -> dict[str, float]:
+    return {rec["op"]: rec["host_s_per_call"] for rec in records}
+
+
+def host_speed(records: list[dict]) -> float:
+    """How much longer a host took per launch than the fit runs' host: the median over the
+    eager op loops (host_programs.eager_ops) of its host time per call over the fit runs'
+    (their geometric mean)."""
+    fitted = [eager_per_call(run_programs(suffix)["eager"]) for suffix in FIT_RUNS]
+    mine = eager_per_call(records)
+    return statistics.median(mine[op] / statistics.geometric_mean([f[op] for f in fitted])
+                             for op in mine if all(op in f for f in fitted))  # fmt: skip
+
+
+def later_loops() -> list[dict]:
+    """LATER_LOOP_RUNS' eager loops of ops the fit runs did not time, at the fit runs' host
+    (divided by their run's host_speed), each naming its run."""
+    known = set.intersection(*(set(eager_per_call(run_programs(s)["eager"])) for s in FIT_RUNS))
+    out = []
+    for suffix in LATER_LOOP_RUNS:
+        eager = run_programs(suffix)["eager"]
+        speed = host_speed(eager)
+        out += [{**rec, "host_s_per_call": rec["host_s_per_call"] / speed, "run": suffix}
+                for rec in eager if rec["op"] not in known]  # fmt: skip
+    return out
+
+
+def eager_programs(records: list[dict]):
+    """(name, callable on kpt_sim, measured seconds) of eager op loops."""
+    eager = eager_ops("kpt_sim")
+    for rec in records:
         fn = eager[rec["op"]]
 
         def loop(fn=fn):
@@ -76,6 +112,14 @@ def programs(measured: dict, suffix: str = ""):
                 fn()
 
         yield f"eager {rec['op']} x{EAGER_CALLS}", loop, EAGER_CALLS * rec["host_s_per_call"]
+
+
+def programs(measured: dict, suffix: str = ""):
+    """(name, callable on kpt_sim, measured seconds) for every host-loop program of the GPU
+    run (`suffix`: its files)."""
+    dev = "kpt_sim"
+    m = torch.randn(8, 64, device=dev)
+    yield from eager_programs(measured["eager"])
     no_launch = no_launch_programs(dev)
     for rec in measured.get("no_launch", []):
         yield rec["program"], no_launch[rec["program"]], rec["wall"]["median_s"]
@@ -256,6 +300,10 @@ def main() -> None:
                   for name, fn, real in programs(measured["programs"], suffix)]  # fmt: skip
         models += [(f"{run}: {name}", traced(name, fn), real)
                    for name, fn, real in model_programs(measured["programs"])]  # fmt: skip
+    for rec in later_loops():
+        for name, fn, real in eager_programs([rec]):
+            loops.append((f"{run_label(rec['run'])} at the fit runs' host: {name}",
+                          traced(name, fn), real))  # fmt: skip
     loop_host = fit(loops, tmp, figures=tuple(f for f in FIGURES if f not in args.drop))
     factor = model_factor(models, loop_host, tmp) if models else 1.0
     host = {k: round(v * factor, 3) for k, v in loop_host.items()}

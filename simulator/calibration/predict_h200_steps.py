@@ -31,7 +31,15 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 import torch  # noqa: E402
-from host_model_fit import FIGURES, OPTIMIZERS, PROFILE, profile_with, strip_host  # noqa: E402
+from host_model_fit import (  # noqa: E402
+    FIGURES,
+    OPTIMIZERS,
+    PROFILE,
+    host_speed,
+    profile_with,
+    run_programs,
+    strip_host,
+)
 from measure_h200_steps import rnn_calls, sdpa_calls  # noqa: E402
 from step_traces import launches, record  # noqa: E402
 from whole_steps import WORKLOADS, build  # noqa: E402
@@ -46,6 +54,8 @@ RUNS = (
     ("r4", "_r4", "the same machine as r3, a minute later"),
     ("r5", "", "a third session's machine; the [host] table is fitted on its host programs"),
     ("r6", "_r6", "the same machine as r5, right after it; the table is fitted on its too"),
+    ("r7", "_r7", "a fourth session's machine, a host probe beside each step"),
+    ("r8", "_r8", "the same machine as r7, right after it, probes too"),
 )
 NO_HOST = dict.fromkeys(FIGURES, 0.0)
 NOTES = [
@@ -96,18 +106,19 @@ NOTES = [
     "calibration/HOST_MODEL.md). cuDNN's RNN backward issues its data and weight gradients "
     "every time step, so a backward RNN launch has its own host figure per step "
     "(rnn_backward_step_us: 38 us in the loops against the forward's 5).",
-    "- The host is not a fixed quantity on these machines: the same five steps, measured six "
+    "- The host is not a fixed quantity on these machines: the same five steps, measured eight "
     "times on lent H200s (table above), ran 1.3-2.2x apart in wall time while their device "
     "time stayed within 1 %. A host table fitted in one run cannot meet a 10 % wall target in "
     "every run; the device-busy column is the part a profile can promise.",
-    "- The CNN's device busy (+10.7 %) is two errors that cancel (`python step_breakdown.py "
-    "cnn_bn`, against the profiler's top 25 kernels). kpt-adapter-sim prices "
-    "`convolution_backward` as a shapeless fp32 GEMM (no tensor cores): 2.87 ms, where the H200 "
-    "ran the data and weight gradients on TF32 kernels in 1.08 ms. cuDNN's NCHW batch norm "
-    "takes 1.08 ms there and is priced as elementwise and reduction ops (0.41 ms), and its "
-    "NCHW / NHWC transposes (0.72 ms) are charged only inside the convolutions. Pricing the "
-    "backward as its forward's implicit GEMM alone would leave the step far under: it waits "
-    "for measured batch-norm kernels.",
+    "- The CNN's device time by kernel family (`python step_breakdown.py cnn_bn`, against the "
+    "profiler's top 25 kernels): batch norm 1.13 ms predicted against 1.08 measured "
+    "(kpt.sim's batchnorm class: cuDNN's NCHW kernels stream each channel in one block, fitted "
+    "on the H100's conv / batch-norm sweep, calibration/REPORT.md); the convolutions' forward "
+    "and backward 2.27 ms against 2.12 with their NCHW / NHWC transposes (the backward priced "
+    "as its data and weight gradients, conv's backward_work fitted on that sweep). At each run's "
+    "host speed its wall is 9-27 % under: the host figures of cuDNN's backward calls "
+    "(convolution and batch norm backward nodes) are autograd's generic backward_us, which no "
+    "host program measures.",
     "",
 ]
 
@@ -155,30 +166,6 @@ def measured_steps(suffix: str) -> dict:
     return json.loads((HERE / f"h200_whole_steps{suffix}.json").read_text())["steps"]
 
 
-# The runs the [host] table is fitted on: a run's host speed is its eager loops' host time per
-# call over theirs (geometric mean of the two).
-FITTED_RUNS = ("", "_r6")
-
-
-def eager_per_call(records: list[dict]) -> dict[str, float]:
-    return {rec["op"]: rec["host_s_per_call"] for rec in records}
-
-
-def host_speed(records: list[dict]) -> float:
-    """How much longer this host took per launch than the fitted runs' host: the median over
-    the eager op loops (host_programs.eager_ops) of their host time per call over the fitted
-    runs'."""
-    fitted = [eager_per_call(_programs(suffix)["eager"]) for suffix in FITTED_RUNS]
-    mine = eager_per_call(records)
-    return statistics.median(mine[op] / statistics.geometric_mean([f[op] for f in fitted])
-                             for op in mine if all(op in f for f in fitted))  # fmt: skip
-
-
-@functools.cache
-def _programs(suffix: str) -> dict:
-    return json.loads((HERE / f"h200_host_programs{suffix}.json").read_text())["programs"]
-
-
 def step_host_speed(step: dict, suffix: str) -> tuple[float, str]:
     """(host speed, where it was measured) for one run's whole step: its own probe (the eager
     loops right before and after it) where the run has one, else the run's host programs
@@ -186,7 +173,7 @@ def step_host_speed(step: dict, suffix: str) -> tuple[float, str]:
     probe = step.get("host_probe")
     if probe:
         return host_speed(probe["before"] + probe["after"]), "probe"
-    return host_speed(_programs(suffix)["eager"]), "programs"
+    return host_speed(run_programs(suffix)["eager"]), "programs"
 
 
 @functools.cache

@@ -57,10 +57,12 @@ def launches(trace: dict) -> list[dict]:
 
 
 def launch_seconds(op: dict, profile) -> float:
-    """One recorded launch's device seconds on a profile, priced alone (no host, no overlap)."""
+    """One recorded launch's kernel seconds on a profile, as the profiler times a kernel queued
+    behind others: its duration less the latency an idle device pays (launch_latency_s); no
+    host, no overlap."""
     from kpt.sim import OpCost, op_time
 
     shape = tuple(op["shape"]) if op.get("shape") else None
     cost = OpCost(op["class"], op.get("flops", 0.0), op.get("bytes", 0.0),
                   op.get("dtype", "fp32"), shape)  # fmt: skip
-    return op_time(profile, *cost)
+    return op_time(profile, *cost) - profile.launch_latency_s

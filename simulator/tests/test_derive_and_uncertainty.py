@@ -73,7 +73,8 @@ def test_a_slower_host_scales_every_host_figure_and_nothing_else(tmp_path):
     assert slow.host is not None and h200.host is not None
     assert slow.host.forward_s == pytest.approx(1.5 * h200.host.forward_s)
     classes = dict(h200.host.forward_class_s)
-    assert {k: v / 1.5 for k, v in slow.host.forward_class_s} == pytest.approx(classes)
+    # derive writes six significant digits
+    assert {k: v / 1.5 for k, v in slow.host.forward_class_s} == pytest.approx(classes, rel=1e-5)
     assert classes
     gemm = ("matmul", 2 * 4096**3, 3 * 4096**2 * 2, "bf16", (4096, 4096, 4096))
     assert op_time(slow, *gemm) == pytest.approx(op_time(h200, *gemm), rel=1e-6)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from kpt.sim import InvalidRequestError
-from kpt.sim._cost import RNN_TILE_ROWS, op_timing, rnn_timing
+from kpt.sim._cost import op_timing
+from kpt.sim._cost_composite import RNN_TILE_ROWS, rnn_timing
 from kpt.sim._profiles import load_profile
 
 

@@ -122,6 +122,48 @@ def test_convolution_is_an_implicit_gemm_in_tf32(executor):
     assert seconds(last) < seconds(conv)
 
 
+def test_convolution_backward_names_the_gradients_it_computes(executor):
+    x, w = view("float32", 32, 64, 56, 56), view("float32", 128, 64, 3, 3)
+    dy = view("float32", 32, 128, 56, 56)
+    forward = 2 * 32 * 56 * 56 * 128 * 64 * 9
+
+    def backward(mask):
+        args = [t(0), t(1), t(2), [128], [1, 1], [1, 1], [1, 1], False, [0, 0], 1, mask]
+        grads = [view("float32", 32, 64, 56, 56), view("float32", 128, 64, 3, 3)]
+        outs = [g for g, asked in zip(grads, mask) if asked]
+        return executor.estimate("aten::convolution_backward.default", [dy, x, w], outs,
+                                 {"args": args})  # fmt: skip
+
+    both = backward([True, True, False])
+    assert both.op_class == "conv" and both.dtype == "tf32"  # on the tensor cores, as forward
+    assert both.shape == (32 * 56 * 56, 128, 64 * 9, 9, 0, 3) and both.flops == 2 * forward
+    weight = backward([False, True, False])  # a first layer's: no input gradient
+    assert weight.shape[-1] == 2 and weight.flops == forward
+    assert seconds(weight) < seconds(both)
+
+
+def test_training_batch_norm_is_priced_by_channel(executor):
+    x = view("float32", 128, 64, 32, 32)
+    stats = [view("float32", 64) for _ in range(4)]
+
+    def cost(op, args):
+        return executor.estimate(op, [x, *stats], [view("float32", 128, 64, 32, 32)],
+                                 {"args": args})  # fmt: skip
+
+    forward = cost("aten::native_batch_norm.default",
+                   [t(0), t(1), t(2), t(3), t(4), True, 0.1, 1e-5])  # fmt: skip
+    assert (forward.op_class, forward.shape) == ("batchnorm", (64, 128 * 32 * 32, 0, 0))
+    backward = cost("aten::native_batch_norm_backward.default",
+                    [t(0), t(0), t(1), t(2), t(3), t(4), t(4), True, 1e-5, [True] * 3])  # fmt: skip
+    assert backward.shape == (64, 128 * 32 * 32, 0, 1)
+    # One block per channel: 64 channels leave most of an H100's SMs idle, so the NCHW batch
+    # norm costs more than streaming its bytes.
+    assert seconds(forward) > 2 * op_time(H100, "elementwise", 0, forward.bytes, "fp32")
+    evaluation = cost("aten::native_batch_norm.default",
+                      [t(0), t(1), t(2), t(3), t(4), False, 0.1, 1e-5])  # fmt: skip
+    assert evaluation.op_class == "elementwise"  # eval mode: a per-element affine map
+
+
 def test_attention_gives_heads_seq_q_seq_k_head_dim(executor):
     q = view("bfloat16", 2, 8, 256, 64)
     k = view("bfloat16", 2, 8, 512, 64)

@@ -16,6 +16,7 @@ import functools
 import math
 from typing import NamedTuple
 
+from kpt.sim._batch_norm_cost import batch_norm_busy
 from kpt.sim._errors import InvalidRequestError
 from kpt.sim._op_cost import (
     CLASS_ALIASES,
@@ -423,6 +424,8 @@ def op_timing(
     op_class = CLASS_ALIASES.get(op_class, op_class)
     if op_class == "rnn" and shape is not None:
         check_shape(op_class, shape)
+        from kpt.sim._cost_composite import rnn_timing  # it prices its kernels here
+
         return rnn_timing(profile, dtype, shape)
     dtype = DTYPE_ALIASES.get(dtype) or normalize_dtype(dtype)
     r = _rates(profile, op_class, dtype)
@@ -432,6 +435,15 @@ def op_timing(
         raise InvalidRequestError(
             f"op cost must be finite and >= 0, got flops={flops} bytes={nbytes}"
         )
+    if op_class == "conv" and shape is not None and len(shape) == 6:
+        if shape[5]:
+            from kpt.sim._cost_composite import conv_backward_timing
+
+            return conv_backward_timing(profile, flops, nbytes, dtype, shape)
+        shape = shape[:5]
+    if op_class == "batchnorm" and shape is not None:
+        busy, memory = batch_norm_busy(r.eff, nbytes, shape, r.hbm_bandwidth, r.units)
+        return OpTiming(r.fixed + busy, memory)
     fallback = fallback_rate(r.eff, dtype, shape, op_class)  # 0: cuBLAS's usual kernels
     compute = 0.0
     if flops:
@@ -500,49 +512,6 @@ def op_timing(
         busy = max(busy, latency)
         overhead += grid_pass
     return OpTiming(r.fixed + busy + overhead, memory + transposes)
-
-
-# A fused RNN layer's GEMMs: fp32 runs on TF32 tensor cores (cuDNN's default, as convolutions).
-RNN_GEMM_DTYPES = {"fp32": "tf32"}
-# Elementwise kernels per step: the cell (forward); the cell's gradient and a memset (backward).
-RNN_STEP_KERNELS = (1, 2)
-RNN_CELL_FLOPS = 10  # per gate element: activations, products, sums
-# cuDNN's per-step GEMM (cutlass_80_tensorop_s1688gemm_64x64 on an H200) computes whole
-# 64-row tiles: a batch under 64 costs one full tile. Read off the kernel's name, not fitted
-# (calibration/h200_fused_sweep.json's 18 LSTM layers: median |error| 5.9%, fit_fused_sweep.py).
-RNN_TILE_ROWS = 64
-
-
-def rnn_timing(profile: Profile, dtype: str, shape: tuple[int, ...]) -> OpTiming:
-    """One fused RNN layer as cuDNN runs it: all steps' input projections as one GEMM, then
-    per step a recurrent GEMM and the cell's elementwise kernel(s), in series (each step needs
-    the last one's hidden state). The backward does the data gradients step by step, then the
-    weight gradients of all steps as GEMMs. Every kernel after the first is queued behind the
-    one before, so it pays the back-to-back launch cost, not an idle device's latency.
-    """
-    steps, batch, inp, hidden, gates, backward = (int(d) for d in shape)
-    dtype = DTYPE_ALIASES.get(dtype) or normalize_dtype(dtype)
-    gemm = RNN_GEMM_DTYPES.get(dtype, dtype)
-    size = DTYPE_BYTES.get(dtype, 4)
-    width = gates * hidden
-
-    def matmul(m: int, n: int, k: int) -> OpTiming:
-        return op_timing(profile, "matmul", 2.0 * m * n * k, size * (m * k + k * n + m * n), gemm,
-                         (m, n, k))  # fmt: skip
-
-    cell = op_timing(profile, "elementwise", RNN_CELL_FLOPS * batch * width,
-                     size * 3 * batch * width, dtype)  # fmt: skip
-    # Forward: gates (batch, width) = h @ W_hh^T; backward: dh (batch, hidden) = dgates @ W_hh.
-    rows = max(batch, RNN_TILE_ROWS)
-    recurrent = matmul(rows, hidden, width) if backward else matmul(rows, width, hidden)
-    step_kernels = [recurrent] + [cell] * RNN_STEP_KERNELS[bool(backward)]
-    once = [matmul(steps * batch, width, inp)]  # the input projection (data gradient)
-    if backward:
-        once += [matmul(width, inp, steps * batch), matmul(width, hidden, steps * batch)]
-    kernels = once + step_kernels * max(steps, 0)
-    queued = profile.launch_latency_s * (len(kernels) - 1)
-    duration = sum(k.duration for k in kernels) - queued
-    return OpTiming(duration, sum(k.hbm_busy for k in kernels))
 
 
 def op_time(

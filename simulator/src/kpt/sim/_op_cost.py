@@ -54,8 +54,10 @@ class OpCost(NamedTuple):
       bytes (a power of two; 16 or more: aligned) that both inputs' starts and leading
       dimensions share, which only strides show (under 16: cuBLAS's align-1/2/4 kernels, as for
       an N or K row that is not a multiple of 16 bytes);
-    - conv: the implicit GEMM (N*Ho*Wo, Cout, Cin*kh*kw[, kh*kw[, channels_last]]), per
-      group; channels_last 1 (NHWC) or 0 (NCHW, transposed for the tensor cores);
+    - conv: the implicit GEMM (N*Ho*Wo, Cout, Cin*kh*kw[, kh*kw[, channels_last[,
+      gradients]]]), per group; channels_last 1 (NHWC) or 0 (NCHW, transposed for the tensor
+      cores); gradients, of a backward: 1 the data's, 2 the weight's, 3 both (flops: theirs
+      together; kpt.sim._cost_composite), 0 or absent a forward;
     - attention: (batch*heads, seq_q, seq_k, head_dim[, causal[, backward]]), flops =
       4*B*H*Sq*Sk*hd, the full product (a backward: ATTENTION_BACKWARD_WORK times that);
       causal 1 charges only the key tiles a top-left causal mask leaves; backward 1 takes the
@@ -66,10 +68,12 @@ class OpCost(NamedTuple):
       second pass. summing 0: not a sum or mean (amax, max, var, ...): over 16-bit inputs
       torch's kernel accumulates in the 16-bit type and its rounds of loads take the
       profile's compare_round_factor times a sum's (absent: 1, a sum).
+    - batchnorm (training mode; norm's efficiency where a profile has no table): (channels,
+      elements per channel, channels_last 0 or 1, backward 0 or 1); kpt.sim._batch_norm_cost;
     - multi_tensor (a foreach or fused-optimizer kernel; elementwise's efficiency where a
       profile has no table): (thread blocks,), one per 65536-element chunk of each tensor;
     - rnn: one fused RNN layer (cuDNN's): (steps, batch, input, hidden, gates, backward 0/1);
-      costed from the matmul and elementwise classes (module rnn_timing), flops and bytes
+      costed from the matmul and elementwise classes (kpt.sim._cost_composite), flops and bytes
       are informational.
     """
 
@@ -121,17 +125,20 @@ def cost_to_wire(cost: Any) -> list | None:
 
 
 # Shape lengths each class reads (module doc); a wrong length is an executor bug, refused.
-SHAPE_LENGTHS = {"matmul": (3, 4), "matmul_int8w": (3,), "conv": (3, 4, 5), "attention": (4, 5, 6),
-                 "reduction": (2, 3, 4),
-                 "rnn": (6,), "multi_tensor": (1,),
+SHAPE_LENGTHS = {"matmul": (3, 4), "matmul_int8w": (3,), "conv": (3, 4, 5, 6),
+                 "attention": (4, 5, 6), "reduction": (2, 3, 4),
+                 "rnn": (6,), "multi_tensor": (1,), "batchnorm": (4,),
                  **{c: (2,) for c in ROW_CLASSES}}  # fmt: skip
 SHAPE_FORMS = {"matmul": "(M, N, K[, row alignment in bytes])", "matmul_int8w": "(M, N, K)",
-               "conv": "(N*Ho*Wo, Cout, Cin*kh*kw[, kh*kw[, channels_last 0 or 1]])",
+               "conv": "(N*Ho*Wo, Cout, Cin*kh*kw[, kh*kw[, channels_last 0 or 1[, gradients "
+                       "0-3]]])",
                "attention": "(batch*heads, seq_q, seq_k, head_dim[, causal 0 or 1[, backward 0 "
                             "or 1]])",
                "reduction": "(outputs, reduced extent[, contiguous 0 or 1[, summing 0 or 1]])",
                "rnn": "(steps, batch, input, hidden, gates, backward 0 or 1)",
                "multi_tensor": "(thread blocks,)",
+               "batchnorm": "(channels, elements per channel, channels_last 0 or 1, backward 0 "
+                            "or 1)",
                **{c: "(rows, cols)" for c in ROW_CLASSES}}  # fmt: skip
 
 

@@ -29,7 +29,7 @@ US = 1e-6
 # their own (then from "default").
 CLASS_PARENTS = {
     "softmax": "norm", "layernorm": "norm", "rmsnorm": "norm", "matmul_int8w": "matmul",
-    "multi_tensor": "elementwise",
+    "multi_tensor": "elementwise", "batchnorm": "norm",
 }  # fmt: skip
 
 
@@ -89,7 +89,9 @@ class Efficiency:
     # inputs: their rounds of loads take this many times a sum's.
     compare_round_factor: float = 1.0
     # Row-wise ops: bytes/s one row's block streams (of fp32 rows; 16-bit rows stream the same
-    # elements/s, half the bytes); rows fewer than the SMs cannot reach HBM bandwidth.
+    # elements/s, half the bytes); rows fewer than the SMs cannot reach HBM bandwidth. Batch
+    # norm in NCHW: the same, of one channel's block (kpt.sim._batch_norm_cost), each wave of
+    # blocks paying block_s.
     row_stream_rate: float = 0.0
     # Grouped (depthwise) convolutions: FLOP/s of the direct kernel they run (no GEMM tiles)
     # and output elements/s (0: no per-output cost); cuDNN's channels-last kernel, and
@@ -124,7 +126,8 @@ class Efficiency:
     # the chip holds cannot reach HBM bandwidth.
     block_stream_rate: float = 0.0
     # Attention: a backward's products in forwards' of the same shape (0: the FLOPs the
-    # adapters name for it, kpt.sim._cost.ATTENTION_BACKWARD_WORK forwards).
+    # adapters name for it, kpt.sim._cost.ATTENTION_BACKWARD_WORK forwards). Batch norm in
+    # NCHW: a backward's time per element of a channel in a forward's (0: the same).
     backward_work: float = 0.0
     # Attention: a backward's softmax work (recomputed scores and their gradients) in
     # forwards' (0: backward_work's).

@@ -32,6 +32,9 @@ SOFTMAX_FLOPS_PER_ELEMENT = 5
 # packet -> (position of the input, position of normalized_shape).
 LAYER_NORM_SHAPE = {"native_layer_norm": (0, 1), "native_layer_norm_backward": (1, 2)}
 LAYER_NORM_FLOPS_PER_ELEMENT = 8
+# packet -> (position of the input, position of the training flag, backward); kpt.sim's
+# batchnorm class prices training mode by channel (an eval-mode one is elementwise).
+BATCH_NORM = {"native_batch_norm": (0, 5, 0), "native_batch_norm_backward": (1, 7, 1)}
 # packet -> (position of query, FLOPs relative to the forward's 4*B*H*Sq*Sk*hd, position of
 # is_causal for a flash kernel, which skips masked tiles; the math path computes them all).
 ATTENTION = {
@@ -97,6 +100,8 @@ def _shaped(packet: str, args: list, inputs: list, outputs: list, moved: float) 
         return _matmul(base, args, outputs, moved)
     if packet == "convolution":
         return _convolution(args, outputs, moved)
+    if packet == "convolution_backward":
+        return _convolution_backward(args, moved)
     if packet in ATTENTION:
         position, scale, causal_at = ATTENTION[packet]
         causal = causal_at is not None and len(args) > causal_at and args[causal_at] is True
@@ -120,6 +125,8 @@ def _shaped(packet: str, args: list, inputs: list, outputs: list, moved: float) 
             return None
         cols = x.shape[dim] if isinstance(dim, int) and -len(x.shape) <= dim < len(x.shape) else 0
         return _rows(x, "softmax", cols or x.shape[-1], SOFTMAX_FLOPS_PER_ELEMENT, moved)
+    if packet in BATCH_NORM:
+        return _batch_norm(args, moved, *BATCH_NORM[packet])
     if packet in LAYER_NORM_SHAPE:
         position, shape_at = LAYER_NORM_SHAPE[packet]
         x = _view_at(args, position)
@@ -174,12 +181,47 @@ def _power_of_two_dividing(nbytes: int) -> int:
 
 
 def _convolution(args: list, outputs: list, moved: float) -> OpCost | None:
-    x, w = _view_at(args, 0), _view_at(args, 1)
-    out = outputs[0] if outputs else None
+    """convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding,
+    groups): its implicit GEMM."""
+    gemm = _conv_gemm(_view_at(args, 0), _view_at(args, 1), outputs[0] if outputs else None,
+                      len(args) > 6 and bool(args[6]), _int_at(args, 8))  # fmt: skip
+    if gemm is None:
+        return None
+    shape, flops, dtype = gemm
+    return OpCost("conv", flops, moved, dtype, shape)
+
+
+def _convolution_backward(args: list, moved: float) -> OpCost | None:
+    """convolution_backward(grad_output, input, weight, bias_sizes, stride, padding, dilation,
+    transposed, output_padding, groups, output_mask): cuDNN's data and weight gradients, each
+    an implicit GEMM of the forward's FLOPs, as kpt.sim's conv shape with the gradients it
+    asks for (1 data, 2 weight, 3 both; kpt.sim._cost_composite prices each kernel); the
+    bias's is a small reduction left out."""
+    gemm = _conv_gemm(_view_at(args, 1), _view_at(args, 2), _view_at(args, 0),
+                      len(args) > 7 and bool(args[7]), _int_at(args, 9))  # fmt: skip
+    mask = args[10] if len(args) > 10 and isinstance(args[10], list | tuple) else (True, True)
+    gradients = int(bool(mask[0])) | 2 * int(len(mask) > 1 and bool(mask[1]))
+    if gemm is None or not gradients:
+        return None
+    shape, flops, dtype = gemm
+    layout = shape[4] if len(shape) > 4 else int(_channels_last(_view_at(args, 1)))
+    passes = bin(gradients).count("1")
+    return OpCost("conv", passes * flops, moved, dtype, (*shape[:4], layout, gradients))
+
+
+def _int_at(args: list, i: int) -> int:
+    """A positive integer argument (a convolution's groups), 1 where absent."""
+    value = args[i] if len(args) > i else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+
+
+def _conv_gemm(
+    x: Any, w: Any, out: Any, transposed: bool, groups: int
+) -> tuple[tuple[int, ...], float, Any] | None:
+    """(shape, flops, dtype) of a convolution's implicit GEMM from its input, weight and output
+    views; None where they do not read as one."""
     if x is None or w is None or out is None or len(x.shape) < 3 or len(w.shape) != len(x.shape):
         return None
-    transposed = len(args) > 6 and bool(args[6])
-    groups = int(args[8]) if len(args) > 8 and isinstance(args[8], int) and args[8] > 0 else 1
     window = math.prod(w.shape[2:])
     cout, cin = out.shape[1] // groups, x.shape[1] // groups
     if transposed:  # each input pixel times a (Cin, Cout*window) matrix, then col2im
@@ -189,7 +231,7 @@ def _convolution(args: list, outputs: list, moved: float) -> OpCost | None:
         rows = out.shape[0] * math.prod(out.shape[2:])
         shape = (rows, cout, cin * window, window, int(_channels_last(x)))
     flops = 2.0 * groups * rows * cout * cin * window
-    return OpCost("conv", flops, moved, CONV_DTYPES.get(x.dtype, x.dtype), shape)
+    return shape, flops, CONV_DTYPES.get(x.dtype, x.dtype)
 
 
 def _channels_last(x: Any) -> bool:
@@ -237,6 +279,21 @@ def _attention(args: list, position: int, scale: float, causal: bool,
     if position == 1:  # a backward (its arguments start with grad_out): it may cost its own
         shape += (1,)
     return OpCost("attention", flops, moved, q.dtype, shape)
+
+
+def _batch_norm(
+    args: list, moved: float, position: int, training_at: int, backward: int
+) -> OpCost | None:
+    """A training-mode batch norm by channel: (channels, elements per channel, channels_last,
+    backward); None in eval mode (an elementwise op) or where the input does not read."""
+    x = _view_at(args, position)
+    training = len(args) > training_at and args[training_at] is True
+    if x is None or len(x.shape) < 2 or not training:
+        return None
+    elements, channels = math.prod(x.shape), x.shape[1]
+    shape = (channels, elements // max(channels, 1), int(_channels_last(x)), backward)
+    return OpCost("batchnorm", float(LAYER_NORM_FLOPS_PER_ELEMENT * elements), moved, x.dtype,
+                  shape)  # fmt: skip
 
 
 def _rows(x, op_class: str, cols: int, flops_per_element: int, moved: float) -> OpCost:

@@ -1,0 +1,72 @@
+"""Launches that run several kernels, priced as those kernels: a fused RNN layer (cuDNN's) and a
+convolution's backward (its data and weight gradients). Each kernel is op_timing's; every one
+after the first is queued behind the one before, so it pays the back-to-back launch cost, not
+an idle device's latency."""
+
+from __future__ import annotations
+
+from kpt.sim._cost import DTYPE_BYTES, OpTiming, op_timing
+from kpt.sim._op_cost import DTYPE_ALIASES, normalize_dtype
+from kpt.sim._profiles import Profile
+
+# A fused RNN layer's GEMMs: fp32 runs on TF32 tensor cores (cuDNN's default, as convolutions).
+RNN_GEMM_DTYPES = {"fp32": "tf32"}
+# Elementwise kernels per step: the cell (forward); the cell's gradient and a memset (backward).
+RNN_STEP_KERNELS = (1, 2)
+RNN_CELL_FLOPS = 10  # per gate element: activations, products, sums
+# cuDNN's per-step GEMM (cutlass_80_tensorop_s1688gemm_64x64 on an H200) computes whole
+# 64-row tiles: a batch under 64 costs one full tile. Read off the kernel's name, not fitted
+# (calibration/h200_fused_sweep.json's 18 LSTM layers: median |error| 5.9%, fit_fused_sweep.py).
+RNN_TILE_ROWS = 64
+
+
+def rnn_timing(profile: Profile, dtype: str, shape: tuple[int, ...]) -> OpTiming:
+    """One fused RNN layer as cuDNN runs it: all steps' input projections as one GEMM, then
+    per step a recurrent GEMM and the cell's elementwise kernel(s), in series (each step needs
+    the last one's hidden state). The backward does the data gradients step by step, then the
+    weight gradients of all steps as GEMMs. Every kernel after the first is queued behind the
+    one before, so it pays the back-to-back launch cost, not an idle device's latency.
+    """
+    steps, batch, inp, hidden, gates, backward = (int(d) for d in shape)
+    dtype = DTYPE_ALIASES.get(dtype) or normalize_dtype(dtype)
+    gemm = RNN_GEMM_DTYPES.get(dtype, dtype)
+    size = DTYPE_BYTES.get(dtype, 4)
+    width = gates * hidden
+
+    def matmul(m: int, n: int, k: int) -> OpTiming:
+        return op_timing(profile, "matmul", 2.0 * m * n * k, size * (m * k + k * n + m * n), gemm,
+                         (m, n, k))  # fmt: skip
+
+    cell = op_timing(profile, "elementwise", RNN_CELL_FLOPS * batch * width,
+                     size * 3 * batch * width, dtype)  # fmt: skip
+    # Forward: gates (batch, width) = h @ W_hh^T; backward: dh (batch, hidden) = dgates @ W_hh.
+    rows = max(batch, RNN_TILE_ROWS)
+    recurrent = matmul(rows, hidden, width) if backward else matmul(rows, width, hidden)
+    step_kernels = [recurrent] + [cell] * RNN_STEP_KERNELS[bool(backward)]
+    once = [matmul(steps * batch, width, inp)]  # the input projection (data gradient)
+    if backward:
+        once += [matmul(width, inp, steps * batch), matmul(width, hidden, steps * batch)]
+    kernels = once + step_kernels * max(steps, 0)
+    queued = profile.launch_latency_s * (len(kernels) - 1)
+    duration = sum(k.duration for k in kernels) - queued
+    return OpTiming(duration, sum(k.hbm_busy for k in kernels))
+
+
+def conv_backward_timing(
+    profile: Profile, flops: float, nbytes: float, dtype: str, shape: tuple[int, ...]
+) -> OpTiming:
+    """A convolution's backward as cuDNN runs it, shape (the forward's five, gradients): the
+    data gradient (1) is the forward's implicit GEMM turned around, priced as the forward; the
+    weight gradient (2) reduces the same FLOPs over the batch and the pixels into a small
+    output, split over the K dimension: its GEMM takes the conv table's backward_work times
+    the forward's (0: the same). In NCHW each also pays the forward's transposes. flops and
+    nbytes are the gradients' together, shared evenly."""
+    kernels = [bit for bit in (1, 2) if shape[5] & bit]
+    flops, nbytes = flops / len(kernels), nbytes / len(kernels)
+    forward = op_timing(profile, "conv", flops, nbytes, dtype, tuple(shape[:5]))
+    gemm = op_timing(profile, "conv", flops, nbytes, dtype, (*shape[:4], 1))  # no transposes
+    work = profile.efficiency_for("conv").for_dtype(normalize_dtype(dtype)).backward_work or 1.0
+    weight = forward.duration + (work - 1) * (gemm.duration - profile.kernel_launch_s)
+    durations = [forward.duration if bit == 1 else weight for bit in kernels]
+    queued = profile.launch_latency_s * (len(kernels) - 1)
+    return OpTiming(sum(durations) - queued, forward.hbm_busy * len(kernels))
