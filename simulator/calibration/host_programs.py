@@ -31,6 +31,27 @@ def eager_ops(dev: str) -> dict[str, Callable[[], object]]:
             "batch_norm": lambda: F.batch_norm(image, *stats, training=True)}  # fmt: skip
 
 
+def backward_ops(dev: str) -> dict[str, Callable[[], object]]:
+    """An op's forward and its autograd backward (torch.autograd.grad: no accumulation into
+    .grad), for the host time of the library calls a backward node makes (cuDNN's convolution
+    and batch-norm backward)."""
+    image = torch.randn(2, 8, 8, 8, device=dev, requires_grad=True)
+    kernel = torch.randn(8, 8, 3, 3, device=dev, requires_grad=True)
+    weight = torch.ones(8, device=dev, requires_grad=True)
+    bias = torch.zeros(8, device=dev, requires_grad=True)
+    stats = torch.zeros(8, device=dev), torch.ones(8, device=dev)
+    grad = torch.randn(2, 8, 8, 8, device=dev)
+
+    def conv2d():
+        return torch.autograd.grad(F.conv2d(image, kernel, padding=1), (image, kernel), grad)
+
+    def batch_norm():
+        y = F.batch_norm(image, *stats, weight, bias, training=True)
+        return torch.autograd.grad(y, (image, weight, bias), grad)
+
+    return {"conv2d": conv2d, "batch_norm": batch_norm}
+
+
 def no_launch_programs(dev: str) -> dict[str, Callable[[], object]]:
     """NO_LAUNCH_OPS views (or allocations), then one add: host time of ops without a kernel."""
     m = torch.randn(8, 64, device=dev)

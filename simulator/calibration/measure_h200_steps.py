@@ -10,7 +10,8 @@ Torch only (the GPU machine has nothing else). Writes into --out:
   memory-efficient kernels), nn.LSTM / nn.GRU / nn.RNN layers (cuDNN), and optimizer steps
   (AdamW fused / foreach / for-loop, SGD fused / foreach): CUDA-event device time (L2 flushed)
   and host wall per call;
-- h200_host_programs.json: host time per launch source: eager op loops, ops that launch
+- h200_host_programs.json: host time per launch source: eager op loops (and a convolution's and
+  a batch norm's forward with its backward), ops that launch
   nothing (views, allocations) before one launch, autograd backward over a chain of small ops,
   foreach / fused optimizer steps over many small tensors, Python module calls, and the demo's
   small GPT training step in fp32 and bf16 autocast (model-shaped code).
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from host_programs import eager_ops, no_launch_programs
+from host_programs import backward_ops, eager_ops, no_launch_programs
 from kernel_timing import KB, MB, Timer
 from measure_h100 import describe_device
 from reference_steps import REFERENCE_MODELS, training_step
@@ -226,10 +227,11 @@ def measure_optimizers(t: Timer, dev: str, smoke: bool) -> list:
     return out
 
 
-def eager_host(dev: str, calls: int) -> list[dict]:
-    """Host seconds per call of each eager op in a hot loop (host_programs.eager_ops)."""
+def eager_host(dev: str, calls: int, ops: dict | None = None) -> list[dict]:
+    """Host seconds per call of each eager op in a hot loop (host_programs.eager_ops, or
+    `ops`)."""
     out = []
-    for name, fn in eager_ops(dev).items():
+    for name, fn in (ops or eager_ops(dev)).items():
         for _ in range(50):
             fn()
         sync(dev)
@@ -248,6 +250,7 @@ def measure_host_programs(dev: str, smoke: bool) -> dict:
     out: dict = {"eager": [], "no_launch": [], "backward": [], "optimizer": [], "module": []}
     m = torch.randn(8, 64, device=dev)
     out["eager"] = eager_host(dev, n)
+    out["eager_backward"] = eager_host(dev, n // 4, backward_ops(dev))
     for name, fn in no_launch_programs(dev).items():
         wall = wall_per_call(fn, dev, 5 if smoke else 50)
         out["no_launch"].append({"program": name, "wall": wall})
