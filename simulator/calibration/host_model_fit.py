@@ -33,7 +33,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from host_programs import eager_ops, no_launch_programs  # noqa: E402
+from host_programs import backward_ops, eager_ops, no_launch_programs  # noqa: E402
 from reference_steps import REFERENCE_MODELS, training_step  # noqa: E402
 from step_traces import launches, record  # noqa: E402  (sets KPT_SIM_* before torch)
 from torch import nn  # noqa: E402
@@ -42,9 +42,11 @@ PROFILE = HERE.parent / "src/kpt/sim/profiles/h200.toml"
 # The runs the table is fitted on (file suffixes of measure_h200_steps.py's output), back to
 # back on one machine: the host drifts between runs minutes apart, so both count.
 FIT_RUNS = ("", "_r6")
-# Later runs whose eager loops time ops the fit runs' did not (batch_norm, from r7 on): those
-# loops join the fit at the fit runs' host, each divided by its run's host speed.
-LATER_LOOP_RUNS = ("_r7", "_r8")
+# Later runs whose loops time ops the fit runs' did not (batch_norm from r7 on, a convolution's
+# and a batch norm's backward from r9 on): those loops join the fit at the fit runs' host, each
+# divided by its run's host speed.
+LATER_LOOP_RUNS = ("_r7", "_r8", "_r9")
+LOOP_KINDS = {"eager": eager_ops, "eager_backward": backward_ops}  # host_programs' loops
 OUT = HERE / "HOST_MODEL.md"
 FIT_JSON = HERE / "h200_host_fit.json"
 PARAMS = ("forward_us", "backward_us", "optimizer_launch_us", "optimizer_tensor_us",
@@ -53,7 +55,12 @@ PARAMS = ("forward_us", "backward_us", "optimizer_launch_us", "optimizer_tensor_
 # programs time one op of each (an F.linear's GEMM, a layer norm, a sum, a convolution, a
 # training-mode batch norm: cuDNN's is the dearest call of them).
 CLASSES = ("matmul", "layernorm", "reduction", "conv", "batchnorm")
-FIGURES = PARAMS + tuple(f"forward_class_us.{c}" for c in CLASSES)
+# Backward launches of these classes get their own figure ([host.backward_class_us]): cuDNN's
+# convolution and batch-norm backward calls, timed as a forward with its backward
+# (host_programs.backward_ops, from r9 on).
+BACKWARD_CLASSES = ("conv", "batchnorm")
+FIGURES = (PARAMS + tuple(f"forward_class_us.{c}" for c in CLASSES)
+           + tuple(f"backward_class_us.{c}" for c in BACKWARD_CLASSES))  # fmt: skip
 EAGER_CALLS = 100  # calls per eager-loop trace (the GPU measured 2,000; host time per call)
 OPTIMIZERS = {
     "adamw_fused": lambda p: torch.optim.AdamW(p, lr=1e-4, fused=True),
@@ -89,29 +96,34 @@ def host_speed(records: list[dict]) -> float:
 
 
 def later_loops() -> list[dict]:
-    """LATER_LOOP_RUNS' eager loops of ops the fit runs did not time, at the fit runs' host
-    (divided by their run's host_speed), each naming its run."""
-    known = set.intersection(*(set(eager_per_call(run_programs(s)["eager"])) for s in FIT_RUNS))
+    """LATER_LOOP_RUNS' loops (LOOP_KINDS) of ops the fit runs did not time, at the fit runs'
+    host (divided by their run's host_speed), each naming its run and kind."""
+    fitted = [run_programs(s) for s in FIT_RUNS]
     out = []
     for suffix in LATER_LOOP_RUNS:
-        eager = run_programs(suffix)["eager"]
-        speed = host_speed(eager)
-        out += [{**rec, "host_s_per_call": rec["host_s_per_call"] / speed, "run": suffix}
-                for rec in eager if rec["op"] not in known]  # fmt: skip
+        if not (HERE / f"h200_host_programs{suffix}.json").exists():
+            continue
+        run = run_programs(suffix)
+        speed = host_speed(run["eager"])
+        for kind in LOOP_KINDS:
+            known = set.intersection(*(set(eager_per_call(f.get(kind, []))) for f in fitted))
+            out += [{**rec, "host_s_per_call": rec["host_s_per_call"] / speed, "run": suffix,
+                     "kind": kind}
+                    for rec in run.get(kind, []) if rec["op"] not in known]  # fmt: skip
     return out
 
 
-def eager_programs(records: list[dict]):
-    """(name, callable on kpt_sim, measured seconds) of eager op loops."""
-    eager = eager_ops("kpt_sim")
+def eager_programs(records: list[dict], kind: str = "eager"):
+    """(name, callable on kpt_sim, measured seconds) of one kind of op loops."""
+    ops = LOOP_KINDS[kind]("kpt_sim")
     for rec in records:
-        fn = eager[rec["op"]]
+        fn = ops[rec["op"]]
 
         def loop(fn=fn):
             for _ in range(EAGER_CALLS):
                 fn()
 
-        yield f"eager {rec['op']} x{EAGER_CALLS}", loop, EAGER_CALLS * rec["host_s_per_call"]
+        yield f"{kind} {rec['op']} x{EAGER_CALLS}", loop, EAGER_CALLS * rec["host_s_per_call"]
 
 
 def programs(measured: dict, suffix: str = ""):
@@ -191,10 +203,15 @@ def lstm_programs(records: list):
 
 
 def host_tables(host: dict, header: str = "[host]\n") -> str:
-    """TOML of a figures dict: [host] keys, then [host.forward_class_us]."""
-    plain = "".join(f"{k} = {v}\n" for k, v in host.items() if "." not in k)
-    classes = "".join(f"{k.split('.', 1)[1]} = {v}\n" for k, v in host.items() if "." in k)
-    return header + plain + ("\n[host.forward_class_us]\n" + classes if classes else "") + "\n"
+    """TOML of a figures dict: [host] keys, then each per-class table ([host.forward_class_us]
+    from "forward_class_us.<class>" keys, and the like)."""
+    text = header + "".join(f"{k} = {v}\n" for k, v in host.items() if "." not in k)
+    tables: dict[str, str] = {}
+    for key, value in host.items():
+        if "." in key:
+            table, name = key.split(".", 1)
+            tables[table] = tables.get(table, "") + f"{name} = {value}\n"
+    return text + "".join(f"\n[host.{t}]\n{lines}" for t, lines in tables.items()) + "\n"
 
 
 def strip_host(text: str) -> str:
@@ -300,11 +317,15 @@ def main() -> None:
                   for name, fn, real in programs(measured["programs"], suffix)]  # fmt: skip
         models += [(f"{run}: {name}", traced(name, fn), real)
                    for name, fn, real in model_programs(measured["programs"])]  # fmt: skip
-    for rec in later_loops():
-        for name, fn, real in eager_programs([rec]):
+    later = later_loops()
+    for rec in later:
+        for name, fn, real in eager_programs([rec], rec["kind"]):
             loops.append((f"{run_label(rec['run'])} at the fit runs' host: {name}",
                           traced(name, fn), real))  # fmt: skip
-    loop_host = fit(loops, tmp, figures=tuple(f for f in FIGURES if f not in args.drop))
+    figures = tuple(f for f in FIGURES if f not in args.drop)
+    if not any(rec["kind"] == "eager_backward" for rec in later):  # no run times them yet
+        figures = tuple(f for f in figures if not f.startswith("backward_class_us."))
+    loop_host = fit(loops, tmp, figures=figures)
     factor = model_factor(models, loop_host, tmp) if models else 1.0
     host = {k: round(v * factor, 3) for k, v in loop_host.items()}
     lines = ["# Host time per launch source (h200 profile, [host])", "",

@@ -52,6 +52,25 @@ def test_the_shipped_h200_names_its_host_and_bad_tables_are_refused():
                               "optimizer_tensor_us": 1}, "x.toml")  # fmt: skip
 
 
+def test_classes_with_their_own_figure_cost_it_in_their_phase():
+    table = {"forward_us": 10, "backward_us": 20, "optimizer_launch_us": 30,
+             "optimizer_tensor_us": 1, "forward_class_us": {"batchnorm": 70},
+             "backward_class_us": {"conv": 90, "batchnorm": 80}}  # fmt: skip
+    host = HostIssue(HostCosts.from_table(table, "x.toml"))
+    assert host.launch_s("aten::native_batch_norm.out", 5, "batchnorm") == pytest.approx(70 * US)
+    assert host.launch_s("aten::relu.out", 1, "elementwise") == pytest.approx(10 * US)
+    # backward: cuDNN's calls their own, any other class autograd's figure
+    assert host.launch_s("aten::native_batch_norm_backward.out", 7, "batchnorm") == (
+        pytest.approx(80 * US)
+    )
+    assert host.launch_s("aten::convolution_backward.out", 3, "conv") == pytest.approx(90 * US)
+    assert host.launch_s("aten::threshold_backward.out", 2, "elementwise") == (
+        pytest.approx(20 * US)
+    )
+    with pytest.raises(InvalidRequestError, match="backward_class_us"):
+        HostCosts.from_table({**table, "backward_class_us": {"conv": -1}}, "x.toml")
+
+
 def test_a_fused_rnn_launch_pays_its_library_per_call_and_per_step():
     costs = COSTS._replace(rnn_call_s=50 * US, rnn_step_s=2 * US)
     host = HostIssue(costs)

@@ -25,6 +25,10 @@ for the host machine it names:
     matmul = ...               # (a linear's weight transpose and bias, a norm's arguments:
     layernorm = ...            #  the Python and dispatcher work around the kernel)
 
+    [host.backward_class_us]   # optional: backward launches of these classes cost this instead
+    conv = ...                 # (a library's own work per call: cuDNN's convolution and
+    batchnorm = ...            #  batch-norm backward set up their kernels on the host)
+
 The engine knows a launch by its op name only, so the source is inferred from the step's
 phases, as they follow each other on a GPU: a ``*_backward`` op starts the backward, a
 ``_foreach_*`` or ``_fused_adam*`` / ``_fused_sgd*`` op is the optimizer, the first other op
@@ -42,7 +46,8 @@ FORWARD, BACKWARD, OPTIMIZER = "forward", "backward", "optimizer"
 OPTIMIZER_PREFIXES = ("_foreach_", "_fused_adam", "_fused_sgd")
 HOST_FIELDS = ("machine", "forward_us", "backward_us", "optimizer_launch_us",
                "optimizer_tensor_us")  # fmt: skip
-OPTIONAL_FIELDS = ("forward_class_us", "rnn_call_us", "rnn_step_us", "rnn_backward_step_us",
+CLASS_TABLES = ("forward_class_us", "backward_class_us")
+OPTIONAL_FIELDS = (*CLASS_TABLES, "rnn_call_us", "rnn_step_us", "rnn_backward_step_us",
                    "host_op_us")  # fmt: skip
 MAX_HOST_OPS = 1 << 24  # ops without a launch that one launch message may account for
 RNN_CLASS = "rnn"
@@ -61,6 +66,7 @@ class HostCosts(NamedTuple):
     rnn_call_s: float = 0.0  # per fused RNN launch (its library's set-up)
     host_op_s: float = 0.0  # per op that launches nothing (views, allocations): dispatch alone
     rnn_backward_step_s: float = 0.0  # per time step of a backward RNN launch; 0: rnn_step_s
+    backward_class_s: tuple[tuple[str, float], ...] = ()  # (op class, seconds) overrides
 
     def rnn_s(self, shape: tuple) -> float:
         """A fused RNN launch's library host loop: its set-up and each time step's launches
@@ -70,19 +76,14 @@ class HostCosts(NamedTuple):
         return self.rnn_call_s + per_step * shape[0]
 
     def forward_for(self, op_class: str) -> float:
-        for name, seconds in self.forward_class_s:
-            if name == op_class:
-                return seconds
-        return self.forward_s
+        return dict(self.forward_class_s).get(op_class, self.forward_s)
+
+    def backward_for(self, op_class: str) -> float:
+        return dict(self.backward_class_s).get(op_class, self.backward_s)
 
     @classmethod
     def from_table(cls, table: dict, where: str) -> HostCosts:
-        classes = table.get("forward_class_us", {})
-        if not isinstance(classes, dict) or not all(_us(v) for v in classes.values()):
-            raise InvalidRequestError(
-                f"{where}: field 'host.forward_class_us' = {classes!r} must map op classes to "
-                "numbers >= 0 (us)"
-            )
+        per_class = {name: _class_table(table, name, where) for name in CLASS_TABLES}
         unknown = sorted(set(table) - set(HOST_FIELDS) - set(OPTIONAL_FIELDS))
         missing = [f for f in HOST_FIELDS[1:] if f not in table]
         if unknown or missing:
@@ -98,17 +99,27 @@ class HostCosts(NamedTuple):
                     f"{where}: field 'host.{name}' = {value!r} must be a number >= 0 (us)"
                 )
             values.append(float(value) * US)
-        per_class = tuple(sorted((str(k), float(v) * US) for k, v in classes.items()))
         optional = {}
-        for name in OPTIONAL_FIELDS[1:]:  # the per-second figures; forward_class_us is above
+        for name in OPTIONAL_FIELDS[len(CLASS_TABLES) :]:  # the per-second figures
             value = table.get(name, 0.0)
             if not _us(value):
                 raise InvalidRequestError(
                     f"{where}: field 'host.{name}' = {value!r} must be a number >= 0 (us)"
                 )
             optional[name.replace("_us", "_s")] = float(value) * US
-        return cls(*values, machine=str(table.get("machine", "")), forward_class_s=per_class,
-                   **optional)  # fmt: skip
+        return cls(*values, machine=str(table.get("machine", "")),
+                   forward_class_s=per_class["forward_class_us"],
+                   backward_class_s=per_class["backward_class_us"], **optional)  # fmt: skip
+
+
+def _class_table(table: dict, name: str, where: str) -> tuple[tuple[str, float], ...]:
+    """A [host.<name>] table: (op class, seconds) pairs, sorted."""
+    classes = table.get(name, {})
+    if not isinstance(classes, dict) or not all(_us(v) for v in classes.values()):
+        raise InvalidRequestError(
+            f"{where}: field 'host.{name}' = {classes!r} must map op classes to numbers >= 0 (us)"
+        )
+    return tuple(sorted((str(k), float(v) * US) for k, v in classes.items()))
 
 
 def _us(value: object) -> bool:
@@ -149,7 +160,10 @@ class HostIssue:
             self.phase = BACKWARD
         elif self.phase == OPTIMIZER:
             self.phase = FORWARD  # the optimizer is done: the next step's forward
-        per_launch = costs.backward_s if self.phase == BACKWARD else costs.forward_for(op_class)
+        if self.phase == BACKWARD:
+            per_launch = costs.backward_for(op_class)
+        else:
+            per_launch = costs.forward_for(op_class)
         return per_launch + extra
 
     def wait(self) -> None:
