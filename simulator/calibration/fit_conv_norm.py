@@ -9,7 +9,8 @@ log(predicted / measured) against the profiler's kernel sum:
   backward's work per element and channels-last kernels' share of HBM bandwidth, fp32's in
   [efficiency.batchnorm] (cuDNN's kernels), bf16's in [efficiency.batchnorm.bf16];
 - conv's backward_work (kpt.sim._cost_composite.conv_backward_timing): the weight gradient's
-  kernel time in forwards', per dtype, from forward+backward alone.
+  kernel time in forwards', per dtype, from forward+backward alone; and bf16's own
+  nchw_passes (cuDNN's transposes around an NCHW bf16 convolution), from the forwards.
 The figures are a block's rate and shares of a kernel's time or of HBM bandwidth, which the
 H100 and the H200 share (the same SMs), so they go into h100-sxm.toml whichever chip's sweep
 they come from; run derive_h200.py next. validate_conv_norm_sweep.py prices the sweeps on
@@ -52,14 +53,18 @@ NORM_TERMS = {
 WGRAD_TERMS = {"backward_work": (2.0, 0.2, 10.0)}
 # (sweep group, its cases' dtype, the efficiency table fitted, its terms, the parts fitted).
 # Batch norm: fp32 runs cuDNN's kernels, bf16 PyTorch's own (torch gives cuDNN no bf16 batch
-# norm). Convolutions: the forward is the catalogue's (fit.py); here only the weight
-# gradient's time in forwards', from forward+backward.
+# norm). Convolutions: the forward is the catalogue's (fit.py) but for bf16's NCHW transposes
+# (its 3x3 forwards ran 16-23 % under at fp32's nchw_passes); then the weight gradient's time
+# in forwards', from forward+backward.
 FITS = (
     ("batch norm", "fp32", ("batchnorm",), NORM_TERMS, PARTS),
     ("batch norm", "bf16", ("batchnorm", "bf16"), NORM_TERMS, PARTS),
+    ("conv", "bf16", ("conv", "bf16"), {"nchw_passes": (2.0, 0.0, 20.0)}, PARTS[:1]),
     ("conv", "fp32", ("conv",), WGRAD_TERMS, PARTS[1:]),
     ("conv", "bf16", ("conv", "bf16"), WGRAD_TERMS, PARTS[1:]),
 )
+# Tables that take another's fitted values: cuDNN's fp16 convolutions were not measured.
+TIED = {("conv", "bf16"): ("conv", "fp16")}
 COMMENTS = {
     ("batchnorm",): "training mode, by channel (kpt.sim._batch_norm_cost)",
     ("batchnorm", "bf16"): "PyTorch's kernels: no cuDNN batch norm for bf16",
@@ -151,7 +156,10 @@ def main() -> None:
     text = PROFILE_PATH.read_text()
     for group, dtype, path, terms, parts in FITS:
         chosen = [(ops, us) for part, ops, us in items[(group, dtype)] if part in parts]
-        text = write(text, path, fit(data, args.chip, path, terms, chosen))
+        fitted = fit(data, args.chip, path, terms, chosen)
+        text = write(text, path, fitted)
+        if path in TIED:
+            text = write(text, TIED[path], fitted)
     if not args.dry_run:
         PROFILE_PATH.write_text(text)
         print(f"wrote {PROFILE_PATH.name} (run derive_h200.py next)")
