@@ -331,7 +331,10 @@ def main() -> None:
     lines = ["# Host time per launch source (h200 profile, [host])", "",
              "`host_model_fit.py`: the host programs of two H200 runs back to back on one "
              f"machine ({', '.join(f'`h200_host_programs{s}.json`' for s in FIT_RUNS)}) run on "
-             "kpt_sim, one call of each replayed on `h200`. The figures are fitted on the hot "
+             "kpt_sim, one call of each replayed on `h200`, with the loops of ops they did not "
+             "time from later runs (a batch norm; a convolution's and a batch norm's forward "
+             "with its backward), each divided by its run's host speed (its eager loops' time "
+             "per call over these runs'). The figures are fitted on the hot "
              "loops (least squares on log(predicted / measured)); then one factor on all of "
              "them, fitted on the model-shaped steps (the demo's small GPT, fp32 and bf16 "
              "autocast): a launch inside a model's code costs the host more than the same "
