@@ -100,9 +100,9 @@ NOTES = [
     "that would fit both.",
     "- Host time the engine cannot see: the client now counts the ops that launch nothing "
     "(views, allocations) and the next launch tells the daemon, which charges `host_op_us` "
-    "each (fitted on the view, transpose and allocation programs). Module calls and cuDNN's own "
-    "host set-up for convolutions and batch norm (the CNN's GPU runs 229 kernels for 100 "
-    "kpt_sim launches) are still unseen.",
+    "each (fitted on the view, transpose and allocation programs). cuDNN's own host set-up "
+    "for convolutions and batch norm is charged by class (the notes below); module calls are "
+    "still unseen but through the model factor.",
     "- Model-shaped code costs the host more per launch than a hot loop: the [host] table is "
     "the loops' figures times one factor fitted on the demo GPT's steps of r5 and r6 (1.48, "
     "calibration/HOST_MODEL.md). cuDNN's RNN backward issues its data and weight gradients "
