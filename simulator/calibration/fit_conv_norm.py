@@ -27,7 +27,6 @@ import json
 import math
 import re
 import sys
-import tempfile
 import tomllib
 from pathlib import Path
 
@@ -36,8 +35,7 @@ from scipy.optimize import least_squares
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from step_traces import launch_seconds, launches, record  # noqa: E402
-from validate_conv_norm_sweep import PARTS, SWEEPS, cases  # noqa: E402
+from validate_conv_norm_sweep import PARTS, SWEEPS, priced_us, recorded  # noqa: E402
 
 from kpt.sim import profile_from_dict  # noqa: E402
 
@@ -71,17 +69,15 @@ COMMENTS = {
 }
 
 
-def recorded(sweep: dict) -> dict[tuple[str, str], list[tuple[str, list[dict], float]]]:
-    """Per (group, dtype), each case part's name, recorded launches and measured us."""
+def recorded_by_kind(sweep: dict) -> dict[tuple[str, str], list[tuple[str, list[dict], float]]]:
+    """Per (batch norm or conv, dtype), each case part's name, recorded launches and measured
+    us."""
     import kpt.adapters.sim  # noqa: F401  (registers the kpt_sim device)
 
     out: dict[tuple[str, str], list] = {}
-    with tempfile.TemporaryDirectory(prefix="kpt-fit-conv-norm-") as tmp:
-        for group, _, calls, row in cases(sweep):
-            key = (group.rsplit(" ", 2)[0], row["dtype"])
-            for part, fn in zip(PARTS, calls):
-                ops = launches(record(fn, Path(tmp) / "case.json"))
-                out.setdefault(key, []).append((part, ops, row[part]["device_us"]))
+    for group, _, part, ops, measured in recorded(sweep):
+        kind, dtype, _ = group.rsplit(" ", 2)
+        out.setdefault((kind, dtype), []).append((part, ops, measured))
     return out
 
 
@@ -104,8 +100,7 @@ def fit(data: dict, profile_name: str, path: tuple, terms: dict, items: list) ->
     def residuals(x: np.ndarray) -> list[float]:
         table.update(zip(terms, (float(v) for v in x)))
         profile = profile_from_dict(profile_name, data)
-        return [math.log(1e6 * sum(launch_seconds(op, profile) for op in ops) / measured)
-                for ops, measured in items]  # fmt: skip
+        return [math.log(priced_us(ops, profile) / measured) for ops, measured in items]
 
     start, lower, upper = (np.array(column) for column in zip(*terms.values()))
     best = least_squares(residuals, start, bounds=(lower, upper), x_scale=start)
@@ -151,7 +146,7 @@ def main() -> None:
     sweep = HERE / SWEEPS[args.chip]
     if not sweep.exists():
         sys.exit(f"{sweep.name} is not on file: run measure_conv_norm_sweep.py on that chip")
-    items = recorded(json.loads(sweep.read_text()))
+    items = recorded_by_kind(json.loads(sweep.read_text()))
     data = copy.deepcopy(tomllib.loads((PROFILES / f"{args.chip}.toml").read_text()))
     text = PROFILE_PATH.read_text()
     for group, dtype, path, terms, parts in FITS:

@@ -99,6 +99,8 @@ def later_loops() -> list[dict]:
     """LATER_LOOP_RUNS' loops (LOOP_KINDS) of ops the fit runs did not time, at the fit runs'
     host (divided by their run's host_speed), each naming its run and kind."""
     fitted = [run_programs(s) for s in FIT_RUNS]
+    known = {kind: set.intersection(*(set(eager_per_call(f.get(kind, []))) for f in fitted))
+             for kind in LOOP_KINDS}  # fmt: skip
     out = []
     for suffix in LATER_LOOP_RUNS:
         if not (HERE / f"h200_host_programs{suffix}.json").exists():
@@ -106,10 +108,9 @@ def later_loops() -> list[dict]:
         run = run_programs(suffix)
         speed = host_speed(run["eager"])
         for kind in LOOP_KINDS:
-            known = set.intersection(*(set(eager_per_call(f.get(kind, []))) for f in fitted))
             out += [{**rec, "host_s_per_call": rec["host_s_per_call"] / speed, "run": suffix,
                      "kind": kind}
-                    for rec in run.get(kind, []) if rec["op"] not in known]  # fmt: skip
+                    for rec in run.get(kind, []) if rec["op"] not in known[kind]]  # fmt: skip
     return out
 
 

@@ -123,8 +123,9 @@ NOTES = [
     "backward, one autograd.grad call each: each figure also holds that call's engine start, "
     "which a step's one backward shares among its nodes). At each run's host speed the CNN "
     "lands within 8 % on the four runs whose steps have their own host probe (r7-r10), and "
-    "27-40 % over on r4-r6, whose speed was timed after all five steps: the host is faster at "
-    "a run's start, where the CNN step runs (each run's first probe reads 0.62-0.72).",
+    "27-40 % over on r4-r6, whose speed was timed after all five steps (0.94-1.12): the host "
+    "is faster at a run's start, where the CNN step runs (its own probes read 0.69-0.72, "
+    "h200_predictions.json).",
     "",
 ]
 

@@ -32,9 +32,9 @@ HEADING = "## Conv / batch-norm sweep (training-mode batch norm, convolution bac
 PARTS = ("forward", "forward_backward")
 
 
-def priced_us(fn, profile, tmp: Path) -> float:
-    """Device microseconds of one call of fn on kpt_sim, each launch priced alone."""
-    return 1e6 * sum(launch_seconds(op, profile) for op in launches(record(fn, tmp / "case.json")))
+def priced_us(ops: list[dict], profile) -> float:
+    """Device microseconds of recorded kpt_sim launches, each priced alone."""
+    return 1e6 * sum(launch_seconds(op, profile) for op in ops)
 
 
 def cases(sweep: dict):
@@ -52,15 +52,21 @@ def cases(sweep: dict):
         yield f"conv {row['dtype']} {row['layout']}", label, calls, row
 
 
-def priced(profile_name: str, sweep: dict) -> list[tuple[str, str, str, float, float]]:
-    """(group, case, part, measured us, predicted us) of every case part of one sweep."""
-    profile, rows = load_profile(profile_name), []
+def recorded(sweep: dict):
+    """(group, case, part, kpt_sim launches, measured us) of every case part of one sweep, each
+    recorded once through kpt_sim."""
     with tempfile.TemporaryDirectory(prefix="kpt-conv-norm-") as tmp:
         for group, label, calls, row in cases(sweep):
             for part, fn in zip(PARTS, calls):
-                predicted = priced_us(fn, profile, Path(tmp))
-                rows.append((group, label, part, row[part]["device_us"], predicted))
-    return rows
+                ops = launches(record(fn, Path(tmp) / "case.json"))
+                yield group, label, part, ops, row[part]["device_us"]
+
+
+def priced(profile_name: str, sweep: dict) -> list[tuple[str, str, str, float, float]]:
+    """(group, case, part, measured us, predicted us) of every case part of one sweep."""
+    profile = load_profile(profile_name)
+    return [(group, label, part, measured, priced_us(ops, profile))
+            for group, label, part, ops, measured in recorded(sweep)]  # fmt: skip
 
 
 def _summary(label: str, errors: list[float]) -> str:

@@ -64,9 +64,10 @@ def conv_backward_timing(
     kernels = [bit for bit in (1, 2) if shape[5] & bit]
     flops, nbytes = flops / len(kernels), nbytes / len(kernels)
     forward = op_timing(profile, "conv", flops, nbytes, dtype, tuple(shape[:5]))
-    gemm = op_timing(profile, "conv", flops, nbytes, dtype, (*shape[:4], 1))  # no transposes
-    work = profile.efficiency_for("conv").for_dtype(normalize_dtype(dtype)).backward_work or 1.0
-    weight = forward.duration + (work - 1) * (gemm.duration - profile.kernel_launch_s)
-    durations = [forward.duration if bit == 1 else weight for bit in kernels]
-    queued = profile.launch_latency_s * (len(kernels) - 1)
-    return OpTiming(sum(durations) - queued, forward.hbm_busy * len(kernels))
+    duration = forward.duration * len(kernels) - profile.launch_latency_s * (len(kernels) - 1)
+    if shape[5] & 2:  # the weight gradient's GEMM (NCHW's transposes aside) takes more
+        work = profile.efficiency_for("conv").for_dtype(normalize_dtype(dtype)).backward_work
+        gemm = forward if shape[4] else op_timing(profile, "conv", flops, nbytes, dtype,
+                                                  (*shape[:4], 1))  # fmt: skip
+        duration += ((work or 1.0) - 1) * (gemm.duration - profile.kernel_launch_s)
+    return OpTiming(duration, forward.hbm_busy * len(kernels))

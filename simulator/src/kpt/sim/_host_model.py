@@ -76,10 +76,10 @@ class HostCosts(NamedTuple):
         return self.rnn_call_s + per_step * shape[0]
 
     def forward_for(self, op_class: str) -> float:
-        return dict(self.forward_class_s).get(op_class, self.forward_s)
+        return _class_figure(self.forward_class_s, op_class, self.forward_s)
 
     def backward_for(self, op_class: str) -> float:
-        return dict(self.backward_class_s).get(op_class, self.backward_s)
+        return _class_figure(self.backward_class_s, op_class, self.backward_s)
 
     @classmethod
     def from_table(cls, table: dict, where: str) -> HostCosts:
@@ -110,6 +110,15 @@ class HostCosts(NamedTuple):
         return cls(*values, machine=str(table.get("machine", "")),
                    forward_class_s=per_class["forward_class_us"],
                    backward_class_s=per_class["backward_class_us"], **optional)  # fmt: skip
+
+
+def _class_figure(pairs: tuple[tuple[str, float], ...], op_class: str, default: float) -> float:
+    """The class's own seconds in (class, seconds) pairs, else `default` (per launch: no dict
+    built)."""
+    for name, seconds in pairs:
+        if name == op_class:
+            return seconds
+    return default
 
 
 def _class_table(table: dict, name: str, where: str) -> tuple[tuple[str, float], ...]:
