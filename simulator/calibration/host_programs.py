@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 NO_LAUNCH_OPS = 100  # ops that launch nothing, per program, before its one launch
+STACKED_LAYERS = 4  # convolution + batch-norm layers under one backward (backward_ops)
 
 
 def eager_ops(dev: str) -> dict[str, Callable[[], object]]:
@@ -34,7 +35,8 @@ def eager_ops(dev: str) -> dict[str, Callable[[], object]]:
 def backward_ops(dev: str) -> dict[str, Callable[[], object]]:
     """An op's forward and its autograd backward (torch.autograd.grad: no accumulation into
     .grad), for the host time of the library calls a backward node makes (cuDNN's convolution
-    and batch-norm backward)."""
+    and batch-norm backward); and a stack of both under one backward, which separates the
+    engine's start-up (once per call) from the nodes' calls."""
     image = torch.randn(2, 8, 8, 8, device=dev, requires_grad=True)
     kernel = torch.randn(8, 8, 3, 3, device=dev, requires_grad=True)
     weight = torch.ones(8, device=dev, requires_grad=True)
@@ -49,7 +51,16 @@ def backward_ops(dev: str) -> dict[str, Callable[[], object]]:
         y = F.batch_norm(image, *stats, weight, bias, training=True)
         return torch.autograd.grad(y, (image, weight, bias), grad)
 
-    return {"conv2d": conv2d, "batch_norm": batch_norm}
+    def conv_bn_layers():
+        # STACKED_LAYERS layers under one autograd.grad call: the engine starts once, as in a
+        # training step, so its start-up is shared by 2 x STACKED_LAYERS library calls.
+        y = image
+        for _ in range(STACKED_LAYERS):
+            y = F.batch_norm(F.conv2d(y, kernel, padding=1), *stats, weight, bias, training=True)
+        return torch.autograd.grad(y, (image, kernel, weight, bias), grad)
+
+    return {"conv2d": conv2d, "batch_norm": batch_norm,
+            f"conv2d_batch_norm_x{STACKED_LAYERS}": conv_bn_layers}  # fmt: skip
 
 
 def no_launch_programs(dev: str) -> dict[str, Callable[[], object]]:

@@ -5,7 +5,7 @@ Torch only (the GPU machine has nothing else). Writes into --out:
 - h200_whole_steps.json: the five whole steps of whole_steps.py (wall per step, synchronised,
   median of 20 after 5 warm-ups; kernels per step, device-busy time and the busiest kernel
   names from torch.profiler; the host's speed right before and after, as the eager op loops'
-  host time per call);
+  host time per call; then 30 paired reps, each a short eager probe right before one step);
 - h200_fused_kernels.json: F.scaled_dot_product_attention forward and forward+backward (flash /
   memory-efficient kernels), nn.LSTM / nn.GRU / nn.RNN layers (cuDNN), and optimizer steps
   (AdamW fused / foreach / for-loop, SGD fused / foreach): CUDA-event device time (L2 flushed)
@@ -85,6 +85,26 @@ def kernel_profile(fn, dev: str) -> dict:
 
 
 PROBE_CALLS = 300  # per eager op, in each host probe beside a whole step
+# Each paired rep times a short probe of these ops right before one step: the host's speed
+# switches within a run, often between two levels (r7-r10), so a step is predicted at the
+# speed its own rep saw.
+PAIRED_PROBE_OPS = ("add", "linear", "layer_norm")
+PAIRED_PROBE_CALLS = 100
+PAIRED_REPS = 30
+
+
+def paired_reps(fn, dev: str, reps: int) -> list[dict]:
+    """reps x (a short eager probe, then one synchronised step): wall and probe per rep."""
+    ops = {name: op for name, op in eager_ops(dev).items() if name in PAIRED_PROBE_OPS}
+    out = []
+    for _ in range(reps):
+        probe = eager_host(dev, PAIRED_PROBE_CALLS, ops)
+        sync(dev)
+        t0 = time.perf_counter()
+        fn()
+        sync(dev)
+        out.append({"wall_s": time.perf_counter() - t0, "probe": probe})
+    return out
 
 
 def measure_whole_steps(dev: str, smoke: bool) -> dict:
@@ -98,11 +118,16 @@ def measure_whole_steps(dev: str, smoke: bool) -> dict:
             before = eager_host(dev, PROBE_CALLS)
             timing = wall_per_call(w.step, dev, 3 if smoke else 20)
             probe = {"before": before, "after": eager_host(dev, PROBE_CALLS)}
+            paired = paired_reps(w.step, dev, 3 if smoke else PAIRED_REPS)
             out[name] = {"description": w.description, "params": w.params, **timing,
-                         "kernels": kernel_profile(w.step, dev), "host_probe": probe}  # fmt: skip
+                         "kernels": kernel_profile(w.step, dev), "host_probe": probe,
+                         "paired": paired}  # fmt: skip
         except Exception as exc:  # keep the other workloads
             out[name] = {"error": repr(exc)[:400]}
-        print(name, {k: v for k, v in out[name].items() if k != "kernels"}, flush=True)
+        shown = {k: v for k, v in out[name].items() if k not in ("kernels", "paired")}
+        if "paired" in out[name]:
+            shown["paired_median_s"] = statistics.median(r["wall_s"] for r in out[name]["paired"])
+        print(name, shown, flush=True)
         del w
         if dev.startswith("cuda"):
             torch.cuda.empty_cache()

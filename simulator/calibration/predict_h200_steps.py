@@ -183,6 +183,26 @@ def step_host_speed(step: dict, suffix: str) -> tuple[float, str]:
     return host_speed(run_programs(suffix)["eager"]), "programs"
 
 
+def run_prediction(trace: dict, step: dict, suffix: str, tmp: Path) -> dict:
+    """One run's wall for a step and its prediction at that run's host speed. A run with
+    paired reps (a short probe right before each step, from r11 on) is predicted rep by rep at
+    the speed that rep's probe saw, and both sides are the medians over the reps; an earlier
+    run is predicted at one speed (step_host_speed) against its median wall."""
+    paired = step.get("paired")
+    if not paired:
+        speed, where = step_host_speed(step, suffix)
+        predicted, _ = replay_s(trace, host_scaled(speed, tmp))
+        return {"wall_s": step["median_s"], "host_speed": speed, "measured_by": where,
+                "predicted_s": predicted}  # fmt: skip
+    # Speeds to a hundredth: one replay per distinct speed, well inside the probes' noise.
+    speeds = [round(host_speed(rep["probe"]), 2) for rep in paired]
+    predicted = {s: replay_s(trace, host_scaled(s, tmp))[0] for s in set(speeds)}
+    return {"wall_s": statistics.median(rep["wall_s"] for rep in paired),
+            "host_speed": statistics.median(speeds), "measured_by": "paired",
+            "host_speeds": (min(speeds), max(speeds)),
+            "predicted_s": statistics.median(predicted[s] for s in speeds)}  # fmt: skip
+
+
 @functools.cache
 def host_scaled(speed: float, tmp: Path) -> str:
     """The h200 profile for a host `speed` times slower (kpt-sim profile derive --host-scale)."""
@@ -207,12 +227,8 @@ def whole_steps(tmp: Path) -> list[dict]:
         trace = record(w.step, tmp / f"{name}.json")
         wall, _ = replay_s(trace, "h200")
         flat_wall, _ = replay_s(trace, str(flat))
-        at_speed = {}
-        for label, suffix, _ in RUNS:
-            speed, where = step_host_speed(runs[label][name], suffix)
-            predicted, _ = replay_s(trace, host_scaled(speed, tmp))
-            at_speed[label] = {"host_speed": speed, "measured_by": where,
-                               "predicted_s": predicted}  # fmt: skip
+        at_speed = {label: run_prediction(trace, runs[label][name], suffix, tmp)
+                    for label, suffix, _ in RUNS}  # fmt: skip
         _, busy = replay_s(trace, profile_with(NO_HOST, tmp))
         real = measured[name]
         rows.append({"workload": name, "description": w.description,
@@ -221,8 +237,7 @@ def whole_steps(tmp: Path) -> list[dict]:
                      "flat_host_s": flat_wall,
                      "measured_busy_s": real["kernels"]["device_seconds"],
                      "predicted_busy_s": busy,
-                     "runs": {label: {"wall_s": run[name]["median_s"],
-                                      "busy_s": run[name]["kernels"]["device_seconds"],
+                     "runs": {label: {"busy_s": run[name]["kernels"]["device_seconds"],
                                       **at_speed[label]}
                               for label, run in runs.items()}})  # fmt: skip
         print(rows[-1], flush=True)
@@ -319,8 +334,14 @@ def at_host_speed(steps: list[dict]) -> list[str]:
     labels = [label for label, _, _ in RUNS]
     speeds = []
     for label in labels:
-        found = {f"{r['runs'][label]['host_speed']:.2f}" for r in steps}
-        where = {r["runs"][label]["measured_by"] for r in steps}
+        runs = [r["runs"][label] for r in steps]
+        if all("host_speeds" in run for run in runs):  # paired reps: the range they saw
+            low, high = min(run["host_speeds"][0] for run in runs), max(
+                run["host_speeds"][1] for run in runs)  # fmt: skip
+            speeds.append(f"{low:.2f}-{high:.2f} (paired)")
+            continue
+        found = {f"{run['host_speed']:.2f}" for run in runs}
+        where = {run["measured_by"] for run in runs}
         speeds.append("/".join(sorted(found)) + (" (probes)" if "probe" in where else ""))
     lines = [
         "## Whole steps in every H200 run, at that run's host speed", "",
@@ -330,7 +351,9 @@ def at_host_speed(steps: list[dict]) -> list[str]:
         "after each step, `host_probe`) give its host time per launch over the fitted runs' "
         "(the host speed, median over the loops), and each step is predicted on the h200 "
         "profile derived for that host (`kpt-sim profile derive --from h200 --hbm-bandwidth "
-        "4800 --host-scale SPEED`). Nothing is fitted on the steps.", "",
+        "4800 --host-scale SPEED`). From r11 on, each of 30 paired reps times a short probe "
+        "right before its step, each rep is predicted at its own probe's speed, and the table "
+        "compares the medians (`paired`). Nothing is fitted on the steps.", "",
         "| workload | " + " | ".join(labels) + " |",
         "|---|" + "---|" * len(labels),
         "| host speed | " + " | ".join(speeds) + " |",
