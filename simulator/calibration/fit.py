@@ -74,6 +74,7 @@ REFINEMENTS = [
     ("efficiency.layernorm.class_tflops", "log", 0.1, 100.0),
     ("efficiency.rmsnorm.class_tflops", "log", 0.1, 100.0),
     ("efficiency.softmax.wide_row_factor", "lin", 1.0, 4.0),
+    ("efficiency.softmax.cached_row_factor", "lin", 1.0, 4.0),
     ("efficiency.layernorm.wide_row_factor", "lin", 1.0, 4.0),
     ("efficiency.rmsnorm.wide_row_factor", "lin", 1.0, 4.0),
     # third round: softmax's warp-per-row kernel, reductions narrower than a warp

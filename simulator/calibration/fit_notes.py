@@ -114,6 +114,17 @@ NOTES = """## How the fit works
   -> 6.9 / 25.0 %, the H200's 9.7 / 28.3 -> 9.3 / 22.2 %; the row sweeps 9.6 / 26.9 -> 7.2 /
   16.5 % (H100, the register rows fitted on it) and 10.2 / 28.9 -> 8.9 / 20.2 % (H200).
 
+## What the seventh round changed (fitted values in the profile)
+
+- **Softmax re-reads from the cache**: the third block kernel (cunn_SoftMaxForward) reads its
+  row again for each pass; where the rows in flight (two 1024-thread blocks per SM) fit the
+  chip's cache those passes hit it (cached_row_factor), else HBM (wide_row_factor): fp32 rows of
+  131072 took 727 us at 1024 rows, rows of 16384 425 us at 8192, the same bytes. Refitted
+  alone (`fit.py --only softmax`, then `validate_row_sweep.py --fit`). Softmax, held out
+  (median / p90): the catalogue's H100 kernels 6.9 / 25.0 -> 5.3 / 19.3 %, the H200's 9.3 /
+  22.2 -> 7.6 / 22.5 %; the row sweeps 7.2 / 16.5 -> 6.6 / 14.7 % (H100) and 8.9 / 20.2 ->
+  7.9 / 20.7 % (H200).
+
 ## Where the model is still weak
 
 1. **Convolutions** miss p90: cuDNN picks algorithms per shape (an fp32 1x1 over 8x256x56x56

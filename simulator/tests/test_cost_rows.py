@@ -83,3 +83,16 @@ def test_block_softmax_rows_run_the_kernel_torch_picks():
     # 48 KB rows in shared memory are read once; 64 KB ones once per pass
     assert op_time(p, "softmax", 0, nbytes, "fp32", (20, 12000)) == pytest.approx(US + 1e-5)
     assert op_time(p, "softmax", 0, nbytes, "fp32", (20, 16384)) == pytest.approx(US + 2e-5)
+
+
+def test_softmax_rows_read_again_from_the_cache_where_the_rows_in_flight_fit():
+    """The third block kernel reads a row again for each pass: from the cache where the rows in
+    flight (two 1024-thread blocks per SM) fit it (cached_row_factor), else from HBM
+    (wide_row_factor). test-asic: one SM, 1 MiB of cache, 100 GB/s."""
+    p = asic_with(softmax={"class_tflops": 0.25, "register_row_tflops": 0.125,
+                            "wide_row_factor": 2.0, "cached_row_factor": 1.25})  # fmt: skip
+    nbytes = 1e6
+    # two 64 KiB rows in flight fit 1 MiB; two 1 MiB rows do not, one does
+    assert op_time(p, "softmax", 0, nbytes, "fp32", (20, 16384)) == pytest.approx(US + 1.25e-5)
+    assert op_time(p, "softmax", 0, nbytes, "fp32", (20, 262144)) == pytest.approx(US + 2e-5)
+    assert op_time(p, "softmax", 0, nbytes, "fp32", (1, 262144)) == pytest.approx(US + 1.25e-5)

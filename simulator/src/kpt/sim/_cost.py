@@ -46,6 +46,7 @@ SHORT_ROW_ELEMENTS = 1024
 BLOCK_ROW_THREADS = 1024
 REGISTER_ROW_LIMIT = 10
 ROW_SHARED_BYTES = 48 * 1024 - 32 * 4
+ROW_BLOCKS_PER_UNIT = 2  # 1024-thread blocks an SM holds at once (2048 threads)
 # cuBLAS runs a GEMM of at most this many rows or columns as a gemv or small-N kernel
 # (gemv2T_kernel, gemmSN_TN_kernel on an H200) whatever its rows' alignment; from 8 rows a
 # misaligned one takes the align-1 tile kernels (calibration/h200_skinny_gemm.json, GPT-2's head).
@@ -295,6 +296,15 @@ def _block_softmax(op_class: str, shape: tuple[int, ...], dtype: str) -> str | N
     return block_softmax_kernel(shape, dtype)
 
 
+def reread_factor(eff: Efficiency, rows: int, row_bytes: int, units: int, cache: int) -> float:
+    """Bytes moved per byte of a softmax whose row is read again for each pass (the third block
+    kernel): from the cache where the rows in flight fit it, else from HBM."""
+    in_flight = min(rows, units * ROW_BLOCKS_PER_UNIT) * row_bytes
+    if eff.cached_row_factor and in_flight <= cache:
+        return eff.cached_row_factor
+    return eff.wide_row_factor
+
+
 def nchw_window(shape: tuple[int, ...] | None) -> bool:
     """A convolution in NCHW (layout flag 0) with a window larger than 1x1."""
     return bool(shape) and len(shape) == 5 and shape[4] == 0 and shape[3] > 1
@@ -463,7 +473,7 @@ def op_timing(
                 moved = nbytes / eff.misaligned_memory_factor
             if eff.register_row_flops and op_class == "softmax":
                 if _block_softmax(op_class, shape, dtype) == "global":
-                    moved *= eff.wide_row_factor  # the row is read again for each pass
+                    moved *= reread_factor(eff, shape[0], row_bytes, r.units, profile.cache_bytes)
             elif eff.wide_row_bytes and row_bytes > eff.wide_row_bytes:
                 moved *= eff.wide_row_factor
         # eff(x) = e_max * x / (x + x_half): x_half bytes' worth of start-up time.

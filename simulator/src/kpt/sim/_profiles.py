@@ -107,6 +107,10 @@ class Efficiency:
     # sum, write) and move wide_row_factor times the bytes; 0: every row stays.
     wide_row_bytes: float = 0.0
     wide_row_factor: float = 1.0
+    # Softmax's third block kernel: the bytes moved per byte where the rows in flight (two
+    # 1024-thread blocks per SM) fit the chip's cache, its passes re-reading them there
+    # (wide_row_factor is then the rows read from HBM again); 0: wide_row_factor either way.
+    cached_row_factor: float = 0.0
     # FLOP/s of this class's kernels whatever the storage dtype (softmax and norms compute in
     # fp32 for bf16 inputs too); 0: the unit's peak for the dtype.
     class_flops: float = 0.0
@@ -481,6 +485,7 @@ OPTIONAL_EFFICIENCY = {
     "nchw_passes": ("nchw_passes", 1, False),
     "wide_row_bytes": ("wide_row_bytes", 1, False),
     "wide_row_factor": ("wide_row_factor", 1, False),
+    "cached_row_factor": ("cached_row_factor", 1, False),
     "class_tflops": ("class_flops", TERA, False),
     "short_row_tflops": ("short_row_flops", TERA, False),
     "register_row_tflops": ("register_row_flops", TERA, False),
