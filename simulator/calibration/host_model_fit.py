@@ -45,7 +45,7 @@ FIT_RUNS = ("", "_r6")
 # Later runs whose loops time ops the fit runs' did not (batch_norm from r7 on, a convolution's
 # and a batch norm's backward from r9 on): those loops join the fit at the fit runs' host, each
 # divided by its run's host speed.
-LATER_LOOP_RUNS = ("_r7", "_r8", "_r9", "_r10")
+LATER_LOOP_RUNS = ("_r7", "_r8", "_r9", "_r10", "_r11")
 LOOP_KINDS = {"eager": eager_ops, "eager_backward": backward_ops}  # host_programs' loops
 OUT = HERE / "HOST_MODEL.md"
 FIT_JSON = HERE / "h200_host_fit.json"

@@ -58,6 +58,8 @@ RUNS = (
     ("r8", "_r8", "the same machine as r7, right after it, probes too"),
     ("r9", "_r9", "a later machine of that session, probes and backward host loops"),
     ("r10", "_r10", "the same machine as r9, right after it"),
+    ("r11", "_r11", "a fifth session's machine, 30 paired reps (a short probe right before each)"),
+    ("r12", "_r12", "the same machine as r11, right after it, pinned to one core (taskset -c 2)"),
 )
 NO_HOST = dict.fromkeys(FIGURES, 0.0)
 NOTES = [
