@@ -33,7 +33,12 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from host_programs import backward_ops, eager_ops, no_launch_programs  # noqa: E402
+from host_programs import (  # noqa: E402
+    STACKED_LAYERS,
+    backward_ops,
+    eager_ops,
+    no_launch_programs,
+)
 from reference_steps import REFERENCE_MODELS, training_step  # noqa: E402
 from step_traces import launches, record  # noqa: E402  (sets KPT_SIM_* before torch)
 from torch import nn  # noqa: E402
@@ -112,6 +117,28 @@ def later_loops() -> list[dict]:
                      "kind": kind}
                     for rec in run.get(kind, []) if rec["op"] not in known[kind]]  # fmt: skip
     return out
+
+
+def engine_starts() -> list[str]:
+    """The autograd engine's start per backward call, in each run that timed STACKED_LAYERS
+    convolution + batch-norm layers under one backward beside each layer's own loop (one call
+    each): the stack costs STACKED_LAYERS x both single loops less their 2 x STACKED_LAYERS
+    starts, plus its one."""
+    lines = []
+    runs = sorted(HERE.glob("h200_host_programs_r*.json"), key=lambda p: int(p.stem[20:]))
+    for path in runs:
+        loops = eager_per_call(json.loads(path.read_text())["programs"].get("eager_backward", []))
+        stacked = loops.get(f"conv2d_batch_norm_x{STACKED_LAYERS}")
+        if stacked is None:
+            continue
+        singles = loops["conv2d"] + loops["batch_norm"]
+        start = (STACKED_LAYERS * singles - stacked) / (2 * STACKED_LAYERS - 1)
+        lines.append(
+            f"- {path.stem[19:]}: {start * 1e6:.1f} us (a convolution's loop "
+            f"{loops['conv2d'] * 1e6:.1f} us, a batch norm's {loops['batch_norm'] * 1e6:.1f} "
+            f"us, the stack {stacked * 1e6:.1f} us)"
+        )
+    return lines
 
 
 def eager_programs(records: list[dict], kind: str = "eager"):
@@ -357,7 +384,12 @@ def main() -> None:
     errors = sorted(abs(r["predicted_s"] / r["measured_s"] - 1) for r in rows)
     lines += ["", f"Fit programs (the loops at the loops' figures, the model steps at the "
               f"profile's): median |error| {errors[len(errors) // 2]:.1%}, max {errors[-1]:.1%} "
-              f"over {len(errors)}."]  # fmt: skip
+              f"over {len(errors)}.", "",
+              "The backward figures are fitted on loops of one autograd.grad call per layer, so "
+              "each also holds that call's engine start, which a step's one backward shares. "
+              f"The start, from the runs that also timed {STACKED_LAYERS} convolution + batch-"
+              "norm layers under one backward (host_programs.backward_ops; r12 pinned to one "
+              "core, not in the fit):", "", *engine_starts()]  # fmt: skip
     text = "\n".join(lines) + "\n"
     print(text)
     if args.dry_run:
