@@ -110,24 +110,30 @@ NOTES = [
     "calibration/HOST_MODEL.md). cuDNN's RNN backward issues its data and weight gradients "
     "every time step, so a backward RNN launch has its own host figure per step "
     "(rnn_backward_step_us: 38 us in the loops against the forward's 5).",
-    "- The host is not a fixed quantity on these machines: the same five steps, measured ten "
-    "times on lent H200s (table above), ran 1.3-2.2x apart in wall time while their device "
-    "time stayed within 2 %. A host table fitted in one run cannot meet a 10 % wall target in "
-    "every run; the device-busy column is the part a profile can promise.",
+    "- The host is not a fixed quantity on these machines: the same five steps, measured on "
+    "lent H200s (tables above), ran 1.4-2.3x apart in wall time while their device time "
+    "stayed within 5 %. A host table fitted in one run cannot meet a 10 % wall target in "
+    "every run; the device-busy column is the part a profile can promise. Within a run the "
+    "host's speed also moves, often between two levels (the probes beside r7-r10's steps), so "
+    "from r11 on each of 30 reps of a step is paired with a short probe right before it and "
+    "predicted at that rep's speed: both paired runs meet both targets (r12's process pinned "
+    "to one core, whose steps varied least).",
     "- The CNN's device time by kernel family (`python step_breakdown.py cnn_bn`, against the "
     "profiler's top 25 kernels): batch norm 1.13 ms predicted against 1.08 measured "
     "(kpt.sim's batchnorm class: cuDNN's NCHW kernels stream each channel in one block, fitted "
     "on the H100's conv / batch-norm sweep, calibration/REPORT.md); the convolutions' forward "
     "and backward 2.27 ms against 2.12 with their NCHW / NHWC transposes (the backward priced "
     "as its data and weight gradients, conv's backward_work fitted on that sweep). Its host: "
-    "cuDNN's backward calls take [host.backward_class_us] (conv 170 us, batchnorm 203 us, "
-    "fitted on r9's and r10's loops of a convolution's and a batch norm's forward with its "
+    "cuDNN's backward calls take [host.backward_class_us] (conv 167 us, batchnorm 196 us, "
+    "fitted on r9's to r11's loops of a convolution's and a batch norm's forward with its "
     "backward, one autograd.grad call each: each figure also holds that call's engine start, "
-    "which a step's one backward shares among its nodes). At each run's host speed the CNN "
-    "lands within 8 % on the four runs whose steps have their own host probe (r7-r10), and "
-    "27-40 % over on r4-r6, whose speed was timed after all five steps (0.94-1.12): the host "
-    "is faster at a run's start, where the CNN step runs (its own probes read 0.69-0.72, "
-    "h200_predictions.json).",
+    "which a step's one backward shares among its nodes; r11's stack of four such layers "
+    "under one backward puts that start at 12 us, HOST_MODEL.md). At each run's host speed "
+    "the CNN lands within 8 % on the four runs whose steps have their own host probe "
+    "(r7-r10), and 26-39 % over on r4-r6, whose speed was timed after all five steps "
+    "(0.94-1.12): the host is faster at a run's start, where the CNN step runs (its own "
+    "probes read 0.69-0.72, h200_predictions.json). On r11's host, twice as fast as the "
+    "fitted one (paired speeds 0.39-0.46), it is 18 % under.",
     "",
 ]
 
