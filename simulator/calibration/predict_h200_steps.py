@@ -61,6 +61,14 @@ RUNS = (
     ("r11", "_r11", "a fifth session's machine, 30 paired reps (a short probe right before each)"),
     ("r12", "_r12", "the same machine as r11, right after it, pinned to one core (taskset -c 2)"),
 )
+# Two runs of measure_h200_steps.py that an H100 machine ran (asked of an H200, lent an H100):
+# their steps are predicted on h100-sxm's device figures under h200's [host] table
+# (h100_whole_steps{suffix}.json), paired reps as r11's.
+H100_RUNS = (
+    ("a", "_a", "an H100 machine, 30 paired reps"),
+    ("b", "_b", "the same machine, right after it"),
+)
+H200_HBM_GBPS, H100_HBM_GBPS = 4800.0, 3350.0  # the datasheets' figures
 NO_HOST = dict.fromkeys(FIGURES, 0.0)
 NOTES = [
     "## Notes",
@@ -177,8 +185,8 @@ def replay_s(trace: dict, profile: str) -> tuple[float, float]:
     return out["predicted_s"], sum(row["busy_s"] for row in out["devices"])
 
 
-def measured_steps(suffix: str) -> dict:
-    return json.loads((HERE / f"h200_whole_steps{suffix}.json").read_text())["steps"]
+def measured_steps(suffix: str, chip: str = "h200") -> dict:
+    return json.loads((HERE / f"{chip}_whole_steps{suffix}.json").read_text())["steps"]
 
 
 def step_host_speed(step: dict, suffix: str) -> tuple[float, str]:
@@ -191,7 +199,9 @@ def step_host_speed(step: dict, suffix: str) -> tuple[float, str]:
     return host_speed(run_programs(suffix)["eager"]), "programs"
 
 
-def run_prediction(trace: dict, step: dict, suffix: str, tmp: Path) -> dict:
+def run_prediction(
+    trace: dict, step: dict, suffix: str, tmp: Path, hbm_gbps: float = H200_HBM_GBPS
+) -> dict:
     """One run's wall for a step and its prediction at that run's host speed. A run with
     paired reps (a short probe right before each step, from r11 on) is predicted rep by rep at
     the speed that rep's probe saw, and both sides are the medians over the reps; an earlier
@@ -199,12 +209,12 @@ def run_prediction(trace: dict, step: dict, suffix: str, tmp: Path) -> dict:
     paired = step.get("paired")
     if not paired:
         speed, where = step_host_speed(step, suffix)
-        predicted, _ = replay_s(trace, host_scaled(speed, tmp))
+        predicted, _ = replay_s(trace, host_scaled(speed, tmp, hbm_gbps))
         return {"wall_s": step["median_s"], "host_speed": speed, "measured_by": where,
                 "predicted_s": predicted}  # fmt: skip
     # Speeds to a hundredth: one replay per distinct speed, well inside the probes' noise.
     speeds = [round(host_speed(rep["probe"]), 2) for rep in paired]
-    predicted = {s: replay_s(trace, host_scaled(s, tmp))[0] for s in set(speeds)}
+    predicted = {s: replay_s(trace, host_scaled(s, tmp, hbm_gbps))[0] for s in set(speeds)}
     return {"wall_s": statistics.median(rep["wall_s"] for rep in paired),
             "host_speed": statistics.median(speeds), "measured_by": "paired",
             "host_speeds": (min(speeds), max(speeds)),
@@ -212,14 +222,14 @@ def run_prediction(trace: dict, step: dict, suffix: str, tmp: Path) -> dict:
 
 
 @functools.cache
-def host_scaled(speed: float, tmp: Path) -> str:
-    """The h200 profile for a host `speed` times slower (kpt-sim profile derive --host-scale)."""
-    from kpt.sim import load_profile
+def host_scaled(speed: float, tmp: Path, hbm_gbps: float = H200_HBM_GBPS) -> str:
+    """The h200 profile for a host `speed` times slower (kpt-sim profile derive --host-scale);
+    with another datasheet HBM figure, that chip (H100_HBM_GBPS: h100-sxm's device figures, as
+    h200 was derived from them, under h200's [host] table)."""
     from kpt.sim._derive import Datasheet, write_derived
 
-    sheet = Datasheet(hbm_bandwidth_gbps=load_profile("h200").hbm_datasheet_bandwidth / 1e9,
-                      host_scale=speed)  # fmt: skip
-    return str(write_derived("h200", sheet, tmp / f"h200-host-x{speed:.4f}.toml"))
+    sheet = Datasheet(hbm_bandwidth_gbps=hbm_gbps, host_scale=speed)
+    return str(write_derived("h200", sheet, tmp / f"h200-hbm{hbm_gbps:.0f}-x{speed:.4f}.toml"))
 
 
 def whole_steps(tmp: Path) -> list[dict]:
@@ -238,6 +248,11 @@ def whole_steps(tmp: Path) -> list[dict]:
         at_speed = {label: run_prediction(trace, runs[label][name], suffix, tmp)
                     for label, suffix, _ in RUNS}  # fmt: skip
         _, busy = replay_s(trace, profile_with(NO_HOST, tmp))
+        on_h100 = {}
+        for label, suffix, _ in H100_RUNS:
+            step = measured_steps(suffix, "h100")[name]
+            predicted = run_prediction(trace, step, suffix, tmp, H100_HBM_GBPS)
+            on_h100[label] = {"busy_s": step["kernels"]["device_seconds"], **predicted}
         real = measured[name]
         rows.append({"workload": name, "description": w.description,
                      "launches": len(launches(trace)), "kernels": real["kernels"]["count"],
@@ -247,7 +262,9 @@ def whole_steps(tmp: Path) -> list[dict]:
                      "predicted_busy_s": busy,
                      "runs": {label: {"busy_s": run[name]["kernels"]["device_seconds"],
                                       **at_speed[label]}
-                              for label, run in runs.items()}})  # fmt: skip
+                              for label, run in runs.items()},
+                     "h100_predicted_busy_s": replay_s(trace, "h100-sxm")[1],
+                     "h100_runs": on_h100})  # fmt: skip
         print(rows[-1], flush=True)
         del w
     return rows
@@ -344,9 +361,7 @@ def at_host_speed(steps: list[dict]) -> list[str]:
     for label in labels:
         runs = [r["runs"][label] for r in steps]
         if all("host_speeds" in run for run in runs):  # paired reps: the range they saw
-            low, high = min(run["host_speeds"][0] for run in runs), max(
-                run["host_speeds"][1] for run in runs)  # fmt: skip
-            speeds.append(f"{low:.2f}-{high:.2f} (paired)")
+            speeds.append(f"{_speed_range(steps, 'runs', label)} (paired)")
             continue
         found = {f"{run['host_speed']:.2f}" for run in runs}
         where = {run["measured_by"] for run in runs}
@@ -377,6 +392,46 @@ def at_host_speed(steps: list[dict]) -> list[str]:
                  "predicted_s": r["runs"][label]["predicted_s"]} for r in steps]  # fmt: skip
         lines.append(f"- {label}: wall {_error_line(rows)}")
     return [*lines, ""]
+
+
+def on_h100(steps: list[dict]) -> list[str]:
+    """The H100 runs' steps: h100-sxm's device figures under h200's [host] table, at each
+    rep's host speed."""
+    labels = [label for label, _, _ in H100_RUNS]
+    lines = [
+        "## Whole steps on an H100, at each rep's host speed", "",
+        "Two runs of `measure_h200_steps.py` that a lent H100 machine ran "
+        "(`h100_whole_steps_a.json`, `_b`; NVIDIA H100 80GB HBM3, a 16-core host), paired reps "
+        "as r11's. Each rep is predicted on h100-sxm's device figures (`kpt-sim profile derive "
+        "--from h200 --hbm-bandwidth 3350`: back to the H100 datasheet, which h200 was derived "
+        "from) under h200's `[host]` table at that rep's host speed. Nothing is fitted on "
+        "these runs; the `[host]` table was fitted on an H200 machine's host programs.", "",
+        "| workload | " + " | ".join(f"{label} (predicted / measured ms)" for label in labels)
+        + " | device busy, predicted / measured ms |",
+        "|---|" + "---|" * len(labels) + "---|",
+    ]  # fmt: skip
+    for r in steps:
+        runs = r["h100_runs"].values()
+        cells = [f"{run['predicted_s'] * 1e3:.2f} / {run['wall_s'] * 1e3:.2f} "
+                 f"({run['predicted_s'] / run['wall_s'] - 1:+.0%})" for run in runs]  # fmt: skip
+        busy = statistics.median(run["busy_s"] for run in runs)
+        lines.append(f"| {r['workload']} | " + " | ".join(cells) + f" | "
+                     f"{r['h100_predicted_busy_s'] * 1e3:.2f} / {busy * 1e3:.2f} "
+                     f"({r['h100_predicted_busy_s'] / busy - 1:+.0%}) |")  # fmt: skip
+    lines += [
+        "",
+        *(f"- {label} (host speeds {_speed_range(steps, 'h100_runs', label)}): wall "
+          f"{_error_line([r['h100_runs'][label] for r in steps], 'wall_s')}"
+          for label in labels),
+        "",
+    ]  # fmt: skip
+    return lines
+
+
+def _speed_range(steps: list[dict], key: str, label: str) -> str:
+    runs = [r[key][label] for r in steps]
+    return f"{min(run['host_speeds'][0] for run in runs):.2f}-" + (
+        f"{max(run['host_speeds'][1] for run in runs):.2f}")  # fmt: skip
 
 
 def _ms(seconds: float) -> str:
@@ -417,6 +472,7 @@ def report(steps: list[dict], kernels: dict[str, list[dict]]) -> str:
               f"{_error_line(steps, 'measured_busy_s', 'predicted_busy_s')}.", ""]  # fmt: skip
     lines += across_runs(steps)
     lines += at_host_speed(steps)
+    lines += on_h100(steps)
     titles = {"sdpa": "Fused attention (F.scaled_dot_product_attention; measured: the "
                       "profiler's forward kernel, and its kernel sum for forward+backward)",
               "rnn": "Fused LSTM layers (cuDNN; measured: the profiler's kernel sum)",
