@@ -61,12 +61,14 @@ RUNS = (
     ("r11", "_r11", "a fifth session's machine, 30 paired reps (a short probe right before each)"),
     ("r12", "_r12", "the same machine as r11, right after it, pinned to one core (taskset -c 2)"),
 )
-# Two runs of measure_h200_steps.py that an H100 machine ran (asked of an H200, lent an H100):
+# Runs of measure_h200_steps.py that H100 machines ran (asked of an H200, lent an H100):
 # their steps are predicted on h100-sxm's device figures under h200's [host] table
 # (h100_whole_steps{suffix}.json), paired reps as r11's.
 H100_RUNS = (
     ("a", "_a", "an H100 machine, 30 paired reps"),
     ("b", "_b", "the same machine, right after it"),
+    ("c", "_c", "a second H100 machine, 30 paired reps"),
+    ("d", "_d", "the same machine as c, right after it"),
 )
 H200_HBM_GBPS, H100_HBM_GBPS = 4800.0, 3350.0  # the datasheets' figures
 NO_HOST = dict.fromkeys(FIGURES, 0.0)
@@ -400,11 +402,11 @@ def on_h100(steps: list[dict]) -> list[str]:
     labels = [label for label, _, _ in H100_RUNS]
     lines = [
         "## Whole steps on an H100, at each rep's host speed", "",
-        "Two runs of `measure_h200_steps.py` that a lent H100 machine ran "
-        "(`h100_whole_steps_a.json`, `_b`; NVIDIA H100 80GB HBM3, a 16-core host), paired reps "
-        "as r11's. Each rep is predicted on h100-sxm's device figures (`kpt-sim profile derive "
-        "--from h200 --hbm-bandwidth 3350`: back to the H100 datasheet, which h200 was derived "
-        "from) under h200's `[host]` table at that rep's host speed. Nothing is fitted on "
+        "Four runs of `measure_h200_steps.py` that lent H100 machines ran, two on each of two "
+        "(`h100_whole_steps_a.json` to `_d`; NVIDIA H100 80GB HBM3, 16-core hosts), paired "
+        "reps as r11's. Each rep is predicted on h100-sxm's device figures (`kpt-sim profile "
+        "derive --from h200 --hbm-bandwidth 3350`: back to the H100 datasheet, which h200 was "
+        "derived from) under h200's `[host]` table at that rep's host speed. Nothing is fitted on "
         "these runs; the `[host]` table was fitted on an H200 machine's host programs.", "",
         "| workload | " + " | ".join(f"{label} (predicted / measured ms)" for label in labels)
         + " | device busy, predicted / measured ms |",
