@@ -71,6 +71,8 @@ H100_RUNS = (
     ("d", "_d", "the same machine as c, right after it"),
     ("e", "_e", "a third H100 machine, 30 paired reps"),
     ("f", "_f", "the same machine as e, right after it"),
+    ("g", "_g", "a fourth H100 machine, 30 paired reps"),
+    ("h", "_h", "the same machine as g, right after it"),
 )
 H200_HBM_GBPS, H100_HBM_GBPS = 4800.0, 3350.0  # the datasheets' figures
 NO_HOST = dict.fromkeys(FIGURES, 0.0)
@@ -404,8 +406,8 @@ def on_h100(steps: list[dict]) -> list[str]:
     labels = [label for label, _, _ in H100_RUNS]
     lines = [
         "## Whole steps on an H100, at each rep's host speed", "",
-        "Six runs of `measure_h200_steps.py` that lent H100 machines ran, two on each of three "
-        "(`h100_whole_steps_a.json` to `_f`; NVIDIA H100 80GB HBM3, 16-core hosts), paired "
+        "Eight runs of `measure_h200_steps.py` that lent H100 machines ran, two on each of four "
+        "(`h100_whole_steps_a.json` to `_h`; NVIDIA H100 80GB HBM3, 16-core hosts), paired "
         "reps as r11's. Each rep is predicted on h100-sxm's device figures (`kpt-sim profile "
         "derive --from h200 --hbm-bandwidth 3350`: back to the H100 datasheet, which h200 was "
         "derived from) under h200's `[host]` table at that rep's host speed. Nothing is fitted on "
