@@ -147,7 +147,8 @@ NOTES = [
     "(r7-r10), and 26-39 % over on r4-r6, whose speed was timed after all five steps "
     "(0.94-1.12): the host is faster at a run's start, where the CNN step runs (its own "
     "probes read 0.69-0.72, h200_predictions.json). On r11's host, twice as fast as the "
-    "fitted one (paired speeds 0.39-0.46), it is 18 % under.",
+    "fitted one (paired speeds 0.39-0.46), it is 18 % under, and it is under on every paired "
+    "H100 run too (3-18 %): its host time shows more on a fast host than the model gives.",
     "",
 ]
 
