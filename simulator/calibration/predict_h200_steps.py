@@ -61,19 +61,12 @@ RUNS = (
     ("r11", "_r11", "a fifth session's machine, 30 paired reps (a short probe right before each)"),
     ("r12", "_r12", "the same machine as r11, right after it, pinned to one core (taskset -c 2)"),
 )
-# Runs of measure_h200_steps.py that H100 machines ran (asked of an H200, lent an H100):
-# their steps are predicted on h100-sxm's device figures under h200's [host] table
-# (h100_whole_steps{suffix}.json), paired reps as r11's.
-H100_RUNS = (
-    ("a", "_a", "an H100 machine, 30 paired reps"),
-    ("b", "_b", "the same machine, right after it"),
-    ("c", "_c", "a second H100 machine, 30 paired reps"),
-    ("d", "_d", "the same machine as c, right after it"),
-    ("e", "_e", "a third H100 machine, 30 paired reps"),
-    ("f", "_f", "the same machine as e, right after it"),
-    ("g", "_g", "a fourth H100 machine, 30 paired reps"),
-    ("h", "_h", "the same machine as g, right after it"),
-)
+# Runs of measure_h200_steps.py that H100 machines ran (asked of an H200, lent an H100), two
+# back to back on each machine, paired reps as r11's: (label, file suffix of
+# h100_whole_steps{suffix}.json). Their steps are predicted on h100-sxm's device figures under
+# h200's [host] table.
+H100_MACHINES = 4
+H100_RUNS = tuple((label, f"_{label}") for label in "abcdefgh"[: 2 * H100_MACHINES])
 H200_HBM_GBPS, H100_HBM_GBPS = 4800.0, 3350.0  # the datasheets' figures
 NO_HOST = dict.fromkeys(FIGURES, 0.0)
 NOTES = [
@@ -256,7 +249,7 @@ def whole_steps(tmp: Path) -> list[dict]:
                     for label, suffix, _ in RUNS}  # fmt: skip
         _, busy = replay_s(trace, profile_with(NO_HOST, tmp))
         on_h100 = {}
-        for label, suffix, _ in H100_RUNS:
+        for label, suffix in H100_RUNS:
             step = measured_steps(suffix, "h100")[name]
             predicted = run_prediction(trace, step, suffix, tmp, H100_HBM_GBPS)
             on_h100[label] = {"busy_s": step["kernels"]["device_seconds"], **predicted}
@@ -404,7 +397,7 @@ def at_host_speed(steps: list[dict]) -> list[str]:
 def on_h100(steps: list[dict]) -> list[str]:
     """The H100 runs' steps: h100-sxm's device figures under h200's [host] table, at each
     rep's host speed."""
-    labels = [label for label, _, _ in H100_RUNS]
+    labels = [label for label, _ in H100_RUNS]
     lines = [
         "## Whole steps on an H100, at each rep's host speed", "",
         "Eight runs of `measure_h200_steps.py` that lent H100 machines ran, two on each of four "
