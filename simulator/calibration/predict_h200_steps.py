@@ -65,8 +65,8 @@ RUNS = (
 # back to back on each machine, paired reps as r11's: (label, file suffix of
 # h100_whole_steps{suffix}.json). Their steps are predicted on h100-sxm's device figures under
 # h200's [host] table.
-H100_MACHINES = 4
-H100_RUNS = tuple((label, f"_{label}") for label in "abcdefgh"[: 2 * H100_MACHINES])
+H100_MACHINES = 5
+H100_RUNS = tuple((label, f"_{label}") for label in "abcdefghij"[: 2 * H100_MACHINES])
 H200_HBM_GBPS, H100_HBM_GBPS = 4800.0, 3350.0  # the datasheets' figures
 NO_HOST = dict.fromkeys(FIGURES, 0.0)
 NOTES = [
@@ -141,7 +141,7 @@ NOTES = [
     "(0.94-1.12): the host is faster at a run's start, where the CNN step runs (its own "
     "probes read 0.69-0.72, h200_predictions.json). On r11's host, twice as fast as the "
     "fitted one (paired speeds 0.39-0.46), it is 18 % under, and it is under on every paired "
-    "H100 run too (3-18 %): its host time shows more on a fast host than the model gives.",
+    "H100 run too (3-25 %): its host time shows more on a fast host than the model gives.",
     "",
 ]
 
@@ -400,8 +400,8 @@ def on_h100(steps: list[dict]) -> list[str]:
     labels = [label for label, _ in H100_RUNS]
     lines = [
         "## Whole steps on an H100, at each rep's host speed", "",
-        "Eight runs of `measure_h200_steps.py` that lent H100 machines ran, two on each of four "
-        "(`h100_whole_steps_a.json` to `_h`; NVIDIA H100 80GB HBM3, 16-core hosts), paired "
+        "Ten runs of `measure_h200_steps.py` that lent H100 machines ran, two on each of five "
+        "(`h100_whole_steps_a.json` to `_j`; NVIDIA H100 80GB HBM3, 16-core hosts), paired "
         "reps as r11's. Each rep is predicted on h100-sxm's device figures (`kpt-sim profile "
         "derive --from h200 --hbm-bandwidth 3350`: back to the H100 datasheet, which h200 was "
         "derived from) under h200's `[host]` table at that rep's host speed. Nothing is fitted on "
