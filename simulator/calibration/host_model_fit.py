@@ -49,7 +49,8 @@ PROFILE = HERE.parent / "src/kpt/sim/profiles/h200.toml"
 FIT_RUNS = ("", "_r6")
 # Later runs whose loops time ops the fit runs' did not (batch_norm from r7 on, a convolution's
 # and a batch norm's backward from r9 on): those loops join the fit at the fit runs' host, each
-# divided by its run's host speed.
+# divided by its run's host speed. r12 is left out: its process was pinned to one core, which
+# made its backward loops a third cheaper than r11's on the same machine.
 LATER_LOOP_RUNS = ("_r7", "_r8", "_r9", "_r10", "_r11")
 LOOP_KINDS = {"eager": eager_ops, "eager_backward": backward_ops}  # host_programs' loops
 OUT = HERE / "HOST_MODEL.md"
@@ -124,17 +125,19 @@ def engine_starts() -> list[str]:
     convolution + batch-norm layers under one backward beside each layer's own loop (one call
     each): the stack costs STACKED_LAYERS x both single loops less their 2 x STACKED_LAYERS
     starts, plus its one."""
+    suffixes = [path.stem.removeprefix("h200_host_programs")
+                for path in HERE.glob("h200_host_programs_r*.json")]  # fmt: skip
     lines = []
-    runs = sorted(HERE.glob("h200_host_programs_r*.json"), key=lambda p: int(p.stem[20:]))
-    for path in runs:
-        loops = eager_per_call(json.loads(path.read_text())["programs"].get("eager_backward", []))
+    for suffix in sorted(suffixes, key=lambda s: int(s.removeprefix("_r"))):
+        loops = eager_per_call(run_programs(suffix).get("eager_backward", []))
         stacked = loops.get(f"conv2d_batch_norm_x{STACKED_LAYERS}")
         if stacked is None:
             continue
         singles = loops["conv2d"] + loops["batch_norm"]
         start = (STACKED_LAYERS * singles - stacked) / (2 * STACKED_LAYERS - 1)
+        fitted = "in the fit" if suffix in LATER_LOOP_RUNS else "not in the fit"
         lines.append(
-            f"- {path.stem[19:]}: {start * 1e6:.1f} us (a convolution's loop "
+            f"- {run_label(suffix)} ({fitted}): {start * 1e6:.1f} us (a convolution's loop "
             f"{loops['conv2d'] * 1e6:.1f} us, a batch norm's {loops['batch_norm'] * 1e6:.1f} "
             f"us, the stack {stacked * 1e6:.1f} us)"
         )
@@ -388,8 +391,8 @@ def main() -> None:
               "The backward figures are fitted on loops of one autograd.grad call per layer, so "
               "each also holds that call's engine start, which a step's one backward shares. "
               f"The start, from the runs that also timed {STACKED_LAYERS} convolution + batch-"
-              "norm layers under one backward (host_programs.backward_ops; r12 pinned to one "
-              "core, not in the fit):", "", *engine_starts()]  # fmt: skip
+              "norm layers under one backward (host_programs.backward_ops):", "",
+              *engine_starts()]  # fmt: skip
     text = "\n".join(lines) + "\n"
     print(text)
     if args.dry_run:
