@@ -126,12 +126,14 @@ def test_a_cast_post_needs_no_answer_and_its_outcome_or_refusal_comes_from_the_p
     refs = [upload(c, r, data(r)) for r, c in enumerate(clients)]
     for r, c in enumerate(clients):
         assert c.collective_cast("g", 0, r, RANKS, "all_reduce", refs[r]) is None
+        c.flush()  # a cast goes with the client's next batch (or its first poll)
     for r, c in enumerate(clients):
         assert polled(c, "g", 0)["done"]
         np.testing.assert_array_equal(values(c, refs[r]), sum(data(k) for k in range(RANKS)))
     # a refused part (rank 1 calls another op): the poll raises for it and for rank 0 before it
     for r, c in enumerate(clients[:2]):
         c.collective_cast("g", 1, r, RANKS, "all_reduce", refs[r], op="max" if r else "sum")
+        c.flush()
     for c in clients[:2]:
         with pytest.raises(InvalidRequestError, match="same collectives in the same order"):
             polled(c, "g", 1)
@@ -141,6 +143,25 @@ def test_a_cast_post_needs_no_answer_and_its_outcome_or_refusal_comes_from_the_p
         clients[2].synchronize()
 
 
+def test_a_cast_waits_with_the_launches_and_the_posting_clients_poll_sends_it(served):
+    """A cast is queued like a launch (NCCL's enqueue): no message of its own. Peers wait
+    for it until its client sends: at a call, a flush, or its first poll of any collective."""
+    clients, _ = served
+    refs = [upload(c, r, data(r)) for r, c in enumerate(clients)]
+    for r, c in enumerate(clients[1:], start=1):
+        c.collective_cast("g", 0, r, RANKS, "all_reduce", refs[r])
+    clients[0].collective_cast("g", 0, 0, RANKS, "all_reduce", refs[0])
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:  # rank 0's poll sends its part; 1 and 2 still hold theirs
+        assert clients[0].collective_poll("g", 0) is None
+        time.sleep(0.01)
+    assert clients[1].collective_poll("g", 0) is None  # sends rank 1's part; rank 2's is queued
+    clients[2].synchronize()  # a call sends the queue first
+    for r, c in enumerate(clients):
+        assert polled(c, "g", 0)["done"]
+        np.testing.assert_array_equal(values(c, refs[r]), sum(data(k) for k in range(RANKS)))
+
+
 def test_one_poll_fetches_every_outcome_and_later_polls_need_no_message(served):
     clients, _ = served
     refs = [upload(c, r, data(r)) for r, c in enumerate(clients)]
@@ -148,6 +169,8 @@ def test_one_poll_fetches_every_outcome_and_later_polls_need_no_message(served):
         for r, c in enumerate(clients[:2] if seq == 1 else clients):
             c.collective_cast("g", seq, r, RANKS, "all_reduce", refs[r],
                               op="max" if seq == 1 and r == 1 else "sum")  # fmt: skip
+    for c in clients:
+        c.flush()
     assert polled(clients[0], "g", 2)["done"]
     assert set(clients[0]._outcomes.known) == {("g", 0), ("g", 1)}  # handed over with #2
     sent = []

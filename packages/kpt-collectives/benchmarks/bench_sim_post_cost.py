@@ -10,7 +10,9 @@ run that holds one is several times slower, and the median hides it), with the n
 passes; the Python function calls per post (cProfile's count) and the objects the collector
 tracks that one unsettled post keeps alive (what those passes are triggered by), both the same
 on every machine, regression checks that noise cannot hide; and an empty synchronize's round
-trip, measured in the same run.
+trip, measured in the same run. The process's CPU over the same loops (time.process_time, every
+thread) shows what the completion thread spends meanwhile: its polls, and the sends of the posts
+queued with the launches that its polls carry.
 
     python benchmarks/bench_sim_post_cost.py
 """
@@ -54,7 +56,7 @@ def main() -> None:
                 start = time.perf_counter()
                 torch.kpt_sim.synchronize()
                 trips.append(time.perf_counter() - start)
-            per_post = []
+            per_post, process_per_post = [], []
             full_passes = []
 
             def count_full_passes(phase: str, info: dict) -> None:
@@ -63,14 +65,16 @@ def main() -> None:
 
             gc.callbacks.append(count_full_passes)
             for _ in range(REPEATS):
-                cpu = 0.0
+                cpu = process_cpu = 0.0
                 for _ in range(4):
-                    start = time.thread_time()
+                    start, process_start = time.thread_time(), time.process_time()
                     for _ in range(BLOCK):
                         dist.all_reduce(x)
                     cpu += time.thread_time() - start
+                    process_cpu += time.process_time() - process_start
                     torch.kpt_sim.synchronize()
                 per_post.append(cpu / (4 * BLOCK))
+                process_per_post.append(process_cpu / (4 * BLOCK))
             gc.callbacks.remove(count_full_passes)
             profiler = cProfile.Profile()
             profiler.enable()
@@ -89,6 +93,8 @@ def main() -> None:
           f"| the same, mean of all {REPEATS * 4 * BLOCK} posts | "
           f"{statistics.mean(per_post) * 1e6:.1f} us ({len(full_passes)} full collector "
           f"passes) |\n"
+          f"| the process's CPU per all_reduce (every thread) | "
+          f"{statistics.median(process_per_post) * 1e6:.1f} us |\n"
           f"| Python calls per all_reduce | {calls:.0f} |\n"
           f"| tracked objects an unsettled all_reduce keeps | {kept:.1f} |\n"
           f"| daemon round trip (empty synchronize) | {trip * 1e6:.1f} us |\n"

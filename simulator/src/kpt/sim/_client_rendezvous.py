@@ -59,11 +59,14 @@ class RendezvousCalls:
         self, group: str, seq: int, rank: int, world: int, kind: str,
         input: Any = None, output: Any = None, **terms: Any,
     ) -> None:  # fmt: skip
-        """collective_post without waiting for the daemon's answer: sent at once, behind the
-        work queued before it. Its refusal, like its failure, comes from collective_poll; the
-        host cost is one message, as an NCCL call's is one enqueue."""
+        """collective_post without waiting for the daemon's answer: queued with the launches,
+        as an NCCL call is one enqueue on a stream. It goes with the next batch: at BATCH_OPS,
+        before any call, or before the first poll of any collective (kpt.collectives' completion
+        thread polls each post within a millisecond), so peers never wait on a part that sits
+        here. The daemon times it on the streams, not by when it arrives. Its refusal, like its
+        failure, comes from collective_poll."""
         header = self._post_header(group, seq, rank, world, kind, input, output, terms)
-        self._queue("collective_cast", header, send=True)
+        self._queue("collective_cast", header)
 
     def _post_header(self, group, seq, rank, world, kind, input, output, terms) -> dict:
         input = None if input is None else _ref_to_wire(input)
@@ -81,10 +84,11 @@ class RendezvousCalls:
         key = (group, seq)
         with self._outcomes.lock:  # one fetch at a time: each outcome is handed over once
             if key not in self._outcomes.known:
-                # Sent past the queued casts, not with them: a poll needs none of them (the
-                # part it asks about went at its post), and a call carrying them holds the
-                # queue until it is answered, which would stall the thread issuing work
-                # (kpt.collectives polls from its own thread).
+                # The queued casts go first, on their own: the part asked about may be among
+                # them. Not as the poll's prelude: a call carrying them holds the queue until
+                # it is answered, which would stall the thread issuing work (kpt.collectives
+                # polls from its own thread).
+                self.flush()
                 reply = self._send("collective_poll", {"group": group, "seq": seq}, (), False)
                 self._outcomes.add(reply.header["outcomes"])
             outcome = self._outcomes.known.pop(key, None)
