@@ -217,11 +217,11 @@ class SimClient(RendezvousCalls):
         except (TransportError, WireError) as exc:
             raise self._lost(exc) from exc
 
-    def _queue(self, kind: str, header: dict, send: bool = False) -> None:
-        """Queue one asynchronous op; `send`: send the queue now, this op last (one lock)."""
+    def _queue(self, kind: str, header: dict) -> None:
+        """Queue one asynchronous op (sent at BATCH_OPS, before a call, or on flush)."""
         with self._batch_lock:
             self._batch.append([kind, header])
-            if send or len(self._batch) >= BATCH_OPS:
+            if len(self._batch) >= BATCH_OPS:
                 self._send_batch()
 
     def flush(self) -> None:

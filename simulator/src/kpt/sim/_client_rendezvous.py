@@ -61,10 +61,10 @@ class RendezvousCalls:
     ) -> None:  # fmt: skip
         """collective_post without waiting for the daemon's answer: queued with the launches,
         as an NCCL call is one enqueue on a stream. It goes with the next batch: at BATCH_OPS,
-        before any call, or before the first poll of any collective (kpt.collectives' completion
-        thread polls each post within a millisecond), so peers never wait on a part that sits
-        here. The daemon times it on the streams, not by when it arrives. Its refusal, like its
-        failure, comes from collective_poll."""
+        before any call, or before this client's next poll of any collective (kpt.collectives'
+        completion thread polls each post within about a millisecond). The daemon times it on
+        the streams, not by when it arrives, so that wait costs no simulated time. Its refusal,
+        like its failure, comes from collective_poll."""
         header = self._post_header(group, seq, rank, world, kind, input, output, terms)
         self._queue("collective_cast", header)
 
