@@ -18,7 +18,12 @@ import torch.distributed as dist
 import kpt.collectives
 from kpt.collectives import batch_weighted_hook, split_batch
 
-TIMEOUTS = {"straggler": 4, "killed_mid_step": 4, "ddp_killed_in_backward": 4}
+TIMEOUTS = {
+    "straggler": 4,
+    "killed_mid_step": 4,
+    "ddp_killed_in_backward": 4,
+    "idle_after_post": 30,
+}
 N = 6  # elements per rank in the value tests
 HIERARCHICAL_N = 1001  # odd: the shards of a two-rank vendor group need padding
 OPS = {"sum": dist.ReduceOp.SUM, "avg": dist.ReduceOp.AVG, "max": dist.ReduceOp.MAX,
@@ -125,6 +130,23 @@ def straggler(rank, world, save):
     except Exception as exc:
         save("straggler_error", np.array([f"{type(exc).__name__}: {exc}"]))
     save("straggler_seconds", np.array([time.monotonic() - start]))
+
+
+def idle_after_post(rank, world, save):
+    """Rank 1 posts its part, then waits on the host alone (the store) until rank 0 holds the
+    sum: its part must reach the daemon with no later call of its own (kpt_sim queues a post
+    with the launches; the completion thread's poll sends it). Were it left in the queue, rank
+    0's read would fail at the group's timeout."""
+    group = timed_group("idle_after_post", world)
+    t = rank_values(rank).to(device(rank))
+    dist.all_reduce(t, group=group)
+    store = dist.distributed_c10d._get_default_store()
+    if rank == 0:
+        save("idle_after_post_0", t)
+        store.set("idle_after_post/0", "read")
+    else:
+        store.wait(["idle_after_post/0"], timedelta(seconds=120))
+        save("idle_after_post_1", t)
 
 
 # -- training: DDP on each rank's share of one global batch ------------------------------------

@@ -105,6 +105,15 @@ def test_ddp_on_cpu_ranks_equals_one_process_on_the_whole_batch(tmp_path):
                                atol=1e-6)  # fmt: skip
 
 
+def test_a_rank_that_posts_and_then_only_waits_on_the_host_completes_the_collective(
+    daemon, tmp_path
+):
+    check_ok(run_ranks("idle_after_post", 2, tmp_path, daemon, limit_s=300))
+    total = rank_values(0).numpy() + rank_values(1).numpy()
+    for rank in range(2):
+        np.testing.assert_array_equal(load(tmp_path, f"idle_after_post_{rank}"), total)
+
+
 @pytest.mark.timeout(400)
 @pytest.mark.parametrize("on_sim", [True, False], ids=["kpt_sim", "cpu"])
 def test_a_rank_that_never_joins_fails_the_others_within_the_timeout(daemon, tmp_path, on_sim):
