@@ -5,8 +5,11 @@ A kpt_sim collective is posted at once and, as NCCL's is at the enqueue, complet
 the collective's buffers (kpt.sim._client_holds), so work that touches them, and any host wait,
 waits for it first. A completion thread (one per process group) asks the daemon about the
 oldest unsettled one, backing off between polls; the thread never holds the server: every poll
-is one short call. Collectives that copy out of staging tensors afterwards (`Pending`) complete
-their Future only when the daemon says they ran.
+is one short call. The post itself waits in the client's queue with the launches (kpt-sim's
+collective_cast) until the rank's next call or any poll sends it: this thread's first poll,
+HANDOFF_S after the post, is what bounds that wait for a rank that makes no call. Collectives
+that copy out of staging tensors afterwards (`Pending`) complete their Future only when the
+daemon says they ran.
 
 As with NCCL, a collective does not make the rank's stream wait for it: ``wait()`` does (its
 ``join``), or, for collectives posted during a backward pass (DDP's buckets, FSDP's
@@ -32,6 +35,7 @@ from kpt.collectives._errors import CollectiveError, CollectiveTimeoutError
 FIRST_POLL_S = 20e-6  # peers usually post within a round trip: look again soon
 MAX_POLL_S = 5e-4  # slower polling costs latency; faster costs the daemon's CPU
 HANDOFF_S = 1e-3  # the completion thread leaves a Future this long to a waiting caller
+# (and a queued post this long in the client before its poll sends it)
 DAEMON_GRACE_S = 10.0  # beyond the collective's own timeout: the daemon itself is stuck
 MAX_IN_FLIGHT = 1024  # unsettled collectives per group: the next post settles the oldest first
 
