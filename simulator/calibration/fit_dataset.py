@@ -91,6 +91,8 @@ def model_inputs(rec: dict) -> dict | None:
         nhwc = rec.get("layout", "channels_last" if dtype == "bf16" else "contiguous")
         shape = [n * ho * ho, cout // g, cin // g * kh * kw, kh * kw,
                  int(nhwc == "channels_last")]  # fmt: skip
+        if rec["stride"] > 1:
+            shape += [0, 1]  # a forward (no gradients), strided
     elif cls == "attention":
         (b, h, sq, hd), (_, _, sk, _) = rec["shapes"][:2]
         # flops: the full product 4*B*H*Sq*Sk*hd (the measurement recorded half of it for a

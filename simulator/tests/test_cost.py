@@ -375,6 +375,28 @@ def test_nchw_convs_with_a_window_pay_transposes():
     assert pointwise == op_time(p, "conv", flops, nbytes, "bf16", (1024, 64, 64, 1, 1))
 
 
+def test_pointwise_convs_are_priced_as_the_gemm_they_are():
+    # The conv class's own curve is four times slower than the matmul class's here.
+    p = asic_with(conv={"compute_e_max": 0.25, "pointwise_gemm": 1})
+    m, n, k = 4096, 256, 512
+    flops, nbytes = 2.0 * m * n * k, 1e6
+    gemm = op_time(p, "matmul", flops, nbytes, "bf16", (m, n, k))
+    for layout in (0, 1):
+        assert op_time(p, "conv", flops, nbytes, "bf16", (m, n, k, 1, layout)) == gemm
+    # a window, or groups (a depthwise 1x1 conv), keep the conv class's implicit GEMM
+    windowed = op_time(p, "conv", flops, nbytes, "bf16", (m, n, k, 9, 1))
+    assert windowed == pytest.approx(US + flops / 0.25e12)
+    grouped = op_time(p, "conv", 4 * flops, nbytes, "bf16", (m, n, k, 1, 1))
+    assert grouped == pytest.approx(US + 4 * flops / 0.25e12)
+    # a stride over 1 gathers pixels: the conv class too, forward and backward
+    assert op_time(p, "conv", flops, nbytes, "bf16", (m, n, k, 1, 1, 0, 1)) == windowed
+    assert op_time(p, "conv", flops, nbytes, "bf16", (m, n, k, 1, 1, 0, 0)) == gemm
+    data_gradient = op_time(p, "conv", flops, nbytes, "bf16", (m, n, k, 1, 1, 1, 1))
+    assert data_gradient == windowed
+    off = asic_with(conv={"compute_e_max": 0.25})
+    assert op_time(off, "conv", flops, nbytes, "bf16", (m, n, k, 1, 1)) == windowed
+
+
 def test_other_profiles_keep_their_predictions_for_refined_classes():
     """Profiles without the new fields predict as before: softmax and layer norm use norm."""
     for name in ("mi300x", "gaudi3", "test-asic"):

@@ -142,6 +142,27 @@ def test_convolution_backward_names_the_gradients_it_computes(executor):
     assert seconds(weight) < seconds(both)
 
 
+def test_a_strided_convolution_says_so_and_a_pointwise_one_is_a_gemm(executor):
+    # ResNet's 1x1 shortcut, stride 2, and the same 1x1 at stride 1, channels last.
+    x = View(None, 0, "bfloat16", (32, 64, 32, 32), (32 * 32 * 64, 1, 32 * 64, 64))
+    w = view("bfloat16", 128, 64, 1, 1)
+
+    def forward(stride, side):
+        args = [t(0), t(1), None, [stride, stride], [0, 0], [1, 1], False, [0, 0], 1]
+        out = view("bfloat16", 32, 128, side, side)
+        return executor.estimate("aten::convolution.default", [x, w], [out], {"args": args})
+
+    shortcut, pointwise = forward(2, 16), forward(1, 32)
+    assert shortcut.shape == (32 * 16 * 16, 128, 64, 1, 1, 0, 1)
+    assert pointwise.shape == (32 * 32 * 32, 128, 64, 1, 1)  # stride 1: no flag
+    dy = view("bfloat16", 32, 128, 16, 16)
+    args = [t(0), t(1), t(2), [128], [2, 2], [0, 0], [1, 1], False, [0, 0], 1, [True, True]]
+    grads = [view("bfloat16", 32, 64, 32, 32), view("bfloat16", 128, 64, 1, 1)]
+    backward = executor.estimate("aten::convolution_backward.default", [dy, x, w], grads,
+                                 {"args": args})  # fmt: skip
+    assert backward.shape == (32 * 16 * 16, 128, 64, 1, 1, 3, 1)
+
+
 def test_training_batch_norm_is_priced_by_channel(executor):
     x = view("float32", 128, 64, 32, 32)
     stats = [view("float32", 64) for _ in range(4)]

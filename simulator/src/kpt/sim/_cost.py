@@ -307,7 +307,12 @@ def reread_factor(eff: Efficiency, rows: int, row_bytes: int, units: int, cache:
 
 def nchw_window(shape: tuple[int, ...] | None) -> bool:
     """A convolution in NCHW (layout flag 0) with a window larger than 1x1."""
-    return bool(shape) and len(shape) == 5 and shape[4] == 0 and shape[3] > 1
+    return bool(shape) and len(shape) >= 5 and shape[4] == 0 and shape[3] > 1
+
+
+def pointwise(flops: float, shape: tuple[int, ...] | None) -> bool:
+    """A convolution with a 1x1 window and one group: a GEMM over the pixels."""
+    return bool(shape) and len(shape) >= 4 and shape[3] == 1 and not grouped(flops, shape)
 
 
 def grouped(flops: float, shape: tuple[int, ...]) -> bool:
@@ -322,7 +327,7 @@ def grouped_time(flops: float, shape: tuple[int, ...], eff: Efficiency) -> float
     as slow in bf16 as in fp32: a thread per output walks its window)."""
     outputs = flops / (2.0 * shape[2]) if shape[2] else 0.0  # N * groups * H * W
     rate, per_output = eff.grouped_flops, eff.grouped_output_rate
-    if eff.nchw_grouped_flops and len(shape) == 5 and shape[4] == 0:
+    if eff.nchw_grouped_flops and len(shape) >= 5 and shape[4] == 0:
         rate, per_output = eff.nchw_grouped_flops, eff.nchw_grouped_output_rate
     return flops / rate + (outputs / per_output if per_output else 0.0)
 
@@ -445,12 +450,18 @@ def op_timing(
         raise InvalidRequestError(
             f"op cost must be finite and >= 0, got flops={flops} bytes={nbytes}"
         )
-    if op_class == "conv" and shape is not None and len(shape) == 6:
+    strided = False
+    if op_class == "conv" and shape is not None and len(shape) >= 6:
         if shape[5]:
             from kpt.sim._cost_composite import conv_backward_timing
 
             return conv_backward_timing(profile, flops, nbytes, dtype, shape)
+        strided = len(shape) > 6 and bool(shape[6])
         shape = shape[:5]
+    if op_class == "conv" and r.eff.pointwise_gemm and not strided and pointwise(flops, shape):
+        # A 1x1 window at stride 1 reads each pixel once, in order: a plain GEMM. A strided
+        # one gathers every other pixel, and cuDNN's heuristics pick other kernels for it.
+        return op_timing(profile, "matmul", flops, nbytes, dtype, tuple(shape[:3]))
     if op_class == "batchnorm" and shape is not None:
         busy, memory = batch_norm_busy(r.eff, nbytes, shape, r.hbm_bandwidth, r.units)
         return OpTiming(r.fixed + busy, memory)

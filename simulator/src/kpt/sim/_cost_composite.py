@@ -55,19 +55,20 @@ def rnn_timing(profile: Profile, dtype: str, shape: tuple[int, ...]) -> OpTiming
 def conv_backward_timing(
     profile: Profile, flops: float, nbytes: float, dtype: str, shape: tuple[int, ...]
 ) -> OpTiming:
-    """A convolution's backward as cuDNN runs it, shape (the forward's five, gradients): the
-    data gradient (1) is the forward's implicit GEMM turned around, priced as the forward; the
-    weight gradient (2) reduces the same FLOPs over the batch and the pixels into a small
-    output, split over the K dimension: its GEMM takes the conv table's backward_work times
-    the forward's (0: the same). In NCHW each also pays the forward's transposes. flops and
-    nbytes are the gradients' together, shared evenly."""
+    """A convolution's backward as cuDNN runs it, shape (the forward's five, gradients[,
+    strided]): the data gradient (1) is the forward's implicit GEMM turned around, priced as
+    the forward; the weight gradient (2) reduces the same FLOPs over the batch and the pixels
+    into a small output, split over the K dimension: its GEMM takes the conv table's
+    backward_work times the forward's (0: the same). In NCHW each also pays the forward's
+    transposes. flops and nbytes are the gradients' together, shared evenly."""
     kernels = [bit for bit in (1, 2) if shape[5] & bit]
     flops, nbytes = flops / len(kernels), nbytes / len(kernels)
-    forward = op_timing(profile, "conv", flops, nbytes, dtype, tuple(shape[:5]))
+    strided = tuple(shape[6:7])  # the forward's stride flag, where the shape has one
+    forward = op_timing(profile, "conv", flops, nbytes, dtype, (*shape[:5], 0, *strided))
     duration = forward.duration * len(kernels) - profile.launch_latency_s * (len(kernels) - 1)
     if shape[5] & 2:  # the weight gradient's GEMM (NCHW's transposes aside) takes more
         work = profile.efficiency_for("conv").for_dtype(normalize_dtype(dtype)).backward_work
         gemm = forward if shape[4] else op_timing(profile, "conv", flops, nbytes, dtype,
-                                                  (*shape[:4], 1))  # fmt: skip
+                                                  (*shape[:4], 1, 0, *strided))  # fmt: skip
         duration += ((work or 1.0) - 1) * (gemm.duration - profile.kernel_launch_s)
     return OpTiming(duration, forward.hbm_busy * len(kernels))

@@ -55,9 +55,10 @@ class OpCost(NamedTuple):
       dimensions share, which only strides show (under 16: cuBLAS's align-1/2/4 kernels, as for
       an N or K row that is not a multiple of 16 bytes);
     - conv: the implicit GEMM (N*Ho*Wo, Cout, Cin*kh*kw[, kh*kw[, channels_last[,
-      gradients]]]), per group; channels_last 1 (NHWC) or 0 (NCHW, transposed for the tensor
-      cores); gradients, of a backward: 1 the data's, 2 the weight's, 3 both (flops: theirs
-      together; kpt.sim._cost_composite), 0 or absent a forward;
+      gradients[, strided]]]]), per group; channels_last 1 (NHWC) or 0 (NCHW, transposed for
+      the tensor cores); gradients, of a backward: 1 the data's, 2 the weight's, 3 both (flops:
+      theirs together; kpt.sim._cost_composite), 0 or absent a forward; strided 1: a stride
+      over 1 (a 1x1 window then gathers pixels, not a plain GEMM), 0 or absent: stride 1;
     - attention: (batch*heads, seq_q, seq_k, head_dim[, causal[, backward]]), flops =
       4*B*H*Sq*Sk*hd, the full product (a backward: ATTENTION_BACKWARD_WORK times that);
       causal 1 charges only the key tiles a top-left causal mask leaves; backward 1 takes the
@@ -125,13 +126,13 @@ def cost_to_wire(cost: Any) -> list | None:
 
 
 # Shape lengths each class reads (module doc); a wrong length is an executor bug, refused.
-SHAPE_LENGTHS = {"matmul": (3, 4), "matmul_int8w": (3,), "conv": (3, 4, 5, 6),
+SHAPE_LENGTHS = {"matmul": (3, 4), "matmul_int8w": (3,), "conv": (3, 4, 5, 6, 7),
                  "attention": (4, 5, 6), "reduction": (2, 3, 4),
                  "rnn": (6,), "multi_tensor": (1,), "batchnorm": (4,),
                  **{c: (2,) for c in ROW_CLASSES}}  # fmt: skip
 SHAPE_FORMS = {"matmul": "(M, N, K[, row alignment in bytes])", "matmul_int8w": "(M, N, K)",
                "conv": "(N*Ho*Wo, Cout, Cin*kh*kw[, kh*kw[, channels_last 0 or 1[, gradients "
-                       "0-3]]])",
+                       "0-3[, strided 0 or 1]]]])",
                "attention": "(batch*heads, seq_q, seq_k, head_dim[, causal 0 or 1[, backward 0 "
                             "or 1]])",
                "reduction": "(outputs, reduced extent[, contiguous 0 or 1[, summing 0 or 1]])",

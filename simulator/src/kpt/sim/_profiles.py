@@ -103,6 +103,10 @@ class Efficiency:
     # Convolutions in NCHW (shape's layout flag 0) with a window larger than 1x1: extra passes
     # over the op's bytes (cuDNN's tensor-core kernels transpose to NHWC and back).
     nchw_passes: float = 0.0
+    # Convolutions with a 1x1 window and one group (1: on): cuDNN runs them as the GEMM they
+    # are, [N*H*W, Cin] x [Cin, Cout], so the matmul class prices them (its tiles, waves and
+    # curves), not the implicit-GEMM curve of windowed convolutions.
+    pointwise_gemm: int = 0
     # Row-wise ops: rows wider than this many bytes do not stay on chip between passes (max,
     # sum, write) and move wide_row_factor times the bytes; 0: every row stays.
     wide_row_bytes: float = 0.0
@@ -483,6 +487,7 @@ OPTIONAL_EFFICIENCY = {
     "nchw_grouped_tflops": ("nchw_grouped_flops", TERA, False),
     "nchw_grouped_output_gps": ("nchw_grouped_output_rate", GIGA, False),
     "nchw_passes": ("nchw_passes", 1, False),
+    "pointwise_gemm": ("pointwise_gemm", 1, True),
     "wide_row_bytes": ("wide_row_bytes", 1, False),
     "wide_row_factor": ("wide_row_factor", 1, False),
     "cached_row_factor": ("cached_row_factor", 1, False),

@@ -188,6 +188,8 @@ def _convolution(args: list, outputs: list, moved: float) -> OpCost | None:
     if gemm is None:
         return None
     shape, flops, dtype = gemm
+    if len(shape) == 5 and _strided(args, 3):
+        shape = (*shape, 0, 1)  # a forward (no gradients) whose stride is over 1
     return OpCost("conv", flops, moved, dtype, shape)
 
 
@@ -206,7 +208,15 @@ def _convolution_backward(args: list, moved: float) -> OpCost | None:
     shape, flops, dtype = gemm
     layout = shape[4] if len(shape) > 4 else int(_channels_last(_view_at(args, 1)))
     passes = bin(gradients).count("1")
-    return OpCost("conv", passes * flops, moved, dtype, (*shape[:4], layout, gradients))
+    strided = (1,) if len(shape) == 5 and _strided(args, 4) else ()
+    return OpCost("conv", passes * flops, moved, dtype,
+                  (*shape[:4], layout, gradients, *strided))  # fmt: skip
+
+
+def _strided(args: list, i: int) -> bool:
+    """Whether a convolution's stride argument (a list per spatial dim) is over 1 anywhere."""
+    stride = args[i] if len(args) > i else None
+    return isinstance(stride, list | tuple) and any(isinstance(s, int) and s > 1 for s in stride)
 
 
 def _int_at(args: list, i: int) -> int:
