@@ -87,6 +87,8 @@ REFINEMENTS = [
     # terms sit with grouped_tflops above)
     ("efficiency.reduction.compare_round_factor", "lin", 1.0, 4.0),
     ("efficiency.softmax.short_row_tflops", "log", 0.1, 100.0),
+    # eighth round: a causal flash kernel's blocks scheduled over the SMs
+    ("efficiency.attention.block_tiles", "lin", 0.0, 8.0),
     ("host_link.pageable_bandwidth_gbps", "log", 1.0, 500.0),
     ("host_link.pageable_latency_us", "log", 0.1, 1000.0),
 ]

@@ -141,6 +141,19 @@ NOTES = """## How the fit works
   12.4 / 39.4 -> 12.7 / 41.8 % (H100) and 12.1 / 40.5 -> 13.3 / 48.6 % (H200), their small
   CIFAR convolutions now under the refitted curve.
 
+- **A causal flash kernel's blocks, scheduled** (kpt.sim._flash_schedule): one block per
+  head and tile of queries, each reading the key tiles up to its diagonal, dispatched in
+  launch order to the first free SM, each with a fixed start and finish (`block_tiles`, in
+  key tiles). Before, a causal kernel was charged the mask's share of the tiles, or a full row
+  per wave with fewer blocks than SMs; 8 heads of 4096 queries took 0.87 of the unmasked time
+  on the H100 (the share is 0.52), and the schedule gives 0.83 without the fixed start.
+  Refitted alone (`fit.py --only attention`: block_tiles 2.97, score_gps, compute_x_half);
+  fp32's memory-efficient kernel's table refitted on the H200 fused sweep
+  (`fit_fused_sweep.py --fit`: forwards 11.5 -> 6.0 %, backwards 14.8 -> 5.4 % median).
+  Attention held out (median / p90): the H100 catalogue's 6.9 / 17.6 -> 5.3 / 18.4 % (its fit
+  set 9.5 / 27.1 -> 3.8 / 17.3 %), the H200's 11.0 / 26.0 -> 5.0 / 21.0 %; the H200 fused
+  kernels through SDPA (simulator/REPORT.md) median 18.4 -> 7.8 %.
+
 ## Where the model is still weak
 
 1. **Convolutions** miss p90: cuDNN picks algorithms per shape, which no smooth term

@@ -192,23 +192,28 @@ def test_a_causal_mask_skips_the_key_tiles_above_the_diagonal():
     assert causal_share(2048, 2048, 128, 64) == pytest.approx(136 / 256)
 
 
-def test_a_causal_kernel_with_fewer_blocks_than_sms_saves_nothing():
-    """The last query tile reads every key tile: each wave lasts at least that block's row."""
+def test_a_causal_kernel_with_few_blocks_per_sm_saves_less_than_its_mask():
+    """The blocks of a causal kernel differ: with few per SM the heaviest set the time."""
     data = tomllib.loads((resources.files("kpt.sim") / "profiles" / "test-asic.toml").read_text())
-    data["compute_units"] = 8
+    data["compute_units"] = 2
     data["efficiency"]["attention"] = {"compute_e_max": 1.0, "compute_x_half": 0,
                                        "memory_e_max": 1.0, "memory_x_half": 0,
                                        "wave_tile": {"bf16": [128, 128]}}  # fmt: skip
-    p = kpt.sim.profile_from_dict("asic-8-units", data)
-    sq, sk, hd = 512, 4096, 64  # 4 query tiles: a causal mask leaves 10 of 128 key tiles
+    p = kpt.sim.profile_from_dict("asic-2-units", data)
+    seq, hd = 256, 64  # 2 query tiles read 1 and 2 of 2 key tiles (3 of 4)
 
     def work(bh, causal):
-        flops = 4.0 * bh * sq * sk * hd
-        return op_time(p, "attention", flops, 0, "bf16", (bh, sq, sk, hd, causal)) - US
+        flops = 4.0 * bh * seq * seq * hd
+        return op_time(p, "attention", flops, 0, "bf16", (bh, seq, seq, hd, causal)) - US
 
-    assert work(1, 1) == pytest.approx(work(1, 0))  # 4 blocks on 8 SMs: one wave
-    assert work(4, 1) == pytest.approx(work(4, 0) / 2)  # 2 waves: no less than a row each
-    assert work(64, 1) == pytest.approx(work(64, 0) * 10 / 128)  # 32 waves: the mask's share
+    # one head: 2 blocks on 2 SMs, one wave: the full row (2 tiles) sets the time
+    assert work(1, 1) == pytest.approx(work(1, 0))
+    # two heads in launch order: SM 1 ends the 1-tile block at 1 and takes the next head's
+    # (ends at 2); its 2-tile block then waits for an SM free at 2 and ends at 4, as the
+    # unmasked kernel's two waves of 2 tiles
+    assert work(2, 1) == pytest.approx(work(2, 0))
+    # many heads: the SMs stay evenly loaded, the mask's share (3 of 4) stands
+    assert work(512, 1) == pytest.approx(work(512, 0) * 3 / 4, rel=0.01)
 
 
 def test_a_profile_may_give_an_attention_backward_its_own_work():

@@ -12,12 +12,12 @@ kpt.sim._op_cost.OpCost.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import NamedTuple
 
 from kpt.sim._batch_norm_cost import batch_norm_busy
 from kpt.sim._errors import InvalidRequestError
+from kpt.sim._flash_schedule import causal_share, causal_time_share
 from kpt.sim._op_cost import (
     CLASS_ALIASES,
     DTYPE_ALIASES,
@@ -222,45 +222,18 @@ def _attention_work(
         flops *= forwards * eff.backward_work
         scores *= forwards * (eff.backward_score_work or eff.backward_work)
     share = 1.0
-    if len(shape) >= 5 and shape[4]:
-        share = max(causal_share(shape[1], shape[2], *(r.wave_tile or FLASH_TILE)),
-                    _longest_block(shape, r))  # fmt: skip
+    if len(shape) >= 5 and shape[4] and r.wave_tile:
+        share = causal_time_share(shape[0], shape[1], shape[2], tuple(r.wave_tile), r.units,
+                                  eff.block_tiles)  # fmt: skip
+    elif len(shape) >= 5 and shape[4]:
+        share = causal_share(shape[1], shape[2], *FLASH_TILE)
     softmax = scores * share / eff.score_rate if eff.score_rate else 0.0
     return _executed_flops("attention", dtype, flops, shape, r) * share, softmax
-
-
-def _longest_block(shape: tuple[int, ...], r: _Rates) -> float:
-    """The least share of the full product a causal attention kernel runs: one wave's time.
-
-    Its blocks differ, the last query tile reading every key tile. It runs its share of the
-    tiles, but no less than each wave's longest block, a full row: with fewer blocks than
-    SMs that block sets the time and the mask saves nothing. 0 where the profile names no
-    tile (the share alone)."""
-    if not r.wave_tile:
-        return 0.0
-    return 1 / max(1, math.ceil(_attention_waves(shape, r)))
 
 
 def _attention_waves(shape: tuple[int, ...], r: _Rates) -> float:
     """Flash attention: one block per (batch*head, tile of queries), in waves over the SMs."""
     return shape[0] * math.ceil(shape[1] / r.wave_tile[0]) / r.units
-
-
-@functools.lru_cache(maxsize=4096)
-def causal_share(seq_q: int, seq_k: int, tile_q: int, tile_k: int) -> float:
-    """The share of a flash kernel's (query tile, key tile) blocks that a causal mask leaves.
-
-    Flash attention skips a key tile wholly above the diagonal and computes every other one in
-    full, masked or not. SDPA's is_causal aligns the mask top-left: query i sees keys 0..i, so
-    when seq_k > seq_q the last keys are never read. 16 query tiles of 2048: 17/32 (0.53);
-    one tile (seq 128): 1.0, the mask saves nothing.
-    """
-    q_tiles, k_tiles = math.ceil(seq_q / tile_q), math.ceil(seq_k / tile_k)
-    if not (q_tiles and k_tiles):
-        return 1.0
-    done = sum(min(k_tiles, math.ceil(min(seq_q, (t + 1) * tile_q) / tile_k))
-               for t in range(q_tiles))  # fmt: skip
-    return done / (q_tiles * k_tiles)
 
 
 def strided(shape: tuple[int, ...] | None) -> bool:

@@ -75,6 +75,9 @@ class Efficiency:
     channel_align: int = 1
     # Attention: softmax score elements per second (the exponential unit's rate).
     score_rate: float = 0.0
+    # Attention: each block's fixed start and finish, in key tiles of work, which a causal
+    # mask never saves (kpt.sim._flash_schedule); 0: none.
+    block_tiles: float = 0.0
     # Row-wise ops (norms): rows per second, a per-row cost added to the roofline.
     row_rate: float = 0.0
     # Reductions, launched as torch's reduction kernel splits them (kpt.sim._reduce_plan):
@@ -475,6 +478,7 @@ OPTIONAL_EFFICIENCY = {
     "misaligned_gemv_factor": ("misaligned_gemv_factor", 1, False),
     "channel_align": ("channel_align", 1, True),
     "score_gps": ("score_rate", GIGA, False),
+    "block_tiles": ("block_tiles", 1, False),
     "row_gps": ("row_rate", GIGA, False),
     "load_round_us": ("load_round_s", US, False),
     "block_us": ("block_s", US, False),
