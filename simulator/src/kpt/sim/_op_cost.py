@@ -61,8 +61,9 @@ class OpCost(NamedTuple):
       over 1 (a 1x1 window then gathers pixels, not a plain GEMM), 0 or absent: stride 1;
     - attention: (batch*heads, seq_q, seq_k, head_dim[, causal[, backward]]), flops =
       4*B*H*Sq*Sk*hd, the full product (a backward: ATTENTION_BACKWARD_WORK times that);
-      causal 1 charges only the key tiles a top-left causal mask leaves; backward 1 takes the
-      profile's backward_work for the dtype where it names one;
+      causal 1 charges the key tiles a top-left causal mask leaves, as its blocks keep the SMs
+      busy (kpt.sim._flash_schedule); backward 1 takes the profile's backward_work for the
+      dtype where it names one;
     - softmax, layernorm, norm, rmsnorm: (rows, cols), cols the normalized extent;
     - reduction: (outputs, reduced extent[, contiguous[, summing]]); contiguous 0: the
       reduced dim is strided (an outer dim). Many outputs of a contiguous reduction need no
