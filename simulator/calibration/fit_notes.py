@@ -173,10 +173,9 @@ NOTES = """## How the fit works
    bf16 warp rows of 512-1024 are 20-35 % over; the second run's machine was noisy on some
    of them (a bf16 512 x 50257 softmax took 407 us there, 63 us on the first). RMS norm's
    wide rows still use one width threshold.
-4. **The engine needs two hints the adapter does not send yet**: a convolution's layout (the
-   5th shape element; without it no transpose is charged) and whether a reduction's dim is
-   contiguous (the 3rd; without it, contiguous), and whether host memory is pinned (without
-   it, every host copy is charged as pinned).
+4. **The engine needs one hint the adapter does not send yet**: whether host memory is pinned
+   (without it, every host copy is charged as pinned). A convolution's layout and stride and
+   whether a reduction's dim is contiguous now come with their shapes.
 5. **Host time** is one figure per launch (host_issue_us, HOST_STEPS.md): fitted inside
    training steps, it is right on average and wrong per optimizer (foreach launches cost more
    host time than per-tensor ones) and per model (cuDNN layers cost more).
