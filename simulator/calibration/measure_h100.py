@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import time
@@ -71,8 +72,23 @@ def chip() -> str:
     return next((c for c in ("h100", "h200") if c in name), "gpu")
 
 
+def describe_host() -> dict:
+    """The host CPU (model, logical cores, clock now): lent machines' hosts differ, and host
+    time per launch with them, so a run names the one it had."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return {"cpu": platform.processor(), "cores": os.cpu_count()}
+    fields = [line.split(":", 1) for line in lines if ":" in line]
+    model = next((v.strip() for k, v in fields if k.strip() == "model name"), platform.processor())
+    mhz = sorted(float(v) for k, v in fields if k.strip() == "cpu MHz")
+    return {"cpu": model, "cores": os.cpu_count(),
+            "mhz_median": mhz[len(mhz) // 2] if mhz else None}  # fmt: skip
+
+
 def describe_device(dev: str) -> dict:
-    info = {"torch": torch.__version__, "python": platform.python_version(), "device": dev}
+    info = {"torch": torch.__version__, "python": platform.python_version(), "device": dev,
+            "host": describe_host()}  # fmt: skip
     if dev.startswith("cuda"):
         p = torch.cuda.get_device_properties(0)
         info.update(
