@@ -15,7 +15,8 @@ log(predicted / measured) of the fp32 table's numbers, to write into h100-sxm's
   products and softmax, each in forwards').
 
 Then, on the same profile, nothing fitted on them: the sweep's small bf16 attention kernels
-(flash attention's class, calibrated on the H100) and its LSTM layers (the `rnn` class).
+(flash attention's class, calibrated on the H100), its LSTM layers and the GRU and Elman layers
+of h200_rnn_sweep.json (measure_rnn_sweep.py), where it was measured (the `rnn` class).
 
     python simulator/calibration/fit_fused_sweep.py [--fit]
 """
@@ -42,6 +43,8 @@ from kpt.sim._cost_composite import rnn_timing
 
 HERE = Path(__file__).resolve().parent
 SWEEP = HERE / "h200_fused_sweep.json"
+RNN_SWEEP = HERE / "h200_rnn_sweep.json"
+GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}  # the cell's gates: W_ih's rows / H
 FORWARD_KERNELS = ("fprop", "cutlassF")
 BACKWARD_KERNELS = ("bprop", "cutlassB", "dot_do_o", "convert_dq")
 
@@ -84,15 +87,21 @@ def sweep_rows(dtype: str) -> list[dict]:
     return rows
 
 
-def lstm_errors(profile) -> list[tuple[str, float, float]]:
-    """The sweep's LSTM layers: (label, measured, predicted forward+backward us), the `rnn`
-    class's cost of one layer each way (nothing fitted on them)."""
+def rnn_errors(profile) -> list[tuple[str, str, float, float]]:
+    """The fused sweep's LSTM layers and, where it was measured, the RNN sweep's GRU and Elman
+    layers (measure_rnn_sweep.py): (mode, label, measured, predicted forward+backward us), the
+    `rnn` class's cost of one layer each way with the cell's gates (nothing fitted on them)."""
+    layers = [{"mode": "LSTM", **r} for r in json.loads(SWEEP.read_text())["lstm"]]
+    if RNN_SWEEP.exists():
+        layers += [{**r, "forward_backward": r} for r in json.loads(RNN_SWEEP.read_text())["rnn"]
+                   if r["part"] == "forward_backward"]  # fmt: skip
     rows = []
-    for r in json.loads(SWEEP.read_text())["lstm"]:
-        shape = (r["seq"], r["batch"], r["input"], r["hidden"], 4)
+    for r in layers:
+        shape = (r["seq"], r["batch"], r["input"], r["hidden"], GATES[r["mode"]])
         predicted = sum(rnn_timing(profile, "fp32", (*shape, b)).duration for b in (0, 1))
-        rows.append((f"seq {r['seq']} batch {r['batch']} {r['input']}->{r['hidden']}",
-                     r["forward_backward"]["device_us"], predicted * 1e6))  # fmt: skip
+        rows.append((r["mode"], f"{r['mode']} seq {r['seq']} batch {r['batch']} "
+                     f"{r['input']}->{r['hidden']}", r["forward_backward"]["device_us"],
+                     predicted * 1e6))  # fmt: skip
     return rows
 
 
@@ -165,12 +174,15 @@ def main() -> None:
         print(
             summary(f"bf16 {part} (not fitted on)", errors) + f", median {np.median(errors):+.1%}"
         )
-    print("| LSTM layer, forward+backward | measured us | predicted us | error |")
+    print("| RNN layer, forward+backward | measured us | predicted us | error |")
     print("|---|---|---|---|")
-    lstm = lstm_errors(profile)
-    for label, measured, predicted in lstm:
+    layers = rnn_errors(profile)
+    for _, label, measured, predicted in layers:
         print(f"| {label} | {measured:.1f} | {predicted:.1f} | {predicted / measured - 1:+.1%} |")
-    print(summary("LSTM layers (not fitted on)", [p / m - 1 for _, m, p in lstm]))
+    for mode in GATES:
+        errors = [p / m - 1 for kind, _, m, p in layers if kind == mode]
+        if errors:
+            print(summary(f"{mode} layers (not fitted on)", errors))
 
 
 if __name__ == "__main__":

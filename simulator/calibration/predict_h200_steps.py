@@ -93,11 +93,14 @@ NOTES = [
     "(`fit_fused_sweep.py --fit`, median 6.0% forwards, 5.4% backwards); its rows here were -32% "
     "to -49%. The smallest forwards (5-7 us of kernel) are dearer by the class's start-up, "
     "fitted on H100 event timings of the same shapes (8.8 us there).",
-    "- The LSTM class is built from the matmul and elementwise classes (nothing fitted). cuDNN's "
+    "- The RNN class is built from the matmul and elementwise classes (nothing fitted); GRU "
+    "(3 gates) and Elman (1) layers are priced as LSTM's (4) with their own gates: cuDNN runs "
+    "them the same way, a recurrent GEMM and the cell's kernel each step (the profiles' kernel "
+    "names). cuDNN's "
     "per-step GEMM (cutlass_80_tensorop_s1688gemm_64x64) computes whole 64-row tiles: a batch "
     "under 64 costs a full tile (kpt.sim RNN_TILE_ROWS, read off the kernel's name; 18 other "
-    "LSTM layers of `h200_fused_sweep.json`: median 5.9%, `fit_fused_sweep.py`). These four rows "
-    "were -7% to -37%.",
+    "LSTM layers of `h200_fused_sweep.json`: median 5.9%, `fit_fused_sweep.py`). The four LSTM "
+    "rows were -7% to -37%.",
     "- Multi-tensor kernels (foreach, fused optimizers) run a block per 65536-element chunk, so "
     "an optimizer over many small tensors launches a few dozen blocks: the class "
     "`multi_tensor` streams at blocks x one block's rate (47 GB/s) up to 0.84 of elementwise's "
@@ -306,12 +309,10 @@ def sdpa(tmp: Path) -> list[dict]:
 def rnn(tmp: Path) -> list[dict]:
     rows = []
     for rec in json.loads((HERE / "h200_fused_kernels.json").read_text())["rnn"]:
-        if rec["mode"] != "LSTM":
-            continue  # GRU / RNN layers run cell by cell on kpt_sim (not fused yet)
-        _, fwd_bwd = rnn_calls("LSTM", rec["seq"], rec["batch"], rec["input"], rec["hidden"],
+        _, fwd_bwd = rnn_calls(rec["mode"], rec["seq"], rec["batch"], rec["input"], rec["hidden"],
                                rec["layers"], "kpt_sim")  # fmt: skip
         _, busy = replay_s(record(fwd_bwd, tmp / "rnn.json"), profile_with(NO_HOST, tmp))
-        label = (f"LSTM x{rec['layers']} seq {rec['seq']} batch {rec['batch']} "
+        label = (f"{rec['mode']} x{rec['layers']} seq {rec['seq']} batch {rec['batch']} "
                  f"{rec['input']}->{rec['hidden']} forward+backward")  # fmt: skip
         real = rec["kernels_forward_backward"]["device_seconds"]
         rows.append({"kernel": label, "measured_s": real, "predicted_s": busy})
@@ -486,7 +487,7 @@ def report(steps: list[dict], kernels: dict[str, list[dict]]) -> str:
     lines += on_h100(steps)
     titles = {"sdpa": "Fused attention (F.scaled_dot_product_attention; measured: the "
                       "profiler's forward kernel, and its kernel sum for forward+backward)",
-              "rnn": "Fused LSTM layers (cuDNN; measured: the profiler's kernel sum)",
+              "rnn": "Fused RNN layers (cuDNN; measured: the profiler's kernel sum)",
               "optimizers": "Optimizer steps (measured: the profiler's kernel sum)",
               "heads": "Vocabulary-head GEMMs of the whole steps (measured: the step's kernel "
                        "by its cuBLAS name; TFLOP/s as measured)"}  # fmt: skip

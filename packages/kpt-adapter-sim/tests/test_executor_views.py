@@ -1,6 +1,7 @@
 """The torch executor's views of daemon buffers: shared bytes, cached aliases, no leaks."""
 
 import gc
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -56,3 +57,28 @@ def test_an_out_op_that_resizes_its_output_on_the_way_runs_on_a_buffer_that_was_
                  {"args": [{"__t": 0}, {"__t": 1}, 1], "kwargs": {"out": {"__t": 2}}})  # fmt: skip
     loss = executor.view(_view(out, "float32", [], [])).item()
     assert loss == pytest.approx(torch.nn.functional.mse_loss(a, b).item(), rel=1e-6)
+
+
+def test_kpt_sim_own_ops_are_allowed_by_name_and_nothing_else_of_their_namespace():
+    executor = TorchExecutor()
+    x, h = torch.randn(4, 2, 3), torch.randn(2, 5)
+    params = [torch.randn(15, 3), torch.randn(15, 5)]
+    tensors = [x, h, *params]
+    storages = [executor.allocate(t.numel() * 4) for t in tensors]
+    for storage, value in zip(storages, tensors):
+        executor.write(storage, 0, memoryview(value.numpy()).cast("B"))
+    views = [_view(s, "float32", list(t.shape), list(t.stride()))
+             for s, t in zip(storages, tensors)]  # fmt: skip
+    shapes = (([4, 2, 5], [10, 5, 1]), ([2, 5], [5, 1]))  # the output, the last hidden state
+    outs = [_view(executor.allocate(4 * math.prod(shape)), "float32", shape, strides)
+            for shape, strides in shapes]  # fmt: skip
+    args = [{"__t": 0}, {"__t": 1}, [{"__t": 2}, {"__t": 3}], "gru"]
+    executor.run("kpt::rnn_layer.default", views, outs, {"args": args})
+    expected, hy = torch.gru(x, h[None], params, False, 1, 0.0, False, False, False)
+    assert torch.equal(executor.view(outs[0]), expected)
+    assert torch.equal(executor.view(outs[1]), hy[0])
+    for name in ("kpt::load_file.default", "kpt::rnn_layer_evil.default"):
+        with pytest.raises(ValueError, match="allow-list"):
+            executor.run(name, views, outs, {"args": args})
+    with pytest.raises(ValueError, match="mode 'lstm'"):
+        executor.run("kpt::rnn_layer.default", views, outs, {"args": [*args[:3], "lstm"]})

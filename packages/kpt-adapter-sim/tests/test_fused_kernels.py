@@ -226,3 +226,72 @@ def test_lstm_without_autograd_is_fused_too(sim, training):
     # must keep the workspace a backward needs), so its training kernel: equal up to rounding.
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
     assert [op for op, _ in seen].count("aten::mkldnn_rnn_layer.default") == 1
+
+
+RNN_LAYER = "kpt::rnn_layer.default"
+RNN_LAYER_BACKWARD = "kpt::rnn_layer_backward.default"
+
+
+@pytest.mark.parametrize("cls, options, gates", [
+    (nn.GRU, {}, 3), (nn.RNN, {"nonlinearity": "tanh"}, 1), (nn.RNN, {"nonlinearity": "relu"}, 1),
+])  # fmt: skip
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_gru_and_rnn_one_launch_per_layer_each_way_bit_equal_to_cpu(
+    sim, cls, options, gates, batch_first, layers
+):
+    torch.manual_seed(6)
+    rnn = cls(8, 6, layers, batch_first=batch_first, **options)
+    on_sim = copy.deepcopy(rnn).to("kpt_sim")
+    x = torch.randn(3, 5, 8, requires_grad=True)
+    h0 = torch.randn(layers, 3 if batch_first else 5, 6, requires_grad=True)
+    out, h = rnn(x, h0)
+    grads = torch.randn_like(out), torch.randn_like(h)
+    expected = torch.autograd.grad((out, h), [x, h0, *rnn.parameters()], grads)
+    xs, h0s = (t.detach().to("kpt_sim").requires_grad_() for t in (x, h0))
+    with launches() as seen:
+        out_s, h_s = on_sim(xs, h0s)
+        got = torch.autograd.grad((out_s, h_s), [xs, h0s, *on_sim.parameters()],
+                                  [g.to("kpt_sim") for g in grads])  # fmt: skip
+    assert torch.equal(out_s.cpu(), out) and torch.equal(h_s.cpu(), h)
+    for a, b in zip(got, expected, strict=True):
+        assert torch.equal(a.cpu(), b)
+    costs = [(op, cost) for op, cost in seen if op.startswith("kpt::")]
+    assert [op for op, _ in costs] == [RNN_LAYER] * layers + [RNN_LAYER_BACKWARD] * layers
+    steps, batch = (5, 3) if batch_first else (3, 5)
+    order = [*range(layers), *reversed(range(layers))]  # forwards from layer 0, backwards back
+    for i, ((_, cost), layer) in enumerate(zip(costs, order)):
+        assert cost[0] == "rnn" and cost[3] == "float32"
+        assert cost[4] == [steps, batch, 8 if layer == 0 else 6, 6, gates, int(i >= layers)]
+    # Each layer's two launches, its hidden state's gradient slice and sum, the stack, a
+    # batch-first input's copy: none per time step (the composite launches several a step).
+    assert len(seen) <= 4 * layers + 2
+
+
+def test_gru_with_only_the_last_hidden_used_and_under_no_grad(sim):
+    torch.manual_seed(7)
+    rnn = nn.GRU(4, 5, 2)
+    on_sim = copy.deepcopy(rnn).to("kpt_sim")
+    x = torch.randn(6, 2, 4)
+    _, h = rnn(x)
+    expected = torch.autograd.grad(h.sum(), list(rnn.parameters()))
+    _, h_s = on_sim(x.to("kpt_sim"))  # the output unused: only the hidden state's gradient
+    got = torch.autograd.grad(h_s.sum(), list(on_sim.parameters()))
+    for a, b in zip(got, expected, strict=True):
+        assert torch.equal(a.cpu(), b)
+    with torch.no_grad(), launches() as seen:
+        out_s = on_sim(x.to("kpt_sim"))[0].cpu()
+    assert torch.equal(out_s, rnn(x)[0].detach())
+    names = [op for op, _ in seen]
+    assert names.count(RNN_LAYER) == 2 and RNN_LAYER_BACKWARD not in names
+
+
+def test_bidirectional_gru_keeps_the_composite_and_its_values(sim):
+    torch.manual_seed(8)
+    rnn = nn.GRU(4, 3, bidirectional=True)
+    x = torch.randn(5, 2, 4)
+    with torch.no_grad(), launches() as seen:
+        got = copy.deepcopy(rnn).to("kpt_sim")(x.to("kpt_sim"))[0].cpu()
+        expected = rnn(x)[0]
+    assert torch.equal(got, expected)
+    assert not any(op.startswith("kpt::") for op, _ in seen)

@@ -6,7 +6,8 @@
   ``aten::_fused_adamw_`` / ``_fused_adam_`` / ``_fused_sgd_`` on the device, one launch per
   chunk of the tensor lists as CUDA's multi_tensor_apply, each costed as one multi-tensor
   kernel (a block per 65536-element chunk) that reads and writes every list it updates;
-- LSTM: one ``mkldnn_rnn_layer`` launch per layer forward, one backward (``_fused_rnn.py``);
+- LSTM: one ``mkldnn_rnn_layer`` launch per layer forward, one backward; GRU and Elman RNN
+  layers: one ``kpt::rnn_layer`` launch per layer forward, one backward (``_fused_rnn.py``);
 - foreach: torch picks foreach kernels by default for kpt_sim parameters, as on CUDA
   (``register_foreach_support``), and each ``_foreach_*`` launch is costed as one
   multi-tensor kernel (its in-place writes counted), not as a reduction.
@@ -28,7 +29,7 @@ import torch
 from kpt.adapters.sim._fallback import cpu_fallback
 from kpt.adapters.sim._foreach import run_chunked, thread_blocks
 from kpt.adapters.sim._fused_attention import FusedAttention
-from kpt.adapters.sim._fused_rnn import FusedLSTM
+from kpt.adapters.sim._fused_rnn import FusedCells, FusedLSTM
 from kpt.adapters.sim._plan import PLAN_CACHE_LIMIT, make_plan, op_info, signature
 from kpt.adapters.sim._plan_cache import remember
 from kpt.adapters.sim._runtime import runtime
@@ -143,11 +144,13 @@ class FusedKernels:
         self._launcher = CostedLauncher(new_plan, run)
         self._attention = FusedAttention(self._launcher)
         self._lstm = FusedLSTM(self._launcher)
+        self._cells = FusedCells(self._launcher)
 
     def handlers(self) -> dict[Any, Any]:
         """op or packet -> handler, for the dispatcher's table of special ops."""
         handlers: dict[Any, Any] = dict(self._attention.handlers())
         handlers.update(self._lstm.handlers())
+        handlers.update(self._cells.handlers())
         fused = self._launcher.chunked(fused_optimizer_cost)
         for name in FUSED_OPTIMIZER_PASSES:
             handlers[getattr(aten, name)] = fused
@@ -162,6 +165,7 @@ class FusedKernels:
         AutogradPrivateUse1 in ``library`` (they last as long as it does)."""
         self._attention.register(library)
         self._lstm.register(library)
+        self._cells.register(library)
 
 
 def register_foreach_support() -> None:

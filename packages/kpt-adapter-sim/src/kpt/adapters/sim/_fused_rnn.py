@@ -13,13 +13,20 @@ kernel and the daemon (grad on: a backward needs the workspace) its training ker
 round differently in the last bit.
 
 Covered: float32 LSTMs without projections or packed sequences (what oneDNN runs on the CPU);
-anything else keeps torch's composite, cell by cell. GRU and vanilla RNN layers stay cell by
-cell: the CPU reference has no fused kernel for them whose values kpt_sim could match.
+anything else keeps torch's composite, cell by cell.
+
+GRU and Elman RNN layers (``gru.input``, ``rnn_tanh.input``, ``rnn_relu.input``; FusedCells) run
+as kpt_sim's own ops, ``kpt::rnn_layer`` forward and ``kpt::rnn_layer_backward`` (defined with
+the executor, ``kpt.adapters.sim_executor._rnn_layers``), one launch per layer each way, joined
+by an autograd Function; costed as the same ``rnn`` class with the cell's gates (3, 1). Covered:
+unidirectional layers of any float dtype without packed sequences; bidirectional ones keep the
+composite (their values would differ from the reference's in the last bit).
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import torch
@@ -27,8 +34,10 @@ import torch
 from kpt.adapters.sim._plan import out_spec
 from kpt.adapters.sim._plan_cache import remember
 from kpt.adapters.sim._runtime import runtime
+from kpt.adapters.sim_executor._rnn_layers import GATES
 
 aten = torch.ops.aten
+kpt_ops = torch.ops.kpt
 LSTM_MODE = 2  # ideep::rnn_kind::LSTM
 LSTM_GATES = 4
 WORKSPACE_CACHE_LIMIT = 1024
@@ -107,6 +116,84 @@ class FusedLSTM:
         return plan._replace(results=results)
 
 
+class FusedCells:
+    """``gru.input``, ``rnn_tanh.input`` and ``rnn_relu.input`` on kpt_sim: one
+    ``kpt::rnn_layer`` launch per layer forward, one ``kpt::rnn_layer_backward`` each back."""
+
+    def __init__(self, launcher: Any) -> None:
+        self._launch = launcher.launch
+
+    def register(self, library: torch.library.Library) -> None:
+        for mode in GATES:
+            library.impl(f"{mode}.input", partial(self.layers, mode), "AutogradPrivateUse1")
+
+    def handlers(self) -> dict[Any, Any]:
+        table: dict[Any, Any] = {
+            getattr(aten, mode).input: partial(self._unrecorded, mode) for mode in GATES
+        }
+        table[kpt_ops.rnn_layer.default] = partial(self._launch, cells_cost)
+        table[kpt_ops.rnn_layer_backward.default] = partial(self._launch, cells_backward_cost)
+        return table
+
+    def _unrecorded(self, mode: str, func: Any, args: tuple, kwargs: dict) -> Any:
+        return self.layers(mode, *args, **kwargs)
+
+    def layers(self, mode, input, hx, params, has_biases, num_layers, dropout, train,
+               bidirectional, batch_first):  # fmt: skip
+        """torch's layer loop (``_rnn_impl`` in aten's RNN.cpp), one fused op per layer."""
+        if bidirectional or not _cells_fusable(input, hx, params):
+            composite = getattr(aten, mode).input.decompose
+            return composite(input, hx, params, has_biases, num_layers, dropout, train,
+                             bidirectional, batch_first)  # fmt: skip
+        # Contiguous, as the reference's input projection reads it (a strided one rounds apart).
+        x = (input.transpose(0, 1) if batch_first else input).contiguous()
+        stride = 4 if has_biases else 2
+        hy = []
+        for layer in range(num_layers):
+            weights = list(params[layer * stride : (layer + 1) * stride])
+            if _recording(x, hx, weights):
+                x, h = _CellLayer.apply(mode, x, hx[layer], *weights)
+            else:
+                x, h = kpt_ops.rnn_layer(x, hx[layer], weights, mode)
+            hy.append(h)
+            if dropout and train and layer < num_layers - 1:
+                x = torch.dropout(x, dropout, True)
+        output = x.transpose(0, 1) if batch_first else x
+        return output, torch.stack(hy, 0)
+
+
+class _CellLayer(torch.autograd.Function):
+    """One layer's two launches joined for autograd: its backward is ``kpt::rnn_layer_backward``
+    on what the forward saw (the daemon recomputes the layer's values from them)."""
+
+    @staticmethod
+    def forward(ctx, mode, x, hx, *params):
+        ctx.mode = mode
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(x, hx, *params)
+        return tuple(kpt_ops.rnn_layer(x, hx, list(params), mode))
+
+    @staticmethod
+    def backward(ctx, grad_output, grad_hy):
+        if grad_output is None and grad_hy is None:
+            return (None,) * (1 + len(ctx.saved_tensors))
+        x, hx, *params = ctx.saved_tensors
+        grad_x, grad_hx, grads = kpt_ops.rnn_layer_backward(grad_output, grad_hy, x, hx, params,
+                                                             ctx.mode)  # fmt: skip
+        return (None, grad_x, grad_hx, *grads)
+
+
+def _recording(*tensors: Any) -> bool:
+    """Whether autograd would record this layer (grad mode on, something needing a gradient)."""
+    flat = [t for item in tensors for t in (item if isinstance(item, list) else [item])]
+    return torch.is_grad_enabled() and any(t.requires_grad for t in flat)
+
+
+def _cells_fusable(input: Any, hx: Any, params: Any) -> bool:
+    return (input.dim() == 3 and input.is_floating_point()
+            and all(t.dtype == input.dtype for t in (hx, *params)))  # fmt: skip
+
+
 def _fusable(input: Any, hx: Any, params: Any) -> bool:
     return (input.dtype == torch.float32 and len(hx) == 2 and hx[0].shape[-1] == hx[1].shape[-1]
             and input.dim() == 3 and all(p.dtype == torch.float32 for p in params)
@@ -120,20 +207,40 @@ def _rnn_shape(x: torch.Tensor, w_ih: torch.Tensor, hidden: int, backward: int) 
 
 
 def layer_cost(func: Any, args: tuple, kwargs: dict, tensors: list) -> list:
-    x, w_ih, w_hh = args[0], args[1], args[2]
-    hidden = int(args[10])
-    steps, batch, inp, _, gates, _ = shape = _rnn_shape(x, w_ih, hidden, 0)
-    flops = 2.0 * steps * batch * gates * hidden * (inp + hidden)
-    moved = 4.0 * (x.numel() + w_ih.numel() + w_hh.numel() + 3 * steps * batch * hidden
-                   + steps * batch * gates * hidden)  # fmt: skip
-    return ["rnn", flops, moved, "float32", shape]
+    return _forward_cost(args[0], args[1], args[2], int(args[10]))
 
 
 def layer_backward_cost(func: Any, args: tuple, kwargs: dict, tensors: list) -> list:
-    x, w_ih = args[0], args[1]
-    hidden = int(args[15])
+    return _backward_cost(args[0], args[1], int(args[15]))
+
+
+def cells_cost(func: Any, args: tuple, kwargs: dict, tensors: list) -> list:
+    x, hx, params = args[0], args[1], args[2]
+    return _forward_cost(x, params[0], params[1], hx.shape[-1])
+
+
+def cells_backward_cost(func: Any, args: tuple, kwargs: dict, tensors: list) -> list:
+    x, hx, params = args[2], args[3], args[4]
+    return _backward_cost(x, params[0], hx.shape[-1])
+
+
+def _forward_cost(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, hidden: int) -> list:
+    steps, batch, inp, _, gates, _ = shape = _rnn_shape(x, w_ih, hidden, 0)
+    size = x.element_size()
+    flops = 2.0 * steps * batch * gates * hidden * (inp + hidden)
+    moved = size * (x.numel() + w_ih.numel() + w_hh.numel() + 3 * steps * batch * hidden
+                    + steps * batch * gates * hidden)  # fmt: skip
+    return ["rnn", flops, moved, _dtype(x), shape]
+
+
+def _backward_cost(x: torch.Tensor, w_ih: torch.Tensor, hidden: int) -> list:
     steps, batch, inp, _, gates, _ = shape = _rnn_shape(x, w_ih, hidden, 1)
+    size = x.element_size()
     flops = 2.0 * 2.0 * steps * batch * gates * hidden * (inp + hidden)  # data and weight grads
-    moved = 4.0 * (2 * x.numel() + 2 * math.prod(w_ih.shape) + 2 * gates * hidden * hidden
-                   + 4 * steps * batch * gates * hidden)  # fmt: skip
-    return ["rnn", flops, moved, "float32", shape]
+    moved = size * (2 * x.numel() + 2 * math.prod(w_ih.shape) + 2 * gates * hidden * hidden
+                    + 4 * steps * batch * gates * hidden)  # fmt: skip
+    return ["rnn", flops, moved, _dtype(x), shape]
+
+
+def _dtype(x: torch.Tensor) -> str:
+    return str(x.dtype).removeprefix("torch.")

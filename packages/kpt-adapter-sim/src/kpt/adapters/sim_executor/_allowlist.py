@@ -1,11 +1,14 @@
 """The aten ops the daemon's torch executor may run, by packet name (every overload allowed).
 
 The daemon never runs code from the wire: a launch names an op, and only names listed here are
-looked up in ``torch.ops.aten``. Ops that read files, start threads or change global state are not
-here; anything not here runs on the client's CPU instead (counted by ``fallback_report()``).
+looked up in ``torch.ops.aten`` (and the ops kpt_sim defines itself, OWN_OPS, in
+``torch.ops.kpt``). Ops that read files, start threads or change global state are not here;
+anything not here runs on the client's CPU instead (counted by ``fallback_report()``).
 """
 
 from __future__ import annotations
+
+from kpt.adapters.sim_executor._rnn_layers import NAMESPACE, OPS
 
 ALLOWED_OPS: frozenset[str] = frozenset(
     [
@@ -325,7 +328,13 @@ def packet_name(qualified: str) -> str:
     return rest.split(".", 1)[0]
 
 
+# The ops kpt_sim defines itself (_rnn_layers.py): "namespace::packet".
+OWN_OPS: frozenset[str] = frozenset(f"{NAMESPACE}::{op}" for op in OPS)
+
+
 def is_allowed(qualified: str) -> bool:
+    if qualified.split(".", 1)[0] in OWN_OPS:
+        return True
     try:
         return packet_name(qualified) in ALLOWED_OPS
     except ValueError:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import flop_registry
 
+from kpt.adapters.sim_executor import _rnn_layers  # noqa: F401  (defines torch.ops.kpt.*)
 from kpt.adapters.sim_executor._allowlist import is_allowed
 from kpt.adapters.sim_executor._estimate import estimate_cost
 from kpt.adapters.sim_executor._wirefmt import DTYPES_BY_NAME, decode_args
@@ -28,19 +29,21 @@ _SEED_MASK = (1 << 63) - 1
 
 @lru_cache(maxsize=4096)
 def resolve_op(name: str) -> torch._ops.OpOverload:
-    """'aten::add.Tensor' -> torch.ops.aten.add.Tensor, only for allow-listed names."""
+    """'aten::add.Tensor' -> torch.ops.aten.add.Tensor, only for allow-listed names (and
+    kpt_sim's own ops: 'kpt::rnn_layer' -> torch.ops.kpt.rnn_layer.default)."""
     if not isinstance(name, str) or not is_allowed(name):
         raise ValueError(
             f"op {name!r} is not in the kpt_sim torch executor's allow-list; "
             "the client runs such ops on its CPU instead"
         )
-    packet_name, _, overload = name.removeprefix("aten::").partition(".")
-    packet = getattr(torch.ops.aten, packet_name)
+    namespace, _, rest = name.partition("::")
+    packet_name, _, overload = rest.partition(".")
+    packet = getattr(getattr(torch.ops, namespace), packet_name)
     try:
         return getattr(packet, overload or "default")
     except AttributeError:
         raise ValueError(
-            f"op {name!r}: aten::{packet_name} has no overload {overload!r}; "
+            f"op {name!r}: {namespace}::{packet_name} has no overload {overload!r}; "
             f"overloads: {', '.join(packet.overloads())}"
         ) from None
 
