@@ -98,8 +98,12 @@ def rnn_errors(profile) -> list[tuple[str, str, float, float]]:
     rows = []
     for r in layers:
         shape = (r["seq"], r["batch"], r["input"], r["hidden"], GATES[r["mode"]])
-        predicted = sum(rnn_timing(profile, "fp32", (*shape, b)).duration for b in (0, 1))
-        rows.append((r["mode"], f"{r['mode']} seq {r['seq']} batch {r['batch']} "
+        both = r.get("bidirectional", False)
+        directions = (2,) if both else ()
+        predicted = sum(rnn_timing(profile, "fp32", (*shape, b, *directions)).duration
+                        for b in (0, 1))  # fmt: skip
+        mode = r["mode"] + (" bidirectional" if both else "")
+        rows.append((mode, f"{mode} seq {r['seq']} batch {r['batch']} "
                      f"{r['input']}->{r['hidden']}", r["forward_backward"]["device_us"],
                      predicted * 1e6))  # fmt: skip
     return rows
@@ -179,7 +183,7 @@ def main() -> None:
     layers = rnn_errors(profile)
     for _, label, measured, predicted in layers:
         print(f"| {label} | {measured:.1f} | {predicted:.1f} | {predicted / measured - 1:+.1%} |")
-    for mode in GATES:
+    for mode in dict.fromkeys(kind for kind, _, _, _ in layers):
         errors = [p / m - 1 for kind, _, m, p in layers if kind == mode]
         if errors:
             print(summary(f"{mode} layers (not fitted on)", errors))

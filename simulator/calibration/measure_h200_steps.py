@@ -167,12 +167,13 @@ def sdpa_calls(b: int, h: int, s: int, d: int, causal: bool, dt: str, dev: str):
     return fwd, fwd_bwd
 
 
-def rnn_calls(mode: str, seq: int, batch: int, inp: int, hid: int, layers: int, dev: str):
+def rnn_calls(mode: str, seq: int, batch: int, inp: int, hid: int, layers: int, dev: str,
+              bidirectional: bool = False):  # fmt: skip
     """(forward, forward+backward) of a cuDNN RNN layer stack on random inputs."""
     cls = {"LSTM": nn.LSTM, "GRU": nn.GRU, "RNN_TANH": nn.RNN}[mode]
-    rnn = cls(inp, hid, layers, batch_first=True).to(dev)
+    rnn = cls(inp, hid, layers, batch_first=True, bidirectional=bidirectional).to(dev)
     x = torch.randn(batch, seq, inp, device=dev, requires_grad=True)
-    g = torch.randn(batch, seq, hid, device=dev)
+    g = torch.randn(batch, seq, hid * (2 if bidirectional else 1), device=dev)
 
     def fwd():
         return rnn(x)[0]

@@ -5,7 +5,8 @@ with the cell's gates (GRU 3, Elman 1), which was built for LSTM layers (4). REP
 layer of each; this sweep gives the class more shapes it was never fitted on: one layer, the
 grid of sequence, batch and width of measure_fused_sweep.py's LSTM layers, forward alone and
 forward+backward, each profiled over REPS calls with L2 flushed (the kernels' summed device
-time, and each kernel by name). Torch only. `fit_fused_sweep.py` reports it.
+time, and each kernel by name); and bidirectional GRU layers at sequence 64 (the class runs the
+two directions in series, which cuDNN may not). Torch only. `fit_fused_sweep.py` reports it.
 
 Usage (device machine): python3 measure_rnn_sweep.py --out "$OUT"
 Smoke test on a CPU:    python3 measure_rnn_sweep.py --out /tmp/x --smoke
@@ -21,13 +22,15 @@ MODES = ("GRU", "RNN_TANH")
 
 
 def cases(smoke: bool, dev: str) -> list:
+    layers = [(mode, *shape, False) for mode in MODES for shape in lstm_configs(smoke)]
+    layers += [("GRU", *shape, True) for shape in lstm_configs(smoke) if smoke or shape[0] == 64]
     out = []
-    for mode in MODES:
-        for seq, batch, inp, hidden in lstm_configs(smoke):
-            fields = {"mode": mode, "seq": seq, "batch": batch, "input": inp, "hidden": hidden}
-            calls = rnn_calls(mode, seq, batch, inp, hidden, 1, dev)
-            for part, call in zip(("forward", "forward_backward"), calls):
-                out.append(({**fields, "part": part}, lambda call=call: call))
+    for mode, seq, batch, inp, hidden, bidirectional in layers:
+        fields = {"mode": mode, "seq": seq, "batch": batch, "input": inp, "hidden": hidden,
+                  "bidirectional": bidirectional}  # fmt: skip
+        calls = rnn_calls(mode, seq, batch, inp, hidden, 1, dev, bidirectional)
+        for part, call in zip(("forward", "forward_backward"), calls):
+            out.append(({**fields, "part": part}, lambda call=call: call))
     return out
 
 

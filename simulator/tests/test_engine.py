@@ -138,7 +138,9 @@ def test_a_long_run_of_events_keeps_memory_flat():
         grown.append(tracemalloc.get_traced_memory()[0] - before)
     grown = grown[1]
     tracemalloc.stop()
-    assert grown < 16 * 1024, grown  # an unbounded queue of ops grows by ~500 kB here
+    # An unbounded queue of ops grows by ~500 kB here; a flat run moves by a few kB of
+    # interpreter caches (once 16.1 kB on a loaded machine), so the bound sits well between.
+    assert grown < 64 * 1024, grown
 
 
 def test_reset_peak_restarts_the_watermark_from_what_is_allocated(sim):

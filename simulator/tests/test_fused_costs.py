@@ -51,6 +51,20 @@ def test_a_batch_under_one_tile_of_rows_costs_the_whole_tile(h200):
     assert t(4 * RNN_TILE_ROWS) > 1.5 * t(RNN_TILE_ROWS)
 
 
+def test_a_bidirectional_layer_runs_its_two_directions_in_series(h200):
+    shape = (32, 16, 256, 256, 3)  # a GRU layer
+    for backward in (0, 1):
+        one = rnn_timing(h200, "fp32", (*shape, backward)).duration
+        both = rnn_timing(h200, "fp32", (*shape, backward, 2)).duration
+        # twice the kernels, queued back to back: one idle-device latency less than twice one
+        assert both == pytest.approx(2 * one - h200.launch_latency_s, rel=1e-12)
+    assert rnn_timing(h200, "fp32", (*shape, 0, 1)).duration == pytest.approx(
+        rnn_timing(h200, "fp32", (*shape, 0)).duration, rel=1e-12
+    )
+
+
 def test_rnn_shape_is_checked(h200):
     with pytest.raises(InvalidRequestError, match="steps, batch, input, hidden"):
         op_timing(h200, "rnn", 0, 0, "fp32", (4, 2, 3))
+    with pytest.raises(InvalidRequestError, match="directions 1 or 2"):
+        op_timing(h200, "rnn", 0, 0, "fp32", (4, 2, 3, 3, 3, 0, 2, 1))

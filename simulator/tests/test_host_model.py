@@ -89,6 +89,11 @@ def test_a_fused_rnn_launch_pays_its_library_per_call_and_per_step():
     assert host.launch_s("aten::_cudnn_rnn_backward", 9, "rnn", backward) == pytest.approx(
         (20 + 50 + 320) * US
     )
+    # a bidirectional layer's library loops over both directions' steps: one set-up, 2 x 64 steps
+    both = (64, 32, 512, 512, 3, 1, 2)
+    assert host.launch_s("kpt::rnn_layer_backward.default", 9, "rnn", both) == pytest.approx(
+        (20 + 50 + 640) * US
+    )
 
 
 def test_ops_that_launch_nothing_are_charged_before_the_next_launch():

@@ -61,7 +61,7 @@ def test_an_out_op_that_resizes_its_output_on_the_way_runs_on_a_buffer_that_was_
 
 def test_kpt_sim_own_ops_are_allowed_by_name_and_nothing_else_of_their_namespace():
     executor = TorchExecutor()
-    x, h = torch.randn(4, 2, 3), torch.randn(2, 5)
+    x, h = torch.randn(4, 2, 3), torch.randn(1, 2, 5)  # one direction
     params = [torch.randn(15, 3), torch.randn(15, 5)]
     tensors = [x, h, *params]
     storages = [executor.allocate(t.numel() * 4) for t in tensors]
@@ -69,16 +69,19 @@ def test_kpt_sim_own_ops_are_allowed_by_name_and_nothing_else_of_their_namespace
         executor.write(storage, 0, memoryview(value.numpy()).cast("B"))
     views = [_view(s, "float32", list(t.shape), list(t.stride()))
              for s, t in zip(storages, tensors)]  # fmt: skip
-    shapes = (([4, 2, 5], [10, 5, 1]), ([2, 5], [5, 1]))  # the output, the last hidden state
+    shapes = (([4, 2, 5], [10, 5, 1]), ([1, 2, 5], [10, 5, 1]))  # the output, the last hidden
     outs = [_view(executor.allocate(4 * math.prod(shape)), "float32", shape, strides)
             for shape, strides in shapes]  # fmt: skip
     args = [{"__t": 0}, {"__t": 1}, [{"__t": 2}, {"__t": 3}], "gru"]
     executor.run("kpt::rnn_layer.default", views, outs, {"args": args})
-    expected, hy = torch.gru(x, h[None], params, False, 1, 0.0, False, False, False)
+    expected, hy = torch.gru(x, h, params, False, 1, 0.0, False, False, False)
     assert torch.equal(executor.view(outs[0]), expected)
-    assert torch.equal(executor.view(outs[1]), hy[0])
+    assert torch.equal(executor.view(outs[1]), hy)
     for name in ("kpt::load_file.default", "kpt::rnn_layer_evil.default"):
         with pytest.raises(ValueError, match="allow-list"):
             executor.run(name, views, outs, {"args": args})
     with pytest.raises(ValueError, match="mode 'lstm'"):
         executor.run("kpt::rnn_layer.default", views, outs, {"args": [*args[:3], "lstm"]})
+    with pytest.raises(ValueError, match="2 or 4 parameters a direction, got 1"):
+        one_weight = [*args[:2], [{"__t": 2}], "gru"]
+        executor.run("kpt::rnn_layer.default", views, outs, {"args": one_weight})

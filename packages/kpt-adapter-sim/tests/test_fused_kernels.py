@@ -286,12 +286,26 @@ def test_gru_with_only_the_last_hidden_used_and_under_no_grad(sim):
     assert names.count(RNN_LAYER) == 2 and RNN_LAYER_BACKWARD not in names
 
 
-def test_bidirectional_gru_keeps_the_composite_and_its_values(sim):
+@pytest.mark.parametrize("layers", [1, 2])
+def test_a_bidirectional_layer_is_one_launch_each_way_for_both_directions(sim, layers):
     torch.manual_seed(8)
-    rnn = nn.GRU(4, 3, bidirectional=True)
-    x = torch.randn(5, 2, 4)
-    with torch.no_grad(), launches() as seen:
-        got = copy.deepcopy(rnn).to("kpt_sim")(x.to("kpt_sim"))[0].cpu()
-        expected = rnn(x)[0]
-    assert torch.equal(got, expected)
-    assert not any(op.startswith("kpt::") for op, _ in seen)
+    rnn = nn.GRU(4, 3, layers, bidirectional=True, batch_first=True)
+    on_sim = copy.deepcopy(rnn).to("kpt_sim")
+    x = torch.randn(2, 5, 4, requires_grad=True)
+    out, h = rnn(x)
+    grads = torch.randn_like(out), torch.randn_like(h)
+    expected = torch.autograd.grad((out, h), [x, *rnn.parameters()], grads)
+    xs = x.detach().to("kpt_sim").requires_grad_()
+    with launches() as seen:
+        out_s, h_s = on_sim(xs)
+        got = torch.autograd.grad((out_s, h_s), [xs, *on_sim.parameters()],
+                                  [g.to("kpt_sim") for g in grads])  # fmt: skip
+    assert torch.equal(out_s.cpu(), out) and torch.equal(h_s.cpu(), h)
+    for a, b in zip(got, expected, strict=True):
+        assert torch.equal(a.cpu(), b)
+    costs = [cost for op, cost in seen if op.startswith("kpt::")]
+    assert len(costs) == 2 * layers
+    forward = costs[0][4]
+    assert forward == [5, 2, 4, 3, 3, 0, 2]  # steps, batch, input, hidden, gates, fwd, directions
+    if layers == 2:  # the second layer reads both directions' outputs
+        assert costs[1][4] == [5, 2, 6, 3, 3, 0, 2]

@@ -25,9 +25,12 @@ def rnn_timing(profile: Profile, dtype: str, shape: tuple[int, ...]) -> OpTiming
     per step a recurrent GEMM and the cell's elementwise kernel(s), in series (each step needs
     the last one's hidden state). The backward does the data gradients step by step, then the
     weight gradients of all steps as GEMMs. Every kernel after the first is queued behind the
-    one before, so it pays the back-to-back launch cost, not an idle device's latency.
+    one before, so it pays the back-to-back launch cost, not an idle device's latency. A
+    bidirectional layer (shape[6] = 2) runs its directions' kernels in series, as the per-direction
+    launches of an LSTM layer do (cuDNN may overlap them; no run has timed one).
     """
-    steps, batch, inp, hidden, gates, backward = (int(d) for d in shape)
+    steps, batch, inp, hidden, gates, backward = (int(d) for d in shape[:6])
+    directions = int(shape[6]) if len(shape) > 6 else 1
     dtype = DTYPE_ALIASES.get(dtype) or normalize_dtype(dtype)
     gemm = RNN_GEMM_DTYPES.get(dtype, dtype)
     size = DTYPE_BYTES.get(dtype, 4)
@@ -46,7 +49,7 @@ def rnn_timing(profile: Profile, dtype: str, shape: tuple[int, ...]) -> OpTiming
     once = [matmul(steps * batch, width, inp)]  # the input projection (data gradient)
     if backward:
         once += [matmul(width, inp, steps * batch), matmul(width, hidden, steps * batch)]
-    kernels = once + step_kernels * max(steps, 0)
+    kernels = (once + step_kernels * max(steps, 0)) * directions
     queued = profile.launch_latency_s * (len(kernels) - 1)
     duration = sum(k.duration for k in kernels) - queued
     return OpTiming(duration, sum(k.hbm_busy for k in kernels))

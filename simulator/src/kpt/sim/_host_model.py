@@ -69,11 +69,12 @@ class HostCosts(NamedTuple):
     backward_class_s: tuple[tuple[str, float], ...] = ()  # (op class, seconds) overrides
 
     def rnn_s(self, shape: tuple) -> float:
-        """A fused RNN launch's library host loop: its set-up and each time step's launches
-        (shape: kpt.sim's rnn shape, (steps, ..., backward))."""
+        """A fused RNN launch's library host loop: its set-up and each time step's launches,
+        for each direction (shape: kpt.sim's rnn shape, (steps, ..., backward[, directions]))."""
         backward = len(shape) > 5 and shape[5] and self.rnn_backward_step_s
         per_step = self.rnn_backward_step_s if backward else self.rnn_step_s
-        return self.rnn_call_s + per_step * shape[0]
+        directions = shape[6] if len(shape) > 6 else 1
+        return self.rnn_call_s + per_step * shape[0] * directions
 
     def forward_for(self, op_class: str) -> float:
         return _class_figure(self.forward_class_s, op_class, self.forward_s)

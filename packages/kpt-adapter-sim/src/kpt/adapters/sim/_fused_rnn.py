@@ -1,4 +1,4 @@
-"""nn.LSTM on kpt_sim as one fused launch per layer forward and one backward, as cuDNN runs it.
+"""nn.LSTM, nn.GRU and nn.RNN on kpt_sim as one fused launch per layer each way, as cuDNN runs them.
 
 ``aten::lstm.input`` is a composite: on a device without a registered fused RNN it runs cell by
 cell, a dozen launches per time step. On CUDA one aten op per layer reaches cuDNN; on the CPU
@@ -18,9 +18,8 @@ anything else keeps torch's composite, cell by cell.
 GRU and Elman RNN layers (``gru.input``, ``rnn_tanh.input``, ``rnn_relu.input``; FusedCells) run
 as kpt_sim's own ops, ``kpt::rnn_layer`` forward and ``kpt::rnn_layer_backward`` (defined with
 the executor, ``kpt.adapters.sim_executor._rnn_layers``), one launch per layer each way, joined
-by an autograd Function; costed as the same ``rnn`` class with the cell's gates (3, 1). Covered:
-unidirectional layers of any float dtype without packed sequences; bidirectional ones keep the
-composite (their values would differ from the reference's in the last bit).
+by an autograd Function; costed as the same ``rnn`` class with the cell's gates (3, 1) and the
+layer's directions. Covered: layers of any float dtype without packed sequences.
 """
 
 from __future__ import annotations
@@ -141,25 +140,27 @@ class FusedCells:
     def layers(self, mode, input, hx, params, has_biases, num_layers, dropout, train,
                bidirectional, batch_first):  # fmt: skip
         """torch's layer loop (``_rnn_impl`` in aten's RNN.cpp), one fused op per layer."""
-        if bidirectional or not _cells_fusable(input, hx, params):
+        if not _cells_fusable(input, hx, params):
             composite = getattr(aten, mode).input.decompose
             return composite(input, hx, params, has_biases, num_layers, dropout, train,
                              bidirectional, batch_first)  # fmt: skip
         # Contiguous, as the reference's input projection reads it (a strided one rounds apart).
         x = (input.transpose(0, 1) if batch_first else input).contiguous()
-        stride = 4 if has_biases else 2
+        directions = 2 if bidirectional else 1
+        stride = (4 if has_biases else 2) * directions  # parameters a layer
         hy = []
         for layer in range(num_layers):
             weights = list(params[layer * stride : (layer + 1) * stride])
-            if _recording(x, hx, weights):
-                x, h = _CellLayer.apply(mode, x, hx[layer], *weights)
+            h0 = hx[layer * directions : (layer + 1) * directions]
+            if _recording(x, h0, weights):
+                x, h = _CellLayer.apply(mode, x, h0, *weights)
             else:
-                x, h = kpt_ops.rnn_layer(x, hx[layer], weights, mode)
+                x, h = kpt_ops.rnn_layer(x, h0, weights, mode)
             hy.append(h)
             if dropout and train and layer < num_layers - 1:
                 x = torch.dropout(x, dropout, True)
         output = x.transpose(0, 1) if batch_first else x
-        return output, torch.stack(hy, 0)
+        return output, torch.cat(hy, 0)
 
 
 class _CellLayer(torch.autograd.Function):
@@ -190,7 +191,7 @@ def _recording(*tensors: Any) -> bool:
 
 
 def _cells_fusable(input: Any, hx: Any, params: Any) -> bool:
-    return (input.dim() == 3 and input.is_floating_point()
+    return (input.dim() == 3 and hx.dim() == 3 and input.is_floating_point()
             and all(t.dtype == input.dtype for t in (hx, *params)))  # fmt: skip
 
 
@@ -216,12 +217,20 @@ def layer_backward_cost(func: Any, args: tuple, kwargs: dict, tensors: list) -> 
 
 def cells_cost(func: Any, args: tuple, kwargs: dict, tensors: list) -> list:
     x, hx, params = args[0], args[1], args[2]
-    return _forward_cost(x, params[0], params[1], hx.shape[-1])
+    return _directions(_forward_cost(x, params[0], params[1], hx.shape[-1]), hx.shape[0])
 
 
 def cells_backward_cost(func: Any, args: tuple, kwargs: dict, tensors: list) -> list:
     x, hx, params = args[2], args[3], args[4]
-    return _backward_cost(x, params[0], hx.shape[-1])
+    return _directions(_backward_cost(x, params[0], hx.shape[-1]), hx.shape[0])
+
+
+def _directions(cost: list, directions: int) -> list:
+    """A bidirectional layer's cost: both directions' work, the shape's 7th entry saying two."""
+    if directions == 1:
+        return cost
+    op_class, flops, moved, dtype, shape = cost
+    return [op_class, flops * directions, moved * directions, dtype, [*shape, directions]]
 
 
 def _forward_cost(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, hidden: int) -> list:

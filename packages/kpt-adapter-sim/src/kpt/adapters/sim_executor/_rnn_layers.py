@@ -3,12 +3,11 @@
 cuDNN runs a GRU or RNN layer as one library call; torch has no such aten op on the CPU (its
 ``gru.input`` is a composite that runs cell by cell), so kpt_sim defines the two ops here, where
 both the client (shapes, from the Meta kernels) and the daemon's executor (values, from the CPU
-kernels) import them. The CPU kernels run the CPU reference's own code for one unidirectional
-layer (``torch.gru`` / ``rnn_tanh`` / ``rnn_relu`` with one layer), so values are the reference's
+kernels) import them. The CPU kernels run the CPU reference's own code for one layer, both
+directions where it has two (``torch.gru`` / ``rnn_tanh`` / ``rnn_relu`` with one layer: a
+direction alone would not repeat a bidirectional layer's graph), so values are the reference's
 bit for bit; the backward recomputes that layer under autograd and differentiates it, which
-repeats the reference's graph for the layer and so its gradients. Bidirectional layers are not
-covered: the reference's two directions share one graph whose gradients a direction alone does
-not repeat.
+repeats the reference's graph for the layer and so its gradients.
 """
 
 from __future__ import annotations
@@ -37,12 +36,16 @@ def _check_mode(mode: str) -> None:
 def rnn_layer(
     input: torch.Tensor, hx: torch.Tensor, params: list[torch.Tensor], mode: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One unidirectional layer, time-major: input (T, B, I), hx (B, H), params [w_ih, w_hh]
-    or [w_ih, w_hh, b_ih, b_hh] -> (output (T, B, H), the last hidden state (B, H))."""
+    """One layer, time-major: input (T, B, I), hx (D, B, H) for D directions, params [w_ih,
+    w_hh] or [w_ih, w_hh, b_ih, b_hh] per direction -> (output (T, B, D*H), the last hidden
+    states (D, B, H))."""
     _check_mode(mode)
-    output, hy = LAYERS[mode](input, hx.unsqueeze(0), params, len(params) == 4, 1, 0.0, False,
-                              False, False)  # fmt: skip
-    return output, hy[0]
+    directions = hx.shape[0]
+    if directions not in (1, 2) or len(params) not in (2 * directions, 4 * directions):
+        raise ValueError(f"rnn_layer: hx of {directions} directions takes 2 or 4 parameters "
+                         f"a direction, got {len(params)}")  # fmt: skip
+    return LAYERS[mode](input, hx, params, len(params) == 4 * directions, 1, 0.0, False,
+                        directions == 2, False)  # fmt: skip
 
 
 def rnn_layer_backward(
@@ -68,7 +71,7 @@ def rnn_layer_backward(
 
 def _layer_meta(input, hx, params, mode):
     _check_mode(mode)
-    return input.new_empty((*input.shape[:2], hx.shape[-1])), hx.new_empty(hx.shape)
+    return input.new_empty((*input.shape[:2], hx.shape[0] * hx.shape[-1])), hx.new_empty(hx.shape)
 
 
 def _backward_meta(grad_output, grad_hy, input, hx, params, mode):
