@@ -62,7 +62,8 @@ def wall_per_call(fn, dev: str, reps: int, warmup: int = 5) -> dict:
 
 
 def kernel_profile(fn, dev: str) -> dict:
-    """Kernels of one call: count, summed device time, the busiest names."""
+    """Kernels of one call: count, summed device time, the span from the first kernel's start
+    to the last one's end (span minus sum: the GPU idle between them), the busiest names."""
     if not dev.startswith("cuda"):
         return {}
     from torch.profiler import ProfilerActivity, profile
@@ -76,9 +77,12 @@ def kernel_profile(fn, dev: str) -> dict:
     for e in evs:
         by_name[e.name[:90]] += e.time_range.elapsed_us()
         counts[e.name[:90]] += 1
+    starts, ends = [e.time_range.start for e in evs], [e.time_range.end for e in evs]
+    span_us = max(ends) - min(starts) if evs else 0
     return {
         "count": len(evs),
         "device_seconds": sum(e.time_range.elapsed_us() for e in evs) / 1e6,
+        "span_seconds": span_us / 1e6,
         "top": [{"name": n, "us": round(us, 2), "count": counts[n]}
                 for n, us in by_name.most_common(25)],
     }  # fmt: skip
