@@ -1,5 +1,6 @@
-"""The fused RNN cost class: a layer as cuDNN runs it, built from the matmul and elementwise
-classes (an input GEMM, then per step a recurrent GEMM and the cell's kernels, in series)."""
+"""The composite cost classes, built from the calibrated ones kernel by kernel: the fused RNN
+layer as cuDNN runs it (an input GEMM, then per step a recurrent GEMM and the cell's kernels, in
+series) and torch's fused transformer inference ops (the `encoder` class)."""
 
 from __future__ import annotations
 
@@ -68,3 +69,39 @@ def test_rnn_shape_is_checked(h200):
         op_timing(h200, "rnn", 0, 0, "fp32", (4, 2, 3))
     with pytest.raises(InvalidRequestError, match="directions 1 or 2"):
         op_timing(h200, "rnn", 0, 0, "fp32", (4, 2, 3, 3, 3, 0, 2, 1))
+
+
+def test_a_fused_transformer_op_is_its_kernels_in_series(h200):
+    from kpt.sim._cost_composite import encoder_timing
+
+    batch, seq, embed, heads, ffn = 4, 64, 256, 8, 1024
+    tokens, size = batch * seq, 2  # bf16
+
+    def matmul(m, n, k):
+        return op_timing(h200, "matmul", 2.0 * m * n * k, size * (m * k + k * n + m * n), "bf16",
+                         (m, n, k)).duration  # fmt: skip
+
+    def elementwise(elements, operands=2):
+        return op_timing(h200, "elementwise", elements, size * operands * elements, "bf16").duration
+
+    norm = op_timing(h200, "layernorm", 8 * tokens * embed, size * 2 * tokens * embed, "bf16",
+                     (tokens, embed)).duration  # fmt: skip
+    attention = op_timing(h200, "attention", 4.0 * batch * heads * seq * seq * (embed // heads),
+                          size * 4 * tokens * embed, "bf16",
+                          (batch * heads, seq, seq, embed // heads, 0)).duration  # fmt: skip
+    latency = h200.launch_latency_s
+    # attention alone: the q/k/v GEMM, their bias and scale, fused attention, the projection
+    block = matmul(tokens, 3 * embed, embed) + elementwise(3 * tokens * embed) + attention
+    block += matmul(tokens, embed, embed) - 3 * latency
+    shape = (batch, seq, seq, embed, heads, ffn)
+    assert encoder_timing(h200, "bf16", (*shape, 1)).duration == pytest.approx(block, rel=1e-12)
+    # a whole layer: two residual adds and norms around the feed-forward GEMMs and activation
+    ffn_part = 2 * (elementwise(tokens * embed, 3) + norm) + matmul(tokens, ffn, embed)
+    ffn_part += elementwise(tokens * ffn) + matmul(tokens, embed, ffn) - 7 * latency
+    layer = op_timing(h200, "encoder", 0, 0, "bf16", (*shape, 0)).duration
+    assert layer == pytest.approx(block + ffn_part, rel=1e-12)
+    # returning the weights: the scores as two batched GEMMs around a softmax, then averaged
+    explicit = encoder_timing(h200, "bf16", (*shape, 2)).duration
+    assert explicit > block
+    with pytest.raises(InvalidRequestError, match="batch, seq_q, seq_k, embed, heads, ffn"):
+        op_timing(h200, "encoder", 0, 0, "bf16", (batch, seq, embed))

@@ -309,3 +309,38 @@ def test_a_bidirectional_layer_is_one_launch_each_way_for_both_directions(sim, l
     assert forward == [5, 2, 4, 3, 3, 0, 2]  # steps, batch, input, hidden, gates, fwd, directions
     if layers == 2:  # the second layer reads both directions' outputs
         assert costs[1][4] == [5, 2, 6, 3, 3, 0, 2]
+
+
+def test_a_transformer_layer_in_eval_runs_torch_fast_path_as_one_launch(sim):
+    torch.manual_seed(9)
+    layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True).eval()
+    x = torch.randn(2, 10, 32)
+    with torch.no_grad():
+        expected = layer(x)
+        on_sim = copy.deepcopy(layer).to("kpt_sim")
+        with launches() as seen:
+            got = on_sim(x.to("kpt_sim")).cpu()
+    assert torch.equal(got, expected)  # the CPU's own fused kernel, run by the daemon
+    costs = [cost for op, cost in seen if op.startswith("aten::_transformer_encoder_layer_fwd.")]
+    assert len(costs) == 1 and costs[0][0] == "encoder" and costs[0][3] == "float32"
+    assert list(costs[0][4]) == [2, 10, 10, 32, 4, 64, 0]  # batch, seqs, embed, heads, ffn, layer
+
+
+@pytest.mark.parametrize("need_weights", [True, False])
+def test_multi_head_attention_in_eval_runs_its_fused_op_with_or_without_weights(sim, need_weights):
+    torch.manual_seed(10)
+    mha = nn.MultiheadAttention(32, 4, batch_first=True).eval()
+    x = torch.randn(3, 7, 32)
+    with torch.no_grad():
+        output, weights = mha(x, x, x, need_weights=need_weights)
+        on_sim, xs = copy.deepcopy(mha).to("kpt_sim"), x.to("kpt_sim")
+        with launches() as seen:
+            output_s, weights_s = on_sim(xs, xs, xs, need_weights=need_weights)
+        assert torch.equal(output_s.cpu(), output)
+    if need_weights:
+        assert torch.equal(weights_s.cpu(), weights)
+    else:
+        assert weights is None and weights_s is None  # as the CPU and CUDA leave them
+    costs = [cost for op, cost in seen if op.startswith("aten::_native_multi_head_attention.")]
+    assert len(costs) == 1 and costs[0][0] == "encoder"
+    assert list(costs[0][4]) == [3, 7, 7, 32, 4, 0, 2 if need_weights else 1]

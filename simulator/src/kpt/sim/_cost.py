@@ -410,11 +410,11 @@ def op_timing(
 ) -> OpTiming:
     """Roofline: launch + fixed + max(compute time, memory time) + overhead (module doc)."""
     op_class = CLASS_ALIASES.get(op_class, op_class)
-    if op_class == "rnn" and shape is not None:
+    if op_class in ("rnn", "encoder") and shape is not None:
         check_shape(op_class, shape)
-        from kpt.sim._cost_composite import rnn_timing  # it prices its kernels here
+        from kpt.sim._cost_composite import encoder_timing, rnn_timing  # they price kernels here
 
-        return rnn_timing(profile, dtype, shape)
+        return (rnn_timing if op_class == "rnn" else encoder_timing)(profile, dtype, shape)
     dtype = DTYPE_ALIASES.get(dtype) or normalize_dtype(dtype)
     r = _rates(profile, op_class, dtype)
     if shape is not None:

@@ -1,7 +1,7 @@
-"""Launches that run several kernels, priced as those kernels: a fused RNN layer (cuDNN's) and a
-convolution's backward (its data and weight gradients). Each kernel is op_timing's; every one
-after the first is queued behind the one before, so it pays the back-to-back launch cost, not
-an idle device's latency."""
+"""Launches that run several kernels, priced as those kernels: a fused RNN layer (cuDNN's), a
+convolution's backward (its data and weight gradients) and torch's fused transformer inference
+ops. Each kernel is op_timing's; every one after the first is queued behind the one before, so
+it pays the back-to-back launch cost, not an idle device's latency."""
 
 from __future__ import annotations
 
@@ -75,3 +75,58 @@ def conv_backward_timing(
                                                   (*shape[:4], 1, 0, *strided))  # fmt: skip
         duration += ((work or 1.0) - 1) * (gemm.duration - profile.kernel_launch_s)
     return OpTiming(duration, forward.hbm_busy * len(kernels))
+
+
+# encoder shape's last entry: what torch's fused op runs (aten's transformer/attention.cu).
+ENCODER_LAYER, ATTENTION_FUSED, ATTENTION_WEIGHTS = 0, 1, 2
+LAYER_NORM_FLOPS = 8  # per element, as the layernorm class is calibrated
+
+
+def encoder_timing(profile: Profile, dtype: str, shape: tuple[int, ...]) -> OpTiming:
+    """torch's fused transformer inference ops, kernel by kernel (shape: batch, seq_q, seq_k,
+    embed, heads, ffn, part). Multi-head attention: a GEMM projects q, k and v, a kernel adds
+    their biases and scales q, then the scores (fused attention, or where the weights are
+    returned two batched GEMMs around a softmax and the heads' average), then the output
+    projection. A whole encoder layer (part 0) adds a residual add and a layer norm after the
+    attention and after the feed-forward block (a GEMM, its activation, a GEMM)."""
+    batch, seq_q, seq_k, embed, heads, ffn, part = (int(d) for d in shape)
+    dtype = DTYPE_ALIASES.get(dtype) or normalize_dtype(dtype)
+    size = DTYPE_BYTES.get(dtype, 4)
+    tokens, head_dim, pairs = batch * seq_q, embed // max(heads, 1), batch * heads * seq_q * seq_k
+
+    def matmul(m: int, n: int, k: int) -> OpTiming:
+        return op_timing(profile, "matmul", 2.0 * m * n * k, size * (m * k + k * n + m * n), dtype,
+                         (m, n, k))  # fmt: skip
+
+    def elementwise(elements: int, operands: int = 2) -> OpTiming:
+        return op_timing(profile, "elementwise", elements, size * operands * elements, dtype)
+
+    def layer_norm() -> OpTiming:
+        return op_timing(profile, "layernorm", LAYER_NORM_FLOPS * tokens * embed,
+                         size * 2 * tokens * embed, dtype, (tokens, embed))  # fmt: skip
+
+    if seq_q == seq_k:  # self-attention (torch's fast path): q, k and v in one GEMM
+        kernels = [matmul(tokens, 3 * embed, embed)]
+    else:
+        kernels = [matmul(tokens, embed, embed), matmul(batch * seq_k, 2 * embed, embed)]
+    kernels.append(elementwise(3 * tokens * embed))
+    if part == ATTENTION_WEIGHTS:
+        kernels += [
+            matmul(batch * heads * seq_q, seq_k, head_dim),
+            op_timing(profile, "softmax", 5.0 * pairs, size * 2 * pairs, dtype,
+                      (batch * heads * seq_q, seq_k)),
+            matmul(batch * heads * seq_q, head_dim, seq_k),
+            op_timing(profile, "reduction", pairs, size * (pairs + pairs // max(heads, 1)), dtype,
+                      (pairs // max(heads, 1), heads, 0, 1)),
+        ]  # fmt: skip
+    else:
+        kernels.append(op_timing(profile, "attention", 4.0 * pairs * head_dim,
+                                 size * 2 * (tokens + batch * seq_k) * embed, dtype,
+                                 (batch * heads, seq_q, seq_k, head_dim, 0)))  # fmt: skip
+    kernels.append(matmul(tokens, embed, embed))
+    if part == ENCODER_LAYER:
+        kernels += [elementwise(tokens * embed, 3), layer_norm(), matmul(tokens, ffn, embed),
+                    elementwise(tokens * ffn), matmul(tokens, embed, ffn),
+                    elementwise(tokens * embed, 3), layer_norm()]  # fmt: skip
+    queued = profile.launch_latency_s * (len(kernels) - 1)
+    return OpTiming(sum(k.duration for k in kernels) - queued, sum(k.hbm_busy for k in kernels))

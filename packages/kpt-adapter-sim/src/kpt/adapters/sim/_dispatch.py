@@ -344,6 +344,14 @@ def _index(func: Any, args: tuple, kwargs: dict) -> Any:
     return _planned(func, args, kwargs)
 
 
+def _multi_head_attention(func: Any, args: tuple, kwargs: dict) -> Any:
+    """nn.MultiheadAttention's fused inference op: without need_weights its weights are None, as
+    the CPU's and CUDA's kernels leave them (its meta kernel gives an empty tensor instead)."""
+    output, weights = _planned(func, args, kwargs)
+    need_weights = args[10] if len(args) > 10 else kwargs.get("need_weights", True)
+    return output, weights if need_weights else None
+
+
 def _fused_sdp_choice(func: Any, args: tuple, kwargs: dict) -> int:
     # The math backend decomposes into matmul/softmax, which every executor runs.
     return int(torch.nn.attention.SDPBackend.MATH.value)
@@ -356,6 +364,7 @@ _SPECIAL = {
     aten.lift_fresh.default: _lift_fresh,
     aten.record_stream.default: _record_stream,
     aten._fused_sdp_choice.default: _fused_sdp_choice,
+    aten._native_multi_head_attention.default: _multi_head_attention,
     aten.index.Tensor: _index,
     aten.set_.source_Storage_storage_offset: adopt_host_storage,  # torch.load to kpt_sim
     aten.set_.source_Storage: adopt_host_storage,

@@ -13,6 +13,10 @@ from kpt.adapters.sim_executor._rnn_layers import NAMESPACE, OPS
 ALLOWED_OPS: frozenset[str] = frozenset(
     [
         "_adaptive_avg_pool2d",
+        # torch's fused transformer inference ops (nn.TransformerEncoderLayer's and
+        # nn.MultiheadAttention's fast path in eval): the CPU kernels, one launch each
+        "_transformer_encoder_layer_fwd",
+        "_native_multi_head_attention",
         "_adaptive_avg_pool2d_backward",
         "_cdist_forward",
         "_conj",

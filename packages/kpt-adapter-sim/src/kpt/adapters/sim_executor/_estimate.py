@@ -48,6 +48,13 @@ REDUCTIONS = frozenset({
     "all", "count_nonzero",
 })  # fmt: skip
 SUMMING = frozenset({"sum", "mean"})  # accumulate in fp32 whatever the input's dtype
+# torch's fused transformer inference ops (the fast path of nn.TransformerEncoderLayer and
+# nn.MultiheadAttention in eval) -> positions of (num_heads, the first FFN weight or None,
+# need_weights or None); kpt.sim's `encoder` class prices their kernels one by one.
+ENCODER = {
+    "_transformer_encoder_layer_fwd": (2, 14, None),
+    "_native_multi_head_attention": (4, None, 10),
+}
 COPIES = frozenset({"copy_", "_to_copy", "clone", "copy"})
 # Gathers read the rows they select, not their whole source (an embedding lookup of one token
 # reads one row of a 1 GB table): the first tensor is the source, the others are indices.
@@ -127,6 +134,8 @@ def _shaped(packet: str, args: list, inputs: list, outputs: list, moved: float) 
         return _rows(x, "softmax", cols or x.shape[-1], SOFTMAX_FLOPS_PER_ELEMENT, moved)
     if packet in BATCH_NORM:
         return _batch_norm(args, moved, *BATCH_NORM[packet])
+    if packet in ENCODER:
+        return _encoder(args, moved, *ENCODER[packet])
     if packet in LAYER_NORM_SHAPE:
         position, shape_at = LAYER_NORM_SHAPE[packet]
         x = _view_at(args, position)
@@ -289,6 +298,30 @@ def _attention(args: list, position: int, scale: float, causal: bool,
     if position == 1:  # a backward (its arguments start with grad_out): it may cost its own
         shape += (1,)
     return OpCost("attention", flops, moved, q.dtype, shape)
+
+
+def _encoder(args: list, moved: float, heads_at: int, ffn_at: int | None,
+             weights_at: int | None) -> OpCost | None:  # fmt: skip
+    """(batch, seq_q, seq_k, embed, heads, ffn, part): a whole encoder layer (part 0), or
+    multi-head attention without (1) or with (2) its weights returned (need_weights defaults to
+    true); FLOPs are the GEMMs' and the scores', informational (the class prices kernels)."""
+    x, key = _view_at(args, 0), _view_at(args, 1 if ffn_at is None else 0)
+    heads = args[heads_at] if len(args) > heads_at else None
+    if x is None or key is None or len(x.shape) != 3 or len(key.shape) != 3:
+        return None
+    if not isinstance(heads, int) or heads <= 0:
+        return None
+    (batch, seq_q, embed), seq_k = x.shape, key.shape[1]
+    w1 = _view_at(args, ffn_at) if ffn_at is not None else None
+    ffn = w1.shape[0] if w1 is not None and w1.shape else 0
+    if ffn_at is not None:
+        part = 0
+    else:
+        part = 2 if (args[weights_at] if len(args) > weights_at else True) else 1
+    tokens, keys = batch * seq_q, batch * seq_k
+    flops = 2.0 * embed * embed * (2 * tokens + 2 * keys) + 4.0 * batch * seq_q * seq_k * embed
+    flops += 4.0 * tokens * embed * ffn
+    return OpCost("encoder", flops, moved, x.dtype, (batch, seq_q, seq_k, embed, heads, ffn, part))
 
 
 def _batch_norm(

@@ -48,15 +48,17 @@ def resolve_op(name: str) -> torch._ops.OpOverload:
         ) from None
 
 
-def fresh_outputs(op: torch._ops.OpOverload, results: Any) -> list[torch.Tensor]:
-    """The tensors among an op's results that are new (not views or in-place/out arguments)."""
+def fresh_outputs(op: torch._ops.OpOverload, results: Any) -> list[torch.Tensor | None]:
+    """The tensors among an op's results that are new (not views or in-place/out arguments);
+    None where the op left a tensor result undefined (its meta kernel may give an empty one:
+    _native_multi_head_attention's weights without need_weights)."""
     returns = op._schema.returns
     values = results if isinstance(results, tuple | list) and len(returns) != 1 else (results,)
-    fresh: list[torch.Tensor] = []
+    fresh: list[torch.Tensor | None] = []
     for ret, value in zip(returns, values):
         if ret.alias_info is not None:
             continue
-        if isinstance(value, torch.Tensor):
+        if isinstance(value, torch.Tensor) or value is None:
             fresh.append(value)
         elif isinstance(value, list | tuple):
             fresh.extend(v for v in value if isinstance(v, torch.Tensor))
@@ -181,12 +183,14 @@ class TorchExecutor:
             shapes = [list(v.shape) for v in inputs]
             raise ValueError(f"{op} on inputs of shapes {shapes} failed: {exc}") from exc
         fresh = fresh_outputs(overload, result)
+        if len(fresh) != len(outputs):  # the client sent no buffer for the undefined ones
+            fresh = [value for value in fresh if value is not None]
         if len(fresh) != len(outputs):
             raise ValueError(
                 f"op {op!r} produced {len(fresh)} new tensors but {len(outputs)} outputs were sent"
             )
         for value, target in zip(fresh, outputs):
-            if value.numel() == 0 and _numel(target) != 0:
+            if value is None or (value.numel() == 0 and _numel(target) != 0):
                 continue  # an unused output (e.g. batch-norm statistics in eval mode)
             self.view(target).copy_(value)
 
@@ -234,6 +238,8 @@ def _check_results_fit(op: str, overload: Any, args: list, kwargs: dict, outputs
     except Exception:  # no meta kernel: the real run below reports what is wrong
         return
     for value, target in zip(shapes, outputs):
+        if value is None:
+            continue
         produced = value.numel() * value.element_size()
         room = target.nbytes
         if value.numel() and produced > room:
