@@ -16,7 +16,9 @@ log(predicted / measured) of the fp32 table's numbers, to write into h100-sxm's
 
 Then, on the same profile, nothing fitted on them: the sweep's small bf16 attention kernels
 (flash attention's class, calibrated on the H100), its LSTM layers and the GRU and Elman layers
-of h200_rnn_sweep.json (measure_rnn_sweep.py), where it was measured (the `rnn` class).
+of h200_rnn_sweep.json (measure_rnn_sweep.py), where it was measured (the `rnn` class), and
+torch's fused transformer inference ops of h200_encoder_sweep.json (measure_encoder_sweep.py),
+where it was measured (the `encoder` class).
 
     python simulator/calibration/fit_fused_sweep.py [--fit]
 """
@@ -44,6 +46,8 @@ from kpt.sim._cost_composite import rnn_timing
 HERE = Path(__file__).resolve().parent
 SWEEP = HERE / "h200_fused_sweep.json"
 RNN_SWEEP = HERE / "h200_rnn_sweep.json"
+ENCODER_SWEEP = HERE / "h200_encoder_sweep.json"
+ENCODER_PARTS = {"encoder layer": 0, "attention": 1, "attention with weights": 2}
 GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}  # the cell's gates: W_ih's rows / H
 FORWARD_KERNELS = ("fprop", "cutlassF")
 BACKWARD_KERNELS = ("bprop", "cutlassB", "dot_do_o", "convert_dq")
@@ -106,6 +110,24 @@ def rnn_errors(profile) -> list[tuple[str, str, float, float]]:
         rows.append((mode, f"{mode} seq {r['seq']} batch {r['batch']} "
                      f"{r['input']}->{r['hidden']}", r["forward_backward"]["device_us"],
                      predicted * 1e6))  # fmt: skip
+    return rows
+
+
+def encoder_errors(profile) -> list[tuple[str, str, float, float]]:
+    """The encoder sweep's fused transformer ops (measure_encoder_sweep.py), where it was
+    measured: (part, label, measured, predicted us), the `encoder` class less the idle-launch
+    latency the profiler's kernel sum does not hold (nothing fitted on them)."""
+    if not ENCODER_SWEEP.exists():
+        return []
+    rows = []
+    for r in json.loads(ENCODER_SWEEP.read_text())["encoder"]:
+        shape = (r["batch"], r["seq"], r["seq"], r["embed"], r["heads"], r["ffn"],
+                 ENCODER_PARTS[r["part"]])  # fmt: skip
+        timing = op_timing(profile, "encoder", 0, 0, r["dtype"], shape)
+        label = (f"{r['part']} {r['dtype']} batch {r['batch']} seq {r['seq']} "
+                 f"{r['embed']}/{r['heads']}/{r['ffn']}")  # fmt: skip
+        rows.append((r["part"], label, r["device_us"],
+                     (timing.duration - profile.launch_latency_s) * 1e6))  # fmt: skip
     return rows
 
 
@@ -187,6 +209,15 @@ def main() -> None:
         errors = [p / m - 1 for kind, _, m, p in layers if kind == mode]
         if errors:
             print(summary(f"{mode} layers (not fitted on)", errors))
+    encoders = encoder_errors(profile)
+    if encoders:
+        print("| fused transformer op | measured us | predicted us | error |")
+        print("|---|---|---|---|")
+    for _, label, measured, predicted in encoders:
+        print(f"| {label} | {measured:.1f} | {predicted:.1f} | {predicted / measured - 1:+.1%} |")
+    for part in dict.fromkeys(kind for kind, _, _, _ in encoders):
+        errors = [p / m - 1 for kind, _, m, p in encoders if kind == part]
+        print(summary(f"{part} (not fitted on)", errors))
 
 
 if __name__ == "__main__":
