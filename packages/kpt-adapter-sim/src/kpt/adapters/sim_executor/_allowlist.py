@@ -13,10 +13,6 @@ from kpt.adapters.sim_executor._rnn_layers import NAMESPACE, OPS
 ALLOWED_OPS: frozenset[str] = frozenset(
     [
         "_adaptive_avg_pool2d",
-        # torch's fused transformer inference ops (nn.TransformerEncoderLayer's and
-        # nn.MultiheadAttention's fast path in eval): the CPU kernels, one launch each
-        "_transformer_encoder_layer_fwd",
-        "_native_multi_head_attention",
         "_adaptive_avg_pool2d_backward",
         "_cdist_forward",
         "_conj",
@@ -27,6 +23,7 @@ ALLOWED_OPS: frozenset[str] = frozenset(
         "_log_softmax",
         "_log_softmax_backward_data",
         "_masked_softmax",
+        "_native_multi_head_attention",  # nn.MultiheadAttention's fast path in eval
         "_safe_softmax",
         "_scaled_dot_product_attention_math",
         "_scaled_dot_product_flash_attention_for_cpu",
@@ -35,6 +32,7 @@ ALLOWED_OPS: frozenset[str] = frozenset(
         "_softmax",
         "_softmax_backward_data",
         "_to_copy",
+        "_transformer_encoder_layer_fwd",  # nn.TransformerEncoderLayer's, likewise
         "_unsafe_view",
         "_weight_int8pack_mm",
         "abs",
