@@ -62,6 +62,8 @@ RUNS = (
     ("r12", "_r12", "the same machine as r11, right after it, pinned to one core (taskset -c 2)"),
     ("r13", "_r13", "a seventh session's machine, paired reps as r11's"),
     ("r14", "_r14", "the same machine as r13, right after it"),
+    ("r15", "_r15", "an eighth machine (this session's second), paired reps as r11's"),
+    ("r16", "_r16", "the same machine as r15, right after it"),
 )
 # Runs of measure_h200_steps.py that H100 machines ran (asked of an H200, lent an H100), two
 # back to back on each machine, paired reps as r11's: (label, file suffix of
@@ -131,7 +133,8 @@ NOTES = [
     "host's speed also moves, often between two levels (the probes beside r7-r10's steps), so "
     "from r11 on each of 30 reps of a step is paired with a short probe right before it and "
     "predicted at that rep's speed: r11 and r12 meet both targets (r12's process pinned to "
-    "one core, whose steps varied least); r13 and r14, on another machine, miss both, every "
+    "one core, whose steps varied least); r15 and r16 meet the worst and miss the median by a "
+    "point; r13 and r14, on another machine, miss both, every "
     "step 13-29 % under: their probes read that host about as fast as the fitted one "
     "(0.64-1.23), and the steps ran about 1.2x longer than that speed gives. The demo GPT's "
     "steps, timed after the five in every run, do not single that host out: at the profile's "
