@@ -63,7 +63,9 @@ def wall_per_call(fn, dev: str, reps: int, warmup: int = 5) -> dict:
 
 def kernel_profile(fn, dev: str) -> dict:
     """Kernels of one call: count, summed device time, the span from the first kernel's start
-    to the last one's end (span minus sum: the GPU idle between them), the busiest names."""
+    to the last one's end (span minus sum: the GPU idle between them, in the profiled call,
+    whose launches the profiler slows: r15's CNN step spans 11.3 ms against a 6.3 ms wall), the
+    busiest names."""
     if not dev.startswith("cuda"):
         return {}
     from torch.profiler import ProfilerActivity, profile
