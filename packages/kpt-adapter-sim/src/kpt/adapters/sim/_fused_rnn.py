@@ -152,7 +152,7 @@ class FusedCells:
         for layer in range(num_layers):
             weights = list(params[layer * stride : (layer + 1) * stride])
             h0 = hx[layer * directions : (layer + 1) * directions]
-            if _recording(x, h0, weights):
+            if _recording(x, h0, *weights):
                 x, h = _CellLayer.apply(mode, x, h0, *weights)
             else:
                 x, h = kpt_ops.rnn_layer(x, h0, weights, mode)
@@ -186,8 +186,7 @@ class _CellLayer(torch.autograd.Function):
 
 def _recording(*tensors: Any) -> bool:
     """Whether autograd would record this layer (grad mode on, something needing a gradient)."""
-    flat = [t for item in tensors for t in (item if isinstance(item, list) else [item])]
-    return torch.is_grad_enabled() and any(t.requires_grad for t in flat)
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def _cells_fusable(input: Any, hx: Any, params: Any) -> bool:
