@@ -165,7 +165,11 @@ NOTES = """## How the fit works
    (kernel_timing.HOLD_S), its median is 1.57x its fastest rep (unsteady), the H200 timed the
    same conv at 16.0 us with the hold, and the conv / batch-norm sweep's profiler kernel sums
    agree with the H200 (a 3-channel 32x32 fp32 NHWC conv: 181 us in the H100 catalogue, 15.7
-   us in the H100 sweep, 17.5 us on the H200).
+   us in the H100 sweep, 17.5 us on the H200). Re-timed with the hold (r3, another H100
+   machine), that 1x1 conv took 19.0 us; the held-out convolutions still land at a p90 of 28.7 %
+   against the held timings (REPORT.md's section on them, `validate_h100_held.py`): the misses
+   above are the model's. Refitting the conv class on the held run (`fit.py --only conv`, then
+   `fit_conv_norm.py`, on a scratch copy) gave 30.1 %, so it is not in.
 2. **Reductions**: amax over bf16 still misses by up to 47 % (one factor on every round
    prices a chain whose cost depends on the launch), and full reductions of 1-4K elements are
    ~1 us dearer than measured.

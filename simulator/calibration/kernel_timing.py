@@ -27,6 +27,42 @@ DTYPES = {
 HOLD_S = 300e-6
 
 
+def sleep_cycles_per_second() -> float:
+    """How many cycles of torch.cuda._sleep the GPU spins per second (timed once, CUDA events)."""
+    cycles = 1_000_000
+    torch.cuda._sleep(1000)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    torch.cuda._sleep(cycles)
+    end.record()
+    end.synchronize()
+    return cycles / (start.elapsed_time(end) / 1e3)
+
+
+def queued_seconds_per_call(fn, calls: int, hold_s: float = 0.05, reps: int = 5) -> dict:
+    """Device seconds per call of fn, `calls` calls issued while the GPU is held (hold_s of
+    torch.cuda._sleep), so that they queue and run back to back as an eager step's kernels do
+    when the host is ahead: CUDA events around them, the median over reps. host_past_hold
+    counts reps whose issue outlasted the hold (those include host time)."""
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    cycles = int(sleep_cycles_per_second() * hold_s)
+    samples, past = [], 0
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda._sleep(cycles)
+        start.record()
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        past += time.perf_counter() - t0 > hold_s
+        end.record()
+        end.synchronize()
+        samples.append(start.elapsed_time(end) / 1e3 / calls)
+    return {"seconds": statistics.median(samples), "calls": calls, "host_past_hold": past}
+
+
 class Timer:
     """Times a callable on the device: warm-up, optional L2 flush before each rep, median."""
 
@@ -39,14 +75,7 @@ class Timer:
 
     def _hold_cycles(self) -> int:
         """GPU clock cycles of torch.cuda._sleep that last HOLD_S (measured once)."""
-        cycles = 1_000_000
-        torch.cuda._sleep(1000)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        torch.cuda._sleep(cycles)
-        end.record()
-        end.synchronize()
-        return int(cycles * HOLD_S / (start.elapsed_time(end) / 1e3))
+        return int(sleep_cycles_per_second() * HOLD_S)
 
     def flush(self) -> None:
         self.flush_buf.zero_()

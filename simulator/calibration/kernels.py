@@ -13,7 +13,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from kernel_timing import DTYPES, ES, KB, MB, Timer, record
+from kernel_timing import DTYPES, ES, KB, MB, Timer, queued_seconds_per_call, record
 
 
 def measure_matmul(t: Timer, dev: str, smoke: bool) -> list[dict]:
@@ -442,6 +442,15 @@ def measure_launch(t: Timer, dev: str, smoke: bool) -> dict:
         res["device_seconds_per_op_eager_burst"] = (
             t.time(burst, flush=False, reps=5)["seconds"] / 1000
         )
+        # Adds queued behind a long hold run back to back, each its own launch as in an eager
+        # step whose host is ahead (a graph's nodes start sooner); against one held add's window
+        # this splits kernel_launch_us into what a queued kernel pays and an idle GPU's latency.
+        for label, size in (("tiny", 1), ("4mb", 1 << 20)):
+            v = torch.ones(size, device=dev)
+            queued = queued_seconds_per_call(lambda v=v: v + v, 500)
+            res[f"device_seconds_per_op_queued_{label}"] = queued["seconds"]
+            res[f"queued_{label}_host_past_hold"] = queued["host_past_hold"]
+            res[f"device_seconds_held_{label}"] = t.time(lambda v=v: v + v, flush=False)["seconds"]
     t0 = time.perf_counter()
     for _ in range(1000):
         t.sync()

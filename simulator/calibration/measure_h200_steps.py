@@ -5,7 +5,8 @@ Torch only (the GPU machine has nothing else). Writes into --out:
 - h200_whole_steps.json: the five whole steps of whole_steps.py (wall per step, synchronised,
   median of 20 after 5 warm-ups; kernels per step, device-busy time and the busiest kernel
   names from torch.profiler; the host's speed right before and after, as the eager op loops'
-  host time per call; then 30 paired reps, each a short eager probe right before one step);
+  host time per call; then 30 paired reps, each a short eager probe right before one step; then
+  20 held reps, the GPU held while the host issues the step: host and GPU time apart);
 - h200_fused_kernels.json: F.scaled_dot_product_attention forward and forward+backward (flash /
   memory-efficient kernels), nn.LSTM / nn.GRU / nn.RNN layers (cuDNN), and optimizer steps
   (AdamW fused / foreach / for-loop, SGD fused / foreach): CUDA-event device time (L2 flushed)
@@ -32,7 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from host_programs import backward_ops, eager_ops, no_launch_programs
-from kernel_timing import KB, MB, Timer
+from kernel_timing import KB, MB, Timer, sleep_cycles_per_second
 from measure_h100 import describe_device
 from reference_steps import REFERENCE_MODELS, training_step
 from torch import nn
@@ -113,6 +114,41 @@ def paired_reps(fn, dev: str, reps: int) -> list[dict]:
     return out
 
 
+HELD_REPS = 20
+
+
+def held_reps(fn, dev: str, wall_s: float, reps: int) -> dict:
+    """Each rep holds the GPU (torch.cuda._sleep, three of the step's walls) and then issues the
+    step, so the host's issue runs while the GPU spins: perf_counter over the call is the host's
+    time alone (host_s), CUDA events from the hold's end to the step's last kernel the GPU's
+    alone, never waiting on the host (device_s). Their sum against the wall shows how far the two
+    overlap in an ordinary step. A rep whose host outlasted the hold (a step that waits on the
+    GPU, or a launch queue that filled) is counted in past_hold."""
+    if not dev.startswith("cuda"):
+        return {}
+    hold_s = max(3 * wall_s, 0.01)
+    cycles = int(sleep_cycles_per_second() * hold_s)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    reps_out = []
+    for _ in range(reps):
+        sync(dev)
+        torch.cuda._sleep(cycles)
+        start.record()
+        t0 = time.perf_counter()
+        fn()
+        host_s = time.perf_counter() - t0
+        end.record()
+        end.synchronize()
+        reps_out.append({"host_s": host_s, "device_s": start.elapsed_time(end) / 1e3})
+    return {
+        "hold_s": hold_s,
+        "host_median_s": statistics.median(r["host_s"] for r in reps_out),
+        "device_median_s": statistics.median(r["device_s"] for r in reps_out),
+        "past_hold": sum(r["host_s"] > hold_s for r in reps_out),
+        "reps": reps_out,
+    }
+
+
 def measure_whole_steps(dev: str, smoke: bool) -> dict:
     out = {}
     for name in WORKLOADS:
@@ -125,12 +161,15 @@ def measure_whole_steps(dev: str, smoke: bool) -> dict:
             timing = wall_per_call(w.step, dev, 3 if smoke else 20)
             probe = {"before": before, "after": eager_host(dev, PROBE_CALLS)}
             paired = paired_reps(w.step, dev, 3 if smoke else PAIRED_REPS)
+            held = held_reps(w.step, dev, timing["median_s"], 3 if smoke else HELD_REPS)
             out[name] = {"description": w.description, "params": w.params, **timing,
                          "kernels": kernel_profile(w.step, dev), "host_probe": probe,
-                         "paired": paired}  # fmt: skip
+                         "paired": paired, "held": held}  # fmt: skip
         except Exception as exc:  # keep the other workloads
             out[name] = {"error": repr(exc)[:400]}
-        shown = {k: v for k, v in out[name].items() if k not in ("kernels", "paired")}
+        shown = {k: v for k, v in out[name].items() if k not in ("kernels", "paired", "held")}
+        if out[name].get("held"):
+            shown.update({k: v for k, v in out[name]["held"].items() if k != "reps"})
         if "paired" in out[name]:
             shown["paired_median_s"] = statistics.median(r["wall_s"] for r in out[name]["paired"])
         print(name, shown, flush=True)

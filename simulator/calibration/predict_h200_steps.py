@@ -31,6 +31,8 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 import torch  # noqa: E402
+from held_steps import measured_apart, no_host_profile, predicted_apart  # noqa: E402
+from held_steps import section as held_section  # noqa: E402
 from host_model_fit import (  # noqa: E402
     FIGURES,
     OPTIMIZERS,
@@ -65,12 +67,12 @@ RUNS = (
     ("r15", "_r15", "an eighth machine (this session's second), paired reps as r11's"),
     ("r16", "_r16", "the same machine as r15, right after it"),
 )
-# Runs of measure_h200_steps.py that H100 machines ran (asked of an H200, lent an H100), two
-# back to back on each machine, paired reps as r11's: (label, file suffix of
-# h100_whole_steps{suffix}.json). Their steps are predicted on h100-sxm's device figures under
-# h200's [host] table.
-H100_MACHINES = 5
-H100_RUNS = tuple((label, f"_{label}") for label in "abcdefghij"[: 2 * H100_MACHINES])
+# Runs of measure_h200_steps.py that H100 machines ran (asked of an H200, lent an H100),
+# paired reps as r11's: two back to back on each of five machines (a-j), then with held reps
+# (held_steps.py) three on a sixth (k-m) and two on a machine started later that session (n-o):
+# (label, file suffix of h100_whole_steps{suffix}.json). Their steps are predicted on
+# h100-sxm's device figures under h200's [host] table.
+H100_RUNS = tuple((label, f"_{label}") for label in "abcdefghijklmno")
 H200_HBM_GBPS, H100_HBM_GBPS = 4800.0, 3350.0  # the datasheets' figures
 NO_HOST = dict.fromkeys(FIGURES, 0.0)
 NOTES = [
@@ -238,6 +240,19 @@ def run_prediction(
             "predicted_s": statistics.median(predicted[s] for s in speeds)}  # fmt: skip
 
 
+def held_apart(
+    trace: dict, step: dict, predicted: dict, tmp: Path, hbm_gbps: float = H200_HBM_GBPS
+) -> dict:
+    """A run with held reps: their host and GPU times apart, and kpt_sim's (held_steps.py), the
+    host at the run's paired host speed."""
+    measured = measured_apart(step)
+    if measured is None:
+        return {}
+    host = host_scaled(round(predicted["host_speed"], 2), tmp, hbm_gbps)
+    device = no_host_profile(profile_with(NO_HOST, tmp), tmp, hbm_gbps)
+    return {"held": {"measured": measured, "predicted": predicted_apart(trace, host, device)}}
+
+
 @functools.cache
 def host_scaled(speed: float, tmp: Path, hbm_gbps: float = H200_HBM_GBPS) -> str:
     """The h200 profile for a host `speed` times slower (kpt-sim profile derive --host-scale);
@@ -262,14 +277,17 @@ def whole_steps(tmp: Path) -> list[dict]:
         trace = record(w.step, tmp / f"{name}.json")
         wall, _ = replay_s(trace, "h200")
         flat_wall, _ = replay_s(trace, str(flat))
-        at_speed = {label: run_prediction(trace, runs[label][name], suffix, tmp)
-                    for label, suffix, _ in RUNS}  # fmt: skip
+        at_speed = {}
+        for label, suffix, _ in RUNS:
+            predicted = run_prediction(trace, runs[label][name], suffix, tmp)
+            at_speed[label] = {**predicted, **held_apart(trace, runs[label][name], predicted, tmp)}
         _, busy = replay_s(trace, profile_with(NO_HOST, tmp))
         on_h100 = {}
         for label, suffix in H100_RUNS:
             step = measured_steps(suffix, "h100")[name]
             predicted = run_prediction(trace, step, suffix, tmp, H100_HBM_GBPS)
-            on_h100[label] = {"busy_s": step["kernels"]["device_seconds"], **predicted}
+            on_h100[label] = {"busy_s": step["kernels"]["device_seconds"], **predicted,
+                              **held_apart(trace, step, predicted, tmp, H100_HBM_GBPS)}  # fmt: skip
         real = measured[name]
         rows.append({"workload": name, "description": w.description,
                      "launches": len(launches(trace)), "kernels": real["kernels"]["count"],
@@ -415,12 +433,14 @@ def on_h100(steps: list[dict]) -> list[str]:
     labels = [label for label, _ in H100_RUNS]
     lines = [
         "## Whole steps on an H100, at each rep's host speed", "",
-        "Ten runs of `measure_h200_steps.py` that lent H100 machines ran, two on each of five "
-        "(`h100_whole_steps_a.json` to `_j`; NVIDIA H100 80GB HBM3, 16-core hosts), paired "
-        "reps as r11's. Each rep is predicted on h100-sxm's device figures (`kpt-sim profile "
-        "derive --from h200 --hbm-bandwidth 3350`: back to the H100 datasheet, which h200 was "
-        "derived from) under h200's `[host]` table at that rep's host speed. Nothing is fitted on "
-        "these runs; the `[host]` table was fitted on an H200 machine's host programs.", "",
+        "Fifteen runs of `measure_h200_steps.py` that lent H100 machines ran: two on each of "
+        "five (`h100_whole_steps_a.json` to `_j`), three on a sixth (`_k` to `_m`) and two on a "
+        "machine started later that session (`_n`, `_o`); NVIDIA H100 80GB HBM3, 16-core "
+        "hosts; paired reps as r11's. Each rep is predicted on h100-sxm's device figures "
+        "(`kpt-sim profile derive --from h200 --hbm-bandwidth 3350`: back to the H100 "
+        "datasheet, which h200 was derived from) under h200's `[host]` table at that rep's host "
+        "speed. Nothing is fitted on these runs; the `[host]` table was fitted on an H200 "
+        "machine's host programs.", "",
         "| workload | " + " | ".join(f"{label} (predicted / measured ms)" for label in labels)
         + " | device busy, predicted / measured ms |",
         "|---|" + "---|" * len(labels) + "---|",
@@ -488,6 +508,8 @@ def report(steps: list[dict], kernels: dict[str, list[dict]]) -> str:
     lines += across_runs(steps)
     lines += at_host_speed(steps)
     lines += on_h100(steps)
+    lines += held_section(steps, [(label, "runs", "H200") for label, _, _ in RUNS]
+                          + [(label, "h100_runs", "H100") for label, _ in H100_RUNS])  # fmt: skip
     titles = {"sdpa": "Fused attention (F.scaled_dot_product_attention; measured: the "
                       "profiler's forward kernel, and its kernel sum for forward+backward)",
               "rnn": "Fused RNN layers (cuDNN; measured: the profiler's kernel sum)",

@@ -40,6 +40,22 @@ def test_a_stream_of_tiny_kernels_is_host_bound():
     assert sim.summary()[0]["busy_s"] == pytest.approx(n * op_time(p, *TINY))
 
 
+def test_the_summary_says_when_the_host_had_issued_its_work():
+    p = asic(host_issue_us=5.0)
+    host_bound = Simulator(p)
+    for _ in range(10):
+        host_bound.launch(0, TINY)
+    row = host_bound.summary()[0]
+    assert row["host_end_s"] == pytest.approx(10 * 5 * US)
+    assert row["end_s"] - row["host_end_s"] == pytest.approx(op_time(p, *TINY))
+    device_bound = Simulator(p)
+    for _ in range(3):
+        device_bound.launch(0, BIG)
+    row = device_bound.summary()[0]
+    assert row["host_end_s"] == pytest.approx(3 * 5 * US)  # the host was done long before
+    assert row["end_s"] > 3 * op_time(p, *BIG)
+
+
 def test_a_big_kernel_hides_the_issues_behind_it():
     p = asic(host_issue_us=5.0)
     sim = Simulator(p)

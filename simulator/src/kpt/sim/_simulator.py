@@ -526,8 +526,9 @@ class Simulator(FaultState):
         self.trace.dump(path, [d.profile.name for d in self.devices])
 
     def summary(self) -> list[dict[str, Any]]:
-        """Per device: busy seconds (by op class too), when its work ended, ops, memory peak.
-        The host waits for the work issued so far first."""
+        """Per device: busy seconds (by op class too), when its work ended, when the host had
+        issued it (host_end_s: near end_s, the host set the pace), ops, memory peak. The host
+        waits for the work issued so far first."""
         self._drain(self.devices)
         return [
             {
@@ -537,6 +538,7 @@ class Simulator(FaultState):
                 "busy_s": d.busy,
                 "busy_by_class": dict(d.busy_by_class),
                 "end_s": d.finished_at(),
+                "host_end_s": d.host_free,
                 "peak_bytes": d.memory.peak,
             }
             for d in self.devices
