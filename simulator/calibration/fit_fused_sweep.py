@@ -45,8 +45,9 @@ from kpt.sim._cost_composite import rnn_timing
 
 HERE = Path(__file__).resolve().parent
 SWEEP = HERE / "h200_fused_sweep.json"
-RNN_SWEEP = HERE / "h200_rnn_sweep.json"
-ENCODER_SWEEP = HERE / "h200_encoder_sweep.json"
+# The RNN and encoder sweeps, by chip: (chip, file prefix, profile). The H100's ran on a lent
+# H100 with the same scripts; neither chip's is fitted on.
+CHIPS = (("H200", "h200", "h200"), ("H100", "h100", "h100-sxm"))
 ENCODER_PARTS = {"encoder layer": 0, "attention": 1, "attention with weights": 2}
 GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}  # the cell's gates: W_ih's rows / H
 # cuDNN runs an Elman layer this wide or narrower as one persistent kernel for the whole sequence
@@ -95,13 +96,16 @@ def sweep_rows(dtype: str) -> list[dict]:
     return rows
 
 
-def rnn_errors(profile) -> list[tuple[str, str, float, float]]:
-    """The fused sweep's LSTM layers and, where it was measured, the RNN sweep's GRU and Elman
-    layers (measure_rnn_sweep.py): (mode, label, measured, predicted forward+backward us), the
-    `rnn` class's cost of one layer each way with the cell's gates (nothing fitted on them)."""
-    layers = [{"mode": "LSTM", **r} for r in json.loads(SWEEP.read_text())["lstm"]]
-    if RNN_SWEEP.exists():
-        layers += [{**r, "forward_backward": r} for r in json.loads(RNN_SWEEP.read_text())["rnn"]
+def rnn_errors(profile, prefix: str = "h200") -> list[tuple[str, str, float, float]]:
+    """The fused sweep's LSTM layers (the H200's) and, where it was measured, the RNN sweep's
+    GRU and Elman layers (measure_rnn_sweep.py, `{prefix}_rnn_sweep.json`): (mode, label,
+    measured, predicted forward+backward us), the `rnn` class's cost of one layer each way with
+    the cell's gates (nothing fitted on them)."""
+    layers = ([{"mode": "LSTM", **r} for r in json.loads(SWEEP.read_text())["lstm"]]
+              if prefix == "h200" else [])  # fmt: skip
+    rnn_sweep = HERE / f"{prefix}_rnn_sweep.json"
+    if rnn_sweep.exists():
+        layers += [{**r, "forward_backward": r} for r in json.loads(rnn_sweep.read_text())["rnn"]
                    if r["part"] == "forward_backward"]  # fmt: skip
     rows = []
     for r in layers:
@@ -119,14 +123,16 @@ def rnn_errors(profile) -> list[tuple[str, str, float, float]]:
     return rows
 
 
-def encoder_errors(profile) -> list[tuple[str, str, float, float]]:
-    """The encoder sweep's fused transformer ops (measure_encoder_sweep.py), where it was
-    measured: (part, label, measured, predicted us), the `encoder` class less the idle-launch
-    latency the profiler's kernel sum does not hold (nothing fitted on them)."""
-    if not ENCODER_SWEEP.exists():
+def encoder_errors(profile, prefix: str = "h200") -> list[tuple[str, str, float, float]]:
+    """The encoder sweep's fused transformer ops (measure_encoder_sweep.py,
+    `{prefix}_encoder_sweep.json`), where it was measured: (part, label, measured, predicted
+    us), the `encoder` class less the idle-launch latency the profiler's kernel sum does not
+    hold (nothing fitted on them)."""
+    sweep = HERE / f"{prefix}_encoder_sweep.json"
+    if not sweep.exists():
         return []
     rows = []
-    for r in json.loads(ENCODER_SWEEP.read_text())["encoder"]:
+    for r in json.loads(sweep.read_text())["encoder"]:
         shape = (r["batch"], r["seq"], r["seq"], r["embed"], r["heads"], r["ffn"],
                  ENCODER_PARTS[r["part"]])  # fmt: skip
         op = {"class": "encoder", "flops": 0, "bytes": 0, "dtype": r["dtype"], "shape": shape}
@@ -205,23 +211,31 @@ def main() -> None:
         print(
             summary(f"bf16 {part} (not fitted on)", errors) + f", median {np.median(errors):+.1%}"
         )
-    print("| RNN layer, forward+backward | measured us | predicted us | error |")
-    print("|---|---|---|---|")
-    layers = rnn_errors(profile)
-    print_rows(layers)
-    print_summaries(layers, {kind: lambda k, _, kind=kind: k == kind
-                             for kind in dict.fromkeys(k for k, _, _, _ in layers)})  # fmt: skip
-    encoders = encoder_errors(profile)
+    for chip, prefix, name in CHIPS:
+        on_chip = profile if prefix == "h200" else load_profile(name)
+        print_fused_ops(chip, rnn_errors(on_chip, prefix), encoder_errors(on_chip, prefix))
+
+
+def print_fused_ops(chip: str, layers: list, encoders: list) -> None:
+    """One chip's RNN layers and fused transformer ops: the rows, then a summary per group."""
+    if layers:
+        print(f"| RNN layer, forward+backward, {chip} | measured us | predicted us | error |")
+        print("|---|---|---|---|")
+        print_rows(layers)
+        kinds = dict.fromkeys(k for k, _, _, _ in layers)
+        print_summaries(layers, {f"{chip} {kind}": lambda k, _, kind=kind: k == kind
+                                 for kind in kinds})  # fmt: skip
     if encoders:
-        print("| fused transformer op | measured us | predicted us | error |")
+        print(f"| fused transformer op, {chip} | measured us | predicted us | error |")
         print("|---|---|---|---|")
         print_rows(encoders)
         print_summaries(encoders, {
-            **{part: lambda k, _, part=part: k == part for part in ENCODER_PARTS},
-            "bf16": lambda _, label: " bf16 " in label,
-            "fp32 at batch 1": lambda _, label: " fp32 batch 1 " in label,
-            "fp32 from batch 8": lambda _, label: " fp32 " in label and " batch 1 " not in label,
-            "all": lambda _, label: True,
+            **{f"{chip} {part}": lambda k, _, part=part: k == part for part in ENCODER_PARTS},
+            f"{chip} bf16": lambda _, label: " bf16 " in label,
+            f"{chip} fp32 at batch 1": lambda _, label: " fp32 batch 1 " in label,
+            f"{chip} fp32 from batch 8": lambda _, label: " fp32 " in label
+            and " batch 1 " not in label,
+            f"{chip} all": lambda _, label: True,
         })  # fmt: skip
 
 

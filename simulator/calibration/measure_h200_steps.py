@@ -10,7 +10,7 @@ Torch only (the GPU machine has nothing else). Writes into --out:
 - h200_fused_kernels.json: F.scaled_dot_product_attention forward and forward+backward (flash /
   memory-efficient kernels), nn.LSTM / nn.GRU / nn.RNN layers (cuDNN), and optimizer steps
   (AdamW fused / foreach / for-loop, SGD fused / foreach): CUDA-event device time (L2 flushed)
-  and host wall per call;
+  and host wall per call, and the GPU's time alone (one call behind a 50 ms hold);
 - h200_host_programs.json: host time per launch source: eager op loops (and a convolution's and
   a batch norm's forward with its backward), ops that launch
   nothing (views, allocations) before one launch, autograd backward over a chain of small ops,
@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from host_programs import backward_ops, eager_ops, no_launch_programs
-from kernel_timing import KB, MB, Timer, sleep_cycles_per_second
+from kernel_timing import KB, MB, Timer, queued_seconds_per_call, sleep_cycles_per_second
 from measure_h100 import describe_device
 from reference_steps import REFERENCE_MODELS, training_step
 from torch import nn
@@ -229,13 +229,23 @@ def rnn_calls(mode: str, seq: int, batch: int, inp: int, hid: int, layers: int, 
     return fwd, fwd_bwd
 
 
+def gpu_alone(fn, dev: str) -> dict:
+    """fn's GPU time with the host out of the way: one call issued behind a 50 ms hold, CUDA
+    events around it (kernel_timing.queued_seconds_per_call), so that its kernels run back to
+    back, with the gaps between them that the profiler's kernel sum leaves out."""
+    if not dev.startswith("cuda"):
+        return {}
+    return queued_seconds_per_call(fn, 1, hold_s=0.05, reps=10)
+
+
 def measure_sdpa(t: Timer, dev: str, smoke: bool) -> list:
     out = []
     for b, h, s, d, causal, dt in [(1, 2, 16, 8, True, "fp32")] if smoke else SDPA_CONFIGS:
         fwd, fwd_bwd = sdpa_calls(b, h, s, d, causal, dt, dev)
         rec = {"batch": b, "heads": h, "seq": s, "head_dim": d, "causal": causal, "dtype": dt,
                "forward": t.time(fwd), "forward_backward": t.time(fwd_bwd),
-               "kernels_forward_backward": kernel_profile(fwd_bwd, dev)}  # fmt: skip
+               "kernels_forward_backward": kernel_profile(fwd_bwd, dev),
+               "gpu_alone_forward_backward": gpu_alone(fwd_bwd, dev)}  # fmt: skip
         out.append(rec)
     return out
 
@@ -247,7 +257,8 @@ def measure_rnn(t: Timer, dev: str, smoke: bool) -> list:
         fwd, fwd_bwd = rnn_calls(mode, seq, batch, inp, hid, layers, dev)
         out.append({"mode": mode, "seq": seq, "batch": batch, "input": inp, "hidden": hid,
                     "layers": layers, "forward": t.time(fwd), "forward_backward": t.time(fwd_bwd),
-                    "kernels_forward_backward": kernel_profile(fwd_bwd, dev)})  # fmt: skip
+                    "kernels_forward_backward": kernel_profile(fwd_bwd, dev),
+                    "gpu_alone_forward_backward": gpu_alone(fwd_bwd, dev)})  # fmt: skip
     return out
 
 
@@ -291,7 +302,8 @@ def measure_optimizers(t: Timer, dev: str, smoke: bool) -> list:
                    "elements": sum(p.numel() for p in params),
                    "device": t.time(opt.step, reps=10, flush=False),
                    "wall": wall_per_call(opt.step, dev, 10, warmup=2),
-                   "kernels": kernel_profile(opt.step, dev)}  # fmt: skip
+                   "kernels": kernel_profile(opt.step, dev),
+                   "gpu_alone": gpu_alone(opt.step, dev)}  # fmt: skip
             out.append(rec)
             del opt
         del params
