@@ -90,3 +90,40 @@ def section(steps: list[dict], runs: list[tuple[str, str, str]]) -> list[str]:
                        f"GPU alone {_errors(rows, 'device_s')}; reps whose host outlasted "
                        f"the hold: {past}")  # fmt: skip
     return [*lines, "", *summary, ""]
+
+
+def fused_section(runs: dict[str, list[dict]]) -> list[str]:
+    """REPORT.md's table of the fused kernels timed alone (runs: label -> the rows of
+    predict_h200_steps' sdpa, rnn and optimizers on that run's file): the profiler's kernel sum,
+    the GPU's time alone (one call behind a 50 ms hold, CUDA events), and kpt_sim's."""
+    labels = [label for label, rows in runs.items() if any("gpu_alone_s" in r for r in rows)]
+    if not labels:
+        return []
+    first = [r for r in runs[labels[0]] if "gpu_alone_s" in r]
+    lines = [
+        "## Fused kernels alone on the GPU (H100 runs " + ", ".join(labels) + ")", "",
+        "The fused-kernel tables above compare kpt_sim with the profiler's kernel sum, which "
+        "leaves out the time between a launch's kernels. These runs also time each call alone on "
+        "the GPU: issued behind a 50 ms hold, CUDA events around it "
+        "(`measure_h200_steps.gpu_alone`), so its kernels run back to back as the host never "
+        "keeps them waiting. kpt_sim on h100-sxm's device figures; us; the gap is (alone - sum) "
+        "per kernel.", "",
+        "| kernel | kernels | kernel sum | GPU alone | gap per kernel | kpt_sim | vs GPU alone | "
+        "vs kernel sum |",
+        "|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    gaps = []
+    for row in first:
+        same = [r for label in labels for r in runs[label] if r["kernel"] == row["kernel"]]
+        alone = statistics.median(r["gpu_alone_s"] for r in same)
+        summed = statistics.median(r["measured_s"] for r in same)
+        gap = (alone - summed) / row["kernels"]
+        gaps.append(gap)
+        lines.append(f"| {row['kernel']} | {row['kernels']} | {summed * 1e6:.1f} | "
+                     f"{alone * 1e6:.1f} | {gap * 1e6:+.2f} | {row['predicted_s'] * 1e6:.1f} | "
+                     f"{row['predicted_s'] / alone - 1:+.1%} | "
+                     f"{row['predicted_s'] / summed - 1:+.1%} |")  # fmt: skip
+    return [*lines, "", f"The medians over the runs' figures. Gap per kernel: median "
+            f"{statistics.median(gaps) * 1e6:.2f} us over {len(gaps)} calls; a negative gap is "
+            "kernels that overlapped (cuDNN runs a two-layer LSTM's layers on several streams).",
+            ""]  # fmt: skip

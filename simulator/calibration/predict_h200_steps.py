@@ -31,7 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 import torch  # noqa: E402
-from held_steps import measured_apart, no_host_profile, predicted_apart  # noqa: E402
+from held_steps import fused_section, measured_apart, no_host_profile, predicted_apart  # noqa: E402
 from held_steps import section as held_section  # noqa: E402
 from host_model_fit import (  # noqa: E402
     FIGURES,
@@ -72,8 +72,11 @@ RUNS = (
 # (held_steps.py) three on a sixth (k-m) and two on a machine started later that session (n-o):
 # (label, file suffix of h100_whole_steps{suffix}.json). Their steps are predicted on
 # h100-sxm's device figures under h200's [host] table.
-H100_RUNS = tuple((label, f"_{label}") for label in "abcdefghijklmno")
+H100_RUNS = tuple((label, f"_{label}") for label in "abcdefghijklmnopq")
 H200_HBM_GBPS, H100_HBM_GBPS = 4800.0, 3350.0  # the datasheets' figures
+# The runs whose fused kernels were also timed alone on the GPU (measure_h200_steps.gpu_alone),
+# held_steps.fused_section's table: H100 runs, on h100-sxm's device figures.
+GPU_ALONE_RUNS = ("p", "q")
 NO_HOST = dict.fromkeys(FIGURES, 0.0)
 NOTES = [
     "## Notes",
@@ -305,9 +308,20 @@ def whole_steps(tmp: Path) -> list[dict]:
     return rows
 
 
-def sdpa(tmp: Path) -> list[dict]:
+FUSED = HERE / "h200_fused_kernels.json"  # the fitted run's (r5); other runs' files alike
+
+
+def _alone(rec: dict, key: str) -> dict:
+    """The GPU's time alone (one call behind a long hold) where the run has it, and the
+    profiler's kernel count, for the held tables (held_steps.fused_section)."""
+    alone = rec.get(f"gpu_alone{key}", {}).get("seconds")
+    return {"gpu_alone_s": alone, "kernels": rec[f"kernels{key}"]["count"]} if alone else {}
+
+
+def sdpa(tmp: Path, source: Path = FUSED, profile: str | None = None) -> list[dict]:
+    profile = profile or profile_with(NO_HOST, tmp)
     rows = []
-    for rec in json.loads((HERE / "h200_fused_kernels.json").read_text())["sdpa"]:
+    for rec in json.loads(source.read_text())["sdpa"]:
         shape = (rec["batch"], rec["heads"], rec["seq"], rec["head_dim"])
         fwd, fwd_bwd = sdpa_calls(*shape, rec["causal"], rec["dtype"], "kpt_sim")
         label = f"b{shape[0]} h{shape[1]} s{shape[2]} d{shape[3]} {rec['dtype']}" + (
@@ -322,27 +336,32 @@ def sdpa(tmp: Path) -> list[dict]:
             ("forward+backward", fwd_bwd, profiled["device_seconds"]),
         )
         for part, fn, real in parts:
-            _, busy = replay_s(record(fn, tmp / "sdpa.json"), profile_with(NO_HOST, tmp))
-            rows.append({"kernel": f"sdpa {part} {label}", "measured_s": real, "predicted_s": busy})
+            _, busy = replay_s(record(fn, tmp / "sdpa.json"), profile)
+            alone = _alone(rec, "_forward_backward") if part == "forward+backward" else {}
+            rows.append({"kernel": f"sdpa {part} {label}", "measured_s": real, "predicted_s": busy,
+                         **alone})  # fmt: skip
     return rows
 
 
-def rnn(tmp: Path) -> list[dict]:
+def rnn(tmp: Path, source: Path = FUSED, profile: str | None = None) -> list[dict]:
+    profile = profile or profile_with(NO_HOST, tmp)
     rows = []
-    for rec in json.loads((HERE / "h200_fused_kernels.json").read_text())["rnn"]:
+    for rec in json.loads(source.read_text())["rnn"]:
         _, fwd_bwd = rnn_calls(rec["mode"], rec["seq"], rec["batch"], rec["input"], rec["hidden"],
                                rec["layers"], "kpt_sim")  # fmt: skip
-        _, busy = replay_s(record(fwd_bwd, tmp / "rnn.json"), profile_with(NO_HOST, tmp))
+        _, busy = replay_s(record(fwd_bwd, tmp / "rnn.json"), profile)
         label = (f"{rec['mode']} x{rec['layers']} seq {rec['seq']} batch {rec['batch']} "
                  f"{rec['input']}->{rec['hidden']} forward+backward")  # fmt: skip
         real = rec["kernels_forward_backward"]["device_seconds"]
-        rows.append({"kernel": label, "measured_s": real, "predicted_s": busy})
+        rows.append({"kernel": label, "measured_s": real, "predicted_s": busy,
+                     **_alone(rec, "_forward_backward")})  # fmt: skip
     return rows
 
 
-def optimizers(tmp: Path) -> list[dict]:
+def optimizers(tmp: Path, source: Path = FUSED, profile: str | None = None) -> list[dict]:
+    profile = profile or profile_with(NO_HOST, tmp)
     rows = []
-    for rec in json.loads((HERE / "h200_fused_kernels.json").read_text())["optimizers"]:
+    for rec in json.loads(source.read_text())["optimizers"]:
         if rec["param_set"] == "gpt2_small" or rec["optimizer"] == "adamw_forloop":
             continue  # 124M parameters: the daemon would hold them all; per-tensor loops: not fused
         shapes = {"many_small": [(256, 256)] * 200, "few_large": [(4096, 4096)] * 8}
@@ -351,11 +370,11 @@ def optimizers(tmp: Path) -> list[dict]:
         for p in params:
             p.grad = torch.zeros_like(p)
         opt = OPTIMIZERS[rec["optimizer"]](params)
-        _, busy = replay_s(record(opt.step, tmp / "opt.json"), profile_with(NO_HOST, tmp))
+        _, busy = replay_s(record(opt.step, tmp / "opt.json"), profile)
         size = "256x256" if rec["param_set"] == "many_small" else "4096x4096"
         real = rec["kernels"]["device_seconds"]
         rows.append({"kernel": f"{rec['optimizer']} step, {rec['tensors']} x {size}",
-                     "measured_s": real, "predicted_s": busy})  # fmt: skip
+                     "measured_s": real, "predicted_s": busy, **_alone(rec, "")})  # fmt: skip
         del opt, params
     return rows
 
@@ -473,7 +492,7 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.3f} ms"
 
 
-def report(steps: list[dict], kernels: dict[str, list[dict]]) -> str:
+def report(steps: list[dict], kernels: dict[str, list[dict]], alone: dict[str, list]) -> str:
     lines = [
         "# kpt-sim fidelity against a real H200 (issue 12)", "",
         "Produced by `cd simulator/calibration && python predict_h200_steps.py` from an H200 run "
@@ -510,6 +529,7 @@ def report(steps: list[dict], kernels: dict[str, list[dict]]) -> str:
     lines += on_h100(steps)
     lines += held_section(steps, [(label, "runs", "H200") for label, _, _ in RUNS]
                           + [(label, "h100_runs", "H100") for label, _ in H100_RUNS])  # fmt: skip
+    lines += fused_section(alone)
     titles = {"sdpa": "Fused attention (F.scaled_dot_product_attention; measured: the "
                       "profiler's forward kernel, and its kernel sum for forward+backward)",
               "rnn": "Fused RNN layers (cuDNN; measured: the profiler's kernel sum)",
@@ -539,7 +559,11 @@ def main() -> None:
     steps = whole_steps(tmp)
     kernels = {"sdpa": sdpa(tmp), "rnn": rnn(tmp), "optimizers": optimizers(tmp),
                "heads": vocab_heads()}  # fmt: skip
-    text = report(steps, kernels)
+    h100 = no_host_profile(profile_with(NO_HOST, tmp), tmp, H100_HBM_GBPS)
+    alone = {label: [row for fn in (sdpa, rnn, optimizers)
+                     for row in fn(tmp, HERE / f"h100_fused_kernels_{label}.json", h100)]
+             for label in GPU_ALONE_RUNS}  # fmt: skip
+    text = report(steps, kernels, alone)
     print(text)
     if not args.dry_run:
         REPORT.write_text(text)
