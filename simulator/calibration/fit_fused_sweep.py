@@ -142,6 +142,46 @@ def encoder_errors(profile, prefix: str = "h200") -> list[tuple[str, str, float,
     return rows
 
 
+def stack_rows(profile, prefix: str = "h100") -> list[tuple[str, float, float, float, float]]:
+    """The stacked layers of measure_rnn_stack_sweep.py (`{prefix}_rnn_stack_sweep.json`):
+    (label, the profiler's kernel sum, the GPU alone, the stack's one-layer GPU alone, kpt_sim's
+    layers in series, forward+backward us each; nothing fitted on them)."""
+    sweep = HERE / f"{prefix}_rnn_stack_sweep.json"
+    if not sweep.exists():
+        return []
+    stacks = json.loads(sweep.read_text())["stacks"]
+    shape_of = lambda r: (r["mode"], r["seq"], r["batch"], r["input"], r["hidden"])  # noqa: E731
+    one = {shape_of(r): r["gpu_alone"]["seconds"] for r in stacks if r["layers"] == 1}
+    rows = []
+    for r in stacks:
+        widths = [r["input"]] + [r["hidden"]] * (r["layers"] - 1)
+        series = sum(rnn_timing(profile, "fp32", (r["seq"], r["batch"], width, r["hidden"],
+                                                  GATES[r["mode"]], b)).duration
+                     for width in widths for b in (0, 1))  # fmt: skip
+        label = (f"{r['mode']} x{r['layers']} seq {r['seq']} batch {r['batch']} "
+                 f"{r['input']}->{r['hidden']}")  # fmt: skip
+        rows.append((label, r["kernels"]["device_seconds"] * 1e6, r["gpu_alone"]["seconds"] * 1e6,
+                     one[shape_of(r)] * 1e6, series * 1e6))  # fmt: skip
+    return rows
+
+
+def print_stacks(rows) -> None:
+    """The stack table and, per depth, how much a layer adds to one alone on the GPU."""
+    print("| RNN stack, forward+backward, H100 | kernel sum us | GPU alone us | over one layer | "
+          "kpt_sim (layers in series) us | error vs GPU alone |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for label, summed, alone, one, series in rows:
+        print(f"| {label} | {summed:.1f} | {alone:.1f} | {alone / one:.2f}x | {series:.1f} | "
+              f"{series / alone - 1:+.1%} |")  # fmt: skip
+    for depth in (1, 2, 3):
+        chosen = [r for r in rows if f" x{depth} " in r[0]]
+        if chosen:
+            over = [alone / one for _, _, alone, one, _ in chosen]
+            errors = [series / alone - 1 for *_, alone, _, series in chosen]
+            print(f"stacks of {depth}: GPU alone {min(over):.2f}-{max(over):.2f}x one layer's; "
+                  + summary("kpt_sim's layers in series", errors))  # fmt: skip
+
+
 def summary(name: str, errors) -> str:
     errors = np.abs(errors)
     return (f"{name}: {len(errors)} kernels, median |error| {np.median(errors):.1%}, "
@@ -214,6 +254,9 @@ def main() -> None:
     for chip, prefix, name in CHIPS:
         on_chip = profile if prefix == "h200" else load_profile(name)
         print_fused_ops(chip, rnn_errors(on_chip, prefix), encoder_errors(on_chip, prefix))
+    stacks = stack_rows(load_profile("h100-sxm"))
+    if stacks:
+        print_stacks(stacks)
 
 
 def print_fused_ops(chip: str, layers: list, encoders: list) -> None:

@@ -1,0 +1,49 @@
+"""Stacked cuDNN RNN layers (LSTM, GRU; one to three layers) timed alone on the GPU.
+
+cuDNN runs a multi-layer RNN's layers as a wavefront on several streams: layer 2's step t
+beside layer 1's step t+1, so a stack takes less than its layers' kernels in series (REPORT.md's
+"Fused kernels alone on the GPU": a two-layer LSTM under its kernel sum, a one-layer one 17-44 %
+over it, the gaps between its kernels). kpt_sim runs each layer as its own launch, in series.
+This sweep gives that overlap its shapes: forward+backward of stacks of one, two and three
+layers, each profiled (the kernels' summed device time, each kernel by name) and timed alone on
+the GPU (one call behind a 50 ms hold, CUDA events: measure_h200_steps.gpu_alone). Torch only.
+
+Usage (device machine): python3 measure_rnn_stack_sweep.py --out "$OUT"
+Smoke test on a CPU:    python3 measure_rnn_stack_sweep.py --out /tmp/x --smoke
+"""
+
+from __future__ import annotations
+
+from measure_h100 import sweep_main
+from measure_h200_steps import gpu_alone, kernel_profile, rnn_calls
+
+MODES = ("LSTM", "GRU")
+LAYERS = (1, 2, 3)
+SHAPES = [  # seq, batch, input, hidden
+    (64, 32, 512, 512), (32, 8, 256, 256), (128, 64, 1024, 1024), (64, 64, 512, 512),
+    (16, 32, 512, 512),
+]  # fmt: skip
+
+
+def stacks(smoke: bool, dev: str) -> list[dict]:
+    shapes = [(4, 2, 8, 8)] if smoke else SHAPES
+    out = []
+    for mode in MODES:
+        for seq, batch, inp, hidden in shapes:
+            for layers in LAYERS:
+                _, fwd_bwd = rnn_calls(mode, seq, batch, inp, hidden, layers, dev)
+                out.append({"mode": mode, "seq": seq, "batch": batch, "input": inp,
+                            "hidden": hidden, "layers": layers, "part": "forward_backward",
+                            "kernels": kernel_profile(fwd_bwd, dev),
+                            "gpu_alone": gpu_alone(fwd_bwd, dev)})  # fmt: skip
+                print({k: v for k, v in out[-1].items() if k != "kernels"}, flush=True)
+    return out
+
+
+def main() -> None:
+    sweep_main(__doc__, "{chip}_rnn_stack_sweep.json",
+               lambda smoke, dev: {"stacks": stacks(smoke, dev)})  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
