@@ -18,7 +18,9 @@ Then, on the same profile, nothing fitted on them: the sweep's small bf16 attent
 (flash attention's class, calibrated on the H100), its LSTM layers and the GRU and Elman layers
 of h200_rnn_sweep.json (measure_rnn_sweep.py), where it was measured (the `rnn` class), and
 torch's fused transformer inference ops of h200_encoder_sweep.json (measure_encoder_sweep.py),
-where it was measured (the `encoder` class).
+where it was measured (the `encoder` class); the same two sweeps' H100 runs (h100_*) on
+h100-sxm; and the stacked RNN layers of h100_rnn_stack_sweep.json (measure_rnn_stack_sweep.py)
+timed alone on the GPU, against kpt_sim's layers in series.
 
     python simulator/calibration/fit_fused_sweep.py [--fit]
 """
@@ -150,8 +152,7 @@ def stack_rows(profile, prefix: str = "h100") -> list[tuple[str, float, float, f
     if not sweep.exists():
         return []
     stacks = json.loads(sweep.read_text())["stacks"]
-    shape_of = lambda r: (r["mode"], r["seq"], r["batch"], r["input"], r["hidden"])  # noqa: E731
-    one = {shape_of(r): r["gpu_alone"]["seconds"] for r in stacks if r["layers"] == 1}
+    one = {_stack_shape(r): r["gpu_alone"]["seconds"] for r in stacks if r["layers"] == 1}
     rows = []
     for r in stacks:
         widths = [r["input"]] + [r["hidden"]] * (r["layers"] - 1)
@@ -161,8 +162,12 @@ def stack_rows(profile, prefix: str = "h100") -> list[tuple[str, float, float, f
         label = (f"{r['mode']} x{r['layers']} seq {r['seq']} batch {r['batch']} "
                  f"{r['input']}->{r['hidden']}")  # fmt: skip
         rows.append((label, r["kernels"]["device_seconds"] * 1e6, r["gpu_alone"]["seconds"] * 1e6,
-                     one[shape_of(r)] * 1e6, series * 1e6))  # fmt: skip
+                     one[_stack_shape(r)] * 1e6, series * 1e6))  # fmt: skip
     return rows
+
+
+def _stack_shape(r: dict) -> tuple:
+    return r["mode"], r["seq"], r["batch"], r["input"], r["hidden"]
 
 
 def print_stacks(rows) -> None:

@@ -6,7 +6,8 @@ step, so the host's issue time (perf_counter over the call) and the GPU's time w
 gives the same two: when the host had issued the last launch (`host_end_s`), on the profile
 derived at the run's host speed, and the end of the device's work on the profile without host
 time. A wall that misses can then be told apart: the host model, or the device side. Nothing is
-fitted on these reps. predict_h200_steps.py calls `predicted_apart` and `section`.
+fitted on these reps. Also the fused calls timed alone on the GPU (`fused_section`).
+predict_h200_steps.py computes both sides and writes the two tables into simulator/REPORT.md.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def predicted_apart(trace: dict, host_profile: str, device_profile: str) -> dict
 
 
 def measured_apart(step: dict) -> dict | None:
-    """The held reps' medians, or None for a run without them (before this session's runs)."""
+    """The held reps' medians, or None for a run without them (every run before the H100's k)."""
     held = step.get("held")
     if not held:
         return None
@@ -60,7 +61,7 @@ def section(steps: list[dict], runs: list[tuple[str, str, str]]) -> list[str]:
         return []
     lines = [
         "## Host and GPU apart (held reps)", "",
-        "From the H100 runs k-o on, each step is also timed 20 times with the GPU held "
+        "From the H100 run k on, each step is also timed 20 times with the GPU held "
         "(`torch.cuda._sleep`, three of the step's walls) while the host issues it: the host's "
         "time alone (perf_counter over the call) and the GPU's alone, never waiting for the host "
         "(CUDA events from the hold's end to the last kernel), medians over the reps. kpt_sim "
