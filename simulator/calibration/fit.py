@@ -140,11 +140,19 @@ def parameter_space() -> list[tuple[str, str, float, float]]:
 
 
 def restrict_to(op_class: str) -> None:
-    """Fit only one class's efficiency terms (a model change in that class needs no joint refit
-    of the others, which would move every class's figures)."""
+    """Fit only one class's efficiency terms, or the host link's (a model change in one needs
+    no joint refit of the others, which would move every class's figures)."""
     global FITTED_PREFIX
-    FITTED_PREFIX = f"efficiency.{op_class}."
+    FITTED_PREFIX = "host_link." if op_class == "host_link" else f"efficiency.{op_class}."
     GRID[:] = [g for g in GRID_ALL if g[0].startswith(FITTED_PREFIX)]
+
+
+def of_class(item: dict, op_class: str) -> bool:
+    """An item `--only CLASS` refits on: the engine class's kernels; for host_link (its terms
+    are host_link.*), the pinned and pageable copies."""
+    if op_class == "host_link":
+        return item["kind"] in ("host_link", "host_link_pageable")
+    return item.get("engine_class") == op_class
 
 
 def restrict_terms(word: str) -> None:
@@ -460,7 +468,7 @@ def main() -> None:
             for i in fit_items
             if i["class"] not in UNMODELLED
             and i.get("steady", True)  # the reports keep unsteady timings, the fit does not
-            and (not args.only or i.get("engine_class") == args.only)
+            and (not args.only or of_class(i, args.only))
         ],
     )
     fitted["calibrated"] = True
