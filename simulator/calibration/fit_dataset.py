@@ -139,11 +139,15 @@ def load_items(meas: dict) -> list[dict]:
                 items.append({**m, "run": 2})
     if not HELD_RUN.is_file():
         return items
-    records = json.loads(HELD_RUN.read_text())["records"]
-    held = {(m["class"], m["label"]): m for m in map(model_inputs, records)
-            if m is not None and m["kind"] in HELD_KINDS}  # fmt: skip
+    held = {key: m for key, m in configurations(HELD_RUN).items() if m["kind"] in HELD_KINDS}
     return [{**i, **held[i["class"], i["label"]], "run": 3} if (i["class"], i["label"]) in held
             else i for i in items]  # fmt: skip
+
+
+def configurations(path: Path) -> dict[tuple[str, str], dict]:
+    """One run's kernels as the cost model's inputs, by configuration (class, label)."""
+    records = json.loads(path.read_text())["records"]
+    return {(m["class"], m["label"]): m for m in map(model_inputs, records) if m is not None}
 
 
 def split(items: list[dict]) -> tuple[list[dict], list[dict]]:

@@ -39,28 +39,34 @@ def sleep_cycles_per_second() -> float:
     return cycles / (start.elapsed_time(end) / 1e3)
 
 
+def held_issue(fn, cycles: int, calls: int = 1) -> tuple[float, float]:
+    """One rep of `calls` calls of fn issued while the GPU spins `cycles` of torch.cuda._sleep:
+    (the host's seconds issuing them, the GPU's seconds from the hold's end to their last
+    kernel). A host ahead of the GPU lets the calls queue and run back to back, as an eager
+    step's kernels do; host seconds over the hold mean the GPU waited for it."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda._sleep(cycles)
+    start.record()
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    host_s = time.perf_counter() - t0
+    end.record()
+    end.synchronize()
+    return host_s, start.elapsed_time(end) / 1e3
+
+
 def queued_seconds_per_call(fn, calls: int, hold_s: float = 0.05, reps: int = 5) -> dict:
-    """Device seconds per call of fn, `calls` calls issued while the GPU is held (hold_s of
-    torch.cuda._sleep), so that they queue and run back to back as an eager step's kernels do
-    when the host is ahead: CUDA events around them, the median over reps. host_past_hold
-    counts reps whose issue outlasted the hold (those include host time)."""
+    """Device seconds per call of fn, `calls` calls issued behind a hold of hold_s (held_issue),
+    the median over reps. host_past_hold counts reps whose issue outlasted the hold (those
+    include host time)."""
     for _ in range(3):
         fn()
     torch.cuda.synchronize()
     cycles = int(sleep_cycles_per_second() * hold_s)
-    samples, past = [], 0
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda._sleep(cycles)
-        start.record()
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        past += time.perf_counter() - t0 > hold_s
-        end.record()
-        end.synchronize()
-        samples.append(start.elapsed_time(end) / 1e3 / calls)
-    return {"seconds": statistics.median(samples), "calls": calls, "host_past_hold": past}
+    timed = [held_issue(fn, cycles, calls) for _ in range(reps)]
+    return {"seconds": statistics.median(device for _, device in timed) / calls, "calls": calls,
+            "host_past_hold": sum(host > hold_s for host, _ in timed)}  # fmt: skip
 
 
 class Timer:

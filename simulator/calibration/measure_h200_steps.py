@@ -33,7 +33,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from host_programs import backward_ops, eager_ops, no_launch_programs
-from kernel_timing import KB, MB, Timer, queued_seconds_per_call, sleep_cycles_per_second
+from kernel_timing import (
+    KB,
+    MB,
+    Timer,
+    held_issue,
+    queued_seconds_per_call,
+    sleep_cycles_per_second,
+)
 from measure_h100 import describe_device
 from reference_steps import REFERENCE_MODELS, training_step
 from torch import nn
@@ -128,18 +135,10 @@ def held_reps(fn, dev: str, wall_s: float, reps: int) -> dict:
         return {}
     hold_s = max(3 * wall_s, 0.01)
     cycles = int(sleep_cycles_per_second() * hold_s)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     reps_out = []
     for _ in range(reps):
-        sync(dev)
-        torch.cuda._sleep(cycles)
-        start.record()
-        t0 = time.perf_counter()
-        fn()
-        host_s = time.perf_counter() - t0
-        end.record()
-        end.synchronize()
-        reps_out.append({"host_s": host_s, "device_s": start.elapsed_time(end) / 1e3})
+        host_s, device_s = held_issue(fn, cycles)
+        reps_out.append({"host_s": host_s, "device_s": device_s})
     return {
         "hold_s": hold_s,
         "host_median_s": statistics.median(r["host_s"] for r in reps_out),

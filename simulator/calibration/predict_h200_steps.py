@@ -244,16 +244,29 @@ def run_prediction(
 
 
 def held_apart(
-    trace: dict, step: dict, predicted: dict, tmp: Path, hbm_gbps: float = H200_HBM_GBPS
+    trace: dict,
+    step: dict,
+    predicted: dict,
+    tmp: Path,
+    device_s: float,
+    hbm_gbps: float = H200_HBM_GBPS,
 ) -> dict:
-    """A run with held reps: their host and GPU times apart, and kpt_sim's (held_steps.py), the
-    host at the run's paired host speed."""
+    """A run with held reps: their host and GPU times apart, and kpt_sim's (held_steps.py): the
+    host at the run's paired host speed, the device alone (device_s, the same for every run of
+    a chip)."""
     measured = measured_apart(step)
     if measured is None:
         return {}
     host = host_scaled(round(predicted["host_speed"], 2), tmp, hbm_gbps)
-    device = no_host_profile(profile_with(NO_HOST, tmp), tmp, hbm_gbps)
-    return {"held": {"measured": measured, "predicted": predicted_apart(trace, host, device)}}
+    return {"held": {"measured": measured, "predicted": predicted_apart(trace, host, device_s)}}
+
+
+@functools.cache
+def no_host(tmp: Path, hbm_gbps: float = H200_HBM_GBPS) -> str:
+    """The h200 profile without host time; at another datasheet HBM figure, that chip's (h100-sxm's
+    device figures under H100_HBM_GBPS)."""
+    profile = profile_with(NO_HOST, tmp)
+    return profile if hbm_gbps == H200_HBM_GBPS else no_host_profile(profile, tmp, hbm_gbps)
 
 
 @functools.cache
@@ -280,17 +293,20 @@ def whole_steps(tmp: Path) -> list[dict]:
         trace = record(w.step, tmp / f"{name}.json")
         wall, _ = replay_s(trace, "h200")
         flat_wall, _ = replay_s(trace, str(flat))
+        alone, busy = replay_s(trace, no_host(tmp))
         at_speed = {}
         for label, suffix, _ in RUNS:
-            predicted = run_prediction(trace, runs[label][name], suffix, tmp)
-            at_speed[label] = {**predicted, **held_apart(trace, runs[label][name], predicted, tmp)}
-        _, busy = replay_s(trace, profile_with(NO_HOST, tmp))
+            step = runs[label][name]
+            predicted = run_prediction(trace, step, suffix, tmp)
+            at_speed[label] = {**predicted, **held_apart(trace, step, predicted, tmp, alone)}
+        h100_alone, _ = replay_s(trace, no_host(tmp, H100_HBM_GBPS))
         on_h100 = {}
         for label, suffix in H100_RUNS:
             step = measured_steps(suffix, "h100")[name]
             predicted = run_prediction(trace, step, suffix, tmp, H100_HBM_GBPS)
             on_h100[label] = {"busy_s": step["kernels"]["device_seconds"], **predicted,
-                              **held_apart(trace, step, predicted, tmp, H100_HBM_GBPS)}  # fmt: skip
+                              **held_apart(trace, step, predicted, tmp, h100_alone,
+                                           H100_HBM_GBPS)}  # fmt: skip
         real = measured[name]
         rows.append({"workload": name, "description": w.description,
                      "launches": len(launches(trace)), "kernels": real["kernels"]["count"],
@@ -319,7 +335,7 @@ def _alone(rec: dict, key: str) -> dict:
 
 
 def sdpa(tmp: Path, source: Path = FUSED, profile: str | None = None) -> list[dict]:
-    profile = profile or profile_with(NO_HOST, tmp)
+    profile = profile or no_host(tmp)
     rows = []
     for rec in json.loads(source.read_text())["sdpa"]:
         shape = (rec["batch"], rec["heads"], rec["seq"], rec["head_dim"])
@@ -344,7 +360,7 @@ def sdpa(tmp: Path, source: Path = FUSED, profile: str | None = None) -> list[di
 
 
 def rnn(tmp: Path, source: Path = FUSED, profile: str | None = None) -> list[dict]:
-    profile = profile or profile_with(NO_HOST, tmp)
+    profile = profile or no_host(tmp)
     rows = []
     for rec in json.loads(source.read_text())["rnn"]:
         _, fwd_bwd = rnn_calls(rec["mode"], rec["seq"], rec["batch"], rec["input"], rec["hidden"],
@@ -359,7 +375,7 @@ def rnn(tmp: Path, source: Path = FUSED, profile: str | None = None) -> list[dic
 
 
 def optimizers(tmp: Path, source: Path = FUSED, profile: str | None = None) -> list[dict]:
-    profile = profile or profile_with(NO_HOST, tmp)
+    profile = profile or no_host(tmp)
     rows = []
     for rec in json.loads(source.read_text())["optimizers"]:
         if rec["param_set"] == "gpt2_small" or rec["optimizer"] == "adamw_forloop":
@@ -559,7 +575,7 @@ def main() -> None:
     steps = whole_steps(tmp)
     kernels = {"sdpa": sdpa(tmp), "rnn": rnn(tmp), "optimizers": optimizers(tmp),
                "heads": vocab_heads()}  # fmt: skip
-    h100 = no_host_profile(profile_with(NO_HOST, tmp), tmp, H100_HBM_GBPS)
+    h100 = no_host(tmp, H100_HBM_GBPS)
     alone = {label: [row for fn in (sdpa, rnn, optimizers)
                      for row in fn(tmp, HERE / f"h100_fused_kernels_{label}.json", h100)]
              for label in GPU_ALONE_RUNS}  # fmt: skip
