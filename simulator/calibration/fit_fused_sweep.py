@@ -69,6 +69,14 @@ def with_fp32_attention(profile, **fields):
     return dataclasses.replace(profile, efficiency={**profile.efficiency, "attention": table})
 
 
+def kernels_only(profile):
+    """`profile` without what runs between kernels (a queued eager kernel's gap, [rnn]): its
+    kernels back to back, as the profiler's kernel sum times them."""
+    from kpt.sim._profile_launch import LAYERS_IN_SERIES
+
+    return dataclasses.replace(profile, stream_gap_s=0.0, rnn=LAYERS_IN_SERIES)
+
+
 def kernel_us(part: dict, names: tuple[str, ...]) -> float:
     return sum(k["us"] for name, k in part["kernels"].items() if any(n in name for n in names))
 
@@ -155,15 +163,51 @@ def stack_rows(profile, prefix: str = "h100") -> list[tuple[str, float, float, f
     one = {_stack_shape(r): r["gpu_alone"]["seconds"] for r in stacks if r["layers"] == 1}
     rows = []
     for r in stacks:
-        widths = [r["input"]] + [r["hidden"]] * (r["layers"] - 1)
-        series = sum(rnn_timing(profile, "fp32", (r["seq"], r["batch"], width, r["hidden"],
-                                                  GATES[r["mode"]], b)).duration
-                     for width in widths for b in (0, 1))  # fmt: skip
         label = (f"{r['mode']} x{r['layers']} seq {r['seq']} batch {r['batch']} "
                  f"{r['input']}->{r['hidden']}")  # fmt: skip
         rows.append((label, r["kernels"]["device_seconds"] * 1e6, r["gpu_alone"]["seconds"] * 1e6,
-                     one[_stack_shape(r)] * 1e6, series * 1e6))  # fmt: skip
+                     one[_stack_shape(r)] * 1e6, stack_seconds(profile, r) * 1e6))  # fmt: skip
     return rows
+
+
+def stack_seconds(profile, r: dict) -> float:
+    """kpt_sim's time for a stack of the sweep, forward and backward: one launch per layer each
+    way, as torch issues them, each its share of the stack (the `rnn` class)."""
+    widths = [r["input"]] + [r["hidden"]] * (r["layers"] - 1)
+    return sum(rnn_timing(profile, "fp32", (r["seq"], r["batch"], width, r["hidden"],
+                                            GATES[r["mode"]], b, 1, r["layers"])).duration
+               for width in widths for b in (0, 1))  # fmt: skip
+
+
+def fit_rnn(profile) -> None:
+    """Fit the profile's [rnn] table on the stack sweep timed alone on the GPU, and print it:
+    kernel_gap_us on the single layers (median |error| least), then stack_fixed_us and
+    stack_added on the deeper stacks (least squares on the relative error of what each layer
+    above the first adds)."""
+    from kpt.sim._profile_launch import FusedRnn
+
+    stacks = json.loads((HERE / "h100_rnn_stack_sweep.json").read_text())["stacks"]
+    alone = {(*_stack_shape(r), r["layers"]): r["gpu_alone"]["seconds"] for r in stacks}
+    single = [r for r in stacks if r["layers"] == 1]
+
+    def one_layer(gap: float, r: dict) -> float:
+        return stack_seconds(dataclasses.replace(profile, rnn=FusedRnn(gap)), {**r, "layers": 1})
+
+    gaps = np.arange(0.0, 5e-6, 1e-8)
+    gap = min(gaps, key=lambda g: np.median([abs(one_layer(g, r) / alone[(*_stack_shape(r), 1)]
+                                                 - 1) for r in single]))  # fmt: skip
+    deep = [r for r in stacks if r["layers"] > 1]
+    first = np.array([one_layer(gap, r) for r in deep])
+    above = np.array([r["layers"] - 1 for r in deep], dtype=float)
+    measured = np.array([alone[(*_stack_shape(r), r["layers"])] for r in deep])
+    # measured = first + above * (fixed + added * first), each row weighted by 1 / measured
+    terms = np.stack([above, above * first], axis=1) / measured[:, None]
+    fixed, added = np.linalg.lstsq(terms, (measured - first) / measured, rcond=None)[0]
+    # A layer adds `fixed` forward and backward together: stack_fixed_us is each launch's half.
+    print(
+        f"[rnn] fitted on {len(single)} single layers and {len(deep)} stacks: kernel_gap_us = "
+        f"{gap * 1e6:.3g}, stack_added = {added:.3g}, stack_fixed_us = {fixed / 2 * 1e6:.4g}"
+    )
 
 
 def _stack_shape(r: dict) -> tuple:
@@ -173,7 +217,7 @@ def _stack_shape(r: dict) -> tuple:
 def print_stacks(rows) -> None:
     """The stack table and, per depth, how much a layer adds to one alone on the GPU."""
     print("| RNN stack, forward+backward, H100 | kernel sum us | GPU alone us | over one layer | "
-          "kpt_sim (layers in series) us | error vs GPU alone |")  # fmt: skip
+          "kpt_sim us | error vs GPU alone |")  # fmt: skip
     print("|---|---|---|---|---|---|")
     for label, summed, alone, one, series in rows:
         print(f"| {label} | {summed:.1f} | {alone:.1f} | {alone / one:.2f}x | {series:.1f} | "
@@ -184,7 +228,7 @@ def print_stacks(rows) -> None:
             over = [alone / one for _, _, alone, one, _ in chosen]
             errors = [series / alone - 1 for *_, alone, _, series in chosen]
             print(f"stacks of {depth}: GPU alone {min(over):.2f}-{max(over):.2f}x one layer's; "
-                  + summary("kpt_sim's layers in series", errors))  # fmt: skip
+                  + summary("kpt_sim", errors))  # fmt: skip
 
 
 def summary(name: str, errors) -> str:
@@ -236,7 +280,16 @@ def fit(profile, rows: list[dict]):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fit", action="store_true", help="fit the fp32 table's numbers again")
+    parser.add_argument(
+        "--fit-rnn",
+        action="store_true",
+        help="fit h100-sxm's [rnn] table on the stack sweep; print it and stop",
+    )
     args = parser.parse_args()
+    if args.fit_rnn:
+        from kpt.sim._profile_launch import LAYERS_IN_SERIES
+
+        return fit_rnn(dataclasses.replace(load_profile("h100-sxm"), rnn=LAYERS_IN_SERIES))
     import kpt.adapters.sim  # noqa: F401  (registers kpt_sim)
 
     profile, rows = load_profile("h200"), sweep_rows("fp32")
@@ -257,7 +310,7 @@ def main() -> None:
             summary(f"bf16 {part} (not fitted on)", errors) + f", median {np.median(errors):+.1%}"
         )
     for chip, prefix, name in CHIPS:
-        on_chip = profile if prefix == "h200" else load_profile(name)
+        on_chip = kernels_only(profile if prefix == "h200" else load_profile(name))
         print_fused_ops(chip, rnn_errors(on_chip, prefix), encoder_errors(on_chip, prefix))
     stacks = stack_rows(load_profile("h100-sxm"))
     if stacks:

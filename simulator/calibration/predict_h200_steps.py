@@ -31,7 +31,13 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 import torch  # noqa: E402
-from held_steps import fused_section, measured_apart, no_host_profile, predicted_apart  # noqa: E402
+from held_steps import (  # noqa: E402
+    fused_section,
+    kernels_only_profile,
+    measured_apart,
+    no_host_profile,
+    predicted_apart,
+)
 from held_steps import section as held_section  # noqa: E402
 from host_model_fit import (  # noqa: E402
     FIGURES,
@@ -77,6 +83,7 @@ H200_HBM_GBPS, H100_HBM_GBPS = 4800.0, 3350.0  # the datasheets' figures
 # The runs whose fused kernels were also timed alone on the GPU (measure_h200_steps.gpu_alone),
 # held_steps.fused_section's table: H100 runs, on h100-sxm's device figures.
 GPU_ALONE_RUNS = ("p", "q", "r")
+H100 = str(PROFILE.with_name("h100-sxm.toml"))
 NO_HOST = dict.fromkeys(FIGURES, 0.0)
 NOTES = [
     "## Notes",
@@ -293,7 +300,9 @@ def whole_steps(tmp: Path) -> list[dict]:
         trace = record(w.step, tmp / f"{name}.json")
         wall, _ = replay_s(trace, "h200")
         flat_wall, _ = replay_s(trace, str(flat))
-        alone, busy = replay_s(trace, no_host(tmp))
+        alone, _ = replay_s(trace, no_host(tmp))
+        # Device busy against the profiler's kernel sum: the kernels alone, without their gaps.
+        _, busy = replay_s(trace, kernels_only_profile(no_host(tmp), tmp))
         at_speed = {}
         for label, suffix, _ in RUNS:
             step = runs[label][name]
@@ -317,7 +326,7 @@ def whole_steps(tmp: Path) -> list[dict]:
                      "runs": {label: {"busy_s": run[name]["kernels"]["device_seconds"],
                                       **at_speed[label]}
                               for label, run in runs.items()},
-                     "h100_predicted_busy_s": replay_s(trace, "h100-sxm")[1],
+                     "h100_predicted_busy_s": replay_s(trace, kernels_only_profile(H100, tmp))[1],
                      "h100_runs": on_h100})  # fmt: skip
         print(rows[-1], flush=True)
         del w
@@ -332,6 +341,15 @@ def _alone(rec: dict, key: str) -> dict:
     profiler's kernel count, for the held tables (held_steps.fused_section)."""
     alone = rec.get(f"gpu_alone{key}", {}).get("seconds")
     return {"gpu_alone_s": alone, "kernels": rec[f"kernels{key}"]["count"]} if alone else {}
+
+
+def _predicted(trace: dict, profile: str, tmp: Path, alone: dict) -> dict:
+    """kpt_sim's device-busy seconds for a recorded call: its kernels alone (against the
+    profiler's kernel sum) and, where the run timed the call alone on the GPU, all of it."""
+    _, summed = replay_s(trace, kernels_only_profile(profile, tmp))
+    if not alone:
+        return {"predicted_s": summed}
+    return {"predicted_s": summed, "predicted_alone_s": replay_s(trace, profile)[1], **alone}
 
 
 def sdpa(tmp: Path, source: Path = FUSED, profile: str | None = None) -> list[dict]:
@@ -352,10 +370,10 @@ def sdpa(tmp: Path, source: Path = FUSED, profile: str | None = None) -> list[di
             ("forward+backward", fwd_bwd, profiled["device_seconds"]),
         )
         for part, fn, real in parts:
-            _, busy = replay_s(record(fn, tmp / "sdpa.json"), profile)
             alone = _alone(rec, "_forward_backward") if part == "forward+backward" else {}
-            rows.append({"kernel": f"sdpa {part} {label}", "measured_s": real, "predicted_s": busy,
-                         **alone})  # fmt: skip
+            trace = record(fn, tmp / "sdpa.json")
+            rows.append({"kernel": f"sdpa {part} {label}", "measured_s": real,
+                         **_predicted(trace, profile, tmp, alone)})  # fmt: skip
     return rows
 
 
@@ -365,12 +383,13 @@ def rnn(tmp: Path, source: Path = FUSED, profile: str | None = None) -> list[dic
     for rec in json.loads(source.read_text())["rnn"]:
         _, fwd_bwd = rnn_calls(rec["mode"], rec["seq"], rec["batch"], rec["input"], rec["hidden"],
                                rec["layers"], "kpt_sim")  # fmt: skip
-        _, busy = replay_s(record(fwd_bwd, tmp / "rnn.json"), profile)
+        trace = record(fwd_bwd, tmp / "rnn.json")
         label = (f"{rec['mode']} x{rec['layers']} seq {rec['seq']} batch {rec['batch']} "
                  f"{rec['input']}->{rec['hidden']} forward+backward")  # fmt: skip
         real = rec["kernels_forward_backward"]["device_seconds"]
-        rows.append({"kernel": label, "measured_s": real, "predicted_s": busy,
-                     **_alone(rec, "_forward_backward")})  # fmt: skip
+        alone = _alone(rec, "_forward_backward")
+        rows.append({"kernel": label, "measured_s": real,
+                     **_predicted(trace, profile, tmp, alone)})  # fmt: skip
     return rows
 
 
@@ -386,11 +405,16 @@ def optimizers(tmp: Path, source: Path = FUSED, profile: str | None = None) -> l
         for p in params:
             p.grad = torch.zeros_like(p)
         opt = OPTIMIZERS[rec["optimizer"]](params)
-        _, busy = replay_s(record(opt.step, tmp / "opt.json"), profile)
+        trace = record(opt.step, tmp / "opt.json")
         size = "256x256" if rec["param_set"] == "many_small" else "4096x4096"
         real = rec["kernels"]["device_seconds"]
-        rows.append({"kernel": f"{rec['optimizer']} step, {rec['tensors']} x {size}",
-                     "measured_s": real, "predicted_s": busy, **_alone(rec, "")})  # fmt: skip
+        rows.append(
+            {
+                "kernel": f"{rec['optimizer']} step, {rec['tensors']} x {size}",
+                "measured_s": real,
+                **_predicted(trace, profile, tmp, _alone(rec, "")),
+            }
+        )
         del opt, params
     return rows
 

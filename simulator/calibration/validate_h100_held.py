@@ -83,13 +83,13 @@ def launch_note(profile) -> str:
     runs = json.loads((HERE / "h100_launch_split.json").read_text())["runs"]
     saved = sorted(run[f"device_seconds_held_{size}"] - run[f"device_seconds_per_op_queued_{size}"]
                    for run in runs for size in ("tiny", "4mb"))  # fmt: skip
-    latency = profile.launch_latency_s
     return (
         f"- Launch split (`h100_launch_split.json`, {len(runs)} runs of a 1-element and a 4 MB "
         f"add): a kernel queued behind others costs its held window less "
         f"{saved[0] * 1e6:.2f}-{saved[-1] * 1e6:.2f} us (median "
-        f"{statistics.median(saved) * 1e6:.2f}); the profile takes {latency * 1e6:.2f} "
-        "(kernel_launch_us less kernel_back_to_back_us, the CUDA graph's figure)."
+        f"{statistics.median(saved) * 1e6:.2f}); the profile takes "
+        f"{profile.queued_latency_s * 1e6:.2f} (kernel_launch_us less kernel_queued_us; a CUDA "
+        f"graph's node {profile.launch_latency_s * 1e6:.2f}, less kernel_back_to_back_us)."
     )
 
 

@@ -31,7 +31,10 @@ def test_rnn_layer_is_its_kernels_in_series(h200):
                       (rows, 4 * hidden, hidden))  # fmt: skip
     kernels = 1 + 2 * steps
     expected = first.duration + steps * (gemm.duration + cell.duration)
-    expected -= h200.launch_latency_s * (kernels - 1)
+    # each kernel after the first is queued: it hides an idle device's latency, less the
+    # library's own gap between a layer's kernels
+    assert h200.rnn.kernel_gap_s > 0
+    expected -= (h200.queued_latency_s - h200.rnn.kernel_gap_s) * (kernels - 1)
     assert layer.duration == pytest.approx(expected, rel=1e-12)
 
 
@@ -57,18 +60,60 @@ def test_a_bidirectional_layer_runs_its_two_directions_in_series(h200):
     for backward in (0, 1):
         one = rnn_timing(h200, "fp32", (*shape, backward)).duration
         both = rnn_timing(h200, "fp32", (*shape, backward, 2)).duration
-        # twice the kernels, queued back to back: one idle-device latency less than twice one
-        assert both == pytest.approx(2 * one - h200.launch_latency_s, rel=1e-12)
+        # twice the kernels, queued back to back: one queued latency less than twice one
+        hidden = h200.queued_latency_s - h200.rnn.kernel_gap_s
+        assert both == pytest.approx(2 * one - hidden, rel=1e-12)
     assert rnn_timing(h200, "fp32", (*shape, 0, 1)).duration == pytest.approx(
         rnn_timing(h200, "fp32", (*shape, 0)).duration, rel=1e-12
     )
+
+
+@pytest.mark.parametrize("layers", [2, 3])
+def test_a_stacked_layer_takes_its_share_of_the_stack(h200, layers):
+    shape = (64, 32, 512, 512, 4)  # an LSTM layer
+    rnn = h200.rnn
+    assert 0 < rnn.stack_added < 1 and rnn.stack_fixed_s > 0
+    for backward in (0, 1):
+        alone = rnn_timing(h200, "fp32", (*shape, backward)).duration
+        assert rnn_timing(h200, "fp32", (*shape, backward, 1, 1)).duration == alone
+        share = rnn_timing(h200, "fp32", (*shape, backward, 1, layers)).duration
+        # cuDNN runs a stack's layers side by side: each above the first adds a part of one
+        stack = alone + (layers - 1) * (rnn.stack_added * alone + rnn.stack_fixed_s)
+        assert layers * share == pytest.approx(stack, rel=1e-12)
+        assert share < alone
+
+
+def test_a_profile_without_an_rnn_table_runs_a_stack_in_series():
+    from kpt.sim._profile_launch import LAYERS_IN_SERIES
+
+    p = load_profile("test-asic")
+    assert p.rnn == LAYERS_IN_SERIES
+    shape = (8, 4, 16, 16, 3, 0)
+    alone = rnn_timing(p, "fp32", shape).duration
+    assert rnn_timing(p, "fp32", (*shape, 1, 3)).duration == pytest.approx(alone, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("table", "needle"),
+    [({"stack_added": 1.5}, "rnn.stack_added"), ({"stack_added": 0}, "rnn.stack_added"),
+     ({"kernel_gap_us": -1}, "rnn.kernel_gap_us"), ({"overlap": 0.5}, "rnn.overlap")],
+)  # fmt: skip
+def test_a_bad_rnn_table_is_refused_by_name(table, needle):
+    import tomllib
+    from importlib import resources
+
+    from kpt.sim._profiles import profile_from_dict
+
+    data = tomllib.loads((resources.files("kpt.sim") / "profiles/test-asic.toml").read_text())
+    with pytest.raises(InvalidRequestError, match=needle):
+        profile_from_dict("bad-rnn", {**data, "rnn": table})
 
 
 def test_rnn_shape_is_checked(h200):
     with pytest.raises(InvalidRequestError, match="steps, batch, input, hidden"):
         op_timing(h200, "rnn", 0, 0, "fp32", (4, 2, 3))
     with pytest.raises(InvalidRequestError, match="directions 1 or 2"):
-        op_timing(h200, "rnn", 0, 0, "fp32", (4, 2, 3, 3, 3, 0, 2, 1))
+        op_timing(h200, "rnn", 0, 0, "fp32", (4, 2, 3, 3, 3, 0, 2, 1, 1))
 
 
 def test_a_fused_transformer_op_is_its_kernels_in_series(h200):
@@ -89,7 +134,7 @@ def test_a_fused_transformer_op_is_its_kernels_in_series(h200):
     attention = op_timing(h200, "attention", 4.0 * batch * heads * seq * seq * (embed // heads),
                           size * 4 * tokens * embed, "bf16",
                           (batch * heads, seq, seq, embed // heads, 0)).duration  # fmt: skip
-    latency = h200.launch_latency_s
+    latency = h200.queued_latency_s  # each kernel after the first is queued behind the last
     # attention alone: the q/k/v GEMM, their bias and scale, fused attention, the projection
     block = matmul(tokens, 3 * embed, embed) + elementwise(3 * tokens * embed) + attention
     block += matmul(tokens, embed, embed) - 3 * latency

@@ -105,6 +105,23 @@ def test_queued_kernels_cost_the_back_to_back_time():
     assert second - first == pytest.approx(op_time(p, *TINY) - 0.75 * US)
 
 
+def test_queued_eager_kernels_pay_the_stream_gap_and_graph_nodes_do_not():
+    # 1 us launch; a graph's node costs 0.25 us of it back to back, an eager queued kernel 0.5.
+    p = asic(kernel_back_to_back_us=0.25, kernel_queued_us=0.5)
+    assert p.launch_latency_s == pytest.approx(0.75 * US)
+    assert p.stream_gap_s == pytest.approx(0.25 * US)
+    assert p.queued_latency_s == pytest.approx(0.5 * US)
+    eager, graph = Simulator(p), Simulator(p)
+    first = eager.launch(0, TINY)
+    assert first == pytest.approx(op_time(p, *TINY))  # an isolated kernel: unchanged
+    second = eager.launch(0, TINY)
+    assert second - first == pytest.approx(op_time(p, *TINY) - 0.5 * US)
+    ends = [graph.launch(0, TINY, graph_node=i > 0) for i in range(3)]
+    assert ends[2] - ends[1] == pytest.approx(op_time(p, *TINY) - 0.75 * US)
+    assert graph.synchronize() == pytest.approx(ends[-1])
+    assert eager.synchronize() == pytest.approx(second)
+
+
 def test_the_host_issues_copies_in_order_with_kernels():
     p = asic(host_issue_us=5.0)
     sim = Simulator(p, devices=2)
@@ -121,6 +138,8 @@ def test_the_host_issues_copies_in_order_with_kernels():
         ({"host_issue_us": "9"}, "host_issue_us"),
         ({"kernel_back_to_back_us": 2.0}, "kernel_back_to_back_us"),
         ({"kernel_back_to_back_us": float("nan")}, "kernel_back_to_back_us"),
+        ({"kernel_queued_us": 2.0}, "kernel_queued_us"),
+        ({"kernel_back_to_back_us": 0.5, "kernel_queued_us": 0.25}, "kernel_queued_us"),
     ],
 )
 def test_bad_host_fields_are_refused_by_name(fields, needle):

@@ -57,9 +57,10 @@ def test_replay_predicts_the_sum_of_op_times():
     mm = op_time(profile, "matmul", 2 * 4096**3, 6 * 4096**2, "bf16", (4096, 4096, 4096))
     assert mm > profile.host_issue_s  # device-bound: the host's issue time stays hidden
     # Each matmul is queued behind earlier work (the copy, then the matmul before it), so it
-    # hides the launch latency an idle device pays; the host issues faster than they run.
-    assert profile.launch_latency_s > 0
-    assert result["predicted_s"] == pytest.approx(h2d + 10 * (mm - profile.launch_latency_s))
+    # hides the latency an idle device pays, less the gap between an eager stream's kernels;
+    # the host issues faster than they run.
+    assert profile.launch_latency_s > profile.queued_latency_s > 0
+    assert result["predicted_s"] == pytest.approx(h2d + 10 * (mm - profile.queued_latency_s))
     assert result["ops"] == len(ops)
     (row,) = result["devices"]
     assert row["ops"] == 10 and 0 < row["utilization"] <= 1
@@ -114,7 +115,7 @@ def test_the_fast_path_agrees_with_a_plain_simpy_model():
     env = simpy.Environment()
     engines = [simpy.Resource(env), simpy.Resource(env)]
     ends = [0.0, 0.0]
-    latency = profile.launch_latency_s
+    latency = profile.queued_latency_s
     # The host issues each device's ops one after another; an op can start launch latency
     # after it was issued, and then runs for the rest of its op time.
     issued, count = [], [0, 0]

@@ -85,3 +85,8 @@ def test_kpt_sim_own_ops_are_allowed_by_name_and_nothing_else_of_their_namespace
     with pytest.raises(ValueError, match="2 or 4 parameters a direction, got 1"):
         one_weight = [*args[:2], [{"__t": 2}], "gru"]
         executor.run("kpt::rnn_layer.default", views, outs, {"args": one_weight})
+    # A layer of a stack says how many layers it holds: its cost changes, never its values.
+    executor.run("kpt::rnn_layer.default", views, outs, {"args": [*args, 3]})
+    assert torch.equal(executor.view(outs[0]), expected)
+    with pytest.raises(ValueError, match="layers .* must be >= 1, got 0"):
+        executor.run("kpt::rnn_layer.default", views, outs, {"args": [*args, 0]})

@@ -209,7 +209,10 @@ def test_lstm_one_launch_per_layer_each_way_bit_equal_to_cpu(sim, batch_first, l
         assert torch.equal(a.cpu(), b)
     costs = [cost for op, cost in seen if op.startswith("aten::mkldnn_rnn_layer")]
     assert [c[0] for c in costs] == ["rnn"] * (2 * layers)
-    assert [c[4][-1] for c in costs] == [0] * layers + [1] * layers  # forwards, then backwards
+    assert [c[4][5] for c in costs] == [0] * layers + [1] * layers  # forwards, then backwards
+    # A stack's layers say how many it holds (kpt_sim prices a layer as its share of the stack).
+    assert all(len(c[4]) == (6 if layers == 1 else 8) for c in costs)
+    assert all(c[4][6:] == [1, layers] for c in costs if layers > 1)
     assert len(seen) < 12 * layers  # not a dozen launches per time step
 
 
@@ -262,7 +265,8 @@ def test_gru_and_rnn_one_launch_per_layer_each_way_bit_equal_to_cpu(
     order = [*range(layers), *reversed(range(layers))]  # forwards from layer 0, backwards back
     for i, ((_, cost), layer) in enumerate(zip(costs, order)):
         assert cost[0] == "rnn" and cost[3] == "float32"
-        assert cost[4] == [steps, batch, 8 if layer == 0 else 6, 6, gates, int(i >= layers)]
+        stack = [1, layers] if layers > 1 else []  # directions and layers, for a stack
+        assert cost[4] == [steps, batch, 8 if layer == 0 else 6, 6, gates, int(i >= layers), *stack]
     # Each layer's two launches, its hidden state's gradient slice and sum, the stack, a
     # batch-first input's copy: none per time step (the composite launches several a step).
     assert len(seen) <= 4 * layers + 2
@@ -306,9 +310,11 @@ def test_a_bidirectional_layer_is_one_launch_each_way_for_both_directions(sim, l
     costs = [cost for op, cost in seen if op.startswith("kpt::")]
     assert len(costs) == 2 * layers
     forward = costs[0][4]
-    assert forward == [5, 2, 4, 3, 3, 0, 2]  # steps, batch, input, hidden, gates, fwd, directions
+    stack = [layers] if layers > 1 else []
+    # steps, batch, input, hidden, gates, forward, directions[, layers of the stack]
+    assert forward == [5, 2, 4, 3, 3, 0, 2, *stack]
     if layers == 2:  # the second layer reads both directions' outputs
-        assert costs[1][4] == [5, 2, 6, 3, 3, 0, 2]
+        assert costs[1][4] == [5, 2, 6, 3, 3, 0, 2, 2]
 
 
 def test_a_transformer_layer_in_eval_runs_torch_fast_path_as_one_launch(sim):

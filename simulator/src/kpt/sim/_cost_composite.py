@@ -1,7 +1,7 @@
 """Launches that run several kernels, priced as those kernels: a fused RNN layer (cuDNN's), a
 convolution's backward (its data and weight gradients) and torch's fused transformer inference
 ops. Each kernel is op_timing's; every one after the first is queued behind the one before, so
-it pays the back-to-back launch cost, not an idle device's latency."""
+it pays a queued kernel's launch cost (kernel_queued_us), not an idle device's latency."""
 
 from __future__ import annotations
 
@@ -25,12 +25,15 @@ def rnn_timing(profile: Profile, dtype: str, shape: tuple[int, ...]) -> OpTiming
     per step a recurrent GEMM and the cell's elementwise kernel(s), in series (each step needs
     the last one's hidden state). The backward does the data gradients step by step, then the
     weight gradients of all steps as GEMMs. Every kernel after the first is queued behind the
-    one before, so it pays the back-to-back launch cost, not an idle device's latency. A
+    one before: it pays a queued kernel's launch cost and the profile's [rnn] kernel gap. A
     bidirectional layer (shape[6] = 2) runs its directions' kernels in series, as the per-direction
-    launches of an LSTM layer do (cuDNN may overlap them; no run has timed one).
+    launches of an LSTM layer do (cuDNN may overlap them; no run has timed one). A layer of a
+    stack (shape[7] layers) takes its share of the stack, whose layers cuDNN runs side by side
+    (the profile's [rnn] stack_added and stack_fixed_us).
     """
     steps, batch, inp, hidden, gates, backward = (int(d) for d in shape[:6])
     directions = int(shape[6]) if len(shape) > 6 else 1
+    layers = max(int(shape[7]), 1) if len(shape) > 7 else 1
     dtype = DTYPE_ALIASES.get(dtype) or normalize_dtype(dtype)
     gemm = RNN_GEMM_DTYPES.get(dtype, dtype)
     size = DTYPE_BYTES.get(dtype, 4)
@@ -50,8 +53,10 @@ def rnn_timing(profile: Profile, dtype: str, shape: tuple[int, ...]) -> OpTiming
     if backward:
         once += [matmul(width, inp, steps * batch), matmul(width, hidden, steps * batch)]
     kernels = (once + step_kernels * max(steps, 0)) * directions
-    queued = profile.launch_latency_s * (len(kernels) - 1)
-    duration = sum(k.duration for k in kernels) - queued
+    rnn = profile.rnn
+    queued = (profile.queued_latency_s - rnn.kernel_gap_s) * (len(kernels) - 1)
+    alone = sum(k.duration for k in kernels) - queued
+    duration = alone * rnn.stack_share(layers) + rnn.stack_fixed_share_s(layers)
     return OpTiming(duration, sum(k.hbm_busy for k in kernels))
 
 
@@ -68,7 +73,7 @@ def conv_backward_timing(
     flops, nbytes = flops / len(kernels), nbytes / len(kernels)
     strided = tuple(shape[6:7])  # the forward's stride flag, where the shape has one
     forward = op_timing(profile, "conv", flops, nbytes, dtype, (*shape[:5], 0, *strided))
-    duration = forward.duration * len(kernels) - profile.launch_latency_s * (len(kernels) - 1)
+    duration = forward.duration * len(kernels) - profile.queued_latency_s * (len(kernels) - 1)
     if shape[5] & 2:  # the weight gradient's GEMM (NCHW's transposes aside) takes more
         work = profile.efficiency_for("conv").for_dtype(normalize_dtype(dtype)).backward_work
         gemm = forward if shape[4] else op_timing(profile, "conv", flops, nbytes, dtype,
@@ -128,5 +133,5 @@ def encoder_timing(profile: Profile, dtype: str, shape: tuple[int, ...]) -> OpTi
         kernels += [elementwise(tokens * embed, 3), layer_norm(), matmul(tokens, ffn, embed),
                     elementwise(tokens * ffn), matmul(tokens, embed, ffn),
                     elementwise(tokens * embed, 3), layer_norm()]  # fmt: skip
-    queued = profile.launch_latency_s * (len(kernels) - 1)
+    queued = profile.queued_latency_s * (len(kernels) - 1)
     return OpTiming(sum(k.duration for k in kernels) - queued, sum(k.hbm_busy for k in kernels))

@@ -13,6 +13,12 @@ from typing import Any
 
 from kpt.sim._errors import InvalidRequestError
 from kpt.sim._host_model import HostCosts
+from kpt.sim._profile_launch import (
+    LAYERS_IN_SERIES,
+    RNN_FIELDS,
+    FusedRnn,
+    launch_and_host_fields,
+)
 
 DTYPES = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8")
 UNITS = ("matrix", "vector")
@@ -184,6 +190,11 @@ class Profile:
     # The part of kernel_launch_s that is latency before an idle device starts a kernel; a
     # kernel queued behind earlier work hides it and costs kernel_launch_s minus this.
     launch_latency_s: float = 0.0
+    # What an eager stream's queued kernel pays beyond a CUDA graph's node (the GPU front end's
+    # gap between kernels; kpt.sim._profile_launch): it hides launch_latency_s less this.
+    stream_gap_s: float = 0.0
+    # Fused RNN layers beyond their kernels: in-layer gaps, a stack's layers side by side.
+    rnn: FusedRnn = LAYERS_IN_SERIES
     # Pageable (not pinned) host memory: staged through pinned bounce buffers, a slower
     # alpha-beta link of its own. 0: the profile does not say (the pinned link is used).
     pageable_bandwidth: float = 0.0
@@ -196,6 +207,11 @@ class Profile:
     # Per op class: (low, high) factors on a prediction that held 80% of the calibration's
     # measured/predicted ratios (10th and 90th percentiles); kpt.sim.interval reads them.
     uncertainty: dict[str, tuple[float, float]] = field(default_factory=dict, repr=False)
+
+    @property
+    def queued_latency_s(self) -> float:
+        """The latency a kernel queued behind another on an eager stream hides."""
+        return self.launch_latency_s - self.stream_gap_s
 
     def efficiency_for(self, op_class: str) -> Efficiency:
         """The class's own table, else its parent's (softmax -> norm), else "default"."""
@@ -358,7 +374,7 @@ def profile_from_dict(name: str, data: dict[str, Any], source: str = "<dict>") -
         network_latency_s=float(get("network.latency_us")) * US,
         efficiency=efficiency,
         source=source,
-        **_host_fields(data, get, where),
+        **launch_and_host_fields(data, get, where),
         **_provenance(data, get, where),
     )
 
@@ -385,40 +401,12 @@ def _provenance(data: dict[str, Any], get, where: str) -> dict[str, Any]:
     return out
 
 
-def _host_fields(data: dict[str, Any], get, where: str) -> dict[str, float]:
-    """Optional host_issue_us and kernel_back_to_back_us (absent: the old model)."""
-    launch = float(get("kernel_launch_us"))
-    back_to_back = (
-        float(get("kernel_back_to_back_us")) if "kernel_back_to_back_us" in data else launch
-    )
-    if back_to_back > launch:
-        raise InvalidRequestError(
-            f"{where}: field 'kernel_back_to_back_us' = {data['kernel_back_to_back_us']!r} "
-            f"must be <= kernel_launch_us = {data['kernel_launch_us']!r} (a queued kernel "
-            "cannot cost more than an isolated one)"
-        )
-    host = float(get("host_issue_us")) if "host_issue_us" in data else 0.0
-    link = data.get("host_link", {})
-    pageable = {}
-    if "pageable_bandwidth_gbps" in link:
-        pageable["pageable_bandwidth"] = float(get("host_link.pageable_bandwidth_gbps")) * GIGA
-        pageable["pageable_latency_s"] = float(get("host_link.pageable_latency_us")) * US
-        if pageable["pageable_bandwidth"] <= 0:
-            raise InvalidRequestError(
-                f"{where}: field 'host_link.pageable_bandwidth_gbps' = "
-                f"{link['pageable_bandwidth_gbps']!r} must be > 0 (or leave it out)"
-            )
-    if "host" in data:
-        pageable["host"] = HostCosts.from_table(get("host", dict, None), where)
-    return {"host_issue_s": host * US, "launch_latency_s": (launch - back_to_back) * US,
-            **pageable}  # fmt: skip
-
-
 # Fields of schema 1 outside [efficiency] (whose tables are checked one by one).
 PROFILE_FIELDS: dict[str, set[str] | None] = {
     "schema": None, "vendor": None, "model": None, "calibrated": None, "compute_units": None,
     "power_w": None, "cache_mib": None, "kernel_launch_us": None, "efficiency": None,
-    "kernel_back_to_back_us": None, "host_issue_us": None, "derived_from": None,
+    "kernel_back_to_back_us": None, "kernel_queued_us": None, "host_issue_us": None,
+    "derived_from": None, "rnn": RNN_FIELDS,
     "uncertainty": None, "host": None,
     "peak_tflops": set(UNITS),
     "hbm": {"capacity_gib", "bandwidth_gbps", "datasheet_bandwidth_gbps"},

@@ -251,17 +251,17 @@ class Simulator(FaultState):
             self._cost_cache[key] = timing
         p = dev.profile
         # The host issues ops one after another: the kernel exists once the host issued it,
-        # and an idle device starts it launch_latency_s later; queued work hides that latency.
+        # and an idle device starts it queued_latency_s later; queued work hides that latency.
         issued = self._now if self._now > dev.host_free else dev.host_free
-        if graph_node:
-            pass
+        if graph_node:  # a graph's nodes run back to back, without an eager stream's gap
+            timing = (timing[0] - p.stream_gap_s, *timing[1:])
         elif dev.host is None:
             issued += p.host_issue_s
         else:
             count = len(buffers) if tensors is None else tensors
             issued += dev.host.launch_s(name or "", count, timing[3], cost.shape, host_ops)
         dev.host_free = issued
-        latency = p.launch_latency_s
+        latency = p.queued_latency_s
         start = issued + latency
         ready = dev.streams.get(stream, 0.0)
         if ready > start:

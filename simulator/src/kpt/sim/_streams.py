@@ -132,7 +132,7 @@ class StreamEngine:
     # --- kernels --------------------------------------------------------------------------
     def _kernel_batch(self, dev: Device, stream: int, queue: deque):
         env = self.env
-        latency = dev.profile.launch_latency_s
+        latency = dev.profile.queued_latency_s
         t = env.now
         spans = []
         for op in queue:
@@ -161,7 +161,7 @@ class StreamEngine:
     def _kernel(self, dev: Device, stream: int, op: Op):
         env = self.env
         duration, hbm_busy, sms, _ = op.payload
-        latency = dev.profile.launch_latency_s
+        latency = dev.profile.queued_latency_s
         yield from self._wait_issue(op.issued + latency, dev, stream)
         yield dev.sms.get(sms)
         start = env.now

@@ -153,9 +153,9 @@ class FusedCells:
             weights = list(params[layer * stride : (layer + 1) * stride])
             h0 = hx[layer * directions : (layer + 1) * directions]
             if _recording(x, h0, *weights):
-                x, h = _CellLayer.apply(mode, x, h0, *weights)
+                x, h = _CellLayer.apply(mode, num_layers, x, h0, *weights)
             else:
-                x, h = kpt_ops.rnn_layer(x, h0, weights, mode)
+                x, h = kpt_ops.rnn_layer(x, h0, weights, mode, num_layers)
             hy.append(h)
             if dropout and train and layer < num_layers - 1:
                 x = torch.dropout(x, dropout, True)
@@ -168,20 +168,20 @@ class _CellLayer(torch.autograd.Function):
     on what the forward saw (the daemon recomputes the layer's values from them)."""
 
     @staticmethod
-    def forward(ctx, mode, x, hx, *params):
-        ctx.mode = mode
+    def forward(ctx, mode, layers, x, hx, *params):
+        ctx.mode, ctx.layers = mode, layers
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(x, hx, *params)
-        return tuple(kpt_ops.rnn_layer(x, hx, list(params), mode))
+        return tuple(kpt_ops.rnn_layer(x, hx, list(params), mode, layers))
 
     @staticmethod
     def backward(ctx, grad_output, grad_hy):
         if grad_output is None and grad_hy is None:
-            return (None,) * (1 + len(ctx.saved_tensors))
+            return (None,) * (2 + len(ctx.saved_tensors))
         x, hx, *params = ctx.saved_tensors
         grad_x, grad_hx, grads = kpt_ops.rnn_layer_backward(grad_output, grad_hy, x, hx, params,
-                                                             ctx.mode)  # fmt: skip
-        return (None, grad_x, grad_hx, *grads)
+                                                             ctx.mode, ctx.layers)  # fmt: skip
+        return (None, None, grad_x, grad_hx, *grads)
 
 
 def _recording(*tensors: Any) -> bool:
@@ -207,29 +207,35 @@ def _rnn_shape(x: torch.Tensor, w_ih: torch.Tensor, hidden: int, backward: int) 
 
 
 def layer_cost(func: Any, args: tuple, kwargs: dict, tensors: list) -> list:
-    return _forward_cost(args[0], args[1], args[2], int(args[10]))
+    # mkldnn_rnn_layer runs one direction: hidden_size, num_layers are its 11th and 12th
+    return _stacked(_forward_cost(args[0], args[1], args[2], int(args[10])), 1, int(args[11]))
 
 
 def layer_backward_cost(func: Any, args: tuple, kwargs: dict, tensors: list) -> list:
-    return _backward_cost(args[0], args[1], int(args[15]))
+    # and its backward's 16th and 17th
+    return _stacked(_backward_cost(args[0], args[1], int(args[15])), 1, int(args[16]))
 
 
 def cells_cost(func: Any, args: tuple, kwargs: dict, tensors: list) -> list:
     x, hx, params = args[0], args[1], args[2]
-    return _directions(_forward_cost(x, params[0], params[1], hx.shape[-1]), hx.shape[0])
+    layers = args[4] if len(args) > 4 else kwargs.get("layers", 1)
+    return _stacked(_forward_cost(x, params[0], params[1], hx.shape[-1]), hx.shape[0], layers)
 
 
 def cells_backward_cost(func: Any, args: tuple, kwargs: dict, tensors: list) -> list:
     x, hx, params = args[2], args[3], args[4]
-    return _directions(_backward_cost(x, params[0], hx.shape[-1]), hx.shape[0])
+    layers = args[6] if len(args) > 6 else kwargs.get("layers", 1)
+    return _stacked(_backward_cost(x, params[0], hx.shape[-1]), hx.shape[0], layers)
 
 
-def _directions(cost: list, directions: int) -> list:
-    """A bidirectional layer's cost: both directions' work, the shape's 7th entry saying two."""
-    if directions == 1:
+def _stacked(cost: list, directions: int, layers: int) -> list:
+    """A layer's cost with its directions' work (the shape's 7th entry saying two) and the
+    layers of its stack (the 8th, where more than one: cuDNN runs them side by side)."""
+    if directions == 1 and layers == 1:
         return cost
     op_class, flops, moved, dtype, shape = cost
-    return [op_class, flops * directions, moved * directions, dtype, [*shape, directions]]
+    extra = [directions, layers] if layers > 1 else [directions]
+    return [op_class, flops * directions, moved * directions, dtype, [*shape, *extra]]
 
 
 def _forward_cost(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, hidden: int) -> list:

@@ -21,25 +21,31 @@ LAYERS = {"gru": torch.gru, "rnn_tanh": torch.rnn_tanh, "rnn_relu": torch.rnn_re
 GATES = {"gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 
 _library = torch.library.Library(NAMESPACE, "FRAGMENT")
-_library.define("rnn_layer(Tensor input, Tensor hx, Tensor[] params, str mode) -> (Tensor, Tensor)")
+_library.define(
+    "rnn_layer(Tensor input, Tensor hx, Tensor[] params, str mode, int layers=1) "
+    "-> (Tensor, Tensor)"
+)
 _library.define(
     "rnn_layer_backward(Tensor? grad_output, Tensor? grad_hy, Tensor input, Tensor hx, "
-    "Tensor[] params, str mode) -> (Tensor, Tensor, Tensor[])"
+    "Tensor[] params, str mode, int layers=1) -> (Tensor, Tensor, Tensor[])"
 )
 
 
-def _check_mode(mode: str) -> None:
+def _check_mode(mode: str, layers: int = 1) -> None:
     if mode not in LAYERS:
         raise ValueError(f"rnn_layer: mode {mode!r} is not one of {sorted(LAYERS)}")
+    if layers < 1:
+        raise ValueError(f"rnn_layer: layers (of the layer's stack) must be >= 1, got {layers}")
 
 
 def rnn_layer(
-    input: torch.Tensor, hx: torch.Tensor, params: list[torch.Tensor], mode: str
+    input: torch.Tensor, hx: torch.Tensor, params: list[torch.Tensor], mode: str, layers: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One layer, time-major: input (T, B, I), hx (D, B, H) for D directions, params [w_ih,
     w_hh] or [w_ih, w_hh, b_ih, b_hh] per direction -> (output (T, B, D*H), the last hidden
-    states (D, B, H))."""
-    _check_mode(mode)
+    states (D, B, H)). layers: how many the layer's stack holds, for its cost alone (cuDNN
+    runs a stack's layers side by side); the values do not depend on it."""
+    _check_mode(mode, layers)
     directions = hx.shape[0]
     if directions not in (1, 2) or len(params) not in (2 * directions, 4 * directions):
         raise ValueError(f"rnn_layer: hx of {directions} directions takes 2 or 4 parameters "
@@ -55,11 +61,12 @@ def rnn_layer_backward(
     hx: torch.Tensor,
     params: list[torch.Tensor],
     mode: str,
+    layers: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """Gradients of input, hx and each parameter from those of the output and last hidden."""
     leaves = [t.detach().requires_grad_() for t in (input, hx, *params)]
     with torch.enable_grad():
-        output, hy = rnn_layer(leaves[0], leaves[1], leaves[2:], mode)
+        output, hy = rnn_layer(leaves[0], leaves[1], leaves[2:], mode, layers)
         pairs = [(o, g) for o, g in ((output, grad_output), (hy, grad_hy)) if g is not None]
         if not pairs:
             raise ValueError("rnn_layer_backward: neither grad_output nor grad_hy was given")
@@ -69,13 +76,13 @@ def rnn_layer_backward(
     return got[0], got[1], got[2:]
 
 
-def _layer_meta(input, hx, params, mode):
-    _check_mode(mode)
+def _layer_meta(input, hx, params, mode, layers=1):
+    _check_mode(mode, layers)
     return input.new_empty((*input.shape[:2], hx.shape[0] * hx.shape[-1])), hx.new_empty(hx.shape)
 
 
-def _backward_meta(grad_output, grad_hy, input, hx, params, mode):
-    _check_mode(mode)
+def _backward_meta(grad_output, grad_hy, input, hx, params, mode, layers=1):
+    _check_mode(mode, layers)
     grads = [p.new_empty(p.shape) for p in params]
     return input.new_empty(input.shape), hx.new_empty(hx.shape), grads
 
