@@ -70,11 +70,9 @@ def with_fp32_attention(profile, **fields):
 
 
 def kernels_only(profile):
-    """`profile` without what runs between kernels (a queued eager kernel's gap, [rnn]): its
-    kernels back to back, as the profiler's kernel sum times them."""
-    from kpt.sim._profile_launch import LAYERS_IN_SERIES
-
-    return dataclasses.replace(profile, stream_gap_s=0.0, rnn=LAYERS_IN_SERIES)
+    """`profile` without what runs between kernels (a queued eager kernel's gap, [rnn]'s gap
+    and stack): its kernels back to back, as the profiler's kernel sum times them."""
+    return dataclasses.replace(profile, stream_gap_s=0.0, rnn=profile.rnn.kernels_only())
 
 
 def kernel_us(part: dict, names: tuple[str, ...]) -> float:
@@ -152,31 +150,36 @@ def encoder_errors(profile, prefix: str = "h200") -> list[tuple[str, str, float,
     return rows
 
 
-def stack_rows(profile, prefix: str = "h100") -> list[tuple[str, float, float, float, float]]:
-    """The stacked layers of measure_rnn_stack_sweep.py (`{prefix}_rnn_stack_sweep.json`):
+def stack_rows(profile, sweep: str = "h100_rnn_stack_sweep") -> list[tuple]:
+    """The stacked layers of measure_rnn_stack_sweep.py (`h100_rnn_stack_sweep.json`, fitted on
+    by --fit-rnn) or measure_rnn_stack_heldout.py (`{chip}_rnn_stack_heldout.json`, not):
     (label, the profiler's kernel sum, the GPU alone, the stack's one-layer GPU alone, kpt_sim's
-    layers in series, forward+backward us each; nothing fitted on them)."""
-    sweep = HERE / f"{prefix}_rnn_stack_sweep.json"
-    if not sweep.exists():
+    stack, us each)."""
+    path = HERE / f"{sweep}.json"
+    if not path.exists():
         return []
-    stacks = json.loads(sweep.read_text())["stacks"]
-    one = {_stack_shape(r): r["gpu_alone"]["seconds"] for r in stacks if r["layers"] == 1}
+    stacks = json.loads(path.read_text())["stacks"]
+    one = {_stack_shape(r): r for r in stacks if r["layers"] == 1}
     rows = []
     for r in stacks:
         label = (f"{r['mode']} x{r['layers']} seq {r['seq']} batch {r['batch']} "
-                 f"{r['input']}->{r['hidden']}")  # fmt: skip
+                 f"{r['input']}->{r['hidden']} {r['part'].replace('_', '+')}")  # fmt: skip
+        single = one[_stack_shape(r)]
         rows.append((label, r["kernels"]["device_seconds"] * 1e6, r["gpu_alone"]["seconds"] * 1e6,
-                     one[_stack_shape(r)] * 1e6, stack_seconds(profile, r) * 1e6))  # fmt: skip
+                     single["gpu_alone"]["seconds"] * 1e6, stack_seconds(profile, r) * 1e6,
+                     stack_seconds(profile, single) * 1e6))  # fmt: skip
     return rows
 
 
 def stack_seconds(profile, r: dict) -> float:
-    """kpt_sim's time for a stack of the sweep, forward and backward: one launch per layer each
-    way, as torch issues them, each its share of the stack (the `rnn` class)."""
+    """kpt_sim's time for a stack of a sweep: one launch per layer each way (the forward alone
+    for a "forward" part), as torch issues them, each its share of the stack (the `rnn`
+    class)."""
     widths = [r["input"]] + [r["hidden"]] * (r["layers"] - 1)
+    ways = (0, 1) if r["part"] == "forward_backward" else (0,)
     return sum(rnn_timing(profile, "fp32", (r["seq"], r["batch"], width, r["hidden"],
                                             GATES[r["mode"]], b, 1, r["layers"])).duration
-               for width in widths for b in (0, 1))  # fmt: skip
+               for width in widths for b in ways)  # fmt: skip
 
 
 def fit_rnn(profile) -> None:
@@ -203,6 +206,7 @@ def fit_rnn(profile) -> None:
     # measured = first + above * (fixed + added * first), each row weighted by 1 / measured
     terms = np.stack([above, above * first], axis=1) / measured[:, None]
     fixed, added = np.linalg.lstsq(terms, (measured - first) / measured, rcond=None)[0]
+    print(persistent_fit())
     # A layer adds `fixed` forward and backward together: stack_fixed_us is each launch's half.
     print(
         f"[rnn] fitted on {len(single)} single layers and {len(deep)} stacks: kernel_gap_us = "
@@ -210,25 +214,48 @@ def fit_rnn(profile) -> None:
     )
 
 
+def persistent_fit() -> str:
+    """[rnn]'s persistent kernel, fitted on the H100 RNN sweep's Elman layers at most
+    CUDNN_PERSISTENT_HIDDEN wide: each way's kernel time (the profiler's) against the steps,
+    least squares; the width from the kernel's name (RNN_blockPersist_fp_RNN<..., 256>)."""
+    layers = json.loads((HERE / "h100_rnn_sweep.json").read_text())["rnn"]
+    fields = [f"persistent_hidden = {CUDNN_PERSISTENT_HIDDEN}"]
+    for way, prefix in (("fp", "persistent"), ("bp", "persistent_backward")):
+        points = [(r["seq"], k["us"]) for r in layers if GATES[r["mode"]] == 1
+                  and r["hidden"] <= CUDNN_PERSISTENT_HIDDEN
+                  for name, k in r["kernels"].items() if f"blockPersist_{way}" in name]  # fmt: skip
+        steps, us = np.array(points).T
+        step, start = np.polyfit(steps, us, 1)
+        fields += [f"{prefix}_start_us = {start:.4g}", f"{prefix}_step_us = {step:.4g}"]
+    return f"[rnn] persistent kernel, fitted on {len(points)} H100 layers: " + ", ".join(fields)
+
+
 def _stack_shape(r: dict) -> tuple:
-    return r["mode"], r["seq"], r["batch"], r["input"], r["hidden"]
+    return r["mode"], r["seq"], r["batch"], r["input"], r["hidden"], r["part"]
 
 
-def print_stacks(rows) -> None:
-    """The stack table and, per depth, how much a layer adds to one alone on the GPU."""
-    print("| RNN stack, forward+backward, H100 | kernel sum us | GPU alone us | over one layer | "
-          "kpt_sim us | error vs GPU alone |")  # fmt: skip
+def print_stacks(rows, title: str) -> None:
+    """The stack table and, per depth and part, how much a layer adds to one alone on the GPU
+    and kpt_sim's errors."""
+    print(f"| RNN stack, {title} | kernel sum us | GPU alone us | over one layer | kpt_sim us | "
+          "error vs GPU alone |")  # fmt: skip
     print("|---|---|---|---|---|---|")
-    for label, summed, alone, one, series in rows:
-        print(f"| {label} | {summed:.1f} | {alone:.1f} | {alone / one:.2f}x | {series:.1f} | "
-              f"{series / alone - 1:+.1%} |")  # fmt: skip
-    for depth in (1, 2, 3):
-        chosen = [r for r in rows if f" x{depth} " in r[0]]
-        if chosen:
-            over = [alone / one for _, _, alone, one, _ in chosen]
-            errors = [series / alone - 1 for *_, alone, _, series in chosen]
-            print(f"stacks of {depth}: GPU alone {min(over):.2f}-{max(over):.2f}x one layer's; "
-                  + summary("kpt_sim", errors))  # fmt: skip
+    for label, summed, alone, one, predicted, _ in rows:
+        print(f"| {label} | {summed:.1f} | {alone:.1f} | {alone / one:.2f}x | {predicted:.1f} | "
+              f"{predicted / alone - 1:+.1%} |")  # fmt: skip
+    for part in ("forward+backward", "forward"):
+        for depth in (1, 2, 3):
+            chosen = [r for r in rows if f" x{depth} " in r[0] and r[0].endswith(f" {part}")]
+            if not chosen:
+                continue
+            over = [alone / one for _, _, alone, one, _, _ in chosen]
+            errors = [predicted / alone - 1 for _, _, alone, _, predicted, _ in chosen]
+            line = (f"{part}, stacks of {depth}: GPU alone {min(over):.2f}-{max(over):.2f}x one "
+                    f"layer's; " + summary("kpt_sim", errors))  # fmt: skip
+            if depth > 1:  # the stack against its own layer alone: the overlap, not the kernels
+                ratios = [(p / p1) / (a / a1) - 1 for _, _, a, a1, p, p1 in chosen]
+                line += f"; over one layer, median |error| {np.median(np.abs(ratios)):.1%}"
+            print(line)
 
 
 def summary(name: str, errors) -> str:
@@ -312,9 +339,12 @@ def main() -> None:
     for chip, prefix, name in CHIPS:
         on_chip = kernels_only(profile if prefix == "h200" else load_profile(name))
         print_fused_ops(chip, rnn_errors(on_chip, prefix), encoder_errors(on_chip, prefix))
-    stacks = stack_rows(load_profile("h100-sxm"))
-    if stacks:
-        print_stacks(stacks)
+    for sweep, title in (("h100_rnn_stack_sweep", "H100, fitted on (--fit-rnn)"),
+                         ("h100_rnn_stack_heldout", "H100, not fitted on"),
+                         ("h200_rnn_stack_heldout", "H200, not fitted on")):  # fmt: skip
+        stacks = stack_rows(load_profile("h200" if sweep.startswith("h200") else "h100-sxm"), sweep)
+        if stacks:
+            print_stacks(stacks, title)
 
 
 def print_fused_ops(chip: str, layers: list, encoders: list) -> None:
@@ -324,8 +354,10 @@ def print_fused_ops(chip: str, layers: list, encoders: list) -> None:
         print("|---|---|---|---|")
         print_rows(layers)
         kinds = dict.fromkeys(k for k, _, _, _ in layers)
+        # [rnn]'s persistent kernel is fitted on the H100's (--fit-rnn): not on the H200's
+        fitted = {kind: chip == "H100" and "persistent" in kind for kind in kinds}
         print_summaries(layers, {f"{chip} {kind}": lambda k, _, kind=kind: k == kind
-                                 for kind in kinds})  # fmt: skip
+                                 for kind in kinds}, fitted)  # fmt: skip
     if encoders:
         print(f"| fused transformer op, {chip} | measured us | predicted us | error |")
         print("|---|---|---|---|")
@@ -345,12 +377,14 @@ def print_rows(rows) -> None:
         print(f"| {label} | {measured:.1f} | {predicted:.1f} | {predicted / measured - 1:+.1%} |")
 
 
-def print_summaries(rows, groups: dict) -> None:
-    """One summary line per group: name -> predicate(kind, label) choosing its rows."""
+def print_summaries(rows, groups: dict, fitted: dict | None = None) -> None:
+    """One summary line per group: name -> predicate(kind, label) choosing its rows; fitted:
+    the kinds whose rows a fit used."""
     for name, chosen in groups.items():
         errors = [p / m - 1 for kind, label, m, p in rows if chosen(kind, label)]
+        used = any(flag and name.endswith(kind) for kind, flag in (fitted or {}).items())
         if errors:
-            print(summary(f"{name} (not fitted on)", errors))
+            print(summary(f"{name} ({'fitted on' if used else 'not fitted on'})", errors))
 
 
 if __name__ == "__main__":

@@ -27,10 +27,10 @@ def no_host_profile(no_host_h200: str, tmp: Path, hbm_gbps: float) -> str:
 
 
 def kernels_only_profile(profile: str, tmp: Path) -> str:
-    """`profile` without what runs between kernels (kernel_queued_us, the [rnn] table): its
-    kernels back to back, as the profiler's kernel sum times them."""
-    text = re.sub(r"(?m)^kernel_queued_us\s*=.*\n", "", Path(profile).read_text())
-    text = re.sub(r"(?ms)^\[rnn\][^\n]*\n.*?(?=^\[|\Z)", "", text)
+    """`profile` without what runs between kernels (kernel_queued_us, [rnn]'s gap and stack,
+    FusedRnn.kernels_only): its kernels back to back, as the profiler's kernel sum times them."""
+    between = r"kernel_queued_us|kernel_gap_us|stack_added|stack_fixed_us"
+    text = re.sub(rf"(?m)^({between})\s*=.*\n", "", Path(profile).read_text())
     out = tmp / f"{Path(profile).stem}-kernels-only.toml"
     out.write_text(text)
     return str(out)

@@ -14,6 +14,7 @@ Smoke test on a CPU:    python3 measure_rnn_stack_sweep.py --out /tmp/x --smoke
 
 from __future__ import annotations
 
+import torch
 from measure_h100 import sweep_main
 from measure_h200_steps import gpu_alone, kernel_profile, rnn_calls
 
@@ -25,18 +26,21 @@ SHAPES = [  # seq, batch, input, hidden
 ]  # fmt: skip
 
 
-def stacks(smoke: bool, dev: str) -> list[dict]:
-    shapes = [(4, 2, 8, 8)] if smoke else SHAPES
+def stacks(smoke: bool, dev: str, modes=MODES, shapes=SHAPES, parts=("forward_backward",)):
+    """Each stack of `modes` x `shapes` x LAYERS, each part ("forward_backward"; "forward":
+    the forward under no_grad, as a model serves) profiled and timed alone on the GPU."""
     out = []
-    for mode in MODES:
-        for seq, batch, inp, hidden in shapes:
+    for mode in modes:
+        for seq, batch, inp, hidden in [(4, 2, 8, 8)] if smoke else shapes:
             for layers in LAYERS:
-                _, fwd_bwd = rnn_calls(mode, seq, batch, inp, hidden, layers, dev)
-                out.append({"mode": mode, "seq": seq, "batch": batch, "input": inp,
-                            "hidden": hidden, "layers": layers, "part": "forward_backward",
-                            "kernels": kernel_profile(fwd_bwd, dev),
-                            "gpu_alone": gpu_alone(fwd_bwd, dev)})  # fmt: skip
-                print({k: v for k, v in out[-1].items() if k != "kernels"}, flush=True)
+                fwd, fwd_bwd = rnn_calls(mode, seq, batch, inp, hidden, layers, dev)
+                for part in parts:
+                    fn = fwd_bwd if part == "forward_backward" else torch.no_grad()(fwd)
+                    out.append({"mode": mode, "seq": seq, "batch": batch, "input": inp,
+                                "hidden": hidden, "layers": layers, "part": part,
+                                "kernels": kernel_profile(fn, dev),
+                                "gpu_alone": gpu_alone(fn, dev)})  # fmt: skip
+                    print({k: v for k, v in out[-1].items() if k != "kernels"}, flush=True)
     return out
 
 

@@ -114,7 +114,10 @@ NOTES = [
     "per-step GEMM (cutlass_80_tensorop_s1688gemm_64x64) computes whole 64-row tiles: a batch "
     "under 64 costs a full tile (kpt.sim RNN_TILE_ROWS, read off the kernel's name; 18 other "
     "LSTM layers of `h200_fused_sweep.json`: median 5.9%, `fit_fused_sweep.py`). The four LSTM "
-    "rows were -7% to -37%.",
+    "rows were -7% to -37%. What runs between a layer's kernels and a stack's overlap (the "
+    "profile's [rnn] table, fitted on an H100 stack sweep timed alone on the GPU) are left out "
+    "of this table, which compares kernel sums; Elman layers at most 256 wide run one persistent "
+    "kernel a direction ([rnn] persistent_*, fitted on the H100's RNN sweep).",
     "- Multi-tensor kernels (foreach, fused optimizers) run a block per 65536-element chunk, so "
     "an optimizer over many small tensors launches a few dozen blocks: the class "
     "`multi_tensor` streams at blocks x one block's rate (47 GB/s) up to 0.84 of elementwise's "

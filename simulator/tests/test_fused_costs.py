@@ -96,7 +96,8 @@ def test_a_profile_without_an_rnn_table_runs_a_stack_in_series():
 @pytest.mark.parametrize(
     ("table", "needle"),
     [({"stack_added": 1.5}, "rnn.stack_added"), ({"stack_added": 0}, "rnn.stack_added"),
-     ({"kernel_gap_us": -1}, "rnn.kernel_gap_us"), ({"overlap": 0.5}, "rnn.overlap")],
+     ({"kernel_gap_us": -1}, "rnn.kernel_gap_us"), ({"overlap": 0.5}, "rnn.overlap"),
+     ({"persistent_hidden": 256.5}, "rnn.persistent_hidden")],
 )  # fmt: skip
 def test_a_bad_rnn_table_is_refused_by_name(table, needle):
     import tomllib
@@ -107,6 +108,24 @@ def test_a_bad_rnn_table_is_refused_by_name(table, needle):
     data = tomllib.loads((resources.files("kpt.sim") / "profiles/test-asic.toml").read_text())
     with pytest.raises(InvalidRequestError, match=needle):
         profile_from_dict("bad-rnn", {**data, "rnn": table})
+
+
+def test_a_narrow_elman_layer_runs_its_steps_as_one_persistent_kernel(h200):
+    rnn = h200.rnn
+    assert rnn.persistent_hidden == 256
+
+    def t(gates, hidden, steps, backward=0):
+        return rnn_timing(h200, "fp32", (steps, 16, hidden, hidden, gates, backward)).duration
+
+    for backward in (0, 1):
+        # 48 more steps cost 48 of the kernel's steps (and the once-a-layer GEMMs' longer
+        # operands), not 48 steps' GEMMs and cells
+        step = rnn.persistent_backward_step_s if backward else rnn.persistent_step_s
+        grown = t(1, 256, 64, backward) - t(1, 256, 16, backward)
+        assert 48 * step < grown < 1.25 * 48 * step
+    # a GRU layer (3 gates) and a wider Elman layer run a GEMM and a cell each step
+    assert t(3, 256, 64) - t(3, 256, 16) > 48 * 2 * rnn.persistent_step_s
+    assert t(1, 512, 64) - t(1, 512, 16) > 48 * 2 * rnn.persistent_step_s
 
 
 def test_rnn_shape_is_checked(h200):

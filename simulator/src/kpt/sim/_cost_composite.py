@@ -29,7 +29,8 @@ def rnn_timing(profile: Profile, dtype: str, shape: tuple[int, ...]) -> OpTiming
     bidirectional layer (shape[6] = 2) runs its directions' kernels in series, as the per-direction
     launches of an LSTM layer do (cuDNN may overlap them; no run has timed one). A layer of a
     stack (shape[7] layers) takes its share of the stack, whose layers cuDNN runs side by side
-    (the profile's [rnn] stack_added and stack_fixed_us).
+    (the profile's [rnn] stack_added and stack_fixed_us). An Elman layer (one gate) at most
+    [rnn] persistent_hidden wide runs all its steps as one persistent kernel a direction.
     """
     steps, batch, inp, hidden, gates, backward = (int(d) for d in shape[:6])
     directions = int(shape[6]) if len(shape) > 6 else 1
@@ -52,8 +53,12 @@ def rnn_timing(profile: Profile, dtype: str, shape: tuple[int, ...]) -> OpTiming
     once = [matmul(steps * batch, width, inp)]  # the input projection (data gradient)
     if backward:
         once += [matmul(width, inp, steps * batch), matmul(width, hidden, steps * batch)]
-    kernels = (once + step_kernels * max(steps, 0)) * directions
     rnn = profile.rnn
+    if rnn.persistent(gates, hidden):  # one kernel for every step (its profiler time)
+        persistent = rnn.persistent_s(max(steps, 0), bool(backward)) + profile.launch_latency_s
+        kernels = [*once, OpTiming(persistent, 0.0)] * directions
+    else:
+        kernels = (once + step_kernels * max(steps, 0)) * directions
     queued = (profile.queued_latency_s - rnn.kernel_gap_s) * (len(kernels) - 1)
     alone = sum(k.duration for k in kernels) - queued
     duration = alone * rnn.stack_share(layers) + rnn.stack_fixed_share_s(layers)

@@ -27,12 +27,20 @@ class FusedRnn(NamedTuple):
     layers, launched a layer at a time as torch does, runs L - 1 of them beside the one below
     (cuDNN's wavefront over layers and steps): each layer above the first adds stack_added of
     a layer alone plus stack_fixed_s, and kpt_sim spreads the stack's time evenly over its
-    launches. Defaults: no gap, layers in series.
+    launches. Elman layers (one gate) at most persistent_hidden wide run their steps as one
+    persistent kernel a direction (cuDNN's RNN_blockPersist_*<..., 256>), which takes a start
+    and a time per step, the backward's its own. Defaults: no gap, layers in series, no
+    persistent kernel.
     """
 
     kernel_gap_s: float = 0.0
     stack_added: float = 1.0
     stack_fixed_s: float = 0.0
+    persistent_hidden: int = 0
+    persistent_start_s: float = 0.0
+    persistent_step_s: float = 0.0
+    persistent_backward_start_s: float = 0.0
+    persistent_backward_step_s: float = 0.0
 
     def stack_share(self, layers: int) -> float:
         """One layer's share of a stack of `layers`, as a fraction of a layer alone."""
@@ -42,9 +50,30 @@ class FusedRnn(NamedTuple):
         """One launch's share of the stack's fixed seconds."""
         return (layers - 1) * self.stack_fixed_s / layers
 
+    def kernels_only(self) -> FusedRnn:
+        """The layers' kernels alone, back to back, as the profiler's kernel sum times them:
+        no gap between them, a stack's layers in series."""
+        return self._replace(kernel_gap_s=0.0, stack_added=1.0, stack_fixed_s=0.0)
+
+    def persistent(self, gates: int, hidden: int) -> bool:
+        """Whether a layer runs its steps as one persistent kernel a direction."""
+        return gates == 1 and hidden <= self.persistent_hidden
+
+    def persistent_s(self, steps: int, backward: bool) -> float:
+        """The persistent kernel's time, as the profiler times it."""
+        if backward:
+            return self.persistent_backward_start_s + steps * self.persistent_backward_step_s
+        return self.persistent_start_s + steps * self.persistent_step_s
+
 
 LAYERS_IN_SERIES = FusedRnn()
-RNN_FIELDS = {"kernel_gap_us", "stack_added", "stack_fixed_us"}
+# [rnn] fields in microseconds, by FusedRnn's name; stack_added and persistent_hidden apart.
+RNN_MICROSECONDS = {"kernel_gap_us": "kernel_gap_s", "stack_fixed_us": "stack_fixed_s",
+                    "persistent_start_us": "persistent_start_s",
+                    "persistent_step_us": "persistent_step_s",
+                    "persistent_backward_start_us": "persistent_backward_start_s",
+                    "persistent_backward_step_us": "persistent_backward_step_s"}  # fmt: skip
+RNN_FIELDS = {"stack_added", "persistent_hidden", *RNN_MICROSECONDS}
 
 
 def launch_and_host_fields(data: dict[str, Any], get, where: str) -> dict[str, Any]:
@@ -86,9 +115,9 @@ def launch_and_host_fields(data: dict[str, Any], get, where: str) -> dict[str, A
                 f"{where}: field 'rnn.stack_added' = {table['stack_added']!r} must be in (0, 1] "
                 "(a layer stacked on another adds at most a layer alone)"
             )
-        out["rnn"] = FusedRnn(
-            float(get("rnn.kernel_gap_us")) * US if "kernel_gap_us" in table else 0.0,
-            added,
-            float(get("rnn.stack_fixed_us")) * US if "stack_fixed_us" in table else 0.0,
-        )
+        fields = {name: float(get(f"rnn.{key}")) * US
+                  for key, name in RNN_MICROSECONDS.items() if key in table}  # fmt: skip
+        if "persistent_hidden" in table:
+            fields["persistent_hidden"] = get("rnn.persistent_hidden", int)
+        out["rnn"] = FusedRnn(stack_added=added, **fields)
     return out
