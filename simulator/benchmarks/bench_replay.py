@@ -49,14 +49,14 @@ def naive_simpy(ops: list[dict]) -> tuple[float, float]:
         with engines[op["device"]].request() as turn:
             yield turn
             t = op_time(profile, op["class"], op["flops"], op["bytes"], op["dtype"])
-            yield env.timeout(t - profile.launch_latency_s)
+            yield env.timeout(t - profile.queued_latency_s)
         done.succeed()
 
     start = time.perf_counter()
     for op in ops:
         device, key = op["device"], (op["device"], op["stream"])
         issued_on[device] = issued_on.get(device, 0) + 1
-        ready = issued_on[device] * issue + profile.launch_latency_s
+        ready = issued_on[device] * issue + profile.queued_latency_s
         done = env.event()
         env.process(run_op(op, previous.get(key), done, ready))
         previous[key] = done

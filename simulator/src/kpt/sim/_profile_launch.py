@@ -23,7 +23,7 @@ class FusedRnn(NamedTuple):
     """How a vendor library's fused RNN layers run beyond their kernels (the [rnn] table).
 
     kernel_gap_s: each kernel of a layer after the first waits this much more than a queued
-    eager kernel (cuDNN's layers step through events and several streams). A stack of L
+    eager kernel (measured: a layer alone on the GPU against its kernels' sum). A stack of L
     layers, launched a layer at a time as torch does, runs L - 1 of them beside the one below
     (cuDNN's wavefront over layers and steps): each layer above the first adds stack_added of
     a layer alone plus stack_fixed_s, and kpt_sim spreads the stack's time evenly over its
