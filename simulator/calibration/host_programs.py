@@ -32,6 +32,21 @@ def eager_ops(dev: str) -> dict[str, Callable[[], object]]:
             "batch_norm": lambda: F.batch_norm(image, *stats, training=True)}  # fmt: skip
 
 
+def framework_ops() -> dict[str, Callable[[], object]]:
+    """Host work that launches nothing: the interpreter alone (a small pure-Python call
+    chain), an nn.Module's call path (an Identity on a CPU tensor), and the dispatcher with a
+    CPU kernel (a 1-element CPU add, no driver). Timed beside the eager launches they tell which
+    part of a host's speed moved when model code runs slower than the eager loops say."""
+    cpu = torch.ones(1)
+    identity = torch.nn.Identity()
+
+    def python_calls(n: int = 8) -> int:
+        return sum(len(str(i)) for i in range(n))
+
+    return {"python": python_calls, "module_call": lambda: identity(cpu),
+            "cpu_add": lambda: cpu + cpu}  # fmt: skip
+
+
 def backward_ops(dev: str) -> dict[str, Callable[[], object]]:
     """An op's forward and its autograd backward (torch.autograd.grad: no accumulation into
     .grad), for the host time of the library calls a backward node makes (cuDNN's convolution

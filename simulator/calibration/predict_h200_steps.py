@@ -78,11 +78,11 @@ RUNS = (
 # (held_steps.py) three on a sixth (k-m) and two on a machine started later that session (n-o):
 # (label, file suffix of h100_whole_steps{suffix}.json). Their steps are predicted on
 # h100-sxm's device figures under h200's [host] table.
-H100_RUNS = tuple((label, f"_{label}") for label in "abcdefghijklmnopqr")
+H100_RUNS = tuple((label, f"_{label}") for label in "abcdefghijklmnopqrs")
 H200_HBM_GBPS, H100_HBM_GBPS = 4800.0, 3350.0  # the datasheets' figures
 # The runs whose fused kernels were also timed alone on the GPU (measure_h200_steps.gpu_alone),
 # held_steps.fused_section's table: H100 runs, on h100-sxm's device figures.
-GPU_ALONE_RUNS = ("p", "q", "r")
+GPU_ALONE_RUNS = ("p", "q", "r", "s")
 H100 = str(PROFILE.with_name("h100-sxm.toml"))
 NO_HOST = dict.fromkeys(FIGURES, 0.0)
 NOTES = [
