@@ -96,6 +96,15 @@ def test_a_fused_rnn_launch_pays_its_library_per_call_and_per_step():
     )
 
 
+def test_a_persistent_rnn_layer_pays_its_library_set_up_but_no_step_loop():
+    costs = COSTS._replace(rnn_call_s=50 * US, rnn_step_s=2 * US)
+    # the profile's [rnn] says which layers run every step in one kernel: Elman ones <= 256 wide
+    host = HostIssue(costs, lambda gates, hidden: gates == 1 and hidden <= 256)
+    narrow, wide = (64, 32, 256, 256, 1, 0), (64, 32, 512, 512, 1, 0)
+    assert host.launch_s("kpt::rnn_layer.default", 4, "rnn", narrow) == pytest.approx(60 * US)
+    assert host.launch_s("kpt::rnn_layer.default", 4, "rnn", wide) == pytest.approx(188 * US)
+
+
 def test_ops_that_launch_nothing_are_charged_before_the_next_launch():
     costs = COSTS._replace(host_op_s=3 * US)
     host = HostIssue(costs)

@@ -35,7 +35,8 @@ class Device:
         self.streams: dict[int, float] = {}  # stream id -> forecast end of its issued work
         self.host_free = 0.0  # when the host has issued everything so far to this device
         # Host time per launch by source, when the profile has a [host] table (_host_model).
-        self.host = HostIssue(self.profile.host) if self.profile.host is not None else None
+        host = self.profile.host
+        self.host = HostIssue(host, self.profile.rnn.persistent) if host is not None else None
         self.ops = 0  # ops issued, for faults scheduled "after N ops"
         # Faults.
         self.lost_at = INF

@@ -68,9 +68,12 @@ class HostCosts(NamedTuple):
     rnn_backward_step_s: float = 0.0  # per time step of a backward RNN launch; 0: rnn_step_s
     backward_class_s: tuple[tuple[str, float], ...] = ()  # (op class, seconds) overrides
 
-    def rnn_s(self, shape: tuple) -> float:
+    def rnn_s(self, shape: tuple, stepped: bool = True) -> float:
         """A fused RNN launch's library host loop: its set-up and each time step's launches,
-        for each direction (shape: kpt.sim's rnn shape, (steps, ..., backward[, directions]))."""
+        for each direction (shape: kpt.sim's rnn shape, (steps, ..., backward[, directions]));
+        its set-up alone where the library runs every step in one kernel (stepped False)."""
+        if not stepped:
+            return self.rnn_call_s
         backward = len(shape) > 5 and shape[5] and self.rnn_backward_step_s
         per_step = self.rnn_backward_step_s if backward else self.rnn_step_s
         directions = shape[6] if len(shape) > 6 else 1
@@ -149,9 +152,11 @@ def launch_source(name: str) -> str | None:
 class HostIssue:
     """One device's host: the step's phase, and the host seconds each launch costs."""
 
-    def __init__(self, costs: HostCosts) -> None:
+    def __init__(self, costs: HostCosts, persistent=lambda gates, hidden: False) -> None:
         self.costs = costs
         self.phase = FORWARD
+        # (gates, hidden) -> whether an RNN layer runs as one persistent kernel (no step loop)
+        self.persistent = persistent
 
     def launch_s(
         self, name: str, tensors: int, op_class: str = "", shape=None, host_ops: int = 0
@@ -162,7 +167,7 @@ class HostIssue:
         costs = self.costs
         extra = costs.host_op_s * host_ops
         if op_class == RNN_CLASS and shape:
-            extra += costs.rnn_s(shape)
+            extra += costs.rnn_s(shape, not self.persistent(int(shape[4]), int(shape[3])))
         if source == OPTIMIZER:
             self.phase = OPTIMIZER
             return costs.optimizer_launch_s + costs.optimizer_tensor_s * tensors + extra
