@@ -187,14 +187,13 @@ def fit_rnn(profile) -> None:
     kernel_gap_us on the single layers (median |error| least), then stack_fixed_us and
     stack_added on the deeper stacks (least squares on the relative error of what each layer
     above the first adds)."""
-    from kpt.sim._profile_launch import FusedRnn
-
     stacks = json.loads((HERE / "h100_rnn_stack_sweep.json").read_text())["stacks"]
     alone = {(*_stack_shape(r), r["layers"]): r["gpu_alone"]["seconds"] for r in stacks}
     single = [r for r in stacks if r["layers"] == 1]
 
     def one_layer(gap: float, r: dict) -> float:
-        return stack_seconds(dataclasses.replace(profile, rnn=FusedRnn(gap)), {**r, "layers": 1})
+        gapped = profile.rnn._replace(kernel_gap_s=gap)
+        return stack_seconds(dataclasses.replace(profile, rnn=gapped), {**r, "layers": 1})
 
     gaps = np.arange(0.0, 5e-6, 1e-8)
     gap = min(gaps, key=lambda g: np.median([abs(one_layer(g, r) / alone[(*_stack_shape(r), 1)]
@@ -313,10 +312,9 @@ def main() -> None:
         help="fit h100-sxm's [rnn] table on the stack sweep; print it and stop",
     )
     args = parser.parse_args()
-    if args.fit_rnn:
-        from kpt.sim._profile_launch import LAYERS_IN_SERIES
-
-        return fit_rnn(dataclasses.replace(load_profile("h100-sxm"), rnn=LAYERS_IN_SERIES))
+    if args.fit_rnn:  # on the shipped profile's kernels, without [rnn]'s gap and stack
+        shipped = load_profile("h100-sxm")
+        return fit_rnn(dataclasses.replace(shipped, rnn=shipped.rnn.kernels_only()))
     import kpt.adapters.sim  # noqa: F401  (registers kpt_sim)
 
     profile, rows = load_profile("h200"), sweep_rows("fp32")

@@ -119,8 +119,8 @@ def fused_section(runs: dict[str, list[dict]]) -> list[str]:
         "the GPU: issued behind a 50 ms hold, CUDA events around it "
         "(`measure_h200_steps.gpu_alone`), so its kernels run back to back as the host never "
         "keeps them waiting. kpt_sim on h100-sxm's device figures, and its kernels alone (the "
-        "profile without kernel_queued_us and [rnn], as the profiler sums them); us; the gap is "
-        "(alone - sum) per kernel.", "",
+        "profile without kernel_queued_us and [rnn]'s gap and stack, as the profiler sums them); "
+        "us; the gap is (alone - sum) per kernel.", "",
         "| kernel | kernels | kernel sum | GPU alone | gap per kernel | kpt_sim | vs GPU alone | "
         "kpt_sim's kernels | vs kernel sum |",
         "|---|---|---|---|---|---|---|---|---|",
