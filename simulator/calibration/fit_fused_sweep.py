@@ -171,14 +171,37 @@ def stack_rows(profile, sweep: str = "h100_rnn_stack_sweep") -> list[tuple]:
     return rows
 
 
+def bidirectional_rows(profile) -> list[tuple]:
+    """The bidirectional layers of measure_rnn_bidirectional.py (`h100_rnn_bidirectional.json`;
+    --fit-rnn fits direction_added on its single layers' ratio to one direction): stack_rows'
+    fields, the reference being the same stack one way."""
+    path = HERE / "h100_rnn_bidirectional.json"
+    if not path.exists():
+        return []
+    layers = json.loads(path.read_text())["layers"]
+    one = {(*_stack_shape(r), r["layers"]): r for r in layers if not r["bidirectional"]}
+    rows = []
+    for r in layers:
+        if r["bidirectional"]:
+            single = one[(*_stack_shape(r), r["layers"])]
+            label = (f"{r['mode']} x{r['layers']} both ways seq {r['seq']} batch {r['batch']} "
+                     f"{r['input']}->{r['hidden']} {r['part'].replace('_', '+')}")  # fmt: skip
+            rows.append((label, r["kernels"]["device_seconds"] * 1e6,
+                         r["gpu_alone"]["seconds"] * 1e6, single["gpu_alone"]["seconds"] * 1e6,
+                         stack_seconds(profile, r) * 1e6,
+                         stack_seconds(profile, single) * 1e6))  # fmt: skip
+    return rows
+
+
 def stack_seconds(profile, r: dict) -> float:
     """kpt_sim's time for a stack of a sweep: one launch per layer each way (the forward alone
     for a "forward" part), as torch issues them, each its share of the stack (the `rnn`
     class)."""
-    widths = [r["input"]] + [r["hidden"]] * (r["layers"] - 1)
+    directions = 2 if r.get("bidirectional") else 1
+    widths = [r["input"]] + [r["hidden"] * directions] * (r["layers"] - 1)
     ways = (0, 1) if r["part"] == "forward_backward" else (0,)
     return sum(rnn_timing(profile, "fp32", (r["seq"], r["batch"], width, r["hidden"],
-                                            GATES[r["mode"]], b, 1, r["layers"])).duration
+                                            GATES[r["mode"]], b, directions, r["layers"])).duration
                for width in widths for b in ways)  # fmt: skip
 
 
@@ -206,6 +229,7 @@ def fit_rnn(profile) -> None:
     terms = np.stack([above, above * first], axis=1) / measured[:, None]
     fixed, added = np.linalg.lstsq(terms, (measured - first) / measured, rcond=None)[0]
     print(persistent_fit())
+    print(direction_fit(profile, gap))
     # A layer adds `fixed` forward and backward together: stack_fixed_us is each launch's half.
     print(
         f"[rnn] fitted on {len(single)} single layers and {len(deep)} stacks: kernel_gap_us = "
@@ -229,15 +253,34 @@ def persistent_fit() -> str:
     return f"[rnn] persistent kernel, fitted on {len(points)} H100 layers: " + ", ".join(fields)
 
 
+def direction_fit(kernels, gap: float) -> str:
+    """[rnn] direction_added, fitted on the bidirectional sweep's single layers timed alone on
+    the GPU (h100_rnn_bidirectional.json): how much both directions take over one, against
+    kpt_sim's one direction alone and its kernels' sum (least squares), so the kernels' own
+    prices do not enter it."""
+    layers = json.loads((HERE / "h100_rnn_bidirectional.json").read_text())["layers"]
+    one = {_stack_shape(r): r for r in layers if not r["bidirectional"] and r["layers"] == 1}
+    profile = dataclasses.replace(kernels, rnn=kernels.rnn._replace(kernel_gap_s=gap))
+    kernels = dataclasses.replace(kernels, stream_gap_s=0.0)
+    over, share = [], []
+    for r in layers:
+        if r["bidirectional"] and r["layers"] == 1:
+            single = one[_stack_shape(r)]
+            over.append(r["gpu_alone"]["seconds"] / single["gpu_alone"]["seconds"] - 1)
+            share.append(stack_seconds(kernels, single) / stack_seconds(profile, single))
+    added = float(np.dot(share, over) / np.dot(share, share))
+    return f"[rnn] fitted on {len(over)} bidirectional layers: direction_added = {added:.3g}"
+
+
 def _stack_shape(r: dict) -> tuple:
     return r["mode"], r["seq"], r["batch"], r["input"], r["hidden"], r["part"]
 
 
-def print_stacks(rows, title: str) -> None:
-    """The stack table and, per depth and part, how much a layer adds to one alone on the GPU
-    and kpt_sim's errors."""
-    print(f"| RNN stack, {title} | kernel sum us | GPU alone us | over one layer | kpt_sim us | "
-          "error vs GPU alone |")  # fmt: skip
+def print_stacks(rows, title: str, reference: str = "one layer") -> None:
+    """The stack table and, per depth and part, how much a stack takes over its reference (one
+    layer alone; the same stack one way) on the GPU and kpt_sim's errors."""
+    print(f"| RNN stack, {title} | kernel sum us | GPU alone us | over {reference} | kpt_sim us "
+          "| error vs GPU alone |")  # fmt: skip
     print("|---|---|---|---|---|---|")
     for label, summed, alone, one, predicted, _ in rows:
         print(f"| {label} | {summed:.1f} | {alone:.1f} | {alone / one:.2f}x | {predicted:.1f} | "
@@ -249,11 +292,11 @@ def print_stacks(rows, title: str) -> None:
                 continue
             over = [alone / one for _, _, alone, one, _, _ in chosen]
             errors = [predicted / alone - 1 for _, _, alone, _, predicted, _ in chosen]
-            line = (f"{part}, stacks of {depth}: GPU alone {min(over):.2f}-{max(over):.2f}x one "
-                    f"layer's; " + summary("kpt_sim", errors))  # fmt: skip
-            if depth > 1:  # the stack against its own layer alone: the overlap, not the kernels
+            line = (f"{part}, stacks of {depth}: GPU alone {min(over):.2f}-{max(over):.2f}x "
+                    f"{reference}'s; " + summary("kpt_sim", errors))  # fmt: skip
+            if max(over) > 1:  # against its own reference: the overlap, not the kernels' prices
                 ratios = [(p / p1) / (a / a1) - 1 for _, _, a, a1, p, p1 in chosen]
-                line += f"; over one layer, median |error| {np.median(np.abs(ratios)):.1%}"
+                line += f"; over {reference}, median |error| {np.median(np.abs(ratios)):.1%}"
             print(line)
 
 
@@ -343,6 +386,10 @@ def main() -> None:
         stacks = stack_rows(load_profile("h200" if sweep.startswith("h200") else "h100-sxm"), sweep)
         if stacks:
             print_stacks(stacks, title)
+    both = bidirectional_rows(load_profile("h100-sxm"))
+    if both:
+        print_stacks(both, "both ways, H100 (direction_added fitted on the single layers)",
+                     "one way")  # fmt: skip
 
 
 def print_fused_ops(chip: str, layers: list, encoders: list) -> None:

@@ -4,6 +4,8 @@ series) and torch's fused transformer inference ops (the `encoder` class)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from kpt.sim import InvalidRequestError
@@ -55,17 +57,39 @@ def test_a_batch_under_one_tile_of_rows_costs_the_whole_tile(h200):
     assert t(4 * RNN_TILE_ROWS) > 1.5 * t(RNN_TILE_ROWS)
 
 
-def test_a_bidirectional_layer_runs_its_two_directions_in_series(h200):
+def test_a_bidirectional_layer_runs_its_two_directions_side_by_side(h200):
+    from kpt.sim._profile_launch import LAYERS_IN_SERIES
+
     shape = (32, 16, 256, 256, 3)  # a GRU layer
+    kernels_only = dataclasses.replace(h200, stream_gap_s=0.0, rnn=LAYERS_IN_SERIES)
+    added = h200.rnn.direction_added
+    assert 0 < added < 1
     for backward in (0, 1):
         one = rnn_timing(h200, "fp32", (*shape, backward)).duration
         both = rnn_timing(h200, "fp32", (*shape, backward, 2)).duration
-        # twice the kernels, queued back to back: one queued latency less than twice one
-        hidden = h200.queued_latency_s - h200.rnn.kernel_gap_s
-        assert both == pytest.approx(2 * one - hidden, rel=1e-12)
+        # the second direction adds part of its kernels' time (the profiler's: no launch gaps)
+        summed = rnn_timing(kernels_only, "fp32", (*shape, backward)).duration
+        summed -= h200.launch_latency_s  # the first kernel's idle latency is not a kernel's
+        assert both == pytest.approx(one + added * summed, rel=1e-12)
+        # launched a direction at a time (nn.LSTM's oneDNN op), each launch takes half
+        half = rnn_timing(h200, "fp32", (*shape, backward, 2, 1, 2)).duration
+        assert half == pytest.approx(both / 2, rel=1e-12)
+        # a bidirectional stack's layers run in series: the next needs both directions' outputs
+        stacked = rnn_timing(h200, "fp32", (*shape, backward, 2, 3)).duration
+        assert stacked == pytest.approx(both, rel=1e-12)
     assert rnn_timing(h200, "fp32", (*shape, 0, 1)).duration == pytest.approx(
         rnn_timing(h200, "fp32", (*shape, 0)).duration, rel=1e-12
     )
+
+
+def test_without_direction_added_a_layer_runs_its_directions_in_series():
+    p = load_profile("test-asic")
+    assert p.rnn.direction_added is None
+    shape = (8, 4, 16, 16, 3, 1)
+    one = rnn_timing(p, "fp32", shape).duration
+    both = rnn_timing(p, "fp32", (*shape, 2)).duration
+    # twice the kernels, queued back to back: one queued latency less than twice one
+    assert both == pytest.approx(2 * one - p.queued_latency_s, rel=1e-12)
 
 
 @pytest.mark.parametrize("layers", [2, 3])
@@ -97,7 +121,8 @@ def test_a_profile_without_an_rnn_table_runs_a_stack_in_series():
     ("table", "needle"),
     [({"stack_added": 1.5}, "rnn.stack_added"), ({"stack_added": 0}, "rnn.stack_added"),
      ({"kernel_gap_us": -1}, "rnn.kernel_gap_us"), ({"overlap": 0.5}, "rnn.overlap"),
-     ({"persistent_hidden": 256.5}, "rnn.persistent_hidden")],
+     ({"persistent_hidden": 256.5}, "rnn.persistent_hidden"),
+     ({"direction_added": -0.5}, "rnn.direction_added")],
 )  # fmt: skip
 def test_a_bad_rnn_table_is_refused_by_name(table, needle):
     import tomllib
@@ -132,7 +157,7 @@ def test_rnn_shape_is_checked(h200):
     with pytest.raises(InvalidRequestError, match="steps, batch, input, hidden"):
         op_timing(h200, "rnn", 0, 0, "fp32", (4, 2, 3))
     with pytest.raises(InvalidRequestError, match="directions 1 or 2"):
-        op_timing(h200, "rnn", 0, 0, "fp32", (4, 2, 3, 3, 3, 0, 2, 1, 1))
+        op_timing(h200, "rnn", 0, 0, "fp32", (4, 2, 3, 3, 3, 0, 2, 1, 1, 1))
 
 
 def test_a_fused_transformer_op_is_its_kernels_in_series(h200):

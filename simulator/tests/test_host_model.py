@@ -94,6 +94,11 @@ def test_a_fused_rnn_launch_pays_its_library_per_call_and_per_step():
     assert host.launch_s("kpt::rnn_layer_backward.default", 9, "rnn", both) == pytest.approx(
         (20 + 50 + 640) * US
     )
+    # launched a direction at a time (nn.LSTM's oneDNN op): each launch loops over its own
+    each = (64, 32, 512, 512, 4, 1, 2, 1, 2)
+    assert host.launch_s("aten::mkldnn_rnn_layer_backward", 9, "rnn", each) == pytest.approx(
+        (20 + 50 + 320) * US
+    )
 
 
 def test_a_persistent_rnn_layer_pays_its_library_set_up_but_no_step_loop():

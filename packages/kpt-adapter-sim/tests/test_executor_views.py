@@ -88,5 +88,5 @@ def test_kpt_sim_own_ops_are_allowed_by_name_and_nothing_else_of_their_namespace
     # A layer of a stack says how many layers it holds: its cost changes, never its values.
     executor.run("kpt::rnn_layer.default", views, outs, {"args": [*args, 3]})
     assert torch.equal(executor.view(outs[0]), expected)
-    with pytest.raises(ValueError, match="layers .* must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"layers .* must be >= 1, got 0"):
         executor.run("kpt::rnn_layer.default", views, outs, {"args": [*args, 0]})

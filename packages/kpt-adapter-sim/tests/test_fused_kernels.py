@@ -216,6 +216,28 @@ def test_lstm_one_launch_per_layer_each_way_bit_equal_to_cpu(sim, batch_first, l
     assert len(seen) < 12 * layers  # not a dozen launches per time step
 
 
+def test_a_bidirectional_lstm_launches_each_direction_as_half_of_its_layer(sim):
+    torch.manual_seed(10)
+    rnn = nn.LSTM(4, 3, 2, bidirectional=True)
+    on_sim = copy.deepcopy(rnn).to("kpt_sim")
+    x = torch.randn(5, 2, 4, requires_grad=True)
+    out, _ = rnn(x)
+    grad = torch.randn_like(out)
+    expected = torch.autograd.grad(out, [x, *rnn.parameters()], grad)
+    xs = x.detach().to("kpt_sim").requires_grad_()
+    with launches() as seen:
+        out_s, _ = on_sim(xs)
+        got = torch.autograd.grad(out_s, [xs, *on_sim.parameters()], grad.to("kpt_sim"))
+    assert torch.equal(out_s.cpu(), out)
+    for a, b in zip(got, expected, strict=True):
+        assert torch.equal(a.cpu(), b)
+    costs = [cost for op, cost in seen if op.startswith("aten::mkldnn_rnn_layer")]
+    assert len(costs) == 2 * 2 * 2  # two layers, two directions, forward and backward
+    # one direction's launch of a two-way layer of a two-layer stack: half the layer's time
+    assert all(c[4][6:] == [2, 2, 2] for c in costs)
+    assert [c[4][2] for c in costs[:4]] == [4, 4, 6, 6]  # the second layer reads both ways
+
+
 @pytest.mark.parametrize("training", [True, False])
 def test_lstm_without_autograd_is_fused_too(sim, training):
     torch.manual_seed(5)

@@ -26,15 +26,19 @@ def rnn_timing(profile: Profile, dtype: str, shape: tuple[int, ...]) -> OpTiming
     the last one's hidden state). The backward does the data gradients step by step, then the
     weight gradients of all steps as GEMMs. Every kernel after the first is queued behind the
     one before: it pays a queued kernel's launch cost and the profile's [rnn] kernel gap. A
-    bidirectional layer (shape[6] = 2) runs its directions' kernels in series, as the per-direction
-    launches of an LSTM layer do (cuDNN may overlap them; no run has timed one). A layer of a
-    stack (shape[7] layers) takes its share of the stack, whose layers cuDNN runs side by side
-    (the profile's [rnn] stack_added and stack_fixed_us). An Elman layer (one gate) at most
-    [rnn] persistent_hidden wide runs all its steps as one persistent kernel a direction.
+    bidirectional layer (shape[6] = 2) runs its two directions side by side, the second adding
+    [rnn] direction_added of its kernels' time (without it, in series). A layer of a
+    unidirectional stack (shape[7] layers) takes its share of the stack, whose layers cuDNN runs
+    side by side ([rnn] stack_added and stack_fixed_us); a bidirectional stack's run in series.
+    A layer whose directions are launched one at a time (shape[8] launches: oneDNN's
+    per-direction op, as torch runs nn.LSTM) gives each launch its share. An Elman layer (one
+    gate) at most [rnn] persistent_hidden wide runs all its steps as one persistent kernel a
+    direction.
     """
     steps, batch, inp, hidden, gates, backward = (int(d) for d in shape[:6])
     directions = int(shape[6]) if len(shape) > 6 else 1
     layers = max(int(shape[7]), 1) if len(shape) > 7 else 1
+    launches = max(int(shape[8]), 1) if len(shape) > 8 else 1
     dtype = DTYPE_ALIASES.get(dtype) or normalize_dtype(dtype)
     gemm = RNN_GEMM_DTYPES.get(dtype, dtype)
     size = DTYPE_BYTES.get(dtype, 4)
@@ -56,13 +60,18 @@ def rnn_timing(profile: Profile, dtype: str, shape: tuple[int, ...]) -> OpTiming
     rnn = profile.rnn
     if rnn.persistent(gates, hidden):  # one kernel for every step (its profiler time)
         persistent = rnn.persistent_s(max(steps, 0), bool(backward)) + profile.launch_latency_s
-        kernels = [*once, OpTiming(persistent, 0.0)] * directions
+        kernels = [*once, OpTiming(persistent, 0.0)]  # one direction's
     else:
-        kernels = (once + step_kernels * max(steps, 0)) * directions
-    queued = (profile.queued_latency_s - rnn.kernel_gap_s) * (len(kernels) - 1)
-    alone = sum(k.duration for k in kernels) - queued
-    duration = alone * rnn.stack_share(layers) + rnn.stack_fixed_share_s(layers)
-    return OpTiming(duration, sum(k.hbm_busy for k in kernels))
+        kernels = once + step_kernels * max(steps, 0)
+    hidden_latency = profile.queued_latency_s - rnn.kernel_gap_s  # what a queued kernel hides
+    alone = sum(k.duration for k in kernels) - hidden_latency * (len(kernels) - 1)
+    if directions == 2 and rnn.direction_added is None:  # in series: one queued behind the other
+        alone = 2 * alone - hidden_latency
+    elif directions == 2:  # side by side: the second direction adds part of its kernels' time
+        alone += rnn.direction_added * sum(k.duration - profile.launch_latency_s for k in kernels)
+    if directions == 1:
+        alone = alone * rnn.stack_share(layers) + rnn.stack_fixed_share_s(layers)
+    return OpTiming(alone / launches, sum(k.hbm_busy for k in kernels) * directions / launches)
 
 
 def conv_backward_timing(

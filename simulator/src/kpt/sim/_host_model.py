@@ -70,14 +70,17 @@ class HostCosts(NamedTuple):
 
     def rnn_s(self, shape: tuple, stepped: bool = True) -> float:
         """A fused RNN launch's library host loop: its set-up and each time step's launches,
-        for each direction (shape: kpt.sim's rnn shape, (steps, ..., backward[, directions]));
-        its set-up alone where the library runs every step in one kernel (stepped False)."""
+        for each direction it runs (shape: kpt.sim's rnn shape, (steps, ..., backward[,
+        directions[, layers[, launches]]]): a layer launched a direction at a time loops over
+        one); its set-up alone where the library runs every step in one kernel (stepped
+        False)."""
         if not stepped:
             return self.rnn_call_s
         backward = len(shape) > 5 and shape[5] and self.rnn_backward_step_s
         per_step = self.rnn_backward_step_s if backward else self.rnn_step_s
         directions = shape[6] if len(shape) > 6 else 1
-        return self.rnn_call_s + per_step * shape[0] * directions
+        launches = shape[8] if len(shape) > 8 else 1
+        return self.rnn_call_s + per_step * shape[0] * directions / launches
 
     def forward_for(self, op_class: str) -> float:
         return _class_figure(self.forward_class_s, op_class, self.forward_s)

@@ -75,7 +75,8 @@ class OpCost(NamedTuple):
     - multi_tensor (a foreach or fused-optimizer kernel; elementwise's efficiency where a
       profile has no table): (thread blocks,), one per 65536-element chunk of each tensor;
     - rnn: one fused RNN layer (cuDNN's): (steps, batch, input, hidden, gates, backward 0/1[,
-      directions 1 or 2[, layers of its stack]]); costed from the matmul and elementwise classes
+      directions 1 or 2[, layers of its stack[, launches: 2 where each direction is launched
+      alone]]]); costed from the matmul and elementwise classes
       (kpt.sim._cost_composite), flops and bytes are informational;
     - encoder: torch's fused transformer inference ops (nn.TransformerEncoderLayer's and
       nn.MultiheadAttention's fast path in eval): (batch, seq_q, seq_k, embed, heads, ffn, part
@@ -133,7 +134,7 @@ def cost_to_wire(cost: Any) -> list | None:
 # Shape lengths each class reads (module doc); a wrong length is an executor bug, refused.
 SHAPE_LENGTHS = {"matmul": (3, 4), "matmul_int8w": (3,), "conv": (3, 4, 5, 6, 7),
                  "attention": (4, 5, 6), "reduction": (2, 3, 4),
-                 "rnn": (6, 7, 8), "encoder": (7,), "multi_tensor": (1,), "batchnorm": (4,),
+                 "rnn": (6, 7, 8, 9), "encoder": (7,), "multi_tensor": (1,), "batchnorm": (4,),
                  **{c: (2,) for c in ROW_CLASSES}}  # fmt: skip
 SHAPE_FORMS = {"matmul": "(M, N, K[, row alignment in bytes])", "matmul_int8w": "(M, N, K)",
                "conv": "(N*Ho*Wo, Cout, Cin*kh*kw[, kh*kw[, channels_last 0 or 1[, gradients "
@@ -142,7 +143,7 @@ SHAPE_FORMS = {"matmul": "(M, N, K[, row alignment in bytes])", "matmul_int8w": 
                             "or 1]])",
                "reduction": "(outputs, reduced extent[, contiguous 0 or 1[, summing 0 or 1]])",
                "rnn": "(steps, batch, input, hidden, gates, backward 0 or 1[, directions 1 or 2[, "
-                      "layers in its stack]])",
+                      "layers in its stack[, launches of the layer's directions]]])",
                "encoder": "(batch, seq_q, seq_k, embed, heads, ffn, part 0-2)",
                "multi_tensor": "(thread blocks,)",
                "batchnorm": "(channels, elements per channel, channels_last 0 or 1, backward 0 "

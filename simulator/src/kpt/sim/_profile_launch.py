@@ -27,10 +27,13 @@ class FusedRnn(NamedTuple):
     layers, launched a layer at a time as torch does, runs L - 1 of them beside the one below
     (cuDNN's wavefront over layers and steps): each layer above the first adds stack_added of
     a layer alone plus stack_fixed_s, and kpt_sim spreads the stack's time evenly over its
-    launches. Elman layers (one gate) at most persistent_hidden wide run their steps as one
-    persistent kernel a direction (cuDNN's RNN_blockPersist_*<..., 256>), which takes a start
-    and a time per step, the backward's its own. Defaults: no gap, layers in series, no
-    persistent kernel.
+    launches. A bidirectional layer runs its two directions side by side: the second adds
+    direction_added of its kernels' time to the first direction alone (None: the directions in
+    series); a bidirectional stack's layers run in series (the next layer needs both
+    directions' whole outputs). Elman layers (one gate) at most persistent_hidden wide run their
+    steps as one persistent kernel a direction (cuDNN's RNN_blockPersist_*<..., 256>), which
+    takes a start and a time per step, the backward's its own. Defaults: no gap, layers and
+    directions in series, no persistent kernel.
     """
 
     kernel_gap_s: float = 0.0
@@ -41,6 +44,7 @@ class FusedRnn(NamedTuple):
     persistent_step_s: float = 0.0
     persistent_backward_start_s: float = 0.0
     persistent_backward_step_s: float = 0.0
+    direction_added: float | None = None
 
     def stack_share(self, layers: int) -> float:
         """One layer's share of a stack of `layers`, as a fraction of a layer alone."""
@@ -52,8 +56,9 @@ class FusedRnn(NamedTuple):
 
     def kernels_only(self) -> FusedRnn:
         """The layers' kernels alone, back to back, as the profiler's kernel sum times them:
-        no gap between them, a stack's layers in series."""
-        return self._replace(kernel_gap_s=0.0, stack_added=1.0, stack_fixed_s=0.0)
+        no gap between them, a stack's layers and a layer's directions in series."""
+        return self._replace(kernel_gap_s=0.0, stack_added=1.0, stack_fixed_s=0.0,
+                             direction_added=None)  # fmt: skip
 
     def persistent(self, gates: int, hidden: int) -> bool:
         """Whether a layer runs its steps as one persistent kernel a direction."""
@@ -73,7 +78,7 @@ RNN_MICROSECONDS = {"kernel_gap_us": "kernel_gap_s", "stack_fixed_us": "stack_fi
                     "persistent_step_us": "persistent_step_s",
                     "persistent_backward_start_us": "persistent_backward_start_s",
                     "persistent_backward_step_us": "persistent_backward_step_s"}  # fmt: skip
-RNN_FIELDS = {"stack_added", "persistent_hidden", *RNN_MICROSECONDS}
+RNN_FIELDS = {"stack_added", "direction_added", "persistent_hidden", *RNN_MICROSECONDS}
 
 
 def launch_and_host_fields(data: dict[str, Any], get, where: str) -> dict[str, Any]:
@@ -119,5 +124,7 @@ def launch_and_host_fields(data: dict[str, Any], get, where: str) -> dict[str, A
                   for key, name in RNN_MICROSECONDS.items() if key in table}  # fmt: skip
         if "persistent_hidden" in table:
             fields["persistent_hidden"] = get("rnn.persistent_hidden", int)
+        if "direction_added" in table:
+            fields["direction_added"] = float(get("rnn.direction_added"))
         out["rnn"] = FusedRnn(stack_added=added, **fields)
     return out

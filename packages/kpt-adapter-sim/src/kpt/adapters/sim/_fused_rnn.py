@@ -207,13 +207,25 @@ def _rnn_shape(x: torch.Tensor, w_ih: torch.Tensor, hidden: int, backward: int) 
 
 
 def layer_cost(func: Any, args: tuple, kwargs: dict, tensors: list) -> list:
-    # mkldnn_rnn_layer runs one direction: hidden_size, num_layers are its 11th and 12th
-    return _stacked(_forward_cost(args[0], args[1], args[2], int(args[10])), 1, int(args[11]))
+    # mkldnn_rnn_layer runs one direction: hidden_size, num_layers, bidirectional are its
+    # 11th, 12th and 14th arguments
+    cost = _forward_cost(args[0], args[1], args[2], int(args[10]))
+    return _one_direction(cost, int(args[11]), bool(args[13]))
 
 
 def layer_backward_cost(func: Any, args: tuple, kwargs: dict, tensors: list) -> list:
-    # and its backward's 16th and 17th
-    return _stacked(_backward_cost(args[0], args[1], int(args[15])), 1, int(args[16]))
+    # and its backward's 16th, 17th and 20th
+    cost = _backward_cost(args[0], args[1], int(args[15]))
+    return _one_direction(cost, int(args[16]), bool(args[19]))
+
+
+def _one_direction(cost: list, layers: int, bidirectional: bool) -> list:
+    """One direction's launch: of a bidirectional layer, the layer's cost shared by its two
+    launches (cuDNN runs the directions side by side: the shape's 9th entry says two)."""
+    if not bidirectional:
+        return _stacked(cost, 1, layers)
+    op_class, flops, moved, dtype, shape = cost
+    return [op_class, flops, moved, dtype, [*shape, 2, layers, 2]]
 
 
 def cells_cost(func: Any, args: tuple, kwargs: dict, tensors: list) -> list:
