@@ -26,21 +26,24 @@ SHAPES = [  # seq, batch, input, hidden
 ]  # fmt: skip
 
 
-def stacks(smoke: bool, dev: str, modes=MODES, shapes=SHAPES, parts=("forward_backward",)):
-    """Each stack of `modes` x `shapes` x LAYERS, each part ("forward_backward"; "forward":
-    the forward under no_grad, as a model serves) profiled and timed alone on the GPU."""
+def stacks(smoke: bool, dev: str, modes=MODES, shapes=SHAPES, parts=("forward_backward",),
+           depths=LAYERS, ways=(False,)) -> list[dict]:  # fmt: skip
+    """Each stack of `modes` x `shapes` x `depths` x `ways` (bidirectional or not), each part
+    ("forward_backward"; "forward": the forward under no_grad, as a model serves) profiled and
+    timed alone on the GPU."""
     out = []
     for mode in modes:
         for seq, batch, inp, hidden in [(4, 2, 8, 8)] if smoke else shapes:
-            for layers in LAYERS:
-                fwd, fwd_bwd = rnn_calls(mode, seq, batch, inp, hidden, layers, dev)
-                for part in parts:
-                    fn = fwd_bwd if part == "forward_backward" else torch.no_grad()(fwd)
-                    out.append({"mode": mode, "seq": seq, "batch": batch, "input": inp,
-                                "hidden": hidden, "layers": layers, "part": part,
-                                "kernels": kernel_profile(fn, dev),
-                                "gpu_alone": gpu_alone(fn, dev)})  # fmt: skip
-                    print({k: v for k, v in out[-1].items() if k != "kernels"}, flush=True)
+            for layers in depths:
+                for both in ways:
+                    fwd, fwd_bwd = rnn_calls(mode, seq, batch, inp, hidden, layers, dev, both)
+                    for part in parts:
+                        fn = fwd_bwd if part == "forward_backward" else torch.no_grad()(fwd)
+                        out.append({"mode": mode, "seq": seq, "batch": batch, "input": inp,
+                                    "hidden": hidden, "layers": layers, "bidirectional": both,
+                                    "part": part, "kernels": kernel_profile(fn, dev),
+                                    "gpu_alone": gpu_alone(fn, dev)})  # fmt: skip
+                        print({k: v for k, v in out[-1].items() if k != "kernels"}, flush=True)
     return out
 
 
