@@ -70,8 +70,9 @@ def with_fp32_attention(profile, **fields):
 
 
 def kernels_only(profile):
-    """`profile` without what runs between kernels (a queued eager kernel's gap, [rnn]'s gap
-    and stack): its kernels back to back, as the profiler's kernel sum times them."""
+    """`profile` without what runs between kernels or beside them (a queued eager kernel's gap,
+    [rnn]'s gap, stack and directions): its kernels back to back, as the profiler's kernel sum
+    times them."""
     return dataclasses.replace(profile, stream_gap_s=0.0, rnn=profile.rnn.kernels_only())
 
 

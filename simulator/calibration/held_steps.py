@@ -27,9 +27,10 @@ def no_host_profile(no_host_h200: str, tmp: Path, hbm_gbps: float) -> str:
 
 
 def kernels_only_profile(profile: str, tmp: Path) -> str:
-    """`profile` without what runs between kernels (kernel_queued_us, [rnn]'s gap and stack,
-    FusedRnn.kernels_only): its kernels back to back, as the profiler's kernel sum times them."""
-    between = r"kernel_queued_us|kernel_gap_us|stack_added|stack_fixed_us"
+    """`profile` without what runs between kernels or beside them (kernel_queued_us, [rnn]'s
+    gap, stack and directions, FusedRnn.kernels_only): its kernels back to back, as the
+    profiler's kernel sum times them."""
+    between = r"kernel_queued_us|kernel_gap_us|stack_added|stack_fixed_us|direction_added"
     text = re.sub(rf"(?m)^({between})\s*=.*\n", "", Path(profile).read_text())
     out = tmp / f"{Path(profile).stem}-kernels-only.toml"
     out.write_text(text)
@@ -119,7 +120,8 @@ def fused_section(runs: dict[str, list[dict]]) -> list[str]:
         "the GPU: issued behind a 50 ms hold, CUDA events around it "
         "(`measure_h200_steps.gpu_alone`), so its kernels run back to back as the host never "
         "keeps them waiting. kpt_sim on h100-sxm's device figures, and its kernels alone (the "
-        "profile without kernel_queued_us and [rnn]'s gap and stack, as the profiler sums them); "
+        "profile without kernel_queued_us and [rnn]'s gap, stack and directions, as the profiler "
+        "sums them); "
         "us; the gap is (alone - sum) per kernel.", "",
         "| kernel | kernels | kernel sum | GPU alone | gap per kernel | kpt_sim | vs GPU alone | "
         "kpt_sim's kernels | vs kernel sum |",
