@@ -166,6 +166,25 @@ def test_h100_fields_come_from_its_measurements():
     assert p.host_issue_s > 2 * hosts[len(hosts) // 2]
 
 
+def test_h100_queued_kernel_figure_comes_from_the_launch_split():
+    """kernel_queued_us is kernel_launch_us less what a queued add saved of its held window
+    (calibration/h100_launch_split.json, the median of its runs' tiny and 4 MB adds)."""
+    import json
+    import statistics
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "calibration" / "h100_launch_split.json"
+    if not path.is_file():
+        pytest.skip(f"{path} not in this checkout")
+    runs = json.loads(path.read_text())["runs"]
+    saved = [run[f"device_seconds_held_{size}"] - run[f"device_seconds_per_op_queued_{size}"]
+             for run in runs for size in ("tiny", "4mb")]  # fmt: skip
+    for name in ("h100-sxm", "h200"):  # h200 is derived from h100-sxm: the same launch
+        p = load_profile(name)
+        assert p.queued_latency_s == pytest.approx(statistics.median(saved), abs=0.01 * US)
+        assert 0 < p.stream_gap_s < p.launch_latency_s
+
+
 def test_fitted_host_issue_predicts_the_other_models_steps():
     """HOST_STEPS.md's whole-step table: kpt_sim's op traces of the models not fitted, replayed
     on the shipped profile, land within 25% of the H100's walls at the median and 60% at
