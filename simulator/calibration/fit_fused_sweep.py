@@ -69,13 +69,6 @@ def with_fp32_attention(profile, **fields):
     return dataclasses.replace(profile, efficiency={**profile.efficiency, "attention": table})
 
 
-def kernels_only(profile):
-    """`profile` without what runs between kernels or beside them (a queued eager kernel's gap,
-    [rnn]'s gap, stack and directions): its kernels back to back, as the profiler's kernel sum
-    times them."""
-    return dataclasses.replace(profile, stream_gap_s=0.0, rnn=profile.rnn.kernels_only())
-
-
 def kernel_us(part: dict, names: tuple[str, ...]) -> float:
     return sum(k["us"] for name, k in part["kernels"].items() if any(n in name for n in names))
 
@@ -379,7 +372,7 @@ def main() -> None:
             summary(f"bf16 {part} (not fitted on)", errors) + f", median {np.median(errors):+.1%}"
         )
     for chip, prefix, name in CHIPS:
-        on_chip = kernels_only(profile if prefix == "h200" else load_profile(name))
+        on_chip = (profile if prefix == "h200" else load_profile(name)).kernels_only()
         print_fused_ops(chip, rnn_errors(on_chip, prefix), encoder_errors(on_chip, prefix))
     for sweep, title in (("h100_rnn_stack_sweep", "H100, fitted on (--fit-rnn)"),
                          ("h100_rnn_stack_heldout", "H100, not fitted on"),

@@ -12,7 +12,6 @@ predict_h200_steps.py computes both sides and writes the two tables into simulat
 
 from __future__ import annotations
 
-import re
 import statistics
 from pathlib import Path
 
@@ -24,17 +23,6 @@ def no_host_profile(no_host_h200: str, tmp: Path, hbm_gbps: float) -> str:
 
     out = tmp / f"h200-no-host-hbm{hbm_gbps:.0f}.toml"
     return str(write_derived(no_host_h200, Datasheet(hbm_bandwidth_gbps=hbm_gbps), out))
-
-
-def kernels_only_profile(profile: str, tmp: Path) -> str:
-    """`profile` without what runs between kernels or beside them (kernel_queued_us, [rnn]'s
-    gap, stack and directions, FusedRnn.kernels_only): its kernels back to back, as the
-    profiler's kernel sum times them."""
-    between = r"kernel_queued_us|kernel_gap_us|stack_added|stack_fixed_us|direction_added"
-    text = re.sub(rf"(?m)^({between})\s*=.*\n", "", Path(profile).read_text())
-    out = tmp / f"{Path(profile).stem}-kernels-only.toml"
-    out.write_text(text)
-    return str(out)
 
 
 def predicted_apart(trace: dict, host_profile: str, device_s: float) -> dict:

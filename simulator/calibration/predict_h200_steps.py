@@ -30,10 +30,9 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-import torch  # noqa: E402
+from fused_calls import kernels_only, optimizers, replay_s, rnn, sdpa  # noqa: E402
 from held_steps import (  # noqa: E402
     fused_section,
-    kernels_only_profile,
     measured_apart,
     no_host_profile,
     predicted_apart,
@@ -41,14 +40,12 @@ from held_steps import (  # noqa: E402
 from held_steps import section as held_section  # noqa: E402
 from host_model_fit import (  # noqa: E402
     FIGURES,
-    OPTIMIZERS,
     PROFILE,
     host_speed,
     profile_with,
     run_programs,
     strip_host,
 )
-from measure_h200_steps import rnn_calls, sdpa_calls  # noqa: E402
 from step_traces import launches, record  # noqa: E402
 from whole_steps import WORKLOADS, build  # noqa: E402
 
@@ -209,14 +206,6 @@ def vocab_heads(profile=None) -> list[dict]:
     return rows
 
 
-def replay_s(trace: dict, profile: str) -> tuple[float, float]:
-    """(predicted end, device-busy seconds) of a trace on a profile."""
-    from kpt.sim import replay
-
-    out = replay(trace, profile=profile)
-    return out["predicted_s"], sum(row["busy_s"] for row in out["devices"])
-
-
 def measured_steps(suffix: str, chip: str = "h200") -> dict:
     return json.loads((HERE / f"{chip}_whole_steps{suffix}.json").read_text())["steps"]
 
@@ -305,7 +294,7 @@ def whole_steps(tmp: Path) -> list[dict]:
         flat_wall, _ = replay_s(trace, str(flat))
         alone, _ = replay_s(trace, no_host(tmp))
         # Device busy against the profiler's kernel sum: the kernels alone, without their gaps.
-        _, busy = replay_s(trace, kernels_only_profile(no_host(tmp), tmp))
+        _, busy = replay_s(trace, kernels_only(no_host(tmp)))
         at_speed = {}
         for label, suffix, _ in RUNS:
             step = runs[label][name]
@@ -329,96 +318,10 @@ def whole_steps(tmp: Path) -> list[dict]:
                      "runs": {label: {"busy_s": run[name]["kernels"]["device_seconds"],
                                       **at_speed[label]}
                               for label, run in runs.items()},
-                     "h100_predicted_busy_s": replay_s(trace, kernels_only_profile(H100, tmp))[1],
+                     "h100_predicted_busy_s": replay_s(trace, kernels_only(H100))[1],
                      "h100_runs": on_h100})  # fmt: skip
         print(rows[-1], flush=True)
         del w
-    return rows
-
-
-FUSED = HERE / "h200_fused_kernels.json"  # the fitted run's (r5); other runs' files alike
-
-
-def _alone(rec: dict, key: str) -> dict:
-    """The GPU's time alone (one call behind a long hold) where the run has it, and the
-    profiler's kernel count, for the held tables (held_steps.fused_section)."""
-    alone = rec.get(f"gpu_alone{key}", {}).get("seconds")
-    return {"gpu_alone_s": alone, "kernels": rec[f"kernels{key}"]["count"]} if alone else {}
-
-
-def _predicted(trace: dict, profile: str, tmp: Path, alone: dict) -> dict:
-    """kpt_sim's device-busy seconds for a recorded call: its kernels alone (against the
-    profiler's kernel sum) and, where the run timed the call alone on the GPU, all of it."""
-    _, summed = replay_s(trace, kernels_only_profile(profile, tmp))
-    if not alone:
-        return {"predicted_s": summed}
-    return {"predicted_s": summed, "predicted_alone_s": replay_s(trace, profile)[1], **alone}
-
-
-def sdpa(tmp: Path, source: Path = FUSED, profile: str | None = None) -> list[dict]:
-    profile = profile or no_host(tmp)
-    rows = []
-    for rec in json.loads(source.read_text())["sdpa"]:
-        shape = (rec["batch"], rec["heads"], rec["seq"], rec["head_dim"])
-        fwd, fwd_bwd = sdpa_calls(*shape, rec["causal"], rec["dtype"], "kpt_sim")
-        label = f"b{shape[0]} h{shape[1]} s{shape[2]} d{shape[3]} {rec['dtype']}" + (
-            " causal" if rec["causal"] else "")  # fmt: skip
-        profiled = rec["kernels_forward_backward"]
-        # The forward kernel's own time from the profile (cuDNN "fprop", CUTLASS "cutlassF"):
-        # CUDA events around one small forward also hold the host's set-up time.
-        forward_us = sum(k["us"] for k in profiled["top"] if "fprop" in k["name"]
-                         or "cutlassF" in k["name"])  # fmt: skip
-        parts = (
-            ("forward", fwd, forward_us * 1e-6),
-            ("forward+backward", fwd_bwd, profiled["device_seconds"]),
-        )
-        for part, fn, real in parts:
-            alone = _alone(rec, "_forward_backward") if part == "forward+backward" else {}
-            trace = record(fn, tmp / "sdpa.json")
-            rows.append({"kernel": f"sdpa {part} {label}", "measured_s": real,
-                         **_predicted(trace, profile, tmp, alone)})  # fmt: skip
-    return rows
-
-
-def rnn(tmp: Path, source: Path = FUSED, profile: str | None = None) -> list[dict]:
-    profile = profile or no_host(tmp)
-    rows = []
-    for rec in json.loads(source.read_text())["rnn"]:
-        _, fwd_bwd = rnn_calls(rec["mode"], rec["seq"], rec["batch"], rec["input"], rec["hidden"],
-                               rec["layers"], "kpt_sim")  # fmt: skip
-        trace = record(fwd_bwd, tmp / "rnn.json")
-        label = (f"{rec['mode']} x{rec['layers']} seq {rec['seq']} batch {rec['batch']} "
-                 f"{rec['input']}->{rec['hidden']} forward+backward")  # fmt: skip
-        real = rec["kernels_forward_backward"]["device_seconds"]
-        alone = _alone(rec, "_forward_backward")
-        rows.append({"kernel": label, "measured_s": real,
-                     **_predicted(trace, profile, tmp, alone)})  # fmt: skip
-    return rows
-
-
-def optimizers(tmp: Path, source: Path = FUSED, profile: str | None = None) -> list[dict]:
-    profile = profile or no_host(tmp)
-    rows = []
-    for rec in json.loads(source.read_text())["optimizers"]:
-        if rec["param_set"] == "gpt2_small" or rec["optimizer"] == "adamw_forloop":
-            continue  # 124M parameters: the daemon would hold them all; per-tensor loops: not fused
-        shapes = {"many_small": [(256, 256)] * 200, "few_large": [(4096, 4096)] * 8}
-        params = [torch.zeros(s, device="kpt_sim", requires_grad=True)
-                  for s in shapes[rec["param_set"]]]  # fmt: skip
-        for p in params:
-            p.grad = torch.zeros_like(p)
-        opt = OPTIMIZERS[rec["optimizer"]](params)
-        trace = record(opt.step, tmp / "opt.json")
-        size = "256x256" if rec["param_set"] == "many_small" else "4096x4096"
-        real = rec["kernels"]["device_seconds"]
-        rows.append(
-            {
-                "kernel": f"{rec['optimizer']} step, {rec['tensors']} x {size}",
-                "measured_s": real,
-                **_predicted(trace, profile, tmp, _alone(rec, "")),
-            }
-        )
-        del opt, params
     return rows
 
 
@@ -600,11 +503,11 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="kpt-h200-steps-"))
     steps = whole_steps(tmp)
-    kernels = {"sdpa": sdpa(tmp), "rnn": rnn(tmp), "optimizers": optimizers(tmp),
+    h200, h100 = no_host(tmp), no_host(tmp, H100_HBM_GBPS)
+    kernels = {"sdpa": sdpa(tmp, h200), "rnn": rnn(tmp, h200), "optimizers": optimizers(tmp, h200),
                "heads": vocab_heads()}  # fmt: skip
-    h100 = no_host(tmp, H100_HBM_GBPS)
     alone = {label: [row for fn in (sdpa, rnn, optimizers)
-                     for row in fn(tmp, HERE / f"h100_fused_kernels_{label}.json", h100)]
+                     for row in fn(tmp, h100, HERE / f"h100_fused_kernels_{label}.json")]
              for label in GPU_ALONE_RUNS}  # fmt: skip
     text = report(steps, kernels, alone)
     print(text)

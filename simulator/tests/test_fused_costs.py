@@ -4,8 +4,6 @@ series) and torch's fused transformer inference ops (the `encoder` class)."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from kpt.sim import InvalidRequestError
@@ -58,10 +56,9 @@ def test_a_batch_under_one_tile_of_rows_costs_the_whole_tile(h200):
 
 
 def test_a_bidirectional_layer_runs_its_two_directions_side_by_side(h200):
-    from kpt.sim._profile_launch import LAYERS_IN_SERIES
-
     shape = (32, 16, 256, 256, 3)  # a GRU layer
-    kernels_only = dataclasses.replace(h200, stream_gap_s=0.0, rnn=LAYERS_IN_SERIES)
+    kernels_only = h200.kernels_only()
+    assert kernels_only.stream_gap_s == 0 and kernels_only.rnn.direction_added is None
     added = h200.rnn.direction_added
     assert 0 < added < 1
     for backward in (0, 1):

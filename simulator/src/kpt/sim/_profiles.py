@@ -213,6 +213,12 @@ class Profile:
         """The latency a kernel queued behind another on an eager stream hides."""
         return self.launch_latency_s - self.stream_gap_s
 
+    def kernels_only(self) -> Profile:
+        """This chip without what runs between or beside its kernels (an eager stream's gap,
+        [rnn]'s gap, stack and directions): its kernels back to back, as a profiler's kernel
+        sum times them. A new object: cost caches are per profile, so keep the one you use."""
+        return dataclasses.replace(self, stream_gap_s=0.0, rnn=self.rnn.kernels_only())
+
     def efficiency_for(self, op_class: str) -> Efficiency:
         """The class's own table, else its parent's (softmax -> norm), else "default"."""
         found = self.efficiency.get(op_class)

@@ -24,6 +24,7 @@ from typing import Any
 from kpt.sim._errors import InvalidRequestError
 from kpt.sim._host_model import MAX_HOST_OPS
 from kpt.sim._op_cost import OpCost
+from kpt.sim._profiles import Profile
 from kpt.sim._simulator import Simulator
 
 FORMAT = "kpt-sim-ops"
@@ -31,7 +32,7 @@ FORMAT = "kpt-sim-ops"
 
 def replay(
     source: str | Path | dict | Iterable[dict],
-    profile: str | None = None,
+    profile: str | Profile | None = None,
     devices: int | None = None,
     topology: str | None = None,
     simulator: Simulator | None = None,
